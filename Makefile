@@ -1,0 +1,34 @@
+# Each target bootstraps .venv when it is missing or older than pyproject.toml.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: test demo bench lint clean
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/ruff check devicectl firmware_sim tests bench
+	$(BIN)/mypy
+	$(BIN)/python -m pytest -q
+
+demo: $(STAMP)
+	$(BIN)/devicectl demo
+
+bench: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	$(BIN)/python bench/codec.py
+	$(BIN)/python bench/sim.py
+	$(BIN)/python bench/controller.py
+
+lint: $(STAMP)
+	$(BIN)/ruff check devicectl firmware_sim tests bench
+	$(BIN)/mypy
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -1,0 +1,1 @@
+"""devicectl: host controller and simulator for a scalp microneedling pen."""

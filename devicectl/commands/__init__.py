@@ -1,0 +1,1 @@
+"""The `devicectl` subcommands, one module each: `register(subparsers)` adds them."""

@@ -1,0 +1,1 @@
+"""A simulated pen: firmware, physics, the technician's hand and fault injection."""
