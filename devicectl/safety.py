@@ -6,7 +6,13 @@ else in devicectl may spell a depth limit. Checks raise, they never clamp.
 
 from __future__ import annotations
 
+import enum
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Final
+
+from devicectl.errors import SafetyError
+from devicectl.protocol import SetTarget, fault_names
 
 #: The clinical depth cap: no needle deeper than 1.5 mm, whatever asks.
 DEPTH_CAP_UM: Final = 1500
@@ -22,3 +28,184 @@ DEPTH_STEP_UM: Final = 50
 INTERVAL_DEPTH_UM: Final = 1000
 #: Minimum days between sessions on a zone treated deeper than INTERVAL_DEPTH_UM.
 MIN_INTERVAL_DAYS: Final = 28
+#: The host stops stamping below this battery voltage, before the pen's own
+#: LOW_BATTERY fault (3300 mV) cuts a stroke short.
+BATTERY_LOW_MV: Final = 3400
+#: Skin contact lost for longer than this stops stamping.
+CONTACT_LOST_LIMIT_US: Final = 300_000
+#: Telemetry missing for more than this many periods stops stamping.
+TELEMETRY_GAP_PERIODS: Final = 3
+
+# The pen's states (protocol.PenState) the host knows; anything else is unknown.
+_KNOWN_PEN_STATES: Final = frozenset(range(5))
+_FAULT_OVERDEPTH: Final = 1 << 0
+_FAULT_ESTOP: Final = 1 << 5
+
+
+class Action(enum.Enum):
+    """What a telemetry frame asks of the host, most urgent last."""
+
+    OK = 0
+    STOP = 1
+    ESTOP = 2
+
+
+class EstopReason(enum.IntEnum):
+    """The `reason` byte of the ESTOPs the host sends (the pen logs it)."""
+
+    OVERDEPTH = 1
+    OVERSHOOT = 2
+    PEN_FAULT = 3
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    action: Action
+    reason: str
+    estop_reason: int = 0
+
+
+#: The verdict of a frame with nothing wrong: one shared object, no allocation.
+OK: Final = Verdict(Action.OK, "")
+
+
+def checked_set_target(depth_um: int, rate_dhz: int, zone_id: int) -> SetTarget:
+    """The only way devicectl builds a SET_TARGET: refused above the depth cap.
+
+    Raises SafetyError for a depth above DEPTH_CAP_UM (or not a whole number of
+    µm, or negative); it never clamps, so a wrong plan stops the session
+    instead of treating at a depth nobody asked for.
+    """
+    if not isinstance(depth_um, int) or isinstance(depth_um, bool):
+        raise SafetyError(f"target depth {depth_um!r} is not a whole number of µm")
+    if depth_um > DEPTH_CAP_UM:
+        raise SafetyError(
+            f"target depth {depth_um} µm is above the {DEPTH_CAP_UM} µm cap; "
+            "it was refused, not sent"
+        )
+    if depth_um < 0:
+        raise SafetyError(f"target depth {depth_um} µm is negative")
+    return SetTarget(depth_um=depth_um, rate_dhz=rate_dhz, zone_id=zone_id)
+
+
+def assert_sendable(message: object) -> None:
+    """Last gate before encoding: a SET_TARGET above the cap never reaches a frame."""
+    if isinstance(message, SetTarget) and (
+        not isinstance(message.depth_um, int) or message.depth_um > DEPTH_CAP_UM
+    ):
+        raise SafetyError(
+            f"target depth {message.depth_um} µm is above the {DEPTH_CAP_UM} µm cap; "
+            "it was refused, not sent"
+        )
+
+
+def telemetry_verdict(
+    state: int,
+    fault_flags: int,
+    depth_cmd_um: int,
+    depth_meas_um: int,
+    battery_mv: int,
+    known_fault_flags: int,
+) -> Verdict:
+    """What one TELEMETRY frame demands, checked before any other work on it.
+
+    ESTOP: measured depth over OVERDEPTH_LIMIT_UM or over the commanded depth
+    plus OVERSHOOT_MARGIN_UM, or a fault flag set that `known_fault_flags`
+    (the flags seen before, and those the host caused itself) did not have.
+    STOP: battery below BATTERY_LOW_MV or a pen state the host does not know.
+    Scalar arithmetic only: this runs on every frame, at up to 2 kHz.
+    """
+    if depth_meas_um > OVERDEPTH_LIMIT_UM:
+        return Verdict(
+            Action.ESTOP,
+            f"measured needle depth {depth_meas_um} µm is over the "
+            f"{OVERDEPTH_LIMIT_UM} µm limit",
+            EstopReason.OVERDEPTH,
+        )
+    if depth_meas_um > depth_cmd_um + OVERSHOOT_MARGIN_UM:
+        return Verdict(
+            Action.ESTOP,
+            f"measured needle depth {depth_meas_um} µm is more than "
+            f"{OVERSHOOT_MARGIN_UM} µm over the commanded {depth_cmd_um} µm",
+            EstopReason.OVERSHOOT,
+        )
+    new_flags = fault_flags & ~known_fault_flags
+    if new_flags:
+        return Verdict(
+            Action.ESTOP,
+            f"the pen reports a new fault: {', '.join(fault_names(new_flags))}",
+            EstopReason.PEN_FAULT,
+        )
+    if state not in _KNOWN_PEN_STATES:
+        return Verdict(Action.STOP, f"the pen reports an unknown state ({state})")
+    if battery_mv < BATTERY_LOW_MV:
+        return Verdict(
+            Action.STOP,
+            f"the pen's battery is low ({battery_mv} mV, below {BATTERY_LOW_MV} mV)",
+        )
+    return OK
+
+
+def fault_verdict(fault_flags: int, known_fault_flags: int) -> Verdict:
+    """A FAULT message: ESTOP when it shows a flag not known before."""
+    new_flags = fault_flags & ~known_fault_flags
+    if new_flags:
+        return Verdict(
+            Action.ESTOP,
+            f"the pen reports a fault: {', '.join(fault_names(new_flags))}",
+            EstopReason.PEN_FAULT,
+        )
+    return OK
+
+
+def cartridge_problem(
+    cartridge_id: int,
+    cartridge_stamps: int,
+    used_cartridge_ids: frozenset[int],
+    session_cartridge_id: int | None = None,
+) -> str | None:
+    """Why the cartridge in the pen may not be used, or None when it may.
+
+    Single use: present, no stamps delivered, not seen in an earlier session.
+    `session_cartridge_id` is the cartridge this session already started with:
+    that one may carry on (it has stamped this patient only).
+    """
+    if cartridge_id == 0:
+        return "no cartridge is in the pen; insert a new sealed cartridge"
+    if session_cartridge_id is not None and cartridge_id == session_cartridge_id:
+        return None
+    if cartridge_id in used_cartridge_ids:
+        return (
+            f"cartridge {cartridge_id} was used in an earlier session; "
+            "insert a new sealed cartridge"
+        )
+    if cartridge_stamps != 0:
+        return (
+            f"cartridge {cartridge_id} has already delivered {cartridge_stamps} stamps; "
+            "insert a new sealed cartridge"
+        )
+    return None
+
+
+def interval_problems(
+    zone_names: Sequence[str],
+    days_since_deep_treatment: Mapping[str, float],
+    min_interval_days: int,
+) -> list[str]:
+    """Zones of the plan whose last treatment deeper than INTERVAL_DEPTH_UM is too recent.
+
+    The facts come from the records (zone name -> days since that treatment;
+    missing = never). Any zone of the plan is bound, whatever depth it is
+    planned at now: the skin is still healing from the deep one. The interval
+    is never shorter than MIN_INTERVAL_DAYS, whatever the profile says.
+    """
+    interval_days = max(min_interval_days, MIN_INTERVAL_DAYS)
+    problems = []
+    for name in zone_names:
+        days = days_since_deep_treatment.get(name)
+        if days is not None and days < interval_days:
+            problems.append(
+                f"zone {name} was treated deeper than {INTERVAL_DEPTH_UM} µm "
+                f"{days:g} days ago; the minimum interval is {interval_days} days"
+            )
+    return problems
