@@ -1,0 +1,231 @@
+"""`devicectl sessions`: list the recorded sessions, show one (header, per-zone
+results, event timeline), export one as JSON or its events as CSV.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import sys
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from devicectl.errors import DevicectlError, StoreError
+from devicectl.store import EventRecord, SessionRecord, Store, default_db_path, parse_wall
+
+CSV_COLUMNS = ("t_us", "since_start_s", "wall", "kind", "zone_id", "safety", "text", "data")
+
+EXPORT_HELP = (
+    "json: one JSON document {session, zones, events} with the profile text, for archives"
+    " and other programs; csv: the event log only, one header row then one row per event"
+    f" ({', '.join(CSV_COLUMNS)}; data as JSON), for spreadsheets."
+)
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "sessions",
+        help="list, show and export recorded sessions",
+        description="Read the session records (append-only; nothing here changes them).",
+    )
+    sub = parser.add_subparsers(dest="sessions_command", required=True, metavar="ACTION")
+
+    def with_db(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument(
+            "--db",
+            type=Path,
+            default=None,
+            metavar="PATH",
+            help=f"records database (default {default_db_path()})",
+        )
+        return p
+
+    list_p = with_db(sub.add_parser("list", help="recent sessions, newest first"))
+    list_p.add_argument("--limit", type=int, default=50, help="how many (default 50)")
+    list_p.set_defaults(func=list_sessions)
+
+    show_p = with_db(
+        sub.add_parser("show", help="one session: header, per-zone results, event timeline")
+    )
+    show_p.add_argument("id", type=int, metavar="ID", help="session id (see `sessions list`)")
+    show_p.set_defaults(func=show_session)
+
+    export_p = with_db(
+        sub.add_parser(
+            "export",
+            help="one session as JSON, or its events as CSV",
+            description=f"Export a session. {EXPORT_HELP}",
+        )
+    )
+    export_p.add_argument("id", type=int, metavar="ID", help="session id (see `sessions list`)")
+    export_p.add_argument("--format", choices=("json", "csv"), default="json", help=EXPORT_HELP)
+    export_p.add_argument(
+        "--out", type=Path, default=None, metavar="FILE", help="write here instead of stdout"
+    )
+    export_p.set_defaults(func=export_session)
+
+
+def _db(args: argparse.Namespace) -> Path:
+    path: Path | None = args.db
+    return path if path is not None else default_db_path()
+
+
+def _open_existing(path: Path, session_id: int) -> Store:
+    if not path.exists():
+        raise StoreError(f"no session {session_id} in {path}: no records yet there")
+    return Store(path, create=False)
+
+
+def outcome_text(outcome: str | None) -> str:
+    return outcome if outcome is not None else "interrupted"
+
+
+def list_sessions(args: argparse.Namespace) -> int:
+    path = _db(args)
+    console = Console()
+    if not path.exists():
+        console.print(f"no records yet at {path}", markup=False, highlight=False)
+        return 0
+    with Store(path, create=False) as store:
+        records = store.sessions(limit=args.limit)
+    if not records:
+        console.print(f"no records yet at {path}", markup=False, highlight=False)
+        return 0
+    table = Table(title=f"sessions in {path}")
+    for name in ("id", "started", "patient ref", "profile", "outcome", "zones done"):
+        table.add_column(name, justify="right" if name == "id" else "left", overflow="fold")
+    for rec in records:
+        done = sum(1 for z in rec.zones if z.done)
+        table.add_row(
+            str(rec.id),
+            rec.started_at,
+            rec.patient_ref,
+            rec.profile_name,
+            outcome_text(rec.outcome),
+            f"{done}/{len(rec.zones)}",
+        )
+    console.print(table)
+    return 0
+
+
+def _since_start(rec: SessionRecord, event: EventRecord) -> float | None:
+    # Wall time, not t_us: a resumed session restarts the monotonic clock.
+    try:
+        return (parse_wall(event.wall) - parse_wall(rec.started_at)).total_seconds()
+    except StoreError:
+        return None
+
+
+def _clock(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    sign = "-" if seconds < 0 else ""
+    minutes, secs = divmod(abs(seconds), 60.0)
+    return f"{sign}{int(minutes):02d}:{secs:06.3f}"
+
+
+def _fw(fw_version: int | None) -> str:
+    return "?" if fw_version is None else f"{fw_version >> 8}.{fw_version & 0xFF}"
+
+
+def show_session(args: argparse.Namespace) -> int:
+    with _open_existing(_db(args), args.id) as store:
+        rec = store.session(args.id)
+        events = store.events(args.id)
+    console = Console()
+    head = Table.grid(padding=(0, 2))
+    head.add_column(style="bold")
+    head.add_column()
+    head.add_row("session", str(rec.id))
+    head.add_row("patient ref", rec.patient_ref)
+    head.add_row("profile", f"{rec.profile_name} ({rec.profile_hash[:12]})")
+    serial = "?" if rec.device_serial is None else str(rec.device_serial)
+    head.add_row("pen", f"serial {serial}, firmware {_fw(rec.fw_version)}")
+    head.add_row("cartridge", "?" if rec.cartridge_id is None else str(rec.cartridge_id))
+    head.add_row("position", rec.position_mode or "?")
+    head.add_row("started", rec.started_at)
+    head.add_row("ended", rec.ended_at or "-")
+    head.add_row("outcome", outcome_text(rec.outcome))
+    console.print(head)
+
+    zones = Table(title="zones")
+    for name in ("zone", "depth mm", "rate Hz", "coverage", "strokes", "time", "over-max cells"):
+        zones.add_column(name, justify="left" if name == "zone" else "right", overflow="fold")
+    for z in rec.zones:
+        zones.add_row(
+            z.name + (" ✓" if z.done else ""),
+            f"{z.depth_um / 1000:.2f}",
+            f"{z.rate_dhz / 10:.1f}",
+            f"{z.fraction * 100:.0f}% / {z.target_fraction * 100:.0f}%",
+            str(z.strokes),
+            _clock(z.seconds),
+            str(z.cells_at_max),
+        )
+    console.print(zones)
+
+    timeline = Table(title="events")
+    for name in ("time", "kind", "zone", "text"):
+        timeline.add_column(name, overflow="fold")
+    for e in events:
+        timeline.add_row(
+            _clock(_since_start(rec, e)),
+            e.kind + (" !" if e.safety else ""),
+            "" if e.zone_id is None else str(e.zone_id),
+            e.text,
+        )
+    console.print(timeline)
+    return 0
+
+
+def export_json(rec: SessionRecord, events: list[EventRecord]) -> str:
+    session: dict[str, Any] = asdict(rec)
+    zones = session.pop("zones")
+    document = {
+        "session": session,
+        "zones": zones,
+        "events": [asdict(e) | {"data": dict(e.data)} for e in events],
+    }
+    return json.dumps(document, indent=2, default=str) + "\n"
+
+
+def export_csv(rec: SessionRecord, events: list[EventRecord]) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for e in events:
+        since = _since_start(rec, e)
+        writer.writerow(
+            (
+                e.t_us,
+                "" if since is None else f"{since:.3f}",
+                e.wall,
+                e.kind,
+                "" if e.zone_id is None else e.zone_id,
+                int(e.safety),
+                e.text,
+                json.dumps(dict(e.data), default=str, separators=(",", ":")),
+            )
+        )
+    return out.getvalue()
+
+
+def export_session(args: argparse.Namespace) -> int:
+    with _open_existing(_db(args), args.id) as store:
+        rec = store.session(args.id)
+        events = store.events(args.id)
+    text = export_json(rec, events) if args.format == "json" else export_csv(rec, events)
+    out: Path | None = args.out
+    if out is None:
+        sys.stdout.write(text)
+        return 0
+    try:
+        out.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise DevicectlError(f"cannot write the export to {out}: {exc.strerror}") from exc
+    return 0
