@@ -1,0 +1,488 @@
+"""The pen's firmware as a sans-I/O state machine (spec: pen-protocol.md, Behaviour).
+
+Host bytes go in through `receive_data(data, now_us)`, time goes in through
+`tick(now_us)`; both return the pen's frames. Nothing here reads a clock.
+
+Theory of operation: every command and every fault becomes a `Trigger`, and
+`TRANSITIONS` alone says, for each (state, trigger), the next state or the
+NACK code that refuses it. Handlers only check arguments and guards
+(the pen's own depth limit, cartridge, a fault cause that persists) and then
+apply the table. Time moves in `_step_to`, which advances the physics and
+runs the pen's own supervision (watchdog, over-depth, stall, sensor,
+battery, temperature); any fault latches through `latch`, which retracts the
+needle, stops the motor, enters FAULT and sends FAULT once per fault bit.
+TELEMETRY goes out at telemetry_hz in every state once the first HELLO arrived;
+the pen says nothing unasked before that.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import deque
+from typing import Final
+
+from devicectl.protocol import (
+    FLAG_ACK_REQ,
+    POSITION_UNKNOWN,
+    Ack,
+    Capability,
+    ClearFault,
+    Configure,
+    Decoder,
+    DeviceInfo,
+    Estop,
+    Event,
+    Fault,
+    FaultBit,
+    Hello,
+    Message,
+    Nack,
+    PenEvent,
+    PenState,
+    SetTarget,
+    Start,
+    Stop,
+    Telemetry,
+    Unknown,
+    encode,
+)
+from firmware_sim.physics import PenParams, Physics
+
+#: The pen's own depth limit. Written here on purpose and not imported from the
+#: host's devicectl.safety: the two limits are independent (defence in depth);
+#: a test checks that they agree.
+PEN_DEPTH_LIMIT_UM: Final = 1500
+#: Measured protrusion that latches OVERDEPTH, and the margin over the command.
+PEN_OVERDEPTH_UM: Final = PEN_DEPTH_LIMIT_UM + 50
+PEN_OVERSHOOT_MARGIN_UM: Final = 100
+PROTO: Final = 1
+STALL_FRACTION: Final = 0.5
+STALL_US: Final = 50_000
+#: Identical sensor readings in a row, while stamping, that mean a stuck sensor:
+#: with ±10 µm of noise a live sensor repeats a value 9 times in ~1 of 10^11.
+STUCK_STROKES: Final = 10
+LINK_BAD_FRAMES: Final = 10
+LINK_WINDOW_US: Final = 100_000
+TELEMETRY_HZ_RANGE: Final = (50, 2000)
+WATCHDOG_MS_RANGE: Final = (20, 1000)
+#: A runner far behind (a paused process) skips telemetry rather than flooding.
+MAX_TELEMETRY_BACKLOG_US: Final = 200_000
+_WRAP32: Final = 0xFFFF_FFFF
+
+
+class Trigger(enum.Enum):
+    """What moves the state machine: commands, and faults latching."""
+
+    HELLO = "hello"
+    CONFIGURE = "configure"
+    SET_TARGET = "set_target"
+    START = "start"
+    STOP = "stop"
+    LATCH = "latch"  # any fault, ESTOP included
+    CLEAR_TO_READY = "clear_to_ready"
+    CLEAR_TO_IDLE = "clear_to_idle"
+
+
+_B, _I, _R, _S, _F = (
+    PenState.BOOT,
+    PenState.IDLE,
+    PenState.READY,
+    PenState.STAMPING,
+    PenState.FAULT,
+)
+
+#: Every transition of the pen, in one place: (state, trigger) -> next state, or
+#: the NACK that refuses the command (the state then stays as it was).
+#: Commands before the first HELLO are refused BAD_STATE, except ESTOP, which
+#: a pen obeys in every state.
+TRANSITIONS: Final[dict[tuple[PenState, Trigger], PenState | Nack]] = {
+    (_B, Trigger.HELLO): _I,
+    (_I, Trigger.HELLO): _I,
+    (_R, Trigger.HELLO): _R,
+    (_S, Trigger.HELLO): _S,
+    (_F, Trigger.HELLO): _F,
+    (_B, Trigger.CONFIGURE): Nack.BAD_STATE,
+    (_I, Trigger.CONFIGURE): _I,
+    (_R, Trigger.CONFIGURE): _R,
+    (_S, Trigger.CONFIGURE): _S,
+    (_F, Trigger.CONFIGURE): _F,
+    (_B, Trigger.SET_TARGET): Nack.BAD_STATE,
+    (_I, Trigger.SET_TARGET): _R,
+    (_R, Trigger.SET_TARGET): _R,
+    (_S, Trigger.SET_TARGET): _S,  # takes effect from the next stroke
+    (_F, Trigger.SET_TARGET): _F,  # kept for after CLEAR_FAULT
+    (_B, Trigger.START): Nack.BAD_STATE,
+    (_I, Trigger.START): Nack.BAD_STATE,
+    (_R, Trigger.START): _S,
+    (_S, Trigger.START): _S,
+    (_F, Trigger.START): Nack.FAULT_ACTIVE,
+    (_B, Trigger.STOP): Nack.BAD_STATE,
+    (_I, Trigger.STOP): _I,
+    (_R, Trigger.STOP): _R,
+    (_S, Trigger.STOP): _R,
+    (_F, Trigger.STOP): _F,
+    (_B, Trigger.LATCH): _F,
+    (_I, Trigger.LATCH): _F,
+    (_R, Trigger.LATCH): _F,
+    (_S, Trigger.LATCH): _F,
+    (_F, Trigger.LATCH): _F,
+    (_B, Trigger.CLEAR_TO_READY): Nack.BAD_STATE,
+    (_I, Trigger.CLEAR_TO_READY): _I,
+    (_R, Trigger.CLEAR_TO_READY): _R,
+    (_S, Trigger.CLEAR_TO_READY): _S,
+    (_F, Trigger.CLEAR_TO_READY): _R,
+    (_B, Trigger.CLEAR_TO_IDLE): Nack.BAD_STATE,
+    (_I, Trigger.CLEAR_TO_IDLE): _I,
+    (_R, Trigger.CLEAR_TO_IDLE): _R,
+    (_S, Trigger.CLEAR_TO_IDLE): _S,
+    (_F, Trigger.CLEAR_TO_IDLE): _I,
+}
+
+
+class Firmware:
+    """The pen's side of the link. Readable state for tests and scenarios."""
+
+    def __init__(self, pen: PenParams, physics: Physics, *, seed: int = 0) -> None:
+        self.pen = pen
+        self.physics = physics
+        self.seed = seed
+        self.state = PenState.BOOT
+        self.fault_flags = 0
+        self.decoder = Decoder()
+        self.greeted = False
+        #: False only in the `overshoot-no-limit` scenario: a firmware bug.
+        self.depth_limit_enabled = True
+        self.target: SetTarget | None = None
+        self.telemetry_hz = pen.telemetry_hz
+        self.watchdog_us = pen.watchdog_ms * 1000
+        self.x_dmm = POSITION_UNKNOWN
+        self.y_dmm = POSITION_UNKNOWN
+        self.contact = 0
+        self._seq = 0
+        self._out: list[bytes] = []
+        self._boot_us: int | None = None
+        self._t_us = 0
+        self._last_feed_us = 0
+        self._tlm_base_us = 0
+        self._tlm_k = 0
+        self._next_tlm_us = 0
+        self._bad_seen = 0
+        self._bad_times: deque[int] = deque()
+        self._slow_since_us: int | None = None
+
+    # --- the two entry points ------------------------------------------------
+
+    def receive_data(self, data: bytes, now_us: int) -> bytes:
+        """Host bytes in (any chunking); the pen's answers out."""
+        self._advance(now_us)
+        frames = self.decoder.feed(data)
+        self._count_bad_frames(now_us)
+        for frame in frames:
+            if self.greeted:
+                self._last_feed_us = now_us  # any valid frame feeds the watchdog
+            self._handle(frame.seq, frame.flags, frame.message, now_us)
+        return self._flush()
+
+    def tick(self, now_us: int) -> bytes:
+        """Advance to `now_us`: TELEMETRY when due, FAULT and EVENT as they happen."""
+        self._advance(now_us)
+        return self._flush()
+
+    # --- inputs from the pen's body and the hand -------------------------------
+
+    def set_position(self, x_dmm: int, y_dmm: int) -> None:
+        if self.pen.capabilities & Capability.POSITION:
+            self.x_dmm, self.y_dmm = x_dmm, y_dmm
+        else:
+            self.x_dmm = self.y_dmm = POSITION_UNKNOWN
+
+    def set_contact(self, contact: bool, now_us: int) -> None:
+        if not self.pen.capabilities & Capability.CONTACT:
+            return
+        value = 1 if contact else 0
+        if value != self.contact:
+            self.contact = value
+            self.emit_event(PenEvent.CONTACT_MADE if value else PenEvent.CONTACT_LOST, now_us)
+
+    def press(self, button: PenEvent, now_us: int) -> None:
+        """A button on the pen (BUTTON_PAUSE, BUTTON_RESUME, BUTTON_NEXT_ZONE)."""
+        self.emit_event(button, now_us)
+
+    def remove_cartridge(self, now_us: int) -> None:
+        self._advance(now_us)
+        if not self.physics.cartridge_present:
+            return
+        self.physics.remove_cartridge()
+        self.emit_event(PenEvent.CARTRIDGE_REMOVED, now_us)
+        if self.state is PenState.STAMPING:
+            self.latch(FaultBit.CARTRIDGE, 0, now_us)
+
+    def insert_cartridge(self, cartridge_id: int, stamps: int, now_us: int) -> None:
+        self._advance(now_us)
+        self.physics.insert_cartridge(cartridge_id, stamps)
+        self.emit_event(PenEvent.CARTRIDGE_INSERTED, now_us)
+
+    def emit_event(self, event: PenEvent, now_us: int) -> None:
+        if self.greeted:
+            self._send(Event(int(event), self._pen_clock(now_us)))
+
+    def latch(self, bit: FaultBit, detail: int, now_us: int) -> None:
+        """Latch a fault: needle retracted and motor off at once, FAULT, one FAULT frame."""
+        flag = 1 << bit
+        if self.fault_flags & flag:
+            return  # already latched: a repeat has the effect of one
+        self.fault_flags |= flag
+        self.physics.halt()
+        self._slow_since_us = None
+        self._apply(Trigger.LATCH)
+        if self.greeted:
+            self._send(Fault(self.fault_flags, int(bit), max(0, min(detail, 0xFFFF))))
+
+    # --- commands --------------------------------------------------------------
+
+    def _handle(self, seq: int, flags: int, msg: Message | Unknown, now_us: int) -> None:
+        ack_req = bool(flags & FLAG_ACK_REQ)
+        if isinstance(msg, Hello):
+            self._on_hello(msg, now_us)
+            if ack_req:
+                self._ack(seq, msg.TYPE, Nack.OK)
+            return
+        if isinstance(msg, Unknown) or msg.TYPE >= 0x40:
+            if ack_req:
+                code = msg.type_code if isinstance(msg, Unknown) else int(msg.TYPE)
+                self._ack(seq, code, Nack.UNKNOWN_TYPE)
+            return
+        status = self._command(msg, now_us)
+        if ack_req:
+            self._ack(seq, msg.TYPE, status)
+
+    def _on_hello(self, msg: Hello, now_us: int) -> None:
+        if not self.greeted:
+            self.greeted = True
+            self._last_feed_us = now_us
+            self._restart_telemetry(now_us)
+        self._apply(Trigger.HELLO)
+        phys = self.physics
+        pen = self.pen
+        self._send(
+            DeviceInfo(
+                msg.nonce,
+                PROTO,
+                pen.fw_version,
+                pen.serial_number,
+                pen.max_depth_um,
+                pen.min_rate_dhz,
+                pen.max_rate_dhz,
+                pen.needle_count,
+                pen.capabilities,
+                phys.cartridge_id,
+                min(phys.cartridge_stamps, _WRAP32),
+                pen.footprint_dmm,
+            )
+        )
+
+    def _command(self, msg: Message, now_us: int) -> Nack:
+        """Check a host command's arguments and guards, then apply the table."""
+        if isinstance(msg, Estop):
+            self.latch(FaultBit.ESTOP, msg.reason, now_us)
+            return Nack.OK
+        if isinstance(msg, Configure):
+            return self._on_configure(msg, now_us)
+        if isinstance(msg, SetTarget):
+            return self._on_set_target(msg)
+        if isinstance(msg, Start):
+            return self._try(Trigger.START, self._start_guard())
+        if isinstance(msg, Stop):
+            refused = self._try(Trigger.STOP, Nack.OK)
+            if refused is Nack.OK:
+                self.physics.halt()
+            return refused
+        if isinstance(msg, ClearFault):
+            return self._on_clear_fault(now_us)
+        return Nack.OK  # HEARTBEAT: feeding the watchdog was all it had to do
+
+    def _on_configure(self, msg: Configure, now_us: int) -> Nack:
+        lo_hz, hi_hz = TELEMETRY_HZ_RANGE
+        lo_ms, hi_ms = WATCHDOG_MS_RANGE
+        guard = Nack.OK
+        if not (lo_hz <= msg.telemetry_hz <= hi_hz and lo_ms <= msg.watchdog_ms <= hi_ms):
+            guard = Nack.BAD_ARG
+        status = self._try(Trigger.CONFIGURE, guard)
+        if status is Nack.OK:
+            self.watchdog_us = msg.watchdog_ms * 1000
+            if msg.telemetry_hz != self.telemetry_hz:
+                self.telemetry_hz = msg.telemetry_hz
+                self._restart_telemetry(now_us)
+        return status
+
+    def _on_set_target(self, msg: SetTarget) -> Nack:
+        pen = self.pen
+        guard = Nack.OK
+        if msg.depth_um > PEN_DEPTH_LIMIT_UM or msg.depth_um > pen.max_depth_um:
+            guard = Nack.DEPTH_LIMIT
+        elif not pen.min_rate_dhz <= msg.rate_dhz <= pen.max_rate_dhz:
+            guard = Nack.RATE_LIMIT
+        status = self._try(Trigger.SET_TARGET, guard)
+        if status is Nack.OK:
+            self.target = msg
+        return status
+
+    def _start_guard(self) -> Nack:
+        return Nack.OK if self.physics.cartridge_present else Nack.CARTRIDGE
+
+    def _on_clear_fault(self, now_us: int) -> Nack:
+        trigger = Trigger.CLEAR_TO_READY if self.target else Trigger.CLEAR_TO_IDLE
+        guard = Nack.FAULT_ACTIVE if self._cause_persists() else Nack.OK
+        if self.state is not PenState.FAULT:
+            guard = Nack.OK  # a repeat of an accepted CLEAR_FAULT: nothing to do
+        status = self._try(trigger, guard)
+        if status is Nack.OK and self.fault_flags:
+            self.fault_flags = 0
+            self._bad_times.clear()
+            self._slow_since_us = None
+        return status
+
+    def _cause_persists(self) -> bool:
+        flags = self.fault_flags
+        phys = self.physics
+        pen = self.pen
+        return bool(
+            (flags & (1 << FaultBit.LOW_BATTERY) and phys.battery_mv < pen.battery_low_mv)
+            or (flags & (1 << FaultBit.CARTRIDGE) and not phys.cartridge_present)
+            or (flags & (1 << FaultBit.OVERTEMP) and phys.temp_c > pen.overtemp_clear_c)
+        )
+
+    def _try(self, trigger: Trigger, guard: Nack) -> Nack:
+        """The table first (state refusals win), then the handler's guard."""
+        nxt = TRANSITIONS[(self.state, trigger)]
+        if isinstance(nxt, Nack):
+            return nxt
+        if guard is not Nack.OK:
+            return guard
+        self.state = nxt
+        return Nack.OK
+
+    def _apply(self, trigger: Trigger) -> None:
+        nxt = TRANSITIONS[(self.state, trigger)]
+        if isinstance(nxt, PenState):
+            self.state = nxt
+
+    # --- time ------------------------------------------------------------------
+
+    def _advance(self, now_us: int) -> None:
+        if self._boot_us is None:
+            self._boot_us = now_us
+            self._t_us = now_us
+        if self.greeted:
+            if now_us - self._next_tlm_us > MAX_TELEMETRY_BACKLOG_US:
+                self._step_to(now_us)
+                self._restart_telemetry(now_us)
+            while self._next_tlm_us <= now_us:
+                due = self._next_tlm_us
+                self._step_to(due)
+                self._send_telemetry(due)
+                self._tlm_k += 1
+                self._next_tlm_us = self._tlm_base_us + self._tlm_k * 1_000_000 // self.telemetry_hz
+        self._step_to(now_us)
+
+    def _restart_telemetry(self, now_us: int) -> None:
+        self._tlm_base_us = now_us
+        self._tlm_k = 1
+        self._next_tlm_us = now_us + 1_000_000 // self.telemetry_hz
+
+    def _step_to(self, t_us: int) -> None:
+        dt = t_us - self._t_us
+        if dt <= 0:
+            return
+        self._t_us = t_us
+        phys = self.physics
+        stamping = self.state is PenState.STAMPING
+        target = self.target
+        if stamping and target is not None:
+            if phys.advance(dt, target.depth_um, target.rate_dhz, True):
+                self._check_stroke(target, t_us)
+            self._check_motor(target, t_us)
+        else:
+            phys.advance(dt, 0, 0, False)
+        if self.greeted and t_us - self._last_feed_us > self.watchdog_us:
+            self.latch(FaultBit.WATCHDOG, min((t_us - self._last_feed_us) // 1000, 0xFFFF), t_us)
+        if phys.battery_uv < self.pen.battery_low_mv * 1000:
+            self.latch(FaultBit.LOW_BATTERY, phys.battery_mv, t_us)
+        if phys.temp_c > self.pen.overtemp_c:
+            self.latch(FaultBit.OVERTEMP, int(phys.temp_c), t_us)
+
+    def _check_stroke(self, target: SetTarget, t_us: int) -> None:
+        phys = self.physics
+        meas = phys.step_max_meas_um
+        if self.depth_limit_enabled and (
+            meas > PEN_OVERDEPTH_UM or meas > target.depth_um + PEN_OVERSHOOT_MARGIN_UM
+        ):
+            self.latch(FaultBit.OVERDEPTH, meas, t_us)
+        elif meas > self.pen.max_depth_um or phys.unchanged_strokes >= STUCK_STROKES - 1:
+            self.latch(FaultBit.SENSOR, meas, t_us)
+
+    def _check_motor(self, target: SetTarget, t_us: int) -> None:
+        if self.state is not PenState.STAMPING:
+            return
+        if self.physics.rate_dhz < target.rate_dhz * STALL_FRACTION:
+            if self._slow_since_us is None:
+                self._slow_since_us = t_us
+            elif t_us - self._slow_since_us >= STALL_US:
+                self.latch(FaultBit.STALL, self.physics.rate_meas_dhz, t_us)
+        else:
+            self._slow_since_us = None
+
+    def _count_bad_frames(self, now_us: int) -> None:
+        bad = self.decoder.bad_frames
+        new = bad - self._bad_seen
+        if not new:
+            return
+        self._bad_seen = bad
+        if not self.greeted:
+            return  # link supervision starts with the first HELLO, like the watchdog
+        times = self._bad_times
+        times.extend([now_us] * min(new, LINK_BAD_FRAMES + 1))
+        while times and now_us - times[0] >= LINK_WINDOW_US:
+            times.popleft()
+        if len(times) > LINK_BAD_FRAMES:
+            self.latch(FaultBit.LINK, len(times), now_us)
+
+    # --- output ----------------------------------------------------------------
+
+    def _pen_clock(self, t_us: int) -> int:
+        return (t_us - (self._boot_us or 0)) & _WRAP32
+
+    def _send_telemetry(self, t_us: int) -> None:
+        phys = self.physics
+        target = self.target
+        stamping = self.state is PenState.STAMPING
+        self._send(
+            Telemetry(
+                (t_us - (self._boot_us or 0)) & _WRAP32,
+                int(self.state),
+                self.fault_flags,
+                target.depth_um if target else 0,
+                phys.depth_meas_um if stamping else 0,
+                phys.rate_meas_dhz,
+                phys.strokes & _WRAP32,
+                self.x_dmm,
+                self.y_dmm,
+                self.contact,
+                target.zone_id if target else 0,
+                max(0, min(phys.battery_mv, 0xFFFF)),
+            )
+        )
+
+    def _ack(self, seq: int, type_code: int, status: Nack) -> None:
+        self._send(Ack(seq, type_code, int(status)))
+
+    def _send(self, msg: Message) -> None:
+        self._out.append(encode(msg, self._seq))
+        self._seq = (self._seq + 1) & 0xFF
+
+    def _flush(self) -> bytes:
+        if not self._out:
+            return b""
+        data = b"".join(self._out)
+        self._out.clear()
+        return data
