@@ -1,0 +1,208 @@
+"""`devicectl ports` and `devicectl wire decode|encode|spy`: the link on the bench.
+
+Decode and encode turn hex to the spec's messages and back, one JSON object a
+line; spy opens a port and prints what the pen sends, frame by frame.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from devicectl.errors import DevicectlError, ProtocolError
+from devicectl.link import DEFAULT_BAUDRATE, list_serial_ports, open_transport
+from devicectl.protocol import (
+    BY_NAME,
+    Decoder,
+    Discard,
+    Frame,
+    encode,
+    message_from_fields,
+    message_to_dict,
+)
+
+_HEX_SEPARATORS = re.compile(r"[\s:,]+")
+_READ_BYTES = 4096
+_READ_TIMEOUT_S = 0.1
+
+
+def register(subparsers: Any) -> None:
+    ports = subparsers.add_parser("ports", help="list serial ports, marking the likely pen")
+    ports.set_defaults(func=run_ports)
+
+    wire = subparsers.add_parser("wire", help="decode, encode or spy on pen-link frames")
+    sub = wire.add_subparsers(dest="wire_command", required=True, metavar="ACTION")
+
+    dec = sub.add_parser(
+        "decode",
+        help="hex frames to JSON lines (from arguments, else stdin)",
+        description="Decode hex (spaces, newlines, colons and 0x prefixes allowed) into "
+        "one JSON object per frame; a thrown-away frame prints {'discarded': reason}. "
+        "The end of the input ends the last frame.",
+    )
+    dec.add_argument("hex", nargs="*", help="hex bytes; read from stdin when absent")
+    dec.set_defaults(func=run_decode)
+
+    enc = sub.add_parser(
+        "encode",
+        help="one message to a hex frame",
+        description=f"Encode TYPE ({', '.join(sorted(BY_NAME))}) with field=value "
+        "pairs (decimal or 0x hex) into a frame, printed as hex.",
+    )
+    enc.add_argument("type", metavar="TYPE")
+    enc.add_argument("fields", nargs="*", metavar="FIELD=VALUE")
+    enc.add_argument("--seq", type=int, default=0, help="sequence number (default 0)")
+    enc.add_argument("--flags", type=int, default=None, help="flags (default per the spec)")
+    enc.set_defaults(func=run_encode)
+
+    spy = sub.add_parser("spy", help="decode live traffic from a port")
+    spy.add_argument("port", help="device path, pseudo-terminal or pyserial URL")
+    spy.add_argument("--json", action="store_true", help="print JSON lines")
+    spy.add_argument("--baud", type=int, default=DEFAULT_BAUDRATE, help="UART baud rate")
+    spy.add_argument("--count", type=int, default=None, help="stop after N frames")
+    spy.add_argument("--duration", type=float, default=None, help="stop after S seconds")
+    spy.set_defaults(func=run_spy)
+
+
+# --- ports -------------------------------------------------------------------
+
+
+def run_ports(args: argparse.Namespace) -> int:
+    ports = list_serial_ports()
+    if not ports:
+        print("no serial ports found; is the pen plugged in and switched on?")
+        return 0
+    width = max(len(p.device) for p in ports)
+    for p in ports:
+        mark = "  <- likely pen" if p.likely_pen else ""
+        print(f"{p.device:<{width}}  {p.description}  [{p.hwid}]{mark}")
+    return 0
+
+
+# --- decode ------------------------------------------------------------------
+
+
+def parse_hex(text: str) -> bytes:
+    """Bytes from hex with any spaces, newlines, colons or 0x prefixes."""
+    digits = []
+    for token in _HEX_SEPARATORS.split(text):
+        if token[:2].lower() == "0x":
+            token = token[2:]
+        digits.append(token)
+    joined = "".join(digits)
+    bad = re.search(r"[^0-9a-fA-F]", joined)
+    if bad is not None:
+        raise DevicectlError(
+            f"{bad.group()!r} is not a hex digit; give bytes like `04 01 42 09` or `04:01:42`"
+        )
+    if len(joined) % 2:
+        raise DevicectlError(
+            f"the hex input has an odd number of digits ({len(joined)}); a byte is two digits"
+        )
+    return bytes.fromhex(joined)
+
+
+def decode_events(decoder: Decoder, data: bytes) -> Iterator[Frame | Discard]:
+    """Frames and discards, in stream order (the decoder only counts discards)."""
+    pieces = data.split(b"\x00")
+    last = len(pieces) - 1
+    for i, piece in enumerate(pieces):
+        chunk = piece + b"\x00" if i < last else piece
+        if not chunk:
+            continue
+        before = dict(decoder.discarded)
+        yield from decoder.feed(chunk)
+        for reason, count in decoder.discarded.items():
+            for _ in range(count - before[reason]):
+                yield reason
+
+
+def frame_to_dict(frame: Frame) -> dict[str, Any]:
+    fields = message_to_dict(frame.message)
+    return {"type": fields.pop("type"), "seq": frame.seq, "flags": frame.flags, **fields}
+
+
+def event_to_dict(event: Frame | Discard) -> dict[str, Any]:
+    if isinstance(event, Discard):
+        return {"discarded": event.value}
+    return frame_to_dict(event)
+
+
+def run_decode(args: argparse.Namespace) -> int:
+    text = " ".join(args.hex) if args.hex else sys.stdin.read()
+    data = parse_hex(text)
+    if data and not data.endswith(b"\x00"):
+        data += b"\x00"  # the end of the input ends the last frame
+    decoder = Decoder()
+    for event in decode_events(decoder, data):
+        print(json.dumps(event_to_dict(event)))
+    return 0
+
+
+# --- encode ------------------------------------------------------------------
+
+
+def parse_field(text: str) -> tuple[str, int]:
+    name, sep, value = text.partition("=")
+    if not sep or not name:
+        raise ProtocolError(f"{text!r} is not FIELD=VALUE, e.g. depth_um=1200")
+    try:
+        return name, int(value, 0)
+    except ValueError:
+        raise ProtocolError(f"{name} = {value!r} is not an integer") from None
+
+
+def run_encode(args: argparse.Namespace) -> int:
+    values = dict(parse_field(f) for f in args.fields)
+    message = message_from_fields(args.type, values)
+    print(encode(message, args.seq, args.flags).hex(" "))
+    return 0
+
+
+# --- spy ---------------------------------------------------------------------
+
+
+def spy_line(elapsed_s: float, event: Frame | Discard) -> str:
+    """One readable line: seconds since the start, direction, type, fields."""
+    if isinstance(event, Discard):
+        return f"{elapsed_s:9.3f} rx discarded ({event.value})"
+    fields = frame_to_dict(event)
+    kind = fields.pop("type")
+    text = " ".join(f"{k}={v}" for k, v in fields.items())
+    return f"{elapsed_s:9.3f} rx {kind} {text}"
+
+
+def run_spy(args: argparse.Namespace) -> int:
+    decoder = Decoder()
+    seen = 0
+    start_s = time.monotonic()
+    with open_transport(args.port, baudrate=args.baud) as port:
+        try:
+            while args.count is None or seen < args.count:
+                elapsed_s = time.monotonic() - start_s
+                if args.duration is not None and elapsed_s >= args.duration:
+                    break
+                data = port.read(_READ_BYTES, _READ_TIMEOUT_S)
+                elapsed_s = time.monotonic() - start_s
+                for event in decode_events(decoder, data):
+                    if args.json:
+                        line = json.dumps({"t_s": round(elapsed_s, 6), **event_to_dict(event)})
+                    else:
+                        line = spy_line(elapsed_s, event)
+                    print(line, flush=True)
+                    if isinstance(event, Frame):
+                        seen += 1
+                        if args.count is not None and seen >= args.count:
+                            break
+        except KeyboardInterrupt:
+            pass  # Ctrl-C is how a bench session ends
+    print(
+        f"{decoder.frames} frames, {decoder.bad_frames} discarded from {args.port}",
+        file=sys.stderr,
+    )
+    return 0
