@@ -1,0 +1,286 @@
+"""RecordWriter's guarantees: commits at least every interval and at once on a
+safety event, loses nothing to SIGKILL beyond that window, coalesces coverage,
+and never raises a write failure (disk full) into the inner loop."""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from pytest_mock import MockerFixture
+
+from devicectl.store import EventRecord, RecordWriter, Store, ZoneCoverage
+
+REPO = Path(__file__).resolve().parents[1]
+WALL = "2026-03-01T09:00:01+00:00"
+
+
+def event(i: int, *, safety: bool = False) -> EventRecord:
+    return EventRecord(i, WALL, "fault" if safety else "command", f"event {i}", 1, {"i": i}, safety)
+
+
+def zone(strokes: int) -> ZoneCoverage:
+    return ZoneCoverage(1, "crown", 1000, 1000, strokes / 1000, 0.9, strokes, 0, False, 1.0)
+
+
+@pytest.fixture
+def session(tmp_path: Path) -> tuple[Path, int]:
+    path = tmp_path / "sessions.db"
+    with Store(path) as store:
+        sid = store.create_session(
+            patient_ref="P-0001",
+            profile_name="crown-standard",
+            profile_hash="9f86d081",
+            profile_text="name: crown-standard\n",
+            started_at="2026-03-01T09:00:00+00:00",
+        )
+    return path, sid
+
+
+def committed_texts(path: Path, sid: int) -> list[str]:
+    with Store(path, create=False) as store:
+        return [e.text for e in store.events(sid)]
+
+
+def wait_until_committed(path: Path, sid: int, count: int, within_s: float) -> list[str]:
+    end = time.monotonic() + within_s
+    texts = committed_texts(path, sid)
+    while len(texts) < count and time.monotonic() < end:
+        time.sleep(0.01)
+        texts = committed_texts(path, sid)
+    return texts
+
+
+def test_close_writes_everything_and_sets_the_outcome(session: tuple[Path, int]) -> None:
+    path, sid = session
+    writer = RecordWriter(path, sid)
+    writer.start()
+    for i in range(300):
+        writer.events([event(i)])
+    writer.coverage([zone(40)], b"grid")
+    writer.close("complete", "2026-03-01T09:30:00+00:00")
+    assert writer.errors == []
+    with Store(path) as store:
+        assert [e.t_us for e in store.events(sid)] == list(range(300))
+        rec = store.session(sid)
+        assert (rec.outcome, rec.ended_at) == ("complete", "2026-03-01T09:30:00+00:00")
+        assert [z.strokes for z in rec.zones] == [40]
+        assert store.coverage_state(sid) == b"grid"
+
+
+def test_close_without_outcome_leaves_the_session_resumable(session: tuple[Path, int]) -> None:
+    path, sid = session
+    writer = RecordWriter(path, sid)
+    writer.start()
+    writer.events([event(1)])
+    writer.close(None, None)
+    with Store(path) as store:
+        assert store.session(sid).outcome is None
+        assert len(store.events(sid)) == 1
+
+
+def test_events_are_committed_within_the_interval_while_running(session: tuple[Path, int]) -> None:
+    path, sid = session
+    writer = RecordWriter(path, sid, commit_interval_s=0.05)
+    writer.start()
+    writer.events([event(1), event(2)])
+    try:
+        assert wait_until_committed(path, sid, 2, within_s=2.0) == ["event 1", "event 2"]
+    finally:
+        writer.close(None, None)
+
+
+def test_safety_event_is_committed_at_once(session: tuple[Path, int]) -> None:
+    path, sid = session
+    writer = RecordWriter(path, sid, commit_interval_s=60.0)
+    writer.start()
+    try:
+        writer.events([event(1)])
+        time.sleep(0.2)
+        assert committed_texts(path, sid) == []  # batched: the interval is a minute
+        writer.events([event(2, safety=True)])
+        assert wait_until_committed(path, sid, 2, within_s=2.0) == ["event 1", "event 2"]
+    finally:
+        writer.close(None, None)
+
+
+def test_only_the_latest_pending_coverage_is_written(
+    session: tuple[Path, int], mocker: MockerFixture
+) -> None:
+    path, sid = session
+    write = mocker.spy(RecordWriter, "_write")
+    writer = RecordWriter(path, sid, commit_interval_s=60.0)
+    writer.start()
+    for strokes in (1, 2, 3):
+        writer.coverage([zone(strokes)], bytes([strokes]))
+    writer.close(None, None)
+    assert write.call_count == 1
+    with Store(path) as store:
+        assert [z.strokes for z in store.session(sid).zones] == [3]
+        assert store.coverage_state(sid) == b"\x03"
+
+
+def test_disk_full_is_collected_not_raised_and_retried(
+    session: tuple[Path, int], mocker: MockerFixture
+) -> None:
+    path, sid = session
+    real_write = RecordWriter._write
+    calls: list[int] = []
+
+    def full_once(self: RecordWriter, *args: object) -> None:
+        calls.append(1)
+        if len(calls) == 1:
+            raise sqlite3.OperationalError("database or disk is full")
+        real_write(self, *args)  # type: ignore[arg-type]
+
+    mocker.patch.object(RecordWriter, "_write", full_once)
+    writer = RecordWriter(path, sid, commit_interval_s=0.02)
+    writer.start()
+    writer.events([event(1)])
+    assert wait_until_committed(path, sid, 1, within_s=2.0) == ["event 1"]
+    writer.events([event(2)])
+    writer.close("complete", "2026-03-01T09:30:00+00:00")
+    assert len(writer.errors) == 1
+    assert "database or disk is full" in writer.errors[0]
+    assert committed_texts(path, sid) == ["event 1", "event 2"]
+
+
+def test_disk_full_to_the_end_reports_what_was_lost(
+    session: tuple[Path, int], mocker: MockerFixture
+) -> None:
+    path, sid = session
+    mocker.patch.object(
+        RecordWriter, "_write", side_effect=sqlite3.OperationalError("database or disk is full")
+    )
+    writer = RecordWriter(path, sid, commit_interval_s=0.02)
+    writer.start()
+    writer.events([event(1), event(2)])
+    writer.close("complete", "2026-03-01T09:30:00+00:00")
+    assert any("disk is full" in e for e in writer.errors)
+    assert "2 events could not be saved" in writer.errors[-1]
+    with Store(path) as store:
+        assert store.session(sid).outcome is None  # left open: resumable, not falsely final
+
+
+def test_missing_database_is_an_error_in_the_list_not_an_exception(tmp_path: Path) -> None:
+    writer = RecordWriter(tmp_path / "gone.db", 1)
+    writer.start()
+    writer.events([event(1)])
+    writer.close("complete", "2026-03-01T09:30:00+00:00")
+    assert writer.errors and "no records yet" in writer.errors[0]
+    assert not (tmp_path / "gone.db").exists()
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(batches=st.lists(st.lists(st.booleans(), max_size=8), max_size=12))
+def test_every_event_arrives_once_in_order_whatever_the_batching(
+    session: tuple[Path, int], batches: list[list[bool]]
+) -> None:
+    path, sid = session
+    with Store(path) as store:
+        sid = store.create_session(
+            patient_ref="P-h",
+            profile_name="p",
+            profile_hash="h",
+            profile_text="",
+            started_at="2026-03-01T09:00:00+00:00",
+        )
+    writer = RecordWriter(path, sid, commit_interval_s=0.001)
+    writer.start()
+    n = 0
+    for batch in batches:
+        writer.events([event(n + k, safety=s) for k, s in enumerate(batch)])
+        n += len(batch)
+    writer.close(None, None)
+    assert writer.errors == []
+    with Store(path) as store:
+        assert [e.t_us for e in store.events(sid)] == list(range(n))
+
+
+# -- SIGKILL: a real process, a real file ----------------------------------------
+
+CHILD = r"""
+import sys, time
+from pathlib import Path
+from devicectl.store import EventRecord, RecordWriter, ZoneCoverage
+
+path, sid, n = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+interval_s, safety_last = float(sys.argv[4]), sys.argv[5] == "1"
+writer = RecordWriter(path, sid, commit_interval_s=interval_s)
+writer.start()
+for i in range(n):
+    last = i == n - 1
+    writer.events([EventRecord(i, "2026-03-01T09:00:01+00:00", "command", f"event {i}", 1,
+                               {"i": i}, safety=safety_last and last)])
+    if not safety_last:
+        writer.coverage([ZoneCoverage(1, "crown", 1000, 1000, 0.5, 0.9, i + 1, 0, False, 1.0)],
+                        str(i).encode())
+    if i % 100 == 0:
+        time.sleep(0.002)  # a session spreads its events over time
+print("SUBMITTED", flush=True)
+time.sleep(120)
+"""
+
+
+def run_and_kill(path: Path, sid: int, n: int, interval_s: float, safety_last: bool) -> None:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            CHILD,
+            str(path),
+            str(sid),
+            str(n),
+            str(interval_s),
+            "1" if safety_last else "0",
+        ],
+        stdout=subprocess.PIPE,
+        env=env,
+    )
+    try:
+        assert child.stdout is not None
+        ready, _, _ = select.select([child.stdout], [], [], 30.0)
+        assert ready, "the child never submitted its events"
+        assert child.stdout.readline() == b"SUBMITTED\n"
+        time.sleep(0.5)  # well past the 200 ms window
+        child.send_signal(signal.SIGKILL)
+    finally:
+        child.kill()
+        child.wait(timeout=10)
+    assert child.returncode == -signal.SIGKILL
+
+
+@pytest.mark.realtime
+def test_sigkill_loses_nothing_submitted_200ms_before(session: tuple[Path, int]) -> None:
+    path, sid = session
+    run_and_kill(path, sid, n=2000, interval_s=0.1, safety_last=False)
+    with Store(path) as store:
+        assert [e.t_us for e in store.events(sid)] == list(range(2000))
+        rec = store.session(sid)
+        assert rec.outcome is None  # interrupted, so resumable
+        assert [z.strokes for z in rec.zones] == [2000]
+        assert store.coverage_state(sid) == b"1999"
+
+
+@pytest.mark.realtime
+def test_sigkill_after_a_safety_event_keeps_it_even_with_a_long_interval(
+    session: tuple[Path, int],
+) -> None:
+    path, sid = session
+    run_and_kill(path, sid, n=50, interval_s=60.0, safety_last=True)
+    with Store(path) as store:
+        events = store.events(sid)
+    assert [e.t_us for e in events] == list(range(50))
+    assert events[-1].safety
