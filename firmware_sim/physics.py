@@ -50,7 +50,7 @@ class PenParams:
     # battery
     battery_full_mv: int = 4100
     battery_low_mv: int = 3300
-    battery_drain_uv_per_stroke: float = 1500.0
+    battery_drain_uv_per_stroke: float = 1.5
     battery_idle_drain_uv_per_s: float = 20.0
     # motor temperature
     ambient_c: float = 25.0

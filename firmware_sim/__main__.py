@@ -1,0 +1,108 @@
+"""`python -m firmware_sim`: serve a simulated pen on a pseudo-terminal, or list scenarios.
+
+`serve` prints `PORT <path>` first (flushed), then runs the pen in real time
+until SIGINT or SIGTERM, and exits 0. Any program that opens the path as a
+serial port talks to the pen.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import select
+import signal
+import sys
+import time
+import tty
+from collections.abc import Sequence
+from types import FrameType
+
+from devicectl.errors import DevicectlError
+from firmware_sim.faults import load_scenarios
+from firmware_sim.physics import PenParams, load_pen
+from firmware_sim.virtual import VirtualPen
+
+TICK_S = 0.001
+
+
+def serve(seed: int, scenario: str | None, pen: PenParams | None, position: bool) -> int:
+    vpen = VirtualPen(seed=seed, scenario=scenario, pen=pen, position=position)
+    master, slave = os.openpty()
+    tty.setraw(slave)
+    path = os.ttyname(slave)
+    os.set_blocking(master, False)
+    stopping = False
+
+    def on_signal(_signum: int, _frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    print(f"PORT {path}", flush=True)
+    try:
+        while not stopping:
+            try:
+                ready, _, _ = select.select([master], [], [], TICK_S)
+            except InterruptedError:
+                continue
+            now_us = time.monotonic_ns() // 1000
+            if ready:
+                try:
+                    data = os.read(master, 4096)
+                except (BlockingIOError, InterruptedError):
+                    data = b""
+                except OSError:
+                    data = b""  # EIO: nobody holds the port open just now
+                if data:
+                    vpen.receive_data(data, now_us)
+            out = vpen.advance(now_us)
+            if out:
+                # Like a UART with nobody listening: what the terminal cannot
+                # take is lost, never queued without bound.
+                try:
+                    os.write(master, out)
+                except (BlockingIOError, InterruptedError):
+                    pass
+                except OSError:
+                    pass
+    finally:
+        os.close(master)
+        os.close(slave)
+    return 0
+
+
+def list_scenarios() -> int:
+    scenarios = load_scenarios()
+    width = max(len(n) for n in scenarios)
+    for sc in scenarios.values():
+        print(f"{sc.name:<{width}}  {sc.description}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m firmware_sim", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    srv = sub.add_parser("serve", help="serve a simulated pen on a pseudo-terminal")
+    srv.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    srv.add_argument("--scenario", help="fault scenario name (see `scenarios`)")
+    srv.add_argument("--pen", help="YAML file describing the pen (PenParams fields)")
+    srv.add_argument("--no-position", action="store_true", help="a pen without position tracking")
+    sub.add_parser("scenarios", help="list the fault scenarios")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "scenarios":
+            return list_scenarios()
+        pen = load_pen(args.pen) if args.pen else None
+        return serve(args.seed, args.scenario, pen, not args.no_position)
+    except DevicectlError as exc:
+        print(f"firmware_sim: {exc}", file=sys.stderr)
+        return exc.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
