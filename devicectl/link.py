@@ -24,7 +24,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Final
+from typing import Any, Final, Self
 
 import serial
 
@@ -53,7 +53,7 @@ class Transport(ABC):
     def close(self) -> None:
         """Release the port; closing twice is harmless."""
 
-    def __enter__(self) -> Transport:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(
@@ -87,9 +87,16 @@ class SerialTransport(Transport):
             if timeout_s != self._timeout_s:
                 self._port.timeout = timeout_s
                 self._timeout_s = timeout_s
-            # What is waiting now, or block for the first byte up to the timeout.
-            waiting: int = self._port.in_waiting  # type: ignore[attr-defined]
-            data: bytes = self._port.read(max(1, min(max_bytes, waiting)))
+            port: Any = self._port  # in_waiting is on every concrete pyserial class
+            waiting: int = port.in_waiting
+            if waiting:
+                return bytes(port.read(min(max_bytes, waiting)))
+            # Nothing yet: block for the first byte, then take what came with it.
+            data = bytes(port.read(1))
+            if data and max_bytes > 1:
+                more: int = port.in_waiting
+                if more:
+                    data += port.read(min(max_bytes - 1, more))
             return data
         except (serial.SerialException, OSError) as exc:
             raise _disconnected(self.name, exc) from None
