@@ -1,0 +1,114 @@
+"""The host's side of the link rules: sequence numbers, ACK tracking with resends, heartbeat timing.
+
+Every frame the controller sends goes through `LinkState.send`, which passes it
+through the safety gate first. Sans-I/O: times are given, never read.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+from devicectl.protocol import ACK_REQ_TYPES, FLAG_ACK_REQ, Message, encode
+from devicectl.safety import assert_sendable
+
+#: An ACK_REQ frame not ACKed within this is sent again (spec).
+ACK_TIMEOUT_US: Final = 30_000
+#: Resends of one frame before the link counts as lost (spec).
+MAX_RESENDS: Final = 3
+#: The host sends a HEARTBEAT when it has sent nothing for this long (spec).
+HEARTBEAT_US: Final = 20_000
+
+
+@dataclass(slots=True)
+class Pending:
+    """An ACK_REQ message on its way: the seq it went out with last, and when."""
+
+    message: Message
+    seq: int
+    sent_us: int
+    resends: int = 0
+
+
+class LinkLost(Exception):
+    """A frame went unACKed after MAX_RESENDS resends (internal to the controller)."""
+
+    def __init__(self, pending: Pending) -> None:
+        super().__init__(pending.message.TYPE.name)
+        self.pending = pending
+
+
+class LinkState:
+    """Seq counter, frames awaiting ACK, and the time of the last frame sent."""
+
+    __slots__ = ("_pending", "_seq", "last_sent_us", "resends_total")
+
+    def __init__(self) -> None:
+        self._seq = 0
+        self._pending: dict[int, Pending] = {}
+        self.last_sent_us: int | None = None
+        self.resends_total = 0
+
+    @property
+    def unacked(self) -> int:
+        return len(self._pending)
+
+    def pending_types(self) -> list[int]:
+        return [p.message.TYPE for p in self._pending.values()]
+
+    def _frame(self, message: Message, now_us: int, flags: int | None = None) -> tuple[int, bytes]:
+        assert_sendable(message)
+        seq = self._seq
+        self._seq = (seq + 1) & 0xFF
+        self.last_sent_us = now_us
+        return seq, encode(message, seq, flags)
+
+    def send(self, message: Message, now_us: int) -> bytes:
+        """The frame for `message`; tracked for its ACK when the spec asks for one."""
+        seq, frame = self._frame(message, now_us)
+        if message.TYPE in ACK_REQ_TYPES:
+            # A newer frame of the same type supersedes the older one's ACK wait.
+            for old_seq, p in list(self._pending.items()):
+                if p.message.TYPE == message.TYPE:
+                    del self._pending[old_seq]
+            self._pending[seq] = Pending(message, seq, now_us)
+        return frame
+
+    def send_untracked(self, message: Message, now_us: int) -> bytes:
+        """A last-ditch frame (ACK_REQ as the spec says) whose ACK nobody waits for."""
+        flags = FLAG_ACK_REQ if message.TYPE in ACK_REQ_TYPES else 0
+        return self._frame(message, now_us, flags)[1]
+
+    def ack(self, acked_seq: int, acked_type: int) -> Message | None:
+        """The message an ACK answers, no longer pending; None for a stray ACK."""
+        p = self._pending.get(acked_seq)
+        if p is None or acked_type != p.message.TYPE:
+            return None
+        del self._pending[acked_seq]
+        return p.message
+
+    def resends_due(self, now_us: int) -> list[tuple[Pending, bytes]]:
+        """Frames to send again now (new seq, same content); raises LinkLost after the last."""
+        out: list[tuple[Pending, bytes]] = []
+        for seq, p in list(self._pending.items()):
+            if now_us - p.sent_us < ACK_TIMEOUT_US:
+                continue
+            if p.resends >= MAX_RESENDS:
+                self._pending.clear()
+                raise LinkLost(p)
+            del self._pending[seq]
+            new_seq, frame = self._frame(p.message, now_us)
+            p.seq = new_seq
+            p.sent_us = now_us
+            p.resends += 1
+            self.resends_total += 1
+            self._pending[new_seq] = p
+            out.append((p, frame))
+        return out
+
+    def heartbeat_due(self, now_us: int) -> bool:
+        return self.last_sent_us is not None and now_us - self.last_sent_us >= HEARTBEAT_US
+
+    def forget(self) -> None:
+        """Drop every pending frame (link lost, or session over)."""
+        self._pending.clear()
