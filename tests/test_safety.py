@@ -1,0 +1,160 @@
+"""The caps and interlocks of devicectl/safety.py, one test per rule."""
+
+from __future__ import annotations
+
+import ast
+import inspect
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from devicectl import controller, linkstate, protocol, safety
+from devicectl.errors import SafetyError
+from devicectl.safety import (
+    BATTERY_LOW_MV,
+    DEPTH_CAP_UM,
+    MIN_INTERVAL_DAYS,
+    OK,
+    OVERDEPTH_LIMIT_UM,
+    Action,
+    cartridge_problem,
+    checked_set_target,
+    interval_problems,
+    telemetry_verdict,
+)
+
+FAST = settings(max_examples=200, deadline=None)
+
+
+@FAST
+@given(depth_um=st.integers(min_value=DEPTH_CAP_UM + 1, max_value=10**9))
+def test_set_target_above_cap_cannot_be_built(depth_um: int) -> None:
+    with pytest.raises(SafetyError, match="cap"):
+        checked_set_target(depth_um, 1000, 1)
+
+
+@FAST
+@given(depth_um=st.integers(min_value=0, max_value=DEPTH_CAP_UM))
+def test_set_target_at_or_below_cap_is_built_unchanged(depth_um: int) -> None:
+    target = checked_set_target(depth_um, 1000, 3)
+    assert (target.depth_um, target.rate_dhz, target.zone_id) == (depth_um, 1000, 3)
+
+
+@pytest.mark.parametrize("bad", [1500.5, "1500", True, -1])
+def test_set_target_depth_must_be_a_whole_non_negative_um(bad: object) -> None:
+    with pytest.raises(SafetyError):
+        checked_set_target(bad, 1000, 1)  # type: ignore[arg-type]
+
+
+def test_link_refuses_to_frame_a_set_target_above_cap() -> None:
+    rogue = protocol.SetTarget(depth_um=DEPTH_CAP_UM + 50, rate_dhz=1000, zone_id=1)
+    with pytest.raises(SafetyError):
+        linkstate.LinkState().send(rogue, 0)
+
+
+def test_controller_never_constructs_set_target_directly() -> None:
+    # Every SET_TARGET must come from safety.checked_set_target.
+    for module in (controller, linkstate):
+        tree = ast.parse(Path(inspect.getfile(module)).read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call):
+                f = node.func
+                name = f.attr if isinstance(f, ast.Attribute) else getattr(f, "id", "")
+                assert name != "SetTarget", f"{module.__name__} builds SetTarget itself"
+
+
+def test_cap_literal_is_not_written_in_the_loop_modules() -> None:
+    root = Path(inspect.getfile(safety)).parent
+    for name in ("controller", "controller_status", "coverage", "linkstate", "transitions"):
+        text = (root / f"{name}.py").read_text()
+        assert "1500" not in text and "1.5" not in text, name
+
+
+def _verdict(**kw: int) -> safety.Verdict:
+    args = {
+        "state": protocol.PenState.STAMPING,
+        "fault_flags": 0,
+        "depth_cmd_um": 1000,
+        "depth_meas_um": 1000,
+        "battery_mv": 4000,
+        "known_fault_flags": 0,
+    }
+    args.update(kw)
+    return telemetry_verdict(**args)
+
+
+def test_measured_depth_over_1550_is_estop() -> None:
+    v = _verdict(depth_cmd_um=DEPTH_CAP_UM, depth_meas_um=OVERDEPTH_LIMIT_UM + 1)
+    assert v.action is Action.ESTOP
+    assert _verdict(depth_cmd_um=DEPTH_CAP_UM, depth_meas_um=OVERDEPTH_LIMIT_UM) is OK
+
+
+def test_measured_depth_over_command_plus_100_is_estop() -> None:
+    assert _verdict(depth_cmd_um=800, depth_meas_um=901).action is Action.ESTOP
+    assert _verdict(depth_cmd_um=800, depth_meas_um=900) is OK
+
+
+def test_newly_set_fault_flag_is_estop_and_known_one_is_not() -> None:
+    stall = 1 << protocol.FaultBit.STALL
+    assert _verdict(fault_flags=stall).action is Action.ESTOP
+    assert _verdict(fault_flags=stall, known_fault_flags=stall) is OK
+    sensor = 1 << protocol.FaultBit.SENSOR
+    assert _verdict(fault_flags=stall | sensor, known_fault_flags=stall).action is Action.ESTOP
+
+
+def test_low_battery_is_stop_with_reason() -> None:
+    v = _verdict(battery_mv=BATTERY_LOW_MV - 1)
+    assert v.action is Action.STOP and "battery" in v.reason
+
+
+def test_unknown_pen_state_is_stop_with_reason() -> None:
+    v = _verdict(state=9)
+    assert v.action is Action.STOP and "unknown state" in v.reason
+
+
+@FAST
+@given(
+    cmd=st.integers(0, 0xFFFF),
+    meas=st.integers(0, 0xFFFF),
+    flags=st.integers(0, 0xFFFF),
+    known=st.integers(0, 0xFFFF),
+)
+def test_verdict_is_estop_exactly_when_a_rule_says_so(
+    cmd: int, meas: int, flags: int, known: int
+) -> None:
+    v = _verdict(depth_cmd_um=cmd, depth_meas_um=meas, fault_flags=flags, known_fault_flags=known)
+    must = meas > OVERDEPTH_LIMIT_UM or meas > cmd + 100 or bool(flags & ~known)
+    assert (v.action is Action.ESTOP) == must
+
+
+def test_cartridge_must_be_present() -> None:
+    assert "no cartridge" in (cartridge_problem(0, 0, frozenset()) or "")
+
+
+def test_cartridge_with_stamps_is_refused() -> None:
+    assert "already delivered" in (cartridge_problem(7, 1, frozenset()) or "")
+
+
+def test_cartridge_from_an_earlier_session_is_refused() -> None:
+    assert "earlier session" in (cartridge_problem(7, 0, frozenset({7})) or "")
+
+
+def test_fresh_cartridge_and_this_sessions_cartridge_are_accepted() -> None:
+    assert cartridge_problem(7, 0, frozenset({8})) is None
+    assert cartridge_problem(7, 900, frozenset(), session_cartridge_id=7) is None
+
+
+def test_zone_treated_deep_too_recently_is_refused() -> None:
+    problems = interval_problems(["vertex", "frontal"], {"vertex": 10.0}, 28)
+    assert len(problems) == 1 and "vertex" in problems[0]
+
+
+def test_interval_is_never_shorter_than_28_days() -> None:
+    assert interval_problems(["vertex"], {"vertex": MIN_INTERVAL_DAYS - 1}, 7)
+    assert not interval_problems(["vertex"], {"vertex": MIN_INTERVAL_DAYS}, 7)
+
+
+def test_profile_may_ask_for_a_longer_interval() -> None:
+    assert interval_problems(["vertex"], {"vertex": 40}, 42)
