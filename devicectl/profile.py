@@ -86,6 +86,7 @@ class YamlDoc:
 
     file: str
     data: Any
+    text: str = ""
     value_marks: dict[Loc, Mark] = field(default_factory=dict)
     key_marks: dict[Loc, Mark] = field(default_factory=dict)
 
@@ -243,6 +244,11 @@ def read_yaml(path: Path, *, what: str = "profile") -> YamlDoc:
             raw = f.read(MAX_FILE_BYTES + 1)
     except OSError as exc:
         raise profile_error([f"{file}: cannot read the {what}: {exc.strerror or exc}"]) from None
+    return parse_yaml(raw, file, what=what)
+
+
+def parse_yaml(raw: bytes, file: str, *, what: str = "profile") -> YamlDoc:
+    """Plain data from YAML bytes, as read_yaml; `file` names them in messages."""
     if len(raw) > MAX_FILE_BYTES:
         raise profile_error(
             [f"{file}: larger than {MAX_FILE_BYTES // 1024} KiB; this is not a {what} file"]
@@ -253,7 +259,7 @@ def read_yaml(path: Path, *, what: str = "profile") -> YamlDoc:
         mark = _line_col(raw, exc.start)
         bad = raw[exc.start]
         return _raise(file, mark, (), f"not UTF-8 text (byte 0x{bad:02x}); save the file as UTF-8")
-    doc = YamlDoc(file=file, data=None)
+    doc = YamlDoc(file=file, data=None, text=text)
     loader = _DepthLimitedLoader(text)
     try:
         node = loader.get_single_node()
@@ -292,7 +298,7 @@ DEFAULT_TOPICAL_WAIT_HOURS: Final = 24
 
 
 def mm_text(um: int) -> str:
-    """Micrometres as mm for people: 1500 -> "1.5", 1000 -> "1.0", 50 -> "0.05"."""
+    """Micrometres as mm for people: 1200 -> "1.2", 1000 -> "1.0", 50 -> "0.05"."""
     text = f"{um / 1000:g}"
     return text if "." in text else text + ".0"
 
@@ -491,10 +497,11 @@ def cross_zone_problems(
 class LoadedProfile:
     """A valid profile, its warnings (shown and recorded), and the hash naming it in records."""
 
-    path: Path
+    path: Path | None  # None when loaded from text (a stored session's copy)
     profile: Profile
     warnings: tuple[str, ...]
     content_hash: str
+    text: str  # the file as written, for the session records
 
 
 def content_hash(profile: Profile) -> str:
@@ -523,9 +530,27 @@ def load_profile(
 ) -> LoadedProfile:
     """A validated profile from a YAML file, or a ProfileError listing every located problem."""
     path = Path(path)
+    doc = read_yaml(path)
+    return _validated(doc, path, zone_map, topical_wait_hours)
+
+
+def load_profile_text(
+    text: str,
+    name: str,
+    *,
+    zone_map: ZoneMap | None = None,
+    topical_wait_hours: float = DEFAULT_TOPICAL_WAIT_HOURS,
+) -> LoadedProfile:
+    """As load_profile, from text (e.g. a session record's copy); `name` stands for the file."""
+    raw = text.encode("utf-8", errors="surrogateescape")
+    return _validated(parse_yaml(raw, name), None, zone_map, topical_wait_hours)
+
+
+def _validated(
+    doc: YamlDoc, path: Path | None, zone_map: ZoneMap | None, topical_wait_hours: float
+) -> LoadedProfile:
     if not (math.isfinite(topical_wait_hours) and topical_wait_hours >= 0):
         raise ProfileError(f"topical wait must be ≥ 0 hours, not {topical_wait_hours}")
-    doc = read_yaml(path)
     if not isinstance(doc.data, dict):
         kind = "a list" if isinstance(doc.data, list) else f"the value {_show(doc.data)}"
         raise profile_error([doc.problem((), f"a profile is a mapping of fields, not {kind}")])
@@ -552,6 +577,7 @@ def load_profile(
         profile=profile,
         warnings=profile_warnings(profile, topical_wait_hours),
         content_hash=content_hash(profile),
+        text=doc.text,
     )
 
 
