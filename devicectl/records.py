@@ -275,6 +275,21 @@ def upsert_coverage(
     )
 
 
+def set_device_row(
+    conn: sqlite3.Connection,
+    session_id: int,
+    serial: int,
+    fw_version: int,
+    cartridge_id: int,
+    position_mode: str,
+) -> None:
+    conn.execute(
+        "UPDATE sessions SET device_serial = ?, fw_version = ?, cartridge_id = ?,"
+        " position_mode = ? WHERE id = ?",
+        (serial, fw_version, cartridge_id, position_mode, session_id),
+    )
+
+
 def close_session_row(
     conn: sqlite3.Connection, session_id: int, outcome: str, ended_at: str
 ) -> None:

@@ -12,7 +12,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
@@ -32,6 +32,7 @@ from devicectl.records import (
     insert_events,
     open_database,
     session_from_row,
+    set_device_row,
     upsert_coverage,
     zone_from_row,
 )
@@ -152,11 +153,7 @@ class Store:
     ) -> None:
         self._require_session(session_id)
         with self._write(f"the pen of session {session_id}") as conn:
-            conn.execute(
-                "UPDATE sessions SET device_serial = ?, fw_version = ?, cartridge_id = ?,"
-                " position_mode = ? WHERE id = ?",
-                (serial, fw_version, cartridge_id, position_mode, session_id),
-            )
+            set_device_row(conn, session_id, serial, fw_version, cartridge_id, position_mode)
 
     def append_events(self, session_id: int, events: Sequence[EventRecord]) -> None:
         self._require_session(session_id)
@@ -264,18 +261,38 @@ class _Coverage:
 
 
 @dataclass(frozen=True, slots=True)
+class _Device:
+    serial: int
+    fw_version: int
+    cartridge_id: int
+    position_mode: str
+
+
+@dataclass(frozen=True, slots=True)
 class _Close:
     outcome: str | None
     ended_at: str | None
 
 
+@dataclass(slots=True)
+class _Pending:
+    """What the writer thread holds between commits."""
+
+    events: list[EventRecord] = field(default_factory=list)
+    cover: _Coverage | None = None
+    device: _Device | None = None
+
+    def __bool__(self) -> bool:
+        return bool(self.events) or self.cover is not None or self.device is not None
+
+
 class RecordWriter:
     """Writes one session's records on its own thread, committing every
-    `commit_interval_s` and at once after a safety event.
+    `commit_interval_s`, and at once after a safety event or the pen's identity.
 
-    `events` and `coverage` only put onto a queue, so they are safe to call from
-    the inner loop; pass sequences you will not mutate afterwards. Failures
-    (disk full, …) are collected in `errors`, never raised to the caller.
+    `events`, `coverage` and `device` only put onto a queue, so they are safe to
+    call from the inner loop; pass sequences you will not mutate afterwards.
+    Failures (disk full, …) are collected in `errors`, never raised to the caller.
     """
 
     def __init__(self, path: Path, session_id: int, *, commit_interval_s: float = 0.1) -> None:
@@ -283,7 +300,7 @@ class RecordWriter:
         self.session_id = session_id
         self.commit_interval_s = commit_interval_s
         self.errors: list[str] = []
-        self._queue: queue.SimpleQueue[Sequence[EventRecord] | _Coverage | _Close] = (
+        self._queue: queue.SimpleQueue[Sequence[EventRecord] | _Coverage | _Device | _Close] = (
             queue.SimpleQueue()
         )
         self._ready = threading.Event()
@@ -301,6 +318,16 @@ class RecordWriter:
 
     def coverage(self, zones: Sequence[ZoneCoverage], state: bytes | None) -> None:
         self._queue.put_nowait(_Coverage(zones, state))
+
+    def device(
+        self, *, serial: int, fw_version: int, cartridge_id: int, position_mode: str
+    ) -> None:
+        """The pen and cartridge of this session (Store.set_device, from the inner loop).
+
+        Committed at once: a cartridge that touched skin must count as used even if
+        the host dies the next moment.
+        """
+        self._queue.put_nowait(_Device(serial, fw_version, cartridge_id, position_mode))
 
     def close(self, outcome: str | None, ended_at: str | None, timeout_s: float = 5.0) -> None:
         """Writes everything queued, sets the outcome if given (None leaves the session
@@ -331,8 +358,7 @@ class RecordWriter:
     def _run(self) -> None:
         conn = self._open()
         self._ready.set()
-        events: list[EventRecord] = []
-        cover: _Coverage | None = None
+        pending = _Pending()
         closing: _Close | None = None
         deadline: float | None = None
         while closing is None:
@@ -346,42 +372,43 @@ class RecordWriter:
                 if isinstance(item, _Close):
                     closing = item
                 elif isinstance(item, _Coverage):
-                    cover = item  # only the latest coverage matters
+                    pending.cover = item  # only the latest coverage matters
+                elif isinstance(item, _Device):
+                    pending.device = item
+                    urgent = True
                 else:
-                    events.extend(item)
+                    pending.events.extend(item)
                     urgent = urgent or any(e.safety for e in item)
                 try:
                     item = self._queue.get_nowait()
                 except queue.Empty:
                     item = None
-            if deadline is None and (events or cover is not None):
+            if deadline is None and pending:
                 deadline = time.monotonic() + self.commit_interval_s
             due = deadline is not None and time.monotonic() >= deadline
             if not (urgent or due or closing is not None):
                 continue
             if conn is None:
                 conn = self._open()
-            if conn is not None and self._commit(conn, events, cover):
-                events, cover, deadline = [], None, None
+            if conn is not None and self._commit(conn, pending):
+                pending, deadline = _Pending(), None
             else:  # keep everything and try again one interval later
                 deadline = time.monotonic() + self.commit_interval_s
-        if events or cover is not None:
-            self._note(
-                f"records of session {self.session_id}: {len(events)} events"
-                f"{' and the latest coverage' if cover else ''} could not be saved"
-            )
+        if pending:
+            lost = f"{len(pending.events)} events"
+            lost += " and the latest coverage" if pending.cover is not None else ""
+            lost += " and the pen's identity" if pending.device is not None else ""
+            self._note(f"records of session {self.session_id}: {lost} could not be saved")
         elif conn is not None and closing.outcome is not None:
             self._close_session(conn, closing.outcome, closing.ended_at)
         if conn is not None:
             conn.close()
 
-    def _commit(
-        self, conn: sqlite3.Connection, events: list[EventRecord], cover: _Coverage | None
-    ) -> bool:
+    def _commit(self, conn: sqlite3.Connection, pending: _Pending) -> bool:
         try:
             conn.execute("BEGIN IMMEDIATE")
             try:
-                self._write(conn, events, cover)
+                self._write(conn, pending)
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:  # SQLite may have rolled back already (disk full)
@@ -392,13 +419,16 @@ class RecordWriter:
             return False
         return True
 
-    def _write(
-        self, conn: sqlite3.Connection, events: list[EventRecord], cover: _Coverage | None
-    ) -> None:
-        if events:
-            insert_events(conn, self.session_id, events)
-        if cover is not None:
-            upsert_coverage(conn, self.session_id, cover.zones, cover.state)
+    def _write(self, conn: sqlite3.Connection, pending: _Pending) -> None:
+        if pending.device is not None:
+            d = pending.device
+            set_device_row(
+                conn, self.session_id, d.serial, d.fw_version, d.cartridge_id, d.position_mode
+            )
+        if pending.events:
+            insert_events(conn, self.session_id, pending.events)
+        if pending.cover is not None:
+            upsert_coverage(conn, self.session_id, pending.cover.zones, pending.cover.state)
 
     def _close_session(self, conn: sqlite3.Connection, outcome: str, ended_at: str | None) -> None:
         ended = ended_at if ended_at is not None else datetime.now(UTC).isoformat()

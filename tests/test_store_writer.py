@@ -113,6 +113,28 @@ def test_safety_event_is_committed_at_once(session: tuple[Path, int]) -> None:
         writer.close(None, None)
 
 
+def test_pen_identity_is_committed_at_once_so_its_cartridge_counts_as_used(
+    session: tuple[Path, int],
+) -> None:
+    path, sid = session
+    writer = RecordWriter(path, sid, commit_interval_s=60.0)
+    writer.start()
+    try:
+        writer.device(serial=40961, fw_version=0x0103, cartridge_id=5150, position_mode="grid")
+        end = time.monotonic() + 2.0
+        used: frozenset[int] = frozenset()
+        while not used and time.monotonic() < end:
+            time.sleep(0.01)
+            with Store(path, create=False) as store:
+                used = store.used_cartridge_ids()
+        assert used == {5150}
+    finally:
+        writer.close(None, None)
+    with Store(path) as store:
+        rec = store.session(sid)
+    assert (rec.device_serial, rec.fw_version, rec.position_mode) == (40961, 0x0103, "grid")
+
+
 def test_only_the_latest_pending_coverage_is_written(
     session: tuple[Path, int], mocker: MockerFixture
 ) -> None:
