@@ -187,6 +187,8 @@ def _prepare(conn: sqlite3.Connection, path: Path) -> None:
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=FULL")
     conn.execute("PRAGMA foreign_keys=ON")
+    if app_id == APPLICATION_ID and _schema_version(conn) == SCHEMA_VERSION:
+        return  # up to date: no write lock, so a reader never holds up a session's writer
     conn.execute("BEGIN IMMEDIATE")
     try:
         version = _schema_version(conn)
