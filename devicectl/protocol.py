@@ -312,17 +312,16 @@ def _frame_builder(cls: type[Any]) -> Callable[[tuple[int, ...]], Frame]:
     """
     names = field_names(cls)
     namespace: dict[str, Any] = {
-        "_new": object.__new__,
         "_twin": _twin_class(cls),
         "_cls": cls,
         "_frame_twin": _FRAME_TWIN,
         "_frame": Frame,
     }
-    lines = ["def make(v):", " m = _new(_twin)"]
+    lines = ["def make(v):", " m = _twin()"]
     lines += [f" m.{name} = v[{i + 4}]" for i, name in enumerate(names)]
     lines += [
         " m.__class__ = _cls",
-        " f = _new(_frame_twin)",
+        " f = _frame_twin()",
         " f.seq = v[2]",
         " f.flags = v[3]",
         " f.message = m",
@@ -430,6 +429,15 @@ class Frame:
 
 _FRAME_TWIN: Final = _twin_class(Frame)
 
+#: What the CRC register holds after a whole packet whose CRC field is `c` and
+#: correct: the register update over two fixed bytes is a bijection, so
+#: `crc(packet) == _CRC_RESIDUE[c]` exactly when `crc(packet[:-2]) == c`. Saves
+#: slicing the packet on the hot path. The map is linear in `c` (no xorout), so
+#: it is built from its values on the low and the high byte alone.
+_RESIDUE_LO: Final = [binascii.crc_hqx(bytes((c, 0)), c) for c in range(0x100)]
+_RESIDUE_HI: Final = [binascii.crc_hqx(bytes((0, c)), c << 8) for c in range(0x100)]
+_CRC_RESIDUE: Final[list[int]] = [hi ^ lo for hi in _RESIDUE_HI for lo in _RESIDUE_LO]
+
 #: (packet length << 8 | type) -> (unpack of the whole packet, Frame builder).
 _Unpack = Callable[[bytes], tuple[int, ...]]
 _Build = Callable[[tuple[int, ...]], Frame]
@@ -509,6 +517,7 @@ class Decoder:
         out: list[Frame] = []
         append = out.append
         fast = _FAST
+        residue = _CRC_RESIDUE
         cobs_decode = cobs.decode
         decode_error = cobs.DecodeError
         crc = binascii.crc_hqx
@@ -526,9 +535,13 @@ class Decoder:
                 if n >= 6:
                     entry = fast.get(n << 8 | packet[1])
                     if entry is not None:
-                        values = entry[0](packet)
-                        if values[-1] == crc(packet[:-2], CRC_INIT) and values[0] == PROTO_VERSION:
-                            append(entry[1](values))
+                        unpack, build = entry
+                        values = unpack(packet)
+                        if (
+                            crc(packet, CRC_INIT) == residue[values[-1]]
+                            and values[0] == PROTO_VERSION
+                        ):
+                            append(build(values))
                             good += 1
                             continue
             frame = slow(chunk)
