@@ -104,9 +104,10 @@ def pen_with(pen: PenParams, changes: dict[str, Any], *, source: str = "pen") ->
 class Physics:
     """The pen's mechanics and power, advanced by `advance(dt_us)`.
 
-    The depth stop follows the command as a damped second-order response,
-    sampled once per stroke: poles at r·e^(±iθ), r from the settling time,
-    θ from the overshoot (θ = 0 is critically damped). The sensor reports the
+    Going deeper, the depth stop follows the command as a damped second-order
+    response sampled once per stroke (going shallower, it withdraws at once):
+    poles at r·e^(±iθ), r from the settling time, θ from the overshoot
+    (θ = 0 is critically damped; the overshoot is approximate). The sensor reports the
     stroke's peak protrusion plus noise, or a stuck value when told to.
     """
 
@@ -199,6 +200,11 @@ class Physics:
 
     def _stroke(self, depth_cmd_um: int) -> None:
         pen = self.pen
+        if depth_cmd_um < self.stop_um:
+            # Withdrawing the stop is quick and always safe: it is done before the
+            # next stroke, so a shallower target takes effect from that stroke
+            # (spec) and never reads as over-depth against the new command.
+            self.stop_um = self._stop_prev_um = float(depth_cmd_um)
         err = self.stop_um - depth_cmd_um
         err_next = self._a1 * err + self._a2 * (self._stop_prev_um - depth_cmd_um)
         self._stop_prev_um = self.stop_um
