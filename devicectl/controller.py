@@ -506,7 +506,7 @@ class Controller:
                 now_us, EventKind.FAULT_CLEARED, "the pen accepted CLEAR_FAULT", safety=True
             )
             self._configure(now_us, "fault cleared: setting the zone's target again")
-        elif self.state is State.CONFIGURING and not self._link.unacked:
+        elif self.state is State.CONFIGURING and not self._configuring():
             if self.fault_latched:
                 self._goto(State.FAULT, now_us, self.fault or "a fault is latched")
             else:
@@ -606,6 +606,11 @@ class Controller:
         self._send(p.Configure(telemetry_hz=TELEMETRY_HZ, watchdog_ms=WATCHDOG_MS), now_us)
         self._send_target(zone, now_us)
         self._goto(State.CONFIGURING, now_us, why)
+
+    def _configuring(self) -> bool:
+        """CONFIGURE or SET_TARGET still waits for its ACK."""
+        pending = self._link.pending_types()
+        return p.MsgType.CONFIGURE in pending or p.MsgType.SET_TARGET in pending
 
     def _send_target(self, zone: ZonePlan, now_us: int) -> None:
         try:
