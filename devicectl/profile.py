@@ -260,8 +260,9 @@ def parse_yaml(raw: bytes, file: str, *, what: str = "profile") -> YamlDoc:
         bad = raw[exc.start]
         return _raise(file, mark, (), f"not UTF-8 text (byte 0x{bad:02x}); save the file as UTF-8")
     doc = YamlDoc(file=file, data=None, text=text)
-    loader = _DepthLimitedLoader(text)
+    loader: _DepthLimitedLoader | None = None
     try:
+        loader = _DepthLimitedLoader(text)  # the reader checks characters right here
         node = loader.get_single_node()
         if node is None:
             return _raise(file, Mark(1, 1), (), f"the file is empty; expected a {what}")
@@ -270,7 +271,8 @@ def parse_yaml(raw: bytes, file: str, *, what: str = "profile") -> YamlDoc:
         return _raise(file, p.mark, p.loc, p.why)
     except yaml.reader.ReaderError as exc:
         mark = _line_col(text, exc.position)
-        return _raise(file, mark, (), f"character {exc.character!r} is not allowed in YAML text")
+        char = exc.character if isinstance(exc.character, int) else ord(exc.character[:1] or "\0")
+        return _raise(file, mark, (), f"character U+{char:04X} is not allowed in YAML text")
     except yaml.MarkedYAMLError as exc:
         ym = exc.problem_mark or exc.context_mark
         mark = _mark(ym) if ym is not None else Mark(1, 1)
@@ -279,7 +281,8 @@ def parse_yaml(raw: bytes, file: str, *, what: str = "profile") -> YamlDoc:
     except yaml.YAMLError as exc:
         return _raise(file, Mark(1, 1), (), f"YAML: {exc}")
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     return doc
 
 
@@ -635,6 +638,7 @@ def _explain(err: ErrorDetails) -> tuple[Loc, str, bool]:
         return loc, "must not be empty", False
     if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
         bound = next(iter(ctx.values()), "?")
+        bound = f"{bound:g}" if isinstance(bound, float) else bound
         sign = {"greater_than": ">", "greater_than_equal": "≥", "less_than": "<"}.get(kind, "≤")
         return loc, f"{_show(value)} is out of range; must be {sign} {bound}", False
     return loc, err["msg"].removeprefix("Value error, "), False
