@@ -237,7 +237,11 @@ def test_nack_of_start_pauses_with_the_reason() -> None:
 @pytest.mark.parametrize(
     "bad",
     [
-        tel(state=p.PenState.STAMPING, depth_cmd_um=DEPTH_CAP_UM, depth_meas_um=OVERDEPTH_LIMIT_UM + 1),
+        tel(
+            state=p.PenState.STAMPING,
+            depth_cmd_um=DEPTH_CAP_UM,
+            depth_meas_um=OVERDEPTH_LIMIT_UM + 1,
+        ),
         tel(state=p.PenState.STAMPING, depth_cmd_um=800, depth_meas_um=901),
         tel(fault_flags=1 << p.FaultBit.STALL),
     ],
@@ -356,12 +360,10 @@ def test_start_with_the_tip_off_the_zone_does_not_stamp() -> None:
 
 def test_spot_at_maximum_stops_stamping() -> None:
     ctl, pen, now = stamping()
-    count = 0
     sent: list[str] = []
     for k in range(1, 4):  # three passes over one spot; max is 2
-        count += 1
         t = now + k * (PASS_GAP_US + 1000)
-        frame = tel(state=p.PenState.STAMPING, stamp_count=count, x_dmm=100, y_dmm=50)
+        frame = tel(state=p.PenState.STAMPING, stamp_count=k, x_dmm=100, y_dmm=50)
         sent += types(pen.parse(ctl.receive_data(pen.frame(frame), t)))
     assert "STOP" in sent
     assert ctl.stop_reason is not None and "maximum" in ctl.stop_reason
@@ -466,7 +468,7 @@ def test_reconnect_after_link_lost_needs_a_new_start() -> None:
 
 
 def test_status_has_the_monitor_keys() -> None:
-    ctl, pen, now = stamping()
+    ctl, _pen, now = stamping()
     status = ctl.status(now)
     for key in (
         "state", "zone_index", "zone_count", "zone", "zones", "pen", "position_mode",
