@@ -101,7 +101,8 @@ def bench_pymavlink() -> tuple[float, int] | None:
 
 def rate_line(label: str, seconds: float, frame_bytes: int) -> str:
     per_s = N_FRAMES / seconds
-    return f"{label:<34} {per_s:>12,.0f} frames/s {seconds / N_FRAMES * 1e6:7.2f} µs/frame  ({frame_bytes} B)"
+    us = seconds / N_FRAMES * 1e6
+    return f"{label:<34} {per_s:>12,.0f} frames/s {us:7.2f} µs/frame  ({frame_bytes} B)"
 
 
 def main() -> int:
