@@ -100,17 +100,19 @@ class ByteImpairment:
     def __init__(
         self, rng: random.Random, *, ber: float = 0.0, drop_p: float = 0.0, dup_p: float = 0.0
     ) -> None:
-        self._rng = rng
+        # one stream per process, so the outcome does not depend on chunking
+        self._flip_rng, self._drop_rng, self._dup_rng = (random.Random(rng.random()) for _ in "fdu")
         self.ber, self.drop_p, self.dup_p = ber, drop_p, dup_p
-        self._to_flip = self._gap(ber)  # bits until the next bit error
-        self._to_drop = self._gap(drop_p)  # bytes until the next lost byte
-        self._to_dup = self._gap(dup_p)
+        self._to_flip = self._gap(self._flip_rng, ber)  # bits until the next bit error
+        self._to_drop = self._gap(self._drop_rng, drop_p)  # bytes until the next lost byte
+        self._to_dup = self._gap(self._dup_rng, dup_p)
         self.flipped = self.dropped = self.duplicated = 0
 
-    def _gap(self, p: float) -> float:
+    @staticmethod
+    def _gap(rng: random.Random, p: float) -> float:
         if p <= 0:
             return math.inf
-        return int(math.log(1.0 - self._rng.random()) / math.log(1.0 - p))
+        return int(math.log(1.0 - rng.random()) / math.log(1.0 - p))
 
     def apply(self, data: bytes) -> bytes:
         n = len(data)
@@ -124,19 +126,19 @@ class ByteImpairment:
             bit = int(self._to_flip)
             buf[bit // 8] ^= 1 << (bit % 8)
             self.flipped += 1
-            self._to_flip += 1 + self._gap(self.ber)
+            self._to_flip += 1 + self._gap(self._flip_rng, self.ber)
         self._to_flip -= 8 * n
         marks: dict[int, int] = {}  # byte index -> copies (0 dropped, 2 doubled)
         while self._to_drop < n:
             marks[int(self._to_drop)] = 0
             self.dropped += 1
-            self._to_drop += 1 + self._gap(self.drop_p)
+            self._to_drop += 1 + self._gap(self._drop_rng, self.drop_p)
         self._to_drop -= n
         while self._to_dup < n:
             i = int(self._to_dup)
             marks[i] = 0 if marks.get(i) == 0 else 2
             self.duplicated += 1
-            self._to_dup += 1 + self._gap(self.dup_p)
+            self._to_dup += 1 + self._gap(self._dup_rng, self.dup_p)
         self._to_dup -= n
         if not marks:
             return bytes(buf)
