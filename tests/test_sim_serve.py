@@ -1,0 +1,78 @@
+"""`python -m firmware_sim serve` in real time: a pseudo-terminal opened with pyserial."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import pytest
+import serial
+
+from devicectl.protocol import (
+    Ack,
+    Configure,
+    Decoder,
+    DeviceInfo,
+    Fault,
+    FaultBit,
+    Heartbeat,
+    Hello,
+    Message,
+    Nack,
+    PenState,
+    SetTarget,
+    Start,
+    Telemetry,
+    encode,
+)
+
+pytestmark = pytest.mark.realtime
+
+
+def test_serve_handshake_stamping_second_and_watchdog_expiry_over_a_real_port() -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "firmware_sim", "serve", "--seed", "1"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        first = proc.stdout.readline().split()
+        assert first[0] == "PORT"
+        port = serial.Serial(first[1], timeout=0.01)
+        dec = Decoder()
+        got: list[Message] = []
+        seq = 0
+
+        def send(msg: Message) -> None:
+            nonlocal seq
+            port.write(encode(msg, seq))
+            seq = (seq + 1) & 0xFF
+
+        def pump(seconds: float, heartbeat: bool) -> None:
+            end = time.monotonic() + seconds
+            while time.monotonic() < end:
+                if heartbeat:
+                    send(Heartbeat(int(time.monotonic() * 1000) & 0xFFFF_FFFF))
+                got.extend(f.message for f in dec.feed(port.read(4096)))  # type: ignore[misc]
+
+        send(Hello(1, 0xC0DE))
+        pump(0.2, heartbeat=True)
+        assert any(isinstance(m, DeviceInfo) and m.nonce == 0xC0DE for m in got)
+        send(Configure(500, 100))
+        send(SetTarget(1000, 1000, 2))
+        send(Start())
+        pump(1.0, heartbeat=True)
+        acks = [m for m in got if isinstance(m, Ack)]
+        assert [a.status for a in acks] == [Nack.OK] * 3
+        stamping = [m for m in got if isinstance(m, Telemetry) and m.state == PenState.STAMPING]
+        assert len(stamping) > 300  # 500 Hz for ~1 s, with slack for a busy machine
+        assert abs(stamping[-1].depth_meas_um - 1000) <= 150 and stamping[-1].stamp_count > 50
+        pump(0.4, heartbeat=False)
+        faults = [m for m in got if isinstance(m, Fault)]
+        assert faults and faults[0].code == FaultBit.WATCHDOG
+        port.close()
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=5) == 0
