@@ -31,7 +31,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from devicectl.errors import ProfileError
 from devicectl.safety import DEPTH_CAP_UM, DEPTH_STEP_UM, INTERVAL_DEPTH_UM, MIN_INTERVAL_DAYS
-from devicectl.zones import KNOWN_ZONE_NAMES, ZoneMap, load_zone_map
+from devicectl.zones import KNOWN_ZONE_NAMES, ZoneMap, default_zone_map
 
 #: A profile or zone map is a few KiB; anything this big is not one.
 MAX_FILE_BYTES: Final = 256 * 1024
@@ -314,6 +314,9 @@ _MAX_RATE_DHZ: Final = 0xFFFF
 
 
 def _show(value: Any) -> str:
+    """A value as the file wrote it, near enough: 5.0 read from `5` shows as 5."""
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        value = int(value)
     text = repr(value)
     return text if len(text) <= 40 else text[:37] + "..."
 
@@ -557,7 +560,7 @@ def _validated(
     if not isinstance(doc.data, dict):
         kind = "a list" if isinstance(doc.data, list) else f"the value {_show(doc.data)}"
         raise profile_error([doc.problem((), f"a profile is a mapping of fields, not {kind}")])
-    zone_map = zone_map if zone_map is not None else load_zone_map()
+    zone_map = zone_map if zone_map is not None else default_zone_map()
     problems: list[tuple[Mark, str]] = []
     cross = _raw_cross_problems(doc.data)
     cross_text = {why for _loc, why in cross}

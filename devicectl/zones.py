@@ -244,6 +244,22 @@ def load_zone_map(path: Path | None = None) -> ZoneMap:
     return _ZoneMapReader(doc, profile_error).read()
 
 
+_default_cache: dict[tuple[int, int], ZoneMap] = {}
+
+
+def default_zone_map() -> ZoneMap:
+    """The shipped map, loaded once per version of the file (checking it costs ~50 ms)."""
+    try:
+        st = DEFAULT_ZONES_PATH.stat()
+        key = (st.st_mtime_ns, st.st_size)
+    except OSError:
+        return load_zone_map()  # raises the located ProfileError
+    if key not in _default_cache:
+        _default_cache.clear()
+        _default_cache[key] = load_zone_map()
+    return _default_cache[key]
+
+
 class _ZoneMapReader:
     """Checks the plain data of a zone map, collecting every located problem."""
 

@@ -75,7 +75,7 @@ CASES: list[tuple[str, str | bytes, list[str]]] = [
     (
         "depth_zero",
         with_line(10, "    depth_mm: 0"),
-        ["10:15: zones[0].depth_mm: 0.0 is not a depth; allowed: 0.05 to 1.5 mm"],
+        ["10:15: zones[0].depth_mm: 0 is not a depth; allowed: 0.05 to 1.5 mm"],
     ),
     (
         "depth_negative",
