@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from devicectl.errors import ProfileError
-from devicectl.plan import NOMINAL_DEVICE, Plan, nominal_plan
+from devicectl.plan import NOMINAL_DEVICE, NOMINAL_HAND_SPEED_MM_S, Plan, nominal_plan
 from devicectl.profile import (
     DEFAULT_TOPICAL_WAIT_HOURS,
     load_profile,
@@ -89,7 +89,8 @@ def run_show(args: argparse.Namespace) -> int:
     console.print(
         f"Nominal pen: {NOMINAL_DEVICE.footprint_dmm / 10:g} mm footprint, "
         f"{NOMINAL_DEVICE.needle_count} needles, rates {NOMINAL_DEVICE.min_rate_dhz / 10:g}"
-        f"-{NOMINAL_DEVICE.max_rate_dhz / 10:g} Hz; estimates assume a hand speed of 10 mm/s."
+        f"-{NOMINAL_DEVICE.max_rate_dhz / 10:g} Hz; estimates assume a hand speed of "
+        f"{NOMINAL_HAND_SPEED_MM_S:g} mm/s."
     )
     console.print(f"Minimum interval: {plan.min_interval_days} days.  sha256 {plan.profile_hash}")
     for warning in plan.warnings:
@@ -98,11 +99,14 @@ def run_show(args: argparse.Namespace) -> int:
 
 
 def plan_table(plan: Plan, zone_map_labels: dict[str, str]) -> Table:
-    table = Table(title=f"{plan.profile_name} (version {plan.profile_version})")
-    for header in ("zone", "area cm²", "depth mm", "rate Hz", "passes target/max", "of zone"):
-        table.add_column(header, justify="left" if header == "zone" else "right")
-    table.add_column("est. stamps", justify="right")
-    table.add_column("est. min", justify="right")
+    table = Table(
+        title=f"{plan.profile_name} (version {plan.profile_version})",
+        caption="mm: needle depth · Hz: stamp rate · passes: target/max per spot · "
+        "cover: share of the zone to bring to the target · ≈: estimates",
+    )
+    table.add_column("zone", min_width=14)
+    for header in ("cm²", "mm", "Hz", "passes", "cover", "≈ stamps", "≈ min"):
+        table.add_column(header, justify="right", no_wrap=True, min_width=len(header))
     for z in plan.zones:
         table.add_row(
             zone_map_labels.get(z.name, z.name),

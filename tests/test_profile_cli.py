@@ -1,0 +1,86 @@
+"""`devicectl profile validate|show|schema` through the real CLI entry point."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from devicectl import cli
+
+PROFILES = Path(__file__).resolve().parent.parent / "profiles"
+SHIPPED = sorted(str(p) for p in PROFILES.glob("*.yaml") if p.name != "zones.yaml")
+
+
+def test_validate_every_shipped_profile_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["profile", "validate", *SHIPPED]) == 0
+    out = capsys.readouterr().out
+    for path in SHIPPED:
+        assert f"{path}: ok (" in out
+    assert "warning: adjuncts (minoxidil, finasteride): fresh micro-channels" in out
+
+
+def test_validate_reports_every_problem_and_exits_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    good = SHIPPED[0]
+    bad = tmp_path / "aga-crown.yaml"
+    bad.write_text(
+        Path(PROFILES / "aga-crown-midscalp.yaml")
+        .read_text(encoding="utf-8")
+        .replace("depth_mm: 1.5", "depth_mm: 1.6", 1)
+        .replace("max_passes: 4", "max_passes: 2"),
+        encoding="utf-8",
+    )
+    assert cli.main(["profile", "validate", good, str(bad)]) == 1
+    captured = capsys.readouterr()
+    assert f"{good}: ok" in captured.out
+    errors = captured.err.splitlines()
+    assert (
+        f"{bad}:14:15: zones[0].depth_mm: 1.6 exceeds the 1.5 mm cap; allowed: up to 1.5 mm"
+        in errors
+    )
+    assert any(e.startswith(f"{bad}:17:17: zones[0].max_passes: 2 is below") for e in errors)
+    assert any(e.startswith(f"{bad}:23:17: zones[1].max_passes: 2 is below") for e in errors)
+    assert "Traceback" not in captured.err
+
+
+def test_validate_a_binary_file_is_one_line_not_a_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "photo.yaml"
+    path.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR")
+    assert cli.main(["profile", "validate", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert err == f"{path}:1:1: not UTF-8 text (byte 0x89); save the file as UTF-8\n"
+
+
+def test_show_renders_the_plan_with_warnings(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["profile", "show", str(PROFILES / "aga-crown-midscalp.yaml")]) == 0
+    out = capsys.readouterr().out
+    assert "Vertex (crown)" in out and "Mid-scalp" in out
+    assert "1.5" in out and "3/4" in out and "90%" in out
+    assert "Warning:" in out and "wait 24 h" in out
+
+
+def test_show_uses_the_site_topical_wait(capsys: pytest.CaptureFixture[str]) -> None:
+    path = str(PROFILES / "te-diffuse.yaml")
+    assert cli.main(["profile", "show", "--topical-wait-hours", "12", path]) == 0
+    assert "wait 12 h" in capsys.readouterr().out
+
+
+def test_show_of_a_bad_profile_exits_1_with_the_located_problem(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "empty.yaml"
+    path.write_text("", encoding="utf-8")
+    assert cli.main(["profile", "show", str(path)]) == 1
+    assert f"{path}:1:1: the file is empty; expected a profile" in capsys.readouterr().err
+
+
+def test_schema_is_json_for_editors(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["profile", "schema"]) == 0
+    schema = json.loads(capsys.readouterr().out)
+    assert schema["title"] == "devicectl treatment profile"
+    assert "zones" in schema["required"]
