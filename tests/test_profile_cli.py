@@ -84,3 +84,9 @@ def test_schema_is_json_for_editors(capsys: pytest.CaptureFixture[str]) -> None:
     schema = json.loads(capsys.readouterr().out)
     assert schema["title"] == "devicectl treatment profile"
     assert "zones" in schema["required"]
+
+
+def test_validate_checks_the_zone_map_among_profiles(capsys: pytest.CaptureFixture[str]) -> None:
+    zones = str(PROFILES / "zones.yaml")
+    assert cli.main(["profile", "validate", zones, *SHIPPED]) == 0
+    assert f"{zones}: ok (zone map, 6 zones)" in capsys.readouterr().out

@@ -22,6 +22,7 @@ from devicectl.profile import (
     load_profile,
     mm_text,
     profile_json_schema,
+    read_yaml,
 )
 from devicectl.zones import load_zone_map
 
@@ -66,6 +67,10 @@ def run_validate(args: argparse.Namespace) -> int:
     bad = 0
     for path in args.files:
         try:
+            if _is_zone_map(path):  # so that `validate profiles/*.yaml` checks the map too
+                checked = load_zone_map(path)
+                print(f"{path}: ok (zone map, {len(checked.zones)} zones)")
+                continue
             loaded = load_profile(
                 path, zone_map=zone_map, topical_wait_hours=args.topical_wait_hours
             )
@@ -78,6 +83,15 @@ def run_validate(args: argparse.Namespace) -> int:
         for warning in loaded.warnings:
             print(f"{path}: warning: {warning}")
     return 1 if bad else 0
+
+
+def _is_zone_map(path: Path) -> bool:
+    """A YAML file with a scalp outline is a zone map, not a profile."""
+    try:
+        data = read_yaml(path).data
+    except ProfileError:
+        return False  # load_profile reports the problem
+    return isinstance(data, dict) and "scalp_outline_mm" in data
 
 
 def run_show(args: argparse.Namespace) -> int:
