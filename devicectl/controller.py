@@ -66,6 +66,7 @@ SILENCE_LOST_US: Final = 1_000_000
 #: A stamp_count jump larger than this is a pen reboot or a glitch, not strokes.
 MAX_STROKES_PER_FRAME: Final = 10_000
 COVERAGE_CELL_MM: Final = 0.5
+SPOT_RECHECK_US: Final = 50_000
 CONTACT_HOLD: Final = "skin contact lost for more than 300 ms"
 WAITING: Final = "waiting for the tip over a spot of the zone that needs treatment"
 _U32: Final = 0xFFFF_FFFF
@@ -211,7 +212,9 @@ class Controller:
         ):
             self._link_lost(now_us, "no telemetry from the pen for 1 s")
             return self._flush()
-        if state not in TERMINAL and self._link.heartbeat_due(now_us):
+        # Heartbeats go on after the session ends (the pen stays quiet, READY,
+        # until the session closes the link); only a lost link ends them.
+        if self.state is not State.LINK_LOST and self._link.heartbeat_due(now_us):
             self._send(p.Heartbeat(host_ms=(now_us // 1000) & _U32), now_us)
         return self._flush()
 
@@ -435,10 +438,12 @@ class Controller:
         ):
             hold = CONTACT_HOLD
         elif cov.tracked:
-            key = (self._cell, cov.version, zid)
+            # A spot's verdict changes with a new pass or as time cools its
+            # neighbours: recompute on either, at most every SPOT_RECHECK_US.
+            key = (self._cell, cov.version, now_us // SPOT_RECHECK_US)
             if key != self._spot_key:
                 self._spot_key = key
-                self._spot = cov.spot(zid, self._cell)
+                self._spot = cov.spot(zid, self._cell, now_us)
             spot = self._spot
             if spot is Spot.OUTSIDE or spot is Spot.OFF_MAP:
                 hold = f"the tip is outside zone {zone.name}"

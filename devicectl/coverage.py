@@ -161,8 +161,15 @@ class Coverage:
 
     # --- queries ------------------------------------------------------------
 
-    def spot(self, zone_id: int, cell: int) -> Spot:
-        """What the tip over `cell` would do to zone `zone_id` (tracked mode)."""
+    def spot(self, zone_id: int, cell: int, now_us: int) -> Spot:
+        """What the tip over `cell` would do to zone `zone_id` at `now_us` (tracked mode).
+
+        AT_MAX when the cell is at its maximum, or when a stroke here would
+        give a spot under the footprint already one over its maximum yet
+        another pass (its last stroke is more than PASS_GAP_US old): that
+        bounds every spot to its maximum plus one pass, the footprint's edge
+        reaching it before the centre does.
+        """
         if cell < 0:
             return Spot.OFF_MAP
         if int(self._labels[cell]) != zone_id:
@@ -170,10 +177,9 @@ class Coverage:
         passes = int(self.passes[cell])
         if passes >= int(self._max[cell]):
             return Spot.AT_MAX
-        # A neighbour under the footprint already over its maximum would get
-        # yet another pass: that bounds any spot to max + 1 passes.
         idx = self._footprint(cell)
-        if bool(np.any(self.passes[idx] > self._over[idx])):
+        over = idx[self.passes[idx] > self._over[idx]]
+        if over.size and bool(np.any(now_us - self._last_us[over] > PASS_GAP_US)):
             return Spot.AT_MAX
         if passes < int(self._target[cell]):
             return Spot.NEEDS

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
-from devicectl.protocol import ACK_REQ_TYPES, FLAG_ACK_REQ, Message, encode
+from devicectl.protocol import ACK_REQ_TYPES, FLAG_ACK_REQ, Message, MsgType, encode
 from devicectl.safety import assert_sendable
 
 #: An ACK_REQ frame not ACKed within this is sent again (spec).
@@ -18,6 +18,15 @@ ACK_TIMEOUT_US: Final = 30_000
 MAX_RESENDS: Final = 3
 #: The host sends a HEARTBEAT when it has sent nothing for this long (spec).
 HEARTBEAT_US: Final = 20_000
+
+
+_START_STOP: Final = frozenset({MsgType.START, MsgType.STOP})
+#: The pending frames a new frame of a type makes stale (default: its own type).
+_SUPERSEDES: Final = {
+    MsgType.START: _START_STOP,
+    MsgType.STOP: _START_STOP,
+    MsgType.ESTOP: frozenset({MsgType.START, MsgType.STOP, MsgType.ESTOP}),
+}
 
 
 @dataclass(slots=True)
@@ -67,9 +76,11 @@ class LinkState:
         """The frame for `message`; tracked for its ACK when the spec asks for one."""
         seq, frame = self._frame(message, now_us)
         if message.TYPE in ACK_REQ_TYPES:
-            # A newer frame of the same type supersedes the older one's ACK wait.
+            # A newer frame supersedes an older one of the same intent: a START
+            # resent after a STOP would set the pen stamping behind our back.
+            stale = _SUPERSEDES.get(message.TYPE, frozenset({message.TYPE}))
             for old_seq, p in list(self._pending.items()):
-                if p.message.TYPE == message.TYPE:
+                if p.message.TYPE in stale:
                     del self._pending[old_seq]
             self._pending[seq] = Pending(message, seq, now_us)
         return frame

@@ -452,7 +452,8 @@ def test_abort_stops_the_pen_and_ends() -> None:
     frames = pen.parse(ctl.command(Command.ABORT, now + 10))
     assert "STOP" in types(frames) and ctl.state is State.ABORTED
     ctl.receive_data(pen.acks(frames), now + 20)
-    assert pen.parse(ctl.tick(now + 100_000)) == []  # no heartbeat: the pen's watchdog ends it
+    # nothing but the watchdog's feed
+    assert types(pen.parse(ctl.tick(now + 100_000))) == ["HEARTBEAT"]
 
 
 def test_reconnect_after_link_lost_needs_a_new_start() -> None:

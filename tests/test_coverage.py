@@ -81,13 +81,13 @@ def test_stroke_at_map_edge_is_clipped_to_the_grid() -> None:
 def test_spot_tells_outside_needs_and_at_max() -> None:
     cov = _coverage()
     c = cov.cell_at(10.0, 5.0)
-    assert cov.spot(1, c) is Spot.NEEDS
-    assert cov.spot(2, c) is Spot.OUTSIDE
-    assert cov.spot(1, -1) is Spot.OFF_MAP
+    assert cov.spot(1, c, 0) is Spot.NEEDS
+    assert cov.spot(2, c, 0) is Spot.OUTSIDE
+    assert cov.spot(1, -1, 0) is Spot.OFF_MAP
     cov.add_strokes(1, 1, c, now_us=0)
-    assert cov.spot(1, c) is Spot.TREATABLE
+    assert cov.spot(1, c, 0) is Spot.TREATABLE
     cov.add_strokes(1, 1, c, now_us=2 * PASS_GAP_US)
-    assert cov.spot(1, c) is Spot.AT_MAX
+    assert cov.spot(1, c, 0) is Spot.AT_MAX
 
 
 @settings(max_examples=60, deadline=None)
