@@ -254,6 +254,11 @@ class Controller:
         }
 
     @property
+    def awaiting_ack(self) -> bool:
+        """Frames sent and not yet ACKed (the session waits for them before closing)."""
+        return self._link.unacked > 0
+
+    @property
     def first_start_us(self) -> int | None:
         return self._first_start_us
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from devicectl.errors import SafetyError
-from devicectl.protocol import SetTarget, fault_names
+from devicectl.protocol import Estop, SetTarget, encode, fault_names
 
 #: The clinical depth cap: no needle deeper than 1.5 mm, whatever asks.
 DEPTH_CAP_UM: Final = 1500
@@ -56,6 +56,8 @@ class EstopReason(enum.IntEnum):
     OVERDEPTH = 1
     OVERSHOOT = 2
     PEN_FAULT = 3
+    #: the host itself failed (the session's last-ditch stop)
+    HOST_FAILURE = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +99,15 @@ def assert_sendable(message: object) -> None:
             f"target depth {message.depth_um} µm is above the {DEPTH_CAP_UM} µm cap; "
             "it was refused, not sent"
         )
+
+
+def emergency_stop_frame(seq: int = 0) -> bytes:
+    """An ESTOP frame for the session's last resort, when the loop itself failed.
+
+    The pen treats a repeated ESTOP as one, whatever its seq, so a frame built
+    outside the controller's sequence is still obeyed.
+    """
+    return encode(Estop(reason=EstopReason.HOST_FAILURE), seq & 0xFF)
 
 
 def telemetry_verdict(

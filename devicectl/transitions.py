@@ -68,9 +68,6 @@ class EventKind(enum.Enum):
     COMMAND_REFUSED = "command_refused"
 
 
-_NO_DATA: Final[Mapping[str, Any]] = MappingProxyType({})
-
-
 @dataclass(frozen=True, slots=True)
 class ControlEvent:
     """Something for the records and the monitor; `text` is one plain sentence."""
@@ -79,7 +76,7 @@ class ControlEvent:
     kind: EventKind
     text: str
     zone_id: int | None = None
-    data: Mapping[str, Any] = field(default_factory=lambda: _NO_DATA)
+    data: Mapping[str, Any] = field(default_factory=dict)
     #: the record writer commits at once when True
     safety: bool = False
 

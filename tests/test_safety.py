@@ -158,3 +158,9 @@ def test_interval_is_never_shorter_than_28_days() -> None:
 
 def test_profile_may_ask_for_a_longer_interval() -> None:
     assert interval_problems(["vertex"], {"vertex": 40}, 42)
+
+
+def test_emergency_stop_frame_is_a_valid_estop_for_the_pen() -> None:
+    (frame,) = protocol.Decoder().feed(safety.emergency_stop_frame(seq=300))
+    assert isinstance(frame.message, protocol.Estop) and frame.ack_req
+    assert frame.seq == 300 & 0xFF
