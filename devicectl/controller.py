@@ -18,7 +18,7 @@ from typing import Any, Final, Protocol
 from devicectl import protocol as p
 from devicectl.controller_status import status_snapshot
 from devicectl.coverage import Coverage, Raster, Spot
-from devicectl.errors import RefusedError, SafetyError
+from devicectl.errors import DevicectlError, RefusedError, SafetyError
 from devicectl.linkstate import LinkLost, LinkState
 from devicectl.plan import Plan, ZonePlan
 from devicectl.safety import (
@@ -575,39 +575,50 @@ class Controller:
             self._goto(State.REFUSED, now_us, str(exc))
             return
         self.plan = plan
-        self._event(now_us, EventKind.PLAN, f"plan {plan.profile_name} {plan.profile_version} "
-                    f"with {len(plan.zones)} zones")
+        self._event(
+            now_us,
+            EventKind.PLAN,
+            f"plan {plan.profile_name} {plan.profile_version} with {len(plan.zones)} zones",
+        )
         reasons: list[str] = []
         if self._cartridge_problem is not None:
             reasons.append(self._cartridge_problem)
+        for z in plan.zones:
+            try:  # a plan deeper than the cap is refused whole, before anything is sent
+                checked_set_target(z.depth_um, z.rate_dhz, z.zone_id)
+            except SafetyError as exc:
+                reasons.append(f"zone {z.name}: {exc}")
         late = interval_problems(
             [z.name for z in plan.zones],
             self._facts.days_since_deep_treatment,
             plan.min_interval_days,
         )
-        override = self._facts.interval_override_reason
-        if late and override and override.strip():
+        override = (self._facts.interval_override_reason or "").strip()
+        if late and override:
             self._event(
                 now_us,
                 EventKind.OVERRIDE,
-                f"interval overridden ({override.strip()}): " + "; ".join(late),
-                data={"reason": override.strip(), "problems": late},
+                f"interval overridden ({override}): " + "; ".join(late),
+                data={"reason": override, "problems": late},
                 safety=True,
             )
         else:
             reasons.extend(late)
         if not 0 <= self.zone_index < len(plan.zones):
             reasons.append(f"zone index {self.zone_index} is not in the plan")
+        tracked = bool(info.capabilities & p.Capability.POSITION)
+        self.coverage = Coverage(self._raster, plan.zones, plan.footprint_dmm, tracked=tracked)
+        if self._coverage_state:
+            try:
+                self.coverage.restore(self._coverage_state)
+            except DevicectlError as exc:
+                reasons.append(str(exc))
         self.go_no_go = tuple(reasons)
         if reasons:
             self._event(now_us, EventKind.GO_NO_GO, "no go: " + "; ".join(reasons), safety=True)
             self._goto(State.REFUSED, now_us, "; ".join(reasons))
             return
         self._event(now_us, EventKind.GO_NO_GO, "go: cartridge and intervals checked")
-        tracked = bool(info.capabilities & p.Capability.POSITION)
-        self.coverage = Coverage(self._raster, plan.zones, plan.footprint_dmm, tracked=tracked)
-        if self._coverage_state:
-            self.coverage.restore(self._coverage_state)
         self._configure(now_us, "go: configuring the pen")
 
     def _configure(self, now_us: int, why: str) -> None:

@@ -477,3 +477,22 @@ def test_status_has_the_monitor_keys() -> None:
     ):
         assert key in status
     assert status["pen"]["x_mm"] == 10.0 and status["zones"][0]["active"]
+
+
+def test_plan_deeper_than_the_cap_is_refused_and_nothing_is_sent() -> None:
+    rogue = plan_of(zone_plan(1, "frontal"), zone_plan(2, "vertex", DEPTH_CAP_UM + 100))
+    ctl, pen = new_controller(rogue), Pen()
+    ctl.connect(0)
+    out = ctl.receive_data(pen.frame(DEVICE), 10)
+    assert ctl.state is State.REFUSED and "cap" in " ".join(ctl.go_no_go)
+    assert pen.parse(out) == []
+
+
+def test_coverage_state_of_another_map_is_refused_not_raised() -> None:
+    ctl = Controller(
+        lambda dev: plan_of(), MAP, StartFacts("p", frozenset()),
+        nonce=NONCE, now_us=0, coverage_state=b"garbage",
+    )
+    ctl.connect(0)
+    ctl.receive_data(Pen().frame(DEVICE), 10)
+    assert ctl.state is State.REFUSED and "coverage" in " ".join(ctl.go_no_go)
