@@ -17,13 +17,12 @@ from typing import Any, Final, Protocol
 
 from devicectl import protocol as p
 from devicectl.controller_status import status_snapshot
-from devicectl.coverage import Coverage, Raster, Spot
+from devicectl.coverage import Coverage, Raster
 from devicectl.errors import DevicectlError, RefusedError, SafetyError
 from devicectl.linkstate import LinkLost, LinkState
 from devicectl.plan import Plan, ZonePlan
 from devicectl.safety import (
     BATTERY_LOW_MV,
-    CONTACT_LOST_LIMIT_US,
     OK,
     TELEMETRY_GAP_PERIODS,
     Action,
@@ -34,6 +33,7 @@ from devicectl.safety import (
     interval_problems,
     telemetry_verdict,
 )
+from devicectl.stamping import TipTracker
 from devicectl.transitions import (
     LIVE,
     TERMINAL,
@@ -63,11 +63,7 @@ TELEMETRY_HZ: Final = 500
 WATCHDOG_MS: Final = 100
 #: No telemetry at all for this long while the pen should be talking: the link is gone.
 SILENCE_LOST_US: Final = 1_000_000
-#: A stamp_count jump larger than this is a pen reboot or a glitch, not strokes.
-MAX_STROKES_PER_FRAME: Final = 10_000
 COVERAGE_CELL_MM: Final = 0.5
-SPOT_RECHECK_US: Final = 50_000
-CONTACT_HOLD: Final = "skin contact lost for more than 300 ms"
 WAITING: Final = "waiting for the tip over a spot of the zone that needs treatment"
 _U32: Final = 0xFFFF_FFFF
 _ESTOP_FLAG: Final = 1 << p.FaultBit.ESTOP
@@ -133,15 +129,9 @@ class Controller:
         self._gap_us = TELEMETRY_GAP_PERIODS * 1_000_000 // TELEMETRY_HZ
         self._known_flags = 0
         self.fault_latched = False
-        self._last_stamps: int | None = None
-        self._contact_lost_us: int | None = None
-        self._xy: tuple[int, int] = (p.POSITION_UNKNOWN, p.POSITION_UNKNOWN)
-        self._cell = -1
-        self._spot_key: tuple[int, int, int] = (-2, -1, -1)
-        self._spot = Spot.OFF_MAP
+        self._tip = TipTracker()
         self._pen_stamping = False  # the host has sent START and no STOP since
         self._hold: str | None = None  # why stamping is held inside STAMPING
-        self._check_done = True
         self._cartridge_problem: str | None = None
         self._session_cartridge: int | None = None
         self._first_start_us: int | None = None
@@ -389,34 +379,14 @@ class Controller:
         self._known_flags = t.fault_flags | (self._known_flags & _ESTOP_FLAG)
         self._tel = t
         self._tel_us = now_us
-        if t.contact:
-            self._contact_lost_us = None
-        elif self._contact_lost_us is None:
-            self._contact_lost_us = now_us
-        cov = self.coverage
-        if cov is None:
-            return
-        xy = (t.x_dmm, t.y_dmm)
-        if xy != self._xy:
-            self._xy = xy
-            if cov.tracked and t.x_dmm != p.POSITION_UNKNOWN and t.y_dmm != p.POSITION_UNKNOWN:
-                self._cell = cov.cell_at(t.x_dmm / 10.0, t.y_dmm / 10.0)
-            else:
-                self._cell = -1
-        last = self._last_stamps
-        self._last_stamps = t.stamp_count
-        if last is not None and t.stamp_count != last:
-            strokes = (t.stamp_count - last) & _U32
-            zone = self.zone
-            if strokes > MAX_STROKES_PER_FRAME:
-                self._event(
-                    now_us,
-                    EventKind.WARNING,
-                    f"the pen's stroke counter jumped by {strokes}; not counted as strokes",
-                )
-            elif zone is not None:
-                cov.add_strokes(zone.zone_id, strokes, self._cell, now_us)
-                self._check_done = True
+        zone = self.zone
+        jump = self._tip.observe(t, now_us, self.coverage, zone.zone_id if zone else None)
+        if jump:
+            self._event(
+                now_us,
+                EventKind.WARNING,
+                f"the pen's stroke counter jumped by {jump}; not counted as strokes",
+            )
         if self.state is State.STAMPING:
             self._enforce(now_us)
 
@@ -426,39 +396,17 @@ class Controller:
         zone = self.zone
         if cov is None or zone is None:
             return
-        zid = zone.zone_id
-        if self._check_done:
-            self._check_done = False
-            if cov.done(zid):
-                self._zone_done(now_us)
-                return
-        hold: str | None = None
-        needs = True
-        lost = self._contact_lost_us
-        if (
-            lost is not None
-            and self.device is not None
-            and self.device.capabilities & p.Capability.CONTACT
-            and now_us - lost > CONTACT_LOST_LIMIT_US
-        ):
-            hold = CONTACT_HOLD
-        elif cov.tracked:
-            # A spot's verdict changes with a new pass or as time cools its
-            # neighbours: recompute on either, at most every SPOT_RECHECK_US.
-            key = (self._cell, cov.version, now_us // SPOT_RECHECK_US)
-            if key != self._spot_key:
-                self._spot_key = key
-                self._spot = cov.spot(zid, self._cell, now_us)
-            spot = self._spot
-            if spot is Spot.OUTSIDE or spot is Spot.OFF_MAP:
-                hold = f"the tip is outside zone {zone.name}"
-            elif spot is Spot.AT_MAX:
-                hold = "the tip is over a spot already at its maximum passes"
-            needs = spot is Spot.NEEDS or (
-                spot is Spot.TREATABLE and self._hold == CONTACT_HOLD
-            )
-        elif cov.at_estimated_max(zid):
-            hold = f"zone {zone.name} reached its estimated maximum passes"
+        if self._tip.zone_done(cov, zone.zone_id):
+            self._zone_done(now_us)
+            return
+        device = self.device
+        hold, needs = self._tip.hold(
+            cov,
+            zone,
+            now_us,
+            contact_sensor=device is not None and bool(device.capabilities & p.Capability.CONTACT),
+            current_hold=self._hold,
+        )
         if hold is not None:
             if self._hold != hold:
                 if self._pen_stamping:
@@ -699,8 +647,7 @@ class Controller:
                 self._event(now_us, kind, "the technician resumed stamping")
             self._goto(State.STAMPING, now_us, f"the technician pressed {cmd.name}")
             self._hold = WAITING
-            self._check_done = True
-            self._spot_key = (-2, -1, -1)
+            self._tip.recheck()
             self.stop_reason = None
             self._enforce(now_us)
             return None
@@ -727,7 +674,7 @@ class Controller:
             zone = self.zone
             assert zone is not None
             self._send_target(zone, now_us)
-            self._check_done = True
+            self._tip.recheck()
             self._goto(State.CONFIGURING, now_us, f"next zone: {zone.name}")
             return None
         if cmd is Command.ABORT:
@@ -744,7 +691,7 @@ class Controller:
             return None
         # RECONNECT
         self._connect_us = now_us
-        self._last_stamps = None
+        self._tip.restart_counting()
         self._tel_us = None
         self._goto(State.CONNECTING, now_us, "the technician asked to reconnect")
         self._send_hello(now_us)

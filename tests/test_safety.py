@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from devicectl import controller, linkstate, protocol, safety
+from devicectl import controller, linkstate, protocol, safety, stamping
 from devicectl.errors import SafetyError
 from devicectl.safety import (
     BATTERY_LOW_MV,
@@ -56,7 +56,7 @@ def test_link_refuses_to_frame_a_set_target_above_cap() -> None:
 
 def test_controller_never_constructs_set_target_directly() -> None:
     # Every SET_TARGET must come from safety.checked_set_target.
-    for module in (controller, linkstate):
+    for module in (controller, linkstate, stamping):
         tree = ast.parse(Path(inspect.getfile(module)).read_text())
         for node in ast.walk(tree):
             if isinstance(node, ast.Call):
@@ -67,7 +67,9 @@ def test_controller_never_constructs_set_target_directly() -> None:
 
 def test_cap_literal_is_not_written_in_the_loop_modules() -> None:
     root = Path(inspect.getfile(safety)).parent
-    for name in ("controller", "controller_status", "coverage", "linkstate", "transitions"):
+    for name in (
+        "controller", "controller_status", "coverage", "linkstate", "stamping", "transitions",
+    ):
         text = (root / f"{name}.py").read_text()
         assert "1500" not in text and "1.5" not in text, name
 
