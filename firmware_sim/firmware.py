@@ -403,6 +403,7 @@ class Firmware:
                 self._check_stroke(target, t_us)
             self._check_motor(target, t_us)
         else:
+            self._slow_since_us = None  # a slow spell ends with the stamping it belonged to
             phys.advance(dt, 0, 0, False)
         if self.greeted and t_us - self._last_feed_us > self.watchdog_us:
             self.latch(FaultBit.WATCHDOG, min((t_us - self._last_feed_us) // 1000, 0xFFFF), t_us)

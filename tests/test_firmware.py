@@ -460,6 +460,21 @@ def test_stall_latches_when_rate_stays_under_half_the_target_for_50_ms() -> None
     assert 50_000 <= t_fault - mark <= 120_000
 
 
+def test_stall_timer_does_not_outlive_the_stamping_it_timed() -> None:
+    # START→STOP inside the motor's spin-up, then START again: the pen is not stalled.
+    b = Bench()
+    b.greet()
+    assert status(b.send(SetTarget(1000, 1000, 2))) is Nack.OK
+    for _ in range(4):
+        assert status(b.send(Start())) is Nack.OK
+        b.run(5_000)
+        assert status(b.send(Stop())) is Nack.OK
+        b.run(60_000)
+    assert status(b.send(Start())) is Nack.OK
+    b.run(30_000)
+    assert b.of(Fault) == [] and b.state() is PenState.STAMPING
+
+
 def test_stuck_depth_sensor_latches_sensor() -> None:
     b = Bench()
     b.stamping()

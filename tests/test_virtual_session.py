@@ -210,15 +210,7 @@ def test_pause_and_resume_buttons_pause_then_complete() -> None:
     assert r.ctl.state is State.COMPLETE
 
 
-# firmware_sim/firmware.py keeps `_slow_since_us` across a STOP: a START that
-# follows a START→STOP within the motor's spin-up latches STALL at once. Reported.
-_SIM_STALL_BUG = pytest.mark.xfail(reason="simulator keeps its stall timer across STOP")
-
-
-@pytest.mark.parametrize(
-    "scenario",
-    [pytest.param("line-noise", marks=_SIM_STALL_BUG), "drop-bytes", "duplicate-bytes"],
-)
+@pytest.mark.parametrize("scenario", ["line-noise", "drop-bytes", "duplicate-bytes"])
 def test_noisy_link_session_still_completes(scenario: str) -> None:
     r = run(scenario, resume_paused=True)
     assert r.ctl.state is State.COMPLETE, [e.text for e in r.events][-5:]
