@@ -86,6 +86,8 @@ class StartFacts:
     #: zone name -> days since the last treatment deeper than INTERVAL_DEPTH_UM
     days_since_deep_treatment: Mapping[str, float] = field(default_factory=dict)
     interval_override_reason: str | None = None
+    #: a resumed session's own cartridge: it may go on although it has stamped
+    resumed_cartridge_id: int | None = None
 
 
 class Controller:
@@ -133,9 +135,11 @@ class Controller:
         self._pen_stamping = False  # the host has sent START and no STOP since
         self._hold: str | None = None  # why stamping is held inside STAMPING
         self._cartridge_problem: str | None = None
-        self._session_cartridge: int | None = None
+        self._session_cartridge: int | None = facts.resumed_cartridge_id
         self._first_start_us: int | None = None
-        self._zone_started: set[int] = set()
+        #: zone id -> when it was first started, and when it was done (µs)
+        self._zone_started: dict[int, int] = {}
+        self._zone_done_us: dict[int, int] = {}
 
     # --- public entry points ------------------------------------------------
 
@@ -247,6 +251,13 @@ class Controller:
     def awaiting_ack(self) -> bool:
         """Frames sent and not yet ACKed (the session waits for them before closing)."""
         return self._link.unacked > 0
+
+    def zone_seconds(self, zone_id: int, now_us: int) -> float:
+        """Time from a zone's first START to its end (or to now), pauses included."""
+        start = self._zone_started.get(zone_id)
+        if start is None:
+            return 0.0
+        return (self._zone_done_us.get(zone_id, now_us) - start) / 1e6
 
     @property
     def first_start_us(self) -> int | None:
@@ -438,6 +449,7 @@ class Controller:
         self._hold = None
         self.stop_reason = None
         cov = self.coverage
+        self._zone_done_us[zone.zone_id] = now_us
         self._event(
             now_us,
             EventKind.ZONE_DONE,
@@ -606,7 +618,12 @@ class Controller:
         except ValueError:
             self._event(now_us, EventKind.PEN_EVENT, f"unknown pen event {ev.event}")
             return
-        self._event(now_us, EventKind.PEN_EVENT, f"pen: {kind.name.lower().replace('_', ' ')}")
+        self._event(
+            now_us,
+            EventKind.PEN_EVENT,
+            f"pen: {kind.name.lower().replace('_', ' ')}",
+            data={"event": kind.name},
+        )
         if kind is p.PenEvent.BUTTON_PAUSE:
             self._command(Command.PAUSE, now_us)
         elif kind is p.PenEvent.BUTTON_RESUME:
@@ -640,7 +657,7 @@ class Controller:
                 self._session_cartridge = self.device.cartridge_id
                 self._first_start_us = now_us
             if zone.zone_id not in self._zone_started:
-                self._zone_started.add(zone.zone_id)
+                self._zone_started[zone.zone_id] = now_us
                 self._event(now_us, EventKind.ZONE_STARTED, f"zone {zone.name} started")
             kind = EventKind.RESUMED if cmd is Command.RESUME else EventKind.STATE
             if kind is EventKind.RESUMED:

@@ -57,6 +57,7 @@ def status_snapshot(ctl: Controller, now_us: int) -> dict[str, Any]:
                     "target_fraction": z.target_fraction,
                     "fraction": fraction,
                     "cells_at_max": cov.cells_at_max(z.zone_id) if cov is not None else 0,
+                    "seconds": ctl.zone_seconds(z.zone_id, now_us),
                     "strokes": cov.strokes(z.zone_id) if cov is not None else 0,
                     "done": done,
                     "active": i == ctl.zone_index,

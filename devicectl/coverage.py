@@ -103,6 +103,7 @@ class Coverage:
         self._at_target = np.zeros(_LABELS, dtype=np.int64)
         self._at_max = np.zeros(_LABELS, dtype=np.int64)
         self._strokes: dict[int, int] = {z.zone_id: 0 for z in zones}
+        self._boxes: dict[int, tuple[tuple[slice, slice], npt.NDArray[np.bool_]]] = {}
         #: bumped whenever a pass is added, so callers can cache spot verdicts
         self.version = 0
 
@@ -232,6 +233,32 @@ class Coverage:
     def passes_grid(self) -> npt.NDArray[np.int64]:
         """A (ny, nx) copy of the passes on every cell."""
         return self.passes.reshape(self._ny, self._nx).copy()
+
+    def cells_over_max(self, zone_id: int) -> int:
+        """Cells of the zone past their maximum (O(cells): for summaries, not the loop)."""
+        mask = self._labels == zone_id
+        return int(np.count_nonzero(self.passes[mask] > self._max[mask]))
+
+    def zone_view(
+        self, zone_id: int
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.bool_], int, int] | None:
+        """For live maps: the zone's passes and mask cropped to its bounding box,
+        its target and maximum. The crop is small, so a monitor thread can take
+        it at its own rate without holding the GIL for long."""
+        z = self.zones.get(zone_id)
+        if z is None:
+            return None
+        box = self._boxes.get(zone_id)
+        if box is None:
+            mask = (self._labels == zone_id).reshape(self._ny, self._nx)
+            ys, xs = np.nonzero(mask)
+            if ys.size == 0:
+                return None
+            sl = (slice(int(ys.min()), int(ys.max()) + 1), slice(int(xs.min()), int(xs.max()) + 1))
+            box = self._boxes[zone_id] = (sl, mask[sl].copy())
+        sl, crop_mask = box
+        passes = self.passes.reshape(self._ny, self._nx)[sl].copy()
+        return passes, crop_mask, z.target_passes, z.max_passes
 
     def max_passes_in(self, zone_id: int) -> int:
         """The most passes on any cell of the zone."""

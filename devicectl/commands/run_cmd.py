@@ -1,0 +1,347 @@
+"""`devicectl run` and `devicectl demo`: a treatment session from profile to summary.
+
+This is where a session is put together: the profile and its plan, the facts
+from the records, the link (a port, or the simulator in virtual time), the
+controller on its loop thread, the records' writer, and the technician's view.
+"""
+
+from __future__ import annotations
+
+import argparse
+import secrets
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from devicectl.commands.profile_cmd import plan_table
+from devicectl.controller import Command, Controller, StartFacts, State
+from devicectl.errors import DevicectlError, RefusedError
+from devicectl.link import open_transport, pipe_pair
+from devicectl.monitor.keys import KeyMap, KeyReader, cbreak
+from devicectl.monitor.terminal import TerminalView, clock, event_line
+from devicectl.plan import make_plan
+from devicectl.profile import LoadedProfile, load_profile, load_profile_text
+from devicectl.safety import INTERVAL_DEPTH_UM
+from devicectl.session import Outcome, Policy, Session, VirtualClock
+from devicectl.store import RecordWriter, Store, default_db_path
+from devicectl.zones import ZoneMap, load_zone_map
+
+#: How long the go/no-go may take: the handshake gives up after 2 s by itself.
+CONNECT_WAIT_S = 5.0
+#: The demo: a shipped profile, accelerated so a full session takes well under a minute.
+DEMO_PROFILE = Path(__file__).resolve().parents[2] / "profiles" / "aga-crown-midscalp.yaml"
+DEMO_SPEED = 40.0
+DEMO_DB = Path("demo-out") / "sessions.db"
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "run",
+        help="run a treatment session on a pen or the simulator",
+        description="Run a treatment profile zone by zone, live. Exit codes: 0 complete, "
+        "1 refused before start, 2 aborted, 3 fault, 4 link lost.",
+    )
+    p.add_argument("--profile", type=Path, help="the treatment profile (YAML)")
+    p.add_argument("--patient", help="the patient's pseudonymous reference (no names)")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--port", help="serial port path or pyserial URL of the pen")
+    src.add_argument("--sim", action="store_true", help="run the simulated pen in-process")
+    p.add_argument("--scenario", help="simulator fault scenario (python -m firmware_sim scenarios)")
+    p.add_argument("--speed", type=float, default=1.0,
+                   help="simulator speed, times real time (0 = as fast as possible)")
+    p.add_argument("--seed", type=int, default=1, help="simulator seed")
+    p.add_argument("--no-position", action="store_true",
+                   help="simulate a pen without position tracking")
+    p.add_argument("--db", type=Path, help=f"records database (default {default_db_path()})")
+    p.add_argument("--yes", action="store_true",
+                   help="answer the confirmations (start, next zone) for scripted runs")
+    p.add_argument("--override-interval", metavar="REASON",
+                   help="start although a zone's minimum interval has not passed (recorded)")
+    p.add_argument("--resume", type=int, metavar="SESSION_ID",
+                   help="continue an interrupted session with its coverage")
+    p.set_defaults(func=run)
+
+    d = sub.add_parser("demo", help="a full simulated session with the live view")
+    d.add_argument("--speed", type=float, default=DEMO_SPEED)
+    d.add_argument("--db", type=Path, default=DEMO_DB)
+    d.set_defaults(func=demo)
+
+
+def demo(args: argparse.Namespace) -> int:
+    args.db.parent.mkdir(parents=True, exist_ok=True)
+    ns = argparse.Namespace(
+        profile=DEMO_PROFILE, patient=f"DEMO-{secrets.token_hex(3).upper()}", port=None, sim=True,
+        scenario=None, speed=args.speed, seed=7, no_position=False, db=args.db, yes=True,
+        override_interval=None, resume=None,
+    )
+    return run(ns)
+
+
+@dataclass
+class _Setup:
+    loaded: LoadedProfile
+    patient: str
+    session_id: int
+    resumed: bool
+
+
+def run(args: argparse.Namespace) -> int:
+    console = Console(stderr=False)
+    interactive = sys.stdin.isatty() and sys.stdout.isatty()
+    if not args.port and not args.sim:
+        raise DevicectlError("say where the pen is: --port PATH, or --sim for the simulator")
+    if not args.yes and not interactive:
+        raise RefusedError("no terminal to confirm the start; pass --yes for a scripted run")
+    zone_map = load_zone_map()
+    db_path: Path = args.db or default_db_path()
+    store = Store(db_path)
+    try:
+        setup = _prepare(args, store)
+        facts = _facts(store, setup, args.override_interval)
+        coverage_state = store.coverage_state(setup.session_id) if setup.resumed else None
+        store_zones = store.session(setup.session_id).zones
+    finally:
+        store.close()
+    start_zone = _first_unfinished_zone(setup.loaded, store_zones) if setup.resumed else 0
+    console.print(f"[bold]session {setup.session_id}[/] · patient {setup.patient} · "
+                  f"profile {setup.loaded.profile.name} ({setup.loaded.content_hash[:12]})"
+                  f"{' · resumed' if setup.resumed else ''}")
+    for w in setup.loaded.warnings:
+        console.print(f"[yellow]warning:[/] {w}")
+
+    vclock = VirtualClock(time.monotonic_ns() // 1000) if args.sim else None
+    wire, pen, pen_wire, port_name = _link(args, zone_map, vclock)
+    controller = Controller(
+        lambda dev: make_plan(setup.loaded, dev, zone_map),
+        zone_map,
+        facts,
+        nonce=secrets.randbits(32),
+        now_us=time.monotonic_ns() // 1000,
+        coverage_state=coverage_state,
+        start_zone_index=start_zone,
+    )
+    writer = RecordWriter(db_path, setup.session_id)
+    writer.start()
+    policy = Policy(auto_confirm=args.yes, end_on_fault=args.yes or not interactive)
+    session = Session(
+        controller, wire=wire, writer=writer, policy=policy, pen=pen, pen_wire=pen_wire,
+        virtual_clock=vclock, speed=args.speed if args.sim else 1.0,
+    )
+    _install_signals(session)
+    session.start()
+    try:
+        go = _go_no_go(console, session, port_name, setup)
+        if go and not args.yes:
+            go = _confirm(console, "Start the treatment?")
+            if go:
+                session.submit(Command.START)
+        if not go:
+            session.request_stop("the technician did not start")
+        elif interactive:
+            _live(console, session, setup)
+        else:
+            _plain(console, session)
+        session.wait()
+    finally:
+        session.request_stop("the session ended")
+        session.wait(5.0)
+        outcome = session.outcome or Outcome.ABORTED
+        if not go and outcome is not Outcome.REFUSED and controller.state is not State.LINK_LOST:
+            outcome = Outcome.REFUSED
+        writer.close(outcome.value, datetime.now(UTC).isoformat(timespec="milliseconds"))
+        close = getattr(wire, "close", None)
+        if close is not None:
+            close()
+    for line in session.drain_events():
+        console.print(event_line(line), highlight=False)
+    if session.error is not None:
+        console.print(f"[bold red]internal error, pen stopped:[/] {session.error!r}")
+    for err in writer.errors:
+        console.print(f"[bold red]records:[/] {err}")
+    _summary(console, session, setup, outcome, db_path)
+    return outcome.exit_code
+
+
+def _prepare(args: argparse.Namespace, store: Store) -> _Setup:
+    if args.resume is not None:
+        record = store.session(args.resume)
+        if record.outcome is not None:
+            raise RefusedError(
+                f"session {record.id} ended ({record.outcome}); only an interrupted session "
+                "can be resumed"
+            )
+        loaded = load_profile_text(record.profile_text, f"session {record.id} profile")
+        if loaded.content_hash != record.profile_hash:
+            raise RefusedError(f"session {record.id}'s stored profile does not match its hash")
+        return _Setup(loaded, record.patient_ref, record.id, resumed=True)
+    if args.profile is None or not args.patient:
+        raise DevicectlError("a new session needs --profile FILE and --patient REF")
+    loaded = load_profile(args.profile)
+    session_id = store.create_session(
+        patient_ref=args.patient,
+        profile_name=loaded.profile.name,
+        profile_hash=loaded.content_hash,
+        profile_text=loaded.text,
+        started_at=datetime.now(UTC).isoformat(timespec="milliseconds"),
+    )
+    return _Setup(loaded, args.patient, session_id, resumed=False)
+
+
+def _first_unfinished_zone(loaded: LoadedProfile, zones: Any) -> int:
+    """The index, in the profile's order, of the first zone the records do not show done."""
+    done = {z.name for z in zones if z.done}
+    names = [z.zone for z in loaded.profile.zones]
+    return next((i for i, name in enumerate(names) if name not in done), len(names))
+
+
+def _facts(store: Store, setup: _Setup, override: str | None) -> StartFacts:
+    """What the records say about this cartridge and this patient's zones.
+
+    A resumed session's own cartridge and strokes are not "earlier": they are
+    left out, and the cartridge may have delivered stamps in it.
+    """
+    now = datetime.now(UTC).isoformat(timespec="milliseconds")
+    own = setup.session_id if setup.resumed else None
+    resumed_cartridge = store.session(setup.session_id).cartridge_id if setup.resumed else None
+    return StartFacts(
+        patient_ref=setup.patient,
+        used_cartridge_ids=store.used_cartridge_ids(exclude_session=own),
+        days_since_deep_treatment=store.days_since_deep_treatment(
+            setup.patient, now, INTERVAL_DEPTH_UM, exclude_session=own
+        ),
+        interval_override_reason=override,
+        resumed_cartridge_id=resumed_cartridge,
+    )
+
+
+def _link(args: argparse.Namespace, zone_map: ZoneMap, vclock: VirtualClock | None) -> Any:
+    if vclock is None:
+        return open_transport(args.port), None, None, args.port
+    from firmware_sim.virtual import VirtualPen
+
+    host_end, pen_end = pipe_pair(vclock)
+    pen = VirtualPen(seed=args.seed, scenario=args.scenario, zone_map=zone_map,
+                     position=not args.no_position)
+    return host_end, pen, pen_end, "simulator"
+
+
+def _install_signals(session: Session) -> None:
+    def handler(signum: int, frame: FrameType | None) -> None:
+        session.request_stop(f"stopped by {signal.Signals(signum).name}")
+
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, handler)
+
+
+def _go_no_go(console: Console, session: Session, port: str, setup: _Setup) -> bool:
+    deadline = time.monotonic() + CONNECT_WAIT_S
+    ctl = session.controller
+    while time.monotonic() < deadline and not session.wait(0.02):
+        if ctl.state not in (State.CONNECTING, State.CONFIGURING):
+            break
+    if ctl.state is State.LINK_LOST or ctl.device is None:
+        console.print(f"[bold red]NO-GO:[/] no pen answered on {port}; check the cable and "
+                      "that the pen is on, then run again")
+        return False
+    dev = ctl.device
+    console.print(
+        f"pen: serial {dev.serial_number} · firmware {dev.fw_version >> 8}.{dev.fw_version & 0xFF}"
+        f" · cartridge {dev.cartridge_id or 'none'} ({dev.cartridge_stamps} stamps delivered)"
+        f" · {dev.needle_count} needles · footprint {dev.footprint_dmm / 10:.1f} mm"
+    )
+    if ctl.plan is not None:
+        labels = {z.name: z.label for z in load_zone_map().zones}
+        console.print(plan_table(ctl.plan, labels))
+    reasons = list(ctl.go_no_go)
+    if ctl.state is State.REFUSED and not reasons:
+        reasons = ["the profile cannot be run on this pen"]
+    if reasons:
+        for r in reasons:
+            console.print(f"[bold red]NO-GO:[/] {r}")
+        return False
+    console.print("[bold green]GO:[/] pen, cartridge, interval and plan checked")
+    return True
+
+
+def _confirm(console: Console, question: str) -> bool:
+    try:
+        answer = console.input(f"[bold]{question}[/] [y/N] ")
+    except EOFError:
+        return False
+    return answer.strip().lower() in ("y", "yes")
+
+
+def _live(console: Console, session: Session, setup: _Setup) -> None:
+    ctl = session.controller
+    view = TerminalView(
+        f"devicectl · patient {setup.patient} · {setup.loaded.profile.name}",
+        zone_grid=lambda zone_id: ctl.coverage.zone_view(zone_id) if ctl.coverage else None,
+    )
+    keys = KeyReader()
+    keymap = KeyMap()
+    with cbreak(keys.fd), Live(view.render({}), console=console, refresh_per_second=15,
+                               screen=False) as live:
+        keys.start()
+        while not session.wait(1 / 15):
+            view.add_events(session.drain_events())
+            while not keys.keys.empty():
+                action = keymap.press(keys.keys.get_nowait())
+                view.prompt = action.prompt
+                if action.stop:
+                    session.request_stop("aborted by the technician")
+                elif action.command is not None:
+                    cmd = action.command
+                    if cmd is Command.RESUME and ctl.state is State.READY:
+                        cmd = Command.START
+                    session.submit(cmd)
+            if keys.closed.is_set():
+                session.request_stop("the terminal closed")
+            live.update(view.render(session.snapshot))
+        view.add_events(session.drain_events())
+        live.update(view.render(ctl.status(session.now_us)))
+        keys.stop()
+
+
+def _plain(console: Console, session: Session) -> None:
+    t0: int | None = None
+    while True:
+        done = session.wait(0.1)
+        for e in session.drain_events():
+            t0 = e.t_us if t0 is None else t0
+            console.print(event_line(e, t0), highlight=False, soft_wrap=True)
+        if done:
+            return
+
+
+def _summary(
+    console: Console, session: Session, setup: _Setup, outcome: Outcome, db_path: Path
+) -> None:
+    ctl = session.controller
+    status = ctl.status(session.now_us)
+    table = Table(title=f"session {setup.session_id} · {outcome.value}", title_justify="left")
+    for col in ("zone", "coverage", "target", "strokes", "time", "at max", "over max"):
+        table.add_column(col, justify="left" if col == "zone" else "right")
+    for z in status.get("zones") or ():
+        over = ctl.coverage.cells_over_max(z["zone_id"]) if ctl.coverage else 0
+        table.add_row(
+            z["name"],
+            f"{100 * z['fraction']:.0f} %",
+            f"{100 * z['target_fraction']:.0f} %",
+            str(z["strokes"]),
+            clock(z.get("seconds")),
+            str(z["cells_at_max"]),
+            str(over),
+        )
+    console.print(table)
+    style = "bold green" if outcome is Outcome.COMPLETE else "bold red"
+    console.print(f"[{style}]{outcome.value.replace('_', ' ')}[/] · session id {setup.session_id}"
+                  f" · details: devicectl sessions show {setup.session_id} --db {db_path}")

@@ -1,0 +1,220 @@
+"""The technician's terminal view: a rich live screen built from status snapshots.
+
+Everything here reads `Session.snapshot` (a dict) and the session's display
+events; nothing reaches into the inner loop. Without a terminal the same
+events become one plain line each.
+"""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from rich.console import Group, RenderableType
+from rich.panel import Panel
+from rich.progress_bar import ProgressBar
+from rich.table import Table
+from rich.text import Text
+
+from devicectl.controller import ControlEvent
+from devicectl.safety import DEPTH_CAP_UM
+
+STATE_STYLES: Mapping[str, str] = {
+    "CONNECTING": "bold yellow",
+    "CONFIGURING": "bold yellow",
+    "READY": "bold cyan",
+    "STAMPING": "bold green",
+    "PAUSED": "bold yellow",
+    "ZONE_DONE": "bold cyan",
+    "COMPLETE": "bold green",
+    "FAULT": "bold white on red",
+    "ABORTED": "bold red",
+    "LINK_LOST": "bold white on red",
+    "REFUSED": "bold red",
+}
+KEYS_HELP = "p pause · r resume/start · n next zone · c clear fault · q abort"
+#: Map glyphs: outside the zone, untouched, below target, at target, at maximum.
+GLYPHS = (" ", "·", "░", "▓", "█")
+GLYPH_STYLES = ("", "grey50", "yellow", "green", "bold red")
+
+
+def mm(depth_um: int | None) -> str:
+    """A depth in µm as millimetres with two decimals for display, "—" when unknown."""
+    return "—" if depth_um is None else f"{depth_um / 1000:.2f} mm"
+
+
+def clock(seconds: float | None) -> str:
+    if seconds is None:
+        return "—"
+    seconds = max(0.0, seconds)
+    return f"{int(seconds // 60):02d}:{int(seconds % 60):02d}"
+
+
+def event_line(event: ControlEvent, t0_us: int = 0) -> str:
+    """One plain line for an event: elapsed time, kind, the sentence."""
+    t = (event.t_us - t0_us) / 1e6
+    zone = f" zone {event.zone_id}" if event.zone_id is not None else ""
+    return f"[{clock(t)}.{int((t % 1) * 1000):03d}] {event.kind.name}{zone}: {event.text}"
+
+
+def coverage_glyphs(
+    passes: np.ndarray, mask: np.ndarray, target: int, maximum: int, cols: int = 60, rows: int = 14
+) -> Text:
+    """A zone's pass counts drawn in characters, one glyph per block of cells.
+
+    Each cell is untouched, below target, at target or at maximum; a block
+    shows what most of its zone cells are. A character is about twice as tall
+    as it is wide, so a block is twice as many cells tall as wide.
+    """
+    text = Text()
+    ys, xs = np.nonzero(mask)
+    if len(ys) == 0:
+        return text
+    sub_m = mask[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
+    sub_p = passes[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
+    level = np.select(
+        [~sub_m, sub_p >= maximum, sub_p >= target, sub_p > 0], [0, 4, 3, 2], default=1
+    )
+    ny, nx = sub_m.shape
+    bx = max(1, -(-nx // cols), -(-ny // (2 * rows)))
+    by = 2 * bx
+    for r in range(0, ny, by):
+        for c in range(0, nx, bx):
+            block = level[r : r + by, c : c + bx].ravel()
+            inside = block[block > 0]
+            lv = 0
+            if inside.size * 2 >= block.size:  # mostly inside the zone
+                lv = int(np.bincount(inside, minlength=5).argmax())
+            text.append(GLYPHS[lv], style=GLYPH_STYLES[lv])
+        text.append("\n")
+    return text
+
+
+#: Events that come and go many times a minute: the status lines show them, not the log.
+CHATTY = frozenset({"COVERAGE_HOLD", "RESUMED_STAMPING", "SENT", "RESEND"})
+CHATTY_PEN_EVENTS = frozenset({"CONTACT_LOST", "CONTACT_MADE"})
+
+
+def is_chatty(event: ControlEvent) -> bool:
+    """True for the events a live log leaves out (they are all still recorded)."""
+    return event.kind.name in CHATTY or event.data.get("event") in CHATTY_PEN_EVENTS
+
+
+class TerminalView:
+    """Builds the live screen from the latest snapshot and recent events."""
+
+    def __init__(self, title: str, *, zone_grid: Any = None, history: int = 8) -> None:
+        self.title = title
+        self.prompt: str | None = None
+        self._zone_grid = zone_grid  # callable(zone_id) -> (passes, mask, target, max) | None
+        self._events: collections.deque[Text] = collections.deque(maxlen=history)
+        self._t0_us: int | None = None
+
+    def add_events(self, events: Iterable[ControlEvent]) -> None:
+        for e in events:
+            if self._t0_us is None:
+                self._t0_us = e.t_us
+            if is_chatty(e):
+                continue
+            self._events.append(Text(event_line(e, self._t0_us), style="red" if e.safety else ""))
+
+    def render(self, status: Mapping[str, Any]) -> RenderableType:
+        if not status:
+            return Panel(Text("connecting to the pen…", style="yellow"), title=self.title)
+        state = str(status.get("state", "?"))
+        head = Table.grid(expand=True)
+        head.add_column(ratio=1)
+        head.add_column(justify="right")
+        head.add_row(
+            Text(f" {state.replace('_', ' ')} ", style=STATE_STYLES.get(state, "bold")),
+            Text(
+                f"elapsed {clock(status.get('elapsed_s'))} · "
+                f"remaining ≈ {clock(status.get('remaining_s_est'))}"
+            ),
+        )
+        parts: list[RenderableType] = [head]
+        fault = status.get("fault")
+        if fault:
+            parts.append(Panel(Text(str(fault), style="bold white"), style="on red", title="FAULT"))
+        stop_reason = status.get("stop_reason")
+        if stop_reason and not fault:
+            parts.append(Text(f"stamping stopped: {stop_reason}", style="yellow"))
+        for reason in status.get("go_no_go") or ():
+            parts.append(Text(f"NO-GO: {reason}", style="bold red"))
+        body = Table.grid(expand=True, padding=(0, 2))
+        body.add_column(ratio=1)
+        body.add_column(width=32)
+        body.add_row(self._zones_table(status), self._pen_table(status))
+        parts.append(body)
+        cov = self._coverage_panel(status)
+        if cov is not None:
+            parts.append(cov)
+        log = Text("\n").join(self._events) if self._events else Text("—")
+        parts.append(Panel(log, title="events", border_style="grey50"))
+        parts.append(Text(self.prompt or KEYS_HELP, style="bold yellow" if self.prompt else "dim"))
+        return Panel(Group(*parts), title=self.title, border_style="blue")
+
+    def _zones_table(self, status: Mapping[str, Any]) -> Table:
+        table = Table(title="zones", expand=True, title_justify="left")
+        table.add_column("zone", no_wrap=True)
+        table.add_column("coverage", min_width=12)
+        for name in ("%", "mm", "Hz", "strokes", "at max"):
+            table.add_column(name, justify="right", no_wrap=True)
+        for z in status.get("zones") or ():
+            target = float(z.get("target_fraction") or 1.0)
+            fraction = float(z.get("fraction") or 0.0)
+            mark = "▶ " if z.get("active") else ("✓ " if z.get("done") else "  ")
+            table.add_row(
+                mark + str(z.get("name")),
+                ProgressBar(total=target, completed=min(fraction, target), width=12,
+                            complete_style="green" if z.get("done") else "cyan"),
+                f"{100 * fraction:.0f}/{100 * target:.0f}",
+                f"{(z.get('depth_um') or 0) / 1000:.2f}",
+                f"{(z.get('rate_dhz') or 0) / 10:.0f}",
+                str(z.get("strokes", 0)),
+                str(z.get("cells_at_max", 0)),
+            )
+        return table
+
+    def _pen_table(self, status: Mapping[str, Any]) -> Table:
+        pen: Mapping[str, Any] = status.get("pen") or {}
+        table = Table.grid(padding=(0, 1))
+        table.add_column(style="grey70")
+        table.add_column()
+        meas = pen.get("depth_meas_um")
+        meas_style = "bold red" if meas is not None and meas > DEPTH_CAP_UM else "bold"
+        pos = pen.get("x_mm"), pen.get("y_mm")
+        rows: Sequence[tuple[str, Text | str]] = (
+            ("pen", str(pen.get("state", "—"))),
+            ("depth set", mm(pen.get("depth_cmd_um"))),
+            ("depth measured", Text(mm(meas), style=meas_style)),
+            ("depth cap", mm(DEPTH_CAP_UM)),
+            ("stamp rate", f"{(pen.get('rate_meas_dhz') or 0) / 10:.1f} Hz"),
+            ("strokes", str(pen.get("stamp_count", "—"))),
+            ("contact", "yes" if pen.get("contact") else "no"),
+            ("battery", f"{(pen.get('battery_mv') or 0) / 1000:.2f} V"),
+            ("tip", "unknown" if pos[0] is None else f"{pos[0]:+.1f}, {pos[1]:.1f} mm"),
+            ("coverage", str(status.get("position_mode", "—"))),
+            ("faults", ", ".join(pen.get("faults") or ()) or "none"),
+        )
+        for k, v in rows:
+            table.add_row(k, v)
+        return table
+
+    def _coverage_panel(self, status: Mapping[str, Any]) -> Panel | None:
+        zone = status.get("zone")
+        if self._zone_grid is None or not zone or status.get("position_mode") != "tracked":
+            return None
+        grid = self._zone_grid(zone["zone_id"])
+        if grid is None:
+            return None
+        passes, mask, target, maximum = grid
+        legend = "  · untouched  ░ below target  ▓ at target  █ at maximum"
+        return Panel(
+            Group(coverage_glyphs(passes, mask, target, maximum), Text(legend, style="dim")),
+            title=f"coverage · {zone['name']}",
+            border_style="grey50",
+        )
+

@@ -1,0 +1,356 @@
+"""One treatment session: the controller driven over a link, on its own thread.
+
+The inner-loop thread owns the link: read (short timeout), decode and decide
+(the controller), write what it returns, in that order, every iteration.
+Records go to the writer thread's queue, display events to a deque, and the
+monitor reads `snapshot`, a status dict the loop refreshes at 20 Hz. Nothing
+slow runs on the loop's thread. Real time reads the monotonic clock; virtual
+time steps a simulated pen beside the controller on a simulated clock.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import enum
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
+
+from devicectl.controller import Command, ControlEvent, Controller, EventKind, Output, State
+from devicectl.safety import emergency_stop_frame
+from devicectl.store import EventRecord, RecordWriter, ZoneCoverage
+
+#: The status snapshot is rebuilt this often (µs of session time).
+SNAPSHOT_PERIOD_US = 50_000
+#: Coverage goes to the records at least this often (µs of session time).
+COVERAGE_PERIOD_US = 1_000_000
+#: How long a stop waits for the pen to acknowledge before the loop ends (µs).
+STOP_GRACE_US = 150_000
+
+
+class Outcome(enum.Enum):
+    """How a session ended; the value is what the records say, `exit_code` the CLI's."""
+
+    COMPLETE = "complete"
+    REFUSED = "refused"
+    ABORTED = "aborted"
+    FAULT = "fault"
+    LINK_LOST = "link_lost"
+
+    @property
+    def exit_code(self) -> int:
+        return _EXIT_CODES[self]
+
+
+_EXIT_CODES = {
+    Outcome.COMPLETE: 0,
+    Outcome.REFUSED: 1,
+    Outcome.ABORTED: 2,
+    Outcome.FAULT: 3,
+    Outcome.LINK_LOST: 4,
+}
+_OUTCOME_OF_STATE = {
+    State.COMPLETE: Outcome.COMPLETE,
+    State.REFUSED: Outcome.REFUSED,
+    State.ABORTED: Outcome.ABORTED,
+    State.FAULT: Outcome.FAULT,
+    State.LINK_LOST: Outcome.LINK_LOST,
+}
+#: States in which the loop ends by itself: nothing more can happen without a new session.
+FINAL_STATES = frozenset({State.COMPLETE, State.REFUSED, State.ABORTED})
+
+
+def outcome_of(state: State) -> Outcome:
+    """The outcome a session ending in `state` has; an unfinished one counts as aborted."""
+    return _OUTCOME_OF_STATE.get(state, Outcome.ABORTED)
+
+
+class VirtualClock:
+    """Simulated time shared by a virtual session and its in-memory pipe."""
+
+    def __init__(self, start_us: int = 0) -> None:
+        self.now_us = start_us
+
+    def __call__(self) -> int:
+        return self.now_us
+
+
+class Wire(Protocol):
+    """What the loop needs of a byte link: the transports of devicectl.link fit."""
+
+    def read(self, max_bytes: int, timeout_s: float) -> bytes: ...
+    def write(self, data: bytes) -> None: ...
+
+
+class Pen(Protocol):
+    """What virtual time needs of a simulated pen: firmware_sim.virtual.VirtualPen fits."""
+
+    def receive_data(self, data: bytes, now_us: int) -> None: ...
+    def advance(self, now_us: int) -> bytes: ...
+
+
+@dataclass
+class Policy:
+    """What the session does on its own, without the technician's keys.
+
+    `auto_confirm` (--yes) answers start and next-zone; a fault or a lost link
+    then ends the session (`end_on_fault`), since nobody is there to clear it.
+    """
+
+    auto_confirm: bool = False
+    end_on_fault: bool = False
+
+
+@dataclass
+class _Timers:
+    snapshot_us: int = -(10**18)
+    coverage_us: int = -(10**18)
+    stop_deadline_us: int | None = None
+    confirmed_in: set[tuple[State, int]] = field(default_factory=set)
+
+
+class Session:
+    """Runs a Controller on a thread over a real link or beside a virtual pen.
+
+    Thread-safe for the UI: `submit(cmd)`, `request_stop(reason)`, `snapshot`,
+    `drain_events()`, `wait(timeout)`. The outcome is set when the loop ends.
+    """
+
+    def __init__(
+        self,
+        controller: Controller,
+        *,
+        wire: Wire,
+        writer: RecordWriter | None,
+        policy: Policy,
+        pen: Pen | None = None,
+        pen_wire: Wire | None = None,
+        virtual_clock: VirtualClock | None = None,
+        speed: float = 1.0,
+        step_us: int = 1_000,
+        started_wall: datetime | None = None,
+    ) -> None:
+        if not ((pen is None) == (pen_wire is None) == (virtual_clock is None)):
+            raise ValueError("a virtual pen needs its end of the pipe and the virtual clock")
+        self.controller = controller
+        self._writer = writer
+        self._policy = policy
+        self._wire = wire
+        self._pen = pen
+        self._pen_wire = pen_wire
+        self._virtual = pen is not None
+        self._virtual_clock = virtual_clock
+        self._speed = speed
+        self._step_us = step_us
+        self._wall0 = started_wall or datetime.now(UTC)
+        self._t0_us: int | None = None
+        self._commands: queue.SimpleQueue[Command] = queue.SimpleQueue()
+        self._display: collections.deque[ControlEvent] = collections.deque(maxlen=10_000)
+        self._stop_reason: str | None = None
+        self._done = threading.Event()
+        self._timers = _Timers()
+        self._thread = threading.Thread(target=self._run, name="inner-loop", daemon=True)
+        self.snapshot: dict[str, Any] = {}
+        self.outcome: Outcome | None = None
+        self.error: BaseException | None = None
+        self.now_us = 0
+
+    # --- the UI's side --------------------------------------------------
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def submit(self, cmd: Command) -> None:
+        self._commands.put(cmd)
+
+    def request_stop(self, reason: str) -> None:
+        """Stop the pen and end the loop (a signal, a closed terminal, the UI)."""
+        if self._stop_reason is None:
+            self._stop_reason = reason
+
+    def drain_events(self) -> list[ControlEvent]:
+        out = []
+        while self._display:
+            out.append(self._display.popleft())
+        return out
+
+    def wait(self, timeout_s: float | None = None) -> bool:
+        return self._done.wait(timeout_s)
+
+    @property
+    def state(self) -> State:
+        return self.controller.state
+
+    def wall_of(self, t_us: int) -> datetime:
+        """The wall-clock time of a session time (simulated time in virtual sessions)."""
+        return self._wall0 + timedelta(microseconds=t_us - (self._t0_us or 0))
+
+    # --- the inner loop -------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            if self._virtual:
+                self._run_virtual()
+            else:
+                self._run_real()
+        except BaseException as exc:  # the pen is made safe first, whatever went wrong
+            self.error = exc
+            self._emergency_stop()
+            self.outcome = Outcome.FAULT
+        finally:
+            if self.outcome is None:
+                self.outcome = outcome_of(self.controller.state)
+            self._done.set()
+
+    def _run_real(self) -> None:
+        wire = self._wire
+        now = time.monotonic_ns() // 1000
+        self._t0_us = now
+        self._emit(self.controller.connect(now), now)
+        while not self._finished(now):
+            data = wire.read(4096, 0.001)
+            now = time.monotonic_ns() // 1000
+            self._step(data, now)
+
+    def _run_virtual(self) -> None:
+        assert self._pen is not None and self._pen_wire is not None
+        assert self._virtual_clock is not None
+        pen, pen_wire, wire, clock = self._pen, self._pen_wire, self._wire, self._virtual_clock
+        now = clock.now_us
+        self._t0_us = now
+        wall0 = time.monotonic()
+        self._emit(self.controller.connect(now), now)
+        step = self._step_us
+        while not self._finished(now):
+            now += step
+            clock.now_us = now
+            pen_wire.write(pen.advance(now))
+            self._step(wire.read(1 << 16, 0.0), now)
+            pen.receive_data(pen_wire.read(1 << 16, 0.0), now)
+            if self._speed > 0 and (now - self._t0_us) % 20_000 < step:
+                ahead_s = (now - self._t0_us) / 1e6 / self._speed - (time.monotonic() - wall0)
+                if ahead_s > 0:
+                    time.sleep(ahead_s)
+
+    def _step(self, data: bytes, now: int) -> None:
+        ctl = self.controller
+        self.now_us = now
+        if data:
+            self._emit(ctl.receive_data(data, now), now)
+        while not self._commands.empty():
+            self._emit(ctl.command(self._commands.get_nowait(), now), now)
+        self._emit(ctl.tick(now), now)
+        self._auto_confirm(now)
+        if self._stop_reason is not None and self._timers.stop_deadline_us is None:
+            self._begin_stop(now)
+        if now - self._timers.snapshot_us >= SNAPSHOT_PERIOD_US:
+            self._timers.snapshot_us = now
+            self.snapshot = ctl.status(now)
+        if now - self._timers.coverage_us >= COVERAGE_PERIOD_US:
+            self._save_coverage(now)
+
+    def _emit(self, out: Output, now: int) -> None:
+        if out.data:
+            self._write(out.data)
+        if not out.events:
+            return
+        self._display.extend(out.events)
+        if self._writer is not None:
+            self._writer.events([self._record(e) for e in out.events])
+        kinds = {e.kind for e in out.events}
+        if EventKind.DEVICE in kinds:
+            self._record_device()
+        if EventKind.ZONE_DONE in kinds:
+            self._save_coverage(now)
+
+    def _record_device(self) -> None:
+        """The pen and its cartridge, in the record at once: a cartridge is single use."""
+        info = self.controller.device
+        if self._writer is None or info is None:
+            return
+        self._writer.device(
+            serial=info.serial_number,
+            fw_version=info.fw_version,
+            cartridge_id=info.cartridge_id,
+            position_mode=self.controller.position_mode,
+        )
+
+    def _write(self, data: bytes) -> None:
+        self._wire.write(data)
+
+    def _record(self, event: ControlEvent) -> EventRecord:
+        return EventRecord(
+            t_us=event.t_us - (self._t0_us or 0),
+            wall=self.wall_of(event.t_us).isoformat(timespec="milliseconds"),
+            kind=event.kind.name,
+            text=event.text,
+            zone_id=event.zone_id,
+            data=dict(event.data),
+            safety=event.safety,
+        )
+
+    def _save_coverage(self, now: int) -> None:
+        self._timers.coverage_us = now
+        if self._writer is None or self.controller.plan is None:
+            return
+        status = self.controller.status(now)
+        zones = [
+            ZoneCoverage(
+                zone_id=z["zone_id"],
+                name=z["name"],
+                depth_um=z["depth_um"],
+                rate_dhz=z["rate_dhz"],
+                fraction=z["fraction"],
+                target_fraction=z["target_fraction"],
+                strokes=z["strokes"],
+                cells_at_max=z["cells_at_max"],
+                done=z["done"],
+                seconds=z.get("seconds", 0.0),
+            )
+            for z in status["zones"]
+        ]
+        self._writer.coverage(zones, self.controller.coverage_state())
+
+    def _auto_confirm(self, now: int) -> None:
+        """--yes: start when the go/no-go says go, next zone when one is done; once each."""
+        if not self._policy.auto_confirm or self._stop_reason is not None:
+            return
+        ctl = self.controller
+        key = (ctl.state, ctl.zone_index)
+        if key in self._timers.confirmed_in:
+            return
+        if ctl.state is State.READY and not ctl.go_no_go:
+            self._timers.confirmed_in.add(key)
+            self._emit(ctl.command(Command.START, now), now)
+        elif ctl.state is State.ZONE_DONE:
+            self._timers.confirmed_in.add(key)
+            self._emit(ctl.command(Command.NEXT_ZONE, now), now)
+
+    def _begin_stop(self, now: int) -> None:
+        self._timers.stop_deadline_us = now + STOP_GRACE_US
+        if self.controller.state not in FINAL_STATES | {State.FAULT, State.LINK_LOST}:
+            self._emit(self.controller.command(Command.ABORT, now), now)
+
+    def _finished(self, now: int) -> bool:
+        """True once the session is over and the pen has acknowledged the last stop."""
+        state = self.controller.state
+        over = state in FINAL_STATES or (
+            self._policy.end_on_fault and state in (State.FAULT, State.LINK_LOST)
+        )
+        if over and self._timers.stop_deadline_us is None:
+            self._timers.stop_deadline_us = now + STOP_GRACE_US
+        deadline = self._timers.stop_deadline_us
+        if deadline is None:
+            return False
+        if state is State.LINK_LOST:
+            return True  # nobody to wait for
+        return now >= deadline or (over and not self.controller.awaiting_ack)
+
+    def _emergency_stop(self) -> None:
+        # If even this fails, the pen's own watchdog stops it within watchdog_ms.
+        with contextlib.suppress(BaseException):
+            self._write(emergency_stop_frame())
