@@ -294,6 +294,14 @@ class Controller:
 
     def _send(self, message: p.Message, now_us: int) -> None:
         self._out += self._link.send(message, now_us)
+        if message.TYPE in p.ACK_REQ_TYPES:  # commands, not HELLO/HEARTBEAT: for the record
+            self._event(
+                now_us,
+                EventKind.SENT,
+                f"{message.TYPE.name} sent",
+                data=p.message_to_dict(message),
+                safety=message.TYPE is p.MsgType.ESTOP,
+            )
 
     def _goto(self, new: State, now_us: int, why: str) -> None:
         old = self.state
@@ -322,13 +330,16 @@ class Controller:
         self._pen_stamping = False
         self._latch_fault(verdict.reason, now_us, estop=True)
 
-    def _latch_fault(self, text: str, now_us: int, *, estop: bool) -> None:
+    def _latch_fault(
+        self, text: str, now_us: int, *, estop: bool, fault_flags: int | None = None
+    ) -> None:
         self.fault_latched = True
         self.fault = text
         self._event(
             now_us,
             EventKind.ESTOP if estop else EventKind.PEN_FAULT,
             f"emergency stop sent: {text}" if estop else text,
+            data={} if fault_flags is None else {"fault_flags": fault_flags},
             safety=True,
         )
         if self.state not in TERMINAL and self.state not in (State.CONNECTING, State.CONFIGURING):
@@ -610,7 +621,10 @@ class Controller:
             self._estop(verdict, now_us)
         elif not self.fault_latched:
             self._pen_stamping = False
-            self._latch_fault(f"the pen reports a fault: {names}", now_us, estop=False)
+            self._latch_fault(
+                f"the pen reports a fault: {names}", now_us, estop=False,
+                fault_flags=fault.fault_flags,
+            )
 
     def _on_pen_event(self, ev: p.Event, now_us: int) -> None:
         try:

@@ -16,6 +16,13 @@ from firmware_sim.firmware import Firmware
 from firmware_sim.handpiece import Hand
 from firmware_sim.physics import PenParams, Physics
 
+_DEFAULT_PEN = PenParams()
+
+
+def fresh_cartridge_id(seed: int) -> int:
+    """A cartridge id that differs from seed to seed (never 0, which means none)."""
+    return ((seed * 2_654_435_761) ^ _DEFAULT_PEN.cartridge_id) & 0xFFFF_FFFF or 1
+
 
 class VirtualPen:
     def __init__(
@@ -29,6 +36,9 @@ class VirtualPen:
     ) -> None:
         self.faults = FaultInjector(get_scenario(scenario) if scenario else None, seed=seed)
         params = self.faults.pen_params(pen or PenParams())
+        if params.cartridge_id == _DEFAULT_PEN.cartridge_id:
+            # A fresh sealed cartridge per seed: the host refuses one it has seen before.
+            params = replace(params, cartridge_id=fresh_cartridge_id(seed))
         if not position:
             params = replace(params, capabilities=params.capabilities & ~Capability.POSITION)
         self.pen = params

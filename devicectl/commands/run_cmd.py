@@ -58,7 +58,8 @@ def register(sub: Any) -> None:
     p.add_argument("--scenario", help="simulator fault scenario (python -m firmware_sim scenarios)")
     p.add_argument("--speed", type=float, default=1.0,
                    help="simulator speed, times real time (0 = as fast as possible)")
-    p.add_argument("--seed", type=int, default=1, help="simulator seed")
+    p.add_argument("--seed", type=int,
+                   help="simulator seed (default: a new one each run, so a new cartridge)")
     p.add_argument("--no-position", action="store_true",
                    help="simulate a pen without position tracking")
     p.add_argument("--db", type=Path, help=f"records database (default {default_db_path()})")
@@ -80,7 +81,7 @@ def demo(args: argparse.Namespace) -> int:
     args.db.parent.mkdir(parents=True, exist_ok=True)
     ns = argparse.Namespace(
         profile=DEMO_PROFILE, patient=f"DEMO-{secrets.token_hex(3).upper()}", port=None, sim=True,
-        scenario=None, speed=args.speed, seed=7, no_position=False, db=args.db, yes=True,
+        scenario=None, speed=args.speed, seed=None, no_position=False, db=args.db, yes=True,
         override_interval=None, resume=None,
     )
     return run(ns)
@@ -103,14 +104,20 @@ def run(args: argparse.Namespace) -> int:
         raise RefusedError("no terminal to confirm the start; pass --yes for a scripted run")
     zone_map = load_zone_map()
     db_path: Path = args.db or default_db_path()
-    store = Store(db_path)
+    with Store(db_path) as store:
+        loaded, patient, resume_id = _load(args, store)
+    vclock = VirtualClock(time.monotonic_ns() // 1000) if args.sim else None
+    # The link opens before a record is made: a wrong port leaves no empty session behind.
+    wire, pen, pen_wire, port_name = _link(args, zone_map, vclock)
     try:
-        setup = _prepare(args, store)
-        facts = _facts(store, setup, args.override_interval)
-        coverage_state = store.coverage_state(setup.session_id) if setup.resumed else None
-        store_zones = store.session(setup.session_id).zones
-    finally:
-        store.close()
+        with Store(db_path) as store:
+            setup = _setup(store, loaded, patient, resume_id)
+            facts = _facts(store, setup, args.override_interval)
+            coverage_state = store.coverage_state(setup.session_id) if setup.resumed else None
+            store_zones = store.session(setup.session_id).zones
+    except BaseException:
+        wire.close()
+        raise
     start_zone = _first_unfinished_zone(setup.loaded, store_zones) if setup.resumed else 0
     console.print(f"[bold]session {setup.session_id}[/] · patient {setup.patient} · "
                   f"profile {setup.loaded.profile.name} ({setup.loaded.content_hash[:12]})"
@@ -118,8 +125,6 @@ def run(args: argparse.Namespace) -> int:
     for w in setup.loaded.warnings:
         console.print(f"[yellow]warning:[/] {w}")
 
-    vclock = VirtualClock(time.monotonic_ns() // 1000) if args.sim else None
-    wire, pen, pen_wire, port_name = _link(args, zone_map, vclock)
     controller = Controller(
         lambda dev: make_plan(setup.loaded, dev, zone_map),
         zone_map,
@@ -136,7 +141,7 @@ def run(args: argparse.Namespace) -> int:
         controller, wire=wire, writer=writer, policy=policy, pen=pen, pen_wire=pen_wire,
         virtual_clock=vclock, speed=args.speed if args.sim else 1.0,
     )
-    _install_signals(session)
+    previous_handlers = _install_signals(session)
     session.start()
     try:
         go = _go_no_go(console, session, port_name, setup)
@@ -158,9 +163,8 @@ def run(args: argparse.Namespace) -> int:
         if not go and outcome is not Outcome.REFUSED and controller.state is not State.LINK_LOST:
             outcome = Outcome.REFUSED
         writer.close(outcome.value, datetime.now(UTC).isoformat(timespec="milliseconds"))
-        close = getattr(wire, "close", None)
-        if close is not None:
-            close()
+        wire.close()
+        _restore_signals(previous_handlers)
     for line in session.drain_events():
         console.print(event_line(line), highlight=False)
     if session.error is not None:
@@ -171,7 +175,8 @@ def run(args: argparse.Namespace) -> int:
     return outcome.exit_code
 
 
-def _prepare(args: argparse.Namespace, store: Store) -> _Setup:
+def _load(args: argparse.Namespace, store: Store) -> tuple[LoadedProfile, str, int | None]:
+    """The profile and patient of a new session, or those of the one to resume."""
     if args.resume is not None:
         record = store.session(args.resume)
         if record.outcome is not None:
@@ -182,18 +187,23 @@ def _prepare(args: argparse.Namespace, store: Store) -> _Setup:
         loaded = load_profile_text(record.profile_text, f"session {record.id} profile")
         if loaded.content_hash != record.profile_hash:
             raise RefusedError(f"session {record.id}'s stored profile does not match its hash")
-        return _Setup(loaded, record.patient_ref, record.id, resumed=True)
+        return loaded, record.patient_ref, record.id
     if args.profile is None or not args.patient:
         raise DevicectlError("a new session needs --profile FILE and --patient REF")
-    loaded = load_profile(args.profile)
+    return load_profile(args.profile), args.patient, None
+
+
+def _setup(store: Store, loaded: LoadedProfile, patient: str, resume_id: int | None) -> _Setup:
+    if resume_id is not None:
+        return _Setup(loaded, patient, resume_id, resumed=True)
     session_id = store.create_session(
-        patient_ref=args.patient,
+        patient_ref=patient,
         profile_name=loaded.profile.name,
         profile_hash=loaded.content_hash,
         profile_text=loaded.text,
         started_at=datetime.now(UTC).isoformat(timespec="milliseconds"),
     )
-    return _Setup(loaded, args.patient, session_id, resumed=False)
+    return _Setup(loaded, patient, session_id, resumed=False)
 
 
 def _first_unfinished_zone(loaded: LoadedProfile, zones: Any) -> int:
@@ -229,17 +239,27 @@ def _link(args: argparse.Namespace, zone_map: ZoneMap, vclock: VirtualClock | No
     from firmware_sim.virtual import VirtualPen
 
     host_end, pen_end = pipe_pair(vclock)
-    pen = VirtualPen(seed=args.seed, scenario=args.scenario, zone_map=zone_map,
+    seed = args.seed if args.seed is not None else secrets.randbelow(1 << 31)
+    pen = VirtualPen(seed=seed, scenario=args.scenario, zone_map=zone_map,
                      position=not args.no_position)
-    return host_end, pen, pen_end, "simulator"
+    return host_end, pen, pen_end, f"the simulator (seed {seed})"
 
 
-def _install_signals(session: Session) -> None:
+_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def _install_signals(session: Session) -> dict[signal.Signals, Any]:
+    """Signals stop the pen through the session; returns the handlers they replace."""
+
     def handler(signum: int, frame: FrameType | None) -> None:
         session.request_stop(f"stopped by {signal.Signals(signum).name}")
 
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, handler)
+    return {sig: signal.signal(sig, handler) for sig in _SIGNALS}
+
+
+def _restore_signals(previous: dict[signal.Signals, Any]) -> None:
+    for sig, old in previous.items():
+        signal.signal(sig, old)
 
 
 def _go_no_go(console: Console, session: Session, port: str, setup: _Setup) -> bool:

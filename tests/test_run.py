@@ -1,0 +1,160 @@
+"""`devicectl run --sim`: whole sessions in virtual time, through the real CLI.
+
+The simulated pen, the in-memory pipe, the real codec, the controller on its
+loop thread, and a real SQLite file: each test reads the outcome from the exit
+code and the record, as a technician or an auditor would.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from devicectl.cli import main
+from devicectl.store import Store
+
+DATA = Path(__file__).parent / "data"
+SHORT = DATA / "short-frontal.yaml"
+DEEP = DATA / "short-two-zones.yaml"
+
+
+def run(db: Path, *extra: str, profile: Path = SHORT, patient: str = "P-001") -> int:
+    return main(
+        ["run", "--profile", str(profile), "--patient", patient, "--sim", "--yes",
+         "--speed", "0", "--db", str(db), *extra]
+    )
+
+
+def only_session(db: Path, index: int = -1) -> tuple[int, Store]:
+    store = Store(db)
+    return store.sessions()[index].id, store
+
+
+def test_a_simulated_session_completes_and_the_record_says_so(tmp_path: Path) -> None:
+    db = tmp_path / "r.db"
+    assert run(db, "--seed", "11") == 0
+    sid, store = only_session(db)
+    rec = store.session(sid)
+    assert rec.outcome == "complete" and rec.patient_ref == "P-001"
+    assert rec.device_serial is not None and rec.cartridge_id not in (None, 0)
+    assert [z.name for z in rec.zones] == ["frontal"] and rec.zones[0].done
+    kinds = [e.kind for e in store.events(sid)]
+    assert kinds.index("ZONE_STARTED") < kinds.index("ZONE_DONE")
+    assert store.coverage_state(sid)  # resumable state was saved
+
+
+def test_two_zones_run_in_profile_order_at_the_cap(tmp_path: Path) -> None:
+    db = tmp_path / "r.db"
+    assert run(db, "--seed", "12", profile=DEEP) == 0
+    sid, store = only_session(db)
+    done = [e.zone_id for e in store.events(sid) if e.kind == "ZONE_DONE"]
+    assert done == [3, 2]  # vertex, then mid-scalp, as the profile orders them
+    sent = [e for e in store.events(sid) if e.kind == "SENT"]
+    assert sent, "the record lists the commands sent"
+
+
+def test_a_cartridge_seen_before_refuses_the_next_session(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = tmp_path / "r.db"
+    assert run(db, "--seed", "5") == 0
+    capsys.readouterr()
+    assert run(db, "--seed", "5", patient="P-002") == 1  # same seed: the same cartridge
+    out = capsys.readouterr().out
+    assert "NO-GO" in out and "used in an earlier session" in out
+    sid, store = only_session(db, 0)
+    assert store.session(sid).outcome == "refused"
+
+
+def test_deep_zone_inside_its_interval_is_refused_without_override(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = tmp_path / "r.db"
+    assert run(db, "--seed", "21", profile=DEEP) == 0
+    capsys.readouterr()
+    assert run(db, "--seed", "22", profile=DEEP) == 1
+    assert "NO-GO" in capsys.readouterr().out
+
+
+def test_interval_override_with_a_reason_starts_and_is_recorded(tmp_path: Path) -> None:
+    db = tmp_path / "r.db"
+    assert run(db, "--seed", "31", profile=DEEP) == 0
+    reason = "protocol amendment 7, approved by Dr. Example"
+    assert run(db, "--seed", "32", "--override-interval", reason, profile=DEEP) == 0
+    sid, store = only_session(db, 0)
+    overrides = [e for e in store.events(sid) if e.kind == "OVERRIDE"]
+    assert overrides and overrides[0].data["reason"] == reason
+
+
+def test_a_different_patient_is_not_held_to_another_patients_interval(tmp_path: Path) -> None:
+    db = tmp_path / "r.db"
+    assert run(db, "--seed", "41", profile=DEEP, patient="A") == 0
+    assert run(db, "--seed", "42", profile=DEEP, patient="B") == 0
+
+
+def test_overshoot_with_the_firmware_limit_off_is_stopped_by_the_host(tmp_path: Path) -> None:
+    db = tmp_path / "r.db"
+    assert run(db, "--seed", "51", "--scenario", "overshoot-no-limit") == 3
+    sid, store = only_session(db)
+    events = store.events(sid)
+    estops = [e for e in events if e.kind == "ESTOP"]
+    assert estops and estops[0].safety
+    assert store.session(sid).outcome == "fault"
+    assert "depth" in estops[0].text
+    # The ESTOP command itself is in the record, before any fault the pen reports.
+    kinds = [e.kind for e in events]
+    sent_estop = next(i for i, e in enumerate(events) if e.kind == "SENT"
+                      and e.data.get("type") == "ESTOP")
+    assert "PEN_FAULT" not in kinds[:sent_estop]
+
+
+def test_a_used_cartridge_is_refused_before_start(tmp_path: Path) -> None:
+    db = tmp_path / "r.db"
+    assert run(db, "--seed", "61", "--scenario", "used-cartridge") == 1
+    sid, store = only_session(db)
+    assert store.session(sid).outcome == "refused"
+    assert not [e for e in store.events(sid) if e.kind == "ZONE_STARTED"]
+
+
+def test_without_a_terminal_a_run_needs_yes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["run", "--profile", str(SHORT), "--patient", "X", "--sim",
+                 "--db", str(tmp_path / "r.db")])
+    assert code == 1
+    assert "pass --yes" in capsys.readouterr().err
+    assert not (tmp_path / "r.db").exists()  # nothing was recorded
+
+
+def test_a_bad_profile_is_one_located_message_and_exit_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(SHORT.read_text().replace("depth_mm: 0.5", "depth_mm: 1.6"))
+    assert run(tmp_path / "r.db", profile=bad) == 1
+    err = capsys.readouterr().err
+    assert "bad.yaml:" in err and "depth_mm" in err and "Traceback" not in err
+
+
+def test_a_port_that_does_not_exist_is_a_link_error_and_leaves_no_record(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = tmp_path / "r.db"
+    code = main(["run", "--profile", str(SHORT), "--patient", "X", "--port",
+                 "/dev/ttyNOPE9", "--yes", "--db", str(db)])
+    assert code == 4
+    assert "/dev/ttyNOPE9" in capsys.readouterr().err
+    assert Store(db).sessions() == []
+
+
+def test_only_an_interrupted_session_can_be_resumed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = tmp_path / "r.db"
+    assert run(db, "--seed", "71") == 0
+    sid, _ = only_session(db)
+    code = main(["run", "--resume", str(sid), "--sim", "--yes", "--speed", "0",
+                 "--db", str(db)])
+    assert code == 1
+    assert "only an interrupted session" in capsys.readouterr().err
