@@ -406,6 +406,26 @@ def encode(message: Message, seq: int, flags: int | None = None) -> bytes:
     return bytes(cobs.encode(encode_packet(message, seq, flags))) + b"\x00"
 
 
+_TELEMETRY_HEAD: Final = _CODECS[MsgType.TELEMETRY].head_body
+_cobs_encode: Final[Callable[[bytes], bytes]] = cobs.encode
+_crc: Final = binascii.crc_hqx
+
+
+def encode_telemetry(seq: int, values: tuple[int, ...]) -> bytes:
+    """`encode(Telemetry(*values), seq)` without building the message: the same bytes.
+
+    The simulated pen sends a TELEMETRY every millisecond; building the frozen
+    dataclass only to take its fields apart again costs more than the encoding.
+    `values` are Telemetry's fields in wire order. Out-of-range values raise the
+    same ProtocolError as `encode`.
+    """
+    try:
+        head = _TELEMETRY_HEAD.pack(PROTO_VERSION, MsgType.TELEMETRY, seq, 0, *values)
+    except struct.error:
+        return encode(Telemetry(*values), seq)  # raises the located error (or fits after all)
+    return _cobs_encode(head + _crc(head, CRC_INIT).to_bytes(2, "little")) + b"\x00"
+
+
 def encode_raw(type_code: int, body: bytes, seq: int, flags: int) -> bytes:
     """A frame of any type and body, valid CRC: for tests of the receiver's rules."""
     head = HEADER.pack(PROTO_VERSION, type_code, seq, flags) + body

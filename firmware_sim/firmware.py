@@ -42,9 +42,9 @@ from devicectl.protocol import (
     SetTarget,
     Start,
     Stop,
-    Telemetry,
     Unknown,
     encode,
+    encode_telemetry,
 )
 from firmware_sim.physics import PenParams, Physics
 
@@ -144,6 +144,11 @@ class Firmware:
 
     def __init__(self, pen: PenParams, physics: Physics, *, seed: int = 0) -> None:
         self.pen = pen
+        # Asked on every step of the simulation: an IntFlag `&` costs microseconds.
+        self._has_position = bool(pen.capabilities & Capability.POSITION)
+        self._has_contact = bool(pen.capabilities & Capability.CONTACT)
+        self._battery_low_uv = pen.battery_low_mv * 1000
+        self._overtemp_c = pen.overtemp_c
         self.physics = physics
         self.seed = seed
         self.state = PenState.BOOT
@@ -191,13 +196,13 @@ class Firmware:
     # --- inputs from the pen's body and the hand -------------------------------
 
     def set_position(self, x_dmm: int, y_dmm: int) -> None:
-        if self.pen.capabilities & Capability.POSITION:
+        if self._has_position:
             self.x_dmm, self.y_dmm = x_dmm, y_dmm
         else:
             self.x_dmm = self.y_dmm = POSITION_UNKNOWN
 
     def set_contact(self, contact: bool, now_us: int) -> None:
-        if not self.pen.capabilities & Capability.CONTACT:
+        if not self._has_contact:
             return
         value = 1 if contact else 0
         if value != self.contact:
@@ -377,12 +382,8 @@ class Firmware:
             if now_us - self._next_tlm_us > MAX_TELEMETRY_BACKLOG_US:
                 self._step_to(now_us)
                 self._restart_telemetry(now_us)
-            while self._next_tlm_us <= now_us:
-                due = self._next_tlm_us
-                self._step_to(due)
-                self._send_telemetry(due)
-                self._tlm_k += 1
-                self._next_tlm_us = self._tlm_base_us + self._tlm_k * 1_000_000 // self.telemetry_hz
+            if self._next_tlm_us <= now_us:
+                self._telemetry_until(now_us)
         self._step_to(now_us)
 
     def _restart_telemetry(self, now_us: int) -> None:
@@ -407,9 +408,9 @@ class Firmware:
             phys.advance(dt, 0, 0, False)
         if self.greeted and t_us - self._last_feed_us > self.watchdog_us:
             self.latch(FaultBit.WATCHDOG, min((t_us - self._last_feed_us) // 1000, 0xFFFF), t_us)
-        if phys.battery_uv < self.pen.battery_low_mv * 1000:
+        if phys.battery_uv < self._battery_low_uv:
             self.latch(FaultBit.LOW_BATTERY, phys.battery_mv, t_us)
-        if phys.temp_c > self.pen.overtemp_c:
+        if phys.temp_c > self._overtemp_c:
             self.latch(FaultBit.OVERTEMP, int(phys.temp_c), t_us)
 
     def _check_stroke(self, target: SetTarget, t_us: int) -> None:
@@ -453,26 +454,57 @@ class Firmware:
     def _pen_clock(self, t_us: int) -> int:
         return (t_us - (self._boot_us or 0)) & _WRAP32
 
-    def _send_telemetry(self, t_us: int) -> None:
+    def _telemetry_until(self, now_us: int) -> None:
+        """Every TELEMETRY due by `now_us`, each after stepping the pen to its time.
+
+        The hot path of every simulation (1000 frames per simulated second), so
+        what cannot change inside the loop is read once, and each frame is
+        encoded from its values (encode_telemetry), never built as a Telemetry.
+        Only a fault latched while stepping changes state, flags and seq here.
+        """
         phys = self.physics
         target = self.target
-        stamping = self.state is PenState.STAMPING
-        self._send(
-            Telemetry(
-                (t_us - (self._boot_us or 0)) & _WRAP32,
-                int(self.state),
-                self.fault_flags,
-                target.depth_um if target else 0,
-                phys.depth_meas_um if stamping else 0,
-                phys.rate_meas_dhz,
-                phys.strokes & _WRAP32,
-                self.x_dmm,
-                self.y_dmm,
-                self.contact,
-                target.zone_id if target else 0,
-                max(0, min(phys.battery_mv, 0xFFFF)),
+        depth_cmd_um = target.depth_um if target else 0
+        zone_id = target.zone_id if target else 0
+        boot_us = self._boot_us or 0
+        base_us = self._tlm_base_us
+        hz = self.telemetry_hz
+        append = self._out.append
+        step_to = self._step_to
+        stamping = PenState.STAMPING
+        k = self._tlm_k
+        due = self._next_tlm_us
+        while due <= now_us:
+            step_to(due)
+            state = self.state
+            battery_mv = int(phys.battery_uv // 1000)
+            if not 0 <= battery_mv <= 0xFFFF:
+                battery_mv = max(0, min(battery_mv, 0xFFFF))
+            seq = self._seq
+            append(
+                encode_telemetry(
+                    seq,
+                    (
+                        (due - boot_us) & _WRAP32,
+                        state,
+                        self.fault_flags,
+                        depth_cmd_um,
+                        phys.depth_meas_um if state is stamping else 0,
+                        int(phys.rate_dhz + 0.5),
+                        phys.strokes & _WRAP32,
+                        self.x_dmm,
+                        self.y_dmm,
+                        self.contact,
+                        zone_id,
+                        battery_mv,
+                    ),
+                )
             )
-        )
+            self._seq = (seq + 1) & 0xFF
+            k += 1
+            due = base_us + k * 1_000_000 // hz
+        self._tlm_k = k
+        self._next_tlm_us = due
 
     def _ack(self, seq: int, type_code: int, status: Nack) -> None:
         self._send(Ack(seq, type_code, int(status)))

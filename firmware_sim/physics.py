@@ -135,6 +135,8 @@ class Physics:
         self.load_factor = 1.0  # < 1: a jammed motor reaches only this part of its target
         self._phase = 0.0
         self.strokes = 0
+        self._decay_dt_us = 0  # the step length `_decay` was computed for
+        self._decay = 0.0
         # power and heat
         self.battery_uv = pen.battery_full_mv * 1000.0
         self.temp_c = pen.ambient_c
@@ -173,11 +175,15 @@ class Physics:
         """Move time on by `dt_us`; returns the strokes completed (each measured)."""
         if dt_us <= 0:
             return 0
+        # Called once per TELEMETRY (every simulated millisecond): the pen's
+        # figures are read once, and the motor's decay factor is kept per step
+        # length (the same exp, so the same numbers as computing it each time).
         pen = self.pen
         dt_s = dt_us / _US_PER_S
         self.battery_uv -= pen.battery_idle_drain_uv_per_s * dt_s
-        if self.temp_c != pen.ambient_c:
-            self.temp_c += (pen.ambient_c - self.temp_c) * (dt_s / pen.cooling_tau_s)
+        ambient_c = pen.ambient_c
+        if self.temp_c != ambient_c:
+            self.temp_c += (ambient_c - self.temp_c) * (dt_s / pen.cooling_tau_s)
         if not stamping:
             if self.rate_dhz:
                 self.halt()
@@ -185,7 +191,10 @@ class Physics:
         goal = rate_cmd_dhz * self.load_factor
         gap = goal - self.rate_dhz
         if gap > 0.5 or gap < -0.5:
-            self.rate_dhz += gap * (1.0 - math.exp(-dt_us / (pen.motor_tau_ms * 1000.0)))
+            if dt_us != self._decay_dt_us:
+                self._decay_dt_us = dt_us
+                self._decay = 1.0 - math.exp(-dt_us / (pen.motor_tau_ms * 1000.0))
+            self.rate_dhz += gap * self._decay
         else:
             self.rate_dhz = goal
         # strokes: the phase advances with the mean rate over the step
