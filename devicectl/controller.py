@@ -62,7 +62,9 @@ HELLO_GIVE_UP_US: Final = 2_000_000
 TELEMETRY_HZ: Final = 500
 WATCHDOG_MS: Final = 100
 #: No telemetry at all for this long while the pen should be talking: the link is gone.
-SILENCE_LOST_US: Final = 1_000_000
+#: Past 2.5 watchdog periods the pen's watchdog has surely latched, so the session
+#: cannot carry on by itself: it waits for the technician to reconnect.
+SILENCE_LOST_US: Final = WATCHDOG_MS * 2_500
 COVERAGE_CELL_MM: Final = 0.5
 WAITING: Final = "waiting for the tip over a spot of the zone that needs treatment"
 _U32: Final = 0xFFFF_FFFF
@@ -204,7 +206,9 @@ class Controller:
             and self._tel_us is not None
             and now_us - self._tel_us > SILENCE_LOST_US
         ):
-            self._link_lost(now_us, "no telemetry from the pen for 1 s")
+            self._link_lost(
+                now_us, f"no telemetry from the pen for {SILENCE_LOST_US // 1000} ms"
+            )
             return self._flush()
         # Heartbeats go on after the session ends (the pen stays quiet, READY,
         # until the session closes the link); only a lost link ends them.

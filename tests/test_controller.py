@@ -10,6 +10,8 @@ import pytest
 
 from devicectl import protocol as p
 from devicectl.controller import (
+    SILENCE_LOST_US,
+    WATCHDOG_MS,
     Command,
     Controller,
     EventKind,
@@ -220,6 +222,17 @@ def test_unacked_frame_is_resent_after_30_ms_then_link_lost_after_3() -> None:
     assert len(set(seqs)) == 4  # new seq each time
     ctl.tick(now + 4 * 30_000)
     assert ctl.state is State.LINK_LOST
+
+
+def test_telemetry_silence_past_the_pens_watchdog_is_link_lost() -> None:
+    # Silent for 2.5 watchdog periods: the pen has stopped itself; no carrying on alone.
+    ctl, pen, now = ready()
+    ctl.receive_data(pen.frame(tel(state=p.PenState.READY)), now)
+    ctl.tick(now + SILENCE_LOST_US)
+    assert ctl.state is State.READY
+    ctl.tick(now + SILENCE_LOST_US + 1_000)
+    assert ctl.state is State.LINK_LOST
+    assert SILENCE_LOST_US <= 3 * WATCHDOG_MS * 1000
 
 
 def test_nack_of_start_pauses_with_the_reason() -> None:

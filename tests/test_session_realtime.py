@@ -1,0 +1,143 @@
+"""Host and simulated pen as two processes over a real pseudo-terminal, in real time.
+
+`python -m firmware_sim serve` serves the pen; `devicectl run --port` drives it,
+exactly as a technician would with a real pen on a serial port. The records are
+a real SQLite file, read afterwards as an auditor would.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import serial
+
+from devicectl.protocol import Decoder, FaultBit, Hello, PenState, Telemetry, encode
+from devicectl.store import Store
+
+DATA = Path(__file__).parent / "data"
+SHORT = DATA / "short-frontal.yaml"
+TWO = DATA / "short-two-zones.yaml"
+PY = sys.executable
+
+
+@contextmanager
+def pen(*args: str) -> Iterator[str]:
+    """A simulated pen on a pseudo-terminal; yields the port's path."""
+    proc = subprocess.Popen(
+        [PY, "-m", "firmware_sim", "serve", *args],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line.startswith("PORT "), line + (proc.stderr.read() if proc.stderr else "")
+        yield line.split(maxsplit=1)[1].strip()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def host(port: str, db: Path, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [PY, "-m", "devicectl.cli", "run", "--port", port, "--yes", "--db", str(db), *args],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+
+
+def finish(proc: subprocess.Popen[str], timeout_s: float = 60) -> tuple[int, str]:
+    out, _ = proc.communicate(timeout=timeout_s)
+    return proc.returncode, out
+
+
+def pen_telemetry(port: str) -> Telemetry:
+    """Open the pen's port as any serial program would, greet it, read one TELEMETRY."""
+    with serial.Serial(port, timeout=0.05) as s:
+        s.write(encode(Hello(1, 99), 0))
+        dec = Decoder()
+        deadline = time.monotonic() + 2
+        while time.monotonic() < deadline:
+            for frame in dec.feed(s.read(4096)):
+                if isinstance(frame.message, Telemetry):
+                    return frame.message
+    raise AssertionError("the pen sent no telemetry")
+
+
+def test_a_short_profile_completes_over_a_pseudo_terminal(tmp_path: Path) -> None:
+    db = tmp_path / "r.db"
+    with pen("--seed", "101") as port:
+        code, out = finish(host(port, db, "--profile", str(SHORT), "--patient", "RT-1"))
+        assert code == 0, out
+        tel = pen_telemetry(port)
+    rec = Store(db).sessions()[0]
+    assert rec.outcome == "complete" and rec.zones[0].done and rec.zones[0].strokes > 0
+    # The host was gone before we looked: the pen stopped stamping, as it must.
+    assert tel.state != PenState.STAMPING
+
+
+def test_overdepth_with_the_firmware_limit_off_ends_in_the_hosts_estop(tmp_path: Path) -> None:
+    db = tmp_path / "r.db"
+    with pen("--seed", "102", "--scenario", "overshoot-no-limit") as port:
+        code, out = finish(host(port, db, "--profile", str(SHORT), "--patient", "RT-2"))
+        tel = pen_telemetry(port)
+    assert code == 3, out
+    store = Store(db)
+    events = store.events(store.sessions()[0].id)
+    assert any(e.kind == "ESTOP" for e in events)
+    # The pen is latched by the host's ESTOP, not by its own (disabled) over-depth check.
+    assert tel.state == PenState.FAULT
+    assert tel.fault_flags & (1 << FaultBit.ESTOP)
+    assert not tel.fault_flags & (1 << FaultBit.OVERDEPTH)
+
+
+def test_a_disconnect_ends_in_link_lost_with_the_pen_safe_by_its_watchdog(tmp_path: Path) -> None:
+    db = tmp_path / "r.db"
+    with pen("--seed", "103", "--scenario", "disconnect") as port:
+        code, out = finish(host(port, db, "--profile", str(TWO), "--patient", "RT-3"))
+        tel = pen_telemetry(port)
+    assert code == 4, out
+    assert Store(db).sessions()[0].outcome == "link_lost"
+    assert tel.state == PenState.FAULT and tel.fault_flags & (1 << FaultBit.WATCHDOG)
+
+
+def test_sigkill_mid_session_leaves_a_usable_record_and_resume_continues(tmp_path: Path) -> None:
+    db = tmp_path / "r.db"
+    with pen("--seed", "104") as port:
+        proc = host(port, db, "--profile", str(TWO), "--patient", "RT-4")
+        deadline = time.monotonic() + 30
+        strokes = 0
+        while time.monotonic() < deadline and strokes < 150:
+            time.sleep(0.2)
+            if db.exists():
+                with Store(db, create=False) as store:
+                    recs = store.sessions()
+                    strokes = sum(z.strokes for r in recs for z in r.zones)
+        assert strokes >= 150, "the session never got going"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(5)
+    with Store(db) as store:
+        rec = store.sessions()[0]
+        assert rec.outcome is None  # interrupted: still open, resumable
+        assert store.coverage_state(rec.id)
+        assert any(e.kind == "ZONE_STARTED" for e in store.events(rec.id))
+        before = {z.name: z.strokes for z in rec.zones}
+    # A new pen (new cartridge) after the crash; the record's coverage carries on.
+    with pen("--seed", "105") as port:
+        code, out = finish(host(port, db, "--resume", str(rec.id)))
+    assert code == 0, out
+    with Store(db) as store:
+        after = store.session(rec.id)
+        kinds = [e.kind for e in store.events(rec.id)]
+    assert after.outcome == "complete" and all(z.done for z in after.zones)
+    assert all(z.strokes >= before.get(z.name, 0) for z in after.zones)
+    assert kinds.count("DEVICE") == 2  # the crashed run and the resumed one, one session
