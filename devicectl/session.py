@@ -21,6 +21,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from devicectl.controller import Command, ControlEvent, Controller, EventKind, Output, State
+from devicectl.errors import LinkError
 from devicectl.safety import emergency_stop_frame
 from devicectl.store import EventRecord, RecordWriter, ZoneCoverage
 
@@ -197,6 +198,10 @@ class Session:
                 self._run_virtual()
             else:
                 self._run_real()
+        except LinkError as exc:  # the port went away: nothing more can reach the pen
+            self.error = exc
+            self._emergency_stop()
+            self.outcome = Outcome.LINK_LOST
         except BaseException as exc:  # the pen is made safe first, whatever went wrong
             self.error = exc
             self._emergency_stop()

@@ -167,7 +167,9 @@ def run(args: argparse.Namespace) -> int:
         _restore_signals(previous_handlers)
     for line in session.drain_events():
         console.print(event_line(line), highlight=False)
-    if session.error is not None:
+    if isinstance(session.error, DevicectlError):
+        console.print(f"[bold red]{session.error}[/]")
+    elif session.error is not None:
         console.print(f"[bold red]internal error, pen stopped:[/] {session.error!r}")
     for err in writer.errors:
         console.print(f"[bold red]records:[/] {err}")

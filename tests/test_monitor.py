@@ -1,0 +1,124 @@
+"""The technician's terminal view and keys: what the screen says, what keys do."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import numpy as np
+from rich.console import Console
+
+from devicectl.controller import Command, ControlEvent, EventKind
+from devicectl.monitor.keys import KeyMap
+from devicectl.monitor.terminal import TerminalView, coverage_glyphs, event_line, is_chatty
+
+
+def screen(renderable: Any, width: int = 120) -> str:
+    console = Console(file=io.StringIO(), width=width, color_system=None)
+    console.print(renderable)
+    out = console.file.getvalue()  # type: ignore[attr-defined]
+    assert isinstance(out, str)
+    return out
+
+
+def status(**kw: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "state": "STAMPING",
+        "zone": {"zone_id": 3, "name": "vertex"},
+        "zones": [
+            {"zone_id": 3, "name": "vertex", "depth_um": 1500, "rate_dhz": 1000,
+             "target_fraction": 0.9, "fraction": 0.45, "cells_at_max": 7, "strokes": 1234,
+             "done": False, "active": True, "seconds": 61.0},
+            {"zone_id": 2, "name": "mid_scalp", "depth_um": 1500, "rate_dhz": 1000,
+             "target_fraction": 0.9, "fraction": 0.0, "cells_at_max": 0, "strokes": 0,
+             "done": False, "active": False, "seconds": 0.0},
+        ],
+        "pen": {"state": "STAMPING", "depth_cmd_um": 1500, "depth_meas_um": 1492,
+                "rate_meas_dhz": 998, "stamp_count": 1234, "contact": True, "battery_mv": 4010,
+                "x_mm": 12.5, "y_mm": 160.0, "fault_flags": 0, "faults": []},
+        "position_mode": "tracked",
+        "stop_reason": None,
+        "fault": None,
+        "go_no_go": [],
+        "elapsed_s": 75.0,
+        "remaining_s_est": 600.0,
+    }
+    base.update(kw)
+    return base
+
+
+def test_the_screen_shows_state_zones_depths_and_time() -> None:
+    out = screen(TerminalView("devicectl · P-1").render(status()))
+    assert "STAMPING" in out and "vertex" in out and "mid_scalp" in out
+    assert "1.49 mm" in out and "1.50 mm" in out  # measured and set depth
+    assert "45/90" in out  # coverage against target, per zone
+    assert "01:15" in out and "10:00" in out  # elapsed, remaining
+    assert "p pause" in out
+
+
+def test_a_fault_is_a_banner_in_plain_words() -> None:
+    out = screen(TerminalView("t").render(status(
+        state="FAULT", fault="measured depth 1620 µm is past the 1550 µm limit")))
+    assert "FAULT" in out and "measured depth 1620 µm is past the 1550 µm limit" in out
+
+
+def test_no_go_reasons_are_on_screen() -> None:
+    out = screen(TerminalView("t").render(status(
+        state="REFUSED", go_no_go=["cartridge 7 was used in an earlier session"])))
+    assert "NO-GO: cartridge 7 was used in an earlier session" in out
+
+
+def test_before_the_first_snapshot_it_says_connecting() -> None:
+    assert "connecting" in screen(TerminalView("t").render({}))
+
+
+def test_coverage_map_shows_untouched_below_target_at_target_and_at_max() -> None:
+    mask = np.ones((8, 16), dtype=bool)
+    passes = np.zeros((8, 16), dtype=np.int64)
+    passes[:, 4:8] = 1
+    passes[:, 8:12] = 3
+    passes[:, 12:16] = 4
+    text = coverage_glyphs(passes, mask, target=3, maximum=4, cols=16, rows=8).plain
+    first = text.splitlines()[0]
+    assert first == "····░░░░▓▓▓▓████"
+
+
+def test_the_map_leaves_cells_outside_the_zone_blank() -> None:
+    mask = np.zeros((4, 8), dtype=bool)
+    mask[:, :4] = True
+    text = coverage_glyphs(np.zeros((4, 8), np.int64), mask, 1, 2, cols=8, rows=4).plain
+    assert set(text.replace("\n", "")) == {"·"}  # cropped to the zone: nothing outside
+
+
+def test_event_lines_carry_time_kind_zone_and_sentence() -> None:
+    e = ControlEvent(2_500_000, EventKind.ZONE_DONE, "zone vertex reached its target", 3)
+    expected = "[00:01.500] ZONE_DONE zone 3: zone vertex reached its target"
+    assert event_line(e, 1_000_000) == expected
+
+
+def test_holds_and_contact_flicker_stay_out_of_the_live_log_only() -> None:
+    assert is_chatty(ControlEvent(0, EventKind.COVERAGE_HOLD, "held"))
+    assert is_chatty(ControlEvent(0, EventKind.PEN_EVENT, "c", data={"event": "CONTACT_LOST"}))
+    assert not is_chatty(ControlEvent(0, EventKind.PEN_EVENT, "b",
+                                      data={"event": "BUTTON_PAUSE"}))
+    assert not is_chatty(ControlEvent(0, EventKind.ESTOP, "estop", safety=True))
+
+
+def test_keys_map_to_commands() -> None:
+    keys = KeyMap()
+    assert keys.press("p").command is Command.PAUSE
+    assert keys.press("r").command is Command.RESUME
+    assert keys.press("n").command is Command.NEXT_ZONE
+    assert keys.press("x").command is None
+
+
+def test_clear_fault_and_abort_need_y_to_confirm() -> None:
+    keys = KeyMap()
+    ask = keys.press("c")
+    assert ask.command is None and ask.prompt and "Clear the fault" in ask.prompt
+    assert keys.press("y").command is Command.CLEAR_FAULT
+    assert keys.press("q").prompt
+    cancelled = keys.press("n")  # anything but y cancels, and is not taken as a command
+    assert cancelled.command is None and not cancelled.stop
+    keys.press("q")
+    assert keys.press("y").stop

@@ -1,0 +1,153 @@
+"""The session runner: the inner loop on its thread, its stops and its failures.
+
+Sessions here join a real Controller to the simulated pen through the
+in-memory pipe (virtual time); pytest-mock appears only where a port fails.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pytest_mock import MockerFixture
+
+from devicectl.controller import Command, Controller, EventKind, StartFacts, State
+from devicectl.errors import LinkError
+from devicectl.link import pipe_pair
+from devicectl.plan import make_plan
+from devicectl.profile import load_profile
+from devicectl.protocol import Decoder, Estop
+from devicectl.session import Outcome, Policy, Session, VirtualClock, outcome_of
+from devicectl.store import RecordWriter, Store
+from devicectl.zones import load_zone_map
+from firmware_sim.virtual import VirtualPen
+
+DATA = Path(__file__).parent / "data"
+
+
+def virtual_session(
+    *, profile: str = "short-two-zones.yaml", policy: Policy | None = None,
+    writer: RecordWriter | None = None, scenario: str | None = None, seed: int = 3,
+    speed: float = 0,
+) -> tuple[Session, VirtualPen]:
+    zone_map = load_zone_map()
+    loaded = load_profile(DATA / profile)
+    clock = VirtualClock(1_000_000)
+    host_end, pen_end = pipe_pair(clock)
+    pen = VirtualPen(seed=seed, scenario=scenario, zone_map=zone_map)
+    ctl = Controller(
+        lambda dev: make_plan(loaded, dev, zone_map), zone_map,
+        StartFacts(patient_ref="S-1", used_cartridge_ids=frozenset()),
+        nonce=1234, now_us=clock.now_us,
+    )
+    session = Session(
+        ctl, wire=host_end, writer=writer, policy=policy or Policy(auto_confirm=True),
+        pen=pen, pen_wire=pen_end, virtual_clock=clock, speed=speed,
+    )
+    return session, pen
+
+
+def test_outcomes_map_to_the_documented_exit_codes() -> None:
+    assert [o.exit_code for o in Outcome] == [0, 1, 2, 3, 4]
+    assert outcome_of(State.COMPLETE) is Outcome.COMPLETE
+    assert outcome_of(State.LINK_LOST) is Outcome.LINK_LOST
+    assert outcome_of(State.STAMPING) is Outcome.ABORTED  # an unfinished session
+
+
+def wait_for(session: Session, predicate: object, timeout_s: float = 5.0) -> bool:
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():  # type: ignore[operator]
+            return True
+        session.wait(0.005)
+    return False
+
+
+def test_a_stop_request_stops_the_pen_and_ends_as_aborted() -> None:
+    session, pen = virtual_session(speed=1.0)
+    session.start()
+    assert wait_for(session, lambda: pen.firmware.state.name == "STAMPING")
+    session.request_stop("SIGTERM")
+    assert session.wait(10)
+    assert session.outcome is Outcome.ABORTED
+    assert pen.firmware.state.name != "STAMPING"  # the STOP reached the pen before the end
+
+
+def test_without_confirmation_the_session_waits_for_the_technician() -> None:
+    session, pen = virtual_session(policy=Policy(auto_confirm=False), speed=1.0)
+    session.start()
+    assert not session.wait(0.5)
+    assert session.state is State.READY  # nobody said go
+    assert not [e for e in session.drain_events() if e.data.get("type") == "START"]
+    session.submit(Command.START)
+    assert wait_for(session, lambda: pen.firmware.state.name == "STAMPING")
+    session.request_stop("test over")
+    assert session.wait(10)
+
+
+def test_a_port_that_fails_mid_session_ends_as_link_lost(mocker: MockerFixture) -> None:
+    session, _ = virtual_session()
+    wire = session._wire
+    real_read = wire.read
+    calls = {"n": 0}
+
+    def failing_read(max_bytes: int, timeout_s: float) -> bytes:
+        calls["n"] += 1
+        if calls["n"] > 300:
+            raise LinkError("port /dev/ttyACM0 disconnected; check the cable")
+        return real_read(max_bytes, timeout_s)
+
+    mocker.patch.object(wire, "read", side_effect=failing_read)
+    written = mocker.spy(wire, "write")
+    session.start()
+    assert session.wait(10)
+    assert session.outcome is Outcome.LINK_LOST
+    assert isinstance(session.error, LinkError)
+    last = Decoder().feed(written.call_args_list[-1].args[0])
+    assert isinstance(last[-1].message, Estop)  # it still tried to stop the pen
+
+
+def test_an_internal_error_stops_the_pen_first_and_ends_as_fault(mocker: MockerFixture) -> None:
+    session, _ = virtual_session()
+    mocker.patch.object(session.controller, "tick", side_effect=RuntimeError("bug"))
+    written = mocker.spy(session._wire, "write")
+    session.start()
+    assert session.wait(10)
+    assert session.outcome is Outcome.FAULT and isinstance(session.error, RuntimeError)
+    frames = Decoder().feed(written.call_args_list[-1].args[0])
+    assert isinstance(frames[-1].message, Estop)
+
+
+def test_records_get_every_event_and_the_pen_and_close_with_the_outcome(tmp_path: Path) -> None:
+    db = tmp_path / "s.db"
+    with Store(db) as store:
+        sid = store.create_session(patient_ref="S-1", profile_name="p", profile_hash="h",
+                                   profile_text="", started_at="2026-01-01T00:00:00+00:00")
+    writer = RecordWriter(db, sid)
+    writer.start()
+    session, _ = virtual_session(writer=writer)
+    session.start()
+    assert session.wait(30)
+    shown = [e for e in session.drain_events()]
+    writer.close(session.outcome.value if session.outcome else None, "2026-01-01T00:10:00+00:00")
+    with Store(db) as store:
+        rec = store.session(sid)
+        recorded = store.events(sid)
+    assert rec.outcome == "complete" and rec.cartridge_id and rec.device_serial
+    assert [e.kind for e in recorded] == [e.kind.name for e in shown]
+    assert all(z.done for z in rec.zones) and len(rec.zones) == 2
+    assert any(e.kind == EventKind.ZONE_DONE.name for e in recorded)
+
+
+def test_virtual_time_is_paced_to_the_asked_speed() -> None:
+    import time
+
+    session, _ = virtual_session(profile="short-frontal.yaml", speed=4.0)
+    t0 = time.monotonic()
+    session.start()
+    assert session.wait(30)
+    wall = time.monotonic() - t0
+    simulated = session.now_us - 1_000_000
+    assert session.outcome is Outcome.COMPLETE
+    assert wall >= 0.9 * simulated / 1e6 / 4.0  # never faster than asked
