@@ -1,0 +1,221 @@
+"""The page's state, kept current on a thread of its own: every SSE client reads it.
+
+A source (a live Session, or the records of a session another process runs)
+is read at 10 Hz; the heat map is rebuilt only when coverage changed, at most
+twice a second; events are read from the records. The inner loop never waits
+for any of this: the hub only reads the snapshot the loop publishes.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import sqlite3
+import threading
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from devicectl.records import EVENT_COLUMNS, event_from_row, open_database
+from devicectl.web.state import (
+    EVENTS_SHOWN,
+    TRACE_WINDOW_S,
+    event_item,
+    heat_cells,
+    heat_state,
+    map_state,
+    page_state,
+    trace_point,
+)
+from devicectl.zones import ZoneMap
+
+if TYPE_CHECKING:
+    from devicectl.controller import Command
+    from devicectl.session import Session
+
+#: Hub refresh period: the page's 10 Hz.
+PERIOD_S = 0.1
+#: The heat map is rebuilt at most this often.
+HEAT_PERIOD_S = 0.5
+#: The records are polled for new events this often.
+EVENTS_PERIOD_S = 0.5
+#: Heat-map cells are about this size on the page (mm).
+HEAT_CELL_MM = 3.0
+
+
+class Source(Protocol):
+    """Where the hub reads a session from."""
+
+    def status(self) -> Mapping[str, Any]: ...
+    def now_s(self) -> float: ...
+    def tracked(self) -> bool: ...
+    def heat(self) -> dict[str, Any] | None: ...
+
+
+class LiveSource:
+    """A session running in this process: its snapshot and its coverage grid."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self._grids: tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]] | None = None
+        self._version = -1
+        self._heat: dict[str, Any] | None = None
+
+    def status(self) -> Mapping[str, Any]:
+        return self.session.snapshot
+
+    def now_s(self) -> float:
+        return self.session.now_us / 1e6
+
+    def tracked(self) -> bool:
+        cov = self.session.controller.coverage
+        if cov is not None:
+            return cov.tracked
+        return self.session.controller.position_mode != "estimated"
+
+    def heat(self) -> dict[str, Any] | None:
+        cov = self.session.controller.coverage
+        if cov is None or not cov.tracked:
+            return None
+        if cov.version == self._version:
+            return self._heat
+        self._version = cov.version
+        if self._grids is None:
+            labels = np.asarray(cov.raster.labels, dtype=np.int64)
+            target_of = np.zeros(256, dtype=np.int64)
+            max_of = np.zeros(256, dtype=np.int64)
+            for zid, z in cov.zones.items():
+                target_of[zid] = z.target_passes
+                max_of[zid] = z.max_passes
+            self._grids = (target_of[labels], max_of[labels])
+        cell_mm = float(cov.raster.cell_mm)
+        factor = max(1, round(HEAT_CELL_MM / cell_mm))
+        cells = heat_cells(cov.passes_grid(), self._grids[0], self._grids[1], factor)
+        self._heat = heat_state(
+            cells, float(cov.raster.x0_mm), float(cov.raster.y0_mm), cell_mm * factor
+        )
+        return self._heat
+
+    def submit(self, cmd: Command) -> None:
+        from devicectl.controller import Command, State
+
+        if cmd is Command.RESUME and self.session.state is State.READY:
+            cmd = Command.START  # as the terminal's r key: resume starts a ready zone
+        self.session.submit(cmd)
+
+
+class EventFeed:
+    """New event rows of one session, read from the records (on the hub's thread)."""
+
+    def __init__(self, db_path: Path, session_id: int) -> None:
+        self.db_path = db_path
+        self.session_id = session_id
+        self._conn: sqlite3.Connection | None = None
+        self._last_id = 0
+        self._seq = 0
+        self.error: str | None = None
+
+    def poll(self) -> list[list[Any]]:
+        try:
+            if self._conn is None:
+                self._conn = open_database(self.db_path, create=False)
+            rows = self._conn.execute(
+                f"SELECT id, {EVENT_COLUMNS} FROM events WHERE session_id = ? AND id > ? "
+                "ORDER BY id LIMIT 5000",
+                (self.session_id, self._last_id),
+            ).fetchall()
+        except Exception as exc:  # the page says so; the session is not touched
+            self.error = f"cannot read the records: {exc}"
+            return []
+        self.error = None
+        out = []
+        for row in rows:
+            self._last_id = int(row[0])
+            self._seq += 1
+            out.append(event_item(self._seq, event_from_row(row[1:])))
+        return out
+
+    def close(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self._conn.close()
+            self._conn = None
+
+
+class Hub:
+    """Builds the page state at 10 Hz on a daemon thread; `current` is replaced whole."""
+
+    def __init__(
+        self,
+        source: Source,
+        zone_map: ZoneMap,
+        header: Mapping[str, Any],
+        *,
+        events: EventFeed | None = None,
+    ) -> None:
+        self.source = source
+        self.map = map_state(zone_map)
+        self.header = dict(header)
+        self.events = events
+        self._trace: collections.deque[list[Any]] = collections.deque()
+        self._events: collections.deque[list[Any]] = collections.deque(maxlen=EVENTS_SHOWN)
+        self._heat: dict[str, Any] | None = None
+        self._heat_at = -1e9
+        self._events_at = -1e9
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="web-hub", daemon=True)
+        self.version = 0
+        self.current: dict[str, Any] = self.build(time.monotonic())
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(2.0)
+
+    @property
+    def stopped(self) -> bool:
+        return self._stop.is_set()
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.wait(PERIOD_S):
+                state = self.build(time.monotonic())
+                if state != self.current:
+                    self.current = state
+                    self.version += 1
+        finally:
+            if self.events is not None:
+                self.events.close()
+
+    def build(self, wall_s: float) -> dict[str, Any]:
+        """One refresh: read the source, extend the trace and events, maybe the heat map."""
+        src = self.source
+        status = src.status()
+        now_s = src.now_s()
+        point = trace_point(now_s, status)
+        if point is not None and (not self._trace or point[0] > self._trace[-1][0]):
+            self._trace.append(point)
+        while self._trace and self._trace[0][0] < now_s - TRACE_WINDOW_S:
+            self._trace.popleft()
+        if wall_s - self._heat_at >= HEAT_PERIOD_S:
+            self._heat_at = wall_s
+            self._heat = src.heat()
+        if self.events is not None and wall_s - self._events_at >= EVENTS_PERIOD_S:
+            self._events_at = wall_s
+            self._events.extend(self.events.poll())
+        return page_state(
+            status,
+            header=self.header,
+            trace=list(self._trace),
+            events=list(self._events),
+            heat=self._heat,
+            tracked=src.tracked(),
+            connected=self.events is None or self.events.error is None,
+        )

@@ -1,0 +1,189 @@
+"""The live page's web server: starlette on uvicorn, in a daemon thread of its own.
+
+GET / and /static/* serve the page; /api/state the full state; /api/stream
+Server-Sent Events (full state first, then only what changed, at up to 10 Hz);
+POST /api/control/{action} the technician's controls, only with the token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import threading
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from devicectl.errors import DevicectlError
+from devicectl.web.hub import Hub
+from devicectl.web.state import diff
+
+if TYPE_CHECKING:
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import Response
+
+    from devicectl.controller import Command
+
+STATIC_DIR = Path(__file__).parent / "static"
+#: A client's stream checks the hub this often (s): the page's 10 Hz.
+STREAM_PERIOD_S = 0.1
+#: A comment line this often keeps proxies and the browser from timing out (s).
+KEEPALIVE_S = 5.0
+#: The controls; abort and clear_fault need {"confirm": true} as well.
+ACTIONS = ("pause", "resume", "next_zone", "abort", "clear_fault")
+CONFIRM_ACTIONS = frozenset({"abort", "clear_fault"})
+
+Submit = Callable[["Command"], None]
+
+
+def _command(action: str) -> Command:
+    from devicectl.controller import Command
+
+    return Command[action.upper()]
+
+
+def _sse(payload: dict[str, Any], event: str | None = None) -> bytes:
+    head = f"event: {event}\n" if event else ""
+    return f"{head}data: {json.dumps(payload, separators=(',', ':'))}\n\n".encode()
+
+
+def create_app(hub: Hub, *, token: str | None, submit: Submit | None) -> Starlette:
+    """The app; controls need `token` and a `submit`, else every control answers 403."""
+    from starlette.applications import Starlette
+    from starlette.responses import FileResponse, JSONResponse, StreamingResponse
+    from starlette.routing import Mount, Route
+    from starlette.staticfiles import StaticFiles
+
+    async def index(request: Request) -> Response:
+        return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-store"})
+
+    async def state(request: Request) -> Response:
+        return JSONResponse({"map": hub.map, "state": hub.current})
+
+    async def stream(request: Request) -> Response:
+        async def events() -> AsyncIterator[bytes]:
+            sent = hub.current
+            yield _sse({"map": hub.map, "state": sent}, "full")
+            quiet = 0.0
+            while not hub.stopped:
+                await asyncio.sleep(STREAM_PERIOD_S)
+                if await request.is_disconnected():
+                    return
+                cur = hub.current
+                delta = diff(sent, cur) if cur is not sent else {}
+                if delta:
+                    sent = cur
+                    quiet = 0.0
+                    yield _sse(delta)
+                else:
+                    quiet += STREAM_PERIOD_S
+                    if quiet >= KEEPALIVE_S:
+                        quiet = 0.0
+                        yield b": keepalive\n\n"
+
+        return StreamingResponse(
+            events(),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+        )
+
+    async def control(request: Request) -> Response:
+        action = request.path_params["action"]
+        given = request.headers.get("x-session-token", "")
+        if token is None or submit is None or not secrets.compare_digest(given, token):
+            return JSONResponse(
+                {"error": "read-only: the controls need the session's token"}, status_code=403
+            )
+        if action not in ACTIONS:
+            return JSONResponse({"error": f"unknown control {action!r}"}, status_code=404)
+        try:
+            body = await request.json()
+        except ValueError:
+            body = {}
+        if action in CONFIRM_ACTIONS and not (isinstance(body, dict) and body.get("confirm")):
+            return JSONResponse({"error": f"{action} needs confirmation"}, status_code=409)
+        submit(_command(action))
+        return JSONResponse({"ok": True, "action": action})
+
+    return Starlette(
+        routes=[
+            Route("/", index),
+            Route("/api/state", state),
+            Route("/api/stream", stream),
+            Route("/api/control/{action}", control, methods=["POST"]),
+            Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
+        ]
+    )
+
+
+@dataclass
+class WebServer:
+    """A running page: `url`, and `stop()` to end it (the hub too)."""
+
+    hub: Hub
+    host: str
+    port: int
+    _server: Any
+    _thread: threading.Thread
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}/"
+
+    def stop(self) -> None:
+        self.hub.stop()
+        self._server.should_exit = True
+        self._thread.join(5.0)
+
+
+def serve(hub: Hub, host: str, port: int, *, token: str | None, submit: Submit | None,
+          start_timeout_s: float = 10.0) -> WebServer:
+    """Start the hub and uvicorn on a daemon thread; return once it listens (port 0: any)."""
+    try:
+        import uvicorn
+    except ImportError as exc:  # pragma: no cover - the package depends on it
+        raise DevicectlError("the web page needs uvicorn and starlette: pip install "
+                             "devicectl with its dependencies") from exc
+    app = create_app(hub, token=token, submit=submit)
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning",
+                            access_log=False, timeout_graceful_shutdown=1, lifespan="off")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name="web-server", daemon=True)
+    hub.start()
+    thread.start()
+    waited = 0.0
+    while not server.started:
+        if not thread.is_alive() or waited > start_timeout_s:
+            hub.stop()
+            server.should_exit = True
+            raise DevicectlError(f"the web page could not listen on {host}:{port} "
+                                 "(is the port in use? try --web-port)")
+        thread.join(0.02)
+        waited += 0.02
+    bound = server.servers[0].sockets[0].getsockname()[1] if server.servers else port
+    return WebServer(hub, host, int(bound), server, thread)
+
+
+def start_web(
+    session: Any,
+    host: str,
+    port: int,
+    token: str | None,
+    *,
+    zone_map: Any,
+    header: dict[str, Any],
+    db_path: Path | None = None,
+    session_id: int | None = None,
+) -> WebServer:
+    """The live page of a session running in this process (`devicectl run --web`)."""
+    from devicectl.web.hub import EventFeed, LiveSource
+
+    source = LiveSource(session)
+    events = EventFeed(db_path, session_id) if db_path is not None and session_id else None
+    hub = Hub(source, zone_map, header | {"controls": token is not None, "mode": "live"},
+              events=events)
+    return serve(hub, host, port, token=token, submit=source.submit)

@@ -1,0 +1,180 @@
+"""What the live page shows, as one JSON-able dict, and the diff sent over SSE.
+
+Pure functions (no clock, no threads, no I/O): the hub (devicectl/web/hub.py)
+calls them with the session's status snapshot and its own time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from devicectl.safety import DEPTH_CAP_UM
+from devicectl.store import EventRecord
+from devicectl.zones import ZoneMap
+
+#: Keys whose value is a list that only grows at its end (items start with a
+#: strictly increasing number): a diff sends the new items under "<key>+".
+APPEND_KEYS = ("trace", "events")
+#: Heat-map cell values: no passes (or outside the zones), under target, at target, at maximum.
+HEAT_NONE, HEAT_UNDER, HEAT_TARGET, HEAT_MAX = 0, 1, 2, 3
+#: The page's depth chart spans this many seconds.
+TRACE_WINDOW_S = 30.0
+#: Events kept for the page's timeline.
+EVENTS_SHOWN = 60
+
+
+def map_state(zone_map: ZoneMap) -> dict[str, Any]:
+    """The scalp map for the page's SVG: outlines in mm, sent once per client."""
+    return {
+        "bounds_mm": list(zone_map.bounds_mm),
+        "scalp_mm": [list(pt) for pt in zone_map.scalp_outline_mm],
+        "zones": [
+            {"zone_id": z.id, "name": z.name, "label": z.label,
+             "outline_mm": [list(pt) for pt in z.outline_mm]}
+            for z in zone_map.zones
+        ],
+    }
+
+
+def heat_cells(
+    passes: npt.NDArray[np.int64],
+    target: npt.NDArray[np.int64],
+    maximum: npt.NDArray[np.int64],
+    factor: int,
+) -> npt.NDArray[np.uint8]:
+    """Downsample a passes grid by `factor` into heat values, the worst cell winning.
+
+    `target` and `maximum` are per-cell grids of the same shape (0 outside the
+    plan). A block shows "at maximum" if any cell in it is, "under target" if
+    any is treated but short, else "at target" if any is; so a spot at the
+    maximum is never hidden by its neighbours.
+    """
+    level: npt.NDArray[np.uint8] = np.zeros_like(passes, dtype=np.uint8)
+    planned = maximum > 0
+    level[planned & (passes > 0)] = HEAT_TARGET
+    level[planned & (passes > 0) & (passes < target)] = HEAT_UNDER
+    level[planned & (passes >= maximum)] = HEAT_MAX
+    shape: tuple[int, ...] = level.shape
+    ny, nx = shape[0], shape[1]
+    by, bx = -(-ny // factor), -(-nx // factor)
+    padded = np.zeros((by * factor, bx * factor), dtype=np.uint8)
+    padded[:ny, :nx] = level
+    blocks = padded.reshape(by, factor, bx, factor)
+    # Ranked so that max() picks the worst: at max > under target > at target > none.
+    rank = np.array([0, 2, 1, 3], dtype=np.uint8)[blocks]
+    worst = rank.max(axis=(1, 3))
+    out: npt.NDArray[np.uint8] = np.array([0, 2, 1, 3], dtype=np.uint8)[worst]
+    return out
+
+
+def heat_state(
+    cells: npt.NDArray[np.uint8], x0_mm: float, y0_mm: float, cell_mm: float
+) -> dict[str, Any]:
+    """The heat map as the page reads it: row-major digits, one per cell."""
+    ny, nx = int(cells.shape[0]), int(cells.shape[1])
+    return {
+        "x0_mm": x0_mm,
+        "y0_mm": y0_mm,
+        "cell_mm": cell_mm,
+        "nx": int(nx),
+        "ny": int(ny),
+        "cells": "".join("0123"[v] for v in cells.reshape(-1).tolist()),
+    }
+
+
+def trace_point(t_s: float, status: Mapping[str, Any]) -> list[Any] | None:
+    """[t_s, depth_cmd_um, depth_meas_um, x_mm, y_mm] from a snapshot's pen, or None."""
+    pen = status.get("pen")
+    if not pen:
+        return None
+    return [round(t_s, 2), pen.get("depth_cmd_um"), pen.get("depth_meas_um"),
+            pen.get("x_mm"), pen.get("y_mm")]
+
+
+def event_item(seq: int, event: EventRecord) -> list[Any]:
+    """[seq, t_s, kind, text, zone_id, safety] for the page's timeline."""
+    return [seq, round(event.t_us / 1e6, 3), event.kind, event.text, event.zone_id,
+            event.safety]
+
+
+def page_state(
+    status: Mapping[str, Any],
+    *,
+    header: Mapping[str, Any],
+    trace: Sequence[list[Any]],
+    events: Sequence[list[Any]],
+    heat: Mapping[str, Any] | None,
+    tracked: bool,
+    connected: bool = True,
+) -> dict[str, Any]:
+    """The whole page's state: what a client opened now must receive first.
+
+    Only the keys below reach the page: a snapshot's extra keys (the link
+    counters, a plan's details) stay on the host.
+    """
+    pen = status.get("pen")
+    return {
+        "header": dict(header),
+        "state": status.get("state", "CONNECTING"),
+        "fault": status.get("fault"),
+        "stop_reason": status.get("stop_reason"),
+        "go_no_go": list(status.get("go_no_go") or ()),
+        "zone_index": status.get("zone_index", 0),
+        "zones": [dict(z) for z in status.get("zones") or ()],
+        "pen": dict(pen) if pen else None,
+        "position_mode": status.get("position_mode"),
+        "tracked": tracked,
+        "elapsed_s": round(float(status.get("elapsed_s") or 0.0), 1),
+        "remaining_s_est": round(float(status.get("remaining_s_est") or 0.0), 1),
+        "depth_cap_um": DEPTH_CAP_UM,
+        "heat": dict(heat) if heat is not None else None,
+        "trace": [list(x) for x in trace],
+        "events": [list(x) for x in events],
+        "source_connected": connected,
+    }
+
+
+def diff(prev: Mapping[str, Any] | None, cur: Mapping[str, Any]) -> dict[str, Any]:
+    """What a client that has `prev` needs to reach `cur`; everything when prev is None.
+
+    Top-level keys are replaced whole when they changed; APPEND_KEYS send only
+    the items after the last one the client has, under "<key>+".
+    """
+    if prev is None:
+        return dict(cur)
+    out: dict[str, Any] = {}
+    for key, value in cur.items():
+        if key in APPEND_KEYS:
+            new = _after(prev.get(key) or (), value)
+            if new:
+                out[key + "+"] = new
+        elif prev.get(key) != value:
+            out[key] = value
+    for key in prev:
+        if key not in cur:
+            out[key] = None
+    return out
+
+
+def _after(old: Iterable[list[Any]], new: Sequence[list[Any]]) -> list[list[Any]]:
+    last = None
+    for item in old:
+        last = item[0]
+    if last is None:
+        return list(new)
+    return [item for item in new if item[0] > last]
+
+
+def apply(state: dict[str, Any], delta: Mapping[str, Any]) -> dict[str, Any]:
+    """The page's side of `diff` (app.js does the same): for tests and the monitor."""
+    out = dict(state)
+    for key, value in delta.items():
+        if key.endswith("+") and key[:-1] in APPEND_KEYS:
+            out[key[:-1]] = list(out.get(key[:-1]) or ()) + list(value)
+        else:
+            out[key] = value
+    return out

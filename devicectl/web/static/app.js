@@ -1,0 +1,250 @@
+// The live page: applies the server's state diffs (SSE) and draws them.
+// Plain JS, no build step, nothing fetched from outside this server.
+"use strict";
+
+const SVGNS = "http://www.w3.org/2000/svg";
+const $ = (id) => document.getElementById(id);
+const HEAT_RGBA = [[0, 0, 0, 0], [240, 180, 41, 220], [47, 191, 113, 220], [229, 72, 77, 240]];
+const APPEND_KEYS = ["trace", "events"];
+const TRACE_WINDOW_S = 30;
+const TRAIL_S = 5;
+const FAULT_STATES = { FAULT: 1, LINK_LOST: 1 };
+
+let state = {};
+let mapReady = false;
+let token = sessionStorage.getItem("devicectl-token") || "";
+
+function clock(s) {
+  if (s === null || s === undefined) return "—";
+  s = Math.max(0, Math.floor(s));
+  return String(Math.floor(s / 60)).padStart(2, "0") + ":" + String(s % 60).padStart(2, "0");
+}
+
+function mm(um) { return um === null || um === undefined ? "—" : (um / 1000).toFixed(2) + " mm"; }
+
+function el(tag, attrs, text) {
+  const e = document.createElementNS(SVGNS, tag);
+  for (const [k, v] of Object.entries(attrs || {})) e.setAttribute(k, v);
+  if (text) e.textContent = text;
+  return e;
+}
+
+function pathOf(points) {
+  return "M" + points.map((p) => p[0] + "," + p[1]).join("L") + "Z";
+}
+
+function drawMap(map) {
+  const [x0, y0, x1, y1] = map.bounds_mm;
+  const pad = 6;
+  $("map").setAttribute("viewBox", [x0 - pad, y0 - pad, x1 - x0 + 2 * pad, y1 - y0 + 2 * pad].join(" "));
+  if (map.scalp_mm && map.scalp_mm.length) $("scalp").setAttribute("d", pathOf(map.scalp_mm));
+  const g = $("zones-svg");
+  g.textContent = "";
+  for (const z of map.zones) {
+    g.appendChild(el("path", { d: pathOf(z.outline_mm), class: "zone", "data-zone-id": z.zone_id, id: "zone-" + z.zone_id }));
+    const cx = z.outline_mm.reduce((a, p) => a + p[0], 0) / z.outline_mm.length;
+    const cy = z.outline_mm.reduce((a, p) => a + p[1], 0) / z.outline_mm.length;
+    g.appendChild(el("text", { x: cx, y: cy, class: "zone-label" }, z.label));
+  }
+  mapReady = true;
+}
+
+function drawHeat(heat, tracked) {
+  const img = $("heat");
+  $("coverage-note").classList.toggle("hidden", tracked !== false);
+  if (!heat) { img.removeAttribute("href"); img.setAttribute("data-treated", "0"); return; }
+  const canvas = document.createElement("canvas");
+  canvas.width = heat.nx; canvas.height = heat.ny;
+  const ctx = canvas.getContext("2d");
+  const data = ctx.createImageData(heat.nx, heat.ny);
+  let treated = 0;
+  for (let i = 0; i < heat.cells.length; i++) {
+    const v = heat.cells.charCodeAt(i) - 48;
+    if (v > 0) treated++;
+    data.data.set(HEAT_RGBA[v] || HEAT_RGBA[0], i * 4);
+  }
+  ctx.putImageData(data, 0, 0);
+  img.setAttribute("href", canvas.toDataURL());
+  img.setAttribute("x", heat.x0_mm); img.setAttribute("y", heat.y0_mm);
+  img.setAttribute("width", heat.nx * heat.cell_mm); img.setAttribute("height", heat.ny * heat.cell_mm);
+  img.setAttribute("data-treated", String(treated));
+}
+
+function drawZones(zones) {
+  const list = $("zone-list");
+  list.textContent = "";
+  for (const z of zones || []) {
+    const pct = Math.round(100 * z.fraction);
+    const li = document.createElement("li");
+    li.dataset.zoneId = z.zone_id;
+    li.className = (z.active ? "active " : "") + (z.done ? "done" : "");
+    li.innerHTML = '<div class="zone-head"><span class="name"></span><span class="pct"></span></div>' +
+      '<div class="bar"><div class="fill"></div><div class="goal"></div></div>';
+    li.querySelector(".name").textContent = z.name + " · " + mm(z.depth_um) + " · " + (z.rate_dhz / 10).toFixed(0) + " Hz" + (z.done ? " ✓" : "");
+    li.querySelector(".pct").textContent = pct + " % / " + Math.round(100 * z.target_fraction) + " %";
+    li.querySelector(".pct").dataset.fraction = String(z.fraction);
+    li.querySelector(".fill").style.width = Math.min(100, pct) + "%";
+    li.querySelector(".goal").style.left = Math.round(100 * z.target_fraction) + "%";
+    list.appendChild(li);
+    const shape = $("zone-" + z.zone_id);
+    if (shape) shape.classList.toggle("active", !!z.active);
+  }
+}
+
+function drawTrace(trace, capUm) {
+  const pts = trace || [];
+  const tEnd = pts.length ? pts[pts.length - 1][0] : 0;
+  const top = capUm * 1.25;
+  const X = (t) => (300 * (1 - (tEnd - t) / TRACE_WINDOW_S)).toFixed(1);
+  const Y = (um) => (120 - 120 * Math.min(um, top) / top).toFixed(1);
+  $("cap-line").setAttribute("y1", Y(capUm)); $("cap-line").setAttribute("y2", Y(capUm));
+  $("cap-label").setAttribute("y", Number(Y(capUm)) - 2);
+  $("cap-label").textContent = "cap " + (capUm / 1000).toFixed(2) + " mm";
+  $("cap-mm").textContent = (capUm / 1000).toFixed(2);
+  const recent = pts.filter((p) => p[0] >= tEnd - TRACE_WINDOW_S);
+  $("depth-cmd").setAttribute("points", recent.filter((p) => p[1] !== null).map((p) => X(p[0]) + "," + Y(p[1])).join(" "));
+  $("depth-meas").setAttribute("points", recent.filter((p) => p[2] !== null).map((p) => X(p[0]) + "," + Y(p[2])).join(" "));
+  const trail = pts.filter((p) => p[0] >= tEnd - TRAIL_S && p[3] !== null && p[4] !== null);
+  $("trail").setAttribute("points", trail.map((p) => p[3] + "," + p[4]).join(" "));
+}
+
+function drawPen(pen) {
+  const tip = $("tip");
+  if (pen && pen.x_mm !== null && pen.x_mm !== undefined) {
+    tip.setAttribute("cx", pen.x_mm); tip.setAttribute("cy", pen.y_mm); tip.classList.remove("hidden");
+  } else tip.classList.add("hidden");
+  $("depth-now").textContent = pen ? mm(pen.depth_meas_um) + " measured · " + mm(pen.depth_cmd_um) + " commanded" : "—";
+  $("rate").textContent = pen ? (pen.rate_meas_dhz / 10).toFixed(1) + " Hz" : "—";
+  $("strokes").textContent = pen ? String(pen.stamp_count) : "—";
+  $("contact").textContent = pen ? (pen.contact ? "on the scalp" : "lifted") : "—";
+  $("battery").textContent = pen ? (pen.battery_mv / 1000).toFixed(2) + " V" : "—";
+}
+
+function drawEvents(events) {
+  const ol = $("events");
+  ol.textContent = "";
+  for (const e of (events || []).slice(-60).reverse()) {
+    const li = document.createElement("li");
+    if (e[5]) li.className = "safety";
+    const t = document.createElement("span"); t.className = "t"; t.textContent = clock(e[1]);
+    li.appendChild(t);
+    li.appendChild(document.createTextNode(e[2] + (e[4] !== null ? " zone " + e[4] : "") + ": " + e[3]));
+    ol.appendChild(li);
+  }
+}
+
+function drawState(s, changed) {
+  const has = (k) => changed === null || k in changed || (k + "+") in changed;
+  if (has("header") && s.header) {
+    const h = s.header;
+    $("header-text").textContent = "session " + h.session_id + " · patient " + h.patient_ref + " · " + h.profile;
+    updateControls();
+  }
+  if (has("state") || has("fault") || has("stop_reason")) {
+    const st = $("state"); st.textContent = (s.state || "—").replace("_", " "); st.className = "state " + s.state;
+    const banner = $("fault-banner");
+    if (FAULT_STATES[s.state]) {
+      banner.textContent = (s.state === "FAULT" ? "FAULT — the pen is stopped: " : "LINK LOST — the pen stops by itself: ") + (s.fault || s.stop_reason || "see the events");
+      banner.classList.remove("hidden");
+    } else banner.classList.add("hidden");
+  }
+  if (has("elapsed_s")) $("elapsed").textContent = clock(s.elapsed_s);
+  if (has("remaining_s_est")) $("remaining").textContent = clock(s.remaining_s_est);
+  if (has("heat") || has("tracked")) drawHeat(s.heat, s.tracked);
+  if (has("zones")) drawZones(s.zones);
+  if (has("pen")) drawPen(s.pen);
+  if (has("trace") || has("depth_cap_um")) drawTrace(s.trace, s.depth_cap_um);
+  if (has("events")) drawEvents(s.events);
+}
+
+function apply(delta) {
+  for (const [k, v] of Object.entries(delta)) {
+    if (k.endsWith("+") && APPEND_KEYS.includes(k.slice(0, -1))) {
+      const key = k.slice(0, -1);
+      state[key] = (state[key] || []).concat(v);
+    } else state[k] = v;
+  }
+  // Keep the appended lists bounded, as the server does.
+  if (state.trace && state.trace.length) {
+    const tEnd = state.trace[state.trace.length - 1][0];
+    state.trace = state.trace.filter((p) => p[0] >= tEnd - TRACE_WINDOW_S);
+  }
+  if (state.events && state.events.length > 60) state.events = state.events.slice(-60);
+}
+
+function setConn(text, lost) {
+  const c = $("conn"); c.textContent = text; c.classList.toggle("lost", !!lost);
+}
+
+function connect() {
+  const es = new EventSource("/api/stream");
+  let wasLost = false;
+  es.addEventListener("full", (ev) => {
+    const msg = JSON.parse(ev.data);
+    if (!mapReady) drawMap(msg.map);
+    state = msg.state;
+    drawState(state, null);
+    setConn(wasLost ? "reconnected" : "live", false);
+    wasLost = false;
+  });
+  es.onmessage = (ev) => {
+    const delta = JSON.parse(ev.data);
+    apply(delta);
+    drawState(state, delta);
+  };
+  es.onerror = () => {
+    wasLost = true;
+    setConn("connection lost — reconnecting…", true);
+  };
+}
+
+function updateControls() {
+  const allowed = !!token && !!(state.header && state.header.controls);
+  for (const b of document.querySelectorAll(".buttons button")) b.disabled = !allowed;
+  $("readonly-note").classList.toggle("hidden", allowed);
+}
+
+async function send(action) {
+  const res = await fetch("/api/control/" + action, {
+    method: "POST",
+    headers: { "Content-Type": "application/json", "X-Session-Token": token },
+    body: JSON.stringify({ confirm: true }),
+  });
+  const body = await res.json().catch(() => ({}));
+  $("control-result").textContent = res.ok ? action.replace("_", " ") + " sent" : "refused (" + res.status + "): " + (body.error || "");
+  if (res.status === 403) { token = ""; sessionStorage.removeItem("devicectl-token"); updateControls(); }
+}
+
+function confirmThen(text, then) {
+  const dlg = $("confirm-dialog");
+  $("confirm-text").textContent = text;
+  dlg.returnValue = "";
+  dlg.onclose = () => { if (dlg.returnValue === "ok") then(); };
+  dlg.showModal();
+}
+
+function init() {
+  const params = new URLSearchParams(location.search);
+  if (params.get("token")) {
+    token = params.get("token");
+    sessionStorage.setItem("devicectl-token", token);
+    history.replaceState(null, "", location.pathname); // the token leaves the address bar
+  }
+  $("token-form").addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    token = $("token-input").value.trim();
+    sessionStorage.setItem("devicectl-token", token);
+    updateControls();
+  });
+  for (const b of document.querySelectorAll(".buttons button")) {
+    b.addEventListener("click", () => {
+      const action = b.dataset.action;
+      if (b.dataset.confirm) confirmThen(b.dataset.confirm, () => send(action));
+      else send(action);
+    });
+  }
+  updateControls();
+  connect();
+}
+
+init();

@@ -1,0 +1,232 @@
+"""The live page's server: state diffs, the heat map, the SSE stream and the controls' token.
+
+Real server (uvicorn on a free port), real session (virtual pen, real records);
+the browser itself is driven in tests/test_browser.py.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from test_virtual_session import MAP
+from test_web_support import PATIENT, SimSession, sim_session
+
+from devicectl.controller import State
+from devicectl.protocol import PenState
+from devicectl.safety import DEPTH_CAP_UM
+from devicectl.web.server import STATIC_DIR, WebServer, start_web
+from devicectl.web.state import (
+    HEAT_MAX,
+    HEAT_NONE,
+    HEAT_TARGET,
+    HEAT_UNDER,
+    apply,
+    diff,
+    heat_cells,
+)
+
+TOKEN = "test-token-0123456789"
+
+
+def _wait(cond: Any, timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out waiting")
+        time.sleep(0.02)
+
+
+@pytest.fixture
+def live(tmp_path: Path) -> Iterator[tuple[SimSession, WebServer]]:
+    sim = sim_session(tmp_path / "s.db", speed=1.0)
+    header = {"session_id": sim.session_id, "patient_ref": PATIENT, "profile": "web-test"}
+    web = start_web(sim.session, "127.0.0.1", 0, TOKEN, zone_map=MAP, header=header,
+                    db_path=sim.db_path, session_id=sim.session_id)
+    try:
+        yield sim, web
+    finally:
+        web.stop()
+        sim.finish()
+
+
+def _stream(url: str, n: int, timeout_s: float = 10.0) -> list[tuple[str, dict[str, Any]]]:
+    """The first n SSE messages as (event name, data)."""
+    out: list[tuple[str, dict[str, Any]]] = []
+    name = "message"
+    with httpx.stream("GET", url + "api/stream", timeout=timeout_s) as resp:
+        assert resp.headers["content-type"].startswith("text/event-stream")
+        for line in resp.iter_lines():
+            if line.startswith("event: "):
+                name = line[7:]
+            elif line.startswith("data: "):
+                out.append((name, json.loads(line[6:])))
+                name = "message"
+                if len(out) >= n:
+                    break
+    return out
+
+
+# --- the diff -------------------------------------------------------------
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=5),
+    lambda kids: st.lists(kids, max_size=3)
+    | st.dictionaries(st.text(max_size=3), kids, max_size=3),
+    max_leaves=8,
+)
+states = st.dictionaries(st.sampled_from(["state", "zones", "pen", "fault", "heat"]), json_values)
+
+
+@settings(max_examples=200, deadline=None)
+@given(states, states)
+def test_diff_applied_to_the_old_state_gives_the_new_one(old: dict[str, Any],
+                                                          new: dict[str, Any]) -> None:
+    got = apply(old, diff(old, new))
+    assert {k: v for k, v in got.items() if v is not None} == {
+        k: v for k, v in new.items() if v is not None
+    }
+
+
+def test_diff_sends_only_changed_keys_and_new_trace_items() -> None:
+    old = {"state": "STAMPING", "zones": [1], "trace": [[1.0, 5], [2.0, 6]]}
+    new = {"state": "STAMPING", "zones": [2], "trace": [[2.0, 6], [3.0, 7]]}
+    assert diff(old, new) == {"zones": [2], "trace+": [[3.0, 7]]}
+    assert diff(new, new) == {}
+    assert diff(None, new) == new
+
+
+# --- the heat map ---------------------------------------------------------
+
+
+def test_heat_block_shows_its_worst_cell() -> None:
+    target = np.full((4, 4), 2, dtype=np.int64)
+    maximum = np.full((4, 4), 3, dtype=np.int64)
+    passes = np.zeros((4, 4), dtype=np.int64)
+    passes[0, 0] = 2  # at target
+    passes[0, 2:] = 2
+    passes[1, 3] = 3  # one cell at the maximum beside cells at target
+    passes[2, 0] = 1  # under target
+    passes[2, 1] = 2
+    cells = heat_cells(passes, target, maximum, 2)
+    assert cells.tolist() == [[HEAT_TARGET, HEAT_MAX], [HEAT_UNDER, HEAT_NONE]]
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.integers(1, 4), st.lists(st.integers(0, 4), min_size=36, max_size=36))
+def test_heat_cells_match_a_cell_by_cell_reading(factor: int, flat: list[int]) -> None:
+    passes = np.array(flat, dtype=np.int64).reshape(6, 6)
+    target = np.full((6, 6), 2, dtype=np.int64)
+    maximum = np.full((6, 6), 3, dtype=np.int64)
+    maximum[0, :] = 0  # off the plan: never shown
+    cells = heat_cells(passes, target, maximum, factor)
+    rank = {HEAT_NONE: 0, HEAT_TARGET: 1, HEAT_UNDER: 2, HEAT_MAX: 3}
+    for by in range(cells.shape[0]):
+        for bx in range(cells.shape[1]):
+            worst = HEAT_NONE
+            for y in range(by * factor, min(6, (by + 1) * factor)):
+                for x in range(bx * factor, min(6, (bx + 1) * factor)):
+                    n, mx = passes[y, x], maximum[y, x]
+                    level = HEAT_NONE
+                    if mx > 0 and n > 0:
+                        level = HEAT_MAX if n >= mx else HEAT_UNDER if n < 2 else HEAT_TARGET
+                    worst = max(worst, level, key=lambda v: rank[v])
+            assert cells[by, bx] == worst
+
+
+# --- the server -----------------------------------------------------------
+
+
+def test_page_is_served_by_the_package_with_nothing_from_outside(
+    live: tuple[SimSession, WebServer],
+) -> None:
+    _, web = live
+    assert web.host == "127.0.0.1"
+    page = httpx.get(web.url, timeout=5).text
+    assert '<script src="/static/app.js">' in page
+    for name in ("index.html", "app.js", "style.css"):
+        text = (STATIC_DIR / name).read_text(encoding="utf-8")
+        assert "http://" not in text.replace("http://www.w3.org/2000/svg", "")
+        assert "https://" not in text
+        assert httpx.get(web.url + ("" if name == "index.html" else "static/" + name),
+                         timeout=5).status_code == 200
+
+
+def test_stream_sends_full_state_first_then_only_changes(
+    live: tuple[SimSession, WebServer],
+) -> None:
+    _, web = live
+    _wait(lambda: web.hub.current["state"] == "STAMPING")
+    messages = _stream(web.url, 6)
+    name, first = messages[0]
+    assert name == "full"
+    state = first["state"]
+    assert [z["name"] for z in first["map"]["zones"]] == ["frontal", "mid_scalp", "vertex"]
+    assert state["depth_cap_um"] == DEPTH_CAP_UM
+    assert state["header"]["patient_ref"] == PATIENT
+    assert set(state) >= {"state", "zones", "pen", "heat", "trace", "events", "elapsed_s"}
+    for name, delta in messages[1:]:
+        assert name == "message"
+        assert delta, "an empty diff is never sent"
+        assert "map" not in delta and "header" not in delta  # unchanged: not resent
+        assert "trace" not in delta  # the trace is only appended to
+        state = apply(state, delta)
+    assert state["pen"]["depth_cmd_um"] in (1000, 1200, 1400)
+
+
+def test_stream_shows_coverage_rising_on_the_heat_map(live: tuple[SimSession, WebServer]) -> None:
+    sim, web = live
+    _wait(lambda: web.hub.current["state"] == "STAMPING")
+    first = _stream(web.url, 1)[0][1]["state"]
+    _wait(lambda: sim.session.controller.coverage is not None
+          and sim.session.controller.coverage.fraction(1) > 0.3)
+    later = _stream(web.url, 1)[0][1]["state"]
+    treated = [sum(c != "0" for c in s["heat"]["cells"]) if s["heat"] else 0
+               for s in (first, later)]
+    assert treated[1] > treated[0]
+    assert later["zones"][0]["fraction"] > first["zones"][0]["fraction"]
+
+
+def test_controls_without_the_token_are_refused_and_change_nothing(
+    live: tuple[SimSession, WebServer],
+) -> None:
+    sim, web = live
+    _wait(lambda: sim.session.state is State.STAMPING)
+    for headers in ({}, {"X-Session-Token": "wrong"}):
+        for action in ("pause", "abort", "clear_fault", "next_zone", "resume"):
+            r = httpx.post(web.url + f"api/control/{action}", json={"confirm": True},
+                           headers=headers, timeout=5)
+            assert r.status_code == 403
+    time.sleep(0.3)
+    assert sim.session.state is State.STAMPING
+    assert sim.pen.firmware.state is PenState.STAMPING
+
+
+def test_pause_with_the_token_pauses_the_pen(live: tuple[SimSession, WebServer]) -> None:
+    sim, web = live
+    _wait(lambda: sim.session.state is State.STAMPING)
+    r = httpx.post(web.url + "api/control/pause", headers={"X-Session-Token": TOKEN}, timeout=5)
+    assert r.status_code == 200
+    _wait(lambda: sim.pen.firmware.state is not PenState.STAMPING, 5.0)
+    assert sim.session.state is State.PAUSED
+
+
+def test_abort_needs_confirmation_even_with_the_token(live: tuple[SimSession, WebServer]) -> None:
+    sim, web = live
+    _wait(lambda: sim.session.state is State.STAMPING)
+    r = httpx.post(web.url + "api/control/abort", headers={"X-Session-Token": TOKEN}, timeout=5)
+    assert r.status_code == 409
+    time.sleep(0.2)
+    assert sim.session.state is State.STAMPING
+    r = httpx.post(web.url + "api/control/abort", json={"confirm": True},
+                   headers={"X-Session-Token": TOKEN}, timeout=5)
+    assert r.status_code == 200
+    _wait(lambda: sim.session.state is State.ABORTED, 5.0)

@@ -1,0 +1,78 @@
+"""Helpers for the web and report tests: a small simulated session, recorded for real.
+
+A three-zone square map keeps a whole session to a few simulated seconds; the
+session runs in virtual time with the real codec, controller, simulated pen
+and record writer (no mocks).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from test_virtual_session import MAP, plan_for
+
+from devicectl.controller import Controller, StartFacts
+from devicectl.link import pipe_pair
+from devicectl.session import Policy, Session, VirtualClock
+from devicectl.store import RecordWriter, Store
+from firmware_sim.virtual import VirtualPen
+
+PATIENT = "P-WEB-7"
+
+
+@dataclass
+class SimSession:
+    session: Session
+    writer: RecordWriter
+    pen: VirtualPen
+    db_path: Path
+    session_id: int
+
+    def finish(self, outcome: str | None = "complete") -> None:
+        """End the loop (if still running) and close the records with `outcome`."""
+        self.session.request_stop("the test ended")
+        self.session.wait(10.0)
+        out = self.session.outcome.value if self.session.outcome is not None else outcome
+        ended = datetime.now(UTC).isoformat(timespec="milliseconds")
+        self.writer.close(out if outcome is not None else None, ended if outcome else None)
+
+
+def sim_session(
+    db_path: Path,
+    *,
+    scenario: str | None = None,
+    position: bool = True,
+    speed: float = 0.0,
+    auto_confirm: bool = True,
+    end_on_fault: bool = True,
+) -> SimSession:
+    """A recorded session on the small map, started (the loop runs on its own thread)."""
+    with Store(db_path) as store:
+        sid = store.create_session(
+            patient_ref=PATIENT,
+            profile_name="web-test",
+            profile_hash="ab" * 32,
+            profile_text="name: web-test\n",
+            started_at=datetime.now(UTC).isoformat(timespec="milliseconds"),
+        )
+    clock = VirtualClock(0)
+    host_end, pen_end = pipe_pair(clock)
+    pen = VirtualPen(seed=3, scenario=scenario, zone_map=MAP, position=position)
+    ctl = Controller(plan_for, MAP, StartFacts(PATIENT, frozenset()), nonce=0x5EB, now_us=0)
+    writer = RecordWriter(db_path, sid)
+    writer.start()
+    session = Session(
+        ctl,
+        wire=host_end,
+        writer=writer,
+        policy=Policy(auto_confirm=auto_confirm, end_on_fault=end_on_fault),
+        pen=pen,
+        pen_wire=pen_end,
+        virtual_clock=clock,
+        speed=speed,
+        step_us=500,
+    )
+    session.start()
+    return SimSession(session, writer, pen, db_path, sid)
