@@ -169,7 +169,8 @@ class Hub:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="web-hub", daemon=True)
         self.version = 0
-        self.current: dict[str, Any] = self.build(time.monotonic())
+        # No events yet: the feed's SQLite connection belongs to the hub's thread.
+        self.current: dict[str, Any] = self.build(time.monotonic(), poll_events=False)
 
     def start(self) -> None:
         self._thread.start()
@@ -194,7 +195,7 @@ class Hub:
             if self.events is not None:
                 self.events.close()
 
-    def build(self, wall_s: float) -> dict[str, Any]:
+    def build(self, wall_s: float, *, poll_events: bool = True) -> dict[str, Any]:
         """One refresh: read the source, extend the trace and events, maybe the heat map."""
         src = self.source
         status = src.status()
@@ -207,7 +208,11 @@ class Hub:
         if wall_s - self._heat_at >= HEAT_PERIOD_S:
             self._heat_at = wall_s
             self._heat = src.heat()
-        if self.events is not None and wall_s - self._events_at >= EVENTS_PERIOD_S:
+        if (
+            poll_events
+            and self.events is not None
+            and wall_s - self._events_at >= EVENTS_PERIOD_S
+        ):
             self._events_at = wall_s
             self._events.extend(self.events.poll())
         return page_state(
@@ -217,5 +222,5 @@ class Hub:
             events=list(self._events),
             heat=self._heat,
             tracked=src.tracked(),
-            connected=self.events is None or self.events.error is None,
+            records_error=self.events.error if self.events is not None else None,
         )

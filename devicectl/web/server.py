@@ -66,7 +66,8 @@ def create_app(hub: Hub, *, token: str | None, submit: Submit | None) -> Starlet
     async def stream(request: Request) -> Response:
         async def events() -> AsyncIterator[bytes]:
             sent = hub.current
-            yield _sse({"map": hub.map, "state": sent}, "full")
+            # retry: the browser reconnects 1 s after a dropped connection.
+            yield b"retry: 1000\n\n" + _sse({"map": hub.map, "state": sent}, "full")
             quiet = 0.0
             while not hub.stopped:
                 await asyncio.sleep(STREAM_PERIOD_S)

@@ -109,7 +109,7 @@ def page_state(
     events: Sequence[list[Any]],
     heat: Mapping[str, Any] | None,
     tracked: bool,
-    connected: bool = True,
+    records_error: str | None = None,
 ) -> dict[str, Any]:
     """The whole page's state: what a client opened now must receive first.
 
@@ -134,7 +134,7 @@ def page_state(
         "heat": dict(heat) if heat is not None else None,
         "trace": [list(x) for x in trace],
         "events": [list(x) for x in events],
-        "source_connected": connected,
+        "records_error": records_error,
     }
 
 

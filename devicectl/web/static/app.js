@@ -36,6 +36,9 @@ function pathOf(points) {
 function drawMap(map) {
   const [x0, y0, x1, y1] = map.bounds_mm;
   const pad = 6;
+  const size = Math.max(x1 - x0, y1 - y0);
+  $("tip").setAttribute("r", (size / 70).toFixed(2));
+  $("map").style.setProperty("--label-size", (size / 30).toFixed(2) + "px");
   $("map").setAttribute("viewBox", [x0 - pad, y0 - pad, x1 - x0 + 2 * pad, y1 - y0 + 2 * pad].join(" "));
   if (map.scalp_mm && map.scalp_mm.length) $("scalp").setAttribute("d", pathOf(map.scalp_mm));
   const g = $("zones-svg");
@@ -155,6 +158,10 @@ function drawState(s, changed) {
   if (has("pen")) drawPen(s.pen);
   if (has("trace") || has("depth_cap_um")) drawTrace(s.trace, s.depth_cap_um);
   if (has("events")) drawEvents(s.events);
+  if (has("records_error")) {
+    $("records-error").textContent = s.records_error || "";
+    $("records-error").classList.toggle("hidden", !s.records_error);
+  }
 }
 
 function apply(delta) {
@@ -176,9 +183,10 @@ function setConn(text, lost) {
   const c = $("conn"); c.textContent = text; c.classList.toggle("lost", !!lost);
 }
 
+let wasLost = false;
+
 function connect() {
   const es = new EventSource("/api/stream");
-  let wasLost = false;
   es.addEventListener("full", (ev) => {
     const msg = JSON.parse(ev.data);
     if (!mapReady) drawMap(msg.map);
@@ -195,6 +203,8 @@ function connect() {
   es.onerror = () => {
     wasLost = true;
     setConn("connection lost — reconnecting…", true);
+    // The browser retries by itself unless the server answered with an error.
+    if (es.readyState === EventSource.CLOSED) setTimeout(connect, 1000);
   };
 }
 

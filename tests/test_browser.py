@@ -1,0 +1,212 @@
+"""The live page in a real browser: Debian's Chromium driven by Playwright.
+
+Skipped, with the reason, where /usr/bin/chromium or the playwright package is
+missing (.ci/run installs Chromium with apt). Each test runs a simulated
+session in-process, opens the page and saves a screenshot in its tmp_path.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from test_virtual_session import MAP
+from test_web_support import PATIENT, SimSession, sim_session
+
+from devicectl.controller import Command, State
+from devicectl.protocol import PenState
+from devicectl.web.server import WebServer, start_web
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run"]
+TOKEN = "browser-token-abcdef"
+TIMEOUT_MS = 8_000
+
+sync_api = pytest.importorskip(
+    "playwright.sync_api", reason="playwright is not installed: pip install -e '.[dev]'"
+)
+if not CHROMIUM.exists() and shutil.which("chromium") is None:
+    pytest.skip("no Chromium at /usr/bin/chromium (apt-get install chromium): browser tests "
+                "skipped", allow_module_level=True)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    with sync_api.sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS, timeout=15_000)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+def _wait(cond: Any, timeout_s: float = 8.0) -> float:
+    start = deadline = time.monotonic()
+    deadline += timeout_s
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out waiting")
+        time.sleep(0.01)
+    return time.monotonic() - start
+
+
+class Live:
+    def __init__(self, tmp_path: Path, **kw: Any) -> None:
+        self.sim: SimSession = sim_session(tmp_path / "s.db", **kw)
+        header = {"session_id": self.sim.session_id, "patient_ref": PATIENT,
+                  "profile": "web-test"}
+        self.web: WebServer = start_web(
+            self.sim.session, "127.0.0.1", 0, TOKEN, zone_map=MAP, header=header,
+            db_path=self.sim.db_path, session_id=self.sim.session_id,
+        )
+
+    def close(self) -> None:
+        self.web.stop()
+        self.sim.finish()
+
+
+@pytest.fixture
+def page(browser: Any, tmp_path: Path) -> Iterator[Any]:
+    ctx = browser.new_context(viewport={"width": 1280, "height": 900})
+    pg = ctx.new_page()
+    pg.set_default_timeout(TIMEOUT_MS)
+    try:
+        yield pg
+    finally:
+        ctx.close()
+
+
+def _shot(page: Any, tmp_path: Path) -> None:
+    """The page as the test left it, before the session and server stop."""
+    page.screenshot(path=str(tmp_path / "page.png"), full_page=True)
+
+
+def _treated(page: Any) -> int:
+    return int(page.get_attribute("#heat", "data-treated") or 0)
+
+
+def _fraction(page: Any, zone_id: int) -> float:
+    value = page.get_attribute(f'#zone-list li[data-zone-id="{zone_id}"] .pct', "data-fraction")
+    return float(value or 0)
+
+
+def test_zones_appear_and_coverage_cells_and_progress_rise(page: Any, tmp_path: Path) -> None:
+    live = Live(tmp_path, speed=1.0)
+    try:
+        page.goto(live.web.url)
+        page.wait_for_function("document.querySelectorAll('#zones-svg path.zone').length === 3")
+        page.wait_for_function("document.getElementById('state').textContent === 'STAMPING'")
+        page.wait_for_function("Number(document.getElementById('heat').dataset.treated) > 0")
+        cells0, frac0 = _treated(page), _fraction(page, 1)
+        page.wait_for_function(
+            f"Number(document.getElementById('heat').dataset.treated) > {cells0}")
+        page.wait_for_function(
+            "Number(document.querySelector('#zone-list li[data-zone-id=\"1\"] .pct')"
+            f".dataset.fraction) > {frac0}")
+        assert page.get_attribute("#zone-1", "class") == "zone active"
+        assert _fraction(page, 1) > frac0 and _treated(page) > cells0
+        assert page.inner_text("#header-text").endswith(f"patient {PATIENT} · web-test")
+        page.wait_for_selector("#events li")  # read from the session's records
+    finally:
+        _shot(page, tmp_path)
+        live.close()
+
+
+def test_overdepth_fault_banner_appears_within_a_second(page: Any, tmp_path: Path) -> None:
+    live = Live(tmp_path, scenario="overshoot", speed=1.0, auto_confirm=False,
+                end_on_fault=False)
+    try:
+        page.goto(live.web.url)
+        page.wait_for_function("document.getElementById('state').textContent === 'READY'")
+        assert page.is_hidden("#fault-banner")
+        live.sim.session.submit(Command.START)
+        _wait(lambda: live.sim.session.state is State.FAULT)
+        t_fault = time.monotonic()
+        page.wait_for_selector("#fault-banner:not(.hidden)", timeout=1_000)
+        assert time.monotonic() - t_fault < 1.0
+        assert "FAULT" in page.inner_text("#fault-banner")
+        assert page.inner_text("#state") == "FAULT"
+    finally:
+        _shot(page, tmp_path)
+        live.close()
+
+
+def test_controls_without_the_token_are_refused_and_change_nothing(
+    page: Any, tmp_path: Path
+) -> None:
+    live = Live(tmp_path, speed=1.0)
+    try:
+        page.goto(live.web.url)
+        page.wait_for_function("document.getElementById('state').textContent === 'STAMPING'")
+        assert page.is_disabled('button[data-action="pause"]')
+        assert page.is_visible("#readonly-note")
+        statuses = page.evaluate(
+            """async () => { const out = [];
+                for (const a of ['pause', 'abort', 'clear_fault', 'next_zone', 'resume']) {
+                  const r = await fetch('/api/control/' + a, {method: 'POST',
+                    headers: {'Content-Type': 'application/json'}, body: '{"confirm": true}'});
+                  out.push(r.status); }
+                return out; }""")
+        assert statuses == [403] * 5
+        page.fill("#token-input", "not-the-token")
+        page.click("#token-form button")
+        page.click('button[data-action="pause"]')
+        page.wait_for_function(
+            "document.getElementById('control-result').textContent.includes('403')")
+        time.sleep(0.3)
+        assert live.sim.session.state is State.STAMPING
+        assert live.sim.pen.firmware.state is PenState.STAMPING
+    finally:
+        _shot(page, tmp_path)
+        live.close()
+
+
+def test_pause_with_the_token_pauses_the_pen_and_abort_asks_first(
+    page: Any, tmp_path: Path
+) -> None:
+    live = Live(tmp_path, speed=1.0)
+    try:
+        page.goto(live.web.url + "?token=" + TOKEN)
+        page.wait_for_function("document.getElementById('state').textContent === 'STAMPING'")
+        assert "token" not in page.url  # taken out of the address bar
+        page.click('button[data-action="pause"]')
+        _wait(lambda: live.sim.pen.firmware.state is not PenState.STAMPING, 5.0)
+        page.wait_for_function("document.getElementById('state').textContent === 'PAUSED'")
+        assert live.sim.session.state is State.PAUSED
+        page.click('button[data-action="abort"]')
+        page.wait_for_selector("#confirm-dialog[open]")
+        page.click("#confirm-no")
+        time.sleep(0.2)
+        assert live.sim.session.state is State.PAUSED
+        page.click('button[data-action="abort"]')
+        page.click("#confirm-yes")
+        _wait(lambda: live.sim.session.state is State.ABORTED, 5.0)
+        page.wait_for_function("document.getElementById('state').textContent === 'ABORTED'")
+    finally:
+        _shot(page, tmp_path)
+        live.close()
+
+
+def test_dropped_connection_reconnects_and_says_so(page: Any, tmp_path: Path) -> None:
+    live = Live(tmp_path, speed=1.0)
+    try:
+        page.goto(live.web.url)
+        page.wait_for_function("document.getElementById('conn').textContent === 'live'")
+        port, hub = live.web.port, live.web.hub
+        live.web.stop()  # the server goes away ...
+        page.wait_for_function("document.getElementById('conn').textContent.includes('lost')")
+        live.web = start_web(  # ... and comes back on the same port
+            live.sim.session, "127.0.0.1", port, TOKEN, zone_map=MAP, header=hub.header,
+            db_path=live.sim.db_path, session_id=live.sim.session_id,
+        )
+        page.wait_for_function("document.getElementById('conn').textContent === 'reconnected'")
+        assert httpx.get(live.web.url + "api/state", timeout=5).status_code == 200
+    finally:
+        _shot(page, tmp_path)
+        live.close()
