@@ -69,12 +69,23 @@ def register(sub: Any) -> None:
                    help="start although a zone's minimum interval has not passed (recorded)")
     p.add_argument("--resume", type=int, metavar="SESSION_ID",
                    help="continue an interrupted session with its coverage")
+    _web_args(p, default=False)
     p.set_defaults(func=run)
 
     d = sub.add_parser("demo", help="a full simulated session with the live view")
     d.add_argument("--speed", type=float, default=DEMO_SPEED)
     d.add_argument("--db", type=Path, default=DEMO_DB)
+    _web_args(d, default=True)
     d.set_defaults(func=demo)
+
+
+def _web_args(p: Any, *, default: bool) -> None:
+    """--web: the live page (devicectl/web; docs/web.md), on for the demo."""
+    p.add_argument("--web", action=argparse.BooleanOptionalAction, default=default,
+                   help="serve the live page for a screen beside the chair")
+    p.add_argument("--web-port", type=int, default=8765, help="the page's port (default 8765)")
+    p.add_argument("--web-host", default="127.0.0.1",
+                   help="the page's address (default 127.0.0.1: this computer only)")
 
 
 def demo(args: argparse.Namespace) -> int:
@@ -82,7 +93,8 @@ def demo(args: argparse.Namespace) -> int:
     ns = argparse.Namespace(
         profile=DEMO_PROFILE, patient=f"DEMO-{secrets.token_hex(3).upper()}", port=None, sim=True,
         scenario=None, speed=args.speed, seed=None, no_position=False, db=args.db, yes=True,
-        override_interval=None, resume=None,
+        override_interval=None, resume=None, web=args.web, web_port=args.web_port,
+        web_host=args.web_host,
     )
     return run(ns)
 
@@ -143,6 +155,7 @@ def run(args: argparse.Namespace) -> int:
     )
     previous_handlers = _install_signals(session)
     session.start()
+    web = _start_web(console, args, session, zone_map, setup, db_path)
     try:
         go = _go_no_go(console, session, port_name, setup)
         if go and not args.yes:
@@ -163,6 +176,8 @@ def run(args: argparse.Namespace) -> int:
         if not go and outcome is not Outcome.REFUSED and controller.state is not State.LINK_LOST:
             outcome = Outcome.REFUSED
         writer.close(outcome.value, datetime.now(UTC).isoformat(timespec="milliseconds"))
+        if web is not None:
+            web.stop()
         wire.close()
         _restore_signals(previous_handlers)
     for line in session.drain_events():
@@ -248,6 +263,27 @@ def _link(args: argparse.Namespace, zone_map: ZoneMap, vclock: VirtualClock | No
 
 
 _SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def _start_web(console: Console, args: argparse.Namespace, session: Session,
+               zone_map: ZoneMap, setup: _Setup, db_path: Path) -> Any:
+    """The live page, if asked for; the session runs on without it if it cannot start."""
+    if not getattr(args, "web", False):
+        return None
+    from devicectl.web.server import start_web
+
+    token = secrets.token_urlsafe(16)
+    header = {"session_id": setup.session_id, "patient_ref": setup.patient,
+              "profile": setup.loaded.profile.name}
+    try:
+        web = start_web(session, args.web_host, args.web_port, token, zone_map=zone_map,
+                        header=header, db_path=db_path, session_id=setup.session_id)
+    except DevicectlError as exc:
+        console.print(f"[yellow]web page not started:[/] {exc}")
+        return None
+    console.print(f"web page: {web.url}?token={token} (with controls) · {web.url} (read-only)"
+                  f" · session token {token}", highlight=False, soft_wrap=True)
+    return web
 
 
 def _install_signals(session: Session) -> dict[signal.Signals, Any]:
