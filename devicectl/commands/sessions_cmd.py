@@ -70,6 +70,19 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     export_p.set_defaults(func=export_session)
 
+    report_p = with_db(
+        sub.add_parser(
+            "report",
+            help="one session as an HTML report with PNG figures and a PDF",
+            description="Write a self-contained HTML report, its figures (PNG) and a PDF of "
+            "one session (completed, aborted or interrupted) for the patient's record.",
+        )
+    )
+    report_p.add_argument("id", type=int, metavar="ID", help="session id (see `sessions list`)")
+    report_p.add_argument("--out", type=Path, default=None, metavar="DIR",
+                          help="folder for the files (default session-ID-report)")
+    report_p.set_defaults(func=report_session)
+
 
 def _db(args: argparse.Namespace) -> Path:
     path: Path | None = args.db
@@ -228,4 +241,16 @@ def export_session(args: argparse.Namespace) -> int:
         out.write_text(text, encoding="utf-8")
     except OSError as exc:
         raise DevicectlError(f"cannot write the export to {out}: {exc.strerror}") from exc
+    return 0
+
+
+def report_session(args: argparse.Namespace) -> int:
+    from devicectl.report import write_report  # matplotlib loads only for reports
+
+    out: Path = args.out if args.out is not None else Path(f"session-{args.id}-report")
+    files = write_report(_db(args), args.id, out)
+    print(f"report: {files.html}")
+    print(f"pdf: {files.pdf}")
+    for fig in files.figures:
+        print(f"figure: {fig}")
     return 0
