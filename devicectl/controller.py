@@ -65,6 +65,8 @@ WATCHDOG_MS: Final = 100
 #: Past 2.5 watchdog periods the pen's watchdog has surely latched, so the session
 #: cannot carry on by itself: it waits for the technician to reconnect.
 SILENCE_LOST_US: Final = WATCHDOG_MS * 2_500
+#: After a telemetry gap, this many on-time frames in a row before stamping resumes.
+STEADY_FRAMES: Final = 25
 COVERAGE_CELL_MM: Final = 0.5
 WAITING: Final = "waiting for the tip over a spot of the zone that needs treatment"
 _U32: Final = 0xFFFF_FFFF
@@ -136,6 +138,7 @@ class Controller:
         self._tip = TipTracker()
         self._pen_stamping = False  # the host has sent START and no STOP since
         self._hold: str | None = None  # why stamping is held inside STAMPING
+        self._steady_needed = 0  # on-time TELEMETRY frames still needed after a gap
         self._cartridge_problem: str | None = None
         self._session_cartridge: int | None = facts.resumed_cartridge_id
         self._first_start_us: int | None = None
@@ -198,9 +201,7 @@ class Controller:
         if state is State.STAMPING and self._pen_stamping and self._tel_us is not None:
             gap_us = now_us - self._tel_us
             if gap_us > self._gap_us:
-                self._safety_stop(
-                    now_us, f"telemetry stopped for {gap_us / 1000:.0f} ms while stamping"
-                )
+                self._telemetry_gap_hold(now_us, gap_us)
         if (
             state in LIVE
             and self._tel_us is not None
@@ -359,6 +360,22 @@ class Controller:
         self._event(now_us, EventKind.SAFETY_STOP, f"stamping stopped: {reason}", safety=True)
         self._goto(State.PAUSED, now_us, reason)
 
+    def _telemetry_gap_hold(self, now_us: int, gap_us: int) -> None:
+        """No depth readings for 3 periods: stop now, and go on only once they flow
+        steadily again (STEADY_FRAMES in a row). A longer silence is a lost link."""
+        self._send(p.Stop(), now_us)
+        self._pen_stamping = False
+        self._steady_needed = STEADY_FRAMES
+        reason = f"telemetry stopped for {gap_us / 1000:.0f} ms while stamping"
+        self._hold = reason
+        self.stop_reason = reason
+        self._event(
+            now_us,
+            EventKind.SAFETY_STOP,
+            f"stamping stopped: {reason}; it resumes once telemetry is steady again",
+            safety=True,
+        )
+
     def _link_lost(self, now_us: int, reason: str) -> None:
         if self._pen_stamping:
             # Best effort into a link that may be half alive; the pen's watchdog
@@ -403,6 +420,9 @@ class Controller:
             elif self.state is State.STAMPING:
                 self._safety_stop(now_us, verdict.reason)
         self._known_flags = t.fault_flags | (self._known_flags & _ESTOP_FLAG)
+        if self._steady_needed and self._tel_us is not None:
+            on_time = now_us - self._tel_us <= self._gap_us
+            self._steady_needed = self._steady_needed - 1 if on_time else STEADY_FRAMES
         self._tel = t
         self._tel_us = now_us
         zone = self.zone
@@ -425,6 +445,8 @@ class Controller:
         if self._tip.zone_done(cov, zone.zone_id):
             self._zone_done(now_us)
             return
+        if self._steady_needed:
+            return  # held after a telemetry gap until readings flow steadily again
         device = self.device
         hold, needs = self._tip.hold(
             cov,
@@ -721,8 +743,7 @@ class Controller:
             self._goto(State.ABORTED, now_us, "aborted by the technician")
             return None
         if cmd is Command.CLEAR_FAULT:
-            self._send(p.ClearFault(), now_us)
-            self._event(now_us, EventKind.SENT, "CLEAR_FAULT sent at the technician's request")
+            self._send(p.ClearFault(), now_us)  # recorded as SENT, like every command
             return None
         # RECONNECT
         self._connect_us = now_us

@@ -138,7 +138,9 @@ COMMAND_STATES: Final[Mapping[Command, frozenset[State]]] = MappingProxyType(
         Command.START: frozenset({_S.READY}),
         Command.PAUSE: frozenset({_S.STAMPING}),
         Command.RESUME: frozenset({_S.PAUSED}),
-        Command.NEXT_ZONE: frozenset({_S.READY, _S.PAUSED, _S.ZONE_DONE}),
+        # Only a zone that reached its target moves on: a session is complete only
+        # when every zone is. Skipping a zone is an abort, recorded as one.
+        Command.NEXT_ZONE: frozenset({_S.ZONE_DONE}),
         Command.ABORT: frozenset(
             {
                 _S.CONNECTING,
@@ -162,7 +164,8 @@ _REFUSAL_HINT: Final[Mapping[Command, str]] = MappingProxyType(
         Command.START: "START is for a zone that is ready (target set, not stamping)",
         Command.PAUSE: "PAUSE only applies while stamping",
         Command.RESUME: "RESUME only applies to a paused zone; use START for a ready one",
-        Command.NEXT_ZONE: "NEXT_ZONE needs the pen stopped: pause first",
+        Command.NEXT_ZONE: "NEXT_ZONE is for a zone that reached its target; "
+        "to leave a zone unfinished, abort the session",
         Command.ABORT: "the session has already ended",
         Command.CLEAR_FAULT: "there is no fault to clear",
         Command.RECONNECT: "RECONNECT only applies after the link was lost",

@@ -11,6 +11,7 @@ import pytest
 from devicectl import protocol as p
 from devicectl.controller import (
     SILENCE_LOST_US,
+    STEADY_FRAMES,
     WATCHDOG_MS,
     Command,
     Controller,
@@ -211,9 +212,9 @@ def test_heartbeat_after_20_ms_of_silence() -> None:
 
 
 def test_unacked_frame_is_resent_after_30_ms_then_link_lost_after_3() -> None:
-    ctl, pen, now = ready()
-    first = pen.parse(ctl.command(Command.NEXT_ZONE, now))
-    assert types(first) == ["SET_TARGET"]
+    ctl, pen, now = stamping()
+    first = pen.parse(ctl.command(Command.PAUSE, now))
+    assert types(first) == ["STOP"]
     seqs = [first[0].seq]
     for k in range(1, 4):
         frames = [f for f in pen.parse(ctl.tick(now + k * 30_000)) if f.ack_req]
@@ -326,7 +327,26 @@ def test_telemetry_gap_over_3_periods_stops_stamping() -> None:
     assert "STOP" not in types(pen.parse(ctl.tick(now + 6_000)))
     out = ctl.tick(now + 6_500)
     assert "STOP" in types(pen.parse(out))
-    assert ctl.state is State.PAUSED and "telemetry" in (ctl.stop_reason or "")
+    assert "telemetry" in (ctl.stop_reason or "")
+    assert EventKind.SAFETY_STOP in kinds(out)
+
+
+def test_after_a_telemetry_gap_stamping_resumes_only_once_telemetry_is_steady() -> None:
+    ctl, pen, now = stamping()
+    ctl.receive_data(pen.frame(tel()), now)
+    pen.parse(ctl.tick(now + 7_000))  # the gap: STOP
+    t = now + 7_000
+    sent: list[str] = []
+    for k in range(STEADY_FRAMES):
+        t += 2_000
+        sent += types(pen.parse(ctl.receive_data(pen.frame(tel()), t)))
+        if k == STEADY_FRAMES // 2:  # another gap midway starts the count again
+            t += 8_000
+    assert "START" not in sent
+    for _ in range(STEADY_FRAMES):
+        t += 2_000
+        sent += types(pen.parse(ctl.receive_data(pen.frame(tel()), t)))
+    assert sent.count("START") == 1 and ctl.state is State.STAMPING
 
 
 def test_contact_lost_over_300_ms_stops_and_contact_back_restarts() -> None:
@@ -388,6 +408,14 @@ def test_stroke_counter_wrap_counts_the_strokes_across_it() -> None:
     ctl.receive_data(pen.frame(tel(stamp_count=0xFFFF_FFFE)), now + 10)
     ctl.receive_data(pen.frame(tel(stamp_count=1)), now + 20)
     assert ctl.coverage is not None and ctl.coverage.strokes(1) == 3
+
+
+def test_next_zone_is_refused_until_the_zone_reached_its_target() -> None:
+    ctl, pen, now = stamping()
+    pen.parse(ctl.command(Command.PAUSE, now + 10))
+    out = ctl.command(Command.NEXT_ZONE, now + 20)
+    assert types(pen.parse(out)) == [] and EventKind.COMMAND_REFUSED in kinds(out)
+    assert ctl.state is State.PAUSED and ctl.zone_index == 0
 
 
 def test_zone_at_target_is_zone_done_and_stop_then_next_zone() -> None:
