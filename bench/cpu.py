@@ -1,0 +1,85 @@
+"""Benchmark: the host's CPU use during a live session over a pseudo-terminal.
+
+`python -m firmware_sim serve` runs the simulated pen in its own process; this
+process runs the real-time `Session` (as `devicectl run --port` does, minus the
+records) over the pty for DURATION_S, the technician's moves scripted, and
+reads its own CPU time (os.times: user + system, every thread). With and
+without the live view rendering at 15 Hz. Run: `.venv/bin/python bench/cpu.py`.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from latency import build_session, live_view_thread, technician
+
+from devicectl.controller import State
+
+DURATION_S = 10.0
+GOAL_PCT = 10.0
+
+
+def measure(hz: int, live: bool, duration_s: float = DURATION_S) -> tuple[float, str, int]:
+    """Host CPU % of one core over `duration_s` of session, its state, telemetry frames seen."""
+    pen = subprocess.Popen(
+        [sys.executable, "-m", "firmware_sim", "serve", "--seed", "5"],
+        stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert pen.stdout is not None
+        port = pen.stdout.readline().split()[1]
+        session = build_session(port, hz=hz)
+        stop = threading.Event()
+        session.start()
+        if live:
+            live_view_thread(session, stop)
+        else:
+            threading.Thread(target=_drain, args=(session, stop), daemon=True).start()
+        threading.Thread(target=technician, args=(session, stop), daemon=True).start()
+        # The handshake and the first START first: steady state is what is measured.
+        t_end = time.monotonic() + 5.0
+        while session.controller.state is not State.STAMPING and time.monotonic() < t_end:
+            time.sleep(0.01)
+        frames0 = session.controller._decoder.frames
+        t0 = os.times()
+        time.sleep(duration_s)
+        t1 = os.times()
+        frames = session.controller._decoder.frames - frames0
+        state = session.controller.state.name
+        stop.set()
+        session.request_stop("bench over")
+        session.wait(2.0)
+    finally:
+        pen.terminate()
+        pen.wait()
+    cpu_s = (t1.user - t0.user) + (t1.system - t0.system)
+    return 100 * cpu_s / (t1.elapsed - t0.elapsed), state, frames
+
+
+def _drain(session: object, stop: threading.Event) -> None:
+    while not stop.wait(0.1):
+        session.drain_events()  # type: ignore[attr-defined]
+
+
+def main() -> int:
+    print(f"host CPU during a live session over a pty, {DURATION_S:.0f} s each "
+          f"(Python {sys.version.split()[0]}, load {os.getloadavg()[0]:.2f})")
+    for hz, live in ((1000, False), (1000, True), (500, False)):
+        pct, state, frames = measure(hz, live)
+        verdict = "met" if pct <= GOAL_PCT else "NOT met"
+        print(f"  {hz:>4} Hz telemetry, {'live view' if live else 'no view  '}: "
+              f"{pct:5.1f} % of one core  ({frames} frames, state {state}; "
+              f"≤ {GOAL_PCT:.0f} %: {verdict})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

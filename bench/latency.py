@@ -1,0 +1,338 @@
+"""Benchmark: over-depth TELEMETRY to ESTOP, pen to pen, over a pseudo-terminal between processes.
+
+This process is the pen: the simulated pen (firmware_sim VirtualPen, 1000 Hz
+telemetry) served on a raw pty. A second process is the host: the real
+`devicectl.session.Session` runner (real-time loop) with a real `Controller`
+over `devicectl.link.open_transport(<pty>)`, optionally with the rich live
+view rendering at 15 Hz on a thread. At random moments while the pen stamps,
+the pen writes one hand-made over-depth TELEMETRY; the time runs from just
+before that write to the return of the pen's read that brings the host's
+ESTOP. The host's harness thread then plays the technician: CLEAR_FAULT,
+and START once READY, so the next trial can begin. The bare pty round trip
+(33 bytes, pen -> echo process -> pen, plain os.read/os.write) is measured in
+the same run. Run: `.venv/bin/python bench/latency.py [--trials N]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import random
+import select
+import signal
+import subprocess
+import sys
+import threading
+import time
+import tty
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from devicectl import controller as controller_module
+from devicectl import protocol as p
+from devicectl.controller import Command, Controller, StartFacts, State
+from devicectl.link import open_transport
+from devicectl.plan import make_plan
+from devicectl.profile import load_profile
+from devicectl.safety import DEPTH_CAP_UM
+from devicectl.session import Policy, Session
+from devicectl.zones import load_zone_map
+from firmware_sim.virtual import VirtualPen
+
+HERE = Path(__file__).resolve()
+PROFILE = HERE.parent.parent / "profiles" / "aga-crown-midscalp.yaml"
+TELEMETRY_HZ = 1000
+TRIALS = 1000
+GOAL_P99_US = 1000.0
+#: The over-depth reading the pen reports: well past the host's limit.
+OVERDEPTH_UM = DEPTH_CAP_UM + 300
+#: Stamping time before a trial's over-depth frame, drawn uniformly (µs).
+DELAY_US = (3_000, 15_000)
+ESTOP_TIMEOUT_S = 0.5
+_ESTOP_BIT = 1 << p.FaultBit.ESTOP
+
+
+# --- the host process ----------------------------------------------------------
+
+
+def build_session(port: str, *, hz: int = TELEMETRY_HZ) -> Session:
+    """A real-time Session over `port` as `devicectl run` builds it, minus records.
+
+    The controller asks for `hz` telemetry: CONFIGURE uses controller.TELEMETRY_HZ
+    (500 in the product), so it is set here before the controller is built.
+    """
+    controller_module.TELEMETRY_HZ = hz  # type: ignore[misc]
+    zone_map = load_zone_map()
+    loaded = load_profile(PROFILE)
+    controller = Controller(
+        lambda dev: make_plan(loaded, dev, zone_map),
+        zone_map,
+        StartFacts("BENCH", frozenset()),
+        nonce=random.getrandbits(32),
+        now_us=time.monotonic_ns() // 1000,
+    )
+    return Session(
+        controller,
+        wire=open_transport(port),
+        writer=None,
+        policy=Policy(auto_confirm=True, end_on_fault=False),
+    )
+
+
+def live_view_thread(session: Session, stop: threading.Event) -> threading.Thread:
+    """The technician's view rendered at 15 Hz into a null console, as `_live` does."""
+    from rich.console import Console
+
+    from devicectl.monitor.terminal import TerminalView
+
+    ctl = session.controller
+    view = TerminalView(
+        "bench",
+        zone_grid=lambda zone_id: ctl.coverage.zone_view(zone_id) if ctl.coverage else None,
+    )
+    sink = io.StringIO()
+    console = Console(file=sink, width=100, force_terminal=True, color_system="truecolor")
+
+    def run() -> None:
+        while not stop.wait(1 / 15):
+            view.add_events(session.drain_events())
+            console.print(view.render(session.snapshot))
+            sink.seek(0)
+            sink.truncate()
+
+    thread = threading.Thread(target=run, name="live-view", daemon=True)
+    thread.start()
+    return thread
+
+
+def technician(session: Session, stop: threading.Event) -> None:
+    """Clear each fault and start again, as a technician would (rate-limited)."""
+    last: dict[Command, float] = {}
+
+    def press(cmd: Command) -> None:
+        now = time.monotonic()
+        if now - last.get(cmd, 0.0) > 0.05:
+            last[cmd] = now
+            session.submit(cmd)
+
+    while not stop.wait(0.001):
+        state = session.controller.state
+        if state is State.FAULT:
+            press(Command.CLEAR_FAULT)
+        elif state is State.READY and not session.controller.go_no_go:
+            press(Command.START)
+        elif state is State.PAUSED:
+            press(Command.RESUME)
+        elif state is State.ZONE_DONE:
+            press(Command.NEXT_ZONE)
+
+
+def host_main(port: str, live: bool, switch_s: float | None) -> int:
+    if switch_s is not None:
+        sys.setswitchinterval(switch_s)
+    session = build_session(port)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    session.start()
+    if live:
+        live_view_thread(session, stop)
+    else:
+        threading.Thread(target=lambda: _drain(session, stop), daemon=True).start()
+    threading.Thread(target=technician, args=(session, stop), daemon=True).start()
+    t0 = os.times()
+    while not stop.wait(0.1) and not session.wait(0):
+        pass
+    t1 = os.times()
+    session.request_stop("bench over")
+    session.wait(2.0)
+    cpu = (t1.user - t0.user) + (t1.system - t0.system)
+    print(f"HOST cpu_s={cpu:.3f} wall_s={t1.elapsed - t0.elapsed:.3f} "
+          f"state={session.controller.state.name} error={session.error!r}", flush=True)
+    return 0
+
+
+def _drain(session: Session, stop: threading.Event) -> None:
+    while not stop.wait(0.1):
+        session.drain_events()
+
+
+# --- the pen (this process) ------------------------------------------------------
+
+
+def _open_pty() -> tuple[int, int, str]:
+    master, slave = os.openpty()
+    tty.setraw(slave)
+    tty.setraw(master)
+    os.set_blocking(master, False)
+    return master, slave, os.ttyname(slave)
+
+
+def _spawn(*args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, str(HERE), *args], stdout=subprocess.PIPE, text=True)
+
+
+def bare_round_trip(n: int) -> list[int]:
+    """ns per 33-byte round trip, pen -> echo process -> pen, plain os calls on both ends."""
+    master, slave, path = _open_pty()
+    echo = _spawn("echo", path)
+    frame = p.encode(p.Telemetry(0, 2, 0, 600, 600, 800, 0, 0, 0, 1, 1, 4000), 0)
+    try:
+        assert echo.stdout is not None
+        echo.stdout.readline()  # "READY"
+        out: list[int] = []
+        for i in range(n + 50):
+            t0 = time.perf_counter_ns()
+            os.write(master, frame)
+            got = 0
+            while got < len(frame):
+                select.select([master], [], [], 1.0)
+                got += len(os.read(master, 4096))
+            if i >= 50:  # the first ones warm caches and the scheduler
+                out.append(time.perf_counter_ns() - t0)
+        return out
+    finally:
+        echo.terminate()
+        echo.wait()
+        os.close(master)
+        os.close(slave)
+
+
+def echo_main(path: str) -> int:
+    fd = os.open(path, os.O_RDWR | os.O_NOCTTY)
+    tty.setraw(fd)
+    print("READY", flush=True)
+    while True:
+        select.select([fd], [], [])
+        data = os.read(fd, 4096)
+        if not data:
+            return 0
+        os.write(fd, data)
+
+
+def estop_trials(n: int, *, live: bool, switch_s: float | None) -> tuple[list[int], str]:
+    """ns from the over-depth TELEMETRY's write to the read that brings the ESTOP, n times."""
+    master, slave, path = _open_pty()
+    args = ["host", path] + (["--live"] if live else [])
+    if switch_s is not None:
+        args += ["--switch-interval", str(switch_s)]
+    host = _spawn(*args)
+    pen = VirtualPen(seed=3)
+    fw = pen.firmware
+    rng = random.Random(1)
+    out: list[int] = []
+    inject_at_us: int | None = None
+    sent_ns: int | None = None
+    deadline = time.monotonic() + 30 + n * 0.2
+    misses = 0
+    try:
+        while len(out) < n:
+            now_us = time.monotonic_ns() // 1000
+            if time.monotonic() > deadline:
+                break
+            # Sleep until the next telemetry is due, or the host speaks.
+            wait_s = max(0.0, (fw._next_tlm_us - now_us) / 1e6) if fw.greeted else 0.001
+            ready, _, _ = select.select([master], [], [], min(wait_s, 0.001))
+            read_ns = time.perf_counter_ns()
+            now_us = time.monotonic_ns() // 1000
+            if ready:
+                try:
+                    data = os.read(master, 4096)
+                except (BlockingIOError, OSError):
+                    data = b""
+                if data:
+                    before = fw.fault_flags & _ESTOP_BIT
+                    pen.receive_data(data, now_us)
+                    if sent_ns is not None and fw.fault_flags & _ESTOP_BIT and not before:
+                        out.append(read_ns - sent_ns)
+                        sent_ns = None
+            data = pen.advance(now_us)
+            if data:
+                os.write(master, data)
+            if sent_ns is not None and time.perf_counter_ns() - sent_ns > ESTOP_TIMEOUT_S * 1e9:
+                misses += 1  # counted and shown: a trial without an ESTOP is a failure
+                sent_ns = None
+                if host.poll() is not None or misses > 10:
+                    break
+            stamping = fw.state is p.PenState.STAMPING and fw.fault_flags == 0
+            if sent_ns is None and stamping:
+                if inject_at_us is None:
+                    inject_at_us = now_us + rng.randint(*DELAY_US)
+                elif now_us >= inject_at_us:
+                    frame = _overdepth_frame(pen, now_us)
+                    sent_ns = time.perf_counter_ns()
+                    os.write(master, frame)
+                    inject_at_us = None
+            elif not stamping:
+                inject_at_us = None
+    finally:
+        host.send_signal(signal.SIGTERM)
+        try:
+            report, _ = host.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            host.kill()
+            report = ""
+        os.close(master)
+        os.close(slave)
+    if misses or len(out) < n:
+        report += f" {len(out)} of {n} trials done, {misses} without ESTOP in 500 ms"
+    return out, report.strip()
+
+
+def _overdepth_frame(pen: VirtualPen, now_us: int) -> bytes:
+    """What a pen whose depth stop slipped would send: its normal frame, depth over the cap."""
+    fw = pen.firmware
+    t = fw.target
+    assert t is not None
+    tlm = p.Telemetry(
+        (now_us - (fw._boot_us or 0)) & 0xFFFF_FFFF, int(fw.state), 0, t.depth_um, OVERDEPTH_UM,
+        pen.physics.rate_meas_dhz, pen.physics.strokes & 0xFFFF_FFFF, fw.x_dmm, fw.y_dmm,
+        fw.contact, t.zone_id, pen.physics.battery_mv,
+    )
+    return p.encode(tlm, 0)
+
+
+def _pct(xs: list[int], q: float) -> float:
+    s = sorted(xs)
+    return s[min(len(s) - 1, int(q * len(s)))] / 1000
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="role")
+    h = sub.add_parser("host")
+    h.add_argument("port")
+    h.add_argument("--live", action="store_true")
+    h.add_argument("--switch-interval", type=float)
+    e = sub.add_parser("echo")
+    e.add_argument("port")
+    ap.add_argument("--trials", type=int, default=TRIALS)
+    args = ap.parse_args()
+    if args.role == "host":
+        return host_main(args.port, args.live, args.switch_interval)
+    if args.role == "echo":
+        return echo_main(args.port)
+
+    n = args.trials
+    bare = bare_round_trip(n)
+    bare_p50 = _pct(bare, 0.5)
+    print(f"pty ESTOP latency, {n} trials each, pen at {TELEMETRY_HZ} Hz telemetry "
+          f"(Python {sys.version.split()[0]}, {os.cpu_count()} CPUs, "
+          f"load {os.getloadavg()[0]:.2f})")
+    print(f"  bare pty round trip (33 B echo):  p50 {bare_p50:7.1f} µs  p99 "
+          f"{_pct(bare, 0.99):7.1f} µs  max {max(bare) / 1000:7.1f} µs")
+    default_s = sys.getswitchinterval()
+    for live, switch_s in ((False, None), (True, None), (True, 0.0005), (True, 0.0001)):
+        lat, report = estop_trials(n, live=live, switch_s=switch_s)
+        p50, p99 = _pct(lat, 0.5), _pct(lat, 0.99)
+        label = f"{'live view' if live else 'no view  '}, switch {switch_s or default_s:.4f} s"
+        verdict = "met" if p99 <= GOAL_P99_US else "NOT met"
+        print(f"  ESTOP, {label}: p50 {p50:7.1f} µs  p99 {p99:7.1f} µs  max "
+              f"{max(lat) / 1000:7.1f} µs  p50/bare {p50 / bare_p50:4.1f}x  "
+              f"(p99 ≤ 1 ms: {verdict})  [{report}]")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
