@@ -176,8 +176,11 @@ def test_pause_with_the_token_pauses_the_pen_and_abort_asks_first(
         page.wait_for_function("document.getElementById('state').textContent === 'STAMPING'")
         assert "token" not in page.url  # taken out of the address bar
         page.click('button[data-action="pause"]')
-        _wait(lambda: live.sim.pen.firmware.state is not PenState.STAMPING, 5.0)
+        _wait(lambda: live.sim.session.state is State.PAUSED, 5.0)
+        _wait(lambda: live.sim.pen.firmware.state is PenState.READY, 5.0)
         page.wait_for_function("document.getElementById('state').textContent === 'PAUSED'")
+        time.sleep(0.3)  # the pen stays stopped
+        assert live.sim.pen.firmware.state is PenState.READY
         assert live.sim.session.state is State.PAUSED
         page.click('button[data-action="abort"]')
         page.wait_for_selector("#confirm-dialog[open]")

@@ -215,7 +215,10 @@ def test_pause_with_the_token_pauses_the_pen(live: tuple[SimSession, WebServer])
     _wait(lambda: sim.session.state is State.STAMPING)
     r = httpx.post(web.url + "api/control/pause", headers={"X-Session-Token": TOKEN}, timeout=5)
     assert r.status_code == 200
-    _wait(lambda: sim.pen.firmware.state is not PenState.STAMPING, 5.0)
+    _wait(lambda: sim.session.state is State.PAUSED, 5.0)
+    _wait(lambda: sim.pen.firmware.state is PenState.READY, 5.0)
+    time.sleep(0.3)  # and it stays stopped: no START follows a pause
+    assert sim.pen.firmware.state is PenState.READY
     assert sim.session.state is State.PAUSED
 
 
@@ -230,3 +233,43 @@ def test_abort_needs_confirmation_even_with_the_token(live: tuple[SimSession, We
                    headers={"X-Session-Token": TOKEN}, timeout=5)
     assert r.status_code == 200
     _wait(lambda: sim.session.state is State.ABORTED, 5.0)
+
+
+# --- devicectl monitor: a session through its records ----------------------
+
+
+def test_monitor_shows_a_recorded_fault_read_only(tmp_path: Path) -> None:
+    from devicectl.web.hub import EventFeed, Hub
+    from devicectl.web.records_source import RecordsSource
+    from devicectl.web.server import serve
+
+    sim = sim_session(tmp_path / "s.db", scenario="overshoot")
+    sim.session.wait(20.0)
+    sim.finish()
+    header = {"session_id": sim.session_id, "patient_ref": PATIENT, "profile": "web-test",
+              "controls": False}
+    hub = Hub(RecordsSource(sim.db_path, sim.session_id), MAP, header,
+              events=EventFeed(sim.db_path, sim.session_id))
+    web = serve(hub, "127.0.0.1", 0, token=None, submit=None)
+    try:
+        _wait(lambda: bool(web.hub.current["events"]))
+        state = httpx.get(web.url + "api/state", timeout=5).json()["state"]
+        assert state["state"] == "FAULT"
+        assert "OVERDEPTH" in state["fault"]
+        assert any("OVERDEPTH" in e[3] for e in state["events"] if e[5])  # safety events
+        for token in ("", TOKEN):
+            r = httpx.post(web.url + "api/control/pause", headers={"X-Session-Token": token},
+                           timeout=5)
+            assert r.status_code == 403
+    finally:
+        web.stop()
+
+
+def test_monitor_without_records_is_one_sentence(tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    from devicectl.cli import main
+
+    code = main(["monitor", "--db", str(tmp_path / "none.db")])
+    err = capsys.readouterr().err
+    assert code != 0 and err.startswith("devicectl: no records yet at ")
+    assert "Traceback" not in err

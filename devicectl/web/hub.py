@@ -64,8 +64,15 @@ class LiveSource:
         self._grids: tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]] | None = None
         self._version = -1
         self._heat: dict[str, Any] | None = None
+        self._final: dict[str, Any] | None = None
 
     def status(self) -> Mapping[str, Any]:
+        if self.session.wait(0):
+            # The loop has ended without a last snapshot of its final state; its
+            # controller is no longer touched by any thread, so read it once.
+            if self._final is None:
+                self._final = self.session.controller.status(self.session.now_us)
+            return self._final
         return self.session.snapshot
 
     def now_s(self) -> float:

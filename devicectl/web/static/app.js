@@ -111,16 +111,20 @@ function drawTrace(trace, capUm) {
   $("trail").setAttribute("points", trail.map((p) => p[3] + "," + p[4]).join(" "));
 }
 
+function known(v) { return v !== null && v !== undefined; }
+
 function drawPen(pen) {
   const tip = $("tip");
-  if (pen && pen.x_mm !== null && pen.x_mm !== undefined) {
+  pen = pen || {};
+  if (known(pen.x_mm) && known(pen.y_mm)) {
     tip.setAttribute("cx", pen.x_mm); tip.setAttribute("cy", pen.y_mm); tip.classList.remove("hidden");
   } else tip.classList.add("hidden");
-  $("depth-now").textContent = pen ? mm(pen.depth_meas_um) + " measured · " + mm(pen.depth_cmd_um) + " commanded" : "—";
-  $("rate").textContent = pen ? (pen.rate_meas_dhz / 10).toFixed(1) + " Hz" : "—";
-  $("strokes").textContent = pen ? String(pen.stamp_count) : "—";
-  $("contact").textContent = pen ? (pen.contact ? "on the scalp" : "lifted") : "—";
-  $("battery").textContent = pen ? (pen.battery_mv / 1000).toFixed(2) + " V" : "—";
+  $("depth-now").textContent = known(pen.depth_meas_um) || known(pen.depth_cmd_um)
+    ? mm(pen.depth_meas_um) + " measured · " + mm(pen.depth_cmd_um) + " commanded" : "—";
+  $("rate").textContent = known(pen.rate_meas_dhz) ? (pen.rate_meas_dhz / 10).toFixed(1) + " Hz" : "—";
+  $("strokes").textContent = known(pen.stamp_count) ? String(pen.stamp_count) : "—";
+  $("contact").textContent = known(pen.contact) ? (pen.contact ? "on the scalp" : "lifted") : "—";
+  $("battery").textContent = known(pen.battery_mv) ? (pen.battery_mv / 1000).toFixed(2) + " V" : "—";
 }
 
 function drawEvents(events) {

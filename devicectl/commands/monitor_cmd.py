@@ -1,0 +1,67 @@
+"""`devicectl monitor --db PATH`: the live page for a session another process runs.
+
+It reads the session's records (read-only: every control answers 403) and
+serves the same page as `devicectl run --web`, until Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import threading
+from pathlib import Path
+from typing import Any
+
+from devicectl.errors import StoreError
+from devicectl.store import Store, default_db_path
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "monitor",
+        help="serve the live page of a session recorded in a database (read-only)",
+        description="Watch a session that another devicectl process runs, through its records: "
+        "the page shows its state, zones, events and faults. No controls.",
+    )
+    p.add_argument("--db", type=Path, default=None, metavar="PATH",
+                   help=f"records database (default {default_db_path()})")
+    p.add_argument("--session", type=int, default=None, metavar="ID",
+                   help="the session to watch (default: the newest)")
+    p.add_argument("--web-port", type=int, default=8766, help="the page's port (default 8766)")
+    p.add_argument("--web-host", default="127.0.0.1",
+                   help="the page's address (default 127.0.0.1: this computer only)")
+    p.set_defaults(func=monitor)
+
+
+def monitor(args: argparse.Namespace, stop: threading.Event | None = None) -> int:
+    from devicectl.web.hub import EventFeed, Hub
+    from devicectl.web.records_source import RecordsSource
+    from devicectl.web.server import serve
+    from devicectl.zones import load_zone_map
+
+    db_path: Path = args.db or default_db_path()
+    if not db_path.exists():
+        raise StoreError(f"no records yet at {db_path}")
+    with Store(db_path, create=False) as store:
+        if args.session is not None:
+            rec = store.session(args.session)
+        else:
+            newest = store.sessions(limit=1)
+            if not newest:
+                raise StoreError(f"no sessions recorded in {db_path} yet")
+            rec = newest[0]
+    header = {"session_id": rec.id, "patient_ref": rec.patient_ref,
+              "profile": rec.profile_name, "controls": False, "mode": "records"}
+    hub = Hub(RecordsSource(db_path, rec.id), load_zone_map(), header,
+              events=EventFeed(db_path, rec.id))
+    web = serve(hub, args.web_host, args.web_port, token=None, submit=None)
+    print(f"watching session {rec.id} in {db_path} (read-only): {web.url} · Ctrl-C to stop",
+          flush=True)
+    stop = stop or threading.Event()
+    try:
+        while not stop.wait(0.5):
+            pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        web.stop()
+    return 0
