@@ -179,8 +179,13 @@ class Firmware:
 
     def receive_data(self, data: bytes, now_us: int) -> bytes:
         """Host bytes in (any chunking); the pen's answers out."""
-        self._advance(now_us)
         frames = self.decoder.feed(data)
+        if frames and self.greeted:
+            # Bytes in hand arrived before `now`: a real pen's UART feeds the
+            # watchdog as they come, so a simulator that ran late (a busy
+            # machine) must not latch WATCHDOG for frames it holds already.
+            self._last_feed_us = now_us
+        self._advance(now_us)
         self._count_bad_frames(now_us)
         for frame in frames:
             if self.greeted:

@@ -475,6 +475,16 @@ def test_stall_timer_does_not_outlive_the_stamping_it_timed() -> None:
     assert b.of(Fault) == [] and b.state() is PenState.STAMPING
 
 
+def test_watchdog_latches_after_silence_but_not_for_frames_already_in_hand() -> None:
+    b = Bench()
+    b.stamping()
+    b.now_us += 150_000  # the simulator ran late; a heartbeat waited in its buffer
+    b.send(Heartbeat(b.now_us // 1000))
+    assert b.state() is PenState.STAMPING and not b.of(Fault)
+    b.run(150_000, heartbeat_us=None)  # real silence from the host
+    assert b.state() is PenState.FAULT and b.of(Fault)[-1].code == FaultBit.WATCHDOG
+
+
 def test_stuck_depth_sensor_latches_sensor() -> None:
     b = Bench()
     b.stamping()
