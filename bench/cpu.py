@@ -43,7 +43,7 @@ def measure(hz: int, live: bool, duration_s: float = DURATION_S) -> tuple[float,
             live_view_thread(session, stop)
         else:
             threading.Thread(target=_drain, args=(session, stop), daemon=True).start()
-        threading.Thread(target=technician, args=(session, stop), daemon=True).start()
+        threading.Thread(target=technician, args=(session, stop, 0.1), daemon=True).start()
         # The handshake and the first START first: steady state is what is measured.
         t_end = time.monotonic() + 5.0
         while session.controller.state is not State.STAMPING and time.monotonic() < t_end:

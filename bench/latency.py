@@ -51,6 +51,9 @@ OVERDEPTH_UM = DEPTH_CAP_UM + 300
 #: Stamping time before a trial's over-depth frame, drawn uniformly (µs).
 DELAY_US = (3_000, 15_000)
 ESTOP_TIMEOUT_S = 0.5
+#: The over-depth frame goes out alone, at least this long before the next regular
+#: one (and well after the last): one frame for the host to read, as from a real pen.
+INJECT_GAP_US = 300
 _ESTOP_BIT = 1 << p.FaultBit.ESTOP
 
 
@@ -107,8 +110,12 @@ def live_view_thread(session: Session, stop: threading.Event) -> threading.Threa
     return thread
 
 
-def technician(session: Session, stop: threading.Event) -> None:
-    """Clear each fault and start again, as a technician would (rate-limited)."""
+def technician(session: Session, stop: threading.Event, poll_s: float = 0.001) -> None:
+    """Clear each fault and start again, as a technician would (rate-limited).
+
+    It looks every `poll_s`: 1 ms here so trials follow each other quickly,
+    which costs the host some CPU and GIL hand-overs; bench/cpu.py looks less often.
+    """
     last: dict[Command, float] = {}
 
     def press(cmd: Command) -> None:
@@ -117,7 +124,7 @@ def technician(session: Session, stop: threading.Event) -> None:
             last[cmd] = now
             session.submit(cmd)
 
-    while not stop.wait(0.001):
+    while not stop.wait(poll_s):
         state = session.controller.state
         if state is State.FAULT:
             press(Command.CLEAR_FAULT)
@@ -232,8 +239,10 @@ def estop_trials(n: int, *, live: bool, switch_s: float | None) -> tuple[list[in
             if time.monotonic() > deadline:
                 break
             # Sleep until the next telemetry is due, or the host speaks.
-            wait_s = max(0.0, (fw._next_tlm_us - now_us) / 1e6) if fw.greeted else 0.001
-            ready, _, _ = select.select([master], [], [], min(wait_s, 0.001))
+            wait_us = fw._next_tlm_us - now_us if fw.greeted else 1000
+            if sent_ns is None and inject_at_us is not None:
+                wait_us = min(wait_us, inject_at_us - now_us)
+            ready, _, _ = select.select([master], [], [], min(max(wait_us, 0), 1000) / 1e6)
             read_ns = time.perf_counter_ns()
             now_us = time.monotonic_ns() // 1000
             if ready:
@@ -259,6 +268,9 @@ def estop_trials(n: int, *, live: bool, switch_s: float | None) -> tuple[list[in
             if sent_ns is None and stamping:
                 if inject_at_us is None:
                     inject_at_us = now_us + rng.randint(*DELAY_US)
+                elif now_us >= inject_at_us and fw._next_tlm_us - now_us < INJECT_GAP_US:
+                    # Too close to the next regular frame: aim at the middle of the next period.
+                    inject_at_us = fw._next_tlm_us + 1_000_000 // TELEMETRY_HZ // 2
                 elif now_us >= inject_at_us:
                     frame = _overdepth_frame(pen, now_us)
                     sent_ns = time.perf_counter_ns()
