@@ -273,3 +273,19 @@ def test_monitor_without_records_is_one_sentence(tmp_path: Path,
     err = capsys.readouterr().err
     assert code != 0 and err.startswith("devicectl: no records yet at ")
     assert "Traceback" not in err
+
+
+def test_without_position_the_page_says_coverage_is_estimated(tmp_path: Path) -> None:
+    sim = sim_session(tmp_path / "s.db", position=False, speed=1.0)
+    header = {"session_id": sim.session_id, "patient_ref": PATIENT, "profile": "web-test"}
+    web = start_web(sim.session, "127.0.0.1", 0, TOKEN, zone_map=MAP, header=header)
+    try:
+        _wait(lambda: web.hub.current["state"] == "STAMPING")
+        _wait(lambda: web.hub.current["zones"][0]["fraction"] > 0)
+        state = _stream(web.url, 1)[0][1]["state"]
+        assert state["tracked"] is False
+        assert state["heat"] is None  # per-zone bars only
+        assert state["position_mode"] == "estimated"
+    finally:
+        web.stop()
+        sim.finish()

@@ -56,12 +56,35 @@ class Source(Protocol):
     def heat(self) -> dict[str, Any] | None: ...
 
 
+_Grids = tuple[tuple[slice, slice], npt.NDArray[np.int64], npt.NDArray[np.int64]]
+
+
+def _planned_grids(cov: Any, factor: int) -> _Grids:
+    """The crop of the coverage grid holding the plan's zones (aligned to `factor`),
+    with each cell's target and maximum: the heat map never reads the rest."""
+    labels = np.asarray(cov.raster.labels, dtype=np.int64)
+    target_of = np.zeros(256, dtype=np.int64)
+    max_of = np.zeros(256, dtype=np.int64)
+    for zid, z in cov.zones.items():
+        target_of[zid] = z.target_passes
+        max_of[zid] = z.max_passes
+    maximum = max_of[labels]
+    ys, xs = np.nonzero(maximum)
+    if ys.size == 0:
+        crop = (slice(0, 0), slice(0, 0))
+    else:
+        y0 = int(ys.min()) // factor * factor
+        x0 = int(xs.min()) // factor * factor
+        crop = (slice(y0, int(ys.max()) + 1), slice(x0, int(xs.max()) + 1))
+    return crop, target_of[labels][crop], maximum[crop]
+
+
 class LiveSource:
     """A session running in this process: its snapshot and its coverage grid."""
 
     def __init__(self, session: Session) -> None:
         self.session = session
-        self._grids: tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]] | None = None
+        self._grids: _Grids | None = None
         self._version = -1
         self._heat: dict[str, Any] | None = None
         self._final: dict[str, Any] | None = None
@@ -91,19 +114,17 @@ class LiveSource:
         if cov.version == self._version:
             return self._heat
         self._version = cov.version
-        if self._grids is None:
-            labels = np.asarray(cov.raster.labels, dtype=np.int64)
-            target_of = np.zeros(256, dtype=np.int64)
-            max_of = np.zeros(256, dtype=np.int64)
-            for zid, z in cov.zones.items():
-                target_of[zid] = z.target_passes
-                max_of[zid] = z.max_passes
-            self._grids = (target_of[labels], max_of[labels])
         cell_mm = float(cov.raster.cell_mm)
         factor = max(1, round(HEAT_CELL_MM / cell_mm))
-        cells = heat_cells(cov.passes_grid(), self._grids[0], self._grids[1], factor)
+        if self._grids is None:
+            self._grids = _planned_grids(cov, factor)
+        (rows, cols), target, maximum = self._grids
+        cells = heat_cells(cov.passes_grid()[rows, cols], target, maximum, factor)
         self._heat = heat_state(
-            cells, float(cov.raster.x0_mm), float(cov.raster.y0_mm), cell_mm * factor
+            cells,
+            float(cov.raster.x0_mm) + cols.start * cell_mm,
+            float(cov.raster.y0_mm) + rows.start * cell_mm,
+            cell_mm * factor,
         )
         return self._heat
 

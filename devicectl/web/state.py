@@ -21,6 +21,7 @@ from devicectl.zones import ZoneMap
 APPEND_KEYS = ("trace", "events")
 #: Heat-map cell values: no passes (or outside the zones), under target, at target, at maximum.
 HEAT_NONE, HEAT_UNDER, HEAT_TARGET, HEAT_MAX = 0, 1, 2, 3
+_RANK_TO_HEAT = np.array([HEAT_NONE, HEAT_TARGET, HEAT_UNDER, HEAT_MAX], dtype=np.uint8)
 #: The page's depth chart spans this many seconds.
 TRACE_WINDOW_S = 30.0
 #: Events kept for the page's timeline.
@@ -53,21 +54,21 @@ def heat_cells(
     any is treated but short, else "at target" if any is; so a spot at the
     maximum is never hidden by its neighbours.
     """
-    level: npt.NDArray[np.uint8] = np.zeros_like(passes, dtype=np.uint8)
+    # Ranked so that a block's max() is its worst cell: none 0, at target 1,
+    # under target 2, at maximum 3 (a cell at its maximum is past its target).
     planned = maximum > 0
-    level[planned & (passes > 0)] = HEAT_TARGET
-    level[planned & (passes > 0) & (passes < target)] = HEAT_UNDER
-    level[planned & (passes >= maximum)] = HEAT_MAX
-    shape: tuple[int, ...] = level.shape
+    treated = planned & (passes > 0)
+    rank = treated.view(np.uint8) + (treated & (passes < target)).view(np.uint8)
+    rank += (planned & (passes >= maximum)).view(np.uint8) * np.uint8(2)
+    np.minimum(rank, 3, out=rank)
+    shape: tuple[int, ...] = rank.shape
     ny, nx = shape[0], shape[1]
     by, bx = -(-ny // factor), -(-nx // factor)
     padded = np.zeros((by * factor, bx * factor), dtype=np.uint8)
-    padded[:ny, :nx] = level
-    blocks = padded.reshape(by, factor, bx, factor)
-    # Ranked so that max() picks the worst: at max > under target > at target > none.
-    rank = np.array([0, 2, 1, 3], dtype=np.uint8)[blocks]
-    worst = rank.max(axis=(1, 3))
-    out: npt.NDArray[np.uint8] = np.array([0, 2, 1, 3], dtype=np.uint8)[worst]
+    padded[:ny, :nx] = rank
+    rows = padded.reshape(by, factor, bx * factor).max(axis=1)
+    worst = rows.reshape(by, bx, factor).max(axis=2)
+    out: npt.NDArray[np.uint8] = _RANK_TO_HEAT[worst]
     return out
 
 
