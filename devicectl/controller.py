@@ -11,6 +11,7 @@ in linkstate.py; every SET_TARGET is built by safety.checked_set_target.
 
 from __future__ import annotations
 
+import collections
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
@@ -124,6 +125,8 @@ class Controller:
         self.fault: str | None = None
         self._created_us = now_us
         self._decoder = p.Decoder()
+        self._backlog: collections.deque[p.Frame] = collections.deque()
+        self._urgent = False  # an ESTOP was just queued: return before more work
         self._link = LinkState()
         self._out = bytearray()
         self._events: list[ControlEvent] = []
@@ -156,8 +159,18 @@ class Controller:
         return self._flush()
 
     def receive_data(self, data: bytes, now_us: int) -> Output:
-        for frame in self._decoder.feed(data):
-            m = frame.message
+        """Frames from the pen, in order. An ESTOP ends the call there, so its bytes
+        go on the wire before the rest of a batch is worked on; the rest waits in
+        the backlog for the next call (the session ticks right after)."""
+        self._backlog.extend(self._decoder.feed(data))
+        self._work_backlog(now_us)
+        return self._flush()
+
+    def _work_backlog(self, now_us: int) -> bool:
+        """Handle queued frames; True when an ESTOP cut the work short."""
+        backlog = self._backlog
+        while backlog:
+            m = backlog.popleft().message
             if type(m) is p.Telemetry:
                 self._on_telemetry(m, now_us)
             elif isinstance(m, p.Ack):
@@ -170,11 +183,16 @@ class Controller:
                 self._on_pen_event(m, now_us)
             else:
                 self._event(now_us, EventKind.WARNING, f"unexpected frame from the pen: {m!r}")
-        return self._flush()
+            if self._urgent:
+                self._urgent = False
+                return True
+        return False
 
     def tick(self, now_us: int) -> Output:
         if not self._connected:
             return self._flush()
+        if self._backlog and self._work_backlog(now_us):
+            return self._flush()  # an ESTOP: out first, timers on the next call
         state = self.state
         if state is State.CONNECTING:
             if now_us - self._connect_us >= HELLO_GIVE_UP_US:
@@ -331,6 +349,7 @@ class Controller:
     def _estop(self, verdict: Verdict, now_us: int) -> None:
         """ESTOP first, explanations after: the pen must be safe before anything else."""
         self._send(p.Estop(reason=verdict.estop_reason), now_us)
+        self._urgent = True  # the caller returns now: the ESTOP leaves before other work
         self._known_flags |= _ESTOP_FLAG  # our own ESTOP's flag is not a new fault
         self._pen_stamping = False
         self._latch_fault(verdict.reason, now_us, estop=True)

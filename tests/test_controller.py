@@ -321,6 +321,17 @@ def test_unknown_pen_state_stops_stamping() -> None:
     assert "STOP" in types(pen.parse(out)) and ctl.state is State.PAUSED
 
 
+def test_estop_leaves_before_the_rest_of_a_batch_is_worked_on() -> None:
+    ctl, pen, now = stamping()
+    deep = tel(depth_cmd_um=1000, depth_meas_um=OVERDEPTH_LIMIT_UM + 10)
+    batch = pen.frame(deep) + b"".join(pen.frame(tel(stamp_count=k)) for k in range(1, 40))
+    out = ctl.receive_data(batch, now + 10)
+    assert types(pen.parse(out)) == ["ESTOP"]  # nothing else on the wire first
+    assert ctl.telemetry is not None and ctl.telemetry.stamp_count == 0  # the rest waits
+    ctl.tick(now + 20)
+    assert ctl.telemetry is not None and ctl.telemetry.stamp_count == 39  # then is handled
+
+
 def test_telemetry_gap_over_3_periods_stops_stamping() -> None:
     ctl, pen, now = stamping()
     ctl.receive_data(pen.frame(tel()), now)
