@@ -289,3 +289,14 @@ def test_without_position_the_page_says_coverage_is_estimated(tmp_path: Path) ->
     finally:
         web.stop()
         sim.finish()
+
+
+def test_the_cli_loads_no_web_or_plotting_library_until_asked() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, devicectl.cli as c; c.build_parser(); "
+            "print(sorted(m for m in ('starlette', 'uvicorn', 'matplotlib') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60, check=True).stdout
+    assert out.strip() == "[]"
