@@ -25,6 +25,9 @@ bench: $(STAMP)
 	$(BIN)/python bench/codec.py
 	$(BIN)/python bench/sim.py
 	$(BIN)/python bench/controller.py
+	$(BIN)/python bench/session.py
+	$(BIN)/python bench/latency.py
+	$(BIN)/python bench/cpu.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check devicectl firmware_sim tests bench

@@ -252,10 +252,14 @@ class Session:
         self._auto_confirm(now)
         if self._stop_reason is not None and self._timers.stop_deadline_us is None:
             self._begin_stop(now)
-        if now - self._timers.snapshot_us >= SNAPSHOT_PERIOD_US:
-            self._timers.snapshot_us = now
+        # Snapshots serve people and coverage saves serve crash recovery: both run
+        # on the wall clock, also in virtual time, where simulated seconds fly by.
+        wall = time.monotonic_ns() // 1000 if self._virtual else now
+        if wall - self._timers.snapshot_us >= SNAPSHOT_PERIOD_US:
+            self._timers.snapshot_us = wall
             self.snapshot = ctl.status(now)
-        if now - self._timers.coverage_us >= COVERAGE_PERIOD_US:
+        if wall - self._timers.coverage_us >= COVERAGE_PERIOD_US:
+            self._timers.coverage_us = wall
             self._save_coverage(now)
 
     def _emit(self, out: Output, now: int) -> None:
@@ -299,7 +303,6 @@ class Session:
         )
 
     def _save_coverage(self, now: int) -> None:
-        self._timers.coverage_us = now
         if self._writer is None or self.controller.plan is None:
             return
         status = self.controller.status(now)

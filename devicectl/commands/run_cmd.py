@@ -8,6 +8,7 @@ controller on its loop thread, the records' writer, and the technician's view.
 from __future__ import annotations
 
 import argparse
+import gc
 import secrets
 import signal
 import sys
@@ -35,6 +36,9 @@ from devicectl.session import Outcome, Policy, Session, VirtualClock
 from devicectl.store import RecordWriter, Store, default_db_path
 from devicectl.zones import ZoneMap, load_zone_map
 
+#: The live view's refresh rate, and the GIL switch interval during a session.
+VIEW_HZ = 10
+SWITCH_INTERVAL_S = 0.0005
 #: How long the go/no-go may take: the handshake gives up after 2 s by itself.
 CONNECT_WAIT_S = 5.0
 #: The demo: a shipped profile, accelerated so a full session takes well under a minute.
@@ -154,6 +158,13 @@ def run(args: argparse.Namespace) -> int:
         virtual_clock=vclock, speed=args.speed if args.sim else 1.0,
     )
     previous_handlers = _install_signals(session)
+    # The inner loop shares the GIL with the view and the writer: a short switch
+    # interval lets it take the GIL back within 0.5 ms, and a frozen heap keeps
+    # full garbage collections (milliseconds) off its path (docs/performance.md).
+    previous_switch = sys.getswitchinterval()
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
+    gc.collect()
+    gc.freeze()
     session.start()
     web = _start_web(console, args, session, zone_map, setup, db_path)
     try:
@@ -180,6 +191,8 @@ def run(args: argparse.Namespace) -> int:
             web.stop()
         wire.close()
         _restore_signals(previous_handlers)
+        sys.setswitchinterval(previous_switch)
+        gc.unfreeze()
     for line in session.drain_events():
         console.print(event_line(line), highlight=False)
     if isinstance(session.error, DevicectlError):
@@ -346,10 +359,12 @@ def _live(console: Console, session: Session, setup: _Setup) -> None:
     )
     keys = KeyReader()
     keymap = KeyMap()
-    with cbreak(keys.fd), Live(view.render({}), console=console, refresh_per_second=15,
+    # Drawn by this thread alone at 10 Hz (no second refresh thread): rendering
+    # holds the GIL, and the inner loop shares it.
+    with cbreak(keys.fd), Live(view.render({}), console=console, auto_refresh=False,
                                screen=False) as live:
         keys.start()
-        while not session.wait(1 / 15):
+        while not session.wait(1 / VIEW_HZ):
             view.add_events(session.drain_events())
             while not keys.keys.empty():
                 action = keymap.press(keys.keys.get_nowait())
@@ -363,9 +378,9 @@ def _live(console: Console, session: Session, setup: _Setup) -> None:
                     session.submit(cmd)
             if keys.closed.is_set():
                 session.request_stop("the terminal closed")
-            live.update(view.render(session.snapshot))
+            live.update(view.render(session.snapshot), refresh=True)
         view.add_events(session.drain_events())
-        live.update(view.render(ctl.status(session.now_us)))
+        live.update(view.render(ctl.status(session.now_us)), refresh=True)
         keys.stop()
 
 

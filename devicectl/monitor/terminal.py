@@ -8,6 +8,7 @@ events become one plain line each.
 from __future__ import annotations
 
 import collections
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -34,6 +35,8 @@ STATE_STYLES: Mapping[str, str] = {
     "LINK_LOST": "bold white on red",
     "REFUSED": "bold red",
 }
+#: The coverage map is redrawn at most this often (s): it changes slowly.
+MAP_PERIOD_S = 0.5
 KEYS_HELP = "p pause · r resume/start · n next zone · c clear fault · q abort"
 #: Map glyphs: outside the zone, untouched, below target, at target, at maximum.
 GLYPHS = (" ", "·", "░", "▓", "█")
@@ -65,8 +68,10 @@ def coverage_glyphs(
     """A zone's pass counts drawn in characters, one glyph per block of cells.
 
     Each cell is untouched, below target, at target or at maximum; a block
-    shows what most of its zone cells are. A character is about twice as tall
-    as it is wide, so a block is twice as many cells tall as wide.
+    shows what most of its zone cells are (blank when mostly outside). A
+    character is about twice as tall as it is wide, so a block is twice as
+    many cells tall as wide. Vectorised, and one style span per run of equal
+    glyphs, so a screen refresh stays cheap.
     """
     text = Text()
     ys, xs = np.nonzero(mask)
@@ -80,14 +85,20 @@ def coverage_glyphs(
     ny, nx = sub_m.shape
     bx = max(1, -(-nx // cols), -(-ny // (2 * rows)))
     by = 2 * bx
-    for r in range(0, ny, by):
-        for c in range(0, nx, bx):
-            block = level[r : r + by, c : c + bx].ravel()
-            inside = block[block > 0]
-            lv = 0
-            if inside.size * 2 >= block.size:  # mostly inside the zone
-                lv = int(np.bincount(inside, minlength=5).argmax())
-            text.append(GLYPHS[lv], style=GLYPH_STYLES[lv])
+    gy, gx = -(-ny // by), -(-nx // bx)
+    padded = np.zeros((gy * by, gx * bx), dtype=np.int64)
+    padded[:ny, :nx] = level
+    blocks = padded.reshape(gy, by, gx, bx).transpose(0, 2, 1, 3).reshape(gy, gx, by * bx)
+    counts = np.stack([(blocks == k).sum(axis=2) for k in range(5)], axis=2)
+    inside = counts[:, :, 1:].sum(axis=2)
+    glyph = np.where(inside * 2 >= by * bx, counts[:, :, 1:].argmax(axis=2) + 1, 0)
+    for row in glyph.tolist():
+        start = 0
+        for i in range(1, len(row) + 1):
+            if i == len(row) or row[i] != row[start]:
+                lv = row[start]
+                text.append(GLYPHS[lv] * (i - start), style=GLYPH_STYLES[lv])
+                start = i
         text.append("\n")
     return text
 
@@ -111,6 +122,7 @@ class TerminalView:
         self._zone_grid = zone_grid  # callable(zone_id) -> (passes, mask, target, max) | None
         self._events: collections.deque[Text] = collections.deque(maxlen=history)
         self._t0_us: int | None = None
+        self._map_cache: tuple[int, float, Panel] | None = None
 
     def add_events(self, events: Iterable[ControlEvent]) -> None:
         for e in events:
@@ -207,14 +219,20 @@ class TerminalView:
         zone = status.get("zone")
         if self._zone_grid is None or not zone or status.get("position_mode") != "tracked":
             return None
+        now = time.monotonic()
+        cached = self._map_cache
+        if cached is not None and cached[0] == zone["zone_id"] and now - cached[1] < MAP_PERIOD_S:
+            return cached[2]
         grid = self._zone_grid(zone["zone_id"])
         if grid is None:
             return None
         passes, mask, target, maximum = grid
         legend = "  · untouched  ░ below target  ▓ at target  █ at maximum"
-        return Panel(
+        panel = Panel(
             Group(coverage_glyphs(passes, mask, target, maximum), Text(legend, style="dim")),
             title=f"coverage · {zone['name']}",
             border_style="grey50",
         )
+        self._map_cache = (zone["zone_id"], now, panel)
+        return panel
 
