@@ -213,3 +213,19 @@ def test_dropped_connection_reconnects_and_says_so(page: Any, tmp_path: Path) ->
     finally:
         _shot(page, tmp_path)
         live.close()
+
+
+def test_page_says_the_session_is_over_when_it_ends(page: Any, tmp_path: Path) -> None:
+    live = Live(tmp_path, speed=1.0)
+    try:
+        page.goto(live.web.url)
+        page.wait_for_function("document.getElementById('state').textContent === 'STAMPING'")
+        live.sim.session.request_stop("the test ended the session")
+        assert live.sim.session.wait(10.0)
+        live.web.stop()  # as devicectl run does once the session is over
+        page.wait_for_function(
+            "document.getElementById('conn').textContent.startsWith('session over')")
+        assert page.inner_text("#state") == "ABORTED"
+    finally:
+        _shot(page, tmp_path)
+        live.close()

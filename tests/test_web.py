@@ -300,3 +300,37 @@ def test_the_cli_loads_no_web_or_plotting_library_until_asked() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=60, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_a_page_watching_an_ended_session_is_told_it_is_over(tmp_path: Path) -> None:
+    import threading
+
+    sim = sim_session(tmp_path / "s.db", speed=0.0)
+    header = {"session_id": sim.session_id, "patient_ref": PATIENT, "profile": "web-test"}
+    web = start_web(sim.session, "127.0.0.1", 0, TOKEN, zone_map=MAP, header=header)
+    names: list[str] = []
+    last: dict[str, Any] = {}
+
+    def read() -> None:
+        with httpx.stream("GET", web.url + "api/stream", timeout=10) as resp:
+            name = "message"
+            for line in resp.iter_lines():
+                if line.startswith("event: "):
+                    name = line[7:]
+                elif line.startswith("data: "):
+                    names.append(name)
+                    last.update(json.loads(line[6:]))
+                    name = "message"
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        assert sim.session.wait(20.0)
+        _wait(lambda: bool(names))
+        time.sleep(0.3)
+    finally:
+        web.stop()
+        sim.finish()
+    reader.join(5.0)
+    assert names[0] == "full" and names[-1] == "end"
+    assert last["state"]["state"] == "COMPLETE"  # the final state, not the last 50 ms tick

@@ -54,6 +54,7 @@ class Source(Protocol):
     def now_s(self) -> float: ...
     def tracked(self) -> bool: ...
     def heat(self) -> dict[str, Any] | None: ...
+    def finished(self) -> bool: ...
 
 
 _Grids = tuple[tuple[slice, slice], npt.NDArray[np.int64], npt.NDArray[np.int64]]
@@ -100,6 +101,9 @@ class LiveSource:
 
     def now_s(self) -> float:
         return self.session.now_us / 1e6
+
+    def finished(self) -> bool:
+        return self.session.wait(0)
 
     def tracked(self) -> bool:
         cov = self.session.controller.coverage
@@ -195,6 +199,7 @@ class Hub:
         self._heat_at = -1e9
         self._events_at = -1e9
         self._stop = threading.Event()
+        self._closed = threading.Event()
         self._thread = threading.Thread(target=self._run, name="web-hub", daemon=True)
         self.version = 0
         # No events yet: the feed's SQLite connection belongs to the hub's thread.
@@ -204,13 +209,23 @@ class Hub:
         self._thread.start()
 
     def stop(self) -> None:
+        """Stop refreshing, after one last state: the streams' "end" carries the final one."""
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(2.0)
+        with contextlib.suppress(Exception):  # the page keeps the state it had
+            self.current = self.build(time.monotonic(), poll_events=False)
+            self.version += 1
+        self._closed.set()
 
     @property
     def stopped(self) -> bool:
-        return self._stop.is_set()
+        return self._closed.is_set()
+
+    @property
+    def session_over(self) -> bool:
+        """The session has ended: a page losing the server then has nothing to wait for."""
+        return self.source.finished()
 
     def _run(self) -> None:
         try:

@@ -31,12 +31,16 @@ class RecordsSource:
         self._status: dict[str, Any] = {"state": "CONNECTING"}
         self._read_at = -1e9
         self._tracked = True
+        self._closed = False
 
     def now_s(self) -> float:
         return time.monotonic()
 
     def tracked(self) -> bool:
         return self._tracked
+
+    def finished(self) -> bool:
+        return self._closed
 
     def heat(self) -> dict[str, Any] | None:
         return None  # the records hold coverage per zone; the grid is the live session's
@@ -82,6 +86,7 @@ class RecordsSource:
         elif state_ev is not None:
             state = json.loads(state_ev[2] or "{}").get("to", state)
         self._tracked = rec.position_mode != "estimated"
+        self._closed = rec.outcome is not None
         active_id = active_zone[0] if active_zone is not None else None
         zones = [
             {"zone_id": z.zone_id, "name": z.name, "depth_um": z.depth_um,

@@ -84,6 +84,9 @@ def create_app(hub: Hub, *, token: str | None, submit: Submit | None) -> Starlet
                     if quiet >= KEEPALIVE_S:
                         quiet = 0.0
                         yield b": keepalive\n\n"
+            if hub.session_over:
+                # The server stops because the session ended: the page stops retrying.
+                yield _sse({"state": hub.current}, "end")
 
         return StreamingResponse(
             events(),

@@ -199,6 +199,12 @@ function connect() {
     setConn(wasLost ? "reconnected" : "live", false);
     wasLost = false;
   });
+  es.addEventListener("end", (ev) => {
+    state = JSON.parse(ev.data).state;
+    drawState(state, null);
+    es.close();
+    setConn("session over: this page no longer updates", false);
+  });
   es.onmessage = (ev) => {
     const delta = JSON.parse(ev.data);
     apply(delta);
