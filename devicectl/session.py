@@ -29,6 +29,8 @@ from devicectl.store import EventRecord, RecordWriter, ZoneCoverage
 SNAPSHOT_PERIOD_US = 50_000
 #: Coverage goes to the records at least this often (µs of session time).
 COVERAGE_PERIOD_US = 1_000_000
+#: A SAMPLE record (depths and rate, for reports' curves) this often (µs of session time).
+SAMPLE_PERIOD_US = 1_000_000
 #: How long a stop waits for the pen to acknowledge before the loop ends (µs).
 STOP_GRACE_US = 150_000
 
@@ -111,6 +113,8 @@ class _Timers:
     snapshot_us: int = -(10**18)
     coverage_us: int = -(10**18)
     stop_deadline_us: int | None = None
+    sample_us: int = -(10**18)
+    sample_peak_um: int = 0
     confirmed_in: set[tuple[State, int]] = field(default_factory=set)
 
 
@@ -209,6 +213,10 @@ class Session:
         finally:
             if self.outcome is None:
                 self.outcome = outcome_of(self.controller.state)
+            # The end state and the last strokes, for the views and the records.
+            with contextlib.suppress(Exception):
+                self.snapshot = self.controller.status(self.now_us)
+                self._save_coverage(self.now_us)
             self._done.set()
 
     def _run_real(self) -> None:
@@ -246,6 +254,7 @@ class Session:
         self.now_us = now
         if data:
             self._emit(ctl.receive_data(data, now), now)
+            self._sample(now)
         while not self._commands.empty():
             self._emit(ctl.command(self._commands.get_nowait(), now), now)
         self._emit(ctl.tick(now), now)
@@ -261,6 +270,30 @@ class Session:
         if wall - self._timers.coverage_us >= COVERAGE_PERIOD_US:
             self._timers.coverage_us = wall
             self._save_coverage(now)
+
+    def _sample(self, now: int) -> None:
+        """Once a second, the set and peak measured depth and the rate, for reports."""
+        t = self.controller.telemetry
+        if t is None or self._writer is None:
+            return
+        timers = self._timers
+        if t.depth_meas_um > timers.sample_peak_um:
+            timers.sample_peak_um = t.depth_meas_um
+        if now - timers.sample_us < SAMPLE_PERIOD_US:
+            return
+        timers.sample_us = now
+        peak, timers.sample_peak_um = timers.sample_peak_um, 0
+        zone = self.controller.zone
+        self._writer.events([EventRecord(
+            t_us=now - (self._t0_us or 0),
+            wall=self.wall_of(now).isoformat(timespec="milliseconds"),
+            kind="SAMPLE",
+            text=f"depth set {t.depth_cmd_um} µm, peak measured {peak} µm, "
+            f"rate {t.rate_meas_dhz / 10:.1f} Hz",
+            zone_id=zone.zone_id if zone is not None else None,
+            data={"depth_cmd_um": t.depth_cmd_um, "depth_meas_um": peak,
+                  "rate_meas_dhz": t.rate_meas_dhz},
+        )])
 
     def _emit(self, out: Output, now: int) -> None:
         if out.data:

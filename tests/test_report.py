@@ -95,9 +95,28 @@ def test_report_figures_are_real_pngs_inlined_and_on_disk_and_a_pdf(
     assert "http" not in html.replace("data:image", "")  # self-contained
 
 
-def test_report_without_samples_says_so(complete: tuple[SimSession, ReportFiles, str]) -> None:
-    _, _, html = complete
-    assert NO_SAMPLES in _text(html)
+def test_a_recorded_session_has_samples_for_its_curves(
+    complete: tuple[SimSession, ReportFiles, str],
+) -> None:
+    sim, _, html = complete
+    with Store(sim.db_path) as store:
+        events = store.events(sim.session_id)
+        got = samples_of(store.session(sim.session_id), events)
+    assert got and all(s.depth_cmd_um and s.rate_meas_dhz is not None for s in got)
+    assert NO_SAMPLES not in _text(html)
+
+
+def test_report_without_samples_says_so(tmp_path: Path) -> None:
+    # A session recorded before SAMPLE events existed: its report says so, not blank axes.
+    sim = _recorded(tmp_path)
+    with Store(sim.db_path) as store:
+        rec = store.session(sim.session_id)
+        sid = store.create_session(patient_ref=PATIENT, profile_name="old",
+                                   profile_hash=rec.profile_hash, profile_text=rec.profile_text,
+                                   started_at=rec.started_at)
+        store.close_session(sid, "complete", rec.started_at)
+    files = write_report(sim.db_path, sid, tmp_path / "out")
+    assert NO_SAMPLES in _text(files.html.read_text(encoding="utf-8"))
 
 
 def test_report_of_an_interrupted_session_says_interrupted(tmp_path: Path) -> None:

@@ -135,7 +135,9 @@ def test_records_get_every_event_and_the_pen_and_close_with_the_outcome(tmp_path
         rec = store.session(sid)
         recorded = store.events(sid)
     assert rec.outcome == "complete" and rec.cartridge_id and rec.device_serial
-    assert [e.kind for e in recorded] == [e.kind.name for e in shown]
+    assert [e.kind for e in recorded if e.kind != "SAMPLE"] == [e.kind.name for e in shown]
+    samples = [e for e in recorded if e.kind == "SAMPLE"]
+    assert samples and all(0 < e.data["depth_meas_um"] <= 1550 for e in samples[1:])
     assert all(z.done for z in rec.zones) and len(rec.zones) == 2
     assert any(e.kind == EventKind.ZONE_DONE.name for e in recorded)
 
@@ -151,3 +153,21 @@ def test_virtual_time_is_paced_to_the_asked_speed() -> None:
     simulated = session.now_us - 1_000_000
     assert session.outcome is Outcome.COMPLETE
     assert wall >= 0.9 * simulated / 1e6 / 4.0  # never faster than asked
+
+
+def test_a_session_that_faults_at_once_still_records_its_zones(tmp_path: Path) -> None:
+    db = tmp_path / "s.db"
+    with Store(db) as store:
+        sid = store.create_session(patient_ref="S-2", profile_name="p", profile_hash="h",
+                                   profile_text="", started_at="2026-01-01T00:00:00+00:00")
+    writer = RecordWriter(db, sid)
+    writer.start()
+    session, _ = virtual_session(writer=writer, scenario="overshoot-no-limit",
+                                 policy=Policy(auto_confirm=True, end_on_fault=True))
+    session.start()
+    assert session.wait(30)
+    writer.close("fault", "2026-01-01T00:01:00+00:00")
+    assert session.outcome is Outcome.FAULT
+    assert session.snapshot["state"] == "FAULT"  # the views see the end state
+    with Store(db) as store:
+        assert {z.name for z in store.session(sid).zones} == {"vertex", "mid_scalp"}
