@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from devicectl.errors import ProfileError
-from devicectl.profile import MAX_FILE_BYTES, load_profile
+from devicectl.profile import load_profile
+from devicectl.yaml_reader import MAX_FILE_BYTES
 
 BASE = """\
 name: Test profile

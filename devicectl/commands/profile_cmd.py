@@ -22,8 +22,8 @@ from devicectl.profile import (
     load_profile,
     mm_text,
     profile_json_schema,
-    read_yaml,
 )
+from devicectl.yaml_reader import read_yaml
 from devicectl.zones import load_zone_map
 
 
