@@ -85,9 +85,10 @@ def build_session(port: str, *, hz: int = TELEMETRY_HZ) -> Session:
 
 
 def live_view_thread(session: Session, stop: threading.Event) -> threading.Thread:
-    """The technician's view rendered at 15 Hz into a null console, as `_live` does."""
+    """The technician's view rendered at the runner's rate into a null console, as `_live` does."""
     from rich.console import Console
 
+    from devicectl.commands.run_cmd import VIEW_HZ
     from devicectl.monitor.terminal import TerminalView
 
     ctl = session.controller
@@ -99,7 +100,7 @@ def live_view_thread(session: Session, stop: threading.Event) -> threading.Threa
     console = Console(file=sink, width=100, force_terminal=True, color_system="truecolor")
 
     def run() -> None:
-        while not stop.wait(1 / 15):
+        while not stop.wait(1 / VIEW_HZ):
             view.add_events(session.drain_events())
             console.print(view.render(session.snapshot))
             sink.seek(0)
