@@ -141,3 +141,26 @@ def test_sigkill_mid_session_leaves_a_usable_record_and_resume_continues(tmp_pat
     assert after.outcome == "complete" and all(z.done for z in after.zones)
     assert all(z.strokes >= before.get(z.name, 0) for z in after.zones)
     assert kinds.count("DEVICE") == 2  # the crashed run and the resumed one, one session
+
+
+def test_sigterm_mid_session_stops_the_pen_closes_the_record_and_exits_2(tmp_path: Path) -> None:
+    db = tmp_path / "r.db"
+    with pen("--seed", "106") as port:
+        proc = host(port, db, "--profile", str(TWO), "--patient", "RT-5")
+        deadline = time.monotonic() + 30
+        strokes = 0
+        while time.monotonic() < deadline and strokes < 100:
+            time.sleep(0.2)
+            if db.exists():
+                with Store(db, create=False) as store:
+                    strokes = sum(z.strokes for r in store.sessions() for z in r.zones)
+        proc.send_signal(signal.SIGTERM)
+        code, out = finish(proc, 20)
+        tel = pen_telemetry(port)
+    assert code == 2, out
+    with Store(db) as store:
+        rec = store.sessions()[0]
+        last_sent = [e.data.get("type") for e in store.events(rec.id) if e.kind == "SENT"][-1]
+    assert rec.outcome == "aborted"
+    assert last_sent == "STOP"  # the pen was told to stop before the host went
+    assert tel.state != PenState.STAMPING

@@ -167,6 +167,7 @@ def run(args: argparse.Namespace) -> int:
     gc.freeze()
     session.start()
     web = _start_web(console, args, session, zone_map, setup, db_path)
+    go = False
     try:
         go = _go_no_go(console, session, port_name, setup)
         if go and not args.yes:
@@ -299,11 +300,19 @@ def _start_web(console: Console, args: argparse.Namespace, session: Session,
     return web
 
 
+class _Prompting:
+    """True while the main thread waits at a y/N prompt, which a signal must break."""
+
+    active = False
+
+
 def _install_signals(session: Session) -> dict[signal.Signals, Any]:
     """Signals stop the pen through the session; returns the handlers they replace."""
 
     def handler(signum: int, frame: FrameType | None) -> None:
         session.request_stop(f"stopped by {signal.Signals(signum).name}")
+        if _Prompting.active:
+            raise KeyboardInterrupt  # out of the blocking prompt; the finally stops the pen
 
     return {sig: signal.signal(sig, handler) for sig in _SIGNALS}
 
@@ -344,10 +353,13 @@ def _go_no_go(console: Console, session: Session, port: str, setup: _Setup) -> b
 
 
 def _confirm(console: Console, question: str) -> bool:
+    _Prompting.active = True
     try:
         answer = console.input(f"[bold]{question}[/] [y/N] ")
-    except EOFError:
+    except (EOFError, KeyboardInterrupt):
         return False
+    finally:
+        _Prompting.active = False
     return answer.strip().lower() in ("y", "yes")
 
 
