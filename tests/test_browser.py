@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 from test_virtual_session import MAP
-from test_web_support import PATIENT, SimSession, sim_session
+from web_support import PATIENT, SimSession, sim_session
 
 from devicectl.controller import Command, State
 from devicectl.protocol import PenState

@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
-from test_web_support import PATIENT, SimSession, sim_session
+from web_support import PATIENT, SimSession, sim_session
 
 from devicectl.cli import main
 from devicectl.controller import Command, State

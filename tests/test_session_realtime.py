@@ -60,6 +60,18 @@ def finish(proc: subprocess.Popen[str], timeout_s: float = 60) -> tuple[int, str
     return proc.returncode, out
 
 
+def recorded_strokes_reach(db: Path, strokes: int, timeout_s: float = 30) -> bool:
+    """Wait until the records (as another process writes them) hold this many strokes."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        time.sleep(0.2)
+        if db.exists():
+            with Store(db, create=False) as store:
+                if sum(z.strokes for r in store.sessions() for z in r.zones) >= strokes:
+                    return True
+    return False
+
+
 def pen_telemetry(port: str) -> Telemetry:
     """Open the pen's port as any serial program would, greet it, read one TELEMETRY."""
     with serial.Serial(port, timeout=0.05) as s:
@@ -114,15 +126,7 @@ def test_sigkill_mid_session_leaves_a_usable_record_and_resume_continues(tmp_pat
     db = tmp_path / "r.db"
     with pen("--seed", "104") as port:
         proc = host(port, db, "--profile", str(TWO), "--patient", "RT-4")
-        deadline = time.monotonic() + 30
-        strokes = 0
-        while time.monotonic() < deadline and strokes < 150:
-            time.sleep(0.2)
-            if db.exists():
-                with Store(db, create=False) as store:
-                    recs = store.sessions()
-                    strokes = sum(z.strokes for r in recs for z in r.zones)
-        assert strokes >= 150, "the session never got going"
+        assert recorded_strokes_reach(db, 150), "the session never got going"
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(5)
     with Store(db) as store:
@@ -147,13 +151,7 @@ def test_sigterm_mid_session_stops_the_pen_closes_the_record_and_exits_2(tmp_pat
     db = tmp_path / "r.db"
     with pen("--seed", "106") as port:
         proc = host(port, db, "--profile", str(TWO), "--patient", "RT-5")
-        deadline = time.monotonic() + 30
-        strokes = 0
-        while time.monotonic() < deadline and strokes < 100:
-            time.sleep(0.2)
-            if db.exists():
-                with Store(db, create=False) as store:
-                    strokes = sum(z.strokes for r in store.sessions() for z in r.zones)
+        assert recorded_strokes_reach(db, 100), "the session never got going"
         proc.send_signal(signal.SIGTERM)
         code, out = finish(proc, 20)
         tel = pen_telemetry(port)

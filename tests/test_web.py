@@ -18,7 +18,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_virtual_session import MAP
-from test_web_support import PATIENT, SimSession, sim_session
+from web_support import PATIENT, SimSession, sim_session
 
 from devicectl.controller import State
 from devicectl.protocol import PenState
