@@ -187,6 +187,11 @@ class Session:
         return self._done.wait(timeout_s)
 
     @property
+    def t0_us(self) -> int:
+        """Session time zero (the loop's first `now`): event times are shown from it."""
+        return self._t0_us or 0
+
+    @property
     def state(self) -> State:
         return self.controller.state
 

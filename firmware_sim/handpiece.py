@@ -32,7 +32,8 @@ class HandParams:
     lift_ms_max: int = 400
     #: The NEXT_ZONE rule: after stamping in a zone, once the host has kept the
     #: pen stopped (READY, no fault) this long with that zone's target still in
-    #: force, and the hand has no PAUSE of its own pending, it presses NEXT_ZONE once.
+    #: force, and the hand has no PAUSE of its own pending, it presses NEXT_ZONE,
+    #: once per zone: a technician who was told "not done" does not keep pressing.
     next_zone_after_ms: int = 1500
 
 
@@ -111,6 +112,7 @@ class Hand:
         self._scheduled: list[tuple[int, PenEvent]] = []
         self._stamped_zone = 0
         self._stopped_since_us: int | None = None
+        self._next_pressed: set[int] = set()  # zones whose NEXT_ZONE was pressed already
         self._paused = False
 
     # --- scenarios and the firmware read these ----------------------------------
@@ -176,9 +178,11 @@ class Hand:
             self._stopped_since_us = now_us
         elif (
             not self._paused
+            and zone_id not in self._next_pressed
             and now_us - self._stopped_since_us >= self.params.next_zone_after_ms * 1000
         ):
             self._press(PenEvent.BUTTON_NEXT_ZONE)
+            self._next_pressed.add(zone_id)
             self._stamped_zone = 0
             self._stopped_since_us = None
 

@@ -72,6 +72,15 @@ def test_hand_presses_next_zone_after_the_host_keeps_the_pen_stopped_in_a_done_z
     assert hand.take_presses() == [PenEvent.BUTTON_NEXT_ZONE]
     hand.advance(5_000_000, PenState.READY, 2)
     assert hand.take_presses() == []  # once
+    # Told "not done" (stamping again), the technician does not keep pressing for this zone.
+    hand.advance(5_100_000, PenState.STAMPING, 2)
+    hand.advance(5_200_000, PenState.READY, 2)
+    hand.advance(9_000_000, PenState.READY, 2)
+    assert hand.take_presses() == []
+    hand.advance(9_100_000, PenState.STAMPING, 3)  # the next zone gets its own press
+    hand.advance(9_200_000, PenState.READY, 3)
+    hand.advance(11_000_000, PenState.READY, 3)
+    assert hand.take_presses() == [PenEvent.BUTTON_NEXT_ZONE]
 
 
 def test_hand_does_not_press_next_zone_while_its_own_pause_is_pending() -> None:

@@ -28,7 +28,7 @@ from devicectl.controller import Command, Controller, StartFacts, State
 from devicectl.errors import DevicectlError, RefusedError
 from devicectl.link import open_transport, pipe_pair
 from devicectl.monitor.keys import KeyMap, KeyReader, cbreak
-from devicectl.monitor.terminal import TerminalView, clock, event_line
+from devicectl.monitor.terminal import TerminalView, clock, event_line, is_chatty
 from devicectl.plan import make_plan
 from devicectl.profile import LoadedProfile, load_profile, load_profile_text
 from devicectl.safety import INTERVAL_DEPTH_UM
@@ -194,8 +194,9 @@ def run(args: argparse.Namespace) -> int:
         _restore_signals(previous_handlers)
         sys.setswitchinterval(previous_switch)
         gc.unfreeze()
-    for line in session.drain_events():
-        console.print(event_line(line), highlight=False)
+    for e in session.drain_events():
+        if not is_chatty(e):
+            console.print(event_line(e, session.t0_us), highlight=False, soft_wrap=True)
     if isinstance(session.error, DevicectlError):
         console.print(f"[bold red]{session.error}[/]")
     elif session.error is not None:
@@ -397,12 +398,13 @@ def _live(console: Console, session: Session, setup: _Setup) -> None:
 
 
 def _plain(console: Console, session: Session) -> None:
-    t0: int | None = None
+    """Without a terminal: one line per event, as the live log shows them (the
+    many-a-minute holds and commands are in the record, not on the screen)."""
     while True:
         done = session.wait(0.1)
         for e in session.drain_events():
-            t0 = e.t_us if t0 is None else t0
-            console.print(event_line(e, t0), highlight=False, soft_wrap=True)
+            if not is_chatty(e):
+                console.print(event_line(e, session.t0_us), highlight=False, soft_wrap=True)
         if done:
             return
 
