@@ -39,8 +39,9 @@ def measure(hz: int, live: bool, duration_s: float = DURATION_S) -> tuple[float,
         session = build_session(port, hz=hz)
         stop = threading.Event()
         session.start()
+        view_pid = None
         if live:
-            live_view_thread(session, stop)
+            view_pid = live_view_thread(session, stop).pid
         else:
             threading.Thread(target=_drain, args=(session, stop), daemon=True).start()
         threading.Thread(target=technician, args=(session, stop, 0.1), daemon=True).start()
@@ -49,9 +50,9 @@ def measure(hz: int, live: bool, duration_s: float = DURATION_S) -> tuple[float,
         while session.controller.state is not State.STAMPING and time.monotonic() < t_end:
             time.sleep(0.01)
         frames0 = session.controller._decoder.frames
-        t0 = os.times()
+        t0, v0 = os.times(), _proc_cpu_s(view_pid)
         time.sleep(duration_s)
-        t1 = os.times()
+        t1, v1 = os.times(), _proc_cpu_s(view_pid)
         frames = session.controller._decoder.frames - frames0
         state = session.controller.state.name
         stop.set()
@@ -61,7 +62,21 @@ def measure(hz: int, live: bool, duration_s: float = DURATION_S) -> tuple[float,
         pen.terminate()
         pen.wait()
     cpu_s = (t1.user - t0.user) + (t1.system - t0.system)
-    return 100 * cpu_s / (t1.elapsed - t0.elapsed), state, frames
+    wall_s = t1.elapsed - t0.elapsed
+    if view_pid is not None:
+        print(f"    (the view's own process: {100 * (v1 - v0) / wall_s:.1f} % of one core)")
+    return 100 * cpu_s / wall_s, state, frames
+
+
+def _proc_cpu_s(pid: int | None) -> float:
+    """user + system CPU seconds of another process, from /proc (0 when unknown)."""
+    if pid is None:
+        return 0.0
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _drain(session: object, stop: threading.Event) -> None:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import io
 import os
 import random
 import select
@@ -35,6 +34,7 @@ from devicectl import controller as controller_module
 from devicectl import protocol as p
 from devicectl.controller import Command, Controller, StartFacts, State
 from devicectl.link import open_transport
+from devicectl.monitor.viewproc import ViewProcess
 from devicectl.plan import make_plan
 from devicectl.profile import load_profile
 from devicectl.safety import DEPTH_CAP_UM
@@ -84,31 +84,21 @@ def build_session(port: str, *, hz: int = TELEMETRY_HZ) -> Session:
     )
 
 
-def live_view_thread(session: Session, stop: threading.Event) -> threading.Thread:
-    """The technician's view rendered at the runner's rate into a null console, as `_live` does."""
-    from rich.console import Console
-
+def live_view_thread(session: Session, stop: threading.Event) -> ViewProcess:
+    """The technician's view as `devicectl run` has it: a child process drawing
+    (here into /dev/null, no keys), fed by a thread of the host at VIEW_HZ."""
     from devicectl.commands.run_cmd import VIEW_HZ
-    from devicectl.monitor.terminal import TerminalView
+    from devicectl.monitor.viewproc import ViewOptions
 
-    ctl = session.controller
-    view = TerminalView(
-        "bench",
-        zone_grid=lambda zone_id: ctl.coverage.zone_view(zone_id) if ctl.coverage else None,
-    )
-    sink = io.StringIO()
-    console = Console(file=sink, width=100, force_terminal=True, color_system="truecolor")
+    view = ViewProcess(ViewOptions("bench", output=os.devnull, keys=False))
 
     def run() -> None:
         while not stop.wait(1 / VIEW_HZ):
-            view.add_events(session.drain_events())
-            console.print(view.render(session.snapshot))
-            sink.seek(0)
-            sink.truncate()
+            view.push(session)
+        view.close(session.snapshot, [])
 
-    thread = threading.Thread(target=run, name="live-view", daemon=True)
-    thread.start()
-    return thread
+    threading.Thread(target=run, name="live-view", daemon=True).start()
+    return view
 
 
 def technician(session: Session, stop: threading.Event, poll_s: float = 0.001) -> None:

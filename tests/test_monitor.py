@@ -122,3 +122,17 @@ def test_clear_fault_and_abort_need_y_to_confirm() -> None:
     assert cancelled.command is None and not cancelled.stop
     keys.press("q")
     assert keys.press("y").stop
+
+
+def test_the_view_process_draws_what_the_host_sends(tmp_path: Any) -> None:
+    from devicectl.monitor.viewproc import ViewOptions, ViewProcess
+
+    out = tmp_path / "screen.txt"
+    view = ViewProcess(ViewOptions("child view", output=str(out), keys=False))
+    assert view.alive
+    view.show(status(), [ControlEvent(0, EventKind.ZONE_STARTED, "zone vertex started", 3)], None)
+    view.close(status(state="COMPLETE"), [])
+    assert not view.alive
+    drawn = out.read_text()
+    assert "child view" in drawn and "vertex" in drawn and "COMPLETE" in drawn
+    assert "zone vertex started" in drawn

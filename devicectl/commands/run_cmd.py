@@ -20,15 +20,14 @@ from types import FrameType
 from typing import Any
 
 from rich.console import Console
-from rich.live import Live
 from rich.table import Table
 
 from devicectl.commands.profile_cmd import plan_table
 from devicectl.controller import Command, Controller, StartFacts, State
 from devicectl.errors import DevicectlError, RefusedError
 from devicectl.link import open_transport, pipe_pair
-from devicectl.monitor.keys import KeyMap, KeyReader, cbreak
-from devicectl.monitor.terminal import TerminalView, clock, event_line, is_chatty
+from devicectl.monitor.terminal import clock, event_line, is_chatty
+from devicectl.monitor.viewproc import ViewOptions, ViewProcess
 from devicectl.plan import make_plan
 from devicectl.profile import LoadedProfile, load_profile, load_profile_text
 from devicectl.safety import INTERVAL_DEPTH_UM
@@ -365,36 +364,28 @@ def _confirm(console: Console, question: str) -> bool:
 
 
 def _live(console: Console, session: Session, setup: _Setup) -> None:
+    """The live view, drawn by a child process (devicectl/monitor/viewproc.py) that
+    owns the terminal; this thread feeds it snapshots and carries out its keys."""
     ctl = session.controller
-    view = TerminalView(
-        f"devicectl · patient {setup.patient} · {setup.loaded.profile.name}",
-        zone_grid=lambda zone_id: ctl.coverage.zone_view(zone_id) if ctl.coverage else None,
-    )
-    keys = KeyReader()
-    keymap = KeyMap()
-    # Drawn by this thread alone at 10 Hz (no second refresh thread): rendering
-    # holds the GIL, and the inner loop shares it.
-    with cbreak(keys.fd), Live(view.render({}), console=console, auto_refresh=False,
-                               screen=False) as live:
-        keys.start()
+    view = ViewProcess(ViewOptions(
+        f"devicectl · patient {setup.patient} · {setup.loaded.profile.name}"))
+    try:
         while not session.wait(1 / VIEW_HZ):
-            view.add_events(session.drain_events())
-            while not keys.keys.empty():
-                action = keymap.press(keys.keys.get_nowait())
-                view.prompt = action.prompt
-                if action.stop:
+            view.push(session)
+            for request in view.requests():
+                if request == "stop":
                     session.request_stop("aborted by the technician")
-                elif action.command is not None:
-                    cmd = action.command
+                elif request == "closed":
+                    session.request_stop("the terminal closed")
+                elif isinstance(request, Command):
+                    cmd = request
                     if cmd is Command.RESUME and ctl.state is State.READY:
                         cmd = Command.START
                     session.submit(cmd)
-            if keys.closed.is_set():
-                session.request_stop("the terminal closed")
-            live.update(view.render(session.snapshot), refresh=True)
-        view.add_events(session.drain_events())
-        live.update(view.render(ctl.status(session.now_us)), refresh=True)
-        keys.stop()
+            if not view.alive:
+                session.request_stop("the terminal view ended")
+    finally:
+        view.close(ctl.status(session.now_us), session.drain_events())
 
 
 def _plain(console: Console, session: Session) -> None:
