@@ -379,7 +379,12 @@ class Session:
     def _begin_stop(self, now: int) -> None:
         self._timers.stop_deadline_us = now + STOP_GRACE_US
         if self.controller.state not in FINAL_STATES | {State.FAULT, State.LINK_LOST}:
-            self._emit(self.controller.command(Command.ABORT, now), now)
+            out = self.controller.command(Command.ABORT, now)
+            self._write(out.data)  # the pen first, the why after
+            why = ControlEvent(
+                now, EventKind.STOP_REQUESTED, f"session stopped: {self._stop_reason}", safety=True
+            )
+            self._emit(Output(b"", (why, *out.events)), now)
 
     def _finished(self, now: int) -> bool:
         """True once the session is over and the pen has acknowledged the last stop."""

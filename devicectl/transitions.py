@@ -48,6 +48,7 @@ class EventKind(enum.Enum):
     DEVICE = "device"
     PLAN = "plan"
     GO_NO_GO = "go_no_go"
+    STOP_REQUESTED = "stop_requested"  # a signal, a closed terminal, the technician's abort
     SENT = "sent"
     NACK = "nack"
     PEN_FAULT = "pen_fault"

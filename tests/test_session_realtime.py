@@ -158,7 +158,9 @@ def test_sigterm_mid_session_stops_the_pen_closes_the_record_and_exits_2(tmp_pat
     assert code == 2, out
     with Store(db) as store:
         rec = store.sessions()[0]
-        last_sent = [e.data.get("type") for e in store.events(rec.id) if e.kind == "SENT"][-1]
+        events = store.events(rec.id)
+        last_sent = [e.data.get("type") for e in events if e.kind == "SENT"][-1]
     assert rec.outcome == "aborted"
+    assert any(e.kind == "STOP_REQUESTED" and "SIGTERM" in e.text for e in events)
     assert last_sent == "STOP"  # the pen was told to stop before the host went
     assert tel.state != PenState.STAMPING
