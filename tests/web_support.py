@@ -33,7 +33,7 @@ class SimSession:
     def finish(self, outcome: str | None = "complete") -> None:
         """End the loop (if still running) and close the records with `outcome`."""
         self.session.request_stop("the test ended")
-        self.session.wait(10.0)
+        assert self.session.wait(10.0), "the session's loop did not end within 10 s"
         out = self.session.outcome.value if self.session.outcome is not None else outcome
         ended = datetime.now(UTC).isoformat(timespec="milliseconds")
         self.writer.close(out if outcome is not None else None, ended if outcome else None)
