@@ -46,6 +46,17 @@ def virtual_session(
     return session, pen
 
 
+def records(tmp_path: Path, patient: str) -> tuple[Path, int, RecordWriter]:
+    """A real records file with one open session and its running writer."""
+    db = tmp_path / "s.db"
+    with Store(db) as store:
+        sid = store.create_session(patient_ref=patient, profile_name="p", profile_hash="h",
+                                   profile_text="", started_at="2026-01-01T00:00:00+00:00")
+    writer = RecordWriter(db, sid)
+    writer.start()
+    return db, sid, writer
+
+
 def test_outcomes_map_to_the_documented_exit_codes() -> None:
     assert [o.exit_code for o in Outcome] == [0, 1, 2, 3, 4]
     assert outcome_of(State.COMPLETE) is Outcome.COMPLETE
@@ -120,12 +131,7 @@ def test_an_internal_error_stops_the_pen_first_and_ends_as_fault(mocker: MockerF
 
 
 def test_records_get_every_event_and_the_pen_and_close_with_the_outcome(tmp_path: Path) -> None:
-    db = tmp_path / "s.db"
-    with Store(db) as store:
-        sid = store.create_session(patient_ref="S-1", profile_name="p", profile_hash="h",
-                                   profile_text="", started_at="2026-01-01T00:00:00+00:00")
-    writer = RecordWriter(db, sid)
-    writer.start()
+    db, sid, writer = records(tmp_path, "S-1")
     session, _ = virtual_session(writer=writer)
     session.start()
     assert session.wait(30)
@@ -156,12 +162,7 @@ def test_virtual_time_is_paced_to_the_asked_speed() -> None:
 
 
 def test_a_session_that_faults_at_once_still_records_its_zones(tmp_path: Path) -> None:
-    db = tmp_path / "s.db"
-    with Store(db) as store:
-        sid = store.create_session(patient_ref="S-2", profile_name="p", profile_hash="h",
-                                   profile_text="", started_at="2026-01-01T00:00:00+00:00")
-    writer = RecordWriter(db, sid)
-    writer.start()
+    db, sid, writer = records(tmp_path, "S-2")
     session, _ = virtual_session(writer=writer, scenario="overshoot-no-limit",
                                  policy=Policy(auto_confirm=True, end_on_fault=True))
     session.start()
