@@ -32,7 +32,7 @@ from devicectl.plan import make_plan
 from devicectl.profile import LoadedProfile, load_profile, load_profile_text
 from devicectl.safety import INTERVAL_DEPTH_UM
 from devicectl.session import Outcome, Policy, Session, VirtualClock
-from devicectl.store import RecordWriter, Store, default_db_path
+from devicectl.store import RecordWriter, SessionRecord, Store, default_db_path
 from devicectl.zones import ZoneMap, load_zone_map
 
 #: The live view's refresh rate, and the GIL switch interval during a session.
@@ -127,13 +127,13 @@ def run(args: argparse.Namespace) -> int:
     try:
         with Store(db_path) as store:
             setup = _setup(store, loaded, patient, resume_id)
-            facts = _facts(store, setup, args.override_interval)
-            coverage_state = store.coverage_state(setup.session_id) if setup.resumed else None
-            store_zones = store.session(setup.session_id).zones
+            resumed = store.session(setup.session_id) if setup.resumed else None
+            facts = _facts(store, setup, resumed, args.override_interval)
+            coverage_state = store.coverage_state(setup.session_id) if resumed else None
     except BaseException:
         wire.close()
         raise
-    start_zone = _first_unfinished_zone(setup.loaded, store_zones) if setup.resumed else 0
+    start_zone = _first_unfinished_zone(setup.loaded, resumed.zones) if resumed else 0
     console.print(f"[bold]session {setup.session_id}[/] · patient {setup.patient} · "
                   f"profile {setup.loaded.profile.name} ({setup.loaded.content_hash[:12]})"
                   f"{' · resumed' if setup.resumed else ''}")
@@ -168,7 +168,7 @@ def run(args: argparse.Namespace) -> int:
     web = _start_web(console, args, session, zone_map, setup, db_path)
     go = False
     try:
-        go = _go_no_go(console, session, port_name, setup)
+        go = _go_no_go(console, session, port_name, zone_map)
         if go and not args.yes:
             go = _confirm(console, "Start the treatment?")
             if go:
@@ -244,15 +244,16 @@ def _first_unfinished_zone(loaded: LoadedProfile, zones: Any) -> int:
     return next((i for i, name in enumerate(names) if name not in done), len(names))
 
 
-def _facts(store: Store, setup: _Setup, override: str | None) -> StartFacts:
+def _facts(
+    store: Store, setup: _Setup, resumed: SessionRecord | None, override: str | None
+) -> StartFacts:
     """What the records say about this cartridge and this patient's zones.
 
     A resumed session's own cartridge and strokes are not "earlier": they are
     left out, and the cartridge may have delivered stamps in it.
     """
     now = datetime.now(UTC).isoformat(timespec="milliseconds")
-    own = setup.session_id if setup.resumed else None
-    resumed_cartridge = store.session(setup.session_id).cartridge_id if setup.resumed else None
+    own = resumed.id if resumed is not None else None
     return StartFacts(
         patient_ref=setup.patient,
         used_cartridge_ids=store.used_cartridge_ids(exclude_session=own),
@@ -260,7 +261,7 @@ def _facts(store: Store, setup: _Setup, override: str | None) -> StartFacts:
             setup.patient, now, INTERVAL_DEPTH_UM, exclude_session=own
         ),
         interval_override_reason=override,
-        resumed_cartridge_id=resumed_cartridge,
+        resumed_cartridge_id=resumed.cartridge_id if resumed is not None else None,
     )
 
 
@@ -322,7 +323,7 @@ def _restore_signals(previous: dict[signal.Signals, Any]) -> None:
         signal.signal(sig, old)
 
 
-def _go_no_go(console: Console, session: Session, port: str, setup: _Setup) -> bool:
+def _go_no_go(console: Console, session: Session, port: str, zone_map: ZoneMap) -> bool:
     deadline = time.monotonic() + CONNECT_WAIT_S
     ctl = session.controller
     while time.monotonic() < deadline and not session.wait(0.02):
@@ -339,7 +340,7 @@ def _go_no_go(console: Console, session: Session, port: str, setup: _Setup) -> b
         f" · {dev.needle_count} needles · footprint {dev.footprint_dmm / 10:.1f} mm"
     )
     if ctl.plan is not None:
-        labels = {z.name: z.label for z in load_zone_map().zones}
+        labels = {z.name: z.label for z in zone_map.zones}
         console.print(plan_table(ctl.plan, labels))
     reasons = list(ctl.go_no_go)
     if ctl.state is State.REFUSED and not reasons:
