@@ -239,6 +239,12 @@ class Controller:
         self._command(cmd, now_us)
         return self._flush()
 
+    def coverage_snapshot(self) -> Callable[[], bytes]:
+        """`coverage_state` in two halves: the copy now, the archive when called."""
+        if self.coverage is None:
+            return lambda: b""
+        return self.coverage.snapshot()
+
     def coverage_state(self) -> bytes:
         """The coverage counts for resume after a crash (empty before the plan)."""
         return self.coverage.to_bytes() if self.coverage is not None else b""

@@ -12,7 +12,7 @@ from __future__ import annotations
 import enum
 import io
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Final, Protocol
 
 import numpy as np
@@ -269,16 +269,23 @@ class Coverage:
 
     def to_bytes(self) -> bytes:
         """The counts, as an .npz archive: enough to resume after a crash."""
-        buf = io.BytesIO()
+        return self.snapshot()()
+
+    def snapshot(self) -> Callable[[], bytes]:
+        """A copy of the counts now (a memcpy), serialised to `to_bytes` form only
+        when called: the inner loop takes the copy, the record writer's thread
+        pays for the archive (a few ms that must stay off the loop)."""
+        shape = np.array([self._ny, self._nx], dtype=np.int64)
+        passes = self.passes.copy()
         ids = np.array(sorted(self._strokes), dtype=np.int64)
-        np.savez(
-            buf,
-            shape=np.array([self._ny, self._nx], dtype=np.int64),
-            passes=self.passes,
-            zone_ids=ids,
-            strokes=np.array([self._strokes[i] for i in ids], dtype=np.int64),
-        )
-        return buf.getvalue()
+        strokes = np.array([self._strokes[i] for i in ids], dtype=np.int64)
+
+        def archive() -> bytes:
+            buf = io.BytesIO()
+            np.savez(buf, shape=shape, passes=passes, zone_ids=ids, strokes=strokes)
+            return buf.getvalue()
+
+        return archive
 
     def restore(self, data: bytes) -> None:
         """Take the counts of `to_bytes` back; refuses those of another grid."""

@@ -359,7 +359,7 @@ class Session:
             )
             for z in status["zones"]
         ]
-        self._writer.coverage(zones, self.controller.coverage_state())
+        self._writer.coverage(zones, self.controller.coverage_snapshot())
 
     def _auto_confirm(self, now: int) -> None:
         """--yes: start when the go/no-go says go, next zone when one is done; once each."""

@@ -11,7 +11,7 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -257,7 +257,8 @@ class Store:
 @dataclass(frozen=True, slots=True)
 class _Coverage:
     zones: Sequence[ZoneCoverage]
-    state: bytes | None
+    #: the archive, or a function that builds it (run on the writer's thread)
+    state: bytes | Callable[[], bytes] | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -316,7 +317,11 @@ class RecordWriter:
     def events(self, events: Sequence[EventRecord]) -> None:
         self._queue.put_nowait(events)
 
-    def coverage(self, zones: Sequence[ZoneCoverage], state: bytes | None) -> None:
+    def coverage(
+        self, zones: Sequence[ZoneCoverage], state: bytes | Callable[[], bytes] | None
+    ) -> None:
+        """The latest coverage; `state` may be a function giving the archive, so
+        that building it (milliseconds) happens here, off the caller's thread."""
         self._queue.put_nowait(_Coverage(zones, state))
 
     def device(
@@ -428,7 +433,11 @@ class RecordWriter:
         if pending.events:
             insert_events(conn, self.session_id, pending.events)
         if pending.cover is not None:
-            upsert_coverage(conn, self.session_id, pending.cover.zones, pending.cover.state)
+            state = pending.cover.state
+            if callable(state):
+                state = state()
+                pending.cover = _Coverage(pending.cover.zones, state)  # built once, even on retry
+            upsert_coverage(conn, self.session_id, pending.cover.zones, state)
 
     def _close_session(self, conn: sqlite3.Connection, outcome: str, ended_at: str | None) -> None:
         ended = ended_at if ended_at is not None else datetime.now(UTC).isoformat()

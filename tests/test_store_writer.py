@@ -151,6 +151,28 @@ def test_only_the_latest_pending_coverage_is_written(
         assert store.coverage_state(sid) == b"\x03"
 
 
+def test_a_deferred_coverage_archive_is_built_once_on_the_writers_thread(
+    session: tuple[Path, int],
+) -> None:
+    import threading
+
+    path, sid = session
+    built_on: list[str] = []
+
+    def archive(n: int) -> bytes:
+        built_on.append(threading.current_thread().name)
+        return bytes([n])
+
+    writer = RecordWriter(path, sid, commit_interval_s=60.0)
+    writer.start()
+    for n in (1, 2):
+        writer.coverage([zone(n)], lambda n=n: archive(n))  # type: ignore[misc]
+    writer.close(None, None)
+    assert built_on == [f"records-session-{sid}"]  # only the latest, off the caller's thread
+    with Store(path) as store:
+        assert store.coverage_state(sid) == b"\x02"
+
+
 def test_disk_full_is_collected_not_raised_and_retried(
     session: tuple[Path, int], mocker: MockerFixture
 ) -> None:
