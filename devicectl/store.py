@@ -193,15 +193,17 @@ class Store:
         exclude_session: int | None = None,
     ) -> dict[str, float]:
         """Zone name -> days since this patient's last session that stamped it deeper
-        than `min_depth_um`. The session counts from its latest known moment (end,
-        else last event, else start), the cautious reading of "last treated".
+        than `min_depth_um` (0: at any depth). The session counts from its latest known
+        moment (end, else last event, else start), the cautious reading of "last
+        treated". References match trimmed and whatever their case (devicectl.patients).
         """
         now = parse_wall(now_iso)
         rows = self._read(
             "SELECT z.name, s.started_at, s.ended_at,"
             " (SELECT max(e.wall) FROM events e WHERE e.session_id = s.id)"
             " FROM zone_coverage z JOIN sessions s ON s.id = z.session_id"
-            " WHERE s.patient_ref = ? AND z.strokes > 0 AND z.depth_um > ? AND s.id IS NOT ?",
+            " WHERE upper(trim(s.patient_ref)) = upper(trim(?)) AND z.strokes > 0"
+            " AND z.depth_um > ? AND s.id IS NOT ?",
             (patient_ref, min_depth_um, exclude_session),
         )
         latest: dict[str, datetime] = {}

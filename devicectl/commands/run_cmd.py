@@ -28,9 +28,14 @@ from devicectl.errors import DevicectlError, RefusedError
 from devicectl.link import open_transport, pipe_pair
 from devicectl.monitor.terminal import clock, event_line, is_chatty
 from devicectl.monitor.viewproc import ViewOptions, ViewProcess
+from devicectl.patients import patient_ref
 from devicectl.plan import make_plan
 from devicectl.profile import LoadedProfile, load_profile, load_profile_text
-from devicectl.safety import INTERVAL_DEPTH_UM
+from devicectl.safety import (
+    INTERVAL_DEPTH_UM,
+    OVERRIDE_REASON_MIN_CHARS,
+    interval_override_problem,
+)
 from devicectl.session import Outcome, Policy, Session, VirtualClock
 from devicectl.store import RecordWriter, SessionRecord, Store, default_db_path
 from devicectl.zones import ZoneMap, load_zone_map
@@ -69,7 +74,11 @@ def register(sub: Any) -> None:
     p.add_argument("--yes", action="store_true",
                    help="answer the confirmations (start, next zone) for scripted runs")
     p.add_argument("--override-interval", metavar="REASON",
-                   help="start although a zone's minimum interval has not passed (recorded)")
+                   help="start although a zone's minimum interval has not passed: the "
+                   f"clinician's reason, at least {OVERRIDE_REASON_MIN_CHARS} characters "
+                   "(recorded, with --clinician)")
+    p.add_argument("--clinician", metavar="ID",
+                   help="the clinician who decided the interval override (recorded)")
     p.add_argument("--resume", type=int, metavar="SESSION_ID",
                    help="continue an interrupted session with its coverage")
     _web_args(p, default=False)
@@ -94,9 +103,9 @@ def _web_args(p: Any, *, default: bool) -> None:
 def demo(args: argparse.Namespace) -> int:
     args.db.parent.mkdir(parents=True, exist_ok=True)
     ns = argparse.Namespace(
-        profile=DEMO_PROFILE, patient=f"DEMO-{secrets.token_hex(3).upper()}", port=None, sim=True,
+        profile=DEMO_PROFILE, patient=f"DEMO-{secrets.randbelow(10**6):06d}", port=None, sim=True,
         scenario=None, speed=args.speed, seed=None, no_position=False, db=args.db, yes=True,
-        override_interval=None, resume=None, web=args.web, web_port=args.web_port,
+        override_interval=None, clinician=None, resume=None, web=args.web, web_port=args.web_port,
         web_host=args.web_host,
     )
     return run(ns)
@@ -117,6 +126,9 @@ def run(args: argparse.Namespace) -> int:
         raise DevicectlError("say where the pen is: --port PATH, or --sim for the simulator")
     if not args.yes and not interactive:
         raise RefusedError("no terminal to confirm the start; pass --yes for a scripted run")
+    _check_override(args)
+    if args.resume is None and args.patient is not None:
+        patient_ref(args.patient)  # a name is refused before a record is made
     zone_map = load_zone_map()
     db_path: Path = args.db or default_db_path()
     with Store(db_path) as store:
@@ -128,7 +140,7 @@ def run(args: argparse.Namespace) -> int:
         with Store(db_path) as store:
             setup = _setup(store, loaded, patient, resume_id)
             resumed = store.session(setup.session_id) if setup.resumed else None
-            facts = _facts(store, setup, resumed, args.override_interval)
+            facts = _facts(store, setup, resumed, args)
             coverage_state = store.coverage_state(setup.session_id) if resumed else None
     except BaseException:
         wire.close()
@@ -221,7 +233,20 @@ def _load(args: argparse.Namespace, store: Store) -> tuple[LoadedProfile, str, i
         return loaded, record.patient_ref, record.id
     if args.profile is None or not args.patient:
         raise DevicectlError("a new session needs --profile FILE and --patient REF")
-    return load_profile(args.profile), args.patient, None
+    return load_profile(args.profile), patient_ref(args.patient), None
+
+
+def _check_override(args: argparse.Namespace) -> None:
+    """An interval override names its reason and its clinician, or nothing starts."""
+    if args.override_interval is not None:
+        problem = interval_override_problem(args.override_interval, args.clinician)
+        if problem is not None:
+            raise RefusedError(problem)
+    elif args.clinician is not None:
+        raise RefusedError(
+            "--clinician names who decided an interval override; pass it with "
+            "--override-interval REASON"
+        )
 
 
 def _setup(store: Store, loaded: LoadedProfile, patient: str, resume_id: int | None) -> _Setup:
@@ -245,7 +270,7 @@ def _first_unfinished_zone(loaded: LoadedProfile, zones: Any) -> int:
 
 
 def _facts(
-    store: Store, setup: _Setup, resumed: SessionRecord | None, override: str | None
+    store: Store, setup: _Setup, resumed: SessionRecord | None, args: argparse.Namespace
 ) -> StartFacts:
     """What the records say about this cartridge and this patient's zones.
 
@@ -260,8 +285,12 @@ def _facts(
         days_since_deep_treatment=store.days_since_deep_treatment(
             setup.patient, now, INTERVAL_DEPTH_UM, exclude_session=own
         ),
-        interval_override_reason=override,
+        interval_override_reason=args.override_interval,
         resumed_cartridge_id=resumed.cartridge_id if resumed is not None else None,
+        days_since_treatment=store.days_since_deep_treatment(
+            setup.patient, now, 0, exclude_session=own
+        ),
+        interval_override_clinician=args.clinician,
     )
 
 
