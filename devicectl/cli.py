@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "devicectl.commands.run_cmd",
     "devicectl.commands.sessions_cmd",
     "devicectl.commands.monitor_cmd",
+    "devicectl.commands.checklist_cmd",
 )
 
 

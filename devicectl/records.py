@@ -69,6 +69,8 @@ class SessionRecord:
     outcome: str | None
     position_mode: str | None
     zones: tuple[ZoneCoverage, ...] = field(default=())
+    #: who ran the session (--operator); None in records from before it was asked
+    operator: str | None = None
 
 
 _FINAL = "a closed session is final"
@@ -147,6 +149,8 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
         f"""CREATE TRIGGER coverage_state_update_final BEFORE UPDATE ON coverage_state
             WHEN {_OPEN} BEGIN SELECT RAISE(ABORT, '{_FINAL}'); END""",
     ),
+    # 1 -> 2: who ran the session (issue 13).
+    ("ALTER TABLE sessions ADD COLUMN operator TEXT",),
 )
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 
@@ -347,12 +351,13 @@ ZONE_COLUMNS: Final = (
 )
 SESSION_COLUMNS: Final = (
     "id, patient_ref, profile_name, profile_hash, profile_text, device_serial, fw_version,"
-    " cartridge_id, started_at, ended_at, outcome, position_mode"
+    " cartridge_id, started_at, ended_at, outcome, position_mode, operator"
 )
 
 
 def session_from_row(row: Sequence[Any], zones: tuple[ZoneCoverage, ...]) -> SessionRecord:
-    (sid, patient, pname, phash, ptext, serial, fw, cart, started, ended, outcome, mode) = row
+    (sid, patient, pname, phash, ptext, serial, fw, cart, started, ended, outcome, mode,
+     operator) = row
     return SessionRecord(
         id=int(sid),
         patient_ref=str(patient),
@@ -367,4 +372,5 @@ def session_from_row(row: Sequence[Any], zones: tuple[ZoneCoverage, ...]) -> Ses
         outcome=outcome,
         position_mode=mode,
         zones=zones,
+        operator=operator,
     )

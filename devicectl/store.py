@@ -128,6 +128,7 @@ class Store:
         profile_hash: str,
         profile_text: str,
         started_at: str,
+        operator: str | None = None,
     ) -> int:
         if not patient_ref.strip():
             raise StoreError("a session needs a pseudonymous patient reference; it was empty")
@@ -135,8 +136,8 @@ class Store:
         with self._write("a new session") as conn:
             cur = conn.execute(
                 "INSERT INTO sessions (patient_ref, profile_name, profile_hash, profile_text,"
-                " started_at) VALUES (?, ?, ?, ?, ?)",
-                (patient_ref, profile_name, profile_hash, profile_text, started_at),
+                " started_at, operator) VALUES (?, ?, ?, ?, ?, ?)",
+                (patient_ref, profile_name, profile_hash, profile_text, started_at, operator),
             )
             session_id = cur.lastrowid
         assert session_id is not None

@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 
 import pytest
+from clinic_support import GATE
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -97,7 +98,7 @@ def short_te(tmp_path: Path) -> Path:
 def run_te(tmp_path: Path, seed: int, *extra: str, patient: str = "P-TE1") -> int:
     return main(
         ["run", "--profile", str(short_te(tmp_path)), "--patient", patient, "--sim", "--yes",
-         "--speed", "0", "--db", str(tmp_path / "r.db"), "--seed", str(seed), *extra]
+         "--speed", "0", "--db", str(tmp_path / "r.db"), "--seed", str(seed), *GATE, *extra]
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from clinic_support import GATE
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -51,7 +52,7 @@ def test_the_cli_refuses_a_name_before_any_record_is_made(
     profile = Path(__file__).parent / "data" / "short-frontal.yaml"
     db = tmp_path / "r.db"
     code = main(["run", "--profile", str(profile), "--patient", "Jane Doe", "--sim", "--yes",
-                 "--speed", "0", "--db", str(db)])
+                 "--speed", "0", "--db", str(db), *GATE])
     assert code == 1
     err = capsys.readouterr().err
     assert "looks like a name" in err and "Traceback" not in err

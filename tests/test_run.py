@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from clinic_support import GATE
 
 from devicectl.cli import main
 from devicectl.store import Store
@@ -22,7 +23,7 @@ DEEP = DATA / "short-two-zones.yaml"
 def run(db: Path, *extra: str, profile: Path = SHORT, patient: str = "P-001") -> int:
     return main(
         ["run", "--profile", str(profile), "--patient", patient, "--sim", "--yes",
-         "--speed", "0", "--db", str(db), *extra]
+         "--speed", "0", "--db", str(db), *GATE, *extra]
     )
 
 
@@ -142,7 +143,7 @@ def test_a_port_that_does_not_exist_is_a_link_error_and_leaves_no_record(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     db = tmp_path / "r.db"
-    code = main(["run", "--profile", str(SHORT), "--patient", "X-1", "--port",
+    code = main(["run", "--profile", str(SHORT), "--patient", "X-1", *GATE, "--port",
                  "/dev/ttyNOPE9", "--yes", "--db", str(db)])
     assert code == 4
     assert "/dev/ttyNOPE9" in capsys.readouterr().err
@@ -155,7 +156,7 @@ def test_only_an_interrupted_session_can_be_resumed(
     db = tmp_path / "r.db"
     assert run(db, "--seed", "71") == 0
     sid, _ = only_session(db)
-    code = main(["run", "--resume", str(sid), "--sim", "--yes", "--speed", "0",
+    code = main(["run", "--resume", str(sid), *GATE, "--sim", "--yes", "--speed", "0",
                  "--db", str(db)])
     assert code == 1
     assert "only an interrupted session" in capsys.readouterr().err

@@ -21,7 +21,9 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
+from devicectl.commands.checklist_cmd import eligibility_gate, read_gate_inputs, staff_id
 from devicectl.commands.profile_cmd import plan_table
 from devicectl.controller import Command, Controller, StartFacts, State
 from devicectl.errors import DevicectlError, RefusedError
@@ -37,7 +39,7 @@ from devicectl.safety import (
     interval_override_problem,
 )
 from devicectl.session import Outcome, Policy, Session, VirtualClock
-from devicectl.store import RecordWriter, SessionRecord, Store, default_db_path
+from devicectl.store import EventRecord, RecordWriter, SessionRecord, Store, default_db_path
 from devicectl.zones import ZoneMap, load_zone_map
 
 #: The live view's refresh rate, and the GIL switch interval during a session.
@@ -60,6 +62,14 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--profile", type=Path, help="the treatment profile (YAML)")
     p.add_argument("--patient", help="the patient's pseudonymous reference (no names)")
+    p.add_argument("--operator", metavar="ID", help="who runs the session (required; recorded)")
+    p.add_argument("--checklist", type=Path, metavar="FILE",
+                   help="answers to the contraindication checklist, a YAML mapping of item id "
+                   "to yes/no (`devicectl checklist template`); without it they are asked in "
+                   "the terminal")
+    p.add_argument("--consent", action="store_true",
+                   help="the patient has given informed consent to this treatment today "
+                   "(recorded with the time); without it, it is asked in the terminal")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--port", help="serial port path or pyserial URL of the pen")
     src.add_argument("--sim", action="store_true", help="run the simulated pen in-process")
@@ -105,7 +115,8 @@ def demo(args: argparse.Namespace) -> int:
     ns = argparse.Namespace(
         profile=DEMO_PROFILE, patient=f"DEMO-{secrets.randbelow(10**6):06d}", port=None, sim=True,
         scenario=None, speed=args.speed, seed=None, no_position=False, db=args.db, yes=True,
-        override_interval=None, clinician=None, resume=None, web=args.web, web_port=args.web_port,
+        override_interval=None, clinician=None, resume=None, operator="DEMO-OPERATOR",
+        checklist=None, consent=True, simulated_answers=True, web=args.web, web_port=args.web_port,
         web_host=args.web_host,
     )
     return run(ns)
@@ -127,6 +138,8 @@ def run(args: argparse.Namespace) -> int:
     if not args.yes and not interactive:
         raise RefusedError("no terminal to confirm the start; pass --yes for a scripted run")
     _check_override(args)
+    operator = staff_id(args.operator, "--operator", "who runs the session")
+    gate = read_gate_inputs(args, interactive)
     if args.resume is None and args.patient is not None:
         patient_ref(args.patient)  # a name is refused before a record is made
     zone_map = load_zone_map()
@@ -138,13 +151,24 @@ def run(args: argparse.Namespace) -> int:
     wire, pen, pen_wire, port_name = _link(args, zone_map, vclock)
     try:
         with Store(db_path) as store:
-            setup = _setup(store, loaded, patient, resume_id)
+            setup = _setup(store, loaded, patient, resume_id, operator)
+            refusals = eligibility_gate(console, store, setup.session_id, gate)
+            if refusals:
+                store.close_session(setup.session_id, Outcome.REFUSED.value, _now_iso())
             resumed = store.session(setup.session_id) if setup.resumed else None
             facts = _facts(store, setup, resumed, args)
             coverage_state = store.coverage_state(setup.session_id) if resumed else None
     except BaseException:
         wire.close()
         raise
+    if refusals:
+        wire.close()
+        for reason in refusals:
+            console.print(Text("NO-GO: " + reason, style="bold red"), soft_wrap=True)
+        console.print(Text(f"refused · session id {setup.session_id} · details: devicectl "
+                           f"sessions show {setup.session_id} --db {db_path}", style="bold red"),
+                      soft_wrap=True)
+        return Outcome.REFUSED.exit_code
     start_zone = _first_unfinished_zone(setup.loaded, resumed.zones) if resumed else 0
     console.print(f"[bold]session {setup.session_id}[/] · patient {setup.patient} · "
                   f"profile {setup.loaded.profile.name} ({setup.loaded.content_hash[:12]})"
@@ -249,15 +273,25 @@ def _check_override(args: argparse.Namespace) -> None:
         )
 
 
-def _setup(store: Store, loaded: LoadedProfile, patient: str, resume_id: int | None) -> _Setup:
+def _now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+def _setup(
+    store: Store, loaded: LoadedProfile, patient: str, resume_id: int | None, operator: str
+) -> _Setup:
     if resume_id is not None:
+        store.append_events(resume_id, [EventRecord(
+            time.monotonic_ns() // 1000, _now_iso(), "OPERATOR",
+            f"resumed by operator {operator}", None, {"operator": operator})])
         return _Setup(loaded, patient, resume_id, resumed=True)
     session_id = store.create_session(
         patient_ref=patient,
         profile_name=loaded.profile.name,
         profile_hash=loaded.content_hash,
         profile_text=loaded.text,
-        started_at=datetime.now(UTC).isoformat(timespec="milliseconds"),
+        started_at=_now_iso(),
+        operator=operator,
     )
     return _Setup(loaded, patient, session_id, resumed=False)
 

@@ -157,6 +157,7 @@ def show_session(args: argparse.Namespace) -> int:
     head.add_column()
     head.add_row("session", str(rec.id))
     head.add_row("patient ref", rec.patient_ref)
+    head.add_row("operator", rec.operator or "?")
     head.add_row("profile", f"{rec.profile_name} ({rec.profile_hash[:12]})")
     serial = "?" if rec.device_serial is None else str(rec.device_serial)
     head.add_row("pen", f"serial {serial}, firmware {_fw(rec.fw_version)}")
