@@ -129,6 +129,7 @@ class Store:
         profile_text: str,
         started_at: str,
         operator: str | None = None,
+        simulated: bool | None = None,
     ) -> int:
         if not patient_ref.strip():
             raise StoreError("a session needs a pseudonymous patient reference; it was empty")
@@ -136,8 +137,9 @@ class Store:
         with self._write("a new session") as conn:
             cur = conn.execute(
                 "INSERT INTO sessions (patient_ref, profile_name, profile_hash, profile_text,"
-                " started_at, operator) VALUES (?, ?, ?, ?, ?, ?)",
-                (patient_ref, profile_name, profile_hash, profile_text, started_at, operator),
+                " started_at, operator, simulated) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (patient_ref, profile_name, profile_hash, profile_text, started_at, operator,
+                 None if simulated is None else int(simulated)),
             )
             session_id = cur.lastrowid
         assert session_id is not None
@@ -175,6 +177,11 @@ class Store:
             close_session_row(conn, session_id, outcome, ended_at)
 
     # -- questions the controller asks -----------------------------------------
+
+    def holds_sessions(self, *, simulated: bool) -> bool:
+        """Whether the records hold simulator runs (True) or clinical sessions (False)."""
+        return bool(self._read("SELECT 1 FROM sessions WHERE simulated = ? LIMIT 1",
+                               (int(simulated),)))
 
     def used_cartridge_ids(self, *, exclude_session: int | None = None) -> frozenset[int]:
         """Cartridges seen in any session (single use), but for `exclude_session` (a resume)."""

@@ -144,7 +144,7 @@ def test_a_port_that_does_not_exist_is_a_link_error_and_leaves_no_record(
 ) -> None:
     db = tmp_path / "r.db"
     code = main(["run", "--profile", str(SHORT), "--patient", "X-1", *GATE, "--port",
-                 "/dev/ttyNOPE9", "--yes", "--db", str(db)])
+                 "/dev/ttyNOPE9", "--yes", "--db", str(db), "--new-records"])
     assert code == 4
     assert "/dev/ttyNOPE9" in capsys.readouterr().err
     assert Store(db).sessions() == []

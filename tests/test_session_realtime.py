@@ -52,7 +52,7 @@ def pen(*args: str) -> Iterator[str]:
 def host(port: str, db: Path, *args: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [PY, "-m", "devicectl.cli", "run", "--port", port, "--yes", "--db", str(db), *GATE,
-         *args],
+         "--new-records", *args],
         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
 

@@ -81,6 +81,9 @@ def register(sub: Any) -> None:
     p.add_argument("--no-position", action="store_true",
                    help="simulate a pen without position tracking")
     p.add_argument("--db", type=Path, help=f"records database (default {default_db_path()})")
+    p.add_argument("--new-records", action="store_true",
+                   help="let a clinical run start new records where --db points (none there "
+                   "yet: no patient history to check intervals and cartridges against)")
     p.add_argument("--yes", action="store_true",
                    help="answer the confirmations (start, next zone) for scripted runs")
     p.add_argument("--override-interval", metavar="REASON",
@@ -116,8 +119,8 @@ def demo(args: argparse.Namespace) -> int:
         profile=DEMO_PROFILE, patient=f"DEMO-{secrets.randbelow(10**6):06d}", port=None, sim=True,
         scenario=None, speed=args.speed, seed=None, no_position=False, db=args.db, yes=True,
         override_interval=None, clinician=None, resume=None, operator="DEMO-OPERATOR",
-        checklist=None, consent=True, simulated_answers=True, web=args.web, web_port=args.web_port,
-        web_host=args.web_host,
+        checklist=None, consent=True, simulated_answers=True, new_records=False, web=args.web,
+        web_port=args.web_port, web_host=args.web_host,
     )
     return run(ns)
 
@@ -144,14 +147,16 @@ def run(args: argparse.Namespace) -> int:
         patient_ref(args.patient)  # a name is refused before a record is made
     zone_map = load_zone_map()
     db_path: Path = args.db or default_db_path()
+    _check_records(db_path, args)
     with Store(db_path) as store:
+        _check_records_kind(store, db_path, args.sim)
         loaded, patient, resume_id = _load(args, store)
     vclock = VirtualClock(time.monotonic_ns() // 1000) if args.sim else None
     # The link opens before a record is made: a wrong port leaves no empty session behind.
     wire, pen, pen_wire, port_name = _link(args, zone_map, vclock)
     try:
         with Store(db_path) as store:
-            setup = _setup(store, loaded, patient, resume_id, operator)
+            setup = _setup(store, loaded, patient, resume_id, operator, args.sim)
             refusals = eligibility_gate(console, store, setup.session_id, gate)
             if refusals:
                 store.close_session(setup.session_id, Outcome.REFUSED.value, _now_iso())
@@ -277,8 +282,27 @@ def _now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
+def _check_records(db_path: Path, args: argparse.Namespace) -> None:
+    """A clinical run needs the clinic's records: a new file has no history at all."""
+    if not args.sim and not getattr(args, "new_records", False) and not db_path.exists():
+        raise RefusedError(
+            f"no records at {db_path}: a clinical session checks the patient's intervals and "
+            "the cartridges against them; pass the clinic's --db, or --new-records to start "
+            "new records there"
+        )
+
+
+def _check_records_kind(store: Store, db_path: Path, sim: bool) -> None:
+    """Simulator runs and clinical sessions never share a database."""
+    if store.holds_sessions(simulated=not sim):
+        held, this = ("clinical sessions", "a simulator run") if sim else (
+            "simulator runs", "a clinical session")
+        raise RefusedError(f"{db_path} holds {held}; {this} needs its own --db")
+
+
 def _setup(
-    store: Store, loaded: LoadedProfile, patient: str, resume_id: int | None, operator: str
+    store: Store, loaded: LoadedProfile, patient: str, resume_id: int | None, operator: str,
+    simulated: bool,
 ) -> _Setup:
     if resume_id is not None:
         store.append_events(resume_id, [EventRecord(
@@ -292,6 +316,7 @@ def _setup(
         profile_text=loaded.text,
         started_at=_now_iso(),
         operator=operator,
+        simulated=simulated,
     )
     return _Setup(loaded, patient, session_id, resumed=False)
 

@@ -16,6 +16,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from devicectl.commands.chain_cmd import add_verify
 from devicectl.errors import DevicectlError, StoreError
 from devicectl.store import EventRecord, SessionRecord, Store, default_db_path, parse_wall
 
@@ -82,6 +83,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     report_p.add_argument("--out", type=Path, default=None, metavar="DIR",
                           help="folder for the files (default session-ID-report)")
     report_p.set_defaults(func=report_session)
+    add_verify(sub, with_db)
 
 
 def _db(args: argparse.Namespace) -> Path:
