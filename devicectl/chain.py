@@ -41,6 +41,12 @@ def event_hash(prev: str, row: Sequence[Any]) -> str:
     return _link(prev, "event", list(row))
 
 
+def note_hash(prev: str, row: Sequence[Any]) -> str:
+    """The hash of a note row (session_id, wall, adverse_kind, text, author) after `prev`;
+    a session's notes chain from its genesis, apart from its events."""
+    return _link(prev, "note", list(row))
+
+
 def genesis(conn: sqlite3.Connection, session_id: int) -> str:
     """The chain's start: the session's header as it was created (the stored profile
     text included, by its own SHA-256)."""
@@ -155,6 +161,9 @@ def verify_session(conn: sqlite3.Connection, session_id: int) -> ChainCheck:
                 "before it was removed or inserted"
             )
             return ChainCheck(session_id, problem, None, count, outcome is not None)
+    notes_problem = _verify_notes(conn, session_id)
+    if notes_problem is not None:
+        return ChainCheck(session_id, notes_problem, None, count, outcome is not None)
     if outcome is None:
         if stored_head is not None:
             problem = (
@@ -172,6 +181,22 @@ def verify_session(conn: sqlite3.Connection, session_id: int) -> ChainCheck:
         )
         return ChainCheck(session_id, problem, None, count, True)
     return ChainCheck(session_id, None, str(stored_head), count, True)
+
+
+def _verify_notes(conn: sqlite3.Connection, session_id: int) -> str | None:
+    prev = genesis(conn, session_id)
+    for row_id, *row, stored in conn.execute(
+        "SELECT id, session_id, wall, adverse_kind, text, author, hash FROM notes"
+        " WHERE session_id = ? ORDER BY id",
+        (session_id,),
+    ):
+        prev = note_hash(prev, row)
+        if stored != prev:
+            return (
+                f"session {session_id}: note row {row_id} does not match the chain: it was "
+                "changed, or a note before it was removed"
+            )
+    return None
 
 
 def verify_all(conn: sqlite3.Connection) -> list[ChainCheck]:

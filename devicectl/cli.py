@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "devicectl.commands.sessions_cmd",
     "devicectl.commands.monitor_cmd",
     "devicectl.commands.checklist_cmd",
+    "devicectl.commands.patients_cmd",
 )
 
 

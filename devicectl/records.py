@@ -170,6 +170,23 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
         """CREATE TRIGGER chain_origin_kept BEFORE DELETE ON chain_origin
             BEGIN SELECT RAISE(ABORT, 'the chain origin is fixed'); END""",
     ),
+    # 3 -> 4: notes and adverse events, added after a session too (devicectl/notes.py).
+    (
+        """CREATE TABLE notes (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            session_id INTEGER NOT NULL REFERENCES sessions(id),
+            wall TEXT NOT NULL,
+            adverse_kind TEXT,
+            text TEXT NOT NULL,
+            author TEXT,
+            hash TEXT NOT NULL
+        )""",
+        "CREATE INDEX notes_by_session ON notes (session_id, id)",
+        """CREATE TRIGGER notes_no_update BEFORE UPDATE ON notes
+            BEGIN SELECT RAISE(ABORT, 'notes are append-only'); END""",
+        """CREATE TRIGGER notes_no_delete BEFORE DELETE ON notes
+            BEGIN SELECT RAISE(ABORT, 'notes are append-only'); END""",
+    ),
 )
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 

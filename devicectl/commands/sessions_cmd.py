@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from devicectl.commands.chain_cmd import add_verify
+from devicectl.commands.patients_cmd import add_note_command
 from devicectl.errors import DevicectlError, StoreError
 from devicectl.store import EventRecord, SessionRecord, Store, default_db_path, parse_wall
 
@@ -84,6 +85,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                           help="folder for the files (default session-ID-report)")
     report_p.set_defaults(func=report_session)
     add_verify(sub, with_db)
+    add_note_command(sub, with_db)
 
 
 def _db(args: argparse.Namespace) -> Path:
