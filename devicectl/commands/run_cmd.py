@@ -25,6 +25,7 @@ from rich.text import Text
 
 from devicectl.commands.checklist_cmd import eligibility_gate, read_gate_inputs, staff_id
 from devicectl.commands.profile_cmd import plan_table
+from devicectl.commands.run_checks import check_override, check_records, check_records_kind
 from devicectl.controller import Command, Controller, StartFacts, State
 from devicectl.errors import DevicectlError, RefusedError
 from devicectl.link import open_transport, pipe_pair
@@ -33,11 +34,7 @@ from devicectl.monitor.viewproc import ViewOptions, ViewProcess
 from devicectl.patients import patient_ref
 from devicectl.plan import make_plan
 from devicectl.profile import LoadedProfile, load_profile, load_profile_text
-from devicectl.safety import (
-    INTERVAL_DEPTH_UM,
-    OVERRIDE_REASON_MIN_CHARS,
-    interval_override_problem,
-)
+from devicectl.safety import INTERVAL_DEPTH_UM, OVERRIDE_REASON_MIN_CHARS
 from devicectl.session import Outcome, Policy, Session, VirtualClock
 from devicectl.store import EventRecord, RecordWriter, SessionRecord, Store, default_db_path
 from devicectl.zones import ZoneMap, load_zone_map
@@ -140,16 +137,16 @@ def run(args: argparse.Namespace) -> int:
         raise DevicectlError("say where the pen is: --port PATH, or --sim for the simulator")
     if not args.yes and not interactive:
         raise RefusedError("no terminal to confirm the start; pass --yes for a scripted run")
-    _check_override(args)
+    check_override(args)
     operator = staff_id(args.operator, "--operator", "who runs the session")
     gate = read_gate_inputs(args, interactive)
     if args.resume is None and args.patient is not None:
         patient_ref(args.patient)  # a name is refused before a record is made
     zone_map = load_zone_map()
     db_path: Path = args.db or default_db_path()
-    _check_records(db_path, args)
+    check_records(db_path, args)
     with Store(db_path) as store:
-        _check_records_kind(store, db_path, args.sim)
+        check_records_kind(store, db_path, args.sim)
         loaded, patient, resume_id = _load(args, store)
     vclock = VirtualClock(time.monotonic_ns() // 1000) if args.sim else None
     # The link opens before a record is made: a wrong port leaves no empty session behind.
@@ -265,39 +262,10 @@ def _load(args: argparse.Namespace, store: Store) -> tuple[LoadedProfile, str, i
     return load_profile(args.profile), patient_ref(args.patient), None
 
 
-def _check_override(args: argparse.Namespace) -> None:
-    """An interval override names its reason and its clinician, or nothing starts."""
-    if args.override_interval is not None:
-        problem = interval_override_problem(args.override_interval, args.clinician)
-        if problem is not None:
-            raise RefusedError(problem)
-    elif args.clinician is not None:
-        raise RefusedError(
-            "--clinician names who decided an interval override; pass it with "
-            "--override-interval REASON"
-        )
 
 
 def _now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
-
-
-def _check_records(db_path: Path, args: argparse.Namespace) -> None:
-    """A clinical run needs the clinic's records: a new file has no history at all."""
-    if not args.sim and not getattr(args, "new_records", False) and not db_path.exists():
-        raise RefusedError(
-            f"no records at {db_path}: a clinical session checks the patient's intervals and "
-            "the cartridges against them; pass the clinic's --db, or --new-records to start "
-            "new records there"
-        )
-
-
-def _check_records_kind(store: Store, db_path: Path, sim: bool) -> None:
-    """Simulator runs and clinical sessions never share a database."""
-    if store.holds_sessions(simulated=not sim):
-        held, this = ("clinical sessions", "a simulator run") if sim else (
-            "simulator runs", "a clinical session")
-        raise RefusedError(f"{db_path} holds {held}; {this} needs its own --db")
 
 
 def _setup(
