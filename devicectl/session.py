@@ -23,7 +23,7 @@ from typing import Any, Protocol
 from devicectl.controller import Command, ControlEvent, Controller, EventKind, Output, State
 from devicectl.errors import LinkError
 from devicectl.safety import emergency_stop_frame
-from devicectl.store import EventRecord, RecordWriter, ZoneCoverage
+from devicectl.store import RECORDS_FAILED_REASON, EventRecord, RecordWriter, ZoneCoverage
 
 #: The status snapshot is rebuilt this often (µs of session time).
 SNAPSHOT_PERIOD_US = 50_000
@@ -220,7 +220,7 @@ class Session:
                 self.outcome = outcome_of(self.controller.state)
             # The end state and the last strokes, for the views and the records.
             with contextlib.suppress(Exception):
-                self.snapshot = self.controller.status(self.now_us)
+                self.snapshot = self._status(self.now_us)
                 self._save_coverage(self.now_us)
             self._done.set()
 
@@ -257,6 +257,9 @@ class Session:
     def _step(self, data: bytes, now: int) -> None:
         ctl = self.controller
         self.now_us = now
+        writer = self._writer
+        if writer is not None and writer.failure is not None and ctl.records_failure is None:
+            self._records_failed(now)
         if data:
             self._emit(ctl.receive_data(data, now), now)
             self._sample(now)
@@ -271,10 +274,24 @@ class Session:
         wall = time.monotonic_ns() // 1000 if self._virtual else now
         if wall - self._timers.snapshot_us >= SNAPSHOT_PERIOD_US:
             self._timers.snapshot_us = wall
-            self.snapshot = ctl.status(now)
+            self.snapshot = self._status(now)
         if wall - self._timers.coverage_us >= COVERAGE_PERIOD_US:
             self._timers.coverage_us = wall
             self._save_coverage(now)
+
+    def _status(self, now: int) -> dict[str, Any]:
+        """The controller's status, and why the records fail (every view shows it in red)."""
+        status = self.controller.status(now)
+        if self._writer is not None and self._writer.failure is not None:
+            status["records_failure"] = self._writer.failure
+        return status
+
+    def _records_failed(self, now: int) -> None:
+        """No treatment without a record: the pen stops at once; with nobody to decide
+        (--yes, no terminal) the session ends, its last events in the unsaved file."""
+        self._emit(self.controller.command(Command.RECORDS_FAILED, now), now)
+        if self._policy.end_on_fault:
+            self.request_stop(RECORDS_FAILED_REASON)
 
     def _sample(self, now: int) -> None:
         """Once a second, the set and peak measured depth and the rate, for reports."""

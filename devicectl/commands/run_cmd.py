@@ -21,6 +21,7 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from devicectl.commands.profile_cmd import plan_table
 from devicectl.controller import Command, Controller, StartFacts, State
@@ -120,6 +121,7 @@ def run(args: argparse.Namespace) -> int:
     zone_map = load_zone_map()
     db_path: Path = args.db or default_db_path()
     with Store(db_path) as store:
+        store.require_writable()  # no treatment without a record: refused before anything
         loaded, patient, resume_id = _load(args, store)
     vclock = VirtualClock(time.monotonic_ns() // 1000) if args.sim else None
     # The link opens before a record is made: a wrong port leaves no empty session behind.
@@ -201,9 +203,30 @@ def run(args: argparse.Namespace) -> int:
     elif session.error is not None:
         console.print(f"[bold red]internal error, pen stopped:[/] {session.error!r}")
     for err in writer.errors:
-        console.print(f"[bold red]records:[/] {err}")
+        console.print(Text.assemble(("records: ", "bold red"), err))
     _summary(console, session, setup, outcome, db_path)
+    _records_banner(console, writer)
     return outcome.exit_code
+
+
+def _records_banner(console: Console, writer: RecordWriter) -> None:
+    """When the records failed: in red, where they went and how to put them back;
+    the lines that could not be written anywhere go to stderr, to be saved by hand."""
+    if writer.failure is None:
+        return
+    console.print(Text(writer.failure, style="bold white on red"))
+    if writer.unsaved_count:
+        console.print(Text(
+            f"the records not saved in {writer.path} are in {writer.unsaved_path}; once the "
+            f"database can be written: devicectl records replay {writer.unsaved_path}",
+            style="bold red"))
+    if writer.unwritten:
+        console.print(Text(
+            f"{len(writer.unwritten)} records could not be written anywhere; they follow on "
+            "stderr as JSON lines: save them to a file and run devicectl records replay FILE",
+            style="bold red"))
+        for line in writer.unwritten:
+            print(line, file=sys.stderr)
 
 
 def _load(args: argparse.Namespace, store: Store) -> tuple[LoadedProfile, str, int | None]:

@@ -150,8 +150,12 @@ class TerminalView:
         fault = status.get("fault")
         if fault:
             parts.append(Panel(Text(str(fault), style="bold white"), style="on red", title="FAULT"))
+        records = status.get("records_failure")
+        if records:
+            parts.append(Panel(Text(str(records), style="bold white"), style="on red",
+                               title="RECORDS"))
         stop_reason = status.get("stop_reason")
-        if stop_reason and not fault:
+        if stop_reason and not fault and not records:
             parts.append(Text(f"stamping stopped: {stop_reason}", style="yellow"))
         for reason in status.get("go_no_go") or ():
             parts.append(Text(f"NO-GO: {reason}", style="bold red"))
