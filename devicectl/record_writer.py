@@ -66,6 +66,13 @@ class _Close:
     ended_at: str | None
 
 
+@dataclass(frozen=True, slots=True)
+class _Deferred:
+    """An event built on the writer's thread (a flight recording: decoding is slow)."""
+
+    make: Callable[[], EventRecord]
+
+
 @dataclass(slots=True)
 class _Pending:
     """What the writer thread holds between commits."""
@@ -113,9 +120,9 @@ class RecordWriter:
         self._fd: int | None = None  # the records file as opened: its identity
         self._header: dict[str, str] | None = None
         self._last_cover: str | None = None
-        self._queue: queue.SimpleQueue[Sequence[EventRecord] | _Coverage | _Device | _Close] = (
-            queue.SimpleQueue()
-        )
+        self._queue: queue.SimpleQueue[
+            Sequence[EventRecord] | _Coverage | _Device | _Close | _Deferred
+        ] = queue.SimpleQueue()
         self._ready = threading.Event()
         self._thread = threading.Thread(
             target=self._run, name=f"records-session-{session_id}", daemon=True
@@ -132,6 +139,10 @@ class RecordWriter:
 
     def events(self, events: Sequence[EventRecord]) -> None:
         self._queue.put_nowait(events)
+
+    def deferred_event(self, make: Callable[[], EventRecord]) -> None:
+        """An event that `make` builds on the writer's thread, in its place in the order."""
+        self._queue.put_nowait(_Deferred(make))
 
     def coverage(
         self, zones: Sequence[ZoneCoverage], state: bytes | Callable[[], bytes] | None
@@ -297,6 +308,11 @@ class RecordWriter:
                     elif isinstance(item, _Device):
                         pending.device = item
                         urgent = True
+                    elif isinstance(item, _Deferred):
+                        built = self._build(item)
+                        if built is not None:
+                            pending.events.append(built)
+                            urgent = urgent or built.safety
                     else:
                         pending.events.extend(item)
                         urgent = urgent or any(e.safety for e in item)
@@ -331,6 +347,13 @@ class RecordWriter:
         if self.unwritten:
             self._note(f"records of session {self.session_id}: {len(self.unwritten)} records "
                        f"could not be written to {self.path} nor to {self.unsaved_path}")
+
+    def _build(self, item: _Deferred) -> EventRecord | None:
+        try:
+            return item.make()
+        except Exception as exc:  # a bug in one event must not stop the records
+            self._note(f"an event of session {self.session_id} could not be built: {exc!r}")
+            return None
 
     def _commit(self, conn: sqlite3.Connection, pending: _Pending) -> bool:
         """One transaction; True once committed (into the file opened, even if it is

@@ -22,6 +22,7 @@ from typing import Any, Protocol
 
 from devicectl.controller import Command, ControlEvent, Controller, EventKind, Output, State
 from devicectl.errors import LinkError
+from devicectl.flight import RX, TX, FlightRecorder, pack
 from devicectl.safety import emergency_stop_frame
 from devicectl.store import RECORDS_FAILED_REASON, EventRecord, RecordWriter, ZoneCoverage
 
@@ -159,6 +160,7 @@ class Session:
         self._done = threading.Event()
         self._timers = _Timers()
         self._thread = threading.Thread(target=self._run, name="inner-loop", daemon=True)
+        self.flight = FlightRecorder()  # allocated once: the loop only copies into it
         self.snapshot: dict[str, Any] = {}
         self.outcome: Outcome | None = None
         self.error: BaseException | None = None
@@ -218,6 +220,8 @@ class Session:
         finally:
             if self.outcome is None:
                 self.outcome = outcome_of(self.controller.state)
+            if self.outcome in (Outcome.FAULT, Outcome.LINK_LOST):
+                self._save_flight(self.now_us, f"the end of the session ({self.outcome.value})")
             # The end state and the last strokes, for the views and the records.
             with contextlib.suppress(Exception):
                 self.snapshot = self._status(self.now_us)
@@ -228,6 +232,7 @@ class Session:
         wire = self._wire
         now = time.monotonic_ns() // 1000
         self._t0_us = now
+        self.now_us = now
         self._emit(self.controller.connect(now), now)
         while not self._finished(now):
             data = wire.read(4096, 0.001)
@@ -240,6 +245,7 @@ class Session:
         pen, pen_wire, wire, clock = self._pen, self._pen_wire, self._wire, self._virtual_clock
         now = clock.now_us
         self._t0_us = now
+        self.now_us = now
         wall0 = time.monotonic()
         self._emit(self.controller.connect(now), now)
         step = self._step_us
@@ -261,6 +267,7 @@ class Session:
         if writer is not None and writer.failure is not None and ctl.records_failure is None:
             self._records_failed(now)
         if data:
+            self.flight.record(data, RX, now)
             self._emit(ctl.receive_data(data, now), now)
             self._sample(now)
         while not self._commands.empty():
@@ -330,6 +337,29 @@ class Session:
             self._record_device()
         if EventKind.ZONE_DONE in kinds:
             self._save_coverage(now)
+        if EventKind.ESTOP in kinds or EventKind.PEN_FAULT in kinds:
+            self._save_flight(now, "an emergency stop" if EventKind.ESTOP in kinds else
+                              "a fault of the pen")
+
+    def _save_flight(self, now: int, trigger: str) -> None:
+        """The flight recorder's last 10 s into the record: the loop copies the ring,
+        the writer's thread picks and packs the frames."""
+        if self._writer is None:
+            return
+        snap = self.flight.snapshot(now)
+        t0 = self._t0_us or 0
+        wall = self.wall_of(now).isoformat(timespec="milliseconds")
+
+        def make() -> EventRecord:
+            frames = snap.frames()
+            return EventRecord(
+                t_us=now - t0, wall=wall, kind="FLIGHT",
+                text=f"flight recorder: the last {len(frames)} frames on the wire, "
+                f"kept at {trigger}",
+                zone_id=None, data={"trigger": trigger, "frames": pack(frames, t0)}, safety=True,
+            )
+
+        self._writer.deferred_event(make)
 
     def _record_device(self) -> None:
         """The pen and its cartridge, in the record at once: a cartridge is single use."""
@@ -344,6 +374,7 @@ class Session:
         )
 
     def _write(self, data: bytes) -> None:
+        self.flight.record(data, TX, self.now_us)
         self._wire.write(data)
 
     def _record(self, event: ControlEvent) -> EventRecord:

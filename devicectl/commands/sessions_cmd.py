@@ -56,6 +56,22 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     show_p.add_argument("id", type=int, metavar="ID", help="session id (see `sessions list`)")
     show_p.set_defaults(func=show_session)
 
+    frames_p = with_db(
+        sub.add_parser(
+            "frames",
+            help="the flight recorder's frames of one session, one JSON object a line",
+            description="Print the frames the flight recorder kept (the last 10 s on the wire, "
+            "both ways, at each emergency stop, pen fault and bad end), decoded as "
+            "`devicectl wire decode` prints them, with \"recording\" (1, 2, …), its "
+            "\"trigger\", \"dir\" (tx: host to pen, rx: pen to host) and \"host_t_us\" "
+            "(the host's session time, µs; a TELEMETRY keeps its own t_us, the pen's) added.",
+        )
+    )
+    frames_p.add_argument("id", type=int, metavar="ID", help="session id (see `sessions list`)")
+    frames_p.add_argument("--recording", type=int, default=None, metavar="N",
+                          help="only the Nth recording (default: all, in order)")
+    frames_p.set_defaults(func=print_frames)
+
     export_p = with_db(
         sub.add_parser(
             "export",
@@ -193,6 +209,49 @@ def show_session(args: argparse.Namespace) -> int:
             e.text,
         )
     console.print(timeline)
+    return 0
+
+
+def frame_lines(events: list[EventRecord], only: int | None = None) -> list[str]:
+    """The FLIGHT events' frames as JSON lines (see `sessions frames`)."""
+    from devicectl.commands.link_cmd import decode_events, event_to_dict
+    from devicectl.flight import DIRECTIONS, SLOT_BYTES, unpack
+    from devicectl.protocol import Decoder
+
+    recordings = [e for e in events if e.kind == "FLIGHT"]
+    out: list[str] = []
+    for number, e in enumerate(recordings, start=1):
+        if only is not None and number != only:
+            continue
+        try:
+            frames = unpack(str(e.data.get("frames", "")))
+        except ValueError as exc:
+            raise StoreError(f"recording {number} ({e.wall}) is damaged: {exc}") from exc
+        head = {"recording": number, "trigger": e.data.get("trigger")}
+        for f in frames:
+            where = {"dir": DIRECTIONS[f.direction], "host_t_us": f.t_us}
+            if f.length > SLOT_BYTES:
+                decoded = [{"discarded": "too_long", "length": f.length}]
+            else:
+                decoded = [event_to_dict(d) for d in decode_events(Decoder(), f.raw)]
+            for d in decoded:
+                out.append(json.dumps(head | where | d | {"hex": f.raw.hex(" ")}))
+    return out
+
+
+def print_frames(args: argparse.Namespace) -> int:
+    with _open_existing(_db(args), args.id) as store:
+        events = store.events(args.id)
+    count = sum(1 for e in events if e.kind == "FLIGHT")
+    if args.recording is not None and not 1 <= args.recording <= count:
+        raise StoreError(f"session {args.id} has {count} flight recordings; "
+                         f"--recording {args.recording} is not one of them")
+    lines = frame_lines(events, args.recording)
+    if not count:
+        print(f"session {args.id} has no flight recording (kept at an emergency stop, a pen "
+              "fault, or an end in fault or link lost)", file=sys.stderr)
+    for line in lines:
+        print(line)
     return 0
 
 
