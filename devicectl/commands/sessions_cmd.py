@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from devicectl.errors import DevicectlError, StoreError
+from devicectl.plain import plain
 from devicectl.store import EventRecord, SessionRecord, Store, default_db_path, parse_wall
 
 CSV_COLUMNS = ("t_us", "since_start_s", "wall", "kind", "zone_id", "safety", "text", "data")
@@ -126,19 +127,15 @@ def list_sessions(args: argparse.Namespace) -> int:
     if not records:
         console.print(f"no records yet at {path}", markup=False, highlight=False)
         return 0
-    table = Table(title=f"sessions in {path}")
+    table = Table(title=plain(f"sessions in {path}"))
     for name in ("id", "started", "patient ref", "profile", "outcome", "zones done"):
         table.add_column(name, justify="right" if name == "id" else "left", overflow="fold")
     for rec in records:
         done = sum(1 for z in rec.zones if z.done)
-        table.add_row(
-            str(rec.id),
-            rec.started_at,
-            rec.patient_ref,
-            rec.profile_name,
-            outcome_text(rec.outcome),
-            f"{done}/{len(rec.zones)}",
-        )
+        table.add_row(*(plain(cell) for cell in (
+            rec.id, rec.started_at, rec.patient_ref, rec.profile_name,
+            outcome_text(rec.outcome), f"{done}/{len(rec.zones)}",
+        )))
     console.print(table)
     return 0
 
@@ -171,16 +168,19 @@ def show_session(args: argparse.Namespace) -> int:
     head = Table.grid(padding=(0, 2))
     head.add_column(style="bold")
     head.add_column()
-    head.add_row("session", str(rec.id))
-    head.add_row("patient ref", rec.patient_ref)
-    head.add_row("profile", f"{rec.profile_name} ({rec.profile_hash[:12]})")
     serial = "?" if rec.device_serial is None else str(rec.device_serial)
-    head.add_row("pen", f"serial {serial}, firmware {_fw(rec.fw_version)}")
-    head.add_row("cartridge", "?" if rec.cartridge_id is None else str(rec.cartridge_id))
-    head.add_row("position", rec.position_mode or "?")
-    head.add_row("started", rec.started_at)
-    head.add_row("ended", rec.ended_at or "-")
-    head.add_row("outcome", outcome_text(rec.outcome))
+    for name, value in (
+        ("session", rec.id),
+        ("patient ref", rec.patient_ref),
+        ("profile", f"{rec.profile_name} ({rec.profile_hash[:12]})"),
+        ("pen", f"serial {serial}, firmware {_fw(rec.fw_version)}"),
+        ("cartridge", "?" if rec.cartridge_id is None else rec.cartridge_id),
+        ("position", rec.position_mode or "?"),
+        ("started", rec.started_at),
+        ("ended", rec.ended_at or "-"),
+        ("outcome", outcome_text(rec.outcome)),
+    ):
+        head.add_row(name, plain(value))
     console.print(head)
 
     zones = Table(title="zones")
@@ -188,7 +188,7 @@ def show_session(args: argparse.Namespace) -> int:
         zones.add_column(name, justify="left" if name == "zone" else "right", overflow="fold")
     for z in rec.zones:
         zones.add_row(
-            z.name + (" ✓" if z.done else ""),
+            plain(z.name + (" ✓" if z.done else "")),
             f"{z.depth_um / 1000:.2f}",
             f"{z.rate_dhz / 10:.1f}",
             f"{z.fraction * 100:.0f}% / {z.target_fraction * 100:.0f}%",
@@ -204,9 +204,9 @@ def show_session(args: argparse.Namespace) -> int:
     for e in events:
         timeline.add_row(
             _clock(_since_start(rec, e)),
-            e.kind + (" !" if e.safety else ""),
+            plain(e.kind + (" !" if e.safety else "")),
             "" if e.zone_id is None else str(e.zone_id),
-            e.text,
+            plain(e.text),
         )
     console.print(timeline)
     return 0
