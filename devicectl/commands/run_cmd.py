@@ -296,7 +296,8 @@ def _start_web(console: Console, args: argparse.Namespace, session: Session,
     except DevicectlError as exc:
         console.print(f"[yellow]web page not started:[/] {exc}")
         return None
-    console.print(f"web page: {web.url}?token={token} (with controls) · {web.url} (read-only)"
+    # The token rides in the fragment, which the browser never sends to a server.
+    console.print(f"web page: {web.url}#token={token} (with controls) · {web.url} (read-only)"
                   f" · session token {token}", highlight=False, soft_wrap=True)
     return web
 
