@@ -19,7 +19,8 @@ from devicectl.profile import (
 )
 
 REPO = Path(__file__).resolve().parent.parent
-PROFILES = sorted(p for p in (REPO / "profiles").glob("*.yaml") if p.name != "zones.yaml")
+NOT_PROFILES = ("zones.yaml", "checklist.yaml")
+PROFILES = sorted(p for p in (REPO / "profiles").glob("*.yaml") if p.name not in NOT_PROFILES)
 
 
 def profile_text(

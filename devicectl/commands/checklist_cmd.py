@@ -28,6 +28,7 @@ from devicectl.checklist import (
     template_text,
 )
 from devicectl.errors import RefusedError
+from devicectl.plain import plain
 from devicectl.store import EventRecord, Store
 
 #: What the demo says instead of a person's answers: nobody is being treated.
@@ -68,8 +69,8 @@ def show(args: argparse.Namespace) -> int:
     console.print(f"{checklist.file} (sha256 {checklist.content_hash[:12]})", markup=False,
                   highlight=False)
     for item in checklist.items:
-        console.print(f"{item.id}: {item.question}", markup=False, highlight=False)
-        console.print(f"    sources: {'; '.join(item.sources)}", markup=False, highlight=False)
+        console.print(plain(f"{item.id}: {item.question}"), highlight=False)
+        console.print(plain(f"    sources: {'; '.join(item.sources)}"), highlight=False)
     return 0
 
 
@@ -166,7 +167,7 @@ def _answers(console: Console, inputs: GateInputs) -> tuple[dict[str, Answer], s
 def _ask_answer(console: Console, question: str) -> Answer:
     while True:
         try:
-            reply = console.input(Text(f"{question} [y/n] ")).strip().lower()
+            reply = console.input(plain(f"{question} [y/n] ")).strip().lower()
         except (EOFError, KeyboardInterrupt):
             return None
         if reply in ("y", "yes"):

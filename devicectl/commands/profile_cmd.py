@@ -14,8 +14,10 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from devicectl.errors import ProfileError
+from devicectl.plain import plain
 from devicectl.plan import NOMINAL_DEVICE, NOMINAL_HAND_SPEED_MM_S, Plan, nominal_plan
 from devicectl.profile import (
     DEFAULT_TOPICAL_WAIT_HOURS,
@@ -71,6 +73,12 @@ def run_validate(args: argparse.Namespace) -> int:
                 checked = load_zone_map(path)
                 print(f"{path}: ok (zone map, {len(checked.zones)} zones)")
                 continue
+            if _is_checklist(path):  # profiles/checklist.yaml lies beside them (issue 13)
+                from devicectl.checklist import load_checklist
+
+                items = load_checklist(path).items
+                print(f"{path}: ok (contraindication checklist, {len(items)} items)")
+                continue
             loaded = load_profile(
                 path, zone_map=zone_map, topical_wait_hours=args.topical_wait_hours
             )
@@ -94,6 +102,15 @@ def _is_zone_map(path: Path) -> bool:
     return isinstance(data, dict) and "scalp_outline_mm" in data
 
 
+def _is_checklist(path: Path) -> bool:
+    """A YAML file with `items:` and no `zones:` is the contraindication checklist."""
+    try:
+        data = read_yaml(path).data
+    except ProfileError:
+        return False
+    return isinstance(data, dict) and "items" in data and "zones" not in data
+
+
 def run_show(args: argparse.Namespace) -> int:
     zone_map = load_zone_map(args.zones)
     loaded = load_profile(args.file, zone_map=zone_map, topical_wait_hours=args.topical_wait_hours)
@@ -108,13 +125,13 @@ def run_show(args: argparse.Namespace) -> int:
     )
     console.print(f"Minimum interval: {plan.min_interval_days} days.  sha256 {plan.profile_hash}")
     for warning in plan.warnings:
-        console.print(f"[bold yellow]Warning:[/] {warning}", highlight=False)
+        console.print(Text.assemble(("Warning: ", "bold yellow"), plain(warning)), highlight=False)
     return 0
 
 
 def plan_table(plan: Plan, zone_map_labels: dict[str, str]) -> Table:
     table = Table(
-        title=f"{plan.profile_name} (version {plan.profile_version})",
+        title=plain(f"{plan.profile_name} (version {plan.profile_version})"),
         caption="mm: needle depth · Hz: stamp rate · passes: target/max per spot · "
         "cover: share of the zone to bring to the target · ≈: estimates",
     )
@@ -123,7 +140,7 @@ def plan_table(plan: Plan, zone_map_labels: dict[str, str]) -> Table:
         table.add_column(header, justify="right", no_wrap=True, min_width=len(header))
     for z in plan.zones:
         table.add_row(
-            zone_map_labels.get(z.name, z.name),
+            plain(zone_map_labels.get(z.name, z.name)),
             f"{z.area_mm2 / 100:.0f}",
             mm_text(z.depth_um),
             f"{z.rate_dhz / 10:g}",
