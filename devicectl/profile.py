@@ -29,7 +29,13 @@ from pydantic_core import ErrorDetails
 
 from devicectl.adjuncts import AdjunctName, AdjunctUse, adjunct_entry, adjunct_instructions
 from devicectl.errors import ProfileError
-from devicectl.safety import DEPTH_CAP_UM, DEPTH_STEP_UM, INTERVAL_DEPTH_UM, MIN_INTERVAL_DAYS
+from devicectl.safety import (
+    DEPTH_CAP_UM,
+    DEPTH_STEP_UM,
+    INTERVAL_DEPTH_UM,
+    MIN_INTERVAL_DAYS,
+    region_depth_problems,
+)
 from devicectl.yaml_reader import (
     Loc,
     Mark,
@@ -319,6 +325,10 @@ def _validated(
             problems.append((doc.mark_of(loc, key=key), doc.problem(loc, why, key=key)))
     for loc, why in cross:
         problems.append((doc.mark_of(loc), doc.problem(loc, why)))
+    if profile is not None:  # the zone map's per-region depth limits (safety.py's rule)
+        for i, why in _region_problems(profile, zone_map):
+            loc = ("zones", i, "depth_mm")
+            problems.append((doc.mark_of(loc), doc.problem(loc, why)))
     if problems or profile is None:
         problems.sort(key=lambda p: (p[0].line, p[0].col))
         raise profile_error([text for _mark, text in problems])
@@ -329,6 +339,15 @@ def _validated(
         content_hash=content_hash(profile),
         text=doc.text,
     )
+
+
+def _region_problems(profile: Profile, zone_map: ZoneMap) -> list[tuple[int, str]]:
+    out = []
+    for i, z in enumerate(profile.zones):
+        limit = zone_map.by_name(z.zone).max_depth_um if z.zone in zone_map.names else None
+        for why in region_depth_problems([(z.zone, z.depth_um, limit)]):
+            out.append((i, why))
+    return out
 
 
 def _raw_cross_problems(data: dict[str, Any]) -> list[tuple[Loc, str]]:
