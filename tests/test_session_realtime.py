@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import pytest
 import serial
 
 from devicectl.protocol import Decoder, FaultBit, Hello, PenState, Telemetry, encode
@@ -25,6 +26,7 @@ DATA = Path(__file__).parent / "data"
 SHORT = DATA / "short-frontal.yaml"
 TWO = DATA / "short-two-zones.yaml"
 PY = sys.executable
+pytestmark = pytest.mark.realtime
 
 
 @contextmanager
