@@ -130,6 +130,8 @@ class MisbehavingPen:
         self.watch = TriggerWatch(misbehaviour.trigger)
         self.fired_at_us: int | None = None
         self.first_bad_us: int | None = None
+        #: when the first DEVICE_INFO that lies about the pen went out
+        self.first_bad_info_us: int | None = None
         self._seed = seed
         self._rng = random.Random(seed ^ 0xBAD)
         self._host = Decoder()
@@ -306,6 +308,8 @@ class MisbehavingPen:
 
     def _device_info(self, info: DeviceInfo, now_us: int) -> DeviceInfo:
         by = self._by_kind
+        if ("proto" in by or "identity" in by) and self.first_bad_info_us is None:
+            self.first_bad_info_us = now_us
         if "proto" in by:
             info = replace(info, proto=int(by["proto"].get("proto", 2)))
             self._bad(now_us)
