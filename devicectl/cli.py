@@ -19,6 +19,7 @@ COMMAND_MODULES = (
     "devicectl.commands.profile_cmd",
     "devicectl.commands.run_cmd",
     "devicectl.commands.sessions_cmd",
+    "devicectl.commands.records_cmd",
     "devicectl.commands.monitor_cmd",
 )
 

@@ -21,6 +21,7 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from devicectl.commands.profile_cmd import plan_table
 from devicectl.controller import Command, Controller, StartFacts, State
@@ -28,6 +29,7 @@ from devicectl.errors import DevicectlError, RefusedError
 from devicectl.link import open_transport, pipe_pair
 from devicectl.monitor.terminal import clock, event_line, is_chatty
 from devicectl.monitor.viewproc import ViewOptions, ViewProcess
+from devicectl.plain import plain
 from devicectl.plan import make_plan
 from devicectl.profile import LoadedProfile, load_profile, load_profile_text
 from devicectl.safety import INTERVAL_DEPTH_UM
@@ -120,6 +122,7 @@ def run(args: argparse.Namespace) -> int:
     zone_map = load_zone_map()
     db_path: Path = args.db or default_db_path()
     with Store(db_path) as store:
+        store.require_writable()  # no treatment without a record: refused before anything
         loaded, patient, resume_id = _load(args, store)
     vclock = VirtualClock(time.monotonic_ns() // 1000) if args.sim else None
     # The link opens before a record is made: a wrong port leaves no empty session behind.
@@ -134,11 +137,13 @@ def run(args: argparse.Namespace) -> int:
         wire.close()
         raise
     start_zone = _first_unfinished_zone(setup.loaded, resumed.zones) if resumed else 0
-    console.print(f"[bold]session {setup.session_id}[/] · patient {setup.patient} · "
-                  f"profile {setup.loaded.profile.name} ({setup.loaded.content_hash[:12]})"
-                  f"{' · resumed' if setup.resumed else ''}")
+    console.print(Text.assemble(
+        (f"session {setup.session_id}", "bold"),
+        plain(f" · patient {setup.patient} · profile {setup.loaded.profile.name} "
+              f"({setup.loaded.content_hash[:12]}){' · resumed' if setup.resumed else ''}"),
+    ))
     for w in setup.loaded.warnings:
-        console.print(f"[yellow]warning:[/] {w}")
+        console.print(Text.assemble(("warning: ", "yellow"), plain(w)))
 
     controller = Controller(
         lambda dev: make_plan(setup.loaded, dev, zone_map),
@@ -195,15 +200,37 @@ def run(args: argparse.Namespace) -> int:
         gc.unfreeze()
     for e in session.drain_events():
         if not is_chatty(e):
-            console.print(event_line(e, session.t0_us), highlight=False, soft_wrap=True)
+            console.print(Text(event_line(e, session.t0_us)), highlight=False, soft_wrap=True)
     if isinstance(session.error, DevicectlError):
-        console.print(f"[bold red]{session.error}[/]")
+        console.print(plain(session.error, "bold red"))
     elif session.error is not None:
-        console.print(f"[bold red]internal error, pen stopped:[/] {session.error!r}")
+        console.print(Text.assemble(("internal error, pen stopped: ", "bold red"),
+                                    plain(repr(session.error))))
     for err in writer.errors:
-        console.print(f"[bold red]records:[/] {err}")
+        console.print(Text.assemble(("records: ", "bold red"), plain(err)))
     _summary(console, session, setup, outcome, db_path)
+    _records_banner(console, writer)
     return outcome.exit_code
+
+
+def _records_banner(console: Console, writer: RecordWriter) -> None:
+    """When the records failed: in red, where they went and how to put them back;
+    the lines that could not be written anywhere go to stderr, to be saved by hand."""
+    if writer.failure is None:
+        return
+    console.print(plain(writer.failure, "bold white on red"))
+    if writer.unsaved_count:
+        console.print(plain(
+            f"the records not saved in {writer.path} are in {writer.unsaved_path}; once the "
+            f"database can be written: devicectl records replay {writer.unsaved_path}",
+            "bold red"))
+    if writer.unwritten:
+        console.print(Text(
+            f"{len(writer.unwritten)} records could not be written anywhere; they follow on "
+            "stderr as JSON lines: save them to a file and run devicectl records replay FILE",
+            style="bold red"))
+        for line in writer.unwritten:
+            print(line, file=sys.stderr)
 
 
 def _load(args: argparse.Namespace, store: Store) -> tuple[LoadedProfile, str, int | None]:
@@ -294,10 +321,10 @@ def _start_web(console: Console, args: argparse.Namespace, session: Session,
         web = start_web(session, args.web_host, args.web_port, token, zone_map=zone_map,
                         header=header, db_path=db_path, session_id=setup.session_id)
     except DevicectlError as exc:
-        console.print(f"[yellow]web page not started:[/] {exc}")
+        console.print(Text.assemble(("web page not started: ", "yellow"), plain(exc)))
         return None
     console.print(f"web page: {web.url}?token={token} (with controls) · {web.url} (read-only)"
-                  f" · session token {token}", highlight=False, soft_wrap=True)
+                  f" · session token {token}", markup=False, highlight=False, soft_wrap=True)
     return web
 
 
@@ -330,8 +357,9 @@ def _go_no_go(console: Console, session: Session, port: str, zone_map: ZoneMap) 
         if ctl.state not in (State.CONNECTING, State.CONFIGURING):
             break
     if ctl.state is State.LINK_LOST or ctl.device is None:
-        console.print(f"[bold red]NO-GO:[/] no pen answered on {port}; check the cable and "
-                      "that the pen is on, then run again")
+        console.print(Text.assemble(("NO-GO: ", "bold red"), plain(
+            f"no pen answered on {port}; check the cable and that the pen is on, then run again"
+        )))
         return False
     dev = ctl.device
     console.print(
@@ -347,7 +375,7 @@ def _go_no_go(console: Console, session: Session, port: str, zone_map: ZoneMap) 
         reasons = ["the profile cannot be run on this pen"]
     if reasons:
         for r in reasons:
-            console.print(f"[bold red]NO-GO:[/] {r}")
+            console.print(Text.assemble(("NO-GO: ", "bold red"), plain(r)))
         return False
     console.print("[bold green]GO:[/] pen, cartridge, interval and plan checked")
     return True
@@ -396,7 +424,8 @@ def _plain(console: Console, session: Session) -> None:
         done = session.wait(0.1)
         for e in session.drain_events():
             if not is_chatty(e):
-                console.print(event_line(e, session.t0_us), highlight=False, soft_wrap=True)
+                console.print(Text(event_line(e, session.t0_us)), highlight=False,
+                              soft_wrap=True)
         if done:
             return
 
@@ -412,7 +441,7 @@ def _summary(
     for z in status.get("zones") or ():
         over = ctl.coverage.cells_over_max(z["zone_id"]) if ctl.coverage else 0
         table.add_row(
-            z["name"],
+            plain(z["name"]),
             f"{100 * z['fraction']:.0f} %",
             f"{100 * z['target_fraction']:.0f} %",
             str(z["strokes"]),
@@ -422,5 +451,8 @@ def _summary(
         )
     console.print(table)
     style = "bold green" if outcome is Outcome.COMPLETE else "bold red"
-    console.print(f"[{style}]{outcome.value.replace('_', ' ')}[/] · session id {setup.session_id}"
-                  f" · details: devicectl sessions show {setup.session_id} --db {db_path}")
+    console.print(Text.assemble(
+        (outcome.value.replace("_", " "), style),
+        plain(f" · session id {setup.session_id} · details: devicectl sessions show "
+              f"{setup.session_id} --db {db_path}"),
+    ))

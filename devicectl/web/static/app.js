@@ -147,10 +147,13 @@ function drawState(s, changed) {
     $("header-text").textContent = "session " + h.session_id + " · patient " + h.patient_ref + " · " + h.profile;
     updateControls();
   }
-  if (has("state") || has("fault") || has("stop_reason")) {
+  if (has("state") || has("fault") || has("stop_reason") || has("records_failure")) {
     const st = $("state"); st.textContent = (s.state || "—").replace("_", " "); st.className = "state " + s.state;
     const banner = $("fault-banner");
-    if (FAULT_STATES[s.state]) {
+    if (s.records_failure) {
+      banner.textContent = "RECORDS — stamping stopped: " + s.records_failure;
+      banner.classList.remove("hidden");
+    } else if (FAULT_STATES[s.state]) {
       banner.textContent = (s.state === "FAULT" ? "FAULT — the pen is stopped: " : "LINK LOST — the pen stops by itself: ") + (s.fault || s.stop_reason || "see the events");
       banner.classList.remove("hidden");
     } else banner.classList.add("hidden");
