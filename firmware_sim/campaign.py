@@ -72,8 +72,14 @@ def run_matrix(cells: Sequence[tuple[str, str]], *, jobs: int = 2) -> list[CellR
     if jobs <= 1:
         return [run_cell(*c) for c in cells]
     # spawn: a forked child of a process with threads (a test run) can hang on a lock
+    # Failing-records cells run in real time (the writer's clock): they go first.
+    order = sorted(range(len(cells)), key=lambda i: cells[i][0] != RECORDS_FAIL)
     with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
-        return list(pool.map(_run, cells, chunksize=4))
+        done = list(pool.map(_run, [cells[i] for i in order]))
+    out: list[CellResult | None] = [None] * len(cells)
+    for i, r in zip(order, done, strict=True):
+        out[i] = r
+    return [r for r in out if r is not None]
 
 
 def failures(results: Iterable[CellResult]) -> list[str]:

@@ -24,6 +24,7 @@ from devicectl.plan import Plan, ZonePlan
 from devicectl.safety import EstopReason
 from devicectl.session import Policy, Session, VirtualClock
 from devicectl.store import RecordWriter, Store
+from devicectl.unsaved import read_unsaved, unsaved_path
 from devicectl.zones import Zone, ZoneMap
 from firmware_sim.faults import Scenario, load_scenarios
 from firmware_sim.misbehave import MisbehavingPen, Misbehaviour, load_misbehaviours
@@ -165,6 +166,7 @@ class Bench:
         self._since: tuple[State, int] | None = None
         self._used_once = False  # the one CLEAR_FAULT or RECONNECT the technician tries
         self._paused = self._stopped = self._staged = False
+        self._pressed_pause = False
         self._decoder = p.Decoder()
         self._commanded = 0
         self.fire_us: int | None = None  # a host-side fault (records) fired
@@ -221,7 +223,7 @@ class Bench:
             s.request_stop("the campaign's time limit")
         if self._records_fail and self.fire_us is None and strokes >= STROKES_FOR[self.phase]:
             self.fire_us = now_us
-            os.unlink(self._db)  # the database file is gone under the writer
+            os.rename(self._db, moved_path(self._db))  # gone from under the writer
         if state is State.READY and held_us >= (50_000 if self.phase == "ready" else 5_000):
             s.submit(Command.START)
             self._since = (state, now_us + 10**9)  # once per READY
@@ -229,8 +231,8 @@ class Bench:
             s.submit(Command.NEXT_ZONE)
             self._since = (state, now_us + 10**9)
         elif state is State.STAMPING and strokes >= STROKES:
-            if self.phase == "paused" and not self._paused:
-                self._paused = True
+            if self.phase == "paused" and not self._pressed_pause:
+                self._pressed_pause = self._paused = True
                 s.submit(Command.PAUSE)
             elif self.phase == "stopping" and not self._stopped:
                 self._stopped = True
@@ -239,8 +241,11 @@ class Bench:
                 self._staged = True  # a fault the pen can clear: a short jam
                 self.pen.firmware.latch(p.FaultBit.STALL, 0, now_us)
         elif state is State.PAUSED and self._paused and held_us >= 100_000:
+            self._paused = False  # her own pause, resumed once
             s.submit(Command.RESUME)
             self._since = (state, now_us + 10**9)
+        elif state is State.PAUSED and not self._paused and held_us >= 300_000:
+            s.request_stop("the technician ends a session the host paused")
         elif state is State.FAULT and self.phase == "clearing a fault" and not self._used_once:
             if held_us >= 50_000:
                 self._used_once = True
@@ -308,7 +313,7 @@ def _run_cell(kind: str, phase: str, seed: int, db: Path) -> CellResult:
     controller = Controller(
         plan_for, ZONE_MAP, StartFacts("campaign", frozenset()), nonce=0xC0DE, now_us=0
     )
-    writer = RecordWriter(db, session_id)
+    writer = RecordWriter(db, session_id, clock=clock)
     writer.start()
     session = Session(
         controller, wire=wire, writer=writer, policy=bench.policy, pen=bench,
@@ -383,36 +388,33 @@ def _first_bad(kind: str, pen: VirtualPen | MisbehavingPen, bench: Bench) -> int
 
 
 def _print_events(session: Session) -> str | None:
-    """The plain view of `devicectl run` without a terminal, into a buffer: it must not raise."""
+    """`devicectl run`'s own plain view (no terminal), into a buffer: it must not raise."""
     from rich.console import Console
 
-    from devicectl.monitor.terminal import event_line, is_chatty
+    from devicectl.commands.run_cmd import _plain
 
     console = Console(file=io.StringIO(), width=120, force_terminal=False)
-    crash: str | None = None
-    while True:
-        done = session.wait(0.01)
-        for e in session.drain_events():
-            if is_chatty(e) or crash:
-                continue
-            try:
-                console.print(event_line(e, session.t0_us), highlight=False, soft_wrap=True)
-            except Exception as exc:  # what the technician's terminal would have died of
-                crash = f"the plain view: {type(exc).__name__}: {exc}"
-                session.request_stop("the view crashed")
-        if done:
-            return crash
+    try:
+        _plain(console, session)
+    except Exception as exc:  # what the technician's terminal would have died of
+        session.request_stop("the view crashed")
+        return f"the plain view: {type(exc).__name__}: {exc}"
+    return None
 
 
 def _recorded_commands(db: Path, session_id: int) -> int:
-    """Commands the records hold (SENT and RESEND events), in the database and the
-    unsaved file beside it, if the records keep one."""
+    """Commands the records hold (SENT and RESEND events): in the database, in the one
+    moved away under the writer (what it held was saved), and in the unsaved file."""
+    kinds = ("SENT", "RESEND")
     n = 0
-    if db.exists():
-        with Store(db, create=False) as store:
-            n += sum(1 for e in store.events(session_id) if e.kind in ("SENT", "RESEND"))
-    unsaved = db.with_name(db.name + ".unsaved.jsonl")
-    if unsaved.exists():
-        text = unsaved.read_text(encoding="utf-8")
-        n += text.count('"SENT"') + text.count('"RESEND"')
+    for path in (db, moved_path(db)):
+        if path.exists():
+            with Store(path, create=False) as store:
+                n += sum(1 for e in store.events(session_id) if e.kind in kinds)
+    if unsaved_path(db).exists():
+        n += sum(e.kind in kinds for seg in read_unsaved(unsaved_path(db)) for e in seg.events)
     return n
+
+
+def moved_path(db: Path) -> Path:
+    return db.with_name(db.name + ".moved")

@@ -28,8 +28,6 @@ PENDING = {
     "ignores-stop": "H3 and the verified stop at the end (checks)",
     "nacks-everything": "H3 and the verified stop at the end (checks)",
     "wrong-protocol": "H4 identity (checks)",
-    "markup-frames": "text is never markup (records, item 7)",
-    "records-fail": "no treatment without a record (records, item 3)",
 }
 
 
