@@ -34,6 +34,11 @@ bench: $(STAMP)
 faults: $(STAMP)
 	$(BIN)/python -m firmware_sim.campaign
 
+# The soak: the controller's hypothesis safety property for at least 10^6 steps
+# (SOAK_STEPS=... to change); its figure goes in docs/performance.md.
+soak: $(STAMP)
+	$(BIN)/python -m pytest -q -s -m slow tests/test_soak.py
+
 lint: $(STAMP)
 	$(BIN)/ruff check devicectl firmware_sim tests bench
 	$(BIN)/mypy
