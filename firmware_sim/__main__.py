@@ -19,14 +19,24 @@ from types import FrameType
 
 from devicectl.errors import DevicectlError
 from firmware_sim.faults import load_scenarios
+from firmware_sim.misbehave import MisbehavingPen, get_misbehaviour, load_misbehaviours
 from firmware_sim.physics import PenParams, load_pen
 from firmware_sim.virtual import VirtualPen
 
 TICK_S = 0.001
 
 
-def serve(seed: int, scenario: str | None, pen: PenParams | None, position: bool) -> int:
-    vpen = VirtualPen(seed=seed, scenario=scenario, pen=pen, position=position)
+def serve(
+    seed: int,
+    scenario: str | None,
+    pen: PenParams | None,
+    position: bool,
+    misbehave: str | None = None,
+) -> int:
+    inner = VirtualPen(seed=seed, scenario=scenario, pen=pen, position=position)
+    vpen: VirtualPen | MisbehavingPen = inner
+    if misbehave is not None:
+        vpen = MisbehavingPen(inner, get_misbehaviour(misbehave), seed=seed)
     master, slave = os.openpty()
     tty.setraw(slave)
     path = os.ttyname(slave)
@@ -74,9 +84,13 @@ def serve(seed: int, scenario: str | None, pen: PenParams | None, position: bool
 
 def list_scenarios() -> int:
     scenarios = load_scenarios()
-    width = max(len(n) for n in scenarios)
+    misbehaviours = load_misbehaviours()
+    width = max(len(n) for n in [*scenarios, *misbehaviours])
     for sc in scenarios.values():
         print(f"{sc.name:<{width}}  {sc.description}")
+    print("\nmisbehaving pens (--misbehave):")
+    for mb in misbehaviours.values():
+        print(f"{mb.name:<{width}}  {mb.description}")
     return 0
 
 
@@ -88,7 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--scenario", help="fault scenario name (see `scenarios`)")
     srv.add_argument("--pen", help="YAML file describing the pen (PenParams fields)")
     srv.add_argument("--no-position", action="store_true", help="a pen without position tracking")
-    sub.add_parser("scenarios", help="list the fault scenarios")
+    srv.add_argument("--misbehave", help="a misbehaving pen's name (see `scenarios`)")
+    sub.add_parser("scenarios", help="list the fault scenarios and the misbehaving pens")
     return parser
 
 
@@ -98,7 +113,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "scenarios":
             return list_scenarios()
         pen = load_pen(args.pen) if args.pen else None
-        return serve(args.seed, args.scenario, pen, not args.no_position)
+        return serve(args.seed, args.scenario, pen, not args.no_position, args.misbehave)
     except DevicectlError as exc:
         print(f"firmware_sim: {exc}", file=sys.stderr)
         return exc.exit_code

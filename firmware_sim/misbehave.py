@@ -110,6 +110,16 @@ def load_misbehaviours(path: Path = MISBEHAVIOURS_PATH) -> dict[str, Misbehaviou
     return out
 
 
+def get_misbehaviour(name: str) -> Misbehaviour:
+    found = load_misbehaviours()
+    if name not in found:
+        raise ProfileError(
+            f"unknown misbehaving pen {name!r}; `python -m firmware_sim scenarios` lists them: "
+            f"{', '.join(found)}."
+        )
+    return found[name]
+
+
 def _check_params(e: Effect, where: str) -> None:
     if e.kind == "commands":
         types = e.params.get("types", "all")
