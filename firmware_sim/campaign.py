@@ -92,8 +92,11 @@ def failures(results: Iterable[CellResult]) -> list[str]:
         if not r.safe and r.pen_stopped:
             why.append(f"the pen stamped {_ms(r.stamped_after_us)} after its first bad frame "
                        f"(bound {_ms(r.bound_us)})")
-        if not r.complete:
+        if r.recorded < r.sent:
             why.append(f"{r.sent - r.recorded} of {r.sent} commands sent are not in the records")
+        if r.flight is not None and r.flight[1] < r.flight[0]:
+            why.append(f"{r.flight[0] - r.flight[1]} of {r.flight[0]} frames sent are not in "
+                       "the flight recording")
         if r.crash:
             why.append(f"crash: {r.crash}")
         if why:
@@ -143,7 +146,9 @@ def table(results: Sequence[CellResult], seconds: float) -> str:
         "  — when no stop is owed. Virtual time, seen from the pen.",
         "- **done**: the host did what spec revision 1.1 wants (ESTOP reason, refusal), where the",
         "  cell shows it; not part of the verdict (see 'Safe, but not as the spec says').",
-        "- **records**: commands the host sent that are in the records / all it sent.",
+        "- **records**: commands the host sent that are in the records / all it sent; where the",
+        "  session kept a flight recording (an ESTOP, a pen fault, an end in fault or lost link),",
+        "  the frames the host sent in its window that it holds / all it sent then.",
         "- **ESTOP**: the reasons of the ESTOPs the host sent.",
         "",
         f"**{len(results) - len(unsafe)} safe, {len(unsafe)} unsafe; {len(lost)} with records "
@@ -158,7 +163,10 @@ def table(results: Sequence[CellResult], seconds: float) -> str:
         if r.crash:
             verdict += " · **crash**"
         after = "—" if r.bound_us is None else f"{_ms(r.stamped_after_us)} ({_ms(r.bound_us)})"
-        records = f"{r.recorded}/{r.sent}" + ("" if r.complete else " **lost**")
+        records = f"{r.recorded}/{r.sent}"
+        if r.flight is not None:
+            records += f" · flight {r.flight[1]}/{r.flight[0]}"
+        records += "" if r.complete else " **lost**"
         lines.append(
             f"| {r.kind} | {r.phase} | {verdict} | {'yes' if r.pen_stopped else '**no**'} "
             f"| {after} | {r.outcome} ({r.exit_code}) | {records} "

@@ -9,6 +9,7 @@ stamps, from when the fault could first be seen, and whether it ended stopped.
 
 from __future__ import annotations
 
+import collections
 import functools
 import io
 import os
@@ -19,11 +20,12 @@ from typing import Any, Final
 
 from devicectl import protocol as p
 from devicectl.controller import Command, Controller, StartFacts, State
+from devicectl.flight import TX, WINDOW_US, unpack
 from devicectl.link import pipe_pair
 from devicectl.plan import Plan, ZonePlan
 from devicectl.safety import EstopReason
 from devicectl.session import Policy, Session, VirtualClock
-from devicectl.store import RecordWriter, Store
+from devicectl.store import EventRecord, RecordWriter, Store
 from devicectl.unsaved import read_unsaved, unsaved_path
 from devicectl.zones import Zone, ZoneMap
 from firmware_sim.faults import Scenario, load_scenarios
@@ -99,6 +101,9 @@ class CellResult:
     crash: str | None  # a view or the loop raised
     #: the host configured or started the pen after a DEVICE_INFO it must refuse
     accepted_bad_pen: bool | None = None
+    #: (frames the host sent in the last flight recording's window, of them recorded);
+    #: None when the session kept no flight recording
+    flight: tuple[int, int] | None = None
 
     @property
     def spec_met(self) -> bool | None:
@@ -116,7 +121,8 @@ class CellResult:
 
     @property
     def complete(self) -> bool:
-        return self.recorded >= self.sent
+        flight_ok = self.flight is None or self.flight[1] >= self.flight[0]
+        return self.recorded >= self.sent and flight_ok
 
     @property
     def safe(self) -> bool:
@@ -137,6 +143,7 @@ class RecordingWire:
         self._clock = clock
         self._decoder = p.Decoder()
         self.sent: list[tuple[int, p.Message | p.Unknown]] = []
+        self.raw: list[tuple[int, bytes]] = []  # each frame as on the wire, 0x00 included
 
     def read(self, max_bytes: int, timeout_s: float) -> bytes:
         data: bytes = self._wire.read(max_bytes, timeout_s)
@@ -145,6 +152,7 @@ class RecordingWire:
     def write(self, data: bytes) -> None:
         now = self._clock.now_us
         self.sent.extend((now, f.message) for f in self._decoder.feed(data))
+        self.raw.extend((now, chunk + b"\x00") for chunk in data.split(b"\x00")[:-1])
         self._wire.write(data)
 
     def close(self) -> None:
@@ -340,8 +348,8 @@ def _run_cell(kind: str, phase: str, seed: int, db: Path) -> CellResult:
     if first_bad is not None and first_bad > end_us:
         first_bad = None  # it showed only after the host had gone
     stamped_after = None
-    if first_bad is not None and bench.last_stamping_us is not None:
-        stamped_after = max(0, bench.last_stamping_us - first_bad)
+    if first_bad is not None:
+        stamped_after = max(0, (bench.last_stamping_us or 0) - first_bad)
     bound = None
     if first_bad is not None:
         bound = BOUND_US + grace_us
@@ -354,6 +362,7 @@ def _run_cell(kind: str, phase: str, seed: int, db: Path) -> CellResult:
         first_bad_us=first_bad, stamped_after_us=stamped_after, bound_us=bound,
         estops=tuple(_reason(m.reason) for m in sent if isinstance(m, p.Estop)),
         expect=expect, crash=crash, accepted_bad_pen=_accepted_bad_pen(pen, wire),
+        flight=_flight_kept(db, session_id, wire),
     )
 
 
@@ -405,15 +414,33 @@ def _print_events(session: Session) -> str | None:
 def _recorded_commands(db: Path, session_id: int) -> int:
     """Commands the records hold (SENT and RESEND events): in the database, in the one
     moved away under the writer (what it held was saved), and in the unsaved file."""
-    kinds = ("SENT", "RESEND")
-    n = 0
-    for path in (db, moved_path(db)):
+    return sum(e.kind in ("SENT", "RESEND") for e in _events(db, session_id))
+
+
+def _events(db: Path, session_id: int) -> list[EventRecord]:
+    out: list[EventRecord] = []
+    for path in (moved_path(db), db):
         if path.exists():
             with Store(path, create=False) as store:
-                n += sum(1 for e in store.events(session_id) if e.kind in kinds)
+                out += store.events(session_id)
     if unsaved_path(db).exists():
-        n += sum(e.kind in kinds for seg in read_unsaved(unsaved_path(db)) for e in seg.events)
-    return n
+        out += [e for seg in read_unsaved(unsaved_path(db)) for e in seg.events]
+    return out
+
+
+def _flight_kept(db: Path, session_id: int, wire: RecordingWire) -> tuple[int, int] | None:
+    """Of the frames the host sent in the last flight recording's window, how many it holds."""
+    kept = [e for e in _events(db, session_id) if e.kind == "FLIGHT"]
+    if not kept:
+        return None
+    last = kept[-1]
+    recorded = collections.Counter(
+        f.raw for f in unpack(last.data["frames"]) if f.direction == TX
+    )
+    window = [raw for t, raw in wire.raw if last.t_us - WINDOW_US < t <= last.t_us]
+    sent = collections.Counter(window)
+    missing = sum((sent - recorded).values())
+    return len(window), len(window) - missing
 
 
 def moved_path(db: Path) -> Path:

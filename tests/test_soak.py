@@ -60,11 +60,13 @@ def test_the_safety_property_holds_for_a_million_steps(name: str) -> None:
         suppress_health_check=list(HealthCheck),
     )(given(**handle._given_kwargs)(counted))
     t0 = time.monotonic()
-    while done["steps"] < SOAK_STEPS:
-        run()
-    seconds = time.monotonic() - t0
-    print(
-        f"\nsoak {name}: {done['steps']} controller steps in {done['examples']} examples, "
-        f"{seconds:.0f} s ({done['steps'] / seconds:.0f} steps/s)"
-    )
+    try:
+        while done["steps"] < SOAK_STEPS:
+            run()
+    finally:
+        seconds = max(time.monotonic() - t0, 1e-9)
+        print(
+            f"\nsoak {name}: {done['steps']} controller steps in {done['examples']} examples, "
+            f"{seconds:.0f} s ({done['steps'] / seconds:.0f} steps/s)"
+        )
     assert done["steps"] >= SOAK_STEPS
