@@ -38,8 +38,6 @@ TELEMETRY_GAP_PERIODS: Final = 3
 
 # The pen's states (protocol.PenState) the host knows; anything else is unknown.
 _KNOWN_PEN_STATES: Final = frozenset(range(5))
-_FAULT_OVERDEPTH: Final = 1 << 0
-_FAULT_ESTOP: Final = 1 << 5
 
 
 class Action(enum.Enum):
