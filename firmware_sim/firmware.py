@@ -18,13 +18,17 @@ the pen says nothing unasked before that.
 from __future__ import annotations
 
 import enum
+import os
 from collections import deque
+from collections.abc import Callable
 from typing import Final
 
 from devicectl.protocol import (
     FLAG_ACK_REQ,
     POSITION_UNKNOWN,
     Ack,
+    AuthBegin,
+    AuthConfirm,
     Capability,
     ClearFault,
     Configure,
@@ -34,6 +38,11 @@ from devicectl.protocol import (
     Event,
     Fault,
     FaultBit,
+    Frame,
+    FwAbort,
+    FwBegin,
+    FwChunk,
+    FwCommit,
     Hello,
     Message,
     Nack,
@@ -46,6 +55,8 @@ from devicectl.protocol import (
     encode,
     encode_telemetry,
 )
+from firmware_sim.bootloader import Bootloader, Slots
+from firmware_sim.pen_auth import PenAuth, Verdict
 from firmware_sim.physics import PenParams, Physics
 
 #: The pen's own depth limit. Written here on purpose and not imported from the
@@ -81,99 +92,106 @@ class Trigger(enum.Enum):
     LATCH = "latch"  # any fault, ESTOP included
     CLEAR_TO_READY = "clear_to_ready"
     CLEAR_TO_IDLE = "clear_to_idle"
+    AUTH = "auth"  # AUTH_BEGIN and AUTH_CONFIRM
+    FW_BEGIN = "fw_begin"
+    FW_CHUNK = "fw_chunk"
+    FW_COMMIT = "fw_commit"  # a good image: the pen restarts into it
+    FW_ABORT = "fw_abort"
 
 
-_B, _I, _R, _S, _F = (
-    PenState.BOOT,
-    PenState.IDLE,
-    PenState.READY,
-    PenState.STAMPING,
-    PenState.FAULT,
-)
+_B, _I, _R, _S, _F, _U = PenState
+_BS, _FA = Nack.BAD_STATE, Nack.FAULT_ACTIVE
 
-#: Every transition of the pen, in one place: (state, trigger) -> next state, or
-#: the NACK that refuses the command (the state then stays as it was).
+#: Every transition of the pen, in one place: for each trigger, the next state
+#: or the NACK that refuses it (the state then stays as it was), in each state.
 #: Commands before the first HELLO are refused BAD_STATE, except ESTOP, which
-#: a pen obeys in every state.
+#: a pen obeys in every state, and AUTH_BEGIN (no ACK asked). UPDATING: motor
+#: off, needle retracted; only the FW_* commands move it.
+_TABLE: Final[dict[Trigger, tuple[PenState | Nack, ...]]] = {
+    #                        BOOT IDLE READY STAMPING FAULT UPDATING
+    Trigger.HELLO:          (_I,  _I,  _R,   _S,      _F,   _U),
+    Trigger.CONFIGURE:      (_BS, _I,  _R,   _S,      _F,   _U),
+    # in STAMPING from the next stroke; in FAULT kept for after CLEAR_FAULT
+    Trigger.SET_TARGET:     (_BS, _R,  _R,   _S,      _F,   _BS),
+    Trigger.START:          (_BS, _BS, _S,   _S,      _FA,  _BS),
+    Trigger.STOP:           (_BS, _I,  _R,   _R,      _F,   _U),
+    Trigger.LATCH:          (_F,  _F,  _F,   _F,      _F,   _F),
+    Trigger.CLEAR_TO_READY: (_BS, _I,  _R,   _S,      _R,   _U),
+    Trigger.CLEAR_TO_IDLE:  (_BS, _I,  _R,   _S,      _I,   _U),
+    Trigger.AUTH:           (_B,  _I,  _R,   _BS,     _F,   _U),
+    Trigger.FW_BEGIN:       (_BS, _U,  _U,   _BS,     _BS,  _BS),
+    Trigger.FW_CHUNK:       (_BS, _BS, _BS,  _BS,     _BS,  _U),
+    Trigger.FW_COMMIT:      (_BS, _BS, _BS,  _BS,     _BS,  _B),
+    Trigger.FW_ABORT:       (_BS, _I,  _R,   _S,      _F,   _I),
+}  # fmt: skip
 TRANSITIONS: Final[dict[tuple[PenState, Trigger], PenState | Nack]] = {
-    (_B, Trigger.HELLO): _I,
-    (_I, Trigger.HELLO): _I,
-    (_R, Trigger.HELLO): _R,
-    (_S, Trigger.HELLO): _S,
-    (_F, Trigger.HELLO): _F,
-    (_B, Trigger.CONFIGURE): Nack.BAD_STATE,
-    (_I, Trigger.CONFIGURE): _I,
-    (_R, Trigger.CONFIGURE): _R,
-    (_S, Trigger.CONFIGURE): _S,
-    (_F, Trigger.CONFIGURE): _F,
-    (_B, Trigger.SET_TARGET): Nack.BAD_STATE,
-    (_I, Trigger.SET_TARGET): _R,
-    (_R, Trigger.SET_TARGET): _R,
-    (_S, Trigger.SET_TARGET): _S,  # takes effect from the next stroke
-    (_F, Trigger.SET_TARGET): _F,  # kept for after CLEAR_FAULT
-    (_B, Trigger.START): Nack.BAD_STATE,
-    (_I, Trigger.START): Nack.BAD_STATE,
-    (_R, Trigger.START): _S,
-    (_S, Trigger.START): _S,
-    (_F, Trigger.START): Nack.FAULT_ACTIVE,
-    (_B, Trigger.STOP): Nack.BAD_STATE,
-    (_I, Trigger.STOP): _I,
-    (_R, Trigger.STOP): _R,
-    (_S, Trigger.STOP): _R,
-    (_F, Trigger.STOP): _F,
-    (_B, Trigger.LATCH): _F,
-    (_I, Trigger.LATCH): _F,
-    (_R, Trigger.LATCH): _F,
-    (_S, Trigger.LATCH): _F,
-    (_F, Trigger.LATCH): _F,
-    (_B, Trigger.CLEAR_TO_READY): Nack.BAD_STATE,
-    (_I, Trigger.CLEAR_TO_READY): _I,
-    (_R, Trigger.CLEAR_TO_READY): _R,
-    (_S, Trigger.CLEAR_TO_READY): _S,
-    (_F, Trigger.CLEAR_TO_READY): _R,
-    (_B, Trigger.CLEAR_TO_IDLE): Nack.BAD_STATE,
-    (_I, Trigger.CLEAR_TO_IDLE): _I,
-    (_R, Trigger.CLEAR_TO_IDLE): _R,
-    (_S, Trigger.CLEAR_TO_IDLE): _S,
-    (_F, Trigger.CLEAR_TO_IDLE): _I,
+    (state, trigger): row[state] for trigger, row in _TABLE.items() for state in PenState
 }
 
 
 class Firmware:
     """The pen's side of the link. Readable state for tests and scenarios."""
 
-    def __init__(self, pen: PenParams, physics: Physics, *, seed: int = 0) -> None:
+    def __init__(
+        self,
+        pen: PenParams,
+        physics: Physics,
+        *,
+        seed: int = 0,
+        slots: Slots | None = None,
+        entropy: Callable[[int], bytes] = os.urandom,
+    ) -> None:
+        self.boot = Bootloader(pen, slots)
+        self._entropy = entropy
+        self._power_on(self.boot.pen)
+        self.physics = physics
+        self.seed = seed
+        self.decoder = Decoder()
+        self._seq = 0
+        self._out: list[bytes] = []
+        self._boot_us: int | None = None
+        self._t_us = 0
+        self._bad_seen = 0
+
+    def _power_on(self, pen: PenParams) -> None:
+        """The running firmware starts: at power-on, and after an update."""
         self.pen = pen
         # Asked on every step of the simulation: an IntFlag `&` costs microseconds.
         self._has_position = bool(pen.capabilities & Capability.POSITION)
         self._has_contact = bool(pen.capabilities & Capability.CONTACT)
         self._battery_low_uv = pen.battery_low_mv * 1000
         self._overtemp_c = pen.overtemp_c
-        self.physics = physics
-        self.seed = seed
+        self.auth = (
+            PenAuth(pen.serial_number, required=bool(pen.capabilities & Capability.AUTH_REQUIRED),
+                    entropy=self._entropy)
+            if pen.capabilities & (Capability.AUTH | Capability.AUTH_REQUIRED) else None
+        )
+        self._updates = bool(pen.capabilities & Capability.UPDATE)
         self.state = PenState.BOOT
         self.fault_flags = 0
-        self.decoder = Decoder()
         self.greeted = False
-        #: False only in the `overshoot-no-limit` scenario: a firmware bug.
-        self.depth_limit_enabled = True
+        self._depth_limit = True
         self.target: SetTarget | None = None
         self.telemetry_hz = pen.telemetry_hz
         self.watchdog_us = pen.watchdog_ms * 1000
         self.x_dmm = POSITION_UNKNOWN
         self.y_dmm = POSITION_UNKNOWN
         self.contact = 0
-        self._seq = 0
-        self._out: list[bytes] = []
-        self._boot_us: int | None = None
-        self._t_us = 0
         self._last_feed_us = 0
         self._tlm_base_us = 0
         self._tlm_k = 0
         self._next_tlm_us = 0
-        self._bad_seen = 0
         self._bad_times: deque[int] = deque()
         self._slow_since_us: int | None = None
+
+    @property
+    def depth_limit_enabled(self) -> bool:
+        """False only in the `overshoot-no-limit` scenario: a bug that firmware 1.2 fixes."""
+        return self._depth_limit
+
+    @depth_limit_enabled.setter
+    def depth_limit_enabled(self, on: bool) -> None:
+        self._depth_limit = on or "overshoot-no-limit" in self.boot.personality.fixes
 
     # --- the two entry points ------------------------------------------------
 
@@ -188,10 +206,23 @@ class Firmware:
         self._advance(now_us)
         self._count_bad_frames(now_us)
         for frame in frames:
+            if self.auth is not None and not self._allowed(frame):
+                continue
             if self.greeted:
                 self._last_feed_us = now_us  # any valid frame feeds the watchdog
             self._handle(frame.seq, frame.flags, frame.message, now_us)
+        self._count_bad_frames(now_us)  # frames the link's authentication refused
         return self._flush()
+
+    def _allowed(self, frame: Frame) -> bool:
+        """The authenticated link's receiving rules; a refused frame is counted as bad."""
+        assert self.auth is not None
+        verdict = self.auth.verdict(frame)
+        if verdict is Verdict.NACK_AUTH:
+            msg = frame.message
+            code = msg.type_code if isinstance(msg, Unknown) else int(msg.TYPE)
+            self._send(Ack(frame.seq, code, Nack.AUTH), signed=False)
+        return verdict is Verdict.OBEY
 
     def tick(self, now_us: int) -> bytes:
         """Advance to `now_us`: TELEMETRY when due, FAULT and EVENT as they happen."""
@@ -241,6 +272,8 @@ class Firmware:
         flag = 1 << bit
         if self.fault_flags & flag:
             return  # already latched: a repeat has the effect of one
+        if self.state is PenState.UPDATING:
+            self.boot.abandon()  # the update is abandoned; the running firmware stays
         self.fault_flags |= flag
         self.physics.halt()
         self._slow_since_us = None
@@ -257,7 +290,12 @@ class Firmware:
             if ack_req:
                 self._ack(seq, msg.TYPE, Nack.OK)
             return
-        if isinstance(msg, Unknown) or msg.TYPE >= 0x40:
+        known_here = self.auth is not None or not isinstance(msg, AuthBegin | AuthConfirm)
+        known_here &= self._updates or not isinstance(msg, FwBegin | FwChunk | FwCommit | FwAbort)
+        if isinstance(msg, AuthBegin) and known_here:
+            self._on_auth_begin(seq, msg)
+            return
+        if isinstance(msg, Unknown) or msg.TYPE >= 0x40 or not known_here:
             if ack_req:
                 code = msg.type_code if isinstance(msg, Unknown) else int(msg.TYPE)
                 self._ack(seq, code, Nack.UNKNOWN_TYPE)
@@ -265,6 +303,8 @@ class Firmware:
         status = self._command(msg, now_us)
         if ack_req:
             self._ack(seq, msg.TYPE, status)
+        if isinstance(msg, FwCommit) and status is Nack.OK and self.state is PenState.BOOT:
+            self._restart()
 
     def _on_hello(self, msg: Hello, now_us: int) -> None:
         if not self.greeted:
@@ -288,8 +328,20 @@ class Firmware:
                 phys.cartridge_id,
                 min(phys.cartridge_stamps, _WRAP32),
                 pen.footprint_dmm,
-            )
+            ),
+            signed=False,
         )
+        if self.boot.pending_event is not None:
+            self.emit_event(self.boot.pending_event, now_us)
+            self.boot.pending_event = None
+
+    def _on_auth_begin(self, seq: int, msg: AuthBegin) -> None:
+        assert self.auth is not None
+        refused = self._try(Trigger.AUTH, Nack.OK)
+        if refused is not Nack.OK:
+            self._ack(seq, msg.TYPE, refused)
+            return
+        self._send(self.auth.begin(msg), signed=False)
 
     def _command(self, msg: Message, now_us: int) -> Nack:
         """Check a host command's arguments and guards, then apply the table."""
@@ -309,7 +361,37 @@ class Firmware:
             return refused
         if isinstance(msg, ClearFault):
             return self._on_clear_fault(now_us)
+        if isinstance(msg, AuthConfirm):
+            assert self.auth is not None
+            status = self._try(Trigger.AUTH, Nack.OK)
+            return status if status is not Nack.OK or self.auth.confirm(msg) else Nack.AUTH
+        if isinstance(msg, FwBegin | FwChunk | FwAbort):
+            return self._on_update(msg)
+        if isinstance(msg, FwCommit):
+            return self._try(Trigger.FW_COMMIT, self.boot.commit() if self._updating() else Nack.OK)
         return Nack.OK  # HEARTBEAT: feeding the watchdog was all it had to do
+
+    def _updating(self) -> bool:
+        return self.state is PenState.UPDATING
+
+    def _on_update(self, msg: FwBegin | FwChunk | FwAbort) -> Nack:
+        if isinstance(msg, FwBegin):
+            nxt = TRANSITIONS[(self.state, Trigger.FW_BEGIN)]
+            status = self._try(Trigger.FW_BEGIN, self.boot.begin(msg) if nxt is _U else Nack.OK)
+            if status is Nack.OK:
+                self.physics.halt()  # UPDATING: motor off, needle retracted
+            return status
+        if isinstance(msg, FwChunk):
+            guard = self.boot.chunk(msg) if self._updating() else Nack.OK
+            return self._try(Trigger.FW_CHUNK, guard)
+        if self._updating():
+            self.boot.abandon()
+        return self._try(Trigger.FW_ABORT, Nack.OK)
+
+    def _restart(self) -> None:
+        """After a good FW_COMMIT was ACKed: the new firmware (or the old, rolled back) starts."""
+        self.physics.halt()
+        self._power_on(self.boot.pen)  # BOOT, silent until the next HELLO, no session
 
     def _on_configure(self, msg: Configure, now_us: int) -> Nack:
         lo_hz, hi_hz = TELEMETRY_HZ_RANGE
@@ -440,7 +522,7 @@ class Firmware:
             self._slow_since_us = None
 
     def _count_bad_frames(self, now_us: int) -> None:
-        bad = self.decoder.bad_frames
+        bad = self.decoder.bad_frames + (self.auth.dropped_total if self.auth else 0)
         new = bad - self._bad_seen
         if not new:
             return
@@ -475,6 +557,8 @@ class Firmware:
         base_us = self._tlm_base_us
         hz = self.telemetry_hz
         append = self._out.append
+        session = self.auth.session if self.auth is not None else None
+        encode_one = session.seal_telemetry if session is not None else encode_telemetry
         step_to = self._step_to
         stamping = PenState.STAMPING
         k = self._tlm_k
@@ -487,7 +571,7 @@ class Firmware:
                 battery_mv = max(0, min(battery_mv, 0xFFFF))
             seq = self._seq
             append(
-                encode_telemetry(
+                encode_one(
                     seq,
                     (
                         (due - boot_us) & _WRAP32,
@@ -514,8 +598,12 @@ class Firmware:
     def _ack(self, seq: int, type_code: int, status: Nack) -> None:
         self._send(Ack(seq, type_code, int(status)))
 
-    def _send(self, msg: Message) -> None:
-        self._out.append(encode(msg, self._seq))
+    def _send(self, msg: Message, *, signed: bool = True) -> None:
+        session = self.auth.session if self.auth is not None else None
+        if signed and session is not None:
+            self._out.append(session.seal(msg, self._seq))
+        else:
+            self._out.append(encode(msg, self._seq))
         self._seq = (self._seq + 1) & 0xFF
 
     def _flush(self) -> bytes:
