@@ -20,6 +20,8 @@ COMMAND_MODULES = (
     "devicectl.commands.run_cmd",
     "devicectl.commands.sessions_cmd",
     "devicectl.commands.monitor_cmd",
+    "devicectl.commands.keys_cmd",
+    "devicectl.commands.firmware_cmd",
 )
 
 

@@ -20,6 +20,9 @@ from devicectl.errors import ProtocolError
 from devicectl.protocol import (
     FLAG_SIGNED,
     TAG_BYTES,
+    AuthBegin,
+    AuthConfirm,
+    AuthProof,
     Frame,
     Message,
     encode_head,
@@ -150,3 +153,30 @@ class SecureSession:
             return False
         self.rx_counter = frame.counter
         return True
+
+
+class HostHandshake:
+    """The host's half of one handshake: AUTH_BEGIN out, AUTH_PROOF checked, AUTH_CONFIRM out.
+
+    `proof(msg)` returns the AUTH_CONFIRM to send and sets `session`, or None
+    when the pen's proof is wrong: not a genuine pen, or not this clinic's key.
+    """
+
+    def __init__(self, k_dev: bytes, serial_number: int, host_random: bytes) -> None:
+        if len(host_random) != RANDOM_BYTES:
+            raise ProtocolError("host_random is 16 bytes")
+        self._k_dev = k_dev
+        self._serial = serial_number
+        self.host_random = host_random
+        self.session: SecureSession | None = None
+
+    def begin(self) -> AuthBegin:
+        return AuthBegin(self.host_random)
+
+    def proof(self, msg: AuthProof) -> AuthConfirm | None:
+        want = pen_proof(self._k_dev, self.host_random, msg.pen_random, self._serial)
+        if not proofs_equal(want, msg.pen_proof):
+            return None
+        k_s = session_key(self._k_dev, self.host_random, msg.pen_random)
+        self.session = SecureSession(k_s, HOST)
+        return AuthConfirm(host_proof(k_s))
