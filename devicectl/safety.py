@@ -88,6 +88,23 @@ def checked_set_target(depth_um: int, rate_dhz: int, zone_id: int) -> SetTarget:
     return SetTarget(depth_um=depth_um, rate_dhz=rate_dhz, zone_id=zone_id)
 
 
+#: The pen firmware versions this host works with (major << 8 | minor), inclusive.
+SUPPORTED_FW_VERSIONS: Final = (0x0101, 0x01FF)
+
+
+def firmware_problem(fw_version: int) -> str | None:
+    """Why the pen's firmware is a NO-GO, or None when this host supports it."""
+    lo, hi = SUPPORTED_FW_VERSIONS
+    text = f"{fw_version >> 8}.{fw_version & 0xFF}"
+    if fw_version < lo:
+        return (f"the pen runs firmware {text}, older than {lo >> 8}.{lo & 0xFF}: update the "
+                "pen's firmware: devicectl firmware update IMAGE")
+    if fw_version > hi:
+        return (f"the pen runs firmware {text}, newer than this devicectl knows "
+                f"(up to {hi >> 8}.{hi & 0xFF}): update devicectl")
+    return None
+
+
 def assert_sendable(message: object) -> None:
     """Last gate before encoding: a SET_TARGET above the cap never reaches a frame."""
     if isinstance(message, SetTarget) and (
