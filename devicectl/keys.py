@@ -89,6 +89,10 @@ class Keyring:
         except OSError as exc:
             raise KeyringError(f"{self.path}: cannot write the keyring ({exc.strerror})") from None
 
+    def snapshot(self) -> dict[int, bytes]:
+        """Every key, read (and the file's permissions checked) once, e.g. before a session."""
+        return self._load()
+
     def key_for(self, serial_number: int) -> bytes | None:
         return self._load().get(serial_number)
 
