@@ -12,14 +12,15 @@ runs the pen's own supervision (watchdog, over-depth, stall, sensor,
 battery, temperature); any fault latches through `latch`, which retracts the
 needle, stops the motor, enters FAULT and sends FAULT once per fault bit.
 TELEMETRY goes out at telemetry_hz in every state once the first HELLO arrived;
-the pen says nothing unasked before that.
+the pen says nothing unasked before that. The wire itself (framing, seq, the
+authenticated link's rules and signatures) is pen_link.py's; the FW_* commands'
+checks, the slots and rollback are bootloader.py's; their states are here.
 """
 
 from __future__ import annotations
 
 import enum
 import os
-from collections import deque
 from collections.abc import Callable
 from typing import Final
 
@@ -38,7 +39,6 @@ from devicectl.protocol import (
     Event,
     Fault,
     FaultBit,
-    Frame,
     FwAbort,
     FwBegin,
     FwChunk,
@@ -52,11 +52,10 @@ from devicectl.protocol import (
     Start,
     Stop,
     Unknown,
-    encode,
-    encode_telemetry,
 )
 from firmware_sim.bootloader import Bootloader, Slots
-from firmware_sim.pen_auth import PenAuth, Verdict
+from firmware_sim.pen_auth import PenAuth
+from firmware_sim.pen_link import LINK_BAD_FRAMES, PenLink
 from firmware_sim.physics import PenParams, Physics
 
 #: The pen's own depth limit. Written here on purpose and not imported from the
@@ -72,8 +71,6 @@ STALL_US: Final = 50_000
 #: Identical sensor readings in a row, while stamping, that mean a stuck sensor:
 #: with ±10 µm of noise a live sensor repeats a value 9 times in ~1 of 10^11.
 STUCK_STROKES: Final = 10
-LINK_BAD_FRAMES: Final = 10
-LINK_WINDOW_US: Final = 100_000
 TELEMETRY_HZ_RANGE: Final = (50, 2000)
 WATCHDOG_MS_RANGE: Final = (20, 1000)
 #: A runner far behind (a paused process) skips telemetry rather than flooding.
@@ -143,15 +140,12 @@ class Firmware:
     ) -> None:
         self.boot = Bootloader(pen, slots)
         self._entropy = entropy
+        self.link = PenLink(None)
         self._power_on(self.boot.pen)
         self.physics = physics
         self.seed = seed
-        self.decoder = Decoder()
-        self._seq = 0
-        self._out: list[bytes] = []
         self._boot_us: int | None = None
         self._t_us = 0
-        self._bad_seen = 0
 
     def _power_on(self, pen: PenParams) -> None:
         """The running firmware starts: at power-on, and after an update."""
@@ -161,11 +155,12 @@ class Firmware:
         self._has_contact = bool(pen.capabilities & Capability.CONTACT)
         self._battery_low_uv = pen.battery_low_mv * 1000
         self._overtemp_c = pen.overtemp_c
-        self.auth = (
+        auth = (
             PenAuth(pen.serial_number, required=bool(pen.capabilities & Capability.AUTH_REQUIRED),
                     entropy=self._entropy)
             if pen.capabilities & (Capability.AUTH | Capability.AUTH_REQUIRED) else None
         )
+        self.link.auth = auth  # a restart ends any secure session; the wire stays
         self._updates = bool(pen.capabilities & Capability.UPDATE)
         self.state = PenState.BOOT
         self.fault_flags = 0
@@ -181,8 +176,15 @@ class Firmware:
         self._tlm_base_us = 0
         self._tlm_k = 0
         self._next_tlm_us = 0
-        self._bad_times: deque[int] = deque()
         self._slow_since_us: int | None = None
+
+    @property
+    def auth(self) -> PenAuth | None:
+        return self.link.auth
+
+    @property
+    def decoder(self) -> Decoder:
+        return self.link.decoder
 
     @property
     def depth_limit_enabled(self) -> bool:
@@ -197,7 +199,7 @@ class Firmware:
 
     def receive_data(self, data: bytes, now_us: int) -> bytes:
         """Host bytes in (any chunking); the pen's answers out."""
-        frames = self.decoder.feed(data)
+        frames = self.link.receive(data)
         if frames and self.greeted:
             # Bytes in hand arrived before `now`: a real pen's UART feeds the
             # watchdog as they come, so a simulator that ran late (a busy
@@ -206,28 +208,15 @@ class Firmware:
         self._advance(now_us)
         self._count_bad_frames(now_us)
         for frame in frames:
-            if self.auth is not None and not self._allowed(frame):
-                continue
             if self.greeted:
                 self._last_feed_us = now_us  # any valid frame feeds the watchdog
             self._handle(frame.seq, frame.flags, frame.message, now_us)
-        self._count_bad_frames(now_us)  # frames the link's authentication refused
-        return self._flush()
-
-    def _allowed(self, frame: Frame) -> bool:
-        """The authenticated link's receiving rules; a refused frame is counted as bad."""
-        assert self.auth is not None
-        verdict = self.auth.verdict(frame)
-        if verdict is Verdict.NACK_AUTH:
-            msg = frame.message
-            code = msg.type_code if isinstance(msg, Unknown) else int(msg.TYPE)
-            self._send(Ack(frame.seq, code, Nack.AUTH), signed=False)
-        return verdict is Verdict.OBEY
+        return self.link.flush()
 
     def tick(self, now_us: int) -> bytes:
         """Advance to `now_us`: TELEMETRY when due, FAULT and EVENT as they happen."""
         self._advance(now_us)
-        return self._flush()
+        return self.link.flush()
 
     # --- inputs from the pen's body and the hand -------------------------------
 
@@ -265,7 +254,7 @@ class Firmware:
 
     def emit_event(self, event: PenEvent, now_us: int) -> None:
         if self.greeted:
-            self._send(Event(int(event), self._pen_clock(now_us)))
+            self.link.send(Event(int(event), self._pen_clock(now_us)))
 
     def latch(self, bit: FaultBit, detail: int, now_us: int) -> None:
         """Latch a fault: needle retracted and motor off at once, FAULT, one FAULT frame."""
@@ -279,7 +268,7 @@ class Firmware:
         self._slow_since_us = None
         self._apply(Trigger.LATCH)
         if self.greeted:
-            self._send(Fault(self.fault_flags, int(bit), max(0, min(detail, 0xFFFF))))
+            self.link.send(Fault(self.fault_flags, int(bit), max(0, min(detail, 0xFFFF))))
 
     # --- commands --------------------------------------------------------------
 
@@ -314,7 +303,7 @@ class Firmware:
         self._apply(Trigger.HELLO)
         phys = self.physics
         pen = self.pen
-        self._send(
+        self.link.send(
             DeviceInfo(
                 msg.nonce,
                 PROTO,
@@ -341,7 +330,7 @@ class Firmware:
         if refused is not Nack.OK:
             self._ack(seq, msg.TYPE, refused)
             return
-        self._send(self.auth.begin(msg), signed=False)
+        self.link.send(self.auth.begin(msg), signed=False)
 
     def _command(self, msg: Message, now_us: int) -> Nack:
         """Check a host command's arguments and guards, then apply the table."""
@@ -430,7 +419,7 @@ class Firmware:
         status = self._try(trigger, guard)
         if status is Nack.OK and self.fault_flags:
             self.fault_flags = 0
-            self._bad_times.clear()
+            self.link.forget_bad_frames()
             self._slow_since_us = None
         return status
 
@@ -522,19 +511,10 @@ class Firmware:
             self._slow_since_us = None
 
     def _count_bad_frames(self, now_us: int) -> None:
-        bad = self.decoder.bad_frames + (self.auth.dropped_total if self.auth else 0)
-        new = bad - self._bad_seen
-        if not new:
-            return
-        self._bad_seen = bad
-        if not self.greeted:
-            return  # link supervision starts with the first HELLO, like the watchdog
-        times = self._bad_times
-        times.extend([now_us] * min(new, LINK_BAD_FRAMES + 1))
-        while times and now_us - times[0] >= LINK_WINDOW_US:
-            times.popleft()
-        if len(times) > LINK_BAD_FRAMES:
-            self.latch(FaultBit.LINK, len(times), now_us)
+        # Link supervision starts with the first HELLO, like the watchdog.
+        bad = self.link.bad_frames_in_window(now_us, self.greeted)
+        if bad > LINK_BAD_FRAMES:
+            self.latch(FaultBit.LINK, bad, now_us)
 
     # --- output ----------------------------------------------------------------
 
@@ -556,9 +536,7 @@ class Firmware:
         boot_us = self._boot_us or 0
         base_us = self._tlm_base_us
         hz = self.telemetry_hz
-        append = self._out.append
-        session = self.auth.session if self.auth is not None else None
-        encode_one = session.seal_telemetry if session is not None else encode_telemetry
+        send = self.link.telemetry
         step_to = self._step_to
         stamping = PenState.STAMPING
         k = self._tlm_k
@@ -569,46 +547,26 @@ class Firmware:
             battery_mv = int(phys.battery_uv // 1000)
             if not 0 <= battery_mv <= 0xFFFF:
                 battery_mv = max(0, min(battery_mv, 0xFFFF))
-            seq = self._seq
-            append(
-                encode_one(
-                    seq,
-                    (
-                        (due - boot_us) & _WRAP32,
-                        state,
-                        self.fault_flags,
-                        depth_cmd_um,
-                        phys.depth_meas_um if state is stamping else 0,
-                        int(phys.rate_dhz + 0.5),
-                        phys.strokes & _WRAP32,
-                        self.x_dmm,
-                        self.y_dmm,
-                        self.contact,
-                        zone_id,
-                        battery_mv,
-                    ),
+            send(
+                (
+                    (due - boot_us) & _WRAP32,
+                    state,
+                    self.fault_flags,
+                    depth_cmd_um,
+                    phys.depth_meas_um if state is stamping else 0,
+                    int(phys.rate_dhz + 0.5),
+                    phys.strokes & _WRAP32,
+                    self.x_dmm,
+                    self.y_dmm,
+                    self.contact,
+                    zone_id,
+                    battery_mv,
                 )
             )
-            self._seq = (seq + 1) & 0xFF
             k += 1
             due = base_us + k * 1_000_000 // hz
         self._tlm_k = k
         self._next_tlm_us = due
 
     def _ack(self, seq: int, type_code: int, status: Nack) -> None:
-        self._send(Ack(seq, type_code, int(status)))
-
-    def _send(self, msg: Message, *, signed: bool = True) -> None:
-        session = self.auth.session if self.auth is not None else None
-        if signed and session is not None:
-            self._out.append(session.seal(msg, self._seq))
-        else:
-            self._out.append(encode(msg, self._seq))
-        self._seq = (self._seq + 1) & 0xFF
-
-    def _flush(self) -> bytes:
-        if not self._out:
-            return b""
-        data = b"".join(self._out)
-        self._out.clear()
-        return data
+        self.link.send(Ack(seq, type_code, int(status)))
