@@ -28,6 +28,8 @@ COMMAND_MODULES = (
     "devicectl.commands.sessions_cmd",
     "devicectl.commands.records_cmd",
     "devicectl.commands.monitor_cmd",
+    "devicectl.commands.keys_cmd",
+    "devicectl.commands.firmware_cmd",
 )
 
 #: command -> (its module, its one-line help). A test checks that each help is
