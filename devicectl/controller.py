@@ -30,10 +30,12 @@ from devicectl.safety import (
     TELEMETRY_GAP_PERIODS,
     Action,
     Verdict,
+    ZoneInterval,
     cartridge_problem,
     checked_set_target,
     fault_verdict,
     firmware_problem,
+    interval_override_problem,
     interval_problems,
     telemetry_verdict,
 )
@@ -97,6 +99,10 @@ class StartFacts:
     interval_override_reason: str | None = None
     #: a resumed session's own cartridge: it may go on although it has stamped
     resumed_cartridge_id: int | None = None
+    #: zone name -> days since the last treatment at any depth
+    days_since_treatment: Mapping[str, float] = field(default_factory=dict)
+    #: who decided the interval override (required with it)
+    interval_override_clinician: str | None = None
 
 
 class Controller:
@@ -669,21 +675,25 @@ class Controller:
             except SafetyError as exc:
                 reasons.append(f"zone {z.name}: {exc}")
         late = interval_problems(
-            [z.name for z in plan.zones],
+            [ZoneInterval(z.name, z.depth_um, plan.min_interval_days) for z in plan.zones],
+            self._facts.days_since_treatment,
             self._facts.days_since_deep_treatment,
-            plan.min_interval_days,
         )
         override = (self._facts.interval_override_reason or "").strip()
-        if late and override:
+        clinician = (self._facts.interval_override_clinician or "").strip()
+        refused_override = interval_override_problem(override, clinician) if override else None
+        if late and override and refused_override is None:
             self._event(
                 now_us,
                 EventKind.OVERRIDE,
-                f"interval overridden ({override}): " + "; ".join(late),
-                data={"reason": override, "problems": late},
+                f"interval overridden by {clinician} ({override}): " + "; ".join(late),
+                data={"reason": override, "clinician": clinician, "problems": late},
                 safety=True,
             )
         else:
             reasons.extend(late)
+            if late and refused_override is not None:
+                reasons.append(refused_override)
         if not 0 <= self.zone_index < len(plan.zones):
             reasons.append(f"zone index {self.zone_index} is not in the plan")
         tracked = bool(info.capabilities & p.Capability.POSITION)

@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import serial
+from clinic_support import GATE
 
 from devicectl.protocol import Decoder, FaultBit, Hello, PenState, Telemetry, encode
 from devicectl.store import Store
@@ -50,7 +51,8 @@ def pen(*args: str) -> Iterator[str]:
 
 def host(port: str, db: Path, *args: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [PY, "-m", "devicectl.cli", "run", "--port", port, "--yes", "--db", str(db), *args],
+        [PY, "-m", "devicectl.cli", "run", "--port", port, "--yes", "--db", str(db), *GATE,
+         "--new-records", *args],
         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
 
