@@ -44,6 +44,7 @@ from devicectl.profile import LoadedProfile, load_profile, load_profile_text
 from devicectl.safety import INTERVAL_DEPTH_UM, OVERRIDE_REASON_MIN_CHARS
 from devicectl.session import Outcome, Policy, Session, VirtualClock
 from devicectl.store import EventRecord, RecordWriter, SessionRecord, Store, default_db_path
+from devicectl.unsaved import not_yet_replayed
 from devicectl.zones import ZoneMap, load_zone_map
 
 #: The live view's refresh rate, and the GIL switch interval during a session.
@@ -178,6 +179,9 @@ def run(args: argparse.Namespace) -> int:
     with Store(db_path) as store:
         store.require_writable()  # no treatment without a record: refused before anything
         check_records_kind(store, db_path, args.sim)
+        unreplayed = not_yet_replayed(db_path)  # the cartridge and interval checks need them
+        if unreplayed is not None:
+            raise RefusedError(unreplayed)
         loaded, patient, resume_id = _load(args, store)
     vclock = VirtualClock(time.monotonic_ns() // 1000) if args.sim else None
     # The link opens before a record is made: a wrong port leaves no empty session behind.
