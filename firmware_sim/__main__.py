@@ -2,7 +2,9 @@
 
 `serve` prints `PORT <path>` first (flushed), then runs the pen in real time
 until SIGINT or SIGTERM, and exits 0. Any program that opens the path as a
-serial port talks to the pen.
+serial port talks to the pen. With `--state FILE` the pen's firmware slots live
+in FILE: an update installed while serving is still there at the next serve.
+`key SERIAL` prints a simulated pen's test-only device key, for `devicectl keys add`.
 """
 
 from __future__ import annotations
@@ -15,9 +17,14 @@ import sys
 import time
 import tty
 from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
 from types import FrameType
 
 from devicectl.errors import DevicectlError
+from devicectl.protocol import Capability
+from devicectl.signing import sim_device_key
+from firmware_sim.bootloader import load_slots
 from firmware_sim.faults import load_scenarios
 from firmware_sim.misbehave import MisbehavingPen, get_misbehaviour, load_misbehaviours
 from firmware_sim.physics import PenParams, load_pen
@@ -31,9 +38,12 @@ def serve(
     scenario: str | None,
     pen: PenParams | None,
     position: bool,
+    state: Path | None = None,
     misbehave: str | None = None,
 ) -> int:
-    inner = VirtualPen(seed=seed, scenario=scenario, pen=pen, position=position)
+    slots = load_slots(state) if state is not None else None
+    inner = VirtualPen(seed=seed, scenario=scenario, pen=pen, position=position, slots=slots)
+    saved = slots.to_json() if slots is not None else None
     vpen: VirtualPen | MisbehavingPen = inner
     if misbehave is not None:
         vpen = MisbehavingPen(inner, get_misbehaviour(misbehave), seed=seed)
@@ -66,6 +76,9 @@ def serve(
                     data = b""  # EIO: nobody holds the port open just now
                 if data:
                     vpen.receive_data(data, now_us)
+                    if state is not None and slots is not None and slots.to_json() != saved:
+                        saved = slots.to_json()
+                        _save(state, saved)
             out = vpen.advance(now_us)
             if out:
                 # Like a UART with nobody listening: what the terminal cannot
@@ -82,6 +95,13 @@ def serve(
     return 0
 
 
+def _save(path: Path, text: str) -> None:
+    """Write the slots atomically: a pen that loses power mid-write keeps the old file."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+
+
 def list_scenarios() -> int:
     scenarios = load_scenarios()
     misbehaviours = load_misbehaviours()
@@ -94,6 +114,15 @@ def list_scenarios() -> int:
     return 0
 
 
+def with_auth(pen: PenParams | None, auth: bool, required: bool) -> PenParams | None:
+    """The pen with the AUTH (and AUTH_REQUIRED) capability bits set as asked."""
+    if not (auth or required):
+        return pen
+    base = pen or PenParams()
+    bits = Capability.AUTH | (Capability.AUTH_REQUIRED if required else 0)
+    return replace(base, capabilities=base.capabilities | int(bits))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m firmware_sim", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -102,8 +131,15 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--scenario", help="fault scenario name (see `scenarios`)")
     srv.add_argument("--pen", help="YAML file describing the pen (PenParams fields)")
     srv.add_argument("--no-position", action="store_true", help="a pen without position tracking")
+    srv.add_argument("--auth", action="store_true", help="the pen offers the authenticated link")
+    srv.add_argument("--auth-required", action="store_true",
+                     help="the pen obeys only signed commands (implies --auth)")
+    srv.add_argument("--state", type=Path,
+                     help="file keeping the pen's firmware slots between runs")
     srv.add_argument("--misbehave", help="a misbehaving pen's name (see `scenarios`)")
     sub.add_parser("scenarios", help="list the fault scenarios and the misbehaving pens")
+    key = sub.add_parser("key", help="print a simulated pen's test-only device key (hex)")
+    key.add_argument("serial", type=int, help="the pen's serial number")
     return parser
 
 
@@ -112,8 +148,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "scenarios":
             return list_scenarios()
+        if args.command == "key":
+            print(sim_device_key(args.serial).hex())
+            return 0
         pen = load_pen(args.pen) if args.pen else None
-        return serve(args.seed, args.scenario, pen, not args.no_position, args.misbehave)
+        return serve(args.seed, args.scenario, with_auth(pen, args.auth, args.auth_required),
+                     not args.no_position, args.state, args.misbehave)
     except DevicectlError as exc:
         print(f"firmware_sim: {exc}", file=sys.stderr)
         return exc.exit_code

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
 from devicectl.errors import ProfileError
-from devicectl.protocol import BY_NAME, HOST_TYPES, Message, PenState
+from devicectl.protocol import BY_NAME, Message, PenState
 
 if TYPE_CHECKING:
     from firmware_sim.firmware import Firmware
@@ -23,7 +23,8 @@ if TYPE_CHECKING:
 #: when a layer above calls `fire` (the fault campaign).
 CONDITIONS: Final = ("boot", "hello", "ready", "stamping", "fault", "received", "manual")
 _STATES: Final = {"ready": PenState.READY, "stamping": PenState.STAMPING, "fault": PenState.FAULT}
-HOST_MESSAGES: Final = tuple(name for name, cls in BY_NAME.items() if cls.TYPE in HOST_TYPES)
+#: Host -> pen messages: the spec's types 0x01-0x3F.
+HOST_MESSAGES: Final = tuple(name for name, cls in BY_NAME.items() if cls.TYPE < 0x40)
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,6 +11,7 @@ from dataclasses import replace
 
 from devicectl.protocol import Capability
 from devicectl.zones import ZoneMap, load_zone_map
+from firmware_sim.bootloader import Slots
 from firmware_sim.faults import FaultInjector, Scenario, get_scenario
 from firmware_sim.firmware import Firmware
 from firmware_sim.handpiece import Hand
@@ -33,6 +34,7 @@ class VirtualPen:
         pen: PenParams | None = None,
         zone_map: ZoneMap | None = None,
         position: bool = True,
+        slots: Slots | None = None,
     ) -> None:
         if isinstance(scenario, str):
             scenario = get_scenario(scenario)
@@ -45,7 +47,7 @@ class VirtualPen:
             params = replace(params, capabilities=params.capabilities & ~Capability.POSITION)
         self.pen = params
         self.physics = Physics(params, seed=seed)
-        self.firmware = Firmware(params, self.physics, seed=seed)
+        self.firmware = Firmware(params, self.physics, seed=seed, slots=slots)
         zmap = zone_map if zone_map is not None else load_zone_map()
         self.hand = Hand(
             {z.id: z.outline_mm for z in zmap.zones},

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 import serial
+from clinic_support import GATE
 
 from devicectl.flight import RX, TX, unpack
 from devicectl.protocol import Decoder, Estop, FaultBit, Hello, Message, PenState, Telemetry, encode
@@ -53,7 +54,8 @@ def pen(*args: str) -> Iterator[str]:
 
 def host(port: str, db: Path, *args: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [PY, "-m", "devicectl.cli", "run", "--port", port, "--yes", "--db", str(db), *args],
+        [PY, "-m", "devicectl.cli", "run", "--port", port, "--yes", "--db", str(db), *GATE,
+         "--new-records", *args],
         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
 
