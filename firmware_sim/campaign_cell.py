@@ -417,11 +417,10 @@ def _print_events(session: Session) -> str | None:
     from rich.console import Console
 
     from devicectl.commands.run_cmd import _Feed, _plain
-    from devicectl.zones import load_zone_map
 
     console = Console(file=io.StringIO(), width=120, force_terminal=False)
     try:
-        _plain(console, session, _Feed(console, False, load_zone_map()))
+        _plain(console, session, _Feed(console, False, ZONE_MAP))  # the session's own map
     except Exception as exc:  # what the technician's terminal would have died of
         session.request_stop("the view crashed")
         return f"the plain view: {type(exc).__name__}: {exc}"
