@@ -30,16 +30,19 @@ from devicectl.safety import (
     TELEMETRY_GAP_PERIODS,
     Action,
     Verdict,
+    ZoneInterval,
     cartridge_problem,
     checked_set_target,
     fault_verdict,
     firmware_problem,
+    interval_override_problem,
     interval_problems,
     telemetry_verdict,
 )
 from devicectl.stamping import TipTracker
 from devicectl.transitions import (
     LIVE,
+    RECORDS_FAILED_REASON,
     TERMINAL,
     Command,
     ControlEvent,
@@ -96,6 +99,10 @@ class StartFacts:
     interval_override_reason: str | None = None
     #: a resumed session's own cartridge: it may go on although it has stamped
     resumed_cartridge_id: int | None = None
+    #: zone name -> days since the last treatment at any depth
+    days_since_treatment: Mapping[str, float] = field(default_factory=dict)
+    #: who decided the interval override (required with it)
+    interval_override_clinician: str | None = None
 
 
 class Controller:
@@ -155,6 +162,8 @@ class Controller:
         #: zone id -> when it was first started, and when it was done (µs)
         self._zone_started: dict[int, int] = {}
         self._zone_done_us: dict[int, int] = {}
+        #: why the records cannot be written (Command.RECORDS_FAILED), or None
+        self.records_failure: str | None = None
 
     # --- public entry points ------------------------------------------------
 
@@ -428,6 +437,8 @@ class Controller:
 
     def _stamping_refusal(self) -> str | None:
         """Why the pen may not stamp now, whoever asks (technician or coverage)."""
+        if self.records_failure is not None:
+            return self.records_failure
         if self.fault_latched:
             return f"a fault is latched ({self.fault}); clear it first"
         if self.go_no_go:
@@ -664,21 +675,25 @@ class Controller:
             except SafetyError as exc:
                 reasons.append(f"zone {z.name}: {exc}")
         late = interval_problems(
-            [z.name for z in plan.zones],
+            [ZoneInterval(z.name, z.depth_um, plan.min_interval_days) for z in plan.zones],
+            self._facts.days_since_treatment,
             self._facts.days_since_deep_treatment,
-            plan.min_interval_days,
         )
         override = (self._facts.interval_override_reason or "").strip()
-        if late and override:
+        clinician = (self._facts.interval_override_clinician or "").strip()
+        refused_override = interval_override_problem(override, clinician) if override else None
+        if late and override and refused_override is None:
             self._event(
                 now_us,
                 EventKind.OVERRIDE,
-                f"interval overridden ({override}): " + "; ".join(late),
-                data={"reason": override, "problems": late},
+                f"interval overridden by {clinician} ({override}): " + "; ".join(late),
+                data={"reason": override, "clinician": clinician, "problems": late},
                 safety=True,
             )
         else:
             reasons.extend(late)
+            if late and refused_override is not None:
+                reasons.append(refused_override)
         if not 0 <= self.zone_index < len(plan.zones):
             reasons.append(f"zone index {self.zone_index} is not in the plan")
         tracked = bool(info.capabilities & p.Capability.POSITION)
@@ -755,6 +770,24 @@ class Controller:
         elif kind is p.PenEvent.CARTRIDGE_INSERTED and self._connected:
             self._send_hello(now_us)  # the DEVICE_INFO answer says which cartridge
 
+    # --- records (issue 10 item 3): no treatment without a record ------------
+
+    def _records_failed(self, now_us: int) -> None:
+        """The record writer cannot commit: stop stamping now and refuse START and
+        RESUME (`_stamping_refusal`) for the rest of the session."""
+        if self.records_failure is not None:
+            return
+        self.records_failure = RECORDS_FAILED_REASON
+        if self._pen_stamping:
+            self._send(p.Stop(), now_us)
+            self._pen_stamping = False
+        self._hold = None
+        self.stop_reason = RECORDS_FAILED_REASON
+        self._event(now_us, EventKind.SAFETY_STOP, f"stamping stopped: {RECORDS_FAILED_REASON}",
+                    safety=True)
+        if self.state is State.STAMPING:
+            self._goto(State.PAUSED, now_us, RECORDS_FAILED_REASON)
+
     # --- technician commands -----------------------------------------------
 
     def _command(self, cmd: Command, now_us: int) -> None:
@@ -822,6 +855,9 @@ class Controller:
             return None
         if cmd is Command.CLEAR_FAULT:
             self._send(p.ClearFault(), now_us)  # recorded as SENT, like every command
+            return None
+        if cmd is Command.RECORDS_FAILED:
+            self._records_failed(now_us)
             return None
         # RECONNECT: a new link, authenticated anew
         self._unsecure()

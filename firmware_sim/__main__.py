@@ -26,6 +26,7 @@ from devicectl.protocol import Capability
 from devicectl.signing import sim_device_key
 from firmware_sim.bootloader import load_slots
 from firmware_sim.faults import load_scenarios
+from firmware_sim.misbehave import MisbehavingPen, get_misbehaviour, load_misbehaviours
 from firmware_sim.physics import PenParams, load_pen
 from firmware_sim.virtual import VirtualPen
 
@@ -38,10 +39,14 @@ def serve(
     pen: PenParams | None,
     position: bool,
     state: Path | None = None,
+    misbehave: str | None = None,
 ) -> int:
     slots = load_slots(state) if state is not None else None
-    vpen = VirtualPen(seed=seed, scenario=scenario, pen=pen, position=position, slots=slots)
+    inner = VirtualPen(seed=seed, scenario=scenario, pen=pen, position=position, slots=slots)
     saved = slots.to_json() if slots is not None else None
+    vpen: VirtualPen | MisbehavingPen = inner
+    if misbehave is not None:
+        vpen = MisbehavingPen(inner, get_misbehaviour(misbehave), seed=seed)
     master, slave = os.openpty()
     tty.setraw(slave)
     path = os.ttyname(slave)
@@ -99,9 +104,13 @@ def _save(path: Path, text: str) -> None:
 
 def list_scenarios() -> int:
     scenarios = load_scenarios()
-    width = max(len(n) for n in scenarios)
+    misbehaviours = load_misbehaviours()
+    width = max(len(n) for n in [*scenarios, *misbehaviours])
     for sc in scenarios.values():
         print(f"{sc.name:<{width}}  {sc.description}")
+    print("\nmisbehaving pens (--misbehave):")
+    for mb in misbehaviours.values():
+        print(f"{mb.name:<{width}}  {mb.description}")
     return 0
 
 
@@ -127,7 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="the pen obeys only signed commands (implies --auth)")
     srv.add_argument("--state", type=Path,
                      help="file keeping the pen's firmware slots between runs")
-    sub.add_parser("scenarios", help="list the fault scenarios")
+    srv.add_argument("--misbehave", help="a misbehaving pen's name (see `scenarios`)")
+    sub.add_parser("scenarios", help="list the fault scenarios and the misbehaving pens")
     key = sub.add_parser("key", help="print a simulated pen's test-only device key (hex)")
     key.add_argument("serial", type=int, help="the pen's serial number")
     return parser
@@ -143,7 +153,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         pen = load_pen(args.pen) if args.pen else None
         return serve(args.seed, args.scenario, with_auth(pen, args.auth, args.auth_required),
-                     not args.no_position, args.state)
+                     not args.no_position, args.state, args.misbehave)
     except DevicectlError as exc:
         print(f"firmware_sim: {exc}", file=sys.stderr)
         return exc.exit_code
