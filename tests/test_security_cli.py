@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from clinic_support import GATE
 
 from devicectl.cli import main
 from devicectl.keys import Keyring
@@ -136,7 +137,7 @@ def test_run_with_an_unsafe_keyring_is_refused_before_any_record(
     db = tmp_path / "r.db"
     profile = Path(__file__).parent / "data" / "short-frontal.yaml"
     code = main(["run", "--port", str(tmp_path / "no-such-port"), "--yes", "--db", str(db),
-                 "--profile", str(profile), "--patient", "K-1"])
+                 *GATE, "--new-records", "--profile", str(profile), "--patient", "K-1"])
     assert code == 1 and "can be read by others" in capsys.readouterr().err
     from devicectl.store import Store
 
