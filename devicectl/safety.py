@@ -38,8 +38,6 @@ TELEMETRY_GAP_PERIODS: Final = 3
 
 # The pen's states (protocol.PenState) the host knows; anything else is unknown.
 _KNOWN_PEN_STATES: Final = frozenset(range(5))
-_FAULT_OVERDEPTH: Final = 1 << 0
-_FAULT_ESTOP: Final = 1 << 5
 
 
 class Action(enum.Enum):
@@ -88,6 +86,23 @@ def checked_set_target(depth_um: int, rate_dhz: int, zone_id: int) -> SetTarget:
     if depth_um < 0:
         raise SafetyError(f"target depth {depth_um} µm is negative")
     return SetTarget(depth_um=depth_um, rate_dhz=rate_dhz, zone_id=zone_id)
+
+
+#: The pen firmware versions this host works with (major << 8 | minor), inclusive.
+SUPPORTED_FW_VERSIONS: Final = (0x0101, 0x01FF)
+
+
+def firmware_problem(fw_version: int) -> str | None:
+    """Why the pen's firmware is a NO-GO, or None when this host supports it."""
+    lo, hi = SUPPORTED_FW_VERSIONS
+    text = f"{fw_version >> 8}.{fw_version & 0xFF}"
+    if fw_version < lo:
+        return (f"the pen runs firmware {text}, older than {lo >> 8}.{lo & 0xFF}: update the "
+                "pen's firmware: devicectl firmware update IMAGE")
+    if fw_version > hi:
+        return (f"the pen runs firmware {text}, newer than this devicectl knows "
+                f"(up to {hi >> 8}.{hi & 0xFF}): update devicectl")
+    return None
 
 
 def assert_sendable(message: object) -> None:

@@ -178,7 +178,7 @@ def test_the_readme_links_resolve_in_a_clone() -> None:
 
 def _run(tmp_path: Path, *extra: str, profile: Path = DATA / "short-two-zones.yaml",
          speed: str = "0") -> int:
-    return cli.main(["run", "--profile", str(profile), "--patient", "P-CLI", "--sim", "--yes",
+    return cli.main(["run", "--profile", str(profile), "--patient", "P-0031", "--sim", "--yes",
                      "--seed", "31", "--speed", speed, "--db", str(tmp_path / "r.db"), *GATE,
                      *extra])
 

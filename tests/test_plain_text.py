@@ -36,21 +36,28 @@ def run(db: Path, patient: str, *extra: str) -> int:
                  *extra])
 
 
-def test_a_patient_reference_with_markup_is_refused_and_an_old_one_lists(
+def test_a_patient_reference_with_markup_is_refused_in_plain_words(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     db = tmp_path / "r.db"
-    assert run(db, NASTY) == 1  # not a pseudonymous code (issue 13): refused, nothing recorded
-    err = capsys.readouterr().err
-    assert "patient reference" in err and "\x1b" not in err and not db.exists()
-    with Store(db) as store:  # a record from before references were checked
-        sid = store.create_session(patient_ref=NASTY, profile_name="p", profile_hash="h",
-                                   profile_text="t", started_at="2026-01-01T00:00:00+00:00")
+    assert run(db, NASTY) == 1  # not a pseudonymous code: refused before a record is made
+    captured = capsys.readouterr()
+    assert "\x1b" not in captured.out + captured.err and "patient reference" in captured.err
+    assert not db.exists() or Store(db).sessions() == []
+
+
+def test_records_holding_markup_list_and_show_as_text(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Records written before references were checked (or by hand) still print as text."""
+    db = tmp_path / "r.db"
+    with Store(db) as store:
+        sid = store.create_session(patient_ref=NASTY, profile_name=NASTY, profile_hash="0" * 64,
+                                   profile_text="", started_at="2026-01-01T00:00:00+00:00",
+                                   operator=NASTY)
     assert main(["sessions", "list", "--db", str(db)]) == 0
     listed = capsys.readouterr().out
     assert SHOWN in listed and "\x1b" not in listed
-    with Store(db) as store:
-        assert store.session(sid).patient_ref == NASTY  # recorded as given
     assert main(["sessions", "show", str(sid), "--db", str(db)]) == 0
     shown = capsys.readouterr().out
     assert SHOWN in shown and "\x1b" not in shown

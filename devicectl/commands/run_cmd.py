@@ -55,6 +55,7 @@ from devicectl.profile import (
 from devicectl.safety import INTERVAL_DEPTH_UM, OVERRIDE_REASON_MIN_CHARS
 from devicectl.session import Outcome, Policy, Session, VirtualClock
 from devicectl.store import EventRecord, RecordWriter, SessionRecord, Store, default_db_path
+from devicectl.unsaved import not_yet_replayed
 from devicectl.zones import ZoneMap, load_zone_map
 
 #: The live view's refresh rate, and the GIL switch interval during a session.
@@ -103,6 +104,10 @@ def register(sub: Any) -> None:
                    help="simulator seed (default: a new one each run, so a new cartridge)")
     p.add_argument("--no-position", action="store_true",
                    help="simulate a pen without position tracking")
+    p.add_argument("--sim-auth-required", action="store_true",
+                   help="simulate a pen that obeys only signed commands (its test key is derived)")
+    p.add_argument("--sim-state", type=Path,
+                   help="the simulated pen's firmware slots (see `firmware update --sim`)")
     p.add_argument("--db", type=Path, help=f"records database (default {default_db_path()})")
     p.add_argument("--new-records", action="store_true",
                    help="let a clinical run start new records where --db points (none there "
@@ -192,9 +197,14 @@ def run(args: argparse.Namespace) -> int:
     with Store(db_path) as store:
         store.require_writable()  # no treatment without a record: refused before anything
         check_records_kind(store, db_path, args.sim)
+        unreplayed = not_yet_replayed(db_path)  # the cartridge and interval checks need them
+        if unreplayed is not None:
+            raise RefusedError(unreplayed)
         loaded, patient, resume_id = _load(args, store)
     vclock = VirtualClock(time.monotonic_ns() // 1000) if args.sim else None
-    # The link opens before a record is made: a wrong port leaves no empty session behind.
+    # The keyring and the link open before a record is made: a wrong port or an
+    # unsafe keyring leaves no empty session behind.
+    keys = _session_keys(args, console)
     wire, pen, pen_wire, port_name = _link(args, zone_map, vclock)
     try:
         with Store(db_path) as store:
@@ -242,6 +252,7 @@ def run(args: argparse.Namespace) -> int:
         now_us=time.monotonic_ns() // 1000,
         coverage_state=coverage_state,
         start_zone_index=start_zone,
+        keys=keys,
     )
     writer = RecordWriter(db_path, setup.session_id)
     writer.start()
@@ -432,9 +443,32 @@ def _link(args: argparse.Namespace, zone_map: ZoneMap, vclock: VirtualClock | No
 
     host_end, pen_end = pipe_pair(vclock)
     seed = args.seed if args.seed is not None else secrets.randbelow(1 << 31)
+    from firmware_sim.bootloader import load_slots
+
+    sim_state = getattr(args, "sim_state", None)
     pen = VirtualPen(seed=seed, scenario=args.scenario, zone_map=zone_map,
-                     position=not args.no_position)
+                     position=not args.no_position, pen=_sim_params(args),
+                     slots=load_slots(sim_state) if sim_state else None)
     return host_end, pen, pen_end, f"the simulator (seed {seed})"
+
+
+def _sim_params(args: argparse.Namespace) -> Any:
+    from firmware_sim.__main__ import with_auth
+
+    return with_auth(None, False, bool(getattr(args, "sim_auth_required", False)))
+
+
+def _session_keys(args: argparse.Namespace, console: Console) -> Any:
+    """The keys a pen must prove: the keyring's (checked now), or the simulator's test key."""
+    from devicectl.keys import Keyring
+    from devicectl.signing import sim_device_key
+
+    if getattr(args, "sim", False):
+        if not getattr(args, "sim_auth_required", False):
+            return None
+        console.print("simulated pen: its test-only key is derived from its serial number")
+        return sim_device_key
+    return Keyring().snapshot().get
 
 
 _SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
