@@ -25,6 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from clinic_support import GATE
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pytest_mock import MockerFixture
@@ -327,7 +328,7 @@ def test_replay_of_a_broken_file_names_the_line_and_changes_nothing(
 # -- before a session: a database that cannot be written refuses it -----------------
 
 RUN_ARGS = ("run", "--profile", str(DATA / "short-frontal.yaml"), "--patient", "P-ro",
-            "--sim", "--yes", "--speed", "0", "--seed", "5")
+            "--sim", "--yes", "--speed", "0", "--seed", "5", *GATE)
 
 
 def run_with_read_only_records(db: Path) -> subprocess.CompletedProcess[str]:

@@ -155,7 +155,7 @@ def eligibility_gate(
 
 def acknowledge_adjuncts(
     console: Console, db_path: Path, session_id: int, instructions: Sequence[str],
-    operator: str, given: bool, interactive: bool,
+    operator: str, given: bool, interactive: bool, simulated: bool = False,
 ) -> None:
     """At the end of a session: the adjunct instructions shown again, acknowledged (or
     not) by the operator, and recorded as a note of the session (notes.py)."""
@@ -166,6 +166,8 @@ def acknowledge_adjuncts(
     for line in lines:
         console.print(plain(f"  {line}"), soft_wrap=True)
     how = "--ack-adjuncts" if given else "no --ack-adjuncts, no terminal"
+    if simulated:
+        how = SIMULATED
     if not given and interactive:
         given = _ask(console, "Were these instructions given to the patient?")
         how = "confirmed in the terminal" if given else "not given in the terminal"

@@ -316,7 +316,8 @@ def run(args: argparse.Namespace) -> int:
         instructions = adjunct_instructions(setup.loaded.profile.adjuncts,
                                             args.topical_wait_hours)
         acknowledge_adjuncts(console, db_path, setup.session_id, instructions, operator,
-                             bool(args.ack_adjuncts), interactive)
+                             bool(args.ack_adjuncts), interactive,
+                             simulated=bool(getattr(args, "simulated_answers", False)))
     if as_json:
         _json_line({"type": "end", "session_id": setup.session_id, "outcome": outcome.value,
                     "exit_code": outcome.exit_code, "db": str(db_path)})
