@@ -14,6 +14,7 @@ namespace) or chmod (not root: root ignores file modes).
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -398,3 +399,47 @@ def test_while_the_records_fail_resume_and_start_are_refused(
     session.request_stop("test over")
     assert session.wait(10)
     writer.close("aborted", WALL)
+
+
+def test_through_the_cli_a_deleted_database_stops_the_run_says_so_in_red_and_replays(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from rich.console import Console
+
+    from devicectl.monitor.terminal import TerminalView
+    from devicectl.web.state import page_state
+
+    db = tmp_path / "s.db"
+    real_advance = VirtualPen.advance
+    deleted: list[int] = []
+
+    def advance(self: VirtualPen, now_us: int) -> bytes:
+        if not deleted and self.firmware.state.name == "STAMPING":
+            deleted.append(now_us)
+            for f in tmp_path.glob("s.db*"):
+                f.unlink()
+        return real_advance(self, now_us)
+
+    monkeypatch.setattr(VirtualPen, "advance", advance)
+    monkeypatch.setenv("COLUMNS", "250")
+    code = main(["run", "--profile", str(DATA / "short-two-zones.yaml"), "--patient", "P-del",
+                 "--sim", "--yes", "--speed", "1", "--seed", "31", "--db", str(db)])
+    out = capsys.readouterr().out
+    assert deleted and code == Outcome.ABORTED.exit_code
+    assert "records cannot be written: the records file was deleted" in out
+    assert f"devicectl records replay {unsaved_path(db)}" in out
+    assert main(["records", "replay", str(unsaved_path(db))]) == 0
+    with Store(db) as store:
+        rec = store.sessions()[0]
+        kinds = [e.kind for e in store.events(rec.id)]
+    assert rec.outcome == "aborted" and rec.patient_ref == "P-del" and rec.cartridge_id
+    assert kinds[-1] == "STATE" and "SAFETY_STOP" in kinds and "STOP_REQUESTED" in kinds
+
+    # The live view and the page show it in red, whatever the state.
+    status = {"state": "PAUSED", "records_failure": "records cannot be written: disk full"}
+    console = Console(record=True, width=120, file=io.StringIO(), color_system="truecolor")
+    console.print(TerminalView("t").render(status))
+    html = console.export_html(inline_styles=True)
+    assert 'background-color: #800000; font-weight: bold">records cannot be written' in html
+    assert page_state(status, header={}, trace=[], events=[], heat=None, tracked=False)[
+        "records_failure"] == status["records_failure"]

@@ -222,17 +222,17 @@ def _records_banner(console: Console, writer: RecordWriter) -> None:
     the lines that could not be written anywhere go to stderr, to be saved by hand."""
     if writer.failure is None:
         return
-    console.print(plain(writer.failure, "bold white on red"))
+    console.print(plain(writer.failure, "bold white on red"), soft_wrap=True)
     if writer.unsaved_count:
         console.print(plain(
             f"the records not saved in {writer.path} are in {writer.unsaved_path}; once the "
             f"database can be written: devicectl records replay {writer.unsaved_path}",
-            "bold red"))
+            "bold red"), soft_wrap=True)
     if writer.unwritten:
         console.print(Text(
             f"{len(writer.unwritten)} records could not be written anywhere; they follow on "
             "stderr as JSON lines: save them to a file and run devicectl records replay FILE",
-            style="bold red"))
+            style="bold red"), soft_wrap=True)
         for line in writer.unwritten:
             print(line, file=sys.stderr)
 
@@ -428,8 +428,8 @@ def _plain(console: Console, session: Session) -> None:
         done = session.wait(0.1)
         for e in session.drain_events():
             if not is_chatty(e):
-                console.print(Text(event_line(e, session.t0_us)), highlight=False,
-                              soft_wrap=True)
+                console.print(Text(event_line(e, session.t0_us), style="red" if e.safety else ""),
+                              highlight=False, soft_wrap=True)
         if done:
             return
 
