@@ -443,3 +443,24 @@ def test_through_the_cli_a_deleted_database_stops_the_run_says_so_in_red_and_rep
     assert 'background-color: #800000; font-weight: bold">records cannot be written' in html
     assert page_state(status, header={}, trace=[], events=[], heat=None, tracked=False)[
         "records_failure"] == status["records_failure"]
+
+
+def test_a_nearly_full_disk_refuses_the_session_before_anything_starts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import devicectl.store
+
+    db = tmp_path / "s.db"
+    new_session(db)
+    real = shutil.disk_usage
+
+    def nearly_full(path: str | Path) -> object:  # the edge: what the file system reports
+        usage = real(path)
+        return type(usage)(usage.total, usage.total - 4096, 4096)
+
+    monkeypatch.setattr(devicectl.store.shutil, "disk_usage", nearly_full)
+    assert main([*RUN_ARGS, "--db", str(db)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "4 KiB free" in err[0] and str(db) in err[0]
+    with Store(db) as store:
+        assert len(store.sessions()) == 1
