@@ -331,21 +331,22 @@ RUN_ARGS = ("run", "--profile", str(DATA / "short-frontal.yaml"), "--patient", "
             "--sim", "--yes", "--speed", "0", "--seed", "5")
 
 
-def run_with_read_only_records(db: Path) -> subprocess.CompletedProcess[str]:
-    """`devicectl run` on `db` whose folder is read-only (a real read-only bind mount
-    in a private mount namespace as root; file modes otherwise)."""
+def run_with_read_only_records(db: Path, what: str) -> subprocess.CompletedProcess[str]:
+    """`devicectl run` on `db` with `what` ("folder" or "file") read-only: a real
+    read-only bind mount in a private mount namespace as root, file modes otherwise."""
     code = ("import sys; from devicectl.cli import main; "
             f"sys.exit(main({[*RUN_ARGS, '--db', str(db)]!r}))")
     env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "200"}
-    folder = str(db.parent)
+    folder = str(db.parent if what == "folder" else db)
     if os.geteuid() != 0:
         os.chmod(db, 0o444)
-        os.chmod(folder, 0o555)
+        if what == "folder":
+            os.chmod(db.parent, 0o555)
         try:
             return subprocess.run([sys.executable, "-c", code], capture_output=True,
                                   text=True, env=env, timeout=120)
         finally:
-            os.chmod(folder, 0o755)
+            os.chmod(db.parent, 0o755)
             os.chmod(db, 0o644)
     if shutil.which("unshare") is None:
         pytest.skip("root without unshare(1): no way here to make a file read-only for root")
@@ -358,13 +359,14 @@ def run_with_read_only_records(db: Path) -> subprocess.CompletedProcess[str]:
     return result
 
 
+@pytest.mark.parametrize("what", ["folder", "file"])
 def test_a_read_only_database_refuses_the_session_before_anything_starts(
-    tmp_path: Path,
+    tmp_path: Path, what: str
 ) -> None:
     db = tmp_path / "ro" / "s.db"
     db.parent.mkdir()
     new_session(db)  # an existing database with one session
-    result = run_with_read_only_records(db)
+    result = run_with_read_only_records(db, what)
     assert result.returncode == 1, result.stdout + result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "written" in lines[0] and str(db) in lines[0], lines
