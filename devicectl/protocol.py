@@ -8,7 +8,8 @@ maximal frame of partial input; what it throws away it counts, by reason.
 
 A frame with a valid CRC and an unknown type is not thrown away: it comes out
 as `Unknown`, because the pen must NACK it (UNKNOWN_TYPE) when it asks for an
-ACK. It is counted under `unknown_type` as well.
+ACK. It is counted under `unknown_type` as well. A packet shorter than 6 or
+longer than 64 bytes is a length discard whatever its type (spec 1.1).
 """
 
 from __future__ import annotations
@@ -581,7 +582,7 @@ class Decoder:
             self.discarded[Discard.COBS] += 1
             return None
         n = len(packet)
-        if n < 6:
+        if n < 6 or n > MAX_PACKET:  # spec 1.1, clarification 1: whatever its type
             self.discarded[Discard.LENGTH] += 1
             return None
         if binascii.crc_hqx(packet[:-2], CRC_INIT) != packet[-2] | (packet[-1] << 8):

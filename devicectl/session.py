@@ -35,6 +35,9 @@ SAMPLE_PERIOD_US = 1_000_000
 #: Flight recordings at most this often (µs of session time): each holds 10 s, and a
 #: pen that faults again and again must not fill the disk the records need.
 FLIGHT_GAP_US = 1_000_000
+#: The status is kept for the plain output's progress lines this often (µs of session time):
+#: under 5 s, so that a line comes at least every 5 s although the loop's steps vary.
+PROGRESS_PERIOD_US = 4_500_000
 #: How long a stop waits for the pen to acknowledge before the loop ends (µs).
 STOP_GRACE_US = 150_000
 
@@ -120,6 +123,7 @@ class _Timers:
     sample_us: int = -(10**18)
     sample_peak_um: int = 0
     flight_us: int | None = None
+    progress_us: int = -(10**18)
     confirmed_in: set[tuple[State, int]] = field(default_factory=set)
 
 
@@ -160,6 +164,10 @@ class Session:
         self._t0_us: int | None = None
         self._commands: queue.SimpleQueue[Command] = queue.SimpleQueue()
         self._display: collections.deque[ControlEvent] = collections.deque(maxlen=10_000)
+        #: (session time, status) every PROGRESS_PERIOD_US of session time, whatever
+        #: the wall clock does: the plain output's progress lines come from these.
+        self._progress: collections.deque[tuple[int, dict[str, Any]]] = collections.deque(
+            maxlen=256)
         self._stop_reason: str | None = None
         self._done = threading.Event()
         self._timers = _Timers()
@@ -187,6 +195,13 @@ class Session:
         out = []
         while self._display:
             out.append(self._display.popleft())
+        return out
+
+    def drain_progress(self) -> list[tuple[int, dict[str, Any]]]:
+        """The statuses kept every PROGRESS_PERIOD_US of session time since the last call."""
+        out = []
+        while self._progress:
+            out.append(self._progress.popleft())
         return out
 
     def wait(self, timeout_s: float | None = None) -> bool:
@@ -284,6 +299,9 @@ class Session:
         # Snapshots serve people and coverage saves serve crash recovery: both run
         # on the wall clock, also in virtual time, where simulated seconds fly by.
         wall = time.monotonic_ns() // 1000 if self._virtual else now
+        if now - self._timers.progress_us >= PROGRESS_PERIOD_US:
+            self._timers.progress_us = now
+            self._progress.append((now, ctl.status(now)))
         if wall - self._timers.snapshot_us >= SNAPSHOT_PERIOD_US:
             self._timers.snapshot_us = wall
             self.snapshot = self._status(now)

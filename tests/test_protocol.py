@@ -218,3 +218,21 @@ def test_receiver_resynchronises_at_next_delimiter_after_garbage() -> None:
     stream = b"\xde\xad\xbe\xef" + encode(Heartbeat(1), 0) + b"\x13\x37\x00" + encode(Stop(), 1)
     assert [f.message for f in decoder.feed(stream)] == [Stop()]
     assert decoder.bad_frames == 2
+
+
+@pytest.mark.parametrize("type_code", [0x7F, 0x02, 0x42])
+def test_packet_longer_than_64_bytes_is_a_length_discard_whatever_its_type(
+    type_code: int,
+) -> None:
+    # 4 header + 59 body + 2 CRC = 65 bytes: its COBS form (66) passes the size check.
+    frame = encode_raw(type_code, b"\xaa" * 59, 0, 1)
+    assert len(frame) - 1 <= MAX_ENCODED
+    decoder = Decoder()
+    assert decoder.feed(frame) == []
+    assert _count(decoder, Discard.LENGTH) == 1 and decoder.unknown_type == 0
+
+
+def test_packet_of_64_bytes_of_an_unknown_type_still_comes_out_as_unknown() -> None:
+    decoder = Decoder()
+    (frame,) = decoder.feed(encode_raw(0x7F, b"\xaa" * 58, 0, 1))
+    assert frame.message == Unknown(0x7F, b"\xaa" * 58)

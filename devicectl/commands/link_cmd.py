@@ -46,7 +46,7 @@ def register(subparsers: Any) -> None:
         "The end of the input ends the last frame.",
     )
     dec.add_argument("hex", nargs="*", help="hex bytes; read from stdin when absent")
-    dec.set_defaults(func=run_decode)
+    dec.set_defaults(func=run_decode, usage=dec.format_usage)
 
     enc = sub.add_parser(
         "encode",
@@ -72,15 +72,26 @@ def register(subparsers: Any) -> None:
 # --- ports -------------------------------------------------------------------
 
 
+NO_PEN = ("no pen found: is it plugged in (USB) and switched on? "
+          "A port not marked here can still be given to `devicectl run --port PATH`.")
+
+
 def run_ports(args: argparse.Namespace) -> int:
     ports = list_serial_ports()
     if not ports:
-        print("no serial ports found; is the pen plugged in and switched on?")
+        print("no serial ports found")
+        print(NO_PEN)
         return 0
-    width = max(len(p.device) for p in ports)
-    for p in ports:
-        mark = "  <- likely pen" if p.likely_pen else ""
-        print(f"{p.device:<{width}}  {p.description}  [{p.hwid}]{mark}")
+    rows = [("PORT", "DESCRIPTION", "HARDWARE ID", "PEN?")] + [
+        (p.device, p.description or "-", p.hwid or "-", "likely pen" if p.likely_pen else "")
+        for p in ports
+    ]
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    for r in rows:
+        cells = [f"{c:<{w}}" for c, w in zip(r, widths, strict=False)] + [r[3]]
+        print("  ".join(cells).rstrip())
+    if not any(p.likely_pen for p in ports):
+        print(NO_PEN)
     return 0
 
 
@@ -134,6 +145,12 @@ def event_to_dict(event: Frame | Discard) -> dict[str, Any]:
 
 
 def run_decode(args: argparse.Namespace) -> int:
+    if not args.hex and sys.stdin.isatty():
+        # Nothing given and nothing piped: waiting on the keyboard would look like a hang.
+        print(args.usage().rstrip(), file=sys.stderr)
+        print("give hex bytes as arguments, e.g. `devicectl wire decode 04 01 42 09`, "
+              "or pipe them in: `xxd -p capture.bin | devicectl wire decode`", file=sys.stderr)
+        return 2
     text = " ".join(args.hex) if args.hex else sys.stdin.read()
     data = parse_hex(text)
     if data and not data.endswith(b"\x00"):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import json
 import secrets
 import signal
 import sys
@@ -27,6 +28,11 @@ from devicectl.commands.profile_cmd import plan_table
 from devicectl.controller import Command, Controller, StartFacts, State
 from devicectl.errors import DevicectlError, RefusedError
 from devicectl.link import open_transport, pipe_pair
+from devicectl.monitor.progress import (
+    event_record,
+    progress_line,
+    progress_record,
+)
 from devicectl.monitor.terminal import clock, event_line, is_chatty
 from devicectl.monitor.viewproc import ViewOptions, ViewProcess
 from devicectl.plain import plain
@@ -61,7 +67,9 @@ def register(sub: Any) -> None:
     src = p.add_mutually_exclusive_group()
     src.add_argument("--port", help="serial port path or pyserial URL of the pen")
     src.add_argument("--sim", action="store_true", help="run the simulated pen in-process")
-    p.add_argument("--scenario", help="simulator fault scenario (python -m firmware_sim scenarios)")
+    p.add_argument("--scenario",
+                   help="simulator fault scenario (python -m firmware_sim scenarios; "
+                   "default: none, a well-behaved pen)")
     p.add_argument("--speed", type=float, default=1.0,
                    help="simulator speed, times real time (0 = as fast as possible)")
     p.add_argument("--seed", type=int,
@@ -75,14 +83,30 @@ def register(sub: Any) -> None:
                    help="start although a zone's minimum interval has not passed (recorded)")
     p.add_argument("--resume", type=int, metavar="SESSION_ID",
                    help="continue an interrupted session with its coverage")
+    _output_args(p)
     _web_args(p, default=False)
     p.set_defaults(func=run)
 
-    d = sub.add_parser("demo", help="a full simulated session with the live view")
-    d.add_argument("--speed", type=float, default=DEMO_SPEED)
-    d.add_argument("--db", type=Path, default=DEMO_DB)
+    d = sub.add_parser(
+        "demo", help="a full simulated session with the live view",
+        description="A whole simulated session of the shipped profile "
+        f"({DEMO_PROFILE.name}), accelerated, with the live view and the live page.")
+    d.add_argument("--speed", type=float, default=DEMO_SPEED,
+                   help="simulator speed, times real time (0 = as fast as possible)")
+    d.add_argument("--db", type=Path, default=DEMO_DB, metavar="PATH",
+                   help="records database, relative to the current folder")
+    _output_args(d)
     _web_args(d, default=True)
     d.set_defaults(func=demo)
+
+
+def _output_args(p: Any) -> None:
+    """--quiet and --json: what a script reads (no live view with either)."""
+    p.add_argument("--quiet", "-q", action="store_true",
+                   help="print only refusals, errors and the outcome line (no live view)")
+    p.add_argument("--json", action="store_true",
+                   help="one JSON object a line on stdout: the session, each event, progress "
+                   "every 5 s of session time, the end; other text goes to stderr")
 
 
 def _web_args(p: Any, *, default: bool) -> None:
@@ -100,7 +124,7 @@ def demo(args: argparse.Namespace) -> int:
         profile=DEMO_PROFILE, patient=f"DEMO-{secrets.token_hex(3).upper()}", port=None, sim=True,
         scenario=None, speed=args.speed, seed=None, no_position=False, db=args.db, yes=True,
         override_interval=None, resume=None, web=args.web, web_port=args.web_port,
-        web_host=args.web_host,
+        web_host=args.web_host, quiet=args.quiet, json=args.json,
     )
     return run(ns)
 
@@ -114,7 +138,8 @@ class _Setup:
 
 
 def run(args: argparse.Namespace) -> int:
-    console = Console(stderr=False)
+    quiet, as_json = bool(getattr(args, "quiet", False)), bool(getattr(args, "json", False))
+    console = Console(stderr=as_json, quiet=quiet)
     interactive = sys.stdin.isatty() and sys.stdout.isatty()
     if not args.port and not args.sim:
         raise DevicectlError("say where the pen is: --port PATH, or --sim for the simulator")
@@ -148,6 +173,11 @@ def run(args: argparse.Namespace) -> int:
     ))
     for w in setup.loaded.warnings:
         console.print(Text.assemble(("warning: ", "yellow"), plain(w)))
+    if as_json:
+        _json_line({"type": "session", "session_id": setup.session_id,
+                    "patient_ref": setup.patient, "profile": setup.loaded.profile.name,
+                    "profile_hash": setup.loaded.content_hash, "resumed": setup.resumed,
+                    "db": str(db_path)})
 
     controller = Controller(
         lambda dev: make_plan(setup.loaded, dev, zone_map),
@@ -175,6 +205,7 @@ def run(args: argparse.Namespace) -> int:
     gc.freeze()
     session.start()
     web = _start_web(console, args, session, zone_map, setup, db_path)
+    feed = _Feed(console, as_json, zone_map)
     go = False
     try:
         go = _go_no_go(console, session, port_name, zone_map)
@@ -184,10 +215,12 @@ def run(args: argparse.Namespace) -> int:
                 session.submit(Command.START)
         if not go:
             session.request_stop("the technician did not start")
-        elif interactive:
+        elif interactive and not (quiet or as_json):
             _live(console, session, setup)
         else:
-            _plain(console, session)
+            dev = controller.device  # fixed once the pen has answered
+            feed.footprint_mm = dev.footprint_dmm / 10 if dev is not None else 0.0
+            _plain(console, session, feed)
         session.wait()
     finally:
         session.request_stop("the session ended")
@@ -203,17 +236,21 @@ def run(args: argparse.Namespace) -> int:
         sys.setswitchinterval(previous_switch)
         gc.unfreeze()
     for e in session.drain_events():
-        if not is_chatty(e):
-            console.print(Text(event_line(e, session.t0_us)), highlight=False, soft_wrap=True)
+        feed.event(e, session.t0_us)
     if isinstance(session.error, DevicectlError):
-        console.print(plain(session.error, "bold red"))
+        _always(console, plain(session.error, "bold red"))
     elif session.error is not None:
-        console.print(Text.assemble(("internal error, pen stopped: ", "bold red"),
-                                    plain(repr(session.error))))
+        _always(console, Text.assemble(("internal error, pen stopped: ", "bold red"),
+                                       plain(repr(session.error))))
     for err in writer.errors:
-        console.print(Text.assemble(("records: ", "bold red"), plain(err)))
+        _always(console, Text.assemble(("records: ", "bold red"), plain(err)))
     _summary(console, session, setup, outcome, db_path)
     _records_banner(console, writer)
+    if as_json:
+        failed = {"records_failure": writer.failure,
+                  "unsaved": str(writer.unsaved_path)} if writer.failure is not None else {}
+        _json_line({"type": "end", "session_id": setup.session_id, "outcome": outcome.value,
+                    "exit_code": outcome.exit_code, "db": str(db_path), **failed})
     return outcome.exit_code
 
 
@@ -222,19 +259,33 @@ def _records_banner(console: Console, writer: RecordWriter) -> None:
     the lines that could not be written anywhere go to stderr, to be saved by hand."""
     if writer.failure is None:
         return
-    console.print(plain(writer.failure, "bold white on red"), soft_wrap=True)
+    _always(console, plain(writer.failure, "bold white on red"))
     if writer.unsaved_count:
-        console.print(plain(
+        _always(console, plain(
             f"the records not saved in {writer.path} are in {writer.unsaved_path}; once the "
             f"database can be written: devicectl records replay {writer.unsaved_path}",
-            "bold red"), soft_wrap=True)
+            "bold red"))
     if writer.unwritten:
-        console.print(Text(
+        _always(console, Text(
             f"{len(writer.unwritten)} records could not be written anywhere; they follow on "
             "stderr as JSON lines: save them to a file and run devicectl records replay FILE",
-            style="bold red"), soft_wrap=True)
+            style="bold red"))
         for line in writer.unwritten:
             print(line, file=sys.stderr)
+
+
+def _always(console: Console, text: Text) -> None:
+    """Printed even with --quiet: refusals, errors and the outcome line."""
+    quiet, console.quiet = console.quiet, False
+    try:
+        console.print(text, highlight=False, soft_wrap=True)
+    finally:
+        console.quiet = quiet
+
+
+def _json_line(record: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(record, ensure_ascii=False) + "\n")
+    sys.stdout.flush()
 
 
 def _load(args: argparse.Namespace, store: Store) -> tuple[LoadedProfile, str, int | None]:
@@ -327,7 +378,8 @@ def _start_web(console: Console, args: argparse.Namespace, session: Session,
     except DevicectlError as exc:
         console.print(Text.assemble(("web page not started: ", "yellow"), plain(exc)))
         return None
-    console.print(f"web page: {web.url}?token={token} (with controls) · {web.url} (read-only)"
+    # The token rides in the fragment, which the browser never sends to a server.
+    console.print(f"web page: {web.url}#token={token} (with controls) · {web.url} (read-only)"
                   f" · session token {token}", markup=False, highlight=False, soft_wrap=True)
     return web
 
@@ -361,7 +413,7 @@ def _go_no_go(console: Console, session: Session, port: str, zone_map: ZoneMap) 
         if ctl.state not in (State.CONNECTING, State.CONFIGURING):
             break
     if ctl.state is State.LINK_LOST or ctl.device is None:
-        console.print(Text.assemble(("NO-GO: ", "bold red"), plain(
+        _always(console, Text.assemble(("NO-GO: ", "bold red"), plain(
             f"no pen answered on {port}; check the cable and that the pen is on, then run again"
         )))
         return False
@@ -379,7 +431,7 @@ def _go_no_go(console: Console, session: Session, port: str, zone_map: ZoneMap) 
         reasons = ["the profile cannot be run on this pen"]
     if reasons:
         for r in reasons:
-            console.print(Text.assemble(("NO-GO: ", "bold red"), plain(r)))
+            _always(console, Text.assemble(("NO-GO: ", "bold red"), plain(r)))
         return False
     console.print("[bold green]GO:[/] pen, cartridge, interval and plan checked")
     return True
@@ -421,15 +473,45 @@ def _live(console: Console, session: Session, setup: _Setup) -> None:
         view.close(ctl.status(session.now_us), session.drain_events())
 
 
-def _plain(console: Console, session: Session) -> None:
+class _Feed:
+    """The plain output: event lines (or JSON records), and progress every 5 s of
+    session time, from the session's snapshot (monitor/progress.py)."""
+
+    def __init__(self, console: Console, as_json: bool, zone_map: ZoneMap) -> None:
+        self.console = console
+        self.as_json = as_json
+        self.areas_mm2 = {z.id: z.area_mm2 for z in zone_map.zones}
+        self.footprint_mm = 0.0
+
+    def event(self, e: Any, t0_us: int) -> None:
+        if self.as_json:
+            _json_line(event_record(e, t0_us))
+        elif not is_chatty(e):
+            self.console.print(Text(event_line(e, t0_us), style="red" if e.safety else ""),
+                               highlight=False, soft_wrap=True)
+
+    def progress(self, session: Session) -> None:
+        for now_us, status in session.drain_progress():
+            record = progress_record(status, (now_us - session.t0_us) / 1e6,
+                                     areas_mm2=self.areas_mm2, footprint_mm=self.footprint_mm)
+            if record is None:
+                continue
+            if self.as_json:
+                _json_line(record)
+            else:
+                self.console.print(Text(progress_line(record)), highlight=False,
+                                   soft_wrap=True)
+
+
+def _plain(console: Console, session: Session, feed: _Feed) -> None:
     """Without a terminal: one line per event, as the live log shows them (the
-    many-a-minute holds and commands are in the record, not on the screen)."""
+    many-a-minute holds and commands are in the record, not on the screen), and
+    a progress line every 5 s of session time."""
     while True:
-        done = session.wait(0.1)
+        done = session.wait(0.05)
         for e in session.drain_events():
-            if not is_chatty(e):
-                console.print(Text(event_line(e, session.t0_us), style="red" if e.safety else ""),
-                              highlight=False, soft_wrap=True)
+            feed.event(e, session.t0_us)
+        feed.progress(session)
         if done:
             return
 
@@ -455,7 +537,7 @@ def _summary(
         )
     console.print(table)
     style = "bold green" if outcome is Outcome.COMPLETE else "bold red"
-    console.print(Text.assemble(
+    _always(console, Text.assemble(
         (outcome.value.replace("_", " "), style),
         plain(f" · session id {setup.session_id} · details: devicectl sessions show "
               f"{setup.session_id} --db {db_path}"),

@@ -32,7 +32,7 @@ EXPORT_HELP = (
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "sessions",
-        help="list, show and export recorded sessions",
+        help="list, show, export and report recorded sessions",
         description="Read the session records (append-only; nothing here changes them).",
     )
     sub = parser.add_subparsers(dest="sessions_command", required=True, metavar="ACTION")
