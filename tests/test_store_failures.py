@@ -430,7 +430,11 @@ def test_through_the_cli_a_deleted_database_stops_the_run_says_so_in_red_and_rep
     assert deleted and code == Outcome.ABORTED.exit_code
     assert "records cannot be written: the records file was deleted" in out
     assert f"devicectl records replay {unsaved_path(db)}" in out
+    assert main(["sessions", "list", "--db", str(db)]) == 0
+    assert f"devicectl records replay {unsaved_path(db)}" in capsys.readouterr().out
     assert main(["records", "replay", str(unsaved_path(db))]) == 0
+    assert main(["sessions", "list", "--db", str(db)]) == 0
+    assert "records replay" not in capsys.readouterr().out  # all back: nothing to say
     with Store(db) as store:
         rec = store.sessions()[0]
         kinds = [e.kind for e in store.events(rec.id)]
