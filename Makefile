@@ -28,6 +28,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/session.py
 	$(BIN)/python bench/latency.py
 	$(BIN)/python bench/cpu.py
+	$(BIN)/python bench/flight.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check devicectl firmware_sim tests bench
