@@ -163,7 +163,8 @@ def test_a_deleted_database_is_noticed_copied_back_whole_and_completed_by_replay
 
     def delete() -> None:
         for f in tmp_path.glob("s.db*"):
-            f.unlink()
+            if f.is_file():  # the database, its WAL and journal
+                f.unlink()
 
     run_until_the_records_fail(session, pen, writer, delete)
     assert "deleted" in writer.failure  # type: ignore[operator]
@@ -419,7 +420,8 @@ def test_through_the_cli_a_deleted_database_stops_the_run_says_so_in_red_and_rep
         if not deleted and self.firmware.state.name == "STAMPING":
             deleted.append(now_us)
             for f in tmp_path.glob("s.db*"):
-                f.unlink()
+                if f.is_file():  # the database, its WAL and journal (not <db>.running/)
+                    f.unlink()
         return real_advance(self, now_us)
 
     monkeypatch.setattr(VirtualPen, "advance", advance)

@@ -24,7 +24,9 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from devicectl.commands.checklist_cmd import eligibility_gate, read_gate_inputs, staff_id
 from devicectl.commands.profile_cmd import plan_table
+from devicectl.commands.run_checks import check_override, check_records, check_records_kind
 from devicectl.controller import Command, Controller, StartFacts, State
 from devicectl.errors import DevicectlError, RefusedError
 from devicectl.link import open_transport, pipe_pair
@@ -35,12 +37,13 @@ from devicectl.monitor.progress import (
 )
 from devicectl.monitor.terminal import clock, event_line, is_chatty
 from devicectl.monitor.viewproc import ViewOptions, ViewProcess
+from devicectl.patients import patient_ref
 from devicectl.plain import plain
 from devicectl.plan import make_plan
 from devicectl.profile import LoadedProfile, load_profile, load_profile_text
-from devicectl.safety import INTERVAL_DEPTH_UM
+from devicectl.safety import INTERVAL_DEPTH_UM, OVERRIDE_REASON_MIN_CHARS
 from devicectl.session import Outcome, Policy, Session, VirtualClock
-from devicectl.store import RecordWriter, SessionRecord, Store, default_db_path
+from devicectl.store import EventRecord, RecordWriter, SessionRecord, Store, default_db_path
 from devicectl.unsaved import not_yet_replayed
 from devicectl.zones import ZoneMap, load_zone_map
 
@@ -64,6 +67,14 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--profile", type=Path, help="the treatment profile (YAML)")
     p.add_argument("--patient", help="the patient's pseudonymous reference (no names)")
+    p.add_argument("--operator", metavar="ID", help="who runs the session (required; recorded)")
+    p.add_argument("--checklist", type=Path, metavar="FILE",
+                   help="answers to the contraindication checklist, a YAML mapping of item id "
+                   "to yes/no (`devicectl checklist template`); without it they are asked in "
+                   "the terminal")
+    p.add_argument("--consent", action="store_true",
+                   help="the patient has given informed consent to this treatment today "
+                   "(recorded with the time); without it, it is asked in the terminal")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--port", help="serial port path or pyserial URL of the pen")
     src.add_argument("--sim", action="store_true", help="run the simulated pen in-process")
@@ -76,11 +87,22 @@ def register(sub: Any) -> None:
                    help="simulator seed (default: a new one each run, so a new cartridge)")
     p.add_argument("--no-position", action="store_true",
                    help="simulate a pen without position tracking")
+    p.add_argument("--sim-auth-required", action="store_true",
+                   help="simulate a pen that obeys only signed commands (its test key is derived)")
+    p.add_argument("--sim-state", type=Path,
+                   help="the simulated pen's firmware slots (see `firmware update --sim`)")
     p.add_argument("--db", type=Path, help=f"records database (default {default_db_path()})")
+    p.add_argument("--new-records", action="store_true",
+                   help="let a clinical run start new records where --db points (none there "
+                   "yet: no patient history to check intervals and cartridges against)")
     p.add_argument("--yes", action="store_true",
                    help="answer the confirmations (start, next zone) for scripted runs")
     p.add_argument("--override-interval", metavar="REASON",
-                   help="start although a zone's minimum interval has not passed (recorded)")
+                   help="start although a zone's minimum interval has not passed: the "
+                   f"clinician's reason, at least {OVERRIDE_REASON_MIN_CHARS} characters "
+                   "(recorded, with --clinician)")
+    p.add_argument("--clinician", metavar="ID",
+                   help="the clinician who decided the interval override (recorded)")
     p.add_argument("--resume", type=int, metavar="SESSION_ID",
                    help="continue an interrupted session with its coverage")
     _output_args(p)
@@ -121,10 +143,11 @@ def _web_args(p: Any, *, default: bool) -> None:
 def demo(args: argparse.Namespace) -> int:
     args.db.parent.mkdir(parents=True, exist_ok=True)
     ns = argparse.Namespace(
-        profile=DEMO_PROFILE, patient=f"DEMO-{secrets.token_hex(3).upper()}", port=None, sim=True,
+        profile=DEMO_PROFILE, patient=f"DEMO-{secrets.randbelow(10**6):06d}", port=None, sim=True,
         scenario=None, speed=args.speed, seed=None, no_position=False, db=args.db, yes=True,
-        override_interval=None, resume=None, web=args.web, web_port=args.web_port,
-        web_host=args.web_host, quiet=args.quiet, json=args.json,
+        override_interval=None, clinician=None, resume=None, operator="DEMO-OPERATOR",
+        checklist=None, consent=True, simulated_answers=True, new_records=False, web=args.web,
+        web_port=args.web_port, web_host=args.web_host, quiet=args.quiet, json=args.json,
     )
     return run(ns)
 
@@ -145,26 +168,46 @@ def run(args: argparse.Namespace) -> int:
         raise DevicectlError("say where the pen is: --port PATH, or --sim for the simulator")
     if not args.yes and not interactive:
         raise RefusedError("no terminal to confirm the start; pass --yes for a scripted run")
+    check_override(args)
+    operator = staff_id(args.operator, "--operator", "who runs the session")
+    gate = read_gate_inputs(args, interactive)
+    if args.resume is None and args.patient is not None:
+        patient_ref(args.patient)  # a name is refused before a record is made
     zone_map = load_zone_map()
     db_path: Path = args.db or default_db_path()
+    check_records(db_path, args)
     with Store(db_path) as store:
         store.require_writable()  # no treatment without a record: refused before anything
+        check_records_kind(store, db_path, args.sim)
         unreplayed = not_yet_replayed(db_path)  # the cartridge and interval checks need them
         if unreplayed is not None:
             raise RefusedError(unreplayed)
         loaded, patient, resume_id = _load(args, store)
     vclock = VirtualClock(time.monotonic_ns() // 1000) if args.sim else None
-    # The link opens before a record is made: a wrong port leaves no empty session behind.
+    # The keyring and the link open before a record is made: a wrong port or an
+    # unsafe keyring leaves no empty session behind.
+    keys = _session_keys(args, console)
     wire, pen, pen_wire, port_name = _link(args, zone_map, vclock)
     try:
         with Store(db_path) as store:
-            setup = _setup(store, loaded, patient, resume_id)
+            setup = _setup(store, loaded, patient, resume_id, operator, args.sim)
+            refusals = eligibility_gate(console, store, setup.session_id, gate)
+            if refusals:
+                store.close_session(setup.session_id, Outcome.REFUSED.value, _now_iso())
             resumed = store.session(setup.session_id) if setup.resumed else None
-            facts = _facts(store, setup, resumed, args.override_interval)
+            facts = _facts(store, setup, resumed, args)
             coverage_state = store.coverage_state(setup.session_id) if resumed else None
     except BaseException:
         wire.close()
         raise
+    if refusals:
+        wire.close()
+        for reason in refusals:
+            _always(console, Text("NO-GO: " + reason, style="bold red"))
+        _always(console, Text(f"refused · session id {setup.session_id} · details: devicectl "
+                              f"sessions show {setup.session_id} --db {db_path}",
+                              style="bold red"))
+        return Outcome.REFUSED.exit_code
     start_zone = _first_unfinished_zone(setup.loaded, resumed.zones) if resumed else 0
     console.print(Text.assemble(
         (f"session {setup.session_id}", "bold"),
@@ -187,6 +230,7 @@ def run(args: argparse.Namespace) -> int:
         now_us=time.monotonic_ns() // 1000,
         coverage_state=coverage_state,
         start_zone_index=start_zone,
+        keys=keys,
     )
     writer = RecordWriter(db_path, setup.session_id)
     writer.start()
@@ -303,18 +347,32 @@ def _load(args: argparse.Namespace, store: Store) -> tuple[LoadedProfile, str, i
         return loaded, record.patient_ref, record.id
     if args.profile is None or not args.patient:
         raise DevicectlError("a new session needs --profile FILE and --patient REF")
-    return load_profile(args.profile), args.patient, None
+    return load_profile(args.profile), patient_ref(args.patient), None
 
 
-def _setup(store: Store, loaded: LoadedProfile, patient: str, resume_id: int | None) -> _Setup:
+
+
+def _now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+def _setup(
+    store: Store, loaded: LoadedProfile, patient: str, resume_id: int | None, operator: str,
+    simulated: bool,
+) -> _Setup:
     if resume_id is not None:
+        store.append_events(resume_id, [EventRecord(
+            time.monotonic_ns() // 1000, _now_iso(), "OPERATOR",
+            f"resumed by operator {operator}", None, {"operator": operator})])
         return _Setup(loaded, patient, resume_id, resumed=True)
     session_id = store.create_session(
         patient_ref=patient,
         profile_name=loaded.profile.name,
         profile_hash=loaded.content_hash,
         profile_text=loaded.text,
-        started_at=datetime.now(UTC).isoformat(timespec="milliseconds"),
+        started_at=_now_iso(),
+        operator=operator,
+        simulated=simulated,
     )
     return _Setup(loaded, patient, session_id, resumed=False)
 
@@ -327,7 +385,7 @@ def _first_unfinished_zone(loaded: LoadedProfile, zones: Any) -> int:
 
 
 def _facts(
-    store: Store, setup: _Setup, resumed: SessionRecord | None, override: str | None
+    store: Store, setup: _Setup, resumed: SessionRecord | None, args: argparse.Namespace
 ) -> StartFacts:
     """What the records say about this cartridge and this patient's zones.
 
@@ -342,8 +400,12 @@ def _facts(
         days_since_deep_treatment=store.days_since_deep_treatment(
             setup.patient, now, INTERVAL_DEPTH_UM, exclude_session=own
         ),
-        interval_override_reason=override,
+        interval_override_reason=args.override_interval,
         resumed_cartridge_id=resumed.cartridge_id if resumed is not None else None,
+        days_since_treatment=store.days_since_deep_treatment(
+            setup.patient, now, 0, exclude_session=own
+        ),
+        interval_override_clinician=args.clinician,
     )
 
 
@@ -354,9 +416,32 @@ def _link(args: argparse.Namespace, zone_map: ZoneMap, vclock: VirtualClock | No
 
     host_end, pen_end = pipe_pair(vclock)
     seed = args.seed if args.seed is not None else secrets.randbelow(1 << 31)
+    from firmware_sim.bootloader import load_slots
+
+    sim_state = getattr(args, "sim_state", None)
     pen = VirtualPen(seed=seed, scenario=args.scenario, zone_map=zone_map,
-                     position=not args.no_position)
+                     position=not args.no_position, pen=_sim_params(args),
+                     slots=load_slots(sim_state) if sim_state else None)
     return host_end, pen, pen_end, f"the simulator (seed {seed})"
+
+
+def _sim_params(args: argparse.Namespace) -> Any:
+    from firmware_sim.__main__ import with_auth
+
+    return with_auth(None, False, bool(getattr(args, "sim_auth_required", False)))
+
+
+def _session_keys(args: argparse.Namespace, console: Console) -> Any:
+    """The keys a pen must prove: the keyring's (checked now), or the simulator's test key."""
+    from devicectl.keys import Keyring
+    from devicectl.signing import sim_device_key
+
+    if getattr(args, "sim", False):
+        if not getattr(args, "sim_auth_required", False):
+            return None
+        console.print("simulated pen: its test-only key is derived from its serial number")
+        return sim_device_key
+    return Keyring().snapshot().get
 
 
 _SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
