@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
+from clinic_support import GATE
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -80,9 +81,9 @@ def test_an_over_depth_estop_keeps_the_offending_telemetry_and_the_estop_frame(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     db = tmp_path / "r.db"
-    code = main(["run", "--profile", str(DATA / "short-two-zones.yaml"), "--patient", "P-fl",
+    code = main(["run", "--profile", str(DATA / "short-two-zones.yaml"), "--patient", "P-0102",
                  "--sim", "--yes", "--speed", "0", "--seed", "4", "--scenario",
-                 "overshoot-no-limit", "--db", str(db)])
+                 "overshoot-no-limit", "--db", str(db), *GATE])
     assert code == 3  # fault
     with Store(db) as store:
         sid = store.sessions()[0].id

@@ -130,7 +130,7 @@ def test_control_characters_in_a_profile_and_an_error_are_escaped(
     out = capsys.readouterr().out
     assert "\\x1b]0;owned\\x07 Frontal" in out and "\x1b" not in out
     missing = tmp_path / "gone\x1b[2J.yaml"
-    assert main(["run", "--profile", str(missing), "--patient", "P", "--sim", "--yes",
-                 "--db", str(tmp_path / "r.db")]) != 0
+    assert main(["run", "--profile", str(missing), "--patient", "P-0103", "--sim", "--yes",
+                 "--db", str(tmp_path / "r.db"), *GATE]) != 0
     err = capsys.readouterr().err
     assert "gone\\x1b[2J.yaml" in err and "\x1b" not in err

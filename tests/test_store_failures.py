@@ -26,6 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from clinic_support import GATE
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pytest_mock import MockerFixture
@@ -328,8 +329,8 @@ def test_replay_of_a_broken_file_names_the_line_and_changes_nothing(
 
 # -- before a session: a database that cannot be written refuses it -----------------
 
-RUN_ARGS = ("run", "--profile", str(DATA / "short-frontal.yaml"), "--patient", "P-ro",
-            "--sim", "--yes", "--speed", "0", "--seed", "5")
+RUN_ARGS = ("run", "--profile", str(DATA / "short-frontal.yaml"), "--patient", "P-0100",
+            "--sim", "--yes", "--speed", "0", "--seed", "5", *GATE)
 
 
 def run_with_read_only_records(db: Path, what: str) -> subprocess.CompletedProcess[str]:
@@ -426,8 +427,8 @@ def test_through_the_cli_a_deleted_database_stops_the_run_says_so_in_red_and_rep
 
     monkeypatch.setattr(VirtualPen, "advance", advance)
     monkeypatch.setenv("COLUMNS", "250")
-    code = main(["run", "--profile", str(DATA / "short-two-zones.yaml"), "--patient", "P-del",
-                 "--sim", "--yes", "--speed", "1", "--seed", "31", "--db", str(db)])
+    code = main(["run", "--profile", str(DATA / "short-two-zones.yaml"), "--patient", "P-0101",
+                 "--sim", "--yes", "--speed", "1", "--seed", "31", "--db", str(db), *GATE])
     out = capsys.readouterr().out
     assert deleted and code == Outcome.ABORTED.exit_code
     assert "records cannot be written: the records file was deleted" in out
@@ -440,7 +441,7 @@ def test_through_the_cli_a_deleted_database_stops_the_run_says_so_in_red_and_rep
     with Store(db) as store:
         rec = store.sessions()[0]
         kinds = [e.kind for e in store.events(rec.id)]
-    assert rec.outcome == "aborted" and rec.patient_ref == "P-del" and rec.cartridge_id
+    assert rec.outcome == "aborted" and rec.patient_ref == "P-0101" and rec.cartridge_id
     assert kinds[-1] == "STATE" and "SAFETY_STOP" in kinds and "STOP_REQUESTED" in kinds
 
     # The live view and the page show it in red, whatever the state.
