@@ -50,13 +50,15 @@ class LinkLost(Exception):
 class LinkState:
     """Seq counter, frames awaiting ACK, and the time of the last frame sent."""
 
-    __slots__ = ("_pending", "_seq", "last_sent_us", "resends_total")
+    __slots__ = ("_pending", "_seq", "acked_sent_us", "last_sent_us", "resends_total")
 
     def __init__(self) -> None:
         self._seq = 0
         self._pending: dict[int, Pending] = {}
         self.last_sent_us: int | None = None
         self.resends_total = 0
+        #: when the copy the last ACK answered was sent (the pen had it from then)
+        self.acked_sent_us = 0
 
     @property
     def unacked(self) -> int:
@@ -96,6 +98,7 @@ class LinkState:
         if p is None or acked_type != p.message.TYPE:
             return None
         del self._pending[acked_seq]
+        self.acked_sent_us = p.sent_us
         return p.message
 
     def resends_due(self, now_us: int) -> list[tuple[Pending, bytes]]:

@@ -256,7 +256,7 @@ def test_nack_of_start_pauses_with_the_reason() -> None:
             depth_cmd_um=DEPTH_CAP_UM,
             depth_meas_um=OVERDEPTH_LIMIT_UM + 1,
         ),
-        tel(state=p.PenState.STAMPING, depth_cmd_um=800, depth_meas_um=901),
+        tel(state=p.PenState.STAMPING, depth_cmd_um=1000, depth_meas_um=1101),
         tel(fault_flags=1 << p.FaultBit.STALL),
     ],
     ids=["over-1550", "over-command-plus-100", "new-fault-flag"],
