@@ -69,6 +69,7 @@ WAITING: Final = "waiting for the tip over a spot of the zone that needs treatme
 _U32: Final = 0xFFFF_FFFF
 _ESTOP_FLAG: Final = 1 << p.FaultBit.ESTOP
 _OVERDEPTH_FLAG: Final = 1 << p.FaultBit.OVERDEPTH
+_PEN_STATES: Final = frozenset(int(s) for s in p.PenState)
 __all__ += ["COVERAGE_CELL_MM", "STEADY_FRAMES", "TELEMETRY_HZ", "WATCHDOG_MS"]
 
 
@@ -100,7 +101,9 @@ class Controller(ControllerConnect):
         state = self.state
         if state is State.CONNECTING:
             if now_us - self._connect_us >= HELLO_GIVE_UP_US:
-                self._link_lost(now_us, "the pen did not answer HELLO within 2 s")
+                self._link_lost(
+                    now_us, f"the pen did not answer HELLO within {HELLO_GIVE_UP_US / 1e6:g} s"
+                )
                 return self._flush()
             if now_us - self._hello_us >= HELLO_RETRY_US:
                 self._send_hello(now_us)
@@ -141,15 +144,33 @@ class Controller(ControllerConnect):
 
     def finish(self, now_us: int) -> Output:
         """The session's end: STOP (unless one is in force already) so that the
-        telemetry can show the pen stopped (`pen_stopped`) before the loop ends."""
+        telemetry can show the pen stopped (`pen_stopped`, and a PEN_STOPPED
+        event) before the loop ends; a pen that goes on gets H3."""
+        self._finishing = True
         if self.device is not None and not self._link_gone and not self._checks.stopping:
             self._stop_pen(now_us, self.stop_reason, force=True)
+        return self._flush()
+
+    def finish_unverified(self, now_us: int, waited_us: int) -> Output:
+        """The session gives up waiting for telemetry that shows the pen stopped."""
+        if self._checks.not_stopped_seen:
+            text = (f"the pen did not stop within {waited_us / 1e6:g} s of the session's "
+                    "end, despite ESTOP: switch the pen off now")
+        else:
+            text = (f"no telemetry showed the pen stopped within {waited_us / 1000:.0f} ms "
+                    "of the session's end; check that the pen is off")
+        self._event(now_us, EventKind.STOP_UNVERIFIED, text, safety=True)
         return self._flush()
 
     @property
     def pen_stopped(self) -> bool:
         """Telemetry from STOP_SETTLE_US after the last STOP or ESTOP shows the pen stopped."""
         return self._checks.stopping and self._checks.stop_seen
+
+    @property
+    def pen_not_stopped(self) -> bool:
+        """The last telemetry checked under H3 showed the pen still going."""
+        return self._checks.not_stopped_seen
 
     @property
     def link_gone(self) -> bool:
@@ -285,6 +306,17 @@ class Controller(ControllerConnect):
         if suspect and self.state is State.STAMPING:
             self._safety_stop(now_us, sensor_suspect_text(checks.commanded_depth_um),
                               EventKind.SENSOR_SUSPECT)
+        if self._finishing and not self._stop_reported and self.pen_stopped:
+            self._stop_reported = True
+            stamps = checks.stamps_at_stop
+            strokes = (t.stamp_count - stamps) & _U32 if stamps is not None else 0
+            state = p.PenState(t.state).name if t.state in _PEN_STATES else str(t.state)
+            self._event(
+                now_us, EventKind.PEN_STOPPED,
+                f"the pen stopped: its telemetry shows it {state}, {strokes} strokes after "
+                "the stop",
+                data={"state": state, "strokes_after_stop": strokes},
+            )
         if self.state is State.STAMPING:
             self._enforce(now_us)
 

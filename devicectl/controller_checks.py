@@ -52,6 +52,7 @@ class PenChecks:
         "_stop_armed_us",
         "_stop_sent_us",
         "_tolerance_us",
+        "not_stopped_seen",
         "period_us",
         "stamps_at_stop",
         "stop_seen",
@@ -73,8 +74,9 @@ class PenChecks:
         self._stamps_at_send: dict[int, int | None] = {}
         #: the first TELEMETRY after the stop's ACK counts from its own stamp_count
         self._rebase = False
-        #: a TELEMETRY from the H3 time on showed the pen stopped
+        #: a TELEMETRY from the H3 time on showed the pen stopped / still going
         self.stop_seen = False
+        self.not_stopped_seen = False
         self._not_stopped_sent_us: int | None = None
         self._last_stamps: int | None = None
         self.tolerance_strokes = 0
@@ -121,6 +123,7 @@ class PenChecks:
         """START sent: the host wants stamping; no stop to verify."""
         self._stop_sent_us = self._stop_armed_us = None
         self.stamps_at_stop = None
+        self.stop_seen = self.not_stopped_seen = False
         self._stamps_at_send.clear()
         self._rebase = False
         self.stop_seen = False
@@ -132,7 +135,7 @@ class PenChecks:
             self._stop_sent_us = now_us
             self._stop_armed_us = now_us + _UNACKED_STOP_US
             self.stamps_at_stop = self._last_stamps
-            self.stop_seen = False
+            self.stop_seen = self.not_stopped_seen = False
         if len(self._stamps_at_send) < 2 * (MAX_RESENDS + 1):  # bounded, whatever happens
             self._stamps_at_send[now_us] = self._last_stamps
 
@@ -185,10 +188,10 @@ class PenChecks:
         armed = self._stop_armed_us
         if armed is not None and now_us >= armed:
             verdict = not_stopped(t.state, t.stamp_count, self.stamps_at_stop)
+            self.stop_seen = verdict is OK
+            self.not_stopped_seen = not self.stop_seen
             if verdict is not OK:
-                self.stop_seen = False
                 return verdict
-            self.stop_seen = True
         return OK
 
     def estop_due(self, verdict: Verdict, now_us: int, already: bool) -> bool:

@@ -103,6 +103,8 @@ class ControllerCore:
         self._events: list[ControlEvent] = []
         self._connected = False
         self._link_gone = False
+        self._finishing = False  # the session is ending: report when the pen is seen stopped
+        self._stop_reported = False
         self._connect_us = now_us
         self._hello_us = now_us
         self._tel: p.Telemetry | None = None

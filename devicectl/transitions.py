@@ -95,6 +95,8 @@ class EventKind(enum.Enum):
     COMMAND_REFUSED = "command_refused"
     #: spec H3: after the session's last STOP, telemetry shows the pen stopped
     PEN_STOPPED = "pen_stopped"
+    #: the session ends without telemetry showing the pen stopped (it did not, or went silent)
+    STOP_UNVERIFIED = "stop_unverified"
     #: strokes measured in the tolerance band (above the cap, up to the ESTOP limit)
     TOLERANCE = "tolerance"
     #: measured depth far below the command for many strokes: stamping stopped
