@@ -342,14 +342,11 @@ class Controller(ControllerConnect):
                 self._stop_pen(now_us, hold, hold=True)
                 self._event(now_us, EventKind.COVERAGE_HOLD, f"stamping held: {hold}")
         elif not self._pen_stamping and needs and self._stamping_refusal() is None:
-            self._send(p.Start(), now_us)
-            self._hold = None
-            self.stop_reason = None
+            self._start_pen(now_us)
             self._event(now_us, EventKind.RESUMED_STAMPING,
                         "stamping resumed: the tip is over a spot that needs treatment")
         elif not self._pen_stamping and self._hold is None:
-            self._hold = WAITING
-            self.stop_reason = WAITING
+            self._stop_pen(now_us, WAITING, hold=True)
 
     def _zone_done(self, now_us: int) -> None:
         zone = self.zone
@@ -459,9 +456,8 @@ class Controller(ControllerConnect):
         if cmd is Command.RESUME:
             self._event(now_us, EventKind.RESUMED, "the technician resumed stamping")
         self._goto(Trigger.START, now_us, f"the technician pressed {cmd.name}")
-        self._hold = WAITING
+        self._stop_pen(now_us, WAITING, hold=True)  # until the tip is over a spot to treat
         self._tip.recheck()
-        self.stop_reason = None
         self._enforce(now_us)
         return None
 

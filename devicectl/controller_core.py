@@ -206,6 +206,12 @@ class ControllerCore:
         self._hold = reason if hold else None
         self.stop_reason = reason
 
+    def _start_pen(self, now_us: int) -> None:
+        """The one place that starts stamping: START, and no reason to stop any more."""
+        self._send(p.Start(), now_us)
+        self._hold = None
+        self.stop_reason = None
+
     def _estop(self, verdict: Verdict, now_us: int) -> None:
         """ESTOP first, explanations after: the pen must be safe before anything else."""
         self._send(p.Estop(reason=verdict.estop_reason), now_us)
