@@ -5,7 +5,8 @@ that carried an over-depth TELEMETRY (measured against what the host
 commanded, never the pen's claim), a newly set fault flag (every one of the
 nine), or a third frame in a row over 125 % of the commanded rate (H2); no
 START while a fault is latched (until the pen ACKs a CLEAR_FAULT), when the
-cartridge check fails, or ever again after a second over-depth (H5). The
+cartridge check fails, or ever again after a second over-depth (H5); nothing
+configured at all for a pen of another protocol version (H4). The
 model knows only what the test fed in and what came out on the wire.
 """
 
@@ -111,6 +112,7 @@ class Model:
         #: over-depths in this fault episode / in the session (H5)
         self.overdepth_in_episode = False
         self.overdepths = 0
+        self.foreign_proto = False
 
     def start_allowed(self) -> bool:
         cid, stamps = self.cartridge
@@ -162,9 +164,10 @@ SESSION_ENDING = (EstopReason.MISMATCH, EstopReason.OVERSPEED, EstopReason.NOT_S
     steps=st.lists(step, max_size=80),
     tracked=st.booleans(),
     first_cartridge=st.sampled_from([(0xC0FFEE, 0)] * 5 + [(0xBAD, 0), (0, 0), (5, 3)]),
+    proto=st.sampled_from([1] * 8 + [0, 2]),
 )
 def test_no_output_ever_breaks_a_safety_rule(
-    steps: list[tuple[Any, ...]], tracked: bool, first_cartridge: tuple[int, int]
+    steps: list[tuple[Any, ...]], tracked: bool, first_cartridge: tuple[int, int], proto: int
 ) -> None:
     plan = plan_of(zone_plan(1, "frontal", target_fraction=0.3), zone_plan(2, "vertex", 1200))
     ctl = new_controller(plan, StartFacts("p", USED))
@@ -172,8 +175,9 @@ def test_no_output_ever_breaks_a_safety_rule(
     caps = 3 if tracked else 2
     device = replace(
         DEVICE, capabilities=caps, cartridge_id=first_cartridge[0],
-        cartridge_stamps=first_cartridge[1],
+        cartridge_stamps=first_cartridge[1], proto=proto,
     )
+    model.foreign_proto = proto != 1  # H4: nothing is ever configured for such a pen
     model.cartridge = first_cartridge
     now = 0
     out = ctl.connect(now)
@@ -234,6 +238,8 @@ def check(pen: Pen, model: Model, out: Any, *, must: list[str]) -> None:
         assert names and names[0] == "ESTOP", (must, names)
     for f in frames:
         m = f.message
+        if model.foreign_proto:
+            assert not isinstance(m, p.Configure | p.SetTarget | p.Start), names
         if isinstance(m, p.SetTarget):
             assert m.depth_um <= DEPTH_CAP_UM
             model.max_depth_um = max(model.max_depth_um, m.depth_um)
