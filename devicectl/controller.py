@@ -271,7 +271,8 @@ class Controller(ControllerConnect):
         checks = self._checks
         known = self._known_flags
         verdict = telemetry_verdict(
-            t.state, t.fault_flags, checks.commanded_depth_um, t.depth_meas_um, t.battery_mv,
+            t.state, t.fault_flags, checks.stroke_target_um(t.stamp_count), t.depth_meas_um,
+            t.battery_mv,
             known,
         )
         pen_verdict = checks.check(t, now_us)  # always: its counters see every frame

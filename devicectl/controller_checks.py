@@ -45,6 +45,8 @@ class PenChecks:
         "_not_stopped_sent_us",
         "_overspeed_frames",
         "_pending",
+        "_previous_depth_um",
+        "_previous_until",
         "_rebase",
         "_settled_us",
         "_shallow_strokes",
@@ -65,6 +67,10 @@ class PenChecks:
         #: the SET_TARGET the pen ACKed OK last: the target in force
         self.target: SetTarget | None = None
         self._pending: SetTarget | None = None
+        #: a deeper target replaced by a shallower one, and the stroke count up to
+        #: which a stroke may still have been made at it (spec 1.1, clarification 3)
+        self._previous_depth_um = 0
+        self._previous_until: int | None = None
         self._settled_us: int | None = None  # H1 holds from then on
         self._overspeed_frames = 0
         self._stop_sent_us: int | None = None  # the host wants the pen stopped since
@@ -95,6 +101,11 @@ class PenChecks:
         if self._pending == target:
             self._pending = None
         if ok:
+            old = self.target
+            if old is not None and old.depth_um > target.depth_um and self._last_stamps is not None:
+                # The stroke under way when the pen took it was made at the old target.
+                self._previous_depth_um = old.depth_um
+                self._previous_until = (self._last_stamps + 1) & 0xFFFF_FFFF
             self.target = target
         if self._pending is None and self.target is not None:
             self._settled_us = now_us + TARGET_SETTLE_PERIODS * self.period_us
@@ -110,6 +121,19 @@ class PenChecks:
         depth = self.target.depth_um if self.target is not None else 0
         if self._pending is not None and self._pending.depth_um > depth:
             return self._pending.depth_um
+        return depth
+
+    def stroke_target_um(self, stamp_count: int) -> int:
+        """The target the stroke reported with `stamp_count` was made at, at most: the
+        commanded depth, or a deeper one just replaced while that stroke was under way
+        (a shallower target applies in full from the next stroke)."""
+        depth = self.commanded_depth_um
+        until = self._previous_until
+        if until is not None:
+            if (stamp_count - until) & 0xFFFF_FFFF < 0x8000_0000 and stamp_count != until:
+                self._previous_until = None  # a stroke after that one: the new target holds
+            elif self._previous_depth_um > depth:
+                return self._previous_depth_um
         return depth
 
     @property

@@ -327,3 +327,23 @@ def test_shallow_strokes_out_of_contact_do_not_count_as_sensor_suspect() -> None
                                        stamp_count=k, contact=0, x_dmm=100, y_dmm=50)), t)
     assert ctl.state is State.STAMPING
 
+
+
+def test_a_stroke_under_way_when_a_shallower_target_is_taken_is_held_to_the_old_one() -> None:
+    # Spec 1.1, clarification 3: a stroke is compared with the target it was made
+    # at; a shallower target applies in full from the next stroke.
+    plan = plan_of(zone_plan(1, "frontal", 1400, target_fraction=0.02),
+                   zone_plan(2, "vertex", 600))
+    ctl, pen, now = stamping(plan=plan)
+    at = tel(state=p.PenState.STAMPING, depth_cmd_um=1400, depth_meas_um=1400, stamp_count=1,
+             x_dmm=100, y_dmm=50)
+    ctl.receive_data(pen.frame(at), now + 100)
+    assert ctl.state is State.ZONE_DONE
+    frames = pen.parse(ctl.command(Command.NEXT_ZONE, now + 200))
+    ctl.receive_data(pen.acks(frames), now + 300)  # 600 µm in force from here
+    late = replace(at, depth_cmd_um=600, zone_id=2, stamp_count=2)  # the stroke under way
+    assert estops(pen.parse(ctl.receive_data(pen.frame(late), now + 400))) == []
+    next_one = replace(late, stamp_count=3)  # made after: held to 600 µm
+    assert estops(pen.parse(ctl.receive_data(pen.frame(next_one), now + 500))) == [
+        EstopReason.OVERSHOOT
+    ]
