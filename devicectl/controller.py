@@ -38,6 +38,7 @@ from devicectl.safety import (
 )
 from devicectl.transitions import (
     LIVE,
+    RECORDS_FAILED_REASON,
     Command,
     ControlEvent,
     EventKind,
@@ -89,7 +90,8 @@ class Controller(ControllerConnect):
         """Frames from the pen, in order. An ESTOP ends the call there, so its bytes
         go on the wire before the rest of a batch is worked on; the rest waits in
         the backlog for the next call (the session ticks right after)."""
-        self._backlog.extend(self._decoder.feed(data))
+        frames = self._decoder.feed(data)
+        self._backlog.extend(self._auth.filter(frames) if self._auth.session else frames)
         self._work_backlog(now_us)
         return self._flush()
 
@@ -208,6 +210,7 @@ class Controller(ControllerConnect):
     def link_counters(self) -> dict[str, int]:
         return {
             "bad_frames": self._decoder.bad_frames,
+            "auth_dropped": self._auth.dropped,
             "resends": self._link.resends_total,
             "unacked": self._link.unacked,
         }
@@ -245,6 +248,8 @@ class Controller(ControllerConnect):
                 self._on_fault(m, now_us)
             elif isinstance(m, p.Event):
                 self._on_pen_event(m, now_us)
+            elif isinstance(m, p.AuthProof):
+                self._on_auth_proof(m, now_us)
             else:
                 self._event(now_us, EventKind.WARNING, f"unexpected frame from the pen: {m!r}")
             if self._urgent:
@@ -399,6 +404,19 @@ class Controller(ControllerConnect):
         elif kind is p.PenEvent.CARTRIDGE_INSERTED and self._connected:
             self._send_hello(now_us)  # the DEVICE_INFO answer says which cartridge
 
+    # --- records (issue 10 item 3): no treatment without a record ------------
+
+    def _records_failed(self, now_us: int) -> None:
+        """The record writer cannot commit: stop stamping now and refuse START and
+        RESUME (`_stamping_refusal`) for the rest of the session."""
+        if self.records_failure is not None:
+            return
+        self.records_failure = RECORDS_FAILED_REASON
+        self._stop_pen(now_us, RECORDS_FAILED_REASON)
+        self._event(now_us, EventKind.SAFETY_STOP, f"stamping stopped: {RECORDS_FAILED_REASON}",
+                    safety=True)
+        self._goto(Trigger.STOPPED, now_us, RECORDS_FAILED_REASON)
+
     # --- technician commands -----------------------------------------------
 
     def _command(self, cmd: Command, now_us: int) -> None:
@@ -429,7 +447,10 @@ class Controller(ControllerConnect):
                     return (f"CLEAR_FAULT refused: {self.fault_final}; the session ends "
                             "in FAULT")
                 self._send(p.ClearFault(), now_us)  # recorded as SENT, like every command
-            case Command.RECONNECT:
+            case Command.RECORDS_FAILED:
+                self._records_failed(now_us)
+            case Command.RECONNECT:  # a new link, authenticated anew
+                self._unsecure()
                 self._connect_us = now_us
                 self._link_gone = False
                 self._tip.restart_counting()

@@ -58,15 +58,40 @@ class ControllerConnect(ControllerCore):
         if not connecting:
             return
         if problem is not None:
-            self.go_no_go = (problem,)
-            self._event(now_us, EventKind.GO_NO_GO, f"no go: {problem}", safety=True)
-            self._goto(Trigger.REFUSED, now_us, problem)
+            self._refuse(now_us, problem)
             return
+        decision = self._auth.decide(info)
+        if isinstance(decision, str):
+            self._refuse(now_us, decision)
+        elif decision is not None:
+            self._link.secure = None  # decide() ended any earlier session; this goes unsigned
+            self._out += self._link.send(decision, now_us)  # AUTH_PROOF answers it
+        else:
+            self._identified(info, now_us)
+
+    def _identified(self, info: p.DeviceInfo, now_us: int) -> None:
+        """The pen is who it says (authenticated when it offers AUTH): go on."""
         self._session_serial = info.serial_number
-        if not reconnect:
+        if self.plan is None:
             self._first_connection(info, now_us)
         else:
             self._configure(now_us, "reconnected: setting the zone's target again")
+
+    def _on_auth_proof(self, proof: p.AuthProof, now_us: int) -> None:
+        if self.state is not State.CONNECTING:
+            return
+        answer = self._auth.proof(proof)
+        if isinstance(answer, str):
+            self._refuse(now_us, answer)
+        elif answer is not None:
+            self._send(answer, now_us)
+            self._link.secure = self._auth.session  # every frame from now on is signed
+
+    def _refuse(self, now_us: int, reason: str) -> None:
+        """The go/no-go says no before anything is configured (identity, key)."""
+        self.go_no_go = (*self.go_no_go, reason)
+        self._event(now_us, EventKind.GO_NO_GO, f"no go: {reason}", safety=True)
+        self._goto(Trigger.REFUSED, now_us, reason)
 
     def _session_cartridge_id(self) -> int | None:
         """The session's cartridge: the one it started stamping with, else the first seen."""
@@ -98,20 +123,26 @@ class ControllerConnect(ControllerCore):
                 self.coverage.restore(self._coverage_state)
             except DevicectlError as exc:
                 other.append(str(exc))
+        facts = self._facts
         verdict = go_no_go(
             plan.zones,
-            cartridge_problem=self._cartridge_problem,
-            days_since_deep_treatment=self._facts.days_since_deep_treatment,
             min_interval_days=plan.min_interval_days,
-            interval_override_reason=self._facts.interval_override_reason,
+            fw_version=info.fw_version,
+            cartridge_problem=self._cartridge_problem,
+            days_since_treatment=facts.days_since_treatment,
+            days_since_deep_treatment=facts.days_since_deep_treatment,
+            interval_override_reason=facts.interval_override_reason,
+            interval_override_clinician=facts.interval_override_clinician,
             other_problems=other,
         )
         if verdict.overridden:
             self._event(
                 now_us, EventKind.OVERRIDE,
-                f"interval overridden ({verdict.override_reason}): "
-                + "; ".join(verdict.overridden),
-                data={"reason": verdict.override_reason, "problems": list(verdict.overridden)},
+                f"interval overridden by {verdict.override_clinician} "
+                f"({verdict.override_reason}): " + "; ".join(verdict.overridden),
+                data={"reason": verdict.override_reason,
+                      "clinician": verdict.override_clinician,
+                      "problems": list(verdict.overridden)},
                 safety=True,
             )
         self.go_no_go = verdict.reasons
@@ -158,7 +189,12 @@ class ControllerConnect(ControllerCore):
         if not ok:
             self._on_nack(message, ack.status, now_us)
             return
-        if isinstance(message, p.ClearFault) and self.state is State.FAULT:
+        if isinstance(message, p.AuthConfirm) and self.state is State.CONNECTING:
+            self._event(now_us, EventKind.DEVICE, "the pen proved its key: the link is signed",
+                        data={"authenticated": True})
+            assert self.device is not None
+            self._identified(self.device, now_us)
+        elif isinstance(message, p.ClearFault) and self.state is State.FAULT:
             self.fault_latched = False
             self.fault = None
             self._known_flags = 0
@@ -180,7 +216,9 @@ class ControllerConnect(ControllerCore):
             name = f"code {status}"
         text = f"the pen refused {message.TYPE.name} ({name})"
         self._event(now_us, EventKind.NACK, text, data={"type": message.TYPE.name, "nack": name})
-        if isinstance(message, p.Start):
+        if isinstance(message, p.AuthConfirm):
+            self._refuse(now_us, f"the pen refused our proof of the session key ({name})")
+        elif isinstance(message, p.Start):
             self._pen_stamping = False
             if self.state is State.STAMPING:
                 self._safety_stop(now_us, text)

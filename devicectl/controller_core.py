@@ -11,11 +11,13 @@ on it; nothing else touches these fields.
 from __future__ import annotations
 
 import collections
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
 
 from devicectl import protocol as p
+from devicectl.controller_auth import KeySource, LinkAuth
 from devicectl.controller_checks import PenChecks
 from devicectl.coverage import Coverage, Raster
 from devicectl.linkstate import LinkState
@@ -63,6 +65,10 @@ class StartFacts:
     interval_override_reason: str | None = None
     #: a resumed session's own cartridge: it may go on although it has stamped
     resumed_cartridge_id: int | None = None
+    #: zone name -> days since the last treatment at any depth
+    days_since_treatment: Mapping[str, float] = field(default_factory=dict)
+    #: who decided the interval override (required with it)
+    interval_override_clinician: str | None = None
 
 class ControllerCore:
     """One session's state, and the plumbing every rule goes through."""
@@ -78,6 +84,8 @@ class ControllerCore:
         coverage_state: bytes | None = None,
         start_zone_index: int = 0,
         cell_mm: float = COVERAGE_CELL_MM,
+        keys: KeySource | None = None,
+        entropy: Callable[[int], bytes] = os.urandom,
     ) -> None:
         self._plan_for = plan_for
         self._raster = zone_map.raster(cell_mm)
@@ -99,6 +107,8 @@ class ControllerCore:
         self._backlog: collections.deque[p.Frame] = collections.deque()
         self._urgent = False  # an ESTOP was just queued: return before more work
         self._link = LinkState()
+        #: The clinic's keys: a pen with AUTH proves its key before CONFIGURE (spec 1.1).
+        self._auth = LinkAuth(keys, entropy)
         self._out = bytearray()
         self._events: list[ControlEvent] = []
         self._connected = False
@@ -126,6 +136,8 @@ class ControllerCore:
         #: zone id -> when it was first started, and when it was done (µs)
         self._zone_started: dict[int, int] = {}
         self._zone_done_us: dict[int, int] = {}
+        #: why the records cannot be written (Command.RECORDS_FAILED), or None
+        self.records_failure: str | None = None
 
     @property
     def zone(self) -> ZonePlan | None:
@@ -262,13 +274,21 @@ class ControllerCore:
         self._link_gone = True
         self._stop_pen(now_us, reason)
         self._link.forget()
+        self._unsecure()
         self._tel_us = None
         self._event(now_us, EventKind.LINK_LOST, f"link to the pen lost: {reason}", safety=True)
         if self.fault_final is None:  # a faulty pen's session ends in FAULT, whatever follows
             self._goto(Trigger.LINK_LOST, now_us, reason)
 
+    def _unsecure(self) -> None:
+        """A new link is authenticated anew (a reconnect, a lost link)."""
+        self._auth.reset()
+        self._link.secure = None
+
     def _stamping_refusal(self) -> str | None:
         """Why the pen may not stamp now, whoever asks (technician or coverage)."""
+        if self.records_failure is not None:
+            return self.records_failure
         if self.fault_latched:
             if self.fault_final is not None:
                 return f"the session ends in FAULT ({self.fault_final})"
