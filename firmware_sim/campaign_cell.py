@@ -30,7 +30,7 @@ from devicectl.unsaved import read_unsaved, unsaved_path
 from devicectl.zones import Zone, ZoneMap
 from firmware_sim.faults import Scenario, load_scenarios
 from firmware_sim.misbehave import MisbehavingPen, Misbehaviour, load_misbehaviours
-from firmware_sim.triggers import Trigger
+from firmware_sim.triggers import Trigger, TriggerWatch
 from firmware_sim.virtual import VirtualPen
 
 #: Strokes into the first zone at which the phases' events happen.
@@ -47,10 +47,12 @@ PHASES: Final[dict[str, Trigger]] = {
     "handshake": Trigger("received", message="HELLO"),
     "ready": Trigger("ready"),
     "stamping": Trigger("stamping", strokes=STROKES),
-    "paused": Trigger("received", message="STOP", strokes=STROKES),
+    # manual: fired by the technician's own PAUSE or stop, so a coverage hold's
+    # STOP just before cannot stand in for it
+    "paused": Trigger("manual"),
     "zone change": Trigger("received", message="SET_TARGET", count=2),
     "clearing a fault": Trigger("received", message="CLEAR_FAULT"),
-    "stopping": Trigger("received", message="STOP", strokes=STROKES),
+    "stopping": Trigger("manual"),
 }
 #: Scenarios: where their first bad moment is ("fire": when injected, "frame": the
 #: pen's first FAULT or over-depth TELEMETRY; None: harmless, no stop owed) and the
@@ -175,6 +177,9 @@ class Bench:
         self._used_once = False  # the one CLEAR_FAULT or RECONNECT the technician tries
         self._paused = self._stopped = self._staged = False
         self._pressed_pause = False
+        #: the host-side fault (records) starts when the phase's trigger holds
+        self._records_watch = TriggerWatch(PHASES[phase])
+        self._host_frames = p.Decoder()
         self._decoder = p.Decoder()
         self._commanded = 0
         self.fire_us: int | None = None  # a host-side fault (records) fired
@@ -187,6 +192,10 @@ class Bench:
         return self.pen.firmware
 
     def receive_data(self, data: bytes, now_us: int) -> None:
+        if self._records_fail and self.fire_us is None:
+            for f in self._host_frames.feed(data):
+                if not isinstance(f.message, p.Unknown):
+                    self._records_watch.host_frame(f.message)
         self.pen.receive_data(data, now_us)
 
     def advance(self, now_us: int) -> bytes:
@@ -214,6 +223,15 @@ class Bench:
                 self.first_frame_bad_us = now_us
                 return
 
+    def _fire(self) -> None:
+        """The fault under test starts now (a manual trigger: the phase is her action)."""
+        pen = self.pen
+        if isinstance(pen, MisbehavingPen):
+            pen.fire()
+        else:
+            pen.faults.watch.fire()
+        self._records_watch.fire()
+
     def strokes(self) -> int:
         return int(self.pen.firmware.physics.strokes)
 
@@ -229,7 +247,8 @@ class Bench:
         strokes = self.strokes()
         if now_us - s.t0_us > LIMIT_US:
             s.request_stop("the campaign's time limit")
-        if self._records_fail and self.fire_us is None and strokes >= STROKES_FOR[self.phase]:
+        fw = self.pen.firmware
+        if self._records_fail and self.fire_us is None and self._records_watch.check(fw):
             self.fire_us = now_us
             os.rename(self._db, moved_path(self._db))  # gone from under the writer
         if state is State.READY and held_us >= (50_000 if self.phase == "ready" else 5_000):
@@ -241,9 +260,11 @@ class Bench:
         elif state is State.STAMPING and strokes >= STROKES:
             if self.phase == "paused" and not self._pressed_pause:
                 self._pressed_pause = self._paused = True
+                self._fire()
                 s.submit(Command.PAUSE)
             elif self.phase == "stopping" and not self._stopped:
                 self._stopped = True
+                self._fire()
                 s.request_stop("the technician ends the session")
             elif self.phase == "clearing a fault" and not self._staged:
                 self._staged = True  # a fault the pen can clear: a short jam
@@ -266,11 +287,6 @@ class Bench:
             self.policy.end_on_fault = True
 
 
-#: The pen's strokes at which a host-side fault (records) fires, per phase.
-STROKES_FOR: Final[dict[str, int]] = {phase: STROKES for phase in PHASES} | {
-    "handshake": 0,
-    "ready": 0,
-}
 
 
 @functools.cache
@@ -401,11 +417,10 @@ def _print_events(session: Session) -> str | None:
     from rich.console import Console
 
     from devicectl.commands.run_cmd import _Feed, _plain
-    from devicectl.zones import load_zone_map
 
     console = Console(file=io.StringIO(), width=120, force_terminal=False)
     try:
-        _plain(console, session, _Feed(console, False, load_zone_map()))
+        _plain(console, session, _Feed(console, False, ZONE_MAP))  # the session's own map
     except Exception as exc:  # what the technician's terminal would have died of
         session.request_stop("the view crashed")
         return f"the plain view: {type(exc).__name__}: {exc}"

@@ -27,7 +27,7 @@ from devicectl.protocol import (
     Telemetry,
 )
 from devicectl.safety import OVERDEPTH_LIMIT_UM
-from firmware_sim.faults import ByteImpairment, load_scenarios
+from firmware_sim.faults import ByteImpairment, Scenario, load_scenarios
 from firmware_sim.probe import Probe
 from firmware_sim.triggers import Trigger
 from firmware_sim.virtual import VirtualPen
@@ -225,3 +225,30 @@ def test_impairment_is_deterministic_for_a_seed_and_near_its_rates() -> None:
     out_b = b.apply(data)
     assert out_a == out_b
     assert 600 < a.flipped < 1050 and 800 < a.dropped < 1250 and 800 < a.duplicated < 1250
+
+
+def _cut(trigger: Trigger) -> Scenario:
+    cut = {"duration_ms": 300, "direction": "to_pen"}
+    return Scenario("cut", "a cut", "disconnect", trigger, cut)
+
+
+def test_a_ready_trigger_fires_when_the_pen_holds_a_target_and_not_before() -> None:
+    p = Probe(VirtualPen(seed=3, scenario=_cut(Trigger("ready"))))
+    p.hello()
+    p.run_for(50_000)
+    assert p.pen.faults.fired_at_us is None
+    p.send(SetTarget(1000, 1000, 1))
+    p.run_for(2000)
+    assert p.pen.faults.fired_at_us is not None
+
+
+def test_a_manual_trigger_fires_only_when_told() -> None:
+    p = Probe(VirtualPen(seed=3, scenario=_cut(Trigger("manual"))))
+    p.hello()
+    p.send(SetTarget(1000, 1000, 1))
+    p.send(Start())
+    p.run_for(500_000)
+    assert p.pen.faults.fired_at_us is None and not p.of(Fault)
+    p.pen.faults.watch.fire()
+    p.run_for(200_000)
+    assert fault_codes(p) == [FaultBit.WATCHDOG]

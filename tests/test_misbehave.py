@@ -173,3 +173,20 @@ def test_every_misbehaviour_has_a_test_on_the_wire() -> None:
         if isinstance(node, ast.Constant) and isinstance(node.value, str)
     }
     assert set(load_misbehaviours()) - named == set()
+
+
+@pytest.mark.parametrize("name", ["ignores-stop", "garbage-flood", "lying-target"])
+def test_until_its_trigger_a_misbehaving_pen_is_byte_for_byte_the_pen_inside(name: str) -> None:
+    mb = replace(load_misbehaviours()[name], trigger=Trigger("manual"))
+    runs = []
+    for pen in (VirtualPen(seed=5), MisbehavingPen(VirtualPen(seed=5), mb, seed=5)):
+        p = Probe(pen)  # type: ignore[arg-type]
+        p.hello()
+        p.send(Configure(500, 100))
+        p.send(SetTarget(1000, 1000, 1))
+        p.send(Start())
+        p.run_for(300_000)
+        p.send(Stop())
+        p.run_for(50_000)
+        runs.append([(t, f) for t, f in p.frames])
+    assert runs[0] == runs[1]

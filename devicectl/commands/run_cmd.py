@@ -184,7 +184,9 @@ def run(args: argparse.Namespace) -> int:
             raise RefusedError(unreplayed)
         loaded, patient, resume_id = _load(args, store)
     vclock = VirtualClock(time.monotonic_ns() // 1000) if args.sim else None
-    # The link opens before a record is made: a wrong port leaves no empty session behind.
+    # The keyring and the link open before a record is made: a wrong port or an
+    # unsafe keyring leaves no empty session behind.
+    keys = _session_keys(args, console)
     wire, pen, pen_wire, port_name = _link(args, zone_map, vclock)
     try:
         with Store(db_path) as store:
@@ -228,7 +230,7 @@ def run(args: argparse.Namespace) -> int:
         now_us=time.monotonic_ns() // 1000,
         coverage_state=coverage_state,
         start_zone_index=start_zone,
-        keys=_session_keys(args, console),
+        keys=keys,
     )
     writer = RecordWriter(db_path, setup.session_id)
     writer.start()
@@ -289,8 +291,10 @@ def run(args: argparse.Namespace) -> int:
     _summary(console, session, setup, outcome, db_path)
     _records_banner(console, writer)
     if as_json:
+        failed = {"records_failure": writer.failure,
+                  "unsaved": str(writer.unsaved_path)} if writer.failure is not None else {}
         _json_line({"type": "end", "session_id": setup.session_id, "outcome": outcome.value,
-                    "exit_code": outcome.exit_code, "db": str(db_path)})
+                    "exit_code": outcome.exit_code, "db": str(db_path), **failed})
     return outcome.exit_code
 
 
@@ -568,7 +572,8 @@ class _Feed:
         if self.as_json:
             _json_line(event_record(e, t0_us))
         elif not is_chatty(e):
-            self.console.print(Text(event_line(e, t0_us)), highlight=False, soft_wrap=True)
+            self.console.print(Text(event_line(e, t0_us), style="red" if e.safety else ""),
+                               highlight=False, soft_wrap=True)
 
     def progress(self, session: Session) -> None:
         for now_us, status in session.drain_progress():
