@@ -191,19 +191,9 @@ class PenChecks:
     # --- the pen's reports --------------------------------------------------
 
     def check(self, t: Telemetry, now_us: int) -> Verdict:
-        """H1, H2, H3 on one TELEMETRY; the first that fails, else OK."""
-        settled = self._settled_us
-        target = self.target
-        if settled is not None and target is not None and now_us >= settled:
-            verdict = target_mismatch(t.depth_cmd_um, t.zone_id, target.depth_um, target.zone_id)
-            if verdict is not OK:
-                return verdict
-        if t.state == _STAMPING and is_overspeed(t.rate_meas_dhz, self.commanded_rate_dhz):
-            self._overspeed_frames += 1
-            if self._overspeed_frames >= OVERSPEED_FRAMES:
-                return overspeed(t.rate_meas_dhz, self.commanded_rate_dhz)
-        else:
-            self._overspeed_frames = 0
+        """H3, H1, H2 on one TELEMETRY; the first that fails, else OK. Each rule sees
+        every frame (its counters and the stop's evidence), whatever another says."""
+        stopped = OK
         if self._rebase:
             self._rebase = False
             base = self.stamps_at_stop
@@ -211,12 +201,28 @@ class PenChecks:
                 self.stamps_at_stop = t.stamp_count
         armed = self._stop_armed_us
         if armed is not None and now_us >= armed:
-            verdict = not_stopped(t.state, t.stamp_count, self.stamps_at_stop)
-            self.stop_seen = verdict is OK
+            stopped = not_stopped(t.state, t.stamp_count, self.stamps_at_stop)
+            self.stop_seen = stopped is OK
             self.not_stopped_seen = not self.stop_seen
-            if verdict is not OK:
-                return verdict
-        return OK
+        target_verdict = OK
+        settled = self._settled_us
+        target = self.target
+        if settled is not None and target is not None and now_us >= settled:
+            target_verdict = target_mismatch(
+                t.depth_cmd_um, t.zone_id, target.depth_um, target.zone_id
+            )
+        rate_verdict = OK
+        if t.state == _STAMPING and is_overspeed(t.rate_meas_dhz, self.commanded_rate_dhz):
+            self._overspeed_frames += 1
+            if self._overspeed_frames >= OVERSPEED_FRAMES:
+                rate_verdict = overspeed(t.rate_meas_dhz, self.commanded_rate_dhz)
+        else:
+            self._overspeed_frames = 0
+        if stopped is not OK:
+            return stopped
+        if target_verdict is not OK:
+            return target_verdict
+        return rate_verdict
 
     def estop_due(self, verdict: Verdict, now_us: int, already: bool) -> bool:
         """Whether a session-ending verdict sends its ESTOP now: at once the first

@@ -347,3 +347,15 @@ def test_a_stroke_under_way_when_a_shallower_target_is_taken_is_held_to_the_old_
     assert estops(pen.parse(ctl.receive_data(pen.frame(next_one), now + 500))) == [
         EstopReason.OVERSHOOT
     ]
+
+
+def test_a_pen_that_lies_about_its_target_is_still_seen_stopped_after_the_estop() -> None:
+    # Every rule sees every frame: H1 failing again does not hide that the pen stopped.
+    ctl, pen, now = ready()
+    lie = tel(depth_cmd_um=1500)
+    frames = pen.parse(ctl.receive_data(pen.frame(lie), now + 2 * PERIOD_US))
+    assert estops(frames) == [EstopReason.MISMATCH]
+    ctl.receive_data(pen.acks(frames), now + 2 * PERIOD_US + 500)
+    t = now + 2 * PERIOD_US + STOP_SETTLE_US
+    ctl.receive_data(pen.frame(replace(lie, state=p.PenState.FAULT)), t)
+    assert ctl.pen_stopped
