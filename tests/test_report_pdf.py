@@ -14,7 +14,6 @@ import pytest
 from clinic_support import ALL_NO
 
 from devicectl.cli import main
-from devicectl.report_content import fw_text
 from devicectl.store import Store
 
 SHORT = Path(__file__).parent / "data" / "short-frontal.yaml"
