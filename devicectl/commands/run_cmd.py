@@ -25,8 +25,9 @@ from rich.table import Table
 
 from devicectl.commands.profile_cmd import plan_table
 from devicectl.controller import Command, Controller, StartFacts, State
-from devicectl.errors import DevicectlError, RefusedError
+from devicectl.errors import DevicectlError, LinkError, RefusedError
 from devicectl.link import open_transport, pipe_pair
+from devicectl.liveness import RunningLock, is_running
 from devicectl.monitor.progress import (
     ProgressClock,
     event_record,
@@ -39,7 +40,7 @@ from devicectl.plan import make_plan
 from devicectl.profile import LoadedProfile, load_profile, load_profile_text
 from devicectl.safety import INTERVAL_DEPTH_UM
 from devicectl.session import Outcome, Policy, Session, VirtualClock
-from devicectl.store import RecordWriter, SessionRecord, Store, default_db_path
+from devicectl.store import EventRecord, RecordWriter, SessionRecord, Store, default_db_path
 from devicectl.zones import ZoneMap, load_zone_map
 
 #: The live view's refresh rate, and the GIL switch interval during a session.
@@ -80,7 +81,8 @@ def register(sub: Any) -> None:
     p.add_argument("--override-interval", metavar="REASON",
                    help="start although a zone's minimum interval has not passed (recorded)")
     p.add_argument("--resume", type=int, metavar="SESSION_ID",
-                   help="continue an interrupted session with its coverage")
+                   help="continue an interrupted session, or one that lost its link, with its "
+                   "coverage (default: a new session)")
     _output_args(p)
     _web_args(p, default=False)
     p.set_defaults(func=run)
@@ -133,6 +135,8 @@ class _Setup:
     patient: str
     session_id: int
     resumed: bool
+    #: the closed session (link lost) that this new one continues
+    continues: int | None = None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -146,23 +150,29 @@ def run(args: argparse.Namespace) -> int:
     zone_map = load_zone_map()
     db_path: Path = args.db or default_db_path()
     with Store(db_path) as store:
-        loaded, patient, resume_id = _load(args, store)
+        loaded, patient, resume_id = _load(args, store, db_path)
     vclock = VirtualClock(time.monotonic_ns() // 1000) if args.sim else None
     # The link opens before a record is made: a wrong port leaves no empty session behind.
     wire, pen, pen_wire, port_name = _link(args, zone_map, vclock)
+    lock = None
     try:
         with Store(db_path) as store:
-            setup = _setup(store, loaded, patient, resume_id)
-            resumed = store.session(setup.session_id) if setup.resumed else None
+            resumed = store.session(resume_id) if resume_id is not None else None
+            setup = _setup(store, loaded, patient, resumed)
+            # Held until the end: lists show the session "running", and nobody resumes it.
+            lock = RunningLock(db_path, setup.session_id)
             facts = _facts(store, setup, resumed, args.override_interval)
-            coverage_state = store.coverage_state(setup.session_id) if resumed else None
+            coverage_state = store.coverage_state(resumed.id) if resumed else None
     except BaseException:
+        if lock is not None:
+            lock.release()
         wire.close()
         raise
     start_zone = _first_unfinished_zone(setup.loaded, resumed.zones) if resumed else 0
     console.print(f"[bold]session {setup.session_id}[/] · patient {setup.patient} · "
                   f"profile {setup.loaded.profile.name} ({setup.loaded.content_hash[:12]})"
-                  f"{' · resumed' if setup.resumed else ''}")
+                  f"{' · resumed' if setup.resumed and not setup.continues else ''}"
+                  f"{f' · continues session {setup.continues}' if setup.continues else ''}")
     for w in setup.loaded.warnings:
         console.print(f"[yellow]warning:[/] {w}")
     if as_json:
@@ -182,6 +192,8 @@ def run(args: argparse.Namespace) -> int:
     )
     writer = RecordWriter(db_path, setup.session_id)
     writer.start()
+    if setup.continues is not None:
+        writer.events([_continues_event(setup.continues, resumed)])
     policy = Policy(auto_confirm=args.yes, end_on_fault=args.yes or not interactive)
     session = Session(
         controller, wire=wire, writer=writer, policy=policy, pen=pen, pen_wire=pen_wire,
@@ -224,6 +236,7 @@ def run(args: argparse.Namespace) -> int:
         if web is not None:
             web.stop()
         wire.close()
+        lock.release()
         _restore_signals(previous_handlers)
         sys.setswitchinterval(previous_switch)
         gc.unfreeze()
@@ -256,14 +269,30 @@ def _json_line(record: dict[str, Any]) -> None:
     sys.stdout.flush()
 
 
-def _load(args: argparse.Namespace, store: Store) -> tuple[LoadedProfile, str, int | None]:
+#: Sessions that ended this way can be continued (in a new session that says so).
+CONTINUABLE = frozenset({"link_lost"})
+
+
+def _load(args: argparse.Namespace, store: Store,
+          db_path: Path) -> tuple[LoadedProfile, str, int | None]:
     """The profile and patient of a new session, or those of the one to resume."""
     if args.resume is not None:
         record = store.session(args.resume)
-        if record.outcome is not None:
+        if record.outcome is None and is_running(db_path, record.id):
             raise RefusedError(
-                f"session {record.id} ended ({record.outcome}); only an interrupted session "
-                "can be resumed"
+                f"session {record.id} is still running in another process; it cannot be "
+                "resumed while it runs"
+            )
+        if record.outcome is not None and record.outcome not in CONTINUABLE:
+            raise RefusedError(
+                f"session {record.id} ended ({record.outcome}); only an interrupted session, "
+                "or one that lost its link, can be resumed"
+            )
+        later = _continued_in(store, record)
+        if later is not None:
+            raise RefusedError(
+                f"session {record.id} was already continued in session {later}; "
+                f"resume that one if it is unfinished (`devicectl sessions show {later}`)"
             )
         loaded = load_profile_text(record.profile_text, f"session {record.id} profile")
         if loaded.content_hash != record.profile_hash:
@@ -274,9 +303,25 @@ def _load(args: argparse.Namespace, store: Store) -> tuple[LoadedProfile, str, i
     return load_profile(args.profile), args.patient, None
 
 
-def _setup(store: Store, loaded: LoadedProfile, patient: str, resume_id: int | None) -> _Setup:
-    if resume_id is not None:
-        return _Setup(loaded, patient, resume_id, resumed=True)
+def _continued_in(store: Store, record: SessionRecord) -> int | None:
+    """The later session of the same patient that continues `record`, if any."""
+    if record.outcome is None:
+        return None
+    for later in store.sessions(limit=1_000):
+        if later.id > record.id and later.patient_ref == record.patient_ref:
+            first = store.events(later.id)[:1]
+            if first and first[0].kind == "CONTINUES" and \
+                    first[0].data.get("session_id") == record.id:
+                return later.id
+    return None
+
+
+def _setup(store: Store, loaded: LoadedProfile, patient: str,
+           resumed: SessionRecord | None) -> _Setup:
+    """The session to record into: the interrupted one itself (still open), or a
+    new one, which for a closed session (link lost) continues it."""
+    if resumed is not None and resumed.outcome is None:
+        return _Setup(loaded, patient, resumed.id, resumed=True)
     session_id = store.create_session(
         patient_ref=patient,
         profile_name=loaded.profile.name,
@@ -284,7 +329,20 @@ def _setup(store: Store, loaded: LoadedProfile, patient: str, resume_id: int | N
         profile_text=loaded.text,
         started_at=datetime.now(UTC).isoformat(timespec="milliseconds"),
     )
+    if resumed is not None:
+        return _Setup(loaded, patient, session_id, resumed=True, continues=resumed.id)
     return _Setup(loaded, patient, session_id, resumed=False)
+
+
+def _continues_event(old_id: int, old: SessionRecord | None) -> EventRecord:
+    """The first record of a session that continues one which lost its link."""
+    now = datetime.now(UTC).isoformat(timespec="milliseconds")
+    done = [z.name for z in old.zones if z.done] if old is not None else []
+    return EventRecord(
+        t_us=0, wall=now, kind="CONTINUES",
+        text=f"continues session {old_id} ({old.outcome if old else '?'}), with its coverage;"
+        f" zones already done: {', '.join(done) or 'none'}",
+        zone_id=None, data={"session_id": old_id}, safety=False)
 
 
 def _first_unfinished_zone(loaded: LoadedProfile, zones: Any) -> int:
@@ -317,7 +375,11 @@ def _facts(
 
 def _link(args: argparse.Namespace, zone_map: ZoneMap, vclock: VirtualClock | None) -> Any:
     if vclock is None:
-        return open_transport(args.port), None, None, args.port
+        try:
+            return open_transport(args.port), None, None, args.port
+        except LinkError as exc:  # nothing started: a refusal (exit 1), not a lost link (4)
+            raise RefusedError(f"{exc}; nothing was started (`devicectl ports` lists the "
+                               "ports)") from None
     from firmware_sim.virtual import VirtualPen
 
     host_end, pen_end = pipe_pair(vclock)

@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from devicectl.errors import DevicectlError, StoreError
+from devicectl.liveness import is_running
 from devicectl.store import EventRecord, SessionRecord, Store, default_db_path, parse_wall
 
 CSV_COLUMNS = ("t_us", "since_start_s", "wall", "kind", "zone_id", "safety", "text", "data")
@@ -95,8 +96,12 @@ def _open_existing(path: Path, session_id: int) -> Store:
     return Store(path, create=False)
 
 
-def outcome_text(outcome: str | None) -> str:
-    return outcome if outcome is not None else "interrupted"
+def outcome_text(outcome: str | None, *, running: bool = False) -> str:
+    """A session without an outcome is running (its process holds its lock,
+    devicectl/liveness.py) or interrupted (resumable)."""
+    if outcome is not None:
+        return outcome
+    return "running" if running else "interrupted"
 
 
 def list_sessions(args: argparse.Namespace) -> int:
@@ -120,7 +125,7 @@ def list_sessions(args: argparse.Namespace) -> int:
             rec.started_at,
             rec.patient_ref,
             rec.profile_name,
-            outcome_text(rec.outcome),
+            outcome_text(rec.outcome, running=rec.outcome is None and is_running(path, rec.id)),
             f"{done}/{len(rec.zones)}",
         )
     console.print(table)
@@ -164,7 +169,8 @@ def show_session(args: argparse.Namespace) -> int:
     head.add_row("position", rec.position_mode or "?")
     head.add_row("started", rec.started_at)
     head.add_row("ended", rec.ended_at or "-")
-    head.add_row("outcome", outcome_text(rec.outcome))
+    head.add_row("outcome", outcome_text(
+        rec.outcome, running=rec.outcome is None and is_running(_db(args), rec.id)))
     console.print(head)
 
     zones = Table(title="zones")
