@@ -138,6 +138,12 @@ def test_overdepth_fault_banner_appears_within_a_second(page: Any, tmp_path: Pat
         assert time.monotonic() - t_fault < 1.0
         assert "FAULT" in page.inner_text("#fault-banner")
         assert page.inner_text("#state") == "FAULT"
+        # The fault is pinned above the timeline, and no routine event is listed.
+        page.wait_for_selector('#pinned li[data-kind="ESTOP"]')
+        assert "OVERDEPTH" in page.inner_text("#pinned")
+        listed = page.eval_on_selector_all("#events li", "els => els.map(e => e.dataset.kind)")
+        assert listed and not set(listed) & {"SAMPLE", "COVERAGE_HOLD", "RESUMED_STAMPING",
+                                             "SENT"}
     finally:
         _shot(page, tmp_path)
         live.close()

@@ -482,3 +482,45 @@ def test_run_prints_the_token_in_the_fragment_only(
     assert re.search(r"http://127\.0\.0\.1:\d+/#token=[A-Za-z0-9_-]{20,} \(with controls\)",
                      line), line
     assert "?token" not in out
+
+
+def test_routine_events_are_left_out_and_faults_stay_pinned(tmp_path: Path) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from devicectl.store import EventRecord, Store
+    from devicectl.web.hub import EventFeed, Hub
+    from devicectl.web.records_source import RecordsSource
+    from devicectl.web.server import serve
+
+    db = tmp_path / "s.db"
+    t0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
+
+    def ev(i: int, kind: str, text: str, data: dict[str, Any] | None = None,
+           safety: bool = False) -> EventRecord:
+        return EventRecord(i * 10_000, (t0 + timedelta(milliseconds=10 * i)).isoformat(), kind,
+                           text, 1, data or {}, safety=safety)
+
+    events = [ev(1, "ESTOP", "emergency stop pressed on the pen", safety=True)]
+    for i in range(2, 1_502):  # 40 s of a demo after the stop: holds, resumes, samples ...
+        kind = ("COVERAGE_HOLD", "RESUMED_STAMPING", "SAMPLE", "SENT")[i % 4]
+        events.append(ev(i, kind, f"routine {i}"))
+        if i % 10 == 0:  # ... and 150 events that matter
+            events.append(ev(i, "WARNING", f"warning {i}"))
+    events.append(ev(1_600, "PEN_EVENT", "pen: contact lost", {"event": "CONTACT_LOST"}))
+    with Store(db) as store:
+        sid = store.create_session(patient_ref=PATIENT, profile_name="p", profile_hash="h",
+                                   profile_text="", started_at=t0.isoformat())
+        store.append_events(sid, events)
+    header = {"session_id": sid, "patient_ref": PATIENT, "profile": "p", "controls": False}
+    hub = Hub(RecordsSource(db, sid), MAP, header, events=EventFeed(db, sid))
+    web = serve(hub, "127.0.0.1", 0, token=None, submit=None)
+    try:
+        _wait(lambda: web.hub.current["hidden_events"] > 0)
+        state = _stream(web.url, 1)[0][1]["state"]
+    finally:
+        web.stop()
+    kinds = {e[2] for e in state["events"]}
+    assert kinds == {"WARNING"}  # the last 60 that matter; no routine event among them
+    assert len(state["events"]) == 60
+    assert [e[2] for e in state["pinned"]] == ["ESTOP"]  # long scrolled out, still in view
+    assert state["hidden_events"] == 1_500 + 1

@@ -27,6 +27,8 @@ _RANK_TO_HEAT = np.array([HEAT_NONE, HEAT_TARGET, HEAT_UNDER, HEAT_MAX], dtype=n
 TRACE_WINDOW_S = 30.0
 #: Events kept for the page's timeline.
 EVENTS_SHOWN = 60
+#: Faults and emergency stops kept pinned above it, for the whole session.
+PINNED_SHOWN = 20
 #: The page's controls and the commands each may send ("resume" starts a ready zone).
 PAGE_ACTIONS: Mapping[str, tuple[Command, ...]] = {
     "pause": (Command.PAUSE,),
@@ -127,6 +129,8 @@ def page_state(
     trace: Sequence[list[Any]],
     events: Sequence[list[Any]],
     heat: Mapping[str, Any] | None,
+    pinned: Sequence[list[Any]] = (),
+    hidden_events: int = 0,
     tracked: bool,
     records_error: str | None = None,
     finished: bool = False,
@@ -156,6 +160,8 @@ def page_state(
         "heat": dict(heat) if heat is not None else None,
         "trace": [list(x) for x in trace],
         "events": [list(x) for x in events],
+        "pinned": [list(x) for x in pinned],
+        "hidden_events": hidden_events,
         "records_error": records_error,
     }
 

@@ -130,17 +130,27 @@ function drawPen(pen) {
   $("battery").textContent = known(pen.battery_mv) ? (pen.battery_mv / 1000).toFixed(2) + " V" : "—";
 }
 
+function eventItem(e) {
+  const li = document.createElement("li");
+  if (e[5]) li.className = "safety";
+  li.dataset.kind = e[2];
+  const t = document.createElement("span"); t.className = "t"; t.textContent = clock(e[1]);
+  li.appendChild(t);
+  li.appendChild(document.createTextNode(e[2] + (e[4] !== null ? " zone " + e[4] : "") + ": " + e[3]));
+  return li;
+}
+
 function drawEvents(events) {
   const ol = $("events");
   ol.textContent = "";
-  for (const e of (events || []).slice(-60).reverse()) {
-    const li = document.createElement("li");
-    if (e[5]) li.className = "safety";
-    const t = document.createElement("span"); t.className = "t"; t.textContent = clock(e[1]);
-    li.appendChild(t);
-    li.appendChild(document.createTextNode(e[2] + (e[4] !== null ? " zone " + e[4] : "") + ": " + e[3]));
-    ol.appendChild(li);
-  }
+  for (const e of (events || []).slice(-60).reverse()) ol.appendChild(eventItem(e));
+}
+
+function drawPinned(pinned) {
+  // Faults and emergency stops stay here, above the timeline, for the whole session.
+  const ol = $("pinned");
+  ol.textContent = "";
+  for (const e of (pinned || []).slice().reverse()) ol.appendChild(eventItem(e));
 }
 
 function drawState(s, changed) {
@@ -165,6 +175,12 @@ function drawState(s, changed) {
   if (has("pen")) drawPen(s.pen);
   if (has("trace") || has("depth_cap_um")) drawTrace(s.trace, s.depth_cap_um);
   if (has("events")) drawEvents(s.events);
+  if (has("pinned")) drawPinned(s.pinned);
+  if (has("hidden_events")) {
+    $("hidden-events").textContent = s.hidden_events
+      ? s.hidden_events + " routine events (commands sent, holds and resumes, contact, samples) not listed; all are in the records"
+      : "";
+  }
   if (has("records_error")) {
     $("records-error").textContent = s.records_error || "";
     $("records-error").classList.toggle("hidden", !s.records_error);
