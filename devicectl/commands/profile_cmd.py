@@ -15,7 +15,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from devicectl.errors import ProfileError
+from devicectl.errors import ProfileError, RefusedError
 from devicectl.plan import NOMINAL_DEVICE, NOMINAL_HAND_SPEED_MM_S, Plan, nominal_plan
 from devicectl.profile import (
     DEFAULT_TOPICAL_WAIT_HOURS,
@@ -74,10 +74,17 @@ def run_validate(args: argparse.Namespace) -> int:
             loaded = load_profile(
                 path, zone_map=zone_map, topical_wait_hours=args.topical_wait_hours
             )
+            # The same pen-limit checks as `profile show`: the plan on the nominal pen.
+            nominal_plan(loaded, zone_map)
         except ProfileError as exc:
             bad += 1
             for problem in exc.problems:
                 print(problem, file=sys.stderr)
+            continue
+        except RefusedError as exc:
+            bad += 1
+            print(f"{path}: {exc} (checked on the nominal pen, as `profile show` does)",
+                  file=sys.stderr)
             continue
         print(f"{path}: ok ({loaded.profile.name}, sha256 {loaded.content_hash[:12]})")
         for warning in loaded.warnings:
@@ -95,6 +102,8 @@ def _is_zone_map(path: Path) -> bool:
 
 
 def run_show(args: argparse.Namespace) -> int:
+    if _is_zone_map(args.file):
+        return _show_zone_map(args.file)
     zone_map = load_zone_map(args.zones)
     loaded = load_profile(args.file, zone_map=zone_map, topical_wait_hours=args.topical_wait_hours)
     plan = nominal_plan(loaded, zone_map)
@@ -109,6 +118,20 @@ def run_show(args: argparse.Namespace) -> int:
     console.print(f"Minimum interval: {plan.min_interval_days} days.  sha256 {plan.profile_hash}")
     for warning in plan.warnings:
         console.print(f"[bold yellow]Warning:[/] {warning}", highlight=False)
+    return 0
+
+
+def _show_zone_map(path: Path) -> int:
+    """`profile show` of the zone map: it says so, and lists the zones it defines."""
+    zone_map = load_zone_map(path)
+    print(f"{path} is a zone map, not a treatment profile: {len(zone_map.zones)} zones, valid.")
+    console = Console(soft_wrap=False)
+    table = Table(title="zones")
+    for header in ("id", "name", "label", "cm²"):
+        table.add_column(header, justify="right" if header in ("id", "cm²") else "left")
+    for z in zone_map.zones:
+        table.add_row(str(z.id), z.name, z.label, f"{z.area_mm2 / 100:.0f}")
+    console.print(table)
     return 0
 
 
