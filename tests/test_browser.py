@@ -331,3 +331,34 @@ def test_the_page_runs_under_its_csp_and_draws_the_heat_map_and_favicon(
     finally:
         _shot(page, tmp_path)
         live.close()
+
+
+def test_monitor_of_an_ended_fault_session_says_ended_and_asks_no_token(
+    page: Any, tmp_path: Path
+) -> None:
+    from devicectl.web.hub import EventFeed, Hub
+    from devicectl.web.records_source import RecordsSource
+    from devicectl.web.server import serve
+
+    sim = sim_session(tmp_path / "s.db", scenario="overshoot")
+    assert sim.session.wait(20.0)
+    sim.finish()
+    header = {"session_id": sim.session_id, "patient_ref": PATIENT, "profile": "web-test",
+              "controls": False, "mode": "records"}
+    hub = Hub(RecordsSource(sim.db_path, sim.session_id), MAP, header,
+              events=EventFeed(sim.db_path, sim.session_id))
+    web = serve(hub, "127.0.0.1", 0, token=None, submit=None)
+    try:
+        page.goto(web.url)
+        _until(page, "document.getElementById('state').textContent === 'FAULT'")
+        _until(page, "document.getElementById('conn').textContent.startsWith('session ended')")
+        assert "live" not in page.inner_text("#conn")
+        assert page.is_visible("#fault-banner")
+        assert page.inner_text("#fault-banner").startswith("Ended after a fault")
+        assert "OVERDEPTH" in page.inner_text("#fault-banner")
+        assert page.is_hidden("#token-form")  # no token could ever be accepted here
+        assert "token" not in page.inner_text("#readonly-note").lower()
+        assert not any(_buttons(page).values())
+    finally:
+        _shot(page, tmp_path)
+        web.stop()

@@ -524,3 +524,46 @@ def test_routine_events_are_left_out_and_faults_stay_pinned(tmp_path: Path) -> N
     assert len(state["events"]) == 60
     assert [e[2] for e in state["pinned"]] == ["ESTOP"]  # long scrolled out, still in view
     assert state["hidden_events"] == 1_500 + 1
+
+
+def test_monitor_tells_an_ended_session_from_a_running_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    import argparse
+    import threading
+    from datetime import UTC, datetime
+
+    from devicectl.commands.monitor_cmd import monitor
+    from devicectl.liveness import RunningLock
+    from devicectl.store import EventRecord, Store
+    from devicectl.web.records_source import RecordsSource
+
+    db = tmp_path / "s.db"
+    t0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC).isoformat()
+    with Store(db) as store:
+        sid = store.create_session(patient_ref=PATIENT, profile_name="p", profile_hash="h",
+                                   profile_text="", started_at=t0)
+        store.append_events(sid, [
+            EventRecord(0, t0, "STATE", "READY -> STAMPING", 1, {"from": "READY",
+                                                                  "to": "STAMPING"}),
+            EventRecord(5, "2026-03-01T09:00:40+00:00", "PEN_FAULT",
+                        "the pen reports a fault: OVERDEPTH", 1, {}, safety=True),
+        ])
+    lock = RunningLock(db, sid)  # as `devicectl run` holds it while the session runs
+    try:
+        running = RecordsSource(db, sid).status()
+        assert running["state"] == "STAMPING" and not RecordsSource(db, sid).finished()
+    finally:
+        lock.release()
+    source = RecordsSource(db, sid)  # its process is gone: interrupted, over
+    ended = source.status()
+    assert source.finished()
+    assert ended["state"] == "INTERRUPTED"
+    assert "OVERDEPTH" in ended["fault"]  # ended after a fault: the banner stays
+    assert ended["elapsed_s"] == 40.0  # to its last record, not to now
+    stop = threading.Event()
+    stop.set()
+    args = argparse.Namespace(db=db, session=sid, web_port=0, web_host="127.0.0.1")
+    assert monitor(args, stop) == 0
+    out = capsys.readouterr().out
+    assert f"session {sid} in {db} has ended (interrupted): its record, read-only" in out

@@ -146,6 +146,7 @@ def page_state(
         "header": dict(header),
         "state": state,
         "actions": actions_in(state, finished=finished),
+        "over": finished,
         "fault": status.get("fault"),
         "stop_reason": status.get("stop_reason"),
         "go_no_go": list(status.get("go_no_go") or ()),

@@ -159,14 +159,21 @@ function drawState(s, changed) {
     const h = s.header;
     $("header-text").textContent = "session " + h.session_id + " · patient " + h.patient_ref + " · " + h.profile;
   }
-  if (has("header") || has("actions")) updateControls();
-  if (has("state") || has("fault") || has("stop_reason")) {
+  if (has("header") || has("actions") || has("over")) updateControls();
+  if (has("state") || has("fault") || has("stop_reason") || has("over")) {
     const st = $("state"); st.textContent = (s.state || "—").replace("_", " "); st.className = "state " + s.state;
     const banner = $("fault-banner");
-    if (FAULT_STATES[s.state]) {
+    if (FAULT_STATES[s.state] && !s.over) {
       banner.textContent = (s.state === "FAULT" ? "FAULT — the pen is stopped: " : "LINK LOST — the pen stops by itself: ") + (s.fault || s.stop_reason || "see the events");
       banner.classList.remove("hidden");
+    } else if (s.over && (s.fault || FAULT_STATES[s.state])) {
+      banner.textContent = "Ended after a " + (s.state === "LINK_LOST" ? "lost link" : "fault") + ": " + (s.fault || s.stop_reason || "see the events");
+      banner.classList.remove("hidden");
     } else banner.classList.add("hidden");
+    if (s.over) {
+      const records = s.header && s.header.mode === "records";
+      setConn("session ended" + (records ? ": this page shows its record" : ""), false);
+    }
   }
   if (has("elapsed_s")) $("elapsed").textContent = clock(s.elapsed_s);
   if (has("remaining_s_est")) $("remaining").textContent = clock(s.remaining_s_est);
@@ -215,7 +222,7 @@ function connect() {
     if (!mapReady) drawMap(msg.map);
     state = msg.state;
     drawState(state, null);
-    setConn(wasLost ? "reconnected" : "live", false);
+    if (!state.over) setConn(wasLost ? "reconnected" : "live", false);
     wasLost = false;
   });
   es.addEventListener("end", (ev) => {
@@ -242,12 +249,19 @@ const TOKEN_RE = /^[A-Za-z0-9_-]{8,128}$/;
 
 function updateControls() {
   // A button is enabled only with the token, and only in a state where it can act.
-  const allowed = !!token && !!(state.header && state.header.controls);
+  const controls = !!(state.header && state.header.controls);
+  const allowed = !!token && controls;
+  // A page without controls (devicectl monitor, an ended session) asks for no token.
+  const asks = controls && !state.over;
+  $("token-form").classList.toggle("hidden", !asks);
+  $("readonly-text").textContent = asks
+    ? "Read-only. Enter the session token printed in the terminal to control the pen."
+    : (state.over ? "Read-only: the session has ended." : "Read-only: this page shows the session's records; it has no controls.");
   const actions = state.actions || [];
   for (const b of document.querySelectorAll(".buttons button")) {
     b.disabled = !allowed || !actions.includes(b.dataset.action);
   }
-  $("readonly-note").classList.toggle("hidden", allowed);
+  $("readonly-note").classList.toggle("hidden", allowed && !state.over);
   $("controls-note").textContent = allowed && !actions.length ? "No control applies in this state." : "";
 }
 
