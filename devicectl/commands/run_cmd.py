@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import secrets
 import signal
 import sys
@@ -24,23 +23,26 @@ from rich.console import Console
 from rich.table import Table
 
 from devicectl.commands.profile_cmd import plan_table
+from devicectl.commands.run_output import (
+    Feed,
+    always,
+    continued_in,
+    continues_event,
+    json_line,
+    output_args,
+)
 from devicectl.controller import Command, Controller, StartFacts, State
 from devicectl.errors import DevicectlError, LinkError, RefusedError
 from devicectl.link import open_transport, pipe_pair
 from devicectl.liveness import RunningLock, is_running
-from devicectl.monitor.progress import (
-    ProgressClock,
-    event_record,
-    progress_line,
-    progress_record,
-)
-from devicectl.monitor.terminal import clock, event_line, is_chatty
+from devicectl.monitor.progress import Pace
+from devicectl.monitor.terminal import clock
 from devicectl.monitor.viewproc import ViewOptions, ViewProcess
 from devicectl.plan import make_plan
 from devicectl.profile import LoadedProfile, load_profile, load_profile_text
 from devicectl.safety import INTERVAL_DEPTH_UM
 from devicectl.session import Outcome, Policy, Session, VirtualClock
-from devicectl.store import EventRecord, RecordWriter, SessionRecord, Store, default_db_path
+from devicectl.store import RecordWriter, SessionRecord, Store, default_db_path
 from devicectl.zones import ZoneMap, load_zone_map
 
 #: The live view's refresh rate, and the GIL switch interval during a session.
@@ -83,7 +85,7 @@ def register(sub: Any) -> None:
     p.add_argument("--resume", type=int, metavar="SESSION_ID",
                    help="continue an interrupted session, or one that lost its link, with its "
                    "coverage (default: a new session)")
-    _output_args(p)
+    output_args(p)
     _web_args(p, default=False)
     p.set_defaults(func=run)
 
@@ -95,18 +97,9 @@ def register(sub: Any) -> None:
                    help="simulator speed, times real time (0 = as fast as possible)")
     d.add_argument("--db", type=Path, default=DEMO_DB, metavar="PATH",
                    help="records database, relative to the current folder")
-    _output_args(d)
+    output_args(d)
     _web_args(d, default=True)
     d.set_defaults(func=demo)
-
-
-def _output_args(p: Any) -> None:
-    """--quiet and --json: what a script reads (no live view with either)."""
-    p.add_argument("--quiet", "-q", action="store_true",
-                   help="print only refusals, errors and the outcome line (no live view)")
-    p.add_argument("--json", action="store_true",
-                   help="one JSON object a line on stdout: the session, each event, progress "
-                   "every 5 s of session time, the end; other text goes to stderr")
 
 
 def _web_args(p: Any, *, default: bool) -> None:
@@ -176,7 +169,7 @@ def run(args: argparse.Namespace) -> int:
     for w in setup.loaded.warnings:
         console.print(f"[yellow]warning:[/] {w}")
     if as_json:
-        _json_line({"type": "session", "session_id": setup.session_id,
+        json_line({"type": "session", "session_id": setup.session_id,
                     "patient_ref": setup.patient, "profile": setup.loaded.profile.name,
                     "profile_hash": setup.loaded.content_hash, "resumed": setup.resumed,
                     "db": str(db_path)})
@@ -193,7 +186,7 @@ def run(args: argparse.Namespace) -> int:
     writer = RecordWriter(db_path, setup.session_id)
     writer.start()
     if setup.continues is not None:
-        writer.events([_continues_event(setup.continues, resumed)])
+        writer.events([continues_event(setup.continues, resumed)])
     policy = Policy(auto_confirm=args.yes, end_on_fault=args.yes or not interactive)
     session = Session(
         controller, wire=wire, writer=writer, policy=policy, pen=pen, pen_wire=pen_wire,
@@ -208,8 +201,9 @@ def run(args: argparse.Namespace) -> int:
     gc.collect()
     gc.freeze()
     session.start()
+    wall0 = time.monotonic()
     web = _start_web(console, args, session, zone_map, setup, db_path)
-    feed = _Feed(console, as_json, zone_map)
+    feed = Feed(console, as_json, zone_map, Pace(args.speed if args.sim else 0.0), wall0)
     go = False
     try:
         go = _go_no_go(console, session, port_name, zone_map)
@@ -243,30 +237,19 @@ def run(args: argparse.Namespace) -> int:
     for e in session.drain_events():
         feed.event(e, session.t0_us)
     if isinstance(session.error, DevicectlError):
-        _always(console, f"[bold red]{session.error}[/]")
+        always(console, f"[bold red]{session.error}[/]")
     elif session.error is not None:
-        _always(console, f"[bold red]internal error, pen stopped:[/] {session.error!r}")
+        always(console, f"[bold red]internal error, pen stopped:[/] {session.error!r}")
     for err in writer.errors:
-        _always(console, f"[bold red]records:[/] {err}")
+        always(console, f"[bold red]records:[/] {err}")
     _summary(console, session, setup, outcome, db_path)
+    slow = feed.pace.summary((session.now_us - session.t0_us) / 1e6, time.monotonic() - wall0)
+    if slow:
+        console.print(slow, style="yellow", highlight=False, soft_wrap=True)
     if as_json:
-        _json_line({"type": "end", "session_id": setup.session_id, "outcome": outcome.value,
+        json_line({"type": "end", "session_id": setup.session_id, "outcome": outcome.value,
                     "exit_code": outcome.exit_code, "db": str(db_path)})
     return outcome.exit_code
-
-
-def _always(console: Console, text: str) -> None:
-    """Printed even with --quiet: refusals, errors and the outcome line."""
-    quiet, console.quiet = console.quiet, False
-    try:
-        console.print(text, highlight=False, soft_wrap=True)
-    finally:
-        console.quiet = quiet
-
-
-def _json_line(record: dict[str, Any]) -> None:
-    sys.stdout.write(json.dumps(record, ensure_ascii=False) + "\n")
-    sys.stdout.flush()
 
 
 #: Sessions that ended this way can be continued (in a new session that says so).
@@ -288,7 +271,7 @@ def _load(args: argparse.Namespace, store: Store,
                 f"session {record.id} ended ({record.outcome}); only an interrupted session, "
                 "or one that lost its link, can be resumed"
             )
-        later = _continued_in(store, record)
+        later = continued_in(store, record)
         if later is not None:
             raise RefusedError(
                 f"session {record.id} was already continued in session {later}; "
@@ -301,19 +284,6 @@ def _load(args: argparse.Namespace, store: Store,
     if args.profile is None or not args.patient:
         raise DevicectlError("a new session needs --profile FILE and --patient REF")
     return load_profile(args.profile), args.patient, None
-
-
-def _continued_in(store: Store, record: SessionRecord) -> int | None:
-    """The later session of the same patient that continues `record`, if any."""
-    if record.outcome is None:
-        return None
-    for later in store.sessions(limit=1_000):
-        if later.id > record.id and later.patient_ref == record.patient_ref:
-            first = store.events(later.id)[:1]
-            if first and first[0].kind == "CONTINUES" and \
-                    first[0].data.get("session_id") == record.id:
-                return later.id
-    return None
 
 
 def _setup(store: Store, loaded: LoadedProfile, patient: str,
@@ -332,17 +302,6 @@ def _setup(store: Store, loaded: LoadedProfile, patient: str,
     if resumed is not None:
         return _Setup(loaded, patient, session_id, resumed=True, continues=resumed.id)
     return _Setup(loaded, patient, session_id, resumed=False)
-
-
-def _continues_event(old_id: int, old: SessionRecord | None) -> EventRecord:
-    """The first record of a session that continues one which lost its link."""
-    now = datetime.now(UTC).isoformat(timespec="milliseconds")
-    done = [z.name for z in old.zones if z.done] if old is not None else []
-    return EventRecord(
-        t_us=0, wall=now, kind="CONTINUES",
-        text=f"continues session {old_id} ({old.outcome if old else '?'}), with its coverage;"
-        f" zones already done: {', '.join(done) or 'none'}",
-        zone_id=None, data={"session_id": old_id}, safety=False)
 
 
 def _first_unfinished_zone(loaded: LoadedProfile, zones: Any) -> int:
@@ -443,7 +402,7 @@ def _go_no_go(console: Console, session: Session, port: str, zone_map: ZoneMap) 
         if ctl.state not in (State.CONNECTING, State.CONFIGURING):
             break
     if ctl.state is State.LINK_LOST or ctl.device is None:
-        _always(console, f"[bold red]NO-GO:[/] no pen answered on {port}; check the cable and "
+        always(console, f"[bold red]NO-GO:[/] no pen answered on {port}; check the cable and "
                 "that the pen is on, then run again")
         return False
     dev = ctl.device
@@ -460,7 +419,7 @@ def _go_no_go(console: Console, session: Session, port: str, zone_map: ZoneMap) 
         reasons = ["the profile cannot be run on this pen"]
     if reasons:
         for r in reasons:
-            _always(console, f"[bold red]NO-GO:[/] {r}")
+            always(console, f"[bold red]NO-GO:[/] {r}")
         return False
     console.print("[bold green]GO:[/] pen, cartridge, interval and plan checked")
     return True
@@ -502,37 +461,7 @@ def _live(console: Console, session: Session, setup: _Setup) -> None:
         view.close(ctl.status(session.now_us), session.drain_events())
 
 
-class _Feed:
-    """The plain output: event lines (or JSON records), and progress every 5 s of
-    session time, from the session's snapshot (monitor/progress.py)."""
-
-    def __init__(self, console: Console, as_json: bool, zone_map: ZoneMap) -> None:
-        self.console = console
-        self.as_json = as_json
-        self.areas_mm2 = {z.id: z.area_mm2 for z in zone_map.zones}
-        self.footprint_mm = 0.0
-        self.clock = ProgressClock()
-
-    def event(self, e: Any, t0_us: int) -> None:
-        if self.as_json:
-            _json_line(event_record(e, t0_us))
-        elif not is_chatty(e):
-            self.console.print(event_line(e, t0_us), highlight=False, soft_wrap=True)
-
-    def progress(self, session: Session) -> None:
-        t_s = (session.now_us - session.t0_us) / 1e6
-        status = session.snapshot
-        record = progress_record(status, t_s, areas_mm2=self.areas_mm2,
-                                 footprint_mm=self.footprint_mm)
-        if record is None or not self.clock.due(t_s):
-            return
-        if self.as_json:
-            _json_line(record)
-        else:
-            self.console.print(progress_line(record), highlight=False, soft_wrap=True)
-
-
-def _plain(console: Console, session: Session, feed: _Feed) -> None:
+def _plain(console: Console, session: Session, feed: Feed) -> None:
     """Without a terminal: one line per event, as the live log shows them (the
     many-a-minute holds and commands are in the record, not on the screen), and
     a progress line every 5 s of session time."""
@@ -567,6 +496,6 @@ def _summary(
         )
     console.print(table)
     style = "bold green" if outcome is Outcome.COMPLETE else "bold red"
-    _always(console, f"[{style}]{outcome.value.replace('_', ' ')}[/] · session id "
+    always(console, f"[{style}]{outcome.value.replace('_', ' ')}[/] · session id "
             f"{setup.session_id} · details: devicectl sessions show {setup.session_id} "
             f"--db {db_path}")

@@ -1,0 +1,112 @@
+"""What `devicectl run` prints besides the live view: --quiet, --json, event lines
+and progress (devicectl/monitor/progress.py), and the records of a continued session."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from rich.console import Console
+
+from devicectl.monitor.progress import (
+    Pace,
+    ProgressClock,
+    event_record,
+    progress_line,
+    progress_record,
+)
+from devicectl.monitor.terminal import event_line, is_chatty
+from devicectl.session import Session
+from devicectl.store import EventRecord, SessionRecord, Store
+from devicectl.zones import ZoneMap
+
+
+def output_args(p: Any) -> None:
+    """--quiet and --json: what a script reads (no live view with either)."""
+    p.add_argument("--quiet", "-q", action="store_true",
+                   help="print only refusals, errors and the outcome line (no live view)")
+    p.add_argument("--json", action="store_true",
+                   help="one JSON object a line on stdout: the session, each event, progress "
+                   "every 5 s of session time, the end; other text goes to stderr")
+
+
+def always(console: Console, text: str) -> None:
+    """Printed even with --quiet: refusals, errors and the outcome line."""
+    quiet, console.quiet = console.quiet, False
+    try:
+        console.print(text, highlight=False, soft_wrap=True)
+    finally:
+        console.quiet = quiet
+
+
+def json_line(record: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(record, ensure_ascii=False) + "\n")
+    sys.stdout.flush()
+
+
+
+
+class Feed:
+    """The plain output: event lines (or JSON records), and progress every 5 s of
+    session time, from the session's snapshot (monitor/progress.py)."""
+
+    def __init__(self, console: Console, as_json: bool, zone_map: ZoneMap, pace: Pace,
+                 wall0: float) -> None:
+        self.console = console
+        self.as_json = as_json
+        self.pace = pace
+        self.wall0 = wall0
+        self.areas_mm2 = {z.id: z.area_mm2 for z in zone_map.zones}
+        self.footprint_mm = 0.0
+        self.clock = ProgressClock()
+
+    def event(self, e: Any, t0_us: int) -> None:
+        if self.as_json:
+            json_line(event_record(e, t0_us))
+        elif not is_chatty(e):
+            self.console.print(event_line(e, t0_us), highlight=False, soft_wrap=True)
+
+    def progress(self, session: Session) -> None:
+        t_s = (session.now_us - session.t0_us) / 1e6
+        status = session.snapshot
+        behind = self.pace.check(t_s, time.monotonic() - self.wall0,
+                                 float(status.get("remaining_s_est") or 0.0))
+        if behind and self.as_json:
+            json_line({"type": "pace", "t_s": round(t_s, 3), "text": behind})
+        elif behind:
+            self.console.print(behind, style="yellow", highlight=False, soft_wrap=True)
+        record = progress_record(status, t_s, areas_mm2=self.areas_mm2,
+                                 footprint_mm=self.footprint_mm)
+        if record is None or not self.clock.due(t_s):
+            return
+        if self.as_json:
+            json_line(record)
+        else:
+            self.console.print(progress_line(record), highlight=False, soft_wrap=True)
+
+
+def continued_in(store: Store, record: SessionRecord) -> int | None:
+    """The later session of the same patient that continues `record`, if any."""
+    if record.outcome is None:
+        return None
+    for later in store.sessions(limit=1_000):
+        if later.id > record.id and later.patient_ref == record.patient_ref:
+            first = store.events(later.id)[:1]
+            if first and first[0].kind == "CONTINUES" and \
+                    first[0].data.get("session_id") == record.id:
+                return later.id
+    return None
+
+
+def continues_event(old_id: int, old: SessionRecord | None) -> EventRecord:
+    """The first record of a session that continues one which lost its link."""
+    now = datetime.now(UTC).isoformat(timespec="milliseconds")
+    done = [z.name for z in old.zones if z.done] if old is not None else []
+    return EventRecord(
+        t_us=0, wall=now, kind="CONTINUES",
+        text=f"continues session {old_id} ({old.outcome if old else '?'}), with its coverage;"
+        f" zones already done: {', '.join(done) or 'none'}",
+        zone_id=None, data={"session_id": old_id}, safety=False)
