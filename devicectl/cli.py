@@ -26,6 +26,7 @@ COMMAND_MODULES = (
     "devicectl.commands.profile_cmd",
     "devicectl.commands.run_cmd",
     "devicectl.commands.sessions_cmd",
+    "devicectl.commands.records_cmd",
     "devicectl.commands.monitor_cmd",
 )
 
@@ -40,6 +41,8 @@ LAZY_COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("devicectl.commands.run_cmd", "a full simulated session with the live view"),
     "sessions": ("devicectl.commands.sessions_cmd",
                  "list, show, export and report recorded sessions"),
+    "records": ("devicectl.commands.records_cmd",
+                "repair the session records (replay what could not be written)"),
     "monitor": ("devicectl.commands.monitor_cmd",
                 "serve the live page of a session recorded in a database (read-only)"),
 }

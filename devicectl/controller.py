@@ -37,6 +37,7 @@ from devicectl.safety import (
 from devicectl.stamping import TipTracker
 from devicectl.transitions import (
     LIVE,
+    RECORDS_FAILED_REASON,
     TERMINAL,
     Command,
     ControlEvent,
@@ -148,6 +149,8 @@ class Controller:
         #: zone id -> when it was first started, and when it was done (µs)
         self._zone_started: dict[int, int] = {}
         self._zone_done_us: dict[int, int] = {}
+        #: why the records cannot be written (Command.RECORDS_FAILED), or None
+        self.records_failure: str | None = None
 
     # --- public entry points ------------------------------------------------
 
@@ -416,6 +419,8 @@ class Controller:
 
     def _stamping_refusal(self) -> str | None:
         """Why the pen may not stamp now, whoever asks (technician or coverage)."""
+        if self.records_failure is not None:
+            return self.records_failure
         if self.fault_latched:
             return f"a fault is latched ({self.fault}); clear it first"
         if self.go_no_go:
@@ -702,6 +707,24 @@ class Controller:
         elif kind is p.PenEvent.CARTRIDGE_INSERTED and self._connected:
             self._send_hello(now_us)  # the DEVICE_INFO answer says which cartridge
 
+    # --- records (issue 10 item 3): no treatment without a record ------------
+
+    def _records_failed(self, now_us: int) -> None:
+        """The record writer cannot commit: stop stamping now and refuse START and
+        RESUME (`_stamping_refusal`) for the rest of the session."""
+        if self.records_failure is not None:
+            return
+        self.records_failure = RECORDS_FAILED_REASON
+        if self._pen_stamping:
+            self._send(p.Stop(), now_us)
+            self._pen_stamping = False
+        self._hold = None
+        self.stop_reason = RECORDS_FAILED_REASON
+        self._event(now_us, EventKind.SAFETY_STOP, f"stamping stopped: {RECORDS_FAILED_REASON}",
+                    safety=True)
+        if self.state is State.STAMPING:
+            self._goto(State.PAUSED, now_us, RECORDS_FAILED_REASON)
+
     # --- technician commands -----------------------------------------------
 
     def _command(self, cmd: Command, now_us: int) -> None:
@@ -769,6 +792,9 @@ class Controller:
             return None
         if cmd is Command.CLEAR_FAULT:
             self._send(p.ClearFault(), now_us)  # recorded as SENT, like every command
+            return None
+        if cmd is Command.RECORDS_FAILED:
+            self._records_failed(now_us)
             return None
         # RECONNECT
         self._connect_us = now_us

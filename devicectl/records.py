@@ -169,6 +169,12 @@ def open_database(path: Path, *, create: bool = True) -> sqlite3.Connection:
         raise StoreError(f"cannot open the records file {path}: {exc}") from exc
     try:
         _prepare(conn, path)
+    except sqlite3.OperationalError as exc:  # not the contents: the file or its folder
+        conn.close()
+        raise StoreError(
+            f"cannot open the records file {path} ({exc}); check that it and its folder "
+            "can be written (SQLite keeps its journal beside it), or pass another --db"
+        ) from exc
     except sqlite3.DatabaseError as exc:
         conn.close()
         raise StoreError(f"{path} is not a devicectl records database ({exc})") from exc

@@ -14,8 +14,10 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from devicectl.errors import ProfileError, RefusedError
+from devicectl.plain import plain
 from devicectl.plan import NOMINAL_DEVICE, NOMINAL_HAND_SPEED_MM_S, Plan, nominal_plan
 from devicectl.profile import (
     DEFAULT_TOPICAL_WAIT_HOURS,
@@ -117,7 +119,7 @@ def run_show(args: argparse.Namespace) -> int:
     )
     console.print(f"Minimum interval: {plan.min_interval_days} days.  sha256 {plan.profile_hash}")
     for warning in plan.warnings:
-        console.print(f"[bold yellow]Warning:[/] {warning}", highlight=False)
+        console.print(Text.assemble(("Warning: ", "bold yellow"), plain(warning)), highlight=False)
     return 0
 
 
@@ -130,14 +132,14 @@ def _show_zone_map(path: Path) -> int:
     for header in ("id", "name", "label", "cm²"):
         table.add_column(header, justify="right" if header in ("id", "cm²") else "left")
     for z in zone_map.zones:
-        table.add_row(str(z.id), z.name, z.label, f"{z.area_mm2 / 100:.0f}")
+        table.add_row(str(z.id), plain(z.name), plain(z.label), f"{z.area_mm2 / 100:.0f}")
     console.print(table)
     return 0
 
 
 def plan_table(plan: Plan, zone_map_labels: dict[str, str]) -> Table:
     table = Table(
-        title=f"{plan.profile_name} (version {plan.profile_version})",
+        title=plain(f"{plan.profile_name} (version {plan.profile_version})"),
         caption="mm: needle depth · Hz: stamp rate · passes: target/max per spot · "
         "cover: share of the zone to bring to the target · ≈: estimates",
     )
@@ -146,7 +148,7 @@ def plan_table(plan: Plan, zone_map_labels: dict[str, str]) -> Table:
         table.add_column(header, justify="right", no_wrap=True, min_width=len(header))
     for z in plan.zones:
         table.add_row(
-            zone_map_labels.get(z.name, z.name),
+            plain(zone_map_labels.get(z.name, z.name)),
             f"{z.area_mm2 / 100:.0f}",
             mm_text(z.depth_um),
             f"{z.rate_dhz / 10:g}",

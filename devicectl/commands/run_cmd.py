@@ -21,6 +21,7 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from devicectl.commands.profile_cmd import plan_table
 from devicectl.commands.run_output import (
@@ -30,6 +31,8 @@ from devicectl.commands.run_output import (
     continues_event,
     json_line,
     output_args,
+    records_banner,
+    start_web_page,
 )
 from devicectl.controller import Command, Controller, StartFacts, State
 from devicectl.errors import DevicectlError, LinkError, RefusedError
@@ -38,6 +41,7 @@ from devicectl.liveness import RunningLock, is_running
 from devicectl.monitor.progress import Pace
 from devicectl.monitor.terminal import clock
 from devicectl.monitor.viewproc import ViewOptions, ViewProcess
+from devicectl.plain import plain
 from devicectl.plan import make_plan
 from devicectl.profile import LoadedProfile, load_profile, load_profile_text
 from devicectl.safety import INTERVAL_DEPTH_UM
@@ -143,6 +147,7 @@ def run(args: argparse.Namespace) -> int:
     zone_map = load_zone_map()
     db_path: Path = args.db or default_db_path()
     with Store(db_path) as store:
+        store.require_writable()  # no treatment without a record: refused before anything
         loaded, patient, resume_id = _load(args, store, db_path)
     vclock = VirtualClock(time.monotonic_ns() // 1000) if args.sim else None
     # The link opens before a record is made: a wrong port leaves no empty session behind.
@@ -162,12 +167,15 @@ def run(args: argparse.Namespace) -> int:
         wire.close()
         raise
     start_zone = _first_unfinished_zone(setup.loaded, resumed.zones) if resumed else 0
-    console.print(f"[bold]session {setup.session_id}[/] · patient {setup.patient} · "
-                  f"profile {setup.loaded.profile.name} ({setup.loaded.content_hash[:12]})"
-                  f"{' · resumed' if setup.resumed and not setup.continues else ''}"
-                  f"{f' · continues session {setup.continues}' if setup.continues else ''}")
+    console.print(Text.assemble(
+        (f"session {setup.session_id}", "bold"),
+        plain(f" · patient {setup.patient} · profile {setup.loaded.profile.name} "
+              f"({setup.loaded.content_hash[:12]})"
+              f"{' · resumed' if setup.resumed and not setup.continues else ''}"
+              f"{f' · continues session {setup.continues}' if setup.continues else ''}"),
+    ))
     for w in setup.loaded.warnings:
-        console.print(f"[yellow]warning:[/] {w}")
+        console.print(Text.assemble(("warning: ", "yellow"), plain(w)))
     if as_json:
         json_line({"type": "session", "session_id": setup.session_id,
                     "patient_ref": setup.patient, "profile": setup.loaded.profile.name,
@@ -202,7 +210,7 @@ def run(args: argparse.Namespace) -> int:
     gc.freeze()
     session.start()
     wall0 = time.monotonic()
-    web = _start_web(console, args, session, zone_map, setup, db_path)
+    web = start_web_page(console, args, session, zone_map, setup, db_path)
     feed = Feed(console, as_json, zone_map, Pace(args.speed if args.sim else 0.0), wall0)
     go = False
     try:
@@ -237,12 +245,14 @@ def run(args: argparse.Namespace) -> int:
     for e in session.drain_events():
         feed.event(e, session.t0_us)
     if isinstance(session.error, DevicectlError):
-        always(console, f"[bold red]{session.error}[/]")
+        always(console, plain(session.error, "bold red"))
     elif session.error is not None:
-        always(console, f"[bold red]internal error, pen stopped:[/] {session.error!r}")
+        always(console, Text.assemble(("internal error, pen stopped: ", "bold red"),
+                                       plain(repr(session.error))))
     for err in writer.errors:
-        always(console, f"[bold red]records:[/] {err}")
+        always(console, Text.assemble(("records: ", "bold red"), plain(err)))
     _summary(console, session, setup, outcome, db_path)
+    records_banner(console, writer)
     slow = feed.pace.summary((session.now_us - session.t0_us) / 1e6, time.monotonic() - wall0)
     if slow:
         console.print(slow, style="yellow", highlight=False, soft_wrap=True)
@@ -351,28 +361,6 @@ def _link(args: argparse.Namespace, zone_map: ZoneMap, vclock: VirtualClock | No
 _SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
-def _start_web(console: Console, args: argparse.Namespace, session: Session,
-               zone_map: ZoneMap, setup: _Setup, db_path: Path) -> Any:
-    """The live page, if asked for; the session runs on without it if it cannot start."""
-    if not getattr(args, "web", False):
-        return None
-    from devicectl.web.server import start_web
-
-    token = secrets.token_urlsafe(16)
-    header = {"session_id": setup.session_id, "patient_ref": setup.patient,
-              "profile": setup.loaded.profile.name}
-    try:
-        web = start_web(session, args.web_host, args.web_port, token, zone_map=zone_map,
-                        header=header, db_path=db_path, session_id=setup.session_id)
-    except DevicectlError as exc:
-        console.print(f"[yellow]web page not started:[/] {exc}")
-        return None
-    # The token rides in the fragment, which the browser never sends to a server.
-    console.print(f"web page: {web.url}#token={token} (with controls) · {web.url} (read-only)"
-                  f" · session token {token}", highlight=False, soft_wrap=True)
-    return web
-
-
 class _Prompting:
     """True while the main thread waits at a y/N prompt, which a signal must break."""
 
@@ -402,8 +390,9 @@ def _go_no_go(console: Console, session: Session, port: str, zone_map: ZoneMap) 
         if ctl.state not in (State.CONNECTING, State.CONFIGURING):
             break
     if ctl.state is State.LINK_LOST or ctl.device is None:
-        always(console, f"[bold red]NO-GO:[/] no pen answered on {port}; check the cable and "
-                "that the pen is on, then run again")
+        always(console, Text.assemble(("NO-GO: ", "bold red"), plain(
+            f"no pen answered on {port}; check the cable and that the pen is on, then run again"
+        )))
         return False
     dev = ctl.device
     console.print(
@@ -419,7 +408,7 @@ def _go_no_go(console: Console, session: Session, port: str, zone_map: ZoneMap) 
         reasons = ["the profile cannot be run on this pen"]
     if reasons:
         for r in reasons:
-            always(console, f"[bold red]NO-GO:[/] {r}")
+            always(console, Text.assemble(("NO-GO: ", "bold red"), plain(r)))
         return False
     console.print("[bold green]GO:[/] pen, cartridge, interval and plan checked")
     return True
@@ -469,8 +458,7 @@ def _plain(console: Console, session: Session, feed: Feed) -> None:
         done = session.wait(0.05)
         for e in session.drain_events():
             feed.event(e, session.t0_us)
-        if not done:
-            feed.progress(session)
+        feed.progress(session)
         if done:
             return
 
@@ -486,7 +474,7 @@ def _summary(
     for z in status.get("zones") or ():
         over = ctl.coverage.cells_over_max(z["zone_id"]) if ctl.coverage else 0
         table.add_row(
-            z["name"],
+            plain(z["name"]),
             f"{100 * z['fraction']:.0f} %",
             f"{100 * z['target_fraction']:.0f} %",
             str(z["strokes"]),
@@ -496,6 +484,8 @@ def _summary(
         )
     console.print(table)
     style = "bold green" if outcome is Outcome.COMPLETE else "bold red"
-    always(console, f"[{style}]{outcome.value.replace('_', ' ')}[/] · session id "
-            f"{setup.session_id} · details: devicectl sessions show {setup.session_id} "
-            f"--db {db_path}")
+    always(console, Text.assemble(
+        (outcome.value.replace("_", " "), style),
+        plain(f" · session id {setup.session_id} · details: devicectl sessions show "
+              f"{setup.session_id} --db {db_path}"),
+    ))

@@ -20,6 +20,7 @@ from rich.table import Table
 from devicectl.errors import DevicectlError, StoreError
 from devicectl.eventkinds import EventFilter, select_events
 from devicectl.liveness import is_running
+from devicectl.plain import plain
 from devicectl.records import open_database
 from devicectl.store import EventRecord, SessionRecord, Store, default_db_path, parse_wall
 
@@ -72,6 +73,22 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                         help="print one JSON document {session, zones, events, hidden} "
                         "instead of tables")
     show_p.set_defaults(func=show_session)
+
+    frames_p = with_db(
+        sub.add_parser(
+            "frames",
+            help="the flight recorder's frames of one session, one JSON object a line",
+            description="Print the frames the flight recorder kept (the last 10 s on the wire, "
+            "both ways, at each emergency stop, pen fault and bad end), decoded as "
+            "`devicectl wire decode` prints them, with \"recording\" (1, 2, …), its "
+            "\"trigger\", \"dir\" (tx: host to pen, rx: pen to host) and \"host_t_us\" "
+            "(the host's session time, µs; a TELEMETRY keeps its own t_us, the pen's) added.",
+        )
+    )
+    frames_p.add_argument("id", type=int, metavar="ID", help="session id (see `sessions list`)")
+    frames_p.add_argument("--recording", type=int, default=None, metavar="N",
+                          help="only the Nth recording (default: all, in order)")
+    frames_p.set_defaults(func=print_frames)
 
     export_p = with_db(
         sub.add_parser(
@@ -131,19 +148,16 @@ def list_sessions(args: argparse.Namespace) -> int:
     if not records:
         console.print(f"no records yet at {path}", markup=False, highlight=False)
         return 0
-    table = Table(title=f"sessions in {path}")
+    table = Table(title=plain(f"sessions in {path}"))
     for name in ("id", "started", "patient ref", "profile", "outcome", "zones done"):
         table.add_column(name, justify="right" if name == "id" else "left", overflow="fold")
     for rec in records:
         done = sum(1 for z in rec.zones if z.done)
-        table.add_row(
-            str(rec.id),
-            rec.started_at,
-            rec.patient_ref,
-            rec.profile_name,
+        table.add_row(*(plain(cell) for cell in (
+            rec.id, rec.started_at, rec.patient_ref, rec.profile_name,
             outcome_text(rec.outcome, running=rec.outcome is None and is_running(path, rec.id)),
             f"{done}/{len(rec.zones)}",
-        )
+        )))
     console.print(table)
     return 0
 
@@ -213,16 +227,19 @@ def show_session(args: argparse.Namespace) -> int:
     head = Table.grid(padding=(0, 2))
     head.add_column(style="bold")
     head.add_column()
-    head.add_row("session", str(rec.id))
-    head.add_row("patient ref", rec.patient_ref)
-    head.add_row("profile", f"{rec.profile_name} ({rec.profile_hash[:12]})")
     serial = "?" if rec.device_serial is None else str(rec.device_serial)
-    head.add_row("pen", f"serial {serial}, firmware {_fw(rec.fw_version)}")
-    head.add_row("cartridge", "?" if rec.cartridge_id is None else str(rec.cartridge_id))
-    head.add_row("position", rec.position_mode or "?")
-    head.add_row("started", rec.started_at)
-    head.add_row("ended", rec.ended_at or "-")
-    head.add_row("outcome", outcome_text(rec.outcome, running=running))
+    for name, value in (
+        ("session", rec.id),
+        ("patient ref", rec.patient_ref),
+        ("profile", f"{rec.profile_name} ({rec.profile_hash[:12]})"),
+        ("pen", f"serial {serial}, firmware {_fw(rec.fw_version)}"),
+        ("cartridge", "?" if rec.cartridge_id is None else rec.cartridge_id),
+        ("position", rec.position_mode or "?"),
+        ("started", rec.started_at),
+        ("ended", rec.ended_at or "-"),
+        ("outcome", outcome_text(rec.outcome, running=running)),
+    ):
+        head.add_row(name, plain(value))
     console.print(head)
 
     zones = Table(title="zones")
@@ -230,7 +247,7 @@ def show_session(args: argparse.Namespace) -> int:
         zones.add_column(name, justify="left" if name == "zone" else "right", overflow="fold")
     for z in rec.zones:
         zones.add_row(
-            z.name + (" ✓" if z.done else ""),
+            plain(z.name + (" ✓" if z.done else "")),
             f"{z.depth_um / 1000:.2f}",
             f"{z.rate_dhz / 10:.1f}",
             f"{z.fraction * 100:.0f}% / {z.target_fraction * 100:.0f}%",
@@ -241,11 +258,12 @@ def show_session(args: argparse.Namespace) -> int:
     console.print(zones)
 
     if len(events) > TABLE_ROWS_MAX:
-        print("events")
+        console.print("events", markup=False, highlight=False)
         for e in events:
             zone = "" if e.zone_id is None else str(e.zone_id)
             kind = e.kind + (" !" if e.safety else "")
-            print(f"{_clock(_since_start(rec, e))}  {kind:<18} {zone:>4}  {e.text}")
+            console.print(plain(f"{_clock(_since_start(rec, e))}  {kind:<18} {zone:>4}  {e.text}"),
+                          soft_wrap=True)
     else:
         timeline = Table(title="events")
         for name in ("time", "kind", "zone", "text"):
@@ -253,9 +271,9 @@ def show_session(args: argparse.Namespace) -> int:
         for e in events:
             timeline.add_row(
                 _clock(_since_start(rec, e)),
-                e.kind + (" !" if e.safety else ""),
+                plain(e.kind + (" !" if e.safety else "")),
                 "" if e.zone_id is None else str(e.zone_id),
-                e.text,
+                plain(e.text),
             )
         console.print(timeline)
     if not events:
@@ -265,6 +283,49 @@ def show_session(args: argparse.Namespace) -> int:
                                                           key=lambda kv: -kv[1]))
         console.print(f"{sum(selection.hidden.values()):,} events not listed ({counts}); "
                       f"--kind all lists every event", markup=False, highlight=False)
+    return 0
+
+
+def frame_lines(events: list[EventRecord], only: int | None = None) -> list[str]:
+    """The FLIGHT events' frames as JSON lines (see `sessions frames`)."""
+    from devicectl.commands.link_cmd import decode_events, event_to_dict
+    from devicectl.flight import DIRECTIONS, SLOT_BYTES, unpack
+    from devicectl.protocol import Decoder
+
+    recordings = [e for e in events if e.kind == "FLIGHT"]
+    out: list[str] = []
+    for number, e in enumerate(recordings, start=1):
+        if only is not None and number != only:
+            continue
+        try:
+            frames = unpack(str(e.data.get("frames", "")))
+        except ValueError as exc:
+            raise StoreError(f"recording {number} ({e.wall}) is damaged: {exc}") from exc
+        head = {"recording": number, "trigger": e.data.get("trigger")}
+        for f in frames:
+            where = {"dir": DIRECTIONS[f.direction], "host_t_us": f.t_us}
+            if f.length > SLOT_BYTES:
+                decoded = [{"discarded": "too_long", "length": f.length}]
+            else:
+                decoded = [event_to_dict(d) for d in decode_events(Decoder(), f.raw)]
+            for d in decoded:
+                out.append(json.dumps(head | where | d | {"hex": f.raw.hex(" ")}))
+    return out
+
+
+def print_frames(args: argparse.Namespace) -> int:
+    with _open_existing(_db(args), args.id) as store:
+        events = store.events(args.id)
+    count = sum(1 for e in events if e.kind == "FLIGHT")
+    if args.recording is not None and not 1 <= args.recording <= count:
+        raise StoreError(f"session {args.id} has {count} flight recordings; "
+                         f"--recording {args.recording} is not one of them")
+    lines = frame_lines(events, args.recording)
+    if not count:
+        print(f"session {args.id} has no flight recording (kept at an emergency stop, a pen "
+              "fault, or an end in fault or link lost)", file=sys.stderr)
+    for line in lines:
+        print(line)
     return 0
 
 

@@ -16,8 +16,6 @@ from typing import Any
 from devicectl.plan import estimated_passes
 from devicectl.transitions import ControlEvent
 
-#: A progress line at least this often, in seconds of session time.
-PROGRESS_PERIOD_S = 5.0
 #: States in which a progress line says something (a plan exists, the session is on).
 _PROGRESS_STATES = frozenset({"CONFIGURING", "READY", "STAMPING", "PAUSED", "ZONE_DONE", "FAULT"})
 
@@ -33,29 +31,6 @@ def _mmss(seconds: float | None) -> str:
         return "—"
     seconds = max(0.0, seconds)
     return f"{int(seconds // 60):02d}:{int(seconds % 60):02d}"
-
-
-@dataclass
-class ProgressClock:
-    """When the next progress line is due.
-
-    The snapshot is polled at steps of session time that vary (a virtual session
-    runs faster than real time); a line is printed when waiting for the next poll
-    would leave more than `period_s` since the last one, so lines come at least
-    every `period_s` whenever the polls are closer together than that.
-    """
-
-    period_s: float = PROGRESS_PERIOD_S
-    last_s: float | None = None
-    _prev_poll_s: float | None = None
-
-    def due(self, t_s: float) -> bool:
-        step = t_s - self._prev_poll_s if self._prev_poll_s is not None else 0.0
-        self._prev_poll_s = t_s
-        if self.last_s is None or t_s - self.last_s + step >= self.period_s:
-            self.last_s = t_s
-            return True
-        return False
 
 
 @dataclass

@@ -149,6 +149,7 @@ def page_state(
         "over": finished,
         "fault": status.get("fault"),
         "stop_reason": status.get("stop_reason"),
+        "records_failure": status.get("records_failure"),
         "go_no_go": list(status.get("go_no_go") or ()),
         "zone_index": status.get("zone_index", 0),
         "zones": [dict(z) for z in status.get("zones") or ()],

@@ -160,10 +160,13 @@ function drawState(s, changed) {
     $("header-text").textContent = "session " + h.session_id + " · patient " + h.patient_ref + " · " + h.profile;
   }
   if (has("header") || has("actions") || has("over")) updateControls();
-  if (has("state") || has("fault") || has("stop_reason") || has("over")) {
+  if (has("state") || has("fault") || has("stop_reason") || has("records_failure") || has("over")) {
     const st = $("state"); st.textContent = (s.state || "—").replace("_", " "); st.className = "state " + s.state;
     const banner = $("fault-banner");
-    if (FAULT_STATES[s.state] && !s.over) {
+    if (s.records_failure) {
+      banner.textContent = "RECORDS — stamping stopped: " + s.records_failure;
+      banner.classList.remove("hidden");
+    } else if (FAULT_STATES[s.state] && !s.over) {
       banner.textContent = (s.state === "FAULT" ? "FAULT — the pen is stopped: " : "LINK LOST — the pen stops by itself: ") + (s.fault || s.stop_reason || "see the events");
       banner.classList.remove("hidden");
     } else if (s.over && (s.fault || FAULT_STATES[s.state])) {
