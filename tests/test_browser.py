@@ -119,6 +119,9 @@ def test_zones_appear_and_coverage_cells_and_progress_rise(page: Any, tmp_path: 
         assert _fraction(page, 1) > frac0 and _treated(page) > cells0
         assert page.inner_text("#header-text").endswith(f"patient {PATIENT} · web-test")
         page.wait_for_selector("#events li")  # read from the session's records
+        events = page.eval_on_selector_all("#events li", "els => els.map(e => e.textContent)")
+        assert any("STATE frontal: " in t for t in events), events  # the zone by its name
+        assert not any(" zone 1:" in t for t in events)
     finally:
         _shot(page, tmp_path)
         live.close()

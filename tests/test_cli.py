@@ -231,8 +231,8 @@ def test_a_piped_run_prints_progress_at_least_every_5_s_of_session_time(
     gaps = [b - a for a, b in itertools.pairwise(marks)] + [end - marks[-1]]
     assert len(progress) >= 2 and max(gaps) <= 5.0, gaps
     line = next(x for x in out.splitlines() if " PROGRESS " in x)
-    assert re.search(r"PROGRESS STAMPING · zone 1/1 frontal · \d+ % of 20 % · ≈ \d+\.\d\d passes "
-                     r"\(mean\) · about \d\d:\d\d left", line), line
+    assert re.search(r"PROGRESS STAMPING · zone 1/1 Frontal \(hairline band\) · \d+ % of 20 % · "
+                     r"≈ \d+\.\d\d passes \(mean\) · about \d\d:\d\d left", line), line
 
 
 def test_a_run_that_cannot_keep_its_speed_says_so(

@@ -567,3 +567,24 @@ def test_monitor_tells_an_ended_session_from_a_running_one(
     assert monitor(args, stop) == 0
     out = capsys.readouterr().out
     assert f"session {sid} in {db} has ended (interrupted): its record, read-only" in out
+
+
+def test_the_page_shows_the_session_clock_the_events_use(tmp_path: Path) -> None:
+    sim = sim_session(tmp_path / "s.db", speed=1.0, auto_confirm=False)
+    header = {"session_id": sim.session_id, "patient_ref": PATIENT, "profile": "web-test"}
+    web = start_web(sim.session, "127.0.0.1", 0, TOKEN, zone_map=MAP, header=header,
+                    db_path=sim.db_path, session_id=sim.session_id)
+    try:
+        _wait(lambda: web.hub.current["state"] == "READY")
+        # Nobody pressed START: the controller's own clock has not started, the session's has.
+        _wait(lambda: web.hub.current["elapsed_s"] >= 1.0)
+        assert sim.session.snapshot["elapsed_s"] == 0.0
+        state = _stream(web.url, 1)[0][1]["state"]
+        session_s = (sim.session.now_us - sim.session.t0_us) / 1e6
+        assert 1.0 <= state["elapsed_s"] <= session_s + 0.01
+        # ... and the events' times count from the same zero.
+        _wait(lambda: bool(web.hub.current["events"]))
+        assert all(0.0 <= e[1] <= session_s + 0.5 for e in web.hub.current["events"])
+    finally:
+        web.stop()
+        sim.finish()

@@ -222,7 +222,7 @@ def run(args: argparse.Namespace) -> int:
         if not go:
             session.request_stop("the technician did not start")
         elif interactive and not (quiet or as_json):
-            _live(console, session, setup)
+            _live(console, session, setup, zone_map, web)
         else:
             dev = controller.device  # fixed once the pen has answered
             feed.footprint_mm = dev.footprint_dmm / 10 if dev is not None else 0.0
@@ -251,7 +251,7 @@ def run(args: argparse.Namespace) -> int:
                                        plain(repr(session.error))))
     for err in writer.errors:
         always(console, Text.assemble(("records: ", "bold red"), plain(err)))
-    _summary(console, session, setup, outcome, db_path)
+    _summary(console, session, setup, outcome, db_path, zone_map)
     records_banner(console, writer)
     slow = feed.pace.summary((session.now_us - session.t0_us) / 1e6, time.monotonic() - wall0)
     if slow:
@@ -425,12 +425,18 @@ def _confirm(console: Console, question: str) -> bool:
     return answer.strip().lower() in ("y", "yes")
 
 
-def _live(console: Console, session: Session, setup: _Setup) -> None:
+def _live(console: Console, session: Session, setup: _Setup, zone_map: ZoneMap,
+          web: Any) -> None:
     """The live view, drawn by a child process (devicectl/monitor/viewproc.py) that
     owns the terminal; this thread feeds it snapshots and carries out its keys."""
     ctl = session.controller
+    pinned = None
+    if web is not None:  # the page's address and token stay on screen
+        pinned = f"page {web.url}#token={web.token} · read-only {web.url}"
     view = ViewProcess(ViewOptions(
-        f"devicectl · patient {setup.patient} · {setup.loaded.profile.name}"))
+        f"devicectl · patient {setup.patient} · {setup.loaded.profile.name}",
+        pinned_line=pinned,
+        zones=tuple((z.id, z.name, z.label) for z in zone_map.zones)))
     try:
         while not session.wait(1 / VIEW_HZ):
             view.push(session)
@@ -447,7 +453,9 @@ def _live(console: Console, session: Session, setup: _Setup) -> None:
             if not view.alive:
                 session.request_stop("the terminal view ended")
     finally:
-        view.close(ctl.status(session.now_us), session.drain_events())
+        final = ctl.status(session.now_us)
+        final["elapsed_s"] = max(0.0, (session.now_us - session.t0_us) / 1e6)  # one clock
+        view.close(final, session.drain_events())
 
 
 def _plain(console: Console, session: Session, feed: Feed) -> None:
@@ -464,17 +472,19 @@ def _plain(console: Console, session: Session, feed: Feed) -> None:
 
 
 def _summary(
-    console: Console, session: Session, setup: _Setup, outcome: Outcome, db_path: Path
+    console: Console, session: Session, setup: _Setup, outcome: Outcome, db_path: Path,
+    zone_map: ZoneMap,
 ) -> None:
     ctl = session.controller
     status = ctl.status(session.now_us)
     table = Table(title=f"session {setup.session_id} · {outcome.value}", title_justify="left")
+    labels = {z.name: z.label for z in zone_map.zones}
     for col in ("zone", "coverage", "target", "strokes", "time", "at max", "over max"):
         table.add_column(col, justify="left" if col == "zone" else "right")
     for z in status.get("zones") or ():
         over = ctl.coverage.cells_over_max(z["zone_id"]) if ctl.coverage else 0
         table.add_row(
-            plain(z["name"]),
+            plain(labels.get(z["name"], z["name"])),
             f"{100 * z['fraction']:.0f} %",
             f"{100 * z['target_fraction']:.0f} %",
             str(z["strokes"]),

@@ -108,13 +108,16 @@ class Feed:
         self.pace = pace
         self.wall0 = wall0
         self.areas_mm2 = {z.id: z.area_mm2 for z in zone_map.zones}
+        #: each zone's one name (the map's label), as the live view and the page show it
+        self.zone_names = {z.id: z.label for z in zone_map.zones}
         self.footprint_mm = 0.0
 
     def event(self, e: Any, t0_us: int) -> None:
         if self.as_json:
             json_line(event_record(e, t0_us))
         elif not is_chatty(e):
-            self.console.print(Text(event_line(e, t0_us)), highlight=False, soft_wrap=True)
+            self.console.print(Text(event_line(e, t0_us, self.zone_names)), highlight=False,
+                               soft_wrap=True)
 
     def progress(self, session: Session) -> None:
         self._pace(session)
@@ -123,6 +126,7 @@ class Feed:
                                      areas_mm2=self.areas_mm2, footprint_mm=self.footprint_mm)
             if record is None:
                 continue
+            record["zone"] = self.zone_names.get(record["zone_id"], record["zone"])
             if self.as_json:
                 json_line(record)
             else:

@@ -97,9 +97,15 @@ class LiveSource:
             # The loop has ended without a last snapshot of its final state; its
             # controller is no longer touched by any thread, so read it once.
             if self._final is None:
-                self._final = self.session.controller.status(self.session.now_us)
+                self._final = dict(self.session.controller.status(self.session.now_us),
+                                   elapsed_s=self._elapsed_s())
             return self._final
-        return self.session.snapshot
+        # One clock for every view: the session's time since it began, as the events'
+        # times are (the controller's elapsed_s counts from the first START).
+        return dict(self.session.snapshot, elapsed_s=self._elapsed_s())
+
+    def _elapsed_s(self) -> float:
+        return max(0.0, (self.session.now_us - self.session.t0_us) / 1e6)
 
     def now_s(self) -> float:
         return self.session.now_us / 1e6

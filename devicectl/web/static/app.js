@@ -12,6 +12,9 @@ const FAULT_STATES = { FAULT: 1, LINK_LOST: 1 };
 
 let state = {};
 let mapReady = false;
+// Each zone has one name on the page: the map's label (by zone name and by id).
+const labelOf = {};
+const labelOfId = {};
 let token = sessionStorage.getItem("devicectl-token") || "";
 
 function clock(s) {
@@ -44,6 +47,8 @@ function drawMap(map) {
   const g = $("zones-svg");
   g.textContent = "";
   for (const z of map.zones) {
+    labelOf[z.name] = z.label;
+    labelOfId[z.zone_id] = z.label;
     g.appendChild(el("path", { d: pathOf(z.outline_mm), class: "zone", "data-zone-id": z.zone_id, id: "zone-" + z.zone_id }));
     const cx = z.outline_mm.reduce((a, p) => a + p[0], 0) / z.outline_mm.length;
     const cy = z.outline_mm.reduce((a, p) => a + p[1], 0) / z.outline_mm.length;
@@ -86,7 +91,7 @@ function drawZones(zones) {
     li.className = (z.active ? "active " : "") + (z.done ? "done" : "");
     li.innerHTML = '<div class="zone-head"><span class="name"></span><span class="pct"></span></div>' +
       '<div class="bar"><div class="fill"></div><div class="goal"></div></div>';
-    li.querySelector(".name").textContent = z.name + " · " + mm(z.depth_um) + " · " + (z.rate_dhz / 10).toFixed(0) + " Hz" + (z.done ? " ✓" : "");
+    li.querySelector(".name").textContent = (labelOf[z.name] || z.name) + " · " + mm(z.depth_um) + " · " + (z.rate_dhz / 10).toFixed(0) + " Hz" + (z.done ? " ✓" : "");
     li.querySelector(".pct").textContent = pct + " % / " + Math.round(100 * z.target_fraction) + " %";
     li.querySelector(".pct").dataset.fraction = String(z.fraction);
     li.querySelector(".fill").style.width = Math.min(100, pct) + "%";
@@ -136,7 +141,8 @@ function eventItem(e) {
   li.dataset.kind = e[2];
   const t = document.createElement("span"); t.className = "t"; t.textContent = clock(e[1]);
   li.appendChild(t);
-  li.appendChild(document.createTextNode(e[2] + (e[4] !== null ? " zone " + e[4] : "") + ": " + e[3]));
+  const zone = e[4] === null ? "" : " " + (labelOfId[e[4]] || "zone " + e[4]);
+  li.appendChild(document.createTextNode(e[2] + zone + ": " + e[3]));
   return li;
 }
 
