@@ -365,3 +365,32 @@ def test_monitor_of_an_ended_fault_session_says_ended_and_asks_no_token(
     finally:
         _shot(page, tmp_path)
         web.stop()
+
+
+def test_the_depth_chart_shows_the_cap_and_its_tolerance_band(page: Any, tmp_path: Path) -> None:
+    from devicectl.safety import DEPTH_CAP_UM, OVERDEPTH_LIMIT_UM
+
+    live = Live(tmp_path, speed=1.0)
+    try:
+        page.goto(live.web.url)
+        _until(page, "document.getElementById('depth-meas').getAttribute('points')")
+        geo = page.evaluate("""() => {
+            const n = (id, a) => Number(document.getElementById(id).getAttribute(a));
+            const w = (id) => parseFloat(getComputedStyle(document.getElementById(id)).strokeWidth);
+            return {cap: n('cap-line', 'y1'), limit: n('limit-line', 'y1'),
+                    bandY: n('tol-band', 'y'), bandH: n('tol-band', 'height'),
+                    cmdW: w('depth-cmd'), measW: w('depth-meas'),
+                    texts: document.querySelectorAll('#depth text').length}; }""")
+        # The band runs from the cap up to the limit (SVG y grows downwards).
+        assert geo["limit"] < geo["cap"]
+        assert geo["bandY"] == pytest.approx(geo["limit"], abs=0.2)
+        assert geo["bandH"] == pytest.approx(geo["cap"] - geo["limit"], abs=0.2)
+        assert geo["bandH"] > 2
+        assert geo["texts"] == 0  # no label sitting on a line: the legend names them
+        assert geo["cmdW"] > geo["measW"]  # commanded shows around measured where they agree
+        legend = page.inner_text("#depth-legend")
+        assert f"cap {DEPTH_CAP_UM / 1000:.2f} mm" in legend
+        assert f"{OVERDEPTH_LIMIT_UM / 1000:.2f} mm" in legend and "tolerance" in legend
+    finally:
+        _shot(page, tmp_path)
+        live.close()

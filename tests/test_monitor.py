@@ -235,3 +235,20 @@ def test_the_live_view_is_usable_at_this_terminal_size(tmp_path: Path, cols: int
     assert all("…" not in row for row in zone_rows), zone_rows
     assert not re.search(r"\bmid_scalp\b", "\n".join(zone_rows))  # not a second name
     assert re.search(r"elapsed \d\d:\d\d", text) and "depth" in text
+
+
+def test_the_pen_line_shows_the_tolerance_and_fits_80_columns() -> None:
+    from devicectl.monitor.compact import pen_line
+    from devicectl.safety import DEPTH_CAP_UM, OVERDEPTH_LIMIT_UM
+
+    def styles(meas: int) -> set[str]:
+        t = pen_line({"depth_meas_um": meas, "depth_cmd_um": 1500, "rate_meas_dhz": 1000,
+                      "contact": True, "battery_mv": 4100})
+        assert len(t.plain) <= 76  # inside an 80-column frame
+        assert f"cap {DEPTH_CAP_UM / 1000:.2f}" in t.plain
+        assert f"stops >{OVERDEPTH_LIMIT_UM / 1000:.2f}" in t.plain
+        return {str(span.style) for span in t.spans}
+
+    assert "bold" in styles(1490)
+    assert "bold yellow" in styles(DEPTH_CAP_UM + 10)  # over the cap, within the tolerance
+    assert "bold red" in styles(OVERDEPTH_LIMIT_UM + 10)  # past it: the pen stops

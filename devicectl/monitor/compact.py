@@ -20,7 +20,7 @@ from rich.table import Table
 from rich.text import Text
 
 from devicectl.plain import plain
-from devicectl.safety import DEPTH_CAP_UM
+from devicectl.safety import DEPTH_CAP_UM, OVERDEPTH_LIMIT_UM
 
 #: The keys, short enough for 80 columns.
 KEYS_SHORT = "p pause · r resume/start · n next zone · c clear fault · q abort"
@@ -45,14 +45,19 @@ def _mm(um: Any) -> str:
 
 
 def pen_line(pen: Mapping[str, Any]) -> Text:
+    """depth measured, set, cap and where the pen stops (the tolerance), rate, contact,
+    battery: one line of at most 76 characters."""
     meas = pen.get("depth_meas_um")
-    over = meas is not None and meas > DEPTH_CAP_UM
+    style = "bold"
+    if meas is not None and meas > DEPTH_CAP_UM:  # within the tolerance: yellow; past: red
+        style = "bold red" if meas > OVERDEPTH_LIMIT_UM else "bold yellow"
     text = Text("depth ")
-    text.append(f"{_mm(meas)} mm", style="bold red" if over else "bold")
-    text.append(f" (set {_mm(pen.get('depth_cmd_um'))}, cap {_mm(DEPTH_CAP_UM)})")
+    text.append(_mm(meas), style=style)
+    text.append(f" set {_mm(pen.get('depth_cmd_um'))} cap {_mm(DEPTH_CAP_UM)}"
+                f" (stops >{_mm(OVERDEPTH_LIMIT_UM)}) mm")
     text.append(f" · {(pen.get('rate_meas_dhz') or 0) / 10:.0f} Hz")
-    text.append(f" · contact {'yes' if pen.get('contact') else 'no'}")
-    text.append(f" · battery {(pen.get('battery_mv') or 0) / 1000:.2f} V")
+    text.append(f" · {'on skin' if pen.get('contact') else 'lifted'}")
+    text.append(f" · {(pen.get('battery_mv') or 0) / 1000:.2f} V")
     return _line(text)
 
 

@@ -23,7 +23,7 @@ from devicectl.controller import ControlEvent
 from devicectl.eventkinds import is_pinned
 from devicectl.monitor.compact import render_compact
 from devicectl.plain import escape_controls, plain
-from devicectl.safety import DEPTH_CAP_UM
+from devicectl.safety import DEPTH_CAP_UM, OVERDEPTH_LIMIT_UM
 
 STATE_STYLES: Mapping[str, str] = {
     "CONNECTING": "bold yellow",
@@ -234,13 +234,16 @@ class TerminalView:
         table.add_column(style="grey70")
         table.add_column()
         meas = pen.get("depth_meas_um")
-        meas_style = "bold red" if meas is not None and meas > DEPTH_CAP_UM else "bold"
+        meas_style = "bold"  # over the cap but within the tolerance: yellow; past it: red
+        if meas is not None and meas > DEPTH_CAP_UM:
+            meas_style = "bold red" if meas > OVERDEPTH_LIMIT_UM else "bold yellow"
         pos = pen.get("x_mm"), pen.get("y_mm")
         rows: Sequence[tuple[str, Text | str]] = (
             ("pen", str(pen.get("state", "—"))),
             ("depth set", mm(pen.get("depth_cmd_um"))),
             ("depth measured", Text(mm(meas), style=meas_style)),
             ("depth cap", mm(DEPTH_CAP_UM)),
+            ("stops above", f"{mm(OVERDEPTH_LIMIT_UM)} measured"),
             ("stamp rate", f"{(pen.get('rate_meas_dhz') or 0) / 10:.1f} Hz"),
             ("strokes", str(pen.get("stamp_count", "—"))),
             ("contact", "yes" if pen.get("contact") else "no"),

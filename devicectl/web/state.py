@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from devicectl.safety import DEPTH_CAP_UM
+from devicectl.safety import DEPTH_CAP_UM, OVERDEPTH_LIMIT_UM
 from devicectl.store import EventRecord
 from devicectl.transitions import COMMAND_STATES, Command, State
 from devicectl.zones import ZoneMap
@@ -159,6 +159,8 @@ def page_state(
         "elapsed_s": round(float(status.get("elapsed_s") or 0.0), 1),
         "remaining_s_est": round(float(status.get("remaining_s_est") or 0.0), 1),
         "depth_cap_um": DEPTH_CAP_UM,
+        # A measured stroke may read up to this before the pen or the host stops it.
+        "depth_limit_um": OVERDEPTH_LIMIT_UM,
         "heat": dict(heat) if heat is not None else None,
         "trace": [list(x) for x in trace],
         "events": [list(x) for x in events],

@@ -102,16 +102,21 @@ function drawZones(zones) {
   }
 }
 
-function drawTrace(trace, capUm) {
+function drawTrace(trace, capUm, limitUm) {
   const pts = trace || [];
   const tEnd = pts.length ? pts[pts.length - 1][0] : 0;
-  const top = capUm * 1.25;
+  limitUm = limitUm || capUm;
+  const top = limitUm * 1.2;
   const X = (t) => (300 * (1 - (tEnd - t) / TRACE_WINDOW_S)).toFixed(1);
   const Y = (um) => (120 - 120 * Math.min(um, top) / top).toFixed(1);
+  // The cap (commanded) and the tolerance above it (measured), drawn and named in the legend.
   $("cap-line").setAttribute("y1", Y(capUm)); $("cap-line").setAttribute("y2", Y(capUm));
-  $("cap-label").setAttribute("y", Number(Y(capUm)) - 2);
-  $("cap-label").textContent = "cap " + (capUm / 1000).toFixed(2) + " mm";
+  $("limit-line").setAttribute("y1", Y(limitUm)); $("limit-line").setAttribute("y2", Y(limitUm));
+  $("tol-band").setAttribute("y", Y(limitUm));
+  $("tol-band").setAttribute("height", (Number(Y(capUm)) - Number(Y(limitUm))).toFixed(1));
   $("cap-mm").textContent = (capUm / 1000).toFixed(2);
+  $("cap-legend").textContent = (capUm / 1000).toFixed(2);
+  $("limit-legend").textContent = (limitUm / 1000).toFixed(2);
   const recent = pts.filter((p) => p[0] >= tEnd - TRACE_WINDOW_S);
   $("depth-cmd").setAttribute("points", recent.filter((p) => p[1] !== null).map((p) => X(p[0]) + "," + Y(p[1])).join(" "));
   $("depth-meas").setAttribute("points", recent.filter((p) => p[2] !== null).map((p) => X(p[0]) + "," + Y(p[2])).join(" "));
@@ -127,8 +132,11 @@ function drawPen(pen) {
   if (known(pen.x_mm) && known(pen.y_mm)) {
     tip.setAttribute("cx", pen.x_mm); tip.setAttribute("cy", pen.y_mm); tip.classList.remove("hidden");
   } else tip.classList.add("hidden");
+  const cap = state.depth_cap_um, limit = state.depth_limit_um;
+  const inBand = known(pen.depth_meas_um) && cap && limit && pen.depth_meas_um > cap && pen.depth_meas_um <= limit;
   $("depth-now").textContent = known(pen.depth_meas_um) || known(pen.depth_cmd_um)
-    ? mm(pen.depth_meas_um) + " measured · " + mm(pen.depth_cmd_um) + " commanded" : "—";
+    ? mm(pen.depth_meas_um) + " measured · " + mm(pen.depth_cmd_um) + " commanded" +
+      (inBand ? " (within the " + ((limit - cap) / 1000).toFixed(2) + " mm tolerance)" : "") : "—";
   $("rate").textContent = known(pen.rate_meas_dhz) ? (pen.rate_meas_dhz / 10).toFixed(1) + " Hz" : "—";
   $("strokes").textContent = known(pen.stamp_count) ? String(pen.stamp_count) : "—";
   $("contact").textContent = known(pen.contact) ? (pen.contact ? "on the scalp" : "lifted") : "—";
@@ -189,7 +197,7 @@ function drawState(s, changed) {
   if (has("heat") || has("tracked")) drawHeat(s.heat, s.tracked);
   if (has("zones")) drawZones(s.zones);
   if (has("pen")) drawPen(s.pen);
-  if (has("trace") || has("depth_cap_um")) drawTrace(s.trace, s.depth_cap_um);
+  if (has("trace") || has("depth_cap_um") || has("depth_limit_um")) drawTrace(s.trace, s.depth_cap_um, s.depth_limit_um);
   if (has("events")) drawEvents(s.events);
   if (has("pinned")) drawPinned(s.pinned);
   if (has("hidden_events")) {
