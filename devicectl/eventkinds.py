@@ -101,3 +101,20 @@ def select_events(conn: sqlite3.Connection, session_id: int, flt: EventFilter) -
         [*args, *kind_args],
     ).fetchall()
     return Selection([event_from_row(r) for r in rows], {str(k): int(n) for k, n in counts})
+
+
+def treatment_order(conn: sqlite3.Connection, session_id: int) -> dict[int, int]:
+    """Zone id -> its place in the order the session treated the zones (the first
+    ZONE_STARTED of each); the records keep zones by name, not in that order."""
+    rows = conn.execute(
+        "SELECT zone_id, MIN(id) AS first FROM events WHERE session_id = ? AND "
+        "kind = 'ZONE_STARTED' AND zone_id IS NOT NULL GROUP BY zone_id ORDER BY first",
+        (session_id,),
+    ).fetchall()
+    return {int(zid): rank for rank, (zid, _) in enumerate(rows)}
+
+
+def in_treatment_order(zones: Iterable[Any], order: dict[int, int]) -> list[Any]:
+    """`zones` (with .zone_id) sorted as treated; zones never started keep their order, last."""
+    listed = list(zones)
+    return sorted(listed, key=lambda z: (order.get(z.zone_id, len(order)), listed.index(z)))

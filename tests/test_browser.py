@@ -394,3 +394,54 @@ def test_the_depth_chart_shows_the_cap_and_its_tolerance_band(page: Any, tmp_pat
     finally:
         _shot(page, tmp_path)
         live.close()
+
+
+def test_the_map_has_the_reports_colours_and_words_and_labels_inside_their_zones(
+    page: Any, tmp_path: Path
+) -> None:
+    from devicectl.mapstyle import NOT_PLANNED_FILL, reached_colour
+    from devicectl.store import Store, ZoneCoverage
+    from devicectl.web.hub import EventFeed, Hub
+    from devicectl.web.records_source import RecordsSource
+    from devicectl.web.server import serve
+    from devicectl.zones import load_zone_map
+
+    db = tmp_path / "s.db"
+    with Store(db) as store:
+        sid = store.create_session(patient_ref=PATIENT, profile_name="p", profile_hash="h",
+                                   profile_text="", started_at="2026-03-01T09:00:00+00:00")
+        store.save_coverage(sid, [
+            ZoneCoverage(3, "vertex", 1500, 1000, 0.45, 0.9, 800, 0, False, 60.0),
+            ZoneCoverage(2, "mid_scalp", 1500, 1000, 0.0, 0.9, 0, 0, False, 0.0),
+        ], b"")
+        store.close_session(sid, "aborted", "2026-03-01T09:10:00+00:00")
+    zone_map = load_zone_map()  # the shipped map, with its long labels
+    header = {"session_id": sid, "patient_ref": PATIENT, "profile": "p", "controls": False,
+              "mode": "records"}
+    web = serve(Hub(RecordsSource(db, sid), zone_map, header, events=EventFeed(db, sid)),
+                "127.0.0.1", 0, token=None, submit=None)
+    try:
+        page.goto(web.url)
+        _until(page, "document.getElementById('shade-3').dataset.fill")
+        labels = page.evaluate("""() => [...document.querySelectorAll('#zones-svg text')].map(
+            (t) => { const shape = document.getElementById('zone-' + t.dataset.zoneId);
+                     const b = t.getBBox(); const pts = [[b.x, b.y], [b.x + b.width, b.y],
+                       [b.x, b.y + b.height], [b.x + b.width, b.y + b.height]];
+                     return {id: Number(t.dataset.zoneId), text: t.textContent,
+                             words: t.querySelector('.words').textContent,
+                             inside: pts.every(([x, y]) => shape.isPointInFill(new DOMPoint(x, y))),
+                             fill: document.getElementById('shade-' + t.dataset.zoneId)
+                                   .dataset.fill}; })""")
+        assert len(labels) == len(zone_map.zones)
+        by_id = {x["id"]: x for x in labels}
+        for z in zone_map.zones:
+            got = by_id[z.id]
+            assert got["inside"], f"{z.label!r} crosses its zone's border"
+            assert got["text"].replace(" ", "").startswith(z.label.replace(" ", ""))
+        assert by_id[3]["words"] == "45 % of 90 %"
+        assert by_id[3]["fill"] == reached_colour(0.5)
+        assert by_id[2]["words"] == "0 % of 90 %" and by_id[2]["fill"] == reached_colour(0.0)
+        assert by_id[4]["words"] == "not in the plan" and by_id[4]["fill"] == NOT_PLANNED_FILL
+    finally:
+        _shot(page, tmp_path)
+        web.stop()

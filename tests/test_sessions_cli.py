@@ -306,3 +306,23 @@ def test_show_filters_by_kind_and_time_and_prints_json(
         cli.main(["sessions", "show", str(sid), "--db", str(path), "--since", "soon"])
     assert exc.value.code == 2
     assert "not a time into the session" in capsys.readouterr().err
+
+
+def test_show_lists_the_zones_in_the_order_they_were_treated(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    path = tmp_path / "order.db"
+    with Store(path) as store:
+        sid = store.create_session(patient_ref="P-order", profile_name="p", profile_hash="h",
+                                   profile_text="", started_at=START)
+        store.append_events(sid, [
+            EventRecord(0, START, "ZONE_STARTED", "zone vertex started", 3, {}),
+            EventRecord(5, START, "ZONE_STARTED", "zone mid_scalp started", 2, {}),
+        ])
+        store.save_coverage(sid, [
+            ZoneCoverage(2, "mid_scalp", 1500, 1000, 0.2, 0.9, 10, 0, False, 5.0),
+            ZoneCoverage(3, "vertex", 1500, 1000, 0.9, 0.9, 90, 0, True, 50.0),
+        ], b"")
+    assert cli.main(["sessions", "show", str(sid), "--db", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert out.index("vertex ✓") < out.index("mid_scalp")  # vertex first, as treated

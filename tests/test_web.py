@@ -588,3 +588,37 @@ def test_the_page_shows_the_session_clock_the_events_use(tmp_path: Path) -> None
     finally:
         web.stop()
         sim.finish()
+
+
+def test_the_page_and_the_report_shade_and_caption_the_map_alike() -> None:
+    from matplotlib import colormaps
+    from matplotlib.colors import to_hex
+
+    from devicectl.mapstyle import reached_colour, zone_caption
+    from devicectl.report_figures import coverage_map
+    from devicectl.store import ZoneCoverage
+    from devicectl.web.state import map_shading, map_state
+    from devicectl.zones import load_zone_map
+
+    cmap = colormaps["RdYlGn"]
+    for i in range(101):  # the page's colours are matplotlib's, without matplotlib
+        want = [round(c * 255) for c in cmap(i / 100)[:3]]
+        got = reached_colour(i / 100)
+        have = [int(got[k:k + 2], 16) for k in (1, 3, 5)]
+        assert max(abs(a - b) for a, b in zip(want, have, strict=True)) <= 1, (i, got, want)
+    zone_map = load_zone_map()
+    zones = [ZoneCoverage(3, "vertex", 1500, 1000, 0.45, 0.9, 800, 0, False, 60.0),
+             ZoneCoverage(2, "mid_scalp", 1500, 1000, 0.9, 0.9, 900, 0, True, 80.0)]
+    fig = coverage_map(zone_map, zones, "t")
+    ax = fig.axes[0]
+    report_fill = {}
+    for patch, zone in zip(ax.patches[1:], zone_map.zones, strict=True):  # [0]: the scalp
+        report_fill[zone.id] = to_hex(patch.get_facecolor(), keep_alpha=False)
+    report_words = {t.get_text() for t in ax.texts}
+    page = map_shading(map_state(zone_map)["zones"],
+                       [{"name": z.name, "fraction": z.fraction,
+                         "target_fraction": z.target_fraction} for z in zones])
+    for sh in page:
+        assert sh["fill"] == report_fill[sh["zone_id"]]
+        assert sh["caption"] in report_words
+    assert zone_caption("Vertex (crown)", 0.45, 0.9) in report_words

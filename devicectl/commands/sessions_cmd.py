@@ -18,7 +18,12 @@ from rich.console import Console
 from rich.table import Table
 
 from devicectl.errors import DevicectlError, StoreError
-from devicectl.eventkinds import EventFilter, select_events
+from devicectl.eventkinds import (
+    EventFilter,
+    in_treatment_order,
+    select_events,
+    treatment_order,
+)
 from devicectl.liveness import is_running
 from devicectl.plain import plain
 from devicectl.records import open_database
@@ -213,6 +218,7 @@ def show_session(args: argparse.Namespace) -> int:
     conn = open_database(path, create=False)
     try:
         selection = select_events(conn, args.id, flt)
+        order = treatment_order(conn, args.id)
     finally:
         conn.close()
     events = selection.events
@@ -245,7 +251,7 @@ def show_session(args: argparse.Namespace) -> int:
     zones = Table(title="zones")
     for name in ("zone", "depth mm", "rate Hz", "coverage", "strokes", "time", "over-max cells"):
         zones.add_column(name, justify="left" if name == "zone" else "right", overflow="fold")
-    for z in rec.zones:
+    for z in in_treatment_order(rec.zones, order):  # as treated, not alphabetically
         zones.add_row(
             plain(z.name + (" ✓" if z.done else "")),
             f"{z.depth_um / 1000:.2f}",

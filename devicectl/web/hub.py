@@ -284,6 +284,7 @@ class Hub:
             trace=list(self._trace),
             events=list(self._events),
             pinned=list(self._pinned),
+            map_zones=self.map["zones"],
             hidden_events=self.events.hidden if self.events is not None else 0,
             heat=self._heat,
             tracked=src.tracked(),

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from devicectl.errors import StoreError
+from devicectl.eventkinds import in_treatment_order, treatment_order
 from devicectl.liveness import is_running
 from devicectl.records import open_database
 from devicectl.store import Store, parse_wall
@@ -78,6 +79,7 @@ class RecordsSource:
             last_wall = conn.execute(
                 "SELECT wall FROM events WHERE session_id = ? ORDER BY id DESC LIMIT 1",
                 (self.session_id,)).fetchone()
+            order = treatment_order(conn, self.session_id)
             active_zone = conn.execute(
                 "SELECT zone_id FROM events WHERE session_id = ? AND kind = 'ZONE_STARTED' "
                 "ORDER BY id DESC LIMIT 1", (self.session_id,)
@@ -102,7 +104,7 @@ class RecordsSource:
              "fraction": z.fraction, "cells_at_max": z.cells_at_max, "seconds": z.seconds,
              "strokes": z.strokes, "done": z.done,
              "active": z.zone_id == active_id and rec.outcome is None}
-            for z in rec.zones
+            for z in in_treatment_order(rec.zones, order)
         ]
         pen = None
         if sample_ev is not None:

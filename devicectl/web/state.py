@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from devicectl.mapstyle import NOT_PLANNED_FILL, reached, reached_colour, zone_caption
 from devicectl.safety import DEPTH_CAP_UM, OVERDEPTH_LIMIT_UM
 from devicectl.store import EventRecord
 from devicectl.transitions import COMMAND_STATES, Command, State
@@ -122,6 +123,25 @@ def event_item(seq: int, event: EventRecord) -> list[Any]:
             event.safety]
 
 
+def map_shading(
+    map_zones: Sequence[Mapping[str, Any]], zones: Sequence[Mapping[str, Any]]
+) -> list[dict[str, Any]]:
+    """Each map zone's fill and caption, as the session report's map has them."""
+    by_name = {z.get("name"): z for z in zones}
+    out = []
+    for mz in map_zones:
+        z = by_name.get(mz["name"])
+        if z is None:
+            fill, caption = NOT_PLANNED_FILL, zone_caption(mz["label"], None, None)
+        else:
+            fraction = float(z.get("fraction") or 0.0)
+            target = float(z.get("target_fraction") or 0.0)
+            fill = reached_colour(reached(fraction, target))
+            caption = zone_caption(mz["label"], fraction, target)
+        out.append({"zone_id": mz["zone_id"], "fill": fill, "caption": caption})
+    return out
+
+
 def page_state(
     status: Mapping[str, Any],
     *,
@@ -131,6 +151,7 @@ def page_state(
     heat: Mapping[str, Any] | None,
     pinned: Sequence[list[Any]] = (),
     hidden_events: int = 0,
+    map_zones: Sequence[Mapping[str, Any]] = (),
     tracked: bool,
     records_error: str | None = None,
     finished: bool = False,
@@ -153,6 +174,7 @@ def page_state(
         "go_no_go": list(status.get("go_no_go") or ()),
         "zone_index": status.get("zone_index", 0),
         "zones": [dict(z) for z in status.get("zones") or ()],
+        "shading": map_shading(map_zones, status.get("zones") or ()),
         "pen": dict(pen) if pen else None,
         "position_mode": status.get("position_mode"),
         "tracked": tracked,

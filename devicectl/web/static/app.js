@@ -36,25 +36,93 @@ function pathOf(points) {
   return "M" + points.map((p) => p[0] + "," + p[1]).join("L") + "Z";
 }
 
+function centroid(points) {
+  // The polygon's area centroid (the average of its corners drifts toward its detailed side).
+  let a = 0, cx = 0, cy = 0;
+  for (let i = 0; i < points.length; i++) {
+    const [x0, y0] = points[i], [x1, y1] = points[(i + 1) % points.length];
+    const c = x0 * y1 - x1 * y0;
+    a += c; cx += (x0 + x1) * c; cy += (y0 + y1) * c;
+  }
+  if (Math.abs(a) < 1e-9) return points[0];
+  return [cx / (3 * a), cy / (3 * a)];
+}
+
+function wrapWords(label, nLines) {
+  // The label's words in nLines lines of about equal length.
+  const words = label.split(" ");
+  const target = label.length / nLines;
+  const lines = [];
+  let cur = "";
+  for (const w of words) {
+    if (cur && (cur + " " + w).length > target && lines.length < nLines - 1) { lines.push(cur); cur = w; }
+    else cur = cur ? cur + " " + w : w;
+  }
+  lines.push(cur);
+  return lines;
+}
+
+function fits(shape, text) {
+  // The caption's box lies inside the zone: its corners and edge midpoints are in the fill.
+  const b = text.getBBox();
+  const xs = [b.x, b.x + b.width / 2, b.x + b.width], ys = [b.y, b.y + b.height / 2, b.y + b.height];
+  for (const x of xs) for (const y of ys) {
+    if (!(x === xs[1] && y === ys[1]) && !shape.isPointInFill(new DOMPoint(x, y))) return false;
+  }
+  return true;
+}
+
+function placeCaption(shape, text, z, baseSize) {
+  // Wrap and shrink the caption until it sits inside its zone, clear of the border.
+  const [cx, cy] = centroid(z.outline_mm);
+  const longestWords = "100 % of 100 %";
+  for (let size = baseSize; size > baseSize / 4; size *= 0.88) {
+    for (let n = 1; n <= 3; n++) {
+      text.textContent = "";
+      text.style.fontSize = size.toFixed(2) + "px";
+      const lines = [...wrapWords(z.label, n), longestWords];
+      lines.forEach((line, k) => {
+        const t = el("tspan", { x: cx, dy: k === 0 ? "0" : "1.15em" }, line);
+        if (k === lines.length - 1) t.setAttribute("class", "words");
+        text.appendChild(t);
+      });
+      text.setAttribute("y", cy - (lines.length - 1) * 0.575 * size + 0.35 * size);
+      if (fits(shape, text)) { text.dataset.fits = "1"; return; }
+    }
+  }
+  text.dataset.fits = "0";
+}
+
 function drawMap(map) {
   const [x0, y0, x1, y1] = map.bounds_mm;
   const pad = 6;
   const size = Math.max(x1 - x0, y1 - y0);
   $("tip").setAttribute("r", (size / 70).toFixed(2));
-  $("map").style.setProperty("--label-size", (size / 30).toFixed(2) + "px");
   $("map").setAttribute("viewBox", [x0 - pad, y0 - pad, x1 - x0 + 2 * pad, y1 - y0 + 2 * pad].join(" "));
   if (map.scalp_mm && map.scalp_mm.length) $("scalp").setAttribute("d", pathOf(map.scalp_mm));
-  const g = $("zones-svg");
-  g.textContent = "";
+  const g = $("zones-svg"), shade = $("zones-shade");
+  g.textContent = ""; shade.textContent = "";
   for (const z of map.zones) {
     labelOf[z.name] = z.label;
     labelOfId[z.zone_id] = z.label;
-    g.appendChild(el("path", { d: pathOf(z.outline_mm), class: "zone", "data-zone-id": z.zone_id, id: "zone-" + z.zone_id }));
-    const cx = z.outline_mm.reduce((a, p) => a + p[0], 0) / z.outline_mm.length;
-    const cy = z.outline_mm.reduce((a, p) => a + p[1], 0) / z.outline_mm.length;
-    g.appendChild(el("text", { x: cx, y: cy, class: "zone-label" }, z.label));
+    shade.appendChild(el("path", { d: pathOf(z.outline_mm), class: "zone-shade", id: "shade-" + z.zone_id }));
+    const shape = el("path", { d: pathOf(z.outline_mm), class: "zone", "data-zone-id": z.zone_id, id: "zone-" + z.zone_id });
+    g.appendChild(shape);
+    const text = el("text", { class: "zone-label", id: "label-" + z.zone_id, "data-zone-id": z.zone_id });
+    g.appendChild(text);
+    placeCaption(shape, text, z, size / 30);
   }
   mapReady = true;
+}
+
+function drawShading(shading) {
+  // The zones' colours and words, as the session report's map has them.
+  for (const sh of shading || []) {
+    const area = $("shade-" + sh.zone_id);
+    if (area) { area.style.fill = sh.fill; area.dataset.fill = sh.fill; }
+    const words = document.querySelector("#label-" + sh.zone_id + " .words");
+    if (words) words.textContent = sh.caption.split("\n")[1] || "";
+  }
 }
 
 function drawHeat(heat, tracked) {
@@ -196,6 +264,7 @@ function drawState(s, changed) {
   if (has("remaining_s_est")) $("remaining").textContent = clock(s.remaining_s_est);
   if (has("heat") || has("tracked")) drawHeat(s.heat, s.tracked);
   if (has("zones")) drawZones(s.zones);
+  if (has("shading")) drawShading(s.shading);
   if (has("pen")) drawPen(s.pen);
   if (has("trace") || has("depth_cap_um") || has("depth_limit_um")) drawTrace(s.trace, s.depth_cap_um, s.depth_limit_um);
   if (has("events")) drawEvents(s.events);
