@@ -28,6 +28,10 @@ COMMAND_MODULES = (
     "devicectl.commands.sessions_cmd",
     "devicectl.commands.records_cmd",
     "devicectl.commands.monitor_cmd",
+    "devicectl.commands.keys_cmd",
+    "devicectl.commands.firmware_cmd",
+    "devicectl.commands.checklist_cmd",
+    "devicectl.commands.patients_cmd",
 )
 
 #: command -> (its module, its one-line help). A test checks that each help is
@@ -45,6 +49,14 @@ LAZY_COMMANDS: dict[str, tuple[str, str]] = {
                 "repair the session records (replay what could not be written)"),
     "monitor": ("devicectl.commands.monitor_cmd",
                 "serve the live page of a session recorded in a database (read-only)"),
+    "keys": ("devicectl.commands.keys_cmd",
+             "the keyring of the clinic's pens (authenticated link)"),
+    "firmware": ("devicectl.commands.firmware_cmd",
+                 "inspect, sign and install the pen's firmware"),
+    "checklist": ("devicectl.commands.checklist_cmd",
+                  "the contraindication checklist asked before every session"),
+    "patients": ("devicectl.commands.patients_cmd",
+                 "each patient's sessions, intervals and adverse events"),
 }
 
 

@@ -120,6 +120,9 @@ class RecordWriter:
         self._fd: int | None = None  # the records file as opened: its identity
         self._header: dict[str, str] | None = None
         self._last_cover: str | None = None
+        self._check_due = 0.0  # the file's identity is checked once an interval
+        self._committed = 0  # this session's events in the database (a resumed one's too)
+        self._spill_base: int | None = None  # where the unsaved events start in the session
         self._queue: queue.SimpleQueue[
             Sequence[EventRecord] | _Coverage | _Device | _Close | _Deferred
         ] = queue.SimpleQueue()
@@ -177,15 +180,19 @@ class RecordWriter:
         if not self.errors or self.errors[-1] != message:
             self.errors.append(message)
 
-    def _fail(self, why: str, conn: sqlite3.Connection | None = None) -> None:
-        """Sets the failure (once); with the connection still open, keeps what it
-        holds: the whole file if it was deleted, and this session's rows in the
+    def _fail(self, why: str, moved_from: sqlite3.Connection | None = None) -> None:
+        """Sets the failure (once). When the file was deleted or replaced, the
+        connection (`moved_from`) still holds what was committed: the whole file is
+        copied back if it was deleted, and this session's rows go first into the
         unsaved file, so that a replay restores the session wherever it lands."""
         first = self.failure is None
         if first:
             self.failed_at_us = self._clock()
             self.failure = f"{RECORDS_FAILED_REASON}: {why}"
+            self._spill_base = 0 if moved_from is not None else (
+                self._committed if self._header is not None else None)
         self._note(f"records of session {self.session_id} not saved in {self.path}: {why}")
+        conn = moved_from
         if first and conn is not None:
             if not self.path.exists():
                 self._rescue(conn)
@@ -260,6 +267,8 @@ class RecordWriter:
             return None
         keys = ("patient_ref", "profile_name", "profile_hash", "profile_text", "started_at")
         self._header = dict(zip(keys, (str(v) for v in row), strict=True))
+        self._committed = conn.execute(
+            "SELECT count(*) FROM events WHERE session_id = ?", (self.session_id,)).fetchone()[0]
         changed = self._file_changed()
         if changed is not None:
             conn.close()
@@ -320,7 +329,10 @@ class RecordWriter:
                         item = self._queue.get_nowait()
                     except queue.Empty:
                         item = None
-                if conn is not None and self.failure is None:
+                if conn is not None and self.failure is None and (
+                    time.monotonic() >= self._check_due
+                ):
+                    self._check_due = time.monotonic() + self.commit_interval_s
                     changed = self._file_changed()
                     if changed is not None:
                         self._fail(changed, conn)
@@ -368,8 +380,9 @@ class RecordWriter:
                     conn.execute("ROLLBACK")
                 raise
         except sqlite3.Error as exc:
-            self._fail(str(exc), conn)
+            self._fail(str(exc))
             return False
+        self._committed += len(pending.events)
         changed = self._file_changed()
         if changed is not None:  # committed into a file that is no longer the records
             self._fail(changed, conn)
@@ -408,7 +421,7 @@ class RecordWriter:
                     conn.execute("ROLLBACK")
                 raise
         except sqlite3.Error as exc:
-            self._fail(str(exc), conn)  # the outcome goes to the unsaved file next
+            self._fail(str(exc))  # the outcome goes to the unsaved file next
         except StoreError as exc:
             self._note(f"session {self.session_id} could not be closed: {exc}")
 
@@ -419,8 +432,9 @@ class RecordWriter:
         cannot be written stay in `unwritten` and are tried again with the next ones."""
         sid = self.session_id
         lines: list[str] = []
-        if self.unsaved_count == 0 and not self.unwritten and self._header is not None:
-            lines.append(unsaved.line("session", sid, **self._header))
+        if self.unsaved_count == 0 and not self.unwritten:
+            lines.append(unsaved.line("session", sid, base_events=self._spill_base,
+                                      **(self._header or {})))
         if pending.device is not None:
             d = pending.device
             lines.append(unsaved.line("device", sid, serial=d.serial, fw_version=d.fw_version,
@@ -438,8 +452,10 @@ class RecordWriter:
             return
         todo = self.unwritten + lines
         try:
-            with open(self.unsaved_path, "a", encoding="utf-8") as f:
-                start = f.tell()
+            # Created for its owner only: it holds patient references.
+            fd = os.open(self.unsaved_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            with os.fdopen(fd, "a", encoding="utf-8") as f:
+                start = os.fstat(fd).st_size
                 try:
                     f.write("".join(text + "\n" for text in todo))
                     f.flush()
@@ -455,5 +471,3 @@ class RecordWriter:
             return
         self.unwritten = []
         self.unsaved_count += len(todo)
-        with contextlib.suppress(OSError):
-            os.chmod(self.unsaved_path, 0o600)  # patient data: not for every user

@@ -154,6 +154,8 @@ class Store:
         profile_hash: str,
         profile_text: str,
         started_at: str,
+        operator: str | None = None,
+        simulated: bool | None = None,
     ) -> int:
         if not patient_ref.strip():
             raise StoreError("a session needs a pseudonymous patient reference; it was empty")
@@ -161,8 +163,9 @@ class Store:
         with self._write("a new session") as conn:
             cur = conn.execute(
                 "INSERT INTO sessions (patient_ref, profile_name, profile_hash, profile_text,"
-                " started_at) VALUES (?, ?, ?, ?, ?)",
-                (patient_ref, profile_name, profile_hash, profile_text, started_at),
+                " started_at, operator, simulated) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (patient_ref, profile_name, profile_hash, profile_text, started_at, operator,
+                 None if simulated is None else int(simulated)),
             )
             session_id = cur.lastrowid
         assert session_id is not None
@@ -201,6 +204,11 @@ class Store:
 
     # -- questions the controller asks -----------------------------------------
 
+    def holds_sessions(self, *, simulated: bool) -> bool:
+        """Whether the records hold simulator runs (True) or clinical sessions (False)."""
+        return bool(self._read("SELECT 1 FROM sessions WHERE simulated = ? LIMIT 1",
+                               (int(simulated),)))
+
     def used_cartridge_ids(self, *, exclude_session: int | None = None) -> frozenset[int]:
         """Cartridges seen in any session (single use), but for `exclude_session` (a resume)."""
         rows = self._read(
@@ -219,15 +227,17 @@ class Store:
         exclude_session: int | None = None,
     ) -> dict[str, float]:
         """Zone name -> days since this patient's last session that stamped it deeper
-        than `min_depth_um`. The session counts from its latest known moment (end,
-        else last event, else start), the cautious reading of "last treated".
+        than `min_depth_um` (0: at any depth). The session counts from its latest known
+        moment (end, else last event, else start), the cautious reading of "last
+        treated". References match trimmed and whatever their case (devicectl.patients).
         """
         now = parse_wall(now_iso)
         rows = self._read(
             "SELECT z.name, s.started_at, s.ended_at,"
             " (SELECT max(e.wall) FROM events e WHERE e.session_id = s.id)"
             " FROM zone_coverage z JOIN sessions s ON s.id = z.session_id"
-            " WHERE s.patient_ref = ? AND z.strokes > 0 AND z.depth_um > ? AND s.id IS NOT ?",
+            " WHERE upper(trim(s.patient_ref)) = upper(trim(?)) AND z.strokes > 0"
+            " AND z.depth_um > ? AND s.id IS NOT ?",
             (patient_ref, min_depth_um, exclude_session),
         )
         latest: dict[str, datetime] = {}

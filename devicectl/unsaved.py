@@ -5,9 +5,11 @@ replaced), everything it still holds, and everything after, goes to a JSON-lines
 file beside the database, one record a line. `replay` puts it back into a
 writable database, and is idempotent: what is already there is not added twice.
 
-Line kinds (each has "v", "record" and "session_id"): "session" (the session's
-header, so a replaced or recreated database can take it back), "event", "device",
-"coverage" (state as base64) and "close" (the outcome).
+Line kinds (each has "v", "record" and "session_id"): "session" starts what one
+writer put there (a segment): the session's header, so a replaced or recreated
+database can take it back, and `base_events`, how many of the session's events
+come before the segment's first (so that replay knows which are already in);
+then "event", "device", "coverage" (state as base64) and "close" (the outcome).
 """
 
 from __future__ import annotations
@@ -72,52 +74,61 @@ def coverage_line(session_id: int, zones: Iterable[ZoneCoverage], state: bytes |
 
 
 @dataclass
-class _Unsaved:
-    """One session's records in an unsaved file."""
+class _Segment:
+    """What one session's writer put in the file after its records failed: its
+    events are the session's events from index `base` on (None: unknown)."""
 
-    header: dict[str, Any] | None = None
+    session_id: int
+    base: int | None = None
+    header: dict[str, str] | None = None
     events: list[EventRecord] = field(default_factory=list)
     device: dict[str, Any] | None = None
     coverage: tuple[list[ZoneCoverage], bytes | None] | None = None
     close: tuple[str, str] | None = None
 
 
-def read_unsaved(path: Path) -> dict[int, _Unsaved]:
-    """Session id -> its records, in file order; StoreError names the line at fault."""
+_HEADER_KEYS: Final = ("patient_ref", "profile_name", "profile_hash", "profile_text", "started_at")
+
+
+def read_unsaved(path: Path) -> list[_Segment]:
+    """The file's segments in order; StoreError names the line at fault."""
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError as exc:
         raise StoreError(f"no unsaved records at {path}") from exc
     except (OSError, UnicodeDecodeError) as exc:
         raise StoreError(f"cannot read {path}: {exc}") from exc
-    sessions: dict[int, _Unsaved] = {}
+    segments: list[_Segment] = []
     for number, raw in enumerate(text.splitlines(), start=1):
         if not raw.strip():
             continue
         try:
-            item = json.loads(raw)
-            _add(sessions, item)
+            _add(segments, json.loads(raw))
         except (ValueError, KeyError, TypeError) as exc:
             raise StoreError(
                 f"{path} line {number} is not an unsaved devicectl record ({exc}); "
                 "nothing was replayed"
             ) from exc
-    return sessions
+    return segments
 
 
-def _add(sessions: dict[int, _Unsaved], item: Any) -> None:
+def _add(segments: list[_Segment], item: Any) -> None:
     if not isinstance(item, dict) or item.get("v") != FORMAT_VERSION:
         raise ValueError(f"expected a version {FORMAT_VERSION} record")
     kind = item["record"]
     if kind not in _KINDS:
         raise ValueError(f"unknown record kind {kind!r}")
     sid = item["session_id"]
-    if not isinstance(sid, int):
+    if not isinstance(sid, int) or isinstance(sid, bool):
         raise ValueError("session_id is not a number")
-    s = sessions.setdefault(sid, _Unsaved())
+    if kind == "session" or not segments or segments[-1].session_id != sid:
+        segments.append(_Segment(sid))
+    s = segments[-1]
     if kind == "session":
-        s.header = {k: str(item[k]) for k in
-                    ("patient_ref", "profile_name", "profile_hash", "profile_text", "started_at")}
+        base = item.get("base_events")
+        s.base = None if base is None else int(base)
+        if all(k in item for k in _HEADER_KEYS):
+            s.header = {k: str(item[k]) for k in _HEADER_KEYS}
     elif kind == "event":
         s.events.append(EventRecord(
             int(item["t_us"]), str(item["wall"]), str(item["kind"]), str(item["text"]),
@@ -134,18 +145,19 @@ def _add(sessions: dict[int, _Unsaved], item: Any) -> None:
         s.close = (str(item["outcome"]), str(item["ended_at"]))
 
 
-def replay(unsaved: Path, db_path: Path) -> list[str]:
+def replay(unsaved: Path, db_path: Path, *, dry_run: bool = False) -> list[str]:
     """Puts the records of `unsaved` into `db_path` in one transaction; one
-    sentence per session saying what was done. Replaying twice adds nothing."""
-    sessions = read_unsaved(unsaved)
-    if not sessions:
+    sentence per segment saying what was done (with `dry_run`, what would be, and
+    nothing is written). Replaying twice adds nothing."""
+    segments = read_unsaved(unsaved)
+    if not segments:
         return [f"{unsaved} holds no records; nothing to do"]
-    conn = open_database(db_path, create=True)
+    conn = open_database(db_path, create=not dry_run)
     try:
-        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("BEGIN IMMEDIATE" if not dry_run else "BEGIN")
         try:
-            said = [_replay_session(conn, sid, s, db_path) for sid, s in sorted(sessions.items())]
-            conn.execute("COMMIT")
+            said = [_replay_segment(conn, s, db_path) for s in segments]
+            conn.execute("COMMIT" if not dry_run else "ROLLBACK")
         except BaseException:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
@@ -159,7 +171,27 @@ def replay(unsaved: Path, db_path: Path) -> list[str]:
     return said
 
 
-def _replay_session(conn: sqlite3.Connection, sid: int, s: _Unsaved, db_path: Path) -> str:
+def not_yet_replayed(db_path: Path) -> str | None:
+    """Why a session must not start yet: `db_path`'s unsaved file holds records the
+    database lacks (a used cartridge, a treated zone), or None."""
+    path = unsaved_path(db_path)
+    if not path.exists():
+        return None
+    try:
+        said = replay(path, db_path, dry_run=True)
+    except StoreError as exc:
+        return str(exc)
+    if all(_NOTHING in line for line in said):
+        return None
+    return (f"{path} holds records that are not in {db_path} yet; put them back first: "
+            f"devicectl records replay {path}")
+
+
+_NOTHING: Final = ": nothing to add"
+
+
+def _replay_segment(conn: sqlite3.Connection, s: _Segment, db_path: Path) -> str:
+    sid = s.session_id
     done: list[str] = []
     row = conn.execute(
         "SELECT patient_ref, profile_hash, started_at, outcome, device_serial"
@@ -172,8 +204,7 @@ def _replay_session(conn: sqlite3.Connection, sid: int, s: _Unsaved, db_path: Pa
         conn.execute(
             "INSERT INTO sessions (id, patient_ref, profile_name, profile_hash, profile_text,"
             " started_at) VALUES (?, ?, ?, ?, ?, ?)",
-            (sid, s.header["patient_ref"], s.header["profile_name"], s.header["profile_hash"],
-             s.header["profile_text"], s.header["started_at"]),
+            (sid, *(s.header[k] for k in _HEADER_KEYS)),
         )
         done.append("session row recreated")
         outcome, serial = None, None
@@ -184,48 +215,68 @@ def _replay_session(conn: sqlite3.Connection, sid: int, s: _Unsaved, db_path: Pa
         ):
             raise StoreError(f"session {sid} in {db_path} is another session (patient, profile "
                              "or start differ); replay into the database it came from (--db)")
-    added, present = _missing_events(conn, sid, s.events)
+    added, present = _missing_events(conn, s)
     if added and outcome is not None:
         raise StoreError(f"session {sid} in {db_path} is already closed ({outcome}); its "
                          f"{len(added)} unsaved events cannot be added to a final record")
     if added:
         insert_events(conn, sid, added)
-    done.append(f"{len(added)} events added" + (f", {present} already there" if present else ""))
+        done.append(f"{len(added)} events added" + (f", {present} already there"
+                                                     if present else ""))
+    elif present and (s.device or s.coverage or s.close):
+        done.append(f"{present} events already there")
     if s.device is not None and serial is None and outcome is None:
         set_device_row(conn, sid, int(s.device["serial"]), int(s.device["fw_version"]),
                        int(s.device["cartridge_id"]), str(s.device["position_mode"]))
         done.append("pen and cartridge recorded")
-    if s.coverage is not None and outcome is None:
+    if s.coverage is not None and outcome is None and (added or not _same_coverage(conn, s)):
         upsert_coverage(conn, sid, s.coverage[0], s.coverage[1])
         done.append("coverage saved")
     if s.close is not None and outcome is None:
         close_session_row(conn, sid, *s.close)
         done.append(f"closed as {s.close[0]}")
+    if not done or done == [f"{present} events already there"]:
+        return f"session {sid}{_NOTHING} ({present} events already there)"
     return f"session {sid}: " + ", ".join(done)
 
 
-def _missing_events(
-    conn: sqlite3.Connection, sid: int, events: list[EventRecord]
-) -> tuple[list[EventRecord], int]:
-    """The events not yet in the database (as a multiset: identical events count
-    each), and how many were there already."""
-    def key(t_us: int, wall: str, kind: str, text: str, zone: int | None, data: str,
-            safety: bool) -> tuple[Any, ...]:
-        return (t_us, wall, kind, text, zone, data, bool(safety))
+def _same_coverage(conn: sqlite3.Connection, s: _Segment) -> bool:
+    assert s.coverage is not None
+    row = conn.execute("SELECT state FROM coverage_state WHERE session_id = ?",
+                       (s.session_id,)).fetchone()
+    return row is not None and (None if row[0] is None else bytes(row[0])) == s.coverage[1]
 
-    have = collections.Counter(
-        key(*r) for r in conn.execute(
-            "SELECT t_us, wall, kind, text, zone_id, data, safety FROM events"
-            " WHERE session_id = ?", (sid,)
-        )
-    )
-    missing: list[EventRecord] = []
-    present = 0
-    for e in events:
-        k = key(e.t_us, e.wall, e.kind, e.text, e.zone_id, data_json(e.data), e.safety)
-        if have[k] > 0:
-            have[k] -= 1
-            present += 1
-        else:
-            missing.append(e)
-    return missing, present
+
+def _key(e: EventRecord) -> tuple[Any, ...]:
+    return (e.t_us, e.wall, e.kind, e.text, e.zone_id, data_json(e.data), bool(e.safety))
+
+
+def _missing_events(conn: sqlite3.Connection, s: _Segment) -> tuple[list[EventRecord], int]:
+    """The segment's events the database lacks, and how many it has already.
+
+    With a known `base`, the segment's i-th event is the session's event
+    base + i: present when the database has that many, and then it must be the
+    same event. Without one (the writer never read the file), identical events
+    are counted as a multiset."""
+    rows = conn.execute(
+        "SELECT t_us, wall, kind, text, zone_id, data, safety FROM events"
+        " WHERE session_id = ? ORDER BY id", (s.session_id,)
+    ).fetchall()
+    have = [(t, w, k, x, z, d, bool(f)) for t, w, k, x, z, d, f in rows]
+    if s.base is None:
+        counts = collections.Counter(have)
+        missing: list[EventRecord] = []
+        for e in s.events:
+            if counts[_key(e)] > 0:
+                counts[_key(e)] -= 1
+            else:
+                missing.append(e)
+        return missing, len(s.events) - len(missing)
+    present = max(0, min(len(have) - s.base, len(s.events)))
+    for i in range(present):
+        if have[s.base + i] != _key(s.events[i]):
+            raise StoreError(
+                f"session {s.session_id}'s event {s.base + i + 1} in the database differs from "
+                "the unsaved one; replay into the database it came from (--db)"
+            )
+    return s.events[present:], present

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from clinic_support import GATE
 
 from devicectl import cli
 from devicectl.link import PortInfo
@@ -177,8 +178,9 @@ def test_the_readme_links_resolve_in_a_clone() -> None:
 
 def _run(tmp_path: Path, *extra: str, profile: Path = DATA / "short-two-zones.yaml",
          speed: str = "0") -> int:
-    return cli.main(["run", "--profile", str(profile), "--patient", "P-CLI", "--sim", "--yes",
-                     "--seed", "31", "--speed", speed, "--db", str(tmp_path / "r.db"), *extra])
+    return cli.main(["run", "--profile", str(profile), "--patient", "P-0031", "--sim", "--yes",
+                     "--seed", "31", "--speed", speed, "--db", str(tmp_path / "r.db"), *GATE,
+                     *extra])
 
 
 def test_run_quiet_prints_only_the_outcome(tmp_path: Path,

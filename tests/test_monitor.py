@@ -153,6 +153,7 @@ import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
+from clinic_support import GATE  # noqa: E402
 
 pyte = pytest.importorskip("pyte", reason="pyte is not installed: pip install -e '.[dev]'")
 ROOT = Path(__file__).resolve().parent.parent
@@ -167,8 +168,8 @@ def _live_screen(tmp_path: Path, cols: int, rows: int, timeout_s: float = 60) ->
     if pid == 0:  # the child: the real command, as a technician starts it
         os.environ["TERM"] = "xterm-256color"
         os.execv(sys.executable, [sys.executable, "-m", "devicectl.cli", "run", "--profile",
-                                  str(DEMO), "--patient", "P-TTY", "--sim", "--yes", "--speed",
-                                  "1", "--web", "--web-port", "0", "--db",
+                                  str(DEMO), "--patient", "P-0042", *GATE, "--sim", "--yes",
+                                  "--speed", "1", "--web", "--web-port", "0", "--db",
                                   str(tmp_path / "r.db")])
     fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
     term = pyte.Screen(cols, rows)
@@ -217,7 +218,7 @@ def _live_screen(tmp_path: Path, cols: int, rows: int, timeout_s: float = 60) ->
 def test_the_live_view_is_usable_at_this_terminal_size(tmp_path: Path, cols: int,
                                                        rows: int) -> None:
     screen_lines = _live_screen(tmp_path, cols, rows)
-    top = max(i for i, line in enumerate(screen_lines) if "devicectl · patient P-TTY" in line)
+    top = max(i for i, line in enumerate(screen_lines) if "devicectl · patient P-0042" in line)
     lines = screen_lines[top:]  # the view's frame (the plan printed before it is above)
     text = "\n".join(lines)
     # The page's address and token are on screen, whole.

@@ -8,6 +8,7 @@ import binascii
 from pathlib import Path
 
 import pytest
+from clinic_support import GATE
 from cobs import cobs
 from hypothesis import given
 from hypothesis import strategies as st
@@ -31,22 +32,32 @@ def wide(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def run(db: Path, patient: str, *extra: str) -> int:
     return main(["run", "--profile", str(DATA / "short-frontal.yaml"), "--patient", patient,
-                 "--sim", "--yes", "--speed", "0", "--seed", "21", "--db", str(db), *extra])
+                 "--sim", "--yes", "--speed", "0", "--seed", "21", "--db", str(db), *GATE,
+                 *extra])
 
 
-def test_a_patient_reference_with_markup_runs_and_lists(
+def test_a_patient_reference_with_markup_is_refused_in_plain_words(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     db = tmp_path / "r.db"
-    assert run(db, NASTY) == 0
-    out = capsys.readouterr().out
-    assert f"patient {SHOWN}" in out and "\x1b" not in out
+    assert run(db, NASTY) == 1  # not a pseudonymous code: refused before a record is made
+    captured = capsys.readouterr()
+    assert "\x1b" not in captured.out + captured.err and "patient reference" in captured.err
+    assert not db.exists() or Store(db).sessions() == []
+
+
+def test_records_holding_markup_list_and_show_as_text(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Records written before references were checked (or by hand) still print as text."""
+    db = tmp_path / "r.db"
+    with Store(db) as store:
+        sid = store.create_session(patient_ref=NASTY, profile_name=NASTY, profile_hash="0" * 64,
+                                   profile_text="", started_at="2026-01-01T00:00:00+00:00",
+                                   operator=NASTY)
     assert main(["sessions", "list", "--db", str(db)]) == 0
     listed = capsys.readouterr().out
     assert SHOWN in listed and "\x1b" not in listed
-    with Store(db) as store:
-        sid = store.sessions()[0].id
-        assert store.session(sid).patient_ref == NASTY  # recorded as given
     assert main(["sessions", "show", str(sid), "--db", str(db)]) == 0
     shown = capsys.readouterr().out
     assert SHOWN in shown and "\x1b" not in shown
@@ -95,7 +106,7 @@ def test_a_profile_named_with_markup_shows_and_runs(
     assert "[bold]Frontal[/] [/]" in capsys.readouterr().out
     db = tmp_path / "r.db"
     assert main(["run", "--profile", str(profile), "--patient", "P-2", "--sim", "--yes",
-                 "--speed", "0", "--seed", "22", "--db", str(db)]) == 0
+                 "--speed", "0", "--seed", "22", "--db", str(db), *GATE]) == 0
     assert main(["sessions", "list", "--db", str(db)]) == 0
     assert "[bold]Frontal[/] [/]" in capsys.readouterr().out
 

@@ -116,3 +116,16 @@ def test_show_of_the_zone_map_says_it_is_a_map(capsys: pytest.CaptureFixture[str
     assert f"{zones} is a zone map, not a treatment profile: 6 zones" in out
     assert "Vertex (crown)" in out
     assert "missing" not in out + err
+
+
+def test_validate_recognizes_the_checklist_among_profiles(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    checklist = PROFILES / "checklist.yaml"
+    assert cli.main(["profile", "validate", str(checklist)]) == 0
+    assert f"{checklist}: ok (checklist, " in capsys.readouterr().out
+    broken = tmp_path / "checklist.yaml"
+    broken.write_text("version: 1\nitems: []\n", encoding="utf-8")
+    assert cli.main(["profile", "validate", str(broken)]) == 1
+    err = capsys.readouterr().err
+    assert "items" in err and "required, but missing" not in err  # judged as a checklist

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from clinic_support import GATE
 
 from devicectl.cli import main
 from devicectl.store import Store
@@ -22,7 +23,7 @@ DEEP = DATA / "short-two-zones.yaml"
 def run(db: Path, *extra: str, profile: Path = SHORT, patient: str = "P-001") -> int:
     return main(
         ["run", "--profile", str(profile), "--patient", patient, "--sim", "--yes",
-         "--speed", "0", "--db", str(db), *extra]
+         "--speed", "0", "--db", str(db), *GATE, *extra]
     )
 
 
@@ -81,7 +82,8 @@ def test_interval_override_with_a_reason_starts_and_is_recorded(tmp_path: Path) 
     db = tmp_path / "r.db"
     assert run(db, "--seed", "31", profile=DEEP) == 0
     reason = "protocol amendment 7, approved by Dr. Example"
-    assert run(db, "--seed", "32", "--override-interval", reason, profile=DEEP) == 0
+    assert run(db, "--seed", "32", "--override-interval", reason, "--clinician", "DR-EX",
+               profile=DEEP) == 0
     sid, store = only_session(db, 0)
     overrides = [e for e in store.events(sid) if e.kind == "OVERRIDE"]
     assert overrides and overrides[0].data["reason"] == reason
@@ -89,8 +91,8 @@ def test_interval_override_with_a_reason_starts_and_is_recorded(tmp_path: Path) 
 
 def test_a_different_patient_is_not_held_to_another_patients_interval(tmp_path: Path) -> None:
     db = tmp_path / "r.db"
-    assert run(db, "--seed", "41", profile=DEEP, patient="A") == 0
-    assert run(db, "--seed", "42", profile=DEEP, patient="B") == 0
+    assert run(db, "--seed", "41", profile=DEEP, patient="PA-1") == 0
+    assert run(db, "--seed", "42", profile=DEEP, patient="PB-1") == 0
 
 
 def test_overshoot_with_the_firmware_limit_off_is_stopped_by_the_host(tmp_path: Path) -> None:
@@ -120,7 +122,7 @@ def test_a_used_cartridge_is_refused_before_start(tmp_path: Path) -> None:
 def test_without_a_terminal_a_run_needs_yes(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code = main(["run", "--profile", str(SHORT), "--patient", "X", "--sim",
+    code = main(["run", "--profile", str(SHORT), "--patient", "X-1", "--sim",
                  "--db", str(tmp_path / "r.db")])
     assert code == 1
     assert "pass --yes" in capsys.readouterr().err
@@ -141,8 +143,8 @@ def test_a_port_that_does_not_exist_is_refused_before_start_and_leaves_no_record
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     db = tmp_path / "r.db"
-    code = main(["run", "--profile", str(SHORT), "--patient", "X", "--port",
-                 "/dev/ttyNOPE9", "--yes", "--db", str(db)])
+    code = main(["run", "--profile", str(SHORT), "--patient", "X-1", *GATE, "--port",
+                 "/dev/ttyNOPE9", "--yes", "--db", str(db), "--new-records"])
     assert code == 1  # refused before start (the README's exit codes), not 4: no link was lost
     err = capsys.readouterr().err
     assert "/dev/ttyNOPE9" in err and "nothing was started" in err
@@ -156,7 +158,7 @@ def test_only_an_interrupted_session_can_be_resumed(
     db = tmp_path / "r.db"
     assert run(db, "--seed", "71") == 0
     sid, _ = only_session(db)
-    code = main(["run", "--resume", str(sid), "--sim", "--yes", "--speed", "0",
+    code = main(["run", "--resume", str(sid), *GATE, "--sim", "--yes", "--speed", "0",
                  "--db", str(db)])
     assert code == 1
     assert "only an interrupted session" in capsys.readouterr().err
@@ -171,8 +173,8 @@ def test_resume_after_a_lost_link_continues_in_a_new_session(
     lost = store.session(sid)
     assert lost.outcome == "link_lost" and not all(z.done for z in lost.zones)
     capsys.readouterr()
-    code = main(["run", "--resume", str(sid), "--sim", "--yes", "--speed", "0", "--seed", "5",
-                 "--db", str(db)])
+    code = main(["run", "--resume", str(sid), *GATE, "--sim", "--yes", "--speed", "0",
+                 "--seed", "5", "--db", str(db)])
     out = capsys.readouterr().out
     assert code == 0, out
     assert f"continues session {sid}" in out
@@ -181,15 +183,15 @@ def test_resume_after_a_lost_link_continues_in_a_new_session(
     rec = store.session(new_id)
     assert rec.outcome == "complete" and rec.patient_ref == lost.patient_ref
     assert rec.profile_hash == lost.profile_hash
-    first = store.events(new_id)[0]
+    first = store.events(new_id)[0]  # its first record says what it continues
     assert first.kind == "CONTINUES" and first.data["session_id"] == sid
     vertex_before = next(z for z in lost.zones if z.name == "vertex")
     vertex_after = next(z for z in rec.zones if z.name == "vertex")
     assert vertex_after.strokes >= vertex_before.strokes  # the coverage came along
     assert store.session(sid).outcome == "link_lost"  # the record of the loss is kept
     # Continued once: a second resume of the lost session is refused.
-    code = main(["run", "--resume", str(sid), "--sim", "--yes", "--speed", "0", "--seed", "5",
-                 "--db", str(db)])
+    code = main(["run", "--resume", str(sid), *GATE, "--sim", "--yes", "--speed", "0",
+                 "--seed", "5", "--db", str(db)])
     assert code == 1
     assert f"already continued in session {new_id}" in capsys.readouterr().err
 
@@ -209,7 +211,7 @@ def test_a_running_session_is_listed_running_and_cannot_be_resumed(tmp_path: Pat
                       .replace("target_fraction: 0.04", "target_fraction: 0.5"), encoding="utf-8")
     proc = subprocess.Popen(
         [sys.executable, "-m", "devicectl.cli", "run", "--profile", str(longer), "--patient",
-         "P-RUN", "--sim", "--yes", "--speed", "1", "--db", str(db)],
+         "P-0042", *GATE, "--sim", "--yes", "--speed", "1", "--db", str(db)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     try:
@@ -223,7 +225,7 @@ def test_a_running_session_is_listed_running_and_cannot_be_resumed(tmp_path: Pat
         assert re.search(r"│ running\s+│", listed.stdout), listed.stdout
         assert "interrupted" not in listed.stdout
         resumed = subprocess.run(
-            [sys.executable, "-m", "devicectl.cli", "run", "--resume", "1", "--sim", "--yes",
+            [sys.executable, "-m", "devicectl.cli", "run", "--resume", "1", *GATE, "--sim", "--yes",
              "--db", str(db)], capture_output=True, text=True, timeout=60)
         assert resumed.returncode == 1
         assert "still running in another process" in resumed.stderr

@@ -25,6 +25,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pytest_mock import MockerFixture
 from test_session import virtual_session, wait_for
 
@@ -117,7 +119,7 @@ def check_stopped_in_time_and_nothing_lost(
         assert store.session(sid).outcome == "aborted"
     assert [e.kind for e in recorded if e.kind != "SAMPLE"] == [e.kind.name for e in shown]
     again = replay(writer.unsaved_path, db)
-    assert again[0].startswith(f"session {sid}: 0 events added,")
+    assert again[0].startswith(f"session {sid}: nothing to add")
     with Store(db) as store:
         assert len(store.events(sid)) == len(recorded)
     return recorded
@@ -218,7 +220,63 @@ def test_a_real_sqlite_disk_full_goes_to_the_unsaved_file_and_replays_once(
         assert [e.data["i"] for e in store.events(sid)] == [0, 1, 2]
         rec = store.session(sid)
     assert (rec.outcome, rec.cartridge_id) == ("aborted", 5150)
-    assert sid in read_unsaved(unsaved_path(db))
+    (segment,) = read_unsaved(unsaved_path(db))
+    assert (segment.session_id, segment.base) == (sid, 0)
+    assert unsaved_path(db).stat().st_mode & 0o777 == 0o600  # patient references inside
+
+
+EVENTS = st.lists(st.builds(
+    lambda t, kind: EventRecord(t, WALL, kind, f"{kind} at {t}", None, {"t": t}),
+    st.integers(0, 2), st.sampled_from(["SENT", "STATE"])), max_size=12)
+
+
+@settings(max_examples=40, deadline=None)
+@given(events=EVENTS, data=st.data())
+def test_replay_restores_exactly_the_session_whatever_was_committed(
+    tmp_path_factory: pytest.TempPathFactory, events: list[EventRecord], data: st.DataObject
+) -> None:
+    """Identical events included: the file says where its events start in the session."""
+    from devicectl import unsaved as u
+
+    db = tmp_path_factory.mktemp("replay") / "s.db"
+    sid = new_session(db)
+    committed = data.draw(st.integers(0, len(events)), label="committed before the failure")
+    moved = data.draw(st.booleans(), label="file replaced: everything spilled")
+    with Store(db) as store:
+        store.append_events(sid, events[:committed])
+    base = 0 if moved else committed
+    header = {"patient_ref": "P-rec", "profile_name": "p", "profile_hash": "h",
+              "profile_text": "name: p\n", "started_at": "2026-03-01T09:00:00+00:00"}
+    lines = [u.line("session", sid, base_events=base, **header)]
+    lines += [u.event_line(sid, e) for e in events[base:]]
+    unsaved_path(db).write_text("\n".join(lines) + "\n")
+    for _ in range(2):
+        replay(unsaved_path(db), db)
+        with Store(db) as store:
+            assert store.events(sid) == events
+
+
+def test_a_session_does_not_start_while_records_wait_to_be_replayed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from devicectl import unsaved as u
+
+    db = tmp_path / "s.db"
+    sid = new_session(db)
+    unsaved = unsaved_path(db)
+    unsaved.write_text(u.line("session", sid, base_events=0) + "\n" + u.line(
+        "device", sid, serial=1, fw_version=0x0103, cartridge_id=777, position_mode="tracked"
+    ) + "\n")
+    run = [*RUN_ARGS, "--db", str(db)]
+    assert main(run) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "records replay" in err[0] and str(unsaved) in err[0]
+    with Store(db) as store:
+        assert len(store.sessions()) == 1  # refused before a session row was made
+    assert main(["records", "replay", str(unsaved)]) == 0
+    with Store(db) as store:
+        assert 777 in store.used_cartridge_ids()  # the check the refusal protected
+    assert main(run) == 0  # replayed: the file may stay, it adds nothing now
 
 
 def test_replay_says_what_it_did_and_adds_nothing_twice(
@@ -243,7 +301,7 @@ def test_replay_says_what_it_did_and_adds_nothing_twice(
     first = capsys.readouterr().out
     assert f"session {sid}: 2 events added, 1 already there, closed as aborted" in first
     assert main(["records", "replay", str(unsaved)]) == 0
-    assert f"session {sid}: 0 events added, 3 already there" in capsys.readouterr().out
+    assert f"session {sid}: nothing to add (3 events already there)" in capsys.readouterr().out
     with Store(db) as store:
         assert [e.text for e in store.events(sid)] == ["before", "twice", "twice"]
 

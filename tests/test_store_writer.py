@@ -187,9 +187,8 @@ def test_a_failed_commit_is_collected_not_raised_and_nothing_is_lost(
     assert committed_texts(path, sid) == ["event 1"]  # no retry: the session stopped
     spilled = [json.loads(x) for x in writer.unsaved_path.read_text().splitlines()]
     assert [(x["record"], x.get("text")) for x in spilled] == [
-        ("session", None), ("event", "event 1"), ("event", "event 2"), ("event", "event 3"),
-        ("close", None),
-    ]
+        ("session", None), ("event", "event 2"), ("event", "event 3"), ("close", None),
+    ]  # event 1 is in the database: only what it could not take
     with Store(path) as store:
         assert store.session(sid).outcome is None  # left open until the replay
 
@@ -205,7 +204,8 @@ def test_a_missing_database_fails_at_once_and_keeps_the_events_beside_it(
     assert writer.errors and "cannot open" in writer.errors[0]
     assert not (tmp_path / "gone.db").exists()
     spilled = [json.loads(x) for x in writer.unsaved_path.read_text().splitlines()]
-    assert [x["record"] for x in spilled] == ["event", "close"]
+    assert [x["record"] for x in spilled] == ["session", "event", "close"]
+    assert spilled[0]["base_events"] is None  # the file was never read: position unknown
 
 
 @settings(

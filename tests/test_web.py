@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
+from clinic_support import GATE
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_virtual_session import MAP
@@ -475,7 +476,7 @@ def test_run_prints_the_token_in_the_fragment_only(
     short = Path(__file__).parent / "data" / "short-frontal.yaml"
     code = main(["run", "--profile", str(short), "--patient", "P-1", "--sim", "--yes",
                  "--speed", "0", "--seed", "4", "--db", str(tmp_path / "r.db"), "--web",
-                 "--web-port", "0"])
+                 "--web-port", "0", *GATE])
     out = capsys.readouterr().out
     assert code == 0
     line = next(x for x in out.splitlines() if x.startswith("web page:"))

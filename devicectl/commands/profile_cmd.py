@@ -73,6 +73,12 @@ def run_validate(args: argparse.Namespace) -> int:
                 checked = load_zone_map(path)
                 print(f"{path}: ok (zone map, {len(checked.zones)} zones)")
                 continue
+            if _is_checklist(path):  # the clinic's contraindication checklist
+                from devicectl.checklist import load_checklist
+
+                checklist = load_checklist(path)
+                print(f"{path}: ok (checklist, {len(checklist.items)} items)")
+                continue
             loaded = load_profile(
                 path, zone_map=zone_map, topical_wait_hours=args.topical_wait_hours
             )
@@ -101,6 +107,15 @@ def _is_zone_map(path: Path) -> bool:
     except ProfileError:
         return False  # load_profile reports the problem
     return isinstance(data, dict) and "scalp_outline_mm" in data
+
+
+def _is_checklist(path: Path) -> bool:
+    """A YAML file of `items:` and no zones is the contraindication checklist."""
+    try:
+        data = read_yaml(path).data
+    except ProfileError:
+        return False
+    return isinstance(data, dict) and "items" in data and "zones" not in data
 
 
 def run_show(args: argparse.Namespace) -> int:

@@ -13,7 +13,6 @@ import secrets
 import signal
 import sys
 import time
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
@@ -23,30 +22,39 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from devicectl.commands.checklist_cmd import eligibility_gate, read_gate_inputs, staff_id
 from devicectl.commands.profile_cmd import plan_table
+from devicectl.commands.run_checks import check_override, check_records, check_records_kind
 from devicectl.commands.run_output import (
     Feed,
     always,
-    continued_in,
-    continues_event,
     json_line,
     output_args,
     records_banner,
     start_web_page,
 )
-from devicectl.controller import Command, Controller, StartFacts, State
+from devicectl.commands.run_setup import (
+    Setup,
+    first_unfinished_zone,
+    load_session,
+    now_iso,
+    setup_session,
+    start_facts,
+)
+from devicectl.controller import Command, Controller, State
 from devicectl.errors import DevicectlError, LinkError, RefusedError
 from devicectl.link import open_transport, pipe_pair
-from devicectl.liveness import RunningLock, is_running
+from devicectl.liveness import RunningLock
 from devicectl.monitor.progress import Pace
 from devicectl.monitor.terminal import clock
 from devicectl.monitor.viewproc import ViewOptions, ViewProcess
+from devicectl.patients import patient_ref
 from devicectl.plain import plain
 from devicectl.plan import make_plan
-from devicectl.profile import LoadedProfile, load_profile, load_profile_text
-from devicectl.safety import INTERVAL_DEPTH_UM
+from devicectl.safety import OVERRIDE_REASON_MIN_CHARS
 from devicectl.session import Outcome, Policy, Session, VirtualClock
-from devicectl.store import RecordWriter, SessionRecord, Store, default_db_path
+from devicectl.store import RecordWriter, Store, default_db_path
+from devicectl.unsaved import not_yet_replayed
 from devicectl.zones import ZoneMap, load_zone_map
 
 #: The live view's refresh rate, and the GIL switch interval during a session.
@@ -69,6 +77,14 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--profile", type=Path, help="the treatment profile (YAML)")
     p.add_argument("--patient", help="the patient's pseudonymous reference (no names)")
+    p.add_argument("--operator", metavar="ID", help="who runs the session (required; recorded)")
+    p.add_argument("--checklist", type=Path, metavar="FILE",
+                   help="answers to the contraindication checklist, a YAML mapping of item id "
+                   "to yes/no (`devicectl checklist template`); without it they are asked in "
+                   "the terminal")
+    p.add_argument("--consent", action="store_true",
+                   help="the patient has given informed consent to this treatment today "
+                   "(recorded with the time); without it, it is asked in the terminal")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--port", help="serial port path or pyserial URL of the pen")
     src.add_argument("--sim", action="store_true", help="run the simulated pen in-process")
@@ -81,11 +97,22 @@ def register(sub: Any) -> None:
                    help="simulator seed (default: a new one each run, so a new cartridge)")
     p.add_argument("--no-position", action="store_true",
                    help="simulate a pen without position tracking")
+    p.add_argument("--sim-auth-required", action="store_true",
+                   help="simulate a pen that obeys only signed commands (its test key is derived)")
+    p.add_argument("--sim-state", type=Path,
+                   help="the simulated pen's firmware slots (see `firmware update --sim`)")
     p.add_argument("--db", type=Path, help=f"records database (default {default_db_path()})")
+    p.add_argument("--new-records", action="store_true",
+                   help="let a clinical run start new records where --db points (none there "
+                   "yet: no patient history to check intervals and cartridges against)")
     p.add_argument("--yes", action="store_true",
                    help="answer the confirmations (start, next zone) for scripted runs")
     p.add_argument("--override-interval", metavar="REASON",
-                   help="start although a zone's minimum interval has not passed (recorded)")
+                   help="start although a zone's minimum interval has not passed: the "
+                   f"clinician's reason, at least {OVERRIDE_REASON_MIN_CHARS} characters "
+                   "(recorded, with --clinician)")
+    p.add_argument("--clinician", metavar="ID",
+                   help="the clinician who decided the interval override (recorded)")
     p.add_argument("--resume", type=int, metavar="SESSION_ID",
                    help="continue an interrupted session, or one that lost its link, with its "
                    "coverage (default: a new session)")
@@ -118,22 +145,13 @@ def _web_args(p: Any, *, default: bool) -> None:
 def demo(args: argparse.Namespace) -> int:
     args.db.parent.mkdir(parents=True, exist_ok=True)
     ns = argparse.Namespace(
-        profile=DEMO_PROFILE, patient=f"DEMO-{secrets.token_hex(3).upper()}", port=None, sim=True,
+        profile=DEMO_PROFILE, patient=f"DEMO-{secrets.randbelow(10**6):06d}", port=None, sim=True,
         scenario=None, speed=args.speed, seed=None, no_position=False, db=args.db, yes=True,
-        override_interval=None, resume=None, web=args.web, web_port=args.web_port,
-        web_host=args.web_host, quiet=args.quiet, json=args.json,
+        override_interval=None, clinician=None, resume=None, operator="DEMO-OPERATOR",
+        checklist=None, consent=True, simulated_answers=True, new_records=False, web=args.web,
+        web_port=args.web_port, web_host=args.web_host, quiet=args.quiet, json=args.json,
     )
     return run(ns)
-
-
-@dataclass
-class _Setup:
-    loaded: LoadedProfile
-    patient: str
-    session_id: int
-    resumed: bool
-    #: the closed session (link lost) that this new one continues
-    continues: int | None = None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -144,29 +162,53 @@ def run(args: argparse.Namespace) -> int:
         raise DevicectlError("say where the pen is: --port PATH, or --sim for the simulator")
     if not args.yes and not interactive:
         raise RefusedError("no terminal to confirm the start; pass --yes for a scripted run")
+    check_override(args)
+    operator = staff_id(args.operator, "--operator", "who runs the session")
+    gate = read_gate_inputs(args, interactive)
+    if args.resume is None and args.patient is not None:
+        patient_ref(args.patient)  # a name is refused before a record is made
     zone_map = load_zone_map()
     db_path: Path = args.db or default_db_path()
+    check_records(db_path, args)
     with Store(db_path) as store:
         store.require_writable()  # no treatment without a record: refused before anything
-        loaded, patient, resume_id = _load(args, store, db_path)
+        check_records_kind(store, db_path, args.sim)
+        unreplayed = not_yet_replayed(db_path)  # the cartridge and interval checks need them
+        if unreplayed is not None:
+            raise RefusedError(unreplayed)
+        loaded, patient, resume_id = load_session(args, store, db_path)
     vclock = VirtualClock(time.monotonic_ns() // 1000) if args.sim else None
-    # The link opens before a record is made: a wrong port leaves no empty session behind.
+    # The keyring and the link open before a record is made: a wrong port or an
+    # unsafe keyring leaves no empty session behind.
+    keys = _session_keys(args, console)
     wire, pen, pen_wire, port_name = _link(args, zone_map, vclock)
     lock = None
     try:
         with Store(db_path) as store:
             resumed = store.session(resume_id) if resume_id is not None else None
-            setup = _setup(store, loaded, patient, resumed)
+            setup = setup_session(store, loaded, patient, resumed, operator, args.sim)
             # Held until the end: lists show the session "running", and nobody resumes it.
             lock = RunningLock(db_path, setup.session_id)
-            facts = _facts(store, setup, resumed, args.override_interval)
+            refusals = eligibility_gate(console, store, setup.session_id, gate)
+            if refusals:
+                store.close_session(setup.session_id, Outcome.REFUSED.value, now_iso())
+            facts = start_facts(store, setup, resumed, args)
             coverage_state = store.coverage_state(resumed.id) if resumed else None
     except BaseException:
         if lock is not None:
             lock.release()
         wire.close()
         raise
-    start_zone = _first_unfinished_zone(setup.loaded, resumed.zones) if resumed else 0
+    if refusals:
+        wire.close()
+        lock.release()
+        for reason in refusals:
+            always(console, Text("NO-GO: " + reason, style="bold red"))
+        always(console, Text(f"refused · session id {setup.session_id} · details: devicectl "
+                              f"sessions show {setup.session_id} --db {db_path}",
+                              style="bold red"))
+        return Outcome.REFUSED.exit_code
+    start_zone = first_unfinished_zone(setup.loaded, resumed.zones) if resumed else 0
     console.print(Text.assemble(
         (f"session {setup.session_id}", "bold"),
         plain(f" · patient {setup.patient} · profile {setup.loaded.profile.name} "
@@ -190,11 +232,10 @@ def run(args: argparse.Namespace) -> int:
         now_us=time.monotonic_ns() // 1000,
         coverage_state=coverage_state,
         start_zone_index=start_zone,
+        keys=keys,
     )
     writer = RecordWriter(db_path, setup.session_id)
     writer.start()
-    if setup.continues is not None:
-        writer.events([continues_event(setup.continues, resumed)])
     policy = Policy(auto_confirm=args.yes, end_on_fault=args.yes or not interactive)
     session = Session(
         controller, wire=wire, writer=writer, policy=policy, pen=pen, pen_wire=pen_wire,
@@ -262,86 +303,6 @@ def run(args: argparse.Namespace) -> int:
     return outcome.exit_code
 
 
-#: Sessions that ended this way can be continued (in a new session that says so).
-CONTINUABLE = frozenset({"link_lost"})
-
-
-def _load(args: argparse.Namespace, store: Store,
-          db_path: Path) -> tuple[LoadedProfile, str, int | None]:
-    """The profile and patient of a new session, or those of the one to resume."""
-    if args.resume is not None:
-        record = store.session(args.resume)
-        if record.outcome is None and is_running(db_path, record.id):
-            raise RefusedError(
-                f"session {record.id} is still running in another process; it cannot be "
-                "resumed while it runs"
-            )
-        if record.outcome is not None and record.outcome not in CONTINUABLE:
-            raise RefusedError(
-                f"session {record.id} ended ({record.outcome}); only an interrupted session, "
-                "or one that lost its link, can be resumed"
-            )
-        later = continued_in(store, record)
-        if later is not None:
-            raise RefusedError(
-                f"session {record.id} was already continued in session {later}; "
-                f"resume that one if it is unfinished (`devicectl sessions show {later}`)"
-            )
-        loaded = load_profile_text(record.profile_text, f"session {record.id} profile")
-        if loaded.content_hash != record.profile_hash:
-            raise RefusedError(f"session {record.id}'s stored profile does not match its hash")
-        return loaded, record.patient_ref, record.id
-    if args.profile is None or not args.patient:
-        raise DevicectlError("a new session needs --profile FILE and --patient REF")
-    return load_profile(args.profile), args.patient, None
-
-
-def _setup(store: Store, loaded: LoadedProfile, patient: str,
-           resumed: SessionRecord | None) -> _Setup:
-    """The session to record into: the interrupted one itself (still open), or a
-    new one, which for a closed session (link lost) continues it."""
-    if resumed is not None and resumed.outcome is None:
-        return _Setup(loaded, patient, resumed.id, resumed=True)
-    session_id = store.create_session(
-        patient_ref=patient,
-        profile_name=loaded.profile.name,
-        profile_hash=loaded.content_hash,
-        profile_text=loaded.text,
-        started_at=datetime.now(UTC).isoformat(timespec="milliseconds"),
-    )
-    if resumed is not None:
-        return _Setup(loaded, patient, session_id, resumed=True, continues=resumed.id)
-    return _Setup(loaded, patient, session_id, resumed=False)
-
-
-def _first_unfinished_zone(loaded: LoadedProfile, zones: Any) -> int:
-    """The index, in the profile's order, of the first zone the records do not show done."""
-    done = {z.name for z in zones if z.done}
-    names = [z.zone for z in loaded.profile.zones]
-    return next((i for i, name in enumerate(names) if name not in done), len(names))
-
-
-def _facts(
-    store: Store, setup: _Setup, resumed: SessionRecord | None, override: str | None
-) -> StartFacts:
-    """What the records say about this cartridge and this patient's zones.
-
-    A resumed session's own cartridge and strokes are not "earlier": they are
-    left out, and the cartridge may have delivered stamps in it.
-    """
-    now = datetime.now(UTC).isoformat(timespec="milliseconds")
-    own = resumed.id if resumed is not None else None
-    return StartFacts(
-        patient_ref=setup.patient,
-        used_cartridge_ids=store.used_cartridge_ids(exclude_session=own),
-        days_since_deep_treatment=store.days_since_deep_treatment(
-            setup.patient, now, INTERVAL_DEPTH_UM, exclude_session=own
-        ),
-        interval_override_reason=override,
-        resumed_cartridge_id=resumed.cartridge_id if resumed is not None else None,
-    )
-
-
 def _link(args: argparse.Namespace, zone_map: ZoneMap, vclock: VirtualClock | None) -> Any:
     if vclock is None:
         try:
@@ -353,9 +314,32 @@ def _link(args: argparse.Namespace, zone_map: ZoneMap, vclock: VirtualClock | No
 
     host_end, pen_end = pipe_pair(vclock)
     seed = args.seed if args.seed is not None else secrets.randbelow(1 << 31)
+    from firmware_sim.bootloader import load_slots
+
+    sim_state = getattr(args, "sim_state", None)
     pen = VirtualPen(seed=seed, scenario=args.scenario, zone_map=zone_map,
-                     position=not args.no_position)
+                     position=not args.no_position, pen=_sim_params(args),
+                     slots=load_slots(sim_state) if sim_state else None)
     return host_end, pen, pen_end, f"the simulator (seed {seed})"
+
+
+def _sim_params(args: argparse.Namespace) -> Any:
+    from firmware_sim.__main__ import with_auth
+
+    return with_auth(None, False, bool(getattr(args, "sim_auth_required", False)))
+
+
+def _session_keys(args: argparse.Namespace, console: Console) -> Any:
+    """The keys a pen must prove: the keyring's (checked now), or the simulator's test key."""
+    from devicectl.keys import Keyring
+    from devicectl.signing import sim_device_key
+
+    if getattr(args, "sim", False):
+        if not getattr(args, "sim_auth_required", False):
+            return None
+        console.print("simulated pen: its test-only key is derived from its serial number")
+        return sim_device_key
+    return Keyring().snapshot().get
 
 
 _SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -425,7 +409,7 @@ def _confirm(console: Console, question: str) -> bool:
     return answer.strip().lower() in ("y", "yes")
 
 
-def _live(console: Console, session: Session, setup: _Setup, zone_map: ZoneMap,
+def _live(console: Console, session: Session, setup: Setup, zone_map: ZoneMap,
           web: Any) -> None:
     """The live view, drawn by a child process (devicectl/monitor/viewproc.py) that
     owns the terminal; this thread feeds it snapshots and carries out its keys."""
@@ -458,6 +442,10 @@ def _live(console: Console, session: Session, setup: _Setup, zone_map: ZoneMap,
         view.close(final, session.drain_events())
 
 
+#: The plain output's feed (firmware_sim/campaign_cell.py drives `_plain` with it).
+_Feed = Feed
+
+
 def _plain(console: Console, session: Session, feed: Feed) -> None:
     """Without a terminal: one line per event, as the live log shows them (the
     many-a-minute holds and commands are in the record, not on the screen), and
@@ -472,7 +460,7 @@ def _plain(console: Console, session: Session, feed: Feed) -> None:
 
 
 def _summary(
-    console: Console, session: Session, setup: _Setup, outcome: Outcome, db_path: Path,
+    console: Console, session: Session, setup: Setup, outcome: Outcome, db_path: Path,
     zone_map: ZoneMap,
 ) -> None:
     ctl = session.controller

@@ -1,5 +1,5 @@
 """What `devicectl run` prints besides the live view: --quiet, --json, event lines
-and progress (devicectl/monitor/progress.py), and the records of a continued session."""
+and progress (devicectl/monitor/progress.py), the live page's address, the records banner."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import json
 import secrets
 import sys
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +24,7 @@ from devicectl.monitor.progress import (
 from devicectl.monitor.terminal import event_line, is_chatty
 from devicectl.plain import plain
 from devicectl.session import Session
-from devicectl.store import EventRecord, RecordWriter, SessionRecord, Store
+from devicectl.store import RecordWriter
 from devicectl.zones import ZoneMap
 
 
@@ -101,12 +100,12 @@ class Feed:
     status the session keeps every 4.5 s of session time (Session.drain_progress),
     and a note when a virtual session falls behind its --speed (monitor/progress.py)."""
 
-    def __init__(self, console: Console, as_json: bool, zone_map: ZoneMap, pace: Pace,
-                 wall0: float) -> None:
+    def __init__(self, console: Console, as_json: bool, zone_map: ZoneMap,
+                 pace: Pace | None = None, wall0: float | None = None) -> None:
         self.console = console
         self.as_json = as_json
-        self.pace = pace
-        self.wall0 = wall0
+        self.pace = pace if pace is not None else Pace(0.0)  # 0: never "behind"
+        self.wall0 = wall0 if wall0 is not None else time.monotonic()
         self.areas_mm2 = {z.id: z.area_mm2 for z in zone_map.zones}
         #: each zone's one name (the map's label), as the live view and the page show it
         self.zone_names = {z.id: z.label for z in zone_map.zones}
@@ -141,27 +140,3 @@ class Feed:
             json_line({"type": "pace", "t_s": round(t_s, 3), "text": behind})
         elif behind:
             self.console.print(Text(behind, style="yellow"), highlight=False, soft_wrap=True)
-
-
-def continued_in(store: Store, record: SessionRecord) -> int | None:
-    """The later session of the same patient that continues `record`, if any."""
-    if record.outcome is None:
-        return None
-    for later in store.sessions(limit=1_000):
-        if later.id > record.id and later.patient_ref == record.patient_ref:
-            first = store.events(later.id)[:1]
-            if first and first[0].kind == "CONTINUES" and \
-                    first[0].data.get("session_id") == record.id:
-                return later.id
-    return None
-
-
-def continues_event(old_id: int, old: SessionRecord | None) -> EventRecord:
-    """The first record of a session that continues one which lost its link."""
-    now = datetime.now(UTC).isoformat(timespec="milliseconds")
-    done = [z.name for z in old.zones if z.done] if old is not None else []
-    return EventRecord(
-        t_us=0, wall=now, kind="CONTINUES",
-        text=f"continues session {old_id} ({old.outcome if old else '?'}), with its coverage;"
-        f" zones already done: {', '.join(done) or 'none'}",
-        zone_id=None, data={"session_id": old_id}, safety=False)

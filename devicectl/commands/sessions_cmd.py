@@ -17,6 +17,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from devicectl.commands.chain_cmd import add_verify
+from devicectl.commands.patients_cmd import add_note_command
 from devicectl.errors import DevicectlError, StoreError
 from devicectl.eventkinds import (
     EventFilter,
@@ -121,6 +123,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     report_p.add_argument("--out", type=Path, default=None, metavar="DIR",
                           help="folder for the files (default session-ID-report)")
     report_p.set_defaults(func=report_session)
+    add_verify(sub, with_db)
+    add_note_command(sub, with_db)
 
 
 def _db(args: argparse.Namespace) -> Path:
@@ -237,6 +241,7 @@ def show_session(args: argparse.Namespace) -> int:
     for name, value in (
         ("session", rec.id),
         ("patient ref", rec.patient_ref),
+        ("operator", rec.operator or "?"),
         ("profile", f"{rec.profile_name} ({rec.profile_hash[:12]})"),
         ("pen", f"serial {serial}, firmware {_fw(rec.fw_version)}"),
         ("cartridge", "?" if rec.cartridge_id is None else rec.cartridge_id),
