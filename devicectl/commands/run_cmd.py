@@ -298,8 +298,10 @@ def run(args: argparse.Namespace) -> int:
     if slow:
         console.print(slow, style="yellow", highlight=False, soft_wrap=True)
     if as_json:
+        failed = {"records_failure": writer.failure,
+                  "unsaved": str(writer.unsaved_path)} if writer.failure is not None else {}
         json_line({"type": "end", "session_id": setup.session_id, "outcome": outcome.value,
-                    "exit_code": outcome.exit_code, "db": str(db_path)})
+                   "exit_code": outcome.exit_code, "db": str(db_path), **failed})
     return outcome.exit_code
 
 

@@ -115,8 +115,9 @@ class Feed:
         if self.as_json:
             json_line(event_record(e, t0_us))
         elif not is_chatty(e):
-            self.console.print(Text(event_line(e, t0_us, self.zone_names)), highlight=False,
-                               soft_wrap=True)
+            self.console.print(Text(event_line(e, t0_us, self.zone_names),
+                                    style="red" if e.safety else ""),
+                               highlight=False, soft_wrap=True)
 
     def progress(self, session: Session) -> None:
         self._pace(session)
