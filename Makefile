@@ -23,6 +23,7 @@ demo: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	$(BIN)/python bench/codec.py
+	$(BIN)/python bench/columnar.py
 	$(BIN)/python bench/sim.py
 	$(BIN)/python bench/controller.py
 	$(BIN)/python bench/session.py
