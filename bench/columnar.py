@@ -13,7 +13,8 @@ damaged frame every 1000. Three ways to the same JSON objects:
   `wire decode --from FILE` prints), against `json.dumps` per frame object.
 
 And pymavlink's ATTITUDE `parse_buffer` per frame (bench/codec.py) in the same
-run for the issue's "≥ 100× pymavlink" ratio. Best of 3 each.
+run for the issue's "≥ 100× pymavlink" ratio. Best of 5 rounds, the ways
+taking turns within each round.
 Run: `.venv/bin/python bench/columnar.py [FRAMES]` (default 200,000).
 """
 
@@ -36,7 +37,7 @@ from devicectl.columnar import decode_stream
 from devicectl.commands.link_cmd import decode_events, event_to_dict
 from devicectl.protocol import Ack, Decoder, Event, encode
 
-REPEATS = 3
+REPEATS = 5
 GOAL_PER_FRAME = 20.0  # columnar vs the per-frame decoder, per frame (issue 17 item 3)
 
 
@@ -55,14 +56,19 @@ def capture(n_frames: int) -> bytes:
     return b"".join(out)
 
 
-def best(run: Callable[[], int]) -> tuple[float, int]:
-    seconds = float("inf")
-    count = 0
+def interleaved(runs: dict[str, Callable[[], int]]) -> dict[str, tuple[float, int]]:
+    """Best time of each over REPEATS rounds, the runs taking turns within a round.
+
+    On a loaded shared machine the load drifts: taking turns gives every run
+    the same chances of a quiet moment."""
+    best = dict.fromkeys(runs, (float("inf"), 0))
     for _ in range(REPEATS):
-        start = time.perf_counter()
-        count = run()
-        seconds = min(seconds, time.perf_counter() - start)
-    return seconds, count
+        for label, run in runs.items():
+            start = time.perf_counter()
+            count = run()
+            seconds = time.perf_counter() - start
+            best[label] = (min(best[label][0], seconds), count)
+    return best
 
 
 def main() -> int:
@@ -93,14 +99,15 @@ def main() -> int:
         return len(decode_stream(data).lines())
 
     assert decode_stream(data).events == [event_to_dict(e) for e in decode_events(Decoder(), data)]
-    results = {
-        "per-frame decoder (Frame objects)": best(frames_only),
-        "per-frame to JSON objects": best(per_frame_json),
-        "per-frame to JSON lines": best(per_frame_lines),
-        "columnar, decode only (columns)": best(columnar),
-        "columnar to JSON objects": best(columnar_json),
-        "columnar to JSON lines": best(columnar_lines),
+    runs = {
+        "per-frame decoder (Frame objects)": frames_only,
+        "per-frame to JSON objects": per_frame_json,
+        "per-frame to JSON lines": per_frame_lines,
+        "columnar, decode only (columns)": columnar,
+        "columnar to JSON objects": columnar_json,
+        "columnar to JSON lines": columnar_lines,
     }
+    results = interleaved(runs)
     counts = {c for _, c in results.values()}
     assert len(counts) == 1, counts
     (events,) = counts

@@ -53,7 +53,7 @@ Index = npt.NDArray[np.intp]
 #: (they go to the per-frame decoder). The tests set 1 to put every chunk through numpy.
 MIN_GROUP: Final = 8
 #: Chunks decoded together: large enough to pay numpy's per-call cost back,
-#: small enough that the gather index (8 bytes a byte) stays in the cache.
+#: small enough that a block's working arrays stay in the cache.
 _BLOCK_ROWS: Final = 4096
 
 _INT_DTYPES: Final = {"B": "u1", "H": "<u2", "I": "<u4", "h": "<i2"}
@@ -296,16 +296,19 @@ def _decode(data: bytes, arr: Bytes, starts: Index, lengths: Index, min_group: i
     count = len(starts)
     done = np.zeros(count, bool)
     tables: list[_Table] = []
-    for length in np.unique(lengths).tolist():
-        if not 7 <= length <= MAX_ENCODED:
-            continue  # too long or too short for any frame: the per-frame path names why
-        group = np.flatnonzero(lengths == length)
+    # chunks that could be frames, grouped by length (stable: stream order within a group)
+    fits = np.flatnonzero((lengths >= 7) & (lengths <= MAX_ENCODED))
+    by_length = fits[np.argsort(lengths[fits], kind="stable")]
+    sizes = np.bincount(lengths[fits], minlength=MAX_ENCODED + 1)
+    ends = np.cumsum(sizes)
+    for length in np.flatnonzero(sizes).tolist():
+        group = by_length[ends[length] - sizes[length] : ends[length]]
         if len(group) < min_group:
-            continue
+            continue  # too few for numpy: the per-frame path takes them
+        windows = np.lib.stride_tricks.sliding_window_view(arr, length)  # no copy
         for block in range(0, len(group), _BLOCK_ROWS):  # a block's arrays stay in cache
             rows = group[block : block + _BLOCK_ROWS]
-            matrix = arr[starts[rows, None] + np.arange(length)]
-            tables += _decode_group(matrix, rows, done)
+            tables += _decode_group(windows[starts[rows]], rows, done)
     decoder = Decoder()
     single: dict[int, dict[str, Any]] = {}
     for i in np.flatnonzero(~done).tolist():
@@ -318,24 +321,30 @@ def _cobs_decode(matrix: Bytes) -> tuple[Bytes, npt.NDArray[np.bool_]]:
     """COBS-decoded packets of equal-length chunks (no 0x00 inside), and which are valid.
 
     A chunk of at most 66 bytes holds no 0xFF block, so every code byte but the
-    last stands for a 0x00, and a valid chain of codes ends exactly at the end."""
+    last stands for a 0x00, and a valid chain of codes ends exactly at the end.
+    All rows walk their chains together over a copy with two zero columns: one
+    where a valid chain lands (and stays: its step is 0), one where a chain that
+    jumps past the end is clamped (and stays)."""
     n_rows, length = matrix.shape
-    flat = matrix.ravel()
+    width = length + 2
+    padded = np.zeros((n_rows, width), np.uint8)
+    padded[:, :length] = matrix
+    flat = padded.ravel()
     code = np.zeros(flat.shape, bool)
-    base = np.arange(n_rows) * length  # row starts in `flat`
-    at = base.copy()  # the current code byte of each row still walking
-    end = base + length
-    stop = np.zeros(n_rows, np.intp)  # where each row's walk ended, relative
-    live = np.arange(n_rows)
-    while len(live):
+    base = np.arange(n_rows) * width
+    at = base.copy()
+    beyond = base + length + 1
+    while True:
         code[at] = True
-        at = at + flat[at]
-        going = at < end[live]
-        stop[live[~going]] = (at - base[live])[~going]
-        live, at = live[going], at[going]
+        step = flat[at]
+        if not step.any():
+            break
+        at += step
+        np.minimum(at, beyond, out=at)
     packets = matrix[:, 1:].copy()
-    packets[code.reshape(matrix.shape)[:, 1:]] = 0
-    return packets, stop == length
+    packets[code.reshape(padded.shape)[:, 1:length]] = 0
+    ok: npt.NDArray[np.bool_] = at - base == length
+    return packets, ok
 
 
 def _crc_ok(packets: Bytes) -> npt.NDArray[np.bool_]:
@@ -368,7 +377,7 @@ def _decode_group(matrix: Bytes, rows: Index, done: npt.NDArray[np.bool_]) -> li
         return []
     kinds = types.astype(np.intp) * 2 + signed
     tables = []
-    for kind in np.unique(kinds[good]).tolist():
+    for kind in np.flatnonzero(np.bincount(kinds[good], minlength=512)).tolist():
         sel = np.flatnonzero(good & (kinds == kind))
         layout = _LAYOUTS[(n, kind >> 1, bool(kind & 1))]
         tables.append(_table(layout, packets[sel], rows[sel]))
