@@ -31,7 +31,7 @@ from devicectl.records import EventRecord
 from devicectl.signing import HOST, PEN, SecureSession
 from tests.test_protocol_properties import messages
 
-SETTINGS = settings(max_examples=150, deadline=None)
+SETTINGS = settings(max_examples=80, deadline=None)
 _KEY = bytes(range(32))
 
 
