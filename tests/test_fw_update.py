@@ -110,3 +110,15 @@ def test_link_lost_mid_update_is_survived_by_beginning_again() -> None:
 def test_progress_reaches_the_whole_image() -> None:
     u = update(pen())
     assert u.progress == (len(GOOD.data), len(GOOD.data))
+
+
+def test_an_unfinished_earlier_update_is_aborted_and_the_update_begins_again() -> None:
+    from devicectl.protocol import FwBegin, Hello, encode
+
+    vpen = pen()
+    vpen.receive_data(encode(Hello(1, 1), 0) + encode(FwBegin(80, 0, 0x0102), 1), 0)
+    vpen.advance(1000)
+    assert vpen.firmware.state is PenState.UPDATING
+    u = Updater(GOOD, key_for=no_keys, now_us=2000)
+    drive_virtual(u, vpen, 2000)
+    assert u.step is Step.DONE and vpen.firmware.pen.fw_version == 0x0102

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from clinic_support import GATE
 from test_session_realtime import SHORT, finish, pen
 
 from devicectl.cli import main
@@ -22,16 +23,16 @@ GOOD = IMAGES_DIR / "pen-1.2.penf"
 PY = sys.executable
 
 
-def sim_run(db: Path, *extra: str) -> int:
-    return main(["run", "--profile", str(SHORT), "--patient", "S-1", "--sim", "--yes",
-                 "--speed", "0", "--db", str(db), *extra])
+def sim_run(db: Path, *extra: str, patient: str = "S-1") -> int:
+    return main(["run", "--profile", str(SHORT), "--patient", patient, "--sim", "--yes",
+                 "--speed", "0", "--db", str(db), *GATE, *extra])
 
 
 def test_sim_update_then_the_next_session_records_firmware_1_2(tmp_path: Path) -> None:
     db, state = tmp_path / "r.db", tmp_path / "pen.json"
     assert sim_run(db, "--seed", "5", "--sim-state", str(state)) == 0
     assert main(["firmware", "update", str(GOOD), "--sim", "--sim-state", str(state)]) == 0
-    assert sim_run(db, "--seed", "6", "--sim-state", str(state)) == 0
+    assert sim_run(db, "--seed", "6", "--sim-state", str(state), patient="S-2") == 0
     versions = [r.fw_version for r in Store(db).sessions()]
     assert sorted(versions) == [0x0101, 0x0102]
 
@@ -67,8 +68,8 @@ def test_over_a_pty_auth_required_update_then_session_records_1_2(tmp_path: Path
     assert json.loads(state.read_text())["active"] == "B"
     # The pen is switched off and on (a new serve process): its new firmware stays.
     with pen("--seed", "202", "--auth-required", "--state", str(state)) as port:
-        code, out = cli(["run", "--port", port, "--yes", "--db", str(db), "--profile",
-                         str(SHORT), "--patient", "RT-S"], ring)
+        code, out = cli(["run", "--port", port, "--yes", "--db", str(db), *GATE,
+                         "--new-records", "--profile", str(SHORT), "--patient", "RT-S1"], ring)
         assert code == 0, out
     rec = Store(db).sessions()[0]
     assert rec.outcome == "complete" and rec.fw_version == 0x0102
@@ -78,6 +79,6 @@ def test_over_a_pty_auth_required_update_then_session_records_1_2(tmp_path: Path
 def test_over_a_pty_a_pen_whose_key_the_keyring_lacks_is_refused(tmp_path: Path) -> None:
     db, ring = tmp_path / "r.db", keyring(tmp_path, serial=1)
     with pen("--seed", "203", "--auth-required") as port:
-        code, out = cli(["run", "--port", port, "--yes", "--db", str(db), "--profile",
-                         str(SHORT), "--patient", "RT-K"], ring)
+        code, out = cli(["run", "--port", port, "--yes", "--db", str(db), *GATE,
+                         "--new-records", "--profile", str(SHORT), "--patient", "RT-K1"], ring)
     assert code == 1 and "devicectl keys add 100042" in out, out

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from clinic_support import GATE
 
 from devicectl.cli import main
 from devicectl.keys import Keyring
@@ -124,3 +125,20 @@ def test_sim_key_command_prints_the_spec_key() -> None:
     out = subprocess.run([sys.executable, "-m", "firmware_sim", "key", "4242"],
                          capture_output=True, text=True, check=True).stdout
     assert out.strip() == "6d3cc92572d381590f5ec214d07530545f66c15197b85eb659aa277a3a117a34"
+
+
+def test_run_with_an_unsafe_keyring_is_refused_before_any_record(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ring = tmp_path / "ring.json"
+    ring.write_text('{"pens": {}}')
+    ring.chmod(0o644)
+    monkeypatch.setenv("DEVICECTL_KEYRING", str(ring))
+    db = tmp_path / "r.db"
+    profile = Path(__file__).parent / "data" / "short-frontal.yaml"
+    code = main(["run", "--port", str(tmp_path / "no-such-port"), "--yes", "--db", str(db),
+                 *GATE, "--new-records", "--profile", str(profile), "--patient", "K-1"])
+    assert code == 1 and "can be read by others" in capsys.readouterr().err
+    from devicectl.store import Store
+
+    assert not db.exists() or Store(db).sessions() == []

@@ -184,7 +184,9 @@ def run(args: argparse.Namespace) -> int:
             raise RefusedError(unreplayed)
         loaded, patient, resume_id = _load(args, store)
     vclock = VirtualClock(time.monotonic_ns() // 1000) if args.sim else None
-    # The link opens before a record is made: a wrong port leaves no empty session behind.
+    # The keyring and the link open before a record is made: a wrong port or an
+    # unsafe keyring leaves no empty session behind.
+    keys = _session_keys(args, console)
     wire, pen, pen_wire, port_name = _link(args, zone_map, vclock)
     try:
         with Store(db_path) as store:
@@ -228,7 +230,7 @@ def run(args: argparse.Namespace) -> int:
         now_us=time.monotonic_ns() // 1000,
         coverage_state=coverage_state,
         start_zone_index=start_zone,
-        keys=_session_keys(args, console),
+        keys=keys,
     )
     writer = RecordWriter(db_path, setup.session_id)
     writer.start()
