@@ -17,7 +17,7 @@ from rich.table import Table
 from rich.text import Text
 
 from devicectl.errors import ProfileError
-from devicectl.plain import plain
+from devicectl.plain import escape_controls, plain
 from devicectl.plan import NOMINAL_DEVICE, NOMINAL_HAND_SPEED_MM_S, Plan, nominal_plan
 from devicectl.profile import (
     DEFAULT_TOPICAL_WAIT_HOURS,
@@ -79,11 +79,12 @@ def run_validate(args: argparse.Namespace) -> int:
         except ProfileError as exc:
             bad += 1
             for problem in exc.problems:
-                print(problem, file=sys.stderr)
+                print(escape_controls(problem), file=sys.stderr)
             continue
-        print(f"{path}: ok ({loaded.profile.name}, sha256 {loaded.content_hash[:12]})")
+        print(escape_controls(
+            f"{path}: ok ({loaded.profile.name}, sha256 {loaded.content_hash[:12]})"))
         for warning in loaded.warnings:
-            print(f"{path}: warning: {warning}")
+            print(escape_controls(f"{path}: warning: {warning}"))
     return 1 if bad else 0
 
 

@@ -291,8 +291,10 @@ def run(args: argparse.Namespace) -> int:
     _summary(console, session, setup, outcome, db_path)
     _records_banner(console, writer)
     if as_json:
+        failed = {"records_failure": writer.failure,
+                  "unsaved": str(writer.unsaved_path)} if writer.failure is not None else {}
         _json_line({"type": "end", "session_id": setup.session_id, "outcome": outcome.value,
-                    "exit_code": outcome.exit_code, "db": str(db_path)})
+                    "exit_code": outcome.exit_code, "db": str(db_path), **failed})
     return outcome.exit_code
 
 
@@ -570,7 +572,8 @@ class _Feed:
         if self.as_json:
             _json_line(event_record(e, t0_us))
         elif not is_chatty(e):
-            self.console.print(Text(event_line(e, t0_us)), highlight=False, soft_wrap=True)
+            self.console.print(Text(event_line(e, t0_us), style="red" if e.safety else ""),
+                               highlight=False, soft_wrap=True)
 
     def progress(self, session: Session) -> None:
         for now_us, status in session.drain_progress():
