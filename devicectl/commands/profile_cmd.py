@@ -73,6 +73,12 @@ def run_validate(args: argparse.Namespace) -> int:
                 checked = load_zone_map(path)
                 print(f"{path}: ok (zone map, {len(checked.zones)} zones)")
                 continue
+            if _is_checklist(path):  # profiles/checklist.yaml lies beside them (issue 13)
+                from devicectl.checklist import load_checklist
+
+                items = load_checklist(path).items
+                print(f"{path}: ok (contraindication checklist, {len(items)} items)")
+                continue
             loaded = load_profile(
                 path, zone_map=zone_map, topical_wait_hours=args.topical_wait_hours
             )
@@ -95,6 +101,15 @@ def _is_zone_map(path: Path) -> bool:
     except ProfileError:
         return False  # load_profile reports the problem
     return isinstance(data, dict) and "scalp_outline_mm" in data
+
+
+def _is_checklist(path: Path) -> bool:
+    """A YAML file with `items:` and no `zones:` is the contraindication checklist."""
+    try:
+        data = read_yaml(path).data
+    except ProfileError:
+        return False
+    return isinstance(data, dict) and "items" in data and "zones" not in data
 
 
 def run_show(args: argparse.Namespace) -> int:
