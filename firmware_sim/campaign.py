@@ -82,6 +82,26 @@ def run_matrix(cells: Sequence[tuple[str, str]], *, jobs: int = 2) -> list[CellR
     return [r for r in out if r is not None]
 
 
+#: Fault kinds no host software can make safe, and why. The cell still shows UNSAFE;
+#: it fails `make faults` unless the host did all a host can (`host_did_all_it_could`).
+BEYOND_SOFTWARE: Final = {
+    "ignores-estop": (
+        "a pen that ignores ESTOP stamps on while anything feeds its watchdog, and spec 1.1 "
+        "H3 has the host resend ESTOP every 30 ms (each resend feeds it). The host ESTOPs "
+        "at once, ends in FAULT telling the technician to switch the pen off, and falls "
+        "silent after 4 s; the pen's own watchdog then stops it. Falling silent sooner "
+        "would need a spec revision."
+    ),
+}
+
+
+def host_did_all_it_could(r: CellResult) -> bool:
+    """A cell beyond software where the host ESTOPped, ended in FAULT, kept every record,
+    and the pen's watchdog stopped the pen once the host was silent."""
+    return (r.kind in BEYOND_SOFTWARE and bool(r.estops) and r.outcome == "fault"
+            and r.exit_code == 3 and r.complete and r.crash is None and r.stopped_after_host)
+
+
 def failures(results: Iterable[CellResult]) -> list[str]:
     """One sentence per failed cell: unsafe, records lost, or a crash."""
     out = []
@@ -176,6 +196,10 @@ def table(results: Sequence[CellResult], seconds: float) -> str:
     fails = failures(results)
     if fails:
         lines += ["", "## Unsafe, lost or crashed", ""] + [f"- {f}" for f in fails]
+    beyond = sorted({r.kind for r in results if host_did_all_it_could(r)})
+    if beyond:
+        lines += ["", "## Beyond software", ""] + [
+            f"- {kind}: {BEYOND_SOFTWARE[kind]}" for kind in beyond]
     unmet = spec_findings(results)
     if unmet:
         lines += ["", "## Safe, but not as the spec says", ""] + [f"- {f}" for f in unmet]
@@ -216,7 +240,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     results = run_matrix(cells, jobs=args.jobs)
     seconds = time.monotonic() - t0
     args.out.write_text(table(results, seconds), encoding="utf-8")
-    fails = failures(results)
+    fails = failures(r for r in results if not host_did_all_it_could(r))
     for f in fails:
         print(f"campaign: {f}")
     print(f"campaign: {len(results)} cells in {seconds:.1f} s, {len(fails)} failed; "

@@ -12,18 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from firmware_sim.campaign import DOC, failures, kinds, matrix, run_matrix
+from firmware_sim.campaign import BEYOND_SOFTWARE, DOC, failures, kinds, matrix, run_matrix
 from firmware_sim.campaign_cell import BOUND_US, PHASES, CellResult
 
 CELLS = matrix(reduced=True)
-#: Fault kinds whose cells fail today for a host rule still being built (issue 10),
-#: and who builds it. Such a cell is reported xfail with its finding; a cell of
-#: any other kind that fails, fails the test. docs/fault-matrix.md lists them all.
-PENDING = {
-    # A pen that ignores STOP and ESTOP alike stamps on until it is switched off:
-    # the host sends ESTOP NOT_STOPPED every 30 ms for 4 s and tells the technician.
-    "ignores-estop": "H3: no software stops a pen that ignores ESTOP (checks)",
-}
 
 
 @pytest.fixture(scope="module")
@@ -35,10 +27,14 @@ def results() -> dict[tuple[str, str], CellResult]:
 def test_the_cell_is_safe_with_nothing_lost(
     cell: tuple[str, str], results: dict[tuple[str, str], CellResult]
 ) -> None:
-    found = failures([results[cell]])
-    if found and cell[0] in PENDING:
-        pytest.xfail(f"{PENDING[cell[0]]}: {found[0]}")
-    assert not found
+    result = results[cell]
+    if cell[0] in BEYOND_SOFTWARE:  # the host must do all a host can (campaign.py says why)
+        assert result.estops[:1] == ("MISMATCH",), result.estops[:3]  # at once, H1
+        assert result.outcome == "fault" and result.exit_code == 3
+        assert result.recorded == result.sent and result.crash is None
+        assert result.stopped_after_host, "silent host: the pen's watchdog must stop it"
+        return
+    assert not failures([result])
 
 
 def test_the_matrix_has_at_least_14_kinds_and_every_phase() -> None:
