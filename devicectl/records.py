@@ -22,6 +22,8 @@ from devicectl.errors import StoreError
 APPLICATION_ID: Final = 0x4443544C
 #: How a session can end; None in the records means interrupted (resumable).
 OUTCOMES: Final = frozenset({"complete", "aborted", "fault", "link_lost", "refused"})
+#: What a NUL in an event's text is recorded as (PostgreSQL's text holds no NUL).
+NUL_STANDIN: Final = "\ufffd"
 #: Seconds a connection waits for another writer before giving up.
 BUSY_TIMEOUT_S: Final = 5.0
 
@@ -277,14 +279,15 @@ def _schema_version(conn: sqlite3.Connection) -> int:
 
 def insert_events(conn: Conn, session_id: int, events: Sequence[EventRecord]) -> None:
     """Appends the events, each with its link in the session's hash chain (chain.py);
-    call inside the transaction that commits them."""
+    call inside the transaction that commits them. A NUL in a line's text is kept as
+    U+FFFD on both backends: PostgreSQL's text holds none, and it is never meant."""
     rows = [
         (
             session_id,
             e.t_us,
             e.wall,
-            e.kind,
-            e.text,
+            e.kind.replace("\x00", NUL_STANDIN),
+            e.text.replace("\x00", NUL_STANDIN),
             e.zone_id,
             json.dumps(dict(e.data), default=str, separators=(",", ":")),
             int(e.safety),
