@@ -7,6 +7,7 @@ URL the clinic's server (`resolve_db`).
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
 import shutil
@@ -90,6 +91,21 @@ def resolve_db(given: Path | str | None) -> Path | str:
     return Path(text)
 
 
+def db_arg(text: str) -> Path | str:
+    """argparse's type for --db: a postgresql:// URL as given, anything else a path."""
+    return text if store_pg.is_pg_url(text) else Path(text)
+
+
+def file_db_arg(text: str) -> Path:
+    """argparse's type for the --db of commands that need an SQLite file: a URL is
+    refused in one sentence rather than taken for a file name."""
+    if store_pg.is_pg_url(text):
+        raise argparse.ArgumentTypeError(
+            "this command reads and writes an SQLite file; the clinic's PostgreSQL server "
+            "serves `sessions list|show|verify` and `records migrate` so far")
+    return Path(text)
+
+
 def parse_wall(text: str) -> datetime:
     """An ISO-8601 timestamp as an aware UTC datetime (a naive one is taken as UTC)."""
     try:
@@ -123,6 +139,15 @@ class Store:
             self._pg.close()
         else:
             self._sqlite.close()
+
+    @property
+    def conn(self) -> Conn:
+        """The connection, for the chain's checks and the notes (chain.py, notes.py)."""
+        return self._conn
+
+    def transaction(self, what: str) -> contextlib.AbstractContextManager[Conn]:
+        """One write transaction; a database failure is a StoreError naming `what`."""
+        return self._write(what)
 
     def _begin(self) -> None:
         self._conn.execute("BEGIN" if self.pg else "BEGIN IMMEDIATE")

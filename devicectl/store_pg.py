@@ -54,7 +54,10 @@ PG_MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
             operator TEXT,
             simulated INTEGER,
             chain_head TEXT,
-            room TEXT
+            room TEXT,
+            -- where a session copied from a chair came from (records migrate): its
+            -- closure hash there, so a second run copies nothing twice
+            migrated_from TEXT UNIQUE
         )""",
         """CREATE TABLE events (
             id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,

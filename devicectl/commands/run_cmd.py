@@ -54,7 +54,14 @@ from devicectl.profile import (
 )
 from devicectl.safety import INTERVAL_DEPTH_UM, OVERRIDE_REASON_MIN_CHARS
 from devicectl.session import Outcome, Policy, Session, VirtualClock
-from devicectl.store import EventRecord, RecordWriter, SessionRecord, Store, default_db_path
+from devicectl.store import (
+    EventRecord,
+    RecordWriter,
+    SessionRecord,
+    Store,
+    default_db_path,
+    file_db_arg,
+)
 from devicectl.unsaved import not_yet_replayed
 from devicectl.zones import ZoneMap, load_zone_map
 
@@ -108,7 +115,10 @@ def register(sub: Any) -> None:
                    help="simulate a pen that obeys only signed commands (its test key is derived)")
     p.add_argument("--sim-state", type=Path,
                    help="the simulated pen's firmware slots (see `firmware update --sim`)")
-    p.add_argument("--db", type=Path, help=f"records database (default {default_db_path()})")
+    p.add_argument("--db", type=file_db_arg,
+                   help=f"records database (default {default_db_path()})")
+    p.add_argument("--room", default=None, metavar="NAME",
+                   help="the treatment room, recorded with the session")
     p.add_argument("--new-records", action="store_true",
                    help="let a clinical run start new records where --db points (none there "
                    "yet: no patient history to check intervals and cartridges against)")
@@ -132,7 +142,7 @@ def register(sub: Any) -> None:
         f"({DEMO_PROFILE.name}), accelerated, with the live view and the live page.")
     d.add_argument("--speed", type=float, default=DEMO_SPEED,
                    help="simulator speed, times real time (0 = as fast as possible)")
-    d.add_argument("--db", type=Path, default=DEMO_DB, metavar="PATH",
+    d.add_argument("--db", type=file_db_arg, default=DEMO_DB, metavar="PATH",
                    help="records database, relative to the current folder")
     _output_args(d)
     _web_args(d, default=True)
@@ -208,7 +218,8 @@ def run(args: argparse.Namespace) -> int:
     wire, pen, pen_wire, port_name = _link(args, zone_map, vclock)
     try:
         with Store(db_path) as store:
-            setup = _setup(store, loaded, patient, resume_id, operator, args.sim)
+            setup = _setup(store, loaded, patient, resume_id, operator, args.sim,
+                           getattr(args, "room", None))
             refusals = eligibility_gate(console, store, setup.session_id, gate,
                                         setup.loaded.warnings)
             if refusals:
@@ -388,7 +399,7 @@ def _now_iso() -> str:
 
 def _setup(
     store: Store, loaded: LoadedProfile, patient: str, resume_id: int | None, operator: str,
-    simulated: bool,
+    simulated: bool, room: str | None = None,
 ) -> _Setup:
     if resume_id is not None:
         store.append_events(resume_id, [EventRecord(
@@ -403,6 +414,7 @@ def _setup(
         started_at=_now_iso(),
         operator=operator,
         simulated=simulated,
+        room=room,
     )
     return _Setup(loaded, patient, session_id, resumed=False)
 

@@ -20,7 +20,15 @@ from devicectl.commands.chain_cmd import add_verify
 from devicectl.commands.patients_cmd import add_note_command
 from devicectl.errors import DevicectlError, StoreError
 from devicectl.plain import plain
-from devicectl.store import EventRecord, SessionRecord, Store, default_db_path, parse_wall
+from devicectl.store import (
+    EventRecord,
+    SessionRecord,
+    Store,
+    db_arg,
+    default_db_path,
+    parse_wall,
+    resolve_db,
+)
 
 CSV_COLUMNS = ("t_us", "since_start_s", "wall", "kind", "zone_id", "safety", "text", "data")
 
@@ -42,10 +50,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     def with_db(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
         p.add_argument(
             "--db",
-            type=Path,
+            type=db_arg,
             default=None,
-            metavar="PATH",
-            help=f"records database (default {default_db_path()})",
+            metavar="PATH|URL",
+            help="records: an SQLite file or the clinic's postgresql:// URL (default "
+            f"$DEVICECTL_DB, else {default_db_path()})",
         )
         return p
 
@@ -105,13 +114,21 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     add_note_command(sub, with_db)
 
 
-def _db(args: argparse.Namespace) -> Path:
-    path: Path | None = args.db
-    return path if path is not None else default_db_path()
+def _db(args: argparse.Namespace) -> Path | str:
+    return resolve_db(args.db)
 
 
-def _open_existing(path: Path, session_id: int) -> Store:
-    if not path.exists():
+def _file(args: argparse.Namespace, what: str) -> Path:
+    """The SQLite file, for what reads one directly (a URL: one sentence)."""
+    path = _db(args)
+    if not isinstance(path, Path):
+        raise StoreError(f"{what} reads an SQLite file; on the clinic's server use "
+                         "`sessions list|show|verify`")
+    return path
+
+
+def _open_existing(path: Path | str, session_id: int) -> Store:
+    if isinstance(path, Path) and not path.exists():
         raise StoreError(f"no session {session_id} in {path}: no records yet there")
     return Store(path, create=False)
 
@@ -123,15 +140,16 @@ def outcome_text(outcome: str | None) -> str:
 def list_sessions(args: argparse.Namespace) -> int:
     path = _db(args)
     console = Console()
-    if not path.exists():
+    if isinstance(path, Path) and not path.exists():
         console.print(f"no records yet at {path}", markup=False, highlight=False)
         return 0
     with Store(path, create=False) as store:
         records = store.sessions(limit=args.limit)
+        where = store.path
     if not records:
-        console.print(f"no records yet at {path}", markup=False, highlight=False)
+        console.print(f"no records yet at {where}", markup=False, highlight=False)
         return 0
-    table = Table(title=plain(f"sessions in {path}"))
+    table = Table(title=plain(f"sessions in {where}"))
     for name in ("id", "started", "patient ref", "profile", "outcome", "zones done"):
         table.add_column(name, justify="right" if name == "id" else "left", overflow="fold")
     for rec in records:
@@ -145,10 +163,12 @@ def list_sessions(args: argparse.Namespace) -> int:
     return 0
 
 
-def _unsaved_note(console: Console, db: Path) -> None:
+def _unsaved_note(console: Console, db: Path | str) -> None:
     """In red, when records of this database wait in its unsaved file."""
     from devicectl.unsaved import not_yet_replayed
 
+    if not isinstance(db, Path):
+        return
     note = not_yet_replayed(db)
     if note is not None:
         console.print(plain(note, "bold red"), soft_wrap=True)
@@ -323,7 +343,7 @@ def report_session(args: argparse.Namespace) -> int:
     from devicectl.report import write_report  # matplotlib loads only for reports
 
     out: Path = args.out if args.out is not None else Path(f"session-{args.id}-report")
-    files = write_report(_db(args), args.id, out)
+    files = write_report(_file(args, "sessions report"), args.id, out)
     print(f"report: {files.html}")
     print(f"pdf: {files.pdf}")
     for fig in files.figures:
