@@ -21,7 +21,7 @@ MAX_STROKES_PER_FRAME: Final = 10_000
 #: How often a spot's verdict is recomputed while the tip rests on one cell
 #: (a neighbour's pass ages into a new one as time goes by).
 SPOT_RECHECK_US: Final = 50_000
-CONTACT_HOLD: Final = "skin contact lost for more than 300 ms"
+CONTACT_HOLD: Final = f"skin contact lost for more than {CONTACT_LOST_LIMIT_US // 1000} ms"
 AT_MAX_HOLD: Final = "the tip is over a spot already at its maximum passes"
 _U32: Final = 0xFFFF_FFFF
 _NO_KEY: Final = (-2, -1, -1)

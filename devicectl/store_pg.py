@@ -111,6 +111,11 @@ PG_MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
         # Single use, as a constraint: 0 is "no cartridge" (the pen reports none).
         """CREATE UNIQUE INDEX sessions_cartridge_once ON sessions (cartridge_id)
             WHERE cartridge_id IS NOT NULL AND cartridge_id <> 0""",
+        # SQLite's json_extract(doc, '$.a.b') for the shared queries (eventkinds.py):
+        # the value at that path, as text.
+        """CREATE FUNCTION json_extract(doc TEXT, path TEXT) RETURNS TEXT
+            LANGUAGE sql IMMUTABLE AS
+            $$ SELECT (doc::jsonb) #>> string_to_array(substr(path, 3), '.') $$""",
         """CREATE FUNCTION devicectl_refuse() RETURNS trigger LANGUAGE plpgsql AS $$
             BEGIN RAISE EXCEPTION '%', TG_ARGV[0]; END $$""",
         f"""CREATE FUNCTION devicectl_open_only() RETURNS trigger LANGUAGE plpgsql AS $$

@@ -94,6 +94,9 @@ def test_the_clinics_records_are_listed_through_the_environment(
     out = capsys.readouterr().out
     assert "P-001" in out and "complete" in out and "P-002" not in out
     assert main(["sessions", "show", "1"]) == 0
+    assert "ZONE_DONE" in capsys.readouterr().out
+    assert main(["sessions", "show", "1", "--kind", "all"]) == 0
+    assert "STATE" in capsys.readouterr().out
 
 
 def test_bad_migrate_arguments_are_one_sentence(

@@ -189,7 +189,6 @@ def flight(db: Path) -> list[tuple[int, int, Message]]:
     return out
 
 
-@pytest.mark.xfail(reason="H1 (the host holds the pen to its target) is the checks helper's")
 def test_a_pen_lying_about_its_target_gets_estop_mismatch_within_the_bound(tmp_path: Path) -> None:
     db = tmp_path / "r.db"
     with pen("--seed", "107", "--misbehave", "lying-target") as port:
@@ -206,7 +205,6 @@ def test_a_pen_lying_about_its_target_gets_estop_mismatch_within_the_bound(tmp_p
     assert tel.state == PenState.FAULT
 
 
-@pytest.mark.xfail(reason="H3 (stopped means stopped) is the checks helper's")
 def test_a_pen_that_ignores_stop_gets_estop_not_stopped_and_ends_stopped(tmp_path: Path) -> None:
     db = tmp_path / "r.db"
     with pen("--seed", "108", "--misbehave", "ignores-stop") as port:

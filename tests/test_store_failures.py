@@ -109,7 +109,9 @@ def check_stopped_in_time_and_nothing_lost(
                  and e.t_us >= stop.t_us]
     assert sent_stop and sent_stop[0].t_us == stop.t_us  # the STOP went in the same step
     kinds = [e.kind.name for e in shown]
-    assert "STOP_REQUESTED" in kinds and kinds[-1] == "STATE" and shown[-1].data["to"] == "ABORTED"
+    states = [e for e in shown if e.kind.name == "STATE"]
+    assert "STOP_REQUESTED" in kinds and states[-1].data["to"] == "ABORTED"
+    assert kinds[-1] == "PEN_STOPPED"  # the session ended once the pen was seen stopped
     if db.exists():
         with Store(db) as store:
             assert store.session(sid).outcome is None  # not yet: the end is in the unsaved file
