@@ -9,10 +9,14 @@ both servers accept; what differs (schema, locks) lives in store_pg.py.
 from __future__ import annotations
 
 import functools
+import sqlite3
 from collections.abc import Iterator, Sequence
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 import psycopg
+
+#: What a database error is, on either backend.
+DB_ERRORS: Final = (sqlite3.Error, psycopg.Error)
 
 
 class Rows(Protocol):
@@ -26,6 +30,9 @@ class Conn(Protocol):
 
     def execute(self, sql: str, parameters: Sequence[Any] = ..., /) -> Rows: ...
     def executemany(self, sql: str, parameters: Sequence[Sequence[Any]], /) -> Any: ...
+    @property
+    def in_transaction(self) -> bool: ...
+    def close(self) -> None: ...
 
 
 @functools.lru_cache(maxsize=256)
@@ -54,7 +61,9 @@ class PgConn:
 
     @property
     def in_transaction(self) -> bool:
-        return self.raw.info.transaction_status != psycopg.pq.TransactionStatus.IDLE
+        status = self.raw.info.transaction_status
+        return status not in (psycopg.pq.TransactionStatus.IDLE,
+                              psycopg.pq.TransactionStatus.UNKNOWN)  # UNKNOWN: connection lost
 
     def close(self) -> None:
         self.raw.close()

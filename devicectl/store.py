@@ -21,7 +21,7 @@ from typing import Any, Final
 import psycopg
 
 from devicectl import store_pg
-from devicectl.dbconn import Conn
+from devicectl.dbconn import DB_ERRORS, Conn
 from devicectl.errors import StoreError
 from devicectl.record_writer import RecordWriter
 from devicectl.records import (
@@ -44,6 +44,7 @@ from devicectl.records import (
 from devicectl.transitions import RECORDS_FAILED_REASON
 
 __all__ = [
+    "DB_ERRORS",
     "OUTCOMES",
     "RECORDS_FAILED_REASON",
     "EventRecord",
@@ -56,8 +57,6 @@ __all__ = [
     "resolve_db",
 ]
 
-#: What a database error is, on either backend.
-DB_ERRORS: Final = (sqlite3.Error, psycopg.Error)
 #: A patient's other open session younger than this blocks a new one (another room).
 OPEN_SESSION_BLOCK_S: Final = 12 * 3600.0
 

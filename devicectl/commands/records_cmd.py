@@ -13,7 +13,9 @@ import argparse
 from pathlib import Path
 
 from devicectl.errors import DevicectlError
-from devicectl.unsaved import SUFFIX, db_path_of, replay
+from devicectl.store import db_arg
+from devicectl.store_pg import redact
+from devicectl.unsaved import PG_PREFIX, SUFFIX, db_path_of, replay
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -32,8 +34,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     replay_p.add_argument("file", type=Path, metavar="FILE", help=f"the *{SUFFIX} file")
     replay_p.add_argument(
-        "--db", type=Path, default=None, metavar="PATH",
-        help=f"records database (default: FILE without {SUFFIX})",
+        "--db", type=db_arg, default=None, metavar="PATH|URL",
+        help=f"records database or the clinic's postgresql:// URL (default: FILE without "
+        f"{SUFFIX}; a server's file needs its URL)",
     )
     replay_p.set_defaults(func=replay_records)
     migrate_p = sub.add_parser(
@@ -53,13 +56,16 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def replay_records(args: argparse.Namespace) -> int:
     file: Path = args.file
-    db: Path | None = args.db if args.db is not None else db_path_of(file)
+    db: Path | str | None = args.db if args.db is not None else db_path_of(file)
+    if db is None and file.name.startswith(PG_PREFIX):
+        raise DevicectlError(f"{file} holds records of a PostgreSQL server: say which with "
+                             "--db postgresql://…")
     if db is None:
         raise DevicectlError(
             f"{file} does not end in {SUFFIX}: say which database it belongs to with --db PATH"
         )
     for sentence in replay(file, db):
-        print(f"{sentence} (into {db})")
+        print(f"{sentence} (into {redact(db) if isinstance(db, str) else db})")
     return 0
 
 
