@@ -15,7 +15,8 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+# appended, not inserted: PYTHONPATH=build/compiled (make compiled) must come first
+sys.path.append(str(Path(__file__).resolve().parent.parent))
 
 from devicectl import protocol as p
 from devicectl.controller import Command, Controller, StartFacts, State

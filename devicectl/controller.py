@@ -109,6 +109,10 @@ class Controller(ControllerConnect):
                 return self._flush()
             if now_us - self._hello_us >= HELLO_RETRY_US:
                 self._send_hello(now_us)
+        if self._link.awaits(p.Start) and self._stamping_refusal() is not None:
+            # A START not yet ACKed, and since then a reason not to stamp (a cartridge
+            # seen used, a pen condition): it is not sent again.
+            self._link.cancel(p.Start)
         try:
             for pending, frame in self._link.resends_due(now_us):
                 self._out += frame

@@ -213,6 +213,7 @@ class ControllerCore:
     ) -> None:
         """The one place that stops stamping: STOP (when the pen may be stamping, or
         `force`), why (`stop_reason`), and whether it is a hold inside STAMPING."""
+        self._link.cancel(p.Start)  # an unACKed START is never resent after a stop
         if self._pen_stamping or force:
             self._send(p.Stop(), now_us, tracked=not self._link_gone)
         self._hold = reason if hold else None
@@ -239,6 +240,7 @@ class ControllerCore:
         self, text: str, now_us: int, *, estop: bool, fault_flags: int | None = None,
         final: bool = False,
     ) -> None:
+        self._link.cancel(p.Start)  # an unACKed START is never resent into a fault
         self.fault_latched = True
         self.fault = text
         if final:

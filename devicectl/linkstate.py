@@ -106,6 +106,22 @@ class LinkState:
         self.acked_sent_us = p.sent_us
         return p.message
 
+    def awaits(self, kind: type) -> bool:
+        """Whether a frame of this message class still waits for its ACK."""
+        return any(isinstance(p.message, kind) for p in self._pending.values())
+
+    def cancel(self, kind: type) -> int:
+        """Forget the unACKed frames of one message class: they are never sent again.
+
+        A START the pen has not acknowledged must not be resent once the host has
+        decided to stop (a fault, a refusal, a STOP): its resend would start a pen
+        that the host wants stopped. Returns how many were dropped.
+        """
+        doomed = [seq for seq, p in self._pending.items() if isinstance(p.message, kind)]
+        for seq in doomed:
+            del self._pending[seq]
+        return len(doomed)
+
     def resends_due(self, now_us: int) -> list[tuple[Pending, bytes]]:
         """Frames to send again now (new seq, same content); raises LinkLost after the last."""
         out: list[tuple[Pending, bytes]] = []

@@ -108,7 +108,7 @@ def spec_findings(results: Iterable[CellResult]) -> list[str]:
     """Cells where the host did not do what the spec wants, though the pen ended safe."""
     return [
         f"{r.kind} at {r.phase}: the spec wants {r.expect}; the host: {r.outcome}, "
-        f"ESTOP {', '.join(r.estops) or 'none'}"
+        f"ESTOP {_reasons(r.estops) if r.estops else 'none'}"
         for r in results
         if r.spec_met is False and r.safe
     ]
@@ -170,7 +170,7 @@ def table(results: Sequence[CellResult], seconds: float) -> str:
         lines.append(
             f"| {r.kind} | {r.phase} | {verdict} | {'yes' if r.pen_stopped else '**no**'} "
             f"| {after} | {r.outcome} ({r.exit_code}) | {records} "
-            f"| {', '.join(r.estops) or '—'} | {r.expect} "
+            f"| {_reasons(r.estops)} | {r.expect} "
             f"| {_DONE[r.spec_met]} |"
         )
     fails = failures(results)
@@ -180,6 +180,14 @@ def table(results: Sequence[CellResult], seconds: float) -> str:
     if unmet:
         lines += ["", "## Safe, but not as the spec says", ""] + [f"- {f}" for f in unmet]
     return "\n".join(lines) + "\n"
+
+
+def _reasons(estops: Sequence[str]) -> str:
+    """The ESTOP reasons in the order first sent, each with its count when repeated."""
+    counts: dict[str, int] = {}
+    for reason in estops:
+        counts[reason] = counts.get(reason, 0) + 1
+    return ", ".join(f"{k} ×{n}" if n > 1 else k for k, n in counts.items()) or "—"
 
 
 _DONE: Final = {True: "yes", False: "**no**", None: "—"}

@@ -359,3 +359,51 @@ def test_a_pen_that_lies_about_its_target_is_still_seen_stopped_after_the_estop(
     t = now + 2 * PERIOD_US + STOP_SETTLE_US
     ctl.receive_data(pen.frame(replace(lie, state=p.PenState.FAULT)), t)
     assert ctl.pen_stopped
+
+
+# --- a START the pen has not acknowledged is never resent into a reason to stop --------
+
+
+def test_an_unacked_start_is_not_resent_after_the_pen_reports_a_fault() -> None:
+    ctl, pen, now = ready()
+    ctl.receive_data(pen.frame(tel(x_dmm=100, y_dmm=50)), now)
+    assert frame_types(pen.parse(ctl.command(Command.START, now))) == ["START"]
+    # No ACK; a fault latches on the pen before the resend is due.
+    fault = tel(state=p.PenState.FAULT, fault_flags=1 << p.FaultBit.OVERTEMP)
+    pen.parse(ctl.receive_data(pen.frame(fault), now + 5_000))
+    later = frame_types(pen.parse(ctl.tick(now + 40_000))) + frame_types(
+        pen.parse(ctl.tick(now + 80_000)))
+    assert "START" not in later
+
+
+def test_an_unacked_start_is_not_resent_after_a_stop() -> None:
+    ctl, pen, now = ready()
+    ctl.receive_data(pen.frame(tel(x_dmm=100, y_dmm=50)), now)
+    assert frame_types(pen.parse(ctl.command(Command.START, now))) == ["START"]
+    pen.parse(ctl.command(Command.PAUSE, now + 1_000))
+    sent = []
+    for t in range(now + 2_000, now + 150_000, 2_000):
+        sent += frame_types(pen.parse(ctl.tick(t)))
+    assert "START" not in sent
+
+
+def test_an_unacked_start_is_resent_while_nothing_forbids_stamping() -> None:
+    ctl, pen, now = ready()
+    ctl.receive_data(pen.frame(tel(x_dmm=100, y_dmm=50)), now)
+    assert frame_types(pen.parse(ctl.command(Command.START, now))) == ["START"]
+    assert "START" in frame_types(pen.parse(ctl.tick(now + 40_000)))  # the link rule holds
+
+
+def test_an_unacked_start_is_not_resent_after_the_pen_names_a_used_cartridge() -> None:
+    # The soak's case: START sent, then a DEVICE_INFO naming a cartridge the records
+    # have seen; the START's ACK resend must not go out 30 ms later.
+    from devicectl.controller import StartFacts
+
+    ctl, pen, now = ready(facts=StartFacts("patient-1", frozenset({77})))
+    ctl.receive_data(pen.frame(tel(x_dmm=100, y_dmm=50)), now)
+    assert frame_types(pen.parse(ctl.command(Command.START, now))) == ["START"]
+    pen.parse(ctl.receive_data(pen.frame(replace(DEVICE, cartridge_id=77)), now + 5_000))
+    sent = []
+    for t in range(now + 10_000, now + 150_000, 2_000):
+        sent += frame_types(pen.parse(ctl.tick(t)))
+    assert "START" not in sent

@@ -86,3 +86,14 @@ def test_stamping_within_the_bound_or_where_no_stop_is_owed_is_safe() -> None:
 
 def test_the_table_is_where_the_docs_are() -> None:
     assert Path(__file__).resolve().parent.parent / "docs" / "fault-matrix.md" == DOC
+
+
+def test_an_unknown_fault_kind_is_one_sentence_and_exit_2(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    from firmware_sim.campaign import main
+
+    assert main(["--kind", "gremlins", "--out", str(tmp_path / "m.md")]) == 2
+    err = capsys.readouterr().err
+    assert "unknown fault kind(s) gremlins" in err and "ignores-stop" in err
+    assert not (tmp_path / "m.md").exists()

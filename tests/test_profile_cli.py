@@ -124,7 +124,7 @@ def test_validate_recognizes_the_checklist_among_profiles(
 ) -> None:
     checklist = PROFILES / "checklist.yaml"
     assert cli.main(["profile", "validate", str(checklist)]) == 0
-    assert f"{checklist}: ok (checklist, " in capsys.readouterr().out
+    assert f"{checklist}: ok (contraindication checklist, " in capsys.readouterr().out
     broken = tmp_path / "checklist.yaml"
     broken.write_text("version: 1\nitems: []\n", encoding="utf-8")
     assert cli.main(["profile", "validate", str(broken)]) == 1

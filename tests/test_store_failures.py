@@ -444,7 +444,7 @@ def test_through_the_cli_a_deleted_database_stops_the_run_says_so_in_red_and_rep
         rec = store.sessions()[0]
         kinds = [e.kind for e in store.events(rec.id)]
     assert rec.outcome == "aborted" and rec.patient_ref == "P-0101" and rec.cartridge_id
-    assert kinds[-1] == "STATE" and "SAFETY_STOP" in kinds and "STOP_REQUESTED" in kinds
+    assert kinds[-1] == "PEN_STOPPED" and "SAFETY_STOP" in kinds and "STOP_REQUESTED" in kinds
 
     # The live view and the page show it in red, whatever the state.
     status = {"state": "PAUSED", "records_failure": "records cannot be written: disk full"}

@@ -330,9 +330,8 @@ def show_session(args: argparse.Namespace) -> int:
 
 def frame_lines(events: list[EventRecord], only: int | None = None) -> list[str]:
     """The FLIGHT events' frames as JSON lines (see `sessions frames`)."""
-    from devicectl.commands.link_cmd import decode_events, event_to_dict
+    from devicectl.columnar import decode_recorded
     from devicectl.flight import DIRECTIONS, SLOT_BYTES, unpack
-    from devicectl.protocol import Decoder
 
     recordings = [e for e in events if e.kind == "FLIGHT"]
     out: list[str] = []
@@ -344,12 +343,14 @@ def frame_lines(events: list[EventRecord], only: int | None = None) -> list[str]
         except ValueError as exc:
             raise StoreError(f"recording {number} ({e.wall}) is damaged: {exc}") from exc
         head = {"recording": number, "trigger": e.data.get("trigger")}
-        for f in frames:
+        # all the recording's frames at once, by columns (same objects as frame by frame)
+        per_frame = decode_recorded([f.raw for f in frames])
+        for f, columnar_events in zip(frames, per_frame, strict=True):
             where = {"dir": DIRECTIONS[f.direction], "host_t_us": f.t_us}
             if f.length > SLOT_BYTES:
                 decoded = [{"discarded": "too_long", "length": f.length}]
             else:
-                decoded = [event_to_dict(d) for d in decode_events(Decoder(), f.raw)]
+                decoded = columnar_events
             for d in decoded:
                 out.append(json.dumps(head | where | d | {"hex": f.raw.hex(" ")}))
     return out
