@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
+
+from devicectl.dbconn import Conn
 
 #: The columns of an event row the hash covers, in the order they are hashed.
 EVENT_HASHED: Final = "session_id, t_us, wall, kind, text, zone_id, data, safety"
@@ -47,7 +48,7 @@ def note_hash(prev: str, row: Sequence[Any]) -> str:
     return _link(prev, "note", list(row))
 
 
-def genesis(conn: sqlite3.Connection, session_id: int) -> str:
+def genesis(conn: Conn, session_id: int) -> str:
     """The chain's start: the session's header as it was created (the stored profile
     text included, by its own SHA-256)."""
     row = conn.execute(
@@ -63,7 +64,7 @@ def genesis(conn: sqlite3.Connection, session_id: int) -> str:
                                  simulated])
 
 
-def last_hash(conn: sqlite3.Connection, session_id: int) -> str:
+def last_hash(conn: Conn, session_id: int) -> str:
     """The hash the session's next event chains to: its last event's, or its genesis."""
     row = conn.execute(
         "SELECT hash FROM events WHERE session_id = ? ORDER BY id DESC LIMIT 1", (session_id,)
@@ -74,7 +75,7 @@ def last_hash(conn: sqlite3.Connection, session_id: int) -> str:
 
 
 def hashed_event_rows(
-    conn: sqlite3.Connection, session_id: int, rows: Sequence[Sequence[Any]]
+    conn: Conn, session_id: int, rows: Sequence[Sequence[Any]]
 ) -> list[tuple[Any, ...]]:
     """`rows` (EVENT_HASHED order) each with its chained hash appended, ready to insert
     in the same transaction as this read of the chain's end."""
@@ -87,7 +88,7 @@ def hashed_event_rows(
 
 
 def closure_hash(
-    conn: sqlite3.Connection, session_id: int, outcome: str, ended_at: str
+    conn: Conn, session_id: int, outcome: str, ended_at: str
 ) -> str:
     """The chain's last link: the outcome and end with what the session row and its
     results hold then (pen, cartridge, zones, the coverage archive's SHA-256)."""
@@ -130,13 +131,13 @@ class ChainCheck:
     unchained: bool = False
 
 
-def chain_origin(conn: sqlite3.Connection) -> int:
+def chain_origin(conn: Conn) -> int:
     """The first session id recorded with a chain (earlier ones predate it)."""
     row = conn.execute("SELECT first_session_id FROM chain_origin").fetchone()
     return 1 if row is None else int(row[0])
 
 
-def verify_session(conn: sqlite3.Connection, session_id: int) -> ChainCheck:
+def verify_session(conn: Conn, session_id: int) -> ChainCheck:
     """Recomputes the session's chain from its rows; names the first row that breaks it."""
     head = conn.execute(
         "SELECT outcome, ended_at, chain_head FROM sessions WHERE id = ?", (session_id,)
@@ -183,7 +184,7 @@ def verify_session(conn: sqlite3.Connection, session_id: int) -> ChainCheck:
     return ChainCheck(session_id, None, str(stored_head), count, True)
 
 
-def _verify_notes(conn: sqlite3.Connection, session_id: int) -> str | None:
+def _verify_notes(conn: Conn, session_id: int) -> str | None:
     prev = genesis(conn, session_id)
     for row_id, *row, stored in conn.execute(
         "SELECT id, session_id, wall, adverse_kind, text, author, hash FROM notes"
@@ -199,7 +200,7 @@ def _verify_notes(conn: sqlite3.Connection, session_id: int) -> str | None:
     return None
 
 
-def verify_all(conn: sqlite3.Connection) -> list[ChainCheck]:
+def verify_all(conn: Conn) -> list[ChainCheck]:
     """Every session's chain, and a problem for each session id missing from the records."""
     ids = [int(r[0]) for r in conn.execute("SELECT id FROM sessions ORDER BY id")]
     row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'sessions'").fetchone()
@@ -213,7 +214,7 @@ def verify_all(conn: sqlite3.Connection) -> list[ChainCheck]:
     return sorted(checks, key=lambda c: c.session_id)
 
 
-def session_head(conn: sqlite3.Connection, session_id: int) -> str | None:
+def session_head(conn: Conn, session_id: int) -> str | None:
     """The head to print on a report: the closure hash, else the last event's hash."""
     row = conn.execute("SELECT chain_head FROM sessions WHERE id = ?", (session_id,)).fetchone()
     if row is not None and row[0] is not None:

@@ -11,11 +11,11 @@ session is over.
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Final
 
+from devicectl.dbconn import Conn
 from devicectl.records import EVENT_COLUMNS, event_from_row
 from devicectl.store import EventRecord
 
@@ -72,7 +72,7 @@ class Selection:
     hidden: dict[str, int]
 
 
-def select_events(conn: sqlite3.Connection, session_id: int, flt: EventFilter) -> Selection:
+def select_events(conn: Conn, session_id: int, flt: EventFilter) -> Selection:
     """The session's events that pass `flt`, in order, and counts of those left out.
 
     Two queries: the rows shown, and a GROUP BY count of the rest; no row that
@@ -86,7 +86,7 @@ def select_events(conn: sqlite3.Connection, session_id: int, flt: EventFilter) -
     if flt.kinds is None:
         shown = f"NOT {ROUTINE_SQL}"
     elif ALL in flt.kinds:
-        shown = "1"
+        shown = "1 = 1"  # SQLite and PostgreSQL alike
     else:
         marks = ",".join("?" * len(flt.kinds))
         shown = f"kind IN ({marks})"
@@ -103,7 +103,7 @@ def select_events(conn: sqlite3.Connection, session_id: int, flt: EventFilter) -
     return Selection([event_from_row(r) for r in rows], {str(k): int(n) for k, n in counts})
 
 
-def treatment_order(conn: sqlite3.Connection, session_id: int) -> dict[int, int]:
+def treatment_order(conn: Conn, session_id: int) -> dict[int, int]:
     """Zone id -> its place in the order the session treated the zones (the first
     ZONE_STARTED of each); the records keep zones by name, not in that order."""
     rows = conn.execute(

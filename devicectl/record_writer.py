@@ -8,6 +8,10 @@ on its next step and stops stamping. From then on nothing more goes to the
 database: what was pending and everything after is appended to
 `<db>.unsaved.jsonl` (devicectl/unsaved.py), which `devicectl records replay`
 puts back.
+
+On the clinic's PostgreSQL (`path` a postgresql:// URL) the same: a server that
+goes away fails the next commit (at once on a safety event), and the unsaved file
+is local (unsaved.unsaved_path). There is no file identity to check there.
 """
 
 from __future__ import annotations
@@ -23,7 +27,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from devicectl import unsaved
+from devicectl import store_pg, unsaved
+from devicectl.dbconn import DB_ERRORS, Conn
 from devicectl.errors import StoreError
 from devicectl.records import (
     EVENT_COLUMNS,
@@ -101,19 +106,25 @@ class RecordWriter:
 
     def __init__(
         self,
-        path: Path,
+        path: Path | str,
         session_id: int,
         *,
         commit_interval_s: float = 0.1,
         clock: Callable[[], int] = _monotonic_us,
     ) -> None:
-        self.path = path
+        self.pg = store_pg.is_pg_url(path)
+        #: the records as named in messages (a server's URL without its password)
+        self.path: Path | str = store_pg.redact(str(path)) if self.pg else Path(path)
+        self._target = path
         self.session_id = session_id
         self.commit_interval_s = commit_interval_s
         self.errors: list[str] = []
         self.failure: str | None = None
         self.failed_at_us: int | None = None
         self.unsaved_path = unsaved.unsaved_path(path)
+        if self.pg:  # a server's unsaved file is local, beside the default records
+            with contextlib.suppress(OSError):
+                self.unsaved_path.parent.mkdir(parents=True, exist_ok=True)
         self.unsaved_count = 0
         self.unwritten: list[str] = []
         self._clock = clock
@@ -194,6 +205,7 @@ class RecordWriter:
         self._note(f"records of session {self.session_id} not saved in {self.path}: {why}")
         conn = moved_from
         if first and conn is not None:
+            assert isinstance(self.path, Path)
             if not self.path.exists():
                 self._rescue(conn)
             self._spill_committed(conn)
@@ -202,6 +214,7 @@ class RecordWriter:
         """The records file was deleted while open: SQLite still reads it, so all of
         it (every session: cartridges and intervals) is copied back to its place, or
         beside it if something else is there by now."""
+        assert isinstance(self.path, Path)
         tmp = self.path.with_name(f"{self.path.name}.rescue-{os.getpid()}")
         try:
             dest = sqlite3.connect(tmp)
@@ -246,19 +259,36 @@ class RecordWriter:
             done.cover = _Coverage(zones, None if state is None else state[0])
         self._spill(done)
 
-    def _open(self) -> sqlite3.Connection | None:
+    def _connect(self) -> Conn | None:
+        if self.pg:
+            try:
+                return store_pg.connect(str(self._target))
+            except StoreError as exc:
+                self._fail(str(exc))
+                return None
+        assert isinstance(self.path, Path)
         try:
             self._fd = os.open(self.path, os.O_RDONLY)
         except OSError as exc:
             self._fail(f"cannot open {self.path} ({exc.strerror})")
             return None
         try:
-            conn = open_database(self.path, create=False)
+            return open_database(self.path, create=False)
+        except StoreError as exc:
+            self._fail(str(exc))
+            return None
+
+    def _open(self) -> Conn | None:
+        conn = self._connect()
+        if conn is None:
+            return None
+        try:
             row = conn.execute(
                 "SELECT patient_ref, profile_name, profile_hash, profile_text, started_at"
                 " FROM sessions WHERE id = ?", (self.session_id,)
             ).fetchone()
-        except (StoreError, sqlite3.Error) as exc:
+        except DB_ERRORS as exc:
+            conn.close()
             self._fail(str(exc))
             return None
         if row is None:
@@ -277,8 +307,11 @@ class RecordWriter:
         return conn
 
     def _file_changed(self) -> str | None:
-        """Why the file at `path` is no longer the one opened, or None."""
-        assert self._fd is not None
+        """Why the file at `path` is no longer the one opened, or None (a server:
+        None)."""
+        if self._fd is None:
+            return None
+        assert isinstance(self.path, Path)
         try:
             opened = os.fstat(self._fd)
             now = os.stat(self.path)
@@ -335,6 +368,7 @@ class RecordWriter:
                     self._check_due = time.monotonic() + self.commit_interval_s
                     changed = self._file_changed()
                     if changed is not None:
+                        assert isinstance(conn, sqlite3.Connection)
                         self._fail(changed, conn)
                 if deadline is None and pending:
                     deadline = time.monotonic() + self.commit_interval_s
@@ -367,11 +401,11 @@ class RecordWriter:
             self._note(f"an event of session {self.session_id} could not be built: {exc!r}")
             return None
 
-    def _commit(self, conn: sqlite3.Connection, pending: _Pending) -> bool:
+    def _commit(self, conn: Conn, pending: _Pending) -> bool:
         """One transaction; True once committed (into the file opened, even if it is
         no longer the records: then `failure` is set and the rows already spilled)."""
         try:
-            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("BEGIN" if self.pg else "BEGIN IMMEDIATE")
             try:
                 self._write_rows(conn, pending)
                 conn.execute("COMMIT")
@@ -379,16 +413,17 @@ class RecordWriter:
                 if conn.in_transaction:  # SQLite may have rolled back already (disk full)
                     conn.execute("ROLLBACK")
                 raise
-        except sqlite3.Error as exc:
-            self._fail(str(exc))
+        except DB_ERRORS as exc:
+            self._fail(str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc))
             return False
         self._committed += len(pending.events)
         changed = self._file_changed()
         if changed is not None:  # committed into a file that is no longer the records
+            assert isinstance(conn, sqlite3.Connection)
             self._fail(changed, conn)
         return True
 
-    def _write_rows(self, conn: sqlite3.Connection, pending: _Pending) -> None:
+    def _write_rows(self, conn: Conn, pending: _Pending) -> None:
         if pending.device is not None:
             d = pending.device
             set_device_row(
@@ -409,10 +444,10 @@ class RecordWriter:
             pending.cover = _Coverage(pending.cover.zones, state)  # built once, even on retry
         return state
 
-    def _close_session(self, conn: sqlite3.Connection, outcome: str, ended_at: str | None) -> None:
+    def _close_session(self, conn: Conn, outcome: str, ended_at: str | None) -> None:
         ended = ended_at if ended_at is not None else datetime.now(UTC).isoformat()
         try:
-            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("BEGIN" if self.pg else "BEGIN IMMEDIATE")
             try:
                 close_session_row(conn, self.session_id, outcome, ended)
                 conn.execute("COMMIT")
@@ -420,7 +455,7 @@ class RecordWriter:
                 if conn.in_transaction:  # SQLite may have rolled back already (disk full)
                     conn.execute("ROLLBACK")
                 raise
-        except sqlite3.Error as exc:
+        except DB_ERRORS as exc:
             self._fail(str(exc))  # the outcome goes to the unsaved file next
         except StoreError as exc:
             self._note(f"session {self.session_id} could not be closed: {exc}")

@@ -15,12 +15,15 @@ from pathlib import Path
 from typing import Any, Final
 
 from devicectl.chain import closure_hash, hashed_event_rows
+from devicectl.dbconn import Conn
 from devicectl.errors import StoreError
 
 #: PRAGMA application_id of a devicectl database ("DCTL"): tells ours from any SQLite file.
 APPLICATION_ID: Final = 0x4443544C
 #: How a session can end; None in the records means interrupted (resumable).
 OUTCOMES: Final = frozenset({"complete", "aborted", "fault", "link_lost", "refused"})
+#: What a NUL in an event's text is recorded as (PostgreSQL's text holds no NUL).
+NUL_STANDIN: Final = "\ufffd"
 #: Seconds a connection waits for another writer before giving up.
 BUSY_TIMEOUT_S: Final = 5.0
 
@@ -77,6 +80,8 @@ class SessionRecord:
     simulated: bool | None = None
     #: the hash chain's closure (chain.py), set with the outcome
     chain_head: str | None = None
+    #: the treatment room (run --room); None for a single chair
+    room: str | None = None
 
 
 _FINAL = "a closed session is final"
@@ -187,6 +192,8 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
         """CREATE TRIGGER notes_no_delete BEFORE DELETE ON notes
             BEGIN SELECT RAISE(ABORT, 'notes are append-only'); END""",
     ),
+    # 4 -> 5: the treatment room (run --room), as on the clinic's server (store_pg.py).
+    ("ALTER TABLE sessions ADD COLUMN room TEXT",),
 )
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 
@@ -270,16 +277,17 @@ def _schema_version(conn: sqlite3.Connection) -> int:
     return int(version)
 
 
-def insert_events(conn: sqlite3.Connection, session_id: int, events: Sequence[EventRecord]) -> None:
+def insert_events(conn: Conn, session_id: int, events: Sequence[EventRecord]) -> None:
     """Appends the events, each with its link in the session's hash chain (chain.py);
-    call inside the transaction that commits them."""
+    call inside the transaction that commits them. A NUL in a line's text is kept as
+    U+FFFD on both backends: PostgreSQL's text holds none, and it is never meant."""
     rows = [
         (
             session_id,
             e.t_us,
             e.wall,
-            e.kind,
-            e.text,
+            e.kind.replace("\x00", NUL_STANDIN),
+            e.text.replace("\x00", NUL_STANDIN),
             e.zone_id,
             json.dumps(dict(e.data), default=str, separators=(",", ":")),
             int(e.safety),
@@ -294,7 +302,7 @@ def insert_events(conn: sqlite3.Connection, session_id: int, events: Sequence[Ev
 
 
 def upsert_coverage(
-    conn: sqlite3.Connection,
+    conn: Conn,
     session_id: int,
     zones: Sequence[ZoneCoverage],
     state: bytes | None,
@@ -333,7 +341,7 @@ def upsert_coverage(
 
 
 def set_device_row(
-    conn: sqlite3.Connection,
+    conn: Conn,
     session_id: int,
     serial: int,
     fw_version: int,
@@ -348,7 +356,7 @@ def set_device_row(
 
 
 def close_session_row(
-    conn: sqlite3.Connection, session_id: int, outcome: str, ended_at: str
+    conn: Conn, session_id: int, outcome: str, ended_at: str
 ) -> None:
     """Sets the outcome once; StoreError names the session if it is unknown or closed."""
     if outcome not in OUTCOMES:
@@ -403,13 +411,13 @@ ZONE_COLUMNS: Final = (
 SESSION_COLUMNS: Final = (
     "id, patient_ref, profile_name, profile_hash, profile_text, device_serial, fw_version,"
     " cartridge_id, started_at, ended_at, outcome, position_mode, operator, simulated,"
-    " chain_head"
+    " chain_head, room"
 )
 
 
 def session_from_row(row: Sequence[Any], zones: tuple[ZoneCoverage, ...]) -> SessionRecord:
     (sid, patient, pname, phash, ptext, serial, fw, cart, started, ended, outcome, mode,
-     operator, simulated, head) = row
+     operator, simulated, head, room) = row
     return SessionRecord(
         id=int(sid),
         patient_ref=str(patient),
@@ -427,4 +435,5 @@ def session_from_row(row: Sequence[Any], zones: tuple[ZoneCoverage, ...]) -> Ses
         operator=operator,
         simulated=None if simulated is None else bool(simulated),
         chain_head=head,
+        room=room,
     )

@@ -1,10 +1,13 @@
-"""Session records in SQLite: `Store` for the CLI and for checks before and after
-a session; `RecordWriter` (record_writer.py) for the session itself. The record
-types and the schema live in records.py.
+"""Session records: `Store` for the CLI and for checks before and after a session;
+`RecordWriter` (record_writer.py) for the session itself. The record types and
+the SQLite schema live in records.py; a clinic's PostgreSQL in store_pg.py. One
+`Store` speaks to either: a path is an SQLite file (one chair), a postgresql://
+URL the clinic's server (`resolve_db`).
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
 import shutil
@@ -15,6 +18,10 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Final
 
+import psycopg
+
+from devicectl import store_pg
+from devicectl.dbconn import DB_ERRORS, Conn
 from devicectl.errors import StoreError
 from devicectl.record_writer import RecordWriter
 from devicectl.records import (
@@ -37,6 +44,7 @@ from devicectl.records import (
 from devicectl.transitions import RECORDS_FAILED_REASON
 
 __all__ = [
+    "DB_ERRORS",
     "OUTCOMES",
     "RECORDS_FAILED_REASON",
     "EventRecord",
@@ -46,7 +54,19 @@ __all__ = [
     "ZoneCoverage",
     "default_db_path",
     "parse_wall",
+    "resolve_db",
 ]
+
+#: A patient's other open session younger than this blocks a new one (another room).
+OPEN_SESSION_BLOCK_S: Final = 12 * 3600.0
+
+class CartridgeUsedError(StoreError):
+    """The cartridge is recorded by another session (single use)."""
+
+
+class PatientBusyError(StoreError):
+    """The patient has a session open in another room."""
+
 
 _SECONDS_PER_DAY: Final = 86_400.0
 #: A session is refused when the records' file system has less free space than this.
@@ -57,6 +77,32 @@ def default_db_path() -> Path:
     """$XDG_DATA_HOME/devicectl/sessions.db, else ~/.local/share/devicectl/sessions.db."""
     base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return Path(base) / "devicectl" / "sessions.db"
+
+
+def resolve_db(given: Path | str | None) -> Path | str:
+    """Where the records are: --db as given, else $DEVICECTL_DB, else the default
+    SQLite file. A postgresql:// URL stays a string; anything else is a path."""
+    text = str(given) if given is not None else store_pg.db_from_env()
+    if text is None:
+        return default_db_path()
+    if store_pg.is_pg_url(text):
+        return text
+    return Path(text)
+
+
+def db_arg(text: str) -> Path | str:
+    """argparse's type for --db: a postgresql:// URL as given, anything else a path."""
+    return text if store_pg.is_pg_url(text) else Path(text)
+
+
+def file_db_arg(text: str) -> Path:
+    """argparse's type for the --db of commands that need an SQLite file: a URL is
+    refused in one sentence rather than taken for a file name."""
+    if store_pg.is_pg_url(text):
+        raise argparse.ArgumentTypeError(
+            "this command reads and writes an SQLite file; the clinic's PostgreSQL server "
+            "serves `sessions list|show|verify` and `records migrate` so far")
+    return Path(text)
 
 
 def parse_wall(text: str) -> datetime:
@@ -71,14 +117,44 @@ def parse_wall(text: str) -> datetime:
 
 
 class Store:
-    """One connection to the records; not shared between threads."""
+    """One connection to the records (an SQLite file, or a PostgreSQL URL); not
+    shared between threads. `path` names them in messages."""
 
-    def __init__(self, path: Path, *, create: bool = True) -> None:
-        self.path = path
-        self._conn = open_database(path, create=create)
+    def __init__(self, target: Path | str, *, create: bool = True) -> None:
+        self._conn: Conn
+        if store_pg.is_pg_url(target):
+            self.pg = True
+            self.path: Path | str = store_pg.redact(str(target))
+            self._pg = store_pg.connect(str(target))
+            self._conn = self._pg
+        else:
+            self.pg = False
+            self.path = Path(target)
+            self._sqlite = open_database(self.path, create=create)
+            self._conn = self._sqlite
 
     def close(self) -> None:
-        self._conn.close()
+        if self.pg:
+            self._pg.close()
+        else:
+            self._sqlite.close()
+
+    @property
+    def conn(self) -> Conn:
+        """The connection, for the chain's checks and the notes (chain.py, notes.py)."""
+        return self._conn
+
+    def transaction(self, what: str) -> contextlib.AbstractContextManager[Conn]:
+        """One write transaction; a database failure is a StoreError naming `what`."""
+        return self._write(what)
+
+    def _begin(self) -> None:
+        self._conn.execute("BEGIN" if self.pg else "BEGIN IMMEDIATE")
+
+    def _rollback(self) -> None:
+        in_tx = self._pg.in_transaction if self.pg else self._sqlite.in_transaction
+        if in_tx:
+            self._conn.execute("ROLLBACK")
 
     def __enter__(self) -> Store:
         return self
@@ -92,26 +168,26 @@ class Store:
         self.close()
 
     @contextlib.contextmanager
-    def _write(self, what: str) -> Iterator[sqlite3.Connection]:
-        """One transaction; any SQLite failure becomes a StoreError saying what was lost."""
+    def _write(self, what: str) -> Iterator[Conn]:
+        """One transaction; any database failure becomes a StoreError saying what was lost."""
         try:
-            self._conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.Error as exc:
+            self._begin()
+        except DB_ERRORS as exc:
             raise StoreError(f"cannot write {what} to {self.path}: {exc}") from exc
         try:
             yield self._conn
             self._conn.execute("COMMIT")
         except BaseException as exc:
-            with contextlib.suppress(sqlite3.Error):
-                self._conn.execute("ROLLBACK")
-            if isinstance(exc, sqlite3.Error):
+            with contextlib.suppress(*DB_ERRORS):
+                self._rollback()
+            if isinstance(exc, DB_ERRORS):
                 raise StoreError(f"cannot write {what} to {self.path}: {exc}") from exc
             raise
 
     def _read(self, sql: str, args: Sequence[object] = ()) -> list[tuple[Any, ...]]:
         try:
             return self._conn.execute(sql, args).fetchall()
-        except sqlite3.Error as exc:
+        except DB_ERRORS as exc:
             raise StoreError(f"cannot read the records in {self.path}: {exc}") from exc
 
     def _require_session(self, session_id: int) -> None:
@@ -123,19 +199,31 @@ class Store:
     def require_writable(self) -> None:
         """Raises StoreError (one sentence) unless a session's records can be written
         here: a write transaction is tried (read-only file or file system, no
-        permission) and the file system needs MIN_FREE_BYTES free."""
+        permission) and the file system needs MIN_FREE_BYTES free. On PostgreSQL, the
+        login must be able to append events."""
+        if self.pg:
+            try:
+                row = self._conn.execute(
+                    "SELECT has_table_privilege('events', 'INSERT')").fetchone()
+            except DB_ERRORS as exc:
+                raise StoreError(f"the records on {self.path} cannot be read ({exc})") from exc
+            if not row[0]:
+                raise StoreError(
+                    f"the login on {self.path} cannot append events; grant it the role "
+                    f"{store_pg.WRITER_ROLE}; no session starts without its record")
+            return
         try:
             self._conn.execute("BEGIN IMMEDIATE")
             try:
                 self._conn.execute("UPDATE schema_version SET version = version")
             finally:
-                if self._conn.in_transaction:
-                    self._conn.execute("ROLLBACK")
+                self._rollback()
         except sqlite3.Error as exc:
             raise StoreError(
                 f"the records database {self.path} cannot be written ({exc}); no session "
                 "starts without its record: make it writable, or pass another --db"
             ) from exc
+        assert isinstance(self.path, Path)
         free = shutil.disk_usage(self.path.parent).free
         if free < MIN_FREE_BYTES:
             raise StoreError(
@@ -156,20 +244,42 @@ class Store:
         started_at: str,
         operator: str | None = None,
         simulated: bool | None = None,
+        room: str | None = None,
     ) -> int:
+        """The new session's id. On PostgreSQL the patient is locked for the
+        transaction (rooms queue on it) and a session of theirs still open in
+        another room, started under OPEN_SESSION_BLOCK_S ago, refuses this one: the
+        interval checks then see every earlier session of the patient."""
         if not patient_ref.strip():
             raise StoreError("a session needs a pseudonymous patient reference; it was empty")
         parse_wall(started_at)
         with self._write("a new session") as conn:
-            cur = conn.execute(
+            if self.pg:
+                self._refuse_open_elsewhere(conn, patient_ref, started_at)
+            row = conn.execute(
                 "INSERT INTO sessions (patient_ref, profile_name, profile_hash, profile_text,"
-                " started_at, operator, simulated) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                " started_at, operator, simulated, room) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+                " RETURNING id",
                 (patient_ref, profile_name, profile_hash, profile_text, started_at, operator,
-                 None if simulated is None else int(simulated)),
-            )
-            session_id = cur.lastrowid
-        assert session_id is not None
-        return session_id
+                 None if simulated is None else int(simulated), room),
+            ).fetchone()
+        return int(row[0])
+
+    def _refuse_open_elsewhere(self, conn: Conn, patient_ref: str, started_at: str) -> None:
+        conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(upper(trim(?)), 0))",
+                     (patient_ref,))
+        now = parse_wall(started_at)
+        for sid, room, started in conn.execute(
+            "SELECT id, room, started_at FROM sessions WHERE outcome IS NULL"
+            " AND upper(trim(patient_ref)) = upper(trim(?)) ORDER BY id",
+            (patient_ref,),
+        ):
+            if abs((now - parse_wall(str(started))).total_seconds()) < OPEN_SESSION_BLOCK_S:
+                where = f"room {room}" if room else "another room"
+                raise PatientBusyError(
+                    f"patient {patient_ref.strip()} has session {sid} open in {where} since "
+                    f"{started}; finish or resume it there: one patient, one session at a time"
+                )
 
     def set_device(
         self,
@@ -180,9 +290,20 @@ class Store:
         cartridge_id: int,
         position_mode: str,
     ) -> None:
+        """Records the pen and its cartridge. A cartridge recorded by another session
+        (on PostgreSQL a unique constraint, whatever room) raises CartridgeUsedError."""
         self._require_session(session_id)
-        with self._write(f"the pen of session {session_id}") as conn:
-            set_device_row(conn, session_id, serial, fw_version, cartridge_id, position_mode)
+        try:
+            with self._write(f"the pen of session {session_id}") as conn:
+                set_device_row(conn, session_id, serial, fw_version, cartridge_id,
+                               position_mode)
+        except StoreError as exc:
+            if isinstance(exc.__cause__, psycopg.errors.UniqueViolation):
+                raise CartridgeUsedError(
+                    f"cartridge {cartridge_id} was already used in another session; it is "
+                    "single use: fit a new cartridge"
+                ) from exc
+            raise
 
     def append_events(self, session_id: int, events: Sequence[EventRecord]) -> None:
         self._require_session(session_id)
@@ -213,7 +334,7 @@ class Store:
         """Cartridges seen in any session (single use), but for `exclude_session` (a resume)."""
         rows = self._read(
             "SELECT DISTINCT cartridge_id FROM sessions"
-            " WHERE cartridge_id IS NOT NULL AND cartridge_id != 0 AND id IS NOT ?",
+            " WHERE cartridge_id IS NOT NULL AND cartridge_id != 0 AND id != coalesce(?, 0)",
             (exclude_session,),
         )
         return frozenset(int(r[0]) for r in rows)
@@ -237,7 +358,7 @@ class Store:
             " (SELECT max(e.wall) FROM events e WHERE e.session_id = s.id)"
             " FROM zone_coverage z JOIN sessions s ON s.id = z.session_id"
             " WHERE upper(trim(s.patient_ref)) = upper(trim(?)) AND z.strokes > 0"
-            " AND z.depth_um > ? AND s.id IS NOT ?",
+            " AND z.depth_um > ? AND s.id != coalesce(?, 0)",
             (patient_ref, min_depth_um, exclude_session),
         )
         latest: dict[str, datetime] = {}

@@ -17,12 +17,16 @@ from __future__ import annotations
 import base64
 import collections
 import json
-import sqlite3
+import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+import psycopg
+
+from devicectl import store_pg
+from devicectl.dbconn import DB_ERRORS, Conn
 from devicectl.errors import StoreError
 from devicectl.records import (
     EventRecord,
@@ -39,14 +43,28 @@ SUFFIX: Final = ".unsaved.jsonl"
 _KINDS: Final = frozenset({"session", "event", "device", "coverage", "close"})
 
 
-def unsaved_path(db_path: Path) -> Path:
-    """Where the records of `db_path` go when it cannot be written."""
+#: The name an unsaved file of a PostgreSQL server starts with (beside the default file).
+PG_PREFIX: Final = "pg-"
+
+
+def unsaved_path(db_path: Path | str) -> Path:
+    """Where the records of `db_path` go when it cannot be written: beside the
+    file; for a server, a local file named after it, beside the default records."""
+    if isinstance(db_path, str):
+        info = psycopg.conninfo.conninfo_to_dict(db_path)
+        name = "-".join(str(info.get(k) or "") for k in ("host", "port", "dbname"))
+        safe = "".join(c if c.isalnum() or c in "-._" else "_" for c in name)
+        base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+        return Path(base) / "devicectl" / f"{PG_PREFIX}{safe}{SUFFIX}"
     return db_path.with_name(db_path.name + SUFFIX)
 
 
 def db_path_of(unsaved: Path) -> Path | None:
-    """The database an unsaved file belongs to, from its name, or None."""
+    """The database an unsaved file belongs to, from its name, or None (a server's:
+    its URL is not in the name)."""
     name = unsaved.name
+    if name.startswith(PG_PREFIX):
+        return None
     return unsaved.with_name(name[: -len(SUFFIX)]) if name.endswith(SUFFIX) else None
 
 
@@ -145,26 +163,29 @@ def _add(segments: list[_Segment], item: Any) -> None:
         s.close = (str(item["outcome"]), str(item["ended_at"]))
 
 
-def replay(unsaved: Path, db_path: Path, *, dry_run: bool = False) -> list[str]:
+def replay(unsaved: Path, db_path: Path | str, *, dry_run: bool = False) -> list[str]:
     """Puts the records of `unsaved` into `db_path` in one transaction; one
     sentence per segment saying what was done (with `dry_run`, what would be, and
     nothing is written). Replaying twice adds nothing."""
     segments = read_unsaved(unsaved)
     if not segments:
         return [f"{unsaved} holds no records; nothing to do"]
-    conn = open_database(db_path, create=not dry_run)
+    pg = isinstance(db_path, str)
+    conn: Conn = store_pg.connect(str(db_path)) if pg else open_database(
+        Path(db_path), create=not dry_run)
+    where = store_pg.redact(db_path) if isinstance(db_path, str) else db_path
     try:
-        conn.execute("BEGIN IMMEDIATE" if not dry_run else "BEGIN")
+        conn.execute("BEGIN IMMEDIATE" if not (dry_run or pg) else "BEGIN")
         try:
-            said = [_replay_segment(conn, s, db_path) for s in segments]
+            said = [_replay_segment(conn, s, where) for s in segments]
             conn.execute("COMMIT" if not dry_run else "ROLLBACK")
         except BaseException:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
-    except sqlite3.Error as exc:
+    except DB_ERRORS as exc:
         raise StoreError(
-            f"cannot replay {unsaved} into {db_path}: {exc}; nothing was replayed"
+            f"cannot replay {unsaved} into {where}: {exc}; nothing was replayed"
         ) from exc
     finally:
         conn.close()
@@ -190,7 +211,7 @@ def not_yet_replayed(db_path: Path) -> str | None:
 _NOTHING: Final = ": nothing to add"
 
 
-def _replay_segment(conn: sqlite3.Connection, s: _Segment, db_path: Path) -> str:
+def _replay_segment(conn: Conn, s: _Segment, db_path: Path | str) -> str:
     sid = s.session_id
     done: list[str] = []
     row = conn.execute(
@@ -240,7 +261,7 @@ def _replay_segment(conn: sqlite3.Connection, s: _Segment, db_path: Path) -> str
     return f"session {sid}: " + ", ".join(done)
 
 
-def _same_coverage(conn: sqlite3.Connection, s: _Segment) -> bool:
+def _same_coverage(conn: Conn, s: _Segment) -> bool:
     assert s.coverage is not None
     row = conn.execute("SELECT state FROM coverage_state WHERE session_id = ?",
                        (s.session_id,)).fetchone()
@@ -251,7 +272,7 @@ def _key(e: EventRecord) -> tuple[Any, ...]:
     return (e.t_us, e.wall, e.kind, e.text, e.zone_id, data_json(e.data), bool(e.safety))
 
 
-def _missing_events(conn: sqlite3.Connection, s: _Segment) -> tuple[list[EventRecord], int]:
+def _missing_events(conn: Conn, s: _Segment) -> tuple[list[EventRecord], int]:
     """The segment's events the database lacks, and how many it has already.
 
     With a known `base`, the segment's i-th event is the session's event

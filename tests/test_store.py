@@ -1,17 +1,22 @@
-"""The records store's own guarantees, on real SQLite files: schema and WAL,
-append-only events, outcomes set once, and the questions the controller asks."""
+"""The records store's own guarantees: schema and WAL on real SQLite files; then,
+on both backends (a real SQLite file, a real PostgreSQL server), append-only
+events, outcomes set once, and the questions the controller asks."""
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
 import sqlite3
 from pathlib import Path
 
+import psycopg
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from devicectl.dbconn import Conn, PgConn
 from devicectl.errors import StoreError
-from devicectl.records import APPLICATION_ID, SCHEMA_VERSION
+from devicectl.records import APPLICATION_ID, NUL_STANDIN, SCHEMA_VERSION
 from devicectl.safety import DEPTH_CAP_UM, INTERVAL_DEPTH_UM
 from devicectl.store import EventRecord, Store, ZoneCoverage, default_db_path
 
@@ -62,8 +67,25 @@ def db(tmp_path: Path) -> Path:
     return tmp_path / "records" / "sessions.db"
 
 
-def raw(path: Path) -> sqlite3.Connection:
-    return sqlite3.connect(path, isolation_level=None)
+@pytest.fixture(params=["sqlite", "postgresql"])
+def records(request: pytest.FixtureRequest, tmp_path: Path) -> Path | str:
+    """The records on each backend: an SQLite file, a fresh database on the test
+    session's PostgreSQL server (tests/pg_support.py)."""
+    if request.param == "sqlite":
+        return tmp_path / "records" / "sessions.db"
+    return str(request.getfixturevalue("pg_url"))
+
+
+def raw(target: Path | str) -> Conn:
+    """A connection around devicectl, as anyone with the database's login has."""
+    if isinstance(target, str):
+        return PgConn(psycopg.connect(target, autocommit=True))
+    return sqlite3.connect(target, isolation_level=None)
+
+
+#: What the database says when its triggers refuse a write.
+REFUSED = (sqlite3.IntegrityError, psycopg.errors.RaiseException)
+_patients = itertools.count()
 
 
 # -- the file -----------------------------------------------------------------
@@ -144,43 +166,43 @@ def test_open_without_create_does_not_make_a_file(db: Path) -> None:
 # -- append-only -------------------------------------------------------------
 
 
-def test_events_cannot_be_updated_or_deleted(db: Path) -> None:
-    with Store(db) as store:
+def test_events_cannot_be_updated_or_deleted(records: Path | str) -> None:
+    with Store(records) as store:
         sid = new_session(store)
         store.append_events(sid, [event(1), event(2)])
-    conn = raw(db)
-    with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+    conn = raw(records)
+    with pytest.raises(REFUSED, match="append-only"):
         conn.execute("UPDATE events SET text = 'nothing happened'")
-    with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+    with pytest.raises(REFUSED, match="append-only"):
         conn.execute("DELETE FROM events")
-    with Store(db) as store:
+    with Store(records) as store:
         assert [e.text for e in store.events(sid)] == ["event 1", "event 2"]
 
 
-def test_sessions_cannot_be_deleted(db: Path) -> None:
-    with Store(db) as store:
+def test_sessions_cannot_be_deleted(records: Path | str) -> None:
+    with Store(records) as store:
         sid = new_session(store)
-    with pytest.raises(sqlite3.IntegrityError, match="kept"):
-        raw(db).execute("DELETE FROM sessions WHERE id = ?", (sid,))
+    with pytest.raises(REFUSED, match="kept"):
+        raw(records).execute("DELETE FROM sessions WHERE id = ?", (sid,))
 
 
-def test_outcome_is_set_once(db: Path) -> None:
-    with Store(db) as store:
+def test_outcome_is_set_once(records: Path | str) -> None:
+    with Store(records) as store:
         sid = new_session(store)
         store.close_session(sid, "fault", "2026-03-01T09:10:00+00:00")
         with pytest.raises(StoreError, match="already closed"):
             store.close_session(sid, "complete", "2026-03-01T09:30:00+00:00")
-    with pytest.raises(sqlite3.IntegrityError, match="final"):
-        raw(db).execute("UPDATE sessions SET outcome = 'complete' WHERE id = ?", (sid,))
-    with pytest.raises(sqlite3.IntegrityError, match="final"):
-        raw(db).execute("UPDATE sessions SET ended_at = NULL WHERE id = ?", (sid,))
-    with Store(db) as store:
+    with pytest.raises(REFUSED, match="final"):
+        raw(records).execute("UPDATE sessions SET outcome = 'complete' WHERE id = ?", (sid,))
+    with pytest.raises(REFUSED, match="final"):
+        raw(records).execute("UPDATE sessions SET ended_at = NULL WHERE id = ?", (sid,))
+    with Store(records) as store:
         rec = store.session(sid)
     assert (rec.outcome, rec.ended_at) == ("fault", "2026-03-01T09:10:00+00:00")
 
 
-def test_closed_session_takes_no_more_events_or_coverage(db: Path) -> None:
-    with Store(db) as store:
+def test_closed_session_takes_no_more_events_or_coverage(records: Path | str) -> None:
+    with Store(records) as store:
         sid = new_session(store)
         store.close_session(sid, "complete", "2026-03-01T09:30:00+00:00")
         with pytest.raises(StoreError, match="final"):
@@ -191,30 +213,32 @@ def test_closed_session_takes_no_more_events_or_coverage(db: Path) -> None:
         assert store.session(sid).zones == ()
 
 
-def test_unknown_outcome_is_refused(db: Path) -> None:
-    with Store(db) as store:
+def test_unknown_outcome_is_refused(records: Path | str) -> None:
+    with Store(records) as store:
         sid = new_session(store)
         with pytest.raises(StoreError, match="unknown session outcome 'finished'"):
             store.close_session(sid, "finished", "2026-03-01T09:30:00+00:00")
         assert store.session(sid).outcome is None
 
 
-def test_empty_patient_ref_is_refused(db: Path) -> None:
-    with Store(db) as store, pytest.raises(StoreError, match="patient reference"):
+def test_empty_patient_ref_is_refused(records: Path | str) -> None:
+    with Store(records) as store, pytest.raises(StoreError, match="patient reference"):
         new_session(store, patient_ref="  ")
 
 
 # -- round trips ---------------------------------------------------------------
 
 
-def test_missing_session_is_one_clear_sentence(db: Path) -> None:
-    with Store(db) as store, pytest.raises(StoreError) as info:
+def test_missing_session_is_one_clear_sentence(records: Path | str) -> None:
+    with Store(records) as store, pytest.raises(StoreError) as info:
         store.session(42)
-    assert str(info.value) == f"no session 42 in {db}; `devicectl sessions list` shows them"
+    assert str(info.value) == (
+        f"no session 42 in {store.path}; `devicectl sessions list` shows them")
+    assert "@" not in str(info.value)  # a server's URL is named without its login
 
 
-def test_device_and_coverage_are_recorded_latest_per_zone(db: Path) -> None:
-    with Store(db) as store:
+def test_device_and_coverage_are_recorded_latest_per_zone(records: Path | str) -> None:
+    with Store(records) as store:
         sid = new_session(store)
         store.set_device(
             sid, serial=123456, fw_version=0x0102, cartridge_id=77, position_mode="grid"
@@ -231,14 +255,14 @@ def test_device_and_coverage_are_recorded_latest_per_zone(db: Path) -> None:
         assert store.coverage_state(sid) == b"b"
 
 
-def test_sessions_are_listed_newest_first_up_to_limit(db: Path) -> None:
-    with Store(db) as store:
+def test_sessions_are_listed_newest_first_up_to_limit(records: Path | str) -> None:
+    with Store(records) as store:
         ids = [new_session(store, patient_ref=f"P-{i}") for i in range(5)]
         assert [r.id for r in store.sessions(limit=3)] == ids[::-1][:3]
 
 
-def test_a_reader_sees_committed_records_while_a_writer_holds_the_file(db: Path) -> None:
-    with Store(db) as writer, Store(db) as reader:
+def test_a_reader_sees_committed_records_while_a_writer_holds_the_file(records: Path | str) -> None:
+    with Store(records) as writer, Store(records) as reader:
         sid = new_session(writer)
         writer.append_events(sid, [event(1)])
         assert [e.text for e in reader.events(sid)] == ["event 1"]
@@ -271,22 +295,26 @@ events_strategy = st.lists(
 )
 @given(batches=st.lists(events_strategy, max_size=4))
 def test_events_come_back_exactly_as_appended_in_order(
-    db: Path, batches: list[list[EventRecord]]
+    records: Path | str, batches: list[list[EventRecord]]
 ) -> None:
-    with Store(db) as store:
-        sid = new_session(store)
+    with Store(records) as store:
+        sid = new_session(store, patient_ref=f"P-{next(_patients)}")
         for batch in batches:
             store.append_events(sid, batch)
-        assert store.events(sid) == [e for batch in batches for e in batch]
+        assert store.events(sid) == [
+            dataclasses.replace(e, kind=e.kind.replace("\x00", NUL_STANDIN),
+                                text=e.text.replace("\x00", NUL_STANDIN))
+            for batch in batches for e in batch
+        ]
 
 
 # -- the controller's questions ------------------------------------------------
 
 
-def test_used_cartridges_are_those_of_any_session_but_none_and_zero(db: Path) -> None:
-    with Store(db) as store:
-        a, b, c = new_session(store), new_session(store), new_session(store)
-        new_session(store)  # no pen yet: no cartridge
+def test_used_cartridges_are_those_of_any_session_but_none_and_zero(records: Path | str) -> None:
+    with Store(records) as store:
+        a, b, c = (new_session(store, patient_ref=f"P-{i}") for i in range(3))
+        new_session(store, patient_ref="P-3")  # no pen yet: no cartridge
         store.set_device(a, serial=1, fw_version=1, cartridge_id=11, position_mode="grid")
         store.set_device(b, serial=1, fw_version=1, cartridge_id=22, position_mode="grid")
         store.set_device(c, serial=1, fw_version=1, cartridge_id=0, position_mode="grid")
@@ -295,9 +323,11 @@ def test_used_cartridges_are_those_of_any_session_but_none_and_zero(db: Path) ->
         assert store.used_cartridge_ids(exclude_session=a) == frozenset({22})
 
 
-def test_days_since_deep_treatment_counts_only_this_patients_stamped_deep_zones(db: Path) -> None:
+def test_days_since_deep_treatment_counts_only_this_patients_stamped_deep_zones(
+    records: Path | str,
+) -> None:
     deep = INTERVAL_DEPTH_UM + 50
-    with Store(db) as store:
+    with Store(records) as store:
         old = new_session(store, started_at="2026-01-01T09:00:00+00:00")
         store.save_coverage(old, [zone("crown", DEPTH_CAP_UM, 300)], None)
         store.close_session(old, "complete", "2026-01-01T09:30:00+00:00")
@@ -321,8 +351,8 @@ def test_days_since_deep_treatment_counts_only_this_patients_stamped_deep_zones(
     assert days == {"crown": pytest.approx(10.0)}
 
 
-def test_interrupted_session_counts_from_its_last_event(db: Path) -> None:
-    with Store(db) as store:
+def test_interrupted_session_counts_from_its_last_event(records: Path | str) -> None:
+    with Store(records) as store:
         sid = new_session(store, started_at="2026-02-01T09:00:00Z")
         store.append_events(sid, [event(1, wall="2026-02-02T09:00:00Z")])  # ran past midnight
         store.save_coverage(sid, [zone("crown", DEPTH_CAP_UM, 10)], None)

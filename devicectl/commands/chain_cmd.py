@@ -15,8 +15,7 @@ from rich.text import Text
 from devicectl.chain import ChainCheck, verify_all, verify_session
 from devicectl.errors import StoreError
 from devicectl.plain import plain
-from devicectl.records import open_database
-from devicectl.store import default_db_path
+from devicectl.store import Store, resolve_db
 
 Parser = argparse.ArgumentParser
 
@@ -35,20 +34,21 @@ def add_verify(sub: Any, with_db: Callable[[Parser], Parser]) -> None:
 
 
 def verify(args: argparse.Namespace) -> int:
-    path: Path = args.db if args.db is not None else default_db_path()
-    if not path.exists():
+    path = resolve_db(args.db)
+    if isinstance(path, Path) and not path.exists():
         raise StoreError(f"no records at {path}")
-    conn = open_database(path, create=False)
+    store = Store(path, create=False)
+    conn = store.conn
     try:
         if args.id is not None:
             if conn.execute("SELECT 1 FROM sessions WHERE id = ?", (args.id,)).fetchone() is None:
-                raise StoreError(f"no session {args.id} in {path}; `devicectl sessions list` "
+                raise StoreError(f"no session {args.id} in {store.path}; `devicectl sessions list` "
                                  "shows them")
             checks = [verify_session(conn, args.id)]
         else:
             checks = verify_all(conn)
     finally:
-        conn.close()
+        store.close()
     console = Console()
     for check in checks:
         console.print(_line(check), soft_wrap=True)

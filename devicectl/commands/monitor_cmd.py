@@ -13,7 +13,7 @@ from typing import Any
 
 from devicectl.errors import StoreError
 from devicectl.liveness import is_running
-from devicectl.store import Store, default_db_path
+from devicectl.store import Store, default_db_path, file_db_arg
 
 
 def register(sub: Any) -> None:
@@ -23,7 +23,7 @@ def register(sub: Any) -> None:
         description="Watch a session that another devicectl process runs, through its records: "
         "the page shows its state, zones, events and faults. No controls.",
     )
-    p.add_argument("--db", type=Path, default=None, metavar="PATH",
+    p.add_argument("--db", type=file_db_arg, default=None, metavar="PATH",
                    help=f"records database (default {default_db_path()})")
     p.add_argument("--session", type=int, default=None, metavar="ID",
                    help="the session to watch (default: the newest)")

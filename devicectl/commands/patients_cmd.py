@@ -67,6 +67,9 @@ def add_note_command(sub: Any, with_db: Callable[[Parser], Parser]) -> None:
 def _db(args: argparse.Namespace) -> Path:
     path: Path | None = args.db
     path = path if path is not None else default_db_path()
+    if not isinstance(path, Path):  # `sessions note --db postgresql://…`
+        raise StoreError("notes and patients read an SQLite file so far; on the clinic's "
+                         "server use `sessions list|show|verify`")
     if not path.exists():
         raise StoreError(f"no records at {path}")
     return path

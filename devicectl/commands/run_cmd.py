@@ -60,7 +60,7 @@ from devicectl.plan import make_plan
 from devicectl.profile import DEFAULT_TOPICAL_WAIT_HOURS
 from devicectl.safety import OVERRIDE_REASON_MIN_CHARS
 from devicectl.session import Outcome, Policy, Session, VirtualClock
-from devicectl.store import RecordWriter, Store, default_db_path
+from devicectl.store import RecordWriter, Store, default_db_path, file_db_arg
 from devicectl.unsaved import not_yet_replayed
 from devicectl.zones import ZoneMap, load_zone_map
 
@@ -114,7 +114,10 @@ def register(sub: Any) -> None:
                    help="simulate a pen that obeys only signed commands (its test key is derived)")
     p.add_argument("--sim-state", type=Path,
                    help="the simulated pen's firmware slots (see `firmware update --sim`)")
-    p.add_argument("--db", type=Path, help=f"records database (default {default_db_path()})")
+    p.add_argument("--db", type=file_db_arg,
+                   help=f"records database (default {default_db_path()})")
+    p.add_argument("--room", default=None, metavar="NAME",
+                   help="the treatment room, recorded with the session")
     p.add_argument("--new-records", action="store_true",
                    help="let a clinical run start new records where --db points (none there "
                    "yet: no patient history to check intervals and cartridges against)")
@@ -139,7 +142,7 @@ def register(sub: Any) -> None:
         f"({DEMO_PROFILE.name}), accelerated, with the live view and the live page.")
     d.add_argument("--speed", type=float, default=DEMO_SPEED,
                    help="simulator speed, times real time (0 = as fast as possible)")
-    d.add_argument("--db", type=Path, default=DEMO_DB, metavar="PATH",
+    d.add_argument("--db", type=file_db_arg, default=DEMO_DB, metavar="PATH",
                    help="records database, relative to the current folder")
     output_args(d)
     _web_args(d, default=True)
@@ -200,7 +203,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         with Store(db_path) as store:
             resumed = store.session(resume_id) if resume_id is not None else None
-            setup = setup_session(store, loaded, patient, resumed, operator, args.sim)
+            setup = setup_session(store, loaded, patient, resumed, operator, args.sim,
+                                  getattr(args, "room", None))
             # Held until the end: lists show the session "running", and nobody resumes it.
             lock = RunningLock(db_path, setup.session_id)
             refusals = eligibility_gate(console, store, setup.session_id, gate,

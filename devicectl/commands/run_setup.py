@@ -74,7 +74,7 @@ def now_iso() -> str:
 
 def setup_session(
     store: Store, loaded: LoadedProfile, patient: str, resumed: SessionRecord | None,
-    operator: str, simulated: bool,
+    operator: str, simulated: bool, room: str | None = None,
 ) -> Setup:
     """The session to record into: the interrupted one itself (still open), or a
     new one, which for a closed session (link lost) continues it."""
@@ -91,6 +91,7 @@ def setup_session(
         started_at=now_iso(),
         operator=operator,
         simulated=simulated,
+        room=room,
     )
     if resumed is not None:  # its first record says which session it continues
         store.append_events(session_id, [continues_event(resumed.id, resumed)])

@@ -28,8 +28,15 @@ from devicectl.eventkinds import (
 )
 from devicectl.liveness import is_running
 from devicectl.plain import plain
-from devicectl.records import open_database
-from devicectl.store import EventRecord, SessionRecord, Store, default_db_path, parse_wall
+from devicectl.store import (
+    EventRecord,
+    SessionRecord,
+    Store,
+    db_arg,
+    default_db_path,
+    parse_wall,
+    resolve_db,
+)
 
 CSV_COLUMNS = ("t_us", "since_start_s", "wall", "kind", "zone_id", "safety", "text", "data")
 
@@ -51,10 +58,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     def with_db(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
         p.add_argument(
             "--db",
-            type=Path,
+            type=db_arg,
             default=None,
-            metavar="PATH",
-            help=f"records database (default {default_db_path()})",
+            metavar="PATH|URL",
+            help="records: an SQLite file or the clinic's postgresql:// URL (default "
+            f"$DEVICECTL_DB, else {default_db_path()})",
         )
         return p
 
@@ -127,13 +135,26 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     add_note_command(sub, with_db)
 
 
-def _db(args: argparse.Namespace) -> Path:
-    path: Path | None = args.db
-    return path if path is not None else default_db_path()
+def _db(args: argparse.Namespace) -> Path | str:
+    return resolve_db(args.db)
 
 
-def _open_existing(path: Path, session_id: int) -> Store:
-    if not path.exists():
+def _file(args: argparse.Namespace, what: str) -> Path:
+    """The SQLite file, for what reads one directly (a URL: one sentence)."""
+    path = _db(args)
+    if not isinstance(path, Path):
+        raise StoreError(f"{what} reads an SQLite file; on the clinic's server use "
+                         "`sessions list|show|verify`")
+    return path
+
+
+def _running(path: Path | str, session_id: int) -> bool:
+    """A session's lock lives beside an SQLite file; the clinic's server has none yet."""
+    return isinstance(path, Path) and is_running(path, session_id)
+
+
+def _open_existing(path: Path | str, session_id: int) -> Store:
+    if isinstance(path, Path) and not path.exists():
         raise StoreError(f"no session {session_id} in {path}: no records yet there")
     return Store(path, create=False)
 
@@ -149,22 +170,23 @@ def outcome_text(outcome: str | None, *, running: bool = False) -> str:
 def list_sessions(args: argparse.Namespace) -> int:
     path = _db(args)
     console = Console()
-    if not path.exists():
+    if isinstance(path, Path) and not path.exists():
         console.print(f"no records yet at {path}", markup=False, highlight=False)
         return 0
     with Store(path, create=False) as store:
         records = store.sessions(limit=args.limit)
+        where = store.path
     if not records:
-        console.print(f"no records yet at {path}", markup=False, highlight=False)
+        console.print(f"no records yet at {where}", markup=False, highlight=False)
         return 0
-    table = Table(title=plain(f"sessions in {path}"))
+    table = Table(title=plain(f"sessions in {where}"))
     for name in ("id", "started", "patient ref", "profile", "outcome", "zones done"):
         table.add_column(name, justify="right" if name == "id" else "left", overflow="fold")
     for rec in records:
         done = sum(1 for z in rec.zones if z.done)
         table.add_row(*(plain(cell) for cell in (
             rec.id, rec.started_at, rec.patient_ref, rec.profile_name,
-            outcome_text(rec.outcome, running=rec.outcome is None and is_running(path, rec.id)),
+            outcome_text(rec.outcome, running=rec.outcome is None and _running(path, rec.id)),
             f"{done}/{len(rec.zones)}",
         )))
     console.print(table)
@@ -172,10 +194,12 @@ def list_sessions(args: argparse.Namespace) -> int:
     return 0
 
 
-def _unsaved_note(console: Console, db: Path) -> None:
+def _unsaved_note(console: Console, db: Path | str) -> None:
     """In red, when records of this database wait in its unsaved file."""
     from devicectl.unsaved import not_yet_replayed
 
+    if not isinstance(db, Path):
+        return
     note = not_yet_replayed(db)
     if note is not None:
         console.print(plain(note, "bold red"), soft_wrap=True)
@@ -224,19 +248,15 @@ def show_session(args: argparse.Namespace) -> int:
     path = _db(args)
     with _open_existing(path, args.id) as store:
         rec = store.session(args.id)
-    since = getattr(args, "since", None)
-    since_wall = None
-    if since is not None:
-        since_wall = (parse_wall(rec.started_at) + timedelta(seconds=since)).isoformat()
-    flt = EventFilter.parse(getattr(args, "kind", None), since_wall)
-    conn = open_database(path, create=False)
-    try:
-        selection = select_events(conn, args.id, flt)
-        order = treatment_order(conn, args.id)
-    finally:
-        conn.close()
+        since = getattr(args, "since", None)
+        since_wall = None
+        if since is not None:
+            since_wall = (parse_wall(rec.started_at) + timedelta(seconds=since)).isoformat()
+        flt = EventFilter.parse(getattr(args, "kind", None), since_wall)
+        selection = select_events(store.conn, args.id, flt)
+        order = treatment_order(store.conn, args.id)
     events = selection.events
-    running = rec.outcome is None and is_running(path, rec.id)
+    running = rec.outcome is None and _running(path, rec.id)
     if getattr(args, "json", False):
         document = json.loads(export_json(rec, events))
         document["session"]["status"] = outcome_text(rec.outcome, running=running)
@@ -404,7 +424,7 @@ def report_session(args: argparse.Namespace) -> int:
     from devicectl.report import write_report  # matplotlib loads only for reports
 
     out: Path = args.out if args.out is not None else Path(f"session-{args.id}-report")
-    files = write_report(_db(args), args.id, out)
+    files = write_report(_file(args, "sessions report"), args.id, out)
     print(f"report: {files.html}")
     print(f"pdf: {files.pdf}")
     for fig in files.figures:

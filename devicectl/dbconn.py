@@ -1,0 +1,69 @@
+"""The one connection shape the records code speaks: SQLite's (`?` placeholders,
+`execute` returning rows, `executemany`), met by sqlite3 itself and by `PgConn`,
+a thin wrapper over a psycopg 3 connection (devicectl/store_pg.py).
+
+The shared SQL (records.py, chain.py, store.py) is written once in the dialect
+both servers accept; what differs (schema, locks) lives in store_pg.py.
+"""
+
+from __future__ import annotations
+
+import functools
+import sqlite3
+from collections.abc import Iterator, Sequence
+from typing import Any, Final, Protocol
+
+import psycopg
+
+#: What a database error is, on either backend.
+DB_ERRORS: Final = (sqlite3.Error, psycopg.Error)
+
+
+class Rows(Protocol):
+    def fetchone(self) -> Any: ...
+    def fetchall(self) -> list[Any]: ...
+    def __iter__(self) -> Iterator[Any]: ...
+
+
+class Conn(Protocol):
+    """What records.py and chain.py need of a connection."""
+
+    def execute(self, sql: str, parameters: Sequence[Any] = ..., /) -> Rows: ...
+    def executemany(self, sql: str, parameters: Sequence[Sequence[Any]], /) -> Any: ...
+    @property
+    def in_transaction(self) -> bool: ...
+    def close(self) -> None: ...
+
+
+@functools.lru_cache(maxsize=256)
+def _pg_sql(sql: str) -> str:
+    """SQLite's `?` placeholders as psycopg's `%s` (a literal % doubled)."""
+    return sql.replace("%", "%%").replace("?", "%s")
+
+
+class PgConn:
+    """A psycopg 3 connection in autocommit mode, spoken to as sqlite3 is: the
+    callers wrap their writes in BEGIN … COMMIT themselves."""
+
+    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+        self.raw = conn
+
+    def execute(self, sql: str, parameters: Sequence[Any] = (), /) -> Rows:
+        if not parameters:
+            return self.raw.execute(sql.encode())  # no placeholders: taken as written
+        return self.raw.execute(_pg_sql(sql), tuple(parameters))
+
+    def executemany(self, sql: str, parameters: Sequence[Sequence[Any]], /) -> None:
+        if not parameters:
+            return
+        with self.raw.cursor() as cur:
+            cur.executemany(_pg_sql(sql), [tuple(p) for p in parameters])
+
+    @property
+    def in_transaction(self) -> bool:
+        status = self.raw.info.transaction_status
+        return status not in (psycopg.pq.TransactionStatus.IDLE,
+                              psycopg.pq.TransactionStatus.UNKNOWN)  # UNKNOWN: connection lost
+
+    def close(self) -> None:
+        self.raw.close()

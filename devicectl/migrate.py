@@ -1,0 +1,119 @@
+"""`devicectl records migrate`: a chair's SQLite history onto the clinic's server.
+
+Only closed sessions move (an interrupted one may still be resumed at the chair).
+Each is checked against its hash chain at the chair first, copied in one
+transaction (header, pen, events, coverage, notes, then its closure), re-chained
+under its new id on the server, and checked there. The source's closure hash is
+kept with the copy (`migrated_from`, unique), so a second run copies nothing twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from devicectl.chain import genesis, note_hash, verify_session
+from devicectl.dbconn import Conn
+from devicectl.errors import StoreError
+from devicectl.records import (
+    EVENT_COLUMNS,
+    SESSION_COLUMNS,
+    ZONE_COLUMNS,
+    close_session_row,
+    event_from_row,
+    insert_events,
+    session_from_row,
+    set_device_row,
+    upsert_coverage,
+    zone_from_row,
+)
+from devicectl.store import Store
+
+
+@dataclass(frozen=True, slots=True)
+class Moved:
+    """What happened to one session of the chair."""
+
+    source_id: int
+    target_id: int | None
+    #: "copied", "already there", "open: not moved", or why it was not copied
+    verdict: str
+
+
+def parse_source(text: str) -> Path:
+    """`sqlite:PATH` (or a bare path) as the chair's records file."""
+    path = Path(text.removeprefix("sqlite:"))
+    if not path.is_file():
+        raise StoreError(f"no records file at {path} (--from sqlite:PATH)")
+    return path
+
+
+def migrate(source: Path, target: str) -> Iterator[Moved]:
+    """Copies every closed session of `source` not yet on `target`, one by one."""
+    with Store(source, create=False) as src, Store(target) as dst:
+        if not dst.pg:
+            raise StoreError("--to takes the clinic's postgresql:// URL")
+        ids = [int(r[0]) for r in src.conn.execute("SELECT id FROM sessions ORDER BY id")]
+        for sid in ids:
+            yield _one(src.conn, dst, sid)
+
+
+def _one(src: Conn, dst: Store, sid: int) -> Moved:
+    check = verify_session(src, sid)
+    if check.problem is not None:
+        return Moved(sid, None, f"not copied: its chain at the chair is broken ({check.problem})")
+    if check.unchained:
+        return Moved(sid, None, "not copied: recorded before the records kept a hash chain")
+    if not check.closed or check.head is None:
+        return Moved(sid, None, "open at the chair (resume or close it there): not moved")
+    found = dst.conn.execute("SELECT id FROM sessions WHERE migrated_from = ?",
+                             (check.head,)).fetchone()
+    if found is not None:
+        return Moved(sid, int(found[0]), "already there")
+    row = src.execute(f"SELECT {SESSION_COLUMNS} FROM sessions WHERE id = ?", (sid,)).fetchone()
+    rec = session_from_row(row, ())
+    events = [event_from_row(r) for r in src.execute(
+        f"SELECT {EVENT_COLUMNS} FROM events WHERE session_id = ? ORDER BY id", (sid,))]
+    zones = [zone_from_row(r) for r in src.execute(
+        f"SELECT {ZONE_COLUMNS} FROM zone_coverage WHERE session_id = ? ORDER BY zone_id",
+        (sid,))]
+    state_row = src.execute("SELECT state FROM coverage_state WHERE session_id = ?",
+                            (sid,)).fetchone()
+    notes = src.execute("SELECT wall, adverse_kind, text, author FROM notes"
+                        " WHERE session_id = ? ORDER BY id", (sid,)).fetchall()
+    try:
+        with dst.transaction(f"the copy of session {sid}") as conn:
+            new_id = int(conn.execute(
+                "INSERT INTO sessions (patient_ref, profile_name, profile_hash, profile_text,"
+                " started_at, operator, simulated, room, migrated_from)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+                (rec.patient_ref, rec.profile_name, rec.profile_hash, rec.profile_text,
+                 rec.started_at, rec.operator,
+                 None if rec.simulated is None else int(rec.simulated), rec.room, check.head),
+            ).fetchone()[0])
+            if rec.device_serial is not None:
+                set_device_row(conn, new_id, int(rec.device_serial), int(rec.fw_version or 0),
+                               int(rec.cartridge_id or 0), str(rec.position_mode))
+            insert_events(conn, new_id, events)
+            if zones or state_row is not None:
+                upsert_coverage(conn, new_id, zones,
+                                None if state_row is None or state_row[0] is None
+                                else bytes(state_row[0]))
+            prev = genesis(conn, new_id)
+            for wall, kind, text, author in notes:
+                note = (new_id, wall, kind, text, author)
+                prev = note_hash(prev, note)
+                conn.execute("INSERT INTO notes (session_id, wall, adverse_kind, text, author,"
+                             " hash) VALUES (?, ?, ?, ?, ?, ?)", (*note, prev))
+            close_session_row(conn, new_id, str(rec.outcome), str(rec.ended_at))
+            there = verify_session(conn, new_id)
+            if there.problem is not None or there.events != check.events:
+                raise StoreError(f"the copy of session {sid} does not check on the server "
+                                 f"({there.problem or 'event count differs'}); nothing copied")
+    except StoreError as exc:
+        if "sessions_cartridge_once" in str(exc):
+            return Moved(sid, None, f"not copied: its cartridge {rec.cartridge_id} is already "
+                         "recorded on the server by another session")
+        raise
+    return Moved(sid, new_id, "copied")

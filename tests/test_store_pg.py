@@ -1,0 +1,139 @@
+"""What a clinic's PostgreSQL adds, on a real server (tests/pg_support.py): the
+rooms' role cannot rewrite the log, the chain catches what a superuser changes,
+and the clinic's rules hold between two real processes at the same moment."""
+
+from __future__ import annotations
+
+import multiprocessing
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from devicectl.chain import verify_all
+from devicectl.dbconn import PgConn
+from devicectl.errors import StoreError
+from devicectl.store import EventRecord, Store, resolve_db
+from devicectl.store_pg import WRITER_ROLE
+
+START = "2026-03-01T09:00:00+00:00"
+
+
+def new_session(store: Store, patient: str, room: str | None = None) -> int:
+    return store.create_session(
+        patient_ref=patient, profile_name="crown-standard", profile_hash="9f86d081",
+        profile_text="name: crown-standard\n", started_at=START, room=room)
+
+
+def event(i: int) -> EventRecord:
+    return EventRecord(i * 1000, "2026-03-01T09:00:01+00:00", "command", f"event {i}", 1,
+                       {"i": i})
+
+
+def test_the_rooms_role_cannot_rewrite_or_empty_the_log(pg_url: str) -> None:
+    with Store(pg_url) as store:
+        sid = new_session(store, "P-1")
+        store.append_events(sid, [event(1), event(2)])
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(f"SET ROLE {WRITER_ROLE}".encode())
+        conn.execute(b"INSERT INTO events (session_id, t_us, wall, kind, text, data, safety)"
+                     b" SELECT id, 3, 'w', 'k', 't', '{}', 0 FROM sessions")
+        for sql in (b"UPDATE events SET text = 'nothing happened'", b"DELETE FROM events",
+                    b"TRUNCATE events"):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute(sql)
+        conn.execute(b"RESET ROLE")  # the owner: the triggers still refuse
+        with pytest.raises(psycopg.errors.RaiseException, match="append-only"):
+            conn.execute(b"TRUNCATE events")
+        with pytest.raises(psycopg.errors.RaiseException, match="kept"):
+            conn.execute(b"DELETE FROM sessions")
+    with Store(pg_url) as store:
+        assert [e.text for e in store.events(sid)][:2] == ["event 1", "event 2"]
+
+
+def test_the_chain_holds_on_the_server_and_names_a_row_a_superuser_changed(pg_url: str) -> None:
+    with Store(pg_url) as store:
+        sid = new_session(store, "P-1")
+        store.append_events(sid, [event(1), event(2), event(3)])
+        store.close_session(sid, "complete", "2026-03-01T09:30:00+00:00")
+        other = new_session(store, "P-2")
+    conn = PgConn(psycopg.connect(pg_url, autocommit=True))
+    checks = verify_all(conn)
+    assert [(c.session_id, c.problem, c.closed) for c in checks] == [
+        (sid, None, True), (other, None, False)]
+    conn.execute("ALTER TABLE events DISABLE TRIGGER events_append_only")
+    conn.execute("UPDATE events SET text = 'nothing happened' WHERE text = 'event 2'")
+    problem = verify_all(conn)[0].problem
+    assert problem is not None and "the 2nd of the session" in problem
+    conn.close()
+
+
+def test_db_env_selects_the_server_and_a_flag_overrides_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    url = "postgresql://clinic@db.example:5432/records"
+    monkeypatch.setenv("DEVICECTL_DB", url)
+    assert resolve_db(None) == url
+    assert resolve_db(tmp_path / "a.db") == tmp_path / "a.db"
+    monkeypatch.delenv("DEVICECTL_DB")
+    assert isinstance(resolve_db(None), Path)
+
+
+def test_an_unreachable_server_is_one_sentence_without_the_password() -> None:
+    with pytest.raises(StoreError) as info:
+        Store("postgresql://clinic:s3cret@127.0.0.1:1/records")
+    text = str(info.value)
+    assert text.startswith("cannot reach the records server postgresql://127.0.0.1:1/records")
+    assert "s3cret" not in text and "\n" not in text
+
+
+# -- two rooms at the same moment ---------------------------------------------------
+
+
+def _room(url: str, room: str, patient: str, cartridge: int, gate: object,
+          results: object) -> None:
+    """One room's host: its session and its pen's cartridge, at the gate's moment."""
+    with Store(url) as store:
+        gate.wait()  # type: ignore[attr-defined]
+        try:
+            sid = new_session(store, patient, room=room)
+            store.set_device(sid, serial=1, fw_version=1, cartridge_id=cartridge,
+                             position_mode="grid")
+        except StoreError as exc:
+            results.put((room, f"NO-GO: {exc}"))  # type: ignore[attr-defined]
+            return
+        results.put((room, "GO"))  # type: ignore[attr-defined]
+
+
+def _two_rooms(url: str, patients: tuple[str, str], cartridges: tuple[int, int]) -> list[str]:
+    ctx = multiprocessing.get_context("spawn")
+    gate, results = ctx.Barrier(2), ctx.Queue()
+    procs = [ctx.Process(target=_room, args=(url, f"room-{i + 1}", patients[i], cartridges[i],
+                                             gate, results)) for i in range(2)]
+    for p in procs:
+        p.start()
+    got = sorted(results.get(timeout=60) for _ in procs)
+    for p in procs:
+        p.join(timeout=60)
+        assert p.exitcode == 0
+    return [verdict for _room_name, verdict in got]
+
+
+def test_two_rooms_one_cartridge_exactly_one_go(pg_url: str) -> None:
+    Store(pg_url).close()  # the schema, before the rooms race for the rows
+    verdicts = _two_rooms(pg_url, ("P-1", "P-2"), (4242, 4242))
+    assert sorted(v == "GO" for v in verdicts) == [False, True]
+    refused = next(v for v in verdicts if v != "GO")
+    assert "cartridge 4242" in refused and "single use" in refused
+    with Store(pg_url) as store:
+        assert store.used_cartridge_ids() == frozenset({4242})
+
+
+def test_two_rooms_one_patient_exactly_one_go(pg_url: str) -> None:
+    Store(pg_url).close()
+    verdicts = _two_rooms(pg_url, ("P-7", "p-7 "), (1, 2))
+    assert sorted(v == "GO" for v in verdicts) == [False, True]
+    refused = next(v for v in verdicts if v != "GO")
+    assert "patient p-7 has session" in refused.lower() and "room-" in refused
+    with Store(pg_url) as store:
+        assert [s.room for s in store.sessions()] in (["room-1"], ["room-2"])

@@ -1,0 +1,87 @@
+"""The session's writer on the clinic's PostgreSQL, against a real server that
+is killed mid-session: the failure is set at the next commit (at once on a
+safety event), nothing more goes to the server, everything unsent goes to the
+local unsaved file, and `records replay` writes it back once the server is up."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from pg_support import PgServer, start_server
+
+from devicectl.chain import verify_session
+from devicectl.cli import main
+from devicectl.store import EventRecord, RecordWriter, Store
+from devicectl.transitions import RECORDS_FAILED_REASON
+from devicectl.unsaved import PG_PREFIX, replay, unsaved_path
+
+
+@pytest.fixture(scope="module")
+def own_server() -> Iterator[PgServer]:
+    """A server of this module's own: these tests kill it."""
+    server, why = start_server()
+    if server is None:
+        pytest.skip(f"no PostgreSQL server for these tests: {why}")
+    try:
+        yield server
+    finally:
+        server.stop("immediate")
+
+
+def until(condition: Callable[[], bool], what: str, timeout_s: float = 30.0) -> None:
+    end = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.01)
+
+
+def event(i: int, *, safety: bool = False) -> EventRecord:
+    return EventRecord(i * 1000, f"2026-03-01T09:00:{i:02d}+00:00", "FAULT" if safety else "SENT",
+                       f"event {i}", 1, {"i": i}, safety=safety)
+
+
+def test_a_server_killed_mid_session_spills_to_the_unsaved_file_and_replay_restores_it(
+    own_server: PgServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))
+    url = own_server.new_database()
+    with Store(url) as store:
+        sid = store.create_session(patient_ref="P-1", profile_name="p", profile_hash="h",
+                                   profile_text="t", started_at="2026-03-01T09:00:00+00:00")
+    writer = RecordWriter(url, sid, commit_interval_s=0.05)
+    writer.start()
+    writer.device(serial=9, fw_version=0x0103, cartridge_id=77, position_mode="grid")
+    writer.events([event(1), event(2)])
+    with Store(url) as store:
+        until(lambda: len(store.events(sid)) == 2, "the first events on the server")
+    assert not writer.failed
+
+    own_server.stop("immediate")
+    writer.events([event(3), event(4, safety=True)])  # a safety event: committed at once
+    until(lambda: writer.failed, "the writer to notice the server is gone")
+    assert writer.failure is not None and writer.failure.startswith(RECORDS_FAILED_REASON)
+    assert writer.failed_at_us is not None
+    writer.events([event(5)])
+    writer.close("fault", "2026-03-01T09:01:00+00:00")
+    spilled = unsaved_path(url)
+    assert writer.unsaved_path == spilled and spilled.name.startswith(PG_PREFIX)
+    assert spilled.parent == tmp_path / "devicectl" and spilled.stat().st_mode & 0o077 == 0
+    assert writer.unwritten == []
+
+    own_server.start()
+    assert main(["records", "replay", str(spilled)]) == 1  # a server's file: say which
+    assert "--db postgresql://" in capsys.readouterr().err
+    assert main(["records", "replay", str(spilled), "--db", url]) == 0
+    assert "3 events added" in capsys.readouterr().out
+    with Store(url) as store:
+        assert [e.text for e in store.events(sid)] == [f"event {i}" for i in range(1, 6)]
+        rec = store.session(sid)
+        assert (rec.outcome, rec.cartridge_id) == ("fault", 77)
+        check = verify_session(store.conn, sid)
+        assert check.problem is None and check.closed and check.events == 5
+    assert all("nothing to add" in line for line in replay(spilled, url))  # idempotent
