@@ -19,6 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from devicectl import protocol as p
 from devicectl.controller import Command, Controller, StartFacts, State
+from devicectl.dose import pass_punctures_per_cm2
 from devicectl.plan import Plan, ZonePlan
 from devicectl.zones import load_zone_map
 
@@ -32,8 +33,9 @@ def _controller() -> tuple[Controller, p.Decoder, int]:
     zone = zone_map.by_name("vertex")
     plan = Plan(
         "bench", "1", "h", 28,
-        (ZonePlan(zone.id, zone.name, 1000, 1000, 3, 4, 0.99, zone.area_mm2, 0, 0.0),),
-        (), 50, 12,
+        (ZonePlan(zone.id, zone.name, 1000, 1000, 3, 4, 0.99, zone.area_mm2, 0, 0.0,
+                  pass_punctures_per_cm2=pass_punctures_per_cm2(12, 1000, 50)),),
+        (), 50, 12, needle_counts=(12, 12),
     )
     dev = p.DeviceInfo(7, 1, 0x0102, 1, 2500, 500, 1500, 12, 3, 99, 0, 50)
     ctl = Controller(lambda d: plan, zone_map, StartFacts("b", frozenset()), nonce=7, now_us=0)

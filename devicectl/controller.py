@@ -32,6 +32,7 @@ from devicectl.safety import (
     checked_set_target,
     fault_verdict,
     interval_problems,
+    needle_count_problem,
     telemetry_verdict,
 )
 from devicectl.stamping import TipTracker
@@ -451,7 +452,11 @@ class Controller:
         self._tel = t
         self._tel_us = now_us
         zone = self.zone
-        jump = self._tip.observe(t, now_us, self.coverage, zone.zone_id if zone else None)
+        device = self.device
+        jump = self._tip.observe(
+            t, now_us, self.coverage, zone.zone_id if zone else None,
+            contact_sensor=device is not None and bool(device.capabilities & p.Capability.CONTACT),
+        )
         if jump:
             self._event(
                 now_us,
@@ -605,6 +610,9 @@ class Controller:
         reasons: list[str] = []
         if self._cartridge_problem is not None:
             reasons.append(self._cartridge_problem)
+        needles = needle_count_problem(info.needle_count, plan.needle_counts)
+        if needles is not None:
+            reasons.append(needles)
         for z in plan.zones:
             try:  # a plan deeper than the cap is refused whole, before anything is sent
                 checked_set_target(z.depth_um, z.rate_dhz, z.zone_id)
@@ -629,7 +637,11 @@ class Controller:
         if not 0 <= self.zone_index < len(plan.zones):
             reasons.append(f"zone index {self.zone_index} is not in the plan")
         tracked = bool(info.capabilities & p.Capability.POSITION)
-        self.coverage = Coverage(self._raster, plan.zones, plan.footprint_dmm, tracked=tracked)
+        self.coverage = Coverage(
+            self._raster, plan.zones, plan.footprint_dmm, tracked=tracked,
+            needle_count=plan.needle_count,
+        )
+        reasons.extend(self.coverage.problems)
         if self._coverage_state:
             try:
                 self.coverage.restore(self._coverage_state)
@@ -640,7 +652,9 @@ class Controller:
             self._event(now_us, EventKind.GO_NO_GO, "no go: " + "; ".join(reasons), safety=True)
             self._goto(State.REFUSED, now_us, "; ".join(reasons))
             return
-        self._event(now_us, EventKind.GO_NO_GO, "go: cartridge and intervals checked")
+        self._event(
+            now_us, EventKind.GO_NO_GO, "go: cartridge, needles, dose and intervals checked"
+        )
         self._configure(now_us, "go: configuring the pen")
 
     def _configure(self, now_us: int, why: str) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Final
 
-from devicectl.errors import StoreError
+from devicectl.errors import DevicectlError, StoreError
 from devicectl.records import (
     EVENT_COLUMNS,
     OUTCOMES,
@@ -452,3 +452,18 @@ class RecordWriter:
                 raise
         except (sqlite3.Error, StoreError) as exc:
             self._note(f"session {self.session_id} could not be closed: {exc}")
+
+
+def zone_spill_of(store: Store, session_id: int) -> dict[int, tuple[float, int]]:
+    """Zones that took spill in a session (from its saved coverage grid): zone id ->
+    (cm², deepest spilling treatment in µm); 0 is skin off the zones. The interval
+    rules treat a zone with spill deeper than INTERVAL_DEPTH_UM as treated that day."""
+    from devicectl.dose import zone_spill
+
+    state = store.coverage_state(session_id)
+    if not state:
+        return {}
+    try:
+        return zone_spill(state)
+    except DevicectlError:
+        return {}  # a grid saved before spill was recorded

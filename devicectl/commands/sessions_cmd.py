@@ -196,9 +196,13 @@ def show_session(args: argparse.Namespace) -> int:
     return 0
 
 
-def export_json(rec: SessionRecord, events: list[EventRecord]) -> str:
+def export_json(
+    rec: SessionRecord, events: list[EventRecord], coverage: bytes | None = None
+) -> str:
+    from devicectl.dose import zones_with_dose
+
     session: dict[str, Any] = asdict(rec)
-    zones = session.pop("zones")
+    zones = zones_with_dose(session.pop("zones"), coverage)
     document = {
         "session": session,
         "zones": zones,
@@ -232,7 +236,10 @@ def export_session(args: argparse.Namespace) -> int:
     with _open_existing(_db(args), args.id) as store:
         rec = store.session(args.id)
         events = store.events(args.id)
-    text = export_json(rec, events) if args.format == "json" else export_csv(rec, events)
+        coverage = store.coverage_state(args.id)
+    text = (
+        export_json(rec, events, coverage) if args.format == "json" else export_csv(rec, events)
+    )
     out: Path | None = args.out
     if out is None:
         sys.stdout.write(text)
