@@ -20,8 +20,8 @@ from devicectl.controller import (
     StartFacts,
     State,
 )
-from devicectl.errors import RefusedError
 from devicectl.dose import pass_punctures_per_cm2
+from devicectl.errors import RefusedError
 from devicectl.plan import Plan, ZonePlan
 from devicectl.safety import BATTERY_LOW_MV, DEPTH_CAP_UM, OVERDEPTH_LIMIT_UM
 from devicectl.zones import Zone, ZoneMap
