@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo bench lint clean
+.PHONY: test demo bench lint clean faults soak
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -28,6 +28,17 @@ bench: $(STAMP)
 	$(BIN)/python bench/session.py
 	$(BIN)/python bench/latency.py
 	$(BIN)/python bench/cpu.py
+	$(BIN)/python bench/auth.py
+
+# The fault campaign: every fault kind at every phase, in virtual time; writes
+# docs/fault-matrix.md and fails when a cell is unsafe, lost records or crashed.
+faults: $(STAMP)
+	$(BIN)/python -m firmware_sim.campaign
+
+# The soak: the controller's hypothesis safety property for at least 10^6 steps
+# (SOAK_STEPS=... to change); its figure goes in docs/performance.md.
+soak: $(STAMP)
+	$(BIN)/python -m pytest -q -s -m slow tests/test_soak.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check devicectl firmware_sim tests bench

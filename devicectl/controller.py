@@ -12,11 +12,13 @@ in linkstate.py; every SET_TARGET is built by safety.checked_set_target.
 from __future__ import annotations
 
 import collections
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
 
 from devicectl import protocol as p
+from devicectl.controller_auth import KeySource, LinkAuth
 from devicectl.controller_status import status_snapshot
 from devicectl.coverage import Coverage, Raster
 from devicectl.errors import DevicectlError, RefusedError, SafetyError
@@ -28,9 +30,12 @@ from devicectl.safety import (
     TELEMETRY_GAP_PERIODS,
     Action,
     Verdict,
+    ZoneInterval,
     cartridge_problem,
     checked_set_target,
     fault_verdict,
+    firmware_problem,
+    interval_override_problem,
     interval_problems,
     needle_count_problem,
     telemetry_verdict,
@@ -38,6 +43,7 @@ from devicectl.safety import (
 from devicectl.stamping import TipTracker
 from devicectl.transitions import (
     LIVE,
+    RECORDS_FAILED_REASON,
     TERMINAL,
     Command,
     ControlEvent,
@@ -94,6 +100,10 @@ class StartFacts:
     interval_override_reason: str | None = None
     #: a resumed session's own cartridge: it may go on although it has stamped
     resumed_cartridge_id: int | None = None
+    #: zone name -> days since the last treatment at any depth
+    days_since_treatment: Mapping[str, float] = field(default_factory=dict)
+    #: who decided the interval override (required with it)
+    interval_override_clinician: str | None = None
 
 
 class Controller:
@@ -110,6 +120,8 @@ class Controller:
         coverage_state: bytes | None = None,
         start_zone_index: int = 0,
         cell_mm: float = COVERAGE_CELL_MM,
+        keys: KeySource | None = None,
+        entropy: Callable[[int], bytes] = os.urandom,
     ) -> None:
         self._plan_for = plan_for
         self._raster = zone_map.raster(cell_mm)
@@ -129,6 +141,8 @@ class Controller:
         self._backlog: collections.deque[p.Frame] = collections.deque()
         self._urgent = False  # an ESTOP was just queued: return before more work
         self._link = LinkState()
+        #: The clinic's keys: a pen with AUTH proves its key before CONFIGURE (spec 1.1).
+        self._auth = LinkAuth(keys, entropy)
         self._out = bytearray()
         self._events: list[ControlEvent] = []
         self._connected = False
@@ -149,6 +163,8 @@ class Controller:
         #: zone id -> when it was first started, and when it was done (µs)
         self._zone_started: dict[int, int] = {}
         self._zone_done_us: dict[int, int] = {}
+        #: why the records cannot be written (Command.RECORDS_FAILED), or None
+        self.records_failure: str | None = None
 
     # --- public entry points ------------------------------------------------
 
@@ -163,7 +179,8 @@ class Controller:
         """Frames from the pen, in order. An ESTOP ends the call there, so its bytes
         go on the wire before the rest of a batch is worked on; the rest waits in
         the backlog for the next call (the session ticks right after)."""
-        self._backlog.extend(self._decoder.feed(data))
+        frames = self._decoder.feed(data)
+        self._backlog.extend(self._auth.filter(frames) if self._auth.session else frames)
         self._work_backlog(now_us)
         return self._flush()
 
@@ -182,6 +199,8 @@ class Controller:
                 self._on_fault(m, now_us)
             elif isinstance(m, p.Event):
                 self._on_pen_event(m, now_us)
+            elif isinstance(m, p.AuthProof):
+                self._on_auth_proof(m, now_us)
             else:
                 self._event(now_us, EventKind.WARNING, f"unexpected frame from the pen: {m!r}")
             if self._urgent:
@@ -273,6 +292,7 @@ class Controller:
     def link_counters(self) -> dict[str, int]:
         return {
             "bad_frames": self._decoder.bad_frames,
+            "auth_dropped": self._auth.dropped,
             "resends": self._link.resends_total,
             "unacked": self._link.unacked,
         }
@@ -409,6 +429,7 @@ class Controller:
             self._out += self._link.send_untracked(p.Stop(), now_us)
             self._pen_stamping = False
         self._link.forget()
+        self._unsecure()
         self._hold = None
         self.stop_reason = reason
         self._event(now_us, EventKind.LINK_LOST, f"link to the pen lost: {reason}", safety=True)
@@ -417,6 +438,8 @@ class Controller:
 
     def _stamping_refusal(self) -> str | None:
         """Why the pen may not stamp now, whoever asks (technician or coverage)."""
+        if self.records_failure is not None:
+            return self.records_failure
         if self.fault_latched:
             return f"a fault is latched ({self.fault}); clear it first"
         if self.go_no_go:
@@ -543,6 +566,11 @@ class Controller:
                 now_us, EventKind.FAULT_CLEARED, "the pen accepted CLEAR_FAULT", safety=True
             )
             self._configure(now_us, "fault cleared: setting the zone's target again")
+        elif isinstance(message, p.AuthConfirm) and self.state is State.CONNECTING:
+            self._event(now_us, EventKind.DEVICE, "the pen proved its key: the link is signed",
+                        data={"authenticated": True})
+            assert self.device is not None
+            self._identified(self.device, now_us)
         elif self.state is State.CONFIGURING and not self._configuring():
             if self.fault_latched:
                 self._goto(State.FAULT, now_us, self.fault or "a fault is latched")
@@ -556,7 +584,9 @@ class Controller:
             name = f"code {status}"
         text = f"the pen refused {message.TYPE.name} ({name})"
         self._event(now_us, EventKind.NACK, text, data={"type": message.TYPE.name, "nack": name})
-        if isinstance(message, p.Start):
+        if isinstance(message, p.AuthConfirm):
+            self._refuse(now_us, f"the pen refused our proof of the session key ({name})")
+        elif isinstance(message, p.Start):
             self._pen_stamping = False
             if self.state is State.STAMPING:
                 self._safety_stop(now_us, text)
@@ -588,10 +618,41 @@ class Controller:
         )
         if self.state is not State.CONNECTING:
             return
+        decision = self._auth.decide(info)
+        if isinstance(decision, str):
+            self._refuse(now_us, decision)
+        elif decision is not None:
+            self._link.secure = None  # decide() ended any earlier session; this goes unsigned
+            self._out += self._link.send(decision, now_us)  # AUTH_PROOF answers it
+        else:
+            self._identified(info, now_us)
+
+    def _identified(self, info: p.DeviceInfo, now_us: int) -> None:
+        """The pen is who it says (authenticated when it offers AUTH): go on."""
         if self.plan is None:
             self._first_connection(info, now_us)
         else:
             self._configure(now_us, "reconnected: setting the zone's target again")
+
+    def _on_auth_proof(self, proof: p.AuthProof, now_us: int) -> None:
+        if self.state is not State.CONNECTING:
+            return
+        answer = self._auth.proof(proof)
+        if isinstance(answer, str):
+            self._refuse(now_us, answer)
+        elif answer is not None:
+            self._send(answer, now_us)
+            self._link.secure = self._auth.session  # every frame from now on is signed
+
+    def _unsecure(self) -> None:
+        self._auth.reset()
+        self._link.secure = None
+
+    def _refuse(self, now_us: int, reason: str) -> None:
+        self.go_no_go = (*self.go_no_go, reason)
+        self._event(now_us, EventKind.GO_NO_GO, f"no go: {reason}", safety=True)
+        if self.state not in TERMINAL:
+            self._goto(State.REFUSED, now_us, reason)
 
     def _first_connection(self, info: p.DeviceInfo, now_us: int) -> None:
         try:
@@ -608,6 +669,9 @@ class Controller:
             f"plan {plan.profile_name} {plan.profile_version} with {len(plan.zones)} zones",
         )
         reasons: list[str] = []
+        firmware = firmware_problem(info.fw_version)
+        if firmware is not None:
+            reasons.append(firmware)
         if self._cartridge_problem is not None:
             reasons.append(self._cartridge_problem)
         needles = needle_count_problem(info.needle_count, plan.needle_counts)
@@ -619,21 +683,25 @@ class Controller:
             except SafetyError as exc:
                 reasons.append(f"zone {z.name}: {exc}")
         late = interval_problems(
-            [z.name for z in plan.zones],
+            [ZoneInterval(z.name, z.depth_um, plan.min_interval_days) for z in plan.zones],
+            self._facts.days_since_treatment,
             self._facts.days_since_deep_treatment,
-            plan.min_interval_days,
         )
         override = (self._facts.interval_override_reason or "").strip()
-        if late and override:
+        clinician = (self._facts.interval_override_clinician or "").strip()
+        refused_override = interval_override_problem(override, clinician) if override else None
+        if late and override and refused_override is None:
             self._event(
                 now_us,
                 EventKind.OVERRIDE,
-                f"interval overridden ({override}): " + "; ".join(late),
-                data={"reason": override, "problems": late},
+                f"interval overridden by {clinician} ({override}): " + "; ".join(late),
+                data={"reason": override, "clinician": clinician, "problems": late},
                 safety=True,
             )
         else:
             reasons.extend(late)
+            if late and refused_override is not None:
+                reasons.append(refused_override)
         if not 0 <= self.zone_index < len(plan.zones):
             reasons.append(f"zone index {self.zone_index} is not in the plan")
         tracked = bool(info.capabilities & p.Capability.POSITION)
@@ -716,6 +784,24 @@ class Controller:
         elif kind is p.PenEvent.CARTRIDGE_INSERTED and self._connected:
             self._send_hello(now_us)  # the DEVICE_INFO answer says which cartridge
 
+    # --- records (issue 10 item 3): no treatment without a record ------------
+
+    def _records_failed(self, now_us: int) -> None:
+        """The record writer cannot commit: stop stamping now and refuse START and
+        RESUME (`_stamping_refusal`) for the rest of the session."""
+        if self.records_failure is not None:
+            return
+        self.records_failure = RECORDS_FAILED_REASON
+        if self._pen_stamping:
+            self._send(p.Stop(), now_us)
+            self._pen_stamping = False
+        self._hold = None
+        self.stop_reason = RECORDS_FAILED_REASON
+        self._event(now_us, EventKind.SAFETY_STOP, f"stamping stopped: {RECORDS_FAILED_REASON}",
+                    safety=True)
+        if self.state is State.STAMPING:
+            self._goto(State.PAUSED, now_us, RECORDS_FAILED_REASON)
+
     # --- technician commands -----------------------------------------------
 
     def _command(self, cmd: Command, now_us: int) -> None:
@@ -784,7 +870,11 @@ class Controller:
         if cmd is Command.CLEAR_FAULT:
             self._send(p.ClearFault(), now_us)  # recorded as SENT, like every command
             return None
-        # RECONNECT
+        if cmd is Command.RECORDS_FAILED:
+            self._records_failed(now_us)
+            return None
+        # RECONNECT: a new link, authenticated anew
+        self._unsecure()
         self._connect_us = now_us
         self._tip.restart_counting()
         self._tel_us = None

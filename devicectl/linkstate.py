@@ -11,6 +11,7 @@ from typing import Final
 
 from devicectl.protocol import ACK_REQ_TYPES, FLAG_ACK_REQ, Message, MsgType, encode
 from devicectl.safety import assert_sendable
+from devicectl.signing import SecureSession
 
 #: An ACK_REQ frame not ACKed within this is sent again (spec).
 ACK_TIMEOUT_US: Final = 30_000
@@ -50,9 +51,11 @@ class LinkLost(Exception):
 class LinkState:
     """Seq counter, frames awaiting ACK, and the time of the last frame sent."""
 
-    __slots__ = ("_pending", "_seq", "last_sent_us", "resends_total")
+    __slots__ = ("_pending", "_seq", "last_sent_us", "resends_total", "secure")
 
     def __init__(self) -> None:
+        #: Once the link is authenticated, every frame is signed with this session.
+        self.secure: SecureSession | None = None
         self._seq = 0
         self._pending: dict[int, Pending] = {}
         self.last_sent_us: int | None = None
@@ -70,7 +73,9 @@ class LinkState:
         seq = self._seq
         self._seq = (seq + 1) & 0xFF
         self.last_sent_us = now_us
-        return seq, encode(message, seq, flags)
+        secure = self.secure
+        return seq, (encode(message, seq, flags) if secure is None
+                     else secure.seal(message, seq, flags))
 
     def send(self, message: Message, now_us: int) -> bytes:
         """The frame for `message`; tracked for its ACK when the spec asks for one."""

@@ -1,4 +1,4 @@
-"""Sans-I/O codec for the pen link, version 1 (shared/spec/pen-protocol.md).
+"""Sans-I/O codec for the pen link, version 1 (shared/spec/pen-protocol.md, revision 1.1).
 
 Theory of operation: `encode(message, seq)` turns one typed message into one
 frame, `COBS(packet) 0x00`, ready for the wire. A `Decoder` is fed bytes in any
@@ -8,7 +8,13 @@ maximal frame of partial input; what it throws away it counts, by reason.
 
 A frame with a valid CRC and an unknown type is not thrown away: it comes out
 as `Unknown`, because the pen must NACK it (UNKNOWN_TYPE) when it asks for an
-ACK. It is counted under `unknown_type` as well.
+ACK. It is counted under `unknown_type` as well. A packet shorter than 6 or
+longer than 64 bytes is a length discard whatever its type (spec 1.1).
+
+Signed frames (flags bit 1) carry a 12-byte trailer, `counter <I` and an 8-byte
+tag, between body and CRC. The codec knows their shape only: it decodes them
+into a Frame with `counter`, `tag` and `head` (the bytes the tag covers); the
+keys, the tags and the counters' rules live in signing.py.
 """
 
 from __future__ import annotations
@@ -16,14 +22,62 @@ from __future__ import annotations
 import binascii
 import enum
 import operator
+import re
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass, fields
-from typing import Any, ClassVar, Final
+from typing import Any, Final
 
 from cobs import cobs
 
 from devicectl.errors import ProtocolError
+from devicectl.messages import (
+    ACK_REQ_TYPES,
+    BY_NAME,
+    BY_TYPE,
+    MESSAGE_CLASSES,
+    Ack,
+    AuthBegin,
+    AuthConfirm,
+    AuthProof,
+    Capability,
+    ClearFault,
+    Configure,
+    DeviceInfo,
+    Estop,
+    Event,
+    Fault,
+    FaultBit,
+    FwAbort,
+    FwBegin,
+    FwChunk,
+    FwCommit,
+    Heartbeat,
+    Hello,
+    Message,
+    MsgType,
+    Nack,
+    PenEvent,
+    PenState,
+    SetTarget,
+    Start,
+    Stop,
+    Telemetry,
+    Unknown,
+    fault_names,
+)
+
+__all__ = [
+    "ACK_REQ_TYPES", "BY_NAME", "BY_TYPE", "CRC_INIT", "FLAG_ACK_REQ", "FLAG_SIGNED", "HEADER",
+    "MAX_ENCODED", "MAX_PACKET", "MESSAGE_CLASSES", "POSITION_UNKNOWN", "PROTO_VERSION",
+    "TAG_BYTES", "TRAILER_BYTES", "Ack", "AuthBegin", "AuthConfirm", "AuthProof", "Capability",
+    "ClearFault", "Configure", "Decoder", "DeviceInfo", "Discard", "Estop", "Event", "Fault",
+    "FaultBit", "Frame", "FwAbort", "FwBegin", "FwChunk", "FwCommit", "Heartbeat", "Hello",
+    "Message", "MsgType", "Nack", "PenEvent", "PenState", "SetTarget", "Start", "Stop",
+    "Telemetry", "Unknown", "encode", "encode_head", "encode_packet", "encode_raw",
+    "encode_telemetry", "fault_names", "field_names", "field_ranges", "field_sizes",
+    "frame_of_packet", "message_from_fields", "message_to_dict", "telemetry_head",
+]
 
 PROTO_VERSION: Final = 1
 MAX_PACKET: Final = 64
@@ -31,246 +85,10 @@ MAX_ENCODED: Final = 66  # COBS adds one byte per 254, plus the first code byte
 HEADER: Final = struct.Struct("<BBBB")
 CRC_INIT: Final = 0xFFFF
 FLAG_ACK_REQ: Final = 0x01
+FLAG_SIGNED: Final = 0x02
+TAG_BYTES: Final = 8
+TRAILER_BYTES: Final = 4 + TAG_BYTES
 POSITION_UNKNOWN: Final = 32767
-
-
-class MsgType(enum.IntEnum):
-    HELLO = 0x01
-    HEARTBEAT = 0x02
-    CONFIGURE = 0x03
-    SET_TARGET = 0x04
-    START = 0x05
-    STOP = 0x06
-    ESTOP = 0x07
-    CLEAR_FAULT = 0x08
-    ACK = 0x40
-    DEVICE_INFO = 0x41
-    TELEMETRY = 0x42
-    FAULT = 0x43
-    EVENT = 0x44
-
-
-class PenState(enum.IntEnum):
-    BOOT = 0
-    IDLE = 1
-    READY = 2
-    STAMPING = 3
-    FAULT = 4
-
-
-class FaultBit(enum.IntEnum):
-    """Bit numbers of `fault_flags`; `1 << bit` is the flag."""
-
-    OVERDEPTH = 0
-    STALL = 1
-    SENSOR = 2
-    WATCHDOG = 3
-    LOW_BATTERY = 4
-    ESTOP = 5
-    CARTRIDGE = 6
-    OVERTEMP = 7
-    LINK = 8
-
-
-class Nack(enum.IntEnum):
-    OK = 0
-    BAD_STATE = 1
-    DEPTH_LIMIT = 2
-    RATE_LIMIT = 3
-    FAULT_ACTIVE = 4
-    UNKNOWN_TYPE = 5
-    BAD_ARG = 6
-    CARTRIDGE = 7
-
-
-class PenEvent(enum.IntEnum):
-    BUTTON_PAUSE = 1
-    BUTTON_RESUME = 2
-    BUTTON_NEXT_ZONE = 3
-    CONTACT_LOST = 4
-    CONTACT_MADE = 5
-    CARTRIDGE_REMOVED = 6
-    CARTRIDGE_INSERTED = 7
-
-
-class Capability(enum.IntFlag):
-    POSITION = 1
-    CONTACT = 2
-
-
-def fault_names(flags: int) -> list[str]:
-    """The names of the faults set in `fault_flags`, lowest bit first."""
-    return [b.name for b in FaultBit if flags & (1 << b)]
-
-
-# --- messages -------------------------------------------------------------
-# One frozen, slotted dataclass per type; fields in the spec's body order.
-# `TYPE` and `FORMAT` tie each class to its row of the spec's tables.
-
-
-@dataclass(frozen=True, slots=True)
-class Hello:
-    TYPE: ClassVar[MsgType] = MsgType.HELLO
-    FORMAT: ClassVar[str] = "<HI"
-    host_proto: int
-    nonce: int
-
-
-@dataclass(frozen=True, slots=True)
-class Heartbeat:
-    TYPE: ClassVar[MsgType] = MsgType.HEARTBEAT
-    FORMAT: ClassVar[str] = "<I"
-    host_ms: int
-
-
-@dataclass(frozen=True, slots=True)
-class Configure:
-    TYPE: ClassVar[MsgType] = MsgType.CONFIGURE
-    FORMAT: ClassVar[str] = "<HH"
-    telemetry_hz: int
-    watchdog_ms: int
-
-
-@dataclass(frozen=True, slots=True)
-class SetTarget:
-    TYPE: ClassVar[MsgType] = MsgType.SET_TARGET
-    FORMAT: ClassVar[str] = "<HHB"
-    depth_um: int
-    rate_dhz: int
-    zone_id: int
-
-
-@dataclass(frozen=True, slots=True)
-class Start:
-    TYPE: ClassVar[MsgType] = MsgType.START
-    FORMAT: ClassVar[str] = "<"
-
-
-@dataclass(frozen=True, slots=True)
-class Stop:
-    TYPE: ClassVar[MsgType] = MsgType.STOP
-    FORMAT: ClassVar[str] = "<"
-
-
-@dataclass(frozen=True, slots=True)
-class Estop:
-    TYPE: ClassVar[MsgType] = MsgType.ESTOP
-    FORMAT: ClassVar[str] = "<B"
-    reason: int
-
-
-@dataclass(frozen=True, slots=True)
-class ClearFault:
-    TYPE: ClassVar[MsgType] = MsgType.CLEAR_FAULT
-    FORMAT: ClassVar[str] = "<"
-
-
-@dataclass(frozen=True, slots=True)
-class Ack:
-    TYPE: ClassVar[MsgType] = MsgType.ACK
-    FORMAT: ClassVar[str] = "<BBB"
-    acked_seq: int
-    acked_type: int
-    status: int
-
-
-@dataclass(frozen=True, slots=True)
-class DeviceInfo:
-    TYPE: ClassVar[MsgType] = MsgType.DEVICE_INFO
-    FORMAT: ClassVar[str] = "<IHHIHHHBBIIH"
-    nonce: int
-    proto: int
-    fw_version: int
-    serial_number: int
-    max_depth_um: int
-    min_rate_dhz: int
-    max_rate_dhz: int
-    needle_count: int
-    capabilities: int
-    cartridge_id: int
-    cartridge_stamps: int
-    footprint_dmm: int
-
-
-@dataclass(frozen=True, slots=True)
-class Telemetry:
-    TYPE: ClassVar[MsgType] = MsgType.TELEMETRY
-    FORMAT: ClassVar[str] = "<IBHHHHIhhBBH"
-    t_us: int
-    state: int
-    fault_flags: int
-    depth_cmd_um: int
-    depth_meas_um: int
-    rate_meas_dhz: int
-    stamp_count: int
-    x_dmm: int
-    y_dmm: int
-    contact: int
-    zone_id: int
-    battery_mv: int
-
-
-@dataclass(frozen=True, slots=True)
-class Fault:
-    TYPE: ClassVar[MsgType] = MsgType.FAULT
-    FORMAT: ClassVar[str] = "<HBH"
-    fault_flags: int
-    code: int
-    detail: int
-
-
-@dataclass(frozen=True, slots=True)
-class Event:
-    TYPE: ClassVar[MsgType] = MsgType.EVENT
-    FORMAT: ClassVar[str] = "<BI"
-    event: int
-    t_us: int
-
-
-@dataclass(frozen=True, slots=True)
-class Unknown:
-    """A frame of a type this version does not define (valid CRC, kept for NACK)."""
-
-    type_code: int
-    body: bytes
-
-
-Message = (
-    Hello
-    | Heartbeat
-    | Configure
-    | SetTarget
-    | Start
-    | Stop
-    | Estop
-    | ClearFault
-    | Ack
-    | DeviceInfo
-    | Telemetry
-    | Fault
-    | Event
-)
-MESSAGE_CLASSES: Final[tuple[type[Any], ...]] = (
-    Hello,
-    Heartbeat,
-    Configure,
-    SetTarget,
-    Start,
-    Stop,
-    Estop,
-    ClearFault,
-    Ack,
-    DeviceInfo,
-    Telemetry,
-    Fault,
-    Event,
-)
-BY_TYPE: Final[dict[int, type[Any]]] = {cls.TYPE: cls for cls in MESSAGE_CLASSES}
-BY_NAME: Final[dict[str, type[Any]]] = {cls.TYPE.name: cls for cls in MESSAGE_CLASSES}
-HOST_TYPES: Final = frozenset(t for t in BY_TYPE if t < 0x40)
-PEN_TYPES: Final = frozenset(t for t in BY_TYPE if t >= 0x40)
-#: Types the host sends with ACK_REQ (spec: CONFIGURE … CLEAR_FAULT).
-ACK_REQ_TYPES: Final = frozenset(range(MsgType.CONFIGURE, MsgType.CLEAR_FAULT + 1))
 
 _RANGES: Final = {
     "B": (0, 0xFF),
@@ -278,6 +96,7 @@ _RANGES: Final = {
     "I": (0, 0xFFFF_FFFF),
     "h": (-0x8000, 0x7FFF),
 }
+_FIELD_CODE: Final = re.compile(r"(\d*)([BHIhs])")
 
 
 def field_names(cls: type[Any]) -> tuple[str, ...]:
@@ -285,52 +104,20 @@ def field_names(cls: type[Any]) -> tuple[str, ...]:
     return tuple(f.name for f in fields(cls))
 
 
+def _codes(cls: type[Any]) -> list[tuple[str, str]]:
+    """(name, struct code) per field: "H", or "16s" for a byte string."""
+    codes = [n + c for n, c in _FIELD_CODE.findall(cls.FORMAT[1:])]
+    return list(zip(field_names(cls), codes, strict=True))
+
+
 def field_ranges(cls: type[Any]) -> dict[str, tuple[int, int]]:
-    """Each body field's wire range, inclusive."""
-    return {n: _RANGES[c] for n, c in zip(field_names(cls), cls.FORMAT[1:], strict=True)}
+    """Each integer body field's wire range, inclusive."""
+    return {n: _RANGES[c] for n, c in _codes(cls) if c in _RANGES}
 
 
-def _twin_class(cls: type[Any]) -> type[Any]:
-    """A plain class with exactly `cls`'s slots: the same memory layout, no freezing."""
-    slots = field_names(cls)
-    twin: type[Any] = type(f"_{cls.__name__}Builder", (), {"__slots__": slots})
-    return twin
-
-
-def _frame_builder(cls: type[Any]) -> Callable[[tuple[int, ...]], Frame]:
-    """A builder of `Frame(seq, flags, cls(...))` from one unpacked packet tuple.
-
-    Why not `cls(*values)`: a frozen dataclass's `__init__` calls
-    `object.__setattr__` once per field, over a microsecond for TELEMETRY, and
-    the decoder does it for every frame. Instead the object is filled as a
-    plain twin class with the same slots (ordinary attribute stores, which the
-    interpreter specialises) and then given its real class; the two layouts
-    are identical, so CPython allows the `__class__` assignment. The result is
-    an ordinary frozen instance (tests/test_protocol.py checks equality, type,
-    hash and frozenness against the constructor). The tuple is the whole
-    packet unpacked: header, body, CRC; body fields start at index 4.
-    """
-    names = field_names(cls)
-    namespace: dict[str, Any] = {
-        "_twin": _twin_class(cls),
-        "_cls": cls,
-        "_frame_twin": _FRAME_TWIN,
-        "_frame": Frame,
-    }
-    lines = ["def make(v):", " m = _twin()"]
-    lines += [f" m.{name} = v[{i + 4}]" for i, name in enumerate(names)]
-    lines += [
-        " m.__class__ = _cls",
-        " f = _frame_twin()",
-        " f.seq = v[2]",
-        " f.flags = v[3]",
-        " f.message = m",
-        " f.__class__ = _frame",
-        " return f",
-    ]
-    exec("\n".join(lines), namespace)  # names come from our own dataclasses only
-    make: Callable[[tuple[int, ...]], Frame] = namespace["make"]
-    return make
+def field_sizes(cls: type[Any]) -> dict[str, int]:
+    """Each byte-string body field's exact length on the wire."""
+    return {n: int(c[:-1]) for n, c in _codes(cls) if c.endswith("s")}
 
 
 def _values_getter(names: tuple[str, ...]) -> Callable[[Any], tuple[Any, ...]]:
@@ -346,21 +133,23 @@ def _values_getter(names: tuple[str, ...]) -> Callable[[Any], tuple[Any, ...]]:
 
 @dataclass(frozen=True, slots=True)
 class _Codec:
-    body: struct.Struct  # body only
+    cls: type[Any]
     packet: struct.Struct  # header + body + CRC, for one-call decoding
+    signed_packet: struct.Struct  # header + body + counter + tag + CRC
     head_body: struct.Struct  # header + body, for one-call encoding
     values: Callable[[Any], tuple[Any, ...]]
-    names: tuple[str, ...]
+    sizes: tuple[tuple[str, int], ...]  # byte-string fields: struct pads or cuts them silently
 
 
 def _codec(cls: type[Any]) -> _Codec:
     body = cls.FORMAT[1:]
     return _Codec(
-        struct.Struct(cls.FORMAT),
+        cls,
         struct.Struct("<BBBB" + body + "H"),
+        struct.Struct("<BBBB" + body + f"I{TAG_BYTES}sH"),
         struct.Struct("<BBBB" + body),
         _values_getter(field_names(cls)),
-        field_names(cls),
+        tuple(field_sizes(cls).items()),
     )
 
 
@@ -368,11 +157,6 @@ _CODECS: Final[dict[int, _Codec]] = {t: _codec(cls) for t, cls in BY_TYPE.items(
 
 
 # --- encoding -------------------------------------------------------------
-
-
-def default_flags(message: Message) -> int:
-    """The flags the spec gives a message: ACK_REQ for CONFIGURE … CLEAR_FAULT."""
-    return FLAG_ACK_REQ if message.TYPE in ACK_REQ_TYPES else 0
 
 
 def _range_error(message: Message) -> ProtocolError:
@@ -387,28 +171,58 @@ def _range_error(message: Message) -> ProtocolError:
     return ProtocolError(f"{cls.TYPE.name} cannot be encoded: {message!r}")
 
 
-def encode_packet(message: Message, seq: int, flags: int | None = None) -> bytes:
-    """The packet (header, body, CRC) of `message`, before COBS framing."""
+def encode_head(message: Message, seq: int, flags: int | None = None) -> bytes:
+    """Header and body of `message` (bytes 0 … 3+n of its packet). Flags default per the spec."""
     if flags is None:
         flags = FLAG_ACK_REQ if message.TYPE in ACK_REQ_TYPES else 0
     if not (0 <= seq <= 0xFF and 0 <= flags <= 0xFF):
         raise ProtocolError(f"seq {seq} and flags {flags} must each be from 0 to 255")
     codec = _CODECS[message.TYPE]
+    for name, size in codec.sizes:
+        value = getattr(message, name)
+        if not isinstance(value, bytes) or len(value) != size:
+            raise ProtocolError(
+                f"{message.TYPE.name}.{name} cannot be sent: it must be exactly {size} bytes"
+            )
     try:
-        head = codec.head_body.pack(PROTO_VERSION, message.TYPE, seq, flags, *codec.values(message))
+        return codec.head_body.pack(PROTO_VERSION, message.TYPE, seq, flags, *codec.values(message))
     except struct.error:
         raise _range_error(message) from None
-    return head + binascii.crc_hqx(head, CRC_INIT).to_bytes(2, "little")
+
+
+def frame_of_packet(packet_without_crc: bytes) -> bytes:
+    """The wire frame of a packet whose CRC is still to be added: `COBS(packet+CRC) 0x00`."""
+    crc = _crc(packet_without_crc, CRC_INIT).to_bytes(2, "little")
+    return _cobs_encode(packet_without_crc + crc) + b"\x00"
+
+
+def encode_packet(message: Message, seq: int, flags: int | None = None) -> bytes:
+    """The packet (header, body, CRC) of an unsigned `message`, before COBS framing."""
+    head = encode_head(message, seq, flags)
+    if head[3] & FLAG_SIGNED:
+        raise ProtocolError(
+            "flags bit 1 (SIGNED) needs a session key and a counter: a signed frame is made "
+            "by signing.SecureSession.seal"
+        )
+    return head + _crc(head, CRC_INIT).to_bytes(2, "little")
 
 
 def encode(message: Message, seq: int, flags: int | None = None) -> bytes:
-    """One frame on the wire: `COBS(packet) 0x00`. Flags default per the spec."""
-    return bytes(cobs.encode(encode_packet(message, seq, flags))) + b"\x00"
+    """One unsigned frame on the wire: `COBS(packet) 0x00`. Flags default per the spec."""
+    return bytes(_cobs_encode(encode_packet(message, seq, flags))) + b"\x00"
 
 
 _TELEMETRY_HEAD: Final = _CODECS[MsgType.TELEMETRY].head_body
 _cobs_encode: Final[Callable[[bytes], bytes]] = cobs.encode
 _crc: Final = binascii.crc_hqx
+
+
+def telemetry_head(seq: int, values: tuple[int, ...], flags: int = 0) -> bytes:
+    """`encode_head(Telemetry(*values), seq, flags)` without building the message."""
+    try:
+        return _TELEMETRY_HEAD.pack(PROTO_VERSION, MsgType.TELEMETRY, seq, flags, *values)
+    except struct.error:
+        return encode_head(Telemetry(*values), seq, flags)  # raises the located error
 
 
 def encode_telemetry(seq: int, values: tuple[int, ...]) -> bytes:
@@ -419,18 +233,13 @@ def encode_telemetry(seq: int, values: tuple[int, ...]) -> bytes:
     `values` are Telemetry's fields in wire order. Out-of-range values raise the
     same ProtocolError as `encode`.
     """
-    try:
-        head = _TELEMETRY_HEAD.pack(PROTO_VERSION, MsgType.TELEMETRY, seq, 0, *values)
-    except struct.error:
-        return encode(Telemetry(*values), seq)  # raises the located error (or fits after all)
+    head = telemetry_head(seq, values)
     return _cobs_encode(head + _crc(head, CRC_INIT).to_bytes(2, "little")) + b"\x00"
 
 
 def encode_raw(type_code: int, body: bytes, seq: int, flags: int) -> bytes:
     """A frame of any type and body, valid CRC: for tests of the receiver's rules."""
-    head = HEADER.pack(PROTO_VERSION, type_code, seq, flags) + body
-    packet = head + binascii.crc_hqx(head, CRC_INIT).to_bytes(2, "little")
-    return bytes(cobs.encode(packet)) + b"\x00"
+    return frame_of_packet(HEADER.pack(PROTO_VERSION, type_code, seq, flags) + body)
 
 
 # --- decoding -------------------------------------------------------------
@@ -438,16 +247,23 @@ def encode_raw(type_code: int, body: bytes, seq: int, flags: int) -> bytes:
 
 @dataclass(frozen=True, slots=True)
 class Frame:
+    """One decoded frame. Signed frames also carry their trailer and the bytes it covers."""
+
     seq: int
     flags: int
     message: Message | Unknown
+    counter: int | None = None  # signed frames only
+    tag: bytes = b""
+    head: bytes = b""  # bytes 0 … 3+n of the packet: what the tag covers, with the counter
 
     @property
     def ack_req(self) -> bool:
         return bool(self.flags & FLAG_ACK_REQ)
 
+    @property
+    def signed(self) -> bool:
+        return self.counter is not None
 
-_FRAME_TWIN: Final = _twin_class(Frame)
 
 #: What the CRC register holds after a whole packet whose CRC field is `c` and
 #: correct: the register update over two fixed bytes is a bijection, so
@@ -458,12 +274,13 @@ _RESIDUE_LO: Final = [binascii.crc_hqx(bytes((c, 0)), c) for c in range(0x100)]
 _RESIDUE_HI: Final = [binascii.crc_hqx(bytes((0, c)), c << 8) for c in range(0x100)]
 _CRC_RESIDUE: Final[list[int]] = [hi ^ lo for hi in _RESIDUE_HI for lo in _RESIDUE_LO]
 
-#: (packet length << 8 | type) -> (unpack of the whole packet, Frame builder).
-_Unpack = Callable[[bytes], tuple[int, ...]]
-_Build = Callable[[tuple[int, ...]], Frame]
-_FAST: Final[dict[int, tuple[_Unpack, _Build]]] = {
-    (c.packet.size << 8) | t: (c.packet.unpack, _frame_builder(BY_TYPE[t]))
-    for t, c in _CODECS.items()
+#: (packet length << 8 | type) -> (unpack of the whole packet, message class, signed).
+#: A type's signed and unsigned packets differ in length by the trailer, so one
+#: key never means both; the flag bit must agree with the length.
+_FAST: Final[dict[int, tuple[Callable[[bytes], tuple[Any, ...]], type[Any], bool]]] = {
+    **{(c.packet.size << 8) | t: (c.packet.unpack, c.cls, False) for t, c in _CODECS.items()},
+    **{(c.signed_packet.size << 8) | t: (c.signed_packet.unpack, c.cls, True)
+       for t, c in _CODECS.items()},
 }
 
 
@@ -555,13 +372,18 @@ class Decoder:
                 if n >= 6:
                     entry = fast.get(n << 8 | packet[1])
                     if entry is not None:
-                        unpack, build = entry
-                        values = unpack(packet)
+                        unpack, cls, signed = entry
+                        v = unpack(packet)
                         if (
-                            crc(packet, CRC_INIT) == residue[values[-1]]
-                            and values[0] == PROTO_VERSION
+                            crc(packet, CRC_INIT) == residue[v[-1]]
+                            and v[0] == PROTO_VERSION
+                            and bool(v[3] & FLAG_SIGNED) is signed
                         ):
-                            append(build(values))
+                            if signed:
+                                append(Frame(v[2], v[3], cls(*v[4:-3]), v[-3], v[-2],
+                                             packet[: n - 2 - TRAILER_BYTES]))
+                            else:
+                                append(Frame(v[2], v[3], cls(*v[4:-1])))
                             good += 1
                             continue
             frame = slow(chunk)
@@ -581,7 +403,7 @@ class Decoder:
             self.discarded[Discard.COBS] += 1
             return None
         n = len(packet)
-        if n < 6:
+        if n < 6 or n > MAX_PACKET:  # spec 1.1, clarification 1: whatever its type
             self.discarded[Discard.LENGTH] += 1
             return None
         if binascii.crc_hqx(packet[:-2], CRC_INIT) != packet[-2] | (packet[-1] << 8):
@@ -590,31 +412,63 @@ class Decoder:
         if packet[0] != PROTO_VERSION:
             self.discarded[Discard.VERSION] += 1
             return None
+        signed = bool(packet[3] & FLAG_SIGNED)
+        end = n - 2 - (TRAILER_BYTES if signed else 0)
         codec = _CODECS.get(packet[1])
-        if codec is None:
-            self.unknown_type += 1
-            self.frames += 1
-            return Frame(packet[2], packet[3], Unknown(packet[1], bytes(packet[4:-2])))
-        if n != codec.packet.size:
+        expected = None if codec is None else (codec.signed_packet if signed else codec.packet).size
+        if end < 4 or (expected is not None and n != expected):
             self.discarded[Discard.LENGTH] += 1
             return None
         self.frames += 1
-        unpack, build = _FAST[n << 8 | packet[1]]
-        return build(unpack(packet))
+        if codec is None:
+            self.unknown_type += 1
+            message: Message | Unknown = Unknown(packet[1], bytes(packet[4:end]))
+        else:
+            message = codec.cls(*codec.head_body.unpack(packet[:end])[4:])
+        if not signed:
+            return Frame(packet[2], packet[3], message)
+        counter = int.from_bytes(packet[end : end + 4], "little")
+        return Frame(packet[2], packet[3], message, counter, bytes(packet[end + 4 : n - 2]),
+                     bytes(packet[:end]))
 
 
 def message_to_dict(message: Message | Unknown) -> dict[str, Any]:
-    """The message as a JSON-ready dict with the spec's names: {"type": ..., fields}."""
+    """The message as a JSON-ready dict with the spec's names: {"type": ..., fields}.
+
+    Byte strings (randoms, proofs, firmware data) are given as hex."""
     if isinstance(message, Unknown):
         return {"type": f"0x{message.type_code:02x}", "body": message.body.hex()}
     out: dict[str, Any] = {"type": message.TYPE.name}
     for name in field_names(type(message)):
-        out[name] = getattr(message, name)
+        value = getattr(message, name)
+        out[name] = value.hex() if isinstance(value, bytes) else value
     return out
 
 
-def message_from_fields(type_name: str, values: dict[str, int]) -> Message:
-    """Build a message from its spec name and field values; names every mistake."""
+def _field_value(cls: type[Any], name: str, value: int | str | bytes) -> int | bytes:
+    size = field_sizes(cls).get(name)
+    if size is None:
+        if isinstance(value, int):
+            return value
+        try:
+            return int(str(value), 0)
+        except ValueError:
+            raise ProtocolError(f"{cls.TYPE.name}.{name} = {value!r} is not an integer") from None
+    if isinstance(value, bytes):
+        return value
+    try:
+        return bytes.fromhex(str(value).removeprefix("0x"))
+    except ValueError:
+        raise ProtocolError(
+            f"{cls.TYPE.name}.{name} = {value!r} is not hex; give {size} bytes as "
+            f"{2 * size} hex digits"
+        ) from None
+
+
+def message_from_fields(type_name: str, values: dict[str, Any]) -> Message:
+    """Build a message from its spec name and field values; names every mistake.
+
+    Integer fields take ints or decimal/0x strings; byte-string fields take hex."""
     cls = BY_NAME.get(type_name.upper())
     if cls is None:
         raise ProtocolError(
@@ -632,5 +486,5 @@ def message_from_fields(type_name: str, values: dict[str, int]) -> Message:
         raise ProtocolError(
             f"{cls.TYPE.name}: {'; '.join(parts)}; its fields are: {', '.join(names) or 'none'}"
         )
-    message: Message = cls(**{n: values[n] for n in names})
+    message: Message = cls(**{n: _field_value(cls, n, values[n]) for n in names})
     return message

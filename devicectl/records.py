@@ -7,12 +7,14 @@ the few SQL writes shared by `Store` and `RecordWriter` (devicectl/store.py).
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+from devicectl.chain import closure_hash, hashed_event_rows
 from devicectl.errors import StoreError
 
 #: PRAGMA application_id of a devicectl database ("DCTL"): tells ours from any SQLite file.
@@ -69,6 +71,12 @@ class SessionRecord:
     outcome: str | None
     position_mode: str | None
     zones: tuple[ZoneCoverage, ...] = field(default=())
+    #: who ran the session (--operator); None in records from before it was asked
+    operator: str | None = None
+    #: a simulator run (True), a clinical one (False), or recorded before this was kept
+    simulated: bool | None = None
+    #: the hash chain's closure (chain.py), set with the outcome
+    chain_head: str | None = None
 
 
 _FINAL = "a closed session is final"
@@ -147,6 +155,38 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
         f"""CREATE TRIGGER coverage_state_update_final BEFORE UPDATE ON coverage_state
             WHEN {_OPEN} BEGIN SELECT RAISE(ABORT, '{_FINAL}'); END""",
     ),
+    # 1 -> 2: who ran the session (issue 13).
+    ("ALTER TABLE sessions ADD COLUMN operator TEXT",),
+    # 2 -> 3: the hash chain (devicectl/chain.py), and simulator runs told from clinical ones.
+    (
+        "ALTER TABLE events ADD COLUMN hash TEXT",
+        "ALTER TABLE sessions ADD COLUMN chain_head TEXT",
+        "ALTER TABLE sessions ADD COLUMN simulated INTEGER",
+        "CREATE TABLE chain_origin (first_session_id INTEGER NOT NULL)",
+        "INSERT INTO chain_origin SELECT coalesce((SELECT max(seq) FROM sqlite_sequence"
+        " WHERE name = 'sessions'), 0) + 1",
+        """CREATE TRIGGER chain_origin_fixed BEFORE UPDATE ON chain_origin
+            BEGIN SELECT RAISE(ABORT, 'the chain origin is fixed'); END""",
+        """CREATE TRIGGER chain_origin_kept BEFORE DELETE ON chain_origin
+            BEGIN SELECT RAISE(ABORT, 'the chain origin is fixed'); END""",
+    ),
+    # 3 -> 4: notes and adverse events, added after a session too (devicectl/notes.py).
+    (
+        """CREATE TABLE notes (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            session_id INTEGER NOT NULL REFERENCES sessions(id),
+            wall TEXT NOT NULL,
+            adverse_kind TEXT,
+            text TEXT NOT NULL,
+            author TEXT,
+            hash TEXT NOT NULL
+        )""",
+        "CREATE INDEX notes_by_session ON notes (session_id, id)",
+        """CREATE TRIGGER notes_no_update BEFORE UPDATE ON notes
+            BEGIN SELECT RAISE(ABORT, 'notes are append-only'); END""",
+        """CREATE TRIGGER notes_no_delete BEFORE DELETE ON notes
+            BEGIN SELECT RAISE(ABORT, 'notes are append-only'); END""",
+    ),
 )
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 
@@ -163,12 +203,24 @@ def open_database(path: Path, *, create: bool = True) -> sqlite3.Connection:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise StoreError(f"cannot create the records folder {path.parent}: {exc.strerror}") from exc
+    try:  # created owner-only: the records are health data (the WAL inherits the mode)
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        raise StoreError(f"cannot create the records file {path}: {exc.strerror}") from exc
     try:
         conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
     except sqlite3.Error as exc:
         raise StoreError(f"cannot open the records file {path}: {exc}") from exc
     try:
         _prepare(conn, path)
+    except sqlite3.OperationalError as exc:  # not the contents: the file or its folder
+        conn.close()
+        raise StoreError(
+            f"cannot open the records file {path} ({exc}); check that it and its folder "
+            "can be written (SQLite keeps its journal beside it), or pass another --db"
+        ) from exc
     except sqlite3.DatabaseError as exc:
         conn.close()
         raise StoreError(f"{path} is not a devicectl records database ({exc})") from exc
@@ -219,22 +271,25 @@ def _schema_version(conn: sqlite3.Connection) -> int:
 
 
 def insert_events(conn: sqlite3.Connection, session_id: int, events: Sequence[EventRecord]) -> None:
+    """Appends the events, each with its link in the session's hash chain (chain.py);
+    call inside the transaction that commits them."""
+    rows = [
+        (
+            session_id,
+            e.t_us,
+            e.wall,
+            e.kind,
+            e.text,
+            e.zone_id,
+            json.dumps(dict(e.data), default=str, separators=(",", ":")),
+            int(e.safety),
+        )
+        for e in events
+    ]
     conn.executemany(
-        "INSERT INTO events (session_id, t_us, wall, kind, text, zone_id, data, safety)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        [
-            (
-                session_id,
-                e.t_us,
-                e.wall,
-                e.kind,
-                e.text,
-                e.zone_id,
-                json.dumps(dict(e.data), default=str, separators=(",", ":")),
-                int(e.safety),
-            )
-            for e in events
-        ],
+        "INSERT INTO events (session_id, t_us, wall, kind, text, zone_id, data, safety, hash)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        hashed_event_rows(conn, session_id, rows),
     )
 
 
@@ -306,8 +361,8 @@ def close_session_row(
     if row[0] is not None:
         raise StoreError(f"session {session_id} is already closed ({row[0]}); records are final")
     conn.execute(
-        "UPDATE sessions SET outcome = ?, ended_at = ? WHERE id = ?",
-        (outcome, ended_at, session_id),
+        "UPDATE sessions SET outcome = ?, ended_at = ?, chain_head = ? WHERE id = ?",
+        (outcome, ended_at, closure_hash(conn, session_id, outcome, ended_at), session_id),
     )
 
 
@@ -347,12 +402,14 @@ ZONE_COLUMNS: Final = (
 )
 SESSION_COLUMNS: Final = (
     "id, patient_ref, profile_name, profile_hash, profile_text, device_serial, fw_version,"
-    " cartridge_id, started_at, ended_at, outcome, position_mode"
+    " cartridge_id, started_at, ended_at, outcome, position_mode, operator, simulated,"
+    " chain_head"
 )
 
 
 def session_from_row(row: Sequence[Any], zones: tuple[ZoneCoverage, ...]) -> SessionRecord:
-    (sid, patient, pname, phash, ptext, serial, fw, cart, started, ended, outcome, mode) = row
+    (sid, patient, pname, phash, ptext, serial, fw, cart, started, ended, outcome, mode,
+     operator, simulated, head) = row
     return SessionRecord(
         id=int(sid),
         patient_ref=str(patient),
@@ -367,4 +424,7 @@ def session_from_row(row: Sequence[Any], zones: tuple[ZoneCoverage, ...]) -> Ses
         outcome=outcome,
         position_mode=mode,
         zones=zones,
+        operator=operator,
+        simulated=None if simulated is None else bool(simulated),
+        chain_head=head,
     )

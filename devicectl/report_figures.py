@@ -64,14 +64,14 @@ def coverage_map(zone_map: ZoneMap, zones: Sequence[ZoneCoverage], title: str) -
         xs = [p[0] for p in zone.outline_mm]
         ys = [p[1] for p in zone.outline_mm]
         ax.text(sum(xs) / len(xs), sum(ys) / len(ys), text, ha="center", va="center",
-                fontsize=7)
+                fontsize=7, parse_math=False)  # zone labels are data people write
     x0, y0, x1, y1 = zone_map.bounds_mm
     ax.set_xlim(x0 - 5, x1 + 5)
     ax.set_ylim(y1 + 5, y0 - 5)  # the hairline at the top, the nape at the bottom
     ax.set_aspect("equal")
     ax.set_xlabel("x, mm (patient's right +)")
     ax.set_ylabel("y, mm from the frontal hairline")
-    ax.set_title(title, fontsize=10)
+    ax.set_title(title, fontsize=10, parse_math=False)
     fig.tight_layout()
     return fig
 

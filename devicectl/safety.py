@@ -38,8 +38,6 @@ TELEMETRY_GAP_PERIODS: Final = 3
 
 # The pen's states (protocol.PenState) the host knows; anything else is unknown.
 _KNOWN_PEN_STATES: Final = frozenset(range(5))
-_FAULT_OVERDEPTH: Final = 1 << 0
-_FAULT_ESTOP: Final = 1 << 5
 
 
 class Action(enum.Enum):
@@ -88,6 +86,23 @@ def checked_set_target(depth_um: int, rate_dhz: int, zone_id: int) -> SetTarget:
     if depth_um < 0:
         raise SafetyError(f"target depth {depth_um} µm is negative")
     return SetTarget(depth_um=depth_um, rate_dhz=rate_dhz, zone_id=zone_id)
+
+
+#: The pen firmware versions this host works with (major << 8 | minor), inclusive.
+SUPPORTED_FW_VERSIONS: Final = (0x0101, 0x01FF)
+
+
+def firmware_problem(fw_version: int) -> str | None:
+    """Why the pen's firmware is a NO-GO, or None when this host supports it."""
+    lo, hi = SUPPORTED_FW_VERSIONS
+    text = f"{fw_version >> 8}.{fw_version & 0xFF}"
+    if fw_version < lo:
+        return (f"the pen runs firmware {text}, older than {lo >> 8}.{lo & 0xFF}: update the "
+                "pen's firmware: devicectl firmware update IMAGE")
+    if fw_version > hi:
+        return (f"the pen runs firmware {text}, newer than this devicectl knows "
+                f"(up to {hi >> 8}.{hi & 0xFF}): update devicectl")
+    return None
 
 
 def assert_sendable(message: object) -> None:
@@ -198,28 +213,87 @@ def cartridge_problem(
     return None
 
 
-def interval_problems(
-    zone_names: Sequence[str],
-    days_since_deep_treatment: Mapping[str, float],
-    min_interval_days: int,
-) -> list[str]:
-    """Zones of the plan whose last treatment deeper than INTERVAL_DEPTH_UM is too recent.
+@dataclass(frozen=True, slots=True)
+class ZoneInterval:
+    """A zone of the plan, as the interval rule sees it."""
 
-    The facts come from the records (zone name -> days since that treatment;
-    missing = never). Any zone of the plan is bound, whatever depth it is
-    planned at now: the skin is still healing from the deep one. The interval
-    is never shorter than MIN_INTERVAL_DAYS, whatever the profile says.
+    name: str
+    #: the depth planned for it now
+    depth_um: int
+    #: the profile's minimum interval for this zone
+    min_interval_days: int
+
+
+def zone_interval_days(zone: ZoneInterval, deep_before: bool) -> int:
+    """The days that must have passed since the zone's last treatment.
+
+    The profile's interval always applies, at any depth. When the zone was
+    treated deeper than INTERVAL_DEPTH_UM last time (`deep_before`), or is
+    planned deeper now, the interval is never shorter than MIN_INTERVAL_DAYS.
     """
-    interval_days = max(min_interval_days, MIN_INTERVAL_DAYS)
+    if deep_before or zone.depth_um > INTERVAL_DEPTH_UM:
+        return max(zone.min_interval_days, MIN_INTERVAL_DAYS)
+    return zone.min_interval_days
+
+
+def interval_problems(
+    zones: Sequence[ZoneInterval],
+    days_since_treatment: Mapping[str, float],
+    days_since_deep_treatment: Mapping[str, float],
+) -> list[str]:
+    """Zones of the plan treated too recently for this patient (empty: none).
+
+    The facts come from the records, zone name -> days since the last session
+    that stamped it at any depth (`days_since_treatment`), and deeper than
+    INTERVAL_DEPTH_UM (`days_since_deep_treatment`); missing = never. A deep
+    treatment binds the zone to MIN_INTERVAL_DAYS whatever depth is planned
+    now: the skin is still healing from it.
+    """
     problems = []
-    for name in zone_names:
-        days = days_since_deep_treatment.get(name)
-        if days is not None and days < interval_days:
+    for zone in zones:
+        last = days_since_treatment.get(zone.name)
+        deep = days_since_deep_treatment.get(zone.name)
+        if deep is not None and deep < zone_interval_days(zone, deep_before=True):
             problems.append(
-                f"zone {name} was treated deeper than {INTERVAL_DEPTH_UM} µm "
-                f"{days:g} days ago; the minimum interval is {interval_days} days"
+                f"zone {zone.name} was treated deeper than {INTERVAL_DEPTH_UM / 1000:g} mm "
+                f"{_days_text(deep)} ago; the minimum interval is "
+                f"{zone_interval_days(zone, deep_before=True)} days"
+            )
+        elif last is not None and last < zone_interval_days(zone, deep_before=False):
+            problems.append(
+                f"zone {zone.name} was treated {_days_text(last)} ago; the minimum interval "
+                f"is {zone_interval_days(zone, deep_before=False)} days"
             )
     return problems
+
+
+def _days_text(days: float) -> str:
+    return f"{max(days, 0.0):.1f} days"
+
+
+#: An interval override's reason has at least this many characters: a reason, not a keystroke.
+OVERRIDE_REASON_MIN_CHARS: Final = 10
+
+
+def interval_override_problem(reason: str | None, clinician: str | None) -> str | None:
+    """Why an interval override may not be accepted, or None when it may.
+
+    It needs a reason of at least OVERRIDE_REASON_MIN_CHARS characters and the
+    clinician who decided it; both are recorded with the override.
+    """
+    text = (reason or "").strip()
+    who = (clinician or "").strip()
+    if len(text) < OVERRIDE_REASON_MIN_CHARS:
+        return (
+            f"an interval override needs a reason of at least {OVERRIDE_REASON_MIN_CHARS} "
+            f"characters (--override-interval REASON); {text!r} has {len(text)}"
+        )
+    if not who:
+        return (
+            "an interval override needs the clinician who decided it (--clinician ID); "
+            "none was given"
+        )
+    return None
 
 
 def needle_count_problem(needle_count: int, allowed: tuple[int, int]) -> str | None:

@@ -22,8 +22,9 @@ from typing import Any, Protocol
 
 from devicectl.controller import Command, ControlEvent, Controller, EventKind, Output, State
 from devicectl.errors import LinkError
+from devicectl.flight import RX, TX, FlightRecorder, pack
 from devicectl.safety import emergency_stop_frame
-from devicectl.store import EventRecord, RecordWriter, ZoneCoverage
+from devicectl.store import RECORDS_FAILED_REASON, EventRecord, RecordWriter, ZoneCoverage
 
 #: The status snapshot is rebuilt this often (µs of session time).
 SNAPSHOT_PERIOD_US = 50_000
@@ -31,6 +32,9 @@ SNAPSHOT_PERIOD_US = 50_000
 COVERAGE_PERIOD_US = 1_000_000
 #: A SAMPLE record (depths and rate, for reports' curves) this often (µs of session time).
 SAMPLE_PERIOD_US = 1_000_000
+#: The status is kept for the plain output's progress lines this often (µs of session time):
+#: under 5 s, so that a line comes at least every 5 s although the loop's steps vary.
+PROGRESS_PERIOD_US = 4_500_000
 #: How long a stop waits for the pen to acknowledge before the loop ends (µs).
 STOP_GRACE_US = 150_000
 
@@ -115,6 +119,7 @@ class _Timers:
     stop_deadline_us: int | None = None
     sample_us: int = -(10**18)
     sample_peak_um: int = 0
+    progress_us: int = -(10**18)
     confirmed_in: set[tuple[State, int]] = field(default_factory=set)
 
 
@@ -158,10 +163,15 @@ class Session:
         self._t0_us: int | None = None
         self._commands: queue.SimpleQueue[Command] = queue.SimpleQueue()
         self._display: collections.deque[ControlEvent] = collections.deque(maxlen=10_000)
+        #: (session time, status) every PROGRESS_PERIOD_US of session time, whatever
+        #: the wall clock does: the plain output's progress lines come from these.
+        self._progress: collections.deque[tuple[int, dict[str, Any]]] = collections.deque(
+            maxlen=256)
         self._stop_reason: str | None = None
         self._done = threading.Event()
         self._timers = _Timers()
         self._thread = threading.Thread(target=self._run, name="inner-loop", daemon=True)
+        self.flight = FlightRecorder()  # allocated once: the loop only copies into it
         self.snapshot: dict[str, Any] = {}
         self.outcome: Outcome | None = None
         self.error: BaseException | None = None
@@ -189,6 +199,13 @@ class Session:
         out = []
         while self._display:
             out.append(self._display.popleft())
+        return out
+
+    def drain_progress(self) -> list[tuple[int, dict[str, Any]]]:
+        """The statuses kept every PROGRESS_PERIOD_US of session time since the last call."""
+        out = []
+        while self._progress:
+            out.append(self._progress.popleft())
         return out
 
     def wait(self, timeout_s: float | None = None) -> bool:
@@ -226,9 +243,11 @@ class Session:
         finally:
             if self.outcome is None:
                 self.outcome = outcome_of(self.controller.state)
+            if self.outcome in (Outcome.FAULT, Outcome.LINK_LOST):
+                self._save_flight(self.now_us, f"the end of the session ({self.outcome.value})")
             # The end state and the last strokes, for the views and the records.
             with contextlib.suppress(Exception):
-                self.snapshot = self.controller.status(self.now_us)
+                self.snapshot = self._status(self.now_us)
                 self._save_coverage(self.now_us)
             self._done.set()
 
@@ -236,6 +255,7 @@ class Session:
         wire = self._wire
         now = time.monotonic_ns() // 1000
         self._t0_us = now
+        self.now_us = now
         self._emit(self.controller.connect(now), now)
         while not self._finished(now):
             data = wire.read(4096, 0.001)
@@ -248,6 +268,7 @@ class Session:
         pen, pen_wire, wire, clock = self._pen, self._pen_wire, self._wire, self._virtual_clock
         now = clock.now_us
         self._t0_us = now
+        self.now_us = now
         wall0 = time.monotonic()
         self._emit(self.controller.connect(now), now)
         step = self._step_us
@@ -265,7 +286,11 @@ class Session:
     def _step(self, data: bytes, now: int) -> None:
         ctl = self.controller
         self.now_us = now
+        writer = self._writer
+        if writer is not None and writer.failure is not None and ctl.records_failure is None:
+            self._records_failed(now)
         if data:
+            self.flight.record(data, RX, now)
             self._emit(ctl.receive_data(data, now), now)
             self._sample(now)
         while not self._commands.empty():
@@ -277,12 +302,29 @@ class Session:
         # Snapshots serve people and coverage saves serve crash recovery: both run
         # on the wall clock, also in virtual time, where simulated seconds fly by.
         wall = time.monotonic_ns() // 1000 if self._virtual else now
+        if now - self._timers.progress_us >= PROGRESS_PERIOD_US:
+            self._timers.progress_us = now
+            self._progress.append((now, ctl.status(now)))
         if wall - self._timers.snapshot_us >= SNAPSHOT_PERIOD_US:
             self._timers.snapshot_us = wall
-            self.snapshot = ctl.status(now)
+            self.snapshot = self._status(now)
         if wall - self._timers.coverage_us >= COVERAGE_PERIOD_US:
             self._timers.coverage_us = wall
             self._save_coverage(now)
+
+    def _status(self, now: int) -> dict[str, Any]:
+        """The controller's status, and why the records fail (every view shows it in red)."""
+        status = self.controller.status(now)
+        if self._writer is not None and self._writer.failure is not None:
+            status["records_failure"] = self._writer.failure
+        return status
+
+    def _records_failed(self, now: int) -> None:
+        """No treatment without a record: the pen stops at once; with nobody to decide
+        (--yes, no terminal) the session ends, its last events in the unsaved file."""
+        self._emit(self.controller.command(Command.RECORDS_FAILED, now), now)
+        if self._policy.end_on_fault:
+            self.request_stop(RECORDS_FAILED_REASON)
 
     def _sample(self, now: int) -> None:
         """Once a second, the set and peak measured depth and the rate, for reports."""
@@ -321,6 +363,29 @@ class Session:
             self._record_device()
         if EventKind.ZONE_DONE in kinds:
             self._save_coverage(now)
+        if EventKind.ESTOP in kinds or EventKind.PEN_FAULT in kinds:
+            self._save_flight(now, "an emergency stop" if EventKind.ESTOP in kinds else
+                              "a fault of the pen")
+
+    def _save_flight(self, now: int, trigger: str) -> None:
+        """The flight recorder's last 10 s into the record: the loop copies the ring,
+        the writer's thread picks and packs the frames."""
+        if self._writer is None:
+            return
+        snap = self.flight.snapshot(now)
+        t0 = self._t0_us or 0
+        wall = self.wall_of(now).isoformat(timespec="milliseconds")
+
+        def make() -> EventRecord:
+            frames = snap.frames()
+            return EventRecord(
+                t_us=now - t0, wall=wall, kind="FLIGHT",
+                text=f"flight recorder: the last {len(frames)} frames on the wire, "
+                f"kept at {trigger}",
+                zone_id=None, data={"trigger": trigger, "frames": pack(frames, t0)}, safety=True,
+            )
+
+        self._writer.deferred_event(make)
 
     def _record_device(self) -> None:
         """The pen and its cartridge, in the record at once: a cartridge is single use."""
@@ -335,6 +400,7 @@ class Session:
         )
 
     def _write(self, data: bytes) -> None:
+        self.flight.record(data, TX, self.now_us)
         self._wire.write(data)
 
     def _record(self, event: ControlEvent) -> EventRecord:

@@ -1,24 +1,22 @@
 """Session records in SQLite: `Store` for the CLI and for checks before and after
-a session, `RecordWriter` for the session itself (a writer thread, so the 1 kHz
-inner loop only ever puts onto a queue). The record types live in records.py.
+a session; `RecordWriter` (record_writer.py) for the session itself. The record
+types and the schema live in records.py.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import queue
+import shutil
 import sqlite3
-import threading
-import time
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Final
 
 from devicectl.errors import DevicectlError, StoreError
+from devicectl.record_writer import RecordWriter
 from devicectl.records import (
     EVENT_COLUMNS,
     OUTCOMES,
@@ -36,9 +34,11 @@ from devicectl.records import (
     upsert_coverage,
     zone_from_row,
 )
+from devicectl.transitions import RECORDS_FAILED_REASON
 
 __all__ = [
     "OUTCOMES",
+    "RECORDS_FAILED_REASON",
     "EventRecord",
     "RecordWriter",
     "SessionRecord",
@@ -49,6 +49,8 @@ __all__ = [
 ]
 
 _SECONDS_PER_DAY: Final = 86_400.0
+#: A session is refused when the records' file system has less free space than this.
+MIN_FREE_BYTES: Final = 16 * 1024 * 1024
 
 
 def default_db_path() -> Path:
@@ -118,6 +120,30 @@ class Store:
                 f"no session {session_id} in {self.path}; `devicectl sessions list` shows them"
             )
 
+    def require_writable(self) -> None:
+        """Raises StoreError (one sentence) unless a session's records can be written
+        here: a write transaction is tried (read-only file or file system, no
+        permission) and the file system needs MIN_FREE_BYTES free."""
+        try:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                self._conn.execute("UPDATE schema_version SET version = version")
+            finally:
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
+        except sqlite3.Error as exc:
+            raise StoreError(
+                f"the records database {self.path} cannot be written ({exc}); no session "
+                "starts without its record: fix the permissions or pass another --db"
+            ) from exc
+        free = shutil.disk_usage(self.path.parent).free
+        if free < MIN_FREE_BYTES:
+            raise StoreError(
+                f"the records database {self.path} has {free // 1024} KiB free on its disk, "
+                f"under the {MIN_FREE_BYTES // 2**20} MiB a session needs; free some space "
+                "or pass another --db"
+            )
+
     # -- writes --------------------------------------------------------------
 
     def create_session(
@@ -128,6 +154,8 @@ class Store:
         profile_hash: str,
         profile_text: str,
         started_at: str,
+        operator: str | None = None,
+        simulated: bool | None = None,
     ) -> int:
         if not patient_ref.strip():
             raise StoreError("a session needs a pseudonymous patient reference; it was empty")
@@ -135,8 +163,9 @@ class Store:
         with self._write("a new session") as conn:
             cur = conn.execute(
                 "INSERT INTO sessions (patient_ref, profile_name, profile_hash, profile_text,"
-                " started_at) VALUES (?, ?, ?, ?, ?)",
-                (patient_ref, profile_name, profile_hash, profile_text, started_at),
+                " started_at, operator, simulated) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (patient_ref, profile_name, profile_hash, profile_text, started_at, operator,
+                 None if simulated is None else int(simulated)),
             )
             session_id = cur.lastrowid
         assert session_id is not None
@@ -175,6 +204,11 @@ class Store:
 
     # -- questions the controller asks -----------------------------------------
 
+    def holds_sessions(self, *, simulated: bool) -> bool:
+        """Whether the records hold simulator runs (True) or clinical sessions (False)."""
+        return bool(self._read("SELECT 1 FROM sessions WHERE simulated = ? LIMIT 1",
+                               (int(simulated),)))
+
     def used_cartridge_ids(self, *, exclude_session: int | None = None) -> frozenset[int]:
         """Cartridges seen in any session (single use), but for `exclude_session` (a resume)."""
         rows = self._read(
@@ -193,15 +227,17 @@ class Store:
         exclude_session: int | None = None,
     ) -> dict[str, float]:
         """Zone name -> days since this patient's last session that stamped it deeper
-        than `min_depth_um`. The session counts from its latest known moment (end,
-        else last event, else start), the cautious reading of "last treated".
+        than `min_depth_um` (0: at any depth). The session counts from its latest known
+        moment (end, else last event, else start), the cautious reading of "last
+        treated". References match trimmed and whatever their case (devicectl.patients).
         """
         now = parse_wall(now_iso)
         rows = self._read(
             "SELECT z.name, s.started_at, s.ended_at,"
             " (SELECT max(e.wall) FROM events e WHERE e.session_id = s.id)"
             " FROM zone_coverage z JOIN sessions s ON s.id = z.session_id"
-            " WHERE s.patient_ref = ? AND z.strokes > 0 AND z.depth_um > ? AND s.id IS NOT ?",
+            " WHERE upper(trim(s.patient_ref)) = upper(trim(?)) AND z.strokes > 0"
+            " AND z.depth_um > ? AND s.id IS NOT ?",
             (patient_ref, min_depth_um, exclude_session),
         )
         latest: dict[str, datetime] = {}
@@ -252,206 +288,6 @@ class Store:
         if not rows or rows[0][0] is None:
             return None
         return bytes(rows[0][0])
-
-
-@dataclass(frozen=True, slots=True)
-class _Coverage:
-    zones: Sequence[ZoneCoverage]
-    #: the archive, or a function that builds it (run on the writer's thread)
-    state: bytes | Callable[[], bytes] | None
-
-
-@dataclass(frozen=True, slots=True)
-class _Device:
-    serial: int
-    fw_version: int
-    cartridge_id: int
-    position_mode: str
-
-
-@dataclass(frozen=True, slots=True)
-class _Close:
-    outcome: str | None
-    ended_at: str | None
-
-
-@dataclass(slots=True)
-class _Pending:
-    """What the writer thread holds between commits."""
-
-    events: list[EventRecord] = field(default_factory=list)
-    cover: _Coverage | None = None
-    device: _Device | None = None
-
-    def __bool__(self) -> bool:
-        return bool(self.events) or self.cover is not None or self.device is not None
-
-
-class RecordWriter:
-    """Writes one session's records on its own thread, committing every
-    `commit_interval_s`, and at once after a safety event or the pen's identity.
-
-    `events`, `coverage` and `device` only put onto a queue, so they are safe to
-    call from the inner loop; pass sequences you will not mutate afterwards.
-    Failures (disk full, …) are collected in `errors`, never raised to the caller.
-    """
-
-    def __init__(self, path: Path, session_id: int, *, commit_interval_s: float = 0.1) -> None:
-        self.path = path
-        self.session_id = session_id
-        self.commit_interval_s = commit_interval_s
-        self.errors: list[str] = []
-        self._queue: queue.SimpleQueue[Sequence[EventRecord] | _Coverage | _Device | _Close] = (
-            queue.SimpleQueue()
-        )
-        self._ready = threading.Event()
-        self._thread = threading.Thread(
-            target=self._run, name=f"records-session-{session_id}", daemon=True
-        )
-
-    def start(self) -> None:
-        """Starts the thread and waits until it has opened the file (or failed to: see errors)."""
-        self._thread.start()
-        self._ready.wait(timeout=5.0)
-
-    def events(self, events: Sequence[EventRecord]) -> None:
-        self._queue.put_nowait(events)
-
-    def coverage(
-        self, zones: Sequence[ZoneCoverage], state: bytes | Callable[[], bytes] | None
-    ) -> None:
-        """The latest coverage; `state` may be a function giving the archive, so
-        that building it (milliseconds) happens here, off the caller's thread."""
-        self._queue.put_nowait(_Coverage(zones, state))
-
-    def device(
-        self, *, serial: int, fw_version: int, cartridge_id: int, position_mode: str
-    ) -> None:
-        """The pen and cartridge of this session (Store.set_device, from the inner loop).
-
-        Committed at once: a cartridge that touched skin must count as used even if
-        the host dies the next moment.
-        """
-        self._queue.put_nowait(_Device(serial, fw_version, cartridge_id, position_mode))
-
-    def close(self, outcome: str | None, ended_at: str | None, timeout_s: float = 5.0) -> None:
-        """Writes everything queued, sets the outcome if given (None leaves the session
-        resumable), and stops the thread."""
-        if not self._thread.is_alive():
-            if self._thread.ident is None:  # never started: write inline, still nothing lost
-                self._thread.start()
-            else:
-                return
-        self._queue.put_nowait(_Close(outcome, ended_at))
-        self._thread.join(timeout_s)
-        if self._thread.is_alive():
-            self._note(f"records of session {self.session_id} still writing after {timeout_s} s")
-
-    # -- the writer thread -------------------------------------------------------
-
-    def _note(self, message: str) -> None:
-        if not self.errors or self.errors[-1] != message:
-            self.errors.append(message)
-
-    def _open(self) -> sqlite3.Connection | None:
-        try:
-            return open_database(self.path, create=False)
-        except StoreError as exc:
-            self._note(f"records of session {self.session_id} not saved: {exc}")
-            return None
-
-    def _run(self) -> None:
-        conn = self._open()
-        self._ready.set()
-        pending = _Pending()
-        closing: _Close | None = None
-        deadline: float | None = None
-        while closing is None:
-            timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
-            try:
-                item = self._queue.get(timeout=timeout)
-            except queue.Empty:
-                item = None
-            urgent = False
-            while item is not None:
-                if isinstance(item, _Close):
-                    closing = item
-                elif isinstance(item, _Coverage):
-                    pending.cover = item  # only the latest coverage matters
-                elif isinstance(item, _Device):
-                    pending.device = item
-                    urgent = True
-                else:
-                    pending.events.extend(item)
-                    urgent = urgent or any(e.safety for e in item)
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    item = None
-            if deadline is None and pending:
-                deadline = time.monotonic() + self.commit_interval_s
-            due = deadline is not None and time.monotonic() >= deadline
-            if not (urgent or due or closing is not None):
-                continue
-            if conn is None:
-                conn = self._open()
-            if conn is not None and self._commit(conn, pending):
-                pending, deadline = _Pending(), None
-            else:  # keep everything and try again one interval later
-                deadline = time.monotonic() + self.commit_interval_s
-        if pending:
-            lost = f"{len(pending.events)} events"
-            lost += " and the latest coverage" if pending.cover is not None else ""
-            lost += " and the pen's identity" if pending.device is not None else ""
-            self._note(f"records of session {self.session_id}: {lost} could not be saved")
-        elif conn is not None and closing.outcome is not None:
-            self._close_session(conn, closing.outcome, closing.ended_at)
-        if conn is not None:
-            conn.close()
-
-    def _commit(self, conn: sqlite3.Connection, pending: _Pending) -> bool:
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                self._write(conn, pending)
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:  # SQLite may have rolled back already (disk full)
-                    conn.execute("ROLLBACK")
-                raise
-        except sqlite3.Error as exc:
-            self._note(f"records of session {self.session_id} not saved yet: {exc}")
-            return False
-        return True
-
-    def _write(self, conn: sqlite3.Connection, pending: _Pending) -> None:
-        if pending.device is not None:
-            d = pending.device
-            set_device_row(
-                conn, self.session_id, d.serial, d.fw_version, d.cartridge_id, d.position_mode
-            )
-        if pending.events:
-            insert_events(conn, self.session_id, pending.events)
-        if pending.cover is not None:
-            state = pending.cover.state
-            if callable(state):
-                state = state()
-                pending.cover = _Coverage(pending.cover.zones, state)  # built once, even on retry
-            upsert_coverage(conn, self.session_id, pending.cover.zones, state)
-
-    def _close_session(self, conn: sqlite3.Connection, outcome: str, ended_at: str | None) -> None:
-        ended = ended_at if ended_at is not None else datetime.now(UTC).isoformat()
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                close_session_row(conn, self.session_id, outcome, ended)
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:  # SQLite may have rolled back already (disk full)
-                    conn.execute("ROLLBACK")
-                raise
-        except (sqlite3.Error, StoreError) as exc:
-            self._note(f"session {self.session_id} could not be closed: {exc}")
 
 
 def zone_spill_of(store: Store, session_id: int) -> dict[int, tuple[float, int]]:

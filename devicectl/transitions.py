@@ -41,6 +41,8 @@ class Command(enum.Enum):
     ABORT = "abort"
     CLEAR_FAULT = "clear_fault"
     RECONNECT = "reconnect"
+    #: from the session, not the technician: the record writer cannot commit
+    RECORDS_FAILED = "records_failed"
 
 
 class EventKind(enum.Enum):
@@ -89,6 +91,9 @@ class Output:
     data: bytes
     events: tuple[ControlEvent, ...]
 
+
+#: Why stamping stops when the record writer cannot commit (no treatment without a record).
+RECORDS_FAILED_REASON: Final = "records cannot be written"
 
 TERMINAL: Final = frozenset({State.COMPLETE, State.ABORTED, State.REFUSED, State.LINK_LOST})
 #: States in which the pen may be carrying a target and the host stays in charge.
@@ -156,6 +161,9 @@ COMMAND_STATES: Final[Mapping[Command, frozenset[State]]] = MappingProxyType(
         ),
         Command.CLEAR_FAULT: frozenset({_S.FAULT}),
         Command.RECONNECT: frozenset({_S.LINK_LOST}),
+        Command.RECORDS_FAILED: frozenset(TRANSITIONS) - frozenset(
+            {_S.COMPLETE, _S.ABORTED, _S.REFUSED}
+        ),
     }
 )
 
@@ -170,6 +178,7 @@ _REFUSAL_HINT: Final[Mapping[Command, str]] = MappingProxyType(
         Command.ABORT: "the session has already ended",
         Command.CLEAR_FAULT: "there is no fault to clear",
         Command.RECONNECT: "RECONNECT only applies after the link was lost",
+        Command.RECORDS_FAILED: "the session has already ended",
     }
 )
 

@@ -1,6 +1,7 @@
-"""Fault injection: named scenarios (data in data/scenarios.yaml) switched on by time or event.
+"""Fault injection: named scenarios (data in data/scenarios.yaml) switched on by a condition.
 
-A scenario changes the pen at power-on (`pen`), then at its trigger applies one
+A scenario changes the pen at power-on (`pen`), then at its trigger (a state,
+a host frame, a number of strokes: firmware_sim/triggers.py) applies one
 effect: to the bytes on the wire (noise, drops, duplicates, a disconnect), to
 the pen's body (overshoot, a stuck sensor, a stall, a brown-out, heat, a pulled
 cartridge), to its firmware (its own depth limit broken) or to the hand.
@@ -17,15 +18,16 @@ from typing import TYPE_CHECKING, Any, Final
 import yaml
 
 from devicectl.errors import ProfileError
-from devicectl.protocol import PenEvent, PenState
+from devicectl.protocol import Decoder, PenEvent, Unknown
 from firmware_sim.physics import PenParams, pen_with
+from firmware_sim.triggers import Trigger, TriggerWatch, trigger_from
 
 if TYPE_CHECKING:
     from firmware_sim.firmware import Firmware
     from firmware_sim.handpiece import Hand
 
+TRIGGER_KEYS: Final = ("on", "message", "count", "strokes")
 SCENARIOS_PATH: Final = Path(__file__).parent / "data" / "scenarios.yaml"
-TRIGGERS: Final = ("boot", "hello", "stamping")
 EFFECTS: Final = (
     "none",
     "impair",
@@ -46,8 +48,7 @@ class Scenario:
     name: str
     description: str
     effect: str = "none"
-    on: str = "boot"
-    after_ms: int = 0
+    trigger: Trigger = field(default_factory=Trigger)
     params: dict[str, Any] = field(default_factory=dict)
     pen: dict[str, Any] = field(default_factory=dict)
 
@@ -60,21 +61,22 @@ def load_scenarios(path: Path = SCENARIOS_PATH) -> dict[str, Scenario]:
         where = f"{path.name}: scenario {name!r}"
         if not isinstance(raw, dict) or not isinstance(raw.get("description"), str):
             raise ProfileError(f"{where} needs a mapping with a description.")
+        # YAML 1.1 reads a bare `on:` key as the boolean true: it means "on".
+        raw = {("on" if k is True else k): v for k, v in raw.items()}
+        unknown = set(raw) - {"description", "effect", "params", "pen", *TRIGGER_KEYS}
+        if unknown:
+            raise ProfileError(f"{where}: unknown key(s) {', '.join(sorted(map(str, unknown)))}.")
         sc = Scenario(
             name=str(name),
             description=raw["description"],
             effect=raw.get("effect", "none"),
-            on=raw.get("on", "boot"),
-            after_ms=int(raw.get("after_ms", 0)),
+            trigger=trigger_from(raw, where),
             params=dict(raw.get("params") or {}),
             pen=dict(raw.get("pen") or {}),
         )
         if sc.effect not in EFFECTS:
             known = ", ".join(EFFECTS)
             raise ProfileError(f"{where}: unknown effect {sc.effect!r}; known: {known}.")
-        if sc.on not in TRIGGERS:
-            known = ", ".join(TRIGGERS)
-            raise ProfileError(f"{where}: unknown trigger {sc.on!r}; known: {known}.")
         pen_with(PenParams(), sc.pen, source=where)  # names a bad pen field now, not later
         out[sc.name] = sc
     return out
@@ -159,7 +161,8 @@ class FaultInjector:
         self.scenario = scenario
         self._rng = random.Random(seed ^ 0xFA17)
         self.fired_at_us: int | None = None
-        self._armed_at_us: int | None = None
+        self.watch = TriggerWatch(scenario.trigger if scenario else Trigger("manual"))
+        self._decoder: Decoder | None = None
         self.to_pen_impairment: ByteImpairment | None = None
         self.to_host_impairment: ByteImpairment | None = None
         self._cut_to_pen_until_us = 0
@@ -173,16 +176,7 @@ class FaultInjector:
         sc = self.scenario
         if sc is None or self.fired_at_us is not None:
             return
-        if self._armed_at_us is None:
-            if (
-                sc.on == "boot"
-                or (sc.on == "hello" and firmware.greeted)
-                or (sc.on == "stamping" and firmware.state is PenState.STAMPING)
-            ):
-                self._armed_at_us = now_us
-            else:
-                return
-        if now_us - self._armed_at_us >= sc.after_ms * 1000:
+        if self.watch.check(firmware):
             self.fired_at_us = now_us
             self._fire(sc, now_us, firmware, hand)
 
@@ -224,6 +218,12 @@ class FaultInjector:
                 hand.schedule_press(now_us + int(delay_ms) * 1000, PenEvent[name])
 
     def to_pen(self, data: bytes, now_us: int) -> bytes:
+        if self.watch.needs_frames and data:
+            if self._decoder is None:
+                self._decoder = Decoder()
+            for frame in self._decoder.feed(data):
+                if not isinstance(frame.message, Unknown):
+                    self.watch.host_frame(frame.message)
         if now_us < self._cut_to_pen_until_us:
             return b""
         imp = self.to_pen_impairment

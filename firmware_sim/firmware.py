@@ -12,19 +12,24 @@ runs the pen's own supervision (watchdog, over-depth, stall, sensor,
 battery, temperature); any fault latches through `latch`, which retracts the
 needle, stops the motor, enters FAULT and sends FAULT once per fault bit.
 TELEMETRY goes out at telemetry_hz in every state once the first HELLO arrived;
-the pen says nothing unasked before that.
+the pen says nothing unasked before that. The wire itself (framing, seq, the
+authenticated link's rules and signatures) is pen_link.py's; the FW_* commands'
+checks, the slots and rollback are bootloader.py's; their states are here.
 """
 
 from __future__ import annotations
 
 import enum
-from collections import deque
+import os
+from collections.abc import Callable
 from typing import Final
 
 from devicectl.protocol import (
     FLAG_ACK_REQ,
     POSITION_UNKNOWN,
     Ack,
+    AuthBegin,
+    AuthConfirm,
     Capability,
     ClearFault,
     Configure,
@@ -34,6 +39,10 @@ from devicectl.protocol import (
     Event,
     Fault,
     FaultBit,
+    FwAbort,
+    FwBegin,
+    FwChunk,
+    FwCommit,
     Hello,
     Message,
     Nack,
@@ -43,9 +52,10 @@ from devicectl.protocol import (
     Start,
     Stop,
     Unknown,
-    encode,
-    encode_telemetry,
 )
+from firmware_sim.bootloader import Bootloader, Slots
+from firmware_sim.pen_auth import PenAuth
+from firmware_sim.pen_link import LINK_BAD_FRAMES, PenLink
 from firmware_sim.physics import PenParams, Physics
 
 #: The pen's own depth limit. Written here on purpose and not imported from the
@@ -61,8 +71,6 @@ STALL_US: Final = 50_000
 #: Identical sensor readings in a row, while stamping, that mean a stuck sensor:
 #: with ±10 µm of noise a live sensor repeats a value 9 times in ~1 of 10^11.
 STUCK_STROKES: Final = 10
-LINK_BAD_FRAMES: Final = 10
-LINK_WINDOW_US: Final = 100_000
 TELEMETRY_HZ_RANGE: Final = (50, 2000)
 WATCHDOG_MS_RANGE: Final = (20, 1000)
 #: A runner far behind (a paused process) skips telemetry rather than flooding.
@@ -81,105 +89,117 @@ class Trigger(enum.Enum):
     LATCH = "latch"  # any fault, ESTOP included
     CLEAR_TO_READY = "clear_to_ready"
     CLEAR_TO_IDLE = "clear_to_idle"
+    AUTH = "auth"  # AUTH_BEGIN and AUTH_CONFIRM
+    FW_BEGIN = "fw_begin"
+    FW_CHUNK = "fw_chunk"
+    FW_COMMIT = "fw_commit"  # a good image: the pen restarts into it
+    FW_ABORT = "fw_abort"
 
 
-_B, _I, _R, _S, _F = (
-    PenState.BOOT,
-    PenState.IDLE,
-    PenState.READY,
-    PenState.STAMPING,
-    PenState.FAULT,
-)
+_B, _I, _R, _S, _F, _U = PenState
+_BS, _FA = Nack.BAD_STATE, Nack.FAULT_ACTIVE
 
-#: Every transition of the pen, in one place: (state, trigger) -> next state, or
-#: the NACK that refuses the command (the state then stays as it was).
+#: Every transition of the pen, in one place: for each trigger, the next state
+#: or the NACK that refuses it (the state then stays as it was), in each state.
 #: Commands before the first HELLO are refused BAD_STATE, except ESTOP, which
-#: a pen obeys in every state.
+#: a pen obeys in every state, and AUTH_BEGIN (no ACK asked). UPDATING: motor
+#: off, needle retracted; only the FW_* commands move it.
+_TABLE: Final[dict[Trigger, tuple[PenState | Nack, ...]]] = {
+    #                        BOOT IDLE READY STAMPING FAULT UPDATING
+    Trigger.HELLO:          (_I,  _I,  _R,   _S,      _F,   _U),
+    Trigger.CONFIGURE:      (_BS, _I,  _R,   _S,      _F,   _U),
+    # in STAMPING from the next stroke; in FAULT kept for after CLEAR_FAULT
+    Trigger.SET_TARGET:     (_BS, _R,  _R,   _S,      _F,   _BS),
+    Trigger.START:          (_BS, _BS, _S,   _S,      _FA,  _BS),
+    Trigger.STOP:           (_BS, _I,  _R,   _R,      _F,   _U),
+    Trigger.LATCH:          (_F,  _F,  _F,   _F,      _F,   _F),
+    Trigger.CLEAR_TO_READY: (_BS, _I,  _R,   _S,      _R,   _U),
+    Trigger.CLEAR_TO_IDLE:  (_BS, _I,  _R,   _S,      _I,   _U),
+    Trigger.AUTH:           (_B,  _I,  _R,   _BS,     _F,   _U),
+    Trigger.FW_BEGIN:       (_BS, _U,  _U,   _BS,     _BS,  _BS),
+    Trigger.FW_CHUNK:       (_BS, _BS, _BS,  _BS,     _BS,  _U),
+    Trigger.FW_COMMIT:      (_BS, _BS, _BS,  _BS,     _BS,  _B),
+    Trigger.FW_ABORT:       (_BS, _I,  _R,   _S,      _F,   _I),
+}  # fmt: skip
 TRANSITIONS: Final[dict[tuple[PenState, Trigger], PenState | Nack]] = {
-    (_B, Trigger.HELLO): _I,
-    (_I, Trigger.HELLO): _I,
-    (_R, Trigger.HELLO): _R,
-    (_S, Trigger.HELLO): _S,
-    (_F, Trigger.HELLO): _F,
-    (_B, Trigger.CONFIGURE): Nack.BAD_STATE,
-    (_I, Trigger.CONFIGURE): _I,
-    (_R, Trigger.CONFIGURE): _R,
-    (_S, Trigger.CONFIGURE): _S,
-    (_F, Trigger.CONFIGURE): _F,
-    (_B, Trigger.SET_TARGET): Nack.BAD_STATE,
-    (_I, Trigger.SET_TARGET): _R,
-    (_R, Trigger.SET_TARGET): _R,
-    (_S, Trigger.SET_TARGET): _S,  # takes effect from the next stroke
-    (_F, Trigger.SET_TARGET): _F,  # kept for after CLEAR_FAULT
-    (_B, Trigger.START): Nack.BAD_STATE,
-    (_I, Trigger.START): Nack.BAD_STATE,
-    (_R, Trigger.START): _S,
-    (_S, Trigger.START): _S,
-    (_F, Trigger.START): Nack.FAULT_ACTIVE,
-    (_B, Trigger.STOP): Nack.BAD_STATE,
-    (_I, Trigger.STOP): _I,
-    (_R, Trigger.STOP): _R,
-    (_S, Trigger.STOP): _R,
-    (_F, Trigger.STOP): _F,
-    (_B, Trigger.LATCH): _F,
-    (_I, Trigger.LATCH): _F,
-    (_R, Trigger.LATCH): _F,
-    (_S, Trigger.LATCH): _F,
-    (_F, Trigger.LATCH): _F,
-    (_B, Trigger.CLEAR_TO_READY): Nack.BAD_STATE,
-    (_I, Trigger.CLEAR_TO_READY): _I,
-    (_R, Trigger.CLEAR_TO_READY): _R,
-    (_S, Trigger.CLEAR_TO_READY): _S,
-    (_F, Trigger.CLEAR_TO_READY): _R,
-    (_B, Trigger.CLEAR_TO_IDLE): Nack.BAD_STATE,
-    (_I, Trigger.CLEAR_TO_IDLE): _I,
-    (_R, Trigger.CLEAR_TO_IDLE): _R,
-    (_S, Trigger.CLEAR_TO_IDLE): _S,
-    (_F, Trigger.CLEAR_TO_IDLE): _I,
+    (state, trigger): row[state] for trigger, row in _TABLE.items() for state in PenState
 }
 
 
 class Firmware:
     """The pen's side of the link. Readable state for tests and scenarios."""
 
-    def __init__(self, pen: PenParams, physics: Physics, *, seed: int = 0) -> None:
+    def __init__(
+        self,
+        pen: PenParams,
+        physics: Physics,
+        *,
+        seed: int = 0,
+        slots: Slots | None = None,
+        entropy: Callable[[int], bytes] = os.urandom,
+    ) -> None:
+        self.boot = Bootloader(pen, slots)
+        self._entropy = entropy
+        self.link = PenLink(None)
+        self._power_on(self.boot.pen)
+        self.physics = physics
+        self.seed = seed
+        self._boot_us: int | None = None
+        self._t_us = 0
+
+    def _power_on(self, pen: PenParams) -> None:
+        """The running firmware starts: at power-on, and after an update."""
         self.pen = pen
         # Asked on every step of the simulation: an IntFlag `&` costs microseconds.
         self._has_position = bool(pen.capabilities & Capability.POSITION)
         self._has_contact = bool(pen.capabilities & Capability.CONTACT)
         self._battery_low_uv = pen.battery_low_mv * 1000
         self._overtemp_c = pen.overtemp_c
-        self.physics = physics
-        self.seed = seed
+        auth = (
+            PenAuth(pen.serial_number, required=bool(pen.capabilities & Capability.AUTH_REQUIRED),
+                    entropy=self._entropy)
+            if pen.capabilities & (Capability.AUTH | Capability.AUTH_REQUIRED) else None
+        )
+        self.link.auth = auth  # a restart ends any secure session; the wire stays
+        self._updates = bool(pen.capabilities & Capability.UPDATE)
         self.state = PenState.BOOT
         self.fault_flags = 0
-        self.decoder = Decoder()
         self.greeted = False
-        #: False only in the `overshoot-no-limit` scenario: a firmware bug.
-        self.depth_limit_enabled = True
+        self._depth_limit = True
         self.target: SetTarget | None = None
         self.telemetry_hz = pen.telemetry_hz
         self.watchdog_us = pen.watchdog_ms * 1000
         self.x_dmm = POSITION_UNKNOWN
         self.y_dmm = POSITION_UNKNOWN
         self.contact = 0
-        self._seq = 0
-        self._out: list[bytes] = []
-        self._boot_us: int | None = None
-        self._t_us = 0
         self._last_feed_us = 0
         self._tlm_base_us = 0
         self._tlm_k = 0
         self._next_tlm_us = 0
-        self._bad_seen = 0
-        self._bad_times: deque[int] = deque()
         self._slow_since_us: int | None = None
+
+    @property
+    def auth(self) -> PenAuth | None:
+        return self.link.auth
+
+    @property
+    def decoder(self) -> Decoder:
+        return self.link.decoder
+
+    @property
+    def depth_limit_enabled(self) -> bool:
+        """False only in the `overshoot-no-limit` scenario: a bug that firmware 1.2 fixes."""
+        return self._depth_limit
+
+    @depth_limit_enabled.setter
+    def depth_limit_enabled(self, on: bool) -> None:
+        self._depth_limit = on or "overshoot-no-limit" in self.boot.personality.fixes
 
     # --- the two entry points ------------------------------------------------
 
     def receive_data(self, data: bytes, now_us: int) -> bytes:
         """Host bytes in (any chunking); the pen's answers out."""
-        frames = self.decoder.feed(data)
+        frames = self.link.receive(data)
         if frames and self.greeted:
             # Bytes in hand arrived before `now`: a real pen's UART feeds the
             # watchdog as they come, so a simulator that ran late (a busy
@@ -191,12 +211,12 @@ class Firmware:
             if self.greeted:
                 self._last_feed_us = now_us  # any valid frame feeds the watchdog
             self._handle(frame.seq, frame.flags, frame.message, now_us)
-        return self._flush()
+        return self.link.flush()
 
     def tick(self, now_us: int) -> bytes:
         """Advance to `now_us`: TELEMETRY when due, FAULT and EVENT as they happen."""
         self._advance(now_us)
-        return self._flush()
+        return self.link.flush()
 
     # --- inputs from the pen's body and the hand -------------------------------
 
@@ -234,19 +254,21 @@ class Firmware:
 
     def emit_event(self, event: PenEvent, now_us: int) -> None:
         if self.greeted:
-            self._send(Event(int(event), self._pen_clock(now_us)))
+            self.link.send(Event(int(event), self._pen_clock(now_us)))
 
     def latch(self, bit: FaultBit, detail: int, now_us: int) -> None:
         """Latch a fault: needle retracted and motor off at once, FAULT, one FAULT frame."""
         flag = 1 << bit
         if self.fault_flags & flag:
             return  # already latched: a repeat has the effect of one
+        if self.state is PenState.UPDATING:
+            self.boot.abandon()  # the update is abandoned; the running firmware stays
         self.fault_flags |= flag
         self.physics.halt()
         self._slow_since_us = None
         self._apply(Trigger.LATCH)
         if self.greeted:
-            self._send(Fault(self.fault_flags, int(bit), max(0, min(detail, 0xFFFF))))
+            self.link.send(Fault(self.fault_flags, int(bit), max(0, min(detail, 0xFFFF))))
 
     # --- commands --------------------------------------------------------------
 
@@ -257,7 +279,12 @@ class Firmware:
             if ack_req:
                 self._ack(seq, msg.TYPE, Nack.OK)
             return
-        if isinstance(msg, Unknown) or msg.TYPE >= 0x40:
+        known_here = self.auth is not None or not isinstance(msg, AuthBegin | AuthConfirm)
+        known_here &= self._updates or not isinstance(msg, FwBegin | FwChunk | FwCommit | FwAbort)
+        if isinstance(msg, AuthBegin) and known_here:
+            self._on_auth_begin(seq, msg)
+            return
+        if isinstance(msg, Unknown) or msg.TYPE >= 0x40 or not known_here:
             if ack_req:
                 code = msg.type_code if isinstance(msg, Unknown) else int(msg.TYPE)
                 self._ack(seq, code, Nack.UNKNOWN_TYPE)
@@ -265,6 +292,8 @@ class Firmware:
         status = self._command(msg, now_us)
         if ack_req:
             self._ack(seq, msg.TYPE, status)
+        if isinstance(msg, FwCommit) and status is Nack.OK and self.state is PenState.BOOT:
+            self._restart()
 
     def _on_hello(self, msg: Hello, now_us: int) -> None:
         if not self.greeted:
@@ -274,7 +303,7 @@ class Firmware:
         self._apply(Trigger.HELLO)
         phys = self.physics
         pen = self.pen
-        self._send(
+        self.link.send(
             DeviceInfo(
                 msg.nonce,
                 PROTO,
@@ -288,8 +317,20 @@ class Firmware:
                 phys.cartridge_id,
                 min(phys.cartridge_stamps, _WRAP32),
                 pen.footprint_dmm,
-            )
+            ),
+            signed=False,
         )
+        if self.boot.pending_event is not None:
+            self.emit_event(self.boot.pending_event, now_us)
+            self.boot.pending_event = None
+
+    def _on_auth_begin(self, seq: int, msg: AuthBegin) -> None:
+        assert self.auth is not None
+        refused = self._try(Trigger.AUTH, Nack.OK)
+        if refused is not Nack.OK:
+            self._ack(seq, msg.TYPE, refused)
+            return
+        self.link.send(self.auth.begin(msg), signed=False)
 
     def _command(self, msg: Message, now_us: int) -> Nack:
         """Check a host command's arguments and guards, then apply the table."""
@@ -309,7 +350,37 @@ class Firmware:
             return refused
         if isinstance(msg, ClearFault):
             return self._on_clear_fault(now_us)
+        if isinstance(msg, AuthConfirm):
+            assert self.auth is not None
+            status = self._try(Trigger.AUTH, Nack.OK)
+            return status if status is not Nack.OK or self.auth.confirm(msg) else Nack.AUTH
+        if isinstance(msg, FwBegin | FwChunk | FwAbort):
+            return self._on_update(msg)
+        if isinstance(msg, FwCommit):
+            return self._try(Trigger.FW_COMMIT, self.boot.commit() if self._updating() else Nack.OK)
         return Nack.OK  # HEARTBEAT: feeding the watchdog was all it had to do
+
+    def _updating(self) -> bool:
+        return self.state is PenState.UPDATING
+
+    def _on_update(self, msg: FwBegin | FwChunk | FwAbort) -> Nack:
+        if isinstance(msg, FwBegin):
+            nxt = TRANSITIONS[(self.state, Trigger.FW_BEGIN)]
+            status = self._try(Trigger.FW_BEGIN, self.boot.begin(msg) if nxt is _U else Nack.OK)
+            if status is Nack.OK:
+                self.physics.halt()  # UPDATING: motor off, needle retracted
+            return status
+        if isinstance(msg, FwChunk):
+            guard = self.boot.chunk(msg) if self._updating() else Nack.OK
+            return self._try(Trigger.FW_CHUNK, guard)
+        if self._updating():
+            self.boot.abandon()
+        return self._try(Trigger.FW_ABORT, Nack.OK)
+
+    def _restart(self) -> None:
+        """After a good FW_COMMIT was ACKed: the new firmware (or the old, rolled back) starts."""
+        self.physics.halt()
+        self._power_on(self.boot.pen)  # BOOT, silent until the next HELLO, no session
 
     def _on_configure(self, msg: Configure, now_us: int) -> Nack:
         lo_hz, hi_hz = TELEMETRY_HZ_RANGE
@@ -348,7 +419,7 @@ class Firmware:
         status = self._try(trigger, guard)
         if status is Nack.OK and self.fault_flags:
             self.fault_flags = 0
-            self._bad_times.clear()
+            self.link.forget_bad_frames()
             self._slow_since_us = None
         return status
 
@@ -440,19 +511,10 @@ class Firmware:
             self._slow_since_us = None
 
     def _count_bad_frames(self, now_us: int) -> None:
-        bad = self.decoder.bad_frames
-        new = bad - self._bad_seen
-        if not new:
-            return
-        self._bad_seen = bad
-        if not self.greeted:
-            return  # link supervision starts with the first HELLO, like the watchdog
-        times = self._bad_times
-        times.extend([now_us] * min(new, LINK_BAD_FRAMES + 1))
-        while times and now_us - times[0] >= LINK_WINDOW_US:
-            times.popleft()
-        if len(times) > LINK_BAD_FRAMES:
-            self.latch(FaultBit.LINK, len(times), now_us)
+        # Link supervision starts with the first HELLO, like the watchdog.
+        bad = self.link.bad_frames_in_window(now_us, self.greeted)
+        if bad > LINK_BAD_FRAMES:
+            self.latch(FaultBit.LINK, bad, now_us)
 
     # --- output ----------------------------------------------------------------
 
@@ -474,7 +536,7 @@ class Firmware:
         boot_us = self._boot_us or 0
         base_us = self._tlm_base_us
         hz = self.telemetry_hz
-        append = self._out.append
+        send = self.link.telemetry
         step_to = self._step_to
         stamping = PenState.STAMPING
         k = self._tlm_k
@@ -485,42 +547,26 @@ class Firmware:
             battery_mv = int(phys.battery_uv // 1000)
             if not 0 <= battery_mv <= 0xFFFF:
                 battery_mv = max(0, min(battery_mv, 0xFFFF))
-            seq = self._seq
-            append(
-                encode_telemetry(
-                    seq,
-                    (
-                        (due - boot_us) & _WRAP32,
-                        state,
-                        self.fault_flags,
-                        depth_cmd_um,
-                        phys.depth_meas_um if state is stamping else 0,
-                        int(phys.rate_dhz + 0.5),
-                        phys.strokes & _WRAP32,
-                        self.x_dmm,
-                        self.y_dmm,
-                        self.contact,
-                        zone_id,
-                        battery_mv,
-                    ),
+            send(
+                (
+                    (due - boot_us) & _WRAP32,
+                    state,
+                    self.fault_flags,
+                    depth_cmd_um,
+                    phys.depth_meas_um if state is stamping else 0,
+                    int(phys.rate_dhz + 0.5),
+                    phys.strokes & _WRAP32,
+                    self.x_dmm,
+                    self.y_dmm,
+                    self.contact,
+                    zone_id,
+                    battery_mv,
                 )
             )
-            self._seq = (seq + 1) & 0xFF
             k += 1
             due = base_us + k * 1_000_000 // hz
         self._tlm_k = k
         self._next_tlm_us = due
 
     def _ack(self, seq: int, type_code: int, status: Nack) -> None:
-        self._send(Ack(seq, type_code, int(status)))
-
-    def _send(self, msg: Message) -> None:
-        self._out.append(encode(msg, self._seq))
-        self._seq = (self._seq + 1) & 0xFF
-
-    def _flush(self) -> bytes:
-        if not self._out:
-            return b""
-        data = b"".join(self._out)
-        self._out.clear()
-        return data
+        self.link.send(Ack(seq, type_code, int(status)))

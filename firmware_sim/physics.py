@@ -26,13 +26,13 @@ class PenParams:
     """Every figure of one simulated pen. Units in the names; defaults: a plausible pen."""
 
     # identity, as DEVICE_INFO reports it
-    fw_version: int = 0x0102
+    fw_version: int = 0x0101  # the factory firmware; images in firmware_sim/images update it
     serial_number: int = 100042
     max_depth_um: int = 2500  # mechanical travel, not a clinical limit
     min_rate_dhz: int = 500
     max_rate_dhz: int = 1500
     needle_count: int = 12
-    capabilities: int = int(Capability.POSITION | Capability.CONTACT)
+    capabilities: int = int(Capability.POSITION | Capability.CONTACT | Capability.UPDATE)
     footprint_dmm: int = 50
     # cartridge at power-on; id 0 means none inserted
     cartridge_id: int = 0xC0FFEE

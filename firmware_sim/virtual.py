@@ -11,7 +11,8 @@ from dataclasses import replace
 
 from devicectl.protocol import Capability
 from devicectl.zones import ZoneMap, load_zone_map
-from firmware_sim.faults import FaultInjector, get_scenario
+from firmware_sim.bootloader import Slots
+from firmware_sim.faults import FaultInjector, Scenario, get_scenario
 from firmware_sim.firmware import Firmware
 from firmware_sim.handpiece import Hand, MapView
 from firmware_sim.physics import PenParams, Physics
@@ -29,12 +30,15 @@ class VirtualPen:
         self,
         *,
         seed: int = 0,
-        scenario: str | None = None,
+        scenario: str | Scenario | None = None,
         pen: PenParams | None = None,
         zone_map: ZoneMap | None = None,
         position: bool = True,
+        slots: Slots | None = None,
     ) -> None:
-        self.faults = FaultInjector(get_scenario(scenario) if scenario else None, seed=seed)
+        if isinstance(scenario, str):
+            scenario = get_scenario(scenario)
+        self.faults = FaultInjector(scenario, seed=seed)
         params = self.faults.pen_params(pen or PenParams())
         if params.cartridge_id == _DEFAULT_PEN.cartridge_id:
             # A fresh sealed cartridge per seed: the host refuses one it has seen before.
@@ -43,7 +47,7 @@ class VirtualPen:
             params = replace(params, capabilities=params.capabilities & ~Capability.POSITION)
         self.pen = params
         self.physics = Physics(params, seed=seed)
-        self.firmware = Firmware(params, self.physics, seed=seed)
+        self.firmware = Firmware(params, self.physics, seed=seed, slots=slots)
         zmap = zone_map if zone_map is not None else load_zone_map()
         self.hand = Hand(
             {z.id: z.outline_mm for z in zmap.zones},

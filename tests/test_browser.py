@@ -82,6 +82,12 @@ def page(browser: Any, tmp_path: Path) -> Iterator[Any]:
         ctx.close()
 
 
+def _until(page: Any, expression: str, **kw: Any) -> None:
+    """Wait for a JS expression to hold: passed as a function, which Playwright runs
+    outside the page's CSP (a bare string would be eval'd, which the CSP forbids)."""
+    page.wait_for_function(f"() => ({expression})", **kw)
+
+
 def _shot(page: Any, tmp_path: Path) -> None:
     """The page as the test left it, before the session and server stop."""
     page.screenshot(path=str(tmp_path / "page.png"), full_page=True)
@@ -100,13 +106,13 @@ def test_zones_appear_and_coverage_cells_and_progress_rise(page: Any, tmp_path: 
     live = Live(tmp_path, speed=1.0)
     try:
         page.goto(live.web.url)
-        page.wait_for_function("document.querySelectorAll('#zones-svg path.zone').length === 3")
-        page.wait_for_function("document.getElementById('state').textContent === 'STAMPING'")
-        page.wait_for_function("Number(document.getElementById('heat').dataset.treated) > 0")
+        _until(page, "document.querySelectorAll('#zones-svg path.zone').length === 3")
+        _until(page, "document.getElementById('state').textContent === 'STAMPING'")
+        _until(page, "Number(document.getElementById('heat').dataset.treated) > 0")
         cells0, frac0 = _treated(page), _fraction(page, 1)
-        page.wait_for_function(
+        _until(page,
             f"Number(document.getElementById('heat').dataset.treated) > {cells0}")
-        page.wait_for_function(
+        _until(page,
             "Number(document.querySelector('#zone-list li[data-zone-id=\"1\"] .pct')"
             f".dataset.fraction) > {frac0}")
         assert page.get_attribute("#zone-1", "class") == "zone active"
@@ -123,7 +129,7 @@ def test_overdepth_fault_banner_appears_within_a_second(page: Any, tmp_path: Pat
                 end_on_fault=False)
     try:
         page.goto(live.web.url)
-        page.wait_for_function("document.getElementById('state').textContent === 'READY'")
+        _until(page, "document.getElementById('state').textContent === 'READY'")
         assert page.is_hidden("#fault-banner")
         live.sim.session.submit(Command.START)
         _wait(lambda: live.sim.session.state is State.FAULT)
@@ -143,7 +149,7 @@ def test_controls_without_the_token_are_refused_and_change_nothing(
     live = Live(tmp_path, speed=1.0)
     try:
         page.goto(live.web.url)
-        page.wait_for_function("document.getElementById('state').textContent === 'STAMPING'")
+        _until(page, "document.getElementById('state').textContent === 'STAMPING'")
         assert page.is_disabled('button[data-action="pause"]')
         assert page.is_visible("#readonly-note")
         statuses = page.evaluate(
@@ -157,7 +163,7 @@ def test_controls_without_the_token_are_refused_and_change_nothing(
         page.fill("#token-input", "not-the-token")
         page.click("#token-form button")
         page.click('button[data-action="pause"]')
-        page.wait_for_function(
+        _until(page,
             "document.getElementById('control-result').textContent.includes('403')")
         time.sleep(0.3)
         assert live.sim.session.state is State.STAMPING
@@ -172,13 +178,13 @@ def test_pause_with_the_token_pauses_the_pen_and_abort_asks_first(
 ) -> None:
     live = Live(tmp_path, speed=1.0)
     try:
-        page.goto(live.web.url + "?token=" + TOKEN)
-        page.wait_for_function("document.getElementById('state').textContent === 'STAMPING'")
+        page.goto(live.web.url + "#token=" + TOKEN)
+        _until(page, "document.getElementById('state').textContent === 'STAMPING'")
         assert "token" not in page.url  # taken out of the address bar
         page.click('button[data-action="pause"]')
         _wait(lambda: live.sim.session.state is State.PAUSED, 5.0)
         _wait(lambda: live.sim.pen.firmware.state is PenState.READY, 5.0)
-        page.wait_for_function("document.getElementById('state').textContent === 'PAUSED'")
+        _until(page, "document.getElementById('state').textContent === 'PAUSED'")
         time.sleep(0.3)  # the pen stays stopped
         assert live.sim.pen.firmware.state is PenState.READY
         assert live.sim.session.state is State.PAUSED
@@ -190,7 +196,7 @@ def test_pause_with_the_token_pauses_the_pen_and_abort_asks_first(
         page.click('button[data-action="abort"]')
         page.click("#confirm-yes")
         _wait(lambda: live.sim.session.state is State.ABORTED, 5.0)
-        page.wait_for_function("document.getElementById('state').textContent === 'ABORTED'")
+        _until(page, "document.getElementById('state').textContent === 'ABORTED'")
     finally:
         _shot(page, tmp_path)
         live.close()
@@ -200,15 +206,15 @@ def test_dropped_connection_reconnects_and_says_so(page: Any, tmp_path: Path) ->
     live = Live(tmp_path, speed=1.0)
     try:
         page.goto(live.web.url)
-        page.wait_for_function("document.getElementById('conn').textContent === 'live'")
+        _until(page, "document.getElementById('conn').textContent === 'live'")
         port, hub = live.web.port, live.web.hub
         live.web.stop()  # the server goes away ...
-        page.wait_for_function("document.getElementById('conn').textContent.includes('lost')")
+        _until(page, "document.getElementById('conn').textContent.includes('lost')")
         live.web = start_web(  # ... and comes back on the same port
             live.sim.session, "127.0.0.1", port, TOKEN, zone_map=MAP, header=hub.header,
             db_path=live.sim.db_path, session_id=live.sim.session_id,
         )
-        page.wait_for_function("document.getElementById('conn').textContent === 'reconnected'")
+        _until(page, "document.getElementById('conn').textContent === 'reconnected'")
         assert httpx.get(live.web.url + "api/state", timeout=5).status_code == 200
     finally:
         _shot(page, tmp_path)
@@ -219,13 +225,103 @@ def test_page_says_the_session_is_over_when_it_ends(page: Any, tmp_path: Path) -
     live = Live(tmp_path, speed=1.0)
     try:
         page.goto(live.web.url)
-        page.wait_for_function("document.getElementById('state').textContent === 'STAMPING'")
+        _until(page, "document.getElementById('state').textContent === 'STAMPING'")
         live.sim.session.request_stop("the test ended the session")
         assert live.sim.session.wait(10.0)
         live.web.stop()  # as devicectl run does once the session is over
-        page.wait_for_function(
+        _until(page,
             "document.getElementById('conn').textContent.startsWith('session over')")
         assert page.inner_text("#state") == "ABORTED"
+    finally:
+        _shot(page, tmp_path)
+        live.close()
+
+
+def _buttons(page: Any) -> dict[str, bool]:
+    """Each control's button: enabled?"""
+    got: dict[str, bool] = page.evaluate(
+        "Object.fromEntries([...document.querySelectorAll('.buttons button')]"
+        ".map((b) => [b.dataset.action, !b.disabled]))")
+    return got
+
+
+def test_controls_are_enabled_only_where_they_can_act(page: Any, tmp_path: Path) -> None:
+    live = Live(tmp_path, speed=1.0)
+    try:
+        page.goto(live.web.url + "#token=" + TOKEN)
+        _until(page, "document.getElementById('state').textContent === 'STAMPING'")
+        _until(page, "!document.querySelector('button[data-action=pause]').disabled")
+        assert _buttons(page) == {"pause": True, "resume": False, "next_zone": False,
+                                  "clear_fault": False, "abort": True}
+        page.click('button[data-action="pause"]')
+        _until(page, "document.getElementById('state').textContent === 'PAUSED'")
+        _until(page, "!document.querySelector('button[data-action=resume]').disabled")
+        assert _buttons(page) == {"pause": False, "resume": True, "next_zone": False,
+                                  "clear_fault": False, "abort": True}
+        page.click('button[data-action="resume"]')
+        _wait(lambda: live.sim.session.state is State.STAMPING, 5.0)
+        live.sim.session.request_stop("the test ended the session")
+        assert live.sim.session.wait(10.0)
+        live.web.stop()
+        _until(page,
+            "document.getElementById('conn').textContent.startsWith('session over')")
+        assert not any(_buttons(page).values())  # an ended session has nothing to control
+    finally:
+        _shot(page, tmp_path)
+        live.close()
+
+
+def test_the_token_is_taken_from_the_fragment_never_from_the_query(
+    page: Any, tmp_path: Path
+) -> None:
+    live = Live(tmp_path, speed=1.0)
+    requests: list[str] = []
+    page.on("request", lambda req: requests.append(req.url))
+    try:
+        page.goto(live.web.url + "?token=" + TOKEN)
+        _until(page, "document.getElementById('state').textContent === 'STAMPING'")
+        assert "token" not in page.url  # removed from the address bar ...
+        assert page.is_disabled('button[data-action="pause"]')  # ... and not used
+        assert page.is_visible("#readonly-note")
+        page.fill("#token-input", "nön-ascii token")
+        page.click("#token-form button")
+        assert "not a session token" in page.inner_text("#token-error")
+        assert page.is_disabled('button[data-action="pause"]')
+        page.goto("about:blank")  # a fresh load: a fragment change alone reloads nothing
+        requests.clear()
+        page.goto(live.web.url + "#token=" + TOKEN)
+        _until(page, "!document.querySelector('button[data-action=pause]').disabled")
+        assert page.url == live.web.url
+        assert not any(TOKEN in url for url in requests)  # the fragment never reached the server
+    finally:
+        _shot(page, tmp_path)
+        live.close()
+
+
+def test_the_page_runs_under_its_csp_and_draws_the_heat_map_and_favicon(
+    page: Any, tmp_path: Path
+) -> None:
+    live = Live(tmp_path, speed=1.0)
+    console: list[str] = []
+    page.on("console", lambda msg: console.append(msg.text))
+    try:
+        resp = page.goto(live.web.url)
+        assert "default-src 'self'" in resp.headers["content-security-policy"]
+        assert resp.headers["x-frame-options"] == "DENY"
+        _until(page, "Number(document.getElementById('heat').dataset.treated) > 0")
+        painted = page.evaluate("""() => {
+            const c = document.getElementById('heat-canvas');
+            const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+            let n = 0; for (let i = 3; i < d.length; i += 4) if (d[i] > 0) n++;
+            const box = document.getElementById('heat').getBoundingClientRect();
+            return [n, box.width > 10 && box.height > 10]; }""")
+        assert painted[0] > 0 and painted[1]
+        icon = page.evaluate("fetch('/favicon.ico').then((r) => [r.status, "
+                             "r.headers.get('content-type')])")
+        assert icon[0] == 200 and icon[1].startswith("image/svg+xml")
+        assert page.evaluate("document.querySelector('link[rel=icon]').href").endswith(
+            "/static/favicon.svg")
+        assert not [m for m in console if "Content Security Policy" in m], console
     finally:
         _shot(page, tmp_path)
         live.close()

@@ -195,13 +195,43 @@ def test_go_no_go_failure_is_refused_before_anything_is_sent(
 
 
 def test_interval_override_with_a_reason_is_recorded_and_goes() -> None:
-    facts = StartFacts("x", frozenset(), {"vertex": 3.0}, "clinician approved, trial")
+    facts = StartFacts("x", frozenset(), {"vertex": 3.0}, "clinician approved, trial",
+                       interval_override_clinician="DR-7")
     ctl, pen = new_controller(facts=facts), Pen()
     ctl.connect(0)
     out = ctl.receive_data(pen.frame(DEVICE), 10)
     assert ctl.state is State.CONFIGURING
     (override,) = [e for e in out.events if e.kind is EventKind.OVERRIDE]
     assert "clinician approved" in override.text and override.safety
+    assert override.data["clinician"] == "DR-7"
+
+
+@pytest.mark.parametrize(
+    ("reason", "clinician", "why"),
+    [("clinician approved, trial", None, "--clinician"), (".", "DR-7", "at least 10")],
+    ids=["no-clinician", "reason-too-short"],
+)
+def test_interval_override_without_clinician_or_real_reason_is_refused(
+    reason: str, clinician: str | None, why: str
+) -> None:
+    facts = StartFacts("x", frozenset(), {"vertex": 3.0}, reason,
+                       interval_override_clinician=clinician)
+    ctl, pen = new_controller(facts=facts), Pen()
+    ctl.connect(0)
+    out = ctl.receive_data(pen.frame(DEVICE), 10)
+    assert ctl.state is State.REFUSED
+    assert any(why in r for r in ctl.go_no_go)
+    assert "SET_TARGET" not in types(pen.parse(out))
+
+
+def test_a_shallow_zone_inside_the_profiles_interval_is_refused() -> None:
+    # frontal is planned at 1.0 mm: the 28-day floor does not bind it, the profile's 28 days do.
+    facts = StartFacts("x", frozenset(), days_since_treatment={"frontal": 5.0})
+    ctl, pen = new_controller(facts=facts), Pen()
+    ctl.connect(0)
+    ctl.receive_data(pen.frame(DEVICE), 10)
+    assert ctl.state is State.REFUSED
+    assert any("frontal" in r and "28 days" in r for r in ctl.go_no_go)
 
 
 # --- link rules -----------------------------------------------------------------

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import ast
 import itertools
 import random
+from pathlib import Path
 
 import pytest
 
+from devicectl.errors import ProfileError
 from devicectl.protocol import (
     POSITION_UNKNOWN,
     ClearFault,
@@ -24,16 +27,14 @@ from devicectl.protocol import (
     Telemetry,
 )
 from devicectl.safety import OVERDEPTH_LIMIT_UM
-from firmware_sim.faults import ByteImpairment, load_scenarios
+from firmware_sim.faults import ByteImpairment, Scenario, load_scenarios
 from firmware_sim.probe import Probe
+from firmware_sim.triggers import Trigger
 from firmware_sim.virtual import VirtualPen
-
-TESTED: set[str] = set()
 
 
 def session(scenario: str, *, depth_um: int = 1200, seconds: float = 3.0) -> Probe:
     """HELLO, CONFIGURE, SET_TARGET, START, then `seconds` of a host feeding the watchdog."""
-    TESTED.add(scenario)
     p = Probe(VirtualPen(seed=3, scenario=scenario))
     p.hello()
     p.send(Configure(500, 100))
@@ -152,8 +153,68 @@ def test_no_position_pen_lacks_the_capability_and_reports_unknown_position() -> 
 
 
 def test_every_scenario_has_a_test_on_the_wire() -> None:
-    # runs last in this file (pytest keeps file order): the tests above fill TESTED
-    assert set(load_scenarios()) <= TESTED
+    # Read from this file's source, so it holds alone, with -k, in any order.
+    tree = ast.parse(Path(__file__).read_text(encoding="utf-8"))
+    named = {
+        node.value
+        for fn in tree.body
+        if isinstance(fn, ast.FunctionDef) and fn.name.startswith("test_")
+        for node in ast.walk(fn)
+        if isinstance(node, ast.Constant) and isinstance(node.value, str)
+    }
+    assert set(load_scenarios()) - named == set()
+
+
+def test_a_stamping_scenario_fires_on_its_stroke_count_not_a_time() -> None:
+    p = session("overshoot", seconds=3.0)  # strokes: 50, then the stop slips
+    sc = load_scenarios()["overshoot"]
+    assert sc.trigger == Trigger("stamping", strokes=50)
+    fired = p.pen.faults.fired_at_us
+    assert fired is not None
+    strokes_then = max(t.stamp_count for tt, t in _timed(p, Telemetry) if tt <= fired)
+    assert 49 <= strokes_then <= 51
+
+
+def test_a_received_trigger_fires_on_the_nth_host_frame_of_its_type(tmp_path: Path) -> None:
+    f = tmp_path / "s.yaml"
+    f.write_text(
+        "cut:\n  description: cut at the second SET_TARGET\n  on: received\n"
+        "  message: SET_TARGET\n  count: 2\n  effect: disconnect\n"
+        "  params: {duration_ms: 300, direction: to_pen}\n",
+        encoding="utf-8",
+    )
+    sc = load_scenarios(f)["cut"]
+    p = Probe(VirtualPen(seed=3, scenario=sc))
+    p.hello()
+    p.send(SetTarget(1000, 1000, 1))
+    p.run_for(50_000)
+    assert p.pen.faults.fired_at_us is None
+    p.send(SetTarget(1100, 1000, 2))
+    p.run_for(50_000)
+    assert p.pen.faults.fired_at_us is not None
+    p.run_for(200_000)
+    assert fault_codes(p) == [FaultBit.WATCHDOG]
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ("x:\n  description: d\n  on: lunch\n", "unknown trigger 'lunch'"),
+        ("x:\n  description: d\n  on: received\n", "needs a message"),
+        ("x:\n  description: d\n  after_ms: 500\n", "unknown key(s) after_ms"),
+        ("x:\n  description: d\n  strokes: -1\n", "strokes from 0"),
+    ],
+)
+def test_a_bad_trigger_is_named(tmp_path: Path, text: str, words: str) -> None:
+    f = tmp_path / "s.yaml"
+    f.write_text(text, encoding="utf-8")
+    with pytest.raises(ProfileError, match="scenario 'x'") as err:
+        load_scenarios(f)
+    assert words in str(err.value)
+
+
+def _timed(p: Probe, cls: type[Telemetry]) -> list[tuple[int, Telemetry]]:
+    return [(t, f.message) for t, f in p.frames if isinstance(f.message, cls)]
 
 
 def test_impairment_is_deterministic_for_a_seed_and_near_its_rates() -> None:
@@ -164,3 +225,30 @@ def test_impairment_is_deterministic_for_a_seed_and_near_its_rates() -> None:
     out_b = b.apply(data)
     assert out_a == out_b
     assert 600 < a.flipped < 1050 and 800 < a.dropped < 1250 and 800 < a.duplicated < 1250
+
+
+def _cut(trigger: Trigger) -> Scenario:
+    cut = {"duration_ms": 300, "direction": "to_pen"}
+    return Scenario("cut", "a cut", "disconnect", trigger, cut)
+
+
+def test_a_ready_trigger_fires_when_the_pen_holds_a_target_and_not_before() -> None:
+    p = Probe(VirtualPen(seed=3, scenario=_cut(Trigger("ready"))))
+    p.hello()
+    p.run_for(50_000)
+    assert p.pen.faults.fired_at_us is None
+    p.send(SetTarget(1000, 1000, 1))
+    p.run_for(2000)
+    assert p.pen.faults.fired_at_us is not None
+
+
+def test_a_manual_trigger_fires_only_when_told() -> None:
+    p = Probe(VirtualPen(seed=3, scenario=_cut(Trigger("manual"))))
+    p.hello()
+    p.send(SetTarget(1000, 1000, 1))
+    p.send(Start())
+    p.run_for(500_000)
+    assert p.pen.faults.fired_at_us is None and not p.of(Fault)
+    p.pen.faults.watch.fire()
+    p.run_for(200_000)
+    assert fault_codes(p) == [FaultBit.WATCHDOG]

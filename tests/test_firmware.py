@@ -122,7 +122,7 @@ def test_hello_is_answered_with_device_info_echoing_the_nonce() -> None:
     info = b.of(DeviceInfo)[-1]
     assert info.nonce == 0xDEADBEEF and info.proto == 1
     assert info.max_depth_um == 2500 and (info.min_rate_dhz, info.max_rate_dhz) == (500, 1500)
-    assert info.capabilities == 3 and info.cartridge_id != 0 and info.cartridge_stamps == 0
+    assert info.capabilities == 11 and info.cartridge_id != 0 and info.cartridge_stamps == 0
 
 
 def test_hello_in_every_state_answers_device_info_and_changes_nothing_else() -> None:

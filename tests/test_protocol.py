@@ -11,6 +11,7 @@ from devicectl.errors import ProtocolError
 from devicectl.protocol import (
     MAX_ENCODED,
     Ack,
+    AuthBegin,
     Configure,
     Decoder,
     DeviceInfo,
@@ -18,6 +19,7 @@ from devicectl.protocol import (
     Estop,
     Event,
     Fault,
+    FwChunk,
     Heartbeat,
     Hello,
     SetTarget,
@@ -28,6 +30,7 @@ from devicectl.protocol import (
     encode,
     encode_packet,
     encode_raw,
+    encode_telemetry,
 )
 
 # The spec's test vectors: (message, seq, wire bytes).
@@ -95,7 +98,7 @@ def test_crc_residue_table_matches_its_definition_for_every_crc_value() -> None:
 
 
 def test_decoded_message_is_a_real_frozen_instance() -> None:
-    """The decoder builds objects without __init__; they must be indistinguishable."""
+    """What the decoder returns is an ordinary frozen, slotted instance."""
     message, _seq, wire = VECTORS[8]
     frame = Decoder().feed(bytes.fromhex(wire))[0]
     assert type(frame.message) is Telemetry
@@ -218,3 +221,51 @@ def test_receiver_resynchronises_at_next_delimiter_after_garbage() -> None:
     stream = b"\xde\xad\xbe\xef" + encode(Heartbeat(1), 0) + b"\x13\x37\x00" + encode(Stop(), 1)
     assert [f.message for f in decoder.feed(stream)] == [Stop()]
     assert decoder.bad_frames == 2
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        (123456, 3, 0, 1500, 1498, 1000, 42, 125, -340, 1, 3, 3900),
+        (0, 2, 0, 0, 0, 0, 0, 32767, 32767, 0, 0, 4100),
+        (0xFFFF_FFFF, 5, 0x1FF, 0xFFFF, 0, 0xFFFF, 0xFFFF_FFFF, -32768, 32767, 1, 255, 0),
+    ],
+)
+def test_encode_telemetry_gives_the_same_bytes_as_encode(values: tuple[int, ...]) -> None:
+    for seq in (0, 9, 255):
+        assert encode_telemetry(seq, values) == encode(Telemetry(*values), seq)
+
+
+def test_encode_telemetry_out_of_range_raises_the_same_located_error() -> None:
+    with pytest.raises(ProtocolError, match=r"TELEMETRY\.x_dmm = 40000"):
+        encode_telemetry(0, (0, 3, 0, 0, 0, 0, 0, 40000, 0, 0, 0, 0))
+
+
+def test_signed_flag_without_a_session_is_refused_at_encode() -> None:
+    with pytest.raises(ProtocolError, match="SIGNED"):
+        encode(Heartbeat(5), 1, flags=2)
+
+
+def test_byte_string_field_of_the_wrong_length_is_refused_not_padded() -> None:
+    with pytest.raises(ProtocolError, match=r"AUTH_BEGIN\.host_random .* exactly 16 bytes"):
+        encode(AuthBegin(bytes(15)), 0)
+    with pytest.raises(ProtocolError, match=r"FW_CHUNK\.data .* exactly 40 bytes"):
+        encode(FwChunk(0, bytes(41)), 0)
+
+
+@pytest.mark.parametrize("type_code", [0x7F, 0x02, 0x42])
+def test_packet_longer_than_64_bytes_is_a_length_discard_whatever_its_type(
+    type_code: int,
+) -> None:
+    # 4 header + 59 body + 2 CRC = 65 bytes: its COBS form (66) passes the size check.
+    frame = encode_raw(type_code, b"\xaa" * 59, 0, 1)
+    assert len(frame) - 1 <= MAX_ENCODED
+    decoder = Decoder()
+    assert decoder.feed(frame) == []
+    assert _count(decoder, Discard.LENGTH) == 1 and decoder.unknown_type == 0
+
+
+def test_packet_of_64_bytes_of_an_unknown_type_still_comes_out_as_unknown() -> None:
+    decoder = Decoder()
+    (frame,) = decoder.feed(encode_raw(0x7F, b"\xaa" * 58, 0, 1))
+    assert frame.message == Unknown(0x7F, b"\xaa" * 58)

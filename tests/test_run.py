@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from clinic_support import GATE
 
 from devicectl.cli import main
 from devicectl.store import Store
@@ -22,7 +23,7 @@ DEEP = DATA / "short-two-zones.yaml"
 def run(db: Path, *extra: str, profile: Path = SHORT, patient: str = "P-001") -> int:
     return main(
         ["run", "--profile", str(profile), "--patient", patient, "--sim", "--yes",
-         "--speed", "0", "--db", str(db), *extra]
+         "--speed", "0", "--db", str(db), *GATE, *extra]
     )
 
 
@@ -81,7 +82,8 @@ def test_interval_override_with_a_reason_starts_and_is_recorded(tmp_path: Path) 
     db = tmp_path / "r.db"
     assert run(db, "--seed", "31", profile=DEEP) == 0
     reason = "protocol amendment 7, approved by Dr. Example"
-    assert run(db, "--seed", "32", "--override-interval", reason, profile=DEEP) == 0
+    assert run(db, "--seed", "32", "--override-interval", reason, "--clinician", "DR-EX",
+               profile=DEEP) == 0
     sid, store = only_session(db, 0)
     overrides = [e for e in store.events(sid) if e.kind == "OVERRIDE"]
     assert overrides and overrides[0].data["reason"] == reason
@@ -89,8 +91,8 @@ def test_interval_override_with_a_reason_starts_and_is_recorded(tmp_path: Path) 
 
 def test_a_different_patient_is_not_held_to_another_patients_interval(tmp_path: Path) -> None:
     db = tmp_path / "r.db"
-    assert run(db, "--seed", "41", profile=DEEP, patient="A") == 0
-    assert run(db, "--seed", "42", profile=DEEP, patient="B") == 0
+    assert run(db, "--seed", "41", profile=DEEP, patient="PA-1") == 0
+    assert run(db, "--seed", "42", profile=DEEP, patient="PB-1") == 0
 
 
 def test_overshoot_with_the_firmware_limit_off_is_stopped_by_the_host(tmp_path: Path) -> None:
@@ -120,7 +122,7 @@ def test_a_used_cartridge_is_refused_before_start(tmp_path: Path) -> None:
 def test_without_a_terminal_a_run_needs_yes(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code = main(["run", "--profile", str(SHORT), "--patient", "X", "--sim",
+    code = main(["run", "--profile", str(SHORT), "--patient", "X-1", "--sim",
                  "--db", str(tmp_path / "r.db")])
     assert code == 1
     assert "pass --yes" in capsys.readouterr().err
@@ -141,8 +143,8 @@ def test_a_port_that_does_not_exist_is_a_link_error_and_leaves_no_record(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     db = tmp_path / "r.db"
-    code = main(["run", "--profile", str(SHORT), "--patient", "X", "--port",
-                 "/dev/ttyNOPE9", "--yes", "--db", str(db)])
+    code = main(["run", "--profile", str(SHORT), "--patient", "X-1", *GATE, "--port",
+                 "/dev/ttyNOPE9", "--yes", "--db", str(db), "--new-records"])
     assert code == 4
     assert "/dev/ttyNOPE9" in capsys.readouterr().err
     assert Store(db).sessions() == []
@@ -154,7 +156,7 @@ def test_only_an_interrupted_session_can_be_resumed(
     db = tmp_path / "r.db"
     assert run(db, "--seed", "71") == 0
     sid, _ = only_session(db)
-    code = main(["run", "--resume", str(sid), "--sim", "--yes", "--speed", "0",
+    code = main(["run", "--resume", str(sid), *GATE, "--sim", "--yes", "--speed", "0",
                  "--db", str(db)])
     assert code == 1
     assert "only an interrupted session" in capsys.readouterr().err

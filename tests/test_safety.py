@@ -19,6 +19,7 @@ from devicectl.safety import (
     OK,
     OVERDEPTH_LIMIT_UM,
     Action,
+    ZoneInterval,
     cartridge_problem,
     checked_set_target,
     interval_problems,
@@ -149,17 +150,19 @@ def test_fresh_cartridge_and_this_sessions_cartridge_are_accepted() -> None:
 
 
 def test_zone_treated_deep_too_recently_is_refused() -> None:
-    problems = interval_problems(["vertex", "frontal"], {"vertex": 10.0}, 28)
+    zones = [ZoneInterval("vertex", 1000, 28), ZoneInterval("frontal", 1000, 28)]
+    problems = interval_problems(zones, {"vertex": 10.0}, {"vertex": 10.0})
     assert len(problems) == 1 and "vertex" in problems[0]
 
 
 def test_interval_is_never_shorter_than_28_days() -> None:
-    assert interval_problems(["vertex"], {"vertex": MIN_INTERVAL_DAYS - 1}, 7)
-    assert not interval_problems(["vertex"], {"vertex": MIN_INTERVAL_DAYS}, 7)
+    zones = [ZoneInterval("vertex", 1500, 7)]
+    assert interval_problems(zones, {}, {"vertex": MIN_INTERVAL_DAYS - 1})
+    assert not interval_problems(zones, {}, {"vertex": MIN_INTERVAL_DAYS})
 
 
 def test_profile_may_ask_for_a_longer_interval() -> None:
-    assert interval_problems(["vertex"], {"vertex": 40}, 42)
+    assert interval_problems([ZoneInterval("vertex", 1500, 42)], {}, {"vertex": 40})
 
 
 def test_emergency_stop_frame_is_a_valid_estop_for_the_pen() -> None:

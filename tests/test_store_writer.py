@@ -1,9 +1,11 @@
 """RecordWriter's guarantees: commits at least every interval and at once on a
 safety event, loses nothing to SIGKILL beyond that window, coalesces coverage,
-and never raises a write failure (disk full) into the inner loop."""
+and never raises a write failure (disk full) into the inner loop: it keeps the
+records beside the database instead (tests/test_store_failures.py has the rest)."""
 
 from __future__ import annotations
 
+import json
 import os
 import select
 import signal
@@ -18,6 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pytest_mock import MockerFixture
 
+from devicectl import record_writer
 from devicectl.store import EventRecord, RecordWriter, Store, ZoneCoverage
 
 REPO = Path(__file__).resolve().parents[1]
@@ -135,93 +138,74 @@ def test_pen_identity_is_committed_at_once_so_its_cartridge_counts_as_used(
     assert (rec.device_serial, rec.fw_version, rec.position_mode) == (40961, 0x0103, "grid")
 
 
-def test_only_the_latest_pending_coverage_is_written(
-    session: tuple[Path, int], mocker: MockerFixture
-) -> None:
-    path, sid = session
-    write = mocker.spy(RecordWriter, "_write")
-    writer = RecordWriter(path, sid, commit_interval_s=60.0)
-    writer.start()
-    for strokes in (1, 2, 3):
-        writer.coverage([zone(strokes)], bytes([strokes]))
-    writer.close(None, None)
-    assert write.call_count == 1
-    with Store(path) as store:
-        assert [z.strokes for z in store.session(sid).zones] == [3]
-        assert store.coverage_state(sid) == b"\x03"
-
-
-def test_a_deferred_coverage_archive_is_built_once_on_the_writers_thread(
+def test_only_the_latest_pending_coverage_is_built_and_written(
     session: tuple[Path, int],
 ) -> None:
     import threading
 
     path, sid = session
-    built_on: list[str] = []
+    built: list[tuple[int, str]] = []
 
     def archive(n: int) -> bytes:
-        built_on.append(threading.current_thread().name)
+        built.append((n, threading.current_thread().name))
         return bytes([n])
 
     writer = RecordWriter(path, sid, commit_interval_s=60.0)
     writer.start()
-    for n in (1, 2):
+    for n in (1, 2, 3):
         writer.coverage([zone(n)], lambda n=n: archive(n))  # type: ignore[misc]
     writer.close(None, None)
-    assert built_on == [f"records-session-{sid}"]  # only the latest, off the caller's thread
+    # only the latest, once, off the caller's thread
+    assert built == [(3, f"records-session-{sid}")]
     with Store(path) as store:
-        assert store.coverage_state(sid) == b"\x02"
+        assert [z.strokes for z in store.session(sid).zones] == [3]
+        assert store.coverage_state(sid) == b"\x03"
 
 
-def test_disk_full_is_collected_not_raised_and_retried(
+def test_a_failed_commit_is_collected_not_raised_and_nothing_is_lost(
     session: tuple[Path, int], mocker: MockerFixture
 ) -> None:
     path, sid = session
-    real_write = RecordWriter._write
+    real = record_writer.insert_events
     calls: list[int] = []
 
-    def full_once(self: RecordWriter, *args: object) -> None:
+    def full_once(conn: sqlite3.Connection, *args: object) -> None:  # the disk, full once
         calls.append(1)
-        if len(calls) == 1:
+        if len(calls) == 2:
             raise sqlite3.OperationalError("database or disk is full")
-        real_write(self, *args)  # type: ignore[arg-type]
+        real(conn, *args)  # type: ignore[arg-type]
 
-    mocker.patch.object(RecordWriter, "_write", full_once)
+    mocker.patch.object(record_writer, "insert_events", side_effect=full_once)
     writer = RecordWriter(path, sid, commit_interval_s=0.02)
     writer.start()
     writer.events([event(1)])
     assert wait_until_committed(path, sid, 1, within_s=2.0) == ["event 1"]
     writer.events([event(2)])
+    writer.events([event(3, safety=True)])
     writer.close("complete", "2026-03-01T09:30:00+00:00")
-    assert len(writer.errors) == 1
-    assert "database or disk is full" in writer.errors[0]
-    assert committed_texts(path, sid) == ["event 1", "event 2"]
-
-
-def test_disk_full_to_the_end_reports_what_was_lost(
-    session: tuple[Path, int], mocker: MockerFixture
-) -> None:
-    path, sid = session
-    mocker.patch.object(
-        RecordWriter, "_write", side_effect=sqlite3.OperationalError("database or disk is full")
-    )
-    writer = RecordWriter(path, sid, commit_interval_s=0.02)
-    writer.start()
-    writer.events([event(1), event(2)])
-    writer.close("complete", "2026-03-01T09:30:00+00:00")
-    assert any("disk is full" in e for e in writer.errors)
-    assert "2 events could not be saved" in writer.errors[-1]
+    assert writer.failure == "records cannot be written: database or disk is full"
+    assert committed_texts(path, sid) == ["event 1"]  # no retry: the session stopped
+    spilled = [json.loads(x) for x in writer.unsaved_path.read_text().splitlines()]
+    assert [(x["record"], x.get("text")) for x in spilled] == [
+        ("session", None), ("event", "event 2"), ("event", "event 3"), ("close", None),
+    ]  # event 1 is in the database: only what it could not take
     with Store(path) as store:
-        assert store.session(sid).outcome is None  # left open: resumable, not falsely final
+        assert store.session(sid).outcome is None  # left open until the replay
 
 
-def test_missing_database_is_an_error_in_the_list_not_an_exception(tmp_path: Path) -> None:
+def test_a_missing_database_fails_at_once_and_keeps_the_events_beside_it(
+    tmp_path: Path,
+) -> None:
     writer = RecordWriter(tmp_path / "gone.db", 1)
     writer.start()
+    assert writer.failed  # before anything was queued: the session can refuse to stamp
     writer.events([event(1)])
     writer.close("complete", "2026-03-01T09:30:00+00:00")
-    assert writer.errors and "no records yet" in writer.errors[0]
+    assert writer.errors and "cannot open" in writer.errors[0]
     assert not (tmp_path / "gone.db").exists()
+    spilled = [json.loads(x) for x in writer.unsaved_path.read_text().splitlines()]
+    assert [x["record"] for x in spilled] == ["session", "event", "close"]
+    assert spilled[0]["base_events"] is None  # the file was never read: position unknown
 
 
 @settings(

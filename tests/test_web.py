@@ -15,7 +15,8 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from clinic_support import GATE
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_virtual_session import MAP
 from web_support import PATIENT, SimSession, sim_session
@@ -23,12 +24,13 @@ from web_support import PATIENT, SimSession, sim_session
 from devicectl.controller import State
 from devicectl.protocol import PenState
 from devicectl.safety import DEPTH_CAP_UM
-from devicectl.web.server import STATIC_DIR, WebServer, start_web
+from devicectl.web.server import STATIC_DIR, WebServer, allowed_hosts, start_web
 from devicectl.web.state import (
     HEAT_MAX,
     HEAT_NONE,
     HEAT_TARGET,
     HEAT_UNDER,
+    actions_in,
     apply,
     diff,
     heat_cells,
@@ -334,3 +336,150 @@ def test_a_page_watching_an_ended_session_is_told_it_is_over(tmp_path: Path) -> 
     reader.join(5.0)
     assert names[0] == "full" and names[-1] == "end"
     assert last["state"]["state"] == "COMPLETE"  # the final state, not the last 50 ms tick
+
+
+# --- the page hardened (issue 12 item 6) ----------------------------------
+
+SECURITY = {
+    "content-security-policy": "default-src 'self'",
+    "x-frame-options": "DENY",
+    "x-content-type-options": "nosniff",
+    "referrer-policy": "no-referrer",
+}
+
+
+def _has_security_headers(resp: httpx.Response) -> None:
+    for name, value in SECURITY.items():
+        assert value in resp.headers.get(name, ""), (resp.url, name, resp.headers)
+
+
+def test_a_foreign_host_header_gets_400_and_reaches_nothing(
+    live: tuple[SimSession, WebServer],
+) -> None:
+    sim, web = live
+    _wait(lambda: sim.session.state is State.STAMPING)
+    port = web.port
+    for host in (f"evil.example:{port}", "evil.example", f"127.0.0.1.nip.io:{port}",
+                 "127.0.0.1", f"localhost:{port + 1}", f"10.0.0.1:{port}", ""):
+        for method, path in (("GET", ""), ("GET", "api/state"), ("GET", "api/stream"),
+                             ("GET", "static/app.js"), ("POST", "api/control/pause")):
+            r = httpx.request(method, web.url + path, headers={"Host": host,
+                              "X-Session-Token": TOKEN}, timeout=5)
+            assert r.status_code == 400, (host, path, r.status_code)
+            assert PATIENT not in r.text
+            _has_security_headers(r)
+    time.sleep(0.2)
+    assert sim.session.state is State.STAMPING  # the foreign pause did nothing
+    for host in (f"127.0.0.1:{port}", f"localhost:{port}", f"LOCALHOST:{port}"):
+        r = httpx.get(web.url + "api/state", headers={"Host": host}, timeout=5)
+        assert r.status_code == 200 and r.json()["state"]["header"]["patient_ref"] == PATIENT
+
+
+def test_the_allowed_hosts_are_the_configured_ones_with_their_port() -> None:
+    import socket
+
+    got = allowed_hosts("127.0.0.1", 8765)
+    assert got == {"127.0.0.1:8765", "localhost:8765", "[::1]:8765"}
+    assert "192.168.1.20:9000" in allowed_hosts("192.168.1.20", 9000)
+    assert "pen-cart.local:9000" in allowed_hosts("Pen-Cart.local", 9000)
+    wild = allowed_hosts("0.0.0.0", 9000)
+    assert f"{socket.gethostname().lower()}:9000" in wild
+    assert not any(h.startswith("0.0.0.0") for h in wild)
+
+
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.binary(min_size=1, max_size=80).map(
+    lambda b: bytes(c for c in b if c >= 0x21 and c != 0x7F)).filter(bool))
+def test_a_malformed_or_non_ascii_token_is_403_never_500(
+    live: tuple[SimSession, WebServer], capfd: pytest.CaptureFixture[str], raw: bytes,
+) -> None:
+    sim, web = live
+    for value in (raw, "é".encode() + raw, TOKEN.encode() + "ü".encode(), TOKEN.encode()[:-1]):
+        if value == TOKEN.encode():
+            continue
+        r = httpx.post(web.url + "api/control/abort", json={"confirm": True},
+                       headers=[(b"X-Session-Token", value)], timeout=5)
+        assert r.status_code == 403, (value, r.status_code, r.text)
+        _has_security_headers(r)
+    assert sim.session.state is not State.ABORTED
+    assert "Traceback" not in capfd.readouterr().err
+
+
+def test_confirm_must_be_exactly_json_true(live: tuple[SimSession, WebServer]) -> None:
+    sim, web = live
+    _wait(lambda: sim.session.state is State.STAMPING)
+    headers = {"X-Session-Token": TOKEN, "Content-Type": "application/json"}
+    for body in ('{"confirm": "no"}', '{"confirm": "true"}', '{"confirm": 1}',
+                 '{"confirm": [true]}', '{"confirm": {}}', "true", "[true]",
+                 '{"Confirm": true}', '{"confirm": true', "", "\xff"):
+        r = httpx.post(web.url + "api/control/abort", content=body.encode("latin-1"),
+                       headers=headers, timeout=5)
+        assert r.status_code == 409, (body, r.status_code)
+        _has_security_headers(r)
+    r = httpx.post(web.url + "api/control/abort", content=b"x" * 5000, headers=headers,
+                   timeout=5)
+    assert r.status_code == 413
+    time.sleep(0.2)
+    assert sim.session.state is State.STAMPING
+    r = httpx.post(web.url + "api/control/abort", content=b'{"confirm": true}',
+                   headers=headers, timeout=5)
+    assert r.status_code == 200
+    _wait(lambda: sim.session.state is State.ABORTED, 5.0)
+
+
+def test_every_answer_carries_the_security_headers_and_a_favicon_is_served(
+    live: tuple[SimSession, WebServer],
+) -> None:
+    _, web = live
+    for path in ("", "static/app.js", "static/style.css", "api/state", "favicon.ico",
+                 "static/favicon.svg", "no-such-page"):
+        r = httpx.get(web.url + path, timeout=5)
+        assert r.status_code == (404 if path == "no-such-page" else 200), path
+        _has_security_headers(r)
+    with httpx.stream("GET", web.url + "api/stream", timeout=5) as resp:
+        _has_security_headers(resp)
+    r = httpx.post(web.url + "api/control/pause", timeout=5)
+    assert r.status_code == 403
+    _has_security_headers(r)
+    icon = httpx.get(web.url + "favicon.ico", timeout=5)
+    assert icon.headers["content-type"].startswith("image/svg+xml")
+    assert icon.text.startswith("<svg")
+    assert 'rel="icon"' in httpx.get(web.url, timeout=5).text
+
+
+def test_the_controls_offered_follow_the_state(live: tuple[SimSession, WebServer]) -> None:
+    assert actions_in("STAMPING") == ["pause", "abort"]
+    assert actions_in("PAUSED") == ["resume", "abort"]
+    assert actions_in("READY") == ["resume", "abort"]
+    assert actions_in("ZONE_DONE") == ["next_zone", "abort"]
+    assert actions_in("FAULT") == ["clear_fault", "abort"]
+    for over in ("COMPLETE", "ABORTED", "REFUSED"):
+        assert actions_in(over) == []
+    assert actions_in("STAMPING", finished=True) == []
+    _sim, web = live
+    _wait(lambda: web.hub.current["state"] == "STAMPING")
+    assert web.hub.current["actions"] == ["pause", "abort"]
+    assert httpx.post(web.url + "api/control/pause", headers={"X-Session-Token": TOKEN},
+                      timeout=5).status_code == 200
+    _wait(lambda: web.hub.current["state"] == "PAUSED", 5.0)
+    assert _stream(web.url, 1)[0][1]["state"]["actions"] == ["resume", "abort"]
+
+
+def test_run_prints_the_token_in_the_fragment_only(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    import re
+
+    from devicectl.cli import main
+
+    short = Path(__file__).parent / "data" / "short-frontal.yaml"
+    code = main(["run", "--profile", str(short), "--patient", "P-1", "--sim", "--yes",
+                 "--speed", "0", "--seed", "4", "--db", str(tmp_path / "r.db"), "--web",
+                 "--web-port", "0", *GATE])
+    out = capsys.readouterr().out
+    assert code == 0
+    line = next(x for x in out.splitlines() if x.startswith("web page:"))
+    assert re.search(r"http://127\.0\.0\.1:\d+/#token=[A-Za-z0-9_-]{20,} \(with controls\)",
+                     line), line
+    assert "?token" not in out

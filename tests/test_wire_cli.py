@@ -178,6 +178,7 @@ def _write_when_opened(master: int, proc: subprocess.Popen[str], data: bytes) ->
         time.sleep(0.1)
 
 
+@pytest.mark.realtime
 def test_spy_decodes_live_frames_from_a_pseudo_terminal_as_json() -> None:
     master, slave = os.openpty()
     tty.setraw(slave)
@@ -196,6 +197,7 @@ def test_spy_decodes_live_frames_from_a_pseudo_terminal_as_json() -> None:
     assert frames_seen[0]["depth_meas_um"] == 790 and frames_seen[0]["t_s"] >= 0
 
 
+@pytest.mark.realtime
 def test_spy_prints_readable_lines_and_stops_after_duration() -> None:
     master, slave = os.openpty()
     tty.setraw(slave)

@@ -1,12 +1,14 @@
 """`devicectl ports` and `devicectl wire decode|encode|spy`: the link on the bench.
 
 Decode and encode turn hex to the spec's messages and back, one JSON object a
-line; spy opens a port and prints what the pen sends, frame by frame.
+line; spy opens a port and prints what the pen sends, frame by frame. Signed
+frames show their "counter", and "tag_ok" (null unless --session-key is given).
 """
 
 from __future__ import annotations
 
 import argparse
+import hmac
 import json
 import re
 import sys
@@ -21,10 +23,12 @@ from devicectl.protocol import (
     Decoder,
     Discard,
     Frame,
+    Unknown,
     encode,
     message_from_fields,
     message_to_dict,
 )
+from devicectl.signing import HOST, KEY_BYTES, SecureSession, direction_of
 
 _HEX_SEPARATORS = re.compile(r"[\s:,]+")
 _READ_BYTES = 4096
@@ -46,7 +50,9 @@ def register(subparsers: Any) -> None:
         "The end of the input ends the last frame.",
     )
     dec.add_argument("hex", nargs="*", help="hex bytes; read from stdin when absent")
-    dec.set_defaults(func=run_decode)
+    dec.add_argument("--session-key", metavar="HEX",
+                     help="a secure session's key K_s (64 hex digits): check signed frames' tags")
+    dec.set_defaults(func=run_decode, usage=dec.format_usage)
 
     enc = sub.add_parser(
         "encode",
@@ -66,21 +72,34 @@ def register(subparsers: Any) -> None:
     spy.add_argument("--baud", type=int, default=DEFAULT_BAUDRATE, help="UART baud rate")
     spy.add_argument("--count", type=int, default=None, help="stop after N frames")
     spy.add_argument("--duration", type=float, default=None, help="stop after S seconds")
+    spy.add_argument("--session-key", metavar="HEX",
+                     help="a secure session's key K_s (64 hex digits): check signed frames' tags")
     spy.set_defaults(func=run_spy)
 
 
 # --- ports -------------------------------------------------------------------
 
 
+NO_PEN = ("no pen found: is it plugged in (USB) and switched on? "
+          "A port not marked here can still be given to `devicectl run --port PATH`.")
+
+
 def run_ports(args: argparse.Namespace) -> int:
     ports = list_serial_ports()
     if not ports:
-        print("no serial ports found; is the pen plugged in and switched on?")
+        print("no serial ports found")
+        print(NO_PEN)
         return 0
-    width = max(len(p.device) for p in ports)
-    for p in ports:
-        mark = "  <- likely pen" if p.likely_pen else ""
-        print(f"{p.device:<{width}}  {p.description}  [{p.hwid}]{mark}")
+    rows = [("PORT", "DESCRIPTION", "HARDWARE ID", "PEN?")] + [
+        (p.device, p.description or "-", p.hwid or "-", "likely pen" if p.likely_pen else "")
+        for p in ports
+    ]
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    for r in rows:
+        cells = [f"{c:<{w}}" for c, w in zip(r, widths, strict=False)] + [r[3]]
+        print("  ".join(cells).rstrip())
+    if not any(p.likely_pen for p in ports):
+        print(NO_PEN)
     return 0
 
 
@@ -122,39 +141,73 @@ def decode_events(decoder: Decoder, data: bytes) -> Iterator[Frame | Discard]:
                 yield reason
 
 
-def frame_to_dict(frame: Frame) -> dict[str, Any]:
+class TagChecker:
+    """Checks signed frames' tags with one session key, in the direction each type travels."""
+
+    def __init__(self, key_hex: str | None) -> None:
+        self._session: SecureSession | None = None
+        if key_hex is not None:
+            key = parse_hex(key_hex)
+            if len(key) != KEY_BYTES:
+                raise DevicectlError(
+                    f"--session-key is {len(key)} bytes; K_s is 32 (64 hex digits)"
+                )
+            self._session = SecureSession(key, HOST)
+
+    def tag_ok(self, frame: Frame) -> bool | None:
+        if self._session is None or frame.counter is None:
+            return None
+        msg = frame.message
+        code = msg.type_code if isinstance(msg, Unknown) else int(msg.TYPE)
+        want = self._session.tag(direction_of(code), frame.head, frame.counter)
+        return hmac.compare_digest(want, frame.tag)
+
+
+_NO_KEY = TagChecker(None)
+
+
+def frame_to_dict(frame: Frame, tags: TagChecker = _NO_KEY) -> dict[str, Any]:
     fields = message_to_dict(frame.message)
-    return {"type": fields.pop("type"), "seq": frame.seq, "flags": frame.flags, **fields}
+    out = {"type": fields.pop("type"), "seq": frame.seq, "flags": frame.flags, **fields}
+    if frame.counter is not None:
+        out["counter"] = frame.counter
+        out["tag_ok"] = tags.tag_ok(frame)
+    return out
 
 
-def event_to_dict(event: Frame | Discard) -> dict[str, Any]:
+def event_to_dict(event: Frame | Discard, tags: TagChecker = _NO_KEY) -> dict[str, Any]:
     if isinstance(event, Discard):
         return {"discarded": event.value}
-    return frame_to_dict(event)
+    return frame_to_dict(event, tags)
 
 
 def run_decode(args: argparse.Namespace) -> int:
+    if not args.hex and sys.stdin.isatty():
+        # Nothing given and nothing piped: waiting on the keyboard would look like a hang.
+        print(args.usage().rstrip(), file=sys.stderr)
+        print("give hex bytes as arguments, e.g. `devicectl wire decode 04 01 42 09`, "
+              "or pipe them in: `xxd -p capture.bin | devicectl wire decode`", file=sys.stderr)
+        return 2
     text = " ".join(args.hex) if args.hex else sys.stdin.read()
     data = parse_hex(text)
     if data and not data.endswith(b"\x00"):
         data += b"\x00"  # the end of the input ends the last frame
+    tags = TagChecker(args.session_key)
     decoder = Decoder()
     for event in decode_events(decoder, data):
-        print(json.dumps(event_to_dict(event)))
+        print(json.dumps(event_to_dict(event, tags)))
     return 0
 
 
 # --- encode ------------------------------------------------------------------
 
 
-def parse_field(text: str) -> tuple[str, int]:
+def parse_field(text: str) -> tuple[str, str]:
+    """FIELD=VALUE; the value is checked against the field (integer, or hex bytes)."""
     name, sep, value = text.partition("=")
     if not sep or not name:
         raise ProtocolError(f"{text!r} is not FIELD=VALUE, e.g. depth_um=1200")
-    try:
-        return name, int(value, 0)
-    except ValueError:
-        raise ProtocolError(f"{name} = {value!r} is not an integer") from None
+    return name, value
 
 
 def run_encode(args: argparse.Namespace) -> int:
@@ -167,17 +220,18 @@ def run_encode(args: argparse.Namespace) -> int:
 # --- spy ---------------------------------------------------------------------
 
 
-def spy_line(elapsed_s: float, event: Frame | Discard) -> str:
+def spy_line(elapsed_s: float, event: Frame | Discard, tags: TagChecker = _NO_KEY) -> str:
     """One readable line: seconds since the start, direction, type, fields."""
     if isinstance(event, Discard):
         return f"{elapsed_s:9.3f} rx discarded ({event.value})"
-    fields = frame_to_dict(event)
+    fields = frame_to_dict(event, tags)
     kind = fields.pop("type")
     text = " ".join(f"{k}={v}" for k, v in fields.items())
     return f"{elapsed_s:9.3f} rx {kind} {text}"
 
 
 def run_spy(args: argparse.Namespace) -> int:
+    tags = TagChecker(args.session_key)
     decoder = Decoder()
     seen = 0
     start_s = time.monotonic()
@@ -191,9 +245,11 @@ def run_spy(args: argparse.Namespace) -> int:
                 elapsed_s = time.monotonic() - start_s
                 for event in decode_events(decoder, data):
                     if args.json:
-                        line = json.dumps({"t_s": round(elapsed_s, 6), **event_to_dict(event)})
+                        line = json.dumps(
+                            {"t_s": round(elapsed_s, 6), **event_to_dict(event, tags)}
+                        )
                     else:
-                        line = spy_line(elapsed_s, event)
+                        line = spy_line(elapsed_s, event, tags)
                     print(line, flush=True)
                     if isinstance(event, Frame):
                         seen += 1

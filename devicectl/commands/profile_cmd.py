@@ -14,8 +14,10 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from devicectl.errors import ProfileError
+from devicectl.plain import plain
 from devicectl.plan import NOMINAL_DEVICE, NOMINAL_HAND_SPEED_MM_S, Plan, nominal_plan
 from devicectl.profile import (
     DEFAULT_TOPICAL_WAIT_HOURS,
@@ -108,13 +110,13 @@ def run_show(args: argparse.Namespace) -> int:
     )
     console.print(f"Minimum interval: {plan.min_interval_days} days.  sha256 {plan.profile_hash}")
     for warning in plan.warnings:
-        console.print(f"[bold yellow]Warning:[/] {warning}", highlight=False)
+        console.print(Text.assemble(("Warning: ", "bold yellow"), plain(warning)), highlight=False)
     return 0
 
 
 def plan_table(plan: Plan, zone_map_labels: dict[str, str]) -> Table:
     table = Table(
-        title=f"{plan.profile_name} (version {plan.profile_version})",
+        title=plain(f"{plan.profile_name} (version {plan.profile_version})"),
         caption="mm: needle depth · Hz: stamp rate · passes: target/max per spot · "
         "cover: share of the zone to bring to the target · ≈: estimates",
     )
@@ -123,7 +125,7 @@ def plan_table(plan: Plan, zone_map_labels: dict[str, str]) -> Table:
         table.add_column(header, justify="right", no_wrap=True, min_width=len(header))
     for z in plan.zones:
         table.add_row(
-            zone_map_labels.get(z.name, z.name),
+            plain(zone_map_labels.get(z.name, z.name)),
             f"{z.area_mm2 / 100:.0f}",
             mm_text(z.depth_um),
             f"{z.rate_dhz / 10:g}",

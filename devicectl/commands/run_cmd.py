@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import json
 import secrets
 import signal
 import sys
@@ -21,18 +22,29 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
+from devicectl.commands.checklist_cmd import eligibility_gate, read_gate_inputs, staff_id
 from devicectl.commands.profile_cmd import plan_table
+from devicectl.commands.run_checks import check_override, check_records, check_records_kind
 from devicectl.controller import Command, Controller, StartFacts, State
 from devicectl.errors import DevicectlError, RefusedError
 from devicectl.link import open_transport, pipe_pair
+from devicectl.monitor.progress import (
+    event_record,
+    progress_line,
+    progress_record,
+)
 from devicectl.monitor.terminal import clock, event_line, is_chatty
 from devicectl.monitor.viewproc import ViewOptions, ViewProcess
+from devicectl.patients import patient_ref
+from devicectl.plain import plain
 from devicectl.plan import make_plan
 from devicectl.profile import LoadedProfile, load_profile, load_profile_text
-from devicectl.safety import INTERVAL_DEPTH_UM
+from devicectl.safety import INTERVAL_DEPTH_UM, OVERRIDE_REASON_MIN_CHARS
 from devicectl.session import Outcome, Policy, Session, VirtualClock
-from devicectl.store import RecordWriter, SessionRecord, Store, default_db_path
+from devicectl.store import EventRecord, RecordWriter, SessionRecord, Store, default_db_path
+from devicectl.unsaved import not_yet_replayed
 from devicectl.zones import ZoneMap, load_zone_map
 
 #: The live view's refresh rate, and the GIL switch interval during a session.
@@ -55,31 +67,68 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--profile", type=Path, help="the treatment profile (YAML)")
     p.add_argument("--patient", help="the patient's pseudonymous reference (no names)")
+    p.add_argument("--operator", metavar="ID", help="who runs the session (required; recorded)")
+    p.add_argument("--checklist", type=Path, metavar="FILE",
+                   help="answers to the contraindication checklist, a YAML mapping of item id "
+                   "to yes/no (`devicectl checklist template`); without it they are asked in "
+                   "the terminal")
+    p.add_argument("--consent", action="store_true",
+                   help="the patient has given informed consent to this treatment today "
+                   "(recorded with the time); without it, it is asked in the terminal")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--port", help="serial port path or pyserial URL of the pen")
     src.add_argument("--sim", action="store_true", help="run the simulated pen in-process")
-    p.add_argument("--scenario", help="simulator fault scenario (python -m firmware_sim scenarios)")
+    p.add_argument("--scenario",
+                   help="simulator fault scenario (python -m firmware_sim scenarios; "
+                   "default: none, a well-behaved pen)")
     p.add_argument("--speed", type=float, default=1.0,
                    help="simulator speed, times real time (0 = as fast as possible)")
     p.add_argument("--seed", type=int,
                    help="simulator seed (default: a new one each run, so a new cartridge)")
     p.add_argument("--no-position", action="store_true",
                    help="simulate a pen without position tracking")
+    p.add_argument("--sim-auth-required", action="store_true",
+                   help="simulate a pen that obeys only signed commands (its test key is derived)")
+    p.add_argument("--sim-state", type=Path,
+                   help="the simulated pen's firmware slots (see `firmware update --sim`)")
     p.add_argument("--db", type=Path, help=f"records database (default {default_db_path()})")
+    p.add_argument("--new-records", action="store_true",
+                   help="let a clinical run start new records where --db points (none there "
+                   "yet: no patient history to check intervals and cartridges against)")
     p.add_argument("--yes", action="store_true",
                    help="answer the confirmations (start, next zone) for scripted runs")
     p.add_argument("--override-interval", metavar="REASON",
-                   help="start although a zone's minimum interval has not passed (recorded)")
+                   help="start although a zone's minimum interval has not passed: the "
+                   f"clinician's reason, at least {OVERRIDE_REASON_MIN_CHARS} characters "
+                   "(recorded, with --clinician)")
+    p.add_argument("--clinician", metavar="ID",
+                   help="the clinician who decided the interval override (recorded)")
     p.add_argument("--resume", type=int, metavar="SESSION_ID",
                    help="continue an interrupted session with its coverage")
+    _output_args(p)
     _web_args(p, default=False)
     p.set_defaults(func=run)
 
-    d = sub.add_parser("demo", help="a full simulated session with the live view")
-    d.add_argument("--speed", type=float, default=DEMO_SPEED)
-    d.add_argument("--db", type=Path, default=DEMO_DB)
+    d = sub.add_parser(
+        "demo", help="a full simulated session with the live view",
+        description="A whole simulated session of the shipped profile "
+        f"({DEMO_PROFILE.name}), accelerated, with the live view and the live page.")
+    d.add_argument("--speed", type=float, default=DEMO_SPEED,
+                   help="simulator speed, times real time (0 = as fast as possible)")
+    d.add_argument("--db", type=Path, default=DEMO_DB, metavar="PATH",
+                   help="records database, relative to the current folder")
+    _output_args(d)
     _web_args(d, default=True)
     d.set_defaults(func=demo)
+
+
+def _output_args(p: Any) -> None:
+    """--quiet and --json: what a script reads (no live view with either)."""
+    p.add_argument("--quiet", "-q", action="store_true",
+                   help="print only refusals, errors and the outcome line (no live view)")
+    p.add_argument("--json", action="store_true",
+                   help="one JSON object a line on stdout: the session, each event, progress "
+                   "every 5 s of session time, the end; other text goes to stderr")
 
 
 def _web_args(p: Any, *, default: bool) -> None:
@@ -94,10 +143,11 @@ def _web_args(p: Any, *, default: bool) -> None:
 def demo(args: argparse.Namespace) -> int:
     args.db.parent.mkdir(parents=True, exist_ok=True)
     ns = argparse.Namespace(
-        profile=DEMO_PROFILE, patient=f"DEMO-{secrets.token_hex(3).upper()}", port=None, sim=True,
+        profile=DEMO_PROFILE, patient=f"DEMO-{secrets.randbelow(10**6):06d}", port=None, sim=True,
         scenario=None, speed=args.speed, seed=None, no_position=False, db=args.db, yes=True,
-        override_interval=None, resume=None, web=args.web, web_port=args.web_port,
-        web_host=args.web_host,
+        override_interval=None, clinician=None, resume=None, operator="DEMO-OPERATOR",
+        checklist=None, consent=True, simulated_answers=True, new_records=False, web=args.web,
+        web_port=args.web_port, web_host=args.web_host, quiet=args.quiet, json=args.json,
     )
     return run(ns)
 
@@ -111,34 +161,66 @@ class _Setup:
 
 
 def run(args: argparse.Namespace) -> int:
-    console = Console(stderr=False)
+    quiet, as_json = bool(getattr(args, "quiet", False)), bool(getattr(args, "json", False))
+    console = Console(stderr=as_json, quiet=quiet)
     interactive = sys.stdin.isatty() and sys.stdout.isatty()
     if not args.port and not args.sim:
         raise DevicectlError("say where the pen is: --port PATH, or --sim for the simulator")
     if not args.yes and not interactive:
         raise RefusedError("no terminal to confirm the start; pass --yes for a scripted run")
+    check_override(args)
+    operator = staff_id(args.operator, "--operator", "who runs the session")
+    gate = read_gate_inputs(args, interactive)
+    if args.resume is None and args.patient is not None:
+        patient_ref(args.patient)  # a name is refused before a record is made
     zone_map = load_zone_map()
     db_path: Path = args.db or default_db_path()
+    check_records(db_path, args)
     with Store(db_path) as store:
+        store.require_writable()  # no treatment without a record: refused before anything
+        check_records_kind(store, db_path, args.sim)
+        unreplayed = not_yet_replayed(db_path)  # the cartridge and interval checks need them
+        if unreplayed is not None:
+            raise RefusedError(unreplayed)
         loaded, patient, resume_id = _load(args, store)
     vclock = VirtualClock(time.monotonic_ns() // 1000) if args.sim else None
-    # The link opens before a record is made: a wrong port leaves no empty session behind.
+    # The keyring and the link open before a record is made: a wrong port or an
+    # unsafe keyring leaves no empty session behind.
+    keys = _session_keys(args, console)
     wire, pen, pen_wire, port_name = _link(args, zone_map, vclock)
     try:
         with Store(db_path) as store:
-            setup = _setup(store, loaded, patient, resume_id)
+            setup = _setup(store, loaded, patient, resume_id, operator, args.sim)
+            refusals = eligibility_gate(console, store, setup.session_id, gate)
+            if refusals:
+                store.close_session(setup.session_id, Outcome.REFUSED.value, _now_iso())
             resumed = store.session(setup.session_id) if setup.resumed else None
-            facts = _facts(store, setup, resumed, args.override_interval)
+            facts = _facts(store, setup, resumed, args)
             coverage_state = store.coverage_state(setup.session_id) if resumed else None
     except BaseException:
         wire.close()
         raise
+    if refusals:
+        wire.close()
+        for reason in refusals:
+            _always(console, Text("NO-GO: " + reason, style="bold red"))
+        _always(console, Text(f"refused · session id {setup.session_id} · details: devicectl "
+                              f"sessions show {setup.session_id} --db {db_path}",
+                              style="bold red"))
+        return Outcome.REFUSED.exit_code
     start_zone = _first_unfinished_zone(setup.loaded, resumed.zones) if resumed else 0
-    console.print(f"[bold]session {setup.session_id}[/] · patient {setup.patient} · "
-                  f"profile {setup.loaded.profile.name} ({setup.loaded.content_hash[:12]})"
-                  f"{' · resumed' if setup.resumed else ''}")
+    console.print(Text.assemble(
+        (f"session {setup.session_id}", "bold"),
+        plain(f" · patient {setup.patient} · profile {setup.loaded.profile.name} "
+              f"({setup.loaded.content_hash[:12]}){' · resumed' if setup.resumed else ''}"),
+    ))
     for w in setup.loaded.warnings:
-        console.print(f"[yellow]warning:[/] {w}")
+        console.print(Text.assemble(("warning: ", "yellow"), plain(w)))
+    if as_json:
+        _json_line({"type": "session", "session_id": setup.session_id,
+                    "patient_ref": setup.patient, "profile": setup.loaded.profile.name,
+                    "profile_hash": setup.loaded.content_hash, "resumed": setup.resumed,
+                    "db": str(db_path)})
 
     controller = Controller(
         lambda dev: make_plan(setup.loaded, dev, zone_map),
@@ -148,6 +230,7 @@ def run(args: argparse.Namespace) -> int:
         now_us=time.monotonic_ns() // 1000,
         coverage_state=coverage_state,
         start_zone_index=start_zone,
+        keys=keys,
     )
     writer = RecordWriter(db_path, setup.session_id)
     writer.start()
@@ -166,6 +249,7 @@ def run(args: argparse.Namespace) -> int:
     gc.freeze()
     session.start()
     web = _start_web(console, args, session, zone_map, setup, db_path)
+    feed = _Feed(console, as_json, zone_map)
     go = False
     try:
         go = _go_no_go(console, session, port_name, zone_map)
@@ -175,10 +259,12 @@ def run(args: argparse.Namespace) -> int:
                 session.submit(Command.START)
         if not go:
             session.request_stop("the technician did not start")
-        elif interactive:
+        elif interactive and not (quiet or as_json):
             _live(console, session, setup)
         else:
-            _plain(console, session)
+            dev = controller.device  # fixed once the pen has answered
+            feed.footprint_mm = dev.footprint_dmm / 10 if dev is not None else 0.0
+            _plain(console, session, feed)
         session.wait()
     finally:
         session.request_stop("the session ended")
@@ -194,16 +280,54 @@ def run(args: argparse.Namespace) -> int:
         sys.setswitchinterval(previous_switch)
         gc.unfreeze()
     for e in session.drain_events():
-        if not is_chatty(e):
-            console.print(event_line(e, session.t0_us), highlight=False, soft_wrap=True)
+        feed.event(e, session.t0_us)
     if isinstance(session.error, DevicectlError):
-        console.print(f"[bold red]{session.error}[/]")
+        _always(console, plain(session.error, "bold red"))
     elif session.error is not None:
-        console.print(f"[bold red]internal error, pen stopped:[/] {session.error!r}")
+        _always(console, Text.assemble(("internal error, pen stopped: ", "bold red"),
+                                       plain(repr(session.error))))
     for err in writer.errors:
-        console.print(f"[bold red]records:[/] {err}")
+        _always(console, Text.assemble(("records: ", "bold red"), plain(err)))
     _summary(console, session, setup, outcome, db_path)
+    _records_banner(console, writer)
+    if as_json:
+        _json_line({"type": "end", "session_id": setup.session_id, "outcome": outcome.value,
+                    "exit_code": outcome.exit_code, "db": str(db_path)})
     return outcome.exit_code
+
+
+def _records_banner(console: Console, writer: RecordWriter) -> None:
+    """When the records failed: in red, where they went and how to put them back;
+    the lines that could not be written anywhere go to stderr, to be saved by hand."""
+    if writer.failure is None:
+        return
+    _always(console, plain(writer.failure, "bold white on red"))
+    if writer.unsaved_count:
+        _always(console, plain(
+            f"the records not saved in {writer.path} are in {writer.unsaved_path}; once the "
+            f"database can be written: devicectl records replay {writer.unsaved_path}",
+            "bold red"))
+    if writer.unwritten:
+        _always(console, Text(
+            f"{len(writer.unwritten)} records could not be written anywhere; they follow on "
+            "stderr as JSON lines: save them to a file and run devicectl records replay FILE",
+            style="bold red"))
+        for line in writer.unwritten:
+            print(line, file=sys.stderr)
+
+
+def _always(console: Console, text: Text) -> None:
+    """Printed even with --quiet: refusals, errors and the outcome line."""
+    quiet, console.quiet = console.quiet, False
+    try:
+        console.print(text, highlight=False, soft_wrap=True)
+    finally:
+        console.quiet = quiet
+
+
+def _json_line(record: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(record, ensure_ascii=False) + "\n")
+    sys.stdout.flush()
 
 
 def _load(args: argparse.Namespace, store: Store) -> tuple[LoadedProfile, str, int | None]:
@@ -221,18 +345,32 @@ def _load(args: argparse.Namespace, store: Store) -> tuple[LoadedProfile, str, i
         return loaded, record.patient_ref, record.id
     if args.profile is None or not args.patient:
         raise DevicectlError("a new session needs --profile FILE and --patient REF")
-    return load_profile(args.profile), args.patient, None
+    return load_profile(args.profile), patient_ref(args.patient), None
 
 
-def _setup(store: Store, loaded: LoadedProfile, patient: str, resume_id: int | None) -> _Setup:
+
+
+def _now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+def _setup(
+    store: Store, loaded: LoadedProfile, patient: str, resume_id: int | None, operator: str,
+    simulated: bool,
+) -> _Setup:
     if resume_id is not None:
+        store.append_events(resume_id, [EventRecord(
+            time.monotonic_ns() // 1000, _now_iso(), "OPERATOR",
+            f"resumed by operator {operator}", None, {"operator": operator})])
         return _Setup(loaded, patient, resume_id, resumed=True)
     session_id = store.create_session(
         patient_ref=patient,
         profile_name=loaded.profile.name,
         profile_hash=loaded.content_hash,
         profile_text=loaded.text,
-        started_at=datetime.now(UTC).isoformat(timespec="milliseconds"),
+        started_at=_now_iso(),
+        operator=operator,
+        simulated=simulated,
     )
     return _Setup(loaded, patient, session_id, resumed=False)
 
@@ -245,7 +383,7 @@ def _first_unfinished_zone(loaded: LoadedProfile, zones: Any) -> int:
 
 
 def _facts(
-    store: Store, setup: _Setup, resumed: SessionRecord | None, override: str | None
+    store: Store, setup: _Setup, resumed: SessionRecord | None, args: argparse.Namespace
 ) -> StartFacts:
     """What the records say about this cartridge and this patient's zones.
 
@@ -260,8 +398,12 @@ def _facts(
         days_since_deep_treatment=store.days_since_deep_treatment(
             setup.patient, now, INTERVAL_DEPTH_UM, exclude_session=own
         ),
-        interval_override_reason=override,
+        interval_override_reason=args.override_interval,
         resumed_cartridge_id=resumed.cartridge_id if resumed is not None else None,
+        days_since_treatment=store.days_since_deep_treatment(
+            setup.patient, now, 0, exclude_session=own
+        ),
+        interval_override_clinician=args.clinician,
     )
 
 
@@ -272,9 +414,32 @@ def _link(args: argparse.Namespace, zone_map: ZoneMap, vclock: VirtualClock | No
 
     host_end, pen_end = pipe_pair(vclock)
     seed = args.seed if args.seed is not None else secrets.randbelow(1 << 31)
+    from firmware_sim.bootloader import load_slots
+
+    sim_state = getattr(args, "sim_state", None)
     pen = VirtualPen(seed=seed, scenario=args.scenario, zone_map=zone_map,
-                     position=not args.no_position)
+                     position=not args.no_position, pen=_sim_params(args),
+                     slots=load_slots(sim_state) if sim_state else None)
     return host_end, pen, pen_end, f"the simulator (seed {seed})"
+
+
+def _sim_params(args: argparse.Namespace) -> Any:
+    from firmware_sim.__main__ import with_auth
+
+    return with_auth(None, False, bool(getattr(args, "sim_auth_required", False)))
+
+
+def _session_keys(args: argparse.Namespace, console: Console) -> Any:
+    """The keys a pen must prove: the keyring's (checked now), or the simulator's test key."""
+    from devicectl.keys import Keyring
+    from devicectl.signing import sim_device_key
+
+    if getattr(args, "sim", False):
+        if not getattr(args, "sim_auth_required", False):
+            return None
+        console.print("simulated pen: its test-only key is derived from its serial number")
+        return sim_device_key
+    return Keyring().snapshot().get
 
 
 _SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -294,10 +459,11 @@ def _start_web(console: Console, args: argparse.Namespace, session: Session,
         web = start_web(session, args.web_host, args.web_port, token, zone_map=zone_map,
                         header=header, db_path=db_path, session_id=setup.session_id)
     except DevicectlError as exc:
-        console.print(f"[yellow]web page not started:[/] {exc}")
+        console.print(Text.assemble(("web page not started: ", "yellow"), plain(exc)))
         return None
-    console.print(f"web page: {web.url}?token={token} (with controls) · {web.url} (read-only)"
-                  f" · session token {token}", highlight=False, soft_wrap=True)
+    # The token rides in the fragment, which the browser never sends to a server.
+    console.print(f"web page: {web.url}#token={token} (with controls) · {web.url} (read-only)"
+                  f" · session token {token}", markup=False, highlight=False, soft_wrap=True)
     return web
 
 
@@ -330,8 +496,9 @@ def _go_no_go(console: Console, session: Session, port: str, zone_map: ZoneMap) 
         if ctl.state not in (State.CONNECTING, State.CONFIGURING):
             break
     if ctl.state is State.LINK_LOST or ctl.device is None:
-        console.print(f"[bold red]NO-GO:[/] no pen answered on {port}; check the cable and "
-                      "that the pen is on, then run again")
+        _always(console, Text.assemble(("NO-GO: ", "bold red"), plain(
+            f"no pen answered on {port}; check the cable and that the pen is on, then run again"
+        )))
         return False
     dev = ctl.device
     console.print(
@@ -347,7 +514,7 @@ def _go_no_go(console: Console, session: Session, port: str, zone_map: ZoneMap) 
         reasons = ["the profile cannot be run on this pen"]
     if reasons:
         for r in reasons:
-            console.print(f"[bold red]NO-GO:[/] {r}")
+            _always(console, Text.assemble(("NO-GO: ", "bold red"), plain(r)))
         return False
     console.print("[bold green]GO:[/] pen, cartridge, interval and plan checked")
     return True
@@ -389,14 +556,44 @@ def _live(console: Console, session: Session, setup: _Setup) -> None:
         view.close(ctl.status(session.now_us), session.drain_events())
 
 
-def _plain(console: Console, session: Session) -> None:
+class _Feed:
+    """The plain output: event lines (or JSON records), and progress every 5 s of
+    session time, from the session's snapshot (monitor/progress.py)."""
+
+    def __init__(self, console: Console, as_json: bool, zone_map: ZoneMap) -> None:
+        self.console = console
+        self.as_json = as_json
+        self.areas_mm2 = {z.id: z.area_mm2 for z in zone_map.zones}
+        self.footprint_mm = 0.0
+
+    def event(self, e: Any, t0_us: int) -> None:
+        if self.as_json:
+            _json_line(event_record(e, t0_us))
+        elif not is_chatty(e):
+            self.console.print(Text(event_line(e, t0_us)), highlight=False, soft_wrap=True)
+
+    def progress(self, session: Session) -> None:
+        for now_us, status in session.drain_progress():
+            record = progress_record(status, (now_us - session.t0_us) / 1e6,
+                                     areas_mm2=self.areas_mm2, footprint_mm=self.footprint_mm)
+            if record is None:
+                continue
+            if self.as_json:
+                _json_line(record)
+            else:
+                self.console.print(Text(progress_line(record)), highlight=False,
+                                   soft_wrap=True)
+
+
+def _plain(console: Console, session: Session, feed: _Feed) -> None:
     """Without a terminal: one line per event, as the live log shows them (the
-    many-a-minute holds and commands are in the record, not on the screen)."""
+    many-a-minute holds and commands are in the record, not on the screen), and
+    a progress line every 5 s of session time."""
     while True:
-        done = session.wait(0.1)
+        done = session.wait(0.05)
         for e in session.drain_events():
-            if not is_chatty(e):
-                console.print(event_line(e, session.t0_us), highlight=False, soft_wrap=True)
+            feed.event(e, session.t0_us)
+        feed.progress(session)
         if done:
             return
 
@@ -412,7 +609,7 @@ def _summary(
     for z in status.get("zones") or ():
         over = ctl.coverage.cells_over_max(z["zone_id"]) if ctl.coverage else 0
         table.add_row(
-            z["name"],
+            plain(z["name"]),
             f"{100 * z['fraction']:.0f} %",
             f"{100 * z['target_fraction']:.0f} %",
             str(z["strokes"]),
@@ -422,5 +619,8 @@ def _summary(
         )
     console.print(table)
     style = "bold green" if outcome is Outcome.COMPLETE else "bold red"
-    console.print(f"[{style}]{outcome.value.replace('_', ' ')}[/] · session id {setup.session_id}"
-                  f" · details: devicectl sessions show {setup.session_id} --db {db_path}")
+    _always(console, Text.assemble(
+        (outcome.value.replace("_", " "), style),
+        plain(f" · session id {setup.session_id} · details: devicectl sessions show "
+              f"{setup.session_id} --db {db_path}"),
+    ))

@@ -16,7 +16,10 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from devicectl.commands.chain_cmd import add_verify
+from devicectl.commands.patients_cmd import add_note_command
 from devicectl.errors import DevicectlError, StoreError
+from devicectl.plain import plain
 from devicectl.store import EventRecord, SessionRecord, Store, default_db_path, parse_wall
 
 CSV_COLUMNS = ("t_us", "since_start_s", "wall", "kind", "zone_id", "safety", "text", "data")
@@ -31,7 +34,7 @@ EXPORT_HELP = (
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "sessions",
-        help="list, show and export recorded sessions",
+        help="list, show, export and report recorded sessions",
         description="Read the session records (append-only; nothing here changes them).",
     )
     sub = parser.add_subparsers(dest="sessions_command", required=True, metavar="ACTION")
@@ -55,6 +58,22 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     show_p.add_argument("id", type=int, metavar="ID", help="session id (see `sessions list`)")
     show_p.set_defaults(func=show_session)
+
+    frames_p = with_db(
+        sub.add_parser(
+            "frames",
+            help="the flight recorder's frames of one session, one JSON object a line",
+            description="Print the frames the flight recorder kept (the last 10 s on the wire, "
+            "both ways, at each emergency stop, pen fault and bad end), decoded as "
+            "`devicectl wire decode` prints them, with \"recording\" (1, 2, …), its "
+            "\"trigger\", \"dir\" (tx: host to pen, rx: pen to host) and \"host_t_us\" "
+            "(the host's session time, µs; a TELEMETRY keeps its own t_us, the pen's) added.",
+        )
+    )
+    frames_p.add_argument("id", type=int, metavar="ID", help="session id (see `sessions list`)")
+    frames_p.add_argument("--recording", type=int, default=None, metavar="N",
+                          help="only the Nth recording (default: all, in order)")
+    frames_p.set_defaults(func=print_frames)
 
     export_p = with_db(
         sub.add_parser(
@@ -82,6 +101,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     report_p.add_argument("--out", type=Path, default=None, metavar="DIR",
                           help="folder for the files (default session-ID-report)")
     report_p.set_defaults(func=report_session)
+    add_verify(sub, with_db)
+    add_note_command(sub, with_db)
 
 
 def _db(args: argparse.Namespace) -> Path:
@@ -110,19 +131,15 @@ def list_sessions(args: argparse.Namespace) -> int:
     if not records:
         console.print(f"no records yet at {path}", markup=False, highlight=False)
         return 0
-    table = Table(title=f"sessions in {path}")
+    table = Table(title=plain(f"sessions in {path}"))
     for name in ("id", "started", "patient ref", "profile", "outcome", "zones done"):
         table.add_column(name, justify="right" if name == "id" else "left", overflow="fold")
     for rec in records:
         done = sum(1 for z in rec.zones if z.done)
-        table.add_row(
-            str(rec.id),
-            rec.started_at,
-            rec.patient_ref,
-            rec.profile_name,
-            outcome_text(rec.outcome),
-            f"{done}/{len(rec.zones)}",
-        )
+        table.add_row(*(plain(cell) for cell in (
+            rec.id, rec.started_at, rec.patient_ref, rec.profile_name,
+            outcome_text(rec.outcome), f"{done}/{len(rec.zones)}",
+        )))
     console.print(table)
     return 0
 
@@ -155,16 +172,20 @@ def show_session(args: argparse.Namespace) -> int:
     head = Table.grid(padding=(0, 2))
     head.add_column(style="bold")
     head.add_column()
-    head.add_row("session", str(rec.id))
-    head.add_row("patient ref", rec.patient_ref)
-    head.add_row("profile", f"{rec.profile_name} ({rec.profile_hash[:12]})")
     serial = "?" if rec.device_serial is None else str(rec.device_serial)
-    head.add_row("pen", f"serial {serial}, firmware {_fw(rec.fw_version)}")
-    head.add_row("cartridge", "?" if rec.cartridge_id is None else str(rec.cartridge_id))
-    head.add_row("position", rec.position_mode or "?")
-    head.add_row("started", rec.started_at)
-    head.add_row("ended", rec.ended_at or "-")
-    head.add_row("outcome", outcome_text(rec.outcome))
+    for name, value in (
+        ("session", rec.id),
+        ("patient ref", rec.patient_ref),
+        ("operator", rec.operator or "?"),
+        ("profile", f"{rec.profile_name} ({rec.profile_hash[:12]})"),
+        ("pen", f"serial {serial}, firmware {_fw(rec.fw_version)}"),
+        ("cartridge", "?" if rec.cartridge_id is None else rec.cartridge_id),
+        ("position", rec.position_mode or "?"),
+        ("started", rec.started_at),
+        ("ended", rec.ended_at or "-"),
+        ("outcome", outcome_text(rec.outcome)),
+    ):
+        head.add_row(name, plain(value))
     console.print(head)
 
     zones = Table(title="zones")
@@ -172,7 +193,7 @@ def show_session(args: argparse.Namespace) -> int:
         zones.add_column(name, justify="left" if name == "zone" else "right", overflow="fold")
     for z in rec.zones:
         zones.add_row(
-            z.name + (" ✓" if z.done else ""),
+            plain(z.name + (" ✓" if z.done else "")),
             f"{z.depth_um / 1000:.2f}",
             f"{z.rate_dhz / 10:.1f}",
             f"{z.fraction * 100:.0f}% / {z.target_fraction * 100:.0f}%",
@@ -188,11 +209,54 @@ def show_session(args: argparse.Namespace) -> int:
     for e in events:
         timeline.add_row(
             _clock(_since_start(rec, e)),
-            e.kind + (" !" if e.safety else ""),
+            plain(e.kind + (" !" if e.safety else "")),
             "" if e.zone_id is None else str(e.zone_id),
-            e.text,
+            plain(e.text),
         )
     console.print(timeline)
+    return 0
+
+
+def frame_lines(events: list[EventRecord], only: int | None = None) -> list[str]:
+    """The FLIGHT events' frames as JSON lines (see `sessions frames`)."""
+    from devicectl.commands.link_cmd import decode_events, event_to_dict
+    from devicectl.flight import DIRECTIONS, SLOT_BYTES, unpack
+    from devicectl.protocol import Decoder
+
+    recordings = [e for e in events if e.kind == "FLIGHT"]
+    out: list[str] = []
+    for number, e in enumerate(recordings, start=1):
+        if only is not None and number != only:
+            continue
+        try:
+            frames = unpack(str(e.data.get("frames", "")))
+        except ValueError as exc:
+            raise StoreError(f"recording {number} ({e.wall}) is damaged: {exc}") from exc
+        head = {"recording": number, "trigger": e.data.get("trigger")}
+        for f in frames:
+            where = {"dir": DIRECTIONS[f.direction], "host_t_us": f.t_us}
+            if f.length > SLOT_BYTES:
+                decoded = [{"discarded": "too_long", "length": f.length}]
+            else:
+                decoded = [event_to_dict(d) for d in decode_events(Decoder(), f.raw)]
+            for d in decoded:
+                out.append(json.dumps(head | where | d | {"hex": f.raw.hex(" ")}))
+    return out
+
+
+def print_frames(args: argparse.Namespace) -> int:
+    with _open_existing(_db(args), args.id) as store:
+        events = store.events(args.id)
+    count = sum(1 for e in events if e.kind == "FLIGHT")
+    if args.recording is not None and not 1 <= args.recording <= count:
+        raise StoreError(f"session {args.id} has {count} flight recordings; "
+                         f"--recording {args.recording} is not one of them")
+    lines = frame_lines(events, args.recording)
+    if not count:
+        print(f"session {args.id} has no flight recording (kept at an emergency stop, a pen "
+              "fault, or an end in fault or link lost)", file=sys.stderr)
+    for line in lines:
+        print(line)
     return 0
 
 

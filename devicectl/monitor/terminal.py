@@ -20,6 +20,7 @@ from rich.table import Table
 from rich.text import Text
 
 from devicectl.controller import ControlEvent
+from devicectl.plain import escape_controls, plain
 from devicectl.safety import DEPTH_CAP_UM
 
 STATE_STYLES: Mapping[str, str] = {
@@ -56,10 +57,12 @@ def clock(seconds: float | None) -> str:
 
 
 def event_line(event: ControlEvent, t0_us: int = 0) -> str:
-    """One plain line for an event: elapsed time, kind, the sentence."""
+    """One plain line for an event: elapsed time, kind, the sentence (controls
+    escaped; print it as text, not markup)."""
     t = (event.t_us - t0_us) / 1e6
     zone = f" zone {event.zone_id}" if event.zone_id is not None else ""
-    return f"[{clock(t)}.{int((t % 1) * 1000):03d}] {event.kind.name}{zone}: {event.text}"
+    text = escape_controls(event.text)
+    return f"[{clock(t)}.{int((t % 1) * 1000):03d}] {event.kind.name}{zone}: {text}"
 
 
 def coverage_glyphs(
@@ -134,7 +137,7 @@ class TerminalView:
 
     def render(self, status: Mapping[str, Any]) -> RenderableType:
         if not status:
-            return Panel(Text("connecting to the pen…", style="yellow"), title=self.title)
+            return Panel(Text("connecting to the pen…", style="yellow"), title=plain(self.title))
         state = str(status.get("state", "?"))
         head = Table.grid(expand=True)
         head.add_column(ratio=1)
@@ -149,12 +152,15 @@ class TerminalView:
         parts: list[RenderableType] = [head]
         fault = status.get("fault")
         if fault:
-            parts.append(Panel(Text(str(fault), style="bold white"), style="on red", title="FAULT"))
+            parts.append(Panel(plain(fault, "bold white"), style="on red", title="FAULT"))
+        records = status.get("records_failure")
+        if records:
+            parts.append(Panel(plain(records, "bold white"), style="on red", title="RECORDS"))
         stop_reason = status.get("stop_reason")
-        if stop_reason and not fault:
-            parts.append(Text(f"stamping stopped: {stop_reason}", style="yellow"))
+        if stop_reason and not fault and not records:
+            parts.append(plain(f"stamping stopped: {stop_reason}", "yellow"))
         for reason in status.get("go_no_go") or ():
-            parts.append(Text(f"NO-GO: {reason}", style="bold red"))
+            parts.append(plain(f"NO-GO: {reason}", "bold red"))
         body = Table.grid(expand=True, padding=(0, 2))
         body.add_column(ratio=1)
         body.add_column(width=32)
@@ -166,7 +172,7 @@ class TerminalView:
         log = Text("\n").join(self._events) if self._events else Text("—")
         parts.append(Panel(log, title="events", border_style="grey50"))
         parts.append(Text(self.prompt or KEYS_HELP, style="bold yellow" if self.prompt else "dim"))
-        return Panel(Group(*parts), title=self.title, border_style="blue")
+        return Panel(Group(*parts), title=plain(self.title), border_style="blue")
 
     def _zones_table(self, status: Mapping[str, Any]) -> Table:
         table = Table(title="zones", expand=True, title_justify="left")
@@ -179,7 +185,7 @@ class TerminalView:
             fraction = float(z.get("fraction") or 0.0)
             mark = "▶ " if z.get("active") else ("✓ " if z.get("done") else "  ")
             table.add_row(
-                mark + str(z.get("name")),
+                plain(mark + str(z.get("name"))),
                 ProgressBar(total=target, completed=min(fraction, target), width=12,
                             complete_style="green" if z.get("done") else "cyan"),
                 f"{100 * fraction:.0f}/{100 * target:.0f}",
@@ -212,7 +218,7 @@ class TerminalView:
             ("faults", ", ".join(pen.get("faults") or ()) or "none"),
         )
         for k, v in rows:
-            table.add_row(k, v)
+            table.add_row(k, v if isinstance(v, Text) else plain(v))
         return table
 
     def _coverage_panel(self, status: Mapping[str, Any]) -> Panel | None:
@@ -230,7 +236,7 @@ class TerminalView:
         legend = "  · untouched  ░ below target  ▓ at target  █ at maximum"
         panel = Panel(
             Group(coverage_glyphs(passes, mask, target, maximum), Text(legend, style="dim")),
-            title=f"coverage · {zone['name']}",
+            title=plain(f"coverage · {zone['name']}"),
             border_style="grey50",
         )
         self._map_cache = (zone["zone_id"], now, panel)

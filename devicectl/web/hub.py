@@ -266,4 +266,5 @@ class Hub:
             heat=self._heat,
             tracked=src.tracked(),
             records_error=self.events.error if self.events is not None else None,
+            finished=src.finished(),
         )

@@ -3,13 +3,19 @@
 GET / and /static/* serve the page; /api/state the full state; /api/stream
 Server-Sent Events (full state first, then only what changed, at up to 10 Hz);
 POST /api/control/{action} the technician's controls, only with the token.
+
+Every request passes `_Guard` first: a Host header the server was not started
+for gets 400 (DNS rebinding), and every answer carries the security headers.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import re
 import secrets
+import socket
 import threading
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -24,6 +30,7 @@ if TYPE_CHECKING:
     from starlette.applications import Starlette
     from starlette.requests import Request
     from starlette.responses import Response
+    from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
     from devicectl.controller import Command
 
@@ -35,6 +42,22 @@ KEEPALIVE_S = 5.0
 #: The controls; abort and clear_fault need {"confirm": true} as well.
 ACTIONS = ("pause", "resume", "next_zone", "abort", "clear_fault")
 CONFIRM_ACTIONS = frozenset({"abort", "clear_fault"})
+#: What a session token looks like (secrets.token_urlsafe); anything else is refused
+#: before it is compared, so a malformed or non-ASCII header is a 403, never a 500.
+TOKEN_RE = re.compile(r"[A-Za-z0-9_-]{8,128}")
+#: A control's body is a small JSON object; more is refused unread.
+MAX_BODY_BYTES = 4096
+#: Sent with every answer: nothing from elsewhere, no framing, no sniffing, no referrer.
+SECURITY_HEADERS: tuple[tuple[bytes, bytes], ...] = (
+    (b"content-security-policy",
+     b"default-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"),
+    (b"x-frame-options", b"DENY"),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"no-referrer"),
+)
+#: Addresses that mean "every interface": the page then also answers to this
+#: machine's own names and addresses.
+_WILDCARD_HOSTS = frozenset({"", "0.0.0.0", "::"})
 
 Submit = Callable[["Command"], None]
 
@@ -45,20 +68,100 @@ def _command(action: str) -> Command:
     return Command[action.upper()]
 
 
+def allowed_hosts(host: str, port: int) -> frozenset[str]:
+    """The Host headers a page served on host:port answers to (lower case, with the port).
+
+    127.0.0.1 and localhost always, and the host it was started for; for a
+    wildcard address, this machine's name and addresses too. Anything else is
+    another site's name pointed at this machine (DNS rebinding): refused.
+    """
+    names = {"127.0.0.1", "localhost", "[::1]", host}
+    if host in _WILDCARD_HOSTS:
+        for name in (socket.gethostname(), socket.getfqdn()):
+            names.add(name)
+            with contextlib.suppress(OSError):
+                names.update(socket.gethostbyname_ex(name)[2])
+    out = set()
+    for name in names:
+        if not name or name in _WILDCARD_HOSTS:
+            continue
+        name = name.lower()
+        if ":" in name and not name.startswith("["):
+            name = f"[{name}]"
+        out.add(f"{name}:{port}")
+        if port == 80:
+            out.add(name)
+    return frozenset(out)
+
+
+class _Guard:
+    """ASGI middleware: only the allowed Host headers pass, and every answer
+    carries SECURITY_HEADERS. `allowed` is filled once the port is known."""
+
+    def __init__(self, app: ASGIApp, allowed: set[str]) -> None:
+        self.app = app
+        self.allowed = allowed
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def guarded_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message = dict(message)
+                message["headers"] = [*message.get("headers", ()), *SECURITY_HEADERS]
+            await send(message)
+
+        hosts = [v for k, v in scope.get("headers", ()) if k == b"host"]
+        host = hosts[0].decode("latin-1").lower() if len(hosts) == 1 else ""
+        if host not in self.allowed:
+            body = b"unknown Host header: open the page at the address devicectl printed\n"
+            await guarded_send({"type": "http.response.start", "status": 400, "headers": [
+                (b"content-type", b"text/plain; charset=utf-8"),
+                (b"content-length", str(len(body)).encode()),
+            ]})
+            await send({"type": "http.response.body", "body": body})
+            return
+        await self.app(scope, receive, guarded_send)
+
+
+def token_matches(given: str, token: str | None) -> bool:
+    """The header's token is the session's: well formed, then compared in constant time."""
+    if token is None or TOKEN_RE.fullmatch(given) is None:
+        return False
+    return secrets.compare_digest(given.encode("ascii"), token.encode("ascii"))
+
+
+def _confirmed(raw: bytes) -> bool:
+    """The body is exactly a JSON object whose "confirm" is the JSON literal true."""
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        return False
+    return isinstance(body, dict) and body.get("confirm") is True
+
+
 def _sse(payload: dict[str, Any], event: str | None = None) -> bytes:
     head = f"event: {event}\n" if event else ""
     return f"{head}data: {json.dumps(payload, separators=(',', ':'))}\n\n".encode()
 
 
-def create_app(hub: Hub, *, token: str | None, submit: Submit | None) -> Starlette:
-    """The app; controls need `token` and a `submit`, else every control answers 403."""
+def create_app(hub: Hub, *, token: str | None, submit: Submit | None,
+               allowed: set[str]) -> Starlette:
+    """The app; controls need `token` and a `submit`, else every control answers 403.
+    Only requests whose Host header is in `allowed` reach it."""
     from starlette.applications import Starlette
+    from starlette.middleware import Middleware
     from starlette.responses import FileResponse, JSONResponse, StreamingResponse
     from starlette.routing import Mount, Route
     from starlette.staticfiles import StaticFiles
 
     async def index(request: Request) -> Response:
         return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-store"})
+
+    async def favicon(request: Request) -> Response:
+        return FileResponse(STATIC_DIR / "favicon.svg", media_type="image/svg+xml")
 
     async def state(request: Request) -> Response:
         return JSONResponse({"map": hub.map, "state": hub.current})
@@ -97,29 +200,33 @@ def create_app(hub: Hub, *, token: str | None, submit: Submit | None) -> Starlet
     async def control(request: Request) -> Response:
         action = request.path_params["action"]
         given = request.headers.get("x-session-token", "")
-        if token is None or submit is None or not secrets.compare_digest(given, token):
+        if submit is None or not token_matches(given, token):
             return JSONResponse(
                 {"error": "read-only: the controls need the session's token"}, status_code=403
             )
         if action not in ACTIONS:
             return JSONResponse({"error": f"unknown control {action!r}"}, status_code=404)
-        try:
-            body = await request.json()
-        except ValueError:
-            body = {}
-        if action in CONFIRM_ACTIONS and not (isinstance(body, dict) and body.get("confirm")):
-            return JSONResponse({"error": f"{action} needs confirmation"}, status_code=409)
+        raw = b""
+        async for chunk in request.stream():
+            raw += chunk
+            if len(raw) > MAX_BODY_BYTES:
+                return JSONResponse({"error": "the body is too large"}, status_code=413)
+        if action in CONFIRM_ACTIONS and not _confirmed(raw):
+            return JSONResponse(
+                {"error": f'{action} needs the body {{"confirm": true}}'}, status_code=409)
         submit(_command(action))
         return JSONResponse({"ok": True, "action": action})
 
     return Starlette(
+        middleware=[Middleware(_Guard, allowed=allowed)],
         routes=[
             Route("/", index),
+            Route("/favicon.ico", favicon),
             Route("/api/state", state),
             Route("/api/stream", stream),
             Route("/api/control/{action}", control, methods=["POST"]),
             Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
-        ]
+        ],
     )
 
 
@@ -152,7 +259,8 @@ def serve(hub: Hub, host: str, port: int, *, token: str | None, submit: Submit |
     except ImportError as exc:  # pragma: no cover - the package depends on it
         raise DevicectlError("the web page needs uvicorn and starlette: pip install "
                              "devicectl with its dependencies") from exc
-    app = create_app(hub, token=token, submit=submit)
+    allowed: set[str] = set()  # filled once the port is known: nothing passes before
+    app = create_app(hub, token=token, submit=submit, allowed=allowed)
     config = uvicorn.Config(app, host=host, port=port, log_level="warning",
                             access_log=False, timeout_graceful_shutdown=1, lifespan="off")
     server = uvicorn.Server(config)
@@ -169,6 +277,7 @@ def serve(hub: Hub, host: str, port: int, *, token: str | None, submit: Submit |
         thread.join(0.02)
         waited += 0.02
     bound = server.servers[0].sockets[0].getsockname()[1] if server.servers else port
+    allowed.update(allowed_hosts(host, int(bound)))
     return WebServer(hub, host, int(bound), server, thread)
 
 

@@ -14,6 +14,7 @@ import numpy.typing as npt
 
 from devicectl.safety import DEPTH_CAP_UM
 from devicectl.store import EventRecord
+from devicectl.transitions import COMMAND_STATES, Command, State
 from devicectl.zones import ZoneMap
 
 #: Keys whose value is a list that only grows at its end (items start with a
@@ -26,6 +27,23 @@ _RANK_TO_HEAT = np.array([HEAT_NONE, HEAT_TARGET, HEAT_UNDER, HEAT_MAX], dtype=n
 TRACE_WINDOW_S = 30.0
 #: Events kept for the page's timeline.
 EVENTS_SHOWN = 60
+#: The page's controls and the commands each may send ("resume" starts a ready zone).
+PAGE_ACTIONS: Mapping[str, tuple[Command, ...]] = {
+    "pause": (Command.PAUSE,),
+    "resume": (Command.RESUME, Command.START),
+    "next_zone": (Command.NEXT_ZONE,),
+    "clear_fault": (Command.CLEAR_FAULT,),
+    "abort": (Command.ABORT,),
+}
+
+
+def actions_in(state: str, *, finished: bool = False) -> list[str]:
+    """The page's controls that can act in `state` (the controller's COMMAND_STATES);
+    none once the session's loop has ended."""
+    if finished or state not in State.__members__:
+        return []
+    st = State[state]
+    return [a for a, cmds in PAGE_ACTIONS.items() if any(st in COMMAND_STATES[c] for c in cmds)]
 
 
 def map_state(zone_map: ZoneMap) -> dict[str, Any]:
@@ -111,6 +129,7 @@ def page_state(
     heat: Mapping[str, Any] | None,
     tracked: bool,
     records_error: str | None = None,
+    finished: bool = False,
 ) -> dict[str, Any]:
     """The whole page's state: what a client opened now must receive first.
 
@@ -118,11 +137,14 @@ def page_state(
     counters, a plan's details) stay on the host.
     """
     pen = status.get("pen")
+    state = str(status.get("state", "CONNECTING"))
     return {
         "header": dict(header),
-        "state": status.get("state", "CONNECTING"),
+        "state": state,
+        "actions": actions_in(state, finished=finished),
         "fault": status.get("fault"),
         "stop_reason": status.get("stop_reason"),
+        "records_failure": status.get("records_failure"),
         "go_no_go": list(status.get("go_no_go") or ()),
         "zone_index": status.get("zone_index", 0),
         "zones": [dict(z) for z in status.get("zones") or ()],

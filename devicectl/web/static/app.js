@@ -53,10 +53,14 @@ function drawMap(map) {
 }
 
 function drawHeat(heat, tracked) {
-  const img = $("heat");
+  // A canvas in the SVG (no data: URL, so the page's CSP stays default-src 'self').
+  const box = $("heat");
+  const canvas = $("heat-canvas");
   $("coverage-note").classList.toggle("hidden", tracked !== false);
-  if (!heat) { img.removeAttribute("href"); img.setAttribute("data-treated", "0"); return; }
-  const canvas = document.createElement("canvas");
+  if (!heat) {
+    box.setAttribute("width", "0"); box.setAttribute("height", "0");
+    box.setAttribute("data-treated", "0"); return;
+  }
   canvas.width = heat.nx; canvas.height = heat.ny;
   const ctx = canvas.getContext("2d");
   const data = ctx.createImageData(heat.nx, heat.ny);
@@ -67,10 +71,9 @@ function drawHeat(heat, tracked) {
     data.data.set(HEAT_RGBA[v] || HEAT_RGBA[0], i * 4);
   }
   ctx.putImageData(data, 0, 0);
-  img.setAttribute("href", canvas.toDataURL());
-  img.setAttribute("x", heat.x0_mm); img.setAttribute("y", heat.y0_mm);
-  img.setAttribute("width", heat.nx * heat.cell_mm); img.setAttribute("height", heat.ny * heat.cell_mm);
-  img.setAttribute("data-treated", String(treated));
+  box.setAttribute("x", heat.x0_mm); box.setAttribute("y", heat.y0_mm);
+  box.setAttribute("width", heat.nx * heat.cell_mm); box.setAttribute("height", heat.ny * heat.cell_mm);
+  box.setAttribute("data-treated", String(treated));
 }
 
 function drawZones(zones) {
@@ -145,12 +148,15 @@ function drawState(s, changed) {
   if (has("header") && s.header) {
     const h = s.header;
     $("header-text").textContent = "session " + h.session_id + " · patient " + h.patient_ref + " · " + h.profile;
-    updateControls();
   }
-  if (has("state") || has("fault") || has("stop_reason")) {
+  if (has("header") || has("actions")) updateControls();
+  if (has("state") || has("fault") || has("stop_reason") || has("records_failure")) {
     const st = $("state"); st.textContent = (s.state || "—").replace("_", " "); st.className = "state " + s.state;
     const banner = $("fault-banner");
-    if (FAULT_STATES[s.state]) {
+    if (s.records_failure) {
+      banner.textContent = "RECORDS — stamping stopped: " + s.records_failure;
+      banner.classList.remove("hidden");
+    } else if (FAULT_STATES[s.state]) {
       banner.textContent = (s.state === "FAULT" ? "FAULT — the pen is stopped: " : "LINK LOST — the pen stops by itself: ") + (s.fault || s.stop_reason || "see the events");
       banner.classList.remove("hidden");
     } else banner.classList.add("hidden");
@@ -204,6 +210,7 @@ function connect() {
     drawState(state, null);
     es.close();
     setConn("session over: this page no longer updates", false);
+    updateControls();
   });
   es.onmessage = (ev) => {
     const delta = JSON.parse(ev.data);
@@ -218,10 +225,29 @@ function connect() {
   };
 }
 
+const TOKEN_RE = /^[A-Za-z0-9_-]{8,128}$/;
+
 function updateControls() {
+  // A button is enabled only with the token, and only in a state where it can act.
   const allowed = !!token && !!(state.header && state.header.controls);
-  for (const b of document.querySelectorAll(".buttons button")) b.disabled = !allowed;
+  const actions = state.actions || [];
+  for (const b of document.querySelectorAll(".buttons button")) {
+    b.disabled = !allowed || !actions.includes(b.dataset.action);
+  }
   $("readonly-note").classList.toggle("hidden", allowed);
+  $("controls-note").textContent = allowed && !actions.length ? "No control applies in this state." : "";
+}
+
+function useToken(value) {
+  if (!TOKEN_RE.test(value)) {
+    $("token-error").textContent = "That is not a session token: copy it from the terminal.";
+    return false;
+  }
+  $("token-error").textContent = "";
+  token = value;
+  sessionStorage.setItem("devicectl-token", token);
+  updateControls();
+  return true;
 }
 
 async function send(action) {
@@ -244,17 +270,22 @@ function confirmThen(text, then) {
 }
 
 function init() {
-  const params = new URLSearchParams(location.search);
-  if (params.get("token")) {
-    token = params.get("token");
-    sessionStorage.setItem("devicectl-token", token);
-    history.replaceState(null, "", location.pathname); // the token leaves the address bar
+  // The token travels only in the fragment (#token=…), which the browser never
+  // sends to a server; it moves into the tab's session storage and leaves the
+  // address bar. A token in the query (?token=) would have reached the server:
+  // it is not used, only removed from the address bar.
+  const frag = /(?:^#|&)token=([^&]*)/.exec(location.hash);
+  if (frag) {
+    let value = "";
+    try { value = decodeURIComponent(frag[1]); } catch (e) { value = ""; }
+    useToken(value);
+  }
+  if (frag || new URLSearchParams(location.search).has("token")) {
+    history.replaceState(null, "", location.pathname);
   }
   $("token-form").addEventListener("submit", (ev) => {
     ev.preventDefault();
-    token = $("token-input").value.trim();
-    sessionStorage.setItem("devicectl-token", token);
-    updateControls();
+    useToken($("token-input").value.trim());
   });
   for (const b of document.querySelectorAll(".buttons button")) {
     b.addEventListener("click", () => {

@@ -1,0 +1,71 @@
+"""`devicectl sessions verify [ID]`: recompute the records' hash chains
+(devicectl/chain.py) and name the first row that breaks one.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.text import Text
+
+from devicectl.chain import ChainCheck, verify_all, verify_session
+from devicectl.errors import StoreError
+from devicectl.records import open_database
+from devicectl.store import default_db_path
+
+Parser = argparse.ArgumentParser
+
+
+def add_verify(sub: Any, with_db: Callable[[Parser], Parser]) -> None:
+    p = with_db(sub.add_parser(
+        "verify",
+        help="check the records' hash chains: exit 0 when they hold, 1 naming the first bad row",
+        description="Recompute each session's hash chain from its rows (events, then the "
+        "session's closure: outcome, end, pen, zones, coverage). Exit 0 when every chain "
+        "holds; 1 otherwise, naming the first row that breaks each.",
+    ))
+    p.add_argument("id", type=int, nargs="?", metavar="ID",
+                   help="one session (default: every session)")
+    p.set_defaults(func=verify)
+
+
+def verify(args: argparse.Namespace) -> int:
+    path: Path = args.db if args.db is not None else default_db_path()
+    if not path.exists():
+        raise StoreError(f"no records at {path}")
+    conn = open_database(path, create=False)
+    try:
+        if args.id is not None:
+            if conn.execute("SELECT 1 FROM sessions WHERE id = ?", (args.id,)).fetchone() is None:
+                raise StoreError(f"no session {args.id} in {path}; `devicectl sessions list` "
+                                 "shows them")
+            checks = [verify_session(conn, args.id)]
+        else:
+            checks = verify_all(conn)
+    finally:
+        conn.close()
+    console = Console()
+    for check in checks:
+        console.print(_line(check), soft_wrap=True)
+    bad = [c for c in checks if c.problem is not None]
+    if bad:
+        console.print(Text(f"{len(bad)} of {len(checks)} sessions fail the check",
+                           style="bold red"))
+        return 1
+    console.print(Text(f"{len(checks)} sessions checked: the chains hold", style="bold green"))
+    return 0
+
+
+def _line(check: ChainCheck) -> Text:
+    if check.problem is not None:
+        return Text(f"BROKEN {check.problem}", style="bold red")
+    if check.unchained:
+        return Text(f"session {check.session_id}: recorded before the records kept a hash "
+                    "chain; not checked")
+    state = "closed" if check.closed else "open (interrupted or running)"
+    return Text(f"ok session {check.session_id}: {check.events} events, {state}, "
+                f"head {check.head}")

@@ -1,0 +1,64 @@
+"""`devicectl keys add|list|remove`: the keyring of the clinic's pens.
+
+`add SERIAL` reads the pen's key (64 hex digits) from stdin, so it never shows
+in the shell's history or the process list; `list` shows serial numbers, never keys.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from devicectl.keys import Keyring, KeyringError, parse_key
+
+
+def register(subparsers: Any) -> None:
+    keys = subparsers.add_parser(
+        "keys", help="the keyring of the clinic's pens (authenticated link)"
+    )
+    keys.add_argument("--keyring", type=Path, default=None,
+                      help="keyring file (default: $DEVICECTL_KEYRING, else "
+                      "~/.config/devicectl/keyring.json)")
+    sub = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
+    add = sub.add_parser("add", help="add or replace a pen's key, read as hex from stdin")
+    add.add_argument("serial", type=int, metavar="SERIAL")
+    add.set_defaults(func=run_add)
+    lst = sub.add_parser("list", help="the serial numbers the keyring holds keys for")
+    lst.set_defaults(func=run_list)
+    rm = sub.add_parser("remove", help="forget a pen's key")
+    rm.add_argument("serial", type=int, metavar="SERIAL")
+    rm.set_defaults(func=run_remove)
+
+
+def run_add(args: argparse.Namespace) -> int:
+    if sys.stdin.isatty():
+        print(f"paste the key of pen {args.serial} (64 hex digits), then Enter:", file=sys.stderr)
+        text = sys.stdin.readline()
+    else:
+        text = sys.stdin.read()
+    if not text.strip():
+        raise KeyringError("no key on stdin; e.g. `devicectl keys add 100042 < pen-100042.key`")
+    ring = Keyring(args.keyring)
+    ring.add(args.serial, parse_key(text, "the key on stdin"))
+    print(f"key of pen {args.serial} stored in {ring.path}")
+    return 0
+
+
+def run_list(args: argparse.Namespace) -> int:
+    ring = Keyring(args.keyring)
+    serials = ring.serials()
+    if not serials:
+        print(f"no keys in {ring.path}", file=sys.stderr)
+    for serial in serials:
+        print(serial)
+    return 0
+
+
+def run_remove(args: argparse.Namespace) -> int:
+    ring = Keyring(args.keyring)
+    if not ring.remove(args.serial):
+        raise KeyringError(f"{ring.path} has no key for pen {args.serial}; `devicectl keys list`")
+    print(f"key of pen {args.serial} removed from {ring.path}")
+    return 0

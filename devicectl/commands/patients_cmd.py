@@ -1,0 +1,196 @@
+"""`devicectl patients list|show REF`: each patient's sessions with zones, depths,
+dose, interval status, adverse events and notes; and `devicectl sessions note`,
+which adds a note or an adverse event to a session, also after it ended.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from devicectl.errors import DevicectlError, StoreError
+from devicectl.notes import ADVERSE_KINDS, Note, add_note, notes_of
+from devicectl.patients import patient_ref
+from devicectl.records import open_database
+from devicectl.safety import INTERVAL_DEPTH_UM, ZoneInterval, zone_interval_days
+from devicectl.store import SessionRecord, Store, default_db_path, parse_wall
+
+Parser = argparse.ArgumentParser
+#: Enough for any clinic's records: `patients` reads them all.
+ALL_SESSIONS = 1_000_000
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("patients", help="each patient's sessions, intervals and adverse events",
+                       description="Read the records by patient (nothing here changes them).")
+    actions = p.add_subparsers(dest="patients_command", required=True, metavar="ACTION")
+
+    def with_db(q: Parser) -> Parser:
+        q.add_argument("--db", type=Path, default=None, metavar="PATH",
+                       help=f"records database (default {default_db_path()})")
+        return q
+
+    with_db(actions.add_parser("list", help="every patient: sessions, last one, adverse events")
+            ).set_defaults(func=list_patients)
+    show = with_db(actions.add_parser(
+        "show", help="one patient's sessions: zones, depths, dose, interval status, adverse "
+        "events and notes"))
+    show.add_argument("ref", metavar="REF", help="the patient's reference (any case)")
+    show.set_defaults(func=show_patient)
+
+
+def add_note_command(sub: Any, with_db: Callable[[Parser], Parser]) -> None:
+    """`sessions note ID --text ... [--adverse KIND] [--by ID]` (registered by sessions_cmd)."""
+    p = with_db(sub.add_parser(
+        "note",
+        help="add a note or an adverse event to a session (also after it ended)",
+        description="Append a note to a session's record; with --adverse it is an adverse "
+        f"event of that kind ({', '.join(ADVERSE_KINDS)}). Notes are append-only and "
+        "hash-chained like the events.",
+    ))
+    p.add_argument("id", type=int, metavar="ID", help="session id (see `sessions list`)")
+    p.add_argument("--text", required=True, help="what happened, in words")
+    p.add_argument("--adverse", metavar="KIND",
+                   help=f"an adverse event: {', '.join(ADVERSE_KINDS)}")
+    p.add_argument("--by", metavar="ID", help="who records it (recorded)")
+    p.set_defaults(func=note_session)
+
+
+def _db(args: argparse.Namespace) -> Path:
+    path: Path | None = args.db
+    path = path if path is not None else default_db_path()
+    if not path.exists():
+        raise StoreError(f"no records at {path}")
+    return path
+
+
+def note_session(args: argparse.Namespace) -> int:
+    conn = open_database(_db(args), create=False)
+    try:
+        note = add_note(conn, args.id, wall=datetime.now(UTC).isoformat(timespec="milliseconds"),
+                        text=args.text, adverse=args.adverse,
+                        author=(args.by or "").strip() or None)
+    finally:
+        conn.close()
+    print(f"session {note.session_id}: {note.label} recorded (note {note.id})")
+    return 0
+
+
+@dataclass
+class _Patient:
+    ref: str
+    sessions: list[SessionRecord]
+    notes: dict[int, list[Note]]
+
+    @property
+    def adverse(self) -> list[Note]:
+        return [n for s in self.sessions for n in self.notes[s.id] if n.adverse_kind]
+
+
+def _patients(path: Path) -> dict[str, _Patient]:
+    with Store(path, create=False) as store:
+        records = sorted(store.sessions(limit=ALL_SESSIONS), key=lambda r: r.id)
+    conn = open_database(path, create=False)
+    try:
+        notes = notes_of(conn, [r.id for r in records])
+    finally:
+        conn.close()
+    out: dict[str, _Patient] = {}
+    for rec in records:
+        ref = rec.patient_ref.strip().upper()
+        out.setdefault(ref, _Patient(ref, [], notes)).sessions.append(rec)
+    return out
+
+
+def list_patients(args: argparse.Namespace) -> int:
+    path = _db(args)
+    patients = _patients(path)
+    console = Console()
+    if not patients:
+        console.print(f"no sessions yet in {path}", markup=False, highlight=False)
+        return 0
+    table = Table(title=f"patients in {path}")
+    for col in ("patient ref", "sessions", "first", "last", "last outcome", "adverse events"):
+        table.add_column(col, overflow="fold")
+    for p in sorted(patients.values(), key=lambda p: p.ref):
+        last = p.sessions[-1]
+        table.add_row(Text(p.ref), str(len(p.sessions)), p.sessions[0].started_at[:10],
+                      last.started_at[:10], last.outcome or "interrupted", str(len(p.adverse)))
+    console.print(table)
+    return 0
+
+
+def show_patient(args: argparse.Namespace) -> int:
+    path = _db(args)
+    ref = patient_ref(args.ref)
+    patient = _patients(path).get(ref)
+    if patient is None:
+        raise DevicectlError(f"no sessions of patient {ref} in {path}; `devicectl patients "
+                             "list` shows them")
+    console = Console()
+    console.print(Text(f"patient {ref} · {len(patient.sessions)} sessions · "
+                       f"{len(patient.adverse)} adverse events", style="bold"))
+    for rec in patient.sessions:
+        _show_session(console, rec, patient.notes[rec.id])
+    console.print(_interval_table(patient.sessions))
+    return 0
+
+
+def _show_session(console: Console, rec: SessionRecord, notes: list[Note]) -> None:
+    head = (f"session {rec.id} · {rec.started_at} · {rec.profile_name} "
+            f"({rec.profile_hash[:12]}) · {rec.outcome or 'interrupted'} · operator "
+            f"{rec.operator or '?'}")
+    table = Table(title=Text(head), title_justify="left")
+    for col in ("zone", "depth mm", "rate Hz", "coverage", "strokes", "cells at max", "done"):
+        table.add_column(col, justify="left" if col == "zone" else "right")
+    for z in rec.zones:
+        table.add_row(Text(z.name), f"{z.depth_um / 1000:.2f}", f"{z.rate_dhz / 10:g}",
+                      f"{100 * z.fraction:.0f} % / {100 * z.target_fraction:.0f} %",
+                      str(z.strokes), str(z.cells_at_max), "yes" if z.done else "no")
+    console.print(table)
+    for n in notes:
+        by = f" by {n.author}" if n.author else ""
+        style = "bold red" if n.adverse_kind else ""
+        console.print(Text(f"  {n.wall} {n.label}{by}: {n.text}", style=style), soft_wrap=True)
+
+
+def _profile_interval(rec: SessionRecord) -> int | None:
+    from devicectl.profile import load_profile_text
+
+    try:
+        return load_profile_text(rec.profile_text, f"session {rec.id}").profile.min_interval_days
+    except DevicectlError:
+        return None
+
+
+def _interval_table(sessions: list[SessionRecord]) -> Table:
+    """Per zone: the last session that stamped it, and from when it may be treated again
+    (that session's profile interval, with the 28-day floor after a deep treatment)."""
+    latest: dict[str, tuple[datetime, SessionRecord, int]] = {}
+    for rec in sessions:
+        moment = parse_wall(rec.ended_at or rec.started_at)
+        for z in rec.zones:
+            if z.strokes > 0 and (z.name not in latest or moment >= latest[z.name][0]):
+                latest[z.name] = (moment, rec, z.depth_um)
+    now = datetime.now(UTC)
+    table = Table(title="interval status", title_justify="left")
+    for col in ("zone", "last treated", "session", "depth mm", "interval", "may be treated"):
+        table.add_column(col)
+    for name, (moment, rec, depth_um) in sorted(latest.items()):
+        interval = _profile_interval(rec)
+        days = zone_interval_days(ZoneInterval(name, depth_um, interval or 0),
+                                  deep_before=depth_um > INTERVAL_DEPTH_UM)
+        due = moment + timedelta(days=days)
+        when = "now" if due <= now else f"from {due.date().isoformat()}"
+        shown = f"{days} days" if interval is not None else f"{days} days (profile unreadable)"
+        table.add_row(Text(name), moment.date().isoformat(), str(rec.id),
+                      f"{depth_um / 1000:.2f}", shown, when)
+    return table

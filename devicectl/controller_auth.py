@@ -1,0 +1,90 @@
+"""The controller's authenticated link (spec 1.1): who must prove a key, and the filter.
+
+Sans-I/O. `decide(info)` says, from a pen's DEVICE_INFO and the keyring, whether
+to authenticate (an AUTH_BEGIN to send), go on unauthenticated, or refuse: a pen
+offering AUTH without a key in the keyring cannot prove anything; a pen without
+AUTH whose serial the keyring knows is refused (no downgrade). `proof(msg)`
+checks the pen's proof; once secure, `filter` keeps only the pen's frames that
+are signed, with a good tag and a new counter (and the unsigned DEVICE_INFO
+answering HELLO), and counts the rest.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+from devicectl import protocol as p
+from devicectl.signing import RANDOM_BYTES, HostHandshake, SecureSession
+
+KeySource = Callable[[int], bytes | None]
+_AUTH_BITS = p.Capability.AUTH | p.Capability.AUTH_REQUIRED
+
+
+def _no_keys(_serial: int) -> bytes | None:
+    return None
+
+
+class LinkAuth:
+    """One session's view of the link's authentication. One owner: the controller."""
+
+    def __init__(self, keys: KeySource | None, entropy: Callable[[int], bytes] = os.urandom):
+        self._keys = keys if keys is not None else _no_keys
+        self._entropy = entropy
+        self._handshake: HostHandshake | None = None
+        self.session: SecureSession | None = None
+        self.serial: int | None = None  # the pen that proved its key
+        self.dropped_unsigned = 0  # unsigned pen frames dropped once secure
+
+    @property
+    def dropped(self) -> int:
+        session = self.session
+        return self.dropped_unsigned + (session.dropped_total if session else 0)
+
+    def reset(self) -> None:
+        """The link is to be established anew (reconnect, link lost): no session."""
+        self._handshake = None
+        self.session = None
+
+    def decide(self, info: p.DeviceInfo) -> p.AuthBegin | str | None:
+        """AUTH_BEGIN to send, a refusal (one sentence), or None: go on unauthenticated."""
+        serial = info.serial_number
+        key = self._keys(serial)
+        if info.capabilities & _AUTH_BITS:
+            if key is None:
+                return (f"pen {serial} offers the authenticated link but the keyring has no "
+                        f"key for it: `devicectl keys add {serial}`")
+            self.reset()
+            self._handshake = HostHandshake(key, serial, self._entropy(RANDOM_BYTES))
+            return self._handshake.begin()
+        if key is not None:
+            return (f"pen {serial} does not offer the authenticated link, but the keyring holds "
+                    "its key: refused (no downgrade); is this the clinic's pen?")
+        return None
+
+    def proof(self, msg: p.AuthProof) -> p.AuthConfirm | str | None:
+        """AUTH_CONFIRM to send (the session then starts), a refusal, or None (not asked)."""
+        handshake = self._handshake
+        if handshake is None:
+            return None  # no handshake of ours: a stray or late proof
+        confirm = handshake.proof(msg)
+        self._handshake = None
+        if confirm is None:
+            return "the pen could not prove its key: not a genuine pen, or not this clinic's key"
+        self.session = handshake.session
+        return confirm
+
+    def filter(self, frames: list[p.Frame]) -> list[p.Frame]:
+        session = self.session
+        if session is None:
+            return frames
+        kept = []
+        for frame in frames:
+            if frame.counter is None:
+                if isinstance(frame.message, p.DeviceInfo):
+                    kept.append(frame)  # the pen answers HELLO unsigned, also when secure
+                else:
+                    self.dropped_unsigned += 1
+            elif session.accept(frame):
+                kept.append(frame)
+        return kept

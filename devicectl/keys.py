@@ -1,0 +1,112 @@
+"""The keyring: the device keys of the clinic's pens, by serial number (authenticated link).
+
+One JSON file, `{"pens": {"SERIAL": "64 hex digits"}}`, readable and writable by
+its owner only: created 0600, and refused when anyone else may read it. Keys
+never leave this module except to the code that authenticates a pen; listing
+shows serial numbers only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+from typing import Final
+
+from devicectl.errors import DevicectlError
+from devicectl.signing import KEY_BYTES
+
+ENV_KEYRING: Final = "DEVICECTL_KEYRING"
+
+
+class KeyringError(DevicectlError):
+    """The keyring cannot be used: unsafe permissions, unreadable, malformed, or a bad key."""
+
+
+def default_path() -> Path:
+    env = os.environ.get(ENV_KEYRING)
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "devicectl" / "keyring.json"
+
+
+def parse_key(text: str, source: str = "the key") -> bytes:
+    """A device key from hex (spaces allowed): exactly 32 bytes."""
+    digits = "".join(text.split()).removeprefix("0x")
+    try:
+        key = bytes.fromhex(digits)
+    except ValueError:
+        raise KeyringError(
+            f"{source} is not hex; give the pen's 32-byte key as 64 hex digits"
+        ) from None
+    if len(key) != KEY_BYTES:
+        raise KeyringError(f"{source} is {len(key)} bytes; a pen's key is 32 bytes (64 hex digits)")
+    return key
+
+
+class Keyring:
+    """The keys of the clinic's pens. Reading checks the file's permissions first."""
+
+    def __init__(self, path: Path | None = None) -> None:
+        self.path = path if path is not None else default_path()
+
+    def _load(self) -> dict[int, bytes]:
+        try:
+            st = self.path.stat()
+        except FileNotFoundError:
+            return {}
+        except OSError as exc:
+            raise KeyringError(f"{self.path}: cannot read the keyring ({exc.strerror})") from None
+        if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+            raise KeyringError(
+                f"{self.path}: the keyring can be read by others (mode "
+                f"{stat.S_IMODE(st.st_mode):o}); refusing it: run `chmod 600 {self.path}`"
+            )
+        try:
+            doc = json.loads(self.path.read_text(encoding="utf-8"))
+            pens = doc["pens"]
+            return {int(serial): parse_key(key, f"{self.path}: the key of pen {serial}")
+                    for serial, key in pens.items()}
+        except OSError as exc:
+            raise KeyringError(f"{self.path}: cannot read the keyring ({exc.strerror})") from None
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise KeyringError(
+                f"{self.path}: not a devicectl keyring (expected {{\"pens\": {{serial: hex key}}}})"
+            ) from None
+
+    def _save(self, keys: dict[int, bytes]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        text = json.dumps({"pens": {str(s): k.hex() for s, k in sorted(keys.items())}}, indent=1)
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(text + "\n")
+            os.chmod(tmp, 0o600)
+            tmp.replace(self.path)
+        except OSError as exc:
+            raise KeyringError(f"{self.path}: cannot write the keyring ({exc.strerror})") from None
+
+    def snapshot(self) -> dict[int, bytes]:
+        """Every key, read (and the file's permissions checked) once, e.g. before a session."""
+        return self._load()
+
+    def key_for(self, serial_number: int) -> bytes | None:
+        return self._load().get(serial_number)
+
+    def serials(self) -> list[int]:
+        return sorted(self._load())
+
+    def add(self, serial_number: int, key: bytes) -> None:
+        keys = self._load()
+        keys[serial_number] = key
+        self._save(keys)
+
+    def remove(self, serial_number: int) -> bool:
+        keys = self._load()
+        if keys.pop(serial_number, None) is None:
+            return False
+        self._save(keys)
+        return True

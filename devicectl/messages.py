@@ -1,0 +1,327 @@
+"""The pen link's words: message types, states, faults, codes, and one class per message.
+
+Plain data from the spec's tables (pen-protocol.md, revision 1.1); protocol.py
+turns these into bytes and back. One frozen, slotted dataclass per type, its
+fields in the spec's body order; `TYPE` and `FORMAT` tie each class to its row.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Any, ClassVar, Final
+
+
+class MsgType(enum.IntEnum):
+    HELLO = 0x01
+    HEARTBEAT = 0x02
+    CONFIGURE = 0x03
+    SET_TARGET = 0x04
+    START = 0x05
+    STOP = 0x06
+    ESTOP = 0x07
+    CLEAR_FAULT = 0x08
+    AUTH_BEGIN = 0x09
+    AUTH_CONFIRM = 0x0A
+    FW_BEGIN = 0x0B
+    FW_CHUNK = 0x0C
+    FW_COMMIT = 0x0D
+    FW_ABORT = 0x0E
+    ACK = 0x40
+    DEVICE_INFO = 0x41
+    TELEMETRY = 0x42
+    FAULT = 0x43
+    EVENT = 0x44
+    AUTH_PROOF = 0x45
+
+
+class PenState(enum.IntEnum):
+    BOOT = 0
+    IDLE = 1
+    READY = 2
+    STAMPING = 3
+    FAULT = 4
+    UPDATING = 5
+
+
+class FaultBit(enum.IntEnum):
+    """Bit numbers of `fault_flags`; `1 << bit` is the flag."""
+
+    OVERDEPTH = 0
+    STALL = 1
+    SENSOR = 2
+    WATCHDOG = 3
+    LOW_BATTERY = 4
+    ESTOP = 5
+    CARTRIDGE = 6
+    OVERTEMP = 7
+    LINK = 8
+
+
+class Nack(enum.IntEnum):
+    OK = 0
+    BAD_STATE = 1
+    DEPTH_LIMIT = 2
+    RATE_LIMIT = 3
+    FAULT_ACTIVE = 4
+    UNKNOWN_TYPE = 5
+    BAD_ARG = 6
+    CARTRIDGE = 7
+    BAD_IMAGE = 8
+    AUTH = 9
+
+
+class PenEvent(enum.IntEnum):
+    BUTTON_PAUSE = 1
+    BUTTON_RESUME = 2
+    BUTTON_NEXT_ZONE = 3
+    CONTACT_LOST = 4
+    CONTACT_MADE = 5
+    CARTRIDGE_REMOVED = 6
+    CARTRIDGE_INSERTED = 7
+    FW_ROLLBACK = 8
+    FW_UPDATED = 9
+
+
+class Capability(enum.IntFlag):
+    POSITION = 1
+    CONTACT = 2
+    AUTH = 4
+    UPDATE = 8
+    AUTH_REQUIRED = 16
+
+
+def fault_names(flags: int) -> list[str]:
+    """The names of the faults set in `fault_flags`, lowest bit first."""
+    return [b.name for b in FaultBit if flags & (1 << b)]
+
+
+@dataclass(frozen=True, slots=True)
+class Hello:
+    TYPE: ClassVar[MsgType] = MsgType.HELLO
+    FORMAT: ClassVar[str] = "<HI"
+    host_proto: int
+    nonce: int
+
+
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    TYPE: ClassVar[MsgType] = MsgType.HEARTBEAT
+    FORMAT: ClassVar[str] = "<I"
+    host_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Configure:
+    TYPE: ClassVar[MsgType] = MsgType.CONFIGURE
+    FORMAT: ClassVar[str] = "<HH"
+    telemetry_hz: int
+    watchdog_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class SetTarget:
+    TYPE: ClassVar[MsgType] = MsgType.SET_TARGET
+    FORMAT: ClassVar[str] = "<HHB"
+    depth_um: int
+    rate_dhz: int
+    zone_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class Start:
+    TYPE: ClassVar[MsgType] = MsgType.START
+    FORMAT: ClassVar[str] = "<"
+
+
+@dataclass(frozen=True, slots=True)
+class Stop:
+    TYPE: ClassVar[MsgType] = MsgType.STOP
+    FORMAT: ClassVar[str] = "<"
+
+
+@dataclass(frozen=True, slots=True)
+class Estop:
+    TYPE: ClassVar[MsgType] = MsgType.ESTOP
+    FORMAT: ClassVar[str] = "<B"
+    reason: int
+
+
+@dataclass(frozen=True, slots=True)
+class ClearFault:
+    TYPE: ClassVar[MsgType] = MsgType.CLEAR_FAULT
+    FORMAT: ClassVar[str] = "<"
+
+
+@dataclass(frozen=True, slots=True)
+class AuthBegin:
+    TYPE: ClassVar[MsgType] = MsgType.AUTH_BEGIN
+    FORMAT: ClassVar[str] = "<16s"
+    host_random: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class AuthConfirm:
+    TYPE: ClassVar[MsgType] = MsgType.AUTH_CONFIRM
+    FORMAT: ClassVar[str] = "<16s"
+    host_proof: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class FwBegin:
+    TYPE: ClassVar[MsgType] = MsgType.FW_BEGIN
+    FORMAT: ClassVar[str] = "<IIH"
+    image_size: int
+    image_crc32: int
+    fw_version: int
+
+
+@dataclass(frozen=True, slots=True)
+class FwChunk:
+    TYPE: ClassVar[MsgType] = MsgType.FW_CHUNK
+    FORMAT: ClassVar[str] = "<I40s"
+    offset: int
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class FwCommit:
+    TYPE: ClassVar[MsgType] = MsgType.FW_COMMIT
+    FORMAT: ClassVar[str] = "<"
+
+
+@dataclass(frozen=True, slots=True)
+class FwAbort:
+    TYPE: ClassVar[MsgType] = MsgType.FW_ABORT
+    FORMAT: ClassVar[str] = "<"
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    TYPE: ClassVar[MsgType] = MsgType.ACK
+    FORMAT: ClassVar[str] = "<BBB"
+    acked_seq: int
+    acked_type: int
+    status: int
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceInfo:
+    TYPE: ClassVar[MsgType] = MsgType.DEVICE_INFO
+    FORMAT: ClassVar[str] = "<IHHIHHHBBIIH"
+    nonce: int
+    proto: int
+    fw_version: int
+    serial_number: int
+    max_depth_um: int
+    min_rate_dhz: int
+    max_rate_dhz: int
+    needle_count: int
+    capabilities: int
+    cartridge_id: int
+    cartridge_stamps: int
+    footprint_dmm: int
+
+
+@dataclass(frozen=True, slots=True)
+class Telemetry:
+    TYPE: ClassVar[MsgType] = MsgType.TELEMETRY
+    FORMAT: ClassVar[str] = "<IBHHHHIhhBBH"
+    t_us: int
+    state: int
+    fault_flags: int
+    depth_cmd_um: int
+    depth_meas_um: int
+    rate_meas_dhz: int
+    stamp_count: int
+    x_dmm: int
+    y_dmm: int
+    contact: int
+    zone_id: int
+    battery_mv: int
+
+
+@dataclass(frozen=True, slots=True)
+class Fault:
+    TYPE: ClassVar[MsgType] = MsgType.FAULT
+    FORMAT: ClassVar[str] = "<HBH"
+    fault_flags: int
+    code: int
+    detail: int
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    TYPE: ClassVar[MsgType] = MsgType.EVENT
+    FORMAT: ClassVar[str] = "<BI"
+    event: int
+    t_us: int
+
+
+@dataclass(frozen=True, slots=True)
+class AuthProof:
+    TYPE: ClassVar[MsgType] = MsgType.AUTH_PROOF
+    FORMAT: ClassVar[str] = "<16s16s"
+    pen_random: bytes
+    pen_proof: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Unknown:
+    """A frame of a type this version does not define (valid CRC, kept for NACK)."""
+
+    type_code: int
+    body: bytes
+
+
+Message = (
+    Hello
+    | Heartbeat
+    | Configure
+    | SetTarget
+    | Start
+    | Stop
+    | Estop
+    | ClearFault
+    | AuthBegin
+    | AuthConfirm
+    | FwBegin
+    | FwChunk
+    | FwCommit
+    | FwAbort
+    | Ack
+    | DeviceInfo
+    | Telemetry
+    | Fault
+    | Event
+    | AuthProof
+)
+MESSAGE_CLASSES: Final[tuple[type[Any], ...]] = (
+    Hello,
+    Heartbeat,
+    Configure,
+    SetTarget,
+    Start,
+    Stop,
+    Estop,
+    ClearFault,
+    AuthBegin,
+    AuthConfirm,
+    FwBegin,
+    FwChunk,
+    FwCommit,
+    FwAbort,
+    Ack,
+    DeviceInfo,
+    Telemetry,
+    Fault,
+    Event,
+    AuthProof,
+)
+BY_TYPE: Final[dict[int, type[Any]]] = {cls.TYPE: cls for cls in MESSAGE_CLASSES}
+BY_NAME: Final[dict[str, type[Any]]] = {cls.TYPE.name: cls for cls in MESSAGE_CLASSES}
+#: Types the host sends with ACK_REQ (spec: CONFIGURE … CLEAR_FAULT, AUTH_CONFIRM, FW_*).
+ACK_REQ_TYPES: Final = frozenset(
+    (*range(MsgType.CONFIGURE, MsgType.CLEAR_FAULT + 1),
+     *range(MsgType.AUTH_CONFIRM, MsgType.FW_ABORT + 1))
+)

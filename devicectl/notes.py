@@ -1,0 +1,123 @@
+"""Notes and adverse events added to a session after it, by people: append-only,
+allowed after the session has ended, each chained by SHA-256 to the one before
+(devicectl/chain.py checks them with the session's events).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+from typing import Final
+
+from devicectl.chain import genesis, note_hash
+from devicectl.errors import StoreError
+
+#: The adverse events the seed article and the literature report after scalp microneedling.
+ADVERSE_KINDS: Final = (
+    "prolonged_bleeding",
+    "infection",
+    "scarring",
+    "shedding",
+    "itching",
+    "redness",
+    "pain",
+    "other",
+)
+#: The longest note accepted: a clinical note, not a document.
+NOTE_MAX_CHARS: Final = 4000
+
+NOTE_COLUMNS: Final = "id, session_id, wall, adverse_kind, text, author, hash"
+
+
+@dataclass(frozen=True, slots=True)
+class Note:
+    id: int
+    session_id: int
+    wall: str
+    #: one of ADVERSE_KINDS for an adverse event, None for a plain note
+    adverse_kind: str | None
+    text: str
+    author: str | None
+    hash: str
+
+    @property
+    def label(self) -> str:
+        kind = self.adverse_kind
+        return "note" if kind is None else f"adverse event: {kind.replace('_', ' ')}"
+
+
+def adverse_kind(text: str) -> str:
+    """A kind as given on the command line ('prolonged bleeding', 'Pain'), or StoreError."""
+    kind = "_".join(text.strip().lower().replace("-", " ").split())
+    if kind not in ADVERSE_KINDS:
+        raise StoreError(
+            f"unknown adverse event kind {text!r}; one of {', '.join(ADVERSE_KINDS)}"
+        )
+    return kind
+
+
+def add_note(
+    conn: sqlite3.Connection,
+    session_id: int,
+    *,
+    wall: str,
+    text: str,
+    adverse: str | None,
+    author: str | None,
+) -> Note:
+    """Appends a note (an adverse event when `adverse` is a kind) in one transaction."""
+    body = text.strip()
+    if not body:
+        raise StoreError("a note needs its text (--text); it was empty")
+    if len(body) > NOTE_MAX_CHARS:
+        raise StoreError(f"a note is at most {NOTE_MAX_CHARS} characters; this one has "
+                         f"{len(body)}")
+    kind = adverse_kind(adverse) if adverse is not None else None
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            found = conn.execute("SELECT 1 FROM sessions WHERE id = ?", (session_id,))
+            if found.fetchone() is None:
+                raise StoreError(f"no session {session_id}; `devicectl sessions list` shows them")
+            row = (session_id, wall, kind, body, author)
+            digest = note_hash(last_note_hash(conn, session_id), row)
+            cur = conn.execute(
+                "INSERT INTO notes (session_id, wall, adverse_kind, text, author, hash)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (*row, digest),
+            )
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+    except sqlite3.Error as exc:
+        raise StoreError(f"cannot write the note of session {session_id}: {exc}") from exc
+    assert cur.lastrowid is not None
+    return Note(cur.lastrowid, session_id, wall, kind, body, author, digest)
+
+
+def last_note_hash(conn: sqlite3.Connection, session_id: int) -> str:
+    row = conn.execute(
+        "SELECT hash FROM notes WHERE session_id = ? ORDER BY id DESC LIMIT 1", (session_id,)
+    ).fetchone()
+    return genesis(conn, session_id) if row is None else str(row[0])
+
+
+def notes_of(conn: sqlite3.Connection, session_ids: list[int]) -> dict[int, list[Note]]:
+    """Each session's notes, oldest first."""
+    out: dict[int, list[Note]] = {i: [] for i in session_ids}
+    if not session_ids:
+        return out
+    marks = ", ".join("?" * len(session_ids))
+    try:
+        rows = conn.execute(
+            f"SELECT {NOTE_COLUMNS} FROM notes WHERE session_id IN ({marks}) ORDER BY id",
+            session_ids,
+        ).fetchall()
+    except sqlite3.Error as exc:
+        raise StoreError(f"cannot read the notes: {exc}") from exc
+    for nid, sid, wall, kind, text, author, digest in rows:
+        out[int(sid)].append(Note(int(nid), int(sid), str(wall), kind, str(text), author,
+                                  str(digest)))
+    return out

@@ -1,0 +1,32 @@
+"""Text from outside (the pen, a profile, a patient reference, the records) made
+safe to print: never read as rich markup, control characters escaped.
+
+A pen's frame body `[/]` or a patient reference `[bold]` is shown as written;
+an escape sequence or a newline in it cannot move the cursor or forge a line.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Final
+
+from rich.text import Text
+
+#: C0, DEL and C1: everything that is not printable text on a terminal.
+_CONTROL: Final = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_NAMED: Final = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escape(match: re.Match[str]) -> str:
+    char = match.group()
+    return _NAMED.get(char) or f"\\x{ord(char):02x}"
+
+
+def escape_controls(text: object) -> str:
+    """`text` as a string with each control character written as an escape (\\n, \\x1b)."""
+    return _CONTROL.sub(_escape, str(text))
+
+
+def plain(text: object, style: str = "") -> Text:
+    """A rich Text of `text`, controls escaped: markup in it is shown, never applied."""
+    return Text(escape_controls(text), style=style)

@@ -1,0 +1,473 @@
+"""RecordWriter: one session's records, written on their own thread, so the inner
+loop only ever puts onto a queue.
+
+No treatment without a record: the first commit that fails (disk full, read-only),
+or a records file that is no longer the one opened (deleted or replaced: its
+st_dev/st_ino against the open file's), sets `failure` once. The session sees it
+on its next step and stops stamping. From then on nothing more goes to the
+database: what was pending and everything after is appended to
+`<db>.unsaved.jsonl` (devicectl/unsaved.py), which `devicectl records replay`
+puts back.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from devicectl import unsaved
+from devicectl.errors import StoreError
+from devicectl.records import (
+    EVENT_COLUMNS,
+    ZONE_COLUMNS,
+    EventRecord,
+    ZoneCoverage,
+    close_session_row,
+    event_from_row,
+    insert_events,
+    open_database,
+    set_device_row,
+    upsert_coverage,
+    zone_from_row,
+)
+from devicectl.transitions import RECORDS_FAILED_REASON
+
+
+def _monotonic_us() -> int:
+    return time.monotonic_ns() // 1000
+
+
+@dataclass(frozen=True, slots=True)
+class _Coverage:
+    zones: Sequence[ZoneCoverage]
+    #: the archive, or a function that builds it (run on the writer's thread)
+    state: bytes | Callable[[], bytes] | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Device:
+    serial: int
+    fw_version: int
+    cartridge_id: int
+    position_mode: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Close:
+    outcome: str | None
+    ended_at: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Deferred:
+    """An event built on the writer's thread (a flight recording: decoding is slow)."""
+
+    make: Callable[[], EventRecord]
+
+
+@dataclass(slots=True)
+class _Pending:
+    """What the writer thread holds between commits."""
+
+    events: list[EventRecord] = field(default_factory=list)
+    cover: _Coverage | None = None
+    device: _Device | None = None
+
+    def __bool__(self) -> bool:
+        return bool(self.events) or self.cover is not None or self.device is not None
+
+
+class RecordWriter:
+    """Writes one session's records on its own thread, committing every
+    `commit_interval_s`, and at once after a safety event or the pen's identity.
+
+    `events`, `coverage` and `device` only put onto a queue, so they are safe to
+    call from the inner loop; pass sequences you will not mutate afterwards.
+    Failures are never raised to the caller: `failure` says why the records
+    cannot be written (None while they can), `failed_at_us` when (on `clock`,
+    monotonic µs by default; a virtual session passes its clock), `errors`
+    collects every message, `unsaved_path` and `unsaved_count` say where the
+    records went instead, and `unwritten` holds the lines that could not be
+    written even there (the CLI prints them).
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        session_id: int,
+        *,
+        commit_interval_s: float = 0.1,
+        clock: Callable[[], int] = _monotonic_us,
+    ) -> None:
+        self.path = path
+        self.session_id = session_id
+        self.commit_interval_s = commit_interval_s
+        self.errors: list[str] = []
+        self.failure: str | None = None
+        self.failed_at_us: int | None = None
+        self.unsaved_path = unsaved.unsaved_path(path)
+        self.unsaved_count = 0
+        self.unwritten: list[str] = []
+        self._clock = clock
+        self._fd: int | None = None  # the records file as opened: its identity
+        self._header: dict[str, str] | None = None
+        self._last_cover: str | None = None
+        self._check_due = 0.0  # the file's identity is checked once an interval
+        self._committed = 0  # this session's events in the database (a resumed one's too)
+        self._spill_base: int | None = None  # where the unsaved events start in the session
+        self._queue: queue.SimpleQueue[
+            Sequence[EventRecord] | _Coverage | _Device | _Close | _Deferred
+        ] = queue.SimpleQueue()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, name=f"records-session-{session_id}", daemon=True
+        )
+
+    def start(self) -> None:
+        """Starts the thread and waits until it has opened the file (or failed to)."""
+        self._thread.start()
+        self._ready.wait(timeout=5.0)
+
+    @property
+    def failed(self) -> bool:
+        return self.failure is not None
+
+    def events(self, events: Sequence[EventRecord]) -> None:
+        self._queue.put_nowait(events)
+
+    def deferred_event(self, make: Callable[[], EventRecord]) -> None:
+        """An event that `make` builds on the writer's thread, in its place in the order."""
+        self._queue.put_nowait(_Deferred(make))
+
+    def coverage(
+        self, zones: Sequence[ZoneCoverage], state: bytes | Callable[[], bytes] | None
+    ) -> None:
+        """The latest coverage; `state` may be a function giving the archive, so
+        that building it (milliseconds) happens here, off the caller's thread."""
+        self._queue.put_nowait(_Coverage(zones, state))
+
+    def device(
+        self, *, serial: int, fw_version: int, cartridge_id: int, position_mode: str
+    ) -> None:
+        """The pen and cartridge of this session, committed at once: a cartridge
+        that touched skin must count as used even if the host dies the next moment."""
+        self._queue.put_nowait(_Device(serial, fw_version, cartridge_id, position_mode))
+
+    def close(self, outcome: str | None, ended_at: str | None, timeout_s: float = 5.0) -> None:
+        """Writes everything queued, sets the outcome if given (None leaves the session
+        resumable), and stops the thread."""
+        if not self._thread.is_alive():
+            if self._thread.ident is None:  # never started: write inline, still nothing lost
+                self._thread.start()
+            else:
+                return
+        self._queue.put_nowait(_Close(outcome, ended_at))
+        self._thread.join(timeout_s)
+        if self._thread.is_alive():
+            self._note(f"records of session {self.session_id} still writing after {timeout_s} s")
+
+    # -- the writer thread -------------------------------------------------------
+
+    def _note(self, message: str) -> None:
+        if not self.errors or self.errors[-1] != message:
+            self.errors.append(message)
+
+    def _fail(self, why: str, moved_from: sqlite3.Connection | None = None) -> None:
+        """Sets the failure (once). When the file was deleted or replaced, the
+        connection (`moved_from`) still holds what was committed: the whole file is
+        copied back if it was deleted, and this session's rows go first into the
+        unsaved file, so that a replay restores the session wherever it lands."""
+        first = self.failure is None
+        if first:
+            self.failed_at_us = self._clock()
+            self.failure = f"{RECORDS_FAILED_REASON}: {why}"
+            self._spill_base = 0 if moved_from is not None else (
+                self._committed if self._header is not None else None)
+        self._note(f"records of session {self.session_id} not saved in {self.path}: {why}")
+        conn = moved_from
+        if first and conn is not None:
+            if not self.path.exists():
+                self._rescue(conn)
+            self._spill_committed(conn)
+
+    def _rescue(self, conn: sqlite3.Connection) -> None:
+        """The records file was deleted while open: SQLite still reads it, so all of
+        it (every session: cartridges and intervals) is copied back to its place, or
+        beside it if something else is there by now."""
+        tmp = self.path.with_name(f"{self.path.name}.rescue-{os.getpid()}")
+        try:
+            dest = sqlite3.connect(tmp)
+            try:
+                conn.backup(dest)
+            finally:
+                dest.close()
+            try:
+                os.link(tmp, self.path)
+                where = self.path
+            except FileExistsError:
+                where = self.path.with_name(self.path.name + ".recovered.db")
+                os.replace(tmp, where)
+            else:
+                os.unlink(tmp)
+        except (sqlite3.Error, OSError) as exc:
+            self._note(f"the deleted records file {self.path} could not be copied back: {exc}")
+            return
+        self._note(f"the deleted records file was copied back from the open connection to {where}")
+
+    def _spill_committed(self, conn: sqlite3.Connection) -> None:
+        """This session's rows as committed so far, first in the unsaved file."""
+        sid = self.session_id
+        try:
+            events = [event_from_row(r) for r in conn.execute(
+                f"SELECT {EVENT_COLUMNS} FROM events WHERE session_id = ? ORDER BY id", (sid,))]
+            device = conn.execute(
+                "SELECT device_serial, fw_version, cartridge_id, position_mode FROM sessions"
+                " WHERE id = ?", (sid,)).fetchone()
+            zones = [zone_from_row(r) for r in conn.execute(
+                f"SELECT {ZONE_COLUMNS} FROM zone_coverage WHERE session_id = ?"
+                " ORDER BY zone_id", (sid,))]
+            state = conn.execute(
+                "SELECT state FROM coverage_state WHERE session_id = ?", (sid,)).fetchone()
+        except sqlite3.Error as exc:
+            self._note(f"the records of session {sid} so far could not be read back: {exc}")
+            return
+        done = _Pending(events=events)
+        if device is not None and device[0] is not None:
+            done.device = _Device(*device)
+        if zones:
+            done.cover = _Coverage(zones, None if state is None else state[0])
+        self._spill(done)
+
+    def _open(self) -> sqlite3.Connection | None:
+        try:
+            self._fd = os.open(self.path, os.O_RDONLY)
+        except OSError as exc:
+            self._fail(f"cannot open {self.path} ({exc.strerror})")
+            return None
+        try:
+            conn = open_database(self.path, create=False)
+            row = conn.execute(
+                "SELECT patient_ref, profile_name, profile_hash, profile_text, started_at"
+                " FROM sessions WHERE id = ?", (self.session_id,)
+            ).fetchone()
+        except (StoreError, sqlite3.Error) as exc:
+            self._fail(str(exc))
+            return None
+        if row is None:
+            conn.close()
+            self._fail(f"session {self.session_id} is not in it")
+            return None
+        keys = ("patient_ref", "profile_name", "profile_hash", "profile_text", "started_at")
+        self._header = dict(zip(keys, (str(v) for v in row), strict=True))
+        self._committed = conn.execute(
+            "SELECT count(*) FROM events WHERE session_id = ?", (self.session_id,)).fetchone()[0]
+        changed = self._file_changed()
+        if changed is not None:
+            conn.close()
+            self._fail(changed)
+            return None
+        return conn
+
+    def _file_changed(self) -> str | None:
+        """Why the file at `path` is no longer the one opened, or None."""
+        assert self._fd is not None
+        try:
+            opened = os.fstat(self._fd)
+            now = os.stat(self.path)
+        except FileNotFoundError:
+            return "the records file was deleted"
+        except OSError as exc:
+            return f"the records file cannot be checked ({exc.strerror})"
+        if (now.st_dev, now.st_ino) != (opened.st_dev, opened.st_ino):
+            return "the records file was replaced by another file"
+        if opened.st_nlink == 0:
+            return "the records file was deleted"
+        return None
+
+    def _run(self) -> None:
+        conn = self._open()
+        self._ready.set()
+        pending = _Pending()
+        closing: _Close | None = None
+        deadline: float | None = None
+        try:
+            while closing is None:
+                # Wake at least once an interval: a deleted file is noticed even when idle.
+                wait_s = self.commit_interval_s
+                if deadline is not None:
+                    wait_s = max(0.0, deadline - time.monotonic())
+                try:
+                    item = self._queue.get(timeout=wait_s)
+                except queue.Empty:
+                    item = None
+                urgent = False
+                while item is not None:
+                    if isinstance(item, _Close):
+                        closing = item
+                    elif isinstance(item, _Coverage):
+                        pending.cover = item  # only the latest coverage matters
+                    elif isinstance(item, _Device):
+                        pending.device = item
+                        urgent = True
+                    elif isinstance(item, _Deferred):
+                        built = self._build(item)
+                        if built is not None:
+                            pending.events.append(built)
+                            urgent = urgent or built.safety
+                    else:
+                        pending.events.extend(item)
+                        urgent = urgent or any(e.safety for e in item)
+                    try:
+                        item = self._queue.get_nowait()
+                    except queue.Empty:
+                        item = None
+                if conn is not None and self.failure is None and (
+                    time.monotonic() >= self._check_due
+                ):
+                    self._check_due = time.monotonic() + self.commit_interval_s
+                    changed = self._file_changed()
+                    if changed is not None:
+                        self._fail(changed, conn)
+                if deadline is None and pending:
+                    deadline = time.monotonic() + self.commit_interval_s
+                due = deadline is not None and time.monotonic() >= deadline
+                if not (urgent or due or closing is not None or (self.failed and pending)):
+                    continue
+                committed = False
+                if self.failure is None and conn is not None:
+                    committed = self._commit(conn, pending)
+                if self.failure is not None and not committed:
+                    self._spill(pending)
+                pending, deadline = _Pending(), None
+            if self.failure is None and conn is not None and closing.outcome is not None:
+                self._close_session(conn, closing.outcome, closing.ended_at)
+            if self.failure is not None:
+                self._spill(pending, closing)
+        finally:
+            if conn is not None:
+                conn.close()
+            if self._fd is not None:
+                os.close(self._fd)  # after SQLite's: closing a file's fd drops its locks
+        if self.unwritten:
+            self._note(f"records of session {self.session_id}: {len(self.unwritten)} records "
+                       f"could not be written to {self.path} nor to {self.unsaved_path}")
+
+    def _build(self, item: _Deferred) -> EventRecord | None:
+        try:
+            return item.make()
+        except Exception as exc:  # a bug in one event must not stop the records
+            self._note(f"an event of session {self.session_id} could not be built: {exc!r}")
+            return None
+
+    def _commit(self, conn: sqlite3.Connection, pending: _Pending) -> bool:
+        """One transaction; True once committed (into the file opened, even if it is
+        no longer the records: then `failure` is set and the rows already spilled)."""
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                self._write_rows(conn, pending)
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:  # SQLite may have rolled back already (disk full)
+                    conn.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            self._fail(str(exc))
+            return False
+        self._committed += len(pending.events)
+        changed = self._file_changed()
+        if changed is not None:  # committed into a file that is no longer the records
+            self._fail(changed, conn)
+        return True
+
+    def _write_rows(self, conn: sqlite3.Connection, pending: _Pending) -> None:
+        if pending.device is not None:
+            d = pending.device
+            set_device_row(
+                conn, self.session_id, d.serial, d.fw_version, d.cartridge_id, d.position_mode
+            )
+        if pending.events:
+            insert_events(conn, self.session_id, pending.events)
+        if pending.cover is not None:
+            state = self._built(pending)
+            upsert_coverage(conn, self.session_id, pending.cover.zones, state)
+
+    @staticmethod
+    def _built(pending: _Pending) -> bytes | None:
+        assert pending.cover is not None
+        state = pending.cover.state
+        if callable(state):
+            state = state()
+            pending.cover = _Coverage(pending.cover.zones, state)  # built once, even on retry
+        return state
+
+    def _close_session(self, conn: sqlite3.Connection, outcome: str, ended_at: str | None) -> None:
+        ended = ended_at if ended_at is not None else datetime.now(UTC).isoformat()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                close_session_row(conn, self.session_id, outcome, ended)
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:  # SQLite may have rolled back already (disk full)
+                    conn.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            self._fail(str(exc))  # the outcome goes to the unsaved file next
+        except StoreError as exc:
+            self._note(f"session {self.session_id} could not be closed: {exc}")
+
+    # -- the unsaved file ----------------------------------------------------------
+
+    def _spill(self, pending: _Pending, closing: _Close | None = None) -> None:
+        """Appends `pending` (and the outcome) to the unsaved file, fsynced; lines that
+        cannot be written stay in `unwritten` and are tried again with the next ones."""
+        sid = self.session_id
+        lines: list[str] = []
+        if self.unsaved_count == 0 and not self.unwritten:
+            lines.append(unsaved.line("session", sid, base_events=self._spill_base,
+                                      **(self._header or {})))
+        if pending.device is not None:
+            d = pending.device
+            lines.append(unsaved.line("device", sid, serial=d.serial, fw_version=d.fw_version,
+                                      cartridge_id=d.cartridge_id, position_mode=d.position_mode))
+        lines.extend(unsaved.event_line(sid, e) for e in pending.events)
+        if pending.cover is not None:
+            cover = unsaved.coverage_line(sid, pending.cover.zones, self._built(pending))
+            if cover != self._last_cover:
+                lines.append(cover)
+                self._last_cover = cover
+        if closing is not None and closing.outcome is not None:
+            ended = closing.ended_at or datetime.now(UTC).isoformat()
+            lines.append(unsaved.line("close", sid, outcome=closing.outcome, ended_at=ended))
+        if not lines and not self.unwritten:
+            return
+        todo = self.unwritten + lines
+        try:
+            # Created for its owner only: it holds patient references.
+            fd = os.open(self.unsaved_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            with os.fdopen(fd, "a", encoding="utf-8") as f:
+                start = os.fstat(fd).st_size
+                try:
+                    f.write("".join(text + "\n" for text in todo))
+                    f.flush()
+                    os.fsync(f.fileno())
+                except OSError:
+                    with contextlib.suppress(OSError):
+                        f.truncate(start)  # no half line: the whole batch is tried again
+                    raise
+        except OSError as exc:
+            self.unwritten = todo
+            self._note(f"cannot write {self.unsaved_path} either ({exc.strerror}); "
+                       f"{len(todo)} records held in memory")
+            return
+        self.unwritten = []
+        self.unsaved_count += len(todo)

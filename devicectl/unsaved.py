@@ -1,0 +1,282 @@
+"""The records that could not be written: `<db>.unsaved.jsonl`, and putting them back.
+
+When the record writer cannot commit (disk full, read-only, the file deleted or
+replaced), everything it still holds, and everything after, goes to a JSON-lines
+file beside the database, one record a line. `replay` puts it back into a
+writable database, and is idempotent: what is already there is not added twice.
+
+Line kinds (each has "v", "record" and "session_id"): "session" starts what one
+writer put there (a segment): the session's header, so a replaced or recreated
+database can take it back, and `base_events`, how many of the session's events
+come before the segment's first (so that replay knows which are already in);
+then "event", "device", "coverage" (state as base64) and "close" (the outcome).
+"""
+
+from __future__ import annotations
+
+import base64
+import collections
+import json
+import sqlite3
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+from devicectl.errors import StoreError
+from devicectl.records import (
+    EventRecord,
+    ZoneCoverage,
+    close_session_row,
+    insert_events,
+    open_database,
+    set_device_row,
+    upsert_coverage,
+)
+
+FORMAT_VERSION: Final = 1
+SUFFIX: Final = ".unsaved.jsonl"
+_KINDS: Final = frozenset({"session", "event", "device", "coverage", "close"})
+
+
+def unsaved_path(db_path: Path) -> Path:
+    """Where the records of `db_path` go when it cannot be written."""
+    return db_path.with_name(db_path.name + SUFFIX)
+
+
+def db_path_of(unsaved: Path) -> Path | None:
+    """The database an unsaved file belongs to, from its name, or None."""
+    name = unsaved.name
+    return unsaved.with_name(name[: -len(SUFFIX)]) if name.endswith(SUFFIX) else None
+
+
+def data_json(data: Mapping[str, Any]) -> str:
+    """An event's data as the events table stores it (compared on replay)."""
+    return json.dumps(dict(data), default=str, separators=(",", ":"))
+
+
+def line(record: str, session_id: int, **fields: Any) -> str:
+    """One line of the unsaved file (without its newline)."""
+    body = {"v": FORMAT_VERSION, "record": record, "session_id": session_id, **fields}
+    return json.dumps(body, default=str, ensure_ascii=False, separators=(",", ":"))
+
+
+def event_line(session_id: int, e: EventRecord) -> str:
+    return line("event", session_id, t_us=e.t_us, wall=e.wall, kind=e.kind, text=e.text,
+                zone_id=e.zone_id, data=json.loads(data_json(e.data)), safety=e.safety)
+
+
+def coverage_line(session_id: int, zones: Iterable[ZoneCoverage], state: bytes | None) -> str:
+    from dataclasses import asdict
+
+    return line("coverage", session_id, zones=[asdict(z) for z in zones],
+                state=None if state is None else base64.b64encode(state).decode("ascii"))
+
+
+@dataclass
+class _Segment:
+    """What one session's writer put in the file after its records failed: its
+    events are the session's events from index `base` on (None: unknown)."""
+
+    session_id: int
+    base: int | None = None
+    header: dict[str, str] | None = None
+    events: list[EventRecord] = field(default_factory=list)
+    device: dict[str, Any] | None = None
+    coverage: tuple[list[ZoneCoverage], bytes | None] | None = None
+    close: tuple[str, str] | None = None
+
+
+_HEADER_KEYS: Final = ("patient_ref", "profile_name", "profile_hash", "profile_text", "started_at")
+
+
+def read_unsaved(path: Path) -> list[_Segment]:
+    """The file's segments in order; StoreError names the line at fault."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise StoreError(f"no unsaved records at {path}") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise StoreError(f"cannot read {path}: {exc}") from exc
+    segments: list[_Segment] = []
+    for number, raw in enumerate(text.splitlines(), start=1):
+        if not raw.strip():
+            continue
+        try:
+            _add(segments, json.loads(raw))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise StoreError(
+                f"{path} line {number} is not an unsaved devicectl record ({exc}); "
+                "nothing was replayed"
+            ) from exc
+    return segments
+
+
+def _add(segments: list[_Segment], item: Any) -> None:
+    if not isinstance(item, dict) or item.get("v") != FORMAT_VERSION:
+        raise ValueError(f"expected a version {FORMAT_VERSION} record")
+    kind = item["record"]
+    if kind not in _KINDS:
+        raise ValueError(f"unknown record kind {kind!r}")
+    sid = item["session_id"]
+    if not isinstance(sid, int) or isinstance(sid, bool):
+        raise ValueError("session_id is not a number")
+    if kind == "session" or not segments or segments[-1].session_id != sid:
+        segments.append(_Segment(sid))
+    s = segments[-1]
+    if kind == "session":
+        base = item.get("base_events")
+        s.base = None if base is None else int(base)
+        if all(k in item for k in _HEADER_KEYS):
+            s.header = {k: str(item[k]) for k in _HEADER_KEYS}
+    elif kind == "event":
+        s.events.append(EventRecord(
+            int(item["t_us"]), str(item["wall"]), str(item["kind"]), str(item["text"]),
+            None if item["zone_id"] is None else int(item["zone_id"]),
+            dict(item["data"]), bool(item["safety"]),
+        ))
+    elif kind == "device":
+        s.device = {k: item[k] for k in ("serial", "fw_version", "cartridge_id", "position_mode")}
+    elif kind == "coverage":
+        zones = [ZoneCoverage(**z) for z in item["zones"]]
+        state = None if item["state"] is None else base64.b64decode(item["state"])
+        s.coverage = (zones, state)
+    else:
+        s.close = (str(item["outcome"]), str(item["ended_at"]))
+
+
+def replay(unsaved: Path, db_path: Path, *, dry_run: bool = False) -> list[str]:
+    """Puts the records of `unsaved` into `db_path` in one transaction; one
+    sentence per segment saying what was done (with `dry_run`, what would be, and
+    nothing is written). Replaying twice adds nothing."""
+    segments = read_unsaved(unsaved)
+    if not segments:
+        return [f"{unsaved} holds no records; nothing to do"]
+    conn = open_database(db_path, create=not dry_run)
+    try:
+        conn.execute("BEGIN IMMEDIATE" if not dry_run else "BEGIN")
+        try:
+            said = [_replay_segment(conn, s, db_path) for s in segments]
+            conn.execute("COMMIT" if not dry_run else "ROLLBACK")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+    except sqlite3.Error as exc:
+        raise StoreError(
+            f"cannot replay {unsaved} into {db_path}: {exc}; nothing was replayed"
+        ) from exc
+    finally:
+        conn.close()
+    return said
+
+
+def not_yet_replayed(db_path: Path) -> str | None:
+    """Why a session must not start yet: `db_path`'s unsaved file holds records the
+    database lacks (a used cartridge, a treated zone), or None."""
+    path = unsaved_path(db_path)
+    if not path.exists():
+        return None
+    try:
+        said = replay(path, db_path, dry_run=True)
+    except StoreError as exc:
+        return str(exc)
+    if all(_NOTHING in line for line in said):
+        return None
+    return (f"{path} holds records that are not in {db_path} yet; put them back first: "
+            f"devicectl records replay {path}")
+
+
+_NOTHING: Final = ": nothing to add"
+
+
+def _replay_segment(conn: sqlite3.Connection, s: _Segment, db_path: Path) -> str:
+    sid = s.session_id
+    done: list[str] = []
+    row = conn.execute(
+        "SELECT patient_ref, profile_hash, started_at, outcome, device_serial"
+        " FROM sessions WHERE id = ?", (sid,)
+    ).fetchone()
+    if row is None:
+        if s.header is None:
+            raise StoreError(f"session {sid} is not in {db_path} and the unsaved file has no "
+                             "header for it; replay into the database it came from (--db)")
+        conn.execute(
+            "INSERT INTO sessions (id, patient_ref, profile_name, profile_hash, profile_text,"
+            " started_at) VALUES (?, ?, ?, ?, ?, ?)",
+            (sid, *(s.header[k] for k in _HEADER_KEYS)),
+        )
+        done.append("session row recreated")
+        outcome, serial = None, None
+    else:
+        patient, phash, started, outcome, serial = row
+        if s.header is not None and (patient, phash, started) != (
+            s.header["patient_ref"], s.header["profile_hash"], s.header["started_at"]
+        ):
+            raise StoreError(f"session {sid} in {db_path} is another session (patient, profile "
+                             "or start differ); replay into the database it came from (--db)")
+    added, present = _missing_events(conn, s)
+    if added and outcome is not None:
+        raise StoreError(f"session {sid} in {db_path} is already closed ({outcome}); its "
+                         f"{len(added)} unsaved events cannot be added to a final record")
+    if added:
+        insert_events(conn, sid, added)
+        done.append(f"{len(added)} events added" + (f", {present} already there"
+                                                     if present else ""))
+    elif present and (s.device or s.coverage or s.close):
+        done.append(f"{present} events already there")
+    if s.device is not None and serial is None and outcome is None:
+        set_device_row(conn, sid, int(s.device["serial"]), int(s.device["fw_version"]),
+                       int(s.device["cartridge_id"]), str(s.device["position_mode"]))
+        done.append("pen and cartridge recorded")
+    if s.coverage is not None and outcome is None and (added or not _same_coverage(conn, s)):
+        upsert_coverage(conn, sid, s.coverage[0], s.coverage[1])
+        done.append("coverage saved")
+    if s.close is not None and outcome is None:
+        close_session_row(conn, sid, *s.close)
+        done.append(f"closed as {s.close[0]}")
+    if not done or done == [f"{present} events already there"]:
+        return f"session {sid}{_NOTHING} ({present} events already there)"
+    return f"session {sid}: " + ", ".join(done)
+
+
+def _same_coverage(conn: sqlite3.Connection, s: _Segment) -> bool:
+    assert s.coverage is not None
+    row = conn.execute("SELECT state FROM coverage_state WHERE session_id = ?",
+                       (s.session_id,)).fetchone()
+    return row is not None and (None if row[0] is None else bytes(row[0])) == s.coverage[1]
+
+
+def _key(e: EventRecord) -> tuple[Any, ...]:
+    return (e.t_us, e.wall, e.kind, e.text, e.zone_id, data_json(e.data), bool(e.safety))
+
+
+def _missing_events(conn: sqlite3.Connection, s: _Segment) -> tuple[list[EventRecord], int]:
+    """The segment's events the database lacks, and how many it has already.
+
+    With a known `base`, the segment's i-th event is the session's event
+    base + i: present when the database has that many, and then it must be the
+    same event. Without one (the writer never read the file), identical events
+    are counted as a multiset."""
+    rows = conn.execute(
+        "SELECT t_us, wall, kind, text, zone_id, data, safety FROM events"
+        " WHERE session_id = ? ORDER BY id", (s.session_id,)
+    ).fetchall()
+    have = [(t, w, k, x, z, d, bool(f)) for t, w, k, x, z, d, f in rows]
+    if s.base is None:
+        counts = collections.Counter(have)
+        missing: list[EventRecord] = []
+        for e in s.events:
+            if counts[_key(e)] > 0:
+                counts[_key(e)] -= 1
+            else:
+                missing.append(e)
+        return missing, len(s.events) - len(missing)
+    present = max(0, min(len(have) - s.base, len(s.events)))
+    for i in range(present):
+        if have[s.base + i] != _key(s.events[i]):
+            raise StoreError(
+                f"session {s.session_id}'s event {s.base + i + 1} in the database differs from "
+                "the unsaved one; replay into the database it came from (--db)"
+            )
+    return s.events[present:], present

@@ -1,0 +1,11 @@
+"""What every scripted `devicectl run` in the tests passes for the clinic's gate:
+an operator, the contraindication checklist answered all "no", and consent.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+ALL_NO = Path(__file__).parent / "data" / "checklist-no.yaml"
+#: The arguments, for argv lists: `main(["run", ..., *GATE])`.
+GATE = ("--operator", "OP-TEST", "--checklist", str(ALL_NO), "--consent")

@@ -1,0 +1,237 @@
+"""The command line as a user meets it: --version, help with defaults, the lazy
+imports behind a fast `--help`, `ports`, `wire decode` at a terminal, the
+README's links, and `run --quiet`, `--json` and piped progress."""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import re
+import subprocess
+import sys
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import pytest
+from clinic_support import GATE
+
+from devicectl import cli
+from devicectl.link import PortInfo
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = Path(__file__).parent / "data"
+
+
+def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return dict(action.choices)
+    return {}
+
+
+def _all_parsers(parser: argparse.ArgumentParser, path: str = "devicectl") -> list[
+        tuple[str, argparse.ArgumentParser]]:
+    out = [(path, parser)]
+    for name, sub in _subparsers(parser).items():
+        out += _all_parsers(sub, f"{path} {name}")
+    return out
+
+
+def test_version_prints_the_installed_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["--version"])
+    assert exc.value.code == 0
+    assert capsys.readouterr().out.strip() == f"devicectl {version('devicectl')}"
+
+
+def test_help_and_version_import_no_command_module_nor_numpy_or_pydantic() -> None:
+    heavy = ("numpy", "pydantic", "yaml", "rich", "serial", "starlette", "uvicorn",
+             "matplotlib", "devicectl.commands.run_cmd", "devicectl.controller")
+    for argv in (["--help"], ["--version"], []):
+        code = (
+            "import sys, devicectl.cli as c\n"
+            f"try:\n    c.main({argv!r})\nexcept SystemExit:\n    pass\n"
+            f"print(sorted(m for m in {heavy!r} if m in sys.modules), file=sys.stderr)"
+        )
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                              timeout=60, cwd=ROOT)
+        assert proc.stderr.strip().splitlines()[-1] == "[]", (argv, proc.stderr)
+        if argv == ["--help"]:
+            for name in cli.LAZY_COMMANDS:  # every command is still listed
+                assert re.search(rf"^\s+{name}\s", proc.stdout, re.M), name
+
+
+def test_a_command_loads_only_its_own_module() -> None:
+    code = ("import sys, devicectl.cli as c\n"
+            "try:\n    c.main(['ports', '--help'])\nexcept SystemExit:\n    pass\n"
+            "print(sorted(m for m in sys.modules if m.startswith('devicectl.commands.')),"
+            " file=sys.stderr)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, cwd=ROOT)
+    assert proc.stderr.strip().splitlines()[-1] == "['devicectl.commands.link_cmd']"
+
+
+def test_the_top_level_list_says_what_each_command_registers() -> None:
+    full = _subparsers(cli.build_parser("*"))
+    top = cli.build_parser(None)
+    listed = {a.dest: a.help for a in top._subparsers._group_actions[0]._choices_actions}  # type: ignore[union-attr]
+    registered = {a.dest: a.help
+                  for a in cli.build_parser("*")._subparsers._group_actions[0]._choices_actions}  # type: ignore[union-attr]
+    assert set(listed) == set(full) == set(cli.LAZY_COMMANDS)
+    assert listed == registered
+
+
+def test_every_option_shows_its_default() -> None:
+    checked = 0
+    for path, parser in _all_parsers(cli.build_parser("*")):
+        formatter = parser._get_formatter()
+        for action in parser._actions:
+            if not action.option_strings or action.default in (None, False, argparse.SUPPRESS):
+                continue
+            if isinstance(action, argparse._HelpAction | argparse._VersionAction):
+                continue
+            text = formatter._expand_help(action)
+            assert "default" in text, f"{path} {action.option_strings[0]}: {text!r}"
+            checked += 1
+    assert checked > 10
+    demo = cli.build_parser("demo")
+    demo_help = _subparsers(demo)["demo"].format_help()
+    assert "(default: 40.0)" in " ".join(demo_help.split())
+    assert "(default: demo-out/sessions.db)" in " ".join(demo_help.split())
+    run_help = " ".join(_subparsers(cli.build_parser("run"))["run"].format_help().split())
+    assert "records database (default" in run_help and "(default: --no-web)" in run_help
+
+
+def test_sessions_help_lists_report(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        cli.main(["sessions", "--help"])
+    out = capsys.readouterr().out
+    assert re.search(r"^\s+report\s", out, re.M)
+    with pytest.raises(SystemExit):
+        cli.main(["--help"])
+    assert "report" in capsys.readouterr().out.split("sessions", 1)[1].splitlines()[0]
+
+
+# --- ports and wire decode ---------------------------------------------------
+
+
+def test_ports_prints_a_header_and_says_when_no_pen_is_found(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from devicectl.commands import link_cmd
+
+    # The ports are the one thing a test machine cannot provide: pyserial's scan is the edge.
+    monkeypatch.setattr(link_cmd, "list_serial_ports", lambda: [])
+    assert cli.main(["ports"]) == 0
+    assert "no pen found" in capsys.readouterr().out
+    uart = PortInfo("/dev/ttyS0", "n/a", "n/a", False)
+    monkeypatch.setattr(link_cmd, "list_serial_ports", lambda: [uart])
+    assert cli.main(["ports"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["PORT", "DESCRIPTION", "HARDWARE", "ID", "PEN?"]
+    assert lines[1].startswith("/dev/ttyS0") and "no pen found" in lines[-1]
+    pen = PortInfo("/dev/ttyACM0", "Pen CDC", "USB VID:PID=1209:0001", True)
+    monkeypatch.setattr(link_cmd, "list_serial_ports", lambda: [uart, pen])
+    assert cli.main(["ports"]) == 0
+    out = capsys.readouterr().out
+    assert "no pen found" not in out
+    assert next(x for x in out.splitlines() if "likely pen" in x).startswith("/dev/ttyACM0")
+
+
+def test_wire_decode_at_a_terminal_prints_its_usage_instead_of_waiting() -> None:
+    import pty
+
+    master, slave = pty.openpty()
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "devicectl.cli", "wire", "decode"], stdin=slave,
+            capture_output=True, text=True, timeout=30, cwd=ROOT,
+        )
+    finally:
+        os.close(slave)
+        os.close(master)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("usage: devicectl wire decode")
+    assert "pipe them in" in proc.stderr and proc.stdout == ""
+
+
+# --- the README --------------------------------------------------------------
+
+
+def test_the_readme_links_resolve_in_a_clone() -> None:
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    links = re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", text)
+    assert "docs/pen-protocol.md" in links
+    for link in links:
+        if re.match(r"[a-z]+://", link):
+            continue
+        assert (ROOT / link).exists(), f"README links to {link}, which is not in the repository"
+    assert "../shared" not in text
+    assert ".venv/bin/devicectl" in text and "source .venv/bin/activate" in text
+
+
+# --- run: --quiet, --json, piped progress -------------------------------------
+
+
+def _run(tmp_path: Path, *extra: str, profile: Path = DATA / "short-two-zones.yaml",
+         speed: str = "0") -> int:
+    return cli.main(["run", "--profile", str(profile), "--patient", "P-0031", "--sim", "--yes",
+                     "--seed", "31", "--speed", speed, "--db", str(tmp_path / "r.db"), *GATE,
+                     *extra])
+
+
+def test_run_quiet_prints_only_the_outcome(tmp_path: Path,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    assert _run(tmp_path, "--quiet") == 0
+    out = capsys.readouterr().out
+    assert out.splitlines() == [x for x in out.splitlines() if x.strip()]
+    assert len(out.splitlines()) <= 2, out  # the outcome line, soft-wrapped at most once
+    assert out.startswith("complete · session id 1")
+    assert _run(tmp_path, "--quiet") == 1  # the same zones again: refused, and it says why
+    out = capsys.readouterr().out
+    assert "NO-GO" in out and "refused" in out
+
+
+def test_run_json_prints_one_object_a_line(tmp_path: Path,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    assert _run(tmp_path, "--json") == 0
+    out, err = capsys.readouterr()
+    records: list[dict[str, Any]] = [json.loads(line) for line in out.splitlines()]
+    assert records[0]["type"] == "session" and records[0]["session_id"] == 1
+    assert records[-1] == {"type": "end", "session_id": 1, "outcome": "complete",
+                           "exit_code": 0, "db": str(tmp_path / "r.db")}
+    events = [r for r in records if r["type"] == "event"]
+    kinds = [e["kind"] for e in events]
+    assert kinds.count("ZONE_DONE") == 2 and "DEVICE" in kinds
+    times = [e["t_s"] for e in events]
+    assert times == sorted(times)
+    assert "GO:" in err  # the human text went to stderr
+
+
+def test_a_piped_run_prints_progress_at_least_every_5_s_of_session_time(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    longer = tmp_path / "longer.yaml"  # one zone to a fifth: about 25 s of session time
+    longer.write_text((DATA / "short-frontal.yaml").read_text(encoding="utf-8")
+                      .replace("target_fraction: 0.04", "target_fraction: 0.2"), encoding="utf-8")
+    assert _run(tmp_path, profile=longer, speed="8") == 0
+    out = capsys.readouterr().out
+    stamp = re.compile(r"^\[(\d\d):(\d\d)\.(\d\d\d)\] (\S+)")
+    times: list[tuple[float, str]] = []
+    for line in out.splitlines():
+        m = stamp.match(line)
+        if m:
+            times.append((int(m[1]) * 60 + int(m[2]) + int(m[3]) / 1000, m[4]))
+    start = next(t for t, kind in times if kind == "ZONE_STARTED")
+    end = max(t for t, _ in times)
+    progress = [t for t, kind in times if kind == "PROGRESS"]
+    assert end - start > 10, "the session is long enough to need progress lines"
+    marks = [start, *progress]
+    gaps = [b - a for a, b in itertools.pairwise(marks)] + [end - marks[-1]]
+    assert len(progress) >= 2 and max(gaps) <= 5.0, gaps
+    line = next(x for x in out.splitlines() if " PROGRESS " in x)
+    assert re.search(r"PROGRESS STAMPING · zone 1/1 frontal · \d+ % of 20 % · ≈ \d+\.\d\d passes "
+                     r"\(mean\) · about \d\d:\d\d left", line), line

@@ -1,0 +1,400 @@
+"""No treatment without a record: when the records cannot be written (disk full,
+read-only, the file deleted or replaced), stamping stops within 100 ms of the
+failed commit, every event is in the database or in `<db>.unsaved.jsonl`, and
+`devicectl records replay` puts them back, once.
+
+Real sessions (virtual time, the simulated pen, real SQLite files). The edges:
+a full disk is SQLite's own SQLITE_FULL (PRAGMA max_page_count) or, mid-session,
+the writer's insert raising "database or disk is full"; a read-only database
+mid-session is SQLite's own read-only error (PRAGMA query_only, set on the
+writer's connection); deleted and replaced files are real. Before a session, a
+read-only file system is a real read-only bind mount (root, in a private mount
+namespace) or chmod (not root: root ignores file modes).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pytest_mock import MockerFixture
+from test_session import virtual_session, wait_for
+
+from devicectl import record_writer
+from devicectl.cli import main
+from devicectl.session import Outcome, Policy, Session
+from devicectl.store import EventRecord, RecordWriter, Store
+from devicectl.unsaved import read_unsaved, replay, unsaved_path
+from firmware_sim.virtual import VirtualPen
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = Path(__file__).parent / "data"
+WALL = "2026-03-01T09:00:01+00:00"
+#: The pen must be stopped this soon after the failed commit (µs of session time).
+STOP_WITHIN_US = 100_000
+
+
+def new_session(db: Path, patient: str = "P-rec") -> int:
+    with Store(db) as store:
+        return store.create_session(
+            patient_ref=patient, profile_name="p", profile_hash="h", profile_text="name: p\n",
+            started_at="2026-03-01T09:00:00+00:00",
+        )
+
+
+def arm_insert(mocker: MockerFixture, pragma: str | None) -> threading.Event:
+    """Once the returned event is set, the writer's next insert fails: with SQLite's
+    own error after `pragma` on its connection, or (None) a full disk raised at the edge."""
+    armed = threading.Event()
+    real = record_writer.insert_events
+
+    def insert(conn: sqlite3.Connection, sid: int, events: list[EventRecord]) -> None:
+        if armed.is_set():
+            if pragma is None:
+                raise sqlite3.OperationalError("database or disk is full")
+            conn.execute(pragma)
+        real(conn, sid, events)
+
+    mocker.patch.object(record_writer, "insert_events", side_effect=insert)
+    return armed
+
+
+def stamping_session(db: Path, sid: int) -> tuple[Session, VirtualPen, RecordWriter]:
+    session, pen = virtual_session(policy=Policy(auto_confirm=True, end_on_fault=True), speed=1.0)
+    clock = session._virtual_clock
+    assert clock is not None
+    writer = RecordWriter(db, sid, clock=clock)
+    writer.start()
+    session._writer = writer
+    return session, pen, writer
+
+
+def run_until_the_records_fail(
+    session: Session, pen: VirtualPen, writer: RecordWriter, fail: Callable[[], None]
+) -> None:
+    session.start()
+    assert wait_for(session, lambda: pen.firmware.state.name == "STAMPING", 20)
+    fail()
+    assert wait_for(session, lambda: writer.failed, 20), "the failure was not noticed"
+    assert session.wait(20), "the session did not end after its records failed"
+    writer.close(session.outcome.value if session.outcome else None, WALL)
+
+
+def check_stopped_in_time_and_nothing_lost(
+    db: Path, sid: int, session: Session, pen: VirtualPen, writer: RecordWriter
+) -> list[EventRecord]:
+    """The pen stopped within 100 ms of the failed commit; the events and the outcome
+    are back after a replay; a second replay adds nothing."""
+    assert writer.failure is not None and writer.failure.startswith("records cannot be written")
+    assert writer.failed_at_us is not None
+    assert session.outcome is Outcome.ABORTED
+    assert pen.firmware.state.name != "STAMPING"
+    shown = session.drain_events()
+    stop = next(e for e in shown if e.kind.name == "SAFETY_STOP"
+                and "records cannot be written" in e.text)
+    assert 0 <= stop.t_us - writer.failed_at_us <= STOP_WITHIN_US
+    sent_stop = [e for e in shown if e.kind.name == "SENT" and e.data.get("type") == "STOP"
+                 and e.t_us >= stop.t_us]
+    assert sent_stop and sent_stop[0].t_us == stop.t_us  # the STOP went in the same step
+    kinds = [e.kind.name for e in shown]
+    assert "STOP_REQUESTED" in kinds and kinds[-1] == "STATE" and shown[-1].data["to"] == "ABORTED"
+    if db.exists():
+        with Store(db) as store:
+            assert store.session(sid).outcome is None  # not yet: the end is in the unsaved file
+    assert writer.unsaved_path.exists() and not writer.unwritten
+    said = replay(writer.unsaved_path, db)
+    assert "closed as aborted" in said[0]
+    with Store(db) as store:
+        recorded = store.events(sid)
+        assert store.session(sid).outcome == "aborted"
+    assert [e.kind for e in recorded if e.kind != "SAMPLE"] == [e.kind.name for e in shown]
+    again = replay(writer.unsaved_path, db)
+    assert again[0].startswith(f"session {sid}: nothing to add")
+    with Store(db) as store:
+        assert len(store.events(sid)) == len(recorded)
+    return recorded
+
+
+def test_disk_full_mid_session_stops_the_pen_and_loses_nothing(
+    tmp_path: Path, mocker: MockerFixture
+) -> None:
+    db = tmp_path / "s.db"
+    sid = new_session(db)
+    armed = arm_insert(mocker, None)
+    session, pen, writer = stamping_session(db, sid)
+    run_until_the_records_fail(session, pen, writer, armed.set)
+    assert "database or disk is full" in writer.failure  # type: ignore[operator]
+    check_stopped_in_time_and_nothing_lost(db, sid, session, pen, writer)
+
+
+def test_a_read_only_database_mid_session_stops_the_pen_and_loses_nothing(
+    tmp_path: Path, mocker: MockerFixture
+) -> None:
+    db = tmp_path / "s.db"
+    sid = new_session(db)
+    armed = arm_insert(mocker, "PRAGMA query_only = 1")
+    session, pen, writer = stamping_session(db, sid)
+    run_until_the_records_fail(session, pen, writer, armed.set)
+    assert "readonly" in writer.failure  # type: ignore[operator]
+    check_stopped_in_time_and_nothing_lost(db, sid, session, pen, writer)
+
+
+def test_a_deleted_database_is_noticed_copied_back_whole_and_completed_by_replay(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "s.db"
+    earlier = new_session(db, "P-earlier")
+    with Store(db) as store:
+        store.set_device(earlier, serial=1, fw_version=0x0103, cartridge_id=4242,
+                         position_mode="tracked")
+    sid = new_session(db)
+    session, pen, writer = stamping_session(db, sid)
+
+    def delete() -> None:
+        for f in tmp_path.glob("s.db*"):
+            f.unlink()
+
+    run_until_the_records_fail(session, pen, writer, delete)
+    assert "deleted" in writer.failure  # type: ignore[operator]
+    assert any("copied back" in e for e in writer.errors)
+    check_stopped_in_time_and_nothing_lost(db, sid, session, pen, writer)
+    with Store(db) as store:
+        assert 4242 in store.used_cartridge_ids()  # the clinic's history came back too
+        rec = store.session(sid)
+    assert rec.patient_ref == "P-rec" and rec.cartridge_id
+
+
+def test_a_replaced_database_is_noticed_by_its_identity(tmp_path: Path) -> None:
+    db = tmp_path / "s.db"
+    sid = new_session(db)
+    session, pen, writer = stamping_session(db, sid)
+    other = tmp_path / "other.db"
+
+    def replace() -> None:
+        shutil.copyfile(db, other)
+        os.replace(other, db)  # the same name, another file: commits would go nowhere
+
+    run_until_the_records_fail(session, pen, writer, replace)
+    assert "replaced" in writer.failure  # type: ignore[operator]
+    check_stopped_in_time_and_nothing_lost(db, sid, session, pen, writer)
+
+
+def test_a_real_sqlite_disk_full_goes_to_the_unsaved_file_and_replays_once(
+    tmp_path: Path, mocker: MockerFixture
+) -> None:
+    db = tmp_path / "s.db"
+    sid = new_session(db)
+    real_open = record_writer.open_database
+
+    def full_disk(path: Path, *, create: bool = True) -> sqlite3.Connection:
+        conn = real_open(path, create=create)
+        pages = conn.execute("PRAGMA page_count").fetchone()[0]
+        conn.execute(f"PRAGMA max_page_count = {pages}")  # SQLite's own SQLITE_FULL from now
+        return conn
+
+    mocker.patch.object(record_writer, "open_database", side_effect=full_disk)
+    writer = RecordWriter(db, sid, commit_interval_s=0.01)
+    writer.start()
+    big = "x" * 20_000  # needs new pages whatever the free space left
+    writer.events([EventRecord(i, WALL, "NOTE", f"{i} {big}", None, {"i": i}) for i in range(3)])
+    writer.device(serial=7, fw_version=0x0103, cartridge_id=5150, position_mode="tracked")
+    writer.close("aborted", "2026-03-01T09:30:00+00:00")
+    assert writer.failure is not None and "database or disk is full" in writer.failure
+    lines = [json.loads(x) for x in unsaved_path(db).read_text().splitlines()]
+    assert [x["record"] for x in lines] == ["session", "device", "event", "event", "event", "close"]
+    with Store(db) as store:
+        assert store.events(sid) == [] and store.session(sid).outcome is None
+    assert main(["records", "replay", str(unsaved_path(db))]) == 0
+    assert main(["records", "replay", str(unsaved_path(db))]) == 0
+    with Store(db) as store:
+        assert [e.data["i"] for e in store.events(sid)] == [0, 1, 2]
+        rec = store.session(sid)
+    assert (rec.outcome, rec.cartridge_id) == ("aborted", 5150)
+    (segment,) = read_unsaved(unsaved_path(db))
+    assert (segment.session_id, segment.base) == (sid, 0)
+    assert unsaved_path(db).stat().st_mode & 0o777 == 0o600  # patient references inside
+
+
+EVENTS = st.lists(st.builds(
+    lambda t, kind: EventRecord(t, WALL, kind, f"{kind} at {t}", None, {"t": t}),
+    st.integers(0, 2), st.sampled_from(["SENT", "STATE"])), max_size=12)
+
+
+@settings(max_examples=40, deadline=None)
+@given(events=EVENTS, data=st.data())
+def test_replay_restores_exactly_the_session_whatever_was_committed(
+    tmp_path_factory: pytest.TempPathFactory, events: list[EventRecord], data: st.DataObject
+) -> None:
+    """Identical events included: the file says where its events start in the session."""
+    from devicectl import unsaved as u
+
+    db = tmp_path_factory.mktemp("replay") / "s.db"
+    sid = new_session(db)
+    committed = data.draw(st.integers(0, len(events)), label="committed before the failure")
+    moved = data.draw(st.booleans(), label="file replaced: everything spilled")
+    with Store(db) as store:
+        store.append_events(sid, events[:committed])
+    base = 0 if moved else committed
+    header = {"patient_ref": "P-rec", "profile_name": "p", "profile_hash": "h",
+              "profile_text": "name: p\n", "started_at": "2026-03-01T09:00:00+00:00"}
+    lines = [u.line("session", sid, base_events=base, **header)]
+    lines += [u.event_line(sid, e) for e in events[base:]]
+    unsaved_path(db).write_text("\n".join(lines) + "\n")
+    for _ in range(2):
+        replay(unsaved_path(db), db)
+        with Store(db) as store:
+            assert store.events(sid) == events
+
+
+def test_a_session_does_not_start_while_records_wait_to_be_replayed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from devicectl import unsaved as u
+
+    db = tmp_path / "s.db"
+    sid = new_session(db)
+    unsaved = unsaved_path(db)
+    unsaved.write_text(u.line("session", sid, base_events=0) + "\n" + u.line(
+        "device", sid, serial=1, fw_version=0x0103, cartridge_id=777, position_mode="tracked"
+    ) + "\n")
+    run = [*RUN_ARGS, "--db", str(db)]
+    assert main(run) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "records replay" in err[0] and str(unsaved) in err[0]
+    with Store(db) as store:
+        assert len(store.sessions()) == 1  # refused before a session row was made
+    assert main(["records", "replay", str(unsaved)]) == 0
+    with Store(db) as store:
+        assert 777 in store.used_cartridge_ids()  # the check the refusal protected
+    assert main(run) == 0  # replayed: the file may stay, it adds nothing now
+
+
+def test_replay_says_what_it_did_and_adds_nothing_twice(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = tmp_path / "s.db"
+    sid = new_session(db)
+    writer = RecordWriter(db, sid)
+    writer.start()
+    writer.events([EventRecord(1, WALL, "NOTE", "before", None, {})])
+    writer.close(None, None)
+    unsaved = unsaved_path(db)
+    from devicectl import unsaved as u
+
+    same = EventRecord(2, WALL, "NOTE", "twice", None, {"k": [1, 2]})
+    unsaved.write_text("\n".join([
+        u.event_line(sid, EventRecord(1, WALL, "NOTE", "before", None, {})),
+        u.event_line(sid, same), u.event_line(sid, same),
+        u.line("close", sid, outcome="aborted", ended_at=WALL),
+    ]) + "\n")
+    assert main(["records", "replay", str(unsaved)]) == 0
+    first = capsys.readouterr().out
+    assert f"session {sid}: 2 events added, 1 already there, closed as aborted" in first
+    assert main(["records", "replay", str(unsaved)]) == 0
+    assert f"session {sid}: nothing to add (3 events already there)" in capsys.readouterr().out
+    with Store(db) as store:
+        assert [e.text for e in store.events(sid)] == ["before", "twice", "twice"]
+
+
+def test_replay_of_a_broken_file_names_the_line_and_changes_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = tmp_path / "s.db"
+    sid = new_session(db)
+    unsaved = unsaved_path(db)
+    from devicectl import unsaved as u
+
+    unsaved.write_text(u.event_line(sid, EventRecord(1, WALL, "NOTE", "ok", None, {}))
+                       + "\n{not json\n")
+    assert main(["records", "replay", str(unsaved)]) == 1
+    err = capsys.readouterr().err
+    assert f"{unsaved} line 2" in err and "nothing was replayed" in err
+    assert len(err.strip().splitlines()) == 1
+    with Store(db) as store:
+        assert store.events(sid) == []
+
+
+# -- before a session: a database that cannot be written refuses it -----------------
+
+RUN_ARGS = ("run", "--profile", str(DATA / "short-frontal.yaml"), "--patient", "P-ro",
+            "--sim", "--yes", "--speed", "0", "--seed", "5")
+
+
+def run_with_read_only_records(db: Path) -> subprocess.CompletedProcess[str]:
+    """`devicectl run` on `db` whose folder is read-only (a real read-only bind mount
+    in a private mount namespace as root; file modes otherwise)."""
+    code = ("import sys; from devicectl.cli import main; "
+            f"sys.exit(main({[*RUN_ARGS, '--db', str(db)]!r}))")
+    env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "200"}
+    folder = str(db.parent)
+    if os.geteuid() != 0:
+        os.chmod(db, 0o444)
+        os.chmod(folder, 0o555)
+        try:
+            return subprocess.run([sys.executable, "-c", code], capture_output=True,
+                                  text=True, env=env, timeout=120)
+        finally:
+            os.chmod(folder, 0o755)
+            os.chmod(db, 0o644)
+    if shutil.which("unshare") is None:
+        pytest.skip("root without unshare(1): no way here to make a file read-only for root")
+    script = (f'mount --bind "{folder}" "{folder}" && mount -o remount,bind,ro "{folder}" '
+              f'&& exec "{sys.executable}" -c "$0"')
+    result = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", script,
+                             code], capture_output=True, text=True, env=env, timeout=120)
+    if "mount:" in result.stderr and "Read-only" not in result.stderr:
+        pytest.skip(f"cannot bind-mount read-only here: {result.stderr.strip()}")
+    return result
+
+
+def test_a_read_only_database_refuses_the_session_before_anything_starts(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "ro" / "s.db"
+    db.parent.mkdir()
+    new_session(db)  # an existing database with one session
+    result = run_with_read_only_records(db)
+    assert result.returncode == 1, result.stdout + result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "written" in lines[0] and str(db) in lines[0], lines
+    assert "Traceback" not in result.stderr and "pen:" not in result.stdout
+    with Store(db) as store:
+        assert len(store.sessions()) == 1  # no session row was made
+
+
+def test_while_the_records_fail_resume_and_start_are_refused(
+    tmp_path: Path, mocker: MockerFixture
+) -> None:
+    from devicectl.controller import Command
+
+    db = tmp_path / "s.db"
+    sid = new_session(db)
+    armed = arm_insert(mocker, None)
+    session, pen = virtual_session(policy=Policy(auto_confirm=True), speed=1.0)
+    writer = RecordWriter(db, sid)
+    writer.start()
+    session._writer = writer
+    session.start()
+    assert wait_for(session, lambda: pen.firmware.state.name == "STAMPING", 20)
+    armed.set()
+    assert wait_for(session, lambda: session.state.name == "PAUSED", 20)
+    assert session.snapshot.get("records_failure") or wait_for(
+        session, lambda: "records_failure" in session.snapshot)
+    session.submit(Command.RESUME)
+    assert wait_for(session, lambda: any(
+        e.kind.name == "COMMAND_REFUSED" and "records cannot be written" in e.text
+        for e in session.drain_events()), 10)
+    assert session.state.name == "PAUSED" and pen.firmware.state.name != "STAMPING"
+    session.request_stop("test over")
+    assert session.wait(10)
+    writer.close("aborted", WALL)
