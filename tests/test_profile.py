@@ -19,7 +19,9 @@ from devicectl.profile import (
 )
 
 REPO = Path(__file__).resolve().parent.parent
-PROFILES = sorted(p for p in (REPO / "profiles").glob("*.yaml") if p.name != "zones.yaml")
+PROFILES = sorted(
+    p for p in (REPO / "profiles").glob("*.yaml") if p.name not in ("zones.yaml", "checklist.yaml")
+)
 
 
 def profile_text(
