@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -131,6 +132,7 @@ def zone_dose_stats(archive: bytes) -> dict[int, dict[str, Any]]:
             "punctures_per_cm2_mean": round(float(h.mean()) * per_hit, 1) if cells else 0.0,
             "punctures_per_cm2_max": round(float(h.max()) * per_hit, 1) if cells else 0.0,
             "spill_cm2": round(int(np.count_nonzero(spilled[mask])) * cell_cm2, 4),
+            "at_max_cm2": round(int(np.count_nonzero(h >= most)) * cell_cm2, 4),
             "histogram": [int(v) for v in hist],
         }
     return out
@@ -157,7 +159,7 @@ def zone_spill(archive: bytes) -> dict[int, tuple[float, int]]:
 #: The dose measures `sessions export` adds to each zone (dose.zone_dose_stats).
 EXPORT_FIELDS: Final = (
     "cells_at_target", "cells_at_max", "cells_over_max", "mean_passes",
-    "punctures_per_cm2_mean", "punctures_per_cm2_max", "spill_cm2", "histogram",
+    "punctures_per_cm2_mean", "punctures_per_cm2_max", "spill_cm2", "at_max_cm2", "histogram",
 )
 
 
@@ -175,3 +177,37 @@ def zones_with_dose(
         s = stats.get(int(z["zone_id"]))
         out.append(z | {k: (s[k] if s is not None else None) for k in EXPORT_FIELDS})
     return out
+
+
+# --- one legend for every view -------------------------------------------------
+
+#: The column headings every view uses for a zone's dose (summary, `sessions show`,
+#: terminal, live page, report): the mean dose in passes, the share of the zone at
+#: its target, the share (and skin) at its maximum.
+DOSE_COLUMNS: Final = ("dose", "at target", "at maximum")
+#: The map's classes, in order, with one colour each, the same in every view.
+#: Red is not used: it read as "not reached" in one view and "at maximum" in another.
+LEGEND: Final = (
+    ("untouched", "grey50"),
+    ("below target", "yellow"),
+    ("at target", "green"),
+    ("at maximum", "blue"),
+)
+
+
+def dose_cells(zone: Mapping[str, Any]) -> tuple[str, str, str]:
+    """A zone's DOSE_COLUMNS as text, from a status zone: the mean dose against
+    the target in passes, the share at target against the share asked for, and
+    the share and skin at the maximum, e.g. ("1.8/3 passes", "45/90 %", "0.4 % 0.5 cm²")."""
+    mean = zone.get("mean_passes")
+    target = zone.get("target_passes")
+    fraction = float(zone.get("fraction") or 0.0)
+    goal = float(zone.get("target_fraction") or 0.0)
+    at_max = zone.get("at_max_fraction")
+    at_max_cm2 = float(zone.get("at_max_cm2") or 0.0)
+    dose = "—" if mean is None else f"{float(mean):.1f}" + (f"/{target}" if target else "")
+    return (
+        dose + (" passes" if mean is not None else ""),
+        f"{100 * fraction:.0f}/{100 * goal:.0f} %",
+        "—" if at_max is None else f"{100 * float(at_max):.1f} % {at_max_cm2:.1f} cm²",
+    )

@@ -168,6 +168,7 @@ def show_session(args: argparse.Namespace) -> int:
     with _open_existing(_db(args), args.id) as store:
         rec = store.session(args.id)
         events = store.events(args.id)
+        coverage = store.coverage_state(args.id)
     console = Console()
     head = Table.grid(padding=(0, 2))
     head.add_column(style="bold")
@@ -188,18 +189,25 @@ def show_session(args: argparse.Namespace) -> int:
         head.add_row(name, plain(value))
     console.print(head)
 
+    from devicectl.dose import DOSE_COLUMNS, dose_cells, zones_with_dose
+
     zones = Table(title="zones")
-    for name in ("zone", "depth mm", "rate Hz", "coverage", "strokes", "time", "over-max cells"):
+    for name in ("zone", "depth mm", "rate Hz", *DOSE_COLUMNS, "strokes", "time", "over max"):
         zones.add_column(name, justify="left" if name == "zone" else "right", overflow="fold")
-    for z in rec.zones:
+    # the dose measures come from the saved grid (dose.zone_dose_stats)
+    for z in zones_with_dose([asdict(z) for z in rec.zones], coverage):
+        cells = z["cells_at_target"] is not None and z["cells_at_max"] is not None
+        shown = z | {
+            "at_max_fraction": None if not cells else z["cells_at_max"] / max(1, _cells(z)),
+        }
         zones.add_row(
-            plain(z.name + (" ✓" if z.done else "")),
-            f"{z.depth_um / 1000:.2f}",
-            f"{z.rate_dhz / 10:.1f}",
-            f"{z.fraction * 100:.0f}% / {z.target_fraction * 100:.0f}%",
-            str(z.strokes),
-            _clock(z.seconds),
-            str(z.cells_at_max),
+            plain(z["name"] + (" ✓" if z["done"] else "")),
+            f"{z['depth_um'] / 1000:.2f}",
+            f"{z['rate_dhz'] / 10:.1f}",
+            *dose_cells(shown),
+            str(z["strokes"]),
+            _clock(z["seconds"]),
+            "—" if z["cells_over_max"] is None else str(z["cells_over_max"]),
         )
     console.print(zones)
 
@@ -258,6 +266,11 @@ def print_frames(args: argparse.Namespace) -> int:
     for line in lines:
         print(line)
     return 0
+
+
+def _cells(zone: dict[str, Any]) -> int:
+    hist = zone.get("histogram") or []
+    return int(sum(hist))
 
 
 def export_json(
