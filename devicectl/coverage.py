@@ -134,6 +134,19 @@ class Coverage:
         self._guard_dy, self._guard_dx = gy, gx
         self._guard_off = gy * self._nx + gx
         self._same = same_label_counts(labels2d, dy, dx)
+        # cells whose grown footprint lies in their own zone: the hold test there
+        # compares with one number, the zone's maximum (the common case, and fast)
+        inner = (self._same == self._fp_cells).reshape(self._ny, self._nx)
+        core = inner.copy()
+        core[1:, :] &= inner[:-1, :]
+        core[:-1, :] &= inner[1:, :]
+        core[:, 1:] &= inner[:, :-1]
+        core[:, :-1] &= inner[:, 1:]
+        core[1:, 1:] &= inner[:-1, :-1]
+        core[1:, :-1] &= inner[:-1, 1:]
+        core[:-1, 1:] &= inner[1:, :-1]
+        core[:-1, :-1] &= inner[1:, 1:]
+        self._core = core.reshape(-1)
         self._overhang_cells = math.floor(MAX_OVERHANG_FRACTION * self._fp_cells)
         self.punctures_per_hit = (
             stroke_punctures_per_cm2(max(1, needle_count), self._fp_cells, self.cell_mm)
@@ -240,10 +253,13 @@ class Coverage:
         if int(self._labels[cell]) == zone_id and int(self._same[cell]) == self._fp_cells:
             # the whole footprint inside the zone: scalar limits, no spill
             self._sum_hits[zone_id] += strokes * idx.size
+            top = int(new.max())
             t = int(self._target_of[zone_id])
-            m = int(self._max_of[zone_id])
-            self._at_target[zone_id] += int(np.count_nonzero((old < t) & (new >= t)))
-            self._at_max[zone_id] += int(np.count_nonzero((old < m) & (new >= m)))
+            if top >= t:  # only then can a cell have crossed a threshold
+                self._at_target[zone_id] += int(np.count_nonzero((old < t) & (new >= t)))
+                m = int(self._max_of[zone_id])
+                if top >= m:
+                    self._at_max[zone_id] += int(np.count_nonzero((old < m) & (new >= m)))
             return
         labs = self._labels[idx]
         self._sum_hits += np.bincount(labs, minlength=_LABELS) * strokes
@@ -282,7 +298,10 @@ class Coverage:
         if self._fp_cells - int(self._same[cell]) > self._overhang_cells:
             return Spot.EDGE
         idx = self._cells(cell, self._guard_off, self._guard_dy, self._guard_dx, self._reach + 1)
-        if bool((self.hits[idx] >= self._max[idx]).any()):
+        if self._core[cell]:
+            if int(self.hits[idx].max()) >= int(self._max_of[zone_id]):
+                return Spot.AT_MAX
+        elif bool((self.hits[idx] >= self._max[idx]).any()):
             return Spot.AT_MAX
         if int(self.hits[cell]) < int(self._target[cell]):
             return Spot.NEEDS
