@@ -6,6 +6,7 @@ seed; `make soak` (-m slow) runs every shipped profile over 20 seeds."""
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -86,5 +87,5 @@ def test_progress_moves_at_least_every_10_s_during_the_demos_first_pass() -> Non
             samples.append((zone["mean_passes"], ctl.status(now)["remaining_s_est"]))
             first_pass_over = zone["mean_passes"] >= 1.0
     assert first_pass_over and len(samples) >= 5
-    for (dose_a, left_a), (dose_b, left_b) in zip(samples, samples[1:], strict=False):
+    for (dose_a, left_a), (dose_b, left_b) in itertools.pairwise(samples):
         assert dose_b > dose_a and left_b < left_a
