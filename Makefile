@@ -28,6 +28,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/session.py
 	$(BIN)/python bench/latency.py
 	$(BIN)/python bench/cpu.py
+	$(BIN)/python bench/flight.py
 	$(BIN)/python bench/auth.py
 
 # The fault campaign: every fault kind at every phase, in virtual time; writes

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from devicectl.errors import DevicectlError
+from devicectl.plain import escape_controls
 
 # Each module defines `register(subparsers)`; its parsers set `func(args) -> int`.
 COMMAND_MODULES = (
@@ -161,7 +162,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         code: int = args.func(args)
     except DevicectlError as exc:
-        print(f"devicectl: {exc}", file=sys.stderr)
+        print(f"devicectl: {escape_controls(exc)}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("devicectl: interrupted", file=sys.stderr)

@@ -64,34 +64,46 @@ class FlightRecorder:
         """Bytes read (RX) or written (TX) at `t_us`; a frame counts once its 0x00 is in."""
         n = len(data)
         start = 0
-        stage = self._stage[direction]
+        find = data.find
         while start < n:
-            end = data.find(0, start)
-            stop = n if end < 0 else end + 1
-            have = self._staged[direction]
-            room = SLOT_BYTES - have
-            if room > 0:
-                take = min(room, stop - start)
-                stage[have : have + take] = data[start : start + take]
-            self._staged[direction] = have + stop - start
+            end = find(0, start)
             if end < 0:
+                self._stage_bytes(data, start, n, direction)
                 return
-            self._commit(direction, t_us)
+            stop = end + 1
+            if self._staged[direction]:
+                self._stage_bytes(data, start, stop, direction)
+                self._commit_staged(direction, t_us)
+            elif stop - start > 1:  # a whole frame in this chunk: straight into its slot
+                length = stop - start
+                kept = length if length <= SLOT_BYTES else SLOT_BYTES
+                off = self._next_slot(direction, length, t_us) * SLOT_BYTES
+                self._data[off : off + kept] = data[start : start + kept]
             start = stop
 
-    def _commit(self, direction: int, t_us: int) -> None:
+    def _stage_bytes(self, data: bytes, start: int, stop: int, direction: int) -> None:
+        have = self._staged[direction]
+        take = min(SLOT_BYTES - have, stop - start)
+        if take > 0:
+            self._stage[direction][have : have + take] = data[start : start + take]
+        self._staged[direction] = have + stop - start
+
+    def _commit_staged(self, direction: int, t_us: int) -> None:
         length = self._staged[direction]
         self._staged[direction] = 0
         if length <= 1:
             return  # a lone delimiter is no frame
+        kept = min(length, SLOT_BYTES)
+        off = self._next_slot(direction, length, t_us) * SLOT_BYTES
+        self._data[off : off + kept] = self._stage_views[direction][:kept]
+
+    def _next_slot(self, direction: int, length: int, t_us: int) -> int:
         slot = self._head % self._slots
         self._head += 1
-        kept = min(length, SLOT_BYTES)
-        off = slot * SLOT_BYTES
-        self._data[off : off + kept] = self._stage_views[direction][:kept]
-        self._len[slot] = min(length, _MAX_LEN)
+        self._len[slot] = length if length <= _MAX_LEN else _MAX_LEN
         self._t[slot] = t_us
         self._dir[slot] = direction
+        return slot
 
     def snapshot(self, now_us: int) -> FlightSnapshot:
         """A copy of the ring, cheap enough for the loop; decode it elsewhere."""

@@ -18,6 +18,7 @@ PATIENT_REF_MAX_CHARS: Final = 32
 _ALLOWED: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _DATE: Final = re.compile(r"\d{4}[-./]\d{1,2}[-./]\d{1,2}|\d{1,2}[-./]\d{1,2}[-./]\d{2,4}")
 _EXAMPLE: Final = "a code such as P-0042"
+_CAPITALISED: Final = re.compile(r"[A-Z][a-z]{2,}")
 
 
 def patient_ref(text: str) -> str:
@@ -52,9 +53,20 @@ def patient_ref(text: str) -> str:
             f"the patient reference {ref!r} may hold only letters, digits, '-', '_' and '.', "
             f"starting with a letter or digit: {_EXAMPLE}"
         )
-    if not any(c.isdigit() for c in ref):
+    if _looks_like_a_name(ref):
         raise RefusedError(
-            f"the patient reference {ref!r} has no digit and could be a name; records hold "
-            f"pseudonymous references only, {_EXAMPLE}"
+            f"the patient reference {ref!r} could be a name; records hold pseudonymous "
+            f"references only, {_EXAMPLE}"
         )
     return ref.upper()
+
+
+def _looks_like_a_name(ref: str) -> bool:
+    """Without a digit: a capitalised word (Maria, Jean-Pierre, Smith.J) or one word of
+    small letters (smith). Codes such as P-CLI or AB-x pass."""
+    if any(c.isdigit() for c in ref):
+        return False
+    parts = re.split(r"[._-]", ref)
+    if any(_CAPITALISED.fullmatch(part) for part in parts):
+        return True
+    return len(parts) == 1 and ref.islower() and len(ref) >= 3

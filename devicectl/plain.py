@@ -8,9 +8,10 @@ an escape sequence or a newline in it cannot move the cursor or forge a line.
 from __future__ import annotations
 
 import re
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
-from rich.text import Text
+if TYPE_CHECKING:  # rich loads with the first view, not with the CLI (cli.py uses escape_controls)
+    from rich.text import Text
 
 #: C0, DEL and C1: everything that is not printable text on a terminal.
 _CONTROL: Final = re.compile(r"[\x00-\x1f\x7f-\x9f]")
@@ -29,4 +30,6 @@ def escape_controls(text: object) -> str:
 
 def plain(text: object, style: str = "") -> Text:
     """A rich Text of `text`, controls escaped: markup in it is shown, never applied."""
+    from rich.text import Text
+
     return Text(escape_controls(text), style=style)

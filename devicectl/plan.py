@@ -25,7 +25,7 @@ from devicectl.profile import (
     profile_warnings,
 )
 from devicectl.protocol import DeviceInfo
-from devicectl.safety import DEPTH_CAP_UM
+from devicectl.safety import DEPTH_CAP_UM, region_depth_problems
 from devicectl.zones import ZoneMap
 
 __all__ = ["NOMINAL_DEVICE", "NOMINAL_HAND_SPEED_MM_S", "Plan", "ZonePlan", "make_plan"]
@@ -139,6 +139,9 @@ def _refusals(profile: Profile, device: DeviceInfo, zone_map: ZoneMap) -> list[s
                 f"{z.zone}: {mm_text(z.depth_um)} mm is deeper than this pen reaches"
                 f" ({mm_text(device.max_depth_um)} mm)"
             )
+        if z.zone in zone_map.names:
+            limit = zone_map.by_name(z.zone).max_depth_um
+            reasons += region_depth_problems([(z.zone, z.depth_um, limit)])
         if not device.min_rate_dhz <= z.rate_dhz <= device.max_rate_dhz:
             reasons.append(
                 f"{z.zone}: {_hz(z.rate_dhz)} is outside this pen's rates"

@@ -27,8 +27,15 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails
 
+from devicectl.adjuncts import AdjunctName, AdjunctUse, adjunct_entry, adjunct_instructions
 from devicectl.errors import ProfileError
-from devicectl.safety import DEPTH_CAP_UM, DEPTH_STEP_UM, INTERVAL_DEPTH_UM, MIN_INTERVAL_DAYS
+from devicectl.safety import (
+    DEPTH_CAP_UM,
+    DEPTH_STEP_UM,
+    INTERVAL_DEPTH_UM,
+    MIN_INTERVAL_DAYS,
+    region_depth_problems,
+)
 from devicectl.yaml_reader import (
     Loc,
     Mark,
@@ -42,9 +49,7 @@ from devicectl.zones import KNOWN_ZONE_NAMES, ZoneMap, default_zone_map
 # --- the profile format -----------------------------------------------------
 
 Condition = Literal["androgenetic_alopecia", "alopecia_areata", "telogen_effluvium"]
-Adjunct = Literal[
-    "minoxidil", "finasteride", "dutasteride", "spironolactone", "latanoprost", "prp", "crp"
-]
+Adjunct = AdjunctName
 #: Hours to wait after a session before applying topicals, unless the site sets its own.
 DEFAULT_TOPICAL_WAIT_HOURS: Final = 24
 
@@ -179,8 +184,10 @@ class Profile(BaseModel):
         description="Needles of the cartridge this profile is for: a count (12), or the "
         "lowest and highest counts allowed ([12, 16]). The pen's cartridge must match.",
     )
-    adjuncts: list[Adjunct] = Field(
-        default_factory=list, description="Adjunct treatments the patient uses."
+    adjuncts: list[AdjunctUse] = Field(
+        default_factory=list,
+        description="Adjunct treatments the patient uses: a name (its usual timing) or "
+        "{name, timing} with timing in_session, wait or oral (devicectl/adjuncts.py).",
     )
     notes: str = Field(default="", description="Free text for the technician.")
     zones: list[ZoneTarget] = Field(description="Zones in treatment order.", min_length=1)
@@ -226,7 +233,7 @@ class Profile(BaseModel):
     @classmethod
     def _adjuncts_lower(cls, value: Any) -> Any:
         if isinstance(value, list):
-            return [v.lower() if isinstance(v, str) else v for v in value]
+            return [adjunct_entry(v) for v in value]
         return value
 
     @model_validator(mode="after")
@@ -303,13 +310,7 @@ def content_hash(profile: Profile) -> str:
 
 
 def profile_warnings(profile: Profile, topical_wait_hours: float) -> tuple[str, ...]:
-    if not profile.adjuncts:
-        return ()
-    names = ", ".join(a.upper() if a in ("prp", "crp") else a for a in profile.adjuncts)
-    return (
-        f"adjuncts ({names}): fresh micro-channels raise absorption and the risk of systemic "
-        f"side effects; wait {topical_wait_hours:g} h after the session before applying topicals",
-    )
+    return adjunct_instructions(profile.adjuncts, topical_wait_hours)
 
 
 def load_profile(
@@ -359,6 +360,10 @@ def _validated(
             problems.append((doc.mark_of(loc, key=key), doc.problem(loc, why, key=key)))
     for loc, why in cross:
         problems.append((doc.mark_of(loc), doc.problem(loc, why)))
+    if profile is not None:  # the zone map's per-region depth limits (safety.py's rule)
+        for i, why in _region_problems(profile, zone_map):
+            loc = ("zones", i, "depth_mm")
+            problems.append((doc.mark_of(loc), doc.problem(loc, why)))
     if problems or profile is None:
         problems.sort(key=lambda p: (p[0].line, p[0].col))
         raise profile_error([text for _mark, text in problems])
@@ -369,6 +374,15 @@ def _validated(
         content_hash=content_hash(profile),
         text=doc.text,
     )
+
+
+def _region_problems(profile: Profile, zone_map: ZoneMap) -> list[tuple[int, str]]:
+    out = []
+    for i, z in enumerate(profile.zones):
+        limit = zone_map.by_name(z.zone).max_depth_um if z.zone in zone_map.names else None
+        for why in region_depth_problems([(z.zone, z.depth_um, limit)]):
+            out.append((i, why))
+    return out
 
 
 def _raw_cross_problems(data: dict[str, Any]) -> list[tuple[Loc, str]]:
@@ -434,6 +448,8 @@ def _explain(err: ErrorDetails) -> tuple[Loc, str, bool]:
 def _fields_at(loc: Loc) -> list[str]:
     """Field names of the model at `loc` (Profile at the top, ZoneTarget inside zones)."""
     model: type[BaseModel] = ZoneTarget if loc[:1] == ("zones",) else Profile
+    if loc[:1] == ("adjuncts",):
+        model = AdjunctUse
     return list(model.model_fields)
 
 

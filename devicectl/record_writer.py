@@ -339,7 +339,7 @@ class RecordWriter:
                 if deadline is None and pending:
                     deadline = time.monotonic() + self.commit_interval_s
                 due = deadline is not None and time.monotonic() >= deadline
-                if not (urgent or due or closing is not None or (self.failed and pending)):
+                if not (urgent or due or closing is not None):
                     continue
                 committed = False
                 if self.failure is None and conn is not None:

@@ -27,7 +27,7 @@ ROUTINE_KINDS = frozenset({"SENT", "COVERAGE_HOLD", "RESUMED_STAMPING", "PEN_EVE
 #: Events that are faults or safety stops, listed in their own section.
 FAULT_KINDS = frozenset({"PEN_FAULT", "SAFETY_STOP", "ESTOP", "LINK_LOST"})
 #: The clinic's gate, listed in its own section.
-GATE_KINDS = frozenset({"CHECKLIST", "CONSENT", "OPERATOR", "OVERRIDE"})
+GATE_KINDS = frozenset({"CHECKLIST", "CONSENT", "OPERATOR", "OVERRIDE", "INSTRUCTIONS"})
 ZONE_HEAD = ("zone", "depth mm", "rate Hz", "coverage reached", "done", "strokes", "time",
              "spots at maximum", "punctures", "punctures per cm² covered")
 EVENT_HEAD = ("time", "kind", "zone", "text")
@@ -199,7 +199,9 @@ def build_content(
         ("records", "simulated (no patient)" if rec.simulated else
          "clinical" if rec.simulated is False else "?"),
     )
-    warnings = profile_warnings(rec) + [e.text for e in events if e.kind == "WARNING"]
+    shown = [str(line) for e in events if e.kind == "INSTRUCTIONS"
+             for line in e.data.get("lines", ())]
+    warnings = (shown or profile_warnings(rec)) + [e.text for e in events if e.kind == "WARNING"]
     faults = [e for e in events if e.kind in FAULT_KINDS or is_estop(e)
               or (e.safety and e.kind not in ("SENT",) and e.kind not in GATE_KINDS)]
     listed = [e for e in events if e.kind not in ROUTINE_KINDS]

@@ -271,6 +271,17 @@ def _days_text(days: float) -> str:
     return f"{max(days, 0.0):.1f} days"
 
 
+def region_depth_problems(zones: Sequence[tuple[str, int, int | None]]) -> list[str]:
+    """(zone name, planned depth µm, the region's limit µm or None) -> why each zone
+    planned deeper than its region allows (the zone map's max_depth_mm) is refused."""
+    return [
+        f"zone {name} at {depth_um / 1000:.2f} mm is deeper than its region allows "
+        f"({limit_um / 1000:.2f} mm, profiles/zones.yaml)"
+        for name, depth_um, limit_um in zones
+        if limit_um is not None and depth_um > limit_um
+    ]
+
+
 #: An interval override's reason has at least this many characters: a reason, not a keystroke.
 OVERRIDE_REASON_MIN_CHARS: Final = 10
 

@@ -32,6 +32,9 @@ SNAPSHOT_PERIOD_US = 50_000
 COVERAGE_PERIOD_US = 1_000_000
 #: A SAMPLE record (depths and rate, for reports' curves) this often (µs of session time).
 SAMPLE_PERIOD_US = 1_000_000
+#: Flight recordings at most this often (µs of session time): each holds 10 s, and a
+#: pen that faults again and again must not fill the disk the records need.
+FLIGHT_GAP_US = 1_000_000
 #: The status is kept for the plain output's progress lines this often (µs of session time):
 #: under 5 s, so that a line comes at least every 5 s although the loop's steps vary.
 PROGRESS_PERIOD_US = 4_500_000
@@ -119,6 +122,7 @@ class _Timers:
     stop_deadline_us: int | None = None
     sample_us: int = -(10**18)
     sample_peak_um: int = 0
+    flight_us: int | None = None
     progress_us: int = -(10**18)
     confirmed_in: set[tuple[State, int]] = field(default_factory=set)
 
@@ -244,7 +248,8 @@ class Session:
             if self.outcome is None:
                 self.outcome = outcome_of(self.controller.state)
             if self.outcome in (Outcome.FAULT, Outcome.LINK_LOST):
-                self._save_flight(self.now_us, f"the end of the session ({self.outcome.value})")
+                self._save_flight(self.now_us, f"the end of the session ({self.outcome.value})",
+                                  always=True)
             # The end state and the last strokes, for the views and the records.
             with contextlib.suppress(Exception):
                 self.snapshot = self._status(self.now_us)
@@ -367,11 +372,14 @@ class Session:
             self._save_flight(now, "an emergency stop" if EventKind.ESTOP in kinds else
                               "a fault of the pen")
 
-    def _save_flight(self, now: int, trigger: str) -> None:
-        """The flight recorder's last 10 s into the record: the loop copies the ring,
-        the writer's thread picks and packs the frames."""
-        if self._writer is None:
+    def _save_flight(self, now: int, trigger: str, *, always: bool = False) -> None:
+        """The flight recorder's last 10 s into the record (at most once a second but
+        `always`): the loop copies the ring, the writer's thread packs the frames."""
+        last = self._timers.flight_us
+        if self._writer is None or (not always and last is not None
+                                    and now - last < FLIGHT_GAP_US):
             return
+        self._timers.flight_us = now
         snap = self.flight.snapshot(now)
         t0 = self._t0_us or 0
         wall = self.wall_of(now).isoformat(timespec="milliseconds")

@@ -134,7 +134,7 @@ class Store:
         except sqlite3.Error as exc:
             raise StoreError(
                 f"the records database {self.path} cannot be written ({exc}); no session "
-                "starts without its record: fix the permissions or pass another --db"
+                "starts without its record: make it writable, or pass another --db"
             ) from exc
         free = shutil.disk_usage(self.path.parent).free
         if free < MIN_FREE_BYTES:

@@ -16,6 +16,7 @@ import numpy as np
 import numpy.typing as npt
 
 from devicectl.errors import ProfileError
+from devicectl.safety import DEPTH_CAP_UM
 from devicectl.yaml_reader import profile_error, read_yaml
 
 DEFAULT_ZONES_PATH: Final = Path(__file__).resolve().parent.parent / "profiles" / "zones.yaml"
@@ -28,6 +29,7 @@ KNOWN_ZONE_NAMES: Final = (
     "right_temporal",
     "occipital",
 )
+_ZONE_FIELDS: Final = ("id", "name", "label", "outline_mm", "max_depth_mm", "max_depth_source")
 #: Cell size (mm) of the raster used to check overlap and cover at load, and by zone_at.
 CHECK_CELL_MM: Final = 0.5
 #: Scalp area the zones may leave uncovered (rounding of curved borders), as a fraction.
@@ -45,6 +47,9 @@ class Zone:
     label: str
     outline_mm: tuple[Point, ...]
     area_mm2: float
+    #: the deepest a profile may treat this region (None: the device cap), and why
+    max_depth_um: int | None = None
+    max_depth_source: str = ""
 
 
 @dataclass(frozen=True)
@@ -329,10 +334,9 @@ class _ZoneMapReader:
                 self.fail(loc, "a zone is a mapping with id, name, label and outline_mm")
                 continue
             for key in z:
-                if key not in ("id", "name", "label", "outline_mm"):
-                    self.fail(
-                        (*loc, key), "unknown field; allowed: id, name, label, outline_mm", key=True
-                    )
+                if key not in _ZONE_FIELDS:
+                    self.fail((*loc, key), f"unknown field; allowed: {', '.join(_ZONE_FIELDS)}",
+                              key=True)
             zone_id, name, label = z.get("id"), z.get("name"), z.get("label")
             if type(zone_id) is not int or zone_id != i + 1:
                 self.fail((*loc, "id"), f"must be {i + 1}: ids run 1..N in the order of the list")
@@ -350,8 +354,10 @@ class _ZoneMapReader:
             if not isinstance(label, str) or not label.strip():
                 self.fail((*loc, "label"), "must be a display name (text)")
             outline = self.outline(z.get("outline_mm"), (*loc, "outline_mm"))
+            max_um, source = self.max_depth(z, loc)
             if outline is not None and isinstance(name, str) and isinstance(label, str):
-                zones.append(Zone(i + 1, name, label, outline, polygon_area_mm2(outline)))
+                zones.append(Zone(i + 1, name, label, outline, polygon_area_mm2(outline),
+                                  max_um, source))
         for name in KNOWN_ZONE_NAMES:
             if name not in seen:
                 self.fail(
@@ -359,6 +365,22 @@ class _ZoneMapReader:
                     f"zone {name!r} is missing; the map needs all of {', '.join(KNOWN_ZONE_NAMES)}",
                 )
         return zones
+
+    def max_depth(self, z: dict[str, Any], loc: tuple[str | int, ...]) -> tuple[int | None, str]:
+        """The region's depth limit (µm) and its source; both or neither."""
+        raw, source = z.get("max_depth_mm"), z.get("max_depth_source")
+        if raw is None:
+            if source is not None:
+                self.fail((*loc, "max_depth_source"), "a source without max_depth_mm")
+            return None, ""
+        if not _is_number(raw) or not 0 < raw * 1000 <= DEPTH_CAP_UM:
+            self.fail((*loc, "max_depth_mm"),
+                      f"must be a depth in mm above 0 and at most the cap ({DEPTH_CAP_UM} µm)")
+            return None, ""
+        if not isinstance(source, str) or not source.strip():
+            self.fail((*loc, "max_depth_source"), "give the source of max_depth_mm (text)")
+            return None, ""
+        return round(raw * 1000), source.strip()
 
     def geometry(self, zones: list[Zone], scalp: tuple[Point, ...] | None) -> None:
         probe = ZoneMap(zones=tuple(zones))

@@ -5,6 +5,7 @@ operator, through the real CLI and the simulator, read back from the real record
 from __future__ import annotations
 
 import io
+import json
 import sys
 from pathlib import Path
 
@@ -189,3 +190,16 @@ def test_answers_given_in_the_terminal_are_asked_and_recorded(
 def test_the_shipped_checklist_is_the_default() -> None:
     assert SHIPPED.file == str(DEFAULT_CHECKLIST_PATH)
     assert template_text(SHIPPED).count(": null") == len(SHIPPED.items)
+
+
+def test_a_refusal_is_one_json_line_for_scripts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = answers_file(tmp_path, open_wounds="yes")
+    assert run(tmp_path, "--operator", "OP-1", "--consent", "--checklist", str(path),
+               "--json") == 1
+    captured = capsys.readouterr()
+    end = json.loads(captured.out.strip().splitlines()[-1])
+    assert end["type"] == "end" and end["outcome"] == "refused" and end["exit_code"] == 1
+    assert any("open_wounds: yes" in r for r in end["reasons"])
+    assert "NO-GO: contraindication" in captured.err  # the words for people go to stderr

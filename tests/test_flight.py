@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
+from clinic_support import GATE
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -80,9 +81,9 @@ def test_an_over_depth_estop_keeps_the_offending_telemetry_and_the_estop_frame(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     db = tmp_path / "r.db"
-    code = main(["run", "--profile", str(DATA / "short-two-zones.yaml"), "--patient", "P-fl",
+    code = main(["run", "--profile", str(DATA / "short-two-zones.yaml"), "--patient", "P-0102",
                  "--sim", "--yes", "--speed", "0", "--seed", "4", "--scenario",
-                 "overshoot-no-limit", "--db", str(db)])
+                 "overshoot-no-limit", "--db", str(db), *GATE])
     assert code == 3  # fault
     with Store(db) as store:
         sid = store.sessions()[0].id
@@ -115,3 +116,22 @@ def test_frames_of_a_session_without_recordings_say_so(
     assert out.out == "" and "no flight recording" in out.err
     assert main(["sessions", "frames", str(sid), "--db", str(db), "--recording", "2"]) == 1
     assert "has 0 flight recordings" in capsys.readouterr().err
+
+
+@given(st.binary(max_size=400), st.lists(st.integers(1, 90), max_size=20))
+def test_any_chunking_records_the_frames_between_delimiters(
+    stream: bytes, cuts: list[int]
+) -> None:
+    ring = FlightRecorder(slots=512)
+    pos = 0
+    for cut in [*cuts, len(stream)]:
+        ring.record(stream[pos : pos + cut], RX, pos)
+        pos += cut
+        if pos >= len(stream):
+            break
+    ring.record(stream[pos:], RX, pos)
+    pieces = stream.split(b"\x00")[:-1]  # what follows the last delimiter is not a frame yet
+    expected = [(x + b"\x00")[:SLOT_BYTES] for x in pieces if x]
+    got = ring.snapshot(len(stream)).frames(window_us=10**9)
+    assert [f.raw for f in got] == expected
+    assert [f.length for f in got] == [len(x) + 1 for x in pieces if x]

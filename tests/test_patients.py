@@ -32,6 +32,8 @@ def test_a_code_has_one_spelling_whatever_its_case_and_padding(
     [
         ("John Smith", "looks like a name"),
         ("Maria", "could be a name"),
+        ("Jean-Pierre", "could be a name"),
+        ("smith", "could be a name"),
         ("jane.doe@example.org", "e-mail"),
         ("P-1980-05-12", "date"),
         ("", "empty"),
@@ -44,6 +46,11 @@ def test_a_code_has_one_spelling_whatever_its_case_and_padding(
 def test_what_could_identify_a_patient_is_refused_with_the_reason(text: str, why: str) -> None:
     with pytest.raises(RefusedError, match=why):
         patient_ref(text)
+
+
+@pytest.mark.parametrize("code", ["P-CLI", "p-ro", "AB-x", "A", "P-0042", "x7"])
+def test_codes_without_a_name_in_them_are_accepted(code: str) -> None:
+    assert patient_ref(code) == code.upper()
 
 
 def test_the_cli_refuses_a_name_before_any_record_is_made(

@@ -117,3 +117,20 @@ def test_escaped_text_has_no_control_characters_and_keeps_the_rest(text: str) ->
     assert not any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F for c in shown)
     if not any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F for c in text):
         assert shown == text
+
+
+def test_control_characters_in_a_profile_and_an_error_are_escaped(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text = (DATA / "short-frontal.yaml").read_text()
+    name_line = next(x for x in text.splitlines() if x.startswith("name:"))
+    profile = tmp_path / "p.yaml"
+    profile.write_text(text.replace(name_line, 'name: "\\e]0;owned\\a Frontal"'))
+    assert main(["profile", "validate", str(profile)]) == 0
+    out = capsys.readouterr().out
+    assert "\\x1b]0;owned\\x07 Frontal" in out and "\x1b" not in out
+    missing = tmp_path / "gone\x1b[2J.yaml"
+    assert main(["run", "--profile", str(missing), "--patient", "P-0103", "--sim", "--yes",
+                 "--db", str(tmp_path / "r.db"), *GATE]) != 0
+    err = capsys.readouterr().err
+    assert "gone\\x1b[2J.yaml" in err and "\x1b" not in err

@@ -19,9 +19,8 @@ from devicectl.profile import (
 )
 
 REPO = Path(__file__).resolve().parent.parent
-PROFILES = sorted(
-    p for p in (REPO / "profiles").glob("*.yaml") if p.name not in ("zones.yaml", "checklist.yaml")
-)
+NOT_PROFILES = ("zones.yaml", "checklist.yaml")
+PROFILES = sorted(p for p in (REPO / "profiles").glob("*.yaml") if p.name not in NOT_PROFILES)
 
 
 def profile_text(
@@ -120,17 +119,26 @@ def test_28_days_is_enough_at_the_cap() -> None:
     assert load(profile_text("1.5", interval=28)).profile.zones[0].depth_um == 1500
 
 
-def test_adjuncts_warn_with_the_default_topical_wait() -> None:
+def test_adjuncts_warn_each_with_its_own_timing() -> None:
     loaded = load(profile_text(adjuncts="[minoxidil, PRP]"))
     assert loaded.warnings == (
         "adjuncts (minoxidil, PRP): fresh micro-channels raise absorption and the risk of "
-        "systemic side effects; wait 24 h after the session before applying topicals",
+        "systemic side effects",
+        "minoxidil: wait 24 h after the session before applying it; this wait is the clinic's "
+        "setting (--topical-wait-hours), not a trial result",
+        "PRP: applied in the session, onto the freshly needled scalp (the profile's timing)",
     )
 
 
 def test_the_topical_wait_is_a_site_setting() -> None:
-    loaded = load(profile_text(adjuncts="[finasteride]"), topical_wait_hours=48)
-    assert "wait 48 h after the session" in loaded.warnings[0]
+    loaded = load(profile_text(adjuncts="[bimatoprost]"), topical_wait_hours=48)
+    assert "bimatoprost: wait 48 h after the session" in loaded.warnings[1]
+
+
+def test_a_profile_may_set_an_adjuncts_timing() -> None:
+    loaded = load(profile_text(adjuncts="[{name: Minoxidil, timing: in_session}, triamcinolone]"))
+    assert loaded.warnings[1].startswith("minoxidil: applied in the session")
+    assert loaded.warnings[2].startswith("triamcinolone: applied in the session")
 
 
 def test_no_adjuncts_no_warning() -> None:

@@ -180,8 +180,9 @@ CASES: list[tuple[str, str | bytes, list[str]]] = [
         "unknown_adjunct",
         with_line(7, "adjuncts: [minoxidil, garlic]"),
         [
-            "7:23: adjuncts[1]: 'garlic' is not allowed; choose one of 'minoxidil', 'finasteride', "
-            "'dutasteride', 'spironolactone', 'latanoprost', 'prp' or 'crp'"
+            "7:23: adjuncts[1].name: 'garlic' is not allowed; choose one of 'minoxidil', "
+            "'finasteride', 'dutasteride', 'spironolactone', 'latanoprost', 'bimatoprost', "
+            "'prp', 'crp' or 'triamcinolone'"
         ],
     ),
     (

@@ -14,6 +14,7 @@ namespace) or chmod (not root: root ignores file modes).
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -25,6 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from clinic_support import GATE
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pytest_mock import MockerFixture
@@ -162,7 +164,8 @@ def test_a_deleted_database_is_noticed_copied_back_whole_and_completed_by_replay
 
     def delete() -> None:
         for f in tmp_path.glob("s.db*"):
-            f.unlink()
+            if f.is_file():  # the database, its WAL and journal
+                f.unlink()
 
     run_until_the_records_fail(session, pen, writer, delete)
     assert "deleted" in writer.failure  # type: ignore[operator]
@@ -326,25 +329,26 @@ def test_replay_of_a_broken_file_names_the_line_and_changes_nothing(
 
 # -- before a session: a database that cannot be written refuses it -----------------
 
-RUN_ARGS = ("run", "--profile", str(DATA / "short-frontal.yaml"), "--patient", "P-ro",
-            "--sim", "--yes", "--speed", "0", "--seed", "5")
+RUN_ARGS = ("run", "--profile", str(DATA / "short-frontal.yaml"), "--patient", "P-0100",
+            "--sim", "--yes", "--speed", "0", "--seed", "5", *GATE)
 
 
-def run_with_read_only_records(db: Path) -> subprocess.CompletedProcess[str]:
-    """`devicectl run` on `db` whose folder is read-only (a real read-only bind mount
-    in a private mount namespace as root; file modes otherwise)."""
+def run_with_read_only_records(db: Path, what: str) -> subprocess.CompletedProcess[str]:
+    """`devicectl run` on `db` with `what` ("folder" or "file") read-only: a real
+    read-only bind mount in a private mount namespace as root, file modes otherwise."""
     code = ("import sys; from devicectl.cli import main; "
             f"sys.exit(main({[*RUN_ARGS, '--db', str(db)]!r}))")
     env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "200"}
-    folder = str(db.parent)
+    folder = str(db.parent if what == "folder" else db)
     if os.geteuid() != 0:
         os.chmod(db, 0o444)
-        os.chmod(folder, 0o555)
+        if what == "folder":
+            os.chmod(db.parent, 0o555)
         try:
             return subprocess.run([sys.executable, "-c", code], capture_output=True,
                                   text=True, env=env, timeout=120)
         finally:
-            os.chmod(folder, 0o755)
+            os.chmod(db.parent, 0o755)
             os.chmod(db, 0o644)
     if shutil.which("unshare") is None:
         pytest.skip("root without unshare(1): no way here to make a file read-only for root")
@@ -357,13 +361,14 @@ def run_with_read_only_records(db: Path) -> subprocess.CompletedProcess[str]:
     return result
 
 
+@pytest.mark.parametrize("what", ["folder", "file"])
 def test_a_read_only_database_refuses_the_session_before_anything_starts(
-    tmp_path: Path,
+    tmp_path: Path, what: str
 ) -> None:
     db = tmp_path / "ro" / "s.db"
     db.parent.mkdir()
     new_session(db)  # an existing database with one session
-    result = run_with_read_only_records(db)
+    result = run_with_read_only_records(db, what)
     assert result.returncode == 1, result.stdout + result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "written" in lines[0] and str(db) in lines[0], lines
@@ -398,3 +403,73 @@ def test_while_the_records_fail_resume_and_start_are_refused(
     session.request_stop("test over")
     assert session.wait(10)
     writer.close("aborted", WALL)
+
+
+def test_through_the_cli_a_deleted_database_stops_the_run_says_so_in_red_and_replays(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from rich.console import Console
+
+    from devicectl.monitor.terminal import TerminalView
+    from devicectl.web.state import page_state
+
+    db = tmp_path / "s.db"
+    real_advance = VirtualPen.advance
+    deleted: list[int] = []
+
+    def advance(self: VirtualPen, now_us: int) -> bytes:
+        if not deleted and self.firmware.state.name == "STAMPING":
+            deleted.append(now_us)
+            for f in tmp_path.glob("s.db*"):
+                if f.is_file():  # the database, its WAL and journal (not <db>.running/)
+                    f.unlink()
+        return real_advance(self, now_us)
+
+    monkeypatch.setattr(VirtualPen, "advance", advance)
+    monkeypatch.setenv("COLUMNS", "250")
+    code = main(["run", "--profile", str(DATA / "short-two-zones.yaml"), "--patient", "P-0101",
+                 "--sim", "--yes", "--speed", "1", "--seed", "31", "--db", str(db), *GATE])
+    out = capsys.readouterr().out
+    assert deleted and code == Outcome.ABORTED.exit_code
+    assert "records cannot be written: the records file was deleted" in out
+    assert f"devicectl records replay {unsaved_path(db)}" in out
+    assert main(["sessions", "list", "--db", str(db)]) == 0
+    assert f"devicectl records replay {unsaved_path(db)}" in capsys.readouterr().out
+    assert main(["records", "replay", str(unsaved_path(db))]) == 0
+    assert main(["sessions", "list", "--db", str(db)]) == 0
+    assert "records replay" not in capsys.readouterr().out  # all back: nothing to say
+    with Store(db) as store:
+        rec = store.sessions()[0]
+        kinds = [e.kind for e in store.events(rec.id)]
+    assert rec.outcome == "aborted" and rec.patient_ref == "P-0101" and rec.cartridge_id
+    assert kinds[-1] == "STATE" and "SAFETY_STOP" in kinds and "STOP_REQUESTED" in kinds
+
+    # The live view and the page show it in red, whatever the state.
+    status = {"state": "PAUSED", "records_failure": "records cannot be written: disk full"}
+    console = Console(record=True, width=120, file=io.StringIO(), color_system="truecolor")
+    console.print(TerminalView("t").render(status))
+    html = console.export_html(inline_styles=True)
+    assert 'background-color: #800000; font-weight: bold">records cannot be written' in html
+    assert page_state(status, header={}, trace=[], events=[], heat=None, tracked=False)[
+        "records_failure"] == status["records_failure"]
+
+
+def test_a_nearly_full_disk_refuses_the_session_before_anything_starts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import devicectl.store
+
+    db = tmp_path / "s.db"
+    new_session(db)
+    real = shutil.disk_usage
+
+    def nearly_full(path: str | Path) -> object:  # the edge: what the file system reports
+        usage = real(path)
+        return type(usage)(usage.total, usage.total - 4096, 4096)
+
+    monkeypatch.setattr(devicectl.store.shutil, "disk_usage", nearly_full)
+    assert main([*RUN_ARGS, "--db", str(db)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "4 KiB free" in err[0] and str(db) in err[0]
+    with Store(db) as store:
+        assert len(store.sessions()) == 1

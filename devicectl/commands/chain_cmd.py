@@ -14,6 +14,7 @@ from rich.text import Text
 
 from devicectl.chain import ChainCheck, verify_all, verify_session
 from devicectl.errors import StoreError
+from devicectl.plain import plain
 from devicectl.records import open_database
 from devicectl.store import default_db_path
 
@@ -62,7 +63,7 @@ def verify(args: argparse.Namespace) -> int:
 
 def _line(check: ChainCheck) -> Text:
     if check.problem is not None:
-        return Text(f"BROKEN {check.problem}", style="bold red")
+        return plain(f"BROKEN {check.problem}", "bold red")
     if check.unchained:
         return Text(f"session {check.session_id}: recorded before the records kept a hash "
                     "chain; not checked")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,6 +29,9 @@ from devicectl.checklist import (
     template_text,
 )
 from devicectl.errors import RefusedError
+from devicectl.notes import add_note
+from devicectl.plain import plain
+from devicectl.records import open_database
 from devicectl.store import EventRecord, Store
 
 #: What the demo says instead of a person's answers: nobody is being treated.
@@ -68,8 +72,8 @@ def show(args: argparse.Namespace) -> int:
     console.print(f"{checklist.file} (sha256 {checklist.content_hash[:12]})", markup=False,
                   highlight=False)
     for item in checklist.items:
-        console.print(f"{item.id}: {item.question}", markup=False, highlight=False)
-        console.print(f"    sources: {'; '.join(item.sources)}", markup=False, highlight=False)
+        console.print(plain(f"{item.id}: {item.question}"), highlight=False)
+        console.print(plain(f"    sources: {'; '.join(item.sources)}"), highlight=False)
     return 0
 
 
@@ -112,10 +116,12 @@ def read_gate_inputs(args: argparse.Namespace, interactive: bool) -> GateInputs:
 
 
 def eligibility_gate(
-    console: Console, store: Store, session_id: int, inputs: GateInputs
+    console: Console, store: Store, session_id: int, inputs: GateInputs,
+    shown: Sequence[str] = (),
 ) -> list[str]:
     """Asks what the files did not answer, records the answers and the consent in the
-    session's log, and returns the NO-GO reasons (empty: go)."""
+    session's log with the warnings and adjunct instructions `shown`, and returns the
+    NO-GO reasons (empty: go)."""
     answers, how = _answers(console, inputs)
     consent_how = "--consent" if inputs.consent else "not given"
     consent = inputs.consent
@@ -137,11 +143,44 @@ def eligibility_gate(
                f"at {consent_wall}", {"given": consent, "how": consent_how, "at": consent_wall},
                wall=consent_wall),
     ]
+    if shown:
+        events.append(_event("INSTRUCTIONS", "warnings and adjunct instructions shown: "
+                             + " | ".join(shown), {"lines": list(shown)}))
     if reasons:
         events.append(_event("GO_NO_GO", "no go: " + "; ".join(reasons),
                              {"reasons": reasons}, safety=True))
     store.append_events(session_id, events)
     return reasons
+
+
+def acknowledge_adjuncts(
+    console: Console, db_path: Path, session_id: int, instructions: Sequence[str],
+    operator: str, given: bool, interactive: bool, simulated: bool = False,
+) -> None:
+    """At the end of a session: the adjunct instructions shown again, acknowledged (or
+    not) by the operator, and recorded as a note of the session (notes.py)."""
+    lines = list(instructions)
+    if not lines:
+        return
+    console.print(Text("Adjunct instructions for the patient:", style="bold"))
+    for line in lines:
+        console.print(plain(f"  {line}"), soft_wrap=True)
+    how = "--ack-adjuncts" if given else "no --ack-adjuncts, no terminal"
+    if simulated:
+        how = SIMULATED
+    if not given and interactive:
+        given = _ask(console, "Were these instructions given to the patient?")
+        how = "confirmed in the terminal" if given else "not given in the terminal"
+    text = ("adjunct instructions given to the patient" if given else
+            "adjunct instructions NOT acknowledged") + f" ({how}): " + " | ".join(lines)
+    conn = open_database(db_path, create=False)
+    try:
+        add_note(conn, session_id, wall=_wall(), text=text, adverse=None, author=operator)
+    finally:
+        conn.close()
+    if not given:
+        console.print(Text("the adjunct instructions were not acknowledged; this is recorded",
+                           style="bold red"))
 
 
 def _answers(console: Console, inputs: GateInputs) -> tuple[dict[str, Answer], str]:
@@ -166,7 +205,7 @@ def _answers(console: Console, inputs: GateInputs) -> tuple[dict[str, Answer], s
 def _ask_answer(console: Console, question: str) -> Answer:
     while True:
         try:
-            reply = console.input(Text(f"{question} [y/n] ")).strip().lower()
+            reply = console.input(plain(f"{question} [y/n] ")).strip().lower()
         except (EOFError, KeyboardInterrupt):
             return None
         if reply in ("y", "yes"):

@@ -14,11 +14,11 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
-from rich.text import Text
 
 from devicectl.errors import DevicectlError, StoreError
 from devicectl.notes import ADVERSE_KINDS, Note, add_note, notes_of
 from devicectl.patients import patient_ref
+from devicectl.plain import plain
 from devicectl.records import open_database
 from devicectl.safety import INTERVAL_DEPTH_UM, ZoneInterval, zone_interval_days
 from devicectl.store import SessionRecord, Store, default_db_path, parse_wall
@@ -122,7 +122,7 @@ def list_patients(args: argparse.Namespace) -> int:
         table.add_column(col, overflow="fold")
     for p in sorted(patients.values(), key=lambda p: p.ref):
         last = p.sessions[-1]
-        table.add_row(Text(p.ref), str(len(p.sessions)), p.sessions[0].started_at[:10],
+        table.add_row(plain(p.ref), str(len(p.sessions)), p.sessions[0].started_at[:10],
                       last.started_at[:10], last.outcome or "interrupted", str(len(p.adverse)))
     console.print(table)
     return 0
@@ -136,8 +136,8 @@ def show_patient(args: argparse.Namespace) -> int:
         raise DevicectlError(f"no sessions of patient {ref} in {path}; `devicectl patients "
                              "list` shows them")
     console = Console()
-    console.print(Text(f"patient {ref} · {len(patient.sessions)} sessions · "
-                       f"{len(patient.adverse)} adverse events", style="bold"))
+    console.print(plain(f"patient {ref} · {len(patient.sessions)} sessions · "
+                       f"{len(patient.adverse)} adverse events", "bold"))
     for rec in patient.sessions:
         _show_session(console, rec, patient.notes[rec.id])
     console.print(_interval_table(patient.sessions))
@@ -148,18 +148,18 @@ def _show_session(console: Console, rec: SessionRecord, notes: list[Note]) -> No
     head = (f"session {rec.id} · {rec.started_at} · {rec.profile_name} "
             f"({rec.profile_hash[:12]}) · {rec.outcome or 'interrupted'} · operator "
             f"{rec.operator or '?'}")
-    table = Table(title=Text(head), title_justify="left")
+    table = Table(title=plain(head), title_justify="left")
     for col in ("zone", "depth mm", "rate Hz", "coverage", "strokes", "cells at max", "done"):
         table.add_column(col, justify="left" if col == "zone" else "right")
     for z in rec.zones:
-        table.add_row(Text(z.name), f"{z.depth_um / 1000:.2f}", f"{z.rate_dhz / 10:g}",
+        table.add_row(plain(z.name), f"{z.depth_um / 1000:.2f}", f"{z.rate_dhz / 10:g}",
                       f"{100 * z.fraction:.0f} % / {100 * z.target_fraction:.0f} %",
                       str(z.strokes), str(z.cells_at_max), "yes" if z.done else "no")
     console.print(table)
     for n in notes:
         by = f" by {n.author}" if n.author else ""
         style = "bold red" if n.adverse_kind else ""
-        console.print(Text(f"  {n.wall} {n.label}{by}: {n.text}", style=style), soft_wrap=True)
+        console.print(plain(f"  {n.wall} {n.label}{by}: {n.text}", style), soft_wrap=True)
 
 
 def _profile_interval(rec: SessionRecord) -> int | None:
@@ -191,6 +191,6 @@ def _interval_table(sessions: list[SessionRecord]) -> Table:
         due = moment + timedelta(days=days)
         when = "now" if due <= now else f"from {due.date().isoformat()}"
         shown = f"{days} days" if interval is not None else f"{days} days (profile unreadable)"
-        table.add_row(Text(name), moment.date().isoformat(), str(rec.id),
+        table.add_row(plain(name), moment.date().isoformat(), str(rec.id),
                       f"{depth_um / 1000:.2f}", shown, when)
     return table

@@ -17,7 +17,7 @@ from rich.table import Table
 from rich.text import Text
 
 from devicectl.errors import ProfileError
-from devicectl.plain import plain
+from devicectl.plain import escape_controls, plain
 from devicectl.plan import NOMINAL_DEVICE, NOMINAL_HAND_SPEED_MM_S, Plan, nominal_plan
 from devicectl.profile import (
     DEFAULT_TOPICAL_WAIT_HOURS,
@@ -73,17 +73,24 @@ def run_validate(args: argparse.Namespace) -> int:
                 checked = load_zone_map(path)
                 print(f"{path}: ok (zone map, {len(checked.zones)} zones)")
                 continue
+            if _is_checklist(path):  # profiles/checklist.yaml lies beside them (issue 13)
+                from devicectl.checklist import load_checklist
+
+                items = load_checklist(path).items
+                print(f"{path}: ok (contraindication checklist, {len(items)} items)")
+                continue
             loaded = load_profile(
                 path, zone_map=zone_map, topical_wait_hours=args.topical_wait_hours
             )
         except ProfileError as exc:
             bad += 1
             for problem in exc.problems:
-                print(problem, file=sys.stderr)
+                print(escape_controls(problem), file=sys.stderr)
             continue
-        print(f"{path}: ok ({loaded.profile.name}, sha256 {loaded.content_hash[:12]})")
+        print(escape_controls(
+            f"{path}: ok ({loaded.profile.name}, sha256 {loaded.content_hash[:12]})"))
         for warning in loaded.warnings:
-            print(f"{path}: warning: {warning}")
+            print(escape_controls(f"{path}: warning: {warning}"))
     return 1 if bad else 0
 
 
@@ -94,6 +101,15 @@ def _is_zone_map(path: Path) -> bool:
     except ProfileError:
         return False  # load_profile reports the problem
     return isinstance(data, dict) and "scalp_outline_mm" in data
+
+
+def _is_checklist(path: Path) -> bool:
+    """A YAML file with `items:` and no `zones:` is the contraindication checklist."""
+    try:
+        data = read_yaml(path).data
+    except ProfileError:
+        return False
+    return isinstance(data, dict) and "items" in data and "zones" not in data
 
 
 def run_show(args: argparse.Namespace) -> int:

@@ -24,7 +24,13 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from devicectl.commands.checklist_cmd import eligibility_gate, read_gate_inputs, staff_id
+from devicectl.adjuncts import adjunct_instructions
+from devicectl.commands.checklist_cmd import (
+    acknowledge_adjuncts,
+    eligibility_gate,
+    read_gate_inputs,
+    staff_id,
+)
 from devicectl.commands.profile_cmd import plan_table
 from devicectl.commands.run_checks import check_override, check_records, check_records_kind
 from devicectl.controller import Command, Controller, StartFacts, State
@@ -40,7 +46,12 @@ from devicectl.monitor.viewproc import ViewOptions, ViewProcess
 from devicectl.patients import patient_ref
 from devicectl.plain import plain
 from devicectl.plan import make_plan
-from devicectl.profile import LoadedProfile, load_profile, load_profile_text
+from devicectl.profile import (
+    DEFAULT_TOPICAL_WAIT_HOURS,
+    LoadedProfile,
+    load_profile,
+    load_profile_text,
+)
 from devicectl.safety import INTERVAL_DEPTH_UM, OVERRIDE_REASON_MIN_CHARS
 from devicectl.session import Outcome, Policy, Session, VirtualClock
 from devicectl.store import EventRecord, RecordWriter, SessionRecord, Store, default_db_path
@@ -72,6 +83,12 @@ def register(sub: Any) -> None:
                    help="answers to the contraindication checklist, a YAML mapping of item id "
                    "to yes/no (`devicectl checklist template`); without it they are asked in "
                    "the terminal")
+    p.add_argument("--ack-adjuncts", action="store_true",
+                   help="the adjunct instructions were given to the patient (recorded at the "
+                   "end); without it, it is asked in the terminal")
+    p.add_argument("--topical-wait-hours", type=float, default=DEFAULT_TOPICAL_WAIT_HOURS,
+                   metavar="H", help="the clinic's wait after a session before a topical "
+                   "adjunct (a clinic setting)")
     p.add_argument("--consent", action="store_true",
                    help="the patient has given informed consent to this treatment today "
                    "(recorded with the time); without it, it is asked in the terminal")
@@ -146,7 +163,8 @@ def demo(args: argparse.Namespace) -> int:
         profile=DEMO_PROFILE, patient=f"DEMO-{secrets.randbelow(10**6):06d}", port=None, sim=True,
         scenario=None, speed=args.speed, seed=None, no_position=False, db=args.db, yes=True,
         override_interval=None, clinician=None, resume=None, operator="DEMO-OPERATOR",
-        checklist=None, consent=True, simulated_answers=True, new_records=False, web=args.web,
+        checklist=None, consent=True, simulated_answers=True, ack_adjuncts=True,
+        topical_wait_hours=DEFAULT_TOPICAL_WAIT_HOURS, new_records=False, web=args.web,
         web_port=args.web_port, web_host=args.web_host, quiet=args.quiet, json=args.json,
     )
     return run(ns)
@@ -191,7 +209,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         with Store(db_path) as store:
             setup = _setup(store, loaded, patient, resume_id, operator, args.sim)
-            refusals = eligibility_gate(console, store, setup.session_id, gate)
+            refusals = eligibility_gate(console, store, setup.session_id, gate,
+                                        setup.loaded.warnings)
             if refusals:
                 store.close_session(setup.session_id, Outcome.REFUSED.value, _now_iso())
             resumed = store.session(setup.session_id) if setup.resumed else None
@@ -200,13 +219,16 @@ def run(args: argparse.Namespace) -> int:
     except BaseException:
         wire.close()
         raise
-    if refusals:
+    if refusals:  # the clinic's gate said no: the pen was never started
         wire.close()
         for reason in refusals:
-            _always(console, Text("NO-GO: " + reason, style="bold red"))
-        _always(console, Text(f"refused · session id {setup.session_id} · details: devicectl "
-                              f"sessions show {setup.session_id} --db {db_path}",
-                              style="bold red"))
+            _always(console, plain("NO-GO: " + reason, "bold red"))
+        _always(console, plain(f"refused · session id {setup.session_id} · details: devicectl "
+                               f"sessions show {setup.session_id} --db {db_path}", "bold red"))
+        if as_json:
+            _json_line({"type": "end", "session_id": setup.session_id, "outcome": "refused",
+                        "reasons": refusals, "exit_code": Outcome.REFUSED.exit_code,
+                        "db": str(db_path)})
         return Outcome.REFUSED.exit_code
     start_zone = _first_unfinished_zone(setup.loaded, resumed.zones) if resumed else 0
     console.print(Text.assemble(
@@ -290,9 +312,17 @@ def run(args: argparse.Namespace) -> int:
         _always(console, Text.assemble(("records: ", "bold red"), plain(err)))
     _summary(console, session, setup, outcome, db_path)
     _records_banner(console, writer)
+    if outcome is not Outcome.REFUSED:  # the patient was treated: the adjuncts' instructions
+        instructions = adjunct_instructions(setup.loaded.profile.adjuncts,
+                                            args.topical_wait_hours)
+        acknowledge_adjuncts(console, db_path, setup.session_id, instructions, operator,
+                             bool(args.ack_adjuncts), interactive,
+                             simulated=bool(getattr(args, "simulated_answers", False)))
     if as_json:
+        failed = {"records_failure": writer.failure,
+                  "unsaved": str(writer.unsaved_path)} if writer.failure is not None else {}
         _json_line({"type": "end", "session_id": setup.session_id, "outcome": outcome.value,
-                    "exit_code": outcome.exit_code, "db": str(db_path)})
+                    "exit_code": outcome.exit_code, "db": str(db_path), **failed})
     return outcome.exit_code
 
 
@@ -339,13 +369,15 @@ def _load(args: argparse.Namespace, store: Store) -> tuple[LoadedProfile, str, i
                 f"session {record.id} ended ({record.outcome}); only an interrupted session "
                 "can be resumed"
             )
-        loaded = load_profile_text(record.profile_text, f"session {record.id} profile")
+        loaded = load_profile_text(record.profile_text, f"session {record.id} profile",
+                                   topical_wait_hours=args.topical_wait_hours)
         if loaded.content_hash != record.profile_hash:
             raise RefusedError(f"session {record.id}'s stored profile does not match its hash")
         return loaded, record.patient_ref, record.id
     if args.profile is None or not args.patient:
         raise DevicectlError("a new session needs --profile FILE and --patient REF")
-    return load_profile(args.profile), patient_ref(args.patient), None
+    return (load_profile(args.profile, topical_wait_hours=args.topical_wait_hours),
+            patient_ref(args.patient), None)
 
 
 
@@ -570,7 +602,8 @@ class _Feed:
         if self.as_json:
             _json_line(event_record(e, t0_us))
         elif not is_chatty(e):
-            self.console.print(Text(event_line(e, t0_us)), highlight=False, soft_wrap=True)
+            self.console.print(Text(event_line(e, t0_us), style="red" if e.safety else ""),
+                               highlight=False, soft_wrap=True)
 
     def progress(self, session: Session) -> None:
         for now_us, status in session.drain_progress():

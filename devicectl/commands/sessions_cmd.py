@@ -141,7 +141,17 @@ def list_sessions(args: argparse.Namespace) -> int:
             outcome_text(rec.outcome), f"{done}/{len(rec.zones)}",
         )))
     console.print(table)
+    _unsaved_note(console, path)
     return 0
+
+
+def _unsaved_note(console: Console, db: Path) -> None:
+    """In red, when records of this database wait in its unsaved file."""
+    from devicectl.unsaved import not_yet_replayed
+
+    note = not_yet_replayed(db)
+    if note is not None:
+        console.print(plain(note, "bold red"), soft_wrap=True)
 
 
 def _since_start(rec: SessionRecord, event: EventRecord) -> float | None:
@@ -222,6 +232,7 @@ def show_session(args: argparse.Namespace) -> int:
             plain(e.text),
         )
     console.print(timeline)
+    _unsaved_note(console, _db(args))
     return 0
 
 
