@@ -4,13 +4,18 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo bench lint clean faults soak
+.PHONY: test demo bench lint clean faults soak compiled test-compiled bench-compiled
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
+
+CORE_TESTS := tests/test_protocol.py tests/test_protocol_properties.py tests/test_signing.py \
+	tests/test_columnar.py tests/test_coverage.py tests/test_controller.py \
+	tests/test_controller_properties.py tests/test_safety.py tests/test_firmware.py \
+	tests/test_physics.py tests/test_virtual_session.py
 
 test: $(STAMP)
 	$(BIN)/ruff check devicectl firmware_sim tests bench
@@ -23,6 +28,7 @@ demo: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	$(BIN)/python bench/codec.py
+	$(BIN)/python bench/columnar.py
 	$(BIN)/python bench/sim.py
 	$(BIN)/python bench/controller.py
 	$(BIN)/python bench/session.py
@@ -41,9 +47,29 @@ faults: $(STAMP)
 soak: $(STAMP)
 	$(BIN)/python -m pytest -q -s -m slow tests/test_soak.py
 
+# Opt-in (issue 17 item 1): the sans-I/O core compiled with mypyc into build/compiled
+# (a copy of the packages with the extension modules beside them; setup.py lists
+# them). The pure-Python package stays the reference and what `make test` runs.
+COMPILED_DIR := build/compiled
+compiled: $(STAMP)
+	rm -rf $(COMPILED_DIR) && mkdir -p $(COMPILED_DIR)
+	cp -r devicectl firmware_sim profiles tests setup.py pyproject.toml README.md $(COMPILED_DIR)/
+	cd $(COMPILED_DIR) && DEVICECTL_COMPILE=1 $(CURDIR)/$(BIN)/python setup.py -q build_ext --inplace
+	@ls $(COMPILED_DIR)/devicectl/*.so $(COMPILED_DIR)/firmware_sim/*.so 2>/dev/null \
+		|| echo "nothing compiled: build/compiled is pure Python"
+
+# The core tests against the compiled build (run inside it: pytest puts the
+# tests' root first on sys.path, which must be the compiled copy).
+test-compiled: compiled
+	cd $(COMPILED_DIR) && $(CURDIR)/$(BIN)/python -m pytest -q -p no:cacheprovider $(CORE_TESTS)
+
+# Controller step and virtual session, pure Python then compiled, in one run.
+bench-compiled: compiled
+	$(BIN)/python bench/compiled.py
+
 lint: $(STAMP)
 	$(BIN)/ruff check devicectl firmware_sim tests bench
 	$(BIN)/mypy
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis build

@@ -15,7 +15,8 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+# appended, not inserted: PYTHONPATH=build/compiled (make compiled) must come first
+sys.path.append(str(Path(__file__).resolve().parent.parent))
 
 from devicectl import protocol as p
 from devicectl.controller import Command, Controller, StartFacts, State
@@ -53,23 +54,43 @@ def _controller() -> tuple[Controller, p.Decoder, int]:
     return ctl, host, zone.id
 
 
-def _frames(zone_id: int, x0_mm: float, y0_mm: float) -> list[bytes]:
+def _frames(zone_id: int, x0_mm: float, y0_mm: float) -> list[tuple[int, ...]]:
+    """Telemetry values per frame; `stamps` and `state` are filled in as the pen
+    obeys the host's START and STOP (the host checks that it does, spec H3)."""
     out = []
-    stamps = 0
     for i in range(FRAMES):
-        if i % 5 == 0:
-            stamps += 1
         # rows 40 mm long, 4 mm apart, at 10 mm/s: 0.02 mm per frame
         along = (i * 0.02) % 40.0
         row = int(i * 0.02 // 40.0) % 10
         x = x0_mm + (along if row % 2 == 0 else 40.0 - along)
         y = y0_mm + 4.0 * row
-        t = p.Telemetry(
-            i * PERIOD_US, 3, 0, 1000, 1000, 1000, stamps,
-            round(x * 10), round(y * 10), 1, zone_id, 4000,
-        )
-        out.append(p.encode(t, i & 0xFF))
+        out.append((i * PERIOD_US, round(x * 10), round(y * 10)))
     return out
+
+
+class _Pen:
+    """Stamps (a stroke every fifth frame) only between the host's START and STOP."""
+
+    def __init__(self) -> None:
+        self.stamping = True
+        self.stamps = 0
+        self.decoder = p.Decoder()
+
+    def frame(self, i: int, values: tuple[int, ...], zone_id: int) -> bytes:
+        if self.stamping and i % 5 == 0:
+            self.stamps += 1
+        t_us, x_dmm, y_dmm = values
+        state = 3 if self.stamping else 2
+        t = p.Telemetry(t_us, state, 0, 1000, 1000 if self.stamping else 0, 1000, self.stamps,
+                        x_dmm, y_dmm, 1, zone_id, 4000)
+        return p.encode(t, i & 0xFF)
+
+    def obey(self, data: bytes) -> None:
+        for f in self.decoder.feed(data):
+            if isinstance(f.message, p.Start):
+                self.stamping = True
+            elif isinstance(f.message, p.Stop | p.Estop):
+                self.stamping = False
 
 
 def main() -> None:
@@ -79,19 +100,22 @@ def main() -> None:
     ys = [pt[1] for pt in zone.outline_mm]
     cx, cy = (min(xs) + max(xs)) / 2, (min(ys) + max(ys)) / 2
     frames = _frames(zone_id, cx - 20.0, cy - 20.0)
+    pen = _Pen()
     now = 1000
-    ctl.receive_data(frames[0], now)
-    ctl.command(Command.START, now)
+    ctl.receive_data(pen.frame(0, frames[0], zone_id), now)
+    pen.obey(ctl.command(Command.START, now).data)
     times: list[float] = []
     stroke: list[float] = []
     clock = time.perf_counter_ns
     gc.disable()
     try:
-        for i, frame in enumerate(frames[1:], start=1):
+        for i, values in enumerate(frames[1:], start=1):
             now += PERIOD_US
+            frame = pen.frame(i, values, zone_id)
             t0 = clock()
-            ctl.receive_data(frame, now)
+            out = ctl.receive_data(frame, now)
             dt = (clock() - t0) / 1000.0
+            pen.obey(out.data)
             times.append(dt)
             if i % 5 == 0:
                 stroke.append(dt)

@@ -18,7 +18,8 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+# appended, not inserted: PYTHONPATH=build/compiled (make compiled) must come first
+sys.path.append(str(Path(__file__).resolve().parent.parent))
 
 from devicectl.controller import Controller, StartFacts
 from devicectl.link import pipe_pair

@@ -72,6 +72,19 @@ def version() -> str:
         return "unknown (not installed: pip install -e .)"
 
 
+class _Version(argparse.Action):
+    """--version, looked up only when asked (importlib.metadata costs a --help 25 ms)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS,
+                         nargs=0, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: Any, option_string: str | None = None) -> None:
+        print(f"devicectl {version()}")
+        parser.exit()
+
+
 class HelpFormatter(argparse.HelpFormatter):
     """Every option's help ends with its default, unless it already says it or has none
     worth saying (a flag that is off, an option that is absent)."""
@@ -121,7 +134,7 @@ def build_parser(load: str | None = "*") -> argparse.ArgumentParser:
         epilog="`devicectl COMMAND --help` for a command's options. Exit codes: 0 done, "
         "1 refused or a user's mistake, 2 aborted, 3 fault, 4 link lost.",
     )
-    parser.add_argument("--version", action="version", version=f"devicectl {version()}")
+    parser.add_argument("--version", action=_Version, help="print the version and exit")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     lazy_modules = {module for module, _ in LAZY_COMMANDS.values()}
     wanted = {name for name, (module, _) in LAZY_COMMANDS.items()

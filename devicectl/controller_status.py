@@ -89,6 +89,11 @@ def status_snapshot(ctl: Controller, now_us: int) -> dict[str, Any]:
         "position_mode": ctl.position_mode,
         "stop_reason": ctl.stop_reason,
         "fault": ctl.fault,
+        # a faulty pen (spec H1-H5) ends the session in FAULT: no CLEAR_FAULT is offered
+        "fault_final": ctl.fault_final is not None,
+        "clear_fault_offered": ctl.state.name == "FAULT" and ctl.fault_final is None,
+        # strokes measured above the cap but within the tolerance (1501-1550 µm)
+        "tolerance_strokes": ctl.tolerance_strokes,
         "go_no_go": list(ctl.go_no_go),
         "elapsed_s": (now_us - started) / 1e6 if started is not None else 0.0,
         "remaining_s_est": remaining_s,

@@ -51,7 +51,7 @@ class LinkLost(Exception):
 class LinkState:
     """Seq counter, frames awaiting ACK, and the time of the last frame sent."""
 
-    __slots__ = ("_pending", "_seq", "last_sent_us", "resends_total", "secure")
+    __slots__ = ("_pending", "_seq", "acked_sent_us", "last_sent_us", "resends_total", "secure")
 
     def __init__(self) -> None:
         #: Once the link is authenticated, every frame is signed with this session.
@@ -60,6 +60,8 @@ class LinkState:
         self._pending: dict[int, Pending] = {}
         self.last_sent_us: int | None = None
         self.resends_total = 0
+        #: when the copy the last ACK answered was sent (the pen had it from then)
+        self.acked_sent_us = 0
 
     @property
     def unacked(self) -> int:
@@ -101,7 +103,24 @@ class LinkState:
         if p is None or acked_type != p.message.TYPE:
             return None
         del self._pending[acked_seq]
+        self.acked_sent_us = p.sent_us
         return p.message
+
+    def awaits(self, kind: type) -> bool:
+        """Whether a frame of this message class still waits for its ACK."""
+        return any(isinstance(p.message, kind) for p in self._pending.values())
+
+    def cancel(self, kind: type) -> int:
+        """Forget the unACKed frames of one message class: they are never sent again.
+
+        A START the pen has not acknowledged must not be resent once the host has
+        decided to stop (a fault, a refusal, a STOP): its resend would start a pen
+        that the host wants stopped. Returns how many were dropped.
+        """
+        doomed = [seq for seq, p in self._pending.items() if isinstance(p.message, kind)]
+        for seq in doomed:
+            del self._pending[seq]
+        return len(doomed)
 
     def resends_due(self, now_us: int) -> list[tuple[Pending, bytes]]:
         """Frames to send again now (new seq, same content); raises LinkLost after the last."""

@@ -40,12 +40,12 @@ def _figure(width_in: float, height_in: float) -> Figure:
 
 def coverage_map(zone_map: ZoneMap, zones: Sequence[ZoneCoverage], title: str) -> Figure:
     """The scalp map, each treated zone shaded by coverage reached over its target."""
-    from matplotlib import colormaps
     from matplotlib.patches import Polygon
+
+    from devicectl.mapstyle import NOT_PLANNED_FILL, reached, reached_colour, zone_caption
 
     fig = _figure(6.0, 6.4)
     ax = fig.add_subplot()
-    cmap = colormaps["RdYlGn"]
     by_name = {z.name: z for z in zones}
     if zone_map.scalp_outline_mm:
         ax.add_patch(Polygon(zone_map.scalp_outline_mm, closed=True, facecolor="#eeeeee",
@@ -53,12 +53,12 @@ def coverage_map(zone_map: ZoneMap, zones: Sequence[ZoneCoverage], title: str) -
     for zone in zone_map.zones:
         rec = by_name.get(zone.name)
         face: str | tuple[float, float, float, float]
+        # The colours and words the live page's map uses too (devicectl/mapstyle.py).
         if rec is None:
-            face, text = "#f7f7f7", f"{zone.label}\nnot in the plan"
+            face, text = NOT_PLANNED_FILL, zone_caption(zone.label, None, None)
         else:
-            reached = rec.fraction / rec.target_fraction if rec.target_fraction else 1.0
-            face = cmap(min(1.0, reached))
-            text = f"{zone.label}\n{100 * rec.fraction:.0f} % of {100 * rec.target_fraction:.0f} %"
+            face = reached_colour(reached(rec.fraction, rec.target_fraction))
+            text = zone_caption(zone.label, rec.fraction, rec.target_fraction)
         ax.add_patch(Polygon(zone.outline_mm, closed=True, facecolor=face, edgecolor="#333333",
                              linewidth=1.0))
         xs = [p[0] for p in zone.outline_mm]

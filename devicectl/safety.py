@@ -9,10 +9,10 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, Protocol
 
 from devicectl.errors import SafetyError
-from devicectl.protocol import Estop, SetTarget, encode, fault_names
+from devicectl.protocol import PROTO_VERSION, Estop, PenState, SetTarget, encode, fault_names
 
 #: The clinical depth cap: no needle deeper than 1.5 mm, whatever asks.
 DEPTH_CAP_UM: Final = 1500
@@ -36,8 +36,38 @@ CONTACT_LOST_LIMIT_US: Final = 300_000
 #: Telemetry missing for more than this many periods stops stamping.
 TELEMETRY_GAP_PERIODS: Final = 3
 
+#: The one protocol version the host speaks (spec H4: another is refused).
+PEN_PROTO: Final = PROTO_VERSION
+
+# --- the host checks the pen (spec 1.1, H1-H5) --------------------------------
+#: H1: telemetry periods after a SET_TARGET's ACK (OK) from which every TELEMETRY
+#: must report that target's depth and zone.
+TARGET_SETTLE_PERIODS: Final = 2
+#: H2: while STAMPING, the measured rate may exceed the commanded rate by this
+#: percentage ...
+OVERSPEED_PERCENT: Final = 125
+#: ... in at most this many TELEMETRY frames in a row, less one.
+OVERSPEED_FRAMES: Final = 3
+#: H3: from this long after a STOP or ESTOP is sent, the pen must be stopped ...
+STOP_SETTLE_US: Final = 20_000
+#: ... having made at most this many strokes since the stop was sent.
+STOP_STROKE_SLACK: Final = 2
+#: H3: the ESTOP to a pen that does not stop is sent again this often.
+NOT_STOPPED_RESEND_US: Final = 30_000
+#: H5: the over-depth that ends a session (the first may be cleared).
+OVERDEPTHS_PER_SESSION: Final = 2
+#: Tolerance band: strokes measured above the cap but not over the ESTOP limit
+#: (DEPTH_CAP_UM + 1 ... OVERDEPTH_LIMIT_UM) are counted, never silently passed.
+TOLERANCE_EVENT_PERIOD_US: Final = 1_000_000
+#: SENSOR_SUSPECT: measured depth more than this below the commanded depth ...
+SENSOR_SUSPECT_SHORTFALL_UM: Final = 400
+#: ... for this many strokes in a row while in contact and stamping stops stamping.
+SENSOR_SUSPECT_STROKES: Final = 30
+
 # The pen's states (protocol.PenState) the host knows; anything else is unknown.
 _KNOWN_PEN_STATES: Final = frozenset(range(5))
+_STAMPING: Final = int(PenState.STAMPING)
+_U32: Final = 0xFFFF_FFFF
 
 
 class Action(enum.Enum):
@@ -56,6 +86,12 @@ class EstopReason(enum.IntEnum):
     PEN_FAULT = 3
     #: the host itself failed (the session's last-ditch stop)
     HOST_FAILURE = 4
+    #: H1, H4: the pen reports a target, zone or identity the host did not command
+    MISMATCH = 5
+    #: H2: the pen stamps faster than commanded
+    OVERSPEED = 6
+    #: H3: the pen goes on stamping after STOP or ESTOP
+    NOT_STOPPED = 7
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +99,8 @@ class Verdict:
     action: Action
     reason: str
     estop_reason: int = 0
+    #: the pen is faulty (spec H1-H5): the session ends in FAULT, nothing is cleared
+    ends_session: bool = False
 
 
 #: The verdict of a frame with nothing wrong: one shared object, no allocation.
@@ -128,18 +166,19 @@ def emergency_stop_frame(seq: int = 0) -> bytes:
 def telemetry_verdict(
     state: int,
     fault_flags: int,
-    depth_cmd_um: int,
+    commanded_depth_um: int,
     depth_meas_um: int,
     battery_mv: int,
     known_fault_flags: int,
 ) -> Verdict:
     """What one TELEMETRY frame demands, checked before any other work on it.
 
-    ESTOP: measured depth over OVERDEPTH_LIMIT_UM or over the commanded depth
-    plus OVERSHOOT_MARGIN_UM, or a fault flag set that `known_fault_flags`
-    (the flags seen before, and those the host caused itself) did not have.
-    STOP: battery below BATTERY_LOW_MV or a pen state the host does not know.
-    Scalar arithmetic only: this runs on every frame, at up to 2 kHz.
+    ESTOP: measured depth over OVERDEPTH_LIMIT_UM or over the depth *the host
+    commanded* plus OVERSHOOT_MARGIN_UM (never the pen's own claim of its
+    target: that claim is what H1 checks), or a fault flag set that
+    `known_fault_flags` (the flags seen before, and those the host caused
+    itself) did not have. STOP: battery below BATTERY_LOW_MV or a pen state the
+    host does not know. Scalar arithmetic only: this runs on every frame.
     """
     if depth_meas_um > OVERDEPTH_LIMIT_UM:
         return Verdict(
@@ -148,11 +187,11 @@ def telemetry_verdict(
             f"{OVERDEPTH_LIMIT_UM} µm limit",
             EstopReason.OVERDEPTH,
         )
-    if depth_meas_um > depth_cmd_um + OVERSHOOT_MARGIN_UM:
+    if depth_meas_um > commanded_depth_um + OVERSHOOT_MARGIN_UM:
         return Verdict(
             Action.ESTOP,
             f"measured needle depth {depth_meas_um} µm is more than "
-            f"{OVERSHOOT_MARGIN_UM} µm over the commanded {depth_cmd_um} µm",
+            f"{OVERSHOOT_MARGIN_UM} µm over the {commanded_depth_um} µm the host commanded",
             EstopReason.OVERSHOOT,
         )
     new_flags = fault_flags & ~known_fault_flags
@@ -163,13 +202,142 @@ def telemetry_verdict(
             EstopReason.PEN_FAULT,
         )
     if state not in _KNOWN_PEN_STATES:
-        return Verdict(Action.STOP, f"the pen reports an unknown state ({state})")
+        return Verdict(Action.STOP, unknown_state_problem(state))
     if battery_mv < BATTERY_LOW_MV:
-        return Verdict(
-            Action.STOP,
-            f"the pen's battery is low ({battery_mv} mV, below {BATTERY_LOW_MV} mV)",
-        )
+        return Verdict(Action.STOP, low_battery_problem(battery_mv))
     return OK
+
+
+def unknown_state_problem(state: int) -> str:
+    return f"the pen reports an unknown state ({state})"
+
+
+def low_battery_problem(battery_mv: int) -> str:
+    return f"the pen's battery is low ({battery_mv} mV, below {BATTERY_LOW_MV} mV)"
+
+
+def pen_condition_problem(state: int, fault_flags: int, battery_mv: int) -> str | None:
+    """Why the pen's last TELEMETRY forbids stamping now, or None (one rule for
+    the technician's START and the coverage's restart alike)."""
+    if fault_flags:
+        return "the pen reports " + ", ".join(fault_names(fault_flags))
+    if state not in _KNOWN_PEN_STATES:
+        return unknown_state_problem(state)
+    if battery_mv < BATTERY_LOW_MV:
+        return low_battery_problem(battery_mv)
+    return None
+
+
+def target_mismatch(
+    depth_cmd_um: int, zone_id: int, commanded_depth_um: int, commanded_zone_id: int
+) -> Verdict:
+    """H1: the pen must report the target the host commanded, once it settled."""
+    if depth_cmd_um == commanded_depth_um and zone_id == commanded_zone_id:
+        return OK
+    return Verdict(
+        Action.ESTOP,
+        f"the pen reports target {depth_cmd_um} µm in zone {zone_id}; the host "
+        f"commanded {commanded_depth_um} µm in zone {commanded_zone_id}",
+        EstopReason.MISMATCH,
+        ends_session=True,
+    )
+
+
+def is_overspeed(rate_meas_dhz: int, commanded_rate_dhz: int) -> bool:
+    """H2, one frame: the measured rate over OVERSPEED_PERCENT of the commanded one."""
+    return rate_meas_dhz * 100 > commanded_rate_dhz * OVERSPEED_PERCENT
+
+
+def overspeed(rate_meas_dhz: int, commanded_rate_dhz: int) -> Verdict:
+    """H2: the verdict once OVERSPEED_FRAMES frames in a row were over the limit."""
+    return Verdict(
+        Action.ESTOP,
+        f"the pen stamps at {rate_meas_dhz / 10:g} Hz, over {OVERSPEED_PERCENT} % of the "
+        f"commanded {commanded_rate_dhz / 10:g} Hz in {OVERSPEED_FRAMES} frames in a row",
+        EstopReason.OVERSPEED,
+        ends_session=True,
+    )
+
+
+def not_stopped(state: int, stamp_count: int, stamps_at_stop: int | None) -> Verdict:
+    """H3: a TELEMETRY from STOP_SETTLE_US after a STOP or ESTOP must show the pen
+    stopped: not STAMPING, at most STOP_STROKE_SLACK strokes since the stop. A
+    counter that went backwards (a reboot) is not strokes."""
+    strokes = 0 if stamps_at_stop is None else (stamp_count - stamps_at_stop) & _U32
+    if state != _STAMPING and not STOP_STROKE_SLACK < strokes < 0x8000_0000:
+        return OK
+    what = "reports STAMPING" if state == _STAMPING else f"made {strokes} strokes"
+    return Verdict(
+        Action.ESTOP,
+        f"the pen {what} more than {STOP_SETTLE_US // 1000} ms after it was told to stop: "
+        "switch the pen off now",
+        EstopReason.NOT_STOPPED,
+        ends_session=True,
+    )
+
+
+def identity_problem(
+    proto: int,
+    serial_number: int,
+    cartridge_id: int,
+    session_serial: int | None,
+    session_cartridge_id: int | None,
+) -> str | None:
+    """H4: why this DEVICE_INFO is not the pen (and cartridge) of this session.
+
+    Another protocol version is refused before anything is configured; after a
+    reconnect, another serial number or another cartridge is refused.
+    """
+    if proto != PEN_PROTO:
+        return (
+            f"the pen speaks protocol version {proto}; this host speaks only "
+            f"version {PEN_PROTO}"
+        )
+    if session_serial is not None and serial_number != session_serial:
+        return (
+            f"pen {serial_number} answered, not pen {session_serial} of this session; "
+            "reconnect the session's pen"
+        )
+    if session_cartridge_id is not None and cartridge_id != session_cartridge_id:
+        return (
+            f"the pen holds cartridge {cartridge_id}, not cartridge {session_cartridge_id} "
+            "of this session"
+        )
+    return None
+
+
+def second_overdepth(cartridge_id: int) -> str:
+    """H5's message: the session ends, and the cartridge is recorded as failed."""
+    return (
+        f"over-depth {OVERDEPTHS_PER_SESSION} times in one session: the session ends "
+        f"in FAULT, and cartridge {cartridge_id} is recorded as failed"
+    )
+
+
+def in_tolerance_band(depth_meas_um: int) -> bool:
+    """A stroke measured over the cap, but not over the ESTOP limit: counted."""
+    return DEPTH_CAP_UM < depth_meas_um <= OVERDEPTH_LIMIT_UM
+
+
+def tolerance_text(count: int) -> str:
+    return (
+        f"{count} strokes measured {DEPTH_CAP_UM + 1}-{OVERDEPTH_LIMIT_UM} µm so far "
+        f"(above the {DEPTH_CAP_UM} µm cap, within the {OVERDEPTH_MARGIN_UM} µm tolerance)"
+    )
+
+
+def is_shallow_stroke(depth_meas_um: int, commanded_depth_um: int) -> bool:
+    """SENSOR_SUSPECT, one stroke: measured far below what the host commanded."""
+    return depth_meas_um + SENSOR_SUSPECT_SHORTFALL_UM < commanded_depth_um
+
+
+def sensor_suspect_text(commanded_depth_um: int) -> str:
+    return (
+        f"measured depth more than {SENSOR_SUSPECT_SHORTFALL_UM} µm below the commanded "
+        f"{commanded_depth_um} µm for {SENSOR_SUSPECT_STROKES} strokes in a row in "
+        "contact: the depth sensor may read low, or the needle does not come out; "
+        "check the pen and the cartridge"
+    )
 
 
 def fault_verdict(fault_flags: int, known_fault_flags: int) -> Verdict:
@@ -305,6 +473,81 @@ def interval_override_problem(reason: str | None, clinician: str | None) -> str 
             "none was given"
         )
     return None
+
+
+class ZoneTarget(Protocol):
+    """What the go/no-go needs of a plan's zone (plan.ZonePlan fits)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def zone_id(self) -> int: ...
+    @property
+    def depth_um(self) -> int: ...
+    @property
+    def rate_dhz(self) -> int: ...
+
+
+@dataclass(frozen=True, slots=True)
+class GoNoGo:
+    """The go/no-go before the first START: why not (empty: go), and what was overridden."""
+
+    reasons: tuple[str, ...]
+    #: interval problems a clinician's written reason overrode (recorded as such)
+    overridden: tuple[str, ...] = ()
+    override_reason: str = ""
+    override_clinician: str = ""
+
+
+def go_no_go(
+    zones: Sequence[ZoneTarget],
+    *,
+    min_interval_days: int,
+    fw_version: int,
+    cartridge_problem: str | None,
+    days_since_treatment: Mapping[str, float],
+    days_since_deep_treatment: Mapping[str, float],
+    interval_override_reason: str | None,
+    interval_override_clinician: str | None,
+    other_problems: Sequence[str] = (),
+) -> GoNoGo:
+    """Everything that must hold before a session treats, in one pure function.
+
+    The pen's firmware, the cartridge (single use), every zone's target (a plan
+    deeper than the cap is refused whole, before anything is sent), the
+    intervals (overridden only with a reason and the clinician who decided
+    it), and any `other_problems` the caller found.
+    """
+    reasons: list[str] = []
+    firmware = firmware_problem(fw_version)
+    if firmware is not None:
+        reasons.append(firmware)
+    if cartridge_problem is not None:
+        reasons.append(cartridge_problem)
+    for z in zones:
+        try:
+            checked_set_target(z.depth_um, z.rate_dhz, z.zone_id)
+        except SafetyError as exc:
+            reasons.append(f"zone {z.name}: {exc}")
+    late = interval_problems(
+        [ZoneInterval(z.name, z.depth_um, min_interval_days) for z in zones],
+        days_since_treatment,
+        days_since_deep_treatment,
+    )
+    override = (interval_override_reason or "").strip()
+    clinician = (interval_override_clinician or "").strip()
+    refused = interval_override_problem(override, clinician) if override else None
+    overridden: tuple[str, ...] = ()
+    if late and override and refused is None:
+        overridden = tuple(late)
+    else:
+        reasons.extend(late)
+        if late and refused is not None:
+            reasons.append(refused)
+    reasons.extend(other_problems)
+    if not overridden:
+        return GoNoGo(tuple(reasons))
+    return GoNoGo(tuple(reasons), overridden, override, clinician)
 
 
 def needle_count_problem(needle_count: int, allowed: tuple[int, int]) -> str | None:

@@ -38,8 +38,11 @@ FLIGHT_GAP_US = 1_000_000
 #: The status is kept for the plain output's progress lines this often (µs of session time):
 #: under 5 s, so that a line comes at least every 5 s although the loop's steps vary.
 PROGRESS_PERIOD_US = 4_500_000
-#: How long a stop waits for the pen to acknowledge before the loop ends (µs).
-STOP_GRACE_US = 150_000
+#: How long the session's end waits for telemetry that shows the pen stopped (µs).
+STOP_VERIFY_US = 500_000
+#: How long a pen that does not stop is sent ESTOP again (spec H3) before the loop
+#: ends anyway, the technician told to switch it off (µs).
+NOT_STOPPED_WAIT_US = 4_000_000
 
 
 class Outcome(enum.Enum):
@@ -120,6 +123,8 @@ class _Timers:
     snapshot_us: int = -(10**18)
     coverage_us: int = -(10**18)
     stop_deadline_us: int | None = None
+    give_up_us: int = 0
+    stop_requested: bool = False
     sample_us: int = -(10**18)
     sample_peak_um: int = 0
     flight_us: int | None = None
@@ -246,7 +251,10 @@ class Session:
             self.outcome = Outcome.FAULT
         finally:
             if self.outcome is None:
-                self.outcome = outcome_of(self.controller.state)
+                # A faulty pen (one that did not stop, even after the session was
+                # aborted or complete) ends the session in FAULT, whatever the state.
+                faulty = self.controller.fault_final is not None
+                self.outcome = Outcome.FAULT if faulty else outcome_of(self.controller.state)
             if self.outcome in (Outcome.FAULT, Outcome.LINK_LOST):
                 self._save_flight(self.now_us, f"the end of the session ({self.outcome.value})",
                                   always=True)
@@ -302,7 +310,7 @@ class Session:
             self._emit(ctl.command(self._commands.get_nowait(), now), now)
         self._emit(ctl.tick(now), now)
         self._auto_confirm(now)
-        if self._stop_reason is not None and self._timers.stop_deadline_us is None:
+        if self._stop_reason is not None and not self._timers.stop_requested:
             self._begin_stop(now)
         # Snapshots serve people and coverage saves serve crash recovery: both run
         # on the wall clock, also in virtual time, where simulated seconds fly by.
@@ -459,7 +467,7 @@ class Session:
             self._emit(ctl.command(Command.NEXT_ZONE, now), now)
 
     def _begin_stop(self, now: int) -> None:
-        self._timers.stop_deadline_us = now + STOP_GRACE_US
+        self._timers.stop_requested = True
         if self.controller.state not in FINAL_STATES | {State.FAULT, State.LINK_LOST}:
             out = self.controller.command(Command.ABORT, now)
             self._write(out.data)  # the pen first, the why after
@@ -469,19 +477,42 @@ class Session:
             self._emit(Output(b"", (why, *out.events)), now)
 
     def _finished(self, now: int) -> bool:
-        """True once the session is over and the pen has acknowledged the last stop."""
-        state = self.controller.state
-        over = state in FINAL_STATES or (
-            self._policy.end_on_fault and state in (State.FAULT, State.LINK_LOST)
+        """True once the session is over and the telemetry showed the pen stopped.
+
+        At the end (complete, refused, aborted, a stop request, a faulty pen, a
+        fault with nobody to clear it) the controller sends STOP unless one is in
+        force, and the loop goes on until the pen's telemetry shows it stopped.
+        A pen that goes on stamping gets ESTOP NOT_STOPPED every 30 ms (spec H3)
+        for up to NOT_STOPPED_WAIT_US; a pen that says nothing for STOP_VERIFY_US
+        ends the session as LINK_LOST. The record says which happened.
+        """
+        ctl = self.controller
+        state = ctl.state
+        timers = self._timers
+        over = (
+            timers.stop_requested
+            or state in FINAL_STATES
+            or ctl.fault_final is not None
+            or (self._policy.end_on_fault and state in (State.FAULT, State.LINK_LOST))
         )
-        if over and self._timers.stop_deadline_us is None:
-            self._timers.stop_deadline_us = now + STOP_GRACE_US
-        deadline = self._timers.stop_deadline_us
-        if deadline is None:
+        if not over:
             return False
-        if state is State.LINK_LOST:
+        if timers.stop_deadline_us is None:
+            timers.stop_deadline_us = now + STOP_VERIFY_US
+            timers.give_up_us = now + NOT_STOPPED_WAIT_US
+            self._emit(ctl.finish(now), now)
+        if state is State.LINK_LOST or ctl.link_gone or ctl.device is None:
             return True  # nobody to wait for
-        return now >= deadline or (over and not self.controller.awaiting_ack)
+        if ctl.pen_stopped:
+            return not ctl.awaiting_ack or now >= timers.stop_deadline_us
+        if ctl.pen_not_stopped and now < timers.give_up_us:
+            return False  # H3: ESTOP again every 30 ms while it lasts
+        if now < timers.stop_deadline_us:
+            return False
+        waited = now - (timers.give_up_us - NOT_STOPPED_WAIT_US)
+        self._emit(ctl.finish_unverified(now, waited), now)
+        self.outcome = Outcome.FAULT if ctl.pen_not_stopped else Outcome.LINK_LOST
+        return True
 
     def _emergency_stop(self) -> None:
         # If even this fails, the pen's own watchdog stops it within watchdog_ms.

@@ -19,7 +19,7 @@ from devicectl.safety import CONTACT_LOST_LIMIT_US
 
 #: A stamp_count jump larger than this is a pen reboot or a glitch, not strokes.
 MAX_STROKES_PER_FRAME: Final = 10_000
-CONTACT_HOLD: Final = "skin contact lost for more than 300 ms"
+CONTACT_HOLD: Final = f"skin contact lost for more than {CONTACT_LOST_LIMIT_US // 1000} ms"
 AT_MAX_HOLD: Final = "the next stroke would take a spot under the needles over its maximum dose"
 FAST_HOLD: Final = "the tip moves too fast to keep the dose within its maximum"
 _U32: Final = 0xFFFF_FFFF

@@ -15,7 +15,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Final
 
-from devicectl.errors import DevicectlError, StoreError
+from devicectl.errors import StoreError
 from devicectl.record_writer import RecordWriter
 from devicectl.records import (
     EVENT_COLUMNS,
@@ -295,6 +295,7 @@ def zone_spill_of(store: Store, session_id: int) -> dict[int, tuple[float, int]]
     (cm², deepest spilling treatment in µm); 0 is skin off the zones. The interval
     rules treat a zone with spill deeper than INTERVAL_DEPTH_UM as treated that day."""
     from devicectl.dose import zone_spill
+    from devicectl.errors import DevicectlError
 
     state = store.coverage_state(session_id)
     if not state:

@@ -4,9 +4,16 @@ Theory of operation: a session goes CONNECTING → CONFIGURING → per zone
 READY → STAMPING ⇄ PAUSED → ZONE_DONE → (CONFIGURING for the next zone) … →
 COMPLETE. FAULT is entered from any live state on an ESTOP or a pen fault and
 left only through a CLEAR_FAULT the pen accepts (back to CONFIGURING, then
-READY: never straight to stamping). LINK_LOST, ABORTED, REFUSED and COMPLETE
-end the session; LINK_LOST alone can be left, by RECONNECT. Every state change
-goes through `check_transition`, and every command through `COMMAND_STATES`.
+READY: never straight to stamping); a faulty pen (spec 1.1, H1-H5) ends the
+session in FAULT, with no CLEAR_FAULT. LINK_LOST, ABORTED, REFUSED and
+COMPLETE end the session; LINK_LOST alone can be left, by RECONNECT.
+
+As in the firmware (firmware_sim/firmware.py), the table decides: the
+controller names what happened (a `Trigger`) and `TRANSITIONS` gives the next
+state. A (state, trigger) pair the table does not hold leaves the state as it
+is: a fault latched while CONNECTING waits for the configuration to end, a
+link lost after COMPLETE changes nothing. Every command goes through
+`command_refusal` (`COMMAND_STATES`) first.
 """
 
 from __future__ import annotations
@@ -45,6 +52,25 @@ class Command(enum.Enum):
     RECORDS_FAILED = "records_failed"
 
 
+class Trigger(enum.Enum):
+    """What moves the session: the controller's verdicts and the technician's commands."""
+
+    CONNECTED = "connected"  # the pen answered and the go/no-go said go: configure it
+    CONFIGURED = "configured"  # CONFIGURE and SET_TARGET ACKed
+    CONFIGURED_IN_FAULT = "configured_in_fault"  # ... while a fault is latched
+    REFUSED = "refused"  # the go/no-go (or the pen's identity) said no
+    START = "start"  # START (or RESUME) accepted
+    STOPPED = "stopped"  # paused: the technician, or a safety stop
+    ZONE_DONE = "zone_done"
+    COMPLETE = "complete"  # the last zone done, or no zone left
+    NEXT_ZONE = "next_zone"
+    FAULT = "fault"  # an ESTOP sent or a fault the pen reports
+    FAULT_CLEARED = "fault_cleared"  # the pen accepted CLEAR_FAULT: configure again
+    ABORT = "abort"
+    LINK_LOST = "link_lost"
+    RECONNECT = "reconnect"
+
+
 class EventKind(enum.Enum):
     STATE = "state"
     DEVICE = "device"
@@ -69,6 +95,16 @@ class EventKind(enum.Enum):
     RESEND = "resend"
     LINK_LOST = "link_lost"
     COMMAND_REFUSED = "command_refused"
+    #: spec H3: after the session's last STOP, telemetry shows the pen stopped
+    PEN_STOPPED = "pen_stopped"
+    #: the session ends without telemetry showing the pen stopped (it did not, or went silent)
+    STOP_UNVERIFIED = "stop_unverified"
+    #: strokes measured in the tolerance band (above the cap, up to the ESTOP limit)
+    TOLERANCE = "tolerance"
+    #: measured depth far below the command for many strokes: stamping stopped
+    SENSOR_SUSPECT = "sensor_suspect"
+    #: spec H5: a second over-depth; the cartridge is recorded as failed
+    CARTRIDGE_FAILED = "cartridge_failed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,32 +145,30 @@ LIVE: Final = frozenset(
 )
 
 _S = State
-#: The one transition table: from each state, the states it may go to.
-TRANSITIONS: Final[Mapping[State, frozenset[State]]] = MappingProxyType(
+_T = Trigger
+_ALIVE: Final = (_S.CONNECTING, _S.CONFIGURING, _S.READY, _S.STAMPING, _S.PAUSED,
+                 _S.ZONE_DONE, _S.FAULT)
+#: The one transition table: (state, trigger) -> the next state. A pair not
+#: here leaves the state as it is (see the theory of operation).
+TRANSITIONS: Final[Mapping[tuple[State, Trigger], State]] = MappingProxyType(
     {
-        _S.CONNECTING: frozenset(
-            {_S.CONFIGURING, _S.REFUSED, _S.LINK_LOST, _S.ABORTED, _S.FAULT}
-        ),
-        _S.CONFIGURING: frozenset(
-            {_S.READY, _S.FAULT, _S.REFUSED, _S.LINK_LOST, _S.ABORTED, _S.COMPLETE}
-        ),
-        _S.READY: frozenset(
-            {_S.STAMPING, _S.CONFIGURING, _S.COMPLETE, _S.FAULT, _S.LINK_LOST, _S.ABORTED}
-        ),
-        _S.STAMPING: frozenset(
-            {_S.PAUSED, _S.ZONE_DONE, _S.COMPLETE, _S.FAULT, _S.LINK_LOST, _S.ABORTED}
-        ),
-        _S.PAUSED: frozenset(
-            {_S.STAMPING, _S.CONFIGURING, _S.COMPLETE, _S.FAULT, _S.LINK_LOST, _S.ABORTED}
-        ),
-        _S.ZONE_DONE: frozenset(
-            {_S.CONFIGURING, _S.COMPLETE, _S.FAULT, _S.LINK_LOST, _S.ABORTED}
-        ),
-        _S.FAULT: frozenset({_S.CONFIGURING, _S.LINK_LOST, _S.ABORTED}),
-        _S.LINK_LOST: frozenset({_S.CONNECTING, _S.ABORTED}),
-        _S.COMPLETE: frozenset(),
-        _S.ABORTED: frozenset(),
-        _S.REFUSED: frozenset(),
+        (_S.CONNECTING, _T.CONNECTED): _S.CONFIGURING,
+        (_S.CONNECTING, _T.REFUSED): _S.REFUSED,
+        (_S.CONFIGURING, _T.REFUSED): _S.REFUSED,
+        (_S.CONFIGURING, _T.CONFIGURED): _S.READY,
+        (_S.CONFIGURING, _T.CONFIGURED_IN_FAULT): _S.FAULT,
+        (_S.READY, _T.START): _S.STAMPING,
+        (_S.PAUSED, _T.START): _S.STAMPING,
+        (_S.STAMPING, _T.STOPPED): _S.PAUSED,
+        (_S.STAMPING, _T.ZONE_DONE): _S.ZONE_DONE,
+        (_S.STAMPING, _T.COMPLETE): _S.COMPLETE,
+        (_S.ZONE_DONE, _T.COMPLETE): _S.COMPLETE,
+        (_S.ZONE_DONE, _T.NEXT_ZONE): _S.CONFIGURING,
+        (_S.FAULT, _T.FAULT_CLEARED): _S.CONFIGURING,
+        (_S.LINK_LOST, _T.RECONNECT): _S.CONNECTING,
+        **{(s, _T.FAULT): _S.FAULT for s in _ALIVE if s not in (_S.CONNECTING, _S.CONFIGURING)},
+        **{(s, _T.ABORT): _S.ABORTED for s in (*_ALIVE, _S.LINK_LOST)},
+        **{(s, _T.LINK_LOST): _S.LINK_LOST for s in _ALIVE},
     }
 )
 
@@ -161,7 +195,7 @@ COMMAND_STATES: Final[Mapping[Command, frozenset[State]]] = MappingProxyType(
         ),
         Command.CLEAR_FAULT: frozenset({_S.FAULT}),
         Command.RECONNECT: frozenset({_S.LINK_LOST}),
-        Command.RECORDS_FAILED: frozenset(TRANSITIONS) - frozenset(
+        Command.RECORDS_FAILED: frozenset(State) - frozenset(
             {_S.COMPLETE, _S.ABORTED, _S.REFUSED}
         ),
     }
@@ -183,10 +217,17 @@ _REFUSAL_HINT: Final[Mapping[Command, str]] = MappingProxyType(
 )
 
 
-def check_transition(old: State, new: State) -> None:
-    """Raise AssertionError for a transition the table does not allow (a bug)."""
-    if new not in TRANSITIONS[old]:
-        raise AssertionError(f"controller bug: no transition {old.name} -> {new.name}")
+def next_state(state: State, trigger: Trigger) -> State:
+    """The state `trigger` leads to from `state` (the same one when the table has no move)."""
+    return TRANSITIONS.get((state, trigger), state)
+
+
+def resolve_command(cmd: Command, state: State) -> Command:
+    """What a command means in a state: RESUME on a ready zone is its START (the
+    pen's button and the views' one "go on" key both say RESUME)."""
+    if cmd is Command.RESUME and state is State.READY:
+        return Command.START
+    return cmd
 
 
 def command_refusal(cmd: Command, state: State) -> str | None:

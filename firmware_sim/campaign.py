@@ -82,6 +82,26 @@ def run_matrix(cells: Sequence[tuple[str, str]], *, jobs: int = 2) -> list[CellR
     return [r for r in out if r is not None]
 
 
+#: Fault kinds no host software can make safe, and why. The cell still shows UNSAFE;
+#: it fails `make faults` unless the host did all a host can (`host_did_all_it_could`).
+BEYOND_SOFTWARE: Final = {
+    "ignores-estop": (
+        "a pen that ignores ESTOP stamps on while anything feeds its watchdog, and spec 1.1 "
+        "H3 has the host resend ESTOP every 30 ms (each resend feeds it). The host ESTOPs "
+        "at once, ends in FAULT telling the technician to switch the pen off, and falls "
+        "silent after 4 s; the pen's own watchdog then stops it. Falling silent sooner "
+        "would need a spec revision."
+    ),
+}
+
+
+def host_did_all_it_could(r: CellResult) -> bool:
+    """A cell beyond software where the host ESTOPped, ended in FAULT, kept every record,
+    and the pen's watchdog stopped the pen once the host was silent."""
+    return (r.kind in BEYOND_SOFTWARE and bool(r.estops) and r.outcome == "fault"
+            and r.exit_code == 3 and r.complete and r.crash is None and r.stopped_after_host)
+
+
 def failures(results: Iterable[CellResult]) -> list[str]:
     """One sentence per failed cell: unsafe, records lost, or a crash."""
     out = []
@@ -108,7 +128,7 @@ def spec_findings(results: Iterable[CellResult]) -> list[str]:
     """Cells where the host did not do what the spec wants, though the pen ended safe."""
     return [
         f"{r.kind} at {r.phase}: the spec wants {r.expect}; the host: {r.outcome}, "
-        f"ESTOP {', '.join(r.estops) or 'none'}"
+        f"ESTOP {_reasons(r.estops) if r.estops else 'none'}"
         for r in results
         if r.spec_met is False and r.safe
     ]
@@ -170,16 +190,28 @@ def table(results: Sequence[CellResult], seconds: float) -> str:
         lines.append(
             f"| {r.kind} | {r.phase} | {verdict} | {'yes' if r.pen_stopped else '**no**'} "
             f"| {after} | {r.outcome} ({r.exit_code}) | {records} "
-            f"| {', '.join(r.estops) or '—'} | {r.expect} "
+            f"| {_reasons(r.estops)} | {r.expect} "
             f"| {_DONE[r.spec_met]} |"
         )
     fails = failures(results)
     if fails:
         lines += ["", "## Unsafe, lost or crashed", ""] + [f"- {f}" for f in fails]
+    beyond = sorted({r.kind for r in results if host_did_all_it_could(r)})
+    if beyond:
+        lines += ["", "## Beyond software", ""] + [
+            f"- {kind}: {BEYOND_SOFTWARE[kind]}" for kind in beyond]
     unmet = spec_findings(results)
     if unmet:
         lines += ["", "## Safe, but not as the spec says", ""] + [f"- {f}" for f in unmet]
     return "\n".join(lines) + "\n"
+
+
+def _reasons(estops: Sequence[str]) -> str:
+    """The ESTOP reasons in the order first sent, each with its count when repeated."""
+    counts: dict[str, int] = {}
+    for reason in estops:
+        counts[reason] = counts.get(reason, 0) + 1
+    return ", ".join(f"{k} ×{n}" if n > 1 else k for k, n in counts.items()) or "—"
 
 
 _DONE: Final = {True: "yes", False: "**no**", None: "—"}
@@ -208,7 +240,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     results = run_matrix(cells, jobs=args.jobs)
     seconds = time.monotonic() - t0
     args.out.write_text(table(results, seconds), encoding="utf-8")
-    fails = failures(results)
+    fails = failures(r for r in results if not host_did_all_it_could(r))
     for f in fails:
         print(f"campaign: {f}")
     print(f"campaign: {len(results)} cells in {seconds:.1f} s, {len(fails)} failed; "

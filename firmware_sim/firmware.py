@@ -57,20 +57,18 @@ from firmware_sim.bootloader import Bootloader, Slots
 from firmware_sim.pen_auth import PenAuth
 from firmware_sim.pen_link import LINK_BAD_FRAMES, PenLink
 from firmware_sim.physics import PenParams, Physics
+from firmware_sim.supervision import (
+    PEN_DEPTH_LIMIT_UM,
+    PEN_OVERDEPTH_UM,
+    STALL_US,
+    cause_persists,
+    slow_since,
+    stroke_fault,
+)
 
-#: The pen's own depth limit. Written here on purpose and not imported from the
-#: host's devicectl.safety: the two limits are independent (defence in depth);
-#: a test checks that they agree.
-PEN_DEPTH_LIMIT_UM: Final = 1500
-#: Measured protrusion that latches OVERDEPTH, and the margin over the command.
-PEN_OVERDEPTH_UM: Final = PEN_DEPTH_LIMIT_UM + 50
-PEN_OVERSHOOT_MARGIN_UM: Final = 100
+__all__ = ["PEN_DEPTH_LIMIT_UM", "PEN_OVERDEPTH_UM", "TRANSITIONS", "Firmware", "Trigger"]
+
 PROTO: Final = 1
-STALL_FRACTION: Final = 0.5
-STALL_US: Final = 50_000
-#: Identical sensor readings in a row, while stamping, that mean a stuck sensor:
-#: with ±10 µm of noise a live sensor repeats a value 9 times in ~1 of 10^11.
-STUCK_STROKES: Final = 10
 TELEMETRY_HZ_RANGE: Final = (50, 2000)
 WATCHDOG_MS_RANGE: Final = (20, 1000)
 #: A runner far behind (a paused process) skips telemetry rather than flooding.
@@ -413,7 +411,8 @@ class Firmware:
 
     def _on_clear_fault(self, now_us: int) -> Nack:
         trigger = Trigger.CLEAR_TO_READY if self.target else Trigger.CLEAR_TO_IDLE
-        guard = Nack.FAULT_ACTIVE if self._cause_persists() else Nack.OK
+        persists = cause_persists(self.fault_flags, self.physics, self.pen)
+        guard = Nack.FAULT_ACTIVE if persists else Nack.OK
         if self.state is not PenState.FAULT:
             guard = Nack.OK  # a repeat of an accepted CLEAR_FAULT: nothing to do
         status = self._try(trigger, guard)
@@ -422,16 +421,6 @@ class Firmware:
             self.link.forget_bad_frames()
             self._slow_since_us = None
         return status
-
-    def _cause_persists(self) -> bool:
-        flags = self.fault_flags
-        phys = self.physics
-        pen = self.pen
-        return bool(
-            (flags & (1 << FaultBit.LOW_BATTERY) and phys.battery_mv < pen.battery_low_mv)
-            or (flags & (1 << FaultBit.CARTRIDGE) and not phys.cartridge_present)
-            or (flags & (1 << FaultBit.OVERTEMP) and phys.temp_c > pen.overtemp_clear_c)
-        )
 
     def _try(self, trigger: Trigger, guard: Nack) -> Nack:
         """The table first (state refusals win), then the handler's guard."""
@@ -490,25 +479,18 @@ class Firmware:
             self.latch(FaultBit.OVERTEMP, int(phys.temp_c), t_us)
 
     def _check_stroke(self, target: SetTarget, t_us: int) -> None:
-        phys = self.physics
-        meas = phys.step_max_meas_um
-        if self.depth_limit_enabled and (
-            meas > PEN_OVERDEPTH_UM or meas > target.depth_um + PEN_OVERSHOOT_MARGIN_UM
-        ):
-            self.latch(FaultBit.OVERDEPTH, meas, t_us)
-        elif meas > self.pen.max_depth_um or phys.unchanged_strokes >= STUCK_STROKES - 1:
-            self.latch(FaultBit.SENSOR, meas, t_us)
+        bit = stroke_fault(self.physics, target.depth_um, self.pen.max_depth_um,
+                           self.depth_limit_enabled)
+        if bit is not None:
+            self.latch(bit, self.physics.step_max_meas_um, t_us)
 
     def _check_motor(self, target: SetTarget, t_us: int) -> None:
         if self.state is not PenState.STAMPING:
             return
-        if self.physics.rate_dhz < target.rate_dhz * STALL_FRACTION:
-            if self._slow_since_us is None:
-                self._slow_since_us = t_us
-            elif t_us - self._slow_since_us >= STALL_US:
-                self.latch(FaultBit.STALL, self.physics.rate_meas_dhz, t_us)
-        else:
-            self._slow_since_us = None
+        since = slow_since(self.physics.rate_dhz, target.rate_dhz, self._slow_since_us, t_us)
+        self._slow_since_us = since
+        if since is not None and t_us - since >= STALL_US:
+            self.latch(FaultBit.STALL, self.physics.rate_meas_dhz, t_us)
 
     def _count_bad_frames(self, now_us: int) -> None:
         # Link supervision starts with the first HELLO, like the watchdog.

@@ -24,13 +24,16 @@ from devicectl.protocol import (
     Ack,
     Decoder,
     DeviceInfo,
+    Estop,
     Frame,
     Heartbeat,
     Hello,
+    Message,
     MsgType,
     Nack,
     PenState,
     SetTarget,
+    Stop,
     Telemetry,
     Unknown,
     encode,
@@ -56,6 +59,8 @@ EFFECTS: Final = (
     "markup",  # frames of an unknown type whose bodies look like markup
     "cut",  # the cable drops out both ways for a while
 )
+#: H1: TELEMETRY must report the target from 2 telemetry periods (500 Hz) after its ACK.
+H1_GRACE_US: Final = 2 * 2_000
 _ALL_COMMANDS: Final = frozenset(MsgType(t).name for t in ACK_REQ_TYPES)
 #: A pen restarted by a brown-out comes back talking: greeted with this nonce by itself.
 _SELF_NONCE: Final = 0
@@ -155,6 +160,10 @@ class MisbehavingPen:
         self._last_us = 0
         self._markup_seq = 0
         self._pending_markup: list[bytes] = []
+        #: SET_TARGETs sent since the trigger and not yet ACKed, and the last ACK's time:
+        #: H1 holds TELEMETRY to the target only 2 periods after its ACK
+        self._target_pending: set[int] = set()
+        self._target_acked_us = -(10**12)
 
     # --- what the rest of the simulation reads ---------------------------------
 
@@ -190,6 +199,8 @@ class MisbehavingPen:
             self._check_trigger(now_us)
             if isinstance(msg, SetTarget):
                 self._commanded = msg
+                if self.active:
+                    self._target_pending.add(frame.seq)
             out += self._host_frame(frame, now_us)
         if now_us < self._cut_until_us or not out:
             return
@@ -243,7 +254,7 @@ class MisbehavingPen:
         inner.physics = physics
         inner.firmware = Firmware(inner.pen, physics, seed=self._seed + 1)
         inner.firmware.receive_data(encode(Hello(1, _SELF_NONCE), 0), now_us)  # answer dropped
-        self._bad(now_us)
+        # Not bad by itself: only once its TELEMETRY disagrees with what the host holds.
 
     def _twisted(self, target: SetTarget) -> SetTarget:
         """The target the pen applies instead of the one commanded."""
@@ -277,11 +288,23 @@ class MisbehavingPen:
             if frame.flags & 1:
                 self._acks[frame.seq] = (int(msg.TYPE), status)
             if not rule.get("apply", False):
-                self._bad(now_us)  # the pen does not do what it was told
+                if self._would_change(msg):
+                    self._bad(now_us)  # the pen does not do what it was told
                 return encode(Heartbeat(0), frame.seq, frame.flags)
             if status != Nack.OK:
                 self._bad(now_us)
         return encode(msg, frame.seq, frame.flags)
+
+    def _would_change(self, msg: Message) -> bool:
+        """Whether obeying `msg` would change the pen: ignoring a repeat hides nothing."""
+        fw = self.inner.firmware
+        if isinstance(msg, SetTarget):
+            return fw.target != msg
+        if isinstance(msg, Stop):
+            return fw.state is PenState.STAMPING
+        if isinstance(msg, Estop):
+            return fw.state is not PenState.FAULT
+        return True
 
     def _command_rule(self, type_name: str) -> dict[str, Any] | None:
         for rule in self._commands:
@@ -309,6 +332,9 @@ class MisbehavingPen:
             if isinstance(msg, Ack) and msg.acked_seq in self._acks:
                 acked_type, status = self._acks.pop(msg.acked_seq)
                 msg = Ack(msg.acked_seq, acked_type, status)
+            if isinstance(msg, Ack) and msg.acked_type == SetTarget.TYPE:
+                self._target_pending.discard(msg.acked_seq)
+                self._target_acked_us = now_us
             elif isinstance(msg, DeviceInfo):
                 msg = self._device_info(msg, now_us)
             elif isinstance(msg, Telemetry) and self.first_bad_us is None:
@@ -338,7 +364,9 @@ class MisbehavingPen:
         cmd = self._commanded
         if cmd is None:
             return
-        if "lie-target" in self._by_kind and t.depth_cmd_um != cmd.depth_um:
+        settled = not self._target_pending and now_us - self._target_acked_us >= H1_GRACE_US
+        forgets = "lie-target" in self._by_kind or "reboot" in self._by_kind
+        if forgets and settled and t.depth_cmd_um != cmd.depth_um:
             self._bad(now_us)
         if (
             "overspeed" in self._by_kind

@@ -119,6 +119,9 @@ def test_zones_appear_and_coverage_cells_and_progress_rise(page: Any, tmp_path: 
         assert _fraction(page, 1) > frac0 and _treated(page) > cells0
         assert page.inner_text("#header-text").endswith(f"patient {PATIENT} · web-test")
         page.wait_for_selector("#events li")  # read from the session's records
+        events = page.eval_on_selector_all("#events li", "els => els.map(e => e.textContent)")
+        assert any("STATE frontal: " in t for t in events), events  # the zone by its name
+        assert not any(" zone 1:" in t for t in events)
     finally:
         _shot(page, tmp_path)
         live.close()
@@ -138,6 +141,12 @@ def test_overdepth_fault_banner_appears_within_a_second(page: Any, tmp_path: Pat
         assert time.monotonic() - t_fault < 1.0
         assert "FAULT" in page.inner_text("#fault-banner")
         assert page.inner_text("#state") == "FAULT"
+        # The fault is pinned above the timeline, and no routine event is listed.
+        page.wait_for_selector('#pinned li[data-kind="ESTOP"]')
+        assert "OVERDEPTH" in page.inner_text("#pinned")
+        listed = page.eval_on_selector_all("#events li", "els => els.map(e => e.dataset.kind)")
+        assert listed and not set(listed) & {"SAMPLE", "COVERAGE_HOLD", "RESUMED_STAMPING",
+                                             "SENT"}
     finally:
         _shot(page, tmp_path)
         live.close()
@@ -325,3 +334,114 @@ def test_the_page_runs_under_its_csp_and_draws_the_heat_map_and_favicon(
     finally:
         _shot(page, tmp_path)
         live.close()
+
+
+def test_monitor_of_an_ended_fault_session_says_ended_and_asks_no_token(
+    page: Any, tmp_path: Path
+) -> None:
+    from devicectl.web.hub import EventFeed, Hub
+    from devicectl.web.records_source import RecordsSource
+    from devicectl.web.server import serve
+
+    sim = sim_session(tmp_path / "s.db", scenario="overshoot")
+    assert sim.session.wait(20.0)
+    sim.finish()
+    header = {"session_id": sim.session_id, "patient_ref": PATIENT, "profile": "web-test",
+              "controls": False, "mode": "records"}
+    hub = Hub(RecordsSource(sim.db_path, sim.session_id), MAP, header,
+              events=EventFeed(sim.db_path, sim.session_id))
+    web = serve(hub, "127.0.0.1", 0, token=None, submit=None)
+    try:
+        page.goto(web.url)
+        _until(page, "document.getElementById('state').textContent === 'FAULT'")
+        _until(page, "document.getElementById('conn').textContent.startsWith('session ended')")
+        assert "live" not in page.inner_text("#conn")
+        assert page.is_visible("#fault-banner")
+        assert page.inner_text("#fault-banner").startswith("Ended after a fault")
+        assert "OVERDEPTH" in page.inner_text("#fault-banner")
+        assert page.is_hidden("#token-form")  # no token could ever be accepted here
+        assert "token" not in page.inner_text("#readonly-note").lower()
+        assert not any(_buttons(page).values())
+    finally:
+        _shot(page, tmp_path)
+        web.stop()
+
+
+def test_the_depth_chart_shows_the_cap_and_its_tolerance_band(page: Any, tmp_path: Path) -> None:
+    from devicectl.safety import DEPTH_CAP_UM, OVERDEPTH_LIMIT_UM
+
+    live = Live(tmp_path, speed=1.0)
+    try:
+        page.goto(live.web.url)
+        _until(page, "document.getElementById('depth-meas').getAttribute('points')")
+        geo = page.evaluate("""() => {
+            const n = (id, a) => Number(document.getElementById(id).getAttribute(a));
+            const w = (id) => parseFloat(getComputedStyle(document.getElementById(id)).strokeWidth);
+            return {cap: n('cap-line', 'y1'), limit: n('limit-line', 'y1'),
+                    bandY: n('tol-band', 'y'), bandH: n('tol-band', 'height'),
+                    cmdW: w('depth-cmd'), measW: w('depth-meas'),
+                    texts: document.querySelectorAll('#depth text').length}; }""")
+        # The band runs from the cap up to the limit (SVG y grows downwards).
+        assert geo["limit"] < geo["cap"]
+        assert geo["bandY"] == pytest.approx(geo["limit"], abs=0.2)
+        assert geo["bandH"] == pytest.approx(geo["cap"] - geo["limit"], abs=0.2)
+        assert geo["bandH"] > 2
+        assert geo["texts"] == 0  # no label sitting on a line: the legend names them
+        assert geo["cmdW"] > geo["measW"]  # commanded shows around measured where they agree
+        legend = page.inner_text("#depth-legend")
+        assert f"cap {DEPTH_CAP_UM / 1000:.2f} mm" in legend
+        assert f"{OVERDEPTH_LIMIT_UM / 1000:.2f} mm" in legend and "tolerance" in legend
+    finally:
+        _shot(page, tmp_path)
+        live.close()
+
+
+def test_the_map_has_the_reports_colours_and_words_and_labels_inside_their_zones(
+    page: Any, tmp_path: Path
+) -> None:
+    from devicectl.mapstyle import NOT_PLANNED_FILL, reached_colour
+    from devicectl.store import Store, ZoneCoverage
+    from devicectl.web.hub import EventFeed, Hub
+    from devicectl.web.records_source import RecordsSource
+    from devicectl.web.server import serve
+    from devicectl.zones import load_zone_map
+
+    db = tmp_path / "s.db"
+    with Store(db) as store:
+        sid = store.create_session(patient_ref=PATIENT, profile_name="p", profile_hash="h",
+                                   profile_text="", started_at="2026-03-01T09:00:00+00:00")
+        store.save_coverage(sid, [
+            ZoneCoverage(3, "vertex", 1500, 1000, 0.45, 0.9, 800, 0, False, 60.0),
+            ZoneCoverage(2, "mid_scalp", 1500, 1000, 0.0, 0.9, 0, 0, False, 0.0),
+        ], b"")
+        store.close_session(sid, "aborted", "2026-03-01T09:10:00+00:00")
+    zone_map = load_zone_map()  # the shipped map, with its long labels
+    header = {"session_id": sid, "patient_ref": PATIENT, "profile": "p", "controls": False,
+              "mode": "records"}
+    web = serve(Hub(RecordsSource(db, sid), zone_map, header, events=EventFeed(db, sid)),
+                "127.0.0.1", 0, token=None, submit=None)
+    try:
+        page.goto(web.url)
+        _until(page, "document.getElementById('shade-3').dataset.fill")
+        labels = page.evaluate("""() => [...document.querySelectorAll('#zones-svg text')].map(
+            (t) => { const shape = document.getElementById('zone-' + t.dataset.zoneId);
+                     const b = t.getBBox(); const pts = [[b.x, b.y], [b.x + b.width, b.y],
+                       [b.x, b.y + b.height], [b.x + b.width, b.y + b.height]];
+                     return {id: Number(t.dataset.zoneId), text: t.textContent,
+                             words: t.querySelector('.words').textContent,
+                             inside: pts.every(([x, y]) => shape.isPointInFill(new DOMPoint(x, y))),
+                             fill: document.getElementById('shade-' + t.dataset.zoneId)
+                                   .dataset.fill}; })""")
+        assert len(labels) == len(zone_map.zones)
+        by_id = {x["id"]: x for x in labels}
+        for z in zone_map.zones:
+            got = by_id[z.id]
+            assert got["inside"], f"{z.label!r} crosses its zone's border"
+            assert got["text"].replace(" ", "").startswith(z.label.replace(" ", ""))
+        assert by_id[3]["words"] == "45 % of 90 %"
+        assert by_id[3]["fill"] == reached_colour(0.5)
+        assert by_id[2]["words"] == "0 % of 90 %" and by_id[2]["fill"] == reached_colour(0.0)
+        assert by_id[4]["words"] == "not in the plan" and by_id[4]["fill"] == NOT_PLANNED_FILL
+    finally:
+        _shot(page, tmp_path)
+        web.stop()

@@ -233,5 +233,25 @@ def test_a_piped_run_prints_progress_at_least_every_5_s_of_session_time(
     gaps = [b - a for a, b in itertools.pairwise(marks)] + [end - marks[-1]]
     assert len(progress) >= 2 and max(gaps) <= 5.0, gaps
     line = next(x for x in out.splitlines() if " PROGRESS " in x)
-    assert re.search(r"PROGRESS STAMPING · zone 1/1 frontal · \d+ % of 20 % · ≈ \d+\.\d\d passes "
-                     r"\(mean\) · about \d\d:\d\d left", line), line
+    assert re.search(r"PROGRESS STAMPING · zone 1/1 Frontal \(hairline band\) · \d+ % of 20 % · "
+                     r"≈ \d+\.\d\d passes \(mean\) · about \d\d:\d\d left", line), line
+
+
+def test_a_run_that_cannot_keep_its_speed_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    from devicectl.monitor.progress import Pace
+
+    pace = Pace(40.0)
+    assert pace.check(100.0, 4.0, 600.0) is None  # too early to judge
+    assert pace.check(200.0, 6.0, 600.0) is None  # 33× of 40×: within the slack
+    note = pace.check(60.0, 10.0, 600.0)  # 6×
+    assert note is not None and "6.0× real time, behind the 40× asked for" in note
+    assert "about 01:40 left" in note  # 600 s of session at 6×
+    assert pace.check(60.0, 20.0, 600.0) is None  # said once
+    assert Pace(0.0).check(1.0, 100.0, 1.0) is None  # "as fast as possible" is never behind
+    # A real run asked for more than any machine gives: the end says how fast it really ran.
+    assert _run(tmp_path, speed="1000000") == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert re.search(r"note: \d\d:\d\d of session time took \d\d:\d\d: [\d.]+× real time "
+                     r"instead of the 1e\+06× asked for", out), out

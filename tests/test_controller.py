@@ -288,7 +288,7 @@ def test_nack_of_start_pauses_with_the_reason() -> None:
             depth_cmd_um=DEPTH_CAP_UM,
             depth_meas_um=OVERDEPTH_LIMIT_UM + 1,
         ),
-        tel(state=p.PenState.STAMPING, depth_cmd_um=800, depth_meas_um=901),
+        tel(state=p.PenState.STAMPING, depth_cmd_um=1000, depth_meas_um=1101),
         tel(fault_flags=1 << p.FaultBit.STALL),
     ],
     ids=["over-1550", "over-command-plus-100", "new-fault-flag"],
@@ -588,3 +588,24 @@ def test_coverage_state_of_another_map_is_refused_not_raised() -> None:
     ctl.connect(0)
     ctl.receive_data(Pen().frame(DEVICE), 10)
     assert ctl.state is State.REFUSED and "coverage" in " ".join(ctl.go_no_go)
+
+
+def test_resume_on_a_ready_zone_is_its_start() -> None:
+    # The pen's button and the views' one "go on" key say RESUME; on a ready zone
+    # the controller takes it as START (the rule lives here, once).
+    ctl, pen, now = ready()
+    ctl.receive_data(pen.frame(tel(x_dmm=100, y_dmm=50)), now)
+    out = ctl.command(Command.RESUME, now)
+    assert types(pen.parse(out)) == ["START"] and ctl.state is State.STAMPING
+
+
+def test_the_transition_table_ends_the_session_and_leaves_fault_only_three_ways() -> None:
+    from devicectl.transitions import TRANSITIONS, Trigger, next_state
+
+    for end in (State.COMPLETE, State.ABORTED, State.REFUSED):
+        assert all(next_state(end, t) is end for t in Trigger), end
+    leaving_fault = {t for (s, t), new in TRANSITIONS.items() if s is State.FAULT and new is not s}
+    assert leaving_fault == {Trigger.FAULT_CLEARED, Trigger.ABORT, Trigger.LINK_LOST}
+    assert {s for (s, t), new in TRANSITIONS.items() if new is State.STAMPING} == {
+        State.READY, State.PAUSED,
+    }

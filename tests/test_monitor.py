@@ -136,3 +136,120 @@ def test_the_view_process_draws_what_the_host_sends(tmp_path: Any) -> None:
     drawn = out.read_text()
     assert "child view" in drawn and "vertex" in drawn and "COMPLETE" in drawn
     assert "zone vertex started" in drawn
+
+
+# --- the live view as it looks in a real terminal (issue 14 item 3) ---------------
+
+import fcntl  # noqa: E402
+import os  # noqa: E402
+import pty  # noqa: E402
+import re  # noqa: E402
+import select  # noqa: E402
+import signal  # noqa: E402
+import struct  # noqa: E402
+import sys  # noqa: E402
+import termios  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+from clinic_support import GATE  # noqa: E402
+
+pyte = pytest.importorskip("pyte", reason="pyte is not installed: pip install -e '.[dev]'")
+ROOT = Path(__file__).resolve().parent.parent
+DEMO = ROOT / "profiles" / "aga-crown-midscalp.yaml"
+KEYS = "p pause · r resume/start · n next zone · c clear fault · q abort"
+
+
+def _live_screen(tmp_path: Path, cols: int, rows: int, timeout_s: float = 60) -> list[str]:
+    """`devicectl run --web` in a pseudo-terminal of this size, through a terminal
+    emulator: the screen once a whole frame of the view shows stamping."""
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: the real command, as a technician starts it
+        os.environ["TERM"] = "xterm-256color"
+        os.execv(sys.executable, [sys.executable, "-m", "devicectl.cli", "run", "--profile",
+                                  str(DEMO), "--patient", "P-0042", *GATE, "--sim", "--yes",
+                                  "--speed", "1", "--web", "--web-port", "0", "--db",
+                                  str(tmp_path / "r.db")])
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+    term = pyte.Screen(cols, rows)
+    stream = pyte.ByteStream(term)
+    deadline = time.monotonic() + timeout_s
+    shown: list[str] = []
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([fd], [], [], 0.2)
+            if ready:
+                try:
+                    stream.feed(os.read(fd, 1 << 16))
+                except OSError:
+                    break
+            lines = list(term.display)
+            text = "\n".join(lines)
+            keys = [i for i, line in enumerate(lines) if KEYS in line]
+            # A whole frame: stamping, the keys, and the frame's bottom edge below them.
+            if "STAMPING" in text and "strokes" in text and keys and any(
+                    line.strip().startswith("╰") and line.strip().endswith("╯")
+                    for line in lines[keys[-1]:]):
+                shown = lines
+                break
+    finally:
+        os.kill(pid, signal.SIGTERM)
+        end = time.monotonic() + 15
+        while time.monotonic() < end:  # drain, so the child can write its summary and exit
+            ready, _, _ = select.select([fd], [], [], 0.2)
+            if ready:
+                try:
+                    os.read(fd, 1 << 16)
+                except OSError:
+                    break
+            if os.waitpid(pid, os.WNOHANG)[0]:
+                break
+        else:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        os.close(fd)
+    assert shown, "the view never showed a whole frame while stamping:\n" + "\n".join(
+        term.display)
+    return shown
+
+
+@pytest.mark.parametrize("cols,rows", [(80, 24), (160, 50)])
+def test_the_live_view_is_usable_at_this_terminal_size(tmp_path: Path, cols: int,
+                                                       rows: int) -> None:
+    screen_lines = _live_screen(tmp_path, cols, rows)
+    top = max(i for i, line in enumerate(screen_lines) if "devicectl · patient P-0042" in line)
+    lines = screen_lines[top:]  # the view's frame (the plan printed before it is above)
+    text = "\n".join(lines)
+    # The page's address and token are on screen, whole.
+    page = next(line for line in lines if "page http://127.0.0.1:" in line)
+    assert re.search(r"#token=[A-Za-z0-9_-]{22}\b", page), page
+    # The keys, whole, and the frame's bottom edge below them: nothing cut off.
+    assert any(KEYS in line for line in lines)
+    # The zones in treatment order (the profile's: vertex first), each by its one name.
+    vertex = next(i for i, line in enumerate(lines) if "Vertex (crown)" in line)
+    mid = next(i for i, line in enumerate(lines) if "Mid-scalp" in line)
+    assert vertex < mid
+    zone_rows = [line for line in lines if ("Vertex (crown)" in line or "Mid-scalp" in line)
+                 and "[00:" not in line]  # the zones table, not the event lines
+    assert len(zone_rows) == 2, zone_rows
+    assert all("…" not in row for row in zone_rows), zone_rows
+    assert not re.search(r"\bmid_scalp\b", "\n".join(zone_rows))  # not a second name
+    assert re.search(r"elapsed \d\d:\d\d", text) and "depth" in text
+
+
+def test_the_pen_line_shows_the_tolerance_and_fits_80_columns() -> None:
+    from devicectl.monitor.compact import pen_line
+    from devicectl.safety import DEPTH_CAP_UM, OVERDEPTH_LIMIT_UM
+
+    def styles(meas: int) -> set[str]:
+        t = pen_line({"depth_meas_um": meas, "depth_cmd_um": 1500, "rate_meas_dhz": 1000,
+                      "contact": True, "battery_mv": 4100})
+        assert len(t.plain) <= 76  # inside an 80-column frame
+        assert f"cap {DEPTH_CAP_UM / 1000:.2f}" in t.plain
+        assert f"stops >{OVERDEPTH_LIMIT_UM / 1000:.2f}" in t.plain
+        return {str(span.style) for span in t.spans}
+
+    assert "bold" in styles(1490)
+    assert "bold yellow" in styles(DEPTH_CAP_UM + 10)  # over the cap, within the tolerance
+    assert "bold red" in styles(OVERDEPTH_LIMIT_UM + 10)  # past it: the pen stops

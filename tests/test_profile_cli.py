@@ -92,3 +92,42 @@ def test_validate_checks_the_zone_map_among_profiles(capsys: pytest.CaptureFixtu
     zones = str(PROFILES / "zones.yaml")
     assert cli.main(["profile", "validate", zones, *SHIPPED]) == 0
     assert f"{zones}: ok (zone map, 6 zones)" in capsys.readouterr().out
+
+
+def test_validate_checks_the_pen_limits_that_show_checks(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    short = Path(__file__).parent / "data" / "short-frontal.yaml"
+    rate300 = tmp_path / "rate300.yaml"
+    rate300.write_text(short.read_text(encoding="utf-8").replace("rate_hz: 120", "rate_hz: 300"),
+                       encoding="utf-8")
+    assert cli.main(["profile", "show", str(rate300)]) == 1
+    show_err = capsys.readouterr().err
+    assert cli.main(["profile", "validate", str(rate300)]) == 1
+    out, err = capsys.readouterr()
+    assert "ok" not in out
+    assert "300 Hz is outside this pen's rates" in show_err
+    assert "300 Hz is outside this pen's rates" in err and err.startswith(f"{rate300}: ")
+    assert cli.main(["profile", "validate", str(short)]) == 0  # the same file at 120 Hz: ok
+
+
+def test_show_of_the_zone_map_says_it_is_a_map(capsys: pytest.CaptureFixture[str]) -> None:
+    zones = PROFILES / "zones.yaml"
+    assert cli.main(["profile", "show", str(zones)]) == 0
+    out, err = capsys.readouterr()
+    assert f"{zones} is a zone map, not a treatment profile: 6 zones" in out
+    assert "Vertex (crown)" in out
+    assert "missing" not in out + err
+
+
+def test_validate_recognizes_the_checklist_among_profiles(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    checklist = PROFILES / "checklist.yaml"
+    assert cli.main(["profile", "validate", str(checklist)]) == 0
+    assert f"{checklist}: ok (contraindication checklist, " in capsys.readouterr().out
+    broken = tmp_path / "checklist.yaml"
+    broken.write_text("version: 1\nitems: []\n", encoding="utf-8")
+    assert cli.main(["profile", "validate", str(broken)]) == 1
+    err = capsys.readouterr().err
+    assert "items" in err and "required, but missing" not in err  # judged as a checklist

@@ -139,14 +139,16 @@ def test_a_bad_profile_is_one_located_message_and_exit_1(
     assert "bad.yaml:" in err and "depth_mm" in err and "Traceback" not in err
 
 
-def test_a_port_that_does_not_exist_is_a_link_error_and_leaves_no_record(
+def test_a_port_that_does_not_exist_is_refused_before_start_and_leaves_no_record(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     db = tmp_path / "r.db"
     code = main(["run", "--profile", str(SHORT), "--patient", "X-1", *GATE, "--port",
                  "/dev/ttyNOPE9", "--yes", "--db", str(db), "--new-records"])
-    assert code == 4
-    assert "/dev/ttyNOPE9" in capsys.readouterr().err
+    assert code == 1  # refused before start (the README's exit codes), not 4: no link was lost
+    err = capsys.readouterr().err
+    assert "/dev/ttyNOPE9" in err and "nothing was started" in err
+    assert err.count("\n") == 1 and "Traceback" not in err
     assert Store(db).sessions() == []
 
 
@@ -160,3 +162,79 @@ def test_only_an_interrupted_session_can_be_resumed(
                  "--db", str(db)])
     assert code == 1
     assert "only an interrupted session" in capsys.readouterr().err
+
+
+def test_resume_after_a_lost_link_continues_in_a_new_session(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = tmp_path / "r.db"
+    assert run(db, "--seed", "5", "--scenario", "disconnect", profile=DEEP) == 4
+    sid, store = only_session(db)
+    lost = store.session(sid)
+    assert lost.outcome == "link_lost" and not all(z.done for z in lost.zones)
+    capsys.readouterr()
+    code = main(["run", "--resume", str(sid), *GATE, "--sim", "--yes", "--speed", "0",
+                 "--seed", "5", "--db", str(db)])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert f"continues session {sid}" in out
+    new_id, store = only_session(db, 0)  # the newest
+    assert new_id != sid
+    rec = store.session(new_id)
+    assert rec.outcome == "complete" and rec.patient_ref == lost.patient_ref
+    assert rec.profile_hash == lost.profile_hash
+    first = store.events(new_id)[0]  # its first record says what it continues
+    assert first.kind == "CONTINUES" and first.data["session_id"] == sid
+    vertex_before = next(z for z in lost.zones if z.name == "vertex")
+    vertex_after = next(z for z in rec.zones if z.name == "vertex")
+    assert vertex_after.strokes >= vertex_before.strokes  # the coverage came along
+    assert store.session(sid).outcome == "link_lost"  # the record of the loss is kept
+    # Continued once: a second resume of the lost session is refused.
+    code = main(["run", "--resume", str(sid), *GATE, "--sim", "--yes", "--speed", "0",
+                 "--seed", "5", "--db", str(db)])
+    assert code == 1
+    assert f"already continued in session {new_id}" in capsys.readouterr().err
+
+
+def test_a_running_session_is_listed_running_and_cannot_be_resumed(tmp_path: Path) -> None:
+    import re
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from devicectl.liveness import is_running
+
+    db = tmp_path / "r.db"
+    longer = tmp_path / "longer.yaml"
+    longer.write_text(SHORT.read_text(encoding="utf-8")
+                      .replace("target_fraction: 0.04", "target_fraction: 0.5"), encoding="utf-8")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "devicectl.cli", "run", "--profile", str(longer), "--patient",
+         "P-0042", *GATE, "--sim", "--yes", "--speed", "1", "--db", str(db)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not (db.exists() and Store(db).sessions() and is_running(db, 1)):
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+        listed = subprocess.run(
+            [sys.executable, "-m", "devicectl.cli", "sessions", "list", "--db", str(db)],
+            capture_output=True, text=True, timeout=60)
+        assert re.search(r"│ running\s+│", listed.stdout), listed.stdout
+        assert "interrupted" not in listed.stdout
+        resumed = subprocess.run(
+            [sys.executable, "-m", "devicectl.cli", "run", "--resume", "1", *GATE, "--sim", "--yes",
+             "--db", str(db)], capture_output=True, text=True, timeout=60)
+        assert resumed.returncode == 1
+        assert "still running in another process" in resumed.stderr
+    finally:
+        proc.send_signal(signal.SIGKILL)  # a crash: the OS drops the lock with the process
+        proc.wait(10)
+    assert not is_running(db, 1)
+    listed = subprocess.run(
+        [sys.executable, "-m", "devicectl.cli", "sessions", "list", "--db", str(db)],
+        capture_output=True, text=True, timeout=60)
+    assert re.search(r"│ interrupted\s+│", listed.stdout), listed.stdout
+    assert not re.search(r"│ running\s+│", listed.stdout)

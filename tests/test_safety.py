@@ -10,7 +10,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from devicectl import controller, linkstate, protocol, safety, stamping
+from devicectl import (
+    controller,
+    controller_checks,
+    controller_connect,
+    controller_core,
+    linkstate,
+    protocol,
+    safety,
+    stamping,
+)
 from devicectl.errors import SafetyError
 from devicectl.safety import (
     BATTERY_LOW_MV,
@@ -57,7 +66,9 @@ def test_link_refuses_to_frame_a_set_target_above_cap() -> None:
 
 def test_controller_never_constructs_set_target_directly() -> None:
     # Every SET_TARGET must come from safety.checked_set_target.
-    for module in (controller, linkstate, stamping):
+    for module in (
+        controller, controller_checks, controller_connect, controller_core, linkstate, stamping,
+    ):
         tree = ast.parse(Path(inspect.getfile(module)).read_text())
         for node in ast.walk(tree):
             if isinstance(node, ast.Call):
@@ -69,7 +80,8 @@ def test_controller_never_constructs_set_target_directly() -> None:
 def test_cap_literal_is_not_written_in_the_loop_modules() -> None:
     root = Path(inspect.getfile(safety)).parent
     for name in (
-        "controller", "controller_status", "coverage", "linkstate", "stamping", "transitions",
+        "controller", "controller_checks", "controller_connect", "controller_core",
+        "controller_status", "coverage", "linkstate", "stamping", "transitions",
     ):
         text = (root / f"{name}.py").read_text()
         assert "1500" not in text and "1.5" not in text, name
@@ -79,7 +91,7 @@ def _verdict(**kw: int) -> safety.Verdict:
     args = {
         "state": protocol.PenState.STAMPING,
         "fault_flags": 0,
-        "depth_cmd_um": 1000,
+        "commanded_depth_um": 1000,
         "depth_meas_um": 1000,
         "battery_mv": 4000,
         "known_fault_flags": 0,
@@ -89,14 +101,14 @@ def _verdict(**kw: int) -> safety.Verdict:
 
 
 def test_measured_depth_over_1550_is_estop() -> None:
-    v = _verdict(depth_cmd_um=DEPTH_CAP_UM, depth_meas_um=OVERDEPTH_LIMIT_UM + 1)
+    v = _verdict(commanded_depth_um=DEPTH_CAP_UM, depth_meas_um=OVERDEPTH_LIMIT_UM + 1)
     assert v.action is Action.ESTOP
-    assert _verdict(depth_cmd_um=DEPTH_CAP_UM, depth_meas_um=OVERDEPTH_LIMIT_UM) is OK
+    assert _verdict(commanded_depth_um=DEPTH_CAP_UM, depth_meas_um=OVERDEPTH_LIMIT_UM) is OK
 
 
 def test_measured_depth_over_command_plus_100_is_estop() -> None:
-    assert _verdict(depth_cmd_um=800, depth_meas_um=901).action is Action.ESTOP
-    assert _verdict(depth_cmd_um=800, depth_meas_um=900) is OK
+    assert _verdict(commanded_depth_um=800, depth_meas_um=901).action is Action.ESTOP
+    assert _verdict(commanded_depth_um=800, depth_meas_um=900) is OK
 
 
 def test_newly_set_fault_flag_is_estop_and_known_one_is_not() -> None:
@@ -127,7 +139,9 @@ def test_unknown_pen_state_is_stop_with_reason() -> None:
 def test_verdict_is_estop_exactly_when_a_rule_says_so(
     cmd: int, meas: int, flags: int, known: int
 ) -> None:
-    v = _verdict(depth_cmd_um=cmd, depth_meas_um=meas, fault_flags=flags, known_fault_flags=known)
+    v = _verdict(
+        commanded_depth_um=cmd, depth_meas_um=meas, fault_flags=flags, known_fault_flags=known
+    )
     must = meas > OVERDEPTH_LIMIT_UM or meas > cmd + 100 or bool(flags & ~known)
     assert (v.action is Action.ESTOP) == must
 

@@ -82,3 +82,20 @@ def test_over_a_pty_a_pen_whose_key_the_keyring_lacks_is_refused(tmp_path: Path)
         code, out = cli(["run", "--port", port, "--yes", "--db", str(db), *GATE,
                          "--new-records", "--profile", str(SHORT), "--patient", "RT-K1"], ring)
     assert code == 1 and "devicectl keys add 100042" in out, out
+
+
+def test_firmware_1_2_visibly_fixes_the_overshoot_no_limit_bug(tmp_path: Path) -> None:
+    """On 1.1 the broken firmware check leaves the host's ESTOP to stop the overshoot;
+    on 1.2 the pen's own OVERDEPTH check holds and the pen reports the fault itself."""
+    def pen_faults(db: Path) -> list[str]:
+        with Store(db) as store:
+            sid = store.sessions()[-1].id
+            return [e.text for e in store.events(sid) if e.kind in ("PEN_FAULT", "ESTOP")]
+
+    old_db, new_db, state = tmp_path / "old.db", tmp_path / "new.db", tmp_path / "pen.json"
+    assert sim_run(old_db, "--seed", "51", "--scenario", "overshoot-no-limit") == 3
+    assert not any("OVERDEPTH" in t for t in pen_faults(old_db))
+    assert main(["firmware", "update", str(GOOD), "--sim", "--sim-state", str(state)]) == 0
+    assert sim_run(new_db, "--seed", "51", "--scenario", "overshoot-no-limit",
+                   "--sim-state", str(state)) == 3
+    assert any("OVERDEPTH" in t for t in pen_faults(new_db))

@@ -158,3 +158,28 @@ def test_forged_telemetry_injected_towards_the_host_is_dropped_and_counted() -> 
     ctl = session(make_pen(REQUIRED), sim_device_key, to_host=attacker)
     assert sent[0] and ctl.state is State.COMPLETE  # no ESTOP from the forged frame
     assert ctl.link_counters["auth_dropped"] == 1
+
+
+def test_after_a_dropped_cable_the_reconnect_authenticates_anew_and_the_session_completes() -> None:
+    base = PenParams()
+    pen = VirtualPen(seed=3, zone_map=MAP, scenario="disconnect",
+                     pen=replace(base, capabilities=base.capabilities | REQUIRED))
+    ctl = Controller(plan_for, MAP, StartFacts("p-auth", frozenset()), nonce=0x5EC,
+                     now_us=0, keys=sim_device_key)
+    pen.receive_data(ctl.connect(0).data, 0)
+    now, proofs, lost = 0, 0, False
+    while now < 60_000_000 and ctl.state not in (State.COMPLETE, State.REFUSED):
+        now += STEP_US
+        out = [ctl.receive_data(pen.advance(now), now), ctl.tick(now)]
+        if ctl.state is State.READY:
+            out.append(ctl.command(Command.START, now))
+        elif ctl.state is State.ZONE_DONE:
+            out.append(ctl.command(Command.NEXT_ZONE, now))
+        elif ctl.state is State.LINK_LOST:
+            lost = True
+            out.append(ctl.command(Command.RECONNECT, now))
+        elif ctl.state is State.FAULT and now % 100_000 == 0:
+            out.append(ctl.command(Command.CLEAR_FAULT, now))  # the pen's WATCHDOG
+        proofs += sum("proved its key" in e.text for o in out for e in o.events)
+        pen.receive_data(b"".join(o.data for o in out), now)
+    assert lost and proofs == 2 and ctl.state is State.COMPLETE

@@ -15,7 +15,7 @@ from devicectl.errors import LinkError
 from devicectl.link import pipe_pair
 from devicectl.plan import make_plan
 from devicectl.profile import load_profile
-from devicectl.protocol import Decoder, Estop
+from devicectl.protocol import Decoder, Estop, Stop
 from devicectl.session import Outcome, Policy, Session, VirtualClock, outcome_of
 from devicectl.store import RecordWriter, Store
 from devicectl.zones import load_zone_map
@@ -172,3 +172,105 @@ def test_a_session_that_faults_at_once_still_records_its_zones(tmp_path: Path) -
     assert session.snapshot["state"] == "FAULT"  # the views see the end state
     with Store(db) as store:
         assert {z.name for z in store.session(sid).zones} == {"vertex", "mid_scalp"}
+
+
+# --- the session's end: the stop is verified in the pen's telemetry (spec H3) -------
+
+
+class _StopIgnoringPen:
+    """The real simulated pen behind a liar: it ACKs the STOPs (and ESTOPs, if asked)
+    the host sends and never passes them on, as the issue's misbehaving pens did."""
+
+    def __init__(self, pen: VirtualPen, swallow: tuple[type, ...]) -> None:
+        self.pen = pen
+        self.firmware = pen.firmware
+        self._swallow = swallow
+        self._decoder = Decoder()
+        self._acks = b""
+        self.armed = False
+
+    def receive_data(self, data: bytes, now_us: int) -> None:
+        from devicectl.protocol import Ack, encode
+
+        kept = b""
+        for f in self._decoder.feed(data):
+            m = f.message
+            if self.armed and isinstance(m, self._swallow):
+                self._acks += encode(Ack(f.seq, m.TYPE, 0), 0)  # type: ignore[union-attr]
+            else:
+                kept += encode(m, f.seq, f.flags)  # type: ignore[arg-type]
+        self.pen.receive_data(kept, now_us)
+
+    def advance(self, now_us: int) -> bytes:
+        out, self._acks = self._acks + self.pen.advance(now_us), b""
+        return out
+
+
+def _session_with(pen: object, writer: RecordWriter | None = None) -> Session:
+    zone_map = load_zone_map()
+    loaded = load_profile(DATA / "short-two-zones.yaml")
+    clock = VirtualClock(1_000_000)
+    host_end, pen_end = pipe_pair(clock)
+    ctl = Controller(
+        lambda dev: make_plan(loaded, dev, zone_map), zone_map,
+        StartFacts(patient_ref="S-1", used_cartridge_ids=frozenset()),
+        nonce=1234, now_us=clock.now_us,
+    )
+    return Session(ctl, wire=host_end, writer=writer, policy=Policy(auto_confirm=True),
+                   pen=pen, pen_wire=pen_end, virtual_clock=clock, speed=0)  # type: ignore[arg-type]
+
+
+def test_a_stop_request_ends_once_the_telemetry_shows_the_pen_stopped(tmp_path: Path) -> None:
+    db, sid, writer = records(tmp_path, "S-3")
+    session, pen = virtual_session(writer=writer, speed=1.0)
+    session.start()
+    assert wait_for(session, lambda: pen.firmware.state.name == "STAMPING")
+    session.request_stop("SIGINT")
+    assert session.wait(10)
+    writer.close(session.outcome.value if session.outcome else None, "2026-01-01T00:10:00+00:00")
+    assert session.outcome is Outcome.ABORTED and session.outcome.exit_code == 2
+    with Store(db) as store:
+        kinds = [e.kind for e in store.events(sid)]
+    assert "PEN_STOPPED" in kinds and "STOP_UNVERIFIED" not in kinds
+    assert kinds.index("PEN_STOPPED") > kinds.index("STOP_REQUESTED")
+
+
+def test_a_complete_session_ends_with_the_pen_seen_stopped() -> None:
+    session, _ = virtual_session()
+    session.start()
+    assert session.wait(30)
+    assert session.outcome is Outcome.COMPLETE
+    assert EventKind.PEN_STOPPED in [e.kind for e in session.drain_events()]
+
+
+def test_a_pen_that_ignores_the_last_stop_gets_h3_and_the_session_ends_in_fault() -> None:
+    liar = _StopIgnoringPen(VirtualPen(seed=3, zone_map=load_zone_map()), (Stop,))
+    session = _session_with(liar)
+    session.start()
+    assert wait_for(session, lambda: liar.firmware.state.name == "STAMPING")
+    liar.armed = True
+    session.request_stop("SIGTERM")
+    assert session.wait(10)
+    events = session.drain_events()
+    estops = [e for e in events if e.kind is EventKind.ESTOP]
+    assert estops and "switch the pen off" in estops[0].text
+    assert session.outcome is Outcome.FAULT and session.outcome.exit_code == 3
+    assert liar.firmware.state.name == "FAULT"  # it obeyed the ESTOP, and that was seen
+    assert EventKind.PEN_STOPPED in [e.kind for e in events]
+
+
+def test_a_pen_that_ignores_stop_and_estop_is_given_up_on_with_the_reason() -> None:
+    liar = _StopIgnoringPen(VirtualPen(seed=3, zone_map=load_zone_map()), (Stop, Estop))
+    session = _session_with(liar)
+    session.start()
+    assert wait_for(session, lambda: liar.firmware.state.name == "STAMPING")
+    liar.armed = True
+    session.request_stop("the terminal closed")
+    assert session.wait(30)
+    events = session.drain_events()
+    sent_estops = [e for e in events if e.kind is EventKind.SENT and e.data.get("type") == "ESTOP"]
+    assert len(sent_estops) > 10  # again and again while it lasted
+    (gave_up,) = [e for e in events if e.kind is EventKind.STOP_UNVERIFIED]
+    assert "did not stop" in gave_up.text and "switch the pen off" in gave_up.text
+    assert session.outcome is Outcome.FAULT
+    assert liar.firmware.state.name == "STAMPING"  # the liar really never stopped

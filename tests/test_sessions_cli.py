@@ -7,6 +7,7 @@ import csv
 import io
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -202,3 +203,126 @@ def test_export_help_says_what_each_format_holds(capsys: pytest.CaptureFixture[s
     help_text = " ".join(capsys.readouterr().out.split())
     assert "csv: the event log only, one header row" in help_text
     assert "json: one JSON document {session, zones, events}" in help_text
+
+
+# --- routine events counted, not listed; --kind, --since, --json (issue 14 item 1) ----
+
+
+def _busy_session(path: Path) -> int:
+    """A recorded session of 12,000 events, as a long demo leaves: mostly routine."""
+    from datetime import datetime, timedelta
+
+    t0 = datetime.fromisoformat(START)
+    events: list[EventRecord] = []
+    for i in range(12_000):
+        t_us = i * 100_000  # 20 minutes over the session
+        wall = (t0 + timedelta(microseconds=t_us)).isoformat()
+        if i % 400 == 7:
+            events.append(EventRecord(t_us, wall, "STATE", f"state change {i}", 1, {}))
+        elif i == 6_001:
+            events.append(EventRecord(t_us, wall, "ESTOP", "emergency stop pressed", 1, {},
+                                      safety=True))
+        elif i == 6_002:
+            events.append(EventRecord(t_us, wall, "PEN_FAULT", "the pen latched OVERDEPTH", 1,
+                                      {"fault": "OVERDEPTH"}, safety=True))
+        elif i % 5 == 0:
+            events.append(EventRecord(t_us, wall, "SAMPLE", "depth set 1000 µm", 1,
+                                      {"depth_cmd_um": 1000}))
+        elif i % 5 == 1:
+            events.append(EventRecord(t_us, wall, "PEN_EVENT", "pen: contact lost", 1,
+                                      {"event": "CONTACT_LOST"}))
+        elif i % 5 == 2:
+            events.append(EventRecord(t_us, wall, "COVERAGE_HOLD", "stamping held", 1, {}))
+        elif i % 5 == 3:
+            events.append(EventRecord(t_us, wall, "RESUMED_STAMPING", "stamping resumed", 1, {}))
+        else:
+            events.append(EventRecord(t_us, wall, "SENT", "STOP sent", 1, {}))
+    events.append(EventRecord(12_000 * 100_000, (t0 + timedelta(minutes=20)).isoformat(),
+                              "PEN_EVENT", "pen: button NEXT_ZONE", 1, {"event": "BUTTON"}))
+    with Store(path) as store:
+        sid = store.create_session(patient_ref="P-busy", profile_name="busy",
+                                   profile_hash="bb", profile_text="", started_at=START)
+        store.append_events(sid, events)
+        store.close_session(sid, "fault", (t0 + timedelta(minutes=21)).isoformat())
+    return sid
+
+
+def test_show_of_a_12000_event_session_lists_what_matters_and_counts_the_rest(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import time
+
+    from devicectl import eventkinds
+
+    path = tmp_path / "busy.db"
+    sid = _busy_session(path)
+    decoded = 0
+    real = eventkinds.event_from_row
+
+    def counting(row: Any) -> Any:
+        nonlocal decoded
+        decoded += 1
+        return real(row)
+
+    monkeypatch.setattr(eventkinds, "event_from_row", counting)  # a spy: the real decoder runs
+    start = time.monotonic()
+    assert cli.main(["sessions", "show", str(sid), "--db", str(path)]) == 0
+    took_s = time.monotonic() - start
+    out = capsys.readouterr().out
+    listed = 30 + 2 + 1  # STATE every 400, the ESTOP and the fault, the button
+    assert decoded == listed  # the routine rows are counted in SQL, never read one by one
+    assert len(out.splitlines()) < 150
+    assert "ESTOP !" in out and "PEN_FAULT !" in out and "button NEXT_ZONE" in out
+    assert "COVERAGE_HOLD" not in out.split("events not listed")[0]
+    assert "SAMPLE" not in out.split("events not listed")[0]
+    assert f"{12_001 - listed:,} events not listed" in out and "SAMPLE 2,400" in out
+    assert took_s < 5.0  # generous: well under a second on the developers' machine
+
+
+def test_show_filters_by_kind_and_time_and_prints_json(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    path = tmp_path / "busy.db"
+    sid = _busy_session(path)
+    assert cli.main(["sessions", "show", str(sid), "--db", str(path), "--kind", "estop,Pen_Fault",
+                     "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert [e["kind"] for e in doc["events"]] == ["ESTOP", "PEN_FAULT"]
+    assert doc["session"]["status"] == "fault"
+    assert sum(doc["hidden"].values()) == 12_001 - 2
+    # --since 19:00: the last minute (600 events of 0.1 s), STATE included, routine not.
+    assert cli.main(["sessions", "show", str(sid), "--db", str(path), "--since", "19:00",
+                     "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    times = [e["t_us"] for e in doc["events"]]
+    assert times and min(times) >= 19 * 60 * 1_000_000
+    assert {e["kind"] for e in doc["events"]} == {"STATE", "PEN_EVENT"}
+    assert cli.main(["sessions", "show", str(sid), "--db", str(path), "--kind", "all",
+                     "--since", "1140"]) == 0
+    out = capsys.readouterr().out
+    assert sum(1 for line in out.splitlines() if line.startswith("19:")) == 600
+    assert sum(1 for line in out.splitlines() if line.startswith("20:00")) == 1
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["sessions", "show", str(sid), "--db", str(path), "--since", "soon"])
+    assert exc.value.code == 2
+    assert "not a time into the session" in capsys.readouterr().err
+
+
+def test_show_lists_the_zones_in_the_order_they_were_treated(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    path = tmp_path / "order.db"
+    with Store(path) as store:
+        sid = store.create_session(patient_ref="P-order", profile_name="p", profile_hash="h",
+                                   profile_text="", started_at=START)
+        store.append_events(sid, [
+            EventRecord(0, START, "ZONE_STARTED", "zone vertex started", 3, {}),
+            EventRecord(5, START, "ZONE_STARTED", "zone mid_scalp started", 2, {}),
+        ])
+        store.save_coverage(sid, [
+            ZoneCoverage(2, "mid_scalp", 1500, 1000, 0.2, 0.9, 10, 0, False, 5.0),
+            ZoneCoverage(3, "vertex", 1500, 1000, 0.9, 0.9, 90, 0, True, 50.0),
+        ], b"")
+    assert cli.main(["sessions", "show", str(sid), "--db", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert out.index("vertex ✓") < out.index("mid_scalp")  # vertex first, as treated

@@ -76,3 +76,33 @@ def test_serve_handshake_stamping_second_and_watchdog_expiry_over_a_real_port() 
     finally:
         proc.terminate()
         assert proc.wait(timeout=5) == 0
+
+
+def test_serve_a_misbehaving_pen_and_name_an_unknown_one() -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "firmware_sim", "serve", "--misbehave", "wrong-protocol"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        first = proc.stdout.readline().split()
+        assert first[0] == "PORT"
+        with serial.Serial(first[1], timeout=0.05) as port:
+            port.write(encode(Hello(1, 0xC0DE), 0))
+            dec = Decoder()
+            deadline = time.monotonic() + 2
+            infos: list[DeviceInfo] = []
+            while not infos and time.monotonic() < deadline:
+                infos = [f.message for f in dec.feed(port.read(4096))  # type: ignore[misc]
+                         if isinstance(f.message, DeviceInfo)]
+        assert infos and infos[0].proto == 2
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=5) == 0
+    bad = subprocess.run(
+        [sys.executable, "-m", "firmware_sim", "serve", "--misbehave", "sulks"],
+        capture_output=True, text=True, timeout=30,
+    )
+    assert bad.returncode != 0 and "unknown misbehaving pen 'sulks'" in bad.stderr
+    assert "Traceback" not in bad.stderr

@@ -15,7 +15,7 @@ from devicectl import protocol as p
 from devicectl.controller import Command, ControlEvent, Controller, EventKind, StartFacts, State
 from devicectl.dose import pass_punctures_per_cm2
 from devicectl.plan import Plan
-from devicectl.safety import OVERDEPTH_LIMIT_UM
+from devicectl.safety import OVERDEPTH_LIMIT_UM, OVERSHOOT_MARGIN_UM, EstopReason
 from devicectl.zones import Zone, ZoneMap
 from firmware_sim.virtual import VirtualPen
 
@@ -36,6 +36,8 @@ MAP = ZoneMap(
     )
 )
 ZONES = {z.id: z for z in MAP.zones}
+#: the plan does not depend on the pen's fields but its footprint and needles
+DEVICE_OF_RUN = p.DeviceInfo(0, 1, 0x0102, 1, 2500, 200, 1600, 12, 3, 1, 0, 50)
 
 
 def plan_for(dev: p.DeviceInfo) -> Plan:
@@ -65,6 +67,8 @@ class Run:
     now_us: int = 0
     events: list[ControlEvent] = field(default_factory=list)
     sent: list[tuple[int, p.Message]] = field(default_factory=list)
+    #: every TELEMETRY the host was given, with the time of the step that gave it
+    received: list[tuple[int, p.Telemetry]] = field(default_factory=list)
     pen_stamping_after_end_us: int = 0
 
 
@@ -81,6 +85,12 @@ def run(
     pen.watch_map(lambda zid: ctl.coverage.hand_view(zid) if ctl.coverage else None)
     r = Run(ctl, pen)
     decoder = p.Decoder()
+    seen = p.Decoder()
+
+    def from_pen(data: bytes, now: int) -> bytes:
+        r.received += [(now, f.message) for f in seen.feed(data)
+                       if isinstance(f.message, p.Telemetry)]
+        return data
 
     def host(out_data: bytes, now: int) -> None:
         for f in decoder.feed(out_data):
@@ -93,7 +103,7 @@ def run(
     now = 0
     while now < limit_us and ctl.state not in END_STATES:
         now += STEP_US
-        a = ctl.receive_data(pen.advance(now), now)
+        a = ctl.receive_data(from_pen(pen.advance(now), now), now)
         b = ctl.tick(now)
         data = a.data + b.data
         r.events += a.events + b.events
@@ -182,12 +192,27 @@ def test_overshoot_with_the_firmware_limit_off_is_caught_by_the_host_alone() -> 
     assert any(isinstance(m, p.Estop) for _, m in r.sent)
 
 
-def test_overshoot_never_passes_the_overdepth_limit_unseen() -> None:
+def test_the_first_over_depth_stroke_is_answered_by_an_estop_first_in_the_same_step() -> None:
+    # The firmware's own limit is off: only the host can stop the needle. Find the
+    # first TELEMETRY over the limit or over the host's command + 100 µm as the pen
+    # sent it, and see the ESTOP go out first in that very step, with its reason.
     r = run("overshoot-no-limit")
-    t_estop = next(t for t, m in r.sent if isinstance(m, p.Estop))
-    assert t_estop > 0
-    assert r.ctl.telemetry is not None
-    assert r.ctl.telemetry.depth_meas_um <= OVERDEPTH_LIMIT_UM
+    commanded = {z.zone_id: z.depth_um for z in plan_for(DEVICE_OF_RUN).zones}
+    first = next(
+        (t, m) for t, m in r.received
+        if m.depth_meas_um > OVERDEPTH_LIMIT_UM
+        or m.depth_meas_um > commanded[m.zone_id] + OVERSHOOT_MARGIN_UM
+    )
+    t_bad, bad = first
+    in_step = [m for t, m in r.sent if t == t_bad]
+    assert in_step and isinstance(in_step[0], p.Estop), in_step
+    assert in_step[0].reason in (EstopReason.OVERDEPTH, EstopReason.OVERSHOOT)
+    assert not any(isinstance(m, p.Estop) for t, m in r.sent if t < t_bad)
+    (estop_event, *_) = [e for e in r.events if e.kind is EventKind.ESTOP]
+    assert estop_event.t_us == t_bad and str(bad.depth_meas_um) in estop_event.text
+    # and the pen made no deeper stroke after it (it obeyed the ESTOP)
+    after = [m for t, m in r.received if t > t_bad + 20_000]
+    assert all(m.depth_meas_um == 0 for m in after)
 
 
 @pytest.mark.parametrize("scenario", ["disconnect", "watchdog"])

@@ -484,3 +484,143 @@ def test_run_prints_the_token_in_the_fragment_only(
     assert re.search(r"http://127\.0\.0\.1:\d+/#token=[A-Za-z0-9_-]{20,} \(with controls\)",
                      line), line
     assert "?token" not in out
+
+
+def test_routine_events_are_left_out_and_faults_stay_pinned(tmp_path: Path) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from devicectl.store import EventRecord, Store
+    from devicectl.web.hub import EventFeed, Hub
+    from devicectl.web.records_source import RecordsSource
+    from devicectl.web.server import serve
+
+    db = tmp_path / "s.db"
+    t0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
+
+    def ev(i: int, kind: str, text: str, data: dict[str, Any] | None = None,
+           safety: bool = False) -> EventRecord:
+        return EventRecord(i * 10_000, (t0 + timedelta(milliseconds=10 * i)).isoformat(), kind,
+                           text, 1, data or {}, safety=safety)
+
+    events = [ev(1, "ESTOP", "emergency stop pressed on the pen", safety=True)]
+    for i in range(2, 1_502):  # 40 s of a demo after the stop: holds, resumes, samples ...
+        kind = ("COVERAGE_HOLD", "RESUMED_STAMPING", "SAMPLE", "SENT")[i % 4]
+        events.append(ev(i, kind, f"routine {i}"))
+        if i % 10 == 0:  # ... and 150 events that matter
+            events.append(ev(i, "WARNING", f"warning {i}"))
+    events.append(ev(1_600, "PEN_EVENT", "pen: contact lost", {"event": "CONTACT_LOST"}))
+    with Store(db) as store:
+        sid = store.create_session(patient_ref=PATIENT, profile_name="p", profile_hash="h",
+                                   profile_text="", started_at=t0.isoformat())
+        store.append_events(sid, events)
+    header = {"session_id": sid, "patient_ref": PATIENT, "profile": "p", "controls": False}
+    hub = Hub(RecordsSource(db, sid), MAP, header, events=EventFeed(db, sid))
+    web = serve(hub, "127.0.0.1", 0, token=None, submit=None)
+    try:
+        _wait(lambda: web.hub.current["hidden_events"] > 0)
+        state = _stream(web.url, 1)[0][1]["state"]
+    finally:
+        web.stop()
+    kinds = {e[2] for e in state["events"]}
+    assert kinds == {"WARNING"}  # the last 60 that matter; no routine event among them
+    assert len(state["events"]) == 60
+    assert [e[2] for e in state["pinned"]] == ["ESTOP"]  # long scrolled out, still in view
+    assert state["hidden_events"] == 1_500 + 1
+
+
+def test_monitor_tells_an_ended_session_from_a_running_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    import argparse
+    import threading
+    from datetime import UTC, datetime
+
+    from devicectl.commands.monitor_cmd import monitor
+    from devicectl.liveness import RunningLock
+    from devicectl.store import EventRecord, Store
+    from devicectl.web.records_source import RecordsSource
+
+    db = tmp_path / "s.db"
+    t0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC).isoformat()
+    with Store(db) as store:
+        sid = store.create_session(patient_ref=PATIENT, profile_name="p", profile_hash="h",
+                                   profile_text="", started_at=t0)
+        store.append_events(sid, [
+            EventRecord(0, t0, "STATE", "READY -> STAMPING", 1, {"from": "READY",
+                                                                  "to": "STAMPING"}),
+            EventRecord(5, "2026-03-01T09:00:40+00:00", "PEN_FAULT",
+                        "the pen reports a fault: OVERDEPTH", 1, {}, safety=True),
+        ])
+    lock = RunningLock(db, sid)  # as `devicectl run` holds it while the session runs
+    try:
+        running = RecordsSource(db, sid).status()
+        assert running["state"] == "STAMPING" and not RecordsSource(db, sid).finished()
+    finally:
+        lock.release()
+    source = RecordsSource(db, sid)  # its process is gone: interrupted, over
+    ended = source.status()
+    assert source.finished()
+    assert ended["state"] == "INTERRUPTED"
+    assert "OVERDEPTH" in ended["fault"]  # ended after a fault: the banner stays
+    assert ended["elapsed_s"] == 40.0  # to its last record, not to now
+    stop = threading.Event()
+    stop.set()
+    args = argparse.Namespace(db=db, session=sid, web_port=0, web_host="127.0.0.1")
+    assert monitor(args, stop) == 0
+    out = capsys.readouterr().out
+    assert f"session {sid} in {db} has ended (interrupted): its record, read-only" in out
+
+
+def test_the_page_shows_the_session_clock_the_events_use(tmp_path: Path) -> None:
+    sim = sim_session(tmp_path / "s.db", speed=1.0, auto_confirm=False)
+    header = {"session_id": sim.session_id, "patient_ref": PATIENT, "profile": "web-test"}
+    web = start_web(sim.session, "127.0.0.1", 0, TOKEN, zone_map=MAP, header=header,
+                    db_path=sim.db_path, session_id=sim.session_id)
+    try:
+        _wait(lambda: web.hub.current["state"] == "READY")
+        # Nobody pressed START: the controller's own clock has not started, the session's has.
+        _wait(lambda: web.hub.current["elapsed_s"] >= 1.0)
+        assert sim.session.snapshot["elapsed_s"] == 0.0
+        state = _stream(web.url, 1)[0][1]["state"]
+        session_s = (sim.session.now_us - sim.session.t0_us) / 1e6
+        assert 1.0 <= state["elapsed_s"] <= session_s + 0.01
+        # ... and the events' times count from the same zero.
+        _wait(lambda: bool(web.hub.current["events"]))
+        assert all(0.0 <= e[1] <= session_s + 0.5 for e in web.hub.current["events"])
+    finally:
+        web.stop()
+        sim.finish()
+
+
+def test_the_page_and_the_report_shade_and_caption_the_map_alike() -> None:
+    from matplotlib import colormaps
+    from matplotlib.colors import to_hex
+
+    from devicectl.mapstyle import reached_colour, zone_caption
+    from devicectl.report_figures import coverage_map
+    from devicectl.store import ZoneCoverage
+    from devicectl.web.state import map_shading, map_state
+    from devicectl.zones import load_zone_map
+
+    cmap = colormaps["RdYlGn"]
+    for i in range(101):  # the page's colours are matplotlib's, without matplotlib
+        want = [round(c * 255) for c in cmap(i / 100)[:3]]
+        got = reached_colour(i / 100)
+        have = [int(got[k:k + 2], 16) for k in (1, 3, 5)]
+        assert max(abs(a - b) for a, b in zip(want, have, strict=True)) <= 1, (i, got, want)
+    zone_map = load_zone_map()
+    zones = [ZoneCoverage(3, "vertex", 1500, 1000, 0.45, 0.9, 800, 0, False, 60.0),
+             ZoneCoverage(2, "mid_scalp", 1500, 1000, 0.9, 0.9, 900, 0, True, 80.0)]
+    fig = coverage_map(zone_map, zones, "t")
+    ax = fig.axes[0]
+    report_fill = {}
+    for patch, zone in zip(ax.patches[1:], zone_map.zones, strict=True):  # [0]: the scalp
+        report_fill[zone.id] = to_hex(patch.get_facecolor(), keep_alpha=False)
+    report_words = {t.get_text() for t in ax.texts}
+    page = map_shading(map_state(zone_map)["zones"],
+                       [{"name": z.name, "fraction": z.fraction,
+                         "target_fraction": z.target_fraction} for z in zones])
+    for sh in page:
+        assert sh["fill"] == report_fill[sh["zone_id"]]
+        assert sh["caption"] in report_words
+    assert zone_caption("Vertex (crown)", 0.45, 0.9) in report_words

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from devicectl.errors import StoreError
+from devicectl.liveness import is_running
 from devicectl.store import Store, default_db_path
 
 
@@ -54,8 +55,13 @@ def monitor(args: argparse.Namespace, stop: threading.Event | None = None) -> in
     hub = Hub(RecordsSource(db_path, rec.id), load_zone_map(), header,
               events=EventFeed(db_path, rec.id))
     web = serve(hub, args.web_host, args.web_port, token=None, submit=None)
-    print(f"watching session {rec.id} in {db_path} (read-only): {web.url} · Ctrl-C to stop",
-          flush=True)
+    if rec.outcome is None and is_running(db_path, rec.id):
+        print(f"watching session {rec.id} in {db_path} (read-only): {web.url} · Ctrl-C to stop",
+              flush=True)
+    else:
+        ended = rec.outcome or "interrupted"
+        print(f"session {rec.id} in {db_path} has ended ({ended}): its record, read-only, at "
+              f"{web.url} · Ctrl-C to stop", flush=True)
     stop = stop or threading.Event()
     try:
         while not stop.wait(0.5):

@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from devicectl.errors import ProfileError
+from devicectl.errors import ProfileError, RefusedError
 from devicectl.plain import escape_controls, plain
 from devicectl.plan import NOMINAL_DEVICE, NOMINAL_HAND_SPEED_MM_S, Plan, nominal_plan
 from devicectl.profile import (
@@ -82,10 +82,18 @@ def run_validate(args: argparse.Namespace) -> int:
             loaded = load_profile(
                 path, zone_map=zone_map, topical_wait_hours=args.topical_wait_hours
             )
+            # The same pen-limit checks as `profile show`: the plan on the nominal pen.
+            nominal_plan(loaded, zone_map)
         except ProfileError as exc:
             bad += 1
             for problem in exc.problems:
                 print(escape_controls(problem), file=sys.stderr)
+            continue
+        except RefusedError as exc:
+            bad += 1
+            print(escape_controls(
+                f"{path}: {exc} (checked on the nominal pen, as `profile show` does)"),
+                file=sys.stderr)
             continue
         print(escape_controls(
             f"{path}: ok ({loaded.profile.name}, sha256 {loaded.content_hash[:12]})"))
@@ -113,6 +121,8 @@ def _is_checklist(path: Path) -> bool:
 
 
 def run_show(args: argparse.Namespace) -> int:
+    if _is_zone_map(args.file):
+        return _show_zone_map(args.file)
     zone_map = load_zone_map(args.zones)
     loaded = load_profile(args.file, zone_map=zone_map, topical_wait_hours=args.topical_wait_hours)
     plan = nominal_plan(loaded, zone_map)
@@ -127,6 +137,20 @@ def run_show(args: argparse.Namespace) -> int:
     console.print(f"Minimum interval: {plan.min_interval_days} days.  sha256 {plan.profile_hash}")
     for warning in plan.warnings:
         console.print(Text.assemble(("Warning: ", "bold yellow"), plain(warning)), highlight=False)
+    return 0
+
+
+def _show_zone_map(path: Path) -> int:
+    """`profile show` of the zone map: it says so, and lists the zones it defines."""
+    zone_map = load_zone_map(path)
+    print(f"{path} is a zone map, not a treatment profile: {len(zone_map.zones)} zones, valid.")
+    console = Console(soft_wrap=False)
+    table = Table(title="zones")
+    for header in ("id", "name", "label", "cm²"):
+        table.add_column(header, justify="right" if header in ("id", "cm²") else "left")
+    for z in zone_map.zones:
+        table.add_row(str(z.id), plain(z.name), plain(z.label), f"{z.area_mm2 / 100:.0f}")
+    console.print(table)
     return 0
 
 

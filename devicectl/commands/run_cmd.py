@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import secrets
 import signal
 import sys
 import time
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
@@ -33,28 +31,36 @@ from devicectl.commands.checklist_cmd import (
 )
 from devicectl.commands.profile_cmd import plan_table
 from devicectl.commands.run_checks import check_override, check_records, check_records_kind
-from devicectl.controller import Command, Controller, StartFacts, State
-from devicectl.errors import DevicectlError, RefusedError
-from devicectl.link import open_transport, pipe_pair
-from devicectl.monitor.progress import (
-    event_record,
-    progress_line,
-    progress_record,
+from devicectl.commands.run_output import (
+    Feed,
+    always,
+    json_line,
+    output_args,
+    records_banner,
+    start_web_page,
 )
-from devicectl.monitor.terminal import clock, event_line, is_chatty
+from devicectl.commands.run_setup import (
+    Setup,
+    first_unfinished_zone,
+    load_session,
+    now_iso,
+    setup_session,
+    start_facts,
+)
+from devicectl.controller import Command, Controller, State
+from devicectl.errors import DevicectlError, LinkError, RefusedError
+from devicectl.link import open_transport, pipe_pair
+from devicectl.liveness import RunningLock
+from devicectl.monitor.progress import Pace
+from devicectl.monitor.terminal import clock
 from devicectl.monitor.viewproc import ViewOptions, ViewProcess
 from devicectl.patients import patient_ref
 from devicectl.plain import plain
 from devicectl.plan import make_plan
-from devicectl.profile import (
-    DEFAULT_TOPICAL_WAIT_HOURS,
-    LoadedProfile,
-    load_profile,
-    load_profile_text,
-)
-from devicectl.safety import INTERVAL_DEPTH_UM, OVERRIDE_REASON_MIN_CHARS
+from devicectl.profile import DEFAULT_TOPICAL_WAIT_HOURS
+from devicectl.safety import OVERRIDE_REASON_MIN_CHARS
 from devicectl.session import Outcome, Policy, Session, VirtualClock
-from devicectl.store import EventRecord, RecordWriter, SessionRecord, Store, default_db_path
+from devicectl.store import RecordWriter, Store, default_db_path
 from devicectl.unsaved import not_yet_replayed
 from devicectl.zones import ZoneMap, load_zone_map
 
@@ -121,8 +127,9 @@ def register(sub: Any) -> None:
     p.add_argument("--clinician", metavar="ID",
                    help="the clinician who decided the interval override (recorded)")
     p.add_argument("--resume", type=int, metavar="SESSION_ID",
-                   help="continue an interrupted session with its coverage")
-    _output_args(p)
+                   help="continue an interrupted session, or one that lost its link, with its "
+                   "coverage (default: a new session)")
+    output_args(p)
     _web_args(p, default=False)
     p.set_defaults(func=run)
 
@@ -134,18 +141,9 @@ def register(sub: Any) -> None:
                    help="simulator speed, times real time (0 = as fast as possible)")
     d.add_argument("--db", type=Path, default=DEMO_DB, metavar="PATH",
                    help="records database, relative to the current folder")
-    _output_args(d)
+    output_args(d)
     _web_args(d, default=True)
     d.set_defaults(func=demo)
-
-
-def _output_args(p: Any) -> None:
-    """--quiet and --json: what a script reads (no live view with either)."""
-    p.add_argument("--quiet", "-q", action="store_true",
-                   help="print only refusals, errors and the outcome line (no live view)")
-    p.add_argument("--json", action="store_true",
-                   help="one JSON object a line on stdout: the session, each event, progress "
-                   "every 5 s of session time, the end; other text goes to stderr")
 
 
 def _web_args(p: Any, *, default: bool) -> None:
@@ -170,14 +168,6 @@ def demo(args: argparse.Namespace) -> int:
     return run(ns)
 
 
-@dataclass
-class _Setup:
-    loaded: LoadedProfile
-    patient: str
-    session_id: int
-    resumed: bool
-
-
 def run(args: argparse.Namespace) -> int:
     quiet, as_json = bool(getattr(args, "quiet", False)), bool(getattr(args, "json", False))
     console = Console(stderr=as_json, quiet=quiet)
@@ -200,46 +190,54 @@ def run(args: argparse.Namespace) -> int:
         unreplayed = not_yet_replayed(db_path)  # the cartridge and interval checks need them
         if unreplayed is not None:
             raise RefusedError(unreplayed)
-        loaded, patient, resume_id = _load(args, store)
+        loaded, patient, resume_id = load_session(args, store, db_path)
     vclock = VirtualClock(time.monotonic_ns() // 1000) if args.sim else None
     # The keyring and the link open before a record is made: a wrong port or an
     # unsafe keyring leaves no empty session behind.
     keys = _session_keys(args, console)
     wire, pen, pen_wire, port_name = _link(args, zone_map, vclock)
+    lock = None
     try:
         with Store(db_path) as store:
-            setup = _setup(store, loaded, patient, resume_id, operator, args.sim)
+            resumed = store.session(resume_id) if resume_id is not None else None
+            setup = setup_session(store, loaded, patient, resumed, operator, args.sim)
+            # Held until the end: lists show the session "running", and nobody resumes it.
+            lock = RunningLock(db_path, setup.session_id)
             refusals = eligibility_gate(console, store, setup.session_id, gate,
                                         setup.loaded.warnings)
             if refusals:
-                store.close_session(setup.session_id, Outcome.REFUSED.value, _now_iso())
-            resumed = store.session(setup.session_id) if setup.resumed else None
-            facts = _facts(store, setup, resumed, args)
-            coverage_state = store.coverage_state(setup.session_id) if resumed else None
+                store.close_session(setup.session_id, Outcome.REFUSED.value, now_iso())
+            facts = start_facts(store, setup, resumed, args)
+            coverage_state = store.coverage_state(resumed.id) if resumed else None
     except BaseException:
+        if lock is not None:
+            lock.release()
         wire.close()
         raise
     if refusals:  # the clinic's gate said no: the pen was never started
         wire.close()
+        lock.release()
         for reason in refusals:
-            _always(console, plain("NO-GO: " + reason, "bold red"))
-        _always(console, plain(f"refused · session id {setup.session_id} · details: devicectl "
-                               f"sessions show {setup.session_id} --db {db_path}", "bold red"))
+            always(console, plain("NO-GO: " + reason, "bold red"))
+        always(console, plain(f"refused · session id {setup.session_id} · details: devicectl "
+                              f"sessions show {setup.session_id} --db {db_path}", "bold red"))
         if as_json:
-            _json_line({"type": "end", "session_id": setup.session_id, "outcome": "refused",
-                        "reasons": refusals, "exit_code": Outcome.REFUSED.exit_code,
-                        "db": str(db_path)})
+            json_line({"type": "end", "session_id": setup.session_id, "outcome": "refused",
+                       "reasons": refusals, "exit_code": Outcome.REFUSED.exit_code,
+                       "db": str(db_path)})
         return Outcome.REFUSED.exit_code
-    start_zone = _first_unfinished_zone(setup.loaded, resumed.zones) if resumed else 0
+    start_zone = first_unfinished_zone(setup.loaded, resumed.zones) if resumed else 0
     console.print(Text.assemble(
         (f"session {setup.session_id}", "bold"),
         plain(f" · patient {setup.patient} · profile {setup.loaded.profile.name} "
-              f"({setup.loaded.content_hash[:12]}){' · resumed' if setup.resumed else ''}"),
+              f"({setup.loaded.content_hash[:12]})"
+              f"{' · resumed' if setup.resumed and not setup.continues else ''}"
+              f"{f' · continues session {setup.continues}' if setup.continues else ''}"),
     ))
     for w in setup.loaded.warnings:
         console.print(Text.assemble(("warning: ", "yellow"), plain(w)))
     if as_json:
-        _json_line({"type": "session", "session_id": setup.session_id,
+        json_line({"type": "session", "session_id": setup.session_id,
                     "patient_ref": setup.patient, "profile": setup.loaded.profile.name,
                     "profile_hash": setup.loaded.content_hash, "resumed": setup.resumed,
                     "db": str(db_path)})
@@ -270,8 +268,9 @@ def run(args: argparse.Namespace) -> int:
     gc.collect()
     gc.freeze()
     session.start()
-    web = _start_web(console, args, session, zone_map, setup, db_path)
-    feed = _Feed(console, as_json, zone_map)
+    wall0 = time.monotonic()
+    web = start_web_page(console, args, session, zone_map, setup, db_path)
+    feed = Feed(console, as_json, zone_map, Pace(args.speed if args.sim else 0.0), wall0)
     go = False
     try:
         go = _go_no_go(console, session, port_name, zone_map)
@@ -282,7 +281,7 @@ def run(args: argparse.Namespace) -> int:
         if not go:
             session.request_stop("the technician did not start")
         elif interactive and not (quiet or as_json):
-            _live(console, session, setup)
+            _live(console, session, setup, zone_map, web)
         else:
             dev = controller.device  # fixed once the pen has answered
             feed.footprint_mm = dev.footprint_dmm / 10 if dev is not None else 0.0
@@ -298,20 +297,24 @@ def run(args: argparse.Namespace) -> int:
         if web is not None:
             web.stop()
         wire.close()
+        lock.release()
         _restore_signals(previous_handlers)
         sys.setswitchinterval(previous_switch)
         gc.unfreeze()
     for e in session.drain_events():
         feed.event(e, session.t0_us)
     if isinstance(session.error, DevicectlError):
-        _always(console, plain(session.error, "bold red"))
+        always(console, plain(session.error, "bold red"))
     elif session.error is not None:
-        _always(console, Text.assemble(("internal error, pen stopped: ", "bold red"),
+        always(console, Text.assemble(("internal error, pen stopped: ", "bold red"),
                                        plain(repr(session.error))))
     for err in writer.errors:
-        _always(console, Text.assemble(("records: ", "bold red"), plain(err)))
-    _summary(console, session, setup, outcome, db_path)
-    _records_banner(console, writer)
+        always(console, Text.assemble(("records: ", "bold red"), plain(err)))
+    _summary(console, session, setup, outcome, db_path, zone_map)
+    records_banner(console, writer)
+    slow = feed.pace.summary((session.now_us - session.t0_us) / 1e6, time.monotonic() - wall0)
+    if slow:
+        console.print(slow, style="yellow", highlight=False, soft_wrap=True)
     if outcome is not Outcome.REFUSED:  # the patient was treated: the adjuncts' instructions
         instructions = adjunct_instructions(setup.loaded.profile.adjuncts,
                                             args.topical_wait_hours)
@@ -321,127 +324,18 @@ def run(args: argparse.Namespace) -> int:
     if as_json:
         failed = {"records_failure": writer.failure,
                   "unsaved": str(writer.unsaved_path)} if writer.failure is not None else {}
-        _json_line({"type": "end", "session_id": setup.session_id, "outcome": outcome.value,
-                    "exit_code": outcome.exit_code, "db": str(db_path), **failed})
+        json_line({"type": "end", "session_id": setup.session_id, "outcome": outcome.value,
+                   "exit_code": outcome.exit_code, "db": str(db_path), **failed})
     return outcome.exit_code
-
-
-def _records_banner(console: Console, writer: RecordWriter) -> None:
-    """When the records failed: in red, where they went and how to put them back;
-    the lines that could not be written anywhere go to stderr, to be saved by hand."""
-    if writer.failure is None:
-        return
-    _always(console, plain(writer.failure, "bold white on red"))
-    if writer.unsaved_count:
-        _always(console, plain(
-            f"the records not saved in {writer.path} are in {writer.unsaved_path}; once the "
-            f"database can be written: devicectl records replay {writer.unsaved_path}",
-            "bold red"))
-    if writer.unwritten:
-        _always(console, Text(
-            f"{len(writer.unwritten)} records could not be written anywhere; they follow on "
-            "stderr as JSON lines: save them to a file and run devicectl records replay FILE",
-            style="bold red"))
-        for line in writer.unwritten:
-            print(line, file=sys.stderr)
-
-
-def _always(console: Console, text: Text) -> None:
-    """Printed even with --quiet: refusals, errors and the outcome line."""
-    quiet, console.quiet = console.quiet, False
-    try:
-        console.print(text, highlight=False, soft_wrap=True)
-    finally:
-        console.quiet = quiet
-
-
-def _json_line(record: dict[str, Any]) -> None:
-    sys.stdout.write(json.dumps(record, ensure_ascii=False) + "\n")
-    sys.stdout.flush()
-
-
-def _load(args: argparse.Namespace, store: Store) -> tuple[LoadedProfile, str, int | None]:
-    """The profile and patient of a new session, or those of the one to resume."""
-    if args.resume is not None:
-        record = store.session(args.resume)
-        if record.outcome is not None:
-            raise RefusedError(
-                f"session {record.id} ended ({record.outcome}); only an interrupted session "
-                "can be resumed"
-            )
-        loaded = load_profile_text(record.profile_text, f"session {record.id} profile",
-                                   topical_wait_hours=args.topical_wait_hours)
-        if loaded.content_hash != record.profile_hash:
-            raise RefusedError(f"session {record.id}'s stored profile does not match its hash")
-        return loaded, record.patient_ref, record.id
-    if args.profile is None or not args.patient:
-        raise DevicectlError("a new session needs --profile FILE and --patient REF")
-    return (load_profile(args.profile, topical_wait_hours=args.topical_wait_hours),
-            patient_ref(args.patient), None)
-
-
-
-
-def _now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds")
-
-
-def _setup(
-    store: Store, loaded: LoadedProfile, patient: str, resume_id: int | None, operator: str,
-    simulated: bool,
-) -> _Setup:
-    if resume_id is not None:
-        store.append_events(resume_id, [EventRecord(
-            time.monotonic_ns() // 1000, _now_iso(), "OPERATOR",
-            f"resumed by operator {operator}", None, {"operator": operator})])
-        return _Setup(loaded, patient, resume_id, resumed=True)
-    session_id = store.create_session(
-        patient_ref=patient,
-        profile_name=loaded.profile.name,
-        profile_hash=loaded.content_hash,
-        profile_text=loaded.text,
-        started_at=_now_iso(),
-        operator=operator,
-        simulated=simulated,
-    )
-    return _Setup(loaded, patient, session_id, resumed=False)
-
-
-def _first_unfinished_zone(loaded: LoadedProfile, zones: Any) -> int:
-    """The index, in the profile's order, of the first zone the records do not show done."""
-    done = {z.name for z in zones if z.done}
-    names = [z.zone for z in loaded.profile.zones]
-    return next((i for i, name in enumerate(names) if name not in done), len(names))
-
-
-def _facts(
-    store: Store, setup: _Setup, resumed: SessionRecord | None, args: argparse.Namespace
-) -> StartFacts:
-    """What the records say about this cartridge and this patient's zones.
-
-    A resumed session's own cartridge and strokes are not "earlier": they are
-    left out, and the cartridge may have delivered stamps in it.
-    """
-    now = datetime.now(UTC).isoformat(timespec="milliseconds")
-    own = resumed.id if resumed is not None else None
-    return StartFacts(
-        patient_ref=setup.patient,
-        used_cartridge_ids=store.used_cartridge_ids(exclude_session=own),
-        days_since_deep_treatment=store.days_since_deep_treatment(
-            setup.patient, now, INTERVAL_DEPTH_UM, exclude_session=own
-        ),
-        interval_override_reason=args.override_interval,
-        resumed_cartridge_id=resumed.cartridge_id if resumed is not None else None,
-        days_since_treatment=store.days_since_deep_treatment(
-            setup.patient, now, 0, exclude_session=own
-        ),
-        interval_override_clinician=args.clinician,
-    )
 
 
 def _link(args: argparse.Namespace, zone_map: ZoneMap, vclock: VirtualClock | None) -> Any:
     if vclock is None:
-        return open_transport(args.port), None, None, args.port
+        try:
+            return open_transport(args.port), None, None, args.port
+        except LinkError as exc:  # nothing started: a refusal (exit 1), not a lost link (4)
+            raise RefusedError(f"{exc}; nothing was started (`devicectl ports` lists the "
+                               "ports)") from None
     from firmware_sim.virtual import VirtualPen
 
     host_end, pen_end = pipe_pair(vclock)
@@ -477,28 +371,6 @@ def _session_keys(args: argparse.Namespace, console: Console) -> Any:
 _SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
-def _start_web(console: Console, args: argparse.Namespace, session: Session,
-               zone_map: ZoneMap, setup: _Setup, db_path: Path) -> Any:
-    """The live page, if asked for; the session runs on without it if it cannot start."""
-    if not getattr(args, "web", False):
-        return None
-    from devicectl.web.server import start_web
-
-    token = secrets.token_urlsafe(16)
-    header = {"session_id": setup.session_id, "patient_ref": setup.patient,
-              "profile": setup.loaded.profile.name}
-    try:
-        web = start_web(session, args.web_host, args.web_port, token, zone_map=zone_map,
-                        header=header, db_path=db_path, session_id=setup.session_id)
-    except DevicectlError as exc:
-        console.print(Text.assemble(("web page not started: ", "yellow"), plain(exc)))
-        return None
-    # The token rides in the fragment, which the browser never sends to a server.
-    console.print(f"web page: {web.url}#token={token} (with controls) · {web.url} (read-only)"
-                  f" · session token {token}", markup=False, highlight=False, soft_wrap=True)
-    return web
-
-
 class _Prompting:
     """True while the main thread waits at a y/N prompt, which a signal must break."""
 
@@ -528,7 +400,7 @@ def _go_no_go(console: Console, session: Session, port: str, zone_map: ZoneMap) 
         if ctl.state not in (State.CONNECTING, State.CONFIGURING):
             break
     if ctl.state is State.LINK_LOST or ctl.device is None:
-        _always(console, Text.assemble(("NO-GO: ", "bold red"), plain(
+        always(console, Text.assemble(("NO-GO: ", "bold red"), plain(
             f"no pen answered on {port}; check the cable and that the pen is on, then run again"
         )))
         return False
@@ -546,7 +418,7 @@ def _go_no_go(console: Console, session: Session, port: str, zone_map: ZoneMap) 
         reasons = ["the profile cannot be run on this pen"]
     if reasons:
         for r in reasons:
-            _always(console, Text.assemble(("NO-GO: ", "bold red"), plain(r)))
+            always(console, Text.assemble(("NO-GO: ", "bold red"), plain(r)))
         return False
     console.print("[bold green]GO:[/] pen, cartridge, interval and plan checked")
     return True
@@ -563,12 +435,18 @@ def _confirm(console: Console, question: str) -> bool:
     return answer.strip().lower() in ("y", "yes")
 
 
-def _live(console: Console, session: Session, setup: _Setup) -> None:
+def _live(console: Console, session: Session, setup: Setup, zone_map: ZoneMap,
+          web: Any) -> None:
     """The live view, drawn by a child process (devicectl/monitor/viewproc.py) that
     owns the terminal; this thread feeds it snapshots and carries out its keys."""
     ctl = session.controller
+    pinned = None
+    if web is not None:  # the page's address and token stay on screen
+        pinned = f"page {web.url}#token={web.token} · read-only {web.url}"
     view = ViewProcess(ViewOptions(
-        f"devicectl · patient {setup.patient} · {setup.loaded.profile.name}"))
+        f"devicectl · patient {setup.patient} · {setup.loaded.profile.name}",
+        pinned_line=pinned,
+        zones=tuple((z.id, z.name, z.label) for z in zone_map.zones)))
     try:
         while not session.wait(1 / VIEW_HZ):
             view.push(session)
@@ -585,40 +463,16 @@ def _live(console: Console, session: Session, setup: _Setup) -> None:
             if not view.alive:
                 session.request_stop("the terminal view ended")
     finally:
-        view.close(ctl.status(session.now_us), session.drain_events())
+        final = ctl.status(session.now_us)
+        final["elapsed_s"] = max(0.0, (session.now_us - session.t0_us) / 1e6)  # one clock
+        view.close(final, session.drain_events())
 
 
-class _Feed:
-    """The plain output: event lines (or JSON records), and progress every 5 s of
-    session time, from the session's snapshot (monitor/progress.py)."""
-
-    def __init__(self, console: Console, as_json: bool, zone_map: ZoneMap) -> None:
-        self.console = console
-        self.as_json = as_json
-        self.areas_mm2 = {z.id: z.area_mm2 for z in zone_map.zones}
-        self.footprint_mm = 0.0
-
-    def event(self, e: Any, t0_us: int) -> None:
-        if self.as_json:
-            _json_line(event_record(e, t0_us))
-        elif not is_chatty(e):
-            self.console.print(Text(event_line(e, t0_us), style="red" if e.safety else ""),
-                               highlight=False, soft_wrap=True)
-
-    def progress(self, session: Session) -> None:
-        for now_us, status in session.drain_progress():
-            record = progress_record(status, (now_us - session.t0_us) / 1e6,
-                                     areas_mm2=self.areas_mm2, footprint_mm=self.footprint_mm)
-            if record is None:
-                continue
-            if self.as_json:
-                _json_line(record)
-            else:
-                self.console.print(Text(progress_line(record)), highlight=False,
-                                   soft_wrap=True)
+#: The plain output's feed (firmware_sim/campaign_cell.py drives `_plain` with it).
+_Feed = Feed
 
 
-def _plain(console: Console, session: Session, feed: _Feed) -> None:
+def _plain(console: Console, session: Session, feed: Feed) -> None:
     """Without a terminal: one line per event, as the live log shows them (the
     many-a-minute holds and commands are in the record, not on the screen), and
     a progress line every 5 s of session time."""
@@ -632,19 +486,21 @@ def _plain(console: Console, session: Session, feed: _Feed) -> None:
 
 
 def _summary(
-    console: Console, session: Session, setup: _Setup, outcome: Outcome, db_path: Path
+    console: Console, session: Session, setup: Setup, outcome: Outcome, db_path: Path,
+    zone_map: ZoneMap,
 ) -> None:
     ctl = session.controller
     status = ctl.status(session.now_us)
     table = Table(title=f"session {setup.session_id} · {outcome.value}", title_justify="left")
     from devicectl.dose import DOSE_COLUMNS, dose_cells
 
+    labels = {z.name: z.label for z in zone_map.zones}
     for col in ("zone", *DOSE_COLUMNS, "strokes", "time", "over max"):
         table.add_column(col, justify="left" if col == "zone" else "right")
     for z in status.get("zones") or ():
         over = ctl.coverage.cells_over_max(z["zone_id"]) if ctl.coverage else 0
         table.add_row(
-            plain(z["name"]),
+            plain(labels.get(z["name"], z["name"])),
             *dose_cells(z),
             str(z["strokes"]),
             clock(z.get("seconds")),
@@ -652,7 +508,7 @@ def _summary(
         )
     console.print(table)
     style = "bold green" if outcome is Outcome.COMPLETE else "bold red"
-    _always(console, Text.assemble(
+    always(console, Text.assemble(
         (outcome.value.replace("_", " "), style),
         plain(f" · session id {setup.session_id} · details: devicectl sessions show "
               f"{setup.session_id} --db {db_path}"),

@@ -10,6 +10,7 @@ import io
 import json
 import sys
 from dataclasses import asdict
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,15 @@ from rich.table import Table
 from devicectl.commands.chain_cmd import add_verify
 from devicectl.commands.patients_cmd import add_note_command
 from devicectl.errors import DevicectlError, StoreError
+from devicectl.eventkinds import (
+    EventFilter,
+    in_treatment_order,
+    select_events,
+    treatment_order,
+)
+from devicectl.liveness import is_running
 from devicectl.plain import plain
+from devicectl.records import open_database
 from devicectl.store import EventRecord, SessionRecord, Store, default_db_path, parse_wall
 
 CSV_COLUMNS = ("t_us", "since_start_s", "wall", "kind", "zone_id", "safety", "text", "data")
@@ -54,9 +63,22 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     list_p.set_defaults(func=list_sessions)
 
     show_p = with_db(
-        sub.add_parser("show", help="one session: header, per-zone results, event timeline")
+        sub.add_parser(
+            "show", help="one session: header, per-zone results, event timeline",
+            description="The session's header, zones and events. Routine events (commands "
+            "sent, coverage holds and resumes, contact made/lost, SAMPLE) are counted, not "
+            "listed, unless --kind asks for them.")
     )
     show_p.add_argument("id", type=int, metavar="ID", help="session id (see `sessions list`)")
+    show_p.add_argument("--kind", action="append", metavar="KIND[,KIND]",
+                        help="only these event kinds (e.g. ESTOP,PEN_FAULT; `all` for every "
+                        "event; default: all but the routine ones)")
+    show_p.add_argument("--since", metavar="[MM:]SS", type=_session_seconds,
+                        help="only events from this far into the session (default: from "
+                        "its start)")
+    show_p.add_argument("--json", action="store_true",
+                        help="print one JSON document {session, zones, events, hidden} "
+                        "instead of tables")
     show_p.set_defaults(func=show_session)
 
     frames_p = with_db(
@@ -116,8 +138,12 @@ def _open_existing(path: Path, session_id: int) -> Store:
     return Store(path, create=False)
 
 
-def outcome_text(outcome: str | None) -> str:
-    return outcome if outcome is not None else "interrupted"
+def outcome_text(outcome: str | None, *, running: bool = False) -> str:
+    """A session without an outcome is running (its process holds its lock,
+    devicectl/liveness.py) or interrupted (resumable)."""
+    if outcome is not None:
+        return outcome
+    return "running" if running else "interrupted"
 
 
 def list_sessions(args: argparse.Namespace) -> int:
@@ -138,7 +164,8 @@ def list_sessions(args: argparse.Namespace) -> int:
         done = sum(1 for z in rec.zones if z.done)
         table.add_row(*(plain(cell) for cell in (
             rec.id, rec.started_at, rec.patient_ref, rec.profile_name,
-            outcome_text(rec.outcome), f"{done}/{len(rec.zones)}",
+            outcome_text(rec.outcome, running=rec.outcome is None and is_running(path, rec.id)),
+            f"{done}/{len(rec.zones)}",
         )))
     console.print(table)
     _unsaved_note(console, path)
@@ -174,11 +201,48 @@ def _fw(fw_version: int | None) -> str:
     return "?" if fw_version is None else f"{fw_version >> 8}.{fw_version & 0xFF}"
 
 
+def _session_seconds(text: str) -> float:
+    """'90', '1:30' or '01:30.5': seconds into the session."""
+    try:
+        minutes, _, seconds = text.rpartition(":")
+        value = float(seconds) + 60 * (int(minutes) if minutes else 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a time into the session; give seconds (90) or MM:SS (1:30)"
+        ) from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is before the session's start")
+    return value
+
+
+#: Above this many events, the timeline is printed as plain lines (a table of
+#: thousands of rows takes rich seconds to lay out).
+TABLE_ROWS_MAX = 500
+
+
 def show_session(args: argparse.Namespace) -> int:
-    with _open_existing(_db(args), args.id) as store:
+    path = _db(args)
+    with _open_existing(path, args.id) as store:
         rec = store.session(args.id)
-        events = store.events(args.id)
-        coverage = store.coverage_state(args.id)
+    since = getattr(args, "since", None)
+    since_wall = None
+    if since is not None:
+        since_wall = (parse_wall(rec.started_at) + timedelta(seconds=since)).isoformat()
+    flt = EventFilter.parse(getattr(args, "kind", None), since_wall)
+    conn = open_database(path, create=False)
+    try:
+        selection = select_events(conn, args.id, flt)
+        order = treatment_order(conn, args.id)
+    finally:
+        conn.close()
+    events = selection.events
+    running = rec.outcome is None and is_running(path, rec.id)
+    if getattr(args, "json", False):
+        document = json.loads(export_json(rec, events))
+        document["session"]["status"] = outcome_text(rec.outcome, running=running)
+        document["hidden"] = selection.hidden
+        print(json.dumps(document, indent=2, default=str, ensure_ascii=False))
+        return 0
     console = Console()
     head = Table.grid(padding=(0, 2))
     head.add_column(style="bold")
@@ -194,53 +258,60 @@ def show_session(args: argparse.Namespace) -> int:
         ("position", rec.position_mode or "?"),
         ("started", rec.started_at),
         ("ended", rec.ended_at or "-"),
-        ("outcome", outcome_text(rec.outcome)),
+        ("outcome", outcome_text(rec.outcome, running=running)),
     ):
         head.add_row(name, plain(value))
     console.print(head)
 
-    from devicectl.dose import DOSE_COLUMNS, dose_cells, zones_with_dose
-
     zones = Table(title="zones")
-    for name in ("zone", "depth mm", "rate Hz", *DOSE_COLUMNS, "strokes", "time", "over max"):
+    for name in ("zone", "depth mm", "rate Hz", "coverage", "strokes", "time", "over-max cells"):
         zones.add_column(name, justify="left" if name == "zone" else "right", overflow="fold")
-    # the dose measures come from the saved grid (dose.zone_dose_stats)
-    for z in zones_with_dose([asdict(z) for z in rec.zones], coverage):
-        cells = z["cells_at_target"] is not None and z["cells_at_max"] is not None
-        shown = z | {
-            "at_max_fraction": None if not cells else z["cells_at_max"] / max(1, _cells(z)),
-        }
+    for z in in_treatment_order(rec.zones, order):  # as treated, not alphabetically
         zones.add_row(
-            plain(z["name"] + (" ✓" if z["done"] else "")),
-            f"{z['depth_um'] / 1000:.2f}",
-            f"{z['rate_dhz'] / 10:.1f}",
-            *dose_cells(shown),
-            str(z["strokes"]),
-            _clock(z["seconds"]),
-            "—" if z["cells_over_max"] is None else str(z["cells_over_max"]),
+            plain(z.name + (" ✓" if z.done else "")),
+            f"{z.depth_um / 1000:.2f}",
+            f"{z.rate_dhz / 10:.1f}",
+            f"{z.fraction * 100:.0f}% / {z.target_fraction * 100:.0f}%",
+            str(z.strokes),
+            _clock(z.seconds),
+            str(z.cells_at_max),
         )
     console.print(zones)
 
-    timeline = Table(title="events")
-    for name in ("time", "kind", "zone", "text"):
-        timeline.add_column(name, overflow="fold")
-    for e in events:
-        timeline.add_row(
-            _clock(_since_start(rec, e)),
-            plain(e.kind + (" !" if e.safety else "")),
-            "" if e.zone_id is None else str(e.zone_id),
-            plain(e.text),
-        )
-    console.print(timeline)
-    _unsaved_note(console, _db(args))
+    if len(events) > TABLE_ROWS_MAX:
+        console.print("events", markup=False, highlight=False)
+        for e in events:
+            zone = "" if e.zone_id is None else str(e.zone_id)
+            kind = e.kind + (" !" if e.safety else "")
+            console.print(plain(f"{_clock(_since_start(rec, e))}  {kind:<18} {zone:>4}  {e.text}"),
+                          soft_wrap=True)
+    else:
+        timeline = Table(title="events")
+        for name in ("time", "kind", "zone", "text"):
+            timeline.add_column(name, overflow="fold")
+        for e in events:
+            timeline.add_row(
+                _clock(_since_start(rec, e)),
+                plain(e.kind + (" !" if e.safety else "")),
+                "" if e.zone_id is None else str(e.zone_id),
+                plain(e.text),
+            )
+        console.print(timeline)
+    if not events:
+        console.print("no events match", markup=False, highlight=False)
+    if selection.hidden:
+        counts = ", ".join(f"{k} {n:,}" for k, n in sorted(selection.hidden.items(),
+                                                          key=lambda kv: -kv[1]))
+        console.print(f"{sum(selection.hidden.values()):,} events not listed ({counts}); "
+                      f"--kind all lists every event", markup=False, highlight=False)
+    _unsaved_note(console, path)
     return 0
 
 
 def frame_lines(events: list[EventRecord], only: int | None = None) -> list[str]:
     """The FLIGHT events' frames as JSON lines (see `sessions frames`)."""
-    from devicectl.commands.link_cmd import decode_events, event_to_dict
+    from devicectl.columnar import decode_recorded
     from devicectl.flight import DIRECTIONS, SLOT_BYTES, unpack
-    from devicectl.protocol import Decoder
 
     recordings = [e for e in events if e.kind == "FLIGHT"]
     out: list[str] = []
@@ -252,12 +323,14 @@ def frame_lines(events: list[EventRecord], only: int | None = None) -> list[str]
         except ValueError as exc:
             raise StoreError(f"recording {number} ({e.wall}) is damaged: {exc}") from exc
         head = {"recording": number, "trigger": e.data.get("trigger")}
-        for f in frames:
+        # all the recording's frames at once, by columns (same objects as frame by frame)
+        per_frame = decode_recorded([f.raw for f in frames])
+        for f, columnar_events in zip(frames, per_frame, strict=True):
             where = {"dir": DIRECTIONS[f.direction], "host_t_us": f.t_us}
             if f.length > SLOT_BYTES:
                 decoded = [{"discarded": "too_long", "length": f.length}]
             else:
-                decoded = [event_to_dict(d) for d in decode_events(Decoder(), f.raw)]
+                decoded = columnar_events
             for d in decoded:
                 out.append(json.dumps(head | where | d | {"hex": f.raw.hex(" ")}))
     return out
@@ -279,17 +352,13 @@ def print_frames(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cells(zone: dict[str, Any]) -> int:
-    hist = zone.get("histogram") or []
-    return int(sum(hist))
-
-
 def export_json(
     rec: SessionRecord, events: list[EventRecord], coverage: bytes | None = None
 ) -> str:
     from devicectl.dose import zones_with_dose
 
     session: dict[str, Any] = asdict(rec)
+    # each zone's dose measures, computed from the saved grid (dose.zone_dose_stats)
     zones = zones_with_dose(session.pop("zones"), coverage)
     document = {
         "session": session,

@@ -10,6 +10,7 @@ caller passes the session time.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from devicectl.plan import estimated_passes
@@ -30,6 +31,43 @@ def _mmss(seconds: float | None) -> str:
         return "—"
     seconds = max(0.0, seconds)
     return f"{int(seconds // 60):02d}:{int(seconds % 60):02d}"
+
+
+@dataclass
+class Pace:
+    """Whether a virtual session keeps the speed it was asked for (`--speed`).
+
+    The simulator runs as fast as the machine lets it, up to `speed` times real
+    time; on a busy or slow machine it falls behind. `check` says so once, after
+    `settle_s` of wall time; `summary` gives the whole run's figure at the end.
+    """
+
+    speed: float
+    settle_s: float = 5.0
+    #: Behind means under this share of the asked speed.
+    slack: float = 0.8
+    told: bool = False
+
+    def rate(self, session_s: float, wall_s: float) -> float:
+        return session_s / wall_s if wall_s > 0 else 0.0
+
+    def check(self, session_s: float, wall_s: float, remaining_s: float) -> str | None:
+        if self.told or self.speed <= 0 or wall_s < self.settle_s:
+            return None
+        rate = self.rate(session_s, wall_s)
+        if rate >= self.slack * self.speed:
+            return None
+        self.told = True
+        left = f"; about {_mmss(remaining_s / rate)} left" if rate > 0 and remaining_s else ""
+        return (f"note: the simulation runs at {rate:.1f}× real time, behind the "
+                f"{self.speed:g}× asked for (this machine cannot keep up){left}")
+
+    def summary(self, session_s: float, wall_s: float) -> str | None:
+        rate = self.rate(session_s, wall_s)
+        if self.speed <= 0 or wall_s <= 0 or rate >= self.slack * self.speed:
+            return None
+        return (f"note: {_mmss(session_s)} of session time took {_mmss(wall_s)}: "
+                f"{rate:.1f}× real time instead of the {self.speed:g}× asked for")
 
 
 def mean_passes(strokes: int, area_mm2: float, footprint_mm: float, rate_hz: float) -> float:

@@ -21,8 +21,10 @@ from rich.text import Text
 
 from devicectl.controller import ControlEvent
 from devicectl.dose import DOSE_COLUMNS, LEGEND, dose_cells
+from devicectl.eventkinds import is_pinned
+from devicectl.monitor.compact import render_compact
 from devicectl.plain import escape_controls, plain
-from devicectl.safety import DEPTH_CAP_UM
+from devicectl.safety import DEPTH_CAP_UM, OVERDEPTH_LIMIT_UM
 
 STATE_STYLES: Mapping[str, str] = {
     "CONNECTING": "bold yellow",
@@ -37,6 +39,8 @@ STATE_STYLES: Mapping[str, str] = {
     "LINK_LOST": "bold white on red",
     "REFUSED": "bold red",
 }
+#: Below this size (columns, rows) the compact layout is drawn (monitor/compact.py).
+FULL_MIN_SIZE = (120, 40)
 #: The coverage map is redrawn at most this often (s): it changes slowly.
 MAP_PERIOD_S = 0.5
 KEYS_HELP = "p pause · r resume/start · n next zone · c clear fault · q abort"
@@ -57,11 +61,15 @@ def clock(seconds: float | None) -> str:
     return f"{int(seconds // 60):02d}:{int(seconds % 60):02d}"
 
 
-def event_line(event: ControlEvent, t0_us: int = 0) -> str:
-    """One plain line for an event: elapsed time, kind, the sentence (controls
-    escaped; print it as text, not markup)."""
+def event_line(event: ControlEvent, t0_us: int = 0,
+               zone_names: Mapping[int, str] | None = None) -> str:
+    """One plain line for an event: elapsed time, kind, the zone (by its name when
+    `zone_names` knows it), the sentence (controls escaped; print it as text, not markup)."""
     t = (event.t_us - t0_us) / 1e6
-    zone = f" zone {event.zone_id}" if event.zone_id is not None else ""
+    zone = ""
+    if event.zone_id is not None:
+        name = (zone_names or {}).get(event.zone_id)
+        zone = f" {escape_controls(name)}" if name else f" zone {event.zone_id}"
     text = escape_controls(event.text)
     return f"[{clock(t)}.{int((t % 1) * 1000):03d}] {event.kind.name}{zone}: {text}"
 
@@ -120,8 +128,16 @@ def is_chatty(event: ControlEvent) -> bool:
 class TerminalView:
     """Builds the live screen from the latest snapshot and recent events."""
 
-    def __init__(self, title: str, *, zone_grid: Any = None, history: int = 8) -> None:
+    def __init__(self, title: str, *, zone_grid: Any = None, history: int = 8,
+                 pinned_line: str | None = None,
+                 zones: Sequence[tuple[int, str, str]] = ()) -> None:
         self.title = title
+        #: Always on screen: the live page's address and token.
+        self.pinned_line = pinned_line
+        #: Each zone's one name (the map's label), by name and by id.
+        self.labels = {name: label for _, name, label in zones}
+        self.zone_names = {zid: label for zid, _, label in zones}
+        self._pinned: collections.deque[Text] = collections.deque(maxlen=3)
         self.prompt: str | None = None
         self._zone_grid = zone_grid  # callable(zone_id) -> (passes, mask, target, max) | None
         self._events: collections.deque[Text] = collections.deque(maxlen=history)
@@ -134,9 +150,16 @@ class TerminalView:
                 self._t0_us = e.t_us
             if is_chatty(e):
                 continue
-            self._events.append(Text(event_line(e, self._t0_us), style="red" if e.safety else ""))
+            line = Text(event_line(e, self._t0_us, self.zone_names),
+                        style="red" if e.safety else "")
+            self._events.append(line)
+            if is_pinned(e.kind.name):  # faults stay in view until the session ends
+                self._pinned.append(line)
 
-    def render(self, status: Mapping[str, Any]) -> RenderableType:
+    def render(self, status: Mapping[str, Any],
+               size: tuple[int, int] | None = None) -> RenderableType:
+        """The screen; with the terminal's `size` (columns, rows), a small one gets
+        the compact layout (monitor/compact.py) that fits it whole."""
         if not status:
             return Panel(Text("connecting to the pen…", style="yellow"), title=plain(self.title))
         state = str(status.get("state", "?"))
@@ -150,7 +173,16 @@ class TerminalView:
                 f"remaining ≈ {clock(status.get('remaining_s_est'))}"
             ),
         )
+        if size is not None and (size[0] < FULL_MIN_SIZE[0] or size[1] < FULL_MIN_SIZE[1]):
+            return render_compact(
+                title=self.title, status=status, width=size[0], height=size[1], head=head,
+                pinned_line=self.pinned_line, labels=self.labels,
+                pinned_events=list(self._pinned),
+                events=[e for e in self._events if e not in self._pinned],
+                prompt=self.prompt)
         parts: list[RenderableType] = [head]
+        if self.pinned_line:
+            parts.append(plain(self.pinned_line, "bold"))
         fault = status.get("fault")
         if fault:
             parts.append(Panel(plain(fault, "bold white"), style="on red", title="FAULT"))
@@ -187,7 +219,7 @@ class TerminalView:
             fraction = float(z.get("mean_passes") or 0.0)
             mark = "▶ " if z.get("active") else ("✓ " if z.get("done") else "  ")
             table.add_row(
-                plain(mark + str(z.get("name"))),
+                plain(mark + self.labels.get(str(z.get("name")), str(z.get("name")))),
                 ProgressBar(total=target, completed=min(fraction, target), width=6,
                             complete_style="green" if z.get("done") else "cyan"),
                 *dose_cells(z),
@@ -202,13 +234,16 @@ class TerminalView:
         table.add_column(style="grey70")
         table.add_column()
         meas = pen.get("depth_meas_um")
-        meas_style = "bold red" if meas is not None and meas > DEPTH_CAP_UM else "bold"
+        meas_style = "bold"  # over the cap but within the tolerance: yellow; past it: red
+        if meas is not None and meas > DEPTH_CAP_UM:
+            meas_style = "bold red" if meas > OVERDEPTH_LIMIT_UM else "bold yellow"
         pos = pen.get("x_mm"), pen.get("y_mm")
         rows: Sequence[tuple[str, Text | str]] = (
             ("pen", str(pen.get("state", "—"))),
             ("depth set", mm(pen.get("depth_cmd_um"))),
             ("depth measured", Text(mm(meas), style=meas_style)),
             ("depth cap", mm(DEPTH_CAP_UM)),
+            ("stops above", f"{mm(OVERDEPTH_LIMIT_UM)} measured"),
             ("stamp rate", f"{(pen.get('rate_meas_dhz') or 0) / 10:.1f} Hz"),
             ("strokes", str(pen.get("stamp_count", "—"))),
             ("contact", "yes" if pen.get("contact") else "no"),

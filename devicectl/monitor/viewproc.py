@@ -30,6 +30,10 @@ from devicectl.session import Session
 @dataclass(frozen=True)
 class ViewOptions:
     title: str
+    #: Kept on screen whatever the size: the live page's address and token.
+    pinned_line: str | None = None
+    #: (zone id, name, the name shown): each zone has one name in the view.
+    zones: tuple[tuple[int, str, str], ...] = ()
     #: Where to draw: None for the terminal (stdout), a path (e.g. os.devnull) for benchmarks.
     output: str | None = None
     #: Read the technician's keys from the controlling terminal.
@@ -47,9 +51,11 @@ def _child(conn: Connection, options: ViewOptions) -> None:
     # Ctrl-C reaches the whole process group; the host handles it, not the view.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     grids: dict[int, Any] = {}
-    view = TerminalView(options.title, zone_grid=grids.get)
+    view = TerminalView(options.title, zone_grid=grids.get, pinned_line=options.pinned_line,
+                        zones=options.zones)
     out = open(options.output, "w") if options.output else None  # noqa: SIM115
     console = Console(file=out, force_terminal=out is not None or None)
+    sized = out is None  # a real terminal: the layout fits its size (benchmarks: the full one)
     tty_fd = os.open("/dev/tty", os.O_RDONLY) if options.keys else None
     keys = KeyReader(tty_fd) if tty_fd is not None else None
     keymap = KeyMap()
@@ -71,7 +77,8 @@ def _child(conn: Connection, options: ViewOptions) -> None:
                 snapshot = msg[1]
                 view.add_events(msg[2])
                 if msg[0] == "end":
-                    live.update(view.render(snapshot), refresh=True)
+                    live.update(view.render(snapshot, size(console) if sized else None),
+                                refresh=True)
                     break
                 if msg[3] is not None:
                     grids.clear()
@@ -87,9 +94,17 @@ def _child(conn: Connection, options: ViewOptions) -> None:
                 if keys.closed.is_set():
                     conn.send(("closed",))
                     keys = None
-            live.update(view.render(snapshot), refresh=True)
+            live.update(view.render(snapshot, size(console) if sized else None), refresh=True)
     if out is not None:
         out.close()
+
+
+def size(console: Any) -> tuple[int, int] | None:
+    """The terminal's (columns, rows), read at each refresh: it may be resized."""
+    if not console.is_terminal:
+        return None
+    size = console.size
+    return int(size.width), int(size.height)
 
 
 class ViewProcess:
@@ -130,7 +145,10 @@ class ViewProcess:
             self._grid_due = now + MAP_PERIOD_S
             crop = ctl.coverage.zone_view(zone.zone_id)
             grid = (zone.zone_id, crop) if crop is not None else None
-        self.show(session.snapshot, session.drain_events(), grid)
+        # One clock for every view: the session's time since it began, as the events have.
+        snapshot = dict(session.snapshot)
+        snapshot["elapsed_s"] = max(0.0, (session.now_us - session.t0_us) / 1e6)
+        self.show(snapshot, session.drain_events(), grid)
 
     def requests(self) -> list[Command | str]:
         """Commands the technician's keys mean, and "stop" / "closed"."""

@@ -20,9 +20,11 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
+from devicectl.eventkinds import is_pinned, is_routine
 from devicectl.records import EVENT_COLUMNS, event_from_row, open_database
 from devicectl.web.state import (
     EVENTS_SHOWN,
+    PINNED_SHOWN,
     TRACE_WINDOW_S,
     event_item,
     heat_cells,
@@ -95,9 +97,15 @@ class LiveSource:
             # The loop has ended without a last snapshot of its final state; its
             # controller is no longer touched by any thread, so read it once.
             if self._final is None:
-                self._final = self.session.controller.status(self.session.now_us)
+                self._final = dict(self.session.controller.status(self.session.now_us),
+                                   elapsed_s=self._elapsed_s())
             return self._final
-        return self.session.snapshot
+        # One clock for every view: the session's time since it began, as the events'
+        # times are (the controller's elapsed_s counts from the first START).
+        return dict(self.session.snapshot, elapsed_s=self._elapsed_s())
+
+    def _elapsed_s(self) -> float:
+        return max(0.0, (self.session.now_us - self.session.t0_us) / 1e6)
 
     def now_s(self) -> float:
         return self.session.now_us / 1e6
@@ -141,7 +149,10 @@ class LiveSource:
 
 
 class EventFeed:
-    """New event rows of one session, read from the records (on the hub's thread)."""
+    """New event rows of one session, read from the records (on the hub's thread).
+
+    Routine events (devicectl/eventkinds.py: commands sent, holds and resumes,
+    contact, SAMPLE) are counted in `hidden`, not passed on."""
 
     def __init__(self, db_path: Path, session_id: int) -> None:
         self.db_path = db_path
@@ -150,6 +161,7 @@ class EventFeed:
         self._last_id = 0
         self._seq = 0
         self.error: str | None = None
+        self.hidden = 0
 
     def poll(self) -> list[list[Any]]:
         try:
@@ -167,8 +179,12 @@ class EventFeed:
         out = []
         for row in rows:
             self._last_id = int(row[0])
+            event = event_from_row(row[1:])
+            if is_routine(event.kind, event.data):
+                self.hidden += 1
+                continue
             self._seq += 1
-            out.append(event_item(self._seq, event_from_row(row[1:])))
+            out.append(event_item(self._seq, event))
         return out
 
     def close(self) -> None:
@@ -195,6 +211,8 @@ class Hub:
         self.events = events
         self._trace: collections.deque[list[Any]] = collections.deque()
         self._events: collections.deque[list[Any]] = collections.deque(maxlen=EVENTS_SHOWN)
+        # Faults and emergency stops stay in view however many events follow them.
+        self._pinned: collections.deque[list[Any]] = collections.deque(maxlen=PINNED_SHOWN)
         self._heat: dict[str, Any] | None = None
         self._heat_at = -1e9
         self._events_at = -1e9
@@ -257,12 +275,17 @@ class Hub:
             and wall_s - self._events_at >= EVENTS_PERIOD_S
         ):
             self._events_at = wall_s
-            self._events.extend(self.events.poll())
+            new = self.events.poll()
+            self._events.extend(new)
+            self._pinned.extend(e for e in new if is_pinned(e[2]))
         return page_state(
             status,
             header=self.header,
             trace=list(self._trace),
             events=list(self._events),
+            pinned=list(self._pinned),
+            map_zones=self.map["zones"],
+            hidden_events=self.events.hidden if self.events is not None else 0,
             heat=self._heat,
             tracked=src.tracked(),
             records_error=self.events.error if self.events is not None else None,

@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from devicectl.errors import StoreError
+from devicectl.eventkinds import in_treatment_order, treatment_order
+from devicectl.liveness import is_running
 from devicectl.records import open_database
 from devicectl.store import Store, parse_wall
 
@@ -74,19 +76,27 @@ class RecordsSource:
             state_ev = self._last(conn, ("STATE",))
             fault_ev = self._last(conn, _FAULT_KINDS)
             sample_ev = self._last(conn, ("SAMPLE",))
+            last_wall = conn.execute(
+                "SELECT wall FROM events WHERE session_id = ? ORDER BY id DESC LIMIT 1",
+                (self.session_id,)).fetchone()
+            order = treatment_order(conn, self.session_id)
             active_zone = conn.execute(
                 "SELECT zone_id FROM events WHERE session_id = ? AND kind = 'ZONE_STARTED' "
                 "ORDER BY id DESC LIMIT 1", (self.session_id,)
             ).fetchone()
         finally:
             conn.close()
+        # Over: an outcome, or none and no process running it (devicectl/liveness.py).
+        over = rec.outcome is not None or not is_running(self.db_path, self.session_id)
         state = "CONNECTING"
         if rec.outcome is not None:
             state = rec.outcome.upper()
+        elif over:
+            state = "INTERRUPTED"
         elif state_ev is not None:
             state = json.loads(state_ev[2] or "{}").get("to", state)
         self._tracked = rec.position_mode != "estimated"
-        self._closed = rec.outcome is not None
+        self._closed = over
         active_id = active_zone[0] if active_zone is not None else None
         zones = [
             {"zone_id": z.zone_id, "name": z.name, "depth_um": z.depth_um,
@@ -94,18 +104,24 @@ class RecordsSource:
              "fraction": z.fraction, "cells_at_max": z.cells_at_max, "seconds": z.seconds,
              "strokes": z.strokes, "done": z.done,
              "active": z.zone_id == active_id and rec.outcome is None}
-            for z in rec.zones
+            for z in in_treatment_order(rec.zones, order)
         ]
         pen = None
         if sample_ev is not None:
             data = json.loads(sample_ev[2] or "{}")
             pen = {k: data.get(k) for k in ("depth_cmd_um", "depth_meas_um", "rate_meas_dhz")}
         started = parse_wall(rec.started_at)
-        end = parse_wall(rec.ended_at) if rec.ended_at else datetime.now(UTC)
+        if rec.ended_at:
+            end = parse_wall(rec.ended_at)
+        elif over:
+            end = parse_wall(last_wall[0]) if last_wall is not None else started
+        else:
+            end = datetime.now(UTC)
         return {
             "state": state,
-            "fault": fault_ev[1] if fault_ev is not None and state in ("FAULT", "LINK_LOST")
-            else None,
+            # A session that ended after a fault keeps its banner, whatever its outcome.
+            "fault": fault_ev[1] if fault_ev is not None and (
+                over or state in ("FAULT", "LINK_LOST")) else None,
             "stop_reason": None,
             "zones": zones,
             "pen": pen,

@@ -239,6 +239,8 @@ class WebServer:
     port: int
     _server: Any
     _thread: threading.Thread
+    #: The session's token, when the page has controls (`run --web`).
+    token: str | None = None
 
     @property
     def url(self) -> str:
@@ -299,4 +301,6 @@ def start_web(
     events = EventFeed(db_path, session_id) if db_path is not None and session_id else None
     hub = Hub(source, zone_map, header | {"controls": token is not None, "mode": "live"},
               events=events)
-    return serve(hub, host, port, token=token, submit=source.submit)
+    web = serve(hub, host, port, token=token, submit=source.submit)
+    web.token = token
+    return web

@@ -12,7 +12,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from devicectl.safety import DEPTH_CAP_UM
+from devicectl.mapstyle import NOT_PLANNED_FILL, reached, reached_colour, zone_caption
+from devicectl.safety import DEPTH_CAP_UM, OVERDEPTH_LIMIT_UM
 from devicectl.store import EventRecord
 from devicectl.transitions import COMMAND_STATES, Command, State
 from devicectl.zones import ZoneMap
@@ -27,6 +28,8 @@ _RANK_TO_HEAT = np.array([HEAT_NONE, HEAT_TARGET, HEAT_UNDER, HEAT_MAX], dtype=n
 TRACE_WINDOW_S = 30.0
 #: Events kept for the page's timeline.
 EVENTS_SHOWN = 60
+#: Faults and emergency stops kept pinned above it, for the whole session.
+PINNED_SHOWN = 20
 #: The page's controls and the commands each may send ("resume" starts a ready zone).
 PAGE_ACTIONS: Mapping[str, tuple[Command, ...]] = {
     "pause": (Command.PAUSE,),
@@ -120,6 +123,25 @@ def event_item(seq: int, event: EventRecord) -> list[Any]:
             event.safety]
 
 
+def map_shading(
+    map_zones: Sequence[Mapping[str, Any]], zones: Sequence[Mapping[str, Any]]
+) -> list[dict[str, Any]]:
+    """Each map zone's fill and caption, as the session report's map has them."""
+    by_name = {z.get("name"): z for z in zones}
+    out = []
+    for mz in map_zones:
+        z = by_name.get(mz["name"])
+        if z is None:
+            fill, caption = NOT_PLANNED_FILL, zone_caption(mz["label"], None, None)
+        else:
+            fraction = float(z.get("fraction") or 0.0)
+            target = float(z.get("target_fraction") or 0.0)
+            fill = reached_colour(reached(fraction, target))
+            caption = zone_caption(mz["label"], fraction, target)
+        out.append({"zone_id": mz["zone_id"], "fill": fill, "caption": caption})
+    return out
+
+
 def page_state(
     status: Mapping[str, Any],
     *,
@@ -127,6 +149,9 @@ def page_state(
     trace: Sequence[list[Any]],
     events: Sequence[list[Any]],
     heat: Mapping[str, Any] | None,
+    pinned: Sequence[list[Any]] = (),
+    hidden_events: int = 0,
+    map_zones: Sequence[Mapping[str, Any]] = (),
     tracked: bool,
     records_error: str | None = None,
     finished: bool = False,
@@ -142,21 +167,27 @@ def page_state(
         "header": dict(header),
         "state": state,
         "actions": actions_in(state, finished=finished),
+        "over": finished,
         "fault": status.get("fault"),
         "stop_reason": status.get("stop_reason"),
         "records_failure": status.get("records_failure"),
         "go_no_go": list(status.get("go_no_go") or ()),
         "zone_index": status.get("zone_index", 0),
         "zones": [dict(z) for z in status.get("zones") or ()],
+        "shading": map_shading(map_zones, status.get("zones") or ()),
         "pen": dict(pen) if pen else None,
         "position_mode": status.get("position_mode"),
         "tracked": tracked,
         "elapsed_s": round(float(status.get("elapsed_s") or 0.0), 1),
         "remaining_s_est": round(float(status.get("remaining_s_est") or 0.0), 1),
         "depth_cap_um": DEPTH_CAP_UM,
+        # A measured stroke may read up to this before the pen or the host stops it.
+        "depth_limit_um": OVERDEPTH_LIMIT_UM,
         "heat": dict(heat) if heat is not None else None,
         "trace": [list(x) for x in trace],
         "events": [list(x) for x in events],
+        "pinned": [list(x) for x in pinned],
+        "hidden_events": hidden_events,
         "records_error": records_error,
     }
 

@@ -1,0 +1,143 @@
+"""What `devicectl run` prints besides the live view: --quiet, --json, event lines
+and progress (devicectl/monitor/progress.py), the live page's address, the records banner."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import secrets
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.text import Text
+
+from devicectl.errors import DevicectlError
+from devicectl.monitor.progress import (
+    Pace,
+    event_record,
+    progress_line,
+    progress_record,
+)
+from devicectl.monitor.terminal import event_line, is_chatty
+from devicectl.plain import plain
+from devicectl.session import Session
+from devicectl.store import RecordWriter
+from devicectl.zones import ZoneMap
+
+
+def output_args(p: Any) -> None:
+    """--quiet and --json: what a script reads (no live view with either)."""
+    p.add_argument("--quiet", "-q", action="store_true",
+                   help="print only refusals, errors and the outcome line (no live view)")
+    p.add_argument("--json", action="store_true",
+                   help="one JSON object a line on stdout: the session, each event, progress "
+                   "every 5 s of session time, the end; other text goes to stderr")
+
+
+def always(console: Console, text: Text | str) -> None:
+    """Printed even with --quiet: refusals, errors and the outcome line."""
+    quiet, console.quiet = console.quiet, False
+    try:
+        console.print(text, highlight=False, soft_wrap=True)
+    finally:
+        console.quiet = quiet
+
+
+def json_line(record: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(record, ensure_ascii=False) + "\n")
+    sys.stdout.flush()
+
+
+
+
+def records_banner(console: Console, writer: RecordWriter) -> None:
+    """When the records failed: in red, where they went and how to put them back;
+    the lines that could not be written anywhere go to stderr, to be saved by hand."""
+    if writer.failure is None:
+        return
+    always(console, plain(writer.failure, "bold white on red"))
+    if writer.unsaved_count:
+        always(console, plain(
+            f"the records not saved in {writer.path} are in {writer.unsaved_path}; once the "
+            f"database can be written: devicectl records replay {writer.unsaved_path}",
+            "bold red"))
+    if writer.unwritten:
+        always(console, Text(
+            f"{len(writer.unwritten)} records could not be written anywhere; they follow on "
+            "stderr as JSON lines: save them to a file and run devicectl records replay FILE",
+            style="bold red"))
+        for line in writer.unwritten:
+            print(line, file=sys.stderr)
+
+
+def start_web_page(console: Console, args: argparse.Namespace, session: Session,
+                   zone_map: ZoneMap, setup: Any, db_path: Path) -> Any:
+    """The live page, if asked for; the session runs on without it if it cannot start."""
+    if not getattr(args, "web", False):
+        return None
+    from devicectl.web.server import start_web
+
+    token = secrets.token_urlsafe(16)
+    header = {"session_id": setup.session_id, "patient_ref": setup.patient,
+              "profile": setup.loaded.profile.name}
+    try:
+        web = start_web(session, args.web_host, args.web_port, token, zone_map=zone_map,
+                        header=header, db_path=db_path, session_id=setup.session_id)
+    except DevicectlError as exc:
+        console.print(Text.assemble(("web page not started: ", "yellow"), plain(exc)))
+        return None
+    # The token rides in the fragment, which the browser never sends to a server.
+    console.print(f"web page: {web.url}#token={token} (with controls) · {web.url} (read-only)"
+                  f" · session token {token}", markup=False, highlight=False, soft_wrap=True)
+    return web
+
+
+class Feed:
+    """The plain output: event lines (or JSON records), a progress line for each
+    status the session keeps every 4.5 s of session time (Session.drain_progress),
+    and a note when a virtual session falls behind its --speed (monitor/progress.py)."""
+
+    def __init__(self, console: Console, as_json: bool, zone_map: ZoneMap,
+                 pace: Pace | None = None, wall0: float | None = None) -> None:
+        self.console = console
+        self.as_json = as_json
+        self.pace = pace if pace is not None else Pace(0.0)  # 0: never "behind"
+        self.wall0 = wall0 if wall0 is not None else time.monotonic()
+        self.areas_mm2 = {z.id: z.area_mm2 for z in zone_map.zones}
+        #: each zone's one name (the map's label), as the live view and the page show it
+        self.zone_names = {z.id: z.label for z in zone_map.zones}
+        self.footprint_mm = 0.0
+
+    def event(self, e: Any, t0_us: int) -> None:
+        if self.as_json:
+            json_line(event_record(e, t0_us))
+        elif not is_chatty(e):
+            self.console.print(Text(event_line(e, t0_us, self.zone_names),
+                                    style="red" if e.safety else ""),
+                               highlight=False, soft_wrap=True)
+
+    def progress(self, session: Session) -> None:
+        self._pace(session)
+        for now_us, status in session.drain_progress():
+            record = progress_record(status, (now_us - session.t0_us) / 1e6,
+                                     areas_mm2=self.areas_mm2, footprint_mm=self.footprint_mm)
+            if record is None:
+                continue
+            record["zone"] = self.zone_names.get(record["zone_id"], record["zone"])
+            if self.as_json:
+                json_line(record)
+            else:
+                self.console.print(Text(progress_line(record)), highlight=False,
+                                   soft_wrap=True)
+
+    def _pace(self, session: Session) -> None:
+        t_s = (session.now_us - session.t0_us) / 1e6
+        remaining_s = float(session.snapshot.get("remaining_s_est") or 0.0)
+        behind = self.pace.check(t_s, time.monotonic() - self.wall0, remaining_s)
+        if behind and self.as_json:
+            json_line({"type": "pace", "t_s": round(t_s, 3), "text": behind})
+        elif behind:
+            self.console.print(Text(behind, style="yellow"), highlight=False, soft_wrap=True)

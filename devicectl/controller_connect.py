@@ -1,0 +1,240 @@
+"""Connecting and configuring the pen: who it is (H4), the go/no-go, the target, and the ACKs.
+
+A DEVICE_INFO answering our HELLO is checked for identity first (spec 1.1 H4:
+protocol version; after a reconnect, the session's pen and cartridge), then
+on the first connection the plan is made and the go/no-go (safety.go_no_go)
+decides; CONFIGURE and SET_TARGET follow, and their ACKs end CONFIGURING. The
+ACK of every command the host sent lands here too (stops and targets feed the
+host's account in controller_checks.py).
+"""
+
+from __future__ import annotations
+
+from devicectl import protocol as p
+from devicectl.controller_core import TELEMETRY_HZ, WATCHDOG_MS, ControllerCore
+from devicectl.coverage import Coverage
+from devicectl.errors import DevicectlError, RefusedError, SafetyError
+from devicectl.plan import ZonePlan
+from devicectl.safety import (
+    Action,
+    EstopReason,
+    Verdict,
+    cartridge_problem,
+    checked_set_target,
+    go_no_go,
+    identity_problem,
+    needle_count_problem,
+)
+from devicectl.transitions import EventKind, State, Trigger
+
+
+class ControllerConnect(ControllerCore):
+    """The connection's rules, on the controller's state."""
+
+    def _on_device_info(self, info: p.DeviceInfo, now_us: int) -> None:
+        if info.nonce != self._nonce:
+            self._event(now_us, EventKind.WARNING, "a DEVICE_INFO with another nonce was ignored")
+            return
+        self.device = info
+        self._cartridge_problem = cartridge_problem(
+            info.cartridge_id, info.cartridge_stamps, self._facts.used_cartridge_ids,
+            self._session_cartridge,
+        )
+        self._event(
+            now_us, EventKind.DEVICE,
+            f"pen {info.serial_number} connected, cartridge {info.cartridge_id}",
+            data=p.message_to_dict(info),
+        )
+        connecting = self.state is State.CONNECTING
+        reconnect = self.plan is not None
+        problem = identity_problem(
+            info.proto, info.serial_number, info.cartridge_id,
+            self._session_serial if reconnect or not connecting else None,
+            self._session_cartridge_id() if reconnect and connecting else None,
+        )
+        if problem is not None and not connecting:
+            # Not the pen this session configured: a faulty link or pen, stop it.
+            self._estop(Verdict(Action.ESTOP, problem, EstopReason.MISMATCH, True), now_us)
+            return
+        if not connecting:
+            return
+        if problem is not None:
+            self._refuse(now_us, problem)
+            return
+        decision = self._auth.decide(info)
+        if isinstance(decision, str):
+            self._refuse(now_us, decision)
+        elif decision is not None:
+            self._link.secure = None  # decide() ended any earlier session; this goes unsigned
+            self._out += self._link.send(decision, now_us)  # AUTH_PROOF answers it
+        else:
+            self._identified(info, now_us)
+
+    def _identified(self, info: p.DeviceInfo, now_us: int) -> None:
+        """The pen is who it says (authenticated when it offers AUTH): go on."""
+        self._session_serial = info.serial_number
+        if self.plan is None:
+            self._first_connection(info, now_us)
+        else:
+            self._configure(now_us, "reconnected: setting the zone's target again")
+
+    def _on_auth_proof(self, proof: p.AuthProof, now_us: int) -> None:
+        if self.state is not State.CONNECTING:
+            return
+        answer = self._auth.proof(proof)
+        if isinstance(answer, str):
+            self._refuse(now_us, answer)
+        elif answer is not None:
+            self._send(answer, now_us)
+            self._link.secure = self._auth.session  # every frame from now on is signed
+
+    def _refuse(self, now_us: int, reason: str) -> None:
+        """The go/no-go says no before anything is configured (identity, key)."""
+        self.go_no_go = (*self.go_no_go, reason)
+        self._event(now_us, EventKind.GO_NO_GO, f"no go: {reason}", safety=True)
+        self._goto(Trigger.REFUSED, now_us, reason)
+
+    def _session_cartridge_id(self) -> int | None:
+        """The session's cartridge: the one it started stamping with, else the first seen."""
+        if self._session_cartridge is not None:
+            return self._session_cartridge
+        return self._first_cartridge
+
+    def _first_connection(self, info: p.DeviceInfo, now_us: int) -> None:
+        self._first_cartridge = info.cartridge_id
+        try:
+            plan = self._plan_for(info)
+        except RefusedError as exc:
+            self.go_no_go = (str(exc),)
+            self._event(now_us, EventKind.GO_NO_GO, f"no go: {exc}", safety=True)
+            self._goto(Trigger.REFUSED, now_us, str(exc))
+            return
+        self.plan = plan
+        self._event(
+            now_us, EventKind.PLAN,
+            f"plan {plan.profile_name} {plan.profile_version} with {len(plan.zones)} zones",
+        )
+        other: list[str] = []
+        if not 0 <= self.zone_index < len(plan.zones):
+            other.append(f"zone index {self.zone_index} is not in the plan")
+        tracked = bool(info.capabilities & p.Capability.POSITION)
+        self.coverage = Coverage(
+            self._raster, plan.zones, plan.footprint_dmm, tracked=tracked,
+            needle_count=plan.needle_count,
+        )
+        other.extend(self.coverage.problems)
+        needles = needle_count_problem(info.needle_count, plan.needle_counts)
+        if needles is not None:
+            other.append(needles)
+        if self._coverage_state:
+            try:
+                self.coverage.restore(self._coverage_state)
+            except DevicectlError as exc:
+                other.append(str(exc))
+        facts = self._facts
+        verdict = go_no_go(
+            plan.zones,
+            min_interval_days=plan.min_interval_days,
+            fw_version=info.fw_version,
+            cartridge_problem=self._cartridge_problem,
+            days_since_treatment=facts.days_since_treatment,
+            days_since_deep_treatment=facts.days_since_deep_treatment,
+            interval_override_reason=facts.interval_override_reason,
+            interval_override_clinician=facts.interval_override_clinician,
+            other_problems=other,
+        )
+        if verdict.overridden:
+            self._event(
+                now_us, EventKind.OVERRIDE,
+                f"interval overridden by {verdict.override_clinician} "
+                f"({verdict.override_reason}): " + "; ".join(verdict.overridden),
+                data={"reason": verdict.override_reason,
+                      "clinician": verdict.override_clinician,
+                      "problems": list(verdict.overridden)},
+                safety=True,
+            )
+        self.go_no_go = verdict.reasons
+        if verdict.reasons:
+            text = "; ".join(verdict.reasons)
+            self._event(now_us, EventKind.GO_NO_GO, "no go: " + text, safety=True)
+            self._goto(Trigger.REFUSED, now_us, text)
+            return
+        self._event(now_us, EventKind.GO_NO_GO, "go: cartridge and intervals checked")
+        self._configure(now_us, "go: configuring the pen")
+
+    def _configure(self, now_us: int, why: str) -> None:
+        zone = self.zone
+        assert zone is not None
+        self._send(p.Configure(telemetry_hz=TELEMETRY_HZ, watchdog_ms=WATCHDOG_MS), now_us)
+        self._send_target(zone, now_us)
+        self._goto(
+            Trigger.FAULT_CLEARED if self.state is State.FAULT else Trigger.CONNECTED, now_us, why
+        )
+
+    def _configuring(self) -> bool:
+        """CONFIGURE or SET_TARGET still waits for its ACK."""
+        pending = self._link.pending_types()
+        return p.MsgType.CONFIGURE in pending or p.MsgType.SET_TARGET in pending
+
+    def _send_target(self, zone: ZonePlan, now_us: int) -> None:
+        try:
+            target = checked_set_target(zone.depth_um, zone.rate_dhz, zone.zone_id)
+        except SafetyError as exc:
+            self.go_no_go = (*self.go_no_go, str(exc))
+            self._event(now_us, EventKind.GO_NO_GO, f"no go: {exc}", safety=True)
+            raise
+        self._send(target, now_us)
+
+    def _on_ack(self, ack: p.Ack, now_us: int) -> None:
+        message = self._link.ack(ack.acked_seq, ack.acked_type)
+        if message is None:
+            return
+        ok = ack.status == p.Nack.OK
+        if isinstance(message, p.SetTarget):
+            self._checks.target_answered(message, ok, now_us)
+        elif isinstance(message, p.Stop | p.Estop):
+            self._checks.stop_acked(self._link.acked_sent_us)
+        if not ok:
+            self._on_nack(message, ack.status, now_us)
+            return
+        if isinstance(message, p.AuthConfirm) and self.state is State.CONNECTING:
+            self._event(now_us, EventKind.DEVICE, "the pen proved its key: the link is signed",
+                        data={"authenticated": True})
+            assert self.device is not None
+            self._identified(self.device, now_us)
+        elif isinstance(message, p.ClearFault) and self.state is State.FAULT:
+            self.fault_latched = False
+            self.fault = None
+            self._known_flags = 0
+            self._overdepth_in_fault = False
+            self._event(
+                now_us, EventKind.FAULT_CLEARED, "the pen accepted CLEAR_FAULT", safety=True
+            )
+            self._configure(now_us, "fault cleared: setting the zone's target again")
+        elif self.state is State.CONFIGURING and not self._configuring():
+            if self.fault_latched:
+                self._goto(Trigger.CONFIGURED_IN_FAULT, now_us, self.fault or "a fault is latched")
+            else:
+                self._goto(Trigger.CONFIGURED, now_us, "the pen holds the zone's target")
+
+    def _on_nack(self, message: p.Message, status: int, now_us: int) -> None:
+        try:
+            name = p.Nack(status).name
+        except ValueError:
+            name = f"code {status}"
+        text = f"the pen refused {message.TYPE.name} ({name})"
+        self._event(now_us, EventKind.NACK, text, data={"type": message.TYPE.name, "nack": name})
+        if isinstance(message, p.AuthConfirm):
+            self._refuse(now_us, f"the pen refused our proof of the session key ({name})")
+        elif isinstance(message, p.Start):
+            self._pen_stamping = False
+            if self.state is State.STAMPING:
+                self._safety_stop(now_us, text)
+        elif isinstance(message, p.Configure | p.SetTarget) and self.state is State.CONFIGURING:
+            if self.fault_latched or status == p.Nack.FAULT_ACTIVE:
+                self.fault_latched = True
+                self.fault = self.fault or text
+                self._goto(Trigger.CONFIGURED_IN_FAULT, now_us, text)
+            else:
+                self.go_no_go = (*self.go_no_go, text)
+                self._goto(Trigger.REFUSED, now_us, text)

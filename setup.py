@@ -1,0 +1,70 @@
+"""Build hook: pure Python by default; DEVICECTL_COMPILE=1 compiles the sans-I/O core with mypyc.
+
+The pure-Python package is the reference and what `pip install` gives. With
+DEVICECTL_COMPILE=1 (what `make compiled` sets, building into build/compiled)
+the modules below are compiled with mypyc; when that is impossible (mypy not
+importable, no C compiler, a module mypyc rejects) the build says so on stderr
+and leaves those modules pure Python. Left out on purpose (docs/performance.md,
+"Issue 17 item 1"): devicectl/messages.py (mypyc counts a dataclass's ClassVar
+as a field, mypyc issue 1122: the message classes fail to import) and
+devicectl/safety.py (compiled, its argument checks change: a float depth raises
+TypeError, not SafetyError, and True passes as 1).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+from setuptools import setup
+from setuptools.command.build_ext import build_ext
+
+COMPILED = [
+    "devicectl/protocol.py",
+    "devicectl/signing.py",
+    "devicectl/coverage.py",
+    "devicectl/stamping.py",
+    "devicectl/linkstate.py",
+    "devicectl/transitions.py",
+    "firmware_sim/firmware.py",
+    "firmware_sim/physics.py",
+]
+
+
+def _say(text: str) -> None:
+    print(f"devicectl build: {text}", file=sys.stderr)
+
+
+class OptionalBuildExt(build_ext):  # type: ignore[misc]
+    """Compiles what it can; a module that fails stays pure Python, and the build says so."""
+
+    def run(self) -> None:
+        try:
+            super().run()
+        except Exception as exc:
+            _say(f"compilation failed ({exc}); the pure-Python modules are used")
+
+    def build_extension(self, ext: Any) -> None:
+        try:
+            super().build_extension(ext)
+        except Exception as exc:
+            _say(f"{ext.name} not compiled ({exc}); it stays pure Python")
+
+
+def ext_modules() -> list[Any]:
+    if os.environ.get("DEVICECTL_COMPILE") != "1":
+        return []
+    try:
+        from mypyc.build import mypycify
+    except ImportError:
+        _say("mypyc is not installed (it comes with mypy); installing pure Python")
+        return []
+    try:
+        return list(mypycify(COMPILED, opt_level="3"))
+    except BaseException as exc:
+        _say(f"mypyc cannot compile the core ({exc!r}); installing pure Python")
+        return []
+
+
+setup(ext_modules=ext_modules(), cmdclass={"build_ext": OptionalBuildExt})

@@ -1,0 +1,179 @@
+"""Columnar decoding gives the JSON objects of the per-frame decoder (hypothesis)."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from devicectl import cli
+from devicectl.columnar import decode_chunks, decode_recorded, decode_stream
+from devicectl.commands.link_cmd import decode_events, event_to_dict
+from devicectl.commands.sessions_cmd import frame_lines
+from devicectl.flight import SLOT_BYTES, FlightRecorder, pack
+from devicectl.protocol import (
+    MESSAGE_CLASSES,
+    AuthProof,
+    Decoder,
+    Telemetry,
+    encode,
+    encode_raw,
+    field_names,
+    field_ranges,
+    field_sizes,
+)
+from devicectl.records import EventRecord
+from devicectl.signing import HOST, PEN, SecureSession
+from tests.test_protocol_properties import messages
+
+SETTINGS = settings(max_examples=80, deadline=None)
+_KEY = bytes(range(32))
+
+
+def reference(data: bytes) -> list[dict[str, Any]]:
+    """What `wire decode` prints for `data`, one dict per frame or discard."""
+    return [event_to_dict(e) for e in decode_events(Decoder(), data)]
+
+
+@st.composite
+def frames(draw: st.DrawFn) -> bytes:
+    """One frame on the wire: good, signed, unknown type, odd length, or damaged."""
+    kind = draw(st.sampled_from(["good", "good", "good", "signed", "unknown", "raw", "damaged"]))
+    seq = draw(st.integers(0, 255))
+    if kind == "good":
+        return encode(draw(messages()), seq, draw(st.integers(0, 255)) & ~0x02)
+    if kind == "signed":
+        side = SecureSession(_KEY, draw(st.sampled_from([HOST, PEN])))
+        side.tx_counter = draw(st.integers(0, 2**32 - 2))
+        return side.seal(draw(messages()), seq)
+    if kind == "unknown":
+        return encode_raw(draw(st.integers(0x20, 0xFF)), draw(st.binary(max_size=40)), seq,
+                          draw(st.integers(0, 255)))
+    if kind == "raw":  # a known type with a body of the wrong length, or any flags
+        cls = draw(st.sampled_from(MESSAGE_CLASSES))
+        return encode_raw(int(cls.TYPE), draw(st.binary(max_size=60)), seq,
+                          draw(st.integers(0, 255)))
+    wire = bytearray(encode(draw(messages()), seq))
+    for _ in range(draw(st.integers(1, 3))):
+        i = draw(st.integers(0, len(wire) - 1))
+        wire[i] = draw(st.integers(0, 255))
+    if draw(st.booleans()):
+        wire[draw(st.integers(0, len(wire) - 1)):] = draw(st.binary(max_size=80))
+    return bytes(wire)
+
+
+#: Repeating a few frames makes groups big enough for the columnar path.
+captures = st.lists(frames(), min_size=1, max_size=12).flatmap(
+    lambda pool: st.lists(st.sampled_from(pool), min_size=0, max_size=120)
+).map(b"".join)
+
+
+@SETTINGS
+@given(captures, st.binary(max_size=20))
+def test_stream_gives_the_per_frame_decoders_objects(capture: bytes, tail: bytes) -> None:
+    data = capture + tail
+    want = reference(data)
+    every = decode_stream(data, min_group=1)  # every well-formed chunk through numpy
+    assert every.events == want
+    assert every.lines() == [json.dumps(e) for e in want]
+    assert decode_stream(data).events == want
+
+
+@SETTINGS
+@given(st.lists(frames(), min_size=1, max_size=12).flatmap(
+    lambda pool: st.lists(st.sampled_from(pool), max_size=80)))
+def test_recorded_frames_give_each_a_fresh_decoders_objects(raws: list[bytes]) -> None:
+    want = [reference(r) for r in raws]
+    assert decode_recorded(raws, min_group=1) == want
+    assert decode_recorded(raws) == want
+
+
+def test_a_large_capture_takes_the_columnar_path_and_prints_the_same_json() -> None:
+    pen = SecureSession(_KEY, PEN)
+    good = [encode(m, i % 256) for i, m in enumerate(_sample_messages(400, Telemetry))]
+    signed = [pen.seal(m, i % 256) for i, m in enumerate(_sample_messages(100, AuthProof))]
+    bad = [b"\x05\x01\x02\x03\x04\x00", encode_raw(0x77, b"ab", 1, 0)]
+    data = b"".join(good + signed + bad)
+    got = decode_stream(data)
+    assert got.per_frame == len(bad)  # only the damaged and the unknown went frame by frame
+    assert got.lines() == [json.dumps(e) for e in reference(data)]
+    assert [json.dumps(e) for e in got.events] == got.lines()
+    assert got.events[-1] == {"type": "0x77", "seq": 1, "flags": 0, "body": "6162"}
+
+
+def test_chunks_must_be_the_bytes_between_delimiters() -> None:
+    with pytest.raises(ValueError, match="0x00"):
+        decode_chunks([b"\x01\x00\x02"])
+    with pytest.raises(ValueError, match="empty"):
+        decode_chunks([b""])
+
+
+def _sample_messages(n: int, cls: Any) -> list[Any]:
+    rng = random.Random(17)
+    ranges, sizes = field_ranges(cls), field_sizes(cls)
+    return [
+        cls(**{f: rng.randint(*ranges[f]) if f in ranges else rng.randbytes(sizes[f])
+               for f in field_names(cls)})
+        for _ in range(n)
+    ]
+
+
+def test_wire_decode_from_a_capture_file_prints_what_hex_decoding_prints(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pen = SecureSession(_KEY, PEN)
+    frames_ = [encode(m, i % 256) for i, m in enumerate(_sample_messages(300, Telemetry))]
+    frames_ += [pen.seal(m, 7) for m in _sample_messages(20, AuthProof)]
+    frames_ += [b"\x05\x01\x02\x03\x04\x00", encode_raw(0x77, b"ab", 1, 0), b"\x03\x01"]
+    data = b"".join(frames_)  # the last frame has no delimiter: the end of the file ends it
+    capture = tmp_path / "capture.bin"
+    capture.write_bytes(data)
+    assert cli.main(["wire", "decode", "--from", str(capture)]) == 0
+    from_file = capsys.readouterr().out
+    assert cli.main(["wire", "decode", data.hex()]) == 0
+    from_hex = capsys.readouterr().out
+    assert from_file == from_hex and from_file.count("\n") == 323
+    # with a session key, tags are checked (frame by frame): the pen's tags are good
+    assert cli.main(["wire", "decode", "--from", str(capture), "--session-key", _KEY.hex()]) == 0
+    keyed = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [e["tag_ok"] for e in keyed if "counter" in e] == [True] * 20
+
+
+def test_wire_decode_from_a_missing_file_is_one_sentence(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "nope.bin"
+    assert cli.main(["wire", "decode", "--from", str(missing)]) == 1
+    err = capsys.readouterr().err
+    assert f"cannot read the capture {missing}" in err and err.count("\n") == 1
+    assert cli.main(["wire", "decode", "--from", str(missing), "01 02"]) == 1
+    assert "not both" in capsys.readouterr().err
+
+
+def test_sessions_frames_prints_a_flight_recording_as_the_per_frame_decoder_would() -> None:
+    ring = FlightRecorder(slots=512)
+    pen = SecureSession(_KEY, PEN)
+    wire = [encode(m, i % 256) for i, m in enumerate(_sample_messages(300, Telemetry))]
+    wire += [pen.seal(m, 3) for m in _sample_messages(10, AuthProof)]
+    wire += [b"\x05\x01\x02\x03\x04\x00", b"\x07" * 90 + b"\x00"]  # damaged; too long (cut)
+    for t, w in enumerate(wire):
+        ring.record(w[:7], t % 2, 1_000 + t)  # frames arrive in pieces
+        ring.record(w[7:], t % 2, 1_000 + t)
+    frames_ = ring.snapshot(1_000 + len(wire)).frames()
+    record = EventRecord(5, "2026-11-29T22:00:00Z", "FLIGHT", "flight", None,
+                         {"frames": pack(frames_), "trigger": "an emergency stop"})
+    lines = frame_lines([record])
+    want = []
+    for f in frames_:
+        where = {"recording": 1, "trigger": "an emergency stop",
+                 "dir": ("rx", "tx")[f.direction], "host_t_us": f.t_us}
+        events = ([{"discarded": "too_long", "length": f.length}] if f.length > SLOT_BYTES
+                  else reference(f.raw))
+        want += [json.dumps(where | e | {"hex": f.raw.hex(" ")}) for e in events]
+    assert lines == want and len(lines) == len(wire)
+    assert json.loads(lines[-1])["discarded"] == "too_long"
