@@ -441,7 +441,8 @@ def test_spot_at_maximum_stops_stamping() -> None:
     most = ctl.coverage.limits[1].max_hits
     for k in range(1, most + 1):  # dwelling on one spot: stroke after stroke
         t = now + k * 2000
-        frame = tel(state=p.PenState.STAMPING, stamp_count=k, x_dmm=100, y_dmm=50)
+        frame = tel(state=p.PenState.STAMPING, stamp_count=k, x_dmm=100, y_dmm=50,
+                    depth_meas_um=1000)
         sent += types(pen.parse(ctl.receive_data(pen.frame(frame), t)))
         if "STOP" in sent:
             break

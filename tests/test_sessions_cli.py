@@ -122,7 +122,7 @@ def test_show_prints_header_zone_results_and_timeline(
     for expected in ("P-7f3a9c", "crown-standard (9f86d081884c)", "40961", "firmware 1.3", "5150"):
         assert expected in out
     crown = next(line for line in out.splitlines() if "crown " in line and "1.20" in line)
-    assert "100.0" in crown and "62/90 %" in crown and "812" in crown and "01:35.000" in crown
+    assert "100.0" in crown and "62% / 90%" in crown and "812" in crown and "01:35.000" in crown
     assert "00:01.000" in out and "01:05.250" in out and "02:00.000" in out
     assert "fault !" in out  # the safety event stands out
 
