@@ -26,7 +26,9 @@ from devicectl.store import Store
 
 DATA = Path(__file__).parent / "data"
 SHORT = DATA / "short-frontal.yaml"
-TWO = DATA / "short-two-zones.yaml"
+#: A whole session in real time: the same profile, a quarter of its target.
+REALTIME_SHORT = DATA / "realtime-frontal.yaml"
+TWO = DATA / "realtime-two-zones.yaml"
 PY = sys.executable
 pytestmark = pytest.mark.realtime
 
@@ -93,7 +95,8 @@ def pen_telemetry(port: str) -> Telemetry:
 def test_a_short_profile_completes_over_a_pseudo_terminal(tmp_path: Path) -> None:
     db = tmp_path / "r.db"
     with pen("--seed", "101") as port:
-        code, out = finish(host(port, db, "--profile", str(SHORT), "--patient", "RT-1"))
+        code, out = finish(host(port, db, "--profile", str(REALTIME_SHORT), "--patient",
+                                "RT-1"))
         assert code == 0, out
         tel = pen_telemetry(port)
     rec = Store(db).sessions()[0]
