@@ -84,8 +84,11 @@ def page(browser: Any, tmp_path: Path) -> Iterator[Any]:
 
 def _until(page: Any, expression: str, **kw: Any) -> None:
     """Wait for a JS expression to hold: passed as a function, which Playwright runs
-    outside the page's CSP (a bare string would be eval'd, which the CSP forbids)."""
-    page.wait_for_function(f"() => ({expression})", **kw)
+    outside the page's CSP (a bare string would be eval'd, which the CSP forbids).
+    An element the page has not drawn yet is "not yet", never an error."""
+    page.wait_for_function(f"() => {{ try {{ return ({expression}); }} "
+                           "catch (e) { if (e instanceof TypeError) return false; throw e; } }",
+                           **kw)
 
 
 def _shot(page: Any, tmp_path: Path) -> None:
