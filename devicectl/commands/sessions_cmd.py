@@ -372,14 +372,9 @@ def print_frames(args: argparse.Namespace) -> int:
     return 0
 
 
-def export_json(
-    rec: SessionRecord, events: list[EventRecord], coverage: bytes | None = None
-) -> str:
-    from devicectl.dose import zones_with_dose
-
+def export_json(rec: SessionRecord, events: list[EventRecord]) -> str:
     session: dict[str, Any] = asdict(rec)
-    # each zone's dose measures, computed from the saved grid (dose.zone_dose_stats)
-    zones = zones_with_dose(session.pop("zones"), coverage)
+    zones = session.pop("zones")
     document = {
         "session": session,
         "zones": zones,
@@ -413,10 +408,7 @@ def export_session(args: argparse.Namespace) -> int:
     with _open_existing(_db(args), args.id) as store:
         rec = store.session(args.id)
         events = store.events(args.id)
-        coverage = store.coverage_state(args.id)
-    text = (
-        export_json(rec, events, coverage) if args.format == "json" else export_csv(rec, events)
-    )
+    text = export_json(rec, events) if args.format == "json" else export_csv(rec, events)
     out: Path | None = args.out
     if out is None:
         sys.stdout.write(text)
