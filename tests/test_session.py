@@ -64,7 +64,7 @@ def test_outcomes_map_to_the_documented_exit_codes() -> None:
     assert outcome_of(State.STAMPING) is Outcome.ABORTED  # an unfinished session
 
 
-def wait_for(session: Session, predicate: object, timeout_s: float = 5.0) -> bool:
+def wait_for(session: Session, predicate: object, timeout_s: float = 30.0) -> bool:
     import time
 
     deadline = time.monotonic() + timeout_s
@@ -187,6 +187,7 @@ class _StopIgnoringPen:
         self._swallow = swallow
         self._decoder = Decoder()
         self._acks = b""
+        #: lying from the first time the pen stamps
         self.armed = False
 
     def receive_data(self, data: bytes, now_us: int) -> None:
@@ -203,6 +204,8 @@ class _StopIgnoringPen:
 
     def advance(self, now_us: int) -> bytes:
         out, self._acks = self._acks + self.pen.advance(now_us), b""
+        if self.firmware.state.name == "STAMPING":
+            self.armed = True  # on a condition of the pen, not when a poll happens to look
         return out
 
 
@@ -247,8 +250,7 @@ def test_a_pen_that_ignores_the_last_stop_gets_h3_and_the_session_ends_in_fault(
     liar = _StopIgnoringPen(VirtualPen(seed=3, zone_map=load_zone_map()), (Stop,))
     session = _session_with(liar)
     session.start()
-    assert wait_for(session, lambda: liar.firmware.state.name == "STAMPING")
-    liar.armed = True
+    assert wait_for(session, lambda: liar.armed, timeout_s=60)
     session.request_stop("SIGTERM")
     assert session.wait(10)
     events = session.drain_events()
@@ -263,8 +265,7 @@ def test_a_pen_that_ignores_stop_and_estop_is_given_up_on_with_the_reason() -> N
     liar = _StopIgnoringPen(VirtualPen(seed=3, zone_map=load_zone_map()), (Stop, Estop))
     session = _session_with(liar)
     session.start()
-    assert wait_for(session, lambda: liar.firmware.state.name == "STAMPING")
-    liar.armed = True
+    assert wait_for(session, lambda: liar.armed, timeout_s=60)
     session.request_stop("the terminal closed")
     assert session.wait(30)
     events = session.drain_events()
