@@ -161,4 +161,9 @@ def test_an_honest_pen_over_a_slow_lossy_link_is_never_accused(
             host_out(ctl.command(schedule.popleft()[1], now).data)
         if ctl.state is State.LINK_LOST:
             break
-    assert ctl.fault_final is None and ctl.state is not State.LINK_LOST
+    assert ctl.fault_final is None  # never accused
+    if ctl.state is State.LINK_LOST:
+        # Only the spec's ACK rule may give up on it: a link that holds the pen's frames
+        # back longer than the 30 ms ACK timeout, and drops every first copy, exhausts the
+        # three resends; that is the link failing, not the pen accused.
+        assert "did not acknowledge" in (ctl.stop_reason or ""), ctl.stop_reason
