@@ -106,8 +106,9 @@ def start_server() -> tuple[PgServer | None, str]:
     return server, ""
 
 
-@pytest.fixture(scope="session")
-def pg_server() -> Iterator[PgServer]:
+def serve_for_tests() -> Iterator[PgServer]:
+    """A throwaway server for a fixture's scope (skipped, saying why, when none can be had),
+    stopped and its files removed afterwards."""
     server, why = start_server()
     if server is None:
         pytest.skip(f"no PostgreSQL server for these tests: {why}")
@@ -116,6 +117,11 @@ def pg_server() -> Iterator[PgServer]:
     finally:
         server.stop("immediate")
         shutil.rmtree(server.data_dir.parent, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PgServer]:
+    yield from serve_for_tests()
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from pg_support import PgServer, start_server
+from pg_support import PgServer, serve_for_tests
 
 from devicectl.chain import verify_session
 from devicectl.cli import main
@@ -22,13 +22,7 @@ from devicectl.unsaved import PG_PREFIX, replay, unsaved_path
 @pytest.fixture(scope="module")
 def own_server() -> Iterator[PgServer]:
     """A server of this module's own: these tests kill it."""
-    server, why = start_server()
-    if server is None:
-        pytest.skip(f"no PostgreSQL server for these tests: {why}")
-    try:
-        yield server
-    finally:
-        server.stop("immediate")
+    yield from serve_for_tests()
 
 
 def until(condition: Callable[[], bool], what: str, timeout_s: float = 30.0) -> None:
