@@ -213,7 +213,6 @@ class ControllerCore:
     ) -> None:
         """The one place that stops stamping: STOP (when the pen may be stamping, or
         `force`), why (`stop_reason`), and whether it is a hold inside STAMPING."""
-        self._link.cancel(p.Start)  # an unACKed START is never resent after a stop
         if self._pen_stamping or force:
             self._send(p.Stop(), now_us, tracked=not self._link_gone)
         self._hold = reason if hold else None
