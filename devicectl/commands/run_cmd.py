@@ -49,7 +49,7 @@ from devicectl.commands.run_setup import (
 )
 from devicectl.controller import Command, Controller, State
 from devicectl.errors import DevicectlError, LinkError, RefusedError
-from devicectl.link import open_transport, pipe_pair
+from devicectl.link import Transport, VirtualClock, monotonic_us, open_transport
 from devicectl.liveness import RunningLock
 from devicectl.monitor.progress import Pace
 from devicectl.monitor.terminal import clock
@@ -59,7 +59,7 @@ from devicectl.plain import plain
 from devicectl.plan import make_plan
 from devicectl.profile import DEFAULT_TOPICAL_WAIT_HOURS
 from devicectl.safety import OVERRIDE_REASON_MIN_CHARS
-from devicectl.session import Outcome, Policy, Session, VirtualClock
+from devicectl.session import Outcome, Policy, Session
 from devicectl.store import RecordWriter, Store, default_db_path, file_db_arg
 from devicectl.unsaved import not_yet_replayed
 from devicectl.zones import ZoneMap, load_zone_map
@@ -198,7 +198,7 @@ def run(args: argparse.Namespace) -> int:
     # The keyring and the link open before a record is made: a wrong port or an
     # unsafe keyring leaves no empty session behind.
     keys = _session_keys(args, console)
-    wire, pen, pen_wire, port_name = _link(args, zone_map, vclock)
+    wire, port_name = _link(args, zone_map, vclock)
     lock = None
     try:
         with Store(db_path) as store:
@@ -260,8 +260,8 @@ def run(args: argparse.Namespace) -> int:
     writer.start()
     policy = Policy(auto_confirm=args.yes, end_on_fault=args.yes or not interactive)
     session = Session(
-        controller, wire=wire, writer=writer, policy=policy, pen=pen, pen_wire=pen_wire,
-        virtual_clock=vclock, speed=args.speed if args.sim else 1.0,
+        controller, wire=wire, writer=writer, policy=policy,
+        clock=vclock if vclock is not None else monotonic_us,
     )
     previous_handlers = _install_signals(session)
     # The inner loop shares the GIL with the view and the writer: a short switch
@@ -333,16 +333,18 @@ def run(args: argparse.Namespace) -> int:
     return outcome.exit_code
 
 
-def _link(args: argparse.Namespace, zone_map: ZoneMap, vclock: VirtualClock | None) -> Any:
+def _link(
+    args: argparse.Namespace, zone_map: ZoneMap, vclock: VirtualClock | None
+) -> tuple[Transport, str]:
+    """The link to the pen and its name: the port, or the simulator on the virtual clock."""
     if vclock is None:
         try:
-            return open_transport(args.port), None, None, args.port
+            return open_transport(args.port), args.port
         except LinkError as exc:  # nothing started: a refusal (exit 1), not a lost link (4)
             raise RefusedError(f"{exc}; nothing was started (`devicectl ports` lists the "
                                "ports)") from None
-    from firmware_sim.virtual import VirtualPen
+    from firmware_sim.virtual import VirtualPen, VirtualWire
 
-    host_end, pen_end = pipe_pair(vclock)
     seed = args.seed if args.seed is not None else secrets.randbelow(1 << 31)
     from firmware_sim.bootloader import load_slots
 
@@ -350,7 +352,7 @@ def _link(args: argparse.Namespace, zone_map: ZoneMap, vclock: VirtualClock | No
     pen = VirtualPen(seed=seed, scenario=args.scenario, zone_map=zone_map,
                      position=not args.no_position, pen=_sim_params(args),
                      slots=load_slots(sim_state) if sim_state else None)
-    return host_end, pen, pen_end, f"the simulator (seed {seed})"
+    return VirtualWire(pen, vclock, speed=args.speed), f"the simulator (seed {seed})"
 
 
 def _sim_params(args: argparse.Namespace) -> Any:
