@@ -25,7 +25,7 @@ from devicectl.controller import Controller, StartFacts
 from devicectl.link import VirtualClock
 from devicectl.plan import make_plan
 from devicectl.profile import load_profile
-from devicectl.session import Policy, Session
+from devicectl.session import VIRTUAL_MAX_WAIT_US, Policy, Session
 from devicectl.store import RecordWriter, Store
 from devicectl.zones import load_zone_map
 from firmware_sim.virtual import VirtualPen, VirtualWire
@@ -59,6 +59,7 @@ def run(*, records: bool = True) -> tuple[float, float, float, str]:
         session = Session(
             controller, wire=VirtualWire(VirtualPen(seed=11, zone_map=zone_map), clock),
             writer=writer, policy=Policy(auto_confirm=True, end_on_fault=True), clock=clock,
+            max_wait_us=VIRTUAL_MAX_WAIT_US,
         )
         c0, w0 = time.process_time(), time.perf_counter()
         session.start()

@@ -46,13 +46,28 @@ STOP_VERIFY_US = 500_000
 #: How long a pen that does not stop is sent ESTOP again (spec H3) before the loop
 #: ends anyway, the technician told to switch it off (µs).
 NOT_STOPPED_WAIT_US = 4_000_000
-#: The longest a read waits for the pen (µs): the loop runs the controller's timers
-#: and takes the technician's commands at least this often.
+#: The longest a read waits for the pen (µs) when the clock is real: the loop takes
+#: the technician's commands at least this often. Reads wait less when a timer (the
+#: controller's or the session's) is due sooner.
 MAX_WAIT_US = 1_000
+#: The same in virtual time (a clock the link moves): a read stops at the pen's next
+#: frame anyway, and the timers bound it; this only bounds how late a command is
+#: taken while the pen says nothing.
+VIRTUAL_MAX_WAIT_US = 100_000
 #: The most a read takes from the link at once.
 READ_MAX_BYTES = 4096
 
-__all__ = ["FINAL_STATES", "Outcome", "Policy", "Session", "VirtualClock", "Wire", "outcome_of"]
+__all__ = [
+    "FINAL_STATES",
+    "MAX_WAIT_US",
+    "VIRTUAL_MAX_WAIT_US",
+    "Outcome",
+    "Policy",
+    "Session",
+    "VirtualClock",
+    "Wire",
+    "outcome_of",
+]
 
 
 class Outcome(enum.Enum):
@@ -130,7 +145,9 @@ class Session:
     """Runs a Controller on a thread over a link, on the clock it is given.
 
     `clock` (µs) is the monotonic clock for a real pen; a virtual session passes
-    the VirtualClock its wire moves. Thread-safe for the UI: `submit(cmd)`,
+    the VirtualClock its wire moves, and may let a read wait longer than
+    `max_wait_us` (there the wire moves time on to the pen's next frame or
+    the next timer, whichever is first). Thread-safe for the UI: `submit(cmd)`,
     `request_stop(reason)`, `snapshot`, `drain_events()`, `wait(timeout)`. The
     outcome is set when the loop ends.
     """
@@ -143,6 +160,7 @@ class Session:
         writer: RecordWriter | None,
         policy: Policy,
         clock: Callable[[], int] = monotonic_us,
+        max_wait_us: int = MAX_WAIT_US,
         started_wall: datetime | None = None,
     ) -> None:
         self.controller = controller
@@ -150,6 +168,8 @@ class Session:
         self._policy = policy
         self._wire = wire
         self._clock = clock
+        self._max_wait_us = max_wait_us
+        self._no_wait_at: int | None = None
         self._wall0 = started_wall or datetime.now(UTC)
         self._t0_us: int | None = None
         self._commands: queue.SimpleQueue[Command] = queue.SimpleQueue()
@@ -239,17 +259,38 @@ class Session:
             self._done.set()
 
     def _loop(self) -> None:
-        """Read (up to MAX_WAIT_US), then decide and write: the same for every clock."""
+        """Read (until the next timer at most), then decide and write; every clock."""
         wire, clock = self._wire, self._clock
         now = clock()
         self._t0_us = now
         self.now_us = now
         self._emit(self.controller.connect(now), now)
-        wait_s = MAX_WAIT_US / 1e6
         while not self._finished(now):
-            data = wire.read(READ_MAX_BYTES, wait_s)
+            data = wire.read(READ_MAX_BYTES, self._wait_us(now) / 1e6)
             now = clock()
             self._step(data, now)
+
+    def _wait_us(self, now: int) -> int:
+        """How long the next read may wait: till the controller's next timer, the
+        session's own (progress, the end's deadlines), or `max_wait_us`.
+
+        The controller and the session ran at `now` just before, so a time not
+        after `now` is one they have dealt with, and is not waited for: only the
+        controller's "now" (frames left in its backlog) gives one read without
+        waiting, once per `now`, so that time always moves on."""
+        due = now + self._max_wait_us
+        ctl_due = self.controller.next_deadline_us(now)
+        if ctl_due is not None and ctl_due < due and (
+            ctl_due > now or (ctl_due == now and now != self._no_wait_at)
+        ):
+            due = ctl_due
+        timers = self._timers
+        for t in (timers.progress_us + PROGRESS_PERIOD_US, timers.stop_deadline_us,
+                  timers.give_up_us):
+            if t is not None and now < t < due:
+                due = t
+        self._no_wait_at = now if due == now else None
+        return due - now
 
     def _step(self, data: bytes, now: int) -> None:
         ctl = self.controller

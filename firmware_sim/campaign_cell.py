@@ -24,7 +24,7 @@ from devicectl.flight import TX, WINDOW_US, unpack
 from devicectl.link import VirtualClock
 from devicectl.plan import Plan, ZonePlan
 from devicectl.safety import EstopReason
-from devicectl.session import Policy, Session
+from devicectl.session import VIRTUAL_MAX_WAIT_US, Policy, Session
 from devicectl.store import EventRecord, RecordWriter, Store
 from devicectl.unsaved import read_unsaved, unsaved_path
 from devicectl.zones import Zone, ZoneMap
@@ -346,6 +346,7 @@ def _run_cell(kind: str, phase: str, seed: int, db: Path) -> CellResult:
     writer.start()
     session = Session(
         controller, wire=wire, writer=writer, policy=bench.policy, clock=clock,
+        max_wait_us=VIRTUAL_MAX_WAIT_US,
     )
     bench.session = session
     session.start()

@@ -15,7 +15,14 @@ from devicectl.errors import LinkError
 from devicectl.plan import make_plan
 from devicectl.profile import load_profile
 from devicectl.protocol import Decoder, Estop, Stop
-from devicectl.session import Outcome, Policy, Session, VirtualClock, outcome_of
+from devicectl.session import (
+    VIRTUAL_MAX_WAIT_US,
+    Outcome,
+    Policy,
+    Session,
+    VirtualClock,
+    outcome_of,
+)
 from devicectl.store import RecordWriter, Store
 from devicectl.zones import load_zone_map
 from firmware_sim.virtual import Pen, VirtualPen, VirtualWire
@@ -39,7 +46,7 @@ def virtual_session(
     )
     session = Session(
         ctl, wire=VirtualWire(pen, clock, speed=speed), writer=writer,
-        policy=policy or Policy(auto_confirm=True), clock=clock,
+        policy=policy or Policy(auto_confirm=True), clock=clock, max_wait_us=VIRTUAL_MAX_WAIT_US,
     )
     return session, pen
 
@@ -220,7 +227,8 @@ def _session_with(pen: Pen, writer: RecordWriter | None = None) -> Session:
         nonce=1234, now_us=clock.now_us,
     )
     wire = VirtualWire(pen, clock)
-    return Session(ctl, wire=wire, writer=writer, policy=Policy(auto_confirm=True), clock=clock)
+    return Session(ctl, wire=wire, writer=writer, policy=Policy(auto_confirm=True), clock=clock,
+                   max_wait_us=VIRTUAL_MAX_WAIT_US)
 
 
 def test_a_stop_request_ends_once_the_telemetry_shows_the_pen_stopped(tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 from test_virtual_session import MAP, plan_for
 
 from devicectl.controller import Controller, StartFacts
-from devicectl.session import Policy, Session, VirtualClock
+from devicectl.session import VIRTUAL_MAX_WAIT_US, Policy, Session, VirtualClock
 from devicectl.store import RecordWriter, Store
 from firmware_sim.virtual import VirtualPen, VirtualWire
 
@@ -67,6 +67,7 @@ def sim_session(
         writer=writer,
         policy=Policy(auto_confirm=auto_confirm, end_on_fault=end_on_fault),
         clock=clock,
+        max_wait_us=VIRTUAL_MAX_WAIT_US,
     )
     session.start()
     return SimSession(session, writer, pen, db_path, sid)

@@ -59,7 +59,7 @@ from devicectl.plain import plain
 from devicectl.plan import make_plan
 from devicectl.profile import DEFAULT_TOPICAL_WAIT_HOURS
 from devicectl.safety import OVERRIDE_REASON_MIN_CHARS
-from devicectl.session import Outcome, Policy, Session
+from devicectl.session import MAX_WAIT_US, VIRTUAL_MAX_WAIT_US, Outcome, Policy, Session
 from devicectl.store import RecordWriter, Store, default_db_path, file_db_arg
 from devicectl.unsaved import not_yet_replayed
 from devicectl.zones import ZoneMap, load_zone_map
@@ -262,6 +262,7 @@ def run(args: argparse.Namespace) -> int:
     session = Session(
         controller, wire=wire, writer=writer, policy=policy,
         clock=vclock if vclock is not None else monotonic_us,
+        max_wait_us=VIRTUAL_MAX_WAIT_US if vclock is not None else MAX_WAIT_US,
     )
     previous_handlers = _install_signals(session)
     # The inner loop shares the GIL with the view and the writer: a short switch
