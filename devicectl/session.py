@@ -452,6 +452,8 @@ class Session:
         if not self._policy.auto_confirm or self._stop_reason is not None:
             return
         ctl = self.controller
+        if ctl.state is not State.READY and ctl.state is not State.ZONE_DONE:
+            return
         key = (ctl.state, ctl.zone_index)
         if key in self._timers.confirmed_in:
             return

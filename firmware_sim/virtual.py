@@ -107,7 +107,7 @@ class VirtualPen:
         for button in hand.take_presses():
             fw.press(button, now_us)
         self.faults.advance(now_us, fw, hand)
-        late = fw.tick(now_us)  # events raised by the hand or the faults just now
+        late = fw.link.flush()  # events raised by the hand or the faults just now
         if self._pending:
             self._pending.append(out)
             self._pending.append(late)
