@@ -1,7 +1,7 @@
 """The session runner: the inner loop on its thread, its stops and its failures.
 
-Sessions here join a real Controller to the simulated pen through the
-in-memory pipe (virtual time); pytest-mock appears only where a port fails.
+Sessions here join a real Controller to the simulated pen through its
+VirtualWire (virtual time); pytest-mock appears only where a port fails.
 """
 
 from __future__ import annotations
