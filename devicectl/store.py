@@ -47,6 +47,7 @@ __all__ = [
     "DB_ERRORS",
     "OUTCOMES",
     "RECORDS_FAILED_REASON",
+    "CartridgeUsedError",
     "EventRecord",
     "RecordWriter",
     "SessionRecord",
@@ -291,19 +292,35 @@ class Store:
         position_mode: str,
     ) -> None:
         """Records the pen and its cartridge. A cartridge recorded by another session
-        (on PostgreSQL a unique constraint, whatever room) raises CartridgeUsedError."""
+        raises CartridgeUsedError naming it: checked in the writing transaction (an
+        SQLite file's writers queue on it) and, on PostgreSQL, a unique constraint
+        whatever room writes at the same moment."""
         self._require_session(session_id)
         try:
             with self._write(f"the pen of session {session_id}") as conn:
+                if cartridge_id:
+                    other = conn.execute(
+                        "SELECT id, room FROM sessions WHERE cartridge_id = ? AND id != ?"
+                        " ORDER BY id LIMIT 1", (cartridge_id, session_id)).fetchone()
+                    if other is not None:
+                        raise self._cartridge_used(cartridge_id, other)
                 set_device_row(conn, session_id, serial, fw_version, cartridge_id,
                                position_mode)
         except StoreError as exc:
             if isinstance(exc.__cause__, psycopg.errors.UniqueViolation):
-                raise CartridgeUsedError(
-                    f"cartridge {cartridge_id} was already used in another session; it is "
-                    "single use: fit a new cartridge"
-                ) from exc
+                other = self._read("SELECT id, room FROM sessions WHERE cartridge_id = ?"
+                                   " AND id != ? ORDER BY id LIMIT 1", (cartridge_id, session_id))
+                raise self._cartridge_used(cartridge_id, other[0] if other else None) from exc
             raise
+
+    @staticmethod
+    def _cartridge_used(cartridge_id: int, other: Any) -> CartridgeUsedError:
+        where = ""
+        if other is not None:
+            where = f" (session {other[0]}{f', room {other[1]}' if other[1] else ''})"
+        return CartridgeUsedError(
+            f"cartridge {cartridge_id} was already used in another session{where}; it is "
+            "single use: fit a new cartridge")
 
     def append_events(self, session_id: int, events: Sequence[EventRecord]) -> None:
         self._require_session(session_id)

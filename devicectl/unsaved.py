@@ -192,7 +192,7 @@ def replay(unsaved: Path, db_path: Path | str, *, dry_run: bool = False) -> list
     return said
 
 
-def not_yet_replayed(db_path: Path) -> str | None:
+def not_yet_replayed(db_path: Path | str) -> str | None:
     """Why a session must not start yet: `db_path`'s unsaved file holds records the
     database lacks (a used cartridge, a treated zone), or None."""
     path = unsaved_path(db_path)
@@ -204,6 +204,11 @@ def not_yet_replayed(db_path: Path) -> str | None:
         return str(exc)
     if all(_NOTHING in line for line in said):
         return None
+    if isinstance(db_path, str):
+        from devicectl.store_pg import redact
+
+        return (f"{path} holds records that are not on {redact(db_path)} yet; put them back "
+                f"first: devicectl records replay {path} --db {redact(db_path)}")
     return (f"{path} holds records that are not in {db_path} yet; put them back first: "
             f"devicectl records replay {path}")
 

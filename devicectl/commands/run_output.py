@@ -74,7 +74,7 @@ def records_banner(console: Console, writer: RecordWriter) -> None:
 
 
 def start_web_page(console: Console, args: argparse.Namespace, session: Session,
-                   zone_map: ZoneMap, setup: Any, db_path: Path) -> Any:
+                   zone_map: ZoneMap, setup: Any, db_path: Path | None) -> Any:
     """The live page, if asked for; the session runs on without it if it cannot start."""
     if not getattr(args, "web", False):
         return None

@@ -35,7 +35,7 @@ CONTINUABLE = frozenset({"link_lost"})
 
 
 def load_session(args: argparse.Namespace, store: Store,
-          db_path: Path) -> tuple[LoadedProfile, str, int | None]:
+          db_path: Path | str) -> tuple[LoadedProfile, str, int | None]:
     """The profile and patient of a new session, or those of the one to resume."""
     if args.resume is not None:
         record = store.session(args.resume)
