@@ -337,7 +337,7 @@ class Session:
         """The controller's status, and why the records fail (every view shows it in red)."""
         status = self.controller.status(now)
         if self._writer is not None and self._writer.failure is not None:
-            status["records_failure"] = self._writer.failure
+            status["records_failure"] = self._writer.status_line()
         return status
 
     def _records_failed(self, now: int) -> None:

@@ -163,11 +163,13 @@ def _add(segments: list[_Segment], item: Any) -> None:
         s.close = (str(item["outcome"]), str(item["ended_at"]))
 
 
-def replay(unsaved: Path, db_path: Path | str, *, dry_run: bool = False) -> list[str]:
-    """Puts the records of `unsaved` into `db_path` in one transaction; one
-    sentence per segment saying what was done (with `dry_run`, what would be, and
-    nothing is written). Replaying twice adds nothing."""
-    segments = read_unsaved(unsaved)
+def replay(unsaved: Path, db_path: Path | str, *, dry_run: bool = False,
+           session_id: int | None = None) -> list[str]:
+    """Puts the records of `unsaved` (only `session_id`'s, if given) into `db_path`
+    in one transaction; one sentence per segment saying what was done (with
+    `dry_run`, what would be, and nothing is written). Replaying twice adds nothing."""
+    segments = [s for s in read_unsaved(unsaved)
+                if session_id is None or s.session_id == session_id]
     if not segments:
         return [f"{unsaved} holds no records; nothing to do"]
     pg = isinstance(db_path, str)

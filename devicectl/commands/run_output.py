@@ -110,6 +110,7 @@ class Feed:
         #: each zone's one name (the map's label), as the live view and the page show it
         self.zone_names = {z.id: z.label for z in zone_map.zones}
         self.footprint_mm = 0.0
+        self._records: str | None = None  # the records' trouble as last shown
 
     def event(self, e: Any, t0_us: int) -> None:
         if self.as_json:
@@ -121,6 +122,14 @@ class Feed:
 
     def progress(self, session: Session) -> None:
         self._pace(session)
+        records = session.snapshot.get("records_failure")
+        if records and records != self._records:  # failed, reconnecting, back: each once
+            self._records = records
+            if self.as_json:
+                json_line({"type": "records", "text": records})
+            else:
+                self.console.print(Text(f"RECORDS: {records}", style="bold red"),
+                                   highlight=False, soft_wrap=True)
         for now_us, status in session.drain_progress():
             record = progress_record(status, (now_us - session.t0_us) / 1e6,
                                      areas_mm2=self.areas_mm2, footprint_mm=self.footprint_mm)
