@@ -433,12 +433,13 @@ def _go_no_go(console: Console, session: Session, port: str, zone_map: ZoneMap) 
     reasons = list(ctl.go_no_go)
     if ctl.state is State.REFUSED and not reasons:
         reasons = ["the profile cannot be run on this pen"]
-    if not reasons and session.claim is not None:  # the records take the cartridge first
-        if not session.claim.wait(CLAIM_TIMEOUT_S):
+    claim = session.claim  # at the GO the records take the cartridge first (claim.py)
+    if not reasons and claim is not None and (claim.requested or ctl.state is State.READY):
+        if not claim.wait(CLAIM_TIMEOUT_S):
             reasons = [f"the records did not answer the claim on cartridge {dev.cartridge_id} "
                        f"in {CLAIM_TIMEOUT_S:.0f} s; no treatment without a record"]
-        elif session.claim.refused is not None:
-            reasons = [session.claim.refused]
+        elif claim.refused is not None:
+            reasons = [claim.refused]
     if reasons:
         for r in reasons:
             always(console, Text.assemble(("NO-GO: ", "bold red"), plain(r)))
