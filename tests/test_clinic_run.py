@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from clinic_support import GATE
 
+from devicectl.liveness import is_running
 from devicectl.store import Store
 
 #: `devicectl` as the rooms run it: its own process.
@@ -62,6 +63,9 @@ def test_two_rooms_fitting_one_cartridge_get_exactly_one_go(pg_url: str, tmp_pat
         assert loser.cartridge_id is None and all(z.strokes == 0 for z in loser.zones)
         assert any(e.kind == "GO_NO_GO" and f"cartridge {cartridge[1]}" in e.text
                    for e in store.events(loser.id))
+        assert sorted(sessions) == ["room-1", "room-2"] and winner.simulated is True
+    assert not is_running(pg_url, winner.id)  # its process ended: the server's lock went
+    assert all("postgres@" not in text for _, text in results)  # no login in what is shown
 
 
 def test_two_rooms_starting_one_patient_get_exactly_one_go(pg_url: str, tmp_path: Path) -> None:
@@ -77,23 +81,6 @@ def test_two_rooms_starting_one_patient_get_exactly_one_go(pg_url: str, tmp_path
     with Store(pg_url) as store:
         treated = [s for s in store.sessions() if any(z.strokes for z in s.zones)]
         assert len(treated) == 1 and treated[0].outcome == "complete"
-
-
-def test_a_run_records_its_room_and_the_clinic_sees_it_running_only_while_it_runs(
-    pg_url: str, tmp_path: Path
-) -> None:
-    [(code, text)] = _rooms(pg_url, tmp_path, [("room-3", "P-30", 31)])
-    assert code == 0, text
-    assert "postgres@" not in text  # the URL as shown: no login, no password
-    with Store(pg_url) as store:
-        [rec] = store.sessions()
-        assert (rec.room, rec.outcome, rec.simulated) == ("room-3", "complete", True)
-        notes = store.conn.execute("SELECT text FROM notes WHERE session_id = ?",
-                                   (rec.id,)).fetchall()
-        assert notes == [] or "adjunct" in notes[0][0]
-    from devicectl.liveness import is_running
-
-    assert not is_running(pg_url, rec.id)
 
 
 @pytest.mark.parametrize("bad", ["postgresql://clinic:s3cret@127.0.0.1:1/records"])
