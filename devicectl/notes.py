@@ -104,7 +104,7 @@ def last_note_hash(conn: Conn, session_id: int) -> str:
     return genesis(conn, session_id) if row is None else str(row[0])
 
 
-def notes_of(conn: sqlite3.Connection, session_ids: list[int]) -> dict[int, list[Note]]:
+def notes_of(conn: Conn, session_ids: list[int]) -> dict[int, list[Note]]:
     """Each session's notes, oldest first."""
     out: dict[int, list[Note]] = {i: [] for i in session_ids}
     if not session_ids:
