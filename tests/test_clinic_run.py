@@ -6,17 +6,20 @@ constraint, a patient's sessions are created under a lock on the patient."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import subprocess
 import sys
 from pathlib import Path
 
+import psycopg
 import pytest
 from clinic_support import GATE
 
 from devicectl.liveness import is_running
 from devicectl.store import Store
+from devicectl.store_pg import WRITER_ROLE
 
 #: `devicectl` as the rooms run it: its own process.
 DEVICECTL = (sys.executable, "-c", "import sys; from devicectl.cli import main; "
@@ -42,9 +45,18 @@ def _rooms(url: str, tmp_path: Path, rooms: list[tuple[str, str, int]]) -> list[
     return out
 
 
+def room_login(url: str) -> str:
+    """The URL as a room's login sees it: a role in devicectl_writer, no more."""
+    with psycopg.connect(url, autocommit=True) as conn, \
+            contextlib.suppress(psycopg.errors.DuplicateObject):
+        conn.execute(f"CREATE ROLE devicectl_room LOGIN IN ROLE {WRITER_ROLE}".encode())
+    return url.replace("postgres@", "devicectl_room@")
+
+
 def test_two_rooms_fitting_one_cartridge_get_exactly_one_go(pg_url: str, tmp_path: Path) -> None:
     Store(pg_url).close()  # the schema first: the rooms race for the rows, not the tables
-    results = _rooms(pg_url, tmp_path, [("room-1", "P-1", 5), ("room-2", "P-2", 5)])
+    rooms_url = room_login(pg_url)  # the rooms as a clinic has them: no UPDATE on the log
+    results = _rooms(rooms_url, tmp_path, [("room-1", "P-1", 5), ("room-2", "P-2", 5)])
     codes = sorted(code for code, _ in results)
     assert codes == [0, 1], results
     won = next(text for code, text in results if code == 0)
@@ -65,7 +77,7 @@ def test_two_rooms_fitting_one_cartridge_get_exactly_one_go(pg_url: str, tmp_pat
                    for e in store.events(loser.id))
         assert sorted(sessions) == ["room-1", "room-2"] and winner.simulated is True
     assert not is_running(pg_url, winner.id)  # its process ended: the server's lock went
-    assert all("postgres@" not in text for _, text in results)  # no login in what is shown
+    assert all("devicectl_room@" not in text for _, text in results)  # no login shown
 
 
 def test_two_rooms_starting_one_patient_get_exactly_one_go(pg_url: str, tmp_path: Path) -> None:
