@@ -10,13 +10,19 @@ looks (`granted`, `refused`); it never waits on the records.
 
 from __future__ import annotations
 
+import contextlib
 import threading
+from datetime import UTC, datetime
 from pathlib import Path
 
 from devicectl.errors import StoreError
 
 #: A claim the records have not answered in this long is a NO-GO (s).
 CLAIM_TIMEOUT_S = 15.0
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
 class CartridgeClaim:
@@ -60,12 +66,19 @@ class CartridgeClaim:
 
     def _claim(self, serial: int, fw_version: int, cartridge_id: int,
                position_mode: str) -> None:
-        from devicectl.store import Store
+        from devicectl.store import CartridgeUsedError, Store
 
         try:
             with Store(self.db, create=False) as store:
-                store.set_device(self.session_id, serial=serial, fw_version=fw_version,
-                                 cartridge_id=cartridge_id, position_mode=position_mode)
+                try:
+                    store.set_device(self.session_id, serial=serial, fw_version=fw_version,
+                                     cartridge_id=cartridge_id, position_mode=position_mode)
+                except CartridgeUsedError as exc:  # kept apart from the treatments
+                    with contextlib.suppress(StoreError):
+                        store.record_refusal(reason=str(exc), wall=_now(),
+                                             cartridge_id=cartridge_id,
+                                             session_id=self.session_id)
+                    raise
         except StoreError as exc:
             name = str(exc)
             if f"cartridge {cartridge_id}" not in name:

@@ -49,6 +49,7 @@ __all__ = [
     "RECORDS_FAILED_REASON",
     "CartridgeUsedError",
     "EventRecord",
+    "PatientBusyError",
     "RecordWriter",
     "SessionRecord",
     "Store",
@@ -321,6 +322,31 @@ class Store:
         return CartridgeUsedError(
             f"cartridge {cartridge_id} was already used in another session{where}; it is "
             "single use: fit a new cartridge")
+
+    def record_refusal(self, *, reason: str, wall: str, patient_ref: str | None = None,
+                       room: str | None = None, operator: str | None = None,
+                       cartridge_id: int | None = None, session_id: int | None = None) -> None:
+        """An attempt the records refused, apart from the sessions (never a treatment):
+        with `session_id`, its patient, room and operator are that session's."""
+        with self._write("a refused attempt") as conn:
+            if session_id is not None:
+                conn.execute(
+                    "INSERT INTO refusals (wall, room, operator, patient_ref, cartridge_id,"
+                    " session_id, reason) SELECT ?, room, operator, patient_ref, ?, id, ?"
+                    " FROM sessions WHERE id = ?", (wall, cartridge_id, reason, session_id))
+            else:
+                conn.execute(
+                    "INSERT INTO refusals (wall, room, operator, patient_ref, cartridge_id,"
+                    " reason) VALUES (?, ?, ?, ?, ?, ?)",
+                    (wall, room, operator, patient_ref or "", cartridge_id, reason))
+
+    def refusals(self, limit: int = 50) -> list[dict[str, Any]]:
+        """The latest refused attempts first."""
+        keys = ("id", "wall", "room", "operator", "patient_ref", "cartridge_id", "session_id",
+                "reason")
+        rows = self._read(f"SELECT {', '.join(keys)} FROM refusals ORDER BY id DESC LIMIT ?",
+                          (limit,))
+        return [dict(zip(keys, r, strict=True)) for r in rows]
 
     def append_events(self, session_id: int, events: Sequence[EventRecord]) -> None:
         self._require_session(session_id)

@@ -23,6 +23,7 @@ import psycopg
 
 from devicectl.dbconn import PgConn
 from devicectl.errors import RefusedError, StoreError
+from devicectl.records import REFUSALS_TABLE
 
 #: The environment variable naming the records (a path or a postgresql:// URL).
 DB_ENV: Final = "DEVICECTL_DB"
@@ -41,7 +42,7 @@ RUNNING_LOCK_CLASS: Final = 0x44435452
 _FINAL = "a closed session is final"
 
 # Each entry brings the schema from version i to i + 1; never edit a released one.
-PG_MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
+PG_MIGRATIONS: tuple[tuple[str, ...], ...] = (
     (
         "CREATE TABLE schema_version (version INTEGER NOT NULL)",
         "INSERT INTO schema_version (version) VALUES (0)",
@@ -175,6 +176,19 @@ PG_MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
         f"GRANT INSERT ON events, notes, sessions, zone_coverage, coverage_state TO {WRITER_ROLE}",
         f"GRANT UPDATE ON sessions, zone_coverage, coverage_state, sqlite_sequence"
         f" TO {WRITER_ROLE}",
+        f"GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO {WRITER_ROLE}",
+    ),
+)
+PG_MIGRATIONS += (
+    # 1 -> 2: attempts the records refused (records.py's 5 -> 6), apart from the sessions.
+    (
+        REFUSALS_TABLE.format(id="BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY",
+                              ref="BIGINT"),
+        """CREATE TRIGGER refusals_append_only BEFORE UPDATE OR DELETE ON refusals
+            FOR EACH ROW EXECUTE FUNCTION devicectl_refuse('refusals are append-only')""",
+        """CREATE TRIGGER refusals_no_truncate BEFORE TRUNCATE ON refusals
+            FOR EACH STATEMENT EXECUTE FUNCTION devicectl_refuse('refusals are append-only')""",
+        f"GRANT SELECT, INSERT ON refusals TO {WRITER_ROLE}",
         f"GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO {WRITER_ROLE}",
     ),
 )

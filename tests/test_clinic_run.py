@@ -76,6 +76,10 @@ def test_two_rooms_fitting_one_cartridge_get_exactly_one_go(pg_url: str, tmp_pat
         assert any(e.kind == "GO_NO_GO" and f"cartridge {cartridge[1]}" in e.text
                    for e in store.events(loser.id))
         assert sorted(sessions) == ["room-1", "room-2"] and winner.simulated is True
+        [refusal] = store.refusals()  # the refused attempt, apart from the treatments
+        assert (refusal["session_id"], refusal["cartridge_id"], refusal["room"]) == (
+            loser.id, int(cartridge[1]), loser.room)
+        assert f"cartridge {cartridge[1]}" in refusal["reason"]
     assert not is_running(pg_url, winner.id)  # its process ended: the server's lock went
     assert all("devicectl_room@" not in text for _, text in results)  # no login shown
 
@@ -93,6 +97,10 @@ def test_two_rooms_starting_one_patient_get_exactly_one_go(pg_url: str, tmp_path
     with Store(pg_url) as store:
         treated = [s for s in store.sessions() if any(z.strokes for z in s.zones)]
         assert len(treated) == 1 and treated[0].outcome == "complete"
+        if "has session" in lost:  # refused before any session of its own: kept apart
+            [refusal] = store.refusals()
+            assert refusal["patient_ref"].strip().upper() == "P-7"
+            assert refusal["session_id"] is None and "open in room" in refusal["reason"]
 
 
 @pytest.mark.parametrize("bad", ["postgresql://clinic:s3cret@127.0.0.1:1/records"])

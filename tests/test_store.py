@@ -375,3 +375,24 @@ def test_a_note_is_appended_chained_and_read_back_on_either_backend(
         with pytest.raises(StoreError, match="no session 999"):
             add_note(store.conn, 999, wall="2026-03-02T10:00:00+00:00", text="x",
                      adverse=None, author=None)
+
+
+def test_refused_attempts_are_kept_apart_append_only_on_either_backend(
+    records: Path | str,
+) -> None:
+    with Store(records) as store:
+        sid = new_session(store)
+        store.record_refusal(reason="cartridge 7 was already used", wall=START,
+                             cartridge_id=7, session_id=sid)
+        store.record_refusal(reason="patient P-2 has session 1 open in room 3", wall=START,
+                             patient_ref="P-2", room="4", operator="OP-1")
+        newest, first = store.refusals()
+        assert (first["session_id"], first["patient_ref"], first["cartridge_id"]) == (
+            sid, "P-0001", 7)
+        assert (newest["session_id"], newest["room"], newest["operator"]) == (None, "4", "OP-1")
+        assert [s.id for s in store.sessions()] == [sid]  # no session for the second
+    conn = raw(records)
+    for sql in ("UPDATE refusals SET reason = 'fine'", "DELETE FROM refusals"):
+        with pytest.raises(REFUSED):
+            conn.execute(sql)
+    conn.close()
