@@ -18,6 +18,7 @@ postgresql package, initdb in a temporary directory). Run:
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import shutil
 import subprocess
@@ -87,7 +88,7 @@ def host_main(port: str, db: str, switch_s: float | None, freeze: bool) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     sessions = 0
-    failures: list[str] = []
+    closing: list[RecordWriter] = []
     import random
 
     from devicectl import controller as controller_module
@@ -103,45 +104,61 @@ def host_main(port: str, db: str, switch_s: float | None, freeze: bool) -> int:
     loaded = load_profile(latency.PROFILE)
     wire = open_transport(port)  # one port for all the sessions, as one workstation's pen
 
-    def build() -> tuple[Any, RecordWriter | None]:
-        """A session as latency.build_session makes it, on the shared port, with a writer."""
+    built = itertools.count()
+
+    def build(cartridge: int | None = None) -> tuple[Any, RecordWriter | None]:
+        """A session as latency.build_session makes it, on the shared port, with a writer.
+        The trials' pen keeps its cartridge: each session takes it as its own (a resume's)."""
         writer = None
+        n = next(built)
         if target is not None:
-            writer = RecordWriter(target, _new_session(target, f"BENCH-{os.getpid()}-{sessions}"))
+            writer = RecordWriter(target, _new_session(target, f"BENCH-{os.getpid()}-{n}"))
             writer.start()
+        facts = StartFacts("BENCH", frozenset(), resumed_cartridge_id=cartridge)
         controller = Controller(lambda dev: make_plan(loaded, dev, zone_map), zone_map,
-                                StartFacts("BENCH", frozenset()), nonce=random.getrandbits(32),
+                                facts, nonce=random.getrandbits(32),
                                 now_us=time.monotonic_ns() // 1000)
         return Session(controller, wire=wire, writer=writer,
                        policy=Policy(auto_confirm=True, end_on_fault=False)), writer
 
-    following = build()  # built ahead: the pen's bytes must not pile up between sessions
+    # The next session is built ahead: the pen's bytes must not pile up between sessions.
+    following: tuple[Any, RecordWriter | None] | None = build()
+    if freeze:
+        gc.collect()
+        gc.freeze()
+    ends: dict[str, int] = {}
     while not stop.is_set():
+        assert following is not None
         session, writer = following
-        if freeze:
-            gc.collect()
-            gc.freeze()
+        following = None
         done = threading.Event()
         session.start()
         threading.Thread(target=latency._drain, args=(session, done), daemon=True).start()
         threading.Thread(target=latency.technician, args=(session, done), daemon=True).start()
-        following = build()
-        while not stop.wait(0.05) and not session.wait(0):
-            pass
+        while not stop.wait(0.005) and not session.wait(0):
+            dev = session.controller.device
+            if following is None and dev is not None:
+                following = build(dev.cartridge_id)
+        if following is None:
+            dev = session.controller.device
+            following = build(dev.cartridge_id if dev is not None else None)
         session.request_stop("bench over")
         session.wait(2.0)
         done.set()
-        if writer is not None:
-            writer.close("fault", None, timeout_s=30)
-            if writer.failure is not None:
-                failures.append(writer.failure)
-        if freeze:
-            gc.unfreeze()
+        ctl = session.controller
+        end = f"{ctl.state.name}: {ctl.fault_final or ctl.go_no_go}"[:90]
+        ends[end] = ends.get(end, 0) + 1
+        if writer is not None:  # closed once the next session runs: the pen is read meanwhile
+            threading.Thread(target=writer.close, args=("fault", None, 30)).start()
+            closing.append(writer)
         sessions += 1
     wire.close()
-    if following[1] is not None:
-        following[1].close(None, None)
-    print(f"HOST records={str(db).split('@')[-1]} sessions={sessions} "
+    if following is not None and following[1] is not None:
+        closing.append(following[1])
+    for w in closing:
+        w.close("fault", None, 30)
+    failures = [w.failure for w in closing if w.failure is not None]
+    print(f"HOST records={str(db).split('@')[-1]} sessions={sessions} ends={ends} "
           f"records_failures={failures[:1]!r}", flush=True)
     return 0
 

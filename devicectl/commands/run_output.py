@@ -56,9 +56,10 @@ def json_line(record: dict[str, Any]) -> None:
 def records_banner(console: Console, writer: RecordWriter) -> None:
     """When the records failed: in red, where they went and how to put them back;
     the lines that could not be written anywhere go to stderr, to be saved by hand."""
-    if writer.failure is None:
+    line = writer.status_line()  # with a server's reconnection, how it went
+    if line is None:
         return
-    always(console, plain(writer.failure, "bold white on red"))
+    always(console, plain(line, "bold white on red"))
     if writer.unsaved_count:
         always(console, plain(
             f"the records not saved in {writer.path} are in {writer.unsaved_path}; once the "
