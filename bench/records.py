@@ -118,8 +118,11 @@ def host_main(port: str, db: str, switch_s: float | None, freeze: bool) -> int:
         controller = Controller(lambda dev: make_plan(loaded, dev, zone_map), zone_map,
                                 facts, nonce=random.getrandbits(32),
                                 now_us=time.monotonic_ns() // 1000)
-        return Session(controller, wire=wire, writer=writer,
-                       policy=Policy(auto_confirm=True, end_on_fault=False)), writer
+        session = Session(controller, wire=wire, writer=writer,
+                          policy=Policy(auto_confirm=True, end_on_fault=False))
+        if n:  # the one cartridge is recorded once (single use: a second row is refused)
+            session._record_device = lambda: None  # type: ignore[method-assign]
+        return session, writer
 
     # The next session is built ahead: the pen's bytes must not pile up between sessions.
     following: tuple[Any, RecordWriter | None] | None = build()
@@ -163,12 +166,29 @@ def host_main(port: str, db: str, switch_s: float | None, freeze: bool) -> int:
     return 0
 
 
+class _DroppingOs:
+    """latency.py's `os`, but a write the pty cannot take (the host fell behind by a
+    pty buffer, ~130 ms at 1000 Hz on a loaded machine) is dropped, as an overflowing
+    serial line drops bytes, instead of ending the run."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(os, name)
+
+    @staticmethod
+    def write(fd: int, data: bytes) -> int:
+        try:
+            return os.write(fd, data)
+        except BlockingIOError:
+            return 0
+
+
 def estop_with(db: str, n: int) -> tuple[list[int], str]:
     def spawn(*args: str) -> subprocess.Popen[str]:
         return subprocess.Popen([sys.executable, str(HERE), *args, "--db", db],
                                 stdout=subprocess.PIPE, text=True)
 
     latency._spawn = spawn  # type: ignore[assignment]  # the trials start this host
+    latency.os = _DroppingOs()  # type: ignore[assignment]
     return latency.estop_trials(n, live=False, switch_s=0.0005, freeze=True)
 
 
@@ -208,16 +228,19 @@ def main() -> int:
             print(f"  record events/s, {name:10}: {rate:9.0f}  ({args.events} events, "
                   "batches of 10, commit every 100 ms)")
         p99s: dict[str, float] = {}
+        complete = True
         for name, db in (("no records", "none"), ("SQLite", str(sqlite_db)),
                          ("PostgreSQL", url)):
             lat, report = estop_with(db, args.trials)
             p50, p99 = latency._pct(lat, 0.5), latency._pct(lat, 0.99)
             p99s[name] = p99
+            complete = complete and len(lat) >= args.trials
             print(f"  ESTOP over a pty, {name:10}: p50 {p50:7.1f} µs  p99 {p99:7.1f} µs  "
                   f"max {max(lat) / 1000:7.1f} µs  [{report}]")
         ratio = p99s["PostgreSQL"] / p99s["SQLite"]
-        print(f"  p99 PostgreSQL / SQLite: {ratio:.2f} "
-              f"(≤ {GOAL_RATIO}: {'met' if ratio <= GOAL_RATIO else 'NOT met'})")
+        verdict = ("met" if ratio <= GOAL_RATIO else "NOT met") if complete else \
+            "not measured: a run did not finish its trials"
+        print(f"  p99 PostgreSQL / SQLite: {ratio:.2f} (≤ {GOAL_RATIO}: {verdict})")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
         if server is not None:
