@@ -291,7 +291,7 @@ class Controller(ControllerConnect):
             verdict = pen_verdict
         if verdict is not OK:
             if verdict.action is Action.ESTOP:
-                self._estop(verdict, now_us)
+                self._estop(verdict, now_us, per_frame=not t.fault_flags & ~known)
             elif self.state is State.STAMPING:
                 self._safety_stop(now_us, verdict.reason)
         if t.fault_flags & ~known & _OVERDEPTH_FLAG:
