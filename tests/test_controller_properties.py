@@ -143,10 +143,12 @@ class Model:
                 EstopReason.OVERDEPTH if t.depth_meas_um > OVERDEPTH_LIMIT_UM
                 else EstopReason.OVERSHOOT
             )
-            last = self.estop_sent_us.get(reason) if self.latched else None
             # the first over-depth frame ESTOPs at once; while the pen goes on, again
-            # every NOT_STOPPED_RESEND_US (not with every frame)
-            if last is None or self.now - last >= NOT_STOPPED_RESEND_US:
+            # every NOT_STOPPED_RESEND_US after the last ESTOP of any reason (not with
+            # every frame)
+            sent = self.latched and reason in self.estop_sent_us
+            last = max(self.estop_sent_us.values(), default=0)
+            if not sent or self.now - last >= NOT_STOPPED_RESEND_US:
                 must.append("over-depth")
             self.overdepth()
         new_flags = t.fault_flags & ~self.known_flags
