@@ -124,8 +124,8 @@ def register(sub: Any) -> None:
     p.add_argument("--sim-state", type=Path,
                    help="the simulated pen's firmware slots (see `firmware update --sim`)")
     p.add_argument("--db", type=db_arg, metavar="PATH|URL",
-                   help=f"records: an SQLite file, or the clinic's postgresql://… server "
-                   f"(default $DEVICECTL_DB, else {default_db_path()})")
+                   help=f"records database (default $DEVICECTL_DB, else {default_db_path()}):"
+                   " an SQLite file, or the clinic's postgresql://… server")
     p.add_argument("--room", default=None, metavar="NAME",
                    help="the treatment room, recorded with the session")
     p.add_argument("--new-records", action="store_true",

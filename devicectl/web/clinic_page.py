@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 #: The pages reload themselves this often (s).
 REFRESH_S: Final = 2
-_CSS: Final = """body{font-family:system-ui,sans-serif;margin:1.5rem;color:#111}
+_CSS: Final = """body{font-family:system-ui,sans-serif;margin:24px;color:#111}
 table{border-collapse:collapse}td,th{padding:.35rem .8rem;border-bottom:1px solid #ccc;
 text-align:left}th{background:#f3f3f3}.bad{color:#b00;font-weight:bold}
 .muted{color:#666}a{color:#0645ad}"""
