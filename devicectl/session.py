@@ -162,6 +162,9 @@ class Session:
         self._pen = pen
         self._pen_wire = pen_wire
         self._virtual = pen is not None
+        watch = getattr(pen, "watch_map", None)
+        if watch is not None:  # the simulated technician sees the live dose map
+            watch(self._dose_view)
         self._virtual_clock = virtual_clock
         self._speed = speed
         self._step_us = step_us
@@ -182,6 +185,11 @@ class Session:
         self.outcome: Outcome | None = None
         self.error: BaseException | None = None
         self.now_us = 0
+
+    def _dose_view(self, zone_id: int) -> Any:
+        """The active dose map of a zone, read on the loop's own thread (virtual time)."""
+        cov = self.controller.coverage
+        return cov.hand_view(zone_id) if cov is not None else None
 
     # --- the UI's side --------------------------------------------------
 

@@ -38,12 +38,14 @@ def session(
     pen: VirtualPen,
     keys: Keys = no_keys,
     *,
-    limit_us: int = 60_000_000,
+    limit_us: int = 300_000_000,
     to_pen: Callable[[bytes, int], bytes] | None = None,
     to_host: Callable[[bytes, int], bytes] | None = None,
 ) -> Controller:
     ctl = Controller(plan_for, MAP, StartFacts("p-auth", frozenset()), nonce=0x5EC,
                      now_us=0, keys=keys)
+    # the simulated technician watches the dose map, as Session arranges for virtual pens
+    pen.watch_map(lambda zid: ctl.coverage.hand_view(zid) if ctl.coverage else None)
     pen.receive_data(ctl.connect(0).data, 0)
     now = 0
     while now < limit_us and ctl.state not in END_STATES:

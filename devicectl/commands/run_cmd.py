@@ -496,18 +496,18 @@ def _summary(
     ctl = session.controller
     status = ctl.status(session.now_us)
     table = Table(title=f"session {setup.session_id} · {outcome.value}", title_justify="left")
+    from devicectl.dose import DOSE_COLUMNS, dose_cells
+
     labels = {z.name: z.label for z in zone_map.zones}
-    for col in ("zone", "coverage", "target", "strokes", "time", "at max", "over max"):
+    for col in ("zone", *DOSE_COLUMNS, "strokes", "time", "over max"):
         table.add_column(col, justify="left" if col == "zone" else "right")
     for z in status.get("zones") or ():
         over = ctl.coverage.cells_over_max(z["zone_id"]) if ctl.coverage else 0
         table.add_row(
             plain(labels.get(z["name"], z["name"])),
-            f"{100 * z['fraction']:.0f} %",
-            f"{100 * z['target_fraction']:.0f} %",
+            *dose_cells(z),
             str(z["strokes"]),
             clock(z.get("seconds")),
-            str(z["cells_at_max"]),
             str(over),
         )
     console.print(table)

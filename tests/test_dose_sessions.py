@@ -1,0 +1,91 @@
+"""Done when: every shipped profile, run with `devicectl run --sim --speed 0 --yes`,
+ends with every zone done and no spot over its maximum (counted on the saved
+grid by `sessions export`), seed after seed; and the progress shown moves
+during the demo's first pass. The default run takes one short profile and
+seed; `make soak` (-m slow) runs every shipped profile over 20 seeds."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+
+import pytest
+
+from devicectl.cli import main
+from devicectl.controller import Command, Controller, StartFacts, State
+from devicectl.plan import make_plan
+from devicectl.profile import load_profile
+from devicectl.zones import load_zone_map
+from firmware_sim.virtual import VirtualPen
+
+REPO = Path(__file__).resolve().parent.parent
+SHIPPED = ("aa-patch.yaml", "te-diffuse.yaml", "aga-crown-midscalp.yaml")
+ANSWERS = REPO / "tests" / "data" / "checklist-no.yaml"
+
+
+def _run_and_export(
+    tmp_path: Path, profile: str, seed: int, capsys: pytest.CaptureFixture[str]
+) -> list[dict[str, object]]:
+    db = tmp_path / f"{profile}-{seed}.db"
+    code = main([
+        "run", "--sim", "--speed", "0", "--yes", "--no-web", "--profile",
+        str(REPO / "profiles" / profile), "--patient", f"P-{seed}", "--operator", "op-1",
+        "--checklist", str(ANSWERS), "--consent", "--seed", str(seed), "--db", str(db),
+    ])
+    capsys.readouterr()
+    assert code == 0, f"{profile} seed {seed} did not complete"
+    assert main(["sessions", "export", "1", "--format", "json", "--db", str(db)]) == 0
+    zones: list[dict[str, object]] = json.loads(capsys.readouterr().out)["zones"]
+    return zones
+
+
+def _assert_done_within_maximum(zones: list[dict[str, object]]) -> None:
+    assert zones
+    for z in zones:
+        assert z["done"] is True, z["name"]
+        assert z["cells_over_max"] == 0, z["name"]
+        assert isinstance(z["cells_at_target"], int) and z["cells_at_target"] > 0
+
+
+def test_the_patch_profile_completes_with_no_spot_over_its_maximum(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _assert_done_within_maximum(_run_and_export(tmp_path, "aa-patch.yaml", 1, capsys))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", range(20))
+@pytest.mark.parametrize("profile", SHIPPED)
+def test_every_shipped_profile_completes_with_no_spot_over_its_maximum(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], profile: str, seed: int
+) -> None:
+    _assert_done_within_maximum(_run_and_export(tmp_path, profile, seed, capsys))
+
+
+def test_progress_moves_at_least_every_10_s_during_the_demos_first_pass() -> None:
+    """The demo's profile on the shipped map: each 10 s of session time in the
+    first pass moves the dose shown, and the time remaining goes down."""
+    zone_map = load_zone_map()
+    loaded = load_profile(REPO / "profiles" / "aga-crown-midscalp.yaml", zone_map=zone_map)
+    pen = VirtualPen(seed=7, zone_map=zone_map)
+    ctl = Controller(lambda d: make_plan(loaded, d, zone_map), zone_map,
+                     StartFacts("p", frozenset()), nonce=9, now_us=0)
+    pen.watch_map(lambda zid: ctl.coverage.hand_view(zid) if ctl.coverage else None)
+    pen.receive_data(ctl.connect(0).data, 0)
+    now = 0
+    samples: list[tuple[float, float]] = []
+    first_pass_over = False
+    while not first_pass_over and now < 400_000_000:
+        now += 1000
+        out = ctl.receive_data(pen.advance(now), now).data + ctl.tick(now).data
+        if ctl.state is State.READY:
+            out += ctl.command(Command.START, now).data
+        pen.receive_data(out, now)
+        if now % 10_000_000 == 0 and ctl.first_start_us is not None:
+            zone = ctl.status(now)["zones"][0]
+            samples.append((zone["mean_passes"], ctl.status(now)["remaining_s_est"]))
+            first_pass_over = zone["mean_passes"] >= 1.0
+    assert first_pass_over and len(samples) >= 5
+    for (dose_a, left_a), (dose_b, left_b) in itertools.pairwise(samples):
+        assert dose_b > dose_a and left_b < left_a
