@@ -18,10 +18,13 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from devicectl.coverage import IntArray, footprint_offsets
 from devicectl.dose import DoseView
 from devicectl.protocol import PenEvent, PenState
 
 Point = tuple[float, float]
+#: A rest on one spot is given as a row this long (mm), crossed in the rest's time.
+_DAB_MM = 0.1
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +68,8 @@ class HandParams:
     #: Watching the map, the hand finishes a band this tall (mm) before it moves
     #: on (a technician works a patch at a time, not the whole zone thinly).
     block_mm: float = 20.0
+    #: Rests planned at once in the touch-up before the hand looks at the map again.
+    dab_batch: int = 24
 
 
 MapView = Callable[[int], DoseView | None]
@@ -193,9 +198,9 @@ class Hand:
         f = (now_us - seg.t0_us) / span if span > 0 else 1.0
         dx, dy = seg.x1_mm - seg.x0_mm, seg.y1_mm - seg.y0_mm
         x, y = seg.x0_mm + f * dx, seg.y0_mm + f * dy
-        if seg.contact:
-            # wobble across the direction of travel
-            length = math.hypot(dx, dy) or 1.0
+        length = math.hypot(dx, dy)
+        if seg.contact and length > 2 * _DAB_MM:
+            # wobble across the direction of travel (not while resting on a spot)
             w = self.params.jitter_mm * math.sin(
                 2 * math.pi * self.params.jitter_hz * now_us / 1e6 + self._jitter_phase
             )
@@ -309,7 +314,10 @@ class Hand:
         if under.size == 0:
             return length / (1.0 / self.rate_hz)
         missing = view.target_hits - int(under.min())
-        room = view.max_hits - int(under.max()) - 1
+        if view.room is not None and 0 <= iy < view.room.shape[0] and 0 <= ix < view.room.shape[1]:
+            room = int(view.room[iy, ix])
+        else:
+            room = view.max_hits - int(under.max()) - 1
         strokes = max(1, min(missing, room))
         seconds = min(self.params.dab_max_ms / 1000, (strokes + 0.5) / self.rate_hz)
         return length / seconds
@@ -394,6 +402,8 @@ def watched_rows(
     else:
         chosen = [i for i, (_v, w) in enumerate(lines) if w.sum() * cell >= params.min_row_mm]
     if not chosen:
+        if view.room is not None:
+            return _touch_up(view, need, footprint_mm, params)
         reach = _grown(need, radius * params.reach_fraction / cell)
         return _dabs(view, reach & ~blocked & ok, footprint_mm, params)
     for i in chosen:
@@ -417,6 +427,59 @@ def watched_rows(
                 ua, ub = ub, ua
             rows.append(((ua, vv), (ub, vv)))
     return rows
+
+
+def _touch_up(
+    view: DoseView, need: npt.NDArray[np.bool_], footprint_mm: float, params: HandParams
+) -> list[tuple[Point, Point]]:
+    """The touch-up with the host's map of where a stroke is allowed (view.room):
+    rests on the allowed tips that cover the most spots below target, until every
+    such spot that an allowed stroke can reach is under one (at most dab_batch)."""
+    assert view.room is not None
+    cell = view.cell_mm
+    dy, dx = footprint_offsets(footprint_mm, cell)
+    tips = view.room > 0
+    ny, nx = need.shape
+    gain = np.zeros((ny, nx), dtype=np.int32)
+    for a, b in zip(dy.tolist(), dx.tolist(), strict=True):
+        ys, ye = max(0, -a), min(ny, ny - a)
+        xs, xe = max(0, -b), min(nx, nx - b)
+        if ys < ye and xs < xe:
+            gain[ys:ye, xs:xe] += need[ys + a : ye + a, xs + b : xe + b]
+    gain[~tips] = 0
+    left = need & (_spread(gain > 0, dy, dx))
+    out: list[tuple[Point, Point]] = []
+    for iy, ix in zip(*np.nonzero(left), strict=True):
+        if not left[iy, ix]:
+            continue
+        ys, xs = iy + dy, ix + dx
+        on = (ys >= 0) & (ys < ny) & (xs >= 0) & (xs < nx)
+        ys, xs = ys[on], xs[on]
+        best = int(np.argmax(gain[ys, xs]))
+        ty, tx = int(ys[best]), int(xs[best])
+        if gain[ty, tx] <= 0:
+            continue
+        cy, cx = ty + dy, tx + dx
+        on = (cy >= 0) & (cy < ny) & (cx >= 0) & (cx < nx)
+        left[cy[on], cx[on]] = False
+        x = view.x0_mm + (tx + 0.5) * cell
+        y = view.y0_mm + (ty + 0.5) * cell
+        out.append(((x, y), (x + _DAB_MM, y)))
+        if len(out) >= params.dab_batch:
+            break
+    return out
+
+
+def _spread(cells: npt.NDArray[np.bool_], dy: IntArray, dx: IntArray) -> npt.NDArray[np.bool_]:
+    """Cells within a footprint of `cells` (offsets dy, dx; symmetric)."""
+    ny, nx = cells.shape
+    out = np.zeros_like(cells)
+    for a, b in zip(dy.tolist(), dx.tolist(), strict=True):
+        ys, ye = max(0, a), min(ny, ny + a)
+        xs, xe = max(0, b), min(nx, nx + b)
+        if ys < ye and xs < xe:
+            out[ys:ye, xs:xe] |= cells[ys - a : ye - a, xs - b : xe - b]
+    return out
 
 
 def _dabs(
