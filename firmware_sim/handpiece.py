@@ -44,6 +44,8 @@ class HandParams:
     #: pen stopped (READY, no fault) this long with that zone's target still in
     #: force, and the hand has no PAUSE of its own pending, it presses NEXT_ZONE,
     #: once per zone: a technician who was told "not done" does not keep pressing.
+    #: A hand that watches the map presses it only when the map shows nothing left
+    #: it can treat: while it still sees work, a stopped pen is the host's hold.
     next_zone_after_ms: int = 1500
     #: Watching the map: a stretch of a row is swept when a spot below target
     #: lies within this fraction of the footprint's radius of the row's line.
@@ -230,10 +232,24 @@ class Hand:
             and zone_id not in self._next_pressed
             and now_us - self._stopped_since_us >= self.params.next_zone_after_ms * 1000
         ):
+            if self._sees_work(zone_id):
+                self._stopped_since_us = now_us  # held: look at the map again later
+                return
             self._press(PenEvent.BUTTON_NEXT_ZONE)
             self._next_pressed.add(zone_id)
             self._stamped_zone = 0
             self._stopped_since_us = None
+
+    def _sees_work(self, zone_id: int) -> bool:
+        """Watching the map: a spot below target that an allowed stroke still reaches."""
+        view = self._view(zone_id) if self._view is not None else None
+        if view is None:
+            return False
+        need = view.mask & (view.hits < view.target_hits)
+        if view.room is None:
+            return bool(need.any())
+        dy, dx = footprint_offsets(self.footprint_mm, view.cell_mm)
+        return bool((need & _spread(view.room > 0, dy, dx)).any())
 
     def _begin_zone(self, zone_id: int, now_us: int) -> None:
         self.zone_id = zone_id
