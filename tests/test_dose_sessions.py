@@ -2,7 +2,7 @@
 ends with every zone done and no spot over its maximum (counted on the saved
 grid by `sessions export`), seed after seed; and the progress shown moves
 during the demo's first pass. The default run takes one short profile and
-seed; `make soak` (-m slow) runs every shipped profile over 20 seeds."""
+seed; `make soak` runs every shipped profile over 20 seeds (bench/profiles_soak.py)."""
 
 from __future__ import annotations
 
@@ -23,17 +23,17 @@ from firmware_sim.handpiece import HandParams
 from firmware_sim.virtual import VirtualPen
 
 REPO = Path(__file__).resolve().parent.parent
-SHIPPED = ("aa-patch.yaml", "te-diffuse.yaml", "aga-crown-midscalp.yaml")
+SHORT = REPO / "tests" / "data" / "short-two-zones.yaml"
 ANSWERS = REPO / "tests" / "data" / "checklist-no.yaml"
 
 
 def _run_and_export(
-    tmp_path: Path, profile: str, seed: int, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, profile: Path, seed: int, capsys: pytest.CaptureFixture[str]
 ) -> list[dict[str, object]]:
-    db = tmp_path / f"{profile}-{seed}.db"
+    db = tmp_path / f"{profile.stem}-{seed}.db"
     code = main([
         "run", "--sim", "--speed", "0", "--yes", "--no-web", "--profile",
-        str(REPO / "profiles" / profile), "--patient", f"P-{seed}", "--operator", "op-1",
+        str(profile), "--patient", f"P-{seed}", "--operator", "op-1",
         "--checklist", str(ANSWERS), "--consent", "--seed", str(seed), "--db", str(db),
     ])
     capsys.readouterr()
@@ -51,19 +51,14 @@ def _assert_done_within_maximum(zones: list[dict[str, object]]) -> None:
         assert isinstance(z["cells_at_target"], int) and z["cells_at_target"] > 0
 
 
-def test_the_patch_profile_completes_with_no_spot_over_its_maximum(
+def test_a_short_profile_completes_with_no_spot_over_its_maximum(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    _assert_done_within_maximum(_run_and_export(tmp_path, "aa-patch.yaml", 1, capsys))
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("seed", range(20))
-@pytest.mark.parametrize("profile", SHIPPED)
-def test_every_shipped_profile_completes_with_no_spot_over_its_maximum(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], profile: str, seed: int
-) -> None:
-    _assert_done_within_maximum(_run_and_export(tmp_path, profile, seed, capsys))
+    """The reduced form of `make soak` (bench/profiles_soak.py, every shipped
+    profile over 20 seeds, minutes each): the two-zone test profile, a few seconds."""
+    zones = _run_and_export(tmp_path, SHORT, 1, capsys)
+    assert sorted(str(z["name"]) for z in zones) == ["mid_scalp", "vertex"]
+    _assert_done_within_maximum(zones)
 
 
 #: Session time of the demo's first pass sampled in the default suite (the whole
