@@ -164,6 +164,11 @@ def test_held_cells_are_exactly_those_no_allowed_stroke_reaches(seed: int) -> No
             assert bool(cov.reach.held[cell]) is not _reached_by_an_allowed_stroke(
                 cov, zone_id, cell), cell
             held_somewhere += bool(cov.reach.held[cell])
+        # on these squares every spot is within reach of the border rule: what is
+        # left out of done is what the maximum holds, and the status shows it in cm²
+        assert cov.reach.reachable_cells[zone_id] == cov.zone_cells(zone_id)
+        assert cov.unreachable_cm2(zone_id) == pytest.approx(
+            int(cov.reach.held_cells[zone_id]) * 0.25 / 100)
         assert again.treatable_cells(zone_id) == cov.treatable_cells(zone_id)
         assert again.fraction(zone_id) == cov.fraction(zone_id)
     assert (again.reach.held == cov.reach.held).all()
