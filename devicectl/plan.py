@@ -1,19 +1,20 @@
 """The plan a session executes: per-zone targets, and what one pass means.
 
-A *pass* is one sweep of the needle array over a spot of skin: the strokes
-whose footprint covers a spot, with no gap longer than PASS_GAP_US between
-them, make one pass. The profile states target and maximum passes per spot;
-the coverage grid counts them (devicectl/coverage.py); without position
-tracking they are estimated from strokes, the zone's area and a nominal hand
-speed. docs/profiles.md says the same for clinicians.
+Dose is punctures per cm²; a *pass* is the mean dose of one sweep over a
+zone at the nominal hand speed, in rows one footprint wide (dose.py). The
+profile states target and maximum passes per spot (and may cap the dose in
+punctures per cm²); the coverage grid counts each spot's dose
+(devicectl/coverage.py); without position tracking it is estimated from
+strokes and the zone's area. docs/profiles.md does the sums for clinicians.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Final
 
+from devicectl.dose import NOMINAL_HAND_SPEED_MM_S, pass_punctures_per_cm2
 from devicectl.errors import RefusedError
 from devicectl.profile import (
     DEFAULT_TOPICAL_WAIT_HOURS,
@@ -27,10 +28,7 @@ from devicectl.protocol import DeviceInfo
 from devicectl.safety import DEPTH_CAP_UM, region_depth_problems
 from devicectl.zones import ZoneMap
 
-#: Strokes on a spot further apart than this start a new pass.
-PASS_GAP_US: Final = 500_000
-#: The hand speed assumed when estimating passes without position (mm/s).
-NOMINAL_HAND_SPEED_MM_S: Final = 10.0
+__all__ = ["NOMINAL_DEVICE", "NOMINAL_HAND_SPEED_MM_S", "Plan", "ZonePlan", "make_plan"]
 #: The pen assumed when a plan is shown without one connected: the DEVICE_INFO
 #: of the spec's test vector (20-160 Hz, 12 needles, 5.0 mm footprint).
 NOMINAL_DEVICE: Final = DeviceInfo(
@@ -63,6 +61,10 @@ class ZonePlan:
     area_mm2: float
     est_stamps: int
     est_seconds: float
+    #: the dose of one pass with the connected pen (dose.pass_punctures_per_cm2)
+    pass_punctures_per_cm2: float = 0.0
+    #: the profile's own cap on the dose, if it sets one
+    max_punctures_per_cm2: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +79,8 @@ class Plan:
     warnings: tuple[str, ...]
     footprint_dmm: int
     needle_count: int
+    #: the cartridge needle counts the profile allows (lowest, highest)
+    needle_counts: tuple[int, int] = (0, 0)
 
     @property
     def est_seconds(self) -> float:
@@ -187,6 +191,10 @@ def make_plan(
                 area_mm2=area_mm2,
                 est_stamps=stamps,
                 est_seconds=stamps / rate_hz,
+                pass_punctures_per_cm2=pass_punctures_per_cm2(
+                    device.needle_count, z.rate_dhz, device.footprint_dmm
+                ),
+                max_punctures_per_cm2=z.max_punctures_per_cm2,
             )
         )
     return Plan(
@@ -198,9 +206,13 @@ def make_plan(
         warnings=warnings,
         footprint_dmm=device.footprint_dmm,
         needle_count=device.needle_count,
+        needle_counts=model.needle_counts,
     )
 
 
 def nominal_plan(profile: LoadedProfile | Profile, zone_map: ZoneMap) -> Plan:
-    """The plan on NOMINAL_DEVICE, for showing a profile with no pen connected."""
-    return make_plan(profile, NOMINAL_DEVICE, zone_map)
+    """The plan on NOMINAL_DEVICE with the profile's cartridge, for showing a
+    profile with no pen connected."""
+    model = profile.profile if isinstance(profile, LoadedProfile) else profile
+    device = replace(NOMINAL_DEVICE, needle_count=model.needle_counts[0])
+    return make_plan(profile, device, zone_map)

@@ -64,6 +64,8 @@ _CAP_MM: Final = mm_text(DEPTH_CAP_UM)
 _STEP_MM: Final = mm_text(DEPTH_STEP_UM)
 _INTERVAL_MM: Final = mm_text(INTERVAL_DEPTH_UM)
 #: Wire limit of rate_dhz (u16); the connected pen's own range is checked by the plan.
+#: The most needles a cartridge may state (DEVICE_INFO's needle_count is a u8).
+MAX_NEEDLES: Final = 255
 _MAX_RATE_DHZ: Final = 0xFFFF
 
 
@@ -124,6 +126,13 @@ class ZoneTarget(BaseModel):
     target_fraction: float = Field(
         description="Fraction of the zone that must reach target_passes.", gt=0, le=1
     )
+    max_punctures_per_cm2: float | None = Field(
+        default=None,
+        description="Optional cap on the dose of any spot, in punctures per cm² "
+        "(the lower of this and max_passes applies).",
+        gt=0,
+        le=100_000,
+    )
 
     @field_validator("zone")
     @classmethod
@@ -171,6 +180,10 @@ class Profile(BaseModel):
         ge=1,
         le=365,
     )
+    needle_count: int | list[int] = Field(
+        description="Needles of the cartridge this profile is for: a count (12), or the "
+        "lowest and highest counts allowed ([12, 16]). The pen's cartridge must match.",
+    )
     adjuncts: list[AdjunctUse] = Field(
         default_factory=list,
         description="Adjunct treatments the patient uses: a name (its usual timing) or "
@@ -185,6 +198,24 @@ class Profile(BaseModel):
         if isinstance(value, float):
             raise ValueError(f'{_show(value)} must be text; quote it: "{value}"')
         return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+    @field_validator("needle_count")
+    @classmethod
+    def _needles(cls, value: int | list[int]) -> int | list[int]:
+        counts = [value] if isinstance(value, int) else value
+        if not 1 <= len(counts) <= 2:
+            raise ValueError(f"{_show(value)} must be a count, or [lowest, highest]")
+        if any(not 1 <= n <= MAX_NEEDLES for n in counts):
+            raise ValueError(f"{_show(value)} is not a needle count; allowed: 1 to {MAX_NEEDLES}")
+        if counts[0] > counts[-1]:
+            raise ValueError(f"{_show(value)}: the lowest count comes first, e.g. [12, 16]")
+        return value
+
+    @property
+    def needle_counts(self) -> tuple[int, int]:
+        """(lowest, highest) needle count of the cartridges this profile allows."""
+        counts = [self.needle_count] if isinstance(self.needle_count, int) else self.needle_count
+        return counts[0], counts[-1]
 
     @field_validator("approved_on", mode="before")
     @classmethod
@@ -225,12 +256,16 @@ class ZoneRow(NamedTuple):
 def cross_zone_problems(
     zones: Sequence[ZoneRow], min_interval_days: int | None
 ) -> list[tuple[Loc, str]]:
-    """Rules across fields: max ≥ target; each zone once; deep zones need the minimum interval."""
+    """Rules across fields: max ≥ target + 1 pass; each zone once; deep zones need the
+    minimum interval."""
     problems: list[tuple[Loc, str]] = []
     first: dict[str, int] = {}
     for i, (name, _depth, target, most) in enumerate(zones):
-        if target is not None and most is not None and most < target:
-            why = f"{most} is below target_passes {target}; the maximum must be ≥ the target"
+        if target is not None and most is not None and most < target + 1:
+            why = (
+                f"{most} is below target_passes {target} + 1; the maximum must leave at "
+                f"least one pass above the target (max_passes ≥ {target + 1})"
+            )
             problems.append((("zones", i, "max_passes"), why))
         if name is None:
             continue

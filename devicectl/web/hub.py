@@ -68,9 +68,9 @@ def _planned_grids(cov: Any, factor: int) -> _Grids:
     labels = np.asarray(cov.raster.labels, dtype=np.int64)
     target_of = np.zeros(256, dtype=np.int64)
     max_of = np.zeros(256, dtype=np.int64)
-    for zid, z in cov.zones.items():
-        target_of[zid] = z.target_passes
-        max_of[zid] = z.max_passes
+    for zid, lim in cov.limits.items():  # the grid counts strokes over a cell ("hits")
+        target_of[zid] = lim.target_hits
+        max_of[zid] = lim.max_hits
     maximum = max_of[labels]
     ys, xs = np.nonzero(maximum)
     if ys.size == 0:
@@ -131,7 +131,7 @@ class LiveSource:
         if self._grids is None:
             self._grids = _planned_grids(cov, factor)
         (rows, cols), target, maximum = self._grids
-        cells = heat_cells(cov.passes_grid()[rows, cols], target, maximum, factor)
+        cells = heat_cells(cov.hits_grid()[rows, cols].astype(np.int64), target, maximum, factor)
         self._heat = heat_state(
             cells,
             float(cov.raster.x0_mm) + cols.start * cell_mm,
