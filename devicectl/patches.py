@@ -339,3 +339,21 @@ def zone_patch_problems(
         if not found and patch_area_mm2(zone_map, z.zone, shapes) <= 0:
             out.append((("zones", i, "patches"), "the patches cover no skin of the zone"))
     return out
+
+
+PATCH_HEAD: Final = ("zone", "patch", "shape", "margin mm", "patch cm²", "with margin cm²")
+
+
+def patch_rows(zones: Sequence[Any], zone_map: ZoneMap) -> list[tuple[str, ...]]:
+    """The report's table of a profile's patches (`zones`: its ZoneTargets)."""
+    rows: list[tuple[str, ...]] = []
+    for z in zones:
+        if not z.patches or z.zone not in zone_map.names:
+            continue
+        for i, patch in enumerate(z.patch_shapes):
+            alone = patch_area_mm2(zone_map, z.zone, [patch])
+            grown = patch_area_mm2(zone_map, z.zone, [patch], margin=True)
+            shape = patch.describe().split(": ", 1)[1]
+            rows.append((z.zone, patch.name or str(i + 1), shape, f"{patch.margin_mm:g}",
+                         f"{alone / 100:.1f}", f"{grown / 100:.1f}"))
+    return rows
