@@ -204,3 +204,27 @@ def test_a_circle_patch_labels_exactly_its_cells(x: float, y: float, r: float,
     area = patch_area_mm2(zone_map, "occipital", [patch])
     assert area == np.count_nonzero(labels == OCCIPITAL) * CHECK_CELL_MM ** 2
     assert area == pytest.approx(math.pi * r * r, abs=2 * math.pi * r * CHECK_CELL_MM + 1)
+
+
+# --- the shipped profiles ---------------------------------------------------------
+
+PROFILES = Path(__file__).resolve().parents[1] / "profiles"
+
+
+def test_the_shipped_aa_profile_treats_patches_with_triamcinolone_and_cites_its_sources(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    profile = load_profile(PROFILES / "aa-patch.yaml").profile
+    assert profile.condition == "alopecia_areata"
+    assert all(z.patches and z.patch_margin_mm >= 5 for z in profile.zones)
+    assert [a.name for a in profile.adjuncts] == ["triamcinolone"]
+    assert all(source in profile.notes for source in ("PMC8776974", "PMC9674065", "NCT04147845"))
+    assert main(["profile", "show", str(PROFILES / "aa-patch.yaml")]) == 0
+    out = capsys.readouterr().out
+    assert "Patch in occipital" in out and "margin 5 mm" in out
+
+
+def test_the_shipped_te_profile_says_what_it_could_not_verify() -> None:
+    profile = load_profile(PROFILES / "te-diffuse.yaml").profile
+    assert "PMC8776974" in profile.notes and "No trial of microneedling" in profile.notes
+    assert all(z.depth_um <= 1000 for z in profile.zones)
