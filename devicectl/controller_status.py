@@ -63,6 +63,10 @@ def status_snapshot(ctl: Controller, now_us: int) -> dict[str, Any]:
                     "at_max_cm2": (
                         cov.cells_at_max(z.zone_id) * cov.cell_cm2() if cov is not None else 0.0
                     ),
+                    # skin no allowed stroke can bring to target (reach.py): left out of done
+                    "unreachable_cm2": (
+                        cov.unreachable_cm2(z.zone_id) if cov is not None and cov.tracked else 0.0
+                    ),
                     "seconds": ctl.zone_seconds(z.zone_id, now_us),
                     "strokes": cov.strokes(z.zone_id) if cov is not None else 0,
                     "done": done,

@@ -42,6 +42,7 @@ from devicectl.patches import (
     patched_raster,
 )
 from devicectl.plan import ZonePlan
+from devicectl.reach import Reach, room_in
 
 _LABELS: Final = 256
 #: The grid's unit: strokes over a cell (int32 is ample: 2·10⁹ strokes).
@@ -67,7 +68,7 @@ class Raster(Protocol):
 class Spot(enum.IntEnum):
     """What a stroke with the tip over a cell would do, for the zone being treated."""
 
-    NEEDS = 0  # below target: treat here
+    NEEDS = 0  # a spot of the zone under the footprint is below target: treat here
     TREATABLE = 1  # at or over target; the next stroke keeps every cell within its maximum
     AT_MAX = 2  # the next stroke would take a cell under the footprint over its maximum
     OUTSIDE = 3  # another zone, or off the zones
@@ -221,6 +222,16 @@ class Coverage:
         self._spill_depth_um = np.zeros(_LABELS, dtype=np.int64)
         self._strokes: dict[int, int] = {z.zone_id: 0 for z in zones}
         self._boxes: dict[int, tuple[tuple[slice, slice], npt.NDArray[np.bool_]]] = {}
+        #: the cells a stroke may still reach (docs/profiles.md, "When a zone is done")
+        self.reach = Reach(
+            self._treat, (self._ny, self._nx), (dy, dx), (gy, gx),
+            (self._fp_cells - self._same <= self._overhang_cells) & ~self._patch_edge,
+            self.limits,
+        )
+        if patched:  # a patch's margin is treated (its tips reach), but not measured
+            self.reach.reachable &= self._treat == self._labels
+            self.reach.reachable_cells = np.bincount(self._treat[self.reach.reachable],
+                                                     minlength=_LABELS)
         #: bumped whenever a stroke lands on the grid, so callers can cache spot verdicts
         self.version = 0
 
@@ -286,21 +297,29 @@ class Coverage:
             top = int(new.max())
             t = int(self._target_of[zone_id])
             if top >= t:  # only then can a cell have crossed a threshold
-                self._at_target[zone_id] += int(np.count_nonzero((old < t) & (new >= t)))
+                crossed = (old < t) & (new >= t)
+                self._at_target[zone_id] += int(np.count_nonzero(crossed))
+                if self.reach.held_cells[zone_id]:
+                    self.reach.on_target(idx[crossed])
                 m = int(self._max_of[zone_id])
                 if top >= m:
-                    self._at_max[zone_id] += int(np.count_nonzero((old < m) & (new >= m)))
+                    maxed = (old < m) & (new >= m)
+                    if maxed.any():
+                        self._at_max[zone_id] += int(np.count_nonzero(maxed))
+                        self.reach.on_max(idx[maxed], self.hits, self._target)
             return
         labs = self._labels[idx]
         self._sum_hits += np.bincount(labs, minlength=_LABELS) * strokes
         t_arr = self._target[idx]
-        reached = (old < t_arr) & (new >= t_arr)
+        reached = (old < t_arr) & (new >= t_arr) & self.reach.reachable[idx]
         if reached.any():
             self._at_target += np.bincount(labs[reached], minlength=_LABELS)
+            self.reach.on_target(idx[reached])
         m_arr = self._max[idx]
         reached = (old < m_arr) & (new >= m_arr)
         if reached.any():
             self._at_max += np.bincount(labs[reached], minlength=_LABELS)
+            self.reach.on_max(idx[reached], self.hits, self._target)
         out = idx[self._treat_of[labs] != zone_id]
         if out.size:
             depth = self.zones[zone_id].depth_um if zone_id in self.zones else 0
@@ -319,7 +338,9 @@ class Coverage:
         AT_MAX when any cell under the footprint, or under a footprint one cell
         away, is at its maximum: the next stroke may land there before a STOP
         reaches the pen. EDGE when more than MAX_OVERHANG_FRACTION of the
-        footprint lies outside the zone.
+        footprint lies outside the zone. NEEDS when a cell of the zone under the
+        footprint is below its target: stamping may restart there, so every cell
+        an allowed stroke reaches can be finished (module reach).
         """
         if cell < 0:
             return Spot.OFF_MAP
@@ -331,9 +352,15 @@ class Coverage:
         if self._core[cell]:
             if int(self.hits[idx].max()) >= int(self._max_of[zone_id]):
                 return Spot.AT_MAX
-        elif bool((self.hits[idx] >= self._max[idx]).any()):
+            under = self.hits[self.footprint_cells(cell)]
+            if int(under.min()) < int(self._target_of[zone_id]):
+                return Spot.NEEDS
+            return Spot.TREATABLE
+        if bool((self.hits[idx] >= self._max[idx]).any()):
             return Spot.AT_MAX
-        if int(self.hits[cell]) < int(self._target[cell]):
+        fp = self.footprint_cells(cell)
+        fp = fp[self._labels[fp] == zone_id]
+        if bool((self.hits[fp] < self._target[fp]).any()):
             return Spot.NEEDS
         return Spot.TREATABLE
 
@@ -362,14 +389,23 @@ class Coverage:
         return self.mean_passes(zone_id) * z.pass_punctures_per_cm2
 
     def fraction(self, zone_id: int) -> float:
-        """The fraction of the zone at its target dose (estimated without position)."""
+        """The fraction of the zone at its target dose (estimated without position):
+        of the cells a stroke may still reach, those at target (module reach)."""
         z = self.zones[zone_id]
         if not self.tracked:
             if z.target_passes <= 0:
                 return 1.0
             return min(1.0, self.estimated_passes(zone_id) / z.target_passes)
-        cells = int(self._zone_cells[zone_id])
-        return int(self._at_target[zone_id]) / cells if cells else 1.0
+        cells = self.treatable_cells(zone_id)
+        return min(1.0, int(self._at_target[zone_id]) / cells) if cells else 1.0
+
+    def treatable_cells(self, zone_id: int) -> int:
+        """The zone's cells a stroke reaches, less those held below target by the maximum."""
+        return int(self.reach.reachable_cells[zone_id]) - int(self.reach.held_cells[zone_id])
+
+    def unreachable_cm2(self, zone_id: int) -> float:
+        """Skin of the zone no allowed stroke can bring to its target (border, or held)."""
+        return (int(self._zone_cells[zone_id]) - self.treatable_cells(zone_id)) * self.cell_cm2()
 
     def cells_at_max(self, zone_id: int) -> int:
         """Cells of the zone at their maximum (tracked mode; 0 otherwise)."""
@@ -468,10 +504,14 @@ class Coverage:
         (rows, cols), crop_mask = box
         x0, y0 = self.cell_centre_mm(rows.start, cols.start)
         half = self.cell_mm / 2
+        shape = (self._ny, self._nx)
+        hits = self.hits.reshape(shape)
+        stampable = (self.reach.stampable() & (self._treat == zone_id)).reshape(shape)
+        room = room_in((rows, cols), hits, self._max.reshape(shape), stampable,
+                       (self._guard_dy, self._guard_dx))
         return DoseView(
-            x0 - half, y0 - half, self.cell_mm,
-            self.hits.reshape(self._ny, self._nx)[rows, cols].copy(), crop_mask,
-            lim.target_hits, lim.max_hits, lim.hits_per_pass,
+            x0 - half, y0 - half, self.cell_mm, hits[rows, cols].copy(), crop_mask,
+            lim.target_hits, lim.max_hits, lim.hits_per_pass, room,
         )
 
     def zone_box(
@@ -570,9 +610,11 @@ class Coverage:
             np.int64
         )
         reached = self.hits >= self._target
-        self._at_target = np.bincount(self._labels[reached], minlength=_LABELS)
+        self._at_target = np.bincount(self._labels[reached & self.reach.reachable],
+                                      minlength=_LABELS)
         maxed = self.hits >= self._max
         self._at_max = np.bincount(self._labels[maxed], minlength=_LABELS)
+        self.reach.rebuild(maxed, ~reached)
         self._spill_cells = np.bincount(self._labels[self._spilled], minlength=_LABELS)
         self._spill_depth_um = np.asarray(depth, dtype=np.int64)
         self.version += 1

@@ -94,6 +94,10 @@ class DoseView:
     target_hits: int
     max_hits: int
     hits_per_pass: float
+    #: per tip cell, the strokes a stroke there may still give before a cell under
+    #: its footprint (grown by one cell) reaches its maximum; 0 where the host holds
+    #: (at a maximum, or the footprint overhangs the border too far). None: not known.
+    room: npt.NDArray[np.int32] | None = None
 
 
 

@@ -18,10 +18,13 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from devicectl.coverage import IntArray, footprint_offsets
 from devicectl.dose import DoseView
 from devicectl.protocol import PenEvent, PenState
 
 Point = tuple[float, float]
+#: A rest on one spot is given as a row this long (mm), crossed in the rest's time.
+_DAB_MM = 0.1
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +44,8 @@ class HandParams:
     #: pen stopped (READY, no fault) this long with that zone's target still in
     #: force, and the hand has no PAUSE of its own pending, it presses NEXT_ZONE,
     #: once per zone: a technician who was told "not done" does not keep pressing.
+    #: A hand that watches the map presses it only when the map shows nothing left
+    #: it can treat: while it still sees work, a stopped pen is the host's hold.
     next_zone_after_ms: int = 1500
     #: Watching the map: a stretch of a row is swept when a spot below target
     #: lies within this fraction of the footprint's radius of the row's line.
@@ -65,6 +70,8 @@ class HandParams:
     #: Watching the map, the hand finishes a band this tall (mm) before it moves
     #: on (a technician works a patch at a time, not the whole zone thinly).
     block_mm: float = 20.0
+    #: Rests planned at once in the touch-up before the hand looks at the map again.
+    dab_batch: int = 24
 
 
 MapView = Callable[[int], DoseView | None]
@@ -193,9 +200,9 @@ class Hand:
         f = (now_us - seg.t0_us) / span if span > 0 else 1.0
         dx, dy = seg.x1_mm - seg.x0_mm, seg.y1_mm - seg.y0_mm
         x, y = seg.x0_mm + f * dx, seg.y0_mm + f * dy
-        if seg.contact:
-            # wobble across the direction of travel
-            length = math.hypot(dx, dy) or 1.0
+        length = math.hypot(dx, dy)
+        if seg.contact and length > 2 * _DAB_MM:
+            # wobble across the direction of travel (not while resting on a spot)
             w = self.params.jitter_mm * math.sin(
                 2 * math.pi * self.params.jitter_hz * now_us / 1e6 + self._jitter_phase
             )
@@ -225,10 +232,24 @@ class Hand:
             and zone_id not in self._next_pressed
             and now_us - self._stopped_since_us >= self.params.next_zone_after_ms * 1000
         ):
+            if self._sees_work(zone_id):
+                self._stopped_since_us = now_us  # held: look at the map again later
+                return
             self._press(PenEvent.BUTTON_NEXT_ZONE)
             self._next_pressed.add(zone_id)
             self._stamped_zone = 0
             self._stopped_since_us = None
+
+    def _sees_work(self, zone_id: int) -> bool:
+        """Watching the map: a spot below target that an allowed stroke still reaches."""
+        view = self._view(zone_id) if self._view is not None else None
+        if view is None:
+            return False
+        need = view.mask & (view.hits < view.target_hits)
+        if view.room is None:
+            return bool(need.any())
+        dy, dx = footprint_offsets(self.footprint_mm, view.cell_mm)
+        return bool((need & _spread(view.room > 0, dy, dx)).any())
 
     def _begin_zone(self, zone_id: int, now_us: int) -> None:
         self.zone_id = zone_id
@@ -309,7 +330,10 @@ class Hand:
         if under.size == 0:
             return length / (1.0 / self.rate_hz)
         missing = view.target_hits - int(under.min())
-        room = view.max_hits - int(under.max()) - 1
+        if view.room is not None and 0 <= iy < view.room.shape[0] and 0 <= ix < view.room.shape[1]:
+            room = int(view.room[iy, ix])
+        else:
+            room = view.max_hits - int(under.max()) - 1
         strokes = max(1, min(missing, room))
         seconds = min(self.params.dab_max_ms / 1000, (strokes + 0.5) / self.rate_hz)
         return length / seconds
@@ -394,6 +418,8 @@ def watched_rows(
     else:
         chosen = [i for i, (_v, w) in enumerate(lines) if w.sum() * cell >= params.min_row_mm]
     if not chosen:
+        if view.room is not None:
+            return _touch_up(view, need, footprint_mm, params)
         reach = _grown(need, radius * params.reach_fraction / cell)
         return _dabs(view, reach & ~blocked & ok, footprint_mm, params)
     for i in chosen:
@@ -417,6 +443,59 @@ def watched_rows(
                 ua, ub = ub, ua
             rows.append(((ua, vv), (ub, vv)))
     return rows
+
+
+def _touch_up(
+    view: DoseView, need: npt.NDArray[np.bool_], footprint_mm: float, params: HandParams
+) -> list[tuple[Point, Point]]:
+    """The touch-up with the host's map of where a stroke is allowed (view.room):
+    rests on the allowed tips that cover the most spots below target, until every
+    such spot that an allowed stroke can reach is under one (at most dab_batch)."""
+    assert view.room is not None
+    cell = view.cell_mm
+    dy, dx = footprint_offsets(footprint_mm, cell)
+    tips = view.room > 0
+    ny, nx = need.shape
+    gain = np.zeros((ny, nx), dtype=np.int32)
+    for a, b in zip(dy.tolist(), dx.tolist(), strict=True):
+        ys, ye = max(0, -a), min(ny, ny - a)
+        xs, xe = max(0, -b), min(nx, nx - b)
+        if ys < ye and xs < xe:
+            gain[ys:ye, xs:xe] += need[ys + a : ye + a, xs + b : xe + b]
+    gain[~tips] = 0
+    left = need & (_spread(gain > 0, dy, dx))
+    out: list[tuple[Point, Point]] = []
+    for iy, ix in zip(*np.nonzero(left), strict=True):
+        if not left[iy, ix]:
+            continue
+        ys, xs = iy + dy, ix + dx
+        on = (ys >= 0) & (ys < ny) & (xs >= 0) & (xs < nx)
+        ys, xs = ys[on], xs[on]
+        best = int(np.argmax(gain[ys, xs]))
+        ty, tx = int(ys[best]), int(xs[best])
+        if gain[ty, tx] <= 0:
+            continue
+        cy, cx = ty + dy, tx + dx
+        on = (cy >= 0) & (cy < ny) & (cx >= 0) & (cx < nx)
+        left[cy[on], cx[on]] = False
+        x = view.x0_mm + (tx + 0.5) * cell
+        y = view.y0_mm + (ty + 0.5) * cell
+        out.append(((x, y), (x + _DAB_MM, y)))
+        if len(out) >= params.dab_batch:
+            break
+    return out
+
+
+def _spread(cells: npt.NDArray[np.bool_], dy: IntArray, dx: IntArray) -> npt.NDArray[np.bool_]:
+    """Cells within a footprint of `cells` (offsets dy, dx; symmetric)."""
+    ny, nx = cells.shape
+    out = np.zeros_like(cells)
+    for a, b in zip(dy.tolist(), dx.tolist(), strict=True):
+        ys, ye = max(0, a), min(ny, ny + a)
+        xs, xe = max(0, b), min(nx, nx + b)
+        if ys < ye and xs < xe:
+            out[ys:ye, xs:xe] |= cells[ys - a : ye - a, xs - b : xe - b]
+    return out
 
 
 def _dabs(

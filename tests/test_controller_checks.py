@@ -287,6 +287,23 @@ def test_one_over_depth_seen_twice_in_one_fault_is_counted_once() -> None:
     assert ctl.fault_final is None
 
 
+def test_a_pen_that_stays_over_depth_after_the_estop_gets_it_every_30_ms_and_one_event() -> None:
+    """An ESTOP-ignoring pen reports over-depth in every frame: the ESTOP goes again at
+    H3's cadence, not with each frame, and the record holds one ESTOP event, not one per
+    frame (2,000 in 4 s before)."""
+    ctl, pen, now = stamping()
+    sent: list[int] = []
+    events = []
+    for ms in range(121):  # 1 kHz telemetry for 120 ms, every frame over depth
+        deep = tel(state=p.PenState.STAMPING, depth_meas_um=OVERDEPTH_LIMIT_UM + 5)
+        out = ctl.receive_data(pen.frame(deep), now + 1000 + ms * 1000)
+        if estops(pen.parse(out)):
+            sent.append(ms)
+        events += [e for e in out.events if e.kind is EventKind.ESTOP]
+    assert sent == [0, 30, 60, 90, 120]
+    assert len(events) == 1 and ctl.state is State.FAULT
+
+
 # --- tolerance band and the plausibility of the depth sensor ------------------------
 
 

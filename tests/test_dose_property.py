@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from devicectl import protocol as p
-from devicectl.coverage import Coverage
+from devicectl.coverage import Coverage, Spot
 from devicectl.dose import pass_punctures_per_cm2
 from devicectl.plan import ZonePlan
 from devicectl.stamping import TipTracker
@@ -132,3 +132,45 @@ def test_dwelling_reaches_the_maximum_and_holds_there() -> None:
         reached += sum(cov.cells_at_max(z) for z in cov.limits)
         _assert_within_maximum(cov)
     assert reached > 0
+
+
+def _reached_by_an_allowed_stroke(cov: Coverage, zone_id: int, cell: int) -> bool:
+    """By the host's own rule (Coverage.spot): some tip whose footprint covers
+    `cell` may stamp now."""
+    return any(
+        cov.spot(zone_id, int(t)) in (Spot.NEEDS, Spot.TREATABLE)
+        for t in cov.footprint_cells(cell)  # the footprint is symmetric
+    )
+
+
+@pytest.mark.parametrize("seed", [0, 5, 6, 11, 18])
+def test_held_cells_are_exactly_those_no_allowed_stroke_reaches(seed: int) -> None:
+    """The cells a zone's done leaves out (devicectl/reach.py), kept incrementally
+    stroke by stroke, are exactly the cells below target that no stroke the host
+    allows (Coverage.spot) can reach; and a rebuild from the saved grid agrees."""
+    cov = run_path(seed, 1600, 1, 1, 30.0)
+    again = Coverage(RASTER, tuple(cov.zones.values()), FOOTPRINT_DMM, tracked=True,
+                     needle_count=12)
+    again.restore(cov.to_bytes())
+    target, _most = cov.limits_grid()
+    hits = cov.hits_grid().reshape(-1)
+    labels = RASTER.labels.reshape(-1)
+    held_somewhere = 0
+    for zone_id in cov.limits:
+        for cell in map(int, (labels == zone_id).nonzero()[0]):
+            if hits[cell] >= target.reshape(-1)[cell] or not cov.reach.reachable[cell]:
+                assert not cov.reach.held[cell]
+                continue
+            assert bool(cov.reach.held[cell]) is not _reached_by_an_allowed_stroke(
+                cov, zone_id, cell), cell
+            held_somewhere += bool(cov.reach.held[cell])
+        # on these squares every spot is within reach of the border rule: what is
+        # left out of done is what the maximum holds, and the status shows it in cm²
+        assert cov.reach.reachable_cells[zone_id] == cov.zone_cells(zone_id)
+        assert cov.unreachable_cm2(zone_id) == pytest.approx(
+            int(cov.reach.held_cells[zone_id]) * 0.25 / 100)
+        assert again.treatable_cells(zone_id) == cov.treatable_cells(zone_id)
+        assert again.fraction(zone_id) == cov.fraction(zone_id)
+    assert (again.reach.held == cov.reach.held).all()
+    if seed != 11:
+        assert held_somewhere  # these paths dwell next to spots they took to the maximum

@@ -59,7 +59,8 @@ def test_export_gives_each_zones_dose_computed_from_the_saved_grid(
     zones = _export(_saved_session(tmp_path, cov), capsys)
     frontal, vertex = zones["frontal"], zones["vertex"]
     assert frontal["cells_over_max"] == 29  # the whole footprint of the over-dosed stroke
-    assert frontal["cells_at_target"] == round(cov.fraction(1) * cov.zone_cells(1))
+    # the fraction counts the cells an allowed stroke reaches (module reach)
+    assert frontal["cells_at_target"] == round(cov.fraction(1) * cov.treatable_cells(1))
     assert frontal["punctures_per_cm2_max"] == pytest.approx(
         (lim.max_hits + 1) * cov.punctures_per_hit, abs=0.1)
     assert frontal["mean_passes"] == pytest.approx(cov.mean_passes(1), abs=1e-3)

@@ -152,3 +152,24 @@ def test_a_hand_watching_the_map_sweeps_the_spots_below_target() -> None:
     assert touched and all(zm.zone_at(x, y) is not None for x, y in touched[::50])
     # the first band first: a technician finishes a patch before moving on
     assert max(y for _x, y in touched) - min(y for _x, y in touched) < 40.0
+
+
+def test_a_hand_that_sees_work_left_does_not_press_next_zone_while_the_host_holds() -> None:
+    """Issue 14: a stopped pen while the map still shows spots the hand can treat
+    is the host's hold, not "zone done": no NEXT_ZONE (which the host refuses).
+    Once the map shows nothing it can treat, the same stop gets the press."""
+    zm = load_zone_map()
+    zone = zm.by_name("vertex")
+    hand = Hand({z.id: z.outline_mm for z in zm.zones}, 5.0, seed=3)
+    hits = np.zeros((160, 280), dtype=np.int32)
+    mask = np.ones(hits.shape, dtype=bool)
+    room = np.full(hits.shape, 16, dtype=np.int32)
+    hand.watch(lambda zid: DoseView(-70.0, 135.0, 0.5, hits, mask, 13, 16, 4.05, room))
+    hand.advance(0, PenState.STAMPING, zone.id, 1000)
+    for t in range(100_000, 10_000_000, 100_000):
+        hand.advance(t, PenState.READY, zone.id, 1000)  # held by the host for 10 s
+    assert PenEvent.BUTTON_NEXT_ZONE not in hand.take_presses()
+    hits[:] = 13  # every spot at target: nothing left to treat
+    for t in range(10_000_000, 20_000_000, 100_000):
+        hand.advance(t, PenState.READY, zone.id, 1000)
+    assert hand.take_presses() == [PenEvent.BUTTON_NEXT_ZONE]

@@ -70,7 +70,7 @@ SWITCH_INTERVAL_S = 0.0005
 #: How long the go/no-go may take: the handshake gives up after 2 s by itself.
 CONNECT_WAIT_S = 5.0
 #: The demo: a shipped profile, accelerated so a full session takes well under a minute.
-DEMO_PROFILE = Path(__file__).resolve().parents[2] / "profiles" / "aga-crown-midscalp.yaml"
+DEMO_PROFILE = Path(__file__).resolve().parents[2] / "profiles" / "aa-patch.yaml"
 DEMO_SPEED = 40.0
 DEMO_DB = Path("demo-out") / "sessions.db"
 
