@@ -228,3 +228,39 @@ def test_the_shipped_te_profile_says_what_it_could_not_verify() -> None:
     profile = load_profile(PROFILES / "te-diffuse.yaml").profile
     assert "PMC8776974" in profile.notes and "No trial of microneedling" in profile.notes
     assert all(z.depth_um <= 1000 for z in profile.zones)
+
+
+@settings(max_examples=8, deadline=None)
+@given(
+    x=st.floats(-50, 50), y=st.floats(250, 270), r=st.floats(3.0, 12.0),
+    margin=st.floats(0.0, 6.0),
+    tips=st.lists(st.tuples(st.floats(0.5, 1.0), st.floats(0, 2 * math.pi),
+                            st.integers(-1, 1), st.integers(-1, 1), st.integers(1, 30)),
+                  min_size=20, max_size=80),
+)
+def test_no_stroke_the_host_allows_lands_past_patch_and_margin(
+    x: float, y: float, r: float, margin: float,
+    tips: list[tuple[float, float, int, int, int]],
+) -> None:
+    """Whatever the patch and wherever the hand goes: a stroke the host lets the pen
+    give (its tip over a cell `spot` allows), landing where the tip was seen or one
+    cell on (the STOP in flight), never puts dose outside the patch and its margin."""
+    zone_map = default_zone_map()
+    text = SHORT.read_text().replace("zone: frontal", "zone: occipital").replace(
+        "target_fraction: 0.04",
+        f"target_fraction: 0.5\n    patch_margin_mm: {margin:.2f}\n    patches:\n"
+        f"      - {{centre_mm: [{x:.2f}, {y:.2f}], radius_mm: {r:.2f}}}")
+    from devicectl.profile import load_profile_text
+
+    plan = make_plan(load_profile_text(text, "p.yaml", zone_map=zone_map), NOMINAL_DEVICE,
+                     zone_map)
+    cov = Coverage(zone_map.raster(0.5), plan.zones, plan.footprint_dmm, tracked=True,
+                   needle_count=plan.needle_count)
+    for rho, angle, sx, sy, n in tips:  # tips from the middle out to past the margin
+        far = rho * (r + margin + 3)
+        cell = cov.cell_at(x + far * math.cos(angle), y + far * math.sin(angle))
+        if cov.spot(OCCIPITAL, cell) in (Spot.NEEDS, Spot.TREATABLE):
+            cov.add_strokes(OCCIPITAL, n, cell + sy * cov._nx + sx)
+    labels = cov.raster.labels.reshape(-1)
+    treated = (labels == OCCIPITAL) | (labels == OCCIPITAL | MARGIN_BIT)
+    assert int(cov.hits[~treated].sum()) == 0
