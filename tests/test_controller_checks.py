@@ -212,6 +212,45 @@ def _lost_and_reconnecting() -> tuple[object, Pen, int]:
     return ctl, pen, t
 
 
+def _reconnected_after_a_lost_stop(ack_stop: bool) -> tuple[object, Pen, int]:
+    """STOP sent at 100 strokes (ACKed or not), then the cable goes: LINK_LOST,
+    RECONNECT, and the same pen answers."""
+    ctl, pen, t = _paused(ack_stop=ack_stop)
+    while ctl.state is not State.LINK_LOST:  # nothing more from the pen
+        t += 10_000
+        ctl.tick(t)
+    assert frame_types(pen.parse(ctl.command(Command.RECONNECT, t))) == ["HELLO"]
+    ctl.receive_data(pen.frame(DEVICE), t + 10)  # type: ignore[attr-defined]
+    return ctl, pen, t + 10
+
+
+def test_h3_strokes_after_a_stop_the_pen_never_acknowledged_are_not_held_against_it() -> None:
+    # (50 ms on: H3 holds by then, even for a stop never acknowledged.)
+    # The STOP never reached the pen (the cable went): it stamped on until its own
+    # watchdog stopped it. That is no defiance: no NOT_STOPPED, the fault may be cleared.
+    ctl, pen, t = _reconnected_after_a_lost_stop(ack_stop=False)
+    watchdog = tel(state=p.PenState.FAULT, fault_flags=1 << p.FaultBit.WATCHDOG,
+                   stamp_count=110)
+    out = ctl.receive_data(pen.frame(watchdog), t + 50_000)  # type: ignore[attr-defined]
+    assert EstopReason.NOT_STOPPED not in estops(pen.parse(out))
+    assert ctl.fault_final is None  # type: ignore[attr-defined]
+    # ... but a pen still stamping on the new link is caught all the same
+    going = tel(state=p.PenState.STAMPING, fault_flags=1 << p.FaultBit.WATCHDOG,
+                stamp_count=111)
+    out = ctl.receive_data(pen.frame(going), t + 52_000)  # type: ignore[attr-defined]
+    assert EstopReason.NOT_STOPPED in estops(pen.parse(out))
+
+
+def test_h3_strokes_after_a_stop_the_pen_acknowledged_are_held_against_it_after_a_reconnect(
+) -> None:
+    ctl, pen, t = _reconnected_after_a_lost_stop(ack_stop=True)
+    watchdog = tel(state=p.PenState.FAULT, fault_flags=1 << p.FaultBit.WATCHDOG,
+                   stamp_count=110)
+    out = ctl.receive_data(pen.frame(watchdog), t + PERIOD_US)  # type: ignore[attr-defined]
+    assert EstopReason.NOT_STOPPED in estops(pen.parse(out))
+    assert ctl.fault_final is not None  # type: ignore[attr-defined]
+
+
 def test_h4_after_a_reconnect_another_pen_is_refused() -> None:
     ctl, pen, t = _lost_and_reconnecting()
     out = ctl.receive_data(pen.frame(replace(DEVICE, serial_number=43)), t + 10)

@@ -23,6 +23,7 @@ from rich.table import Table
 from rich.text import Text
 
 from devicectl.adjuncts import adjunct_instructions
+from devicectl.claim import CLAIM_TIMEOUT_S, CartridgeClaim
 from devicectl.commands.checklist_cmd import (
     acknowledge_adjuncts,
     eligibility_gate,
@@ -50,7 +51,7 @@ from devicectl.commands.run_setup import (
 from devicectl.controller import Command, Controller, State
 from devicectl.errors import DevicectlError, LinkError, RefusedError
 from devicectl.link import open_transport, pipe_pair
-from devicectl.liveness import RunningLock
+from devicectl.liveness import running_lock
 from devicectl.monitor.progress import Pace
 from devicectl.monitor.terminal import clock
 from devicectl.monitor.viewproc import ViewOptions, ViewProcess
@@ -60,7 +61,15 @@ from devicectl.plan import make_plan
 from devicectl.profile import DEFAULT_TOPICAL_WAIT_HOURS
 from devicectl.safety import OVERRIDE_REASON_MIN_CHARS
 from devicectl.session import Outcome, Policy, Session, VirtualClock
-from devicectl.store import RecordWriter, Store, default_db_path, file_db_arg
+from devicectl.store import (
+    RecordWriter,
+    Store,
+    db_arg,
+    default_db_path,
+    file_db_arg,
+    resolve_db,
+)
+from devicectl.store_pg import redact
 from devicectl.unsaved import not_yet_replayed
 from devicectl.zones import ZoneMap, load_zone_map
 
@@ -114,8 +123,9 @@ def register(sub: Any) -> None:
                    help="simulate a pen that obeys only signed commands (its test key is derived)")
     p.add_argument("--sim-state", type=Path,
                    help="the simulated pen's firmware slots (see `firmware update --sim`)")
-    p.add_argument("--db", type=file_db_arg,
-                   help=f"records database (default {default_db_path()})")
+    p.add_argument("--db", type=db_arg, metavar="PATH|URL",
+                   help=f"records database (default $DEVICECTL_DB, else {default_db_path()}):"
+                   " an SQLite file, or the clinic's postgresql://… server")
     p.add_argument("--room", default=None, metavar="NAME",
                    help="the treatment room, recorded with the session")
     p.add_argument("--new-records", action="store_true",
@@ -185,7 +195,8 @@ def run(args: argparse.Namespace) -> int:
     if args.resume is None and args.patient is not None:
         patient_ref(args.patient)  # a name is refused before a record is made
     zone_map = load_zone_map()
-    db_path: Path = args.db or default_db_path()
+    db_path = resolve_db(args.db)
+    shown = redact(db_path) if isinstance(db_path, str) else db_path  # no password shown
     check_records(db_path, args)
     with Store(db_path) as store:
         store.require_writable()  # no treatment without a record: refused before anything
@@ -206,7 +217,7 @@ def run(args: argparse.Namespace) -> int:
             setup = setup_session(store, loaded, patient, resumed, operator, args.sim,
                                   getattr(args, "room", None))
             # Held until the end: lists show the session "running", and nobody resumes it.
-            lock = RunningLock(db_path, setup.session_id)
+            lock = running_lock(db_path, setup.session_id)
             refusals = eligibility_gate(console, store, setup.session_id, gate,
                                         setup.loaded.warnings)
             if refusals:
@@ -224,11 +235,11 @@ def run(args: argparse.Namespace) -> int:
         for reason in refusals:
             always(console, plain("NO-GO: " + reason, "bold red"))
         always(console, plain(f"refused · session id {setup.session_id} · details: devicectl "
-                              f"sessions show {setup.session_id} --db {db_path}", "bold red"))
+                              f"sessions show {setup.session_id} --db {shown}", "bold red"))
         if as_json:
             json_line({"type": "end", "session_id": setup.session_id, "outcome": "refused",
                        "reasons": refusals, "exit_code": Outcome.REFUSED.exit_code,
-                       "db": str(db_path)})
+                       "db": str(shown)})
         return Outcome.REFUSED.exit_code
     start_zone = first_unfinished_zone(setup.loaded, resumed.zones) if resumed else 0
     console.print(Text.assemble(
@@ -244,7 +255,7 @@ def run(args: argparse.Namespace) -> int:
         json_line({"type": "session", "session_id": setup.session_id,
                     "patient_ref": setup.patient, "profile": setup.loaded.profile.name,
                     "profile_hash": setup.loaded.content_hash, "resumed": setup.resumed,
-                    "db": str(db_path)})
+                    "db": str(shown)})
 
     controller = Controller(
         lambda dev: make_plan(setup.loaded, dev, zone_map),
@@ -262,6 +273,7 @@ def run(args: argparse.Namespace) -> int:
     session = Session(
         controller, wire=wire, writer=writer, policy=policy, pen=pen, pen_wire=pen_wire,
         virtual_clock=vclock, speed=args.speed if args.sim else 1.0,
+        claim=CartridgeClaim(db_path, setup.session_id) if not setup.continues else None,
     )
     previous_handlers = _install_signals(session)
     # The inner loop shares the GIL with the view and the writer: a short switch
@@ -273,7 +285,8 @@ def run(args: argparse.Namespace) -> int:
     gc.freeze()
     session.start()
     wall0 = time.monotonic()
-    web = start_web_page(console, args, session, zone_map, setup, db_path)
+    web = start_web_page(console, args, session, zone_map, setup,
+                         db_path if isinstance(db_path, Path) else None)
     feed = Feed(console, as_json, zone_map, Pace(args.speed if args.sim else 0.0), wall0)
     go = False
     try:
@@ -314,7 +327,7 @@ def run(args: argparse.Namespace) -> int:
                                        plain(repr(session.error))))
     for err in writer.errors:
         always(console, Text.assemble(("records: ", "bold red"), plain(err)))
-    _summary(console, session, setup, outcome, db_path, zone_map)
+    _summary(console, session, setup, outcome, shown, zone_map)
     records_banner(console, writer)
     slow = feed.pace.summary((session.now_us - session.t0_us) / 1e6, time.monotonic() - wall0)
     if slow:
@@ -329,7 +342,7 @@ def run(args: argparse.Namespace) -> int:
         failed = {"records_failure": writer.failure,
                   "unsaved": str(writer.unsaved_path)} if writer.failure is not None else {}
         json_line({"type": "end", "session_id": setup.session_id, "outcome": outcome.value,
-                   "exit_code": outcome.exit_code, "db": str(db_path), **failed})
+                   "exit_code": outcome.exit_code, "db": str(shown), **failed})
     return outcome.exit_code
 
 
@@ -420,6 +433,13 @@ def _go_no_go(console: Console, session: Session, port: str, zone_map: ZoneMap) 
     reasons = list(ctl.go_no_go)
     if ctl.state is State.REFUSED and not reasons:
         reasons = ["the profile cannot be run on this pen"]
+    claim = session.claim  # at the GO the records take the cartridge first (claim.py)
+    if not reasons and claim is not None and (claim.requested or ctl.state is State.READY):
+        if not claim.wait(CLAIM_TIMEOUT_S):
+            reasons = [f"the records did not answer the claim on cartridge {dev.cartridge_id} "
+                       f"in {CLAIM_TIMEOUT_S:.0f} s; no treatment without a record"]
+        elif claim.refused is not None:
+            reasons = [claim.refused]
     if reasons:
         for r in reasons:
             always(console, Text.assemble(("NO-GO: ", "bold red"), plain(r)))
@@ -490,7 +510,7 @@ def _plain(console: Console, session: Session, feed: Feed) -> None:
 
 
 def _summary(
-    console: Console, session: Session, setup: Setup, outcome: Outcome, db_path: Path,
+    console: Console, session: Session, setup: Setup, outcome: Outcome, db_path: Path | str,
     zone_map: ZoneMap,
 ) -> None:
     ctl = session.controller

@@ -56,9 +56,10 @@ def json_line(record: dict[str, Any]) -> None:
 def records_banner(console: Console, writer: RecordWriter) -> None:
     """When the records failed: in red, where they went and how to put them back;
     the lines that could not be written anywhere go to stderr, to be saved by hand."""
-    if writer.failure is None:
+    line = writer.status_line()  # with a server's reconnection, how it went
+    if line is None:
         return
-    always(console, plain(writer.failure, "bold white on red"))
+    always(console, plain(line, "bold white on red"))
     if writer.unsaved_count:
         always(console, plain(
             f"the records not saved in {writer.path} are in {writer.unsaved_path}; once the "
@@ -74,7 +75,7 @@ def records_banner(console: Console, writer: RecordWriter) -> None:
 
 
 def start_web_page(console: Console, args: argparse.Namespace, session: Session,
-                   zone_map: ZoneMap, setup: Any, db_path: Path) -> Any:
+                   zone_map: ZoneMap, setup: Any, db_path: Path | None) -> Any:
     """The live page, if asked for; the session runs on without it if it cannot start."""
     if not getattr(args, "web", False):
         return None
@@ -110,6 +111,7 @@ class Feed:
         #: each zone's one name (the map's label), as the live view and the page show it
         self.zone_names = {z.id: z.label for z in zone_map.zones}
         self.footprint_mm = 0.0
+        self._records: str | None = None  # the records' trouble as last shown
 
     def event(self, e: Any, t0_us: int) -> None:
         if self.as_json:
@@ -121,6 +123,14 @@ class Feed:
 
     def progress(self, session: Session) -> None:
         self._pace(session)
+        records = session.snapshot.get("records_failure")
+        if records and records != self._records:  # failed, reconnecting, back: each once
+            self._records = records
+            if self.as_json:
+                json_line({"type": "records", "text": records})
+            else:
+                self.console.print(Text(f"RECORDS: {records}", style="bold red"),
+                                   highlight=False, soft_wrap=True)
         for now_us, status in session.drain_progress():
             record = progress_record(status, (now_us - session.t0_us) / 1e6,
                                      areas_mm2=self.areas_mm2, footprint_mm=self.footprint_mm)
