@@ -151,10 +151,30 @@ class Coverage:
         self._treat_of = treat_of
         treat2d = treat_of[labels2d]
         self._treat = treat2d.reshape(-1)
-        self._same = same_label_counts(treat2d, dy, dx)
+
+        def own_counts(grid: npt.NDArray[np.uint8]) -> IntArray:
+            """Per cell of a plan's zone, its footprint's cells on its own label. Only
+            the plan's zones are ever stamped: count their cells alone (the whole map
+            took ~40 ms, long enough, on a loaded machine, to starve the pen's
+            watchdog while the controller configures it)."""
+            out = np.zeros(self._ny * self._nx, dtype=np.int64)
+            reach = int(max(np.abs(dy).max(), np.abs(dx).max()))
+            for z in zones:
+                ys, xs = np.nonzero(grid == z.zone_id)
+                if ys.size == 0:
+                    continue
+                y0, y1 = max(0, int(ys.min()) - reach), min(self._ny, int(ys.max()) + reach + 1)
+                x0, x1 = max(0, int(xs.min()) - reach), min(self._nx, int(xs.max()) + reach + 1)
+                counts = same_label_counts(grid[y0:y1, x0:x1], dy, dx).reshape(y1 - y0, x1 - x0)
+                out2d = out.reshape(self._ny, self._nx)
+                mine = grid[y0:y1, x0:x1] == z.zone_id
+                out2d[y0:y1, x0:x1][mine] = counts[mine]
+            return out
+
+        self._same = own_counts(treat2d)
         # footprints wholly on one label (counters by one zone); differs only with margins
-        self._pure = (self._same if treat2d is labels2d or not (labels2d & MARGIN_BIT).any()
-                      else same_label_counts(labels2d, dy, dx)) == self._fp_cells
+        margins = bool((labels2d != treat2d).any())
+        self._pure = (own_counts(labels2d) if margins else self._same) == self._fp_cells
         # cells whose grown footprint lies in their own zone: the hold test there
         # compares with one number, the zone's maximum (the common case, and fast)
         inner = (self._same == self._fp_cells).reshape(self._ny, self._nx)

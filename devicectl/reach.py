@@ -55,9 +55,9 @@ class Reach:
         self._guard_dy, self._guard_dx = guard
         self._reach = int(max(np.abs(self._guard_dy).max(), np.abs(self._guard_dx).max()))
         self.zone_ids = tuple(zone_ids)
-        self.tip_allowed = tip_allowed
-        planned = np.isin(labels, self.zone_ids)
-        self.tip_allowed = tip_allowed & planned
+        lut = np.zeros(_LABELS, dtype=bool)
+        lut[list(self.zone_ids)] = True
+        self.tip_allowed = tip_allowed & lut[labels]
         #: cells some allowed tip of their own zone covers
         self.reachable = self._covered(self.tip_allowed)
         self.reachable_cells = np.bincount(labels[self.reachable], minlength=_LABELS)

@@ -28,7 +28,7 @@ DATA = Path(__file__).parent / "data"
 SHORT = DATA / "short-frontal.yaml"
 #: A whole session in real time: the same profile, a quarter of its target.
 REALTIME_SHORT = DATA / "realtime-frontal.yaml"
-TWO = DATA / "realtime-two-zones.yaml"
+TWO = DATA / "short-two-zones.yaml"
 PY = sys.executable
 pytestmark = pytest.mark.realtime
 
