@@ -34,6 +34,13 @@ from devicectl.dose import (
     zone_limits,
 )
 from devicectl.errors import DevicectlError
+from devicectl.patches import (
+    MARGIN_BIT,
+    REST_BIT,
+    hand_mask,
+    patch_problems_untracked,
+    patched_raster,
+)
 from devicectl.plan import ZonePlan
 from devicectl.reach import Reach, room_in
 
@@ -113,6 +120,8 @@ class Coverage:
         tracked: bool,
         needle_count: int,
     ) -> None:
+        # a zone treated as patches: the rest of it reads as off the plan (patches.py)
+        raster = patched_raster(raster, zones)
         self.raster = raster
         self.tracked = tracked
         self.zones = {z.zone_id: z for z in zones}
@@ -134,21 +143,38 @@ class Coverage:
         gy, gx = grown(dy, dx)
         self._guard_dy, self._guard_dx = gy, gx
         self._guard_off = gy * self._nx + gx
-        # only the plan's zones are ever stamped: count their cells alone (the
-        # whole map took ~40 ms, long enough, on a loaded machine, to starve the
-        # pen's watchdog while the controller configures it)
-        self._same = np.zeros(self._ny * self._nx, dtype=np.int64)
-        reach = int(max(np.abs(dy).max(), np.abs(dx).max()))
+        # the zone a stroke there treats: a patch's margin is its zone's to treat
+        treat_of = np.arange(_LABELS, dtype=np.uint8)
         for z in zones:
-            ys, xs = np.nonzero(labels2d == z.zone_id)
-            if ys.size == 0:
-                continue
-            y0, y1 = max(0, int(ys.min()) - reach), min(self._ny, int(ys.max()) + reach + 1)
-            x0, x1 = max(0, int(xs.min()) - reach), min(self._nx, int(xs.max()) + reach + 1)
-            counts = same_label_counts(labels2d[y0:y1, x0:x1], dy, dx).reshape(y1 - y0, x1 - x0)
-            same2d = self._same.reshape(self._ny, self._nx)
-            mine = labels2d[y0:y1, x0:x1] == z.zone_id
-            same2d[y0:y1, x0:x1][mine] = counts[mine]
+            if z.patches:
+                treat_of[z.zone_id | MARGIN_BIT] = z.zone_id
+        self._treat_of = treat_of
+        treat2d = treat_of[labels2d]
+        self._treat = treat2d.reshape(-1)
+
+        def own_counts(grid: npt.NDArray[np.uint8]) -> IntArray:
+            """Per cell of a plan's zone, its footprint's cells on its own label. Only
+            the plan's zones are ever stamped: count their cells alone (the whole map
+            took ~40 ms, long enough, on a loaded machine, to starve the pen's
+            watchdog while the controller configures it)."""
+            out = np.zeros(self._ny * self._nx, dtype=np.int64)
+            reach = int(max(np.abs(dy).max(), np.abs(dx).max()))
+            for z in zones:
+                ys, xs = np.nonzero(grid == z.zone_id)
+                if ys.size == 0:
+                    continue
+                y0, y1 = max(0, int(ys.min()) - reach), min(self._ny, int(ys.max()) + reach + 1)
+                x0, x1 = max(0, int(xs.min()) - reach), min(self._nx, int(xs.max()) + reach + 1)
+                counts = same_label_counts(grid[y0:y1, x0:x1], dy, dx).reshape(y1 - y0, x1 - x0)
+                out2d = out.reshape(self._ny, self._nx)
+                mine = grid[y0:y1, x0:x1] == z.zone_id
+                out2d[y0:y1, x0:x1][mine] = counts[mine]
+            return out
+
+        self._same = own_counts(treat2d)
+        # footprints wholly on one label (counters by one zone); differs only with margins
+        margins = bool((labels2d != treat2d).any())
+        self._pure = (own_counts(labels2d) if margins else self._same) == self._fp_cells
         # cells whose grown footprint lies in their own zone: the hold test there
         # compares with one number, the zone's maximum (the common case, and fast)
         inner = (self._same == self._fp_cells).reshape(self._ny, self._nx)
@@ -163,6 +189,13 @@ class Coverage:
         core[:-1, :-1] &= inner[1:, 1:]
         self._core = core.reshape(-1)
         self._overhang_cells = math.floor(MAX_OVERHANG_FRACTION * self._fp_cells)
+        # a patch (with its margin) is never overhung: no stroke there reaches past it,
+        # even one that lands a cell on from where the tip was seen (the guard)
+        patched = [z.zone_id for z in zones if z.patches]
+        self._patch_edge = np.zeros(self._labels.size, dtype=bool)
+        if patched:
+            inside = same_label_counts(treat2d, gy, gx)
+            self._patch_edge = np.isin(self._treat, patched) & (inside < gy.size)
         self.punctures_per_hit = (
             stroke_punctures_per_cm2(max(1, needle_count), self._fp_cells, self.cell_mm)
         )
@@ -179,7 +212,7 @@ class Coverage:
             f"({lim.max_hits} < {lim.target_hits} strokes over a spot)"
             for lim in self.limits.values()
             if lim.max_hits < lim.target_hits
-        )
+        ) + tuple(patch_problems_untracked(zones, tracked))
         # Cells off the plan may take spill up to SPILL_MAX_PASSES of the thinnest pass.
         spill_cap = min(
             (max(1, math.floor(SPILL_MAX_PASSES * lim.hits_per_pass))
@@ -191,6 +224,9 @@ class Coverage:
         for lim in self.limits.values():
             target_of[lim.zone_id] = lim.target_hits
             max_of[lim.zone_id] = lim.max_hits
+            if self.zones[lim.zone_id].patches:  # its margin: the same limits
+                target_of[lim.zone_id | MARGIN_BIT] = lim.target_hits
+                max_of[lim.zone_id | MARGIN_BIT] = lim.max_hits
         self._target_of = target_of
         self._max_of = max_of
         self._target = target_of[self._labels]
@@ -208,9 +244,14 @@ class Coverage:
         self._boxes: dict[int, tuple[tuple[slice, slice], npt.NDArray[np.bool_]]] = {}
         #: the cells a stroke may still reach (docs/profiles.md, "When a zone is done")
         self.reach = Reach(
-            self._labels, (self._ny, self._nx), (dy, dx), (gy, gx),
-            self._fp_cells - self._same <= self._overhang_cells, self.limits,
+            self._treat, (self._ny, self._nx), (dy, dx), (gy, gx),
+            (self._fp_cells - self._same <= self._overhang_cells) & ~self._patch_edge,
+            self.limits,
         )
+        if patched:  # a patch's margin is treated (its tips reach), but not measured
+            self.reach.reachable &= self._treat == self._labels
+            self.reach.reachable_cells = np.bincount(self._treat[self.reach.reachable],
+                                                     minlength=_LABELS)
         #: bumped whenever a stroke lands on the grid, so callers can cache spot verdicts
         self.version = 0
 
@@ -270,7 +311,7 @@ class Coverage:
         new = old + strokes
         hits[idx] = new
         self.version += 1
-        if int(self._labels[cell]) == zone_id and int(self._same[cell]) == self._fp_cells:
+        if int(self._labels[cell]) == zone_id and bool(self._pure[cell]):
             # the whole footprint inside the zone: scalar limits, no spill
             self._sum_hits[zone_id] += strokes * idx.size
             top = int(new.max())
@@ -299,7 +340,7 @@ class Coverage:
         if reached.any():
             self._at_max += np.bincount(labs[reached], minlength=_LABELS)
             self.reach.on_max(idx[reached], self.hits, self._target)
-        out = idx[labs != zone_id]
+        out = idx[self._treat_of[labs] != zone_id]
         if out.size:
             depth = self.zones[zone_id].depth_um if zone_id in self.zones else 0
             spilt = self._labels[out]
@@ -323,9 +364,9 @@ class Coverage:
         """
         if cell < 0:
             return Spot.OFF_MAP
-        if int(self._labels[cell]) != zone_id:
+        if int(self._treat[cell]) != zone_id:
             return Spot.OUTSIDE
-        if self._fp_cells - int(self._same[cell]) > self._overhang_cells:
+        if self._fp_cells - int(self._same[cell]) > self._overhang_cells or self._patch_edge[cell]:
             return Spot.EDGE
         idx = self._cells(cell, self._guard_off, self._guard_dy, self._guard_dx, self._reach + 1)
         if self._core[cell]:
@@ -402,9 +443,13 @@ class Coverage:
         return int(self._spill_cells[zone_id]) * self.cell_cm2()
 
     def spills(self) -> dict[int, float]:
-        """Every zone (0: off the zones) that took spill, and how much (cm²)."""
-        return {int(z): int(n) * self.cell_cm2() for z in np.nonzero(self._spill_cells)[0]
-                for n in [self._spill_cells[z]]}
+        """Every zone (0: off the zones) that took spill, and how much (cm²); the rest
+        of a zone treated as patches counts as that zone."""
+        out: dict[int, float] = {}
+        for z in np.nonzero(self._spill_cells)[0]:
+            zone = int(z) & ~(REST_BIT | MARGIN_BIT)
+            out[zone] = out.get(zone, 0.0) + int(self._spill_cells[z]) * self.cell_cm2()
+        return out
 
     def spill_depth_um(self, zone_id: int) -> int:
         """The deepest treatment that spilled onto zone `zone_id` (0: none)."""
@@ -470,9 +515,10 @@ class Coverage:
         return hits, crop_mask, lim.target_hits, lim.max_hits
 
     def hand_view(self, zone_id: int) -> DoseView | None:
-        """The zone's crop as the simulated technician sees it (firmware_sim.handpiece)."""
+        """The zone's crop as the simulated technician sees it (firmware_sim.handpiece);
+        a zone treated as patches shows its patches with their margin."""
         lim = self.limits.get(zone_id)
-        box = self.zone_box(zone_id)
+        box = self.zone_box(zone_id, treated=True)
         if lim is None or box is None or not self.tracked:
             return None
         (rows, cols), crop_mask = box
@@ -480,7 +526,7 @@ class Coverage:
         half = self.cell_mm / 2
         shape = (self._ny, self._nx)
         hits = self.hits.reshape(shape)
-        stampable = (self.reach.stampable() & (self._labels == zone_id)).reshape(shape)
+        stampable = (self.reach.stampable() & (self._treat == zone_id)).reshape(shape)
         room = room_in((rows, cols), hits, self._max.reshape(shape), stampable,
                        (self._guard_dy, self._guard_dx))
         return DoseView(
@@ -489,18 +535,29 @@ class Coverage:
         )
 
     def zone_box(
-        self, zone_id: int
+        self, zone_id: int, *, treated: bool = False
     ) -> tuple[tuple[slice, slice], npt.NDArray[np.bool_]] | None:
-        """The zone's bounding box on the grid and its mask there (cached)."""
-        box = self._boxes.get(zone_id)
+        """The zone's bounding box on the grid and its mask there (cached); `treated`:
+        the skin a stroke for the zone may reach (with a patch's margin)."""
+        key = -zone_id if treated else zone_id
+        box = self._boxes.get(key)
         if box is None:
             mask = (self._labels == zone_id).reshape(self._ny, self._nx)
+            if treated and zone_id in self.zones and self.zones[zone_id].patches:
+                mask = self._patch_reach(zone_id)
             ys, xs = np.nonzero(mask)
             if ys.size == 0:
                 return None
             sl = (slice(int(ys.min()), int(ys.max()) + 1), slice(int(xs.min()), int(xs.max()) + 1))
-            box = self._boxes[zone_id] = (sl, mask[sl].copy())
+            box = self._boxes[key] = (sl, mask[sl].copy())
         return box
+
+    def _patch_reach(self, zone_id: int) -> npt.NDArray[np.bool_]:
+        """A patched zone as a hand sees it (patches.hand_mask)."""
+        shape = (self._ny, self._nx)
+        treat = (self._treat == zone_id).reshape(shape)
+        allowed = treat & ~self._patch_edge.reshape(shape)
+        return hand_mask(treat, allowed, self.footprint_mm / self.cell_mm)
 
     def cell_centre_mm(self, iy: int, ix: int) -> tuple[float, float]:
         return (self._x0_mm + (ix + 0.5) * self.cell_mm, self._y0_mm + (iy + 0.5) * self.cell_mm)

@@ -29,6 +29,8 @@ MAX_OVERHANG_FRACTION: Final = 0.25
 #: The most a cell outside the plan may receive as spill, in passes of the zone treated.
 SPILL_MAX_PASSES: Final = 1
 _MM2_PER_CM2: Final = 100.0
+#: patches.MARGIN_BIT: a patched zone's margin cells on a saved grid (zone id | this)
+_MARGIN_BIT: Final = 0x40
 
 
 def pass_punctures_per_cm2(needle_count: int, rate_dhz: int, footprint_dmm: int) -> float:
@@ -125,13 +127,17 @@ def zone_dose_stats(archive: bytes) -> dict[int, dict[str, Any]]:
         h = hits[mask]
         cells = int(h.size)
         hist = np.bincount(h, minlength=1) if cells else np.zeros(1, dtype=np.int64)
+        # a zone treated as patches: its margin is treated too, within the same maximum
+        margin = hits[labels == (zid | _MARGIN_BIT)] if zid < _MARGIN_BIT else hits[:0]
         out[zid] = {
             "cells": cells,
+            "area_cm2": round(cells * cell_cm2, 2),
+            "margin_cm2": round(int(margin.size) * cell_cm2, 2),
             "target_hits": target,
             "max_hits": most,
             "cells_at_target": int(np.count_nonzero(h >= target)),
             "cells_at_max": int(np.count_nonzero(h == most)),
-            "cells_over_max": int(np.count_nonzero(h > most)),
+            "cells_over_max": int(np.count_nonzero(h > most) + np.count_nonzero(margin > most)),
             "mean_passes": round(float(h.mean()) / hpp, 3) if cells else 0.0,
             "punctures_per_cm2_mean": round(float(h.mean()) * per_hit, 1) if cells else 0.0,
             "punctures_per_cm2_max": round(float(h.max()) * per_hit, 1) if cells else 0.0,
@@ -146,6 +152,8 @@ def zone_spill(archive: bytes) -> dict[int, tuple[float, int]]:
     """Every zone (0: skin off the zones) that took spill in a saved coverage grid:
     zone id -> (cm², the deepest treatment that spilled onto it in µm). A zone with
     spill deeper than safety.INTERVAL_DEPTH_UM is bound by the minimum interval."""
+    from devicectl.patches import REST_BIT  # geometry and pydantic: only when asked
+
     try:
         with np.load(io.BytesIO(archive), allow_pickle=False) as saved:
             labels = np.asarray(saved["labels"], dtype=np.int64)
@@ -156,13 +164,18 @@ def zone_spill(archive: bytes) -> dict[int, tuple[float, int]]:
         raise DevicectlError(f"the saved coverage cannot be read: {exc}") from None
     counts = np.bincount(labels[spilled], minlength=depth.size)
     cell_cm2 = cell_mm * cell_mm / _MM2_PER_CM2
-    return {int(z): (round(int(counts[z]) * cell_cm2, 4), int(depth[z]))
-            for z in np.nonzero(counts)[0]}
+    out: dict[int, tuple[float, int]] = {}
+    for z in np.nonzero(counts)[0]:
+        # the rest of a zone treated as patches (patches.REST_BIT) is that zone's skin
+        zone = int(z) & ~(REST_BIT | _MARGIN_BIT)
+        cm2, deepest = out.get(zone, (0.0, 0))
+        out[zone] = (round(cm2 + int(counts[z]) * cell_cm2, 4), max(deepest, int(depth[z])))
+    return out
 
 
 #: The dose measures `sessions export` adds to each zone (dose.zone_dose_stats).
 EXPORT_FIELDS: Final = (
-    "cells_at_target", "cells_at_max", "cells_over_max", "mean_passes",
+    "area_cm2", "margin_cm2", "cells_at_target", "cells_at_max", "cells_over_max", "mean_passes",
     "punctures_per_cm2_mean", "punctures_per_cm2_max", "spill_cm2", "at_max_cm2", "histogram",
 )
 

@@ -16,6 +16,7 @@ from typing import Final
 
 from devicectl.dose import NOMINAL_HAND_SPEED_MM_S, pass_punctures_per_cm2
 from devicectl.errors import RefusedError
+from devicectl.patches import Patch, patch_area_mm2
 from devicectl.profile import (
     DEFAULT_TOPICAL_WAIT_HOURS,
     LoadedProfile,
@@ -65,6 +66,8 @@ class ZonePlan:
     pass_punctures_per_cm2: float = 0.0
     #: the profile's own cap on the dose, if it sets one
     max_punctures_per_cm2: float | None = None
+    #: the patches treated, with their margin (empty: the whole zone); area_mm2 is theirs
+    patches: tuple[Patch, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,7 +177,9 @@ def make_plan(
     footprint_mm = device.footprint_dmm / 10
     zones: list[ZonePlan] = []
     for z in model.zones:
-        area_mm2 = zone_map.by_name(z.zone).area_mm2
+        patches = z.patch_shapes
+        area_mm2 = (patch_area_mm2(zone_map, z.zone, patches) if patches
+                    else zone_map.by_name(z.zone).area_mm2)
         rate_hz = z.rate_dhz / 10
         stamps = estimated_strokes(
             z.target_passes, area_mm2 * z.target_fraction, footprint_mm, rate_hz
@@ -195,6 +200,7 @@ def make_plan(
                     device.needle_count, z.rate_dhz, device.footprint_dmm
                 ),
                 max_punctures_per_cm2=z.max_punctures_per_cm2,
+                patches=patches,
             )
         )
     return Plan(

@@ -29,6 +29,13 @@ from pydantic_core import ErrorDetails
 
 from devicectl.adjuncts import AdjunctName, AdjunctUse, adjunct_entry, adjunct_instructions
 from devicectl.errors import ProfileError
+from devicectl.patches import (
+    MAX_MARGIN_MM,
+    MAX_PATCHES,
+    Patch,
+    PatchSpec,
+    zone_patch_problems,
+)
 from devicectl.safety import (
     DEPTH_CAP_UM,
     DEPTH_STEP_UM,
@@ -133,6 +140,19 @@ class ZoneTarget(BaseModel):
         gt=0,
         le=100_000,
     )
+    patches: list[PatchSpec] = Field(
+        default_factory=list,
+        max_length=MAX_PATCHES,
+        description="Treat only these patches of the zone: circles {centre_mm: [x, y], "
+        "radius_mm} or polygons {outline_mm: [[x, y], ...]} in the zone map's mm "
+        "(docs/profiles.md).",
+    )
+    patch_margin_mm: float = Field(
+        default=0.0,
+        description="Skin treated around each patch (mm); clipped to the zone.",
+        ge=0,
+        le=MAX_MARGIN_MM,
+    )
 
     @field_validator("zone")
     @classmethod
@@ -158,6 +178,11 @@ class ZoneTarget(BaseModel):
     @property
     def depth_um(self) -> int:
         return depth_um_of(self.depth_mm)
+
+    @property
+    def patch_shapes(self) -> tuple[Patch, ...]:
+        """The patches with the zone's margin (empty: the whole zone is treated)."""
+        return tuple(p.shape(self.patch_margin_mm) for p in self.patches)
 
     @property
     def rate_dhz(self) -> int:
@@ -302,10 +327,13 @@ class LoadedProfile:
 
 
 def content_hash(profile: Profile) -> str:
-    """sha256 of the canonical JSON form: comments, key order and layout do not change it."""
-    canonical = json.dumps(
-        profile.model_dump(mode="json"), sort_keys=True, separators=(",", ":"), ensure_ascii=False
-    )
+    """sha256 of the canonical JSON form: comments, key order and layout do not change it
+    (nor do the patch fields of a zone without patches: older profiles keep their hash)."""
+    data = profile.model_dump(mode="json")
+    for zone in data["zones"]:
+        if not zone["patches"] and zone["patch_margin_mm"] == 0:
+            del zone["patches"], zone["patch_margin_mm"]
+    canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
@@ -363,6 +391,10 @@ def _validated(
     if profile is not None:  # the zone map's per-region depth limits (safety.py's rule)
         for i, why in _region_problems(profile, zone_map):
             loc = ("zones", i, "depth_mm")
+            problems.append((doc.mark_of(loc), doc.problem(loc, why)))
+        raw_zones = doc.data.get("zones")
+        raw_zones = raw_zones if isinstance(raw_zones, list) else []
+        for loc, why in zone_patch_problems(profile.zones, zone_map, raw_zones):
             problems.append((doc.mark_of(loc), doc.problem(loc, why)))
     if problems or profile is None:
         problems.sort(key=lambda p: (p[0].line, p[0].col))
@@ -450,6 +482,8 @@ def _fields_at(loc: Loc) -> list[str]:
     model: type[BaseModel] = ZoneTarget if loc[:1] == ("zones",) else Profile
     if loc[:1] == ("adjuncts",):
         model = AdjunctUse
+    if loc[:1] == ("zones",) and "patches" in loc:
+        model = PatchSpec
     return list(model.model_fields)
 
 

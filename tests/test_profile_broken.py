@@ -155,7 +155,7 @@ CASES: list[tuple[str, str | bytes, list[str]]] = [
         with_line(15, "    target_fraction: 0.9\n    speed: 3"),
         [
             "16:5: zones[0].speed: unknown field; allowed: zone, depth_mm, rate_hz, target_passes, "
-            "max_passes, target_fraction, max_punctures_per_cm2"
+            "max_passes, target_fraction, max_punctures_per_cm2, patches, patch_margin_mm"
         ],
     ),
     ("missing_name", "\n".join(BASE.splitlines()[1:]) + "\n", ["1:1: name: required, but missing"]),
@@ -165,7 +165,8 @@ CASES: list[tuple[str, str | bytes, list[str]]] = [
         [
             "10:5: zones[0].rate_hz: required, but missing",
             "12:5: zones[0].rate_x: unknown field; allowed: zone, depth_mm, rate_hz, "
-            "target_passes, max_passes, target_fraction, max_punctures_per_cm2",
+            "target_passes, max_passes, target_fraction, max_punctures_per_cm2, patches,"
+            " patch_margin_mm",
         ],
     ),
     (
