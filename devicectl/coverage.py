@@ -16,53 +16,39 @@ the loop reads zone progress in O(1). Sans-I/O: times are given, never read.
 from __future__ import annotations
 
 import enum
-import io
 import math
-from collections.abc import Callable, Sequence
-from typing import Final, Protocol
+from collections.abc import Sequence
 
 import numpy as np
 import numpy.typing as npt
 
+from devicectl.coverage_archive import CoverageArchive
+from devicectl.coverage_views import CoverageViews
 from devicectl.dose import (
     MAX_OVERHANG_FRACTION,
     NOMINAL_HAND_SPEED_MM_S,
     SPILL_MAX_PASSES,
-    DoseView,
     ZoneLimits,
     stroke_punctures_per_cm2,
     zone_limits,
 )
-from devicectl.errors import DevicectlError
+from devicectl.footprint import (
+    HITS,
+    LABELS,
+    IntArray,
+    Raster,
+    footprint_offsets,
+    grown,
+    same_label_counts,
+)
 from devicectl.patches import (
     MARGIN_BIT,
     REST_BIT,
-    hand_mask,
     patch_problems_untracked,
     patched_raster,
 )
 from devicectl.plan import ZonePlan
-from devicectl.reach import Reach, room_in
-
-_LABELS: Final = 256
-#: The grid's unit: strokes over a cell (int32 is ample: 2·10⁹ strokes).
-_HITS: Final = np.int32
-
-IntArray = npt.NDArray[np.int64]
-
-
-class Raster(Protocol):
-    """The scalp map rasterised (zones.ZoneRaster): cell (iy, ix) covers
-    [x0_mm + ix·cell_mm, x0_mm + (ix+1)·cell_mm) and likewise in y."""
-
-    @property
-    def labels(self) -> npt.NDArray[np.uint8]: ...
-    @property
-    def x0_mm(self) -> float: ...
-    @property
-    def y0_mm(self) -> float: ...
-    @property
-    def cell_mm(self) -> float: ...
+from devicectl.reach import Reach
 
 
 class Spot(enum.IntEnum):
@@ -76,40 +62,9 @@ class Spot(enum.IntEnum):
     EDGE = 5  # in the zone, but the footprint would overhang its border too far
 
 
-def footprint_offsets(footprint_mm: float, cell_mm: float) -> tuple[IntArray, IntArray]:
-    """(dy, dx) of the cells whose centres lie within the footprint disc; never empty."""
-    r_cells = footprint_mm / 2.0 / cell_mm
-    n = max(0, math.ceil(r_cells))
-    dy, dx = np.mgrid[-n : n + 1, -n : n + 1]
-    inside = dy * dy + dx * dx <= r_cells * r_cells
-    inside[n, n] = True
-    return dy[inside].astype(np.int64), dx[inside].astype(np.int64)
-
-
-def grown(dy: IntArray, dx: IntArray) -> tuple[IntArray, IntArray]:
-    """The offsets of every footprint whose centre is within one cell (each axis) of ours."""
-    pairs = {(int(a) + sy, int(b) + sx) for a, b in zip(dy, dx, strict=True)
-             for sy in (-1, 0, 1) for sx in (-1, 0, 1)}
-    ordered = sorted(pairs)
-    return (np.array([p[0] for p in ordered], dtype=np.int64),
-            np.array([p[1] for p in ordered], dtype=np.int64))
-
-
-def same_label_counts(labels: npt.NDArray[np.uint8], dy: IntArray, dx: IntArray) -> IntArray:
-    """Per cell, how many cells of its footprint hold its own label (off the grid: none)."""
-    ny, nx = labels.shape
-    out = np.zeros((ny, nx), dtype=np.int64)
-    for a, b in zip(dy.tolist(), dx.tolist(), strict=True):
-        # cell (y, x) compares with (y + a, x + b), where that is on the grid
-        ys, ye = max(0, -a), min(ny, ny - a)
-        xs, xe = max(0, -b), min(nx, nx - b)
-        if ys < ye and xs < xe:
-            out[ys:ye, xs:xe] += labels[ys:ye, xs:xe] == labels[ys + a : ye + a, xs + b : xe + b]
-    return out.reshape(-1)
-
-
-class Coverage:
-    """Hits per grid cell and dose per zone for one plan; `tracked` = position known."""
+class Coverage(CoverageViews, CoverageArchive):
+    """Hits per grid cell and dose per zone for one plan; `tracked` = position known.
+    Its views (coverage_views) and save/restore (coverage_archive) are mixed in."""
 
     def __init__(
         self,
@@ -144,7 +99,7 @@ class Coverage:
         self._guard_dy, self._guard_dx = gy, gx
         self._guard_off = gy * self._nx + gx
         # the zone a stroke there treats: a patch's margin is its zone's to treat
-        treat_of = np.arange(_LABELS, dtype=np.uint8)
+        treat_of = np.arange(LABELS, dtype=np.uint8)
         for z in zones:
             if z.patches:
                 treat_of[z.zone_id | MARGIN_BIT] = z.zone_id
@@ -219,8 +174,8 @@ class Coverage:
              for lim in self.limits.values()),
             default=1,
         )
-        target_of = np.full(_LABELS, np.iinfo(_HITS).max, dtype=_HITS)
-        max_of = np.full(_LABELS, spill_cap, dtype=_HITS)
+        target_of = np.full(LABELS, np.iinfo(HITS).max, dtype=HITS)
+        max_of = np.full(LABELS, spill_cap, dtype=HITS)
         for lim in self.limits.values():
             target_of[lim.zone_id] = lim.target_hits
             max_of[lim.zone_id] = lim.max_hits
@@ -231,15 +186,15 @@ class Coverage:
         self._max_of = max_of
         self._target = target_of[self._labels]
         self._max = max_of[self._labels]
-        self._zone_cells = np.bincount(self._labels, minlength=_LABELS)
-        self.hits = np.zeros(self._labels.size, dtype=_HITS)
+        self._zone_cells = np.bincount(self._labels, minlength=LABELS)
+        self.hits = np.zeros(self._labels.size, dtype=HITS)
         self._spilled = np.zeros(self._labels.size, dtype=bool)
-        self._sum_hits = np.zeros(_LABELS, dtype=np.int64)
-        self._at_target = np.zeros(_LABELS, dtype=np.int64)
-        self._at_max = np.zeros(_LABELS, dtype=np.int64)
-        self._spill_cells = np.zeros(_LABELS, dtype=np.int64)
+        self._sum_hits = np.zeros(LABELS, dtype=np.int64)
+        self._at_target = np.zeros(LABELS, dtype=np.int64)
+        self._at_max = np.zeros(LABELS, dtype=np.int64)
+        self._spill_cells = np.zeros(LABELS, dtype=np.int64)
         #: per zone, the deepest treatment that spilled onto it (µm)
-        self._spill_depth_um = np.zeros(_LABELS, dtype=np.int64)
+        self._spill_depth_um = np.zeros(LABELS, dtype=np.int64)
         self._strokes: dict[int, int] = {z.zone_id: 0 for z in zones}
         self._boxes: dict[int, tuple[tuple[slice, slice], npt.NDArray[np.bool_]]] = {}
         #: the cells a stroke may still reach (docs/profiles.md, "When a zone is done")
@@ -251,7 +206,7 @@ class Coverage:
         if patched:  # a patch's margin is treated (its tips reach), but not measured
             self.reach.reachable &= self._treat == self._labels
             self.reach.reachable_cells = np.bincount(self._treat[self.reach.reachable],
-                                                     minlength=_LABELS)
+                                                     minlength=LABELS)
         #: bumped whenever a stroke lands on the grid, so callers can cache spot verdicts
         self.version = 0
 
@@ -329,16 +284,16 @@ class Coverage:
                         self.reach.on_max(idx[maxed], self.hits, self._target)
             return
         labs = self._labels[idx]
-        self._sum_hits += np.bincount(labs, minlength=_LABELS) * strokes
+        self._sum_hits += np.bincount(labs, minlength=LABELS) * strokes
         t_arr = self._target[idx]
         reached = (old < t_arr) & (new >= t_arr) & self.reach.reachable[idx]
         if reached.any():
-            self._at_target += np.bincount(labs[reached], minlength=_LABELS)
+            self._at_target += np.bincount(labs[reached], minlength=LABELS)
             self.reach.on_target(idx[reached])
         m_arr = self._max[idx]
         reached = (old < m_arr) & (new >= m_arr)
         if reached.any():
-            self._at_max += np.bincount(labs[reached], minlength=_LABELS)
+            self._at_max += np.bincount(labs[reached], minlength=LABELS)
             self.reach.on_max(idx[reached], self.hits, self._target)
         out = idx[self._treat_of[labs] != zone_id]
         if out.size:
@@ -348,7 +303,7 @@ class Coverage:
         fresh = out[~self._spilled[out]]
         if fresh.size:
             self._spilled[fresh] = True
-            self._spill_cells += np.bincount(self._labels[fresh], minlength=_LABELS)
+            self._spill_cells += np.bincount(self._labels[fresh], minlength=LABELS)
 
     # --- queries ------------------------------------------------------------
 
@@ -477,167 +432,17 @@ class Coverage:
             top = min(top, z.max_punctures_per_cm2)
         return next_per_cm2 > top
 
-    def limits_grid(self) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.int32]]:
-        """(target, maximum) hits per cell, shaped like the grid; 0 off the plan."""
-        planned = np.isin(self._labels, list(self.limits))
-        target = np.where(planned, self._target, 0).reshape(self._ny, self._nx)
-        most = np.where(planned, self._max, 0).reshape(self._ny, self._nx)
-        return target.astype(np.int32), most.astype(np.int32)
-
-    def zone_hits(self, zone_id: int) -> npt.NDArray[np.int32]:
-        """A (ny, nx) copy of the hits on zone `zone_id`'s cells, 0 elsewhere."""
-        out = np.where(self._labels == zone_id, self.hits, 0)
-        return out.reshape(self._ny, self._nx)
-
-    def hits_grid(self) -> npt.NDArray[np.int32]:
-        """A (ny, nx) copy of the hits on every cell."""
-        return self.hits.reshape(self._ny, self._nx).copy()
-
-    passes_grid = hits_grid  # the live views' name: the grid in its own unit
-
     def cells_over_max(self, zone_id: int) -> int:
         """Cells of the zone past their maximum, counted on the grid (O(cells))."""
         mask = self._labels == zone_id
         return int(np.count_nonzero(self.hits[mask] > self._max[mask]))
-
-    def zone_view(
-        self, zone_id: int
-    ) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.bool_], int, int] | None:
-        """For live maps: the zone's hits and mask cropped to its bounding box,
-        its target and maximum (hits). The crop is small, so a monitor can take
-        it at its own rate without holding the GIL for long."""
-        lim = self.limits.get(zone_id)
-        box = self.zone_box(zone_id)
-        if lim is None or box is None:
-            return None
-        sl, crop_mask = box
-        hits = self.hits.reshape(self._ny, self._nx)[sl].copy()
-        return hits, crop_mask, lim.target_hits, lim.max_hits
-
-    def hand_view(self, zone_id: int) -> DoseView | None:
-        """The zone's crop as the simulated technician sees it (firmware_sim.handpiece);
-        a zone treated as patches shows its patches with their margin."""
-        lim = self.limits.get(zone_id)
-        box = self.zone_box(zone_id, treated=True)
-        if lim is None or box is None or not self.tracked:
-            return None
-        (rows, cols), crop_mask = box
-        x0, y0 = self.cell_centre_mm(rows.start, cols.start)
-        half = self.cell_mm / 2
-        shape = (self._ny, self._nx)
-        hits = self.hits.reshape(shape)
-        stampable = (self.reach.stampable() & (self._treat == zone_id)).reshape(shape)
-        room = room_in((rows, cols), hits, self._max.reshape(shape), stampable,
-                       (self._guard_dy, self._guard_dx))
-        return DoseView(
-            x0 - half, y0 - half, self.cell_mm, hits[rows, cols].copy(), crop_mask,
-            lim.target_hits, lim.max_hits, lim.hits_per_pass, room,
-        )
-
-    def zone_box(
-        self, zone_id: int, *, treated: bool = False
-    ) -> tuple[tuple[slice, slice], npt.NDArray[np.bool_]] | None:
-        """The zone's bounding box on the grid and its mask there (cached); `treated`:
-        the skin a stroke for the zone may reach (with a patch's margin)."""
-        key = -zone_id if treated else zone_id
-        box = self._boxes.get(key)
-        if box is None:
-            mask = (self._labels == zone_id).reshape(self._ny, self._nx)
-            if treated and zone_id in self.zones and self.zones[zone_id].patches:
-                mask = self._patch_reach(zone_id)
-            ys, xs = np.nonzero(mask)
-            if ys.size == 0:
-                return None
-            sl = (slice(int(ys.min()), int(ys.max()) + 1), slice(int(xs.min()), int(xs.max()) + 1))
-            box = self._boxes[key] = (sl, mask[sl].copy())
-        return box
-
-    def _patch_reach(self, zone_id: int) -> npt.NDArray[np.bool_]:
-        """A patched zone as a hand sees it (patches.hand_mask)."""
-        shape = (self._ny, self._nx)
-        treat = (self._treat == zone_id).reshape(shape)
-        allowed = treat & ~self._patch_edge.reshape(shape)
-        return hand_mask(treat, allowed, self.footprint_mm / self.cell_mm)
-
-    def cell_centre_mm(self, iy: int, ix: int) -> tuple[float, float]:
-        return (self._x0_mm + (ix + 0.5) * self.cell_mm, self._y0_mm + (iy + 0.5) * self.cell_mm)
 
     def max_hits_in(self, zone_id: int) -> int:
         """The most hits on any cell of the zone."""
         mask = self._labels == zone_id
         return int(self.hits[mask].max()) if mask.any() else 0
 
-    # --- save / restore -----------------------------------------------------
 
-    def to_bytes(self) -> bytes:
-        """The grid and what it means, as an .npz archive: enough to resume after
-        a crash, and for the records' dose measures (dose.zone_dose_stats)."""
-        return self.snapshot()()
-
-    def snapshot(self) -> Callable[[], bytes]:
-        """A copy of the counts now (a memcpy), serialised to `to_bytes` form only
-        when called: the inner loop takes the copy, the record writer's thread
-        pays for the archive (a few ms that must stay off the loop)."""
-        shape = np.array([self._ny, self._nx], dtype=np.int64)
-        hits = self.hits.copy()
-        spilled = self._spilled.copy()
-        labels = self._labels  # never written after construction
-        ids = np.array(sorted(self._strokes), dtype=np.int64)
-        strokes = np.array([self._strokes[i] for i in ids], dtype=np.int64)
-        lims = [self.limits[int(i)] for i in ids if int(i) in self.limits]
-        lim_ids = np.array([lim.zone_id for lim in lims], dtype=np.int64)
-        target_hits = np.array([lim.target_hits for lim in lims], dtype=np.int64)
-        max_hits = np.array([lim.max_hits for lim in lims], dtype=np.int64)
-        hits_per_pass = np.array([lim.hits_per_pass for lim in lims], dtype=np.float64)
-        per_hit = np.array(self.punctures_per_hit, dtype=np.float64)
-        spill_depth = self._spill_depth_um.copy()
-        cell_mm = np.array(self.cell_mm, dtype=np.float64)
-
-        def archive() -> bytes:
-            buf = io.BytesIO()
-            np.savez_compressed(
-                buf, shape=shape, hits=hits, labels=labels, spilled=spilled,
-                stroke_zone_ids=ids, strokes=strokes, zone_ids=lim_ids, target_hits=target_hits,
-                max_hits=max_hits, hits_per_pass=hits_per_pass, punctures_per_hit=per_hit,
-                cell_mm=cell_mm, spill_depth_um=spill_depth,
-            )
-            return buf.getvalue()
-
-        return archive
-
-    def restore(self, data: bytes) -> None:
-        """Take the counts of `to_bytes` back; refuses those of another grid."""
-        try:
-            with np.load(io.BytesIO(data), allow_pickle=False) as saved:
-                shape = tuple(int(v) for v in saved["shape"])
-                hits = np.asarray(saved["hits"], dtype=_HITS)
-                spilled = np.asarray(saved["spilled"], dtype=bool)
-                ids = [int(v) for v in saved["stroke_zone_ids"]]
-                strokes = [int(v) for v in saved["strokes"]]
-                depth = np.asarray(saved["spill_depth_um"], dtype=np.int64)
-        except (OSError, ValueError, KeyError) as exc:
-            raise DevicectlError(f"the saved coverage cannot be read: {exc}") from None
-        if shape != (self._ny, self._nx) or hits.shape != self.hits.shape:
-            raise DevicectlError(
-                f"the saved coverage is for a {shape[0]}×{shape[1]} grid, "
-                f"not this map's {self._ny}×{self._nx}"
-            )
-        self.hits[:] = hits
-        self._spilled[:] = spilled
-        for i, n in zip(ids, strokes, strict=True):
-            self._strokes[i] = n
-        self._sum_hits = np.bincount(self._labels, weights=self.hits, minlength=_LABELS).astype(
-            np.int64
-        )
-        reached = self.hits >= self._target
-        self._at_target = np.bincount(self._labels[reached & self.reach.reachable],
-                                      minlength=_LABELS)
-        maxed = self.hits >= self._max
-        self._at_max = np.bincount(self._labels[maxed], minlength=_LABELS)
-        self.reach.rebuild(maxed, ~reached)
-        self._spill_cells = np.bincount(self._labels[self._spilled], minlength=_LABELS)
-        self._spill_depth_um = np.asarray(depth, dtype=np.int64)
-        self.version += 1
-
-
-__all__ = ["NOMINAL_HAND_SPEED_MM_S", "Coverage", "Raster", "Spot", "footprint_offsets"]
+__all__ = [
+    "NOMINAL_HAND_SPEED_MM_S", "Coverage", "IntArray", "Raster", "Spot", "footprint_offsets",
+]

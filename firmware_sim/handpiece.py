@@ -18,8 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from devicectl.coverage import IntArray, footprint_offsets
 from devicectl.dose import DoseView
+from devicectl.footprint import IntArray, footprint_offsets
 from devicectl.protocol import PenEvent, PenState
 
 Point = tuple[float, float]

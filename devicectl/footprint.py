@@ -1,0 +1,73 @@
+"""The scalp grid's geometry: the raster a coverage counts on, and a footprint's cells on it.
+
+A stroke reaches the cells whose centres lie within its footprint disc
+(`footprint_offsets`); the hold test looks one cell further (`grown`); a cell's
+footprint may overhang its zone (`same_label_counts`). Pure functions of the
+grid, shared by coverage.py and the simulated technician (firmware_sim.handpiece).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Final, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+#: How many labels a grid cell may hold (uint8).
+LABELS: Final = 256
+#: The grid's unit: strokes over a cell (int32 is ample: 2·10⁹ strokes).
+HITS: Final = np.int32
+
+IntArray = npt.NDArray[np.int64]
+
+
+class Raster(Protocol):
+    """The scalp map rasterised (zones.ZoneRaster): cell (iy, ix) covers
+    [x0_mm + ix·cell_mm, x0_mm + (ix+1)·cell_mm) and likewise in y."""
+
+    @property
+    def labels(self) -> npt.NDArray[np.uint8]: ...
+    @property
+    def x0_mm(self) -> float: ...
+    @property
+    def y0_mm(self) -> float: ...
+    @property
+    def cell_mm(self) -> float: ...
+
+
+def footprint_offsets(footprint_mm: float, cell_mm: float) -> tuple[IntArray, IntArray]:
+    """(dy, dx) of the cells whose centres lie within the footprint disc; never empty."""
+    r_cells = footprint_mm / 2.0 / cell_mm
+    n = max(0, math.ceil(r_cells))
+    dy, dx = np.mgrid[-n : n + 1, -n : n + 1]
+    inside = dy * dy + dx * dx <= r_cells * r_cells
+    inside[n, n] = True
+    return dy[inside].astype(np.int64), dx[inside].astype(np.int64)
+
+
+def grown(dy: IntArray, dx: IntArray) -> tuple[IntArray, IntArray]:
+    """The offsets of every footprint whose centre is within one cell (each axis) of ours."""
+    pairs = {(int(a) + sy, int(b) + sx) for a, b in zip(dy, dx, strict=True)
+             for sy in (-1, 0, 1) for sx in (-1, 0, 1)}
+    ordered = sorted(pairs)
+    return (np.array([p[0] for p in ordered], dtype=np.int64),
+            np.array([p[1] for p in ordered], dtype=np.int64))
+
+
+def same_label_counts(labels: npt.NDArray[np.uint8], dy: IntArray, dx: IntArray) -> IntArray:
+    """Per cell, how many cells of its footprint hold its own label (off the grid: none)."""
+    ny, nx = labels.shape
+    out = np.zeros((ny, nx), dtype=np.int64)
+    for a, b in zip(dy.tolist(), dx.tolist(), strict=True):
+        # cell (y, x) compares with (y + a, x + b), where that is on the grid
+        ys, ye = max(0, -a), min(ny, ny - a)
+        xs, xe = max(0, -b), min(nx, nx - b)
+        if ys < ye and xs < xe:
+            out[ys:ye, xs:xe] += labels[ys:ye, xs:xe] == labels[ys + a : ye + a, xs + b : xe + b]
+    return out.reshape(-1)
+
+
+__all__ = [
+    "HITS", "LABELS", "IntArray", "Raster", "footprint_offsets", "grown", "same_label_counts",
+]
