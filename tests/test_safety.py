@@ -15,6 +15,7 @@ from devicectl import (
     controller_checks,
     controller_connect,
     controller_core,
+    controller_telemetry,
     linkstate,
     protocol,
     safety,
@@ -67,7 +68,8 @@ def test_link_refuses_to_frame_a_set_target_above_cap() -> None:
 def test_controller_never_constructs_set_target_directly() -> None:
     # Every SET_TARGET must come from safety.checked_set_target.
     for module in (
-        controller, controller_checks, controller_connect, controller_core, linkstate, stamping,
+        controller, controller_checks, controller_connect, controller_core, controller_telemetry,
+        linkstate, stamping,
     ):
         tree = ast.parse(Path(inspect.getfile(module)).read_text())
         for node in ast.walk(tree):
@@ -81,8 +83,8 @@ def test_cap_literal_is_not_written_in_the_loop_modules() -> None:
     root = Path(inspect.getfile(safety)).parent
     for name in (
         "controller", "controller_checks", "controller_connect", "controller_core",
-        "controller_status", "coverage", "coverage_archive", "coverage_views", "footprint",
-        "linkstate", "stamping", "transitions",
+        "controller_status", "controller_telemetry", "coverage", "coverage_archive",
+        "coverage_views", "footprint", "linkstate", "stamping", "transitions",
     ):
         text = (root / f"{name}.py").read_text()
         assert "1500" not in text and "1.5" not in text, name
