@@ -10,7 +10,8 @@ import numpy as np
 from devicectl.dose import DoseView
 from devicectl.protocol import PenEvent, PenState
 from devicectl.zones import load_zone_map
-from firmware_sim.handpiece import Hand, HandParams, rows_over, watched_rows
+from firmware_sim.hand_rows import rows_over, watched_rows
+from firmware_sim.handpiece import Hand, HandParams
 
 
 def trace(
