@@ -17,7 +17,8 @@ writer then reconnects, with backoff (RETRY_FIRST_S doubling to RETRY_MAX_S);
 once the server is back it puts this session's unsaved records back, in order,
 and writes to the server again. `link` says how that goes, and `status_line()`
 (what every view shows) carries it. The session stays stopped: its record had a
-gap while it ran.
+gap while it ran. The failure path (the unsaved file, the rescue of a deleted
+file, the reconnection) is writer_fallback.py's, mixed into RecordWriter.
 """
 
 from __future__ import annotations
@@ -44,32 +45,21 @@ from devicectl.records import (
     set_device_row,
     upsert_coverage,
 )
-from devicectl.transitions import RECORDS_FAILED_REASON
+from devicectl.writer_fallback import RETRY_FIRST_S, WriterFallback
 from devicectl.writer_items import (
     Close,
     Coverage,
     Deferred,
     Device,
     Pending,
-    committed_rows,
-    rescue_file,
 )
-
-#: The first reconnection to a lost server comes after this long (s); each failed
-#: attempt doubles the wait, up to RETRY_MAX_S.
-RETRY_FIRST_S = 0.5
-RETRY_MAX_S = 10.0
 
 
 def _monotonic_us() -> int:
     return time.monotonic_ns() // 1000
 
 
-def _clock_text() -> str:
-    return datetime.now(UTC).astimezone().strftime("%H:%M:%S")
-
-
-class RecordWriter:
+class RecordWriter(WriterFallback):
     """Writes one session's records on its own thread, committing every
     `commit_interval_s`, and at once after a safety event or the pen's identity.
 
@@ -177,48 +167,6 @@ class RecordWriter:
             self._note(f"records of session {self.session_id} still writing after {timeout_s} s")
 
     # -- the writer thread -------------------------------------------------------
-
-    def _note(self, message: str) -> None:
-        if not self.errors or self.errors[-1] != message:
-            self.errors.append(message)
-
-    def _fail(self, why: str, moved_from: sqlite3.Connection | None = None) -> None:
-        """Sets the failure (once). When the file was deleted or replaced, the
-        connection (`moved_from`) still holds what was committed: the whole file is
-        copied back if it was deleted, and this session's rows go first into the
-        unsaved file, so that a replay restores the session wherever it lands."""
-        first = self.failure is None
-        if first:
-            self.failed_at_us = self._clock()
-            self.failure = f"{RECORDS_FAILED_REASON}: {why}"
-        if not self._down:  # from here on, into the unsaved file
-            self._down = True
-            self._spill_base = 0 if moved_from is not None else (
-                self._committed if self._header is not None else None)
-            if self.pg:
-                self._retry_s = RETRY_FIRST_S
-                self._retry_at = time.monotonic() + self._retry_s
-                self.link = (f"the records server {self.path} was lost at {_clock_text()}; "
-                             f"reconnecting in {self._retry_s:g} s")
-        self._note(f"records of session {self.session_id} not saved in {self.path}: {why}")
-        conn = moved_from
-        if first and conn is not None:
-            assert isinstance(self.path, Path)
-            if not self.path.exists():
-                self._rescue(conn)
-            self._spill_committed(conn)
-
-    def _rescue(self, conn: sqlite3.Connection) -> None:
-        assert isinstance(self.path, Path)
-        self._note(rescue_file(conn, self.path))
-
-    def _spill_committed(self, conn: sqlite3.Connection) -> None:
-        """This session's rows as committed so far, first in the unsaved file."""
-        done = committed_rows(conn, self.session_id)
-        if isinstance(done, str):
-            self._note(done)
-        else:
-            self._spill(done)
 
     def _connect(self) -> Conn | None:
         if self.pg:
@@ -363,37 +311,6 @@ class RecordWriter:
             self._note(f"records of session {self.session_id}: {len(self.unwritten)} records "
                        f"could not be written to {self.path} nor to {self.unsaved_path}")
 
-    def _reconnect(self) -> Conn | None:
-        """One attempt at the lost server; when it answers, this session's unsaved
-        records go back first (in order), and the writer writes there again."""
-        self._attempts += 1
-        conn: Conn | None = None
-        try:
-            conn = store_pg.connect(str(self._target))
-            if self.unwritten:
-                self._spill(Pending())  # lines held in memory join the file first
-            if self.unsaved_path.exists():
-                unsaved.replay(self.unsaved_path, str(self._target), session_id=self.session_id)
-            self._committed = int(conn.execute(
-                "SELECT count(*) FROM events WHERE session_id = ?",
-                (self.session_id,)).fetchone()[0])
-        except (StoreError, *DB_ERRORS) as exc:
-            if conn is not None:
-                with contextlib.suppress(*DB_ERRORS):
-                    conn.close()
-            self._retry_s = min(self._retry_s * 2, RETRY_MAX_S)
-            self._retry_at = time.monotonic() + self._retry_s
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
-            self.link = (f"the records server {self.path} is lost; reconnecting: attempt "
-                         f"{self._attempts} failed ({first}), next in {self._retry_s:g} s")
-            return None
-        self._down, self._retry_at, self._attempts = False, None, 0
-        self.unsaved_count = 0  # all of it is on the server now
-        self.link = (f"the records server {self.path} is back since {_clock_text()}; this "
-                     "session's records from meanwhile were put back on it")
-        self._note(self.link)
-        return conn
-
     def _build(self, item: Deferred) -> EventRecord | None:
         try:
             return item.make()
@@ -435,15 +352,6 @@ class RecordWriter:
             state = self._built(pending)
             upsert_coverage(conn, self.session_id, pending.cover.zones, state)
 
-    @staticmethod
-    def _built(pending: Pending) -> bytes | None:
-        assert pending.cover is not None
-        state = pending.cover.state
-        if callable(state):
-            state = state()
-            pending.cover = Coverage(pending.cover.zones, state)  # built once, even on retry
-        return state
-
     def _close_session(self, conn: Conn, outcome: str, ended_at: str | None) -> None:
         ended = ended_at if ended_at is not None else datetime.now(UTC).isoformat()
         try:
@@ -459,50 +367,3 @@ class RecordWriter:
             self._fail(str(exc))  # the outcome goes to the unsaved file next
         except StoreError as exc:
             self._note(f"session {self.session_id} could not be closed: {exc}")
-
-    # -- the unsaved file ----------------------------------------------------------
-
-    def _spill(self, pending: Pending, closing: Close | None = None) -> None:
-        """Appends `pending` (and the outcome) to the unsaved file, fsynced; lines that
-        cannot be written stay in `unwritten` and are tried again with the next ones."""
-        sid = self.session_id
-        lines: list[str] = []
-        if self.unsaved_count == 0 and not self.unwritten:
-            lines.append(unsaved.line("session", sid, base_events=self._spill_base,
-                                      **(self._header or {})))
-        if pending.device is not None:
-            d = pending.device
-            lines.append(unsaved.line("device", sid, serial=d.serial, fw_version=d.fw_version,
-                                      cartridge_id=d.cartridge_id, position_mode=d.position_mode))
-        lines.extend(unsaved.event_line(sid, e) for e in pending.events)
-        if pending.cover is not None:
-            cover = unsaved.coverage_line(sid, pending.cover.zones, self._built(pending))
-            if cover != self._last_cover:
-                lines.append(cover)
-                self._last_cover = cover
-        if closing is not None and closing.outcome is not None:
-            ended = closing.ended_at or datetime.now(UTC).isoformat()
-            lines.append(unsaved.line("close", sid, outcome=closing.outcome, ended_at=ended))
-        if not lines and not self.unwritten:
-            return
-        todo = self.unwritten + lines
-        try:
-            # Created for its owner only: it holds patient references.
-            fd = os.open(self.unsaved_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-            with os.fdopen(fd, "a", encoding="utf-8") as f:
-                start = os.fstat(fd).st_size
-                try:
-                    f.write("".join(text + "\n" for text in todo))
-                    f.flush()
-                    os.fsync(f.fileno())
-                except OSError:
-                    with contextlib.suppress(OSError):
-                        f.truncate(start)  # no half line: the whole batch is tried again
-                    raise
-        except OSError as exc:
-            self.unwritten = todo
-            self._note(f"cannot write {self.unsaved_path} either ({exc.strerror}); "
-                       f"{len(todo)} records held in memory")
-            return
-        self.unwritten = []
-        self.unsaved_count += len(todo)
