@@ -23,10 +23,15 @@ from setuptools.command.build_ext import build_ext
 COMPILED = [
     "devicectl/protocol.py",
     "devicectl/signing.py",
+    "devicectl/footprint.py",
     "devicectl/coverage.py",
+    "devicectl/coverage_views.py",
+    "devicectl/coverage_archive.py",
     "devicectl/stamping.py",
     "devicectl/linkstate.py",
     "devicectl/transitions.py",
+    "firmware_sim/pen_states.py",
+    "firmware_sim/pen_core.py",
     "firmware_sim/firmware.py",
     "firmware_sim/physics.py",
 ]

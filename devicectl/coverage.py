@@ -23,7 +23,6 @@ import numpy as np
 import numpy.typing as npt
 
 from devicectl.coverage_archive import CoverageArchive
-from devicectl.coverage_views import CoverageViews
 from devicectl.dose import (
     MAX_OVERHANG_FRACTION,
     NOMINAL_HAND_SPEED_MM_S,
@@ -62,7 +61,7 @@ class Spot(enum.IntEnum):
     EDGE = 5  # in the zone, but the footprint would overhang its border too far
 
 
-class Coverage(CoverageViews, CoverageArchive):
+class Coverage(CoverageArchive):
     """Hits per grid cell and dose per zone for one plan; `tracked` = position known.
     Its views (coverage_views) and save/restore (coverage_archive) are mixed in."""
 

@@ -13,26 +13,17 @@ from collections.abc import Callable
 import numpy as np
 import numpy.typing as npt
 
-from devicectl.dose import ZoneLimits
+from devicectl.coverage_views import CoverageViews
 from devicectl.errors import DevicectlError
 from devicectl.footprint import HITS, LABELS, IntArray
-from devicectl.reach import Reach
 
 
-class CoverageArchive:
-    """Save and restore for a Coverage; the attributes are Coverage's (coverage.py)."""
+class CoverageArchive(CoverageViews):
+    """Save and restore for a Coverage; the attributes are Coverage's (coverage.py).
+    One chain of bases (views, archive, Coverage): mypyc compiles no other shape."""
 
-    limits: dict[int, ZoneLimits]
-    reach: Reach
-    hits: npt.NDArray[np.int32]
-    cell_mm: float
     punctures_per_hit: float
     version: int
-    _ny: int
-    _nx: int
-    _labels: npt.NDArray[np.uint8]
-    _target: npt.NDArray[np.int32]
-    _max: npt.NDArray[np.int32]
     _spilled: npt.NDArray[np.bool_]
     _strokes: dict[int, int]
     _sum_hits: IntArray

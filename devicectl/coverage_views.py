@@ -57,7 +57,10 @@ class CoverageViews:
         """A (ny, nx) copy of the hits on every cell."""
         return self.hits.reshape(self._ny, self._nx).copy()
 
-    passes_grid = hits_grid  # the live views' name: the grid in its own unit
+    def passes_grid(self) -> npt.NDArray[np.int32]:
+        """The live views' name for `hits_grid`: the grid in its own unit. A method,
+        not an alias: compiled (mypyc), a base class's alias breaks its subclasses."""
+        return self.hits_grid()
 
     def zone_view(
         self, zone_id: int
