@@ -13,8 +13,8 @@ from pytest_mock import MockerFixture
 from devicectl.controller import Command, Controller, EventKind, StartFacts, State
 from devicectl.errors import LinkError
 from devicectl.link import pipe_pair
-from devicectl.plan import make_plan
 from devicectl.profile import load_profile
+from devicectl.profile_plan import make_plan
 from devicectl.protocol import Decoder, Estop, Stop
 from devicectl.session import Outcome, Policy, Session, VirtualClock, outcome_of
 from devicectl.store import RecordWriter, Store

@@ -56,8 +56,8 @@ from devicectl.monitor.terminal import clock
 from devicectl.monitor.viewproc import ViewOptions, ViewProcess
 from devicectl.patients import patient_ref
 from devicectl.plain import plain
-from devicectl.plan import make_plan
 from devicectl.profile import DEFAULT_TOPICAL_WAIT_HOURS
+from devicectl.profile_plan import make_plan
 from devicectl.safety import OVERRIDE_REASON_MIN_CHARS
 from devicectl.session import Outcome, Policy, Session, VirtualClock
 from devicectl.store import RecordWriter, Store, default_db_path, file_db_arg
