@@ -36,7 +36,7 @@ import numpy.typing as npt
 from devicectl.controller_core import StartFacts
 from devicectl.errors import DevicectlError, RefusedError
 from devicectl.plan import PlanRecipe
-from devicectl.snapshot import CoverageFrame, Outcome, Snapshot
+from devicectl.snapshot import CoverageFrame, Outcome, Snapshot, seal
 from devicectl.transitions import Command, ControlEvent
 
 #: Events and progress kept for a reader of the handle that does not drain them.
@@ -263,7 +263,7 @@ class PenProcess:
                 if same_coverage:
                     snap = dataclasses.replace(snap, coverage=self._coverage)
                 self._coverage = snap.coverage
-                self._snapshot = snap
+                self._snapshot = seal(snap)
             self._events.extend(events)
             self._progress.extend(progress)
         elif kind == "opened":
@@ -276,7 +276,7 @@ class PenProcess:
             self._started.set()
         elif kind == "end":
             _, snap, report = msg
-            self._snapshot = snap
+            self._snapshot = seal(snap)
             self.report = report
             self._done.set()
 

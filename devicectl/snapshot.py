@@ -134,6 +134,19 @@ class Snapshot:
         return dict(self.status, elapsed_s=self.elapsed_s)
 
 
+def seal(snap: Snapshot) -> Snapshot:
+    """Make the snapshot's arrays read-only again (pickling drops the flag): a view
+    that tried to change one would be changing what every other view shows."""
+    arrays: list[npt.NDArray[Any]] = []
+    if snap.coverage is not None:
+        arrays += [snap.coverage.passes, snap.coverage.layout.labels]
+    if snap.zone_crop is not None:
+        arrays += [snap.zone_crop.passes, snap.zone_crop.mask]
+    for a in arrays:
+        a.setflags(write=False)
+    return snap
+
+
 class Watched(Protocol):
     """A running session as views and the CLI see it: Session in-process (tests,
     the fault campaign), penproc.PenProcess across processes."""

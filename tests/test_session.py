@@ -169,7 +169,8 @@ def test_a_session_that_faults_at_once_still_records_its_zones(tmp_path: Path) -
     assert session.wait(30)
     writer.close("fault", "2026-01-01T00:01:00+00:00")
     assert session.outcome is Outcome.FAULT
-    assert session.snapshot["state"] == "FAULT"  # the views see the end state
+    assert session.snapshot.status["state"] == "FAULT"  # the views see the end state
+    assert session.snapshot.state is State.FAULT and session.snapshot.finished
     with Store(db) as store:
         assert {z.name for z in store.session(sid).zones} == {"vertex", "mid_scalp"}
 

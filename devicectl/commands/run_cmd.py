@@ -11,6 +11,7 @@ commands through its one door.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import secrets
 import signal
@@ -263,7 +264,7 @@ def run(args: argparse.Namespace) -> int:
         end_on_fault=args.yes or not interactive,
     ))
     previous_handlers = _install_signals(pen)
-    _share_cores(pen)
+    previous_cores = _share_cores(pen)
     wall0 = time.monotonic()
     web = start_web_page(console, args, pen, zone_map, setup, db_path)
     feed = Feed(console, as_json, zone_map, Pace(args.speed if args.sim else 0.0), wall0)
@@ -291,6 +292,7 @@ def run(args: argparse.Namespace) -> int:
             web.stop()
         lock.release()
         _restore_signals(previous_handlers)
+        _set_cores(previous_cores)
     report = pen.report
     assert report is not None  # set by the end message, or when the pen process died
     outcome = report.outcome
@@ -333,22 +335,32 @@ def _link(args: argparse.Namespace, zone_map: ZoneMap) -> LinkSettings:
         sim_state=getattr(args, "sim_state", None), speed=args.speed, zone_map=zone_map))
 
 
-def _share_cores(pen: PenProcess) -> None:
+def _share_cores(pen: PenProcess) -> set[int] | None:
     """With more than one core, this process (the views, the page) keeps off the
-    pen process's core (penloop.ask_os); affinity is per thread on Linux."""
+    pen process's core (penloop.ask_os); affinity is per thread on Linux. Returns
+    the cores it had, for _set_cores at the end."""
     if not hasattr(os, "sched_getaffinity") or not pen.wait_started(30.0):
-        return
+        return None
     cpus = os.sched_getaffinity(0)
     if len(cpus) < 2 or pen.pid is None:
-        return
+        return None
     try:
         others = cpus - os.sched_getaffinity(pen.pid)
-        if not others:
-            return
-        for tid in os.listdir("/proc/self/task"):
-            os.sched_setaffinity(int(tid), others)
     except OSError:
-        return  # never required
+        return None
+    if not others:
+        return None
+    _set_cores(others)
+    return cpus
+
+
+def _set_cores(cpus: set[int] | None) -> None:
+    if cpus is None:
+        return
+    with contextlib.suppress(OSError):  # never required
+        for tid in os.listdir("/proc/self/task"):
+            with contextlib.suppress(OSError):  # a thread that has just ended
+                os.sched_setaffinity(int(tid), cpus)
 
 
 def _session_keys(args: argparse.Namespace, console: Console) -> Any:
