@@ -30,12 +30,16 @@ from devicectl.record_writer import RecordWriter
 from devicectl.records import EventRecord
 from devicectl.session import Policy, Session, VirtualClock
 from devicectl.snapshot import CoverageFrame, Outcome, Snapshot
-from devicectl.transitions import State
+from devicectl.transitions import RECORDS_FAILED_REASON, Command, State
 
 #: The publisher's period: snapshots at up to 20 Hz.
 PUBLISH_PERIOD_S: Final = 0.05
 #: The nice value asked for (lower is more CPU); refused without the privilege.
 NICE_ASKED: Final = -10
+#: Records queued and not yet written past which treatment stops: no treatment
+#: without a record, and a writer this far behind is not keeping the record.
+#: Nothing is dropped: the queue keeps every record until it is written.
+RECORDS_BEHIND_ITEMS: Final = 10_000
 
 
 @dataclass
@@ -200,7 +204,7 @@ def _run(settings: SessionSettings, link: Link, cmds: Connection, pub: Connectio
     publisher.thread.start()
     with contextlib.suppress(OSError, ValueError):
         pub.send(("started", grants))
-    not_started, orphaned = _door(session, cmds)
+    not_started, orphaned = _door(session, cmds, writer, end_on_fault=settings.end_on_fault)
     publisher.thread.join()
     outcome = session.outcome or Outcome.ABORTED
     if not_started and outcome is not Outcome.REFUSED and controller.state is not State.LINK_LOST:
@@ -225,12 +229,20 @@ def _run(settings: SessionSettings, link: Link, cmds: Connection, pub: Connectio
         pub.send(("end", final, report))
 
 
-def _door(session: Session, cmds: Connection) -> tuple[bool, bool]:
+def _door(session: Session, cmds: Connection, writer: RecordWriter | None = None, *,
+          end_on_fault: bool = False) -> tuple[bool, bool]:
     """The one door in: commands and stop requests until the session ends. A CLI that
     goes away (the pipe closes) stops the pen, and the session is left interrupted (as
-    a crash leaves it, to be resumed). Returns (the technician never started, orphaned)."""
-    not_started = orphaned = False
+    a crash leaves it, to be resumed). Records that fall RECORDS_BEHIND_ITEMS behind
+    stop the treatment. Returns (the technician never started, orphaned)."""
+    not_started = orphaned = behind = False
     while not session.wait(0):
+        if writer is not None and not behind and writer.backlog > RECORDS_BEHIND_ITEMS:
+            behind = True
+            session.submit(Command.RECORDS_FAILED)
+            if end_on_fault:  # nobody to decide (--yes): the session ends, as Session does
+                session.request_stop(f"{RECORDS_FAILED_REASON}: the records fell "
+                                     f"{writer.backlog} entries behind")
         try:
             if not cmds.poll(0.05):
                 continue

@@ -151,6 +151,12 @@ class RecordWriter:
     def failed(self) -> bool:
         return self.failure is not None
 
+    @property
+    def backlog(self) -> int:
+        """Items queued and not yet taken by the writer's thread (the pen process's
+        door stops treatment when the records fall this far behind)."""
+        return self._queue.qsize()
+
     def events(self, events: Sequence[EventRecord]) -> None:
         self._queue.put_nowait(events)
 

@@ -193,3 +193,40 @@ def test_a_reader_that_stalls_never_blocks_the_loop(tmp_path: Path) -> None:
         reader.close()  # the blocked send fails: the publisher ends
         publisher.thread.join(5)
         writer.close()
+
+
+def test_records_that_fall_behind_stop_the_treatment(
+    tmp_path: Path, records: tuple[Path, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A writer that does not keep up (here: its thread never runs) stops stamping;
+    nothing is dropped: every record waits in its queue."""
+    import threading
+
+    from devicectl import penloop
+    from devicectl.record_writer import RecordWriter
+
+    monkeypatch.setattr(penloop, "RECORDS_BEHIND_ITEMS", 20)
+    db, sid = records
+    writer = RecordWriter(db, sid)  # never started: it falls behind from the first event
+    clock = VirtualClock(0)
+    host_end, pen_end = pipe_pair(clock)
+    ctl = Controller(plan_for, MAP, StartFacts(PATIENT, frozenset()), nonce=7, now_us=0)
+    session = Session(ctl, wire=host_end, writer=writer,
+                      policy=Policy(auto_confirm=True, end_on_fault=True),
+                      pen=VirtualPen(seed=3, zone_map=MAP), pen_wire=pen_end,
+                      virtual_clock=clock, speed=0.0, step_us=500)
+    door_end, cli_end = Pipe(duplex=False)
+    session.start()
+    door = threading.Thread(target=penloop._door, args=(session, door_end, writer),
+                            kwargs={"end_on_fault": True})
+    door.start()
+    try:
+        assert session.wait(120)
+        assert session.snapshot.status.get("records_failure") is None  # the writer never failed
+        assert ctl.records_failure is not None  # the door stopped the treatment
+        assert session.outcome is not Outcome.COMPLETE
+        assert writer.backlog > 20  # every record still queued
+    finally:
+        door.join(5)
+        cli_end.close()
+        door_end.close()
