@@ -80,9 +80,13 @@ def open_link(settings: LinkSettings) -> Link:
         zone_map = load_zone_map()
     clock = VirtualClock(time.monotonic_ns() // 1000)
     host_end, pen_end = pipe_pair(clock)
-    pen = VirtualPen(seed=sim.seed, scenario=sim.scenario, zone_map=zone_map,
-                     position=sim.position, pen=with_auth(None, False, sim.auth_required),
-                     slots=load_slots(sim.sim_state) if sim.sim_state else None)
+    pen: Any = VirtualPen(seed=sim.seed, scenario=sim.scenario, zone_map=zone_map,
+                          position=sim.position, pen=with_auth(None, False, sim.auth_required),
+                          slots=load_slots(sim.sim_state) if sim.sim_state else None)
+    if sim.misbehave is not None:
+        from firmware_sim.misbehave import MisbehavingPen, get_misbehaviour
+
+        pen = MisbehavingPen(pen, get_misbehaviour(sim.misbehave), seed=sim.seed)
     return Link(host_end, settings.name, pen, pen_end, clock, sim.speed)
 
 

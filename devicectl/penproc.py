@@ -51,6 +51,8 @@ class SimSettings:
 
     seed: int
     scenario: str | None = None
+    #: a misbehaving pen's name (firmware_sim/data/misbehaviours.yaml)
+    misbehave: str | None = None
     position: bool = True
     auth_required: bool = False
     sim_state: Path | None = None

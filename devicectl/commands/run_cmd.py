@@ -112,6 +112,9 @@ def register(sub: Any) -> None:
                    help="simulator speed, times real time (0 = as fast as possible)")
     p.add_argument("--seed", type=int,
                    help="simulator seed (default: a new one each run, so a new cartridge)")
+    p.add_argument("--misbehave", metavar="NAME",
+                   help="simulate a misbehaving pen (python -m firmware_sim scenarios lists "
+                   "them; default: none)")
     p.add_argument("--no-position", action="store_true",
                    help="simulate a pen without position tracking")
     p.add_argument("--sim-auth-required", action="store_true",
@@ -330,7 +333,8 @@ def _link(args: argparse.Namespace, zone_map: ZoneMap) -> LinkSettings:
         return LinkSettings(port=args.port)
     seed = args.seed if args.seed is not None else secrets.randbelow(1 << 31)
     return LinkSettings(sim=SimSettings(
-        seed=seed, scenario=args.scenario, position=not args.no_position,
+        seed=seed, scenario=args.scenario, misbehave=getattr(args, "misbehave", None),
+        position=not args.no_position,
         auth_required=bool(getattr(args, "sim_auth_required", False)),
         sim_state=getattr(args, "sim_state", None), speed=args.speed, zone_map=zone_map))
 
