@@ -1,10 +1,10 @@
 """Pure Python against the mypyc-compiled core (`make compiled`), in one run.
 
-Runs bench/controller.py and bench/session.py (one session step size) twice
-each, alternately: with the pure-Python package, then with PYTHONPATH=
-build/compiled, so both see the same machine load. Prints each run's output and
-which modules were compiled. Run: `make bench-compiled` (builds first), or
-`.venv/bin/python bench/compiled.py [SESSION_STEP_US]` after `make compiled`.
+Runs bench/controller.py and bench/session.py twice each, alternately: with the
+pure-Python package, then with PYTHONPATH=build/compiled, so both see the same
+machine load. Prints each run's output and which modules were compiled. Run:
+`make bench-compiled` (builds first), or `.venv/bin/python bench/compiled.py`
+after `make compiled`.
 """
 
 from __future__ import annotations
@@ -34,8 +34,7 @@ def main() -> int:
         print("nothing compiled in build/compiled: run `make compiled` first")
         return 1
     print(f"compiled: {', '.join(built)}; load {os.getloadavg()[0]:.1f}")
-    step = sys.argv[1] if len(sys.argv) > 1 else "10000"
-    for script, args in (("controller.py", []), ("session.py", [step])):
+    for script, args in (("controller.py", []), ("session.py", [])):
         for compiled in (False, True):
             print(f"--- {script} {' '.join(args)} ({'compiled' if compiled else 'pure Python'})")
             print(run(script, args, compiled).rstrip())

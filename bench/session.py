@@ -2,10 +2,10 @@
 
 As `devicectl run --sim --speed 0 --yes` builds it: the real Controller and
 Session loop, the records written by the RecordWriter thread (temporary
-database), the simulated pen (firmware_sim VirtualPen) through the in-memory
-pipe on the virtual clock; profile bench/six-zone.yaml. The session's
-`step_us` (how far the virtual clock moves per loop iteration; 1 ms in
-`devicectl run`) is varied. Run: `.venv/bin/python bench/session.py [STEP_US ...]`.
+database), the simulated pen (firmware_sim VirtualPen) behind its VirtualWire on
+the virtual clock, which each read moves to the pen's next frame or the loop's
+timeout; profile bench/six-zone.yaml. Run: `.venv/bin/python bench/session.py
+[RUNS]` (default 1).
 """
 
 from __future__ import annotations
@@ -22,20 +22,19 @@ from pathlib import Path
 sys.path.append(str(Path(__file__).resolve().parent.parent))
 
 from devicectl.controller import Controller, StartFacts
-from devicectl.link import pipe_pair
+from devicectl.link import VirtualClock
 from devicectl.profile import load_profile
 from devicectl.profile_plan import make_plan
-from devicectl.session import Policy, Session, VirtualClock
+from devicectl.session import VIRTUAL_MAX_WAIT_US, Policy, Session
 from devicectl.store import RecordWriter, Store
 from devicectl.zones import load_zone_map
-from firmware_sim.virtual import VirtualPen
+from firmware_sim.virtual import VirtualPen, VirtualWire
 
 PROFILE = Path(__file__).resolve().parent / "six-zone.yaml"
 GOAL_WALL_S = 10.0
-STEPS_US = (1000, 2000, 5000, 10_000)
 
 
-def run(step_us: int, *, records: bool = True) -> tuple[float, float, float, str]:
+def run(*, records: bool = True) -> tuple[float, float, float, str]:
     """(wall s, CPU s of this process, simulated s, outcome) of one whole session."""
     zone_map = load_zone_map()
     loaded = load_profile(PROFILE)
@@ -53,16 +52,14 @@ def run(step_us: int, *, records: bool = True) -> tuple[float, float, float, str
             writer = RecordWriter(db, sid)
             writer.start()
         clock = VirtualClock(0)
-        host_end, pen_end = pipe_pair(clock)
         controller = Controller(
             lambda dev: make_plan(loaded, dev, zone_map), zone_map,
             StartFacts("BENCH", frozenset()), nonce=secrets.randbits(32), now_us=0,
         )
         session = Session(
-            controller, wire=host_end, writer=writer,
-            policy=Policy(auto_confirm=True, end_on_fault=True),
-            pen=VirtualPen(seed=11, zone_map=zone_map), pen_wire=pen_end,
-            virtual_clock=clock, speed=0.0, step_us=step_us,
+            controller, wire=VirtualWire(VirtualPen(seed=11, zone_map=zone_map), clock),
+            writer=writer, policy=Policy(auto_confirm=True, end_on_fault=True), clock=clock,
+            max_wait_us=VIRTUAL_MAX_WAIT_US,
         )
         c0, w0 = time.process_time(), time.perf_counter()
         session.start()
@@ -75,13 +72,13 @@ def run(step_us: int, *, records: bool = True) -> tuple[float, float, float, str
 
 
 def main() -> int:
-    steps = [int(a) for a in sys.argv[1:]] or list(STEPS_US)
+    runs = int(sys.argv[1]) if len(sys.argv) > 1 else 1
     print(f"six-zone session ({PROFILE.name}) in virtual time, as fast as possible "
           f"(Python {sys.version.split()[0]}, load {os.getloadavg()[0]:.2f})")
-    for step_us in steps:
-        wall, cpu, sim_s, outcome = run(step_us)
+    for _ in range(runs):
+        wall, cpu, sim_s, outcome = run()
         verdict = "met" if wall <= GOAL_WALL_S else "NOT met"
-        print(f"  step {step_us:>6} µs: {wall:6.1f} s wall, {cpu:6.1f} s CPU for "
+        print(f"  next-event steps: {wall:6.1f} s wall, {cpu:6.1f} s CPU for "
               f"{sim_s / 60:5.1f} simulated min ({sim_s / wall:4.0f}x), {outcome}; "
               f"≤ {GOAL_WALL_S:.0f} s: {verdict}")
     return 0

@@ -148,6 +148,31 @@ class Controller(ControllerConnect):
         self._command(cmd, now_us)
         return self._flush()
 
+    def next_deadline_us(self, now_us: int) -> int | None:
+        """When `tick` next has work of its own (the timers above), for a loop that
+        waits till then: `now_us` while frames wait in the backlog; None before
+        `connect`. Frames and commands that arrive earlier may move it."""
+        if not self._connected:
+            return None
+        if self._backlog:
+            return now_us
+        link = self._link
+        due = link.next_resend_us()
+        state = self.state
+        if state is State.CONNECTING:
+            hello = min(self._connect_us + HELLO_GIVE_UP_US, self._hello_us + HELLO_RETRY_US)
+            due = hello if due is None else min(due, hello)
+        tel_us = self._tel_us
+        if tel_us is not None and state in LIVE:
+            quiet = tel_us + (
+                self._gap_us if state is State.STAMPING and self._pen_stamping
+                else SILENCE_LOST_US) + 1
+            due = quiet if due is None else min(due, quiet)
+        beat = None if self._link_gone else link.next_heartbeat_us()
+        if beat is not None:
+            due = beat if due is None else min(due, beat)
+        return due
+
     def finish(self, now_us: int) -> Output:
         """The session's end: STOP (unless one is in force already) so that the
         telemetry can show the pen stopped (`pen_stopped`, and a PEN_STOPPED

@@ -204,6 +204,27 @@ def open_pty() -> PtyTransport:
         raise LinkError(f"cannot create a pseudo-terminal ({exc})") from None
 
 
+# --- virtual time ------------------------------------------------------------
+
+
+class VirtualClock:
+    """Simulated time (µs), read by calling it: the clock of a virtual session, which
+    its transport moves (firmware_sim.virtual.VirtualWire) and everything else reads."""
+
+    __slots__ = ("now_us",)
+
+    def __init__(self, start_us: int = 0) -> None:
+        self.now_us = start_us
+
+    def __call__(self) -> int:
+        return self.now_us
+
+
+def monotonic_us() -> int:
+    """The real clock of a session, in µs."""
+    return time.monotonic_ns() // 1000
+
+
 # --- in-memory pipe ----------------------------------------------------------
 
 

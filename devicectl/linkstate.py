@@ -141,6 +141,16 @@ class LinkState:
             out.append((p, frame))
         return out
 
+    def next_resend_us(self) -> int | None:
+        """When `resends_due` next has a frame (or LinkLost) for the caller."""
+        if not self._pending:
+            return None
+        return min(p.sent_us for p in self._pending.values()) + ACK_TIMEOUT_US
+
+    def next_heartbeat_us(self) -> int | None:
+        """When `heartbeat_due` next says yes (nothing sent yet: never)."""
+        return None if self.last_sent_us is None else self.last_sent_us + HEARTBEAT_US
+
     def heartbeat_due(self, now_us: int) -> bool:
         return self.last_sent_us is not None and now_us - self.last_sent_us >= HEARTBEAT_US
 

@@ -17,6 +17,7 @@ import gc
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from multiprocessing.connection import Connection
@@ -24,11 +25,11 @@ from typing import Any, Final
 
 from devicectl.controller import Controller
 from devicectl.errors import DevicectlError, RefusedError
-from devicectl.link import Transport, open_transport, pipe_pair
+from devicectl.link import Transport, VirtualClock, monotonic_us, open_transport
 from devicectl.penproc import EndReport, LinkSettings, SessionSettings, user_error
 from devicectl.record_writer import RecordWriter
 from devicectl.records import EventRecord
-from devicectl.session import Policy, Session, VirtualClock
+from devicectl.session import MAX_WAIT_US, VIRTUAL_MAX_WAIT_US, Policy, Session
 from devicectl.snapshot import CoverageFrame, Outcome, Snapshot
 from devicectl.transitions import RECORDS_FAILED_REASON, Command, State
 
@@ -44,15 +45,13 @@ RECORDS_BEHIND_ITEMS: Final = 10_000
 
 @dataclass
 class Link:
-    """The opened link (what `run_cmd._link`'s 4-tuple was): the host's end, and in
-    virtual time the simulated pen, its end of the pipe and the shared clock."""
+    """The opened link (what `run_cmd._link`'s untyped tuple was): the transport, its
+    name, and the session's clock (a virtual one the simulator's wire moves)."""
 
     wire: Transport
     name: str
-    pen: Any = None
-    pen_wire: Transport | None = None
-    clock: VirtualClock | None = None
-    speed: float = 1.0
+    clock: Callable[[], int] = monotonic_us
+    max_wait_us: int = MAX_WAIT_US
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
@@ -71,7 +70,7 @@ def open_link(settings: LinkSettings) -> Link:
                                "ports)") from None
     from firmware_sim.__main__ import with_auth
     from firmware_sim.bootloader import load_slots
-    from firmware_sim.virtual import VirtualPen
+    from firmware_sim.virtual import VirtualPen, VirtualWire
 
     zone_map = sim.zone_map
     if zone_map is None:
@@ -79,7 +78,6 @@ def open_link(settings: LinkSettings) -> Link:
 
         zone_map = load_zone_map()
     clock = VirtualClock(time.monotonic_ns() // 1000)
-    host_end, pen_end = pipe_pair(clock)
     pen: Any = VirtualPen(seed=sim.seed, scenario=sim.scenario, zone_map=zone_map,
                           position=sim.position, pen=with_auth(None, False, sim.auth_required),
                           slots=load_slots(sim.sim_state) if sim.sim_state else None)
@@ -87,7 +85,8 @@ def open_link(settings: LinkSettings) -> Link:
         from firmware_sim.misbehave import MisbehavingPen, get_misbehaviour
 
         pen = MisbehavingPen(pen, get_misbehaviour(sim.misbehave), seed=sim.seed)
-    return Link(host_end, settings.name, pen, pen_end, clock, sim.speed)
+    return Link(VirtualWire(pen, clock, speed=sim.speed), settings.name, clock,
+                VIRTUAL_MAX_WAIT_US)
 
 
 def _threads() -> list[int]:
@@ -195,8 +194,7 @@ def _run(settings: SessionSettings, link: Link, cmds: Connection, pub: Connectio
     session = Session(
         controller, wire=link.wire, writer=writer,
         policy=Policy(auto_confirm=settings.auto_confirm, end_on_fault=settings.end_on_fault),
-        pen=link.pen, pen_wire=link.pen_wire, virtual_clock=link.clock, speed=link.speed,
-        started_wall=settings.started_wall,
+        clock=link.clock, max_wait_us=link.max_wait_us, started_wall=settings.started_wall,
     )
     grants, data = ask_os()  # before the threads start: they inherit core and priority
     writer.start()

@@ -3,9 +3,10 @@
 The inner-loop thread owns the link: read (short timeout), decode and decide
 (the controller), write what it returns, in that order, every iteration.
 Records go to the writer thread's queue, display events to a deque, and the
-monitor reads `snapshot`, a status dict the loop refreshes at 20 Hz. Nothing
-slow runs on the loop's thread. Real time reads the monotonic clock; virtual
-time steps a simulated pen beside the controller on a simulated clock.
+monitor reads `snapshot`, a frozen Snapshot the loop rebuilds at 20 Hz. Nothing
+slow runs on the loop's thread. One loop for real and virtual time: the clock
+is given (the monotonic clock, or a virtual one that the link itself moves,
+firmware_sim.virtual.VirtualWire), and the session knows no simulator.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import contextlib
 import queue
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
@@ -22,6 +24,7 @@ from typing import Any, Protocol
 from devicectl.controller import Command, ControlEvent, Controller, EventKind, Output, State
 from devicectl.errors import LinkError
 from devicectl.flight import RX, TX, FlightRecorder, pack
+from devicectl.link import VirtualClock, monotonic_us
 from devicectl.safety import emergency_stop_frame
 from devicectl.snapshot import Outcome, Snapshot, outcome_of
 from devicectl.snapshot_build import SnapshotBuilder
@@ -44,34 +47,42 @@ STOP_VERIFY_US = 500_000
 #: How long a pen that does not stop is sent ESTOP again (spec H3) before the loop
 #: ends anyway, the technician told to switch it off (µs).
 NOT_STOPPED_WAIT_US = 4_000_000
+#: The longest a read waits for the pen (µs) when the clock is real: the loop takes
+#: the technician's commands at least this often. Reads wait less when a timer (the
+#: controller's or the session's) is due sooner.
+MAX_WAIT_US = 1_000
+#: The same in virtual time (a clock the link moves): a read stops at the pen's next
+#: frame anyway, and the timers bound it; this only bounds how late a command is
+#: taken while the pen says nothing.
+VIRTUAL_MAX_WAIT_US = 100_000
+#: The most a read takes from the link at once.
+READ_MAX_BYTES = 4096
+
+__all__ = [
+    "FINAL_STATES",
+    "MAX_WAIT_US",
+    "VIRTUAL_MAX_WAIT_US",
+    "Outcome",
+    "Policy",
+    "Session",
+    "VirtualClock",
+    "Wire",
+    "outcome_of",
+]
 
 
 #: States in which the loop ends by itself: nothing more can happen without a new session.
 FINAL_STATES = frozenset({State.COMPLETE, State.REFUSED, State.ABORTED})
 
 
-class VirtualClock:
-    """Simulated time shared by a virtual session and its in-memory pipe."""
-
-    def __init__(self, start_us: int = 0) -> None:
-        self.now_us = start_us
-
-    def __call__(self) -> int:
-        return self.now_us
 
 
 class Wire(Protocol):
-    """What the loop needs of a byte link: the transports of devicectl.link fit."""
+    """What the loop needs of a byte link: the transports of devicectl.link fit, and
+    firmware_sim.virtual.VirtualWire (a simulated pen in virtual time)."""
 
     def read(self, max_bytes: int, timeout_s: float) -> bytes: ...
     def write(self, data: bytes) -> None: ...
-
-
-class Pen(Protocol):
-    """What virtual time needs of a simulated pen: firmware_sim.virtual.VirtualPen fits."""
-
-    def receive_data(self, data: bytes, now_us: int) -> None: ...
-    def advance(self, now_us: int) -> bytes: ...
 
 
 @dataclass
@@ -101,10 +112,14 @@ class _Timers:
 
 
 class Session:
-    """Runs a Controller on a thread over a real link or beside a virtual pen.
+    """Runs a Controller on a thread over a link, on the clock it is given.
 
-    Thread-safe for the UI: `submit(cmd)`, `request_stop(reason)`, `snapshot`,
-    `drain_events()`, `wait(timeout)`. The outcome is set when the loop ends.
+    `clock` (µs) is the monotonic clock for a real pen; a virtual session passes
+    the VirtualClock its wire moves, and may let a read wait longer than
+    `max_wait_us` (there the wire moves time on to the pen's next frame or
+    the next timer, whichever is first). Thread-safe for the UI: `submit(cmd)`,
+    `request_stop(reason)`, `snapshot`, `drain_events()`, `wait(timeout)`. The
+    outcome is set when the loop ends.
     """
 
     def __init__(
@@ -114,25 +129,17 @@ class Session:
         wire: Wire,
         writer: RecordWriter | None,
         policy: Policy,
-        pen: Pen | None = None,
-        pen_wire: Wire | None = None,
-        virtual_clock: VirtualClock | None = None,
-        speed: float = 1.0,
-        step_us: int = 1_000,
+        clock: Callable[[], int] = monotonic_us,
+        max_wait_us: int = MAX_WAIT_US,
         started_wall: datetime | None = None,
     ) -> None:
-        if not ((pen is None) == (pen_wire is None) == (virtual_clock is None)):
-            raise ValueError("a virtual pen needs its end of the pipe and the virtual clock")
         self.controller = controller
         self._writer = writer
         self._policy = policy
         self._wire = wire
-        self._pen = pen
-        self._pen_wire = pen_wire
-        self._virtual = pen is not None
-        self._virtual_clock = virtual_clock
-        self._speed = speed
-        self._step_us = step_us
+        self._clock = clock
+        self._max_wait_us = max_wait_us
+        self._no_wait_at: int | None = None
         self._wall0 = started_wall or datetime.now(UTC)
         self._t0_us: int | None = None
         self._commands: queue.SimpleQueue[Command] = queue.SimpleQueue()
@@ -199,10 +206,7 @@ class Session:
 
     def _run(self) -> None:
         try:
-            if self._virtual:
-                self._run_virtual()
-            else:
-                self._run_real()
+            self._loop()
         except LinkError as exc:  # the port went away: nothing more can reach the pen
             self.error = exc
             self._emergency_stop()
@@ -227,37 +231,39 @@ class Session:
                 self._save_coverage(self.now_us)
             self._done.set()
 
-    def _run_real(self) -> None:
-        wire = self._wire
-        now = time.monotonic_ns() // 1000
+    def _loop(self) -> None:
+        """Read (until the next timer at most), then decide and write; every clock."""
+        wire, clock = self._wire, self._clock
+        now = clock()
         self._t0_us = now
         self.now_us = now
         self._emit(self.controller.connect(now), now)
         while not self._finished(now):
-            data = wire.read(4096, 0.001)
-            now = time.monotonic_ns() // 1000
+            data = wire.read(READ_MAX_BYTES, self._wait_us(now) / 1e6)
+            now = clock()
             self._step(data, now)
 
-    def _run_virtual(self) -> None:
-        assert self._pen is not None and self._pen_wire is not None
-        assert self._virtual_clock is not None
-        pen, pen_wire, wire, clock = self._pen, self._pen_wire, self._wire, self._virtual_clock
-        now = clock.now_us
-        self._t0_us = now
-        self.now_us = now
-        wall0 = time.monotonic()
-        self._emit(self.controller.connect(now), now)
-        step = self._step_us
-        while not self._finished(now):
-            now += step
-            clock.now_us = now
-            pen_wire.write(pen.advance(now))
-            self._step(wire.read(1 << 16, 0.0), now)
-            pen.receive_data(pen_wire.read(1 << 16, 0.0), now)
-            if self._speed > 0 and (now - self._t0_us) % 20_000 < step:
-                ahead_s = (now - self._t0_us) / 1e6 / self._speed - (time.monotonic() - wall0)
-                if ahead_s > 0:
-                    time.sleep(ahead_s)
+    def _wait_us(self, now: int) -> int:
+        """How long the next read may wait: till the controller's next timer, the
+        session's own (progress, the end's deadlines), or `max_wait_us`.
+
+        The controller and the session ran at `now` just before, so a time not
+        after `now` is one they have dealt with, and is not waited for: only the
+        controller's "now" (frames left in its backlog) gives one read without
+        waiting, once per `now`, so that time always moves on."""
+        due = now + self._max_wait_us
+        ctl_due = self.controller.next_deadline_us(now)
+        if ctl_due is not None and ctl_due < due and (
+            ctl_due > now or (ctl_due == now and now != self._no_wait_at)
+        ):
+            due = ctl_due
+        timers = self._timers
+        for t in (timers.progress_us + PROGRESS_PERIOD_US, timers.stop_deadline_us,
+                  timers.give_up_us):
+            if t is not None and now < t < due:
+                due = t
+        self._no_wait_at = now if due == now else None
+        return due - now
 
     def _step(self, data: bytes, now: int) -> None:
         ctl = self.controller
@@ -277,7 +283,7 @@ class Session:
             self._begin_stop(now)
         # Snapshots serve people and coverage saves serve crash recovery: both run
         # on the wall clock, also in virtual time, where simulated seconds fly by.
-        wall = time.monotonic_ns() // 1000 if self._virtual else now
+        wall = time.monotonic_ns() // 1000
         if now - self._timers.progress_us >= PROGRESS_PERIOD_US:
             self._timers.progress_us = now
             self._progress.append((now, ctl.status(now)))
@@ -422,6 +428,8 @@ class Session:
         if not self._policy.auto_confirm or self._stop_reason is not None:
             return
         ctl = self.controller
+        if ctl.state is not State.READY and ctl.state is not State.ZONE_DONE:
+            return
         key = (ctl.state, ctl.zone_index)
         if key in self._timers.confirmed_in:
             return

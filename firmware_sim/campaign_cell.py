@@ -21,17 +21,17 @@ from typing import Any, Final
 from devicectl import protocol as p
 from devicectl.controller import Command, Controller, StartFacts, State
 from devicectl.flight import TX, WINDOW_US, unpack
-from devicectl.link import pipe_pair
+from devicectl.link import VirtualClock
 from devicectl.plan import Plan, ZonePlan
 from devicectl.safety import EstopReason
-from devicectl.session import Policy, Session, VirtualClock
+from devicectl.session import VIRTUAL_MAX_WAIT_US, Policy, Session
 from devicectl.store import EventRecord, RecordWriter, Store
 from devicectl.unsaved import read_unsaved, unsaved_path
 from devicectl.zones import Zone, ZoneMap
 from firmware_sim.faults import Scenario, load_scenarios
 from firmware_sim.misbehave import MisbehavingPen, Misbehaviour, load_misbehaviours
 from firmware_sim.triggers import Trigger, TriggerWatch
-from firmware_sim.virtual import VirtualPen
+from firmware_sim.virtual import VirtualPen, VirtualWire
 
 #: Strokes into the first zone at which the phases' events happen.
 STROKES: Final = 20
@@ -201,6 +201,9 @@ class Bench:
                     self._records_watch.host_frame(f.message)
         self.pen.receive_data(data, now_us)
 
+    def next_event_us(self, now_us: int) -> int:
+        return self.pen.next_event_us(now_us)
+
     def advance(self, now_us: int) -> bytes:
         self._technician(now_us)
         out = self.pen.advance(now_us)
@@ -330,8 +333,7 @@ def _run_cell(kind: str, phase: str, seed: int, db: Path) -> CellResult:
     records_fail = kind == RECORDS_FAIL
     bench = Bench(pen, phase, db, records_fail=records_fail)
     clock = VirtualClock(0)
-    host_end, pen_end = pipe_pair(clock)
-    wire = RecordingWire(host_end, clock)
+    wire = RecordingWire(VirtualWire(bench, clock, speed=1.0 if records_fail else 0.0), clock)
     with Store(db) as store:
         session_id = store.create_session(
             patient_ref=f"campaign {kind} {phase}", profile_name="campaign",
@@ -343,9 +345,8 @@ def _run_cell(kind: str, phase: str, seed: int, db: Path) -> CellResult:
     writer = RecordWriter(db, session_id, clock=clock)
     writer.start()
     session = Session(
-        controller, wire=wire, writer=writer, policy=bench.policy, pen=bench,
-        pen_wire=pen_end, virtual_clock=clock, speed=1.0 if records_fail else 0.0,
-        step_us=STEP_US,
+        controller, wire=wire, writer=writer, policy=bench.policy, clock=clock,
+        max_wait_us=VIRTUAL_MAX_WAIT_US,
     )
     bench.session = session
     session.start()

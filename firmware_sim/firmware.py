@@ -74,6 +74,7 @@ WATCHDOG_MS_RANGE: Final = (20, 1000)
 #: A runner far behind (a paused process) skips telemetry rather than flooding.
 MAX_TELEMETRY_BACKLOG_US: Final = 200_000
 _WRAP32: Final = 0xFFFF_FFFF
+_WATCHDOG_FLAG: Final = 1 << FaultBit.WATCHDOG
 
 
 class Trigger(enum.Enum):
@@ -215,6 +216,17 @@ class Firmware:
         """Advance to `now_us`: TELEMETRY when due, FAULT and EVENT as they happen."""
         self._advance(now_us)
         return self.link.flush()
+
+    def next_event_us(self) -> int | None:
+        """When the pen next speaks by itself: the next TELEMETRY, or the watchdog
+        latching (a FAULT frame) if nothing feeds it first. None before the first
+        HELLO, when the pen says nothing unasked."""
+        if not self.greeted:
+            return None
+        due = self._next_tlm_us
+        if not self.fault_flags & _WATCHDOG_FLAG:
+            due = min(due, self._last_feed_us + self.watchdog_us + 1)
+        return due
 
     # --- inputs from the pen's body and the hand -------------------------------
 

@@ -206,6 +206,9 @@ class MisbehavingPen:
             return
         self.inner.receive_data(bytes(out), now_us)
 
+    def next_event_us(self, now_us: int) -> int:
+        return self.inner.next_event_us(now_us)
+
     def advance(self, now_us: int) -> bytes:
         out = self.inner.advance(now_us)
         self._check_trigger(now_us)

@@ -175,7 +175,7 @@ class Physics:
         """Move time on by `dt_us`; returns the strokes completed (each measured)."""
         if dt_us <= 0:
             return 0
-        # Called once per TELEMETRY (every simulated millisecond): the pen's
+        # Called once per TELEMETRY frame and per step of the pen: the pen's
         # figures are read once, and the motor's decay factor is kept per step
         # length (the same exp, so the same numbers as computing it each time).
         pen = self.pen

@@ -1,14 +1,21 @@
 """The whole simulated pen on a clock it is given: firmware, physics, hand and faults.
 
-The host's virtual-time loop calls `advance(now_us)` for the pen's bytes and
-`receive_data(bytes, now_us)` with its own; real-time serving calls the same
-two with the wall clock. Byte impairments of a scenario apply here, both ways.
+`VirtualPen.advance(now_us)` gives the pen's bytes and `receive_data(bytes,
+now_us)` takes the host's; real-time serving calls the two with the wall clock.
+`VirtualWire` makes the pen a transport in virtual time: the host's loop reads
+and writes it like a serial port, and each read moves the virtual clock on to
+the pen's next frame (or the reader's timeout), stepping the pen there. Byte
+impairments of a scenario apply in the pen, both ways.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import replace
+from typing import Protocol
 
+from devicectl.errors import LinkError
+from devicectl.link import Transport, VirtualClock
 from devicectl.protocol import Capability
 from devicectl.zones import ZoneMap, load_zone_map
 from firmware_sim.bootloader import Slots
@@ -23,6 +30,22 @@ _DEFAULT_PEN = PenParams()
 def fresh_cartridge_id(seed: int) -> int:
     """A cartridge id that differs from seed to seed (never 0, which means none)."""
     return ((seed * 2_654_435_761) ^ _DEFAULT_PEN.cartridge_id) & 0xFFFF_FFFF or 1
+
+
+#: How far the virtual clock moves at most per step while the pen has nothing due
+#: by itself (before the first HELLO: it only answers).
+IDLE_STEP_US = 1_000
+#: A paced wire (speed > 0) sleeps only once it is this far ahead of the wall clock.
+_PACE_SLACK_S = 0.001
+
+
+class Pen(Protocol):
+    """What the virtual wire needs of a simulated pen: VirtualPen fits, and the
+    wrappers around it (misbehaving pens, the fault campaign's bench)."""
+
+    def receive_data(self, data: bytes, now_us: int) -> None: ...
+    def advance(self, now_us: int) -> bytes: ...
+    def next_event_us(self, now_us: int) -> int: ...
 
 
 class VirtualPen:
@@ -64,6 +87,14 @@ class VirtualPen:
             if out:
                 self._pending.append(out)
 
+    def next_event_us(self, now_us: int) -> int:
+        """When to step the pen next: its next frame (TELEMETRY, or the watchdog's
+        FAULT), at most IDLE_STEP_US away while it says nothing unasked. The hand
+        and the scenarios act at those steps; answers to the host's frames are
+        ready at once, on the next `advance`."""
+        due = self.firmware.next_event_us()
+        return now_us + IDLE_STEP_US if due is None else max(due, now_us + 1)
+
     def advance(self, now_us: int) -> bytes:
         """Step everything to `now_us`; the bytes the host receives (impaired, if so)."""
         fw = self.firmware
@@ -76,7 +107,7 @@ class VirtualPen:
         for button in hand.take_presses():
             fw.press(button, now_us)
         self.faults.advance(now_us, fw, hand)
-        late = fw.tick(now_us)  # events raised by the hand or the faults just now
+        late = fw.link.flush()  # events raised by the hand or the faults just now
         if self._pending:
             self._pending.append(out)
             self._pending.append(late)
@@ -85,3 +116,78 @@ class VirtualPen:
         elif late:
             out += late
         return self.faults.to_host(out, now_us) if out else out
+
+
+class VirtualWire(Transport):
+    """The simulated pen behind a transport, on a virtual clock this wire moves.
+
+    `read(max_bytes, timeout_s)` returns the pen's bytes that have arrived;
+    when none have, it steps the clock to the pen's next frame, or to
+    `timeout_s` of virtual time from now, whichever comes first (the reader's
+    own timers are due then), and steps the pen there. `write` hands the
+    host's bytes to the pen at the clock's time; its answers are there for the
+    next read. At `speed` > 0 the clock is held to `speed` times the wall
+    clock (reads sleep until then); at 0 it runs as fast as the pen is computed.
+    """
+
+    def __init__(self, pen: Pen, clock: VirtualClock, *, speed: float = 0.0,
+                 name: str = "the simulator") -> None:
+        self.pen = pen
+        self.clock = clock
+        self.name = name
+        self._speed = speed
+        self._rx = bytearray()
+        self._unread = False  # bytes written since the pen was last stepped
+        self._closed = False
+        self._t0_us = clock.now_us
+        self._wall0_s = time.monotonic()
+
+    def read(self, max_bytes: int, timeout_s: float) -> bytes:
+        if self._closed:
+            raise LinkError(f"port {self.name} is closed")
+        rx = self._rx
+        if not rx:
+            self._step(self.clock.now_us + max(0, int(timeout_s * 1e6)))
+            if not rx:
+                return b""
+        if len(rx) <= max_bytes:
+            data = bytes(rx)
+            rx.clear()
+        else:
+            data = bytes(rx[:max_bytes])
+            del rx[:max_bytes]
+        return data
+
+    def _step(self, deadline_us: int) -> None:
+        """Step the pen to its next frames, until it has spoken or `deadline_us`."""
+        clock, pen, rx = self.clock, self.pen, self._rx
+        now = clock.now_us
+        if self._unread:
+            self._unread = False
+            rx += pen.advance(now)  # the answers to what was written
+            if rx:
+                return
+        while now < deadline_us:
+            now = min(pen.next_event_us(now), deadline_us)
+            if self._speed > 0:
+                self._pace(now)
+            clock.now_us = now
+            out = pen.advance(now)
+            if out:
+                rx += out
+                return
+
+    def _pace(self, now_us: int) -> None:
+        ahead_s = (now_us - self._t0_us) / 1e6 / self._speed - (time.monotonic() - self._wall0_s)
+        if ahead_s > _PACE_SLACK_S:
+            time.sleep(ahead_s)
+
+    def write(self, data: bytes) -> None:
+        if self._closed:
+            raise LinkError(f"port {self.name} is closed")
+        if data:
+            self.pen.receive_data(data, self.clock.now_us)
+            self._unread = True
+
+    def close(self) -> None:
+        self._closed = True

@@ -19,15 +19,14 @@ from test_virtual_session import MAP, plan_for
 from devicectl.controller import Controller, StartFacts
 from devicectl.controller_core import COVERAGE_CELL_MM
 from devicectl.errors import RefusedError
-from devicectl.link import pipe_pair
 from devicectl.penloop import _Publisher
 from devicectl.penproc import LinkSettings, MapRaster, PenProcess, SessionSettings, SimSettings
 from devicectl.plan import PlanRecipe, ZoneRecipe
-from devicectl.session import Policy, Session, VirtualClock
+from devicectl.session import VIRTUAL_MAX_WAIT_US, Policy, Session, VirtualClock
 from devicectl.snapshot import Outcome, Snapshot
 from devicectl.store import Store
 from devicectl.transitions import EventKind, State
-from firmware_sim.virtual import VirtualPen
+from firmware_sim.virtual import VirtualPen, VirtualWire
 
 PATIENT = "P-PROC-1"
 
@@ -175,11 +174,10 @@ def test_a_reader_that_stalls_never_blocks_the_loop(tmp_path: Path) -> None:
     """Nobody reads the publisher's pipe: its thread blocks once the pipe is full, and
     the session runs to its end regardless."""
     clock = VirtualClock(0)
-    host_end, pen_end = pipe_pair(clock)
     ctl = Controller(plan_for, MAP, StartFacts(PATIENT, frozenset()), nonce=7, now_us=0)
-    session = Session(ctl, wire=host_end, writer=None, policy=Policy(auto_confirm=True),
-                      pen=VirtualPen(seed=3, zone_map=MAP), pen_wire=pen_end,
-                      virtual_clock=clock, speed=0.0, step_us=500)
+    session = Session(ctl, wire=VirtualWire(VirtualPen(seed=3, zone_map=MAP), clock),
+                      writer=None, policy=Policy(auto_confirm=True), clock=clock,
+                      max_wait_us=VIRTUAL_MAX_WAIT_US)
     reader, writer = Pipe(duplex=False)
     publisher = _Publisher(session, writer)
     session.start()
@@ -209,12 +207,10 @@ def test_records_that_fall_behind_stop_the_treatment(
     db, sid = records
     writer = RecordWriter(db, sid)  # never started: it falls behind from the first event
     clock = VirtualClock(0)
-    host_end, pen_end = pipe_pair(clock)
     ctl = Controller(plan_for, MAP, StartFacts(PATIENT, frozenset()), nonce=7, now_us=0)
-    session = Session(ctl, wire=host_end, writer=writer,
-                      policy=Policy(auto_confirm=True, end_on_fault=True),
-                      pen=VirtualPen(seed=3, zone_map=MAP), pen_wire=pen_end,
-                      virtual_clock=clock, speed=0.0, step_us=500)
+    session = Session(ctl, wire=VirtualWire(VirtualPen(seed=3, zone_map=MAP), clock),
+                      writer=writer, policy=Policy(auto_confirm=True, end_on_fault=True),
+                      clock=clock, max_wait_us=VIRTUAL_MAX_WAIT_US)
     door_end, cli_end = Pipe(duplex=False)
     session.start()
     door = threading.Thread(target=penloop._door, args=(session, door_end, writer),

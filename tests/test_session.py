@@ -1,7 +1,7 @@
 """The session runner: the inner loop on its thread, its stops and its failures.
 
-Sessions here join a real Controller to the simulated pen through the
-in-memory pipe (virtual time); pytest-mock appears only where a port fails.
+Sessions here join a real Controller to the simulated pen through its
+VirtualWire (virtual time); pytest-mock appears only where a port fails.
 """
 
 from __future__ import annotations
@@ -12,14 +12,20 @@ from pytest_mock import MockerFixture
 
 from devicectl.controller import Command, Controller, EventKind, StartFacts, State
 from devicectl.errors import LinkError
-from devicectl.link import pipe_pair
 from devicectl.profile import load_profile
 from devicectl.profile_plan import make_plan
 from devicectl.protocol import Decoder, Estop, Stop
-from devicectl.session import Outcome, Policy, Session, VirtualClock, outcome_of
+from devicectl.session import (
+    VIRTUAL_MAX_WAIT_US,
+    Outcome,
+    Policy,
+    Session,
+    VirtualClock,
+    outcome_of,
+)
 from devicectl.store import RecordWriter, Store
 from devicectl.zones import load_zone_map
-from firmware_sim.virtual import VirtualPen
+from firmware_sim.virtual import Pen, VirtualPen, VirtualWire
 
 DATA = Path(__file__).parent / "data"
 
@@ -32,7 +38,6 @@ def virtual_session(
     zone_map = load_zone_map()
     loaded = load_profile(DATA / profile)
     clock = VirtualClock(1_000_000)
-    host_end, pen_end = pipe_pair(clock)
     pen = VirtualPen(seed=seed, scenario=scenario, zone_map=zone_map)
     ctl = Controller(
         lambda dev: make_plan(loaded, dev, zone_map), zone_map,
@@ -40,8 +45,8 @@ def virtual_session(
         nonce=1234, now_us=clock.now_us,
     )
     session = Session(
-        ctl, wire=host_end, writer=writer, policy=policy or Policy(auto_confirm=True),
-        pen=pen, pen_wire=pen_end, virtual_clock=clock, speed=speed,
+        ctl, wire=VirtualWire(pen, clock, speed=speed), writer=writer,
+        policy=policy or Policy(auto_confirm=True), clock=clock, max_wait_us=VIRTUAL_MAX_WAIT_US,
     )
     return session, pen
 
@@ -203,6 +208,9 @@ class _StopIgnoringPen:
                 kept += encode(m, f.seq, f.flags)  # type: ignore[arg-type]
         self.pen.receive_data(kept, now_us)
 
+    def next_event_us(self, now_us: int) -> int:
+        return self.pen.next_event_us(now_us)
+
     def advance(self, now_us: int) -> bytes:
         out, self._acks = self._acks + self.pen.advance(now_us), b""
         if self.firmware.state.name == "STAMPING":
@@ -210,18 +218,18 @@ class _StopIgnoringPen:
         return out
 
 
-def _session_with(pen: object, writer: RecordWriter | None = None) -> Session:
+def _session_with(pen: Pen, writer: RecordWriter | None = None) -> Session:
     zone_map = load_zone_map()
     loaded = load_profile(DATA / "short-two-zones.yaml")
     clock = VirtualClock(1_000_000)
-    host_end, pen_end = pipe_pair(clock)
     ctl = Controller(
         lambda dev: make_plan(loaded, dev, zone_map), zone_map,
         StartFacts(patient_ref="S-1", used_cartridge_ids=frozenset()),
         nonce=1234, now_us=clock.now_us,
     )
-    return Session(ctl, wire=host_end, writer=writer, policy=Policy(auto_confirm=True),
-                   pen=pen, pen_wire=pen_end, virtual_clock=clock, speed=0)  # type: ignore[arg-type]
+    wire = VirtualWire(pen, clock)
+    return Session(ctl, wire=wire, writer=writer, policy=Policy(auto_confirm=True), clock=clock,
+                   max_wait_us=VIRTUAL_MAX_WAIT_US)
 
 
 def test_a_stop_request_ends_once_the_telemetry_shows_the_pen_stopped(tmp_path: Path) -> None:

@@ -73,8 +73,7 @@ def arm_insert(mocker: MockerFixture, pragma: str | None) -> threading.Event:
 
 def stamping_session(db: Path, sid: int) -> tuple[Session, VirtualPen, RecordWriter]:
     session, pen = virtual_session(policy=Policy(auto_confirm=True, end_on_fault=True), speed=1.0)
-    clock = session._virtual_clock
-    assert clock is not None
+    clock = session._clock
     writer = RecordWriter(db, sid, clock=clock)
     writer.start()
     session._writer = writer

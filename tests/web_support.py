@@ -14,10 +14,9 @@ from pathlib import Path
 from test_virtual_session import MAP, plan_for
 
 from devicectl.controller import Controller, StartFacts
-from devicectl.link import pipe_pair
-from devicectl.session import Policy, Session, VirtualClock
+from devicectl.session import VIRTUAL_MAX_WAIT_US, Policy, Session, VirtualClock
 from devicectl.store import RecordWriter, Store
-from firmware_sim.virtual import VirtualPen
+from firmware_sim.virtual import VirtualPen, VirtualWire
 
 PATIENT = "P-WEB-7"
 
@@ -58,21 +57,17 @@ def sim_session(
             started_at=datetime.now(UTC).isoformat(timespec="milliseconds"),
         )
     clock = VirtualClock(0)
-    host_end, pen_end = pipe_pair(clock)
     pen = VirtualPen(seed=3, scenario=scenario, zone_map=MAP, position=position)
     ctl = Controller(plan_for, MAP, StartFacts(PATIENT, frozenset()), nonce=0x5EB, now_us=0)
     writer = RecordWriter(db_path, sid)
     writer.start()
     session = Session(
         ctl,
-        wire=host_end,
+        wire=VirtualWire(pen, clock, speed=speed),
         writer=writer,
         policy=Policy(auto_confirm=auto_confirm, end_on_fault=end_on_fault),
-        pen=pen,
-        pen_wire=pen_end,
-        virtual_clock=clock,
-        speed=speed,
-        step_us=500,
+        clock=clock,
+        max_wait_us=VIRTUAL_MAX_WAIT_US,
     )
     session.start()
     return SimSession(session, writer, pen, db_path, sid)

@@ -1,0 +1,77 @@
+"""Same-run before/after of the virtual-time benchmarks: this tree against a git ref.
+
+Archives REF (a commit, e.g. the one before the VirtualWire) into a temporary
+directory and runs, alternately in each round so that both see the same machine
+load, the six-zone session (bench/session.py's `run`, at the 1 ms step in trees
+that still have one) and the pen with a scripted host at 1000 Hz telemetry
+(bench/sim.py: `run_wire` where the tree has it, else `run(1000)`, the 1 ms host
+step). Each in its own process. Prints wall and CPU seconds and the ratios.
+Run: `.venv/bin/python bench/before_after.py REF [ROUNDS]`.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tarfile
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+SESSION = """
+import inspect, sys
+sys.path.insert(0, {tree!r}); sys.path.insert(0, {tree!r} + '/bench')
+import session
+run = session.run
+wall, cpu, sim_s, outcome = run(1000) if 'step_us' in inspect.signature(run).parameters else run()
+print(wall, cpu, sim_s, outcome)
+"""
+SIM = """
+import sys, time
+sys.path.insert(0, {tree!r}); sys.path.insert(0, {tree!r} + '/bench')
+import sim
+way = getattr(sim, 'run_wire', None)
+way = way if way is not None else (lambda s: sim.run(1000, s))
+way(1)  # the zone map's rasters are built once, outside the measured runs
+c0 = time.process_time()
+speed, frames = way(sim.SIM_SECONDS)
+print(sim.SIM_SECONDS / speed, time.process_time() - c0, sim.SIM_SECONDS, frames)
+"""
+
+
+def measure(code: str, tree: Path) -> tuple[float, float, float, str]:
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    out = subprocess.run([sys.executable, "-c", code.format(tree=str(tree))], env=env,
+                         capture_output=True, text=True, check=True, cwd=tree)
+    wall, cpu, sim_s, tail = out.stdout.split()[-4:]
+    return float(wall), float(cpu), float(sim_s), tail
+
+
+def main() -> int:
+    ref = sys.argv[1]
+    rounds = int(sys.argv[2]) if len(sys.argv) > 2 else 2
+    with tempfile.TemporaryDirectory(prefix="devicectl-before-") as tmp:
+        before = Path(tmp)
+        archive = subprocess.run(["git", "archive", ref], cwd=ROOT, capture_output=True,
+                                 check=True).stdout
+        tar = before / "src.tar"
+        tar.write_bytes(archive)
+        with tarfile.open(tar) as t:
+            t.extractall(before, filter="data")
+        print(f"before: {ref}; after: this tree; load {os.getloadavg()[0]:.1f}; "
+              f"Python {sys.version.split()[0]}")
+        for name, code in (("six-zone session", SESSION), ("pen + host, 1000 Hz", SIM)):
+            for r in range(rounds):
+                b = measure(code, before)
+                a = measure(code, ROOT)
+                print(f"  {name}, round {r + 1}: before {b[0]:6.1f} s wall {b[1]:6.1f} s CPU "
+                      f"({b[2]:.0f} sim s, {b[3]}); after {a[0]:6.1f} s wall {a[1]:6.1f} s CPU "
+                      f"({a[2]:.0f} sim s, {a[3]}); after/before wall {a[0] / b[0]:.2f}, "
+                      f"CPU {a[1] / b[1]:.2f}; load {os.getloadavg()[0]:.1f}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
