@@ -11,8 +11,6 @@ commands through its one door.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import os
 import secrets
 import signal
 import sys
@@ -43,6 +41,7 @@ from devicectl.commands.run_output import (
     records_banner,
     start_web_page,
 )
+from devicectl.commands.run_pen import link_settings, session_keys, set_cores, share_cores
 from devicectl.commands.run_setup import (
     Setup,
     first_unfinished_zone,
@@ -58,7 +57,7 @@ from devicectl.monitor.progress import Pace
 from devicectl.monitor.terminal import clock
 from devicectl.monitor.viewproc import ViewOptions, ViewProcess
 from devicectl.patients import patient_ref
-from devicectl.penproc import LinkSettings, MapRaster, PenProcess, SessionSettings, SimSettings
+from devicectl.penproc import MapRaster, PenProcess, SessionSettings
 from devicectl.plain import plain
 from devicectl.profile import DEFAULT_TOPICAL_WAIT_HOURS
 from devicectl.profile_plan import plan_recipe
@@ -203,8 +202,8 @@ def run(args: argparse.Namespace) -> int:
         loaded, patient, resume_id = load_session(args, store, db_path)
     # The keyring and the link open before a record is made: a wrong port or an
     # unsafe keyring leaves no empty session behind. The pen process opens the link.
-    keys = _session_keys(args, console)
-    pen = PenProcess.open(_link(args, zone_map))
+    keys = session_keys(args, console)
+    pen = PenProcess.open(link_settings(args, zone_map))
     lock = None
     try:
         with Store(db_path) as store:
@@ -267,7 +266,7 @@ def run(args: argparse.Namespace) -> int:
         end_on_fault=args.yes or not interactive,
     ))
     previous_handlers = _install_signals(pen)
-    previous_cores = _share_cores(pen)
+    previous_cores = share_cores(pen)
     wall0 = time.monotonic()
     web = start_web_page(console, args, pen, zone_map, setup, db_path)
     feed = Feed(console, as_json, zone_map, Pace(args.speed if args.sim else 0.0), wall0)
@@ -295,7 +294,7 @@ def run(args: argparse.Namespace) -> int:
             web.stop()
         lock.release()
         _restore_signals(previous_handlers)
-        _set_cores(previous_cores)
+        set_cores(previous_cores)
     report = pen.report
     assert report is not None  # set by the end message, or when the pen process died
     outcome = report.outcome
@@ -325,59 +324,6 @@ def run(args: argparse.Namespace) -> int:
         json_line({"type": "end", "session_id": setup.session_id, "outcome": outcome.value,
                    "exit_code": outcome.exit_code, "db": str(db_path), **failed})
     return outcome.exit_code
-
-
-def _link(args: argparse.Namespace, zone_map: ZoneMap) -> LinkSettings:
-    """Where the pen is, as the pen process needs it to open the link itself."""
-    if not args.sim:
-        return LinkSettings(port=args.port)
-    seed = args.seed if args.seed is not None else secrets.randbelow(1 << 31)
-    return LinkSettings(sim=SimSettings(
-        seed=seed, scenario=args.scenario, misbehave=getattr(args, "misbehave", None),
-        position=not args.no_position,
-        auth_required=bool(getattr(args, "sim_auth_required", False)),
-        sim_state=getattr(args, "sim_state", None), speed=args.speed, zone_map=zone_map))
-
-
-def _share_cores(pen: PenProcess) -> set[int] | None:
-    """With more than one core, this process (the views, the page) keeps off the
-    pen process's core (penloop.ask_os); affinity is per thread on Linux. Returns
-    the cores it had, for _set_cores at the end."""
-    if not hasattr(os, "sched_getaffinity") or not pen.wait_started(30.0):
-        return None
-    cpus = os.sched_getaffinity(0)
-    if len(cpus) < 2 or pen.pid is None:
-        return None
-    try:
-        others = cpus - os.sched_getaffinity(pen.pid)
-    except OSError:
-        return None
-    if not others:
-        return None
-    _set_cores(others)
-    return cpus
-
-
-def _set_cores(cpus: set[int] | None) -> None:
-    if cpus is None:
-        return
-    with contextlib.suppress(OSError):  # never required
-        for tid in os.listdir("/proc/self/task"):
-            with contextlib.suppress(OSError):  # a thread that has just ended
-                os.sched_setaffinity(int(tid), cpus)
-
-
-def _session_keys(args: argparse.Namespace, console: Console) -> Any:
-    """The keys a pen must prove: the keyring's (checked now), or the simulator's test key."""
-    from devicectl.keys import Keyring
-    from devicectl.signing import sim_device_key
-
-    if getattr(args, "sim", False):
-        if not getattr(args, "sim_auth_required", False):
-            return None
-        console.print("simulated pen: its test-only key is derived from its serial number")
-        return sim_device_key
-    return Keyring().snapshot().get
 
 
 _SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
