@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -35,6 +36,9 @@ from devicectl.transitions import RECORDS_FAILED_REASON, Command, State
 
 #: The publisher's period: snapshots at up to 20 Hz.
 PUBLISH_PERIOD_S: Final = 0.05
+#: The GIL switch interval in the pen process: the loop takes the GIL back from the
+#: writer, the publisher and the door within 0.5 ms (docs/performance.md).
+SWITCH_INTERVAL_S: Final = 0.0005
 #: The nice value asked for (lower is more CPU); refused without the privilege.
 NICE_ASKED: Final = -10
 #: Records queued and not yet written past which treatment stops: no treatment
@@ -121,6 +125,7 @@ def ask_os() -> tuple[str, dict[str, Any]]:
     except OSError:
         said.append("priority not raised (not permitted)")
         data["nice"] = os.getpriority(os.PRIO_PROCESS, 0)
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
     gc.collect()
     gc.freeze()
     data["frozen_objects"] = gc.get_freeze_count()

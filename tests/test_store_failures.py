@@ -394,8 +394,8 @@ def test_while_the_records_fail_resume_and_start_are_refused(
     assert wait_for(session, lambda: pen.firmware.state.name == "STAMPING", 20)
     armed.set()
     assert wait_for(session, lambda: session.state.name == "PAUSED", 20)
-    assert session.snapshot.get("records_failure") or wait_for(
-        session, lambda: "records_failure" in session.snapshot)
+    assert session.snapshot.status.get("records_failure") or wait_for(
+        session, lambda: "records_failure" in session.snapshot.status)
     session.submit(Command.RESUME)
     assert wait_for(session, lambda: any(
         e.kind.name == "COMMAND_REFUSED" and "records cannot be written" in e.text
