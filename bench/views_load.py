@@ -9,8 +9,9 @@ with 200 SSE clients on /api/stream (a third process: clients that read
 everything, or clients that never read). Each configuration runs in the same
 invocation, so the ratios compare like with like:
 
-- ESTOP: an over-depth TELEMETRY at random moments while stamping; the time
-  from its write to the read that brings the host's ESTOP; p50/p99 per config.
+- ESTOP: a TELEMETRY with a new fault flag at random moments while stamping
+  (the same first check as an over-depth, which spec H5 allows only twice a
+  session); the time from its write to the read that brings the host's ESTOP.
 - A real-time session of SESSION_S with no injections: telemetry-gap holds
   (SAFETY_STOP "telemetry stopped") in the records, and the pen process's CPU
   (utime + stime from /proc) as % of one core.
@@ -44,7 +45,6 @@ from latency import (  # the pen side and its constants, shared with bench/laten
     INJECT_GAP_US,
     PROFILE,
     _open_pty,
-    _overdepth_frame,
     _pct,
 )
 
@@ -192,6 +192,21 @@ def clients_main(port: int, n: int, stalled: bool) -> int:
 # --- the pen (this process) -------------------------------------------------------
 
 
+def _fault_frame(pen: VirtualPen, now_us: int) -> bytes:
+    """The pen's normal frame with a new fault flag (a stalled motor): the host answers
+    ESTOP on the same first check as an over-depth (safety.telemetry_verdict), and
+    a technician may clear it, where a second over-depth would end the session (H5)."""
+    fw = pen.firmware
+    t = fw.target
+    assert t is not None
+    tlm = p.Telemetry(
+        (now_us - (fw._boot_us or 0)) & 0xFFFF_FFFF, int(fw.state), 1 << p.FaultBit.STALL,
+        t.depth_um, t.depth_um, pen.physics.rate_meas_dhz, pen.physics.strokes & 0xFFFF_FFFF,
+        fw.x_dmm, fw.y_dmm, fw.contact, t.zone_id, pen.physics.battery_mv,
+    )
+    return p.encode(tlm, 0)
+
+
 def run_config(trials: int, session_s: float, *, view: bool, clients: int,
                stalled: bool) -> tuple[list[int], str]:
     """ESTOP trials (if `trials`), else a plain session of `session_s`: (ns list, host line)."""
@@ -258,7 +273,7 @@ def run_config(trials: int, session_s: float, *, view: bool, clients: int,
                 elif now_us >= inject_at_us and fw._next_tlm_us - now_us < INJECT_GAP_US:
                     inject_at_us = fw._next_tlm_us + 1_000_000 // TELEMETRY_HZ // 2
                 elif now_us >= inject_at_us:
-                    frame = _overdepth_frame(pen, now_us)
+                    frame = _fault_frame(pen, now_us)
                     sent_ns = time.perf_counter_ns()
                     os.write(master, frame)
                     inject_at_us = None
