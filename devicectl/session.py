@@ -237,6 +237,7 @@ class Session:
         now = clock()
         self._t0_us = now
         self.now_us = now
+        self._timers.progress_us = now  # the first progress line a period in, not at 0
         self._emit(self.controller.connect(now), now)
         while not self._finished(now):
             data = wire.read(READ_MAX_BYTES, self._wait_us(now) / 1e6)

@@ -136,7 +136,7 @@ class VirtualWire(Transport):
         self.clock = clock
         self.name = name
         self._speed = speed
-        self._rx = bytearray()
+        self._rx = b""  # the pen's bytes not read yet
         self._unread = False  # bytes written since the pen was last stepped
         self._closed = False
         self._t0_us = clock.now_us
@@ -145,37 +145,38 @@ class VirtualWire(Transport):
     def read(self, max_bytes: int, timeout_s: float) -> bytes:
         if self._closed:
             raise LinkError(f"port {self.name} is closed")
-        rx = self._rx
-        if not rx:
-            self._step(self.clock.now_us + max(0, int(timeout_s * 1e6)))
-            if not rx:
+        data = self._rx
+        if not data:
+            data = self._step(self.clock.now_us + max(0, int(timeout_s * 1e6)))
+            if not data:
                 return b""
-        if len(rx) <= max_bytes:
-            data = bytes(rx)
-            rx.clear()
-        else:
-            data = bytes(rx[:max_bytes])
-            del rx[:max_bytes]
-        return data
+        if len(data) <= max_bytes:
+            self._rx = b""
+            return data
+        self._rx = data[max_bytes:]
+        return data[:max_bytes]
 
-    def _step(self, deadline_us: int) -> None:
-        """Step the pen to its next frames, until it has spoken or `deadline_us`."""
-        clock, pen, rx = self.clock, self.pen, self._rx
+    def _step(self, deadline_us: int) -> bytes:
+        """Step the pen to its next frames until it speaks (its bytes) or `deadline_us`."""
+        clock, pen = self.clock, self.pen
         now = clock.now_us
         if self._unread:
             self._unread = False
-            rx += pen.advance(now)  # the answers to what was written
-            if rx:
-                return
+            out = pen.advance(now)  # the answers to what was written
+            if out:
+                return out
+        paced = self._speed > 0
         while now < deadline_us:
-            now = min(pen.next_event_us(now), deadline_us)
-            if self._speed > 0:
+            now = pen.next_event_us(now)
+            if now > deadline_us:
+                now = deadline_us
+            if paced:
                 self._pace(now)
             clock.now_us = now
             out = pen.advance(now)
             if out:
-                rx += out
-                return
+                return out
+        return b""
 
     def _pace(self, now_us: int) -> None:
         ahead_s = (now_us - self._t0_us) / 1e6 / self._speed - (time.monotonic() - self._wall0_s)
