@@ -310,13 +310,22 @@ class Controller(ControllerConnect):
             known,
         )
         pen_verdict = checks.check(t, now_us)  # always: its counters see every frame
-        if verdict.action is not Action.ESTOP and pen_verdict is not OK and checks.estop_due(
-            pen_verdict, now_us, already=self.fault_final is not None
+        per_frame = not t.fault_flags & ~known
+        depth_estop = verdict.action is Action.ESTOP
+        # the pen's verdict, when the frame's own is no ESTOP, or when it ends the
+        # session and nothing has yet (an over-depth ESTOP resent at H3's cadence must
+        # not hide a pen that now also runs too fast)
+        if (
+            pen_verdict is not OK
+            and (not depth_estop or (pen_verdict.ends_session and self.fault_final is None))
+            and checks.estop_due(pen_verdict, now_us, already=self.fault_final is not None)
         ):
+            if depth_estop:
+                self._estop(verdict, now_us, per_frame=per_frame)
             verdict = pen_verdict
         if verdict is not OK:
             if verdict.action is Action.ESTOP:
-                self._estop(verdict, now_us)
+                self._estop(verdict, now_us, per_frame=per_frame)
             elif self.state is State.STAMPING:
                 self._safety_stop(now_us, verdict.reason)
         if t.fault_flags & ~known & _OVERDEPTH_FLAG:

@@ -51,6 +51,7 @@ class PenChecks:
         "_settled_us",
         "_shallow_strokes",
         "_stamps_at_send",
+        "_stop_acked",
         "_stop_armed_us",
         "_stop_sent_us",
         "_tolerance_us",
@@ -80,6 +81,7 @@ class PenChecks:
         self._stamps_at_send: dict[int, int | None] = {}
         #: the first TELEMETRY after the stop's ACK counts from its own stamp_count
         self._rebase = False
+        self._stop_acked = False  # the pen ACKed a copy of the stop now in force
         #: a TELEMETRY from the H3 time on showed the pen stopped / still going
         self.stop_seen = False
         self.not_stopped_seen = False
@@ -111,9 +113,21 @@ class PenChecks:
             self._settled_us = now_us + TARGET_SETTLE_PERIODS * self.period_us
 
     def target_unknown(self) -> None:
-        """A reconnect: the pen may have restarted; H1 waits for the next ACK."""
+        """A reconnect: the pen may have restarted; H1 waits for the next ACK.
+
+        A stop the pen never acknowledged may never have reached it (the cable went):
+        the strokes it made until its watchdog stopped it are no defiance, so H3
+        counts from its first report on the new link (a pen still STAMPING then is
+        caught all the same). A stop it did acknowledge still holds it."""
         self._settled_us = None
         self._overspeed_frames = 0
+        if self._stop_sent_us is not None and not self._stop_acked:
+            self.stamps_at_stop = None
+            self._rebase = True
+        elif self._stop_acked:
+            # no frame came between the ACK and the cable going: the count when the
+            # stop was sent is the base, not the first report on the new link
+            self._rebase = False
 
     @property
     def commanded_depth_um(self) -> int:
@@ -160,6 +174,7 @@ class PenChecks:
             self._stop_armed_us = now_us + _UNACKED_STOP_US
             self.stamps_at_stop = self._last_stamps
             self.stop_seen = self.not_stopped_seen = False
+            self._stop_acked = False
         if len(self._stamps_at_send) < 2 * (MAX_RESENDS + 1):  # bounded, whatever happens
             self._stamps_at_send[now_us] = self._last_stamps
 
@@ -173,6 +188,7 @@ class PenChecks:
         armed = self._stop_armed_us
         if armed is None:
             return
+        self._stop_acked = True
         if sent_us + STOP_SETTLE_US < armed:
             self._stop_armed_us = sent_us + STOP_SETTLE_US
         if sent_us in self._stamps_at_send:

@@ -23,6 +23,7 @@ from devicectl.coverage import Coverage, Raster
 from devicectl.linkstate import LinkState
 from devicectl.plan import Plan, ZonePlan
 from devicectl.safety import (
+    NOT_STOPPED_RESEND_US,
     TELEMETRY_GAP_PERIODS,
     EstopReason,
     Verdict,
@@ -106,6 +107,10 @@ class ControllerCore:
         self._decoder = p.Decoder()
         self._backlog: collections.deque[p.Frame] = collections.deque()
         self._urgent = False  # an ESTOP was just queued: return before more work
+        #: the ESTOPs sent in the fault now latched: the last one's time (H3's cadence)
+        #: and every reason sent (one event each)
+        self._estop_last_us = 0
+        self._estop_reasons: set[int] = set()
         self._link = LinkState()
         #: The clinic's keys: a pen with AUTH proves its key before CONFIGURE (spec 1.1).
         self._auth = LinkAuth(keys, entropy)
@@ -224,9 +229,30 @@ class ControllerCore:
         self._hold = None
         self.stop_reason = None
 
-    def _estop(self, verdict: Verdict, now_us: int) -> None:
-        """ESTOP first, explanations after: the pen must be safe before anything else."""
+    def _estop(self, verdict: Verdict, now_us: int, *, per_frame: bool = False) -> None:
+        """ESTOP first, explanations after: the pen must be safe before anything else.
+
+        `per_frame`: an over-depth verdict on telemetry, which repeats with every
+        frame while the pen goes on misbehaving after the ESTOP (still over depth):
+        it gets the ESTOP again at spec H3's cadence, every NOT_STOPPED_RESEND_US,
+        and the record one event per fault and reason, not one per frame (a pen that
+        ignored ESTOP once gave 2,000 in 4 s). New fault flags always ESTOP at once."""
+        if not self.fault_latched:
+            self._estop_reasons.clear()  # a new fault
+        elif (
+            per_frame
+            and verdict.estop_reason in self._estop_reasons & _OVERDEPTH_REASONS
+            and not (verdict.ends_session and self.fault_final is None)
+        ):
+            if now_us - self._estop_last_us < NOT_STOPPED_RESEND_US:
+                return  # sent within the resend period: the pen has it, or ignores it
+            self._send(p.Estop(reason=verdict.estop_reason), now_us)
+            self._estop_last_us = now_us
+            self._urgent = True
+            return
         self._send(p.Estop(reason=verdict.estop_reason), now_us)
+        self._estop_last_us = now_us
+        self._estop_reasons.add(verdict.estop_reason)
         self._urgent = True  # the caller returns now: the ESTOP leaves before other work
         self._known_flags |= _ESTOP_FLAG  # our own ESTOP's flag is not a new fault
         self._pen_stamping = False
@@ -240,6 +266,8 @@ class ControllerCore:
         final: bool = False,
     ) -> None:
         self._link.cancel(p.Start)  # an unACKed START is never resent into a fault
+        if not estop and not self.fault_latched:
+            self._estop_reasons.clear()  # a new fault: no ESTOP sent in it yet
         self.fault_latched = True
         self.fault = text
         if final:

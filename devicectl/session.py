@@ -44,9 +44,11 @@ FLIGHT_GAP_US = 1_000_000
 PROGRESS_PERIOD_US = 4_500_000
 #: How long the session's end waits for telemetry that shows the pen stopped (µs).
 STOP_VERIFY_US = 500_000
-#: How long a pen that does not stop is sent ESTOP again (spec H3) before the loop
-#: ends anyway, the technician told to switch it off (µs).
-NOT_STOPPED_WAIT_US = 4_000_000
+#: How long a pen that does not stop is sent ESTOP again (spec H3, every 30 ms: ten
+#: times) before the loop ends anyway, the technician told to switch it off (µs). A pen
+#: that ignored ten ESTOPs will not take the eleventh, and every one fed its watchdog:
+#: once the host is silent, the watchdog (watchdog_ms) is what can still stop it.
+NOT_STOPPED_WAIT_US = 300_000
 #: The longest a read waits for the pen (µs) when the clock is real: the loop takes
 #: the technician's commands at least this often. Reads wait less when a timer (the
 #: controller's or the session's) is due sooner.

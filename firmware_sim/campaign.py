@@ -89,8 +89,8 @@ BEYOND_SOFTWARE: Final = {
         "a pen that ignores ESTOP stamps on while anything feeds its watchdog, and spec 1.1 "
         "H3 has the host resend ESTOP every 30 ms (each resend feeds it). The host ESTOPs "
         "at once, ends in FAULT telling the technician to switch the pen off, and falls "
-        "silent after 4 s; the pen's own watchdog then stops it. Falling silent sooner "
-        "would need a spec revision."
+        "silent after ten of them (300 ms); the pen's own watchdog then stops it. "
+        "Stopping it sooner would need a spec revision."
     ),
 }
 

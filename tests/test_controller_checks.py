@@ -208,6 +208,45 @@ def _lost_and_reconnecting() -> tuple[object, Pen, int]:
     return ctl, pen, t
 
 
+def _reconnected_after_a_lost_stop(ack_stop: bool) -> tuple[object, Pen, int]:
+    """STOP sent at 100 strokes (ACKed or not), then the cable goes: LINK_LOST,
+    RECONNECT, and the same pen answers."""
+    ctl, pen, t = _paused(ack_stop=ack_stop)
+    while ctl.state is not State.LINK_LOST:  # nothing more from the pen
+        t += 10_000
+        ctl.tick(t)
+    assert frame_types(pen.parse(ctl.command(Command.RECONNECT, t))) == ["HELLO"]
+    ctl.receive_data(pen.frame(DEVICE), t + 10)  # type: ignore[attr-defined]
+    return ctl, pen, t + 10
+
+
+def test_h3_strokes_after_a_stop_the_pen_never_acknowledged_are_not_held_against_it() -> None:
+    # (50 ms on: H3 holds by then, even for a stop never acknowledged.)
+    # The STOP never reached the pen (the cable went): it stamped on until its own
+    # watchdog stopped it. That is no defiance: no NOT_STOPPED, the fault may be cleared.
+    ctl, pen, t = _reconnected_after_a_lost_stop(ack_stop=False)
+    watchdog = tel(state=p.PenState.FAULT, fault_flags=1 << p.FaultBit.WATCHDOG,
+                   stamp_count=110)
+    out = ctl.receive_data(pen.frame(watchdog), t + 50_000)  # type: ignore[attr-defined]
+    assert EstopReason.NOT_STOPPED not in estops(pen.parse(out))
+    assert ctl.fault_final is None  # type: ignore[attr-defined]
+    # ... but a pen still stamping on the new link is caught all the same
+    going = tel(state=p.PenState.STAMPING, fault_flags=1 << p.FaultBit.WATCHDOG,
+                stamp_count=111)
+    out = ctl.receive_data(pen.frame(going), t + 52_000)  # type: ignore[attr-defined]
+    assert EstopReason.NOT_STOPPED in estops(pen.parse(out))
+
+
+def test_h3_strokes_after_a_stop_the_pen_acknowledged_are_held_against_it_after_a_reconnect(
+) -> None:
+    ctl, pen, t = _reconnected_after_a_lost_stop(ack_stop=True)
+    watchdog = tel(state=p.PenState.FAULT, fault_flags=1 << p.FaultBit.WATCHDOG,
+                   stamp_count=110)
+    out = ctl.receive_data(pen.frame(watchdog), t + PERIOD_US)  # type: ignore[attr-defined]
+    assert EstopReason.NOT_STOPPED in estops(pen.parse(out))
+    assert ctl.fault_final is not None  # type: ignore[attr-defined]
+
+
 def test_h4_after_a_reconnect_another_pen_is_refused() -> None:
     ctl, pen, t = _lost_and_reconnecting()
     out = ctl.receive_data(pen.frame(replace(DEVICE, serial_number=43)), t + 10)
@@ -281,6 +320,23 @@ def test_one_over_depth_seen_twice_in_one_fault_is_counted_once() -> None:
     out = ctl.receive_data(pen.frame(fault), now + 1100)  # ... and the pen's, same stroke
     assert EventKind.CARTRIDGE_FAILED not in [e.kind for e in out.events]
     assert ctl.fault_final is None
+
+
+def test_a_pen_that_stays_over_depth_after_the_estop_gets_it_every_30_ms_and_one_event() -> None:
+    """An ESTOP-ignoring pen reports over-depth in every frame: the ESTOP goes again at
+    H3's cadence, not with each frame, and the record holds one ESTOP event, not one per
+    frame (2,000 in 4 s before)."""
+    ctl, pen, now = stamping()
+    sent: list[int] = []
+    events = []
+    for ms in range(121):  # 1 kHz telemetry for 120 ms, every frame over depth
+        deep = tel(state=p.PenState.STAMPING, depth_meas_um=OVERDEPTH_LIMIT_UM + 5)
+        out = ctl.receive_data(pen.frame(deep), now + 1000 + ms * 1000)
+        if estops(pen.parse(out)):
+            sent.append(ms)
+        events += [e for e in out.events if e.kind is EventKind.ESTOP]
+    assert sent == [0, 30, 60, 90, 120]
+    assert len(events) == 1 and ctl.state is State.FAULT
 
 
 # --- tolerance band and the plausibility of the depth sensor ------------------------

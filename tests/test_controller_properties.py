@@ -23,6 +23,7 @@ from devicectl import protocol as p
 from devicectl.controller import Command, StartFacts
 from devicectl.safety import (
     DEPTH_CAP_UM,
+    NOT_STOPPED_RESEND_US,
     OVERDEPTH_LIMIT_UM,
     OVERSHOOT_MARGIN_UM,
     OVERSPEED_FRAMES,
@@ -113,6 +114,9 @@ class Model:
         self.overdepth_in_episode = False
         self.overdepths = 0
         self.foreign_proto = False
+        #: while latched: when each ESTOP reason last went out (H3's resend cadence)
+        self.estop_sent_us: dict[int, int] = {}
+        self.now = 0
 
     def start_allowed(self) -> bool:
         cid, stamps = self.cartridge
@@ -135,7 +139,17 @@ class Model:
             t.depth_meas_um > OVERDEPTH_LIMIT_UM
             or t.depth_meas_um > self.max_depth_um + OVERSHOOT_MARGIN_UM
         ):
-            must.append("over-depth")
+            reason = (
+                EstopReason.OVERDEPTH if t.depth_meas_um > OVERDEPTH_LIMIT_UM
+                else EstopReason.OVERSHOOT
+            )
+            # the first over-depth frame ESTOPs at once; while the pen goes on, again
+            # every NOT_STOPPED_RESEND_US after the last ESTOP of any reason (not with
+            # every frame)
+            sent = self.latched and reason in self.estop_sent_us
+            last = max(self.estop_sent_us.values(), default=0)
+            if not sent or self.now - last >= NOT_STOPPED_RESEND_US:
+                must.append("over-depth")
             self.overdepth()
         new_flags = t.fault_flags & ~self.known_flags
         if new_flags:
@@ -188,6 +202,7 @@ def test_no_output_ever_breaks_a_safety_rule(
     for item in steps:
         kind = item[0]
         must: list[str] = []
+        model.now = now if kind != "tel" else now + item[1]
         if kind == "tel":
             now += item[1]
             t: p.Telemetry = item[2]
@@ -201,8 +216,11 @@ def test_no_output_ever_breaks_a_safety_rule(
             if item[1] == 0 and any(isinstance(f.message, p.ClearFault) for f in acks):
                 model.latched = False
                 model.overdepth_in_episode = False
+                model.estop_sent_us.clear()
             data = pen.acks(acks, item[1])
         elif kind == "fault":
+            if not model.latched:
+                model.estop_sent_us.clear()  # a new fault: no ESTOP in it yet
             model.latched = True  # any FAULT the pen sends latches the host's fault
             new_flags = item[1] & ~model.known_flags
             if new_flags:
@@ -223,6 +241,7 @@ def test_no_output_ever_breaks_a_safety_rule(
             data = item[1] + b"\x00"  # line noise, then the resync delimiter
         elif kind == "tick":
             now += item[1]
+            model.now = now
             check(pen, model, ctl.tick(now), must=[])
             continue
         else:
@@ -249,7 +268,10 @@ def check(pen: Pen, model: Model, out: Any, *, must: list[str]) -> None:
             if model.session_cartridge is None:
                 model.session_cartridge = model.cartridge[0]
         if isinstance(m, p.Estop):
+            if not model.latched:
+                model.estop_sent_us.clear()
             model.latched = True
+            model.estop_sent_us[m.reason] = model.now
             model.known_flags |= 1 << p.FaultBit.ESTOP
             model.estop_reasons.add(m.reason)
             if m.reason in (EstopReason.OVERDEPTH, EstopReason.OVERSHOOT):

@@ -62,12 +62,12 @@ def host(port: str, db: Path, *args: str) -> subprocess.Popen[str]:
     )
 
 
-def finish(proc: subprocess.Popen[str], timeout_s: float = 60) -> tuple[int, str]:
+def finish(proc: subprocess.Popen[str], timeout_s: float = 180) -> tuple[int, str]:
     out, _ = proc.communicate(timeout=timeout_s)
     return proc.returncode, out
 
 
-def recorded_strokes_reach(db: Path, strokes: int, timeout_s: float = 30) -> bool:
+def recorded_strokes_reach(db: Path, strokes: int, timeout_s: float = 120) -> bool:
     """Wait until the records (as another process writes them) hold this many strokes."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
