@@ -25,6 +25,7 @@ import argparse
 import os
 import random
 import select
+import shutil
 import signal
 import socket
 import sqlite3
@@ -150,6 +151,7 @@ def host_main(port: str, view: bool, clients: int, stalled: bool) -> int:
         lost = conn.execute("SELECT count(*) FROM events WHERE session_id = ? AND kind IN "
                             "('LINK_LOST', 'PEN_FAULT')", (sid,)).fetchone()[0]
     pct = 100 * (cpu1 - cpu0) / max(1e-9, t1 - t0)
+    shutil.rmtree(tmp, ignore_errors=True)
     print(f"HOST pen_cpu_pct={pct:.2f} gap_holds={holds} lost_or_pen_faults={lost} "
           f"grants={pen.grants!r}", flush=True)
     return 0
