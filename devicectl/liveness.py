@@ -9,6 +9,9 @@ there is no clock or heartbeat to tune. Readers ask with a shared, non-blocking
 lock; they need no write access to the records.
 
 A session found running cannot be resumed by another process.
+
+On the clinic's PostgreSQL the lock is the server's: a session advisory lock
+(store_pg.RunningLockPg), which every room and the clinic view can see.
 """
 
 from __future__ import annotations
@@ -18,8 +21,12 @@ import fcntl  # POSIX, as the serial ports and pseudo-terminals are
 import os
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from devicectl.errors import RefusedError
+
+if TYPE_CHECKING:
+    from devicectl import store_pg
 
 #: A writer retries this long when a reader holds the lock for a moment (s).
 _ACQUIRE_S = 1.0
@@ -29,8 +36,12 @@ def lock_path(db_path: Path, session_id: int) -> Path:
     return db_path.with_name(db_path.name + ".running") / f"{session_id}.lock"
 
 
-def is_running(db_path: Path, session_id: int) -> bool:
+def is_running(db_path: Path | str, session_id: int) -> bool:
     """True while a process holds the session's lock."""
+    if isinstance(db_path, str):
+        from devicectl import store_pg
+
+        return store_pg.is_running(db_path, session_id)
     try:
         fd = os.open(lock_path(db_path, session_id), os.O_RDONLY)
     except OSError:
@@ -58,6 +69,15 @@ def _same_file(fd: int, path: Path) -> bool:
         return os.fstat(fd).st_ino == os.stat(path).st_ino
     except OSError:
         return False
+
+
+def running_lock(db: Path | str, session_id: int) -> RunningLock | store_pg.RunningLockPg:
+    """The running lock for records in a file (a lock file) or on a server."""
+    if isinstance(db, str):
+        from devicectl import store_pg
+
+        return store_pg.RunningLockPg(db, session_id)
+    return RunningLock(db, session_id)
 
 
 class RunningLock:

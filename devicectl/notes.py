@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from devicectl.chain import genesis, note_hash
+from devicectl.dbconn import DB_ERRORS, Conn
 from devicectl.errors import StoreError
 
 #: The adverse events the seed article and the literature report after scalp microneedling.
@@ -57,7 +58,7 @@ def adverse_kind(text: str) -> str:
 
 
 def add_note(
-    conn: sqlite3.Connection,
+    conn: Conn,
     session_id: int,
     *,
     wall: str,
@@ -74,37 +75,36 @@ def add_note(
                          f"{len(body)}")
     kind = adverse_kind(adverse) if adverse is not None else None
     try:
-        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("BEGIN IMMEDIATE" if isinstance(conn, sqlite3.Connection) else "BEGIN")
         try:
             found = conn.execute("SELECT 1 FROM sessions WHERE id = ?", (session_id,))
             if found.fetchone() is None:
                 raise StoreError(f"no session {session_id}; `devicectl sessions list` shows them")
             row = (session_id, wall, kind, body, author)
             digest = note_hash(last_note_hash(conn, session_id), row)
-            cur = conn.execute(
+            note_id = int(conn.execute(
                 "INSERT INTO notes (session_id, wall, adverse_kind, text, author, hash)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
+                " VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
                 (*row, digest),
-            )
+            ).fetchone()[0])
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
-    except sqlite3.Error as exc:
+    except DB_ERRORS as exc:
         raise StoreError(f"cannot write the note of session {session_id}: {exc}") from exc
-    assert cur.lastrowid is not None
-    return Note(cur.lastrowid, session_id, wall, kind, body, author, digest)
+    return Note(note_id, session_id, wall, kind, body, author, digest)
 
 
-def last_note_hash(conn: sqlite3.Connection, session_id: int) -> str:
+def last_note_hash(conn: Conn, session_id: int) -> str:
     row = conn.execute(
         "SELECT hash FROM notes WHERE session_id = ? ORDER BY id DESC LIMIT 1", (session_id,)
     ).fetchone()
     return genesis(conn, session_id) if row is None else str(row[0])
 
 
-def notes_of(conn: sqlite3.Connection, session_ids: list[int]) -> dict[int, list[Note]]:
+def notes_of(conn: Conn, session_ids: list[int]) -> dict[int, list[Note]]:
     """Each session's notes, oldest first."""
     out: dict[int, list[Note]] = {i: [] for i in session_ids}
     if not session_ids:

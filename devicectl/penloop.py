@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from multiprocessing.connection import Connection
 from typing import Any, Final
 
+from devicectl.claim import CartridgeClaim
 from devicectl.controller import Controller
 from devicectl.errors import DevicectlError, RefusedError
 from devicectl.link import Transport, VirtualClock, monotonic_us, open_transport
@@ -200,6 +201,7 @@ def _run(settings: SessionSettings, link: Link, cmds: Connection, pub: Connectio
         controller, wire=link.wire, writer=writer,
         policy=Policy(auto_confirm=settings.auto_confirm, end_on_fault=settings.end_on_fault),
         clock=link.clock, max_wait_us=link.max_wait_us, started_wall=settings.started_wall,
+        claim=CartridgeClaim(settings.db_path, settings.session_id) if settings.claim else None,
     )
     grants, data = ask_os()  # before the threads start: they inherit core and priority
     writer.start()
@@ -230,6 +232,7 @@ def _run(settings: SessionSettings, link: Link, cmds: Connection, pub: Connectio
         path=str(writer.path), failure=writer.failure, errors=tuple(writer.errors),
         unsaved_path=str(writer.unsaved_path), unsaved_count=writer.unsaved_count,
         unwritten=tuple(writer.unwritten),
+        status=writer.status_line(),
     )
     final = replace(session.snapshot, finished=True, outcome=outcome)
     with contextlib.suppress(OSError, ValueError):

@@ -106,7 +106,8 @@ class SessionSettings:
     recipe: PlanRecipe
     raster: MapRaster
     facts: StartFacts
-    db_path: Path
+    #: the records: an SQLite file, or the clinic's PostgreSQL URL
+    db_path: Path | str
     session_id: int
     nonce: int
     started_wall: datetime
@@ -117,8 +118,9 @@ class SessionSettings:
     #: --yes: start and next zone by themselves; a fault ends the session
     auto_confirm: bool = False
     end_on_fault: bool = False
-    #: where the records go for a simulated session (a virtual clock) or a real one
-    sim_records_clock: bool = False
+    #: claim the pen's cartridge in the records at the GO (claim.py); not for a
+    #: session that continues one whose cartridge it already holds
+    claim: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +141,11 @@ class EndReport:
     unsaved_path: str = ""
     unsaved_count: int = 0
     unwritten: tuple[str, ...] = ()
+    #: why the records failed, with a server's reconnection (RecordWriter.status_line)
+    status: str | None = None
+
+    def status_line(self) -> str | None:
+        return self.status
 
 
 def _child(cmds: Connection, pub: Connection, link: LinkSettings) -> None:

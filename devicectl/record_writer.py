@@ -10,8 +10,14 @@ database: what was pending and everything after is appended to
 puts back.
 
 On the clinic's PostgreSQL (`path` a postgresql:// URL) the same: a server that
-goes away fails the next commit (at once on a safety event), and the unsaved file
-is local (unsaved.unsaved_path). There is no file identity to check there.
+goes away fails the next commit (at once on a safety event; keepalive and a
+statement timeout notice a dead one, store_pg.DEAD_PEER_S), and the unsaved file
+is local (unsaved.unsaved_path). There is no file identity to check there. The
+writer then reconnects, with backoff (RETRY_FIRST_S doubling to RETRY_MAX_S);
+once the server is back it puts this session's unsaved records back, in order,
+and writes to the server again. `link` says how that goes, and `status_line()`
+(what every view shows) carries it. The session stays stopped: its record had a
+gap while it ran.
 """
 
 from __future__ import annotations
@@ -23,7 +29,6 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -31,63 +36,37 @@ from devicectl import store_pg, unsaved
 from devicectl.dbconn import DB_ERRORS, Conn
 from devicectl.errors import StoreError
 from devicectl.records import (
-    EVENT_COLUMNS,
-    ZONE_COLUMNS,
     EventRecord,
     ZoneCoverage,
     close_session_row,
-    event_from_row,
     insert_events,
     open_database,
     set_device_row,
     upsert_coverage,
-    zone_from_row,
 )
 from devicectl.transitions import RECORDS_FAILED_REASON
+from devicectl.writer_items import (
+    Close,
+    Coverage,
+    Deferred,
+    Device,
+    Pending,
+    committed_rows,
+    rescue_file,
+)
+
+#: The first reconnection to a lost server comes after this long (s); each failed
+#: attempt doubles the wait, up to RETRY_MAX_S.
+RETRY_FIRST_S = 0.5
+RETRY_MAX_S = 10.0
 
 
 def _monotonic_us() -> int:
     return time.monotonic_ns() // 1000
 
 
-@dataclass(frozen=True, slots=True)
-class _Coverage:
-    zones: Sequence[ZoneCoverage]
-    #: the archive, or a function that builds it (run on the writer's thread)
-    state: bytes | Callable[[], bytes] | None
-
-
-@dataclass(frozen=True, slots=True)
-class _Device:
-    serial: int
-    fw_version: int
-    cartridge_id: int
-    position_mode: str
-
-
-@dataclass(frozen=True, slots=True)
-class _Close:
-    outcome: str | None
-    ended_at: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class _Deferred:
-    """An event built on the writer's thread (a flight recording: decoding is slow)."""
-
-    make: Callable[[], EventRecord]
-
-
-@dataclass(slots=True)
-class _Pending:
-    """What the writer thread holds between commits."""
-
-    events: list[EventRecord] = field(default_factory=list)
-    cover: _Coverage | None = None
-    device: _Device | None = None
-
-    def __bool__(self) -> bool:
-        return bool(self.events) or self.cover is not None or self.device is not None
+def _clock_text() -> str:
+    return datetime.now(UTC).astimezone().strftime("%H:%M:%S")
 
 
 class RecordWriter:
@@ -127,6 +106,12 @@ class RecordWriter:
                 self.unsaved_path.parent.mkdir(parents=True, exist_ok=True)
         self.unsaved_count = 0
         self.unwritten: list[str] = []
+        #: the records server's link once it was lost: reconnecting, or back (None: never lost)
+        self.link: str | None = None
+        self._down = False  # writing to the unsaved file now
+        self._retry_at: float | None = None
+        self._retry_s = RETRY_FIRST_S
+        self._attempts = 0
         self._clock = clock
         self._fd: int | None = None  # the records file as opened: its identity
         self._header: dict[str, str] | None = None
@@ -135,7 +120,7 @@ class RecordWriter:
         self._committed = 0  # this session's events in the database (a resumed one's too)
         self._spill_base: int | None = None  # where the unsaved events start in the session
         self._queue: queue.SimpleQueue[
-            Sequence[EventRecord] | _Coverage | _Device | _Close | _Deferred
+            Sequence[EventRecord] | Coverage | Device | Close | Deferred
         ] = queue.SimpleQueue()
         self._ready = threading.Event()
         self._thread = threading.Thread(
@@ -157,26 +142,32 @@ class RecordWriter:
         door stops treatment when the records fall this far behind)."""
         return self._queue.qsize()
 
+    def status_line(self) -> str | None:
+        """Why the records failed, and how the server's link is doing: what the views show."""
+        if self.failure is None:
+            return None
+        return self.failure if self.link is None else f"{self.failure} · {self.link}"
+
     def events(self, events: Sequence[EventRecord]) -> None:
         self._queue.put_nowait(events)
 
     def deferred_event(self, make: Callable[[], EventRecord]) -> None:
         """An event that `make` builds on the writer's thread, in its place in the order."""
-        self._queue.put_nowait(_Deferred(make))
+        self._queue.put_nowait(Deferred(make))
 
     def coverage(
         self, zones: Sequence[ZoneCoverage], state: bytes | Callable[[], bytes] | None
     ) -> None:
         """The latest coverage; `state` may be a function giving the archive, so
         that building it (milliseconds) happens here, off the caller's thread."""
-        self._queue.put_nowait(_Coverage(zones, state))
+        self._queue.put_nowait(Coverage(zones, state))
 
     def device(
         self, *, serial: int, fw_version: int, cartridge_id: int, position_mode: str
     ) -> None:
         """The pen and cartridge of this session, committed at once: a cartridge
         that touched skin must count as used even if the host dies the next moment."""
-        self._queue.put_nowait(_Device(serial, fw_version, cartridge_id, position_mode))
+        self._queue.put_nowait(Device(serial, fw_version, cartridge_id, position_mode))
 
     def close(self, outcome: str | None, ended_at: str | None, timeout_s: float = 5.0) -> None:
         """Writes everything queued, sets the outcome if given (None leaves the session
@@ -186,7 +177,7 @@ class RecordWriter:
                 self._thread.start()
             else:
                 return
-        self._queue.put_nowait(_Close(outcome, ended_at))
+        self._queue.put_nowait(Close(outcome, ended_at))
         self._thread.join(timeout_s)
         if self._thread.is_alive():
             self._note(f"records of session {self.session_id} still writing after {timeout_s} s")
@@ -206,8 +197,15 @@ class RecordWriter:
         if first:
             self.failed_at_us = self._clock()
             self.failure = f"{RECORDS_FAILED_REASON}: {why}"
+        if not self._down:  # from here on, into the unsaved file
+            self._down = True
             self._spill_base = 0 if moved_from is not None else (
                 self._committed if self._header is not None else None)
+            if self.pg:
+                self._retry_s = RETRY_FIRST_S
+                self._retry_at = time.monotonic() + self._retry_s
+                self.link = (f"the records server {self.path} was lost at {_clock_text()}; "
+                             f"reconnecting in {self._retry_s:g} s")
         self._note(f"records of session {self.session_id} not saved in {self.path}: {why}")
         conn = moved_from
         if first and conn is not None:
@@ -217,53 +215,16 @@ class RecordWriter:
             self._spill_committed(conn)
 
     def _rescue(self, conn: sqlite3.Connection) -> None:
-        """The records file was deleted while open: SQLite still reads it, so all of
-        it (every session: cartridges and intervals) is copied back to its place, or
-        beside it if something else is there by now."""
         assert isinstance(self.path, Path)
-        tmp = self.path.with_name(f"{self.path.name}.rescue-{os.getpid()}")
-        try:
-            dest = sqlite3.connect(tmp)
-            try:
-                conn.backup(dest)
-            finally:
-                dest.close()
-            try:
-                os.link(tmp, self.path)
-                where = self.path
-            except FileExistsError:
-                where = self.path.with_name(self.path.name + ".recovered.db")
-                os.replace(tmp, where)
-            else:
-                os.unlink(tmp)
-        except (sqlite3.Error, OSError) as exc:
-            self._note(f"the deleted records file {self.path} could not be copied back: {exc}")
-            return
-        self._note(f"the deleted records file was copied back from the open connection to {where}")
+        self._note(rescue_file(conn, self.path))
 
     def _spill_committed(self, conn: sqlite3.Connection) -> None:
         """This session's rows as committed so far, first in the unsaved file."""
-        sid = self.session_id
-        try:
-            events = [event_from_row(r) for r in conn.execute(
-                f"SELECT {EVENT_COLUMNS} FROM events WHERE session_id = ? ORDER BY id", (sid,))]
-            device = conn.execute(
-                "SELECT device_serial, fw_version, cartridge_id, position_mode FROM sessions"
-                " WHERE id = ?", (sid,)).fetchone()
-            zones = [zone_from_row(r) for r in conn.execute(
-                f"SELECT {ZONE_COLUMNS} FROM zone_coverage WHERE session_id = ?"
-                " ORDER BY zone_id", (sid,))]
-            state = conn.execute(
-                "SELECT state FROM coverage_state WHERE session_id = ?", (sid,)).fetchone()
-        except sqlite3.Error as exc:
-            self._note(f"the records of session {sid} so far could not be read back: {exc}")
-            return
-        done = _Pending(events=events)
-        if device is not None and device[0] is not None:
-            done.device = _Device(*device)
-        if zones:
-            done.cover = _Coverage(zones, None if state is None else state[0])
-        self._spill(done)
+        done = committed_rows(conn, self.session_id)
+        if isinstance(done, str):
+            self._note(done)
+        else:
+            self._spill(done)
 
     def _connect(self) -> Conn | None:
         if self.pg:
@@ -334,8 +295,8 @@ class RecordWriter:
     def _run(self) -> None:
         conn = self._open()
         self._ready.set()
-        pending = _Pending()
-        closing: _Close | None = None
+        pending = Pending()
+        closing: Close | None = None
         deadline: float | None = None
         try:
             while closing is None:
@@ -343,20 +304,22 @@ class RecordWriter:
                 wait_s = self.commit_interval_s
                 if deadline is not None:
                     wait_s = max(0.0, deadline - time.monotonic())
+                if self._retry_at is not None:
+                    wait_s = max(0.0, min(wait_s, self._retry_at - time.monotonic()))
                 try:
                     item = self._queue.get(timeout=wait_s)
                 except queue.Empty:
                     item = None
                 urgent = False
                 while item is not None:
-                    if isinstance(item, _Close):
+                    if isinstance(item, Close):
                         closing = item
-                    elif isinstance(item, _Coverage):
+                    elif isinstance(item, Coverage):
                         pending.cover = item  # only the latest coverage matters
-                    elif isinstance(item, _Device):
+                    elif isinstance(item, Device):
                         pending.device = item
                         urgent = True
-                    elif isinstance(item, _Deferred):
+                    elif isinstance(item, Deferred):
                         built = self._build(item)
                         if built is not None:
                             pending.events.append(built)
@@ -368,6 +331,8 @@ class RecordWriter:
                         item = self._queue.get_nowait()
                     except queue.Empty:
                         item = None
+                if self._retry_at is not None and time.monotonic() >= self._retry_at:
+                    conn = self._reconnect()
                 if conn is not None and self.failure is None and (
                     time.monotonic() >= self._check_due
                 ):
@@ -382,14 +347,18 @@ class RecordWriter:
                 if not (urgent or due or closing is not None):
                     continue
                 committed = False
-                if self.failure is None and conn is not None:
+                if not self._down and conn is not None:
                     committed = self._commit(conn, pending)
-                if self.failure is not None and not committed:
+                if self._down and not committed:
                     self._spill(pending)
-                pending, deadline = _Pending(), None
-            if self.failure is None and conn is not None and closing.outcome is not None:
+                if self._down and self.pg and conn is not None:  # reconnected later
+                    with contextlib.suppress(*DB_ERRORS):
+                        conn.close()
+                    conn = None
+                pending, deadline = Pending(), None
+            if not self._down and conn is not None and closing.outcome is not None:
                 self._close_session(conn, closing.outcome, closing.ended_at)
-            if self.failure is not None:
+            if self._down:
                 self._spill(pending, closing)
         finally:
             if conn is not None:
@@ -400,14 +369,45 @@ class RecordWriter:
             self._note(f"records of session {self.session_id}: {len(self.unwritten)} records "
                        f"could not be written to {self.path} nor to {self.unsaved_path}")
 
-    def _build(self, item: _Deferred) -> EventRecord | None:
+    def _reconnect(self) -> Conn | None:
+        """One attempt at the lost server; when it answers, this session's unsaved
+        records go back first (in order), and the writer writes there again."""
+        self._attempts += 1
+        conn: Conn | None = None
+        try:
+            conn = store_pg.connect(str(self._target))
+            if self.unwritten:
+                self._spill(Pending())  # lines held in memory join the file first
+            if self.unsaved_path.exists():
+                unsaved.replay(self.unsaved_path, str(self._target), session_id=self.session_id)
+            self._committed = int(conn.execute(
+                "SELECT count(*) FROM events WHERE session_id = ?",
+                (self.session_id,)).fetchone()[0])
+        except (StoreError, *DB_ERRORS) as exc:
+            if conn is not None:
+                with contextlib.suppress(*DB_ERRORS):
+                    conn.close()
+            self._retry_s = min(self._retry_s * 2, RETRY_MAX_S)
+            self._retry_at = time.monotonic() + self._retry_s
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
+            self.link = (f"the records server {self.path} is lost; reconnecting: attempt "
+                         f"{self._attempts} failed ({first}), next in {self._retry_s:g} s")
+            return None
+        self._down, self._retry_at, self._attempts = False, None, 0
+        self.unsaved_count = 0  # all of it is on the server now
+        self.link = (f"the records server {self.path} is back since {_clock_text()}; this "
+                     "session's records from meanwhile were put back on it")
+        self._note(self.link)
+        return conn
+
+    def _build(self, item: Deferred) -> EventRecord | None:
         try:
             return item.make()
         except Exception as exc:  # a bug in one event must not stop the records
             self._note(f"an event of session {self.session_id} could not be built: {exc!r}")
             return None
 
-    def _commit(self, conn: Conn, pending: _Pending) -> bool:
+    def _commit(self, conn: Conn, pending: Pending) -> bool:
         """One transaction; True once committed (into the file opened, even if it is
         no longer the records: then `failure` is set and the rows already spilled)."""
         try:
@@ -429,7 +429,7 @@ class RecordWriter:
             self._fail(changed, conn)
         return True
 
-    def _write_rows(self, conn: Conn, pending: _Pending) -> None:
+    def _write_rows(self, conn: Conn, pending: Pending) -> None:
         if pending.device is not None:
             d = pending.device
             set_device_row(
@@ -442,12 +442,12 @@ class RecordWriter:
             upsert_coverage(conn, self.session_id, pending.cover.zones, state)
 
     @staticmethod
-    def _built(pending: _Pending) -> bytes | None:
+    def _built(pending: Pending) -> bytes | None:
         assert pending.cover is not None
         state = pending.cover.state
         if callable(state):
             state = state()
-            pending.cover = _Coverage(pending.cover.zones, state)  # built once, even on retry
+            pending.cover = Coverage(pending.cover.zones, state)  # built once, even on retry
         return state
 
     def _close_session(self, conn: Conn, outcome: str, ended_at: str | None) -> None:
@@ -468,7 +468,7 @@ class RecordWriter:
 
     # -- the unsaved file ----------------------------------------------------------
 
-    def _spill(self, pending: _Pending, closing: _Close | None = None) -> None:
+    def _spill(self, pending: Pending, closing: Close | None = None) -> None:
         """Appends `pending` (and the outcome) to the unsaved file, fsynced; lines that
         cannot be written stay in `unwritten` and are tried again with the next ones."""
         sid = self.session_id

@@ -88,6 +88,18 @@ _FINAL = "a closed session is final"
 _OPEN = "(SELECT outcome FROM sessions WHERE id = NEW.session_id) IS NOT NULL"
 
 # Each entry brings the schema from version i to i + 1; never edit a released one.
+#: The refused attempts, as both backends spell the table ({id}, {ref}: their types).
+REFUSALS_TABLE: Final = """CREATE TABLE refusals (
+    id {id},
+    wall TEXT NOT NULL,
+    room TEXT,
+    operator TEXT,
+    patient_ref TEXT NOT NULL,
+    cartridge_id {ref},
+    session_id {ref} REFERENCES sessions(id),
+    reason TEXT NOT NULL
+)"""
+
 MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
     (
         "CREATE TABLE schema_version (version INTEGER NOT NULL)",
@@ -194,6 +206,15 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
     ),
     # 4 -> 5: the treatment room (run --room), as on the clinic's server (store_pg.py).
     ("ALTER TABLE sessions ADD COLUMN room TEXT",),
+    # 5 -> 6: attempts the records refused (a cartridge another session holds, a patient
+    # open in another room): kept apart from the sessions, never counted as treatments.
+    (
+        REFUSALS_TABLE.format(id="INTEGER PRIMARY KEY AUTOINCREMENT", ref="INTEGER"),
+        """CREATE TRIGGER refusals_no_update BEFORE UPDATE ON refusals
+            BEGIN SELECT RAISE(ABORT, 'refusals are append-only'); END""",
+        """CREATE TRIGGER refusals_no_delete BEFORE DELETE ON refusals
+            BEGIN SELECT RAISE(ABORT, 'refusals are append-only'); END""",
+    ),
 )
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
+from devicectl.claim import CartridgeClaim
 from devicectl.controller import Command, ControlEvent, Controller, EventKind, Output, State
 from devicectl.errors import LinkError
 from devicectl.flight import RX, TX, FlightRecorder, pack
@@ -134,9 +135,14 @@ class Session:
         clock: Callable[[], int] = monotonic_us,
         max_wait_us: int = MAX_WAIT_US,
         started_wall: datetime | None = None,
+        claim: CartridgeClaim | None = None,
     ) -> None:
         self.controller = controller
         self._writer = writer
+        #: the cartridge claimed at the GO (claim.py): no START before it is granted
+        self.claim = claim
+        #: why the records refused the GO (the cartridge's claim), once they did
+        self.refusal: str | None = None
         self._policy = policy
         self._wire = wire
         self._clock = clock
@@ -218,6 +224,8 @@ class Session:
             self._emergency_stop()
             self.outcome = Outcome.FAULT
         finally:
+            if self.outcome is None and self.refusal is not None:
+                self.outcome = Outcome.REFUSED
             if self.outcome is None:
                 # A faulty pen (one that did not stop, even after the session was
                 # aborted or complete) ends the session in FAULT, whatever the state.
@@ -274,12 +282,20 @@ class Session:
         writer = self._writer
         if writer is not None and writer.failure is not None and ctl.records_failure is None:
             self._records_failed(now)
+        if self.claim is not None and not self.claim.granted and self.refusal is None:
+            self._claim_step(now)
         if data:
             self.flight.record(data, RX, now)
             self._emit(ctl.receive_data(data, now), now)
             self._sample(now)
         while not self._commands.empty():
-            self._emit(ctl.command(self._commands.get_nowait(), now), now)
+            cmd = self._commands.get_nowait()
+            if cmd is Command.START and not self._claimed(now):
+                self._emit(Output(b"", (ControlEvent(
+                    now, EventKind.COMMAND_REFUSED, "START refused: the cartridge is not "
+                    "claimed in the records", data={"command": cmd.name}),)), now)
+                continue
+            self._emit(ctl.command(cmd, now), now)
         self._emit(ctl.tick(now), now)
         self._auto_confirm(now)
         if self._stop_reason is not None and not self._timers.stop_requested:
@@ -300,11 +316,11 @@ class Session:
     def _build_snapshot(self, now: int, *, wall_us: int | None = None,
                         finished: bool = False) -> Snapshot:
         """The frozen snapshot views read, with why the records fail (shown in red)."""
-        failure = self._writer.failure if self._writer is not None else None
+        failure = self._writer.status_line() if self._writer is not None else None
         return self._snapshots.build(
             self.controller, now, self._t0_us or 0, now if wall_us is None else wall_us,
             records_failure=failure, finished=finished,
-            outcome=self.outcome if finished else None)
+            outcome=self.outcome if finished else None, claim=self.claim)
 
     def _records_failed(self, now: int) -> None:
         """No treatment without a record: the pen stops at once; with nobody to decide
@@ -378,10 +394,44 @@ class Session:
 
         self._writer.deferred_event(make)
 
+    def _claim_step(self, now: int) -> None:
+        """At the GO (ready, nothing against it) the cartridge's claim is asked for."""
+        claim, ctl = self.claim, self.controller
+        assert claim is not None
+        if claim.refused is not None:
+            self._claimed(now)
+        elif not claim.requested and ctl.state is State.READY and not ctl.go_no_go:
+            self._record_device()
+
+    def _claimed(self, now: int) -> bool:
+        """Whether the cartridge is the session's (no claim asked: it is); a claim the
+        records refused stops the session, a NO-GO naming the cartridge."""
+        claim = self.claim
+        if claim is None or claim.granted:
+            return True
+        if claim.refused is not None and self.refusal is None:
+            self.refusal = claim.refused
+            self._emit(Output(b"", (ControlEvent(
+                now, EventKind.GO_NO_GO, f"no go: {claim.refused}",
+                data={"cartridge_id": claim.cartridge_id}, safety=True),)), now)
+            self.request_stop(f"no go: {claim.refused}")
+        return False
+
     def _record_device(self) -> None:
-        """The pen and its cartridge, in the record at once: a cartridge is single use."""
+        """The pen and its cartridge, in the record at once: a cartridge is single use
+        (with a claim, the first time through it: claimed before the first START)."""
         info = self.controller.device
-        if self._writer is None or info is None:
+        if info is None:
+            return
+        if self.claim is not None and not self.claim.granted:
+            ctl = self.controller
+            if ctl.state is not State.READY or ctl.go_no_go or self.claim.requested:
+                return  # no GO yet (or none at all): the claim records the pen then
+            self.claim.request(serial=info.serial_number, fw_version=info.fw_version,
+                               cartridge_id=info.cartridge_id,
+                               position_mode=self.controller.position_mode)
+            return
+        if self._writer is None:
             return
         self._writer.device(
             serial=info.serial_number,
@@ -436,7 +486,7 @@ class Session:
         key = (ctl.state, ctl.zone_index)
         if key in self._timers.confirmed_in:
             return
-        if ctl.state is State.READY and not ctl.go_no_go:
+        if ctl.state is State.READY and not ctl.go_no_go and self._claimed(now):
             self._timers.confirmed_in.add(key)
             self._emit(ctl.command(Command.START, now), now)
         elif ctl.state is State.ZONE_DONE:

@@ -120,6 +120,10 @@ class Snapshot:
     #: zone id -> cells over the zone's maximum (the summary's last column)
     over_max: Mapping[int, int] = field(default_factory=dict)
     recent: tuple[ControlEvent, ...] = ()
+    #: the cartridge's claim at the GO (claim.py): asked, answered, refused (why)
+    claim_requested: bool = False
+    claim_decided: bool = False
+    claim_refused: str | None = None
     #: set on the last snapshot, when the loop has ended
     finished: bool = False
     outcome: Outcome | None = None

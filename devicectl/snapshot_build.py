@@ -14,6 +14,7 @@ from typing import Final
 
 import numpy as np
 
+from devicectl.claim import CartridgeClaim
 from devicectl.controller import Controller
 from devicectl.coverage import Coverage
 from devicectl.snapshot import (
@@ -74,7 +75,7 @@ class SnapshotBuilder:
 
     def build(self, ctl: Controller, now_us: int, t0_us: int, wall_us: int, *,
               records_failure: str | None = None, finished: bool = False,
-              outcome: Outcome | None = None) -> Snapshot:
+              outcome: Outcome | None = None, claim: CartridgeClaim | None = None) -> Snapshot:
         status = ctl.status(now_us)
         if records_failure is not None:
             status["records_failure"] = records_failure
@@ -96,6 +97,9 @@ class SnapshotBuilder:
             recent=tuple(self._recent),
             finished=finished,
             outcome=outcome,
+            claim_requested=claim is not None and claim.requested,
+            claim_decided=claim is not None and claim.decided,
+            claim_refused=claim.refused if claim is not None else None,
         )
 
     def _copy_coverage(self, ctl: Controller) -> None:

@@ -47,7 +47,9 @@ __all__ = [
     "DB_ERRORS",
     "OUTCOMES",
     "RECORDS_FAILED_REASON",
+    "CartridgeUsedError",
     "EventRecord",
+    "PatientBusyError",
     "RecordWriter",
     "SessionRecord",
     "Store",
@@ -291,19 +293,60 @@ class Store:
         position_mode: str,
     ) -> None:
         """Records the pen and its cartridge. A cartridge recorded by another session
-        (on PostgreSQL a unique constraint, whatever room) raises CartridgeUsedError."""
+        raises CartridgeUsedError naming it: checked in the writing transaction (an
+        SQLite file's writers queue on it) and, on PostgreSQL, a unique constraint
+        whatever room writes at the same moment."""
         self._require_session(session_id)
         try:
             with self._write(f"the pen of session {session_id}") as conn:
+                if cartridge_id:
+                    other = conn.execute(
+                        "SELECT id, room FROM sessions WHERE cartridge_id = ? AND id != ?"
+                        " ORDER BY id LIMIT 1", (cartridge_id, session_id)).fetchone()
+                    if other is not None:
+                        raise self._cartridge_used(cartridge_id, other)
                 set_device_row(conn, session_id, serial, fw_version, cartridge_id,
                                position_mode)
         except StoreError as exc:
             if isinstance(exc.__cause__, psycopg.errors.UniqueViolation):
-                raise CartridgeUsedError(
-                    f"cartridge {cartridge_id} was already used in another session; it is "
-                    "single use: fit a new cartridge"
-                ) from exc
+                other = self._read("SELECT id, room FROM sessions WHERE cartridge_id = ?"
+                                   " AND id != ? ORDER BY id LIMIT 1", (cartridge_id, session_id))
+                raise self._cartridge_used(cartridge_id, other[0] if other else None) from exc
             raise
+
+    @staticmethod
+    def _cartridge_used(cartridge_id: int, other: Any) -> CartridgeUsedError:
+        where = ""
+        if other is not None:
+            where = f" (session {other[0]}{f', room {other[1]}' if other[1] else ''})"
+        return CartridgeUsedError(
+            f"cartridge {cartridge_id} was already used in another session{where}; it is "
+            "single use: fit a new cartridge")
+
+    def record_refusal(self, *, reason: str, wall: str, patient_ref: str | None = None,
+                       room: str | None = None, operator: str | None = None,
+                       cartridge_id: int | None = None, session_id: int | None = None) -> None:
+        """An attempt the records refused, apart from the sessions (never a treatment):
+        with `session_id`, its patient, room and operator are that session's."""
+        with self._write("a refused attempt") as conn:
+            if session_id is not None:
+                conn.execute(
+                    "INSERT INTO refusals (wall, room, operator, patient_ref, cartridge_id,"
+                    " session_id, reason) SELECT ?, room, operator, patient_ref, ?, id, ?"
+                    " FROM sessions WHERE id = ?", (wall, cartridge_id, reason, session_id))
+            else:
+                conn.execute(
+                    "INSERT INTO refusals (wall, room, operator, patient_ref, cartridge_id,"
+                    " reason) VALUES (?, ?, ?, ?, ?, ?)",
+                    (wall, room, operator, patient_ref or "", cartridge_id, reason))
+
+    def refusals(self, limit: int = 50) -> list[dict[str, Any]]:
+        """The latest refused attempts first."""
+        keys = ("id", "wall", "room", "operator", "patient_ref", "cartridge_id", "session_id",
+                "reason")
+        rows = self._read(f"SELECT {', '.join(keys)} FROM refusals ORDER BY id DESC LIMIT ?",
+                          (limit,))
+        return [dict(zip(keys, r, strict=True)) for r in rows]
 
     def append_events(self, session_id: int, events: Sequence[EventRecord]) -> None:
         self._require_session(session_id)

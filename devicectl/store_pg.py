@@ -15,13 +15,15 @@ the same on both. What PostgreSQL adds is what several rooms need:
 
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import Final
 
 import psycopg
 
 from devicectl.dbconn import PgConn
-from devicectl.errors import StoreError
+from devicectl.errors import RefusedError, StoreError
+from devicectl.records import REFUSALS_TABLE
 
 #: The environment variable naming the records (a path or a postgresql:// URL).
 DB_ENV: Final = "DEVICECTL_DB"
@@ -29,11 +31,18 @@ DB_ENV: Final = "DEVICECTL_DB"
 CONNECT_TIMEOUT_S: Final = 5
 #: The role the rooms' logins are given: it cannot rewrite the log.
 WRITER_ROLE: Final = "devicectl_writer"
+#: A dead server or network is noticed within about this long (s): TCP keepalive
+#: probes, an unacknowledged write given up (tcp_user_timeout), and any statement
+#: (a lock wait too) cut off by the server.
+DEAD_PEER_S: Final = 5
+#: The advisory-lock class under which a running session's process holds its id
+#: (`RunningLockPg`): the server drops it when that process's connection ends.
+RUNNING_LOCK_CLASS: Final = 0x44435452
 
 _FINAL = "a closed session is final"
 
 # Each entry brings the schema from version i to i + 1; never edit a released one.
-PG_MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
+PG_MIGRATIONS: tuple[tuple[str, ...], ...] = (
     (
         "CREATE TABLE schema_version (version INTEGER NOT NULL)",
         "INSERT INTO schema_version (version) VALUES (0)",
@@ -170,6 +179,19 @@ PG_MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
         f"GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO {WRITER_ROLE}",
     ),
 )
+PG_MIGRATIONS += (
+    # 1 -> 2: attempts the records refused (records.py's 5 -> 6), apart from the sessions.
+    (
+        REFUSALS_TABLE.format(id="BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY",
+                              ref="BIGINT"),
+        """CREATE TRIGGER refusals_append_only BEFORE UPDATE OR DELETE ON refusals
+            FOR EACH ROW EXECUTE FUNCTION devicectl_refuse('refusals are append-only')""",
+        """CREATE TRIGGER refusals_no_truncate BEFORE TRUNCATE ON refusals
+            FOR EACH STATEMENT EXECUTE FUNCTION devicectl_refuse('refusals are append-only')""",
+        f"GRANT SELECT, INSERT ON refusals TO {WRITER_ROLE}",
+        f"GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO {WRITER_ROLE}",
+    ),
+)
 PG_SCHEMA_VERSION: Final = len(PG_MIGRATIONS)
 
 
@@ -196,7 +218,11 @@ def connect(url: str) -> PgConn:
     """A connection to the clinic's records, the schema brought up to date.
     Raises StoreError (one sentence) if the server cannot be reached or used."""
     try:
-        raw = psycopg.connect(url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S)
+        raw = psycopg.connect(
+            url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S,
+            keepalives=1, keepalives_idle=2, keepalives_interval=1,
+            keepalives_count=DEAD_PEER_S - 2, tcp_user_timeout=DEAD_PEER_S * 1000,
+            options=f"-c statement_timeout={DEAD_PEER_S * 1000}")
     except psycopg.Error as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise StoreError(f"cannot reach the records server {redact(url)}: {first}") from exc
@@ -238,3 +264,48 @@ def _version(conn: PgConn) -> int:
     if conn.execute("SELECT to_regclass('schema_version')").fetchone()[0] is None:
         return 0
     return int(conn.execute("SELECT version FROM schema_version").fetchone()[0])
+
+
+# -- which sessions are running: a lock the server drops with the connection ----
+
+
+def running_session_ids(conn: PgConn) -> frozenset[int]:
+    """The sessions of this database whose process holds its running lock now."""
+    rows = conn.execute(
+        "SELECT objid FROM pg_locks WHERE locktype = 'advisory' AND classid = ?"
+        " AND objsubid = 2 AND granted"
+        " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+        (RUNNING_LOCK_CLASS,)).fetchall()
+    return frozenset(int(r[0]) for r in rows)
+
+
+def is_running(url: str, session_id: int) -> bool:
+    conn = connect(url)
+    try:
+        return session_id in running_session_ids(conn)
+    finally:
+        conn.close()
+
+
+class RunningLockPg:
+    """Held by the process that runs a session on the clinic's server: a session
+    advisory lock on its own connection, so every room (and the clinic view) sees
+    the session running, and a crashed process's lock goes with its connection."""
+
+    def __init__(self, url: str, session_id: int) -> None:
+        self.session_id = session_id
+        self._conn: PgConn | None = connect(url)
+        got = self._conn.execute("SELECT pg_try_advisory_lock(?, ?)",
+                                 (RUNNING_LOCK_CLASS, session_id)).fetchone()[0]
+        if not got:
+            self._conn.close()
+            self._conn = None
+            raise RefusedError(f"session {session_id} is running in another process; "
+                               "it cannot be run twice")
+
+    def release(self) -> None:
+        if self._conn is None:
+            return
+        with contextlib.suppress(psycopg.Error):
+            self._conn.close()  # the server drops the lock with the connection
+        self._conn = None

@@ -163,11 +163,13 @@ def _add(segments: list[_Segment], item: Any) -> None:
         s.close = (str(item["outcome"]), str(item["ended_at"]))
 
 
-def replay(unsaved: Path, db_path: Path | str, *, dry_run: bool = False) -> list[str]:
-    """Puts the records of `unsaved` into `db_path` in one transaction; one
-    sentence per segment saying what was done (with `dry_run`, what would be, and
-    nothing is written). Replaying twice adds nothing."""
-    segments = read_unsaved(unsaved)
+def replay(unsaved: Path, db_path: Path | str, *, dry_run: bool = False,
+           session_id: int | None = None) -> list[str]:
+    """Puts the records of `unsaved` (only `session_id`'s, if given) into `db_path`
+    in one transaction; one sentence per segment saying what was done (with
+    `dry_run`, what would be, and nothing is written). Replaying twice adds nothing."""
+    segments = [s for s in read_unsaved(unsaved)
+                if session_id is None or s.session_id == session_id]
     if not segments:
         return [f"{unsaved} holds no records; nothing to do"]
     pg = isinstance(db_path, str)
@@ -192,7 +194,7 @@ def replay(unsaved: Path, db_path: Path | str, *, dry_run: bool = False) -> list
     return said
 
 
-def not_yet_replayed(db_path: Path) -> str | None:
+def not_yet_replayed(db_path: Path | str) -> str | None:
     """Why a session must not start yet: `db_path`'s unsaved file holds records the
     database lacks (a used cartridge, a treated zone), or None."""
     path = unsaved_path(db_path)
@@ -204,6 +206,11 @@ def not_yet_replayed(db_path: Path) -> str | None:
         return str(exc)
     if all(_NOTHING in line for line in said):
         return None
+    if isinstance(db_path, str):
+        from devicectl.store_pg import redact
+
+        return (f"{path} holds records that are not on {redact(db_path)} yet; put them back "
+                f"first: devicectl records replay {path} --db {redact(db_path)}")
     return (f"{path} holds records that are not in {db_path} yet; put them back first: "
             f"devicectl records replay {path}")
 

@@ -128,3 +128,14 @@ def pg_server() -> Iterator[PgServer]:
 def pg_url(pg_server: PgServer) -> str:
     """A fresh, empty database on the session's server."""
     return pg_server.new_database()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def records(request: pytest.FixtureRequest, tmp_path: Path,
+            monkeypatch: pytest.MonkeyPatch) -> Path | str:
+    """The records on each backend: an SQLite file, a fresh database on the test
+    session's server. A server's unsaved file goes under tmp_path (XDG_DATA_HOME)."""
+    if request.param == "sqlite":
+        return tmp_path / "records" / "sessions.db"
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))
+    return str(request.getfixturevalue("pg_url"))

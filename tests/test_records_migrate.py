@@ -108,22 +108,3 @@ def test_bad_migrate_arguments_are_one_sentence(
     assert main(["records", "migrate", "--from", f"sqlite:{tmp_path}/none.db",
                  "--to", str(tmp_path / "x.db")]) == 1
     assert "is not a postgresql:// URL" in capsys.readouterr().err
-
-
-def test_monitor_on_the_clinics_server_is_refused_in_one_sentence(
-    capsys: pytest.CaptureFixture[str]
-) -> None:
-    with pytest.raises(SystemExit) as info:
-        main(["monitor", "--db", "postgresql://clinic@127.0.0.1:1/records"])
-    assert info.value.code == 2
-    assert "reads and writes an SQLite file" in capsys.readouterr().err
-
-
-def test_a_run_on_the_clinics_server_is_refused_before_anything(
-    capsys: pytest.CaptureFixture[str]
-) -> None:
-    with pytest.raises(SystemExit) as info:
-        main(["run", "--profile", str(SHORT), "--patient", "P-1", "--sim", "--yes",
-              "--db", "postgresql://clinic@127.0.0.1:1/records", *GATE])
-    assert info.value.code == 2
-    assert "reads and writes an SQLite file" in capsys.readouterr().err

@@ -14,6 +14,7 @@ import pytest
 from devicectl import cli
 from devicectl.safety import DEPTH_CAP_UM
 from devicectl.store import EventRecord, Store, ZoneCoverage
+from devicectl.store_pg import redact
 
 START = "2026-03-01T09:00:00+00:00"
 TRICKY_TEXT = 'override: "interval 20 d", reason: scar review,\nsigned off'
@@ -27,8 +28,9 @@ def only_sessions_command(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> Path:
-    path = tmp_path / "sessions.db"
+def db(records: Path | str) -> Path | str:
+    """Two sessions, on each backend (tests/pg_support.py)."""
+    path = records
     with Store(path) as store:
         sid = store.create_session(
             patient_ref="P-7f3a9c",
@@ -87,7 +89,7 @@ def test_list_without_a_database_says_no_records_yet_and_creates_nothing(
 
 
 def test_list_shows_each_session_newest_first_with_outcome_and_zones_done(
-    db: Path, capsys: pytest.CaptureFixture[str]
+    db: Path | str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert cli.main(["sessions", "list", "--db", str(db)]) == 0
     out = capsys.readouterr().out
@@ -115,7 +117,7 @@ def test_list_uses_the_default_database_in_xdg_data_home(
 
 
 def test_show_prints_header_zone_results_and_timeline(
-    db: Path, capsys: pytest.CaptureFixture[str]
+    db: Path | str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert cli.main(["sessions", "show", "1", "--db", str(db)]) == 0
     out = capsys.readouterr().out
@@ -128,11 +130,12 @@ def test_show_prints_header_zone_results_and_timeline(
 
 
 def test_show_of_a_missing_session_is_one_sentence_and_exit_1(
-    db: Path, capsys: pytest.CaptureFixture[str]
+    db: Path | str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert cli.main(["sessions", "show", "42", "--db", str(db)]) == 1
     err = capsys.readouterr().err
-    assert err == f"devicectl: no session 42 in {db}; `devicectl sessions list` shows them\n"
+    shown = redact(db) if isinstance(db, str) else db  # a server's URL without its login
+    assert err == f"devicectl: no session 42 in {shown}; `devicectl sessions list` shows them\n"
 
 
 def test_export_of_a_missing_database_is_one_sentence_and_exit_1(
@@ -155,7 +158,7 @@ def test_list_of_a_file_that_is_not_a_database_is_one_sentence(
 
 
 def test_export_json_is_one_document_with_session_zones_and_events(
-    db: Path, capsys: pytest.CaptureFixture[str]
+    db: Path | str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert cli.main(["sessions", "export", "1", "--db", str(db), "--format", "json"]) == 0
     doc = json.loads(capsys.readouterr().out)
@@ -178,7 +181,7 @@ def test_export_json_is_one_document_with_session_zones_and_events(
 
 
 def test_export_csv_is_one_header_row_then_one_row_per_event(
-    db: Path, capsys: pytest.CaptureFixture[str]
+    db: Path | str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert cli.main(["sessions", "export", "1", "--db", str(db), "--format", "csv"]) == 0
     rows = list(csv.reader(io.StringIO(capsys.readouterr().out)))
@@ -189,7 +192,7 @@ def test_export_csv_is_one_header_row_then_one_row_per_event(
 
 
 def test_export_out_writes_the_file_and_nothing_to_stdout(
-    db: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    db: Path | str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "session-1.json"
     assert cli.main(["sessions", "export", "1", "--db", str(db), "--out", str(out)]) == 0

@@ -67,15 +67,6 @@ def db(tmp_path: Path) -> Path:
     return tmp_path / "records" / "sessions.db"
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def records(request: pytest.FixtureRequest, tmp_path: Path) -> Path | str:
-    """The records on each backend: an SQLite file, a fresh database on the test
-    session's PostgreSQL server (tests/pg_support.py)."""
-    if request.param == "sqlite":
-        return tmp_path / "records" / "sessions.db"
-    return str(request.getfixturevalue("pg_url"))
-
-
 def raw(target: Path | str) -> Conn:
     """A connection around devicectl, as anyone with the database's login has."""
     if isinstance(target, str):
@@ -362,3 +353,46 @@ def test_interrupted_session_counts_from_its_last_event(records: Path | str) -> 
             "P-0001", "2026-02-03T09:00:00Z", INTERVAL_DEPTH_UM, exclude_session=sid
         )
         assert resumed == {}
+
+
+def test_a_note_is_appended_chained_and_read_back_on_either_backend(
+    records: Path | str,
+) -> None:
+    from devicectl.chain import verify_session
+    from devicectl.notes import add_note, notes_of
+
+    with Store(records) as store:
+        sid = new_session(store)
+        store.close_session(sid, "complete", "2026-03-01T09:30:00+00:00")
+        first = add_note(store.conn, sid, wall="2026-03-01T10:00:00+00:00",
+                         text="mild erythema", adverse="redness", author="OP-1")
+        second = add_note(store.conn, sid, wall="2026-03-02T10:00:00+00:00",
+                          text="resolved", adverse=None, author="OP-1")
+        assert second.id > first.id and second.hash != first.hash
+        assert [n.text for n in notes_of(store.conn, [sid])[sid]] == ["mild erythema",
+                                                                       "resolved"]
+        assert verify_session(store.conn, sid).problem is None
+        with pytest.raises(StoreError, match="no session 999"):
+            add_note(store.conn, 999, wall="2026-03-02T10:00:00+00:00", text="x",
+                     adverse=None, author=None)
+
+
+def test_refused_attempts_are_kept_apart_append_only_on_either_backend(
+    records: Path | str,
+) -> None:
+    with Store(records) as store:
+        sid = new_session(store)
+        store.record_refusal(reason="cartridge 7 was already used", wall=START,
+                             cartridge_id=7, session_id=sid)
+        store.record_refusal(reason="patient P-2 has session 1 open in room 3", wall=START,
+                             patient_ref="P-2", room="4", operator="OP-1")
+        newest, first = store.refusals()
+        assert (first["session_id"], first["patient_ref"], first["cartridge_id"]) == (
+            sid, "P-0001", 7)
+        assert (newest["session_id"], newest["room"], newest["operator"]) == (None, "4", "OP-1")
+        assert [s.id for s in store.sessions()] == [sid]  # no session for the second
+    conn = raw(records)
+    for sql in ("UPDATE refusals SET reason = 'fine'", "DELETE FROM refusals"):
+        with pytest.raises(REFUSED):
+            conn.execute(sql)
+    conn.close()

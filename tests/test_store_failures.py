@@ -457,6 +457,7 @@ def test_through_the_cli_a_deleted_database_stops_the_run_says_so_in_red_and_rep
     out = capsys.readouterr().out
     assert deleted and code == Outcome.ABORTED.exit_code
     assert "records cannot be written: the records file was deleted" in out
+    assert "RECORDS: records cannot be written" in out  # the plain view says so as it happens
     assert f"devicectl records replay {unsaved_path(db)}" in out
     assert main(["sessions", "list", "--db", str(db)]) == 0
     assert f"devicectl records replay {unsaved_path(db)}" in capsys.readouterr().out

@@ -79,3 +79,52 @@ def test_a_server_killed_mid_session_spills_to_the_unsaved_file_and_replay_resto
         check = verify_session(store.conn, sid)
         assert check.problem is None and check.closed and check.events == 5
     assert all("nothing to add" in line for line in replay(spilled, url))  # idempotent
+
+
+def test_the_writer_reconnects_with_backoff_says_so_and_puts_the_gap_back_in_order(
+    own_server: PgServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))
+    url = own_server.new_database()
+    with Store(url) as store:
+        sid = store.create_session(patient_ref="P-2", profile_name="p", profile_hash="h",
+                                   profile_text="t", started_at="2026-03-01T09:00:00+00:00")
+    writer = RecordWriter(url, sid, commit_interval_s=0.05)
+    writer.start()
+    writer.events([event(1)])
+    with Store(url) as store:
+        until(lambda: len(store.events(sid)) == 1, "the first event on the server")
+    assert writer.status_line() is None
+
+    own_server.stop("immediate")
+    writer.events([event(2, safety=True)])
+    until(lambda: writer.failed, "the writer to notice the server is gone")
+    line = writer.status_line()
+    assert line is not None and line.startswith(RECORDS_FAILED_REASON)
+    assert "was lost at" in line or "reconnecting" in line
+    until(lambda: "attempt 2 failed" in (writer.link or ""), "a second attempt, later")
+    assert "next in 2 s" in (writer.link or "") or "next in 4 s" in (writer.link or "")
+    writer.events([event(3)])
+    until(lambda: writer.unsaved_count >= 2, "the gap in the unsaved file")
+
+    own_server.start()
+    until(lambda: "is back since" in (writer.link or ""), "the writer to reconnect", 60)
+    line = writer.status_line()
+    assert line is not None and "is back since" in line and line.startswith(RECORDS_FAILED_REASON)
+    writer.events([event(4)])
+    writer.close("aborted", "2026-03-01T09:01:00+00:00")
+    assert writer.unsaved_count == 0 and writer.unwritten == []
+    with Store(url) as store:
+        assert [e.text for e in store.events(sid)] == [f"event {i}" for i in range(1, 5)]
+        assert store.session(sid).outcome == "aborted"
+        check = verify_session(store.conn, sid)
+        assert check.problem is None and check.closed
+    assert all("nothing to add" in line for line in replay(unsaved_path(url), url))
+
+
+def test_every_connection_notices_a_dead_server(pg_url: str) -> None:
+    with Store(pg_url) as store:
+        raw = store.conn.raw  # type: ignore[attr-defined]
+        assert raw.execute(b"SHOW statement_timeout").fetchone()[0] == "5s"
+        params = raw.info.get_parameters()
+        assert params["keepalives"] == "1" and int(params["tcp_user_timeout"]) == 5000

@@ -5,6 +5,7 @@ records beside the database instead (tests/test_store_failures.py has the rest).
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import select
@@ -24,6 +25,7 @@ from devicectl import record_writer
 from devicectl.store import EventRecord, RecordWriter, Store, ZoneCoverage
 
 REPO = Path(__file__).resolve().parents[1]
+_patients = itertools.count()
 WALL = "2026-03-01T09:00:01+00:00"
 
 
@@ -35,9 +37,7 @@ def zone(strokes: int) -> ZoneCoverage:
     return ZoneCoverage(1, "crown", 1000, 1000, strokes / 1000, 0.9, strokes, 0, False, 1.0)
 
 
-@pytest.fixture
-def session(tmp_path: Path) -> tuple[Path, int]:
-    path = tmp_path / "sessions.db"
+def new_session(path: Path | str) -> tuple[Path | str, int]:
     with Store(path) as store:
         sid = store.create_session(
             patient_ref="P-0001",
@@ -49,12 +49,23 @@ def session(tmp_path: Path) -> tuple[Path, int]:
     return path, sid
 
 
-def committed_texts(path: Path, sid: int) -> list[str]:
+@pytest.fixture
+def session(records: Path | str) -> tuple[Path | str, int]:
+    """A session on each backend (an SQLite file, the test server: tests/pg_support.py)."""
+    return new_session(records)
+
+
+@pytest.fixture
+def sqlite_session(tmp_path: Path) -> tuple[Path | str, int]:
+    return new_session(tmp_path / "sessions.db")
+
+
+def committed_texts(path: Path | str, sid: int) -> list[str]:
     with Store(path, create=False) as store:
         return [e.text for e in store.events(sid)]
 
 
-def wait_until_committed(path: Path, sid: int, count: int, within_s: float) -> list[str]:
+def wait_until_committed(path: Path | str, sid: int, count: int, within_s: float) -> list[str]:
     end = time.monotonic() + within_s
     texts = committed_texts(path, sid)
     while len(texts) < count and time.monotonic() < end:
@@ -63,7 +74,7 @@ def wait_until_committed(path: Path, sid: int, count: int, within_s: float) -> l
     return texts
 
 
-def test_close_writes_everything_and_sets_the_outcome(session: tuple[Path, int]) -> None:
+def test_close_writes_everything_and_sets_the_outcome(session: tuple[Path | str, int]) -> None:
     path, sid = session
     writer = RecordWriter(path, sid)
     writer.start()
@@ -80,7 +91,9 @@ def test_close_writes_everything_and_sets_the_outcome(session: tuple[Path, int])
         assert store.coverage_state(sid) == b"grid"
 
 
-def test_close_without_outcome_leaves_the_session_resumable(session: tuple[Path, int]) -> None:
+def test_close_without_outcome_leaves_the_session_resumable(
+    session: tuple[Path | str, int],
+) -> None:
     path, sid = session
     writer = RecordWriter(path, sid)
     writer.start()
@@ -91,7 +104,9 @@ def test_close_without_outcome_leaves_the_session_resumable(session: tuple[Path,
         assert len(store.events(sid)) == 1
 
 
-def test_events_are_committed_within_the_interval_while_running(session: tuple[Path, int]) -> None:
+def test_events_are_committed_within_the_interval_while_running(
+    session: tuple[Path | str, int],
+) -> None:
     path, sid = session
     writer = RecordWriter(path, sid, commit_interval_s=0.05)
     writer.start()
@@ -102,7 +117,7 @@ def test_events_are_committed_within_the_interval_while_running(session: tuple[P
         writer.close(None, None)
 
 
-def test_safety_event_is_committed_at_once(session: tuple[Path, int]) -> None:
+def test_safety_event_is_committed_at_once(session: tuple[Path | str, int]) -> None:
     path, sid = session
     writer = RecordWriter(path, sid, commit_interval_s=60.0)
     writer.start()
@@ -117,7 +132,7 @@ def test_safety_event_is_committed_at_once(session: tuple[Path, int]) -> None:
 
 
 def test_pen_identity_is_committed_at_once_so_its_cartridge_counts_as_used(
-    session: tuple[Path, int],
+    session: tuple[Path | str, int],
 ) -> None:
     path, sid = session
     writer = RecordWriter(path, sid, commit_interval_s=60.0)
@@ -139,7 +154,7 @@ def test_pen_identity_is_committed_at_once_so_its_cartridge_counts_as_used(
 
 
 def test_only_the_latest_pending_coverage_is_built_and_written(
-    session: tuple[Path, int],
+    session: tuple[Path | str, int],
 ) -> None:
     import threading
 
@@ -163,9 +178,9 @@ def test_only_the_latest_pending_coverage_is_built_and_written(
 
 
 def test_a_failed_commit_is_collected_not_raised_and_nothing_is_lost(
-    session: tuple[Path, int], mocker: MockerFixture
+    sqlite_session: tuple[Path | str, int], mocker: MockerFixture
 ) -> None:
-    path, sid = session
+    path, sid = sqlite_session  # a full disk: the server's own loss is test_store_pg_writer's
     real = record_writer.insert_events
     calls: list[int] = []
 
@@ -213,12 +228,12 @@ def test_a_missing_database_fails_at_once_and_keeps_the_events_beside_it(
 )
 @given(batches=st.lists(st.lists(st.booleans(), max_size=8), max_size=12))
 def test_every_event_arrives_once_in_order_whatever_the_batching(
-    session: tuple[Path, int], batches: list[list[bool]]
+    session: tuple[Path | str, int], batches: list[list[bool]]
 ) -> None:
     path, sid = session
     with Store(path) as store:
         sid = store.create_session(
-            patient_ref="P-h",
+            patient_ref=f"P-h{next(_patients)}",  # one open session a patient, on a server
             profile_name="p",
             profile_hash="h",
             profile_text="",
@@ -243,7 +258,8 @@ import sys, time
 from pathlib import Path
 from devicectl.store import EventRecord, RecordWriter, ZoneCoverage
 
-path, sid, n = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+db, sid, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+path = db if db.startswith("postgresql://") else Path(db)
 interval_s, safety_last = float(sys.argv[4]), sys.argv[5] == "1"
 writer = RecordWriter(path, sid, commit_interval_s=interval_s)
 writer.start()
@@ -261,7 +277,7 @@ time.sleep(120)
 """
 
 
-def run_and_kill(path: Path, sid: int, n: int, interval_s: float, safety_last: bool) -> None:
+def run_and_kill(path: Path | str, sid: int, n: int, interval_s: float, safety_last: bool) -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     child = subprocess.Popen(
         [
@@ -291,7 +307,7 @@ def run_and_kill(path: Path, sid: int, n: int, interval_s: float, safety_last: b
 
 
 @pytest.mark.realtime
-def test_sigkill_loses_nothing_submitted_200ms_before(session: tuple[Path, int]) -> None:
+def test_sigkill_loses_nothing_submitted_200ms_before(session: tuple[Path | str, int]) -> None:
     path, sid = session
     run_and_kill(path, sid, n=2000, interval_s=0.1, safety_last=False)
     with Store(path) as store:
@@ -304,7 +320,7 @@ def test_sigkill_loses_nothing_submitted_200ms_before(session: tuple[Path, int])
 
 @pytest.mark.realtime
 def test_sigkill_after_a_safety_event_keeps_it_even_with_a_long_interval(
-    session: tuple[Path, int],
+    session: tuple[Path | str, int],
 ) -> None:
     path, sid = session
     run_and_kill(path, sid, n=50, interval_s=60.0, safety_last=True)

@@ -31,7 +31,6 @@ from devicectl.checklist import (
 from devicectl.errors import RefusedError
 from devicectl.notes import add_note
 from devicectl.plain import plain
-from devicectl.records import open_database
 from devicectl.store import EventRecord, Store
 
 #: What the demo says instead of a person's answers: nobody is being treated.
@@ -154,7 +153,7 @@ def eligibility_gate(
 
 
 def acknowledge_adjuncts(
-    console: Console, db_path: Path, session_id: int, instructions: Sequence[str],
+    console: Console, db_path: Path | str, session_id: int, instructions: Sequence[str],
     operator: str, given: bool, interactive: bool, simulated: bool = False,
 ) -> None:
     """At the end of a session: the adjunct instructions shown again, acknowledged (or
@@ -173,11 +172,9 @@ def acknowledge_adjuncts(
         how = "confirmed in the terminal" if given else "not given in the terminal"
     text = ("adjunct instructions given to the patient" if given else
             "adjunct instructions NOT acknowledged") + f" ({how}): " + " | ".join(lines)
-    conn = open_database(db_path, create=False)
-    try:
-        add_note(conn, session_id, wall=_wall(), text=text, adverse=None, author=operator)
-    finally:
-        conn.close()
+    with Store(db_path, create=False) as store:
+        add_note(store.conn, session_id, wall=_wall(), text=text, adverse=None,
+                 author=operator)
     if not given:
         console.print(Text("the adjunct instructions were not acknowledged; this is recorded",
                            style="bold red"))

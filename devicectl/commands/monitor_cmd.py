@@ -13,7 +13,7 @@ from typing import Any
 
 from devicectl.errors import StoreError
 from devicectl.liveness import is_running
-from devicectl.store import Store, default_db_path, file_db_arg
+from devicectl.store import Store, db_arg, default_db_path, resolve_db
 
 
 def register(sub: Any) -> None:
@@ -23,8 +23,10 @@ def register(sub: Any) -> None:
         description="Watch a session that another devicectl process runs, through its records: "
         "the page shows its state, zones, events and faults. No controls.",
     )
-    p.add_argument("--db", type=file_db_arg, default=None, metavar="PATH",
-                   help=f"records database (default {default_db_path()})")
+    p.add_argument("--db", type=db_arg, default=None, metavar="PATH|URL",
+                   help=f"records database (default $DEVICECTL_DB, else {default_db_path()}); "
+                   "the clinic's postgresql://… server serves the clinic view: every live "
+                   "session in the clinic, each linking to its page")
     p.add_argument("--session", type=int, default=None, metavar="ID",
                    help="the session to watch (default: the newest)")
     p.add_argument("--web-port", type=int, default=8766, help="the page's port (default 8766)")
@@ -39,7 +41,10 @@ def monitor(args: argparse.Namespace, stop: threading.Event | None = None) -> in
     from devicectl.web.server import serve
     from devicectl.zones import load_zone_map
 
-    db_path: Path = args.db or default_db_path()
+    where = resolve_db(args.db)
+    if isinstance(where, str):
+        return _clinic(args, where, stop)
+    db_path: Path = where
     if not db_path.exists():
         raise StoreError(f"no records yet at {db_path}")
     with Store(db_path, create=False) as store:
@@ -70,4 +75,29 @@ def monitor(args: argparse.Namespace, stop: threading.Event | None = None) -> in
         pass
     finally:
         web.stop()
+    return 0
+
+
+def _clinic(args: argparse.Namespace, url: str, stop: threading.Event | None) -> int:
+    """The clinic view (devicectl/web/clinic_page.py), until Ctrl-C."""
+    from devicectl.clinic import zone_labels
+    from devicectl.web.clinic_page import ClinicPage
+    from devicectl.zones import load_zone_map
+
+    with Store(url) as store:  # the server answers, or one sentence and exit 1
+        if args.session is not None:
+            store.session(args.session)
+    labels = zone_labels(load_zone_map())
+    page = ClinicPage(url, args.web_host, args.web_port, labels).start()
+    where = f"{page.url}session/{args.session}" if args.session is not None else page.url
+    print(f"the clinic's live sessions on {page.where} (read-only): {where} · Ctrl-C to stop",
+          flush=True)
+    stop = stop or threading.Event()
+    try:
+        while not stop.wait(0.5):
+            pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        page.stop()
     return 0

@@ -26,8 +26,11 @@ def check_override(args: argparse.Namespace) -> None:
         )
 
 
-def check_records(db_path: Path, args: argparse.Namespace) -> None:
-    """A clinical run needs the clinic's records: a new file has no history at all."""
+def check_records(db_path: Path | str, args: argparse.Namespace) -> None:
+    """A clinical run needs the clinic's records: a new file has no history at all
+    (a server's records are the clinic's: it is asked when connected)."""
+    if isinstance(db_path, str):
+        return
     if not args.sim and not getattr(args, "new_records", False) and not db_path.exists():
         raise RefusedError(
             f"no records at {db_path}: a clinical session checks the patient's intervals and "
@@ -36,9 +39,9 @@ def check_records(db_path: Path, args: argparse.Namespace) -> None:
         )
 
 
-def check_records_kind(store: Store, db_path: Path, sim: bool) -> None:
+def check_records_kind(store: Store, db_path: Path | str, sim: bool) -> None:
     """Simulator runs and clinical sessions never share a database."""
     if store.holds_sessions(simulated=not sim):
         held, this = ("clinical sessions", "a simulator run") if sim else (
             "simulator runs", "a clinical session")
-        raise RefusedError(f"{db_path} holds {held}; {this} needs its own --db")
+        raise RefusedError(f"{store.path} holds {held}; {this} needs its own --db")

@@ -25,6 +25,7 @@ from rich.table import Table
 from rich.text import Text
 
 from devicectl.adjuncts import adjunct_instructions
+from devicectl.claim import CLAIM_TIMEOUT_S
 from devicectl.commands.checklist_cmd import (
     acknowledge_adjuncts,
     eligibility_gate,
@@ -52,7 +53,7 @@ from devicectl.commands.run_setup import (
 )
 from devicectl.controller_core import COVERAGE_CELL_MM
 from devicectl.errors import DevicectlError, RefusedError
-from devicectl.liveness import RunningLock
+from devicectl.liveness import running_lock
 from devicectl.monitor.progress import Pace
 from devicectl.monitor.terminal import clock
 from devicectl.monitor.viewproc import ViewOptions, ViewProcess
@@ -63,7 +64,8 @@ from devicectl.profile import DEFAULT_TOPICAL_WAIT_HOURS
 from devicectl.profile_plan import plan_recipe
 from devicectl.safety import OVERRIDE_REASON_MIN_CHARS
 from devicectl.snapshot import Outcome, Watched
-from devicectl.store import Store, default_db_path, file_db_arg
+from devicectl.store import Store, db_arg, default_db_path, file_db_arg, resolve_db
+from devicectl.store_pg import redact
 from devicectl.transitions import Command, State
 from devicectl.unsaved import not_yet_replayed
 from devicectl.zones import ZoneMap, load_zone_map
@@ -120,8 +122,9 @@ def register(sub: Any) -> None:
                    help="simulate a pen that obeys only signed commands (its test key is derived)")
     p.add_argument("--sim-state", type=Path,
                    help="the simulated pen's firmware slots (see `firmware update --sim`)")
-    p.add_argument("--db", type=file_db_arg,
-                   help=f"records database (default {default_db_path()})")
+    p.add_argument("--db", type=db_arg, metavar="PATH|URL",
+                   help=f"records database (default $DEVICECTL_DB, else {default_db_path()}):"
+                   " an SQLite file, or the clinic's postgresql://… server")
     p.add_argument("--room", default=None, metavar="NAME",
                    help="the treatment room, recorded with the session")
     p.add_argument("--new-records", action="store_true",
@@ -191,7 +194,8 @@ def run(args: argparse.Namespace) -> int:
     if args.resume is None and args.patient is not None:
         patient_ref(args.patient)  # a name is refused before a record is made
     zone_map = load_zone_map()
-    db_path: Path = args.db or default_db_path()
+    db_path = resolve_db(args.db)
+    shown = redact(db_path) if isinstance(db_path, str) else db_path  # no password shown
     check_records(db_path, args)
     with Store(db_path) as store:
         store.require_writable()  # no treatment without a record: refused before anything
@@ -211,7 +215,7 @@ def run(args: argparse.Namespace) -> int:
             setup = setup_session(store, loaded, patient, resumed, operator, args.sim,
                                   getattr(args, "room", None))
             # Held until the end: lists show the session "running", and nobody resumes it.
-            lock = RunningLock(db_path, setup.session_id)
+            lock = running_lock(db_path, setup.session_id)
             refusals = eligibility_gate(console, store, setup.session_id, gate,
                                         setup.loaded.warnings)
             if refusals:
@@ -229,11 +233,11 @@ def run(args: argparse.Namespace) -> int:
         for reason in refusals:
             always(console, plain("NO-GO: " + reason, "bold red"))
         always(console, plain(f"refused · session id {setup.session_id} · details: devicectl "
-                              f"sessions show {setup.session_id} --db {db_path}", "bold red"))
+                              f"sessions show {setup.session_id} --db {shown}", "bold red"))
         if as_json:
             json_line({"type": "end", "session_id": setup.session_id, "outcome": "refused",
                        "reasons": refusals, "exit_code": Outcome.REFUSED.exit_code,
-                       "db": str(db_path)})
+                       "db": str(shown)})
         return Outcome.REFUSED.exit_code
     start_zone = first_unfinished_zone(setup.loaded, resumed.zones) if resumed else 0
     console.print(Text.assemble(
@@ -249,7 +253,7 @@ def run(args: argparse.Namespace) -> int:
         json_line({"type": "session", "session_id": setup.session_id,
                     "patient_ref": setup.patient, "profile": setup.loaded.profile.name,
                     "profile_hash": setup.loaded.content_hash, "resumed": setup.resumed,
-                    "db": str(db_path)})
+                    "db": str(shown)})
 
     pen.begin(SessionSettings(
         recipe=plan_recipe(setup.loaded, zone_map),
@@ -264,17 +268,19 @@ def run(args: argparse.Namespace) -> int:
         keys=keys,
         auto_confirm=args.yes,
         end_on_fault=args.yes or not interactive,
+        claim=not setup.continues,
     ))
     previous_handlers = _install_signals(pen)
     previous_cores = share_cores(pen)
     if pen.grants:
         console.print(plain(pen.grants), style="dim", highlight=False, soft_wrap=True)
     wall0 = time.monotonic()
-    web = start_web_page(console, args, pen, zone_map, setup, db_path)
+    web = start_web_page(console, args, pen, zone_map, setup,
+                         db_path if isinstance(db_path, Path) else None)
     feed = Feed(console, as_json, zone_map, Pace(args.speed if args.sim else 0.0), wall0)
     go = False
     try:
-        go = _go_no_go(console, pen, pen.link.name, zone_map)
+        go = _go_no_go(console, pen, pen.link.name, zone_map, claim=not setup.continues)
         if go and not args.yes:
             go = _confirm(console, "Start the treatment?")
             if go:
@@ -309,7 +315,7 @@ def run(args: argparse.Namespace) -> int:
                                        plain(report.internal_error)))
     for err in report.errors:
         always(console, Text.assemble(("records: ", "bold red"), plain(err)))
-    _summary(console, pen, setup, outcome, db_path, zone_map)
+    _summary(console, pen, setup, outcome, shown, zone_map)
     records_banner(console, report)
     slow = feed.pace.summary(pen.snapshot.elapsed_s, time.monotonic() - wall0)
     if slow:
@@ -324,7 +330,7 @@ def run(args: argparse.Namespace) -> int:
         failed = {"records_failure": report.failure,
                   "unsaved": report.unsaved_path} if report.failure is not None else {}
         json_line({"type": "end", "session_id": setup.session_id, "outcome": outcome.value,
-                   "exit_code": outcome.exit_code, "db": str(db_path), **failed})
+                   "exit_code": outcome.exit_code, "db": str(shown), **failed})
     return outcome.exit_code
 
 
@@ -353,7 +359,8 @@ def _restore_signals(previous: dict[signal.Signals, Any]) -> None:
         signal.signal(sig, old)
 
 
-def _go_no_go(console: Console, session: Watched, port: str, zone_map: ZoneMap) -> bool:
+def _go_no_go(console: Console, session: Watched, port: str, zone_map: ZoneMap, *,
+              claim: bool = False) -> bool:
     deadline = time.monotonic() + CONNECT_WAIT_S
     while time.monotonic() < deadline and not session.wait(0.02):
         if session.snapshot.state not in (State.CONNECTING, State.CONFIGURING):
@@ -376,6 +383,18 @@ def _go_no_go(console: Console, session: Watched, port: str, zone_map: ZoneMap) 
     reasons = list(snap.go_no_go)
     if snap.state is State.REFUSED and not reasons:
         reasons = ["the profile cannot be run on this pen"]
+    if not reasons and claim and (snap.claim_requested or snap.state is State.READY):
+        # At the GO the records take the cartridge first (claim.py, in the pen process).
+        deadline = time.monotonic() + CLAIM_TIMEOUT_S
+        while (not session.snapshot.claim_decided and time.monotonic() < deadline
+               and not session.wait(0.02)):
+            pass
+        snap = session.snapshot
+        if not snap.claim_decided:
+            reasons = [f"the records did not answer the claim on cartridge {dev.cartridge_id} "
+                       f"in {CLAIM_TIMEOUT_S:.0f} s; no treatment without a record"]
+        elif snap.claim_refused is not None:
+            reasons = [snap.claim_refused]
     if reasons:
         for r in reasons:
             always(console, Text.assemble(("NO-GO: ", "bold red"), plain(r)))
@@ -441,7 +460,7 @@ def _plain(console: Console, session: Watched, feed: Feed) -> None:
 
 
 def _summary(
-    console: Console, session: Watched, setup: Setup, outcome: Outcome, db_path: Path,
+    console: Console, session: Watched, setup: Setup, outcome: Outcome, db_path: Path | str,
     zone_map: ZoneMap,
 ) -> None:
     snap = session.snapshot  # the last one, taken when the loop ended

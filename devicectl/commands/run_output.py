@@ -65,14 +65,16 @@ class RecordsReport(Protocol):
     def unsaved_count(self) -> int: ...
     @property
     def unwritten(self) -> Any: ...
+    def status_line(self) -> str | None: ...
 
 
 def records_banner(console: Console, writer: RecordsReport) -> None:
     """When the records failed: in red, where they went and how to put them back;
     the lines that could not be written anywhere go to stderr, to be saved by hand."""
-    if writer.failure is None:
+    line = writer.status_line()  # with a server's reconnection, how it went
+    if line is None:
         return
-    always(console, plain(writer.failure, "bold white on red"))
+    always(console, plain(line, "bold white on red"))
     if writer.unsaved_count:
         always(console, plain(
             f"the records not saved in {writer.path} are in {writer.unsaved_path}; once the "
@@ -88,7 +90,7 @@ def records_banner(console: Console, writer: RecordsReport) -> None:
 
 
 def start_web_page(console: Console, args: argparse.Namespace, session: Watched,
-                   zone_map: ZoneMap, setup: Any, db_path: Path) -> Any:
+                   zone_map: ZoneMap, setup: Any, db_path: Path | None) -> Any:
     """The live page, if asked for; the session runs on without it if it cannot start."""
     if not getattr(args, "web", False):
         return None
@@ -124,6 +126,7 @@ class Feed:
         #: each zone's one name (the map's label), as the live view and the page show it
         self.zone_names = {z.id: z.label for z in zone_map.zones}
         self.footprint_mm = 0.0
+        self._records: str | None = None  # the records' trouble as last shown
 
     def event(self, e: Any, t0_us: int) -> None:
         if self.as_json:
@@ -136,6 +139,14 @@ class Feed:
     def progress(self, session: Watched) -> None:
         self._pace(session)
         t0_us = session.snapshot.t0_us
+        records = session.snapshot.status.get("records_failure")
+        if records and records != self._records:  # failed, reconnecting, back: each once
+            self._records = records
+            if self.as_json:
+                json_line({"type": "records", "text": records})
+            else:
+                self.console.print(Text(f"RECORDS: {records}", style="bold red"),
+                                   highlight=False, soft_wrap=True)
         for now_us, status in session.drain_progress():
             record = progress_record(status, (now_us - t0_us) / 1e6,
                                      areas_mm2=self.areas_mm2, footprint_mm=self.footprint_mm)

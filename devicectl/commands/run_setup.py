@@ -5,6 +5,7 @@ the cartridge, the patient's intervals and the zones already done."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -12,12 +13,12 @@ from pathlib import Path
 from typing import Any
 
 from devicectl.controller_core import StartFacts
-from devicectl.errors import DevicectlError, RefusedError
+from devicectl.errors import DevicectlError, RefusedError, StoreError
 from devicectl.liveness import is_running
 from devicectl.patients import patient_ref
 from devicectl.profile import LoadedProfile, load_profile, load_profile_text
 from devicectl.safety import INTERVAL_DEPTH_UM
-from devicectl.store import EventRecord, SessionRecord, Store
+from devicectl.store import EventRecord, PatientBusyError, SessionRecord, Store
 
 
 @dataclass
@@ -35,7 +36,7 @@ CONTINUABLE = frozenset({"link_lost"})
 
 
 def load_session(args: argparse.Namespace, store: Store,
-          db_path: Path) -> tuple[LoadedProfile, str, int | None]:
+          db_path: Path | str) -> tuple[LoadedProfile, str, int | None]:
     """The profile and patient of a new session, or those of the one to resume."""
     if args.resume is not None:
         record = store.session(args.resume)
@@ -83,16 +84,22 @@ def setup_session(
             time.monotonic_ns() // 1000, now_iso(), "OPERATOR",
             f"resumed by operator {operator}", None, {"operator": operator})])
         return Setup(loaded, patient, resumed.id, resumed=True)
-    session_id = store.create_session(
-        patient_ref=patient,
-        profile_name=loaded.profile.name,
-        profile_hash=loaded.content_hash,
-        profile_text=loaded.text,
-        started_at=now_iso(),
-        operator=operator,
-        simulated=simulated,
-        room=room,
-    )
+    try:
+        session_id = store.create_session(
+            patient_ref=patient,
+            profile_name=loaded.profile.name,
+            profile_hash=loaded.content_hash,
+            profile_text=loaded.text,
+            started_at=now_iso(),
+            operator=operator,
+            simulated=simulated,
+            room=room,
+        )
+    except PatientBusyError as exc:  # another room has them: kept apart from the sessions
+        with contextlib.suppress(StoreError):
+            store.record_refusal(reason=str(exc), wall=now_iso(), patient_ref=patient,
+                                 room=room, operator=operator)
+        raise
     if resumed is not None:  # its first record says which session it continues
         store.append_events(session_id, [continues_event(resumed.id, resumed)])
         return Setup(loaded, patient, session_id, resumed=True, continues=resumed.id)

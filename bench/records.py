@@ -1,0 +1,253 @@
+"""Benchmark: the records on each backend (issue 15 item 7).
+
+1. Record events per second: one RecordWriter, as a session drives it (batches
+   of 10 events, a safety event every 500, commit every 100 ms), into an SQLite
+   file and into PostgreSQL; from the first event queued to the session closed.
+2. ESTOP latency over a pseudo-terminal with each backend: bench/latency.py's
+   pen and trials (over-depth TELEMETRY to the host's ESTOP, pen to pen), its
+   host now with a RecordWriter as `devicectl run` has it (no view, switch
+   interval 0.5 ms, heap frozen): no records, SQLite, PostgreSQL, in one run.
+   The PostgreSQL writer must not change the loop's latency: p99 ratio to
+   SQLite's ≤ 1.1.
+
+PostgreSQL: `--pg URL`, else a throwaway server (tests/pg_support.py: Debian's
+postgresql package, initdb in a temporary directory). Run:
+`.venv/bin/python bench/records.py [--events N] [--trials N] [--pg URL]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve()
+sys.path.insert(0, str(HERE.parent.parent))
+sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE.parent.parent / "tests"))
+
+import latency  # noqa: E402  (bench/latency.py: the pen, the trials)
+
+from devicectl.store import EventRecord, RecordWriter, Store  # noqa: E402
+
+WALL = "2026-03-01T09:00:01+00:00"
+EVENTS = 20_000
+TRIALS = 300
+GOAL_RATIO = 1.1
+
+
+def _new_session(db: Path | str, patient: str) -> int:
+    with Store(db) as store:
+        return store.create_session(patient_ref=patient, profile_name="bench",
+                                    profile_hash="h", profile_text="bench",
+                                    started_at="2026-03-01T09:00:00+00:00", simulated=True)
+
+
+def events_per_second(db: Path | str, n: int) -> float:
+    sid = _new_session(db, f"BENCH-{os.getpid()}-{time.monotonic_ns()}")
+    writer = RecordWriter(db, sid)
+    writer.start()
+    t0 = time.perf_counter()
+    for i in range(0, n, 10):
+        writer.events([EventRecord(i + k, WALL, "SENT", f"event {i + k}", 1,
+                                   {"seq": i + k, "depth_um": 600}, safety=(i + k) % 500 == 0)
+                       for k in range(10)])
+        if i % 1000 == 0:
+            time.sleep(0)  # a session's loop hands the GIL over now and then
+    writer.close("complete", "2026-03-01T09:30:00+00:00", timeout_s=600)
+    elapsed = time.perf_counter() - t0
+    assert writer.failure is None, writer.failure
+    with Store(db) as store:
+        assert len(store.events(sid)) == n
+    return n / elapsed
+
+
+# --- the host process, with records -------------------------------------------------
+
+
+def host_main(port: str, db: str, switch_s: float | None, freeze: bool) -> int:
+    """Sessions one after another on the pen at `port`, each with its writer: the
+    spec's H5 ends a session at its second over-depth, so each trial's ESTOP
+    may end one; the next connects to the same pen (in FAULT), clears it, starts."""
+    import gc
+    import signal
+
+    if switch_s is not None:
+        sys.setswitchinterval(switch_s)
+    target: Path | str | None = None
+    if db != "none":
+        target = db if db.startswith("postgresql://") else Path(db)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    sessions = 0
+    closing: list[RecordWriter] = []
+    import random
+
+    from devicectl import controller as controller_module
+    from devicectl.controller import Controller, StartFacts
+    from devicectl.link import open_transport
+    from devicectl.plan import make_plan
+    from devicectl.profile import load_profile
+    from devicectl.session import Policy, Session
+    from devicectl.zones import load_zone_map
+
+    controller_module.TELEMETRY_HZ = latency.TELEMETRY_HZ  # type: ignore[misc]
+    zone_map = load_zone_map()
+    loaded = load_profile(latency.PROFILE)
+    wire = open_transport(port)  # one port for all the sessions, as one workstation's pen
+
+    built = itertools.count()
+
+    def build(cartridge: int | None = None) -> tuple[Any, RecordWriter | None]:
+        """A session as latency.build_session makes it, on the shared port, with a writer.
+        The trials' pen keeps its cartridge: each session takes it as its own (a resume's)."""
+        writer = None
+        n = next(built)
+        if target is not None:
+            writer = RecordWriter(target, _new_session(target, f"BENCH-{os.getpid()}-{n}"))
+            writer.start()
+        facts = StartFacts("BENCH", frozenset(), resumed_cartridge_id=cartridge)
+        controller = Controller(lambda dev: make_plan(loaded, dev, zone_map), zone_map,
+                                facts, nonce=random.getrandbits(32),
+                                now_us=time.monotonic_ns() // 1000)
+        session = Session(controller, wire=wire, writer=writer,
+                          policy=Policy(auto_confirm=True, end_on_fault=False))
+        if n:  # the one cartridge is recorded once (single use: a second row is refused)
+            session._record_device = lambda: None  # type: ignore[method-assign]
+        return session, writer
+
+    # The next session is built ahead: the pen's bytes must not pile up between sessions.
+    following: tuple[Any, RecordWriter | None] | None = build()
+    if freeze:
+        gc.collect()
+        gc.freeze()
+    ends: dict[str, int] = {}
+    while not stop.is_set():
+        assert following is not None
+        session, writer = following
+        following = None
+        done = threading.Event()
+        session.start()
+        threading.Thread(target=latency._drain, args=(session, done), daemon=True).start()
+        threading.Thread(target=latency.technician, args=(session, done), daemon=True).start()
+        while not stop.wait(0.005) and not session.wait(0):
+            dev = session.controller.device
+            if following is None and dev is not None:
+                following = build(dev.cartridge_id)
+        if following is None:
+            dev = session.controller.device
+            following = build(dev.cartridge_id if dev is not None else None)
+        session.request_stop("bench over")
+        session.wait(2.0)
+        done.set()
+        ctl = session.controller
+        end = f"{ctl.state.name}: {ctl.fault_final or ctl.go_no_go}"[:90]
+        ends[end] = ends.get(end, 0) + 1
+        if writer is not None:  # closed once the next session runs: the pen is read meanwhile
+            threading.Thread(target=writer.close, args=("fault", None, 30)).start()
+            closing.append(writer)
+        sessions += 1
+    wire.close()
+    if following is not None and following[1] is not None:
+        closing.append(following[1])
+    for w in closing:
+        w.close("fault", None, 30)
+    failures = [w.failure for w in closing if w.failure is not None]
+    print(f"HOST records={str(db).split('@')[-1]} sessions={sessions} ends={ends} "
+          f"records_failures={failures[:1]!r}", flush=True)
+    return 0
+
+
+class _DroppingOs:
+    """latency.py's `os`, but a write the pty cannot take (the host fell behind by a
+    pty buffer, ~130 ms at 1000 Hz on a loaded machine) is dropped, as an overflowing
+    serial line drops bytes, instead of ending the run."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(os, name)
+
+    @staticmethod
+    def write(fd: int, data: bytes) -> int:
+        try:
+            return os.write(fd, data)
+        except BlockingIOError:
+            return 0
+
+
+def estop_with(db: str, n: int) -> tuple[list[int], str]:
+    def spawn(*args: str) -> subprocess.Popen[str]:
+        return subprocess.Popen([sys.executable, str(HERE), *args, "--db", db],
+                                stdout=subprocess.PIPE, text=True)
+
+    latency._spawn = spawn  # type: ignore[assignment]  # the trials start this host
+    latency.os = _DroppingOs()  # type: ignore[assignment]
+    return latency.estop_trials(n, live=False, switch_s=0.0005, freeze=True)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="role")
+    h = sub.add_parser("host")
+    h.add_argument("port")
+    h.add_argument("--switch-interval", type=float)
+    h.add_argument("--gc-freeze", action="store_true")
+    h.add_argument("--db", required=True)
+    ap.add_argument("--events", type=int, default=EVENTS)
+    ap.add_argument("--trials", type=int, default=TRIALS)
+    ap.add_argument("--pg", help="a PostgreSQL URL (default: a throwaway server)")
+    args = ap.parse_args()
+    if args.role == "host":
+        return host_main(args.port, args.db, args.switch_interval, args.gc_freeze)
+
+    server = None
+    url = args.pg
+    if url is None:
+        from pg_support import start_server
+
+        server, why = start_server()
+        if server is None:
+            print(f"no PostgreSQL server: {why}")
+            return 1
+        url = server.new_database()
+    tmp = Path(tempfile.mkdtemp(prefix="devicectl-bench-"))
+    os.environ["XDG_DATA_HOME"] = str(tmp)  # a server's unsaved file, if any, stays here
+    try:
+        sqlite_db = tmp / "sessions.db"
+        print(f"records benchmark (Python {sys.version.split()[0]}, {os.cpu_count()} CPUs, "
+              f"load {os.getloadavg()[0]:.2f})")
+        for name, db in (("SQLite", sqlite_db), ("PostgreSQL", url)):
+            rate = events_per_second(db, args.events)
+            print(f"  record events/s, {name:10}: {rate:9.0f}  ({args.events} events, "
+                  "batches of 10, commit every 100 ms)")
+        p99s: dict[str, float] = {}
+        complete = True
+        for name, db in (("no records", "none"), ("SQLite", str(sqlite_db)),
+                         ("PostgreSQL", url)):
+            lat, report = estop_with(db, args.trials)
+            p50, p99 = latency._pct(lat, 0.5), latency._pct(lat, 0.99)
+            p99s[name] = p99
+            complete = complete and len(lat) >= args.trials
+            print(f"  ESTOP over a pty, {name:10}: p50 {p50:7.1f} µs  p99 {p99:7.1f} µs  "
+                  f"max {max(lat) / 1000:7.1f} µs  [{report}]")
+        ratio = p99s["PostgreSQL"] / p99s["SQLite"]
+        verdict = ("met" if ratio <= GOAL_RATIO else "NOT met") if complete else \
+            "not measured: a run did not finish its trials"
+        print(f"  p99 PostgreSQL / SQLite: {ratio:.2f} (≤ {GOAL_RATIO}: {verdict})")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if server is not None:
+            server.stop("immediate")
+            shutil.rmtree(server.data_dir.parent, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
