@@ -40,6 +40,8 @@ PUBLISH_PERIOD_S: Final = 0.05
 #: The GIL switch interval in the pen process: the loop takes the GIL back from the
 #: writer, the publisher and the door within 0.5 ms (docs/performance.md).
 SWITCH_INTERVAL_S: Final = 0.0005
+#: The pen process takes a core of its own only on a machine with at least this many.
+MIN_CORES_TO_PIN: Final = 3
 #: The nice value asked for (lower is more CPU); refused without the privilege.
 NICE_ASKED: Final = -10
 #: Records queued and not yet written past which treatment stops: no treatment
@@ -107,7 +109,11 @@ def ask_os() -> tuple[str, dict[str, Any]]:
     said: list[str] = []
     data: dict[str, Any] = {"pid": os.getpid()}
     cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
-    if len(cpus) > 1:
+    # A core of its own only with cores to spare: on two, every other process (the
+    # CLI, the views, a simulator, a second session) would be pushed onto the one
+    # left, and parallel sessions all pinned to the same last core (the suite on
+    # two cores showed pens latching WATCHDOG); there the scheduler places it.
+    if len(cpus) > MIN_CORES_TO_PIN - 1:
         core = cpus[-1]
         try:
             for tid in _threads():  # Linux: affinity is per thread
@@ -117,7 +123,7 @@ def ask_os() -> tuple[str, dict[str, Any]]:
         except OSError as exc:
             said.append(f"no core of its own ({exc.strerror})")
     else:
-        said.append("one core: shared")
+        said.append(f"{len(cpus)} core(s): shared, none pinned")
     try:
         for tid in _threads():  # Linux: nice is per thread too
             os.setpriority(os.PRIO_PROCESS, tid, NICE_ASKED)
