@@ -337,7 +337,11 @@ class Controller(ControllerConnect):
         self._tel = t
         self._tel_us = now_us
         zone = self.zone
-        jump = self._tip.observe(t, now_us, self.coverage, zone.zone_id if zone else None)
+        device = self.device
+        jump = self._tip.observe(
+            t, now_us, self.coverage, zone.zone_id if zone else None,
+            contact_sensor=device is not None and bool(device.capabilities & p.Capability.CONTACT),
+        )
         if jump:
             self._event(now_us, EventKind.WARNING,
                         f"the pen's stroke counter jumped by {jump}; not counted as strokes")

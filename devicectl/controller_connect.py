@@ -23,6 +23,7 @@ from devicectl.safety import (
     checked_set_target,
     go_no_go,
     identity_problem,
+    needle_count_problem,
 )
 from devicectl.transitions import EventKind, State, Trigger
 
@@ -117,7 +118,14 @@ class ControllerConnect(ControllerCore):
         if not 0 <= self.zone_index < len(plan.zones):
             other.append(f"zone index {self.zone_index} is not in the plan")
         tracked = bool(info.capabilities & p.Capability.POSITION)
-        self.coverage = Coverage(self._raster, plan.zones, plan.footprint_dmm, tracked=tracked)
+        self.coverage = Coverage(
+            self._raster, plan.zones, plan.footprint_dmm, tracked=tracked,
+            needle_count=plan.needle_count,
+        )
+        other.extend(self.coverage.problems)
+        needles = needle_count_problem(info.needle_count, plan.needle_counts)
+        if needles is not None:
+            other.append(needles)
         if self._coverage_state:
             try:
                 self.coverage.restore(self._coverage_state)

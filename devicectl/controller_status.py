@@ -57,6 +57,16 @@ def status_snapshot(ctl: Controller, now_us: int) -> dict[str, Any]:
                     "target_fraction": z.target_fraction,
                     "fraction": fraction,
                     "cells_at_max": cov.cells_at_max(z.zone_id) if cov is not None else 0,
+                    "target_passes": z.target_passes,
+                    "mean_passes": cov.mean_passes(z.zone_id) if cov is not None else 0.0,
+                    "at_max_fraction": cov.fraction_at_max(z.zone_id) if cov is not None else 0.0,
+                    "at_max_cm2": (
+                        cov.cells_at_max(z.zone_id) * cov.cell_cm2() if cov is not None else 0.0
+                    ),
+                    # skin no allowed stroke can bring to target (reach.py): left out of done
+                    "unreachable_cm2": (
+                        cov.unreachable_cm2(z.zone_id) if cov is not None and cov.tracked else 0.0
+                    ),
                     "seconds": ctl.zone_seconds(z.zone_id, now_us),
                     "strokes": cov.strokes(z.zone_id) if cov is not None else 0,
                     "done": done,
@@ -64,7 +74,12 @@ def status_snapshot(ctl: Controller, now_us: int) -> dict[str, Any]:
                 }
             )
             if i >= ctl.zone_index and not done:
-                left = 1.0 - min(1.0, fraction / z.target_fraction if z.target_fraction else 1.0)
+                # by the dose, which moves with every stroke (the share at target
+                # stays near 0 until the last pass)
+                dose = cov.mean_passes(z.zone_id) if cov is not None else 0.0
+                by_dose = dose / z.target_passes if z.target_passes else 1.0
+                by_area = fraction / z.target_fraction if z.target_fraction else 1.0
+                left = 1.0 - min(1.0, max(by_dose * 0.9, by_area))
                 remaining_s += z.est_seconds * left
     zone = ctl.zone
     started = ctl.first_start_us

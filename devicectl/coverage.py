@@ -1,10 +1,16 @@
-"""Per-zone coverage: passes counted on the scalp map's grid, or estimated from strokes.
+"""Per-zone dose: strokes over each cell of the scalp map's grid, or estimated from strokes.
 
-With position, each stroke adds the needle footprint to the grid cells under it,
-a cell gaining one pass when its previous stroke is more than PASS_GAP_US old
-(plan.py defines a pass). Per-zone counters are kept incrementally so the loop
-reads zone progress in O(1). Without position, passes are estimated from the
-zone's strokes (plan.estimated_passes). Sans-I/O: times are given, never read.
+With position, each stroke adds one *hit* to every grid cell under its
+footprint; a hit is the dose of one stroke spread over the footprint
+(dose.stroke_punctures_per_cm2), so a cell's hits are its punctures per cm².
+Each zone's target and maximum are hits (dose.zone_limits). Stamping may go on
+only where the next stroke keeps every cell under the footprint within its
+maximum: `spot` says so for a tip cell, over the footprint grown by one cell
+(the tip moves < one cell between a telemetry frame and the STOP it causes).
+Cells outside the zone being treated count as at their maximum, except that
+the footprint may overhang the zone's border by MAX_OVERHANG_FRACTION of its
+area; the spill that does land is recorded. Counters are kept incrementally so
+the loop reads zone progress in O(1). Sans-I/O: times are given, never read.
 """
 
 from __future__ import annotations
@@ -18,12 +24,29 @@ from typing import Final, Protocol
 import numpy as np
 import numpy.typing as npt
 
+from devicectl.dose import (
+    MAX_OVERHANG_FRACTION,
+    NOMINAL_HAND_SPEED_MM_S,
+    SPILL_MAX_PASSES,
+    DoseView,
+    ZoneLimits,
+    stroke_punctures_per_cm2,
+    zone_limits,
+)
 from devicectl.errors import DevicectlError
-from devicectl.plan import PASS_GAP_US, ZonePlan, estimated_passes
+from devicectl.patches import (
+    MARGIN_BIT,
+    REST_BIT,
+    hand_mask,
+    patch_problems_untracked,
+    patched_raster,
+)
+from devicectl.plan import ZonePlan
+from devicectl.reach import Reach, room_in
 
-#: Long before any stroke: every cell's first stroke starts a pass.
-_NEVER_US: Final = -(1 << 62)
 _LABELS: Final = 256
+#: The grid's unit: strokes over a cell (int32 is ample: 2·10⁹ strokes).
+_HITS: Final = np.int32
 
 IntArray = npt.NDArray[np.int64]
 
@@ -43,13 +66,14 @@ class Raster(Protocol):
 
 
 class Spot(enum.IntEnum):
-    """What the cell under the tip is, for the zone being treated."""
+    """What a stroke with the tip over a cell would do, for the zone being treated."""
 
-    NEEDS = 0  # below target: treat here
-    TREATABLE = 1  # at or over target, under the maximum
-    AT_MAX = 2  # at its maximum (or a neighbour under the footprint over it)
+    NEEDS = 0  # a spot of the zone under the footprint is below target: treat here
+    TREATABLE = 1  # at or over target; the next stroke keeps every cell within its maximum
+    AT_MAX = 2  # the next stroke would take a cell under the footprint over its maximum
     OUTSIDE = 3  # another zone, or off the zones
     OFF_MAP = 4  # off the grid, or position unknown
+    EDGE = 5  # in the zone, but the footprint would overhang its border too far
 
 
 def footprint_offsets(footprint_mm: float, cell_mm: float) -> tuple[IntArray, IntArray]:
@@ -62,8 +86,30 @@ def footprint_offsets(footprint_mm: float, cell_mm: float) -> tuple[IntArray, In
     return dy[inside].astype(np.int64), dx[inside].astype(np.int64)
 
 
+def grown(dy: IntArray, dx: IntArray) -> tuple[IntArray, IntArray]:
+    """The offsets of every footprint whose centre is within one cell (each axis) of ours."""
+    pairs = {(int(a) + sy, int(b) + sx) for a, b in zip(dy, dx, strict=True)
+             for sy in (-1, 0, 1) for sx in (-1, 0, 1)}
+    ordered = sorted(pairs)
+    return (np.array([p[0] for p in ordered], dtype=np.int64),
+            np.array([p[1] for p in ordered], dtype=np.int64))
+
+
+def same_label_counts(labels: npt.NDArray[np.uint8], dy: IntArray, dx: IntArray) -> IntArray:
+    """Per cell, how many cells of its footprint hold its own label (off the grid: none)."""
+    ny, nx = labels.shape
+    out = np.zeros((ny, nx), dtype=np.int64)
+    for a, b in zip(dy.tolist(), dx.tolist(), strict=True):
+        # cell (y, x) compares with (y + a, x + b), where that is on the grid
+        ys, ye = max(0, -a), min(ny, ny - a)
+        xs, xe = max(0, -b), min(nx, nx - b)
+        if ys < ye and xs < xe:
+            out[ys:ye, xs:xe] += labels[ys:ye, xs:xe] == labels[ys + a : ye + a, xs + b : xe + b]
+    return out.reshape(-1)
+
+
 class Coverage:
-    """Passes per grid cell and per zone for one plan; `tracked` = position known."""
+    """Hits per grid cell and dose per zone for one plan; `tracked` = position known."""
 
     def __init__(
         self,
@@ -72,39 +118,141 @@ class Coverage:
         footprint_dmm: int,
         *,
         tracked: bool,
+        needle_count: int,
     ) -> None:
+        # a zone treated as patches: the rest of it reads as off the plan (patches.py)
+        raster = patched_raster(raster, zones)
         self.raster = raster
         self.tracked = tracked
         self.zones = {z.zone_id: z for z in zones}
-        labels = np.ascontiguousarray(raster.labels, dtype=np.uint8)
-        self._ny, self._nx = labels.shape
-        self._labels = labels.reshape(-1)
+        labels2d = np.ascontiguousarray(raster.labels, dtype=np.uint8)
+        self._ny, self._nx = int(labels2d.shape[0]), int(labels2d.shape[1])
+        self._labels = labels2d.reshape(-1)
         self._x0_mm = float(raster.x0_mm)
         self._y0_mm = float(raster.y0_mm)
-        self._inv_cell = 1.0 / float(raster.cell_mm)
+        self.cell_mm = float(raster.cell_mm)
+        self._inv_cell = 1.0 / self.cell_mm
+        self.footprint_dmm = footprint_dmm
         self.footprint_mm = footprint_dmm / 10.0
-        self._dy, self._dx = footprint_offsets(self.footprint_mm, float(raster.cell_mm))
-        self._reach = int(max(np.abs(self._dy).max(), np.abs(self._dx).max()))
-        self._flat_off = self._dy * self._nx + self._dx
-        target_of = np.zeros(_LABELS, dtype=np.int64)
-        max_of = np.zeros(_LABELS, dtype=np.int64)
+        self.needle_count = needle_count
+        dy, dx = footprint_offsets(self.footprint_mm, self.cell_mm)
+        self._fp_cells = int(dy.size)
+        self._fp_dy, self._fp_dx = dy, dx
+        self._reach = int(max(np.abs(dy).max(), np.abs(dx).max()))
+        self._flat_off = dy * self._nx + dx
+        gy, gx = grown(dy, dx)
+        self._guard_dy, self._guard_dx = gy, gx
+        self._guard_off = gy * self._nx + gx
+        # the zone a stroke there treats: a patch's margin is its zone's to treat
+        treat_of = np.arange(_LABELS, dtype=np.uint8)
         for z in zones:
-            target_of[z.zone_id] = z.target_passes
-            max_of[z.zone_id] = z.max_passes
-        # Cells outside the plan's zones have target = max = 0: a pass count is
-        # never 0 right after an increment, so they never enter a zone counter.
+            if z.patches:
+                treat_of[z.zone_id | MARGIN_BIT] = z.zone_id
+        self._treat_of = treat_of
+        treat2d = treat_of[labels2d]
+        self._treat = treat2d.reshape(-1)
+
+        def own_counts(grid: npt.NDArray[np.uint8]) -> IntArray:
+            """Per cell of a plan's zone, its footprint's cells on its own label. Only
+            the plan's zones are ever stamped: count their cells alone (the whole map
+            took ~40 ms, long enough, on a loaded machine, to starve the pen's
+            watchdog while the controller configures it)."""
+            out = np.zeros(self._ny * self._nx, dtype=np.int64)
+            reach = int(max(np.abs(dy).max(), np.abs(dx).max()))
+            for z in zones:
+                ys, xs = np.nonzero(grid == z.zone_id)
+                if ys.size == 0:
+                    continue
+                y0, y1 = max(0, int(ys.min()) - reach), min(self._ny, int(ys.max()) + reach + 1)
+                x0, x1 = max(0, int(xs.min()) - reach), min(self._nx, int(xs.max()) + reach + 1)
+                counts = same_label_counts(grid[y0:y1, x0:x1], dy, dx).reshape(y1 - y0, x1 - x0)
+                out2d = out.reshape(self._ny, self._nx)
+                mine = grid[y0:y1, x0:x1] == z.zone_id
+                out2d[y0:y1, x0:x1][mine] = counts[mine]
+            return out
+
+        self._same = own_counts(treat2d)
+        # footprints wholly on one label (counters by one zone); differs only with margins
+        margins = bool((labels2d != treat2d).any())
+        self._pure = (own_counts(labels2d) if margins else self._same) == self._fp_cells
+        # cells whose grown footprint lies in their own zone: the hold test there
+        # compares with one number, the zone's maximum (the common case, and fast)
+        inner = (self._same == self._fp_cells).reshape(self._ny, self._nx)
+        core = inner.copy()
+        core[1:, :] &= inner[:-1, :]
+        core[:-1, :] &= inner[1:, :]
+        core[:, 1:] &= inner[:, :-1]
+        core[:, :-1] &= inner[:, 1:]
+        core[1:, 1:] &= inner[:-1, :-1]
+        core[1:, :-1] &= inner[:-1, 1:]
+        core[:-1, 1:] &= inner[1:, :-1]
+        core[:-1, :-1] &= inner[1:, 1:]
+        self._core = core.reshape(-1)
+        self._overhang_cells = math.floor(MAX_OVERHANG_FRACTION * self._fp_cells)
+        # a patch (with its margin) is never overhung: no stroke there reaches past it,
+        # even one that lands a cell on from where the tip was seen (the guard)
+        patched = [z.zone_id for z in zones if z.patches]
+        self._patch_edge = np.zeros(self._labels.size, dtype=bool)
+        if patched:
+            inside = same_label_counts(treat2d, gy, gx)
+            self._patch_edge = np.isin(self._treat, patched) & (inside < gy.size)
+        self.punctures_per_hit = (
+            stroke_punctures_per_cm2(max(1, needle_count), self._fp_cells, self.cell_mm)
+        )
+        self.limits: dict[int, ZoneLimits] = {
+            z.zone_id: zone_limits(
+                z.zone_id, z.target_passes, z.max_passes, z.pass_punctures_per_cm2,
+                z.max_punctures_per_cm2, self.punctures_per_hit,
+            )
+            for z in zones
+        }
+        #: Why this plan cannot be dosed on this grid (empty: it can); the go/no-go reads it.
+        self.problems = tuple(
+            f"zone {self.zones[lim.zone_id].name}: its maximum dose is below its target "
+            f"({lim.max_hits} < {lim.target_hits} strokes over a spot)"
+            for lim in self.limits.values()
+            if lim.max_hits < lim.target_hits
+        ) + tuple(patch_problems_untracked(zones, tracked))
+        # Cells off the plan may take spill up to SPILL_MAX_PASSES of the thinnest pass.
+        spill_cap = min(
+            (max(1, math.floor(SPILL_MAX_PASSES * lim.hits_per_pass))
+             for lim in self.limits.values()),
+            default=1,
+        )
+        target_of = np.full(_LABELS, np.iinfo(_HITS).max, dtype=_HITS)
+        max_of = np.full(_LABELS, spill_cap, dtype=_HITS)
+        for lim in self.limits.values():
+            target_of[lim.zone_id] = lim.target_hits
+            max_of[lim.zone_id] = lim.max_hits
+            if self.zones[lim.zone_id].patches:  # its margin: the same limits
+                target_of[lim.zone_id | MARGIN_BIT] = lim.target_hits
+                max_of[lim.zone_id | MARGIN_BIT] = lim.max_hits
+        self._target_of = target_of
+        self._max_of = max_of
         self._target = target_of[self._labels]
         self._max = max_of[self._labels]
-        # The bound a neighbour may not pass: its maximum; unbounded off the plan.
-        self._over = np.where(self._max > 0, self._max, np.iinfo(np.int64).max)
         self._zone_cells = np.bincount(self._labels, minlength=_LABELS)
-        self.passes = np.zeros(self._labels.size, dtype=np.int64)
-        self._last_us = np.full(self._labels.size, _NEVER_US, dtype=np.int64)
+        self.hits = np.zeros(self._labels.size, dtype=_HITS)
+        self._spilled = np.zeros(self._labels.size, dtype=bool)
+        self._sum_hits = np.zeros(_LABELS, dtype=np.int64)
         self._at_target = np.zeros(_LABELS, dtype=np.int64)
         self._at_max = np.zeros(_LABELS, dtype=np.int64)
+        self._spill_cells = np.zeros(_LABELS, dtype=np.int64)
+        #: per zone, the deepest treatment that spilled onto it (µm)
+        self._spill_depth_um = np.zeros(_LABELS, dtype=np.int64)
         self._strokes: dict[int, int] = {z.zone_id: 0 for z in zones}
         self._boxes: dict[int, tuple[tuple[slice, slice], npt.NDArray[np.bool_]]] = {}
-        #: bumped whenever a pass is added, so callers can cache spot verdicts
+        #: the cells a stroke may still reach (docs/profiles.md, "When a zone is done")
+        self.reach = Reach(
+            self._treat, (self._ny, self._nx), (dy, dx), (gy, gx),
+            (self._fp_cells - self._same <= self._overhang_cells) & ~self._patch_edge,
+            self.limits,
+        )
+        if patched:  # a patch's margin is treated (its tips reach), but not measured
+            self.reach.reachable &= self._treat == self._labels
+            self.reach.reachable_cells = np.bincount(self._treat[self.reach.reachable],
+                                                     minlength=_LABELS)
+        #: bumped whenever a stroke lands on the grid, so callers can cache spot verdicts
         self.version = 0
 
     # --- positions ----------------------------------------------------------
@@ -118,71 +266,121 @@ class Coverage:
             return cell
         return -1
 
-    def _footprint(self, cell: int) -> IntArray:
+    def cells_apart(self, a: int, b: int) -> int:
+        """Chebyshev distance between two cells in cells (0 if either is off the grid:
+        no distance is measured from or to an unknown place)."""
+        if a < 0 or b < 0:
+            return 0
+        ay, ax = divmod(a, self._nx)
+        by, bx = divmod(b, self._nx)
+        return max(abs(ay - by), abs(ax - bx))
+
+    def _cells(self, cell: int, flat: IntArray, dy: IntArray, dx: IntArray, reach: int) -> IntArray:
         iy, ix = divmod(cell, self._nx)
-        r = self._reach
         out: IntArray
-        if r <= ix < self._nx - r and r <= iy < self._ny - r:
-            out = cell + self._flat_off
+        if reach <= ix < self._nx - reach and reach <= iy < self._ny - reach:
+            out = cell + flat
             return out
-        ys = iy + self._dy
-        xs = ix + self._dx
+        ys = iy + dy
+        xs = ix + dx
         ok = (ys >= 0) & (ys < self._ny) & (xs >= 0) & (xs < self._nx)
         out = ys[ok] * self._nx + xs[ok]
         return out
 
+    def footprint_cells(self, cell: int) -> IntArray:
+        """Flat indices of the cells a stroke with the tip over `cell` reaches."""
+        return self._cells(cell, self._flat_off, self._fp_dy, self._fp_dx, self._reach)
+
     # --- updates ------------------------------------------------------------
 
-    def add_strokes(self, zone_id: int, strokes: int, cell: int, now_us: int) -> None:
+    def add_strokes(self, zone_id: int, strokes: int, cell: int, now_us: int = 0) -> None:
         """Record `strokes` new strokes of zone `zone_id`'s treatment at `cell`.
 
         `cell` is -1 when the position is unknown or off the grid: the strokes
         still count towards the zone's stroke total (the estimate) but mark no
-        cells. Several strokes in one call are one moment: at most one pass.
+        cells. Dwelling is dose: every stroke adds a hit to every cell under it.
         """
         if strokes <= 0:
             return
         self._strokes[zone_id] = self._strokes.get(zone_id, 0) + strokes
         if cell < 0 or not self.tracked:
             return
-        idx = self._footprint(cell)
-        fresh = idx[(now_us - self._last_us[idx]) > PASS_GAP_US]
-        self._last_us[idx] = now_us
-        if fresh.size == 0:
-            return
-        self.passes[fresh] += 1
+        idx = self.footprint_cells(cell)
+        hits = self.hits
+        old = hits[idx]
+        new = old + strokes
+        hits[idx] = new
         self.version += 1
-        p = self.passes[fresh]
-        hit = fresh[p == self._target[fresh]]
-        if hit.size:
-            self._at_target += np.bincount(self._labels[hit], minlength=_LABELS)
-        hit = fresh[p == self._max[fresh]]
-        if hit.size:
-            self._at_max += np.bincount(self._labels[hit], minlength=_LABELS)
+        if int(self._labels[cell]) == zone_id and bool(self._pure[cell]):
+            # the whole footprint inside the zone: scalar limits, no spill
+            self._sum_hits[zone_id] += strokes * idx.size
+            top = int(new.max())
+            t = int(self._target_of[zone_id])
+            if top >= t:  # only then can a cell have crossed a threshold
+                crossed = (old < t) & (new >= t)
+                self._at_target[zone_id] += int(np.count_nonzero(crossed))
+                if self.reach.held_cells[zone_id]:
+                    self.reach.on_target(idx[crossed])
+                m = int(self._max_of[zone_id])
+                if top >= m:
+                    maxed = (old < m) & (new >= m)
+                    if maxed.any():
+                        self._at_max[zone_id] += int(np.count_nonzero(maxed))
+                        self.reach.on_max(idx[maxed], self.hits, self._target)
+            return
+        labs = self._labels[idx]
+        self._sum_hits += np.bincount(labs, minlength=_LABELS) * strokes
+        t_arr = self._target[idx]
+        reached = (old < t_arr) & (new >= t_arr) & self.reach.reachable[idx]
+        if reached.any():
+            self._at_target += np.bincount(labs[reached], minlength=_LABELS)
+            self.reach.on_target(idx[reached])
+        m_arr = self._max[idx]
+        reached = (old < m_arr) & (new >= m_arr)
+        if reached.any():
+            self._at_max += np.bincount(labs[reached], minlength=_LABELS)
+            self.reach.on_max(idx[reached], self.hits, self._target)
+        out = idx[self._treat_of[labs] != zone_id]
+        if out.size:
+            depth = self.zones[zone_id].depth_um if zone_id in self.zones else 0
+            spilt = self._labels[out]
+            np.maximum.at(self._spill_depth_um, spilt, depth)
+        fresh = out[~self._spilled[out]]
+        if fresh.size:
+            self._spilled[fresh] = True
+            self._spill_cells += np.bincount(self._labels[fresh], minlength=_LABELS)
 
     # --- queries ------------------------------------------------------------
 
-    def spot(self, zone_id: int, cell: int, now_us: int) -> Spot:
-        """What the tip over `cell` would do to zone `zone_id` at `now_us` (tracked mode).
+    def spot(self, zone_id: int, cell: int, now_us: int = 0) -> Spot:
+        """What a stroke with the tip over `cell` would do to zone `zone_id` (tracked mode).
 
-        AT_MAX when the cell is at its maximum, or when a stroke here would
-        give a spot under the footprint already one over its maximum yet
-        another pass (its last stroke is more than PASS_GAP_US old): that
-        bounds every spot to its maximum plus one pass, the footprint's edge
-        reaching it before the centre does.
+        AT_MAX when any cell under the footprint, or under a footprint one cell
+        away, is at its maximum: the next stroke may land there before a STOP
+        reaches the pen. EDGE when more than MAX_OVERHANG_FRACTION of the
+        footprint lies outside the zone. NEEDS when a cell of the zone under the
+        footprint is below its target: stamping may restart there, so every cell
+        an allowed stroke reaches can be finished (module reach).
         """
         if cell < 0:
             return Spot.OFF_MAP
-        if int(self._labels[cell]) != zone_id:
+        if int(self._treat[cell]) != zone_id:
             return Spot.OUTSIDE
-        passes = int(self.passes[cell])
-        if passes >= int(self._max[cell]):
+        if self._fp_cells - int(self._same[cell]) > self._overhang_cells or self._patch_edge[cell]:
+            return Spot.EDGE
+        idx = self._cells(cell, self._guard_off, self._guard_dy, self._guard_dx, self._reach + 1)
+        if self._core[cell]:
+            if int(self.hits[idx].max()) >= int(self._max_of[zone_id]):
+                return Spot.AT_MAX
+            under = self.hits[self.footprint_cells(cell)]
+            if int(under.min()) < int(self._target_of[zone_id]):
+                return Spot.NEEDS
+            return Spot.TREATABLE
+        if bool((self.hits[idx] >= self._max[idx]).any()):
             return Spot.AT_MAX
-        idx = self._footprint(cell)
-        over = idx[self.passes[idx] > self._over[idx]]
-        if over.size and bool(np.any(now_us - self._last_us[over] > PASS_GAP_US)):
-            return Spot.AT_MAX
-        if passes < int(self._target[cell]):
+        fp = self.footprint_cells(cell)
+        fp = fp[self._labels[fp] == zone_id]
+        if bool((self.hits[fp] < self._target[fp]).any()):
             return Spot.NEEDS
         return Spot.TREATABLE
 
@@ -190,26 +388,72 @@ class Coverage:
         return self._strokes.get(zone_id, 0)
 
     def estimated_passes(self, zone_id: int) -> float:
+        """Passes from the zone's strokes alone: its punctures over its area, in pass doses."""
         z = self.zones[zone_id]
-        if z.area_mm2 <= 0 or z.rate_dhz <= 0 or self.footprint_mm <= 0:
+        if z.area_mm2 <= 0 or z.pass_punctures_per_cm2 <= 0:
             return 0.0
-        return estimated_passes(
-            self._strokes.get(zone_id, 0), z.area_mm2, self.footprint_mm, z.rate_dhz / 10.0
-        )
+        per_cm2 = self._strokes.get(zone_id, 0) * self.needle_count / (z.area_mm2 / 100.0)
+        return per_cm2 / z.pass_punctures_per_cm2
+
+    def mean_passes(self, zone_id: int) -> float:
+        """The zone's mean dose in passes (estimated without position)."""
+        if not self.tracked:
+            return self.estimated_passes(zone_id)
+        cells = int(self._zone_cells[zone_id])
+        if not cells:
+            return 0.0
+        return int(self._sum_hits[zone_id]) / cells / self.limits[zone_id].hits_per_pass
+
+    def mean_punctures_per_cm2(self, zone_id: int) -> float:
+        z = self.zones[zone_id]
+        return self.mean_passes(zone_id) * z.pass_punctures_per_cm2
 
     def fraction(self, zone_id: int) -> float:
-        """The fraction of the zone at its target passes (estimated without position)."""
+        """The fraction of the zone at its target dose (estimated without position):
+        of the cells a stroke may still reach, those at target (module reach)."""
         z = self.zones[zone_id]
         if not self.tracked:
             if z.target_passes <= 0:
                 return 1.0
             return min(1.0, self.estimated_passes(zone_id) / z.target_passes)
-        cells = int(self._zone_cells[zone_id])
-        return int(self._at_target[zone_id]) / cells if cells else 1.0
+        cells = self.treatable_cells(zone_id)
+        return min(1.0, int(self._at_target[zone_id]) / cells) if cells else 1.0
+
+    def treatable_cells(self, zone_id: int) -> int:
+        """The zone's cells a stroke reaches, less those held below target by the maximum."""
+        return int(self.reach.reachable_cells[zone_id]) - int(self.reach.held_cells[zone_id])
+
+    def unreachable_cm2(self, zone_id: int) -> float:
+        """Skin of the zone no allowed stroke can bring to its target (border, or held)."""
+        return (int(self._zone_cells[zone_id]) - self.treatable_cells(zone_id)) * self.cell_cm2()
 
     def cells_at_max(self, zone_id: int) -> int:
-        """Cells of the zone at or over their maximum (tracked mode; 0 otherwise)."""
+        """Cells of the zone at their maximum (tracked mode; 0 otherwise)."""
         return int(self._at_max[zone_id])
+
+    def fraction_at_max(self, zone_id: int) -> float:
+        cells = int(self._zone_cells[zone_id])
+        return int(self._at_max[zone_id]) / cells if cells else 0.0
+
+    def cell_cm2(self) -> float:
+        return self.cell_mm * self.cell_mm / 100.0
+
+    def spill_cm2(self, zone_id: int) -> float:
+        """Skin of zone `zone_id` reached by strokes while another zone was treated."""
+        return int(self._spill_cells[zone_id]) * self.cell_cm2()
+
+    def spills(self) -> dict[int, float]:
+        """Every zone (0: off the zones) that took spill, and how much (cm²); the rest
+        of a zone treated as patches counts as that zone."""
+        out: dict[int, float] = {}
+        for z in np.nonzero(self._spill_cells)[0]:
+            zone = int(z) & ~(REST_BIT | MARGIN_BIT)
+            out[zone] = out.get(zone, 0.0) + int(self._spill_cells[z]) * self.cell_cm2()
+        return out
+
+    def spill_depth_um(self, zone_id: int) -> int:
+        """The deepest treatment that spilled onto zone `zone_id` (0: none)."""
+        return int(self._spill_depth_um[zone_id])
 
     def zone_cells(self, zone_id: int) -> int:
         return int(self._zone_cells[zone_id])
@@ -222,53 +466,112 @@ class Coverage:
         return self.fraction(zone_id) >= z.target_fraction
 
     def at_estimated_max(self, zone_id: int) -> bool:
-        """Without position: the zone's strokes reached its estimated maximum."""
-        return self.estimated_passes(zone_id) >= self.zones[zone_id].max_passes
+        """Without position: the zone's strokes reached one stroke short of its estimated
+        maximum, so the stroke in flight cannot take it over."""
+        z = self.zones[zone_id]
+        if z.area_mm2 <= 0 or z.pass_punctures_per_cm2 <= 0:
+            return True
+        next_per_cm2 = (self._strokes.get(zone_id, 0) + 1) * self.needle_count / (z.area_mm2 / 100)
+        top = z.max_passes * z.pass_punctures_per_cm2
+        if z.max_punctures_per_cm2 is not None:
+            top = min(top, z.max_punctures_per_cm2)
+        return next_per_cm2 > top
 
-    def zone_passes(self, zone_id: int) -> npt.NDArray[np.int64]:
-        """A (ny, nx) copy of the passes on zone `zone_id`'s cells, 0 elsewhere."""
-        out = np.where(self._labels == zone_id, self.passes, 0)
+    def limits_grid(self) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.int32]]:
+        """(target, maximum) hits per cell, shaped like the grid; 0 off the plan."""
+        planned = np.isin(self._labels, list(self.limits))
+        target = np.where(planned, self._target, 0).reshape(self._ny, self._nx)
+        most = np.where(planned, self._max, 0).reshape(self._ny, self._nx)
+        return target.astype(np.int32), most.astype(np.int32)
+
+    def zone_hits(self, zone_id: int) -> npt.NDArray[np.int32]:
+        """A (ny, nx) copy of the hits on zone `zone_id`'s cells, 0 elsewhere."""
+        out = np.where(self._labels == zone_id, self.hits, 0)
         return out.reshape(self._ny, self._nx)
 
-    def passes_grid(self) -> npt.NDArray[np.int64]:
-        """A (ny, nx) copy of the passes on every cell."""
-        return self.passes.reshape(self._ny, self._nx).copy()
+    def hits_grid(self) -> npt.NDArray[np.int32]:
+        """A (ny, nx) copy of the hits on every cell."""
+        return self.hits.reshape(self._ny, self._nx).copy()
+
+    passes_grid = hits_grid  # the live views' name: the grid in its own unit
 
     def cells_over_max(self, zone_id: int) -> int:
-        """Cells of the zone past their maximum (O(cells): for summaries, not the loop)."""
+        """Cells of the zone past their maximum, counted on the grid (O(cells))."""
         mask = self._labels == zone_id
-        return int(np.count_nonzero(self.passes[mask] > self._max[mask]))
+        return int(np.count_nonzero(self.hits[mask] > self._max[mask]))
 
     def zone_view(
         self, zone_id: int
-    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.bool_], int, int] | None:
-        """For live maps: the zone's passes and mask cropped to its bounding box,
-        its target and maximum. The crop is small, so a monitor thread can take
+    ) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.bool_], int, int] | None:
+        """For live maps: the zone's hits and mask cropped to its bounding box,
+        its target and maximum (hits). The crop is small, so a monitor can take
         it at its own rate without holding the GIL for long."""
-        z = self.zones.get(zone_id)
-        if z is None:
+        lim = self.limits.get(zone_id)
+        box = self.zone_box(zone_id)
+        if lim is None or box is None:
             return None
-        box = self._boxes.get(zone_id)
+        sl, crop_mask = box
+        hits = self.hits.reshape(self._ny, self._nx)[sl].copy()
+        return hits, crop_mask, lim.target_hits, lim.max_hits
+
+    def hand_view(self, zone_id: int) -> DoseView | None:
+        """The zone's crop as the simulated technician sees it (firmware_sim.handpiece);
+        a zone treated as patches shows its patches with their margin."""
+        lim = self.limits.get(zone_id)
+        box = self.zone_box(zone_id, treated=True)
+        if lim is None or box is None or not self.tracked:
+            return None
+        (rows, cols), crop_mask = box
+        x0, y0 = self.cell_centre_mm(rows.start, cols.start)
+        half = self.cell_mm / 2
+        shape = (self._ny, self._nx)
+        hits = self.hits.reshape(shape)
+        stampable = (self.reach.stampable() & (self._treat == zone_id)).reshape(shape)
+        room = room_in((rows, cols), hits, self._max.reshape(shape), stampable,
+                       (self._guard_dy, self._guard_dx))
+        return DoseView(
+            x0 - half, y0 - half, self.cell_mm, hits[rows, cols].copy(), crop_mask,
+            lim.target_hits, lim.max_hits, lim.hits_per_pass, room,
+        )
+
+    def zone_box(
+        self, zone_id: int, *, treated: bool = False
+    ) -> tuple[tuple[slice, slice], npt.NDArray[np.bool_]] | None:
+        """The zone's bounding box on the grid and its mask there (cached); `treated`:
+        the skin a stroke for the zone may reach (with a patch's margin)."""
+        key = -zone_id if treated else zone_id
+        box = self._boxes.get(key)
         if box is None:
             mask = (self._labels == zone_id).reshape(self._ny, self._nx)
+            if treated and zone_id in self.zones and self.zones[zone_id].patches:
+                mask = self._patch_reach(zone_id)
             ys, xs = np.nonzero(mask)
             if ys.size == 0:
                 return None
             sl = (slice(int(ys.min()), int(ys.max()) + 1), slice(int(xs.min()), int(xs.max()) + 1))
-            box = self._boxes[zone_id] = (sl, mask[sl].copy())
-        sl, crop_mask = box
-        passes = self.passes.reshape(self._ny, self._nx)[sl].copy()
-        return passes, crop_mask, z.target_passes, z.max_passes
+            box = self._boxes[key] = (sl, mask[sl].copy())
+        return box
 
-    def max_passes_in(self, zone_id: int) -> int:
-        """The most passes on any cell of the zone."""
+    def _patch_reach(self, zone_id: int) -> npt.NDArray[np.bool_]:
+        """A patched zone as a hand sees it (patches.hand_mask)."""
+        shape = (self._ny, self._nx)
+        treat = (self._treat == zone_id).reshape(shape)
+        allowed = treat & ~self._patch_edge.reshape(shape)
+        return hand_mask(treat, allowed, self.footprint_mm / self.cell_mm)
+
+    def cell_centre_mm(self, iy: int, ix: int) -> tuple[float, float]:
+        return (self._x0_mm + (ix + 0.5) * self.cell_mm, self._y0_mm + (iy + 0.5) * self.cell_mm)
+
+    def max_hits_in(self, zone_id: int) -> int:
+        """The most hits on any cell of the zone."""
         mask = self._labels == zone_id
-        return int(self.passes[mask].max()) if mask.any() else 0
+        return int(self.hits[mask].max()) if mask.any() else 0
 
     # --- save / restore -----------------------------------------------------
 
     def to_bytes(self) -> bytes:
-        """The counts, as an .npz archive: enough to resume after a crash."""
+        """The grid and what it means, as an .npz archive: enough to resume after
+        a crash, and for the records' dose measures (dose.zone_dose_stats)."""
         return self.snapshot()()
 
     def snapshot(self) -> Callable[[], bytes]:
@@ -276,13 +579,28 @@ class Coverage:
         when called: the inner loop takes the copy, the record writer's thread
         pays for the archive (a few ms that must stay off the loop)."""
         shape = np.array([self._ny, self._nx], dtype=np.int64)
-        passes = self.passes.copy()
+        hits = self.hits.copy()
+        spilled = self._spilled.copy()
+        labels = self._labels  # never written after construction
         ids = np.array(sorted(self._strokes), dtype=np.int64)
         strokes = np.array([self._strokes[i] for i in ids], dtype=np.int64)
+        lims = [self.limits[int(i)] for i in ids if int(i) in self.limits]
+        lim_ids = np.array([lim.zone_id for lim in lims], dtype=np.int64)
+        target_hits = np.array([lim.target_hits for lim in lims], dtype=np.int64)
+        max_hits = np.array([lim.max_hits for lim in lims], dtype=np.int64)
+        hits_per_pass = np.array([lim.hits_per_pass for lim in lims], dtype=np.float64)
+        per_hit = np.array(self.punctures_per_hit, dtype=np.float64)
+        spill_depth = self._spill_depth_um.copy()
+        cell_mm = np.array(self.cell_mm, dtype=np.float64)
 
         def archive() -> bytes:
             buf = io.BytesIO()
-            np.savez(buf, shape=shape, passes=passes, zone_ids=ids, strokes=strokes)
+            np.savez_compressed(
+                buf, shape=shape, hits=hits, labels=labels, spilled=spilled,
+                stroke_zone_ids=ids, strokes=strokes, zone_ids=lim_ids, target_hits=target_hits,
+                max_hits=max_hits, hits_per_pass=hits_per_pass, punctures_per_hit=per_hit,
+                cell_mm=cell_mm, spill_depth_um=spill_depth,
+            )
             return buf.getvalue()
 
         return archive
@@ -292,22 +610,34 @@ class Coverage:
         try:
             with np.load(io.BytesIO(data), allow_pickle=False) as saved:
                 shape = tuple(int(v) for v in saved["shape"])
-                passes = np.asarray(saved["passes"], dtype=np.int64)
-                ids = [int(v) for v in saved["zone_ids"]]
+                hits = np.asarray(saved["hits"], dtype=_HITS)
+                spilled = np.asarray(saved["spilled"], dtype=bool)
+                ids = [int(v) for v in saved["stroke_zone_ids"]]
                 strokes = [int(v) for v in saved["strokes"]]
+                depth = np.asarray(saved["spill_depth_um"], dtype=np.int64)
         except (OSError, ValueError, KeyError) as exc:
             raise DevicectlError(f"the saved coverage cannot be read: {exc}") from None
-        if shape != (self._ny, self._nx) or passes.shape != self.passes.shape:
+        if shape != (self._ny, self._nx) or hits.shape != self.hits.shape:
             raise DevicectlError(
                 f"the saved coverage is for a {shape[0]}×{shape[1]} grid, "
                 f"not this map's {self._ny}×{self._nx}"
             )
-        self.passes[:] = passes
-        self._last_us[:] = _NEVER_US
+        self.hits[:] = hits
+        self._spilled[:] = spilled
         for i, n in zip(ids, strokes, strict=True):
             self._strokes[i] = n
-        reached = (self.passes >= self._target) & (self._target > 0)
-        self._at_target = np.bincount(self._labels[reached], minlength=_LABELS)
-        maxed = (self.passes >= self._max) & (self._max > 0)
+        self._sum_hits = np.bincount(self._labels, weights=self.hits, minlength=_LABELS).astype(
+            np.int64
+        )
+        reached = self.hits >= self._target
+        self._at_target = np.bincount(self._labels[reached & self.reach.reachable],
+                                      minlength=_LABELS)
+        maxed = self.hits >= self._max
         self._at_max = np.bincount(self._labels[maxed], minlength=_LABELS)
+        self.reach.rebuild(maxed, ~reached)
+        self._spill_cells = np.bincount(self._labels[self._spilled], minlength=_LABELS)
+        self._spill_depth_um = np.asarray(depth, dtype=np.int64)
         self.version += 1
+
+
+__all__ = ["NOMINAL_HAND_SPEED_MM_S", "Coverage", "Raster", "Spot", "footprint_offsets"]

@@ -1,11 +1,11 @@
 """The plan a session executes, as plain data: per-zone targets, and what one pass means.
 
-A *pass* is one sweep of the needle array over a spot of skin: the strokes
-whose footprint covers a spot, with no gap longer than PASS_GAP_US between
-them, make one pass. The profile states target and maximum passes per spot;
-the coverage grid counts them (devicectl/coverage.py); without position
-tracking they are estimated from strokes, the zone's area and a nominal hand
-speed. docs/profiles.md says the same for clinicians.
+Dose is punctures per cm²; a *pass* is the mean dose of one sweep over a
+zone at the nominal hand speed, in rows one footprint wide (dose.py). The
+profile states target and maximum passes per spot (and may cap the dose in
+punctures per cm²); the coverage grid counts each spot's dose
+(devicectl/coverage.py); without position tracking it is estimated from
+strokes and the zone's area. docs/profiles.md does the sums for clinicians.
 
 Plain data and pure functions only: this module imports neither profile.py
 (pydantic) nor zones.py (YAML), so the pen process never loads them. The
@@ -17,16 +17,18 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
+from devicectl.dose import NOMINAL_HAND_SPEED_MM_S, pass_punctures_per_cm2
 from devicectl.errors import RefusedError
 from devicectl.protocol import DeviceInfo
 from devicectl.safety import DEPTH_CAP_UM, region_depth_problems
 
-#: Strokes on a spot further apart than this start a new pass.
-PASS_GAP_US: Final = 500_000
-#: The hand speed assumed when estimating passes without position (mm/s).
-NOMINAL_HAND_SPEED_MM_S: Final = 10.0
+if TYPE_CHECKING:  # the type only: plain data here, the geometry stays in patches.py
+    from devicectl.patches import Patch
+
+__all__ = ["NOMINAL_DEVICE", "NOMINAL_HAND_SPEED_MM_S", "Plan", "PlanRecipe", "ZonePlan",
+           "ZoneRecipe", "fit_plan"]
 #: The pen assumed when a plan is shown without one connected: the DEVICE_INFO
 #: of the spec's test vector (20-160 Hz, 12 needles, 5.0 mm footprint).
 NOMINAL_DEVICE: Final = DeviceInfo(
@@ -59,6 +61,12 @@ class ZonePlan:
     area_mm2: float
     est_stamps: int
     est_seconds: float
+    #: the dose of one pass with the connected pen (dose.pass_punctures_per_cm2)
+    pass_punctures_per_cm2: float = 0.0
+    #: the profile's own cap on the dose, if it sets one
+    max_punctures_per_cm2: float | None = None
+    #: the patches treated, with their margin (empty: the whole zone); area_mm2 is theirs
+    patches: tuple[Patch, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +81,8 @@ class Plan:
     warnings: tuple[str, ...]
     footprint_dmm: int
     needle_count: int
+    #: the cartridge needle counts the profile allows (lowest, highest)
+    needle_counts: tuple[int, int] = (0, 0)
 
     @property
     def est_seconds(self) -> float:
@@ -128,10 +138,14 @@ class ZoneRecipe:
     target_passes: int
     max_passes: int
     target_fraction: float
-    #: the zone's area on the map (0 when it is not on the map)
+    #: the zone's area on the map, or its patches' with their margin (0: not on the map)
     area_mm2: float
     #: the map's depth limit for the region (None: the device cap)
     region_max_depth_um: int | None
+    #: the profile's own cap on the dose, if it sets one
+    max_punctures_per_cm2: float | None = None
+    #: the patches treated, with their margin (empty: the whole zone)
+    patches: tuple[Patch, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +159,8 @@ class PlanRecipe:
     min_interval_days: int
     warnings: tuple[str, ...]
     zones: tuple[ZoneRecipe, ...]
+    #: the cartridge needle counts the profile allows (lowest, highest)
+    needle_counts: tuple[int, int] = (0, 0)
 
     def __call__(self, device: DeviceInfo) -> Plan:
         """The controller's `plan_for`: the recipe fitted to the pen that answered."""
@@ -213,6 +229,11 @@ def fit_plan(recipe: PlanRecipe, device: DeviceInfo) -> Plan:
                 area_mm2=z.area_mm2,
                 est_stamps=stamps,
                 est_seconds=stamps / rate_hz,
+                pass_punctures_per_cm2=pass_punctures_per_cm2(
+                    device.needle_count, z.rate_dhz, device.footprint_dmm
+                ),
+                max_punctures_per_cm2=z.max_punctures_per_cm2,
+                patches=z.patches,
             )
         )
     return Plan(
@@ -224,4 +245,5 @@ def fit_plan(recipe: PlanRecipe, device: DeviceInfo) -> Plan:
         warnings=recipe.warnings,
         footprint_dmm=device.footprint_dmm,
         needle_count=device.needle_count,
+        needle_counts=recipe.needle_counts,
     )

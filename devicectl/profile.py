@@ -29,6 +29,13 @@ from pydantic_core import ErrorDetails
 
 from devicectl.adjuncts import AdjunctName, AdjunctUse, adjunct_entry, adjunct_instructions
 from devicectl.errors import ProfileError
+from devicectl.patch_spec import PatchSpec
+from devicectl.patches import (
+    MAX_MARGIN_MM,
+    MAX_PATCHES,
+    Patch,
+    zone_patch_problems,
+)
 from devicectl.safety import (
     DEPTH_CAP_UM,
     DEPTH_STEP_UM,
@@ -64,6 +71,8 @@ _CAP_MM: Final = mm_text(DEPTH_CAP_UM)
 _STEP_MM: Final = mm_text(DEPTH_STEP_UM)
 _INTERVAL_MM: Final = mm_text(INTERVAL_DEPTH_UM)
 #: Wire limit of rate_dhz (u16); the connected pen's own range is checked by the plan.
+#: The most needles a cartridge may state (DEVICE_INFO's needle_count is a u8).
+MAX_NEEDLES: Final = 255
 _MAX_RATE_DHZ: Final = 0xFFFF
 
 
@@ -124,6 +133,26 @@ class ZoneTarget(BaseModel):
     target_fraction: float = Field(
         description="Fraction of the zone that must reach target_passes.", gt=0, le=1
     )
+    max_punctures_per_cm2: float | None = Field(
+        default=None,
+        description="Optional cap on the dose of any spot, in punctures per cm² "
+        "(the lower of this and max_passes applies).",
+        gt=0,
+        le=100_000,
+    )
+    patches: list[PatchSpec] = Field(
+        default_factory=list,
+        max_length=MAX_PATCHES,
+        description="Treat only these patches of the zone: circles {centre_mm: [x, y], "
+        "radius_mm} or polygons {outline_mm: [[x, y], ...]} in the zone map's mm "
+        "(docs/profiles.md).",
+    )
+    patch_margin_mm: float = Field(
+        default=0.0,
+        description="Skin treated around each patch (mm); clipped to the zone.",
+        ge=0,
+        le=MAX_MARGIN_MM,
+    )
 
     @field_validator("zone")
     @classmethod
@@ -151,6 +180,11 @@ class ZoneTarget(BaseModel):
         return depth_um_of(self.depth_mm)
 
     @property
+    def patch_shapes(self) -> tuple[Patch, ...]:
+        """The patches with the zone's margin (empty: the whole zone is treated)."""
+        return tuple(p.shape(self.patch_margin_mm) for p in self.patches)
+
+    @property
     def rate_dhz(self) -> int:
         return rate_dhz_of(self.rate_hz)
 
@@ -171,6 +205,10 @@ class Profile(BaseModel):
         ge=1,
         le=365,
     )
+    needle_count: int | list[int] = Field(
+        description="Needles of the cartridge this profile is for: a count (12), or the "
+        "lowest and highest counts allowed ([12, 16]). The pen's cartridge must match.",
+    )
     adjuncts: list[AdjunctUse] = Field(
         default_factory=list,
         description="Adjunct treatments the patient uses: a name (its usual timing) or "
@@ -185,6 +223,24 @@ class Profile(BaseModel):
         if isinstance(value, float):
             raise ValueError(f'{_show(value)} must be text; quote it: "{value}"')
         return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+    @field_validator("needle_count")
+    @classmethod
+    def _needles(cls, value: int | list[int]) -> int | list[int]:
+        counts = [value] if isinstance(value, int) else value
+        if not 1 <= len(counts) <= 2:
+            raise ValueError(f"{_show(value)} must be a count, or [lowest, highest]")
+        if any(not 1 <= n <= MAX_NEEDLES for n in counts):
+            raise ValueError(f"{_show(value)} is not a needle count; allowed: 1 to {MAX_NEEDLES}")
+        if counts[0] > counts[-1]:
+            raise ValueError(f"{_show(value)}: the lowest count comes first, e.g. [12, 16]")
+        return value
+
+    @property
+    def needle_counts(self) -> tuple[int, int]:
+        """(lowest, highest) needle count of the cartridges this profile allows."""
+        counts = [self.needle_count] if isinstance(self.needle_count, int) else self.needle_count
+        return counts[0], counts[-1]
 
     @field_validator("approved_on", mode="before")
     @classmethod
@@ -225,12 +281,16 @@ class ZoneRow(NamedTuple):
 def cross_zone_problems(
     zones: Sequence[ZoneRow], min_interval_days: int | None
 ) -> list[tuple[Loc, str]]:
-    """Rules across fields: max ≥ target; each zone once; deep zones need the minimum interval."""
+    """Rules across fields: max ≥ target + 1 pass; each zone once; deep zones need the
+    minimum interval."""
     problems: list[tuple[Loc, str]] = []
     first: dict[str, int] = {}
     for i, (name, _depth, target, most) in enumerate(zones):
-        if target is not None and most is not None and most < target:
-            why = f"{most} is below target_passes {target}; the maximum must be ≥ the target"
+        if target is not None and most is not None and most < target + 1:
+            why = (
+                f"{most} is below target_passes {target} + 1; the maximum must leave at "
+                f"least one pass above the target (max_passes ≥ {target + 1})"
+            )
             problems.append((("zones", i, "max_passes"), why))
         if name is None:
             continue
@@ -267,10 +327,13 @@ class LoadedProfile:
 
 
 def content_hash(profile: Profile) -> str:
-    """sha256 of the canonical JSON form: comments, key order and layout do not change it."""
-    canonical = json.dumps(
-        profile.model_dump(mode="json"), sort_keys=True, separators=(",", ":"), ensure_ascii=False
-    )
+    """sha256 of the canonical JSON form: comments, key order and layout do not change it
+    (nor do the patch fields of a zone without patches: older profiles keep their hash)."""
+    data = profile.model_dump(mode="json")
+    for zone in data["zones"]:
+        if not zone["patches"] and zone["patch_margin_mm"] == 0:
+            del zone["patches"], zone["patch_margin_mm"]
+    canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
@@ -328,6 +391,10 @@ def _validated(
     if profile is not None:  # the zone map's per-region depth limits (safety.py's rule)
         for i, why in _region_problems(profile, zone_map):
             loc = ("zones", i, "depth_mm")
+            problems.append((doc.mark_of(loc), doc.problem(loc, why)))
+        raw_zones = doc.data.get("zones")
+        raw_zones = raw_zones if isinstance(raw_zones, list) else []
+        for loc, why in zone_patch_problems(profile.zones, zone_map, raw_zones):
             problems.append((doc.mark_of(loc), doc.problem(loc, why)))
     if problems or profile is None:
         problems.sort(key=lambda p: (p[0].line, p[0].col))
@@ -415,6 +482,8 @@ def _fields_at(loc: Loc) -> list[str]:
     model: type[BaseModel] = ZoneTarget if loc[:1] == ("zones",) else Profile
     if loc[:1] == ("adjuncts",):
         model = AdjunctUse
+    if loc[:1] == ("zones",) and "patches" in loc:
+        model = PatchSpec
     return list(model.model_fields)
 
 

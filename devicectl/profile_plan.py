@@ -7,6 +7,9 @@ profile's pydantic models and the zone map; the pen process gets the recipe.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
+from devicectl.patches import patch_area_mm2
 from devicectl.plan import NOMINAL_DEVICE, Plan, PlanRecipe, ZoneRecipe, fit_plan
 from devicectl.profile import (
     DEFAULT_TOPICAL_WAIT_HOURS,
@@ -36,6 +39,11 @@ def plan_recipe(
     for z in model.zones:
         on_map = z.zone in zone_map.names
         zone = zone_map.by_name(z.zone) if on_map else None
+        patches = z.patch_shapes
+        area_mm2 = 0.0
+        if zone is not None:
+            area_mm2 = (patch_area_mm2(zone_map, z.zone, patches) if patches
+                        else zone.area_mm2)
         zones.append(ZoneRecipe(
             name=z.zone,
             zone_id=zone.id if zone is not None else None,
@@ -44,8 +52,10 @@ def plan_recipe(
             target_passes=z.target_passes,
             max_passes=z.max_passes,
             target_fraction=z.target_fraction,
-            area_mm2=zone.area_mm2 if zone is not None else 0.0,
+            area_mm2=area_mm2,
             region_max_depth_um=zone.max_depth_um if zone is not None else None,
+            max_punctures_per_cm2=z.max_punctures_per_cm2,
+            patches=patches,
         ))
     return PlanRecipe(
         profile_name=model.name,
@@ -54,6 +64,7 @@ def plan_recipe(
         min_interval_days=model.min_interval_days,
         warnings=tuple(warnings),
         zones=tuple(zones),
+        needle_counts=model.needle_counts,
     )
 
 
@@ -69,5 +80,8 @@ def make_plan(
 
 
 def nominal_plan(profile: LoadedProfile | Profile, zone_map: ZoneMap) -> Plan:
-    """The plan on NOMINAL_DEVICE, for showing a profile with no pen connected."""
-    return make_plan(profile, NOMINAL_DEVICE, zone_map)
+    """The plan on NOMINAL_DEVICE with the profile's cartridge, for showing a
+    profile with no pen connected."""
+    model = profile.profile if isinstance(profile, LoadedProfile) else profile
+    device = replace(NOMINAL_DEVICE, needle_count=model.needle_counts[0])
+    return make_plan(profile, device, zone_map)

@@ -27,6 +27,7 @@ from devicectl.report_content import (
     ReportContent,
     build_content,
     since_start_s,
+    stored_patches,
 )
 from devicectl.report_figures import (
     NO_SAMPLES,
@@ -140,7 +141,8 @@ def write_report(
     samples = samples_of(rec, events)
     content = build_content(rec, events, notes, zone_map, chain, bool(samples), NO_SAMPLES)
     figs = {
-        "map": coverage_map(zone_map, rec.zones, f"Session {rec.id}: final coverage per zone"),
+        "map": coverage_map(zone_map, rec.zones, f"Session {rec.id}: final coverage per zone",
+                            stored_patches(rec)),
         "depth": depth_over_time(samples),
         "rate": rate_over_time(samples),
     }

@@ -108,10 +108,25 @@ def _needle_count(events: Sequence[EventRecord]) -> int | None:
     return None
 
 
+def _stored_zones(rec: SessionRecord) -> list[Any]:
+    """The stored profile's zones (ZoneTargets), or none if it cannot be read again."""
+    from devicectl.profile import load_profile_text
+
+    try:
+        return list(load_profile_text(rec.profile_text, f"session {rec.id} profile").profile.zones)
+    except DevicectlError:
+        return []
+
+
 def zone_rows(rec: SessionRecord, events: Sequence[EventRecord],
               zone_map: ZoneMap | None) -> list[tuple[str, ...]]:
     needles = _needle_count(events)
     areas = {z.name: z.area_mm2 for z in zone_map.zones} if zone_map is not None else {}
+    if zone_map is not None and "patches" in rec.profile_text:  # treated as patches
+        from devicectl.patches import patch_area_mm2
+
+        areas |= {z.zone: patch_area_mm2(zone_map, z.zone, z.patch_shapes)
+                  for z in _stored_zones(rec) if z.patches and z.zone in zone_map.names}
     rows: list[tuple[str, ...]] = []
     for z in rec.zones:
         punctures = z.strokes * needles if needles is not None else None
@@ -125,6 +140,21 @@ def zone_rows(rec: SessionRecord, events: Sequence[EventRecord],
             "?" if punctures is None else str(punctures), density,
         ))
     return rows
+
+
+def stored_patches(rec: SessionRecord) -> dict[str, tuple[Any, ...]]:
+    """Zone name -> the patches (patches.Patch) the session's profile treated."""
+    if "patches" not in rec.profile_text:
+        return {}
+    return {z.zone: z.patch_shapes for z in _stored_zones(rec) if z.patches}
+
+
+def _patch_rows(rec: SessionRecord, zone_map: ZoneMap | None) -> list[tuple[str, ...]]:
+    if zone_map is None or "patches" not in rec.profile_text:
+        return []
+    from devicectl.patches import patch_rows
+
+    return patch_rows(_stored_zones(rec), zone_map)
 
 
 def is_estop(e: EventRecord) -> bool:
@@ -209,6 +239,11 @@ def build_content(
     blocks: list[Block] = [Heading("Zones")]
     blocks.append(Grid(ZONE_HEAD, tuple(zone_rows(rec, events, zone_map)), "zones")
                   if rec.zones else Para("no zone results recorded", "note"))
+    patches = _patch_rows(rec, zone_map)
+    if patches:
+        from devicectl.patches import PATCH_HEAD
+
+        blocks += [Heading("Patches treated"), Grid(PATCH_HEAD, tuple(patches), "patches")]
     blocks += _gate_blocks(events)
     blocks.append(Heading("Warnings and adjunct instructions"))
     blocks += [Para(w, "warn") for w in warnings] or [Para("none", "note")]

@@ -7,9 +7,9 @@ them as PNG and in the PDF.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from devicectl.records import ZoneCoverage
 from devicectl.safety import DEPTH_CAP_UM
@@ -17,6 +17,8 @@ from devicectl.zones import ZoneMap
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
+
+    from devicectl.patches import Patch
 
 NO_SAMPLES = "no samples recorded"
 
@@ -38,8 +40,10 @@ def _figure(width_in: float, height_in: float) -> Figure:
     return Figure(figsize=(width_in, height_in), dpi=110)
 
 
-def coverage_map(zone_map: ZoneMap, zones: Sequence[ZoneCoverage], title: str) -> Figure:
-    """The scalp map, each treated zone shaded by coverage reached over its target."""
+def coverage_map(zone_map: ZoneMap, zones: Sequence[ZoneCoverage], title: str,
+                 patches: Mapping[str, Sequence[Patch]] | None = None) -> Figure:
+    """The scalp map, each treated zone shaded by coverage reached over its target;
+    a zone treated as patches shades its patches (margins dashed) instead."""
     from matplotlib.patches import Polygon
 
     from devicectl.mapstyle import NOT_PLANNED_FILL, reached, reached_colour, zone_caption
@@ -59,8 +63,11 @@ def coverage_map(zone_map: ZoneMap, zones: Sequence[ZoneCoverage], title: str) -
         else:
             face = reached_colour(reached(rec.fraction, rec.target_fraction))
             text = zone_caption(zone.label, rec.fraction, rec.target_fraction)
-        ax.add_patch(Polygon(zone.outline_mm, closed=True, facecolor=face, edgecolor="#333333",
-                             linewidth=1.0))
+        shapes = (patches or {}).get(zone.name, ())
+        ax.add_patch(Polygon(zone.outline_mm, closed=True, edgecolor="#333333", linewidth=1.0,
+                             facecolor=NOT_PLANNED_FILL if shapes else face))
+        for patch in shapes:
+            _draw_patch(ax, patch, face)
         xs = [p[0] for p in zone.outline_mm]
         ys = [p[1] for p in zone.outline_mm]
         ax.text(sum(xs) / len(xs), sum(ys) / len(ys), text, ha="center", va="center",
@@ -74,6 +81,24 @@ def coverage_map(zone_map: ZoneMap, zones: Sequence[ZoneCoverage], title: str) -
     ax.set_title(title, fontsize=10, parse_math=False)
     fig.tight_layout()
     return fig
+
+
+def _draw_patch(ax: Any, patch: Patch, face: Any) -> None:
+    """A patch filled in its zone's colour, its margin's edge dashed."""
+    import numpy as np
+    from matplotlib.patches import Circle, Polygon
+
+    if patch.centre_mm is not None:
+        ax.add_patch(Circle(patch.centre_mm, patch.radius_mm, facecolor=face,
+                            edgecolor="#333333", linewidth=0.8))
+    else:
+        ax.add_patch(Polygon(patch.outline_mm, closed=True, facecolor=face,
+                             edgecolor="#333333", linewidth=0.8))
+    if patch.margin_mm > 0:
+        x0, y0, x1, y1 = patch.bounds_mm
+        gx, gy = np.meshgrid(np.arange(x0 - 1, x1 + 1, 0.25), np.arange(y0 - 1, y1 + 1, 0.25))
+        ax.contour(gx, gy, patch.contains(gx, gy).astype(float), levels=[0.5],
+                   colors="#333333", linestyles="--", linewidths=0.8)
 
 
 def _no_samples(ax: object) -> None:

@@ -548,3 +548,19 @@ def go_no_go(
     if not overridden:
         return GoNoGo(tuple(reasons))
     return GoNoGo(tuple(reasons), overridden, override, clinician)
+
+
+def needle_count_problem(needle_count: int, allowed: tuple[int, int]) -> str | None:
+    """Why the pen's cartridge does not match the profile's needle count, or None.
+
+    The dose of every stroke is needle_count punctures: a cartridge with more
+    needles than the profile was written for would multiply the dose unseen.
+    """
+    low, high = allowed
+    if low <= needle_count <= high:
+        return None
+    wanted = f"{low}" if low == high else f"{low} to {high}"
+    return (
+        f"the cartridge has {needle_count} needles but the profile is for {wanted}; "
+        "fit a cartridge the profile allows"
+    )

@@ -148,6 +148,9 @@ class Session:
         self._clock = clock
         self._max_wait_us = max_wait_us
         self._no_wait_at: int | None = None
+        watch = getattr(wire, "watch_map", None)
+        if watch is not None:  # a simulated technician behind the wire sees the dose map
+            watch(self.dose_view)
         self._wall0 = started_wall or datetime.now(UTC)
         self._t0_us: int | None = None
         self._commands: queue.SimpleQueue[Command] = queue.SimpleQueue()
@@ -167,6 +170,12 @@ class Session:
         self.outcome: Outcome | None = None
         self.error: BaseException | None = None
         self.now_us = 0
+
+    def dose_view(self, zone_id: int) -> Any:
+        """The active dose map of a zone, for a simulated technician behind the wire
+        (called on the loop's own thread, inside the wire's read)."""
+        cov = self.controller.coverage
+        return cov.hand_view(zone_id) if cov is not None else None
 
     # --- the UI's side --------------------------------------------------
 

@@ -71,34 +71,34 @@ class CoverageLayout:
     x0_mm: float
     y0_mm: float
     cell_mm: float
-    #: zone id -> (target passes, maximum passes)
-    passes_of: Mapping[int, tuple[int, int]]
+    #: zone id -> (target, maximum) strokes over a spot ("hits", coverage.py's unit)
+    hits_of: Mapping[int, tuple[int, int]]
     #: position tracking: the grid is measured, not estimated
     tracked: bool
 
 
 @dataclass(frozen=True, slots=True)
 class CoverageFrame:
-    """The passes on the layout's cells at one `version` of the coverage (a copy)."""
+    """The hits on the layout's cells at one `version` of the coverage (a copy)."""
 
     version: int
-    passes: npt.NDArray[np.int64]
+    hits: npt.NDArray[np.int32]
     layout: CoverageLayout
 
 
 @dataclass(frozen=True, slots=True)
 class ZoneCrop:
-    """The active zone's passes and mask cropped to its bounding box (the terminal's map)."""
+    """The active zone's hits and mask cropped to its bounding box (the terminal's map)."""
 
     zone_id: int
-    passes: npt.NDArray[np.int64]
+    hits: npt.NDArray[np.int32]
     mask: npt.NDArray[np.bool_]
-    target_passes: int
-    max_passes: int
+    target_hits: int
+    max_hits: int
 
-    def as_view(self) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.bool_], int, int]:
+    def as_view(self) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.bool_], int, int]:
         """What monitor/terminal.py draws (Coverage.zone_view's shape)."""
-        return self.passes, self.mask, self.target_passes, self.max_passes
+        return self.hits, self.mask, self.target_hits, self.max_hits
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,9 +143,9 @@ def seal(snap: Snapshot) -> Snapshot:
     that tried to change one would be changing what every other view shows."""
     arrays: list[npt.NDArray[Any]] = []
     if snap.coverage is not None:
-        arrays += [snap.coverage.passes, snap.coverage.layout.labels]
+        arrays += [snap.coverage.hits, snap.coverage.layout.labels]
     if snap.zone_crop is not None:
-        arrays += [snap.zone_crop.passes, snap.zone_crop.mask]
+        arrays += [snap.zone_crop.hits, snap.zone_crop.mask]
     for a in arrays:
         a.setflags(write=False)
     return snap

@@ -3,7 +3,7 @@
 The only code besides the session that reads the controller for a view: it
 copies what views need into frozen data (devicectl/snapshot.py). The coverage
 crop is copied only when its version changed, at most every COPY_PERIOD_US of
-wall time: the passes grid is large, the status is small.
+wall time: the hits grid is large, the status is small.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ def _layout(cov: Coverage) -> tuple[tuple[slice, slice], CoverageLayout]:
         x0_mm=float(cov.raster.x0_mm) + crop[1].start * cell_mm,
         y0_mm=float(cov.raster.y0_mm) + crop[0].start * cell_mm,
         cell_mm=cell_mm,
-        passes_of={zid: (z.target_passes, z.max_passes) for zid, z in cov.zones.items()},
+        hits_of={zid: (lim.target_hits, lim.max_hits) for zid, lim in cov.limits.items()},
         tracked=cov.tracked,
     )
 
@@ -112,9 +112,9 @@ class SnapshotBuilder:
             self._crop, self._layout = _layout(cov)
             self._frame = None
         if self._frame is None or self._frame.version != cov.version:
-            passes = cov.passes.reshape(cov.raster.labels.shape)[self._crop].copy()
-            passes.setflags(write=False)
-            self._frame = CoverageFrame(cov.version, passes, self._layout)
+            hits = cov.hits.reshape(np.shape(cov.raster.labels))[self._crop].copy()
+            hits.setflags(write=False)
+            self._frame = CoverageFrame(cov.version, hits, self._layout)
             self._over_max = {zid: cov.cells_over_max(zid) for zid in cov.zones}
         zone = ctl.zone
         view = cov.zone_view(zone.zone_id) if zone is not None else None

@@ -2,7 +2,8 @@
 
 `TipTracker` is fed every TELEMETRY (position, contact, stroke counter) and
 answers, while a zone is being stamped, why stamping must hold (outside the
-zone, a spot at its maximum, contact lost too long, the estimated maximum) or
+zone or too near its border, a stroke that would take a spot over its
+maximum, contact lost too long, the estimated maximum) or
 whether the tip is over a spot that needs treatment. It caches what it can:
 this runs on every frame. Sans-I/O; the controller sends the STOP/START.
 """
@@ -18,20 +19,18 @@ from devicectl.safety import CONTACT_LOST_LIMIT_US
 
 #: A stamp_count jump larger than this is a pen reboot or a glitch, not strokes.
 MAX_STROKES_PER_FRAME: Final = 10_000
-#: How often a spot's verdict is recomputed while the tip rests on one cell
-#: (a neighbour's pass ages into a new one as time goes by).
-SPOT_RECHECK_US: Final = 50_000
 CONTACT_HOLD: Final = f"skin contact lost for more than {CONTACT_LOST_LIMIT_US // 1000} ms"
-AT_MAX_HOLD: Final = "the tip is over a spot already at its maximum passes"
+AT_MAX_HOLD: Final = "the next stroke would take a spot under the needles over its maximum dose"
+FAST_HOLD: Final = "the tip moves too fast to keep the dose within its maximum"
 _U32: Final = 0xFFFF_FFFF
-_NO_KEY: Final = (-2, -1, -1)
+_NO_KEY: Final = (-2, -1)
 
 
 class TipTracker:
     """The tip's cell, contact timer and stroke counter, and the hold verdicts they give."""
 
-    __slots__ = ("_cell", "_check_done", "_contact_lost_us", "_last_stamps", "_spot", "_spot_key",
-                 "_xy")
+    __slots__ = ("_cell", "_check_done", "_contact_lost_us", "_fast", "_last_stamps", "_spot",
+                 "_spot_key", "_xy")
 
     def __init__(self) -> None:
         self._xy = (POSITION_UNKNOWN, POSITION_UNKNOWN)
@@ -41,6 +40,7 @@ class TipTracker:
         self._spot_key = _NO_KEY
         self._spot = Spot.OFF_MAP
         self._check_done = True
+        self._fast = False
 
     def restart_counting(self) -> None:
         """After a reconnect the pen's counter starts afresh: take the next one as the base."""
@@ -51,8 +51,21 @@ class TipTracker:
         self._spot_key = _NO_KEY
         self._check_done = True
 
-    def observe(self, t: Telemetry, now_us: int, cov: Coverage | None, zone_id: int | None) -> int:
-        """Take one TELEMETRY; returns a stroke-counter jump too large to be strokes, else 0."""
+    def observe(
+        self,
+        t: Telemetry,
+        now_us: int,
+        cov: Coverage | None,
+        zone_id: int | None,
+        *,
+        contact_sensor: bool = False,
+    ) -> int:
+        """Take one TELEMETRY; returns a stroke-counter jump too large to be strokes, else 0.
+
+        Strokes land on the cell under the tip. A pen with a contact sensor that
+        reports no contact stroked in the air: those strokes count for the zone
+        but put no dose on the skin (the contact hold stops them within 300 ms).
+        """
         if t.contact:
             self._contact_lost_us = None
         elif self._contact_lost_us is None:
@@ -61,10 +74,15 @@ class TipTracker:
             return 0
         if t.x_dmm != self._xy[0] or t.y_dmm != self._xy[1]:
             self._xy = (t.x_dmm, t.y_dmm)
+            before = self._cell
             if cov.tracked and t.x_dmm != POSITION_UNKNOWN and t.y_dmm != POSITION_UNKNOWN:
                 self._cell = cov.cell_at(t.x_dmm / 10.0, t.y_dmm / 10.0)
             else:
                 self._cell = -1
+            # More than a cell in a frame: faster than the dose hold can follow.
+            self._fast = cov.cells_apart(before, self._cell) > 1
+        else:
+            self._fast = False
         last = self._last_stamps
         self._last_stamps = t.stamp_count
         if last is None or t.stamp_count == last:
@@ -73,7 +91,8 @@ class TipTracker:
         if strokes > MAX_STROKES_PER_FRAME:
             return strokes
         if zone_id is not None:
-            cov.add_strokes(zone_id, strokes, self._cell, now_us)
+            on_skin = t.contact or not contact_sensor
+            cov.add_strokes(zone_id, strokes, self._cell if on_skin else -1, now_us)
             self._check_done = True
         return 0
 
@@ -106,13 +125,18 @@ class TipTracker:
             if cov.at_estimated_max(zone.zone_id):
                 return f"zone {zone.name} reached its estimated maximum passes", False
             return None, True
-        key = (self._cell, cov.version, now_us // SPOT_RECHECK_US)
+        key = (self._cell, cov.version)
         if key != self._spot_key:
             self._spot_key = key
             self._spot = cov.spot(zone.zone_id, self._cell, now_us)
         spot = self._spot
         if spot is Spot.OUTSIDE or spot is Spot.OFF_MAP:
             return f"the tip is outside zone {zone.name}", False
+        if spot is Spot.EDGE:
+            return f"the needles would reach too far past the border of zone {zone.name}", False
+        if self._fast and current_hold is None and (lost is None or not contact_sensor):
+            # stamping, on the skin, and faster than the hold can follow: stop
+            return FAST_HOLD, False
         if spot is Spot.AT_MAX:
             return AT_MAX_HOLD, False
         return None, spot is Spot.NEEDS or current_hold == CONTACT_HOLD

@@ -452,3 +452,19 @@ class Store:
         if not rows or rows[0][0] is None:
             return None
         return bytes(rows[0][0])
+
+
+def zone_spill_of(store: Store, session_id: int) -> dict[int, tuple[float, int]]:
+    """Zones that took spill in a session (from its saved coverage grid): zone id ->
+    (cm², deepest spilling treatment in µm); 0 is skin off the zones. The interval
+    rules treat a zone with spill deeper than INTERVAL_DEPTH_UM as treated that day."""
+    from devicectl.dose import zone_spill
+    from devicectl.errors import DevicectlError
+
+    state = store.coverage_state(session_id)
+    if not state:
+        return {}
+    try:
+        return zone_spill(state)
+    except DevicectlError:
+        return {}  # a grid saved before spill was recorded

@@ -20,6 +20,7 @@ from typing import Any, Final
 
 from devicectl import protocol as p
 from devicectl.controller import Command, Controller, StartFacts, State
+from devicectl.dose import pass_punctures_per_cm2
 from devicectl.flight import TX, WINDOW_US, unpack
 from devicectl.link import VirtualClock
 from devicectl.plan import Plan, ZonePlan
@@ -80,10 +81,13 @@ ZONE_MAP: Final = ZoneMap((_square(1, "frontal", 0.0), _square(2, "vertex", 10.0
 
 def plan_for(dev: p.DeviceInfo) -> Plan:
     zones = tuple(
-        ZonePlan(z.id, z.name, depth, 1000, 1, 2, 0.5, z.area_mm2, 0, 1.0)
+        ZonePlan(z.id, z.name, depth, 1000, 1, 2, 0.5, z.area_mm2, 0, 1.0,
+                 pass_punctures_per_cm2=pass_punctures_per_cm2(
+                     dev.needle_count, 1000, dev.footprint_dmm))
         for z, depth in zip(ZONE_MAP.zones, (1000, 1200), strict=True)
     )
-    return Plan("campaign", "1", "hash", 28, zones, (), dev.footprint_dmm, dev.needle_count)
+    return Plan("campaign", "1", "hash", 28, zones, (), dev.footprint_dmm, dev.needle_count,
+                needle_counts=(dev.needle_count, dev.needle_count))
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,19 +2,29 @@
 
 It sweeps the zone of the pen's current target in overlapping rows, lifting
 between rows, then sweeps again across (the next pass), until the target zone
-changes. Deterministic for a seed; advanced by `advance(now_us, ...)`, no clock.
+changes. A hand that watches the dose map (`watch`, the host's live map) sweeps
+only the rows that still hold spots below target, skips the stretches at their
+maximum, and speeds up as the spots near their target. Deterministic for a
+seed; advanced by `advance(now_us, ...)`, no clock.
 """
 
 from __future__ import annotations
 
 import math
 import random
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+import numpy as np
+import numpy.typing as npt
+
+from devicectl.coverage import IntArray, footprint_offsets
+from devicectl.dose import DoseView
 from devicectl.protocol import PenEvent, PenState
 
 Point = tuple[float, float]
+#: A rest on one spot is given as a row this long (mm), crossed in the rest's time.
+_DAB_MM = 0.1
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,8 +44,37 @@ class HandParams:
     #: pen stopped (READY, no fault) this long with that zone's target still in
     #: force, and the hand has no PAUSE of its own pending, it presses NEXT_ZONE,
     #: once per zone: a technician who was told "not done" does not keep pressing.
+    #: A hand that watches the map presses it only when the map shows nothing left
+    #: it can treat: while it still sees work, a stopped pen is the host's hold.
     next_zone_after_ms: int = 1500
+    #: Watching the map: a stretch of a row is swept when a spot below target
+    #: lies within this fraction of the footprint's radius of the row's line.
+    reach_fraction: float = 0.8
+    #: Stretches shorter than this (mm) are not worth putting the pen down for.
+    min_stretch_mm: float = 1.0
+    #: A row whose stretches add up to less than this (mm) waits for the touch-up
+    #: at the end, when no row has that much left.
+    min_row_mm: float = 10.0
+    #: The touch-up: the tip rests on a spot below target for the strokes it
+    #: still needs, at most this long, lifting between spots.
+    dab_max_ms: int = 1500
+    #: Watching the map, the hand sweeps fast, so each sweep adds a little dose
+    #: (about a stroke over each spot) and the spots reach their target evenly.
+    watch_speed_min_mm_s: float = 5.0
+    watch_speed_max_mm_s: float = 35.0
+    #: Watching the map, rows never closer than this (mm).
+    min_pitch_mm: float = 0.5
+    #: Watching the map, the tip keeps this fraction of the footprint's radius
+    #: inside the zone's border (the host holds where the needles reach too far out).
+    border_inset_fraction: float = 0.5
+    #: Watching the map, the hand finishes a band this tall (mm) before it moves
+    #: on (a technician works a patch at a time, not the whole zone thinly).
+    block_mm: float = 20.0
+    #: Rests planned at once in the touch-up before the hand looks at the map again.
+    dab_batch: int = 24
 
+
+MapView = Callable[[int], DoseView | None]
 
 @dataclass(frozen=True, slots=True)
 class _Segment:
@@ -114,6 +153,14 @@ class Hand:
         self._stopped_since_us: int | None = None
         self._next_pressed: set[int] = set()  # zones whose NEXT_ZONE was pressed already
         self._paused = False
+        self._view: MapView | None = None
+        #: the stroke rate the pen was set to (the technician reads it off the plan)
+        self.rate_hz = 8.0
+        self._speeds: list[float] = []  # per row, when watching the map
+
+    def watch(self, view: MapView | None) -> None:
+        """Look at the dose map (zone id -> DoseView) when choosing rows; None: do not."""
+        self._view = view
 
     # --- scenarios and the firmware read these ----------------------------------
 
@@ -131,7 +178,11 @@ class Hand:
 
     # --- time -------------------------------------------------------------------
 
-    def advance(self, now_us: int, pen_state: PenState, target_zone_id: int) -> None:
+    def advance(
+        self, now_us: int, pen_state: PenState, target_zone_id: int, rate_dhz: int = 0
+    ) -> None:
+        if rate_dhz > 0:
+            self.rate_hz = rate_dhz / 10.0
         while self._scheduled and self._scheduled[0][0] <= now_us:
             _, button = self._scheduled.pop(0)
             self._press(button)
@@ -149,9 +200,9 @@ class Hand:
         f = (now_us - seg.t0_us) / span if span > 0 else 1.0
         dx, dy = seg.x1_mm - seg.x0_mm, seg.y1_mm - seg.y0_mm
         x, y = seg.x0_mm + f * dx, seg.y0_mm + f * dy
-        if seg.contact:
-            # wobble across the direction of travel
-            length = math.hypot(dx, dy) or 1.0
+        length = math.hypot(dx, dy)
+        if seg.contact and length > 2 * _DAB_MM:
+            # wobble across the direction of travel (not while resting on a spot)
             w = self.params.jitter_mm * math.sin(
                 2 * math.pi * self.params.jitter_hz * now_us / 1e6 + self._jitter_phase
             )
@@ -181,10 +232,24 @@ class Hand:
             and zone_id not in self._next_pressed
             and now_us - self._stopped_since_us >= self.params.next_zone_after_ms * 1000
         ):
+            if self._sees_work(zone_id):
+                self._stopped_since_us = now_us  # held: look at the map again later
+                return
             self._press(PenEvent.BUTTON_NEXT_ZONE)
             self._next_pressed.add(zone_id)
             self._stamped_zone = 0
             self._stopped_since_us = None
+
+    def _sees_work(self, zone_id: int) -> bool:
+        """Watching the map: a spot below target that an allowed stroke still reaches."""
+        view = self._view(zone_id) if self._view is not None else None
+        if view is None:
+            return False
+        need = view.mask & (view.hits < view.target_hits)
+        if view.room is None:
+            return bool(need.any())
+        dy, dx = footprint_offsets(self.footprint_mm, view.cell_mm)
+        return bool((need & _spread(view.room > 0, dy, dx)).any())
 
     def _begin_zone(self, zone_id: int, now_us: int) -> None:
         self.zone_id = zone_id
@@ -199,12 +264,79 @@ class Hand:
 
     def _rows_for_pass(self) -> list[tuple[Point, Point]]:
         pitch = self.footprint_mm * (1.0 - self.params.overlap)
+        view = self._view(self.zone_id) if self._view is not None else None
+        if view is not None:
+            # the band to work next, then a sweep sized to what that band still needs
+            first = watched_rows(view, pitch, self.footprint_mm, self.params, shift=False)
+            rows = first
+            if first and first[0][0] != first[0][1] and abs(first[0][1][0] - first[0][0][0]) > 0.5:
+                ys = [r[0][1] for r in first]
+                band = (min(ys) - pitch / 2, max(ys) + pitch / 2)
+                pitch, speed = self._sweep_for(view, band)
+                rows = watched_rows(view, pitch, self.footprint_mm, self.params,
+                                    shift=self.pass_index % 2 == 1, band_mm=band) or first
+            else:
+                speed = self.params.watch_speed_max_mm_s
+            if rows:
+                self._speeds = [self._row_speed(view, s, e, speed) for s, e in rows]
+                return rows
+            # nothing below target that the hand can reach: rest, lifted, where it is
+            self._speeds = []
+            here = (self.x_mm, self.y_mm)
+            return [(here, here)]
+        self._speeds = []
         return rows_over(
             self.outlines[self.zone_id],
             pitch,
             self.footprint_mm / 2,
             across=self.pass_index % 2 == 1,
         )
+
+    def _sweep_for(self, view: DoseView, band: tuple[float, float]) -> tuple[float, float]:
+        """Row pitch and hand speed for a sweep that brings the typical spot below
+        target in the band (y, mm) to one stroke short of it, strokes spaced as
+        far along the row as across (an even lattice of strokes gives an even dose)."""
+        p = self.params
+        ny = view.hits.shape[0]
+        rows = (view.y0_mm + (np.arange(ny) + 0.5) * view.cell_mm)
+        in_band = ((rows >= band[0]) & (rows < band[1]))[:, None]
+        need = view.mask & (view.hits < view.target_hits) & in_band
+        if not need.any():
+            return self.footprint_mm, p.watch_speed_max_mm_s
+        deficit = float(np.median(view.target_hits - view.hits[need]))
+        dose = max(1.0, deficit - 1.0)  # strokes over each spot this sweep
+        area = math.pi * (self.footprint_mm / 2) ** 2
+        pitch = math.sqrt(area / dose)
+        speed = pitch * self.rate_hz
+        if speed > p.watch_speed_max_mm_s or speed < p.watch_speed_min_mm_s:
+            speed = min(p.watch_speed_max_mm_s, max(p.watch_speed_min_mm_s, speed))
+            pitch = area * self.rate_hz / (dose * speed)
+        pitch = min(max(pitch, p.min_pitch_mm), self.footprint_mm * (1.0 - p.overlap))
+        return pitch, speed * self._rng.uniform(0.95, 1.05)
+
+    def _row_speed(self, view: DoseView, start: Point, end: Point, speed: float) -> float:
+        length = math.hypot(end[0] - start[0], end[1] - start[1])
+        if length > 0.5:
+            return speed
+        # a dab: rest for the strokes the spot still needs
+        ix = int((start[0] - view.x0_mm) / view.cell_mm)
+        iy = int((start[1] - view.y0_mm) / view.cell_mm)
+        # the most any spot under the needles still needs, without taking another
+        # past its maximum (the host would hold there anyway)
+        n = int(self.footprint_mm / 2 / view.cell_mm)
+        ys = slice(max(0, iy - n), iy + n + 1)
+        xs = slice(max(0, ix - n), ix + n + 1)
+        under = view.hits[ys, xs][view.mask[ys, xs]]
+        if under.size == 0:
+            return length / (1.0 / self.rate_hz)
+        missing = view.target_hits - int(under.min())
+        if view.room is not None and 0 <= iy < view.room.shape[0] and 0 <= ix < view.room.shape[1]:
+            room = int(view.room[iy, ix])
+        else:
+            room = view.max_hits - int(under.max()) - 1
+        strokes = max(1, min(missing, room))
+        seconds = min(self.params.dab_max_ms / 1000, (strokes + 0.5) / self.rate_hz)
+        return length / seconds
 
     def _lift_to(self, to: Point, t_us: int) -> _Segment:
         p = self.params
@@ -215,8 +347,18 @@ class Hand:
         self.x_mm, self.y_mm = seg.x1_mm, seg.y1_mm
         if not seg.contact:
             (x0, y0), (x1, y1) = self._rows[self._row]
-            speed = self._rng.uniform(self.params.speed_min_mm_s, self.params.speed_max_mm_s)
-            dur_us = max(1000, int(math.hypot(x1 - x0, y1 - y0) / speed * 1e6))
+            length = math.hypot(x1 - x0, y1 - y0)
+            if length == 0.0 and not self._speeds and self._view is not None:
+                # resting, lifted: look at the map again after a moment
+                self.pass_index += 1
+                self._row = 0
+                self._rows = self._rows_for_pass()
+                return self._lift_to(self._rows[0][0], seg.t1_us)
+            if self._row < len(self._speeds):
+                speed = self._speeds[self._row]
+            else:
+                speed = self._rng.uniform(self.params.speed_min_mm_s, self.params.speed_max_mm_s)
+            dur_us = max(1000, int(length / speed * 1e6))
             return _Segment(x0, y0, x1, y1, seg.t1_us, seg.t1_us + dur_us, True)
         self._row += 1
         if self._row >= len(self._rows):
@@ -224,3 +366,170 @@ class Hand:
             self._row = 0
             self._rows = self._rows_for_pass()
         return self._lift_to(self._rows[self._row][0], seg.t1_us)
+
+
+def watched_rows(
+    view: DoseView,
+    pitch_mm: float,
+    footprint_mm: float,
+    params: HandParams,
+    *,
+    shift: bool,
+    band_mm: tuple[float, float] | None = None,
+) -> list[tuple[Point, Point]]:
+    """The stretches of rows `pitch_mm` apart that still hold spots below target,
+    in the first band of `block_rows` rows that has any; `shift` moves the rows
+    half a pitch (every other pass), so the spots between rows get their share.
+
+    A stretch runs over the columns whose band (cells within reach_fraction of
+    the footprint's radius of the row's line) holds a spot of the zone below
+    target and no spot at its maximum, with the tip kept border_inset of the
+    radius inside the zone; stretches closer than a footprint are joined (the
+    hand sweeps on and the host holds over the gap). Rows alternate direction.
+    """
+    hits, mask = view.hits, view.mask
+    cell = view.cell_mm
+    nv = hits.shape[0]
+    radius = footprint_mm / 2
+    band = max(0, int(radius * params.reach_fraction / cell))
+    inset_cells = radius * params.border_inset_fraction / cell
+    inset = math.ceil(inset_cells)
+    need = mask & (hits < view.target_hits)
+    # the tip keeps a footprint (and a cell) away from every spot at its maximum
+    blocked = _grown(mask & (hits >= view.max_hits), radius / cell + 1.5)
+    # the tip may go where the zone extends `inset` cells every way (a cross test)
+    ok = ~_grown(~np.pad(mask, inset + 1), inset_cells)[inset + 1 : -inset - 1,
+                                                         inset + 1 : -inset - 1]
+    rows: list[tuple[Point, Point]] = []
+    if not need.any():
+        return rows
+    join = max(1, int(footprint_mm / cell))
+    n_rows = max(1, int(nv * cell / pitch_mm))
+    margin = (nv * cell - (n_rows - 1) * pitch_mm) / 2 + (pitch_mm / 2 if shift else 0.0)
+    lines: list[tuple[float, npt.NDArray[np.bool_]]] = []
+    for i in range(n_rows):
+        v_mm = margin + i * pitch_mm
+        iv = min(nv - 1, int(v_mm / cell))
+        a, b = max(0, iv - band), min(nv, iv + band + 1)
+        lines.append((v_mm, need[a:b].any(axis=0) & ~blocked[iv] & ok[iv]))
+    if band_mm is not None:
+        lo_mm, hi_mm = band_mm[0] - view.y0_mm, band_mm[1] - view.y0_mm
+        chosen = [i for i, (v, w) in enumerate(lines) if lo_mm <= v < hi_mm and w.any()]
+    else:
+        chosen = [i for i, (_v, w) in enumerate(lines) if w.sum() * cell >= params.min_row_mm]
+    if not chosen:
+        if view.room is not None:
+            return _touch_up(view, need, footprint_mm, params)
+        reach = _grown(need, radius * params.reach_fraction / cell)
+        return _dabs(view, reach & ~blocked & ok, footprint_mm, params)
+    for i in chosen:
+        if band_mm is None and (i - chosen[0]) * pitch_mm >= params.block_mm:
+            break
+        v_mm, wanted = lines[i]
+        edges = np.flatnonzero(np.diff(np.concatenate(([0], wanted.view(np.int8), [0]))))
+        spans: list[list[int]] = []
+        for s_i, e_i in zip(edges[0::2].tolist(), edges[1::2].tolist(), strict=True):
+            if spans and s_i - spans[-1][1] < join:
+                spans[-1][1] = e_i
+            else:
+                spans.append([s_i, e_i])
+        for s_i, e_i in spans:
+            if (e_i - s_i) * cell < params.min_stretch_mm:
+                continue
+            ua = view.x0_mm + (s_i + 0.5) * cell
+            ub = view.x0_mm + (e_i - 0.5) * cell
+            vv = view.y0_mm + v_mm
+            if len(rows) % 2:
+                ua, ub = ub, ua
+            rows.append(((ua, vv), (ub, vv)))
+    return rows
+
+
+def _touch_up(
+    view: DoseView, need: npt.NDArray[np.bool_], footprint_mm: float, params: HandParams
+) -> list[tuple[Point, Point]]:
+    """The touch-up with the host's map of where a stroke is allowed (view.room):
+    rests on the allowed tips that cover the most spots below target, until every
+    such spot that an allowed stroke can reach is under one (at most dab_batch)."""
+    assert view.room is not None
+    cell = view.cell_mm
+    dy, dx = footprint_offsets(footprint_mm, cell)
+    tips = view.room > 0
+    ny, nx = need.shape
+    gain = np.zeros((ny, nx), dtype=np.int32)
+    for a, b in zip(dy.tolist(), dx.tolist(), strict=True):
+        ys, ye = max(0, -a), min(ny, ny - a)
+        xs, xe = max(0, -b), min(nx, nx - b)
+        if ys < ye and xs < xe:
+            gain[ys:ye, xs:xe] += need[ys + a : ye + a, xs + b : xe + b]
+    gain[~tips] = 0
+    left = need & (_spread(gain > 0, dy, dx))
+    out: list[tuple[Point, Point]] = []
+    for iy, ix in zip(*np.nonzero(left), strict=True):
+        if not left[iy, ix]:
+            continue
+        ys, xs = iy + dy, ix + dx
+        on = (ys >= 0) & (ys < ny) & (xs >= 0) & (xs < nx)
+        ys, xs = ys[on], xs[on]
+        best = int(np.argmax(gain[ys, xs]))
+        ty, tx = int(ys[best]), int(xs[best])
+        if gain[ty, tx] <= 0:
+            continue
+        cy, cx = ty + dy, tx + dx
+        on = (cy >= 0) & (cy < ny) & (cx >= 0) & (cx < nx)
+        left[cy[on], cx[on]] = False
+        x = view.x0_mm + (tx + 0.5) * cell
+        y = view.y0_mm + (ty + 0.5) * cell
+        out.append(((x, y), (x + _DAB_MM, y)))
+        if len(out) >= params.dab_batch:
+            break
+    return out
+
+
+def _spread(cells: npt.NDArray[np.bool_], dy: IntArray, dx: IntArray) -> npt.NDArray[np.bool_]:
+    """Cells within a footprint of `cells` (offsets dy, dx; symmetric)."""
+    ny, nx = cells.shape
+    out = np.zeros_like(cells)
+    for a, b in zip(dy.tolist(), dx.tolist(), strict=True):
+        ys, ye = max(0, a), min(ny, ny + a)
+        xs, xe = max(0, b), min(nx, nx + b)
+        if ys < ye and xs < xe:
+            out[ys:ye, xs:xe] |= cells[ys - a : ye - a, xs - b : xe - b]
+    return out
+
+
+def _dabs(
+    view: DoseView, spots: npt.NDArray[np.bool_], footprint_mm: float, params: HandParams
+) -> list[tuple[Point, Point]]:
+    """The touch-up: short rests on spots below target, a footprint apart, each
+    given as a row 0.1 mm long to be crossed in the time its strokes take."""
+    ys, xs = np.nonzero(spots)
+    out: list[tuple[Point, Point]] = []
+    cell = view.cell_mm
+    taken: list[tuple[float, float]] = []
+    spacing2 = (footprint_mm * 0.8) ** 2
+    for iy, ix in zip(ys.tolist(), xs.tolist(), strict=True):
+        x = view.x0_mm + (ix + 0.5) * cell
+        y = view.y0_mm + (iy + 0.5) * cell
+        if any((x - a) ** 2 + (y - b) ** 2 < spacing2 for a, b in taken[-64:]):
+            continue
+        taken.append((x, y))
+        out.append(((x, y), (x + 0.1, y)))
+    return out
+
+
+def _grown(cells: npt.NDArray[np.bool_], radius_cells: float) -> npt.NDArray[np.bool_]:
+    """`cells` grown by a disc of `radius_cells` (a dilation by shifts)."""
+    out = cells.copy()
+    if not cells.any():
+        return out
+    n = math.ceil(radius_cells)
+    ny, nx = cells.shape
+    for dy in range(-n, n + 1):
+        for dx in range(-n, n + 1):
+            if (dy or dx) and dy * dy + dx * dx <= radius_cells * radius_cells:
+                ys, ye = max(0, dy), min(ny, ny + dy)
+                xs, xe = max(0, dx), min(nx, nx + dx)
+                if ys < ye and xs < xe:
+                    out[ys:ye, xs:xe] |= cells[ys - dy : ye - dy, xs - dx : xe - dx]
+    return out

@@ -21,7 +21,7 @@ from devicectl.zones import ZoneMap, load_zone_map
 from firmware_sim.bootloader import Slots
 from firmware_sim.faults import FaultInjector, Scenario, get_scenario
 from firmware_sim.firmware import Firmware
-from firmware_sim.handpiece import Hand
+from firmware_sim.handpiece import Hand, MapView
 from firmware_sim.physics import PenParams, Physics
 
 _DEFAULT_PEN = PenParams()
@@ -79,6 +79,10 @@ class VirtualPen:
         )
         self._pending: list[bytes] = []
 
+    def watch_map(self, view: MapView | None) -> None:
+        """Let the technician see the host's dose map (same thread as `advance`)."""
+        self.hand.watch(view)
+
     def receive_data(self, data: bytes, now_us: int) -> None:
         """Bytes from the host (after the link); the pen's answers leave on `advance`."""
         data = self.faults.to_pen(data, now_us)
@@ -101,7 +105,8 @@ class VirtualPen:
         out = fw.tick(now_us)
         target = fw.target
         hand = self.hand
-        hand.advance(now_us, fw.state, target.zone_id if target else 0)
+        hand.advance(now_us, fw.state, target.zone_id if target else 0,
+                     target.rate_dhz if target else 0)
         fw.set_position(round(hand.x_mm * 10), round(hand.y_mm * 10))
         fw.set_contact(hand.contact, now_us)
         for button in hand.take_presses():
@@ -141,6 +146,13 @@ class VirtualWire(Transport):
         self._closed = False
         self._t0_us = clock.now_us
         self._wall0_s = time.monotonic()
+
+    def watch_map(self, view: MapView | None) -> None:
+        """Let the simulated technician see the host's dose map (the session offers it
+        to any wire that asks; only this one does)."""
+        watch = getattr(self.pen, "watch_map", None)
+        if watch is not None:
+            watch(view)
 
     def read(self, max_bytes: int, timeout_s: float) -> bytes:
         if self._closed:

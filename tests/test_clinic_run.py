@@ -64,7 +64,11 @@ def test_two_rooms_fitting_one_cartridge_get_exactly_one_go(pg_url: str, tmp_pat
     cartridge = re.search(r"cartridge (\d+) \(", won)
     assert cartridge is not None, won
     assert "GO: pen, cartridge" in won and "NO-GO" not in won
-    assert f"NO-GO: cartridge {cartridge[1]}" in lost and "single use" in lost, lost
+    # Lost at the claim when both reached the GO together; when the other room had
+    # finished first (virtual sessions take a second), the cartridge is simply used.
+    by_claim = "single use" in lost
+    assert f"NO-GO: cartridge {cartridge[1]}" in lost, lost
+    assert by_claim or "was used in an earlier session" in lost, lost
     with Store(pg_url) as store:
         sessions = {s.room: s for s in store.sessions()}
         assert sorted(s.outcome or "" for s in sessions.values()) == ["complete", "refused"]
@@ -76,10 +80,11 @@ def test_two_rooms_fitting_one_cartridge_get_exactly_one_go(pg_url: str, tmp_pat
         assert any(e.kind == "GO_NO_GO" and f"cartridge {cartridge[1]}" in e.text
                    for e in store.events(loser.id))
         assert sorted(sessions) == ["room-1", "room-2"] and winner.simulated is True
-        [refusal] = store.refusals()  # the refused attempt, apart from the treatments
-        assert (refusal["session_id"], refusal["cartridge_id"], refusal["room"]) == (
-            loser.id, int(cartridge[1]), loser.room)
-        assert f"cartridge {cartridge[1]}" in refusal["reason"]
+        if by_claim:
+            [refusal] = store.refusals()  # the refused attempt, apart from the treatments
+            assert (refusal["session_id"], refusal["cartridge_id"], refusal["room"]) == (
+                loser.id, int(cartridge[1]), loser.room)
+            assert f"cartridge {cartridge[1]}" in refusal["reason"]
     assert not is_running(pg_url, winner.id)  # its process ended: the server's lock went
     assert all("devicectl_room@" not in text for _, text in results)  # no login shown
 

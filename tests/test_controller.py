@@ -20,8 +20,9 @@ from devicectl.controller import (
     StartFacts,
     State,
 )
+from devicectl.dose import pass_punctures_per_cm2
 from devicectl.errors import RefusedError
-from devicectl.plan import PASS_GAP_US, Plan, ZonePlan
+from devicectl.plan import Plan, ZonePlan
 from devicectl.safety import BATTERY_LOW_MV, DEPTH_CAP_UM, OVERDEPTH_LIMIT_UM
 from devicectl.zones import Zone, ZoneMap
 
@@ -37,13 +38,14 @@ DEVICE = p.DeviceInfo(NONCE, 1, 0x0102, 42, 2500, 500, 1500, 12, 3, 0xC0FFEE, 0,
 
 
 def zone_plan(zone_id: int, name: str, depth_um: int = 1000, **kw: Any) -> ZonePlan:
-    z = ZonePlan(zone_id, name, depth_um, 1000, 1, 2, 0.9, 200.0, 0, 10.0)
+    z = ZonePlan(zone_id, name, depth_um, 1000, 1, 2, 0.9, 200.0, 0, 10.0,
+                 pass_punctures_per_cm2=pass_punctures_per_cm2(12, 1000, 30))
     return replace(z, **kw)
 
 
 def plan_of(*zones: ZonePlan) -> Plan:
     zones = zones or (zone_plan(1, "frontal"), zone_plan(2, "vertex", 1200))
-    return Plan("test", "1", "hash", 28, zones, (), 30, 12)
+    return Plan("test", "1", "hash", 28, zones, (), 30, 12, needle_counts=(12, 12))
 
 
 def tel(**kw: int) -> p.Telemetry:
@@ -435,13 +437,18 @@ def test_start_with_the_tip_off_the_zone_does_not_stamp() -> None:
 def test_spot_at_maximum_stops_stamping() -> None:
     ctl, pen, now = stamping()
     sent: list[str] = []
-    for k in range(1, 4):  # three passes over one spot; max is 2
-        t = now + k * (PASS_GAP_US + 1000)
-        frame = tel(state=p.PenState.STAMPING, stamp_count=k, x_dmm=100, y_dmm=50)
+    assert ctl.coverage is not None
+    most = ctl.coverage.limits[1].max_hits
+    for k in range(1, most + 1):  # dwelling on one spot: stroke after stroke
+        t = now + k * 2000
+        frame = tel(state=p.PenState.STAMPING, stamp_count=k, x_dmm=100, y_dmm=50,
+                    depth_meas_um=1000)
         sent += types(pen.parse(ctl.receive_data(pen.frame(frame), t)))
+        if "STOP" in sent:
+            break
     assert "STOP" in sent
     assert ctl.stop_reason is not None and "maximum" in ctl.stop_reason
-    assert ctl.coverage is not None and ctl.coverage.max_passes_in(1) <= 3
+    assert ctl.coverage.max_hits_in(1) == most  # held at the maximum, not one stroke past
 
 
 def test_stroke_counter_wrap_counts_the_strokes_across_it() -> None:
@@ -462,7 +469,9 @@ def test_next_zone_is_refused_until_the_zone_reached_its_target() -> None:
 def test_zone_at_target_is_zone_done_and_stop_then_next_zone() -> None:
     plan = plan_of(zone_plan(1, "frontal", target_fraction=0.02), zone_plan(2, "vertex"))
     ctl, pen, now = stamping(plan=plan)
-    out = ctl.receive_data(pen.frame(tel(stamp_count=1, x_dmm=100, y_dmm=50)), now + 10)
+    assert ctl.coverage is not None
+    dose = ctl.coverage.limits[1].target_hits  # strokes over a spot to reach its target
+    out = ctl.receive_data(pen.frame(tel(stamp_count=dose, x_dmm=100, y_dmm=50)), now + 10)
     assert "STOP" in types(pen.parse(out)) and ctl.state is State.ZONE_DONE
     frames = pen.parse(ctl.command(Command.NEXT_ZONE, now + 20))
     assert [f.message for f in frames] == [p.SetTarget(1000, 1000, 2)]
@@ -473,7 +482,9 @@ def test_zone_at_target_is_zone_done_and_stop_then_next_zone() -> None:
 def test_last_zone_done_is_complete() -> None:
     plan = plan_of(zone_plan(1, "frontal", target_fraction=0.02))
     ctl, pen, now = stamping(plan=plan)
-    ctl.receive_data(pen.frame(tel(stamp_count=1, x_dmm=100, y_dmm=50)), now + 10)
+    assert ctl.coverage is not None
+    dose = ctl.coverage.limits[1].target_hits
+    ctl.receive_data(pen.frame(tel(stamp_count=dose, x_dmm=100, y_dmm=50)), now + 10)
     assert ctl.state is State.COMPLETE
 
 
@@ -501,7 +512,7 @@ def test_coverage_state_restores_into_a_new_controller() -> None:
     again.receive_data(Pen().frame(DEVICE), 10)
     assert again.coverage is not None and ctl.coverage is not None
     assert again.coverage.strokes(1) == 1
-    assert (again.coverage.passes_grid() == ctl.coverage.passes_grid()).all()
+    assert (again.coverage.hits_grid() == ctl.coverage.hits_grid()).all()
 
 
 # --- commands -----------------------------------------------------------------------

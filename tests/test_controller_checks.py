@@ -61,7 +61,9 @@ def test_h1_a_pen_reporting_another_zone_is_estop_mismatch() -> None:
 def test_h1_the_reported_target_is_not_checked_while_a_new_one_is_on_its_way() -> None:
     plan = plan_of(zone_plan(1, "frontal", target_fraction=0.02), zone_plan(2, "vertex", 1200))
     ctl, pen, now = stamping(plan=plan)
-    pen.parse(ctl.receive_data(pen.frame(tel(stamp_count=1, x_dmm=100, y_dmm=50)), now + 10))
+    assert ctl.coverage is not None
+    dose = ctl.coverage.limits[1].target_hits  # strokes over a spot to reach its target
+    pen.parse(ctl.receive_data(pen.frame(tel(stamp_count=dose, x_dmm=100, y_dmm=50)), now + 10))
     assert ctl.state is State.ZONE_DONE
     frames = pen.parse(ctl.command(Command.NEXT_ZONE, now + 20))
     for t in range(now + 1000, now + 40_000, PERIOD_US):  # old target, then the new one
@@ -108,7 +110,9 @@ def test_h2_three_frames_in_a_row_over_125_percent_is_estop_overspeed() -> None:
 
 def _paused(ack_stop: bool = True) -> tuple[object, Pen, int]:
     ctl, pen, now = stamping()
-    ctl.receive_data(pen.frame(tel(state=p.PenState.STAMPING, stamp_count=100)), now)
+    # The pen's counter stands at 100; those strokes were made off the skin (contact 0),
+    # so they put no dose on the map and no hold comes before the technician's PAUSE.
+    ctl.receive_data(pen.frame(tel(state=p.PenState.STAMPING, stamp_count=100, contact=0)), now)
     frames = pen.parse(ctl.command(Command.PAUSE, now))
     assert frame_types(frames) == ["STOP"]
     if ack_stop:
@@ -391,15 +395,17 @@ def test_a_stroke_under_way_when_a_shallower_target_is_taken_is_held_to_the_old_
     plan = plan_of(zone_plan(1, "frontal", 1400, target_fraction=0.02),
                    zone_plan(2, "vertex", 600))
     ctl, pen, now = stamping(plan=plan)
-    at = tel(state=p.PenState.STAMPING, depth_cmd_um=1400, depth_meas_um=1400, stamp_count=1,
-             x_dmm=100, y_dmm=50)
+    assert ctl.coverage is not None
+    dose = ctl.coverage.limits[1].target_hits  # strokes over a spot to reach its target
+    at = tel(state=p.PenState.STAMPING, depth_cmd_um=1400, depth_meas_um=1400,
+             stamp_count=dose, x_dmm=100, y_dmm=50)
     ctl.receive_data(pen.frame(at), now + 100)
     assert ctl.state is State.ZONE_DONE
     frames = pen.parse(ctl.command(Command.NEXT_ZONE, now + 200))
     ctl.receive_data(pen.acks(frames), now + 300)  # 600 µm in force from here
-    late = replace(at, depth_cmd_um=600, zone_id=2, stamp_count=2)  # the stroke under way
+    late = replace(at, depth_cmd_um=600, zone_id=2, stamp_count=dose + 1)  # under way
     assert estops(pen.parse(ctl.receive_data(pen.frame(late), now + 400))) == []
-    next_one = replace(late, stamp_count=3)  # made after: held to 600 µm
+    next_one = replace(late, stamp_count=dose + 2)  # made after: held to 600 µm
     assert estops(pen.parse(ctl.receive_data(pen.frame(next_one), now + 500))) == [
         EstopReason.OVERSHOOT
     ]

@@ -1,4 +1,5 @@
-"""Coverage rules: footprint on the grid, passes by the PASS_GAP_US rule, per-zone counters."""
+"""The dose grid: each stroke's punctures over its footprint, limits in hits, the hold
+verdicts (maximum, border overhang), spill, counters, and the saved grid's measures."""
 
 from __future__ import annotations
 
@@ -8,8 +9,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from devicectl.coverage import Coverage, Spot, footprint_offsets
+from devicectl.dose import (
+    MAX_OVERHANG_FRACTION,
+    pass_punctures_per_cm2,
+    stroke_punctures_per_cm2,
+    zone_dose_stats,
+    zone_limits,
+)
 from devicectl.errors import DevicectlError
-from devicectl.plan import PASS_GAP_US, ZonePlan
+from devicectl.plan import ZonePlan
 from devicectl.zones import Zone, ZoneMap
 
 
@@ -19,17 +27,28 @@ def _square(zone_id: int, name: str, x0: float, y0: float, w: float, h: float) -
 
 
 MAP = ZoneMap((_square(1, "frontal", 0, 0, 20, 10), _square(2, "vertex", 0, 12, 20, 10)))
+#: 12 needles at 100 Hz over a 3.0 mm footprint: one pass is 12·100/(3·10) = 40 per mm².
+PASS_DOSE = pass_punctures_per_cm2(12, 1000, 30)
 
 
-def _zone(zone_id: int, name: str, target: int = 1, maximum: int = 2) -> ZonePlan:
-    return ZonePlan(zone_id, name, 1000, 1000, target, maximum, 0.9, 200.0, 0, 10.0)
+def _zone(zone_id: int, name: str, target: int = 1, maximum: int = 2,
+          cap: float | None = None) -> ZonePlan:
+    return ZonePlan(zone_id, name, 1000, 1000, target, maximum, 0.9, 200.0, 0, 10.0,
+                    pass_punctures_per_cm2=PASS_DOSE, max_punctures_per_cm2=cap)
 
 
 ZONES = (_zone(1, "frontal"), _zone(2, "vertex"))
 
 
-def _coverage(tracked: bool = True, footprint_dmm: int = 30) -> Coverage:
-    return Coverage(MAP.raster(0.5), ZONES, footprint_dmm, tracked=tracked)
+def _coverage(tracked: bool = True, zones: tuple[ZonePlan, ...] = ZONES) -> Coverage:
+    return Coverage(MAP.raster(0.5), zones, 30, tracked=tracked, needle_count=12)
+
+
+def test_pass_dose_is_needles_times_rate_over_footprint_times_hand_speed() -> None:
+    # the docs' example: 12 needles, 10 Hz, 5.0 mm footprint, 10 mm/s -> 240 per cm²
+    assert pass_punctures_per_cm2(12, 100, 50) == pytest.approx(240.0)
+    assert pytest.approx(4000.0) == PASS_DOSE
+    assert pass_punctures_per_cm2(36, 100, 50) == pytest.approx(3 * 240.0)
 
 
 def test_footprint_is_a_disc_of_the_needle_diameter() -> None:
@@ -39,118 +58,178 @@ def test_footprint_is_a_disc_of_the_needle_diameter() -> None:
     assert len(dy) == 29  # cells of a radius-3 disc on a grid
 
 
-def test_stroke_adds_one_pass_to_the_cells_under_the_footprint() -> None:
+def test_a_stroke_puts_its_needles_punctures_on_the_skin_under_it() -> None:
+    cov = _coverage()
+    cov.add_strokes(1, 1, cov.cell_at(10.0, 5.0))
+    grid = cov.zone_hits(1)
+    assert grid.max() == 1 and int(grid.sum()) == 29
+    # punctures per cm² × cm² summed over the grid: exactly the 12 needles
+    assert float(grid.sum()) * cov.punctures_per_hit * cov.cell_cm2() == pytest.approx(12.0)
+    assert cov.punctures_per_hit == pytest.approx(stroke_punctures_per_cm2(12, 29, 0.5))
+
+
+def test_dwelling_accumulates_dose_stroke_by_stroke() -> None:
     cov = _coverage()
     cell = cov.cell_at(10.0, 5.0)
-    cov.add_strokes(1, 1, cell, now_us=1_000_000)
-    grid = cov.zone_passes(1)
-    assert grid.max() == 1
-    assert int(grid.sum()) == len(footprint_offsets(3.0, 0.5)[0])
-    assert cov.strokes(1) == 1
+    for _ in range(10):
+        cov.add_strokes(1, 1, cell)
+    cov.add_strokes(1, 5, cell)  # several strokes in one frame are several doses
+    assert cov.zone_hits(1).max() == 15
+    assert cov.strokes(1) == 15
 
 
-def test_strokes_within_the_pass_gap_are_one_pass() -> None:
-    cov = _coverage()
-    cell = cov.cell_at(10.0, 5.0)
-    for k in range(10):
-        cov.add_strokes(1, 1, cell, now_us=k * (PASS_GAP_US // 2))
-    assert cov.zone_passes(1).max() == 1
-    assert cov.strokes(1) == 10
+def test_limits_round_the_target_up_and_the_maximum_down() -> None:
+    lim = zone_limits(1, 3, 4, 240.0, None, 60.0)  # 4 hits a pass
+    assert (lim.target_hits, lim.max_hits, lim.hits_per_pass) == (12, 16, 4.0)
+    lim = zone_limits(1, 3, 4, 250.0, None, 60.0)  # 4.17 hits a pass
+    assert (lim.target_hits, lim.max_hits) == (13, 16)
 
 
-def test_stroke_after_a_gap_longer_than_pass_gap_is_a_new_pass() -> None:
-    cov = _coverage()
-    cell = cov.cell_at(10.0, 5.0)
-    cov.add_strokes(1, 1, cell, now_us=0)
-    cov.add_strokes(1, 1, cell, now_us=PASS_GAP_US + 1)
-    assert cov.zone_passes(1).max() == 2
+def test_max_punctures_per_cm2_caps_the_maximum_below_max_passes() -> None:
+    lim = zone_limits(1, 3, 4, 240.0, 850.0, 60.0)
+    assert lim.max_hits == 14  # 850 / 60 = 14.2, down
 
 
-def test_several_strokes_in_one_frame_count_as_strokes_but_one_pass() -> None:
-    cov = _coverage()
-    cov.add_strokes(1, 5, cov.cell_at(10.0, 5.0), now_us=0)
-    assert cov.strokes(1) == 5 and cov.zone_passes(1).max() == 1
+def test_a_cap_below_the_target_is_a_go_no_go_problem() -> None:
+    cov = _coverage(zones=(_zone(1, "frontal", 2, 3, cap=100.0), _zone(2, "vertex")))
+    assert cov.problems and "maximum dose is below its target" in cov.problems[0]
 
 
 def test_stroke_at_map_edge_is_clipped_to_the_grid() -> None:
     cov = _coverage()
-    cov.add_strokes(1, 1, cov.cell_at(0.1, 0.1), now_us=0)
-    assert cov.passes_grid().sum() > 0
+    cov.add_strokes(1, 1, cov.cell_at(0.1, 0.1))
+    assert cov.hits_grid().sum() > 0
 
 
-def test_spot_tells_outside_needs_and_at_max() -> None:
+def test_spot_tells_outside_off_map_needs_and_treatable() -> None:
     cov = _coverage()
     c = cov.cell_at(10.0, 5.0)
-    assert cov.spot(1, c, 0) is Spot.NEEDS
-    assert cov.spot(2, c, 0) is Spot.OUTSIDE
-    assert cov.spot(1, -1, 0) is Spot.OFF_MAP
-    cov.add_strokes(1, 1, c, now_us=0)
-    assert cov.spot(1, c, 0) is Spot.TREATABLE
-    cov.add_strokes(1, 1, c, now_us=2 * PASS_GAP_US)
-    assert cov.spot(1, c, 0) is Spot.AT_MAX
+    assert cov.spot(1, c) is Spot.NEEDS
+    assert cov.spot(2, c) is Spot.OUTSIDE
+    assert cov.spot(1, -1) is Spot.OFF_MAP
+    lim = cov.limits[1]
+    cov.add_strokes(1, lim.target_hits, c)
+    assert cov.spot(1, c) is Spot.TREATABLE
+
+
+def test_spot_is_at_max_when_the_next_stroke_would_take_any_cell_over() -> None:
+    cov = _coverage()
+    lim = cov.limits[1]
+    centre = cov.cell_at(10.0, 5.0)
+    cov.add_strokes(1, lim.max_hits - 1, centre)
+    assert cov.spot(1, centre) is not Spot.AT_MAX  # one more stroke is still allowed
+    cov.add_strokes(1, 1, centre)
+    assert cov.spot(1, centre) is Spot.AT_MAX
+    # 2.0 mm away the centre cell is not at max itself, but the footprint edge
+    # (radius 1.5 mm, grown by one cell) reaches the cells that are
+    near = cov.cell_at(12.0, 5.0)
+    assert int(cov.hits[near]) < lim.max_hits
+    assert cov.spot(1, near) is Spot.AT_MAX
+    far = cov.cell_at(15.5, 5.0)
+    assert cov.spot(1, far) is Spot.NEEDS
+
+
+def test_footprint_overhanging_the_border_too_far_is_held() -> None:
+    cov = _coverage()
+    inside = cov.cell_at(10.0, 2.0)
+    assert cov.spot(1, inside) is Spot.NEEDS
+    at_border = cov.cell_at(10.0, 0.25)  # nearly half the footprint off the zone
+    assert cov.spot(1, at_border) is Spot.EDGE
+    dy, _dx = footprint_offsets(3.0, 0.5)
+    assert MAX_OVERHANG_FRACTION * len(dy) < len(dy) / 2
+
+
+def test_spill_onto_another_zone_is_recorded_per_zone() -> None:
+    cov = _coverage()
+    # near frontal's lower border (y = 10); vertex starts at 12, 1.5 mm radius: no spill
+    cov.add_strokes(1, 1, cov.cell_at(10.0, 9.0))
+    assert cov.spill_cm2(2) == 0.0 and cov.spill_cm2(0) > 0.0  # the gap between the zones
+    cov.add_strokes(2, 1, cov.cell_at(10.0, 12.5))
+    assert cov.spill_cm2(0) > 0.0
+    cov.add_strokes(1, 1, cov.cell_at(10.0, 10.5))  # off frontal: its footprint reaches vertex
+    assert cov.spill_cm2(2) > 0.0
+    assert set(cov.spills()) == {0, 2}
 
 
 @settings(max_examples=60, deadline=None)
 @given(
     strokes=st.lists(
-        st.tuples(
-            st.floats(-2, 22), st.floats(-2, 24), st.integers(1, 3), st.integers(0, 700_000)
-        ),
+        st.tuples(st.floats(-2, 22), st.floats(-2, 24), st.integers(1, 3), st.sampled_from([1, 2])),
         max_size=40,
     )
 )
-def test_incremental_zone_counters_match_a_recount(
+def test_incremental_zone_counters_match_the_saved_grid(
     strokes: list[tuple[float, float, int, int]],
 ) -> None:
     cov = _coverage()
-    now = 0
-    for x, y, n, dt in strokes:
-        now += dt
-        cov.add_strokes(1, n, cov.cell_at(x, y), now)
+    for x, y, n, zone in strokes:
+        cov.add_strokes(zone, n, cov.cell_at(x, y))
+    stats = zone_dose_stats(cov.to_bytes())
     labels = MAP.raster(0.5).labels.reshape(-1)
     for z in ZONES:
+        s = stats[z.zone_id]
+        lim = cov.limits[z.zone_id]
         mask = labels == z.zone_id
-        at_target = int((cov.passes[mask] >= z.target_passes).sum())
-        assert cov.fraction(z.zone_id) == pytest.approx(at_target / int(mask.sum()))
-        assert cov.cells_at_max(z.zone_id) == int((cov.passes[mask] >= z.max_passes).sum())
+        assert s["cells"] == int(mask.sum())
+        assert cov.fraction(z.zone_id) == pytest.approx(s["cells_at_target"] / s["cells"])
+        assert cov.cells_at_max(z.zone_id) == int((cov.hits[mask] >= lim.max_hits).sum())
+        assert cov.mean_passes(z.zone_id) == pytest.approx(s["mean_passes"], abs=1e-3)
+        assert cov.spill_cm2(z.zone_id) == pytest.approx(s["spill_cm2"], abs=0.01)
+        assert sum(s["histogram"]) == s["cells"]
+        assert cov.cells_over_max(z.zone_id) == s["cells_over_max"]
+
+
+def test_saved_grid_gives_the_dose_measures_of_the_export() -> None:
+    cov = _coverage()
+    c = cov.cell_at(10.0, 5.0)
+    cov.add_strokes(1, 3, c)
+    s = zone_dose_stats(cov.to_bytes())[1]
+    per_hit = cov.punctures_per_hit
+    assert s["punctures_per_cm2_max"] == pytest.approx(3 * per_hit, abs=0.1)
+    assert s["punctures_per_cm2_mean"] == pytest.approx(3 * 29 * per_hit / s["cells"], abs=0.1)
+    assert s["histogram"][3] == 29 and s["histogram"][0] == s["cells"] - 29
 
 
 def test_zone_is_done_at_its_target_fraction() -> None:
     cov = _coverage()
     assert not cov.done(1)
-    now = 0
+    target = cov.limits[1].target_hits
     for y in np.arange(0.25, 10, 1.0):
         for x in np.arange(0.25, 20, 1.0):
-            cov.add_strokes(1, 1, cov.cell_at(float(x), float(y)), now)
-            now += 1000
+            cov.add_strokes(1, target, cov.cell_at(float(x), float(y)))
     assert cov.fraction(1) == 1.0 and cov.done(1) and not cov.done(2)
+    assert cov.mean_passes(1) > 1.0
 
 
-def test_without_position_passes_are_estimated_from_strokes_and_area() -> None:
+def test_without_position_dose_is_estimated_from_strokes_and_area() -> None:
     cov = _coverage(tracked=False)
-    # strokes per pass = area / (footprint × 10 mm/s) × rate = 200 / 30 × 100
-    per_pass = 200 / (3.0 * 10.0) * 100.0
-    cov.add_strokes(1, int(per_pass) + 1, cov.cell_at(10.0, 5.0), 0)
-    assert cov.passes_grid().sum() == 0  # no cells without position
+    # one pass over 200 mm² at 4000 per cm² is 8000 punctures: 667 strokes of 12 needles
+    per_pass = PASS_DOSE * 2.0 / 12
+    cov.add_strokes(1, int(per_pass) + 1, cov.cell_at(10.0, 5.0))
+    assert cov.hits_grid().sum() == 0  # no cells without position
     assert cov.done(1) and not cov.at_estimated_max(1)
-    cov.add_strokes(1, int(per_pass) + 1, -1, 10)
-    assert cov.at_estimated_max(1)
+    assert cov.mean_passes(1) == pytest.approx((int(per_pass) + 1) / per_pass)
+    cov.add_strokes(1, int(per_pass), -1)
+    assert cov.at_estimated_max(1)  # the next stroke would pass 2 passes
 
 
 def test_coverage_state_survives_save_and_restore() -> None:
     cov = _coverage()
-    cov.add_strokes(1, 3, cov.cell_at(5.0, 5.0), 0)
-    cov.add_strokes(2, 2, cov.cell_at(5.0, 15.0), 0)
+    cov.add_strokes(1, 3, cov.cell_at(5.0, 5.0))
+    cov.add_strokes(2, 2, cov.cell_at(5.0, 15.0))
+    cov.add_strokes(1, 1, cov.cell_at(5.0, 10.5))
     again = _coverage()
     again.restore(cov.to_bytes())
-    assert np.array_equal(again.passes_grid(), cov.passes_grid())
-    assert again.strokes(1) == 3 and again.strokes(2) == 2
+    assert np.array_equal(again.hits_grid(), cov.hits_grid())
+    assert again.strokes(1) == 4 and again.strokes(2) == 2
     assert again.fraction(1) == cov.fraction(1)
     assert again.cells_at_max(2) == cov.cells_at_max(2)
+    assert again.mean_passes(1) == cov.mean_passes(1)
+    assert again.spills() == cov.spills()
 
 
 def test_restore_refuses_another_grid() -> None:
-    other = Coverage(MAP.raster(1.0), ZONES, 30, tracked=True)
+    other = Coverage(MAP.raster(1.0), ZONES, 30, tracked=True, needle_count=12)
     with pytest.raises(DevicectlError, match="grid"):
         _coverage().restore(other.to_bytes())
 

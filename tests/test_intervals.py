@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from devicectl.cli import main
+from devicectl.profile import load_profile
 from devicectl.safety import (
     INTERVAL_DEPTH_UM,
     MIN_INTERVAL_DAYS,
@@ -25,6 +26,9 @@ from devicectl.store import Store
 
 ROOT = Path(__file__).resolve().parents[1]
 TE = ROOT / "profiles" / "te-diffuse.yaml"
+#: the shipped TE profile's own interval (its zones are at 1.0 mm or less: the floor for
+#: deeper zones does not apply, only the profile's interval holds them)
+TE_DAYS = load_profile(TE).profile.min_interval_days
 FAST = settings(max_examples=200, deadline=None)
 
 
@@ -87,9 +91,9 @@ def test_an_override_with_both_is_accepted() -> None:
 
 
 def short_te(tmp_path: Path) -> Path:
-    """The shipped TE profile (21 days, 0.5-0.75 mm), with a small target so it runs fast."""
+    """The shipped TE profile (shallow, TE_DAYS apart), with a small target so it runs fast."""
     text = TE.read_text(encoding="utf-8")
-    assert "min_interval_days: 21" in text and "depth_mm: 0.75" in text
+    assert f"min_interval_days: {TE_DAYS}" in text and "depth_mm: 0.5" in text
     path = tmp_path / "te-short.yaml"
     path.write_text(re.sub(r"target_fraction: [0-9.]+", "target_fraction: 0.02", text))
     return path
@@ -109,7 +113,7 @@ def test_te_cannot_run_twice_within_its_interval(
     capsys.readouterr()
     assert run_te(tmp_path, 102) == 1
     out = capsys.readouterr().out
-    assert "NO-GO" in out and "minimum interval is 21 days" in out
+    assert "NO-GO" in out and f"minimum interval is {TE_DAYS} days" in out
     with Store(tmp_path / "r.db") as store:
         assert store.sessions()[0].outcome == "refused"
 
@@ -120,7 +124,7 @@ def test_the_same_patient_in_another_spelling_is_held_too(
     assert run_te(tmp_path, 111, patient="p-te2") == 0
     capsys.readouterr()
     assert run_te(tmp_path, 112, patient="  P-TE2 ") == 1
-    assert "minimum interval is 21 days" in capsys.readouterr().out
+    assert f"minimum interval is {TE_DAYS} days" in capsys.readouterr().out
     with Store(tmp_path / "r.db") as store:
         assert {s.patient_ref for s in store.sessions()} == {"P-TE2"}
 

@@ -37,7 +37,7 @@ def _recipe() -> PlanRecipe:
     return PlanRecipe("proc-test", "1", "ab" * 32, 28, (), (
         ZoneRecipe("frontal", 1, 1000, 1000, 1, 2, 0.9, z[1].area_mm2, None),
         ZoneRecipe("mid_scalp", 2, 1200, 1000, 2, 3, 0.8, z[2].area_mm2, None),
-    ))
+    ), needle_counts=(12, 12))
 
 
 def _wait(cond: Callable[[], bool], timeout_s: float = 60.0) -> None:
@@ -111,7 +111,7 @@ def test_a_session_runs_in_the_pen_process_and_publishes_frozen_snapshots_and_ev
     # Plain, frozen data: no view can change what another sees, and it crosses processes.
     with pytest.raises(dataclasses.FrozenInstanceError):
         final.state = State.READY  # type: ignore[misc]
-    assert not final.coverage.passes.flags.writeable
+    assert not final.coverage.hits.flags.writeable
     again = pickle.loads(pickle.dumps(final))
     assert again.state is final.state and again.status == final.status
 

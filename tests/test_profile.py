@@ -35,6 +35,7 @@ approved_by: Dr. Test
 approved_on: 2024-05-01
 min_interval_days: {interval}
 adjuncts: {adjuncts}
+needle_count: 12
 zones:
   - zone: vertex
     depth_mm: {depth}
@@ -88,7 +89,7 @@ def test_any_depth_above_the_cap_is_refused_never_clamped(depth_um: int) -> None
     text = f"{depth_um / 1000:g}"
     found = problems(profile_text(text))
     assert found == [
-        f"t.yaml:11:15: zones[0].depth_mm: {text} exceeds the 1.5 mm cap; allowed: up to 1.5 mm"
+        f"t.yaml:12:15: zones[0].depth_mm: {text} exceeds the 1.5 mm cap; allowed: up to 1.5 mm"
     ]
 
 

@@ -18,6 +18,7 @@ approved_by: Dr. Test
 approved_on: 2024-05-01
 min_interval_days: 28
 adjuncts: []
+needle_count: 12
 zones:
   - zone: vertex
     depth_mm: 1.5
@@ -27,9 +28,10 @@ zones:
     target_fraction: 0.9
 """
 KNOWN = "frontal, mid_scalp, vertex, left_temporal, right_temporal, occipital"
-MAX_RULE = "the maximum must be ≥ the target"
+MAX_RULE = "the maximum must leave at least one pass above the target (max_passes ≥ 4)"
 TOP_FIELDS = (
-    "name, version, condition, approved_by, approved_on, min_interval_days, adjuncts, notes, zones"
+    "name, version, condition, approved_by, approved_on, min_interval_days, needle_count, adjuncts,"
+    " notes, zones"
 )
 
 
@@ -60,80 +62,80 @@ BOMB = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
 CASES: list[tuple[str, str | bytes, list[str]]] = [
     (
         "depth_above_cap",
-        with_line(10, "    depth_mm: 1.6"),
-        ["10:15: zones[0].depth_mm: 1.6 exceeds the 1.5 mm cap; allowed: up to 1.5 mm"],
+        with_line(11, "    depth_mm: 1.6"),
+        ["11:15: zones[0].depth_mm: 1.6 exceeds the 1.5 mm cap; allowed: up to 1.5 mm"],
     ),
     (
         "depth_just_above_cap_not_clamped",
-        with_line(10, "    depth_mm: 1.52"),
-        ["10:15: zones[0].depth_mm: 1.52 exceeds the 1.5 mm cap; allowed: up to 1.5 mm"],
+        with_line(11, "    depth_mm: 1.52"),
+        ["11:15: zones[0].depth_mm: 1.52 exceeds the 1.5 mm cap; allowed: up to 1.5 mm"],
     ),
     (
         "depth_off_step",
-        with_line(10, "    depth_mm: 1.42"),
-        ["10:15: zones[0].depth_mm: 1.42 is not in the pen's 0.05 mm steps"],
+        with_line(11, "    depth_mm: 1.42"),
+        ["11:15: zones[0].depth_mm: 1.42 is not in the pen's 0.05 mm steps"],
     ),
     (
         "depth_zero",
-        with_line(10, "    depth_mm: 0"),
-        ["10:15: zones[0].depth_mm: 0 is not a depth; allowed: 0.05 to 1.5 mm"],
+        with_line(11, "    depth_mm: 0"),
+        ["11:15: zones[0].depth_mm: 0 is not a depth; allowed: 0.05 to 1.5 mm"],
     ),
     (
         "depth_negative",
-        with_line(10, "    depth_mm: -0.5"),
-        ["10:15: zones[0].depth_mm: -0.5 is not a depth; allowed: 0.05 to 1.5 mm"],
+        with_line(11, "    depth_mm: -0.5"),
+        ["11:15: zones[0].depth_mm: -0.5 is not a depth; allowed: 0.05 to 1.5 mm"],
     ),
     (
         "depth_nan",
-        with_line(10, "    depth_mm: .nan"),
-        ["10:15: zones[0].depth_mm: nan is not a depth; allowed: 0.05 to 1.5 mm"],
+        with_line(11, "    depth_mm: .nan"),
+        ["11:15: zones[0].depth_mm: nan is not a depth; allowed: 0.05 to 1.5 mm"],
     ),
     (
         "depth_as_text",
-        with_line(10, '    depth_mm: "1.5"'),
-        ["10:15: zones[0].depth_mm: '1.5' must be a number"],
+        with_line(11, '    depth_mm: "1.5"'),
+        ["11:15: zones[0].depth_mm: '1.5' must be a number"],
     ),
     (
         "depth_as_bool",
-        with_line(10, "    depth_mm: true"),
-        ["10:15: zones[0].depth_mm: True must be a number"],
+        with_line(11, "    depth_mm: true"),
+        ["11:15: zones[0].depth_mm: True must be a number"],
     ),
     (
         "rate_off_step",
-        with_line(11, "    rate_hz: 100.05"),
-        ["11:14: zones[0].rate_hz: 100.05 is not a stamp rate; give Hz > 0 in 0.1 Hz steps"],
+        with_line(12, "    rate_hz: 100.05"),
+        ["12:14: zones[0].rate_hz: 100.05 is not a stamp rate; give Hz > 0 in 0.1 Hz steps"],
     ),
     (
         "rate_zero",
-        with_line(11, "    rate_hz: 0"),
-        ["11:14: zones[0].rate_hz: 0 is out of range; must be > 0"],
+        with_line(12, "    rate_hz: 0"),
+        ["12:14: zones[0].rate_hz: 0 is out of range; must be > 0"],
     ),
     (
         "max_below_target",
-        with_line(13, "    max_passes: 2"),
-        ["13:17: zones[0].max_passes: 2 is below target_passes 3; " + MAX_RULE],
+        with_line(14, "    max_passes: 2"),
+        ["14:17: zones[0].max_passes: 2 is below target_passes 3 + 1; " + MAX_RULE],
     ),
     (
         "fraction_above_one",
-        with_line(14, "    target_fraction: 1.2"),
-        ["14:22: zones[0].target_fraction: 1.2 is out of range; must be ≤ 1"],
+        with_line(15, "    target_fraction: 1.2"),
+        ["15:22: zones[0].target_fraction: 1.2 is out of range; must be ≤ 1"],
     ),
     (
         "target_passes_zero",
-        with_line(12, "    target_passes: 0"),
+        with_line(13, "    target_passes: 0"),
         [
-            "12:20: zones[0].target_passes: 0 is out of range; must be ≥ 1",
+            "13:20: zones[0].target_passes: 0 is out of range; must be ≥ 1",
         ],
     ),
     (
         "unknown_zone",
-        with_line(9, "  - zone: crown"),
-        [f"9:11: zones[0].zone: 'crown' is not a zone of the map; known: {KNOWN}"],
+        with_line(10, "  - zone: crown"),
+        [f"10:11: zones[0].zone: 'crown' is not a zone of the map; known: {KNOWN}"],
     ),
     (
         "zone_twice",
         SECOND_ZONE,
-        ["15:11: zones[1].zone: 'vertex' is already zones[0]; each zone once"],
+        ["16:11: zones[1].zone: 'vertex' is already zones[0]; each zone once"],
     ),
     (
         "interval_too_short_for_deep_zone",
@@ -146,24 +148,25 @@ CASES: list[tuple[str, str | bytes, list[str]]] = [
     (
         "unknown_top_field",
         BASE + "colour: red\n",
-        [f"15:1: colour: unknown field; allowed: {TOP_FIELDS}"],
+        [f"16:1: colour: unknown field; allowed: {TOP_FIELDS}"],
     ),
     (
         "unknown_zone_field",
-        with_line(14, "    target_fraction: 0.9\n    speed: 3"),
+        with_line(15, "    target_fraction: 0.9\n    speed: 3"),
         [
-            "15:5: zones[0].speed: unknown field; allowed: zone, depth_mm, rate_hz, target_passes, "
-            "max_passes, target_fraction"
+            "16:5: zones[0].speed: unknown field; allowed: zone, depth_mm, rate_hz, target_passes, "
+            "max_passes, target_fraction, max_punctures_per_cm2, patches, patch_margin_mm"
         ],
     ),
     ("missing_name", "\n".join(BASE.splitlines()[1:]) + "\n", ["1:1: name: required, but missing"]),
     (
         "missing_rate",
-        with_line(11, "    rate_x: 100"),
+        with_line(12, "    rate_x: 100"),
         [
-            "9:5: zones[0].rate_hz: required, but missing",
-            "11:5: zones[0].rate_x: unknown field; allowed: zone, depth_mm, rate_hz, "
-            "target_passes, max_passes, target_fraction",
+            "10:5: zones[0].rate_hz: required, but missing",
+            "12:5: zones[0].rate_x: unknown field; allowed: zone, depth_mm, rate_hz, "
+            "target_passes, max_passes, target_fraction, max_punctures_per_cm2, patches,"
+            " patch_margin_mm",
         ],
     ),
     (
@@ -215,7 +218,7 @@ CASES: list[tuple[str, str | bytes, list[str]]] = [
     (
         "not_utf8",
         BASE.encode() + b"notes: caf\xe9\n",
-        ["15:11: not UTF-8 text (byte 0xe9); save the file as UTF-8"],
+        ["16:11: not UTF-8 text (byte 0xe9); save the file as UTF-8"],
     ),
     (
         "binary",
@@ -231,20 +234,20 @@ CASES: list[tuple[str, str | bytes, list[str]]] = [
     ),
     (
         "zones_empty",
-        with_line(8, "zones: []").split("  - zone")[0],
-        ["8:8: zones: must not be empty"],
+        with_line(9, "zones: []").split("  - zone")[0],
+        ["9:8: zones: must not be empty"],
     ),
     (
         "zone_not_a_mapping",
-        with_line(8, "zones: [vertex]").split("  - zone")[0],
-        ["8:9: zones[0]: 'vertex' must be a mapping of fields"],
+        with_line(9, "zones: [vertex]").split("  - zone")[0],
+        ["9:9: zones[0]: 'vertex' must be a mapping of fields"],
     ),
     (
         "several_problems_at_once",
-        with_line(10, "    depth_mm: 1.6").replace("max_passes: 4", "max_passes: 2"),
+        with_line(11, "    depth_mm: 1.6").replace("max_passes: 4", "max_passes: 2"),
         [
-            "10:15: zones[0].depth_mm: 1.6 exceeds the 1.5 mm cap; allowed: up to 1.5 mm",
-            "13:17: zones[0].max_passes: 2 is below target_passes 3; " + MAX_RULE,
+            "11:15: zones[0].depth_mm: 1.6 exceeds the 1.5 mm cap; allowed: up to 1.5 mm",
+            "14:17: zones[0].max_passes: 2 is below target_passes 3 + 1; " + MAX_RULE,
         ],
     ),
 ]

@@ -38,12 +38,13 @@ def test_validate_reports_every_problem_and_exits_1(
     captured = capsys.readouterr()
     assert f"{good}: ok" in captured.out
     errors = captured.err.splitlines()
+    # line numbers: the shipped file states its needle_count on line 8
     assert (
-        f"{bad}:14:15: zones[0].depth_mm: 1.6 exceeds the 1.5 mm cap; allowed: up to 1.5 mm"
+        f"{bad}:15:15: zones[0].depth_mm: 1.6 exceeds the 1.5 mm cap; allowed: up to 1.5 mm"
         in errors
     )
-    assert any(e.startswith(f"{bad}:17:17: zones[0].max_passes: 2 is below") for e in errors)
-    assert any(e.startswith(f"{bad}:23:17: zones[1].max_passes: 2 is below") for e in errors)
+    assert any(e.startswith(f"{bad}:18:17: zones[0].max_passes: 2 is below") for e in errors)
+    assert any(e.startswith(f"{bad}:24:17: zones[1].max_passes: 2 is below") for e in errors)
     assert "Traceback" not in captured.err
 
 

@@ -38,12 +38,14 @@ def session(
     pen: VirtualPen,
     keys: Keys = no_keys,
     *,
-    limit_us: int = 60_000_000,
+    limit_us: int = 300_000_000,
     to_pen: Callable[[bytes, int], bytes] | None = None,
     to_host: Callable[[bytes, int], bytes] | None = None,
 ) -> Controller:
     ctl = Controller(plan_for, MAP, StartFacts("p-auth", frozenset()), nonce=0x5EC,
                      now_us=0, keys=keys)
+    # the simulated technician watches the dose map, as Session arranges for virtual pens
+    pen.watch_map(lambda zid: ctl.coverage.hand_view(zid) if ctl.coverage else None)
     pen.receive_data(ctl.connect(0).data, 0)
     now = 0
     while now < limit_us and ctl.state not in END_STATES:
@@ -164,9 +166,11 @@ def test_after_a_dropped_cable_the_reconnect_authenticates_anew_and_the_session_
                      pen=replace(base, capabilities=base.capabilities | REQUIRED))
     ctl = Controller(plan_for, MAP, StartFacts("p-auth", frozenset()), nonce=0x5EC,
                      now_us=0, keys=sim_device_key)
+    # the simulated technician watches the dose map, as Session arranges for virtual pens
+    pen.watch_map(lambda zid: ctl.coverage.hand_view(zid) if ctl.coverage else None)
     pen.receive_data(ctl.connect(0).data, 0)
     now, proofs, lost = 0, 0, False
-    while now < 60_000_000 and ctl.state not in (State.COMPLETE, State.REFUSED):
+    while now < 300_000_000 and ctl.state not in (State.COMPLETE, State.REFUSED):
         now += STEP_US
         out = [ctl.receive_data(pen.advance(now), now), ctl.tick(now)]
         if ctl.state is State.READY:

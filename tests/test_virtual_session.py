@@ -13,6 +13,7 @@ from test_controller import zone_plan
 
 from devicectl import protocol as p
 from devicectl.controller import Command, ControlEvent, Controller, EventKind, StartFacts, State
+from devicectl.dose import pass_punctures_per_cm2
 from devicectl.plan import Plan
 from devicectl.safety import OVERDEPTH_LIMIT_UM, OVERSHOOT_MARGIN_UM, EstopReason
 from devicectl.zones import Zone, ZoneMap
@@ -40,15 +41,23 @@ DEVICE_OF_RUN = p.DeviceInfo(0, 1, 0x0102, 1, 2500, 200, 1600, 12, 3, 1, 0, 50)
 
 
 def plan_for(dev: p.DeviceInfo) -> Plan:
+    # Zones of 30 x 20 mm: the 1 mm ring the needles reach only from inside is a
+    # fifth of each, so the targets ask for 60 % (shipped zones are ten times larger).
+    dose = pass_punctures_per_cm2(dev.needle_count, 1000, dev.footprint_dmm)
     zones = (
-        zone_plan(1, "frontal", 1000, area_mm2=ZONES[1].area_mm2),
+        zone_plan(1, "frontal", 1000, area_mm2=ZONES[1].area_mm2, target_fraction=0.6,
+                  pass_punctures_per_cm2=dose),
         zone_plan(
             2, "mid_scalp", 1200, area_mm2=ZONES[2].area_mm2,
-            target_passes=2, max_passes=3, target_fraction=0.8,
+            target_passes=2, max_passes=3, target_fraction=0.6, pass_punctures_per_cm2=dose,
         ),
-        zone_plan(3, "vertex", 1400, area_mm2=ZONES[3].area_mm2),
+        zone_plan(3, "vertex", 1400, area_mm2=ZONES[3].area_mm2, target_fraction=0.6,
+                  pass_punctures_per_cm2=dose),
     )
-    return Plan("e2e", "1", "hash", 28, zones, (), dev.footprint_dmm, dev.needle_count)
+    return Plan(
+        "e2e", "1", "hash", 28, zones, (), dev.footprint_dmm, dev.needle_count,
+        needle_counts=(12, 12),
+    )
 
 
 @dataclass
@@ -67,11 +76,13 @@ def run(
     scenario: str | None = None,
     *,
     position: bool = True,
-    limit_us: int = 60_000_000,
+    limit_us: int = 300_000_000,
     resume_paused: bool = False,
 ) -> Run:
     pen = VirtualPen(seed=3, scenario=scenario, zone_map=MAP, position=position)
     ctl = Controller(plan_for, MAP, StartFacts("p-e2e", frozenset()), nonce=0xA5A5, now_us=0)
+    # the simulated technician watches the dose map, as Session arranges for virtual pens
+    pen.watch_map(lambda zid: ctl.coverage.hand_view(zid) if ctl.coverage else None)
     r = Run(ctl, pen)
     decoder = p.Decoder()
     seen = p.Decoder()
@@ -129,10 +140,9 @@ def _assert_every_zone_at_target_none_over_max(r: Run) -> None:
     for z in r.ctl.plan.zones:
         assert cov.done(z.zone_id), z.name
         if cov.tracked:
-            # at most one pass over the maximum: one footprint's worth of strokes
-            assert cov.max_passes_in(z.zone_id) <= z.max_passes + 1, z.name
+            assert cov.cells_over_max(z.zone_id) == 0, z.name  # the maximum is a hard limit
         else:
-            assert cov.estimated_passes(z.zone_id) < z.max_passes + 1, z.name
+            assert cov.estimated_passes(z.zone_id) <= z.max_passes, z.name
 
 
 def test_whole_profile_completes_with_every_zone_at_target_and_none_over_max() -> None:

@@ -135,6 +135,10 @@ def run_show(args: argparse.Namespace) -> int:
         f"-{NOMINAL_DEVICE.max_rate_dhz / 10:g} Hz; estimates assume a hand speed of "
         f"{NOMINAL_HAND_SPEED_MM_S:g} mm/s."
     )
+    for z in plan.zones:  # a zone treated as patches: what is treated
+        for patch in z.patches:
+            console.print(Text(f"Patch in {z.name}: {patch.describe()}, margin "
+                               f"{patch.margin_mm:g} mm"), highlight=False)
     console.print(f"Minimum interval: {plan.min_interval_days} days.  sha256 {plan.profile_hash}")
     for warning in plan.warnings:
         console.print(Text.assemble(("Warning: ", "bold yellow"), plain(warning)), highlight=False)

@@ -75,7 +75,7 @@ VIEW_HZ = 10
 #: How long the go/no-go may take: the handshake gives up after 2 s by itself.
 CONNECT_WAIT_S = 5.0
 #: The demo: a shipped profile, accelerated so a full session takes well under a minute.
-DEMO_PROFILE = Path(__file__).resolve().parents[2] / "profiles" / "aga-crown-midscalp.yaml"
+DEMO_PROFILE = Path(__file__).resolve().parents[2] / "profiles" / "aa-patch.yaml"
 DEMO_SPEED = 40.0
 DEMO_DB = Path("demo-out") / "sessions.db"
 
@@ -466,18 +466,18 @@ def _summary(
     snap = session.snapshot  # the last one, taken when the loop ended
     status = snap.status
     table = Table(title=f"session {setup.session_id} · {outcome.value}", title_justify="left")
+    from devicectl.dose import DOSE_COLUMNS, dose_cells
+
     labels = {z.name: z.label for z in zone_map.zones}
-    for col in ("zone", "coverage", "target", "strokes", "time", "at max", "over max"):
+    for col in ("zone", *DOSE_COLUMNS, "strokes", "time", "over max"):
         table.add_column(col, justify="left" if col == "zone" else "right")
     for z in status.get("zones") or ():
         over = snap.over_max.get(z["zone_id"], 0)
         table.add_row(
             plain(labels.get(z["name"], z["name"])),
-            f"{100 * z['fraction']:.0f} %",
-            f"{100 * z['target_fraction']:.0f} %",
+            *dose_cells(z),
             str(z["strokes"]),
             clock(z.get("seconds")),
-            str(z["cells_at_max"]),
             str(over),
         )
     console.print(table)

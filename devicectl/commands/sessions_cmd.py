@@ -372,9 +372,14 @@ def print_frames(args: argparse.Namespace) -> int:
     return 0
 
 
-def export_json(rec: SessionRecord, events: list[EventRecord]) -> str:
+def export_json(
+    rec: SessionRecord, events: list[EventRecord], coverage: bytes | None = None
+) -> str:
+    from devicectl.dose import zones_with_dose
+
     session: dict[str, Any] = asdict(rec)
-    zones = session.pop("zones")
+    # each zone's dose measures, computed from the saved grid (dose.zone_dose_stats)
+    zones = zones_with_dose(session.pop("zones"), coverage)
     document = {
         "session": session,
         "zones": zones,
@@ -408,7 +413,10 @@ def export_session(args: argparse.Namespace) -> int:
     with _open_existing(_db(args), args.id) as store:
         rec = store.session(args.id)
         events = store.events(args.id)
-    text = export_json(rec, events) if args.format == "json" else export_csv(rec, events)
+        coverage = store.coverage_state(args.id)
+    text = (
+        export_json(rec, events, coverage) if args.format == "json" else export_csv(rec, events)
+    )
     out: Path | None = args.out
     if out is None:
         sys.stdout.write(text)

@@ -99,9 +99,13 @@ def progress_record(
         "zone_count": len(zones),
         "percent": round(100 * float(z["fraction"]), 1),
         "target_percent": round(100 * float(z["target_fraction"]), 1),
-        "mean_passes": round(mean_passes(int(z.get("strokes") or 0),
-                                         areas_mm2.get(int(z["zone_id"]), 0.0),
-                                         footprint_mm, float(z.get("rate_dhz") or 0) / 10), 2),
+        # the dose the host counts (devicectl/dose.py), else the strokes' estimate
+        "mean_passes": round(
+            float(z["mean_passes"]) if z.get("mean_passes") is not None
+            else mean_passes(int(z.get("strokes") or 0), areas_mm2.get(int(z["zone_id"]), 0.0),
+                             footprint_mm, float(z.get("rate_dhz") or 0) / 10), 2),
+        "at_max_percent": round(100 * float(z.get("at_max_fraction") or 0.0), 2),
+        "at_max_cm2": round(float(z.get("at_max_cm2") or 0.0), 2),
         "remaining_s": round(float(status.get("remaining_s_est") or 0.0), 1),
     }
 

@@ -19,6 +19,7 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
+from devicectl.dose import DOSE_COLUMNS, LEGEND, dose_cells
 from devicectl.eventkinds import is_pinned
 from devicectl.monitor.compact import render_compact
 from devicectl.plain import escape_controls, plain
@@ -45,7 +46,7 @@ MAP_PERIOD_S = 0.5
 KEYS_HELP = "p pause · r resume/start · n next zone · c clear fault · q abort"
 #: Map glyphs: outside the zone, untouched, below target, at target, at maximum.
 GLYPHS = (" ", "·", "░", "▓", "█")
-GLYPH_STYLES = ("", "grey50", "yellow", "green", "bold red")
+GLYPH_STYLES = ("", *(colour for _word, colour in LEGEND))  # dose.LEGEND: one legend everywhere
 
 
 def mm(depth_um: int | None) -> str:
@@ -209,22 +210,21 @@ class TerminalView:
     def _zones_table(self, status: Mapping[str, Any]) -> Table:
         table = Table(title="zones", expand=True, title_justify="left")
         table.add_column("zone", no_wrap=True)
-        table.add_column("coverage", min_width=12)
-        for name in ("%", "mm", "Hz", "strokes", "at max"):
+        table.add_column("", min_width=6)
+        for name in (*DOSE_COLUMNS, "mm", "strokes"):
             table.add_column(name, justify="right", no_wrap=True)
         for z in status.get("zones") or ():
-            target = float(z.get("target_fraction") or 1.0)
-            fraction = float(z.get("fraction") or 0.0)
+            # the bar shows the dose, which moves with every stroke
+            target = float(z.get("target_passes") or 1.0)
+            fraction = float(z.get("mean_passes") or 0.0)
             mark = "▶ " if z.get("active") else ("✓ " if z.get("done") else "  ")
             table.add_row(
                 plain(mark + self.labels.get(str(z.get("name")), str(z.get("name")))),
-                ProgressBar(total=target, completed=min(fraction, target), width=12,
+                ProgressBar(total=target, completed=min(fraction, target), width=6,
                             complete_style="green" if z.get("done") else "cyan"),
-                f"{100 * fraction:.0f}/{100 * target:.0f}",
+                *dose_cells(z),
                 f"{(z.get('depth_um') or 0) / 1000:.2f}",
-                f"{(z.get('rate_dhz') or 0) / 10:.0f}",
                 str(z.get("strokes", 0)),
-                str(z.get("cells_at_max", 0)),
             )
         return table
 
@@ -268,7 +268,8 @@ class TerminalView:
         if grid is None:
             return None
         passes, mask, target, maximum = grid
-        legend = "  · untouched  ░ below target  ▓ at target  █ at maximum"
+        legend = "  " + "  ".join(f"{g} {word}" for g, (word, _c) in zip(GLYPHS[1:], LEGEND,
+                                                                          strict=True))
         panel = Panel(
             Group(coverage_glyphs(passes, mask, target, maximum), Text(legend, style="dim")),
             title=plain(f"coverage · {zone['name']}"),

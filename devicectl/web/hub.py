@@ -101,13 +101,13 @@ class LiveSource:
             self._layout = layout
             target_of = np.zeros(256, dtype=np.int64)
             max_of = np.zeros(256, dtype=np.int64)
-            for zid, (target, maximum) in layout.passes_of.items():
+            for zid, (target, maximum) in layout.hits_of.items():
                 target_of[zid], max_of[zid] = target, maximum
             labels = np.asarray(layout.labels, dtype=np.int64)
             self._targets = (target_of[labels], max_of[labels])
         factor = max(1, round(HEAT_CELL_MM / layout.cell_mm))
         target_grid, max_grid = self._targets
-        cells = heat_cells(np.asarray(frame.passes), target_grid, max_grid, factor)
+        cells = heat_cells(np.asarray(frame.hits, dtype=np.int64), target_grid, max_grid, factor)
         self._heat = heat_state(cells, layout.x0_mm, layout.y0_mm, layout.cell_mm * factor)
         return self._heat
 
