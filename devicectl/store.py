@@ -12,7 +12,7 @@ import contextlib
 import os
 import shutil
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
@@ -420,6 +420,37 @@ class Store:
     def session(self, session_id: int) -> SessionRecord:
         self._require_session(session_id)
         return self._sessions("WHERE id = ?", (session_id,))[0]
+
+    def days_since_spill(
+        self,
+        patient_ref: str,
+        now_iso: str,
+        min_depth_um: int,
+        zone_names: Mapping[int, str],
+        *,
+        exclude_session: int | None = None,
+    ) -> dict[str, float]:
+        """Zone name -> days since this patient's last session whose footprint spilled
+        onto that zone deeper than `min_depth_um` (0: at any depth), from each
+        session's saved coverage grid. Spill holds a zone to its interval as treating
+        it does: the skin was needled that day, planned or not."""
+        now = parse_wall(now_iso)
+        rows = self._read(
+            "SELECT s.id, s.started_at, s.ended_at,"
+            " (SELECT max(e.wall) FROM events e WHERE e.session_id = s.id)"
+            " FROM sessions s JOIN coverage_state c ON c.session_id = s.id"
+            " WHERE upper(trim(s.patient_ref)) = upper(trim(?)) AND s.id != coalesce(?, 0)",
+            (patient_ref, exclude_session),
+        )
+        out: dict[str, float] = {}
+        for sid, *walls in rows:
+            moment = max(parse_wall(str(w)) for w in walls if w is not None)
+            days = (now - moment).total_seconds() / _SECONDS_PER_DAY
+            for zone_id, (cm2, depth_um) in zone_spill_of(self, int(sid)).items():
+                name = zone_names.get(zone_id)
+                if name is not None and cm2 > 0 and depth_um > min_depth_um:
+                    out[name] = min(days, out.get(name, days))
+        return out
 
     def sessions(self, limit: int = 50) -> list[SessionRecord]:
         """The most recent sessions first."""

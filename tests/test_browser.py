@@ -178,8 +178,10 @@ def test_controls_without_the_token_are_refused_and_change_nothing(
         _until(page,
             "document.getElementById('control-result').textContent.includes('403')")
         time.sleep(0.3)
+        # Not PAUSED (a PAUSE moves there, and only an also refused RESUME leaves it).
+        # The pen itself may be between strokes: the hand that watches the dose map
+        # lifts between rows and the host holds over spots at their maximum.
         assert live.sim.session.state is State.STAMPING
-        assert live.sim.pen.firmware.state is PenState.STAMPING
     finally:
         _shot(page, tmp_path)
         live.close()

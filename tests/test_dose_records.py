@@ -88,3 +88,33 @@ def test_export_of_a_session_without_a_grid_has_no_dose_measures(
                              profile_text="", started_at="2024-05-01T10:00:00+00:00")
     assert main(["sessions", "export", "1", "--format", "json", "--db", str(db)]) == 0
     assert json.loads(capsys.readouterr().out)["zones"] == []
+
+
+def test_a_zone_that_took_spill_is_held_to_its_interval_in_the_next_session(
+    tmp_path: Path,
+) -> None:
+    """Spill counts as treatment of the zone it fell on (issues 11 and 13): the next
+    session's go/no-go facts show it treated that day, at the spill's depth."""
+    from types import SimpleNamespace
+
+    from devicectl.commands.run_setup import start_facts
+
+    cov = Coverage(MAP.raster(0.5), ZONES, 30, tracked=True, needle_count=12)
+    cov.add_strokes(1, 1, cov.cell_at(10.0, 9.5))  # frontal's footprint over vertex
+    db = _saved_session(tmp_path, cov)
+    names = {1: "frontal", 2: "vertex"}
+    with Store(db) as store:
+        # vertex took no stroke of its own: only its spill shows it treated
+        assert set(store.days_since_deep_treatment("p1", "2024-05-02T10:00:00+00:00", 0)) == {
+            "frontal"}
+        spilled = store.days_since_spill("P1 ", "2024-05-02T10:00:00+00:00", 0, names)
+        assert set(spilled) == {"vertex"} and 0.9 < spilled["vertex"] < 1.1
+        # deeper than the spill (1.2 mm): not a deep treatment of vertex
+        assert store.days_since_spill("p1", "2024-05-02T10:00:00+00:00", 1200, names) == {}
+        facts = start_facts(
+            store, SimpleNamespace(patient="p1"), None,  # type: ignore[arg-type]
+            SimpleNamespace(override_interval=None, clinician=None),  # type: ignore[arg-type]
+            names,
+        )
+    assert "vertex" in facts.days_since_treatment
+    assert "vertex" in facts.days_since_deep_treatment  # 1.2 mm > the 1.0 mm threshold

@@ -220,7 +220,8 @@ def run(args: argparse.Namespace) -> int:
                                         setup.loaded.warnings)
             if refusals:
                 store.close_session(setup.session_id, Outcome.REFUSED.value, now_iso())
-            facts = start_facts(store, setup, resumed, args)
+            facts = start_facts(store, setup, resumed, args,
+                                {z.id: z.name for z in zone_map.zones})
             coverage_state = store.coverage_state(resumed.id) if resumed else None
     except BaseException:
         if lock is not None:

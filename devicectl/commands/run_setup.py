@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -114,26 +115,35 @@ def first_unfinished_zone(loaded: LoadedProfile, zones: Any) -> int:
 
 
 def start_facts(
-    store: Store, setup: Setup, resumed: SessionRecord | None, args: argparse.Namespace
+    store: Store, setup: Setup, resumed: SessionRecord | None, args: argparse.Namespace,
+    zone_names: Mapping[int, str],
 ) -> StartFacts:
     """What the records say about this cartridge and this patient's zones.
 
     A resumed session's own cartridge and strokes are not "earlier": they are
-    left out, and the cartridge may have delivered stamps in it.
+    left out, and the cartridge may have delivered stamps in it. A zone that took
+    spill from an earlier session (the footprint over its border) counts as treated
+    then, at the spill's depth.
     """
     now = datetime.now(UTC).isoformat(timespec="milliseconds")
     own = resumed.id if resumed is not None else None
+
+    def days(min_depth_um: int) -> dict[str, float]:
+        treated = store.days_since_deep_treatment(
+            setup.patient, now, min_depth_um, exclude_session=own)
+        spilled = store.days_since_spill(
+            setup.patient, now, min_depth_um, zone_names, exclude_session=own)
+        for name, d in spilled.items():
+            treated[name] = min(d, treated.get(name, d))
+        return treated
+
     return StartFacts(
         patient_ref=setup.patient,
         used_cartridge_ids=store.used_cartridge_ids(exclude_session=own),
-        days_since_deep_treatment=store.days_since_deep_treatment(
-            setup.patient, now, INTERVAL_DEPTH_UM, exclude_session=own
-        ),
+        days_since_deep_treatment=days(INTERVAL_DEPTH_UM),
         interval_override_reason=args.override_interval,
         resumed_cartridge_id=resumed.cartridge_id if resumed is not None else None,
-        days_since_treatment=store.days_since_deep_treatment(
-            setup.patient, now, 0, exclude_session=own
-        ),
+        days_since_treatment=days(0),
         interval_override_clinician=args.clinician,
     )
 
