@@ -167,7 +167,9 @@ def test_a_reader_that_stalls_never_blocks_the_loop(tmp_path: Path) -> None:
     the session runs to its end regardless."""
     clock = VirtualClock(0)
     ctl = Controller(plan_for, MAP, StartFacts(PATIENT, frozenset()), nonce=7, now_us=0)
-    session = Session(ctl, wire=VirtualWire(VirtualPen(seed=3, zone_map=MAP), clock),
+    # paced at real time: the session lasts long enough for the door's 50 ms polls to
+    # see the backlog (unpaced, it may end within a second on its own)
+    session = Session(ctl, wire=VirtualWire(VirtualPen(seed=3, zone_map=MAP), clock, speed=1.0),
                       writer=None, policy=Policy(auto_confirm=True), clock=clock,
                       max_wait_us=VIRTUAL_MAX_WAIT_US)
     reader, writer = Pipe(duplex=False)
@@ -200,7 +202,9 @@ def test_records_that_fall_behind_stop_the_treatment(
     writer = RecordWriter(db, sid)  # never started: it falls behind from the first event
     clock = VirtualClock(0)
     ctl = Controller(plan_for, MAP, StartFacts(PATIENT, frozenset()), nonce=7, now_us=0)
-    session = Session(ctl, wire=VirtualWire(VirtualPen(seed=3, zone_map=MAP), clock),
+    # paced at real time: the session lasts long enough for the door's 50 ms polls to
+    # see the backlog (unpaced, it may end within a second on its own)
+    session = Session(ctl, wire=VirtualWire(VirtualPen(seed=3, zone_map=MAP), clock, speed=1.0),
                       writer=writer, policy=Policy(auto_confirm=True, end_on_fault=True),
                       clock=clock, max_wait_us=VIRTUAL_MAX_WAIT_US)
     door_end, cli_end = Pipe(duplex=False)
