@@ -30,8 +30,8 @@ from latency import PROFILE, technician
 from devicectl import controller as controller_module
 from devicectl.controller import Controller, StartFacts, State
 from devicectl.link import open_transport
-from devicectl.plan import make_plan
 from devicectl.profile import load_profile
+from devicectl.profile_plan import make_plan
 from devicectl.protocol import Decoder, encode_telemetry
 from devicectl.session import Policy, Session
 from devicectl.signing import HOST, PEN, SecureSession, sim_device_key

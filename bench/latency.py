@@ -35,8 +35,8 @@ from devicectl import protocol as p
 from devicectl.controller import Command, Controller, StartFacts, State
 from devicectl.link import open_transport
 from devicectl.monitor.viewproc import ViewProcess
-from devicectl.plan import make_plan
 from devicectl.profile import load_profile
+from devicectl.profile_plan import make_plan
 from devicectl.safety import DEPTH_CAP_UM
 from devicectl.session import Policy, Session
 from devicectl.zones import load_zone_map

@@ -94,8 +94,8 @@ def host_main(port: str, db: str, switch_s: float | None, freeze: bool) -> int:
     from devicectl import controller as controller_module
     from devicectl.controller import Controller, StartFacts
     from devicectl.link import open_transport
-    from devicectl.plan import make_plan
     from devicectl.profile import load_profile
+    from devicectl.profile_plan import make_plan
     from devicectl.session import Policy, Session
     from devicectl.zones import load_zone_map
 

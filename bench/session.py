@@ -23,8 +23,8 @@ sys.path.append(str(Path(__file__).resolve().parent.parent))
 
 from devicectl.controller import Controller, StartFacts
 from devicectl.link import VirtualClock
-from devicectl.plan import make_plan
 from devicectl.profile import load_profile
+from devicectl.profile_plan import make_plan
 from devicectl.session import VIRTUAL_MAX_WAIT_US, Policy, Session
 from devicectl.store import RecordWriter, Store
 from devicectl.zones import load_zone_map

@@ -1,4 +1,4 @@
-"""The plan a session executes: per-zone targets, and what one pass means.
+"""The plan a session executes, as plain data: per-zone targets, and what one pass means.
 
 Dose is punctures per cm²; a *pass* is the mean dose of one sweep over a
 zone at the nominal hand speed, in rows one footprint wide (dose.py). The
@@ -6,30 +6,29 @@ profile states target and maximum passes per spot (and may cap the dose in
 punctures per cm²); the coverage grid counts each spot's dose
 (devicectl/coverage.py); without position tracking it is estimated from
 strokes and the zone's area. docs/profiles.md does the sums for clinicians.
+
+Plain data and pure functions only: this module imports neither profile.py
+(pydantic) nor zones.py (YAML), so the pen process never loads them. The
+profile side (devicectl/profile_plan.py) turns a profile on a zone map into a
+PlanRecipe; `fit_plan` fits a recipe to the pen that answered.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
-from typing import Final
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Final
 
 from devicectl.dose import NOMINAL_HAND_SPEED_MM_S, pass_punctures_per_cm2
 from devicectl.errors import RefusedError
-from devicectl.patches import Patch, patch_area_mm2
-from devicectl.profile import (
-    DEFAULT_TOPICAL_WAIT_HOURS,
-    LoadedProfile,
-    Profile,
-    content_hash,
-    mm_text,
-    profile_warnings,
-)
 from devicectl.protocol import DeviceInfo
 from devicectl.safety import DEPTH_CAP_UM, region_depth_problems
-from devicectl.zones import ZoneMap
 
-__all__ = ["NOMINAL_DEVICE", "NOMINAL_HAND_SPEED_MM_S", "Plan", "ZonePlan", "make_plan"]
+if TYPE_CHECKING:  # the type only: plain data here, the geometry stays in patches.py
+    from devicectl.patches import Patch
+
+__all__ = ["NOMINAL_DEVICE", "NOMINAL_HAND_SPEED_MM_S", "Plan", "PlanRecipe", "ZonePlan",
+           "ZoneRecipe", "fit_plan"]
 #: The pen assumed when a plan is shown without one connected: the DEVICE_INFO
 #: of the spec's test vector (20-160 Hz, 12 needles, 5.0 mm footprint).
 NOMINAL_DEVICE: Final = DeviceInfo(
@@ -116,12 +115,60 @@ def estimated_strokes(passes: float, area_mm2: float, footprint_mm: float, rate_
     return math.ceil(passes * strokes_per_pass(area_mm2, footprint_mm, rate_hz))
 
 
+def mm_text(um: int) -> str:
+    """Micrometres as mm for people: 1200 -> "1.2", 1000 -> "1.0", 50 -> "0.05"
+    (profile.mm_text's twin: this module may not import the profile's)."""
+    text = f"{um / 1000:g}"
+    return text if "." in text else text + ".0"
+
+
 def _hz(rate_dhz: int) -> str:
     return f"{rate_dhz / 10:g} Hz"
 
 
-def _refusals(profile: Profile, device: DeviceInfo, zone_map: ZoneMap) -> list[str]:
-    """Every reason this pen cannot do this profile on this map (empty: it can)."""
+@dataclass(frozen=True, slots=True)
+class ZoneRecipe:
+    """One zone as the profile asks for it, placed on the zone map (plain data)."""
+
+    name: str
+    #: the zone's wire id on the map; None when the map has no zone of that name
+    zone_id: int | None
+    depth_um: int
+    rate_dhz: int
+    target_passes: int
+    max_passes: int
+    target_fraction: float
+    #: the zone's area on the map, or its patches' with their margin (0: not on the map)
+    area_mm2: float
+    #: the map's depth limit for the region (None: the device cap)
+    region_max_depth_um: int | None
+    #: the profile's own cap on the dose, if it sets one
+    max_punctures_per_cm2: float | None = None
+    #: the patches treated, with their margin (empty: the whole zone)
+    patches: tuple[Patch, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class PlanRecipe:
+    """A validated profile on a zone map, waiting for a pen: what `fit_plan` needs,
+    picklable, so the pen process builds the plan without pydantic or YAML."""
+
+    profile_name: str
+    profile_version: str
+    profile_hash: str
+    min_interval_days: int
+    warnings: tuple[str, ...]
+    zones: tuple[ZoneRecipe, ...]
+    #: the cartridge needle counts the profile allows (lowest, highest)
+    needle_counts: tuple[int, int] = (0, 0)
+
+    def __call__(self, device: DeviceInfo) -> Plan:
+        """The controller's `plan_for`: the recipe fitted to the pen that answered."""
+        return fit_plan(self, device)
+
+
+def _refusals(recipe: PlanRecipe, device: DeviceInfo) -> list[str]:
+    """Every reason this pen cannot do this recipe (empty: it can)."""
     reasons: list[str] = []
     if device.footprint_dmm <= 0:
         reasons.append("the pen reports no needle footprint (footprint_dmm = 0)")
@@ -132,93 +179,71 @@ def _refusals(profile: Profile, device: DeviceInfo, zone_map: ZoneMap) -> list[s
             f"the pen reports an impossible rate range {_hz(device.min_rate_dhz)}"
             f" to {_hz(device.max_rate_dhz)}"
         )
-    for z in profile.zones:
-        if z.zone not in zone_map.names:
-            reasons.append(f"zone {z.zone!r} is not on the zone map")
+    for z in recipe.zones:
+        if z.zone_id is None:
+            reasons.append(f"zone {z.name!r} is not on the zone map")
         if z.depth_um > DEPTH_CAP_UM:  # the profile checks this; the plan never trusts it
-            reasons.append(f"{z.zone}: {mm_text(z.depth_um)} mm exceeds the cap")
+            reasons.append(f"{z.name}: {mm_text(z.depth_um)} mm exceeds the cap")
         elif z.depth_um > device.max_depth_um:
             reasons.append(
-                f"{z.zone}: {mm_text(z.depth_um)} mm is deeper than this pen reaches"
+                f"{z.name}: {mm_text(z.depth_um)} mm is deeper than this pen reaches"
                 f" ({mm_text(device.max_depth_um)} mm)"
             )
-        if z.zone in zone_map.names:
-            limit = zone_map.by_name(z.zone).max_depth_um
-            reasons += region_depth_problems([(z.zone, z.depth_um, limit)])
+        if z.zone_id is not None:
+            reasons += region_depth_problems([(z.name, z.depth_um, z.region_max_depth_um)])
         if not device.min_rate_dhz <= z.rate_dhz <= device.max_rate_dhz:
             reasons.append(
-                f"{z.zone}: {_hz(z.rate_dhz)} is outside this pen's rates"
+                f"{z.name}: {_hz(z.rate_dhz)} is outside this pen's rates"
                 f" ({_hz(device.min_rate_dhz)} to {_hz(device.max_rate_dhz)})"
             )
     return reasons
 
 
-def make_plan(
-    profile: LoadedProfile | Profile,
-    device: DeviceInfo,
-    zone_map: ZoneMap,
-    *,
-    topical_wait_hours: float = DEFAULT_TOPICAL_WAIT_HOURS,
-) -> Plan:
-    """The profile fitted to the connected pen, or RefusedError naming every reason it cannot be.
+def fit_plan(recipe: PlanRecipe, device: DeviceInfo) -> Plan:
+    """The recipe fitted to the connected pen, or RefusedError naming every reason it cannot be.
 
     Estimates: `target_passes` passes over `target_fraction` of the zone's area,
     at the nominal hand speed, with rows one footprint wide (estimated_strokes).
     """
-    if isinstance(profile, LoadedProfile):
-        warnings, digest, model = profile.warnings, profile.content_hash, profile.profile
-    else:
-        model = profile
-        warnings = profile_warnings(model, topical_wait_hours)
-        digest = content_hash(model)
-    reasons = _refusals(model, device, zone_map)
+    reasons = _refusals(recipe, device)
     if reasons:
-        raise RefusedError(f"this pen cannot run profile {model.name!r}: {'; '.join(reasons)}")
+        raise RefusedError(
+            f"this pen cannot run profile {recipe.profile_name!r}: {'; '.join(reasons)}")
     footprint_mm = device.footprint_dmm / 10
     zones: list[ZonePlan] = []
-    for z in model.zones:
-        patches = z.patch_shapes
-        area_mm2 = (patch_area_mm2(zone_map, z.zone, patches) if patches
-                    else zone_map.by_name(z.zone).area_mm2)
+    for z in recipe.zones:
+        assert z.zone_id is not None  # refused above
         rate_hz = z.rate_dhz / 10
         stamps = estimated_strokes(
-            z.target_passes, area_mm2 * z.target_fraction, footprint_mm, rate_hz
+            z.target_passes, z.area_mm2 * z.target_fraction, footprint_mm, rate_hz
         )
         zones.append(
             ZonePlan(
-                zone_id=zone_map.by_name(z.zone).id,
-                name=z.zone,
+                zone_id=z.zone_id,
+                name=z.name,
                 depth_um=z.depth_um,
                 rate_dhz=z.rate_dhz,
                 target_passes=z.target_passes,
                 max_passes=z.max_passes,
                 target_fraction=z.target_fraction,
-                area_mm2=area_mm2,
+                area_mm2=z.area_mm2,
                 est_stamps=stamps,
                 est_seconds=stamps / rate_hz,
                 pass_punctures_per_cm2=pass_punctures_per_cm2(
                     device.needle_count, z.rate_dhz, device.footprint_dmm
                 ),
                 max_punctures_per_cm2=z.max_punctures_per_cm2,
-                patches=patches,
+                patches=z.patches,
             )
         )
     return Plan(
-        profile_name=model.name,
-        profile_version=model.version,
-        profile_hash=digest,
-        min_interval_days=model.min_interval_days,
+        profile_name=recipe.profile_name,
+        profile_version=recipe.profile_version,
+        profile_hash=recipe.profile_hash,
+        min_interval_days=recipe.min_interval_days,
         zones=tuple(zones),
-        warnings=warnings,
+        warnings=recipe.warnings,
         footprint_dmm=device.footprint_dmm,
         needle_count=device.needle_count,
-        needle_counts=model.needle_counts,
+        needle_counts=recipe.needle_counts,
     )
-
-
-def nominal_plan(profile: LoadedProfile | Profile, zone_map: ZoneMap) -> Plan:
-    """The plan on NOMINAL_DEVICE with the profile's cartridge, for showing a
-    profile with no pen connected."""
-    model = profile.profile if isinstance(profile, LoadedProfile) else profile
-    device = replace(NOMINAL_DEVICE, needle_count=model.needle_counts[0])
-    return make_plan(profile, device, zone_map)

@@ -29,11 +29,11 @@ from pydantic_core import ErrorDetails
 
 from devicectl.adjuncts import AdjunctName, AdjunctUse, adjunct_entry, adjunct_instructions
 from devicectl.errors import ProfileError
+from devicectl.patch_spec import PatchSpec
 from devicectl.patches import (
     MAX_MARGIN_MM,
     MAX_PATCHES,
     Patch,
-    PatchSpec,
     zone_patch_problems,
 )
 from devicectl.safety import (

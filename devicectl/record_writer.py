@@ -126,6 +126,12 @@ class RecordWriter(WriterFallback):
     def failed(self) -> bool:
         return self.failure is not None
 
+    @property
+    def backlog(self) -> int:
+        """Items queued and not yet taken by the writer's thread (the pen process's
+        door stops treatment when the records fall this far behind)."""
+        return self._queue.qsize()
+
     def status_line(self) -> str | None:
         """Why the records failed, and how the server's link is doing: what the views show."""
         if self.failure is None:

@@ -3,7 +3,7 @@
 The inner-loop thread owns the link: read (short timeout), decode and decide
 (the controller), write what it returns, in that order, every iteration.
 Records go to the writer thread's queue, display events to a deque, and the
-monitor reads `snapshot`, a status dict the loop refreshes at 20 Hz. Nothing
+monitor reads `snapshot`, a frozen Snapshot the loop rebuilds at 20 Hz. Nothing
 slow runs on the loop's thread. One loop for real and virtual time: the clock
 is given (the monotonic clock, or a virtual one that the link itself moves,
 firmware_sim.virtual.VirtualWire), and the session knows no simulator.
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import enum
 import queue
 import threading
 import time
@@ -28,6 +27,8 @@ from devicectl.errors import LinkError
 from devicectl.flight import RX, TX, FlightRecorder, pack
 from devicectl.link import VirtualClock, monotonic_us
 from devicectl.safety import emergency_stop_frame
+from devicectl.snapshot import Outcome, Snapshot, outcome_of
+from devicectl.snapshot_build import SnapshotBuilder
 from devicectl.store import RECORDS_FAILED_REASON, EventRecord, RecordWriter, ZoneCoverage
 
 #: The status snapshot is rebuilt this often (µs of session time).
@@ -73,41 +74,10 @@ __all__ = [
 ]
 
 
-class Outcome(enum.Enum):
-    """How a session ended; the value is what the records say, `exit_code` the CLI's."""
-
-    COMPLETE = "complete"
-    REFUSED = "refused"
-    ABORTED = "aborted"
-    FAULT = "fault"
-    LINK_LOST = "link_lost"
-
-    @property
-    def exit_code(self) -> int:
-        return _EXIT_CODES[self]
-
-
-_EXIT_CODES = {
-    Outcome.COMPLETE: 0,
-    Outcome.REFUSED: 1,
-    Outcome.ABORTED: 2,
-    Outcome.FAULT: 3,
-    Outcome.LINK_LOST: 4,
-}
-_OUTCOME_OF_STATE = {
-    State.COMPLETE: Outcome.COMPLETE,
-    State.REFUSED: Outcome.REFUSED,
-    State.ABORTED: Outcome.ABORTED,
-    State.FAULT: Outcome.FAULT,
-    State.LINK_LOST: Outcome.LINK_LOST,
-}
 #: States in which the loop ends by itself: nothing more can happen without a new session.
 FINAL_STATES = frozenset({State.COMPLETE, State.REFUSED, State.ABORTED})
 
 
-def outcome_of(state: State) -> Outcome:
-    """The outcome a session ending in `state` has; an unfinished one counts as aborted."""
-    return _OUTCOME_OF_STATE.get(state, Outcome.ABORTED)
 
 
 class Wire(Protocol):
@@ -194,7 +164,9 @@ class Session:
         self._timers = _Timers()
         self._thread = threading.Thread(target=self._run, name="inner-loop", daemon=True)
         self.flight = FlightRecorder()  # allocated once: the loop only copies into it
-        self.snapshot: dict[str, Any] = {}
+        #: the latest frozen snapshot, replaced whole by the loop (devicectl/snapshot.py)
+        self.snapshot = Snapshot()
+        self._snapshots = SnapshotBuilder()
         self.outcome: Outcome | None = None
         self.error: BaseException | None = None
         self.now_us = 0
@@ -273,7 +245,8 @@ class Session:
                                   always=True)
             # The end state and the last strokes, for the views and the records.
             with contextlib.suppress(Exception):
-                self.snapshot = self._status(self.now_us)
+                self.snapshot = self._build_snapshot(self.now_us, finished=True)
+            with contextlib.suppress(Exception):
                 self._save_coverage(self.now_us)
             self._done.set()
 
@@ -344,17 +317,19 @@ class Session:
             self._progress.append((now, ctl.status(now)))
         if wall - self._timers.snapshot_us >= SNAPSHOT_PERIOD_US:
             self._timers.snapshot_us = wall
-            self.snapshot = self._status(now)
+            self.snapshot = self._build_snapshot(now, wall_us=wall)
         if wall - self._timers.coverage_us >= COVERAGE_PERIOD_US:
             self._timers.coverage_us = wall
             self._save_coverage(now)
 
-    def _status(self, now: int) -> dict[str, Any]:
-        """The controller's status, and why the records fail (every view shows it in red)."""
-        status = self.controller.status(now)
-        if self._writer is not None and self._writer.failure is not None:
-            status["records_failure"] = self._writer.status_line()
-        return status
+    def _build_snapshot(self, now: int, *, wall_us: int | None = None,
+                        finished: bool = False) -> Snapshot:
+        """The frozen snapshot views read, with why the records fail (shown in red)."""
+        failure = self._writer.status_line() if self._writer is not None else None
+        return self._snapshots.build(
+            self.controller, now, self._t0_us or 0, now if wall_us is None else wall_us,
+            records_failure=failure, finished=finished,
+            outcome=self.outcome if finished else None, claim=self.claim)
 
     def _records_failed(self, now: int) -> None:
         """No treatment without a record: the pen stops at once; with nobody to decide
@@ -393,6 +368,7 @@ class Session:
         if not out.events:
             return
         self._display.extend(out.events)
+        self._snapshots.note(out.events)
         if self._writer is not None:
             self._writer.events([self._record(e) for e in out.events])
         kinds = {e.kind for e in out.events}

@@ -17,7 +17,6 @@ import numpy.typing as npt
 
 from devicectl.errors import ProfileError
 from devicectl.safety import DEPTH_CAP_UM
-from devicectl.yaml_reader import profile_error, read_yaml
 
 DEFAULT_ZONES_PATH: Final = Path(__file__).resolve().parent.parent / "profiles" / "zones.yaml"
 #: The zone names profiles may use, in wire-id order of the shipped map.
@@ -244,6 +243,8 @@ def _edges_cross(a: tuple[Point, ...], b: tuple[Point, ...]) -> bool:
 
 def load_zone_map(path: Path | None = None) -> ZoneMap:
     """The zone map in `path` (default: the shipped profiles/zones.yaml), or a ProfileError."""
+
+    from devicectl.yaml_reader import profile_error, read_yaml  # YAML only when a map is read
 
     doc = read_yaml(path or DEFAULT_ZONES_PATH, what="zone map")
     return _ZoneMapReader(doc, profile_error).read()

@@ -15,8 +15,8 @@ import pytest
 from devicectl.cli import main
 from devicectl.commands.run_cmd import DEMO_PROFILE
 from devicectl.controller import Command, Controller, StartFacts, State
-from devicectl.plan import make_plan
 from devicectl.profile import load_profile
+from devicectl.profile_plan import make_plan
 from devicectl.zones import load_zone_map
 from firmware_sim.virtual import VirtualPen
 

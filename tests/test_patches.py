@@ -20,8 +20,9 @@ from devicectl import dose
 from devicectl.cli import main
 from devicectl.coverage import Coverage, Spot
 from devicectl.patches import MARGIN_BIT, REST_BIT, Patch, patch_area_mm2, patched_raster
-from devicectl.plan import NOMINAL_DEVICE, make_plan
+from devicectl.plan import NOMINAL_DEVICE
 from devicectl.profile import load_profile
+from devicectl.profile_plan import make_plan
 from devicectl.store import Store
 from devicectl.zones import CHECK_CELL_MM, default_zone_map
 

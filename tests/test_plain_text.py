@@ -17,7 +17,6 @@ from devicectl import protocol as p
 from devicectl.cli import main
 from devicectl.plain import escape_controls
 from devicectl.store import Store
-from firmware_sim.virtual import VirtualPen
 
 DATA = Path(__file__).parent / "data"
 #: Markup that crashes rich, and an escape sequence that would clear the screen.
@@ -70,22 +69,12 @@ def unknown_frame(body: bytes, type_code: int = 0x7E) -> bytes:
 
 
 def test_an_unknown_frame_with_markup_from_the_pen_is_printed_as_text(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    real_advance = VirtualPen.advance
-    sent = {"done": False}
-
-    def advance(self: VirtualPen, now_us: int) -> bytes:
-        out = real_advance(self, now_us)
-        if not sent["done"] and self.firmware.state.name == "STAMPING":
-            sent["done"] = True
-            out += unknown_frame(b"[/]" + b"\x1b[2J")
-        return out
-
-    monkeypatch.setattr(VirtualPen, "advance", advance)
+    # The simulator's misbehaving pen sends frames of an unknown type whose bodies
+    # read as markup and escapes ("[/]", "\e[2J"), once it stamps.
     db = tmp_path / "r.db"
-    assert run(db, "P-1") == 0
-    assert sent["done"]
+    assert run(db, "P-1", "--misbehave", "markup-frames") == 0
     out = capsys.readouterr().out
     line = next(x for x in out.splitlines() if "unexpected frame" in x)
     assert "[/]" in line and "\x1b" not in out

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from devicectl.errors import RefusedError
-from devicectl.plan import NOMINAL_DEVICE, estimated_strokes, make_plan, nominal_plan
+from devicectl.plan import NOMINAL_DEVICE, estimated_strokes
 from devicectl.profile import LoadedProfile, load_profile
+from devicectl.profile_plan import make_plan, nominal_plan
 from devicectl.zones import ZoneMap, load_zone_map
 
 AGA = Path(__file__).resolve().parent.parent / "profiles" / "aga-crown-midscalp.yaml"

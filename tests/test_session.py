@@ -12,8 +12,8 @@ from pytest_mock import MockerFixture
 
 from devicectl.controller import Command, Controller, EventKind, StartFacts, State
 from devicectl.errors import LinkError
-from devicectl.plan import make_plan
 from devicectl.profile import load_profile
+from devicectl.profile_plan import make_plan
 from devicectl.protocol import Decoder, Estop, Stop
 from devicectl.session import (
     VIRTUAL_MAX_WAIT_US,
@@ -174,7 +174,8 @@ def test_a_session_that_faults_at_once_still_records_its_zones(tmp_path: Path) -
     assert session.wait(30)
     writer.close("fault", "2026-01-01T00:01:00+00:00")
     assert session.outcome is Outcome.FAULT
-    assert session.snapshot["state"] == "FAULT"  # the views see the end state
+    assert session.snapshot.status["state"] == "FAULT"  # the views see the end state
+    assert session.snapshot.state is State.FAULT and session.snapshot.finished
     with Store(db) as store:
         assert {z.name for z in store.session(sid).zones} == {"vertex", "mid_scalp"}
 

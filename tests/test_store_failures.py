@@ -394,8 +394,8 @@ def test_while_the_records_fail_resume_and_start_are_refused(
     assert wait_for(session, lambda: pen.firmware.state.name == "STAMPING", 20)
     armed.set()
     assert wait_for(session, lambda: session.state.name == "PAUSED", 20)
-    assert session.snapshot.get("records_failure") or wait_for(
-        session, lambda: "records_failure" in session.snapshot)
+    assert session.snapshot.status.get("records_failure") or wait_for(
+        session, lambda: "records_failure" in session.snapshot.status)
     session.submit(Command.RESUME)
     assert wait_for(session, lambda: any(
         e.kind.name == "COMMAND_REFUSED" and "records cannot be written" in e.text
@@ -409,27 +409,51 @@ def test_while_the_records_fail_resume_and_start_are_refused(
 def test_through_the_cli_a_deleted_database_stops_the_run_says_so_in_red_and_replays(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    import sqlite3
+    import threading
+    import time
+
     from rich.console import Console
 
     from devicectl.monitor.terminal import TerminalView
     from devicectl.web.state import page_state
 
     db = tmp_path / "s.db"
-    real_advance = VirtualPen.advance
-    deleted: list[int] = []
-
-    def advance(self: VirtualPen, now_us: int) -> bytes:
-        if not deleted and self.firmware.state.name == "STAMPING":
-            deleted.append(now_us)
-            for f in tmp_path.glob("s.db*"):
-                if f.is_file():  # the database, its WAL and journal (not <db>.running/)
-                    f.unlink()
-        return real_advance(self, now_us)
-
-    monkeypatch.setattr(VirtualPen, "advance", advance)
+    deleted: list[float] = []
     monkeypatch.setenv("COLUMNS", "250")
-    code = main(["run", "--profile", str(DATA / "short-two-zones.yaml"), "--patient", "P-0101",
-                 "--sim", "--yes", "--speed", "1", "--seed", "31", "--db", str(db), *GATE])
+    running = threading.Event()
+    running.set()
+
+    def delete_once_stamping() -> None:
+        # The pen process owns the session: the file goes once the records say it stamps.
+        deadline = time.monotonic() + 60
+        while running.is_set() and time.monotonic() < deadline:
+            time.sleep(0.02)
+            try:
+                conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+                try:
+                    started = conn.execute(
+                        "SELECT 1 FROM events WHERE kind = 'ZONE_STARTED'").fetchone()
+                finally:
+                    conn.close()
+            except sqlite3.Error:
+                continue
+            if started:
+                deleted.append(time.monotonic())
+                for f in tmp_path.glob("s.db*"):
+                    if f.is_file():  # the database, its WAL and journal (not <db>.running/)
+                        f.unlink()
+                return
+
+    watcher = threading.Thread(target=delete_once_stamping)
+    watcher.start()
+    try:
+        code = main(["run", "--profile", str(DATA / "short-two-zones.yaml"), "--patient",
+                     "P-0101", "--sim", "--yes", "--speed", "1", "--seed", "31", "--db", str(db),
+                     *GATE])
+    finally:
+        running.clear()
+        watcher.join(10)
     out = capsys.readouterr().out
     assert deleted and code == Outcome.ABORTED.exit_code
     assert "records cannot be written: the records file was deleted" in out

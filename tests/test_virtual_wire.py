@@ -10,8 +10,8 @@ from pathlib import Path
 from devicectl.controller import HELLO_RETRY_US, Controller, EventKind, StartFacts, State
 from devicectl.link import VirtualClock
 from devicectl.linkstate import ACK_TIMEOUT_US, HEARTBEAT_US
-from devicectl.plan import make_plan
 from devicectl.profile import load_profile
+from devicectl.profile_plan import make_plan
 from devicectl.protocol import Decoder, DeviceInfo, Hello, Stop, Telemetry, encode
 from devicectl.session import VIRTUAL_MAX_WAIT_US, Policy, Session
 from devicectl.zones import load_zone_map

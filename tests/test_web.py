@@ -580,7 +580,7 @@ def test_the_page_shows_the_session_clock_the_events_use(tmp_path: Path) -> None
         _wait(lambda: web.hub.current["state"] == "READY")
         # Nobody pressed START: the controller's own clock has not started, the session's has.
         _wait(lambda: web.hub.current["elapsed_s"] >= 1.0)
-        assert sim.session.snapshot["elapsed_s"] == 0.0
+        assert sim.session.snapshot.status["elapsed_s"] == 0.0
         state = _stream(web.url, 1)[0][1]["state"]
         session_s = (sim.session.now_us - sim.session.t0_us) / 1e6
         assert 1.0 <= state["elapsed_s"] <= session_s + 0.01

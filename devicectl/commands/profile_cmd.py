@@ -18,13 +18,14 @@ from rich.text import Text
 
 from devicectl.errors import ProfileError, RefusedError
 from devicectl.plain import escape_controls, plain
-from devicectl.plan import NOMINAL_DEVICE, NOMINAL_HAND_SPEED_MM_S, Plan, nominal_plan
+from devicectl.plan import NOMINAL_DEVICE, NOMINAL_HAND_SPEED_MM_S, Plan
 from devicectl.profile import (
     DEFAULT_TOPICAL_WAIT_HOURS,
     load_profile,
     mm_text,
     profile_json_schema,
 )
+from devicectl.profile_plan import nominal_plan
 from devicectl.yaml_reader import read_yaml
 from devicectl.zones import load_zone_map
 

@@ -1,14 +1,16 @@
 """`devicectl run` and `devicectl demo`: a treatment session from profile to summary.
 
-This is where a session is put together: the profile and its plan, the facts
-from the records, the link (a port, or the simulator in virtual time), the
-controller on its loop thread, the records' writer, and the technician's view.
+This is where a session is put together: the profile and its plan recipe, the
+facts from the records, and the pen process (devicectl/penproc.py), which opens
+the link (a port, or the simulator in virtual time) and alone runs the
+controller and the records' writer. This process shows its snapshots (the
+terminal view, the live page, the plain lines) and sends the technician's
+commands through its one door.
 """
 
 from __future__ import annotations
 
 import argparse
-import gc
 import secrets
 import signal
 import sys
@@ -23,7 +25,7 @@ from rich.table import Table
 from rich.text import Text
 
 from devicectl.adjuncts import adjunct_instructions
-from devicectl.claim import CLAIM_TIMEOUT_S, CartridgeClaim
+from devicectl.claim import CLAIM_TIMEOUT_S
 from devicectl.commands.checklist_cmd import (
     acknowledge_adjuncts,
     eligibility_gate,
@@ -40,6 +42,7 @@ from devicectl.commands.run_output import (
     records_banner,
     start_web_page,
 )
+from devicectl.commands.run_pen import link_settings, session_keys, set_cores, share_cores
 from devicectl.commands.run_setup import (
     Setup,
     first_unfinished_zone,
@@ -48,34 +51,27 @@ from devicectl.commands.run_setup import (
     setup_session,
     start_facts,
 )
-from devicectl.controller import Command, Controller, State
-from devicectl.errors import DevicectlError, LinkError, RefusedError
-from devicectl.link import Transport, VirtualClock, monotonic_us, open_transport
+from devicectl.controller_core import COVERAGE_CELL_MM
+from devicectl.errors import DevicectlError, RefusedError
 from devicectl.liveness import running_lock
 from devicectl.monitor.progress import Pace
 from devicectl.monitor.terminal import clock
 from devicectl.monitor.viewproc import ViewOptions, ViewProcess
 from devicectl.patients import patient_ref
+from devicectl.penproc import MapRaster, PenProcess, SessionSettings
 from devicectl.plain import plain
-from devicectl.plan import make_plan
 from devicectl.profile import DEFAULT_TOPICAL_WAIT_HOURS
+from devicectl.profile_plan import plan_recipe
 from devicectl.safety import OVERRIDE_REASON_MIN_CHARS
-from devicectl.session import MAX_WAIT_US, VIRTUAL_MAX_WAIT_US, Outcome, Policy, Session
-from devicectl.store import (
-    RecordWriter,
-    Store,
-    db_arg,
-    default_db_path,
-    file_db_arg,
-    resolve_db,
-)
+from devicectl.snapshot import Outcome, Watched
+from devicectl.store import Store, db_arg, default_db_path, file_db_arg, resolve_db
 from devicectl.store_pg import redact
+from devicectl.transitions import Command, State
 from devicectl.unsaved import not_yet_replayed
 from devicectl.zones import ZoneMap, load_zone_map
 
-#: The live view's refresh rate, and the GIL switch interval during a session.
+#: The live view's refresh rate.
 VIEW_HZ = 10
-SWITCH_INTERVAL_S = 0.0005
 #: How long the go/no-go may take: the handshake gives up after 2 s by itself.
 CONNECT_WAIT_S = 5.0
 #: The demo: a shipped profile, accelerated so a full session takes well under a minute.
@@ -117,6 +113,9 @@ def register(sub: Any) -> None:
                    help="simulator speed, times real time (0 = as fast as possible)")
     p.add_argument("--seed", type=int,
                    help="simulator seed (default: a new one each run, so a new cartridge)")
+    p.add_argument("--misbehave", metavar="NAME",
+                   help="simulate a misbehaving pen (python -m firmware_sim scenarios lists "
+                   "them; default: none)")
     p.add_argument("--no-position", action="store_true",
                    help="simulate a pen without position tracking")
     p.add_argument("--sim-auth-required", action="store_true",
@@ -205,11 +204,10 @@ def run(args: argparse.Namespace) -> int:
         if unreplayed is not None:
             raise RefusedError(unreplayed)
         loaded, patient, resume_id = load_session(args, store, db_path)
-    vclock = VirtualClock(time.monotonic_ns() // 1000) if args.sim else None
     # The keyring and the link open before a record is made: a wrong port or an
-    # unsafe keyring leaves no empty session behind.
-    keys = _session_keys(args, console)
-    wire, port_name = _link(args, zone_map, vclock)
+    # unsafe keyring leaves no empty session behind. The pen process opens the link.
+    keys = session_keys(args, console)
+    pen = PenProcess.open(link_settings(args, zone_map))
     lock = None
     try:
         with Store(db_path) as store:
@@ -228,10 +226,10 @@ def run(args: argparse.Namespace) -> int:
     except BaseException:
         if lock is not None:
             lock.release()
-        wire.close()
+        pen.close()
         raise
     if refusals:  # the clinic's gate said no: the pen was never started
-        wire.close()
+        pen.close()
         lock.release()
         for reason in refusals:
             always(console, plain("NO-GO: " + reason, "bold red"))
@@ -258,80 +256,69 @@ def run(args: argparse.Namespace) -> int:
                     "profile_hash": setup.loaded.content_hash, "resumed": setup.resumed,
                     "db": str(shown)})
 
-    controller = Controller(
-        lambda dev: make_plan(setup.loaded, dev, zone_map),
-        zone_map,
-        facts,
+    pen.begin(SessionSettings(
+        recipe=plan_recipe(setup.loaded, zone_map),
+        raster=MapRaster.of(zone_map, COVERAGE_CELL_MM),
+        facts=facts,
+        db_path=db_path,
+        session_id=setup.session_id,
         nonce=secrets.randbits(32),
-        now_us=time.monotonic_ns() // 1000,
+        started_wall=datetime.now(UTC),
         coverage_state=coverage_state,
         start_zone_index=start_zone,
         keys=keys,
-    )
-    writer = RecordWriter(db_path, setup.session_id)
-    writer.start()
-    policy = Policy(auto_confirm=args.yes, end_on_fault=args.yes or not interactive)
-    session = Session(
-        controller, wire=wire, writer=writer, policy=policy,
-        clock=vclock if vclock is not None else monotonic_us,
-        max_wait_us=VIRTUAL_MAX_WAIT_US if vclock is not None else MAX_WAIT_US,
-        claim=CartridgeClaim(db_path, setup.session_id) if not setup.continues else None,
-    )
-    previous_handlers = _install_signals(session)
-    # The inner loop shares the GIL with the view and the writer: a short switch
-    # interval lets it take the GIL back within 0.5 ms, and a frozen heap keeps
-    # full garbage collections (milliseconds) off its path (docs/performance.md).
-    previous_switch = sys.getswitchinterval()
-    sys.setswitchinterval(SWITCH_INTERVAL_S)
-    gc.collect()
-    gc.freeze()
-    session.start()
+        auto_confirm=args.yes,
+        end_on_fault=args.yes or not interactive,
+        claim=not setup.continues,
+    ))
+    previous_handlers = _install_signals(pen)
+    previous_cores = share_cores(pen)
+    if pen.grants:
+        console.print(plain(pen.grants), style="dim", highlight=False, soft_wrap=True)
     wall0 = time.monotonic()
-    web = start_web_page(console, args, session, zone_map, setup,
+    web = start_web_page(console, args, pen, zone_map, setup,
                          db_path if isinstance(db_path, Path) else None)
     feed = Feed(console, as_json, zone_map, Pace(args.speed if args.sim else 0.0), wall0)
     go = False
     try:
-        go = _go_no_go(console, session, port_name, zone_map)
+        go = _go_no_go(console, pen, pen.link.name, zone_map, claim=not setup.continues)
         if go and not args.yes:
             go = _confirm(console, "Start the treatment?")
             if go:
-                session.submit(Command.START)
+                pen.submit(Command.START)
         if not go:
-            session.request_stop("the technician did not start")
+            pen.request_stop("the technician did not start", not_started=True)
         elif interactive and not (quiet or as_json):
-            _live(console, session, setup, zone_map, web)
+            _live(console, pen, setup, zone_map, web)
         else:
-            dev = controller.device  # fixed once the pen has answered
+            dev = pen.snapshot.device  # fixed once the pen has answered
             feed.footprint_mm = dev.footprint_dmm / 10 if dev is not None else 0.0
-            _plain(console, session, feed)
-        session.wait()
+            _plain(console, pen, feed)
+        pen.wait()
     finally:
-        session.request_stop("the session ended")
-        session.wait(5.0)
-        outcome = session.outcome or Outcome.ABORTED
-        if not go and outcome is not Outcome.REFUSED and controller.state is not State.LINK_LOST:
-            outcome = Outcome.REFUSED
-        writer.close(outcome.value, datetime.now(UTC).isoformat(timespec="milliseconds"))
+        pen.request_stop("the session ended")
+        pen.wait(15.0)
+        pen.close()
         if web is not None:
             web.stop()
-        wire.close()
         lock.release()
         _restore_signals(previous_handlers)
-        sys.setswitchinterval(previous_switch)
-        gc.unfreeze()
-    for e in session.drain_events():
-        feed.event(e, session.t0_us)
-    if isinstance(session.error, DevicectlError):
-        always(console, plain(session.error, "bold red"))
-    elif session.error is not None:
+        set_cores(previous_cores)
+    report = pen.report
+    assert report is not None  # set by the end message, or when the pen process died
+    outcome = report.outcome
+    for e in pen.drain_events():
+        feed.event(e, pen.snapshot.t0_us)
+    if report.error is not None:
+        always(console, plain(report.error, "bold red"))
+    elif report.internal_error is not None:
         always(console, Text.assemble(("internal error, pen stopped: ", "bold red"),
-                                       plain(repr(session.error))))
-    for err in writer.errors:
+                                       plain(report.internal_error)))
+    for err in report.errors:
         always(console, Text.assemble(("records: ", "bold red"), plain(err)))
-    _summary(console, session, setup, outcome, shown, zone_map)
-    records_banner(console, writer)
-    slow = feed.pace.summary((session.now_us - session.t0_us) / 1e6, time.monotonic() - wall0)
+    _summary(console, pen, setup, outcome, shown, zone_map)
+    records_banner(console, report)
+    slow = feed.pace.summary(pen.snapshot.elapsed_s, time.monotonic() - wall0)
     if slow:
         console.print(slow, style="yellow", highlight=False, soft_wrap=True)
     if outcome is not Outcome.REFUSED:  # the patient was treated: the adjuncts' instructions
@@ -341,52 +328,11 @@ def run(args: argparse.Namespace) -> int:
                              bool(args.ack_adjuncts), interactive,
                              simulated=bool(getattr(args, "simulated_answers", False)))
     if as_json:
-        failed = {"records_failure": writer.failure,
-                  "unsaved": str(writer.unsaved_path)} if writer.failure is not None else {}
+        failed = {"records_failure": report.failure,
+                  "unsaved": report.unsaved_path} if report.failure is not None else {}
         json_line({"type": "end", "session_id": setup.session_id, "outcome": outcome.value,
                    "exit_code": outcome.exit_code, "db": str(shown), **failed})
     return outcome.exit_code
-
-
-def _link(
-    args: argparse.Namespace, zone_map: ZoneMap, vclock: VirtualClock | None
-) -> tuple[Transport, str]:
-    """The link to the pen and its name: the port, or the simulator on the virtual clock."""
-    if vclock is None:
-        try:
-            return open_transport(args.port), args.port
-        except LinkError as exc:  # nothing started: a refusal (exit 1), not a lost link (4)
-            raise RefusedError(f"{exc}; nothing was started (`devicectl ports` lists the "
-                               "ports)") from None
-    from firmware_sim.virtual import VirtualPen, VirtualWire
-
-    seed = args.seed if args.seed is not None else secrets.randbelow(1 << 31)
-    from firmware_sim.bootloader import load_slots
-
-    sim_state = getattr(args, "sim_state", None)
-    pen = VirtualPen(seed=seed, scenario=args.scenario, zone_map=zone_map,
-                     position=not args.no_position, pen=_sim_params(args),
-                     slots=load_slots(sim_state) if sim_state else None)
-    return VirtualWire(pen, vclock, speed=args.speed), f"the simulator (seed {seed})"
-
-
-def _sim_params(args: argparse.Namespace) -> Any:
-    from firmware_sim.__main__ import with_auth
-
-    return with_auth(None, False, bool(getattr(args, "sim_auth_required", False)))
-
-
-def _session_keys(args: argparse.Namespace, console: Console) -> Any:
-    """The keys a pen must prove: the keyring's (checked now), or the simulator's test key."""
-    from devicectl.keys import Keyring
-    from devicectl.signing import sim_device_key
-
-    if getattr(args, "sim", False):
-        if not getattr(args, "sim_auth_required", False):
-            return None
-        console.print("simulated pen: its test-only key is derived from its serial number")
-        return sim_device_key
-    return Keyring().snapshot().get
 
 
 _SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -398,7 +344,7 @@ class _Prompting:
     active = False
 
 
-def _install_signals(session: Session) -> dict[signal.Signals, Any]:
+def _install_signals(session: Watched) -> dict[signal.Signals, Any]:
     """Signals stop the pen through the session; returns the handlers they replace."""
 
     def handler(signum: int, frame: FrameType | None) -> None:
@@ -414,36 +360,42 @@ def _restore_signals(previous: dict[signal.Signals, Any]) -> None:
         signal.signal(sig, old)
 
 
-def _go_no_go(console: Console, session: Session, port: str, zone_map: ZoneMap) -> bool:
+def _go_no_go(console: Console, session: Watched, port: str, zone_map: ZoneMap, *,
+              claim: bool = False) -> bool:
     deadline = time.monotonic() + CONNECT_WAIT_S
-    ctl = session.controller
     while time.monotonic() < deadline and not session.wait(0.02):
-        if ctl.state not in (State.CONNECTING, State.CONFIGURING):
+        if session.snapshot.state not in (State.CONNECTING, State.CONFIGURING):
             break
-    if ctl.state is State.LINK_LOST or ctl.device is None:
+    snap = session.snapshot  # one moment: state, pen, plan and verdict agree
+    dev = snap.device
+    if snap.state is State.LINK_LOST or dev is None:
         always(console, Text.assemble(("NO-GO: ", "bold red"), plain(
             f"no pen answered on {port}; check the cable and that the pen is on, then run again"
         )))
         return False
-    dev = ctl.device
     console.print(
         f"pen: serial {dev.serial_number} · firmware {dev.fw_version >> 8}.{dev.fw_version & 0xFF}"
         f" · cartridge {dev.cartridge_id or 'none'} ({dev.cartridge_stamps} stamps delivered)"
         f" · {dev.needle_count} needles · footprint {dev.footprint_dmm / 10:.1f} mm"
     )
-    if ctl.plan is not None:
+    if snap.plan is not None:
         labels = {z.name: z.label for z in zone_map.zones}
-        console.print(plan_table(ctl.plan, labels))
-    reasons = list(ctl.go_no_go)
-    if ctl.state is State.REFUSED and not reasons:
+        console.print(plan_table(snap.plan, labels))
+    reasons = list(snap.go_no_go)
+    if snap.state is State.REFUSED and not reasons:
         reasons = ["the profile cannot be run on this pen"]
-    claim = session.claim  # at the GO the records take the cartridge first (claim.py)
-    if not reasons and claim is not None and (claim.requested or ctl.state is State.READY):
-        if not claim.wait(CLAIM_TIMEOUT_S):
+    if not reasons and claim and (snap.claim_requested or snap.state is State.READY):
+        # At the GO the records take the cartridge first (claim.py, in the pen process).
+        deadline = time.monotonic() + CLAIM_TIMEOUT_S
+        while (not session.snapshot.claim_decided and time.monotonic() < deadline
+               and not session.wait(0.02)):
+            pass
+        snap = session.snapshot
+        if not snap.claim_decided:
             reasons = [f"the records did not answer the claim on cartridge {dev.cartridge_id} "
                        f"in {CLAIM_TIMEOUT_S:.0f} s; no treatment without a record"]
-        elif claim.refused is not None:
-            reasons = [claim.refused]
+        elif snap.claim_refused is not None:
+            reasons = [snap.claim_refused]
     if reasons:
         for r in reasons:
             always(console, Text.assemble(("NO-GO: ", "bold red"), plain(r)))
@@ -463,11 +415,11 @@ def _confirm(console: Console, question: str) -> bool:
     return answer.strip().lower() in ("y", "yes")
 
 
-def _live(console: Console, session: Session, setup: Setup, zone_map: ZoneMap,
+def _live(console: Console, session: Watched, setup: Setup, zone_map: ZoneMap,
           web: Any) -> None:
     """The live view, drawn by a child process (devicectl/monitor/viewproc.py) that
-    owns the terminal; this thread feeds it snapshots and carries out its keys."""
-    ctl = session.controller
+    owns the terminal; this thread feeds it snapshots and carries out its keys
+    (what a key means in a state, e.g. RESUME on a ready zone, is the controller's)."""
     pinned = None
     if web is not None:  # the page's address and token stay on screen
         pinned = f"page {web.url}#token={web.token} · read-only {web.url}"
@@ -484,41 +436,36 @@ def _live(console: Console, session: Session, setup: Setup, zone_map: ZoneMap,
                 elif request == "closed":
                     session.request_stop("the terminal closed")
                 elif isinstance(request, Command):
-                    cmd = request
-                    if cmd is Command.RESUME and ctl.state is State.READY:
-                        cmd = Command.START
-                    session.submit(cmd)
+                    session.submit(request)
             if not view.alive:
                 session.request_stop("the terminal view ended")
     finally:
-        final = ctl.status(session.now_us)
-        final["elapsed_s"] = max(0.0, (session.now_us - session.t0_us) / 1e6)  # one clock
-        view.close(final, session.drain_events())
+        view.close(session.snapshot.view_status(), session.drain_events())
 
 
 #: The plain output's feed (firmware_sim/campaign_cell.py drives `_plain` with it).
 _Feed = Feed
 
 
-def _plain(console: Console, session: Session, feed: Feed) -> None:
+def _plain(console: Console, session: Watched, feed: Feed) -> None:
     """Without a terminal: one line per event, as the live log shows them (the
     many-a-minute holds and commands are in the record, not on the screen), and
     a progress line every 5 s of session time."""
     while True:
         done = session.wait(0.05)
         for e in session.drain_events():
-            feed.event(e, session.t0_us)
+            feed.event(e, session.snapshot.t0_us)
         feed.progress(session)
         if done:
             return
 
 
 def _summary(
-    console: Console, session: Session, setup: Setup, outcome: Outcome, db_path: Path | str,
+    console: Console, session: Watched, setup: Setup, outcome: Outcome, db_path: Path | str,
     zone_map: ZoneMap,
 ) -> None:
-    ctl = session.controller
-    status = ctl.status(session.now_us)
+    snap = session.snapshot  # the last one, taken when the loop ended
+    status = snap.status
     table = Table(title=f"session {setup.session_id} · {outcome.value}", title_justify="left")
     from devicectl.dose import DOSE_COLUMNS, dose_cells
 
@@ -526,7 +473,7 @@ def _summary(
     for col in ("zone", *DOSE_COLUMNS, "strokes", "time", "over max"):
         table.add_column(col, justify="left" if col == "zone" else "right")
     for z in status.get("zones") or ():
-        over = ctl.coverage.cells_over_max(z["zone_id"]) if ctl.coverage else 0
+        over = snap.over_max.get(z["zone_id"], 0)
         table.add_row(
             plain(labels.get(z["name"], z["name"])),
             *dose_cells(z),

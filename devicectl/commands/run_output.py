@@ -9,7 +9,7 @@ import secrets
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from rich.console import Console
 from rich.text import Text
@@ -23,8 +23,7 @@ from devicectl.monitor.progress import (
 )
 from devicectl.monitor.terminal import event_line, is_chatty
 from devicectl.plain import plain
-from devicectl.session import Session
-from devicectl.store import RecordWriter
+from devicectl.snapshot import Watched
 from devicectl.zones import ZoneMap
 
 
@@ -53,7 +52,23 @@ def json_line(record: dict[str, Any]) -> None:
 
 
 
-def records_banner(console: Console, writer: RecordWriter) -> None:
+class RecordsReport(Protocol):
+    """What became of a session's records: penproc.EndReport (RecordWriter's fields)."""
+
+    @property
+    def path(self) -> Any: ...
+    @property
+    def failure(self) -> str | None: ...
+    @property
+    def unsaved_path(self) -> Any: ...
+    @property
+    def unsaved_count(self) -> int: ...
+    @property
+    def unwritten(self) -> Any: ...
+    def status_line(self) -> str | None: ...
+
+
+def records_banner(console: Console, writer: RecordsReport) -> None:
     """When the records failed: in red, where they went and how to put them back;
     the lines that could not be written anywhere go to stderr, to be saved by hand."""
     line = writer.status_line()  # with a server's reconnection, how it went
@@ -74,7 +89,7 @@ def records_banner(console: Console, writer: RecordWriter) -> None:
             print(line, file=sys.stderr)
 
 
-def start_web_page(console: Console, args: argparse.Namespace, session: Session,
+def start_web_page(console: Console, args: argparse.Namespace, session: Watched,
                    zone_map: ZoneMap, setup: Any, db_path: Path | None) -> Any:
     """The live page, if asked for; the session runs on without it if it cannot start."""
     if not getattr(args, "web", False):
@@ -121,9 +136,10 @@ class Feed:
                                     style="red" if e.safety else ""),
                                highlight=False, soft_wrap=True)
 
-    def progress(self, session: Session) -> None:
+    def progress(self, session: Watched) -> None:
         self._pace(session)
-        records = session.snapshot.get("records_failure")
+        t0_us = session.snapshot.t0_us
+        records = session.snapshot.status.get("records_failure")
         if records and records != self._records:  # failed, reconnecting, back: each once
             self._records = records
             if self.as_json:
@@ -132,7 +148,7 @@ class Feed:
                 self.console.print(Text(f"RECORDS: {records}", style="bold red"),
                                    highlight=False, soft_wrap=True)
         for now_us, status in session.drain_progress():
-            record = progress_record(status, (now_us - session.t0_us) / 1e6,
+            record = progress_record(status, (now_us - t0_us) / 1e6,
                                      areas_mm2=self.areas_mm2, footprint_mm=self.footprint_mm)
             if record is None:
                 continue
@@ -143,9 +159,10 @@ class Feed:
                 self.console.print(Text(progress_line(record)), highlight=False,
                                    soft_wrap=True)
 
-    def _pace(self, session: Session) -> None:
-        t_s = (session.now_us - session.t0_us) / 1e6
-        remaining_s = float(session.snapshot.get("remaining_s_est") or 0.0)
+    def _pace(self, session: Watched) -> None:
+        snap = session.snapshot
+        t_s = snap.elapsed_s
+        remaining_s = float(snap.status.get("remaining_s_est") or 0.0)
         behind = self.pace.check(t_s, time.monotonic() - self.wall0, remaining_s)
         if behind and self.as_json:
             json_line({"type": "pace", "t_s": round(t_s, 3), "text": behind})

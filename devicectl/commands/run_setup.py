@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from devicectl.controller import StartFacts
+from devicectl.controller_core import StartFacts
 from devicectl.errors import DevicectlError, RefusedError, StoreError
 from devicectl.liveness import is_running
 from devicectl.patients import patient_ref

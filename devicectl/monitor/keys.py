@@ -18,7 +18,7 @@ import tty
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from devicectl.controller import Command
+from devicectl.transitions import Command
 
 
 @contextlib.contextmanager

@@ -19,12 +19,12 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from devicectl.controller import ControlEvent
 from devicectl.dose import DOSE_COLUMNS, LEGEND, dose_cells
 from devicectl.eventkinds import is_pinned
 from devicectl.monitor.compact import render_compact
 from devicectl.plain import escape_controls, plain
 from devicectl.safety import DEPTH_CAP_UM, OVERDEPTH_LIMIT_UM
+from devicectl.transitions import ControlEvent
 
 STATE_STYLES: Mapping[str, str] = {
     "CONNECTING": "bold yellow",

@@ -1,7 +1,7 @@
 """The terminal view in a child process, so drawing never holds the inner loop's GIL.
 
-The host process sends the status snapshot, new events and (every half second)
-the active zone's coverage crop over a pipe at the view's rate; the child owns
+The host process sends the pen process's latest snapshot, new events and (every
+half second) the active zone's coverage crop over a pipe at the view's rate; the child owns
 the terminal: it renders with rich and reads the technician's keys, and sends
 back the commands they mean. Rich's layout is pure bytecode: in the host's
 process it delayed the ESTOP path by milliseconds (docs/performance.md).
@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
 
-from devicectl.controller import Command, ControlEvent
 from devicectl.monitor.terminal import MAP_PERIOD_S
-from devicectl.session import Session
+from devicectl.snapshot import Watched
+from devicectl.transitions import Command, ControlEvent
 
 #: Messages to the child: ("show", snapshot, events, grid | None), ("end", snapshot, events).
 #: Messages from it: ("command", Command name), ("stop",), ("closed",).
@@ -134,21 +134,16 @@ class ViewProcess:
         with contextlib.suppress(BrokenPipeError, OSError):
             self._conn.send(("show", snapshot, events, grid))
 
-    def push(self, session: Session) -> None:
+    def push(self, session: Watched) -> None:
         """One refresh: the latest snapshot, new events, and the active zone's
-        coverage crop when the map is due (it changes slowly)."""
-        ctl = session.controller
+        coverage crop (copied by the pen process) when the map is due."""
+        snap = session.snapshot
         grid = None
-        zone = ctl.zone
         now = time.monotonic()
-        if zone is not None and ctl.coverage is not None and now >= self._grid_due:
+        if snap.zone_crop is not None and now >= self._grid_due:
             self._grid_due = now + MAP_PERIOD_S
-            crop = ctl.coverage.zone_view(zone.zone_id)
-            grid = (zone.zone_id, crop) if crop is not None else None
-        # One clock for every view: the session's time since it began, as the events have.
-        snapshot = dict(session.snapshot)
-        snapshot["elapsed_s"] = max(0.0, (session.now_us - session.t0_us) / 1e6)
-        self.show(snapshot, session.drain_events(), grid)
+            grid = (snap.zone_crop.zone_id, snap.zone_crop.as_view())
+        self.show(snap.view_status(), session.drain_events(), grid)
 
     def requests(self) -> list[Command | str]:
         """Commands the technician's keys mean, and "stop" / "closed"."""

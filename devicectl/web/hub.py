@@ -36,8 +36,8 @@ from devicectl.web.state import (
 from devicectl.zones import ZoneMap
 
 if TYPE_CHECKING:
-    from devicectl.controller import Command
-    from devicectl.session import Session
+    from devicectl.snapshot import Watched
+    from devicectl.transitions import Command
 
 #: Hub refresh period: the page's 10 Hz.
 PERIOD_S = 0.1
@@ -59,93 +59,60 @@ class Source(Protocol):
     def finished(self) -> bool: ...
 
 
-_Grids = tuple[tuple[slice, slice], npt.NDArray[np.int64], npt.NDArray[np.int64]]
-
-
-def _planned_grids(cov: Any, factor: int) -> _Grids:
-    """The crop of the coverage grid holding the plan's zones (aligned to `factor`),
-    with each cell's target and maximum: the heat map never reads the rest."""
-    labels = np.asarray(cov.raster.labels, dtype=np.int64)
-    target_of = np.zeros(256, dtype=np.int64)
-    max_of = np.zeros(256, dtype=np.int64)
-    for zid, lim in cov.limits.items():  # the grid counts strokes over a cell ("hits")
-        target_of[zid] = lim.target_hits
-        max_of[zid] = lim.max_hits
-    maximum = max_of[labels]
-    ys, xs = np.nonzero(maximum)
-    if ys.size == 0:
-        crop = (slice(0, 0), slice(0, 0))
-    else:
-        y0 = int(ys.min()) // factor * factor
-        x0 = int(xs.min()) // factor * factor
-        crop = (slice(y0, int(ys.max()) + 1), slice(x0, int(xs.max()) + 1))
-    return crop, target_of[labels][crop], maximum[crop]
-
-
 class LiveSource:
-    """A session running in this process: its snapshot and its coverage grid."""
+    """A running session's snapshots (devicectl/snapshot.py): status, coverage, the end.
 
-    def __init__(self, session: Session) -> None:
+    Reads only the frozen snapshots the pen process publishes: the heat map is
+    rebuilt from the copied coverage crop when its version moves."""
+
+    def __init__(self, session: Watched) -> None:
         self.session = session
-        self._grids: _Grids | None = None
         self._version = -1
         self._heat: dict[str, Any] | None = None
-        self._final: dict[str, Any] | None = None
+        self._layout: Any = None
+        self._targets: tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]] | None = None
 
     def status(self) -> Mapping[str, Any]:
-        if self.session.wait(0):
-            # The loop has ended without a last snapshot of its final state; its
-            # controller is no longer touched by any thread, so read it once.
-            if self._final is None:
-                self._final = dict(self.session.controller.status(self.session.now_us),
-                                   elapsed_s=self._elapsed_s())
-            return self._final
         # One clock for every view: the session's time since it began, as the events'
         # times are (the controller's elapsed_s counts from the first START).
-        return dict(self.session.snapshot, elapsed_s=self._elapsed_s())
-
-    def _elapsed_s(self) -> float:
-        return max(0.0, (self.session.now_us - self.session.t0_us) / 1e6)
+        return self.session.snapshot.view_status()
 
     def now_s(self) -> float:
-        return self.session.now_us / 1e6
+        return self.session.snapshot.now_us / 1e6
 
     def finished(self) -> bool:
         return self.session.wait(0)
 
     def tracked(self) -> bool:
-        cov = self.session.controller.coverage
-        if cov is not None:
-            return cov.tracked
-        return self.session.controller.position_mode != "estimated"
+        snap = self.session.snapshot
+        if snap.coverage is not None:
+            return snap.coverage.layout.tracked
+        return snap.position_mode != "estimated"
 
     def heat(self) -> dict[str, Any] | None:
-        cov = self.session.controller.coverage
-        if cov is None or not cov.tracked:
+        frame = self.session.snapshot.coverage
+        if frame is None or not frame.layout.tracked:
             return None
-        if cov.version == self._version:
+        if frame.version == self._version and frame.layout is self._layout:
             return self._heat
-        self._version = cov.version
-        cell_mm = float(cov.raster.cell_mm)
-        factor = max(1, round(HEAT_CELL_MM / cell_mm))
-        if self._grids is None:
-            self._grids = _planned_grids(cov, factor)
-        (rows, cols), target, maximum = self._grids
-        cells = heat_cells(cov.hits_grid()[rows, cols].astype(np.int64), target, maximum, factor)
-        self._heat = heat_state(
-            cells,
-            float(cov.raster.x0_mm) + cols.start * cell_mm,
-            float(cov.raster.y0_mm) + rows.start * cell_mm,
-            cell_mm * factor,
-        )
+        self._version = frame.version
+        layout = frame.layout
+        if layout is not self._layout or self._targets is None:
+            self._layout = layout
+            target_of = np.zeros(256, dtype=np.int64)
+            max_of = np.zeros(256, dtype=np.int64)
+            for zid, (target, maximum) in layout.hits_of.items():
+                target_of[zid], max_of[zid] = target, maximum
+            labels = np.asarray(layout.labels, dtype=np.int64)
+            self._targets = (target_of[labels], max_of[labels])
+        factor = max(1, round(HEAT_CELL_MM / layout.cell_mm))
+        target_grid, max_grid = self._targets
+        cells = heat_cells(np.asarray(frame.hits, dtype=np.int64), target_grid, max_grid, factor)
+        self._heat = heat_state(cells, layout.x0_mm, layout.y0_mm, layout.cell_mm * factor)
         return self._heat
 
     def submit(self, cmd: Command) -> None:
-        from devicectl.controller import Command, State
-
-        if cmd is Command.RESUME and self.session.state is State.READY:
-            cmd = Command.START  # as the terminal's r key: resume starts a ready zone
-        self.session.submit(cmd)
+        self.session.submit(cmd)  # RESUME on a ready zone is the controller's to read
 
 
 class EventFeed:

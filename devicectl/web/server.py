@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from starlette.responses import Response
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-    from devicectl.controller import Command
+    from devicectl.transitions import Command
 
 STATIC_DIR = Path(__file__).parent / "static"
 #: A client's stream checks the hub this often (s): the page's 10 Hz.
@@ -63,7 +63,7 @@ Submit = Callable[["Command"], None]
 
 
 def _command(action: str) -> Command:
-    from devicectl.controller import Command
+    from devicectl.transitions import Command
 
     return Command[action.upper()]
 
