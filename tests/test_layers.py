@@ -32,10 +32,14 @@ LEVELS: dict[str, int] = {
     "devicectl.controller_checks": 2,
     "devicectl.controller_auth": 2,
     "devicectl.controller_status": 2,
+    "devicectl.controller_telemetry": 2,
     "devicectl.stamping": 2,
     "devicectl.linkstate": 2,
     "devicectl.safety": 3,
     "devicectl.coverage": 3,
+    "devicectl.coverage_views": 3,
+    "devicectl.coverage_archive": 3,
+    "devicectl.footprint": 3,
     "devicectl.protocol": 3,
     "devicectl.messages": 3,
     "devicectl.link": 3,
@@ -48,10 +52,12 @@ LEVELS: dict[str, int] = {
 PEN_PROCESS = frozenset({
     "devicectl.session", "devicectl.penloop", "devicectl.snapshot_build",
     "devicectl.controller", "devicectl.controller_connect", "devicectl.controller_status",
+    "devicectl.controller_telemetry",
 })
 #: What holds the live controller (or the session that owns it).
 LIVE = frozenset({"devicectl.controller", "devicectl.controller_connect", "devicectl.session",
-                  "devicectl.penloop", "devicectl.snapshot_build"})
+                  "devicectl.controller_telemetry", "devicectl.penloop",
+                  "devicectl.snapshot_build"})
 
 
 def _modules() -> dict[str, Path]:
