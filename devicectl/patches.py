@@ -20,6 +20,7 @@ from typing import Any, Final, Protocol
 import numpy as np
 import numpy.typing as npt
 
+from devicectl.footprint import Raster
 from devicectl.zones import (
     CHECK_CELL_MM,
     Point,
@@ -104,19 +105,8 @@ def _distance_to_outline(
     return best
 
 
-class _Grid(Protocol):
-    @property
-    def labels(self) -> npt.NDArray[np.uint8]: ...
-    @property
-    def x0_mm(self) -> float: ...
-    @property
-    def y0_mm(self) -> float: ...
-    @property
-    def cell_mm(self) -> float: ...
-
-
 def patches_mask(
-    grid: _Grid, patches: Iterable[Patch], *, margin: bool = True
+    grid: Raster, patches: Iterable[Patch], *, margin: bool = True
 ) -> npt.NDArray[np.bool_]:
     """The grid's cells whose centres lie in any of the patches (with their margins)."""
     ny, nx = grid.labels.shape
@@ -146,7 +136,7 @@ class PatchedZone(Protocol):
     def patches(self) -> tuple[Patch, ...]: ...
 
 
-def patched_raster(raster: _Grid, zones: Sequence[PatchedZone]) -> _Grid:
+def patched_raster(raster: Raster, zones: Sequence[PatchedZone]) -> Raster:
     """The raster with each patched zone's margin cells relabelled zone_id |
     MARGIN_BIT and its cells outside patches and margin zone_id | REST_BIT (off
     the plan, so never treated); the same raster when no zone has patches."""
