@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -168,13 +169,14 @@ def _spy(path: str, *extra: str) -> subprocess.Popen[str]:
 
 
 def _write_when_opened(master: int, proc: subprocess.Popen[str], data: bytes) -> None:
-    # The spy flushes nothing before it has opened the port; give it a moment, then
-    # send the frames a few times so that the first copy cannot be missed.
-    time.sleep(0.3)
-    for _ in range(20):
-        if proc.poll() is not None:
-            return
-        os.write(master, data)
+    # The spy reads nothing before it has opened the port, and a loaded machine can take
+    # seconds to start it: send the frames again and again until it has exited (its
+    # --count or --duration ends it), so that no copy needs to be caught in time.
+    os.set_blocking(master, False)
+    deadline = time.monotonic() + 20
+    while proc.poll() is None and time.monotonic() < deadline:
+        with contextlib.suppress(BlockingIOError):  # nobody read yet: the pty is full
+            os.write(master, data)
         time.sleep(0.1)
 
 
