@@ -1,8 +1,10 @@
 """The single-use cartridge, claimed at the GO: after the go/no-go and before the
 first START, the session's record takes the pen's cartridge in one write that
 the records refuse when any other session holds it (on the clinic's PostgreSQL a
-unique constraint, so of two rooms that fit one cartridge at the same moment
-exactly one gets the GO; in an SQLite file the writers queue on the file).
+primary key over the claims, so of two rooms that fit one cartridge at the same
+moment exactly one gets the GO; in an SQLite file the writers queue on the file).
+A session continuing one that lost its link is the same treatment: it may record
+that session's cartridge again (`CONTINUED_CHAIN`).
 
 The write runs on a thread of its own: the inner loop only asks (`request`) and
 looks (`granted`, `refused`); it never waits on the records.
@@ -16,6 +18,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from devicectl.errors import StoreError
+
+#: The session `?` and those it continues (a lost link: its first event, CONTINUES,
+#: names the session it continues), in the SQL both backends speak. A cartridge
+#: belongs to the session that first recorded it and to the sessions continuing
+#: that one: the same treatment. Any other session recording it is refused.
+CONTINUED_CHAIN = """WITH RECURSIVE chain(id, n) AS (
+    SELECT CAST(? AS BIGINT), 0
+    UNION ALL
+    SELECT CAST(json_extract(e.data, '$.session_id') AS BIGINT), c.n + 1
+    FROM events e JOIN chain c ON e.session_id = c.id
+    WHERE e.kind = 'CONTINUES' AND c.n < 1000)
+SELECT id FROM chain"""
 
 #: A claim the records have not answered in this long is a NO-GO (s).
 CLAIM_TIMEOUT_S = 15.0

@@ -13,6 +13,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import psycopg
+
 from devicectl.chain import genesis, note_hash, verify_session
 from devicectl.dbconn import Conn
 from devicectl.errors import StoreError
@@ -112,7 +114,8 @@ def _one(src: Conn, dst: Store, sid: int) -> Moved:
                 raise StoreError(f"the copy of session {sid} does not check on the server "
                                  f"({there.problem or 'event count differs'}); nothing copied")
     except StoreError as exc:
-        if "sessions_cartridge_once" in str(exc):
+        if isinstance(exc.__cause__, psycopg.errors.UniqueViolation) and \
+                "cartridge" in str(exc):
             return Moved(sid, None, f"not copied: its cartridge {rec.cartridge_id} is already "
                          "recorded on the server by another session")
         raise

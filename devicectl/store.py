@@ -21,6 +21,7 @@ from typing import Any, Final
 import psycopg
 
 from devicectl import store_pg
+from devicectl.claim import CONTINUED_CHAIN
 from devicectl.dbconn import DB_ERRORS, Conn
 from devicectl.errors import StoreError
 from devicectl.record_writer import RecordWriter
@@ -292,27 +293,36 @@ class Store:
         cartridge_id: int,
         position_mode: str,
     ) -> None:
-        """Records the pen and its cartridge. A cartridge recorded by another session
-        raises CartridgeUsedError naming it: checked in the writing transaction (an
-        SQLite file's writers queue on it) and, on PostgreSQL, a unique constraint
-        whatever room writes at the same moment."""
+        """Records the pen and its cartridge. The cartridge is single use: it belongs
+        to the session that first recorded it and to the sessions continuing that
+        one (a lost link, CONTINUES: the same treatment), so recording one's own
+        cartridge again is idempotent. Any other session's raises CartridgeUsedError
+        naming it: checked in the writing transaction (an SQLite file's writers
+        queue on it) and, on PostgreSQL, by the claims' primary key whatever room
+        writes at the same moment (store_pg.py)."""
         self._require_session(session_id)
         try:
             with self._write(f"the pen of session {session_id}") as conn:
                 if cartridge_id:
-                    other = conn.execute(
-                        "SELECT id, room FROM sessions WHERE cartridge_id = ? AND id != ?"
-                        " ORDER BY id LIMIT 1", (cartridge_id, session_id)).fetchone()
+                    other = self._cartridge_holder(conn, cartridge_id, session_id)
                     if other is not None:
                         raise self._cartridge_used(cartridge_id, other)
                 set_device_row(conn, session_id, serial, fw_version, cartridge_id,
                                position_mode)
         except StoreError as exc:
             if isinstance(exc.__cause__, psycopg.errors.UniqueViolation):
-                other = self._read("SELECT id, room FROM sessions WHERE cartridge_id = ?"
-                                   " AND id != ? ORDER BY id LIMIT 1", (cartridge_id, session_id))
-                raise self._cartridge_used(cartridge_id, other[0] if other else None) from exc
+                other = self._cartridge_holder(self._conn, cartridge_id, session_id)
+                raise self._cartridge_used(cartridge_id, other) from exc
             raise
+
+    @staticmethod
+    def _cartridge_holder(conn: Conn, cartridge_id: int, session_id: int) -> Any:
+        """(id, room) of a session holding the cartridge that is neither this one nor
+        one it continues; None when the cartridge is free or this treatment's."""
+        return conn.execute(
+            "SELECT id, room FROM sessions WHERE cartridge_id = ?"
+            f" AND id NOT IN ({CONTINUED_CHAIN}) ORDER BY id LIMIT 1",
+            (cartridge_id, session_id)).fetchone()
 
     @staticmethod
     def _cartridge_used(cartridge_id: int, other: Any) -> CartridgeUsedError:

@@ -7,8 +7,11 @@ the same on both. What PostgreSQL adds is what several rooms need:
 
 - the append-only rules as triggers, and the role `devicectl_writer` holding no
   UPDATE, DELETE or TRUNCATE on events or notes (give it to the rooms' logins);
-- a cartridge is single use: a unique index over sessions' cartridges, so two
-  rooms starting with one cartridge at the same moment cannot both record it;
+- a cartridge is single use: its first session claims it in `cartridge_claims`
+  (primary key: the cartridge), written by a trigger with every session row that
+  records it, so two rooms starting with one cartridge at the same moment cannot
+  both record it; only the sessions that continue the claimant (a lost link,
+  `CONTINUES`) may record it again, the rule of store.py's `set_device`;
 - a session's creation takes an advisory lock on its patient, so the interval
   checks and the new row are one transaction (devicectl/store.py).
 """
@@ -190,6 +193,55 @@ PG_MIGRATIONS += (
             FOR EACH STATEMENT EXECUTE FUNCTION devicectl_refuse('refusals are append-only')""",
         f"GRANT SELECT, INSERT ON refusals TO {WRITER_ROLE}",
         f"GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO {WRITER_ROLE}",
+    ),
+)
+PG_MIGRATIONS += (
+    # 2 -> 3: a continued session (link lost) records its own cartridge again. The
+    # unique index over sessions refused that (the continuation is a new row); the
+    # claim now belongs to the session that first recorded the cartridge, and the
+    # sessions continuing it may record it too. Any other session is refused with
+    # SQLSTATE unique_violation, as the index did.
+    (
+        "DROP INDEX sessions_cartridge_once",
+        """CREATE TABLE cartridge_claims (
+            cartridge_id BIGINT PRIMARY KEY,
+            session_id BIGINT NOT NULL REFERENCES sessions(id)
+        )""",
+        """INSERT INTO cartridge_claims (cartridge_id, session_id)
+            SELECT cartridge_id, min(id) FROM sessions
+            WHERE cartridge_id IS NOT NULL AND cartridge_id <> 0 GROUP BY cartridge_id""",
+        """CREATE FUNCTION devicectl_claim_cartridge() RETURNS trigger LANGUAGE plpgsql AS $$
+            DECLARE holder BIGINT;
+            BEGIN
+                IF NEW.cartridge_id IS NULL OR NEW.cartridge_id = 0 THEN RETURN NULL; END IF;
+                -- the first to insert the claim holds it; a room that races waits here
+                INSERT INTO cartridge_claims (cartridge_id, session_id)
+                    VALUES (NEW.cartridge_id, NEW.id) ON CONFLICT (cartridge_id) DO NOTHING;
+                SELECT session_id INTO holder FROM cartridge_claims
+                    WHERE cartridge_id = NEW.cartridge_id;
+                -- the sessions this one continues (link lost), as CONTINUES says; not
+                -- for a copy from a chair, whose CONTINUES names the chair's ids
+                IF holder = NEW.id OR (NEW.migrated_from IS NULL AND holder IN (
+                    WITH RECURSIVE chain(id, n) AS (
+                        SELECT NEW.id, 0
+                        UNION ALL
+                        SELECT (e.data::jsonb ->> 'session_id')::bigint, c.n + 1
+                        FROM events e JOIN chain c ON e.session_id = c.id
+                        WHERE e.kind = 'CONTINUES' AND c.n < 1000)
+                    SELECT id FROM chain)) THEN
+                    RETURN NULL;
+                END IF;
+                RAISE EXCEPTION 'cartridge % was already used in session %; it is single use',
+                    NEW.cartridge_id, holder
+                    USING ERRCODE = 'unique_violation', CONSTRAINT = 'cartridge_claims_pkey';
+            END $$""",
+        """CREATE TRIGGER sessions_cartridge_claim AFTER INSERT OR UPDATE OF cartridge_id
+            ON sessions FOR EACH ROW EXECUTE FUNCTION devicectl_claim_cartridge()""",
+        """CREATE TRIGGER cartridge_claims_kept BEFORE UPDATE OR DELETE ON cartridge_claims
+            FOR EACH ROW EXECUTE FUNCTION devicectl_refuse('cartridge claims are kept')""",
+        """CREATE TRIGGER cartridge_claims_no_truncate BEFORE TRUNCATE ON cartridge_claims
+            FOR EACH STATEMENT EXECUTE FUNCTION devicectl_refuse('cartridge claims are kept')""",
+        f"GRANT SELECT, INSERT ON cartridge_claims TO {WRITER_ROLE}",
     ),
 )
 PG_SCHEMA_VERSION: Final = len(PG_MIGRATIONS)
