@@ -47,10 +47,12 @@ class PgServer:
     def url(self, dbname: str = "postgres") -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{dbname}"
 
-    def new_database(self) -> str:
+    def new_database(self, template: str | None = None) -> str:
+        """A fresh database; with `template`, a copy of that one (no one connected)."""
         name = f"t{os.getpid()}_{next(self._names)}"
+        like = f" TEMPLATE {template}" if template else ""
         with psycopg.connect(self.url(), autocommit=True) as conn:
-            conn.execute(f"CREATE DATABASE {name}".encode())
+            conn.execute(f"CREATE DATABASE {name}{like}".encode())
         return self.url(name)
 
     def ctl(self, *args: str) -> subprocess.CompletedProcess[str]:

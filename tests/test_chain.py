@@ -1,6 +1,8 @@
 """Records that prove themselves: the hash chain over a real session's record,
 tampered with as someone with write access would (triggers dropped, a row
-changed, the triggers put back), and the files' mode and kind.
+changed, the triggers put back), and the files' mode and kind. The record and its
+tampering run on both backends (an SQLite file; a real PostgreSQL server, where the
+tamperer turns the table's triggers off: tests/pg_support.py).
 """
 
 from __future__ import annotations
@@ -11,13 +13,16 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 from clinic_support import GATE
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pg_support import PgServer
 
 from devicectl.chain import verify_all
 from devicectl.cli import main
+from devicectl.dbconn import Conn, PgConn
 from devicectl.records import APPLICATION_ID, MIGRATIONS, open_database
 from devicectl.store import EventRecord, Store
 
@@ -25,21 +30,32 @@ DATA = Path(__file__).parent / "data"
 SHORT = DATA / "short-frontal.yaml"
 
 
-def sim_run(db: Path, *extra: str, seed: int = 5, patient: str = "P-H1") -> int:
+def sim_run(db: Path | str, *extra: str, seed: int = 5, patient: str = "P-H1") -> int:
     return main(["run", "--profile", str(SHORT), "--patient", patient, "--sim", "--yes",
                  "--speed", "0", "--db", str(db), "--seed", str(seed), *GATE, *extra])
 
 
-@pytest.fixture(scope="module")
-def fault_record(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A real record: a session that ended in an ESTOP (the host stopped an overshoot)."""
-    db = tmp_path_factory.mktemp("chain") / "real.db"
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def fault_record(request: pytest.FixtureRequest,
+                 tmp_path_factory: pytest.TempPathFactory) -> Path | str:
+    """A real record: a session that ended in an ESTOP (the host stopped an overshoot),
+    on each backend (an SQLite file; a database on the test server, the template of
+    each test's copy)."""
+    if request.param == "sqlite":
+        db: Path | str = tmp_path_factory.mktemp("chain") / "real.db"
+    else:
+        db = request.getfixturevalue("pg_server").new_database()
     assert sim_run(db, "--scenario", "overshoot-no-limit") == 3
     return db
 
 
 @pytest.fixture
-def copy(fault_record: Path, tmp_path: Path) -> Iterator[Path]:
+def copy(fault_record: Path | str, tmp_path: Path,
+         request: pytest.FixtureRequest) -> Iterator[Path | str]:
+    if isinstance(fault_record, str):  # the server copies its database whole
+        server: PgServer = request.getfixturevalue("pg_server")
+        yield server.new_database(template=fault_record.rsplit("/", 1)[1])
+        return
     target = tmp_path / "copy.db"
     src, dst = sqlite3.connect(fault_record), sqlite3.connect(target)
     src.backup(dst)
@@ -48,14 +64,30 @@ def copy(fault_record: Path, tmp_path: Path) -> Iterator[Path]:
     yield target
 
 
-def verify(db: Path, capsys: pytest.CaptureFixture[str], *ids: str) -> tuple[int, str]:
+def connect(db: Path | str) -> Conn:
+    """A raw connection to the records, past the store: as someone with write access."""
+    if isinstance(db, str):
+        return PgConn(psycopg.connect(db, autocommit=True))
+    return sqlite3.connect(db, isolation_level=None)
+
+
+def verify(db: Path | str, capsys: pytest.CaptureFixture[str], *ids: str) -> tuple[int, str]:
     code = main(["sessions", "verify", *ids, "--db", str(db)])
     return code, capsys.readouterr().out
 
 
-def tamper(db: Path, trigger: str, sql: str, *args: object) -> None:
-    """What someone with write access can do: drop the trigger, change, put it back."""
-    conn = sqlite3.connect(db, isolation_level=None)
+def tamper(db: Path | str, trigger: str, sql: str, *args: object) -> None:
+    """What someone with write access can do: drop the trigger (on the server: turn
+    the table's triggers off), change, put it back."""
+    conn = connect(db)
+    if isinstance(conn, PgConn):
+        words = sql.split()
+        table = words[1] if words[0] == "UPDATE" else words[2]
+        conn.execute(f"ALTER TABLE {table} DISABLE TRIGGER USER")
+        conn.execute(sql, args)
+        conn.execute(f"ALTER TABLE {table} ENABLE TRIGGER USER")
+        conn.close()
+        return
     (create,) = conn.execute("SELECT sql FROM sqlite_master WHERE name = ?", (trigger,)).fetchone()
     conn.execute(f"DROP TRIGGER {trigger}")
     conn.execute(sql, args)
@@ -63,14 +95,14 @@ def tamper(db: Path, trigger: str, sql: str, *args: object) -> None:
     conn.close()
 
 
-def event_ids(db: Path) -> list[int]:
-    conn = sqlite3.connect(db)
+def event_ids(db: Path | str) -> list[int]:
+    conn = connect(db)
     ids = [int(r[0]) for r in conn.execute("SELECT id FROM events ORDER BY id")]
     conn.close()
     return ids
 
 
-def test_a_real_record_verifies(copy: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_real_record_verifies(copy: Path | str, capsys: pytest.CaptureFixture[str]) -> None:
     code, out = verify(copy, capsys)
     assert code == 0, out
     assert "ok session 1" in out and "closed" in out and "the chains hold" in out
@@ -80,7 +112,7 @@ def test_a_real_record_verifies(copy: Path, capsys: pytest.CaptureFixture[str]) 
     assert rec.chain_head in out
 
 
-def test_an_edited_event_is_named(copy: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_an_edited_event_is_named(copy: Path | str, capsys: pytest.CaptureFixture[str]) -> None:
     ids = event_ids(copy)
     target = ids[len(ids) // 2]
     tamper(copy, "events_no_update", "UPDATE events SET text = 'all fine' WHERE id = ?", target)
@@ -89,8 +121,8 @@ def test_an_edited_event_is_named(copy: Path, capsys: pytest.CaptureFixture[str]
     assert f"event row {target} " in out and "does not match the chain" in out
 
 
-def test_an_edited_estop_is_named(copy: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    conn = sqlite3.connect(copy)
+def test_an_edited_estop_is_named(copy: Path | str, capsys: pytest.CaptureFixture[str]) -> None:
+    conn = connect(copy)
     (estop,) = conn.execute("SELECT id FROM events WHERE kind = 'ESTOP' LIMIT 1").fetchone()
     conn.close()
     tamper(copy, "events_no_update", "UPDATE events SET kind = 'NOTE', safety = 0 WHERE id = ?",
@@ -100,7 +132,7 @@ def test_an_edited_estop_is_named(copy: Path, capsys: pytest.CaptureFixture[str]
 
 
 def test_a_deleted_event_is_named_by_the_row_after_it(
-    copy: Path, capsys: pytest.CaptureFixture[str]
+    copy: Path | str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     ids = event_ids(copy)
     gone = ids[len(ids) // 3]
@@ -111,43 +143,51 @@ def test_a_deleted_event_is_named_by_the_row_after_it(
 
 
 def test_a_deleted_last_event_breaks_the_closure(
-    copy: Path, capsys: pytest.CaptureFixture[str]
+    copy: Path | str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     tamper(copy, "events_no_delete", "DELETE FROM events WHERE id = ?", event_ids(copy)[-1])
     code, out = verify(copy, capsys)
     assert code == 1 and "closure hash" in out
 
 
-def test_a_changed_outcome_is_caught(copy: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_changed_outcome_is_caught(copy: Path | str, capsys: pytest.CaptureFixture[str]) -> None:
     tamper(copy, "sessions_final", "UPDATE sessions SET outcome = 'complete' WHERE id = 1")
     code, out = verify(copy, capsys)
     assert code == 1
     assert "session 1: the session row (outcome 'complete'" in out and "closure hash" in out
 
 
-def test_a_changed_dose_is_caught(copy: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_changed_dose_is_caught(copy: Path | str, capsys: pytest.CaptureFixture[str]) -> None:
     tamper(copy, "zone_coverage_update_final",
            "UPDATE zone_coverage SET depth_um = 1000 WHERE session_id = 1")
     code, out = verify(copy, capsys)
     assert code == 1 and "closure hash" in out
 
 
-def test_a_removed_outcome_is_caught(copy: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_removed_outcome_is_caught(copy: Path | str, capsys: pytest.CaptureFixture[str]) -> None:
     tamper(copy, "sessions_final", "UPDATE sessions SET outcome = NULL WHERE id = 1")
     code, out = verify(copy, capsys)
     assert code == 1 and "outcome was removed" in out
 
 
 def test_a_deleted_session_is_missing(
-    copy: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path
+    copy: Path | str, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     assert sim_run(copy, seed=6, patient="P-H2") == 0  # session 2
-    conn = sqlite3.connect(copy, isolation_level=None)
-    creates = [r[0] for r in conn.execute(
-        "SELECT sql FROM sqlite_master WHERE name IN ('events_no_delete', 'sessions_no_delete')")]
-    conn.execute("DROP TRIGGER events_no_delete")
-    conn.execute("DROP TRIGGER sessions_no_delete")
-    for table in ("events", "zone_coverage", "coverage_state"):
+    conn = connect(copy)
+    owned = ("events", "zone_coverage", "coverage_state")
+    if isinstance(conn, PgConn):
+        owned += ("cartridge_claims",)
+        for table in (*owned, "sessions"):
+            conn.execute(f"ALTER TABLE {table} DISABLE TRIGGER USER")
+        creates = [f"ALTER TABLE {table} ENABLE TRIGGER USER" for table in (*owned, "sessions")]
+    else:
+        creates = [r[0] for r in conn.execute(
+            "SELECT sql FROM sqlite_master WHERE name IN ('events_no_delete', "
+            "'sessions_no_delete')")]
+        conn.execute("DROP TRIGGER events_no_delete")
+        conn.execute("DROP TRIGGER sessions_no_delete")
+    for table in owned:
         conn.execute(f"DELETE FROM {table} WHERE session_id = 1")
     conn.execute("DELETE FROM sessions WHERE id = 1")
     for sql in creates:
@@ -158,7 +198,7 @@ def test_a_deleted_session_is_missing(
 
 
 def test_an_unknown_session_is_one_sentence(
-    copy: Path, capsys: pytest.CaptureFixture[str]
+    copy: Path | str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert main(["sessions", "verify", "99", "--db", str(copy)]) == 1
     assert "no session 99" in capsys.readouterr().err
@@ -235,9 +275,9 @@ def test_records_are_created_owner_only(tmp_path: Path) -> None:
 
 
 def test_a_simulator_run_refuses_clinical_records(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    records: Path | str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    db = tmp_path / "clinic.db"
+    db = records
     with Store(db) as store:
         store.create_session(patient_ref="P-1", profile_name="p", profile_hash="h",
                              profile_text="t", started_at="2026-01-01T00:00:00+00:00",
@@ -249,15 +289,15 @@ def test_a_simulator_run_refuses_clinical_records(
 
 
 def test_a_clinical_run_refuses_simulator_records(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    copy: Path | str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    db = tmp_path / "sim.db"
-    assert sim_run(db) == 0
     code = main(["run", "--profile", str(SHORT), "--patient", "P-1", "--port", "/dev/ttyNOPE9",
-                 "--yes", "--db", str(db), *GATE])
+                 "--yes", "--db", str(copy), *GATE])
     assert code == 1  # refused before the port is opened
     assert "holds simulator runs; a clinical session needs its own --db" in (
         capsys.readouterr().err)
+    with Store(copy) as store:
+        assert len(store.sessions()) == 1
 
 
 def test_a_clinical_run_does_not_start_new_records_unasked(
