@@ -141,3 +141,9 @@ def records(request: pytest.FixtureRequest, tmp_path: Path,
         return tmp_path / "records" / "sessions.db"
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))
     return str(request.getfixturevalue("pg_url"))
+
+
+#: For `@pytest.mark.parametrize("records", BOTH_PG_SLOW, indirect=True)`: a test whose
+#: PostgreSQL run repeats what a faster test already shows on the server runs it in
+#: the slow suite only (`-m slow`), to keep `make test` fast.
+BOTH_PG_SLOW = ["sqlite", pytest.param("postgresql", marks=pytest.mark.slow)]

@@ -1,5 +1,6 @@
 """The interval rule for every zone, of any depth, and the override that needs a
-clinician: pure rules first, then through the real CLI with the simulator.
+clinician: pure rules first, then through the real CLI with the simulator, on both backends
+(an SQLite file; a real PostgreSQL server: tests/pg_support.py).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import pytest
 from clinic_support import GATE
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pg_support import BOTH_PG_SLOW
 
 from devicectl.cli import main
 from devicectl.profile import load_profile
@@ -99,33 +101,36 @@ def short_te(tmp_path: Path) -> Path:
     return path
 
 
-def run_te(tmp_path: Path, seed: int, *extra: str, patient: str = "P-TE1") -> int:
+def run_te(tmp_path: Path, seed: int, *extra: str, patient: str = "P-TE1",
+           db: Path | str | None = None) -> int:
     return main(
         ["run", "--profile", str(short_te(tmp_path)), "--patient", patient, "--sim", "--yes",
-         "--speed", "0", "--db", str(tmp_path / "r.db"), "--seed", str(seed), *GATE, *extra]
+         "--speed", "0", "--db", str(db or tmp_path / "r.db"), "--seed", str(seed), *GATE,
+         *extra]
     )
 
 
 def test_te_cannot_run_twice_within_its_interval(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, records: Path | str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert run_te(tmp_path, 101) == 0
+    assert run_te(tmp_path, 101, db=records) == 0
     capsys.readouterr()
-    assert run_te(tmp_path, 102) == 1
+    assert run_te(tmp_path, 102, db=records) == 1
     out = capsys.readouterr().out
     assert "NO-GO" in out and f"minimum interval is {TE_DAYS} days" in out
-    with Store(tmp_path / "r.db") as store:
+    with Store(records) as store:
         assert store.sessions()[0].outcome == "refused"
 
 
+@pytest.mark.parametrize("records", BOTH_PG_SLOW, indirect=True)
 def test_the_same_patient_in_another_spelling_is_held_too(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, records: Path | str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert run_te(tmp_path, 111, patient="p-te2") == 0
+    assert run_te(tmp_path, 111, patient="p-te2", db=records) == 0
     capsys.readouterr()
-    assert run_te(tmp_path, 112, patient="  P-TE2 ") == 1
+    assert run_te(tmp_path, 112, patient="  P-TE2 ", db=records) == 1
     assert f"minimum interval is {TE_DAYS} days" in capsys.readouterr().out
-    with Store(tmp_path / "r.db") as store:
+    with Store(records) as store:
         assert {s.patient_ref for s in store.sessions()} == {"P-TE2"}
 
 
@@ -147,11 +152,15 @@ def test_an_override_without_reason_or_clinician_is_refused_before_anything(
     assert not (tmp_path / "r.db").exists()  # refused before a record was made
 
 
-def test_a_clinicians_override_starts_and_both_are_recorded(tmp_path: Path) -> None:
-    assert run_te(tmp_path, 131) == 0
+@pytest.mark.parametrize("records", BOTH_PG_SLOW, indirect=True)
+def test_a_clinicians_override_starts_and_both_are_recorded(
+    tmp_path: Path, records: Path | str
+) -> None:
+    assert run_te(tmp_path, 131, db=records) == 0
     reason = "flare review, decided at the follow-up visit"
-    assert run_te(tmp_path, 132, "--override-interval", reason, "--clinician", "DR-42") == 0
-    with Store(tmp_path / "r.db") as store:
+    assert run_te(tmp_path, 132, "--override-interval", reason, "--clinician", "DR-42",
+                  db=records) == 0
+    with Store(records) as store:
         second = store.sessions()[0]
         assert second.outcome == "complete"
         (override,) = [e for e in store.events(second.id) if e.kind == "OVERRIDE"]
