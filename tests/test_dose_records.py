@@ -1,5 +1,6 @@
 """Dose in the records: `sessions export --format json` gives each zone's dose
-measures computed from the saved grid, and the spill per zone for the intervals."""
+measures computed from the saved grid, and the spill per zone for the intervals; on
+both backends (an SQLite file; a real PostgreSQL server: tests/pg_support.py)."""
 
 from __future__ import annotations
 
@@ -29,8 +30,7 @@ ZONES = tuple(
 )
 
 
-def _saved_session(tmp_path: Path, cov: Coverage) -> Path:
-    db = tmp_path / "s.db"
+def _saved_session(db: Path | str, cov: Coverage) -> Path | str:
     with Store(db) as store:
         sid = store.create_session(patient_ref="p1", profile_name="t", profile_hash="h",
                                    profile_text="", started_at="2024-05-01T10:00:00+00:00")
@@ -41,14 +41,14 @@ def _saved_session(tmp_path: Path, cov: Coverage) -> Path:
     return db
 
 
-def _export(db: Path, capsys: pytest.CaptureFixture[str]) -> dict[str, dict[str, object]]:
+def _export(db: Path | str, capsys: pytest.CaptureFixture[str]) -> dict[str, dict[str, object]]:
     assert main(["sessions", "export", "1", "--format", "json", "--db", str(db)]) == 0
     doc = json.loads(capsys.readouterr().out)
     return {z["name"]: z for z in doc["zones"]}
 
 
 def test_export_gives_each_zones_dose_computed_from_the_saved_grid(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    records: Path | str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     cov = Coverage(MAP.raster(0.5), ZONES, 30, tracked=True, needle_count=12)
     lim = cov.limits[1]
@@ -56,7 +56,7 @@ def test_export_gives_each_zones_dose_computed_from_the_saved_grid(
     # a spot past its maximum (the grid is the record: the export must show it)
     cov.add_strokes(1, lim.max_hits + 1, cov.cell_at(4.0, 5.0))
     cov.add_strokes(1, 1, cov.cell_at(10.0, 9.5))  # the footprint reaches into vertex
-    zones = _export(_saved_session(tmp_path, cov), capsys)
+    zones = _export(_saved_session(records, cov), capsys)
     frontal, vertex = zones["frontal"], zones["vertex"]
     assert frontal["cells_over_max"] == 29  # the whole footprint of the over-dosed stroke
     # the fraction counts the cells an allowed stroke reaches (module reach)
@@ -70,19 +70,21 @@ def test_export_gives_each_zones_dose_computed_from_the_saved_grid(
     assert vertex["cells_over_max"] == 0 and frontal["spill_cm2"] == 0.0
 
 
-def test_spill_per_zone_is_read_back_with_its_depth_for_the_intervals(tmp_path: Path) -> None:
+def test_spill_per_zone_is_read_back_with_its_depth_for_the_intervals(
+    records: Path | str
+) -> None:
     cov = Coverage(MAP.raster(0.5), ZONES, 30, tracked=True, needle_count=12)
     cov.add_strokes(1, 1, cov.cell_at(10.0, 9.5))
-    db = _saved_session(tmp_path, cov)
+    db = _saved_session(records, cov)
     with Store(db) as store:
         spill = zone_spill_of(store, 1)
     assert set(spill) == {2} and spill[2][1] == 1200 and spill[2][0] > 0
 
 
 def test_export_of_a_session_without_a_grid_has_no_dose_measures(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    records: Path | str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    db = tmp_path / "s.db"
+    db = records
     with Store(db) as store:
         store.create_session(patient_ref="p1", profile_name="t", profile_hash="h",
                              profile_text="", started_at="2024-05-01T10:00:00+00:00")
@@ -91,7 +93,7 @@ def test_export_of_a_session_without_a_grid_has_no_dose_measures(
 
 
 def test_a_zone_that_took_spill_is_held_to_its_interval_in_the_next_session(
-    tmp_path: Path,
+    records: Path | str,
 ) -> None:
     """Spill counts as treatment of the zone it fell on (issues 11 and 13): the next
     session's go/no-go facts show it treated that day, at the spill's depth."""
@@ -101,7 +103,7 @@ def test_a_zone_that_took_spill_is_held_to_its_interval_in_the_next_session(
 
     cov = Coverage(MAP.raster(0.5), ZONES, 30, tracked=True, needle_count=12)
     cov.add_strokes(1, 1, cov.cell_at(10.0, 9.5))  # frontal's footprint over vertex
-    db = _saved_session(tmp_path, cov)
+    db = _saved_session(records, cov)
     names = {1: "frontal", 2: "vertex"}
     with Store(db) as store:
         # vertex took no stroke of its own: only its spill shows it treated
