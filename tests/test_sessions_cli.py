@@ -211,7 +211,7 @@ def test_export_help_says_what_each_format_holds(capsys: pytest.CaptureFixture[s
 # --- routine events counted, not listed; --kind, --since, --json (issue 14 item 1) ----
 
 
-def _busy_session(path: Path) -> int:
+def _busy_session(path: Path | str) -> int:
     """A recorded session of 12,000 events, as a long demo leaves: mostly routine."""
     from datetime import datetime, timedelta
 
@@ -250,15 +250,26 @@ def _busy_session(path: Path) -> int:
     return sid
 
 
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def busy(request: pytest.FixtureRequest,
+         tmp_path_factory: pytest.TempPathFactory) -> tuple[Path | str, int]:
+    """The 12,000-event session on each backend, once per module (the tests only read it)."""
+    if request.param == "sqlite":
+        path: Path | str = tmp_path_factory.mktemp("busy") / "busy.db"
+    else:
+        path = request.getfixturevalue("pg_server").new_database()
+    return path, _busy_session(path)
+
+
 def test_show_of_a_12000_event_session_lists_what_matters_and_counts_the_rest(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+    busy: tuple[Path | str, int], capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     import time
 
     from devicectl import eventkinds
 
-    path = tmp_path / "busy.db"
-    sid = _busy_session(path)
+    path, sid = busy
     decoded = 0
     real = eventkinds.event_from_row
 
@@ -283,10 +294,9 @@ def test_show_of_a_12000_event_session_lists_what_matters_and_counts_the_rest(
 
 
 def test_show_filters_by_kind_and_time_and_prints_json(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    busy: tuple[Path | str, int], capsys: pytest.CaptureFixture[str],
 ) -> None:
-    path = tmp_path / "busy.db"
-    sid = _busy_session(path)
+    path, sid = busy
     assert cli.main(["sessions", "show", str(sid), "--db", str(path), "--kind", "estop,Pen_Fault",
                      "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
@@ -312,9 +322,9 @@ def test_show_filters_by_kind_and_time_and_prints_json(
 
 
 def test_show_lists_the_zones_in_the_order_they_were_treated(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    records: Path | str, capsys: pytest.CaptureFixture[str],
 ) -> None:
-    path = tmp_path / "order.db"
+    path = records
     with Store(path) as store:
         sid = store.create_session(patient_ref="P-order", profile_name="p", profile_hash="h",
                                    profile_text="", started_at=START)
