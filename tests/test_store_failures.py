@@ -46,7 +46,7 @@ WALL = "2026-03-01T09:00:01+00:00"
 STOP_WITHIN_US = 100_000
 
 
-def new_session(db: Path, patient: str = "P-rec") -> int:
+def new_session(db: Path | str, patient: str = "P-rec") -> int:
     with Store(db) as store:
         return store.create_session(
             patient_ref=patient, profile_name="p", profile_hash="h", profile_text="name: p\n",
@@ -260,14 +260,20 @@ def test_replay_restores_exactly_the_session_whatever_was_committed(
             assert store.events(sid) == events
 
 
+def replay_argv(unsaved: Path, db: Path | str) -> list[str]:
+    """`records replay FILE`; a server's file also names the server (--db)."""
+    return ["records", "replay", str(unsaved), *(["--db", db] if isinstance(db, str) else [])]
+
+
 def test_a_session_does_not_start_while_records_wait_to_be_replayed(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    records: Path | str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from devicectl import unsaved as u
 
-    db = tmp_path / "s.db"
+    db = records
     sid = new_session(db)
     unsaved = unsaved_path(db)
+    unsaved.parent.mkdir(parents=True, exist_ok=True)  # a server's goes under XDG_DATA_HOME
     unsaved.write_text(u.line("session", sid, base_events=0) + "\n" + u.line(
         "device", sid, serial=1, fw_version=0x0103, cartridge_id=777, position_mode="tracked"
     ) + "\n")
@@ -277,16 +283,16 @@ def test_a_session_does_not_start_while_records_wait_to_be_replayed(
     assert len(err) == 1 and "records replay" in err[0] and str(unsaved) in err[0]
     with Store(db) as store:
         assert len(store.sessions()) == 1  # refused before a session row was made
-    assert main(["records", "replay", str(unsaved)]) == 0
+    assert main(replay_argv(unsaved, db)) == 0
     with Store(db) as store:
         assert 777 in store.used_cartridge_ids()  # the check the refusal protected
     assert main(run) == 0  # replayed: the file may stay, it adds nothing now
 
 
 def test_replay_says_what_it_did_and_adds_nothing_twice(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    records: Path | str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    db = tmp_path / "s.db"
+    db = records
     sid = new_session(db)
     writer = RecordWriter(db, sid)
     writer.start()
@@ -301,26 +307,27 @@ def test_replay_says_what_it_did_and_adds_nothing_twice(
         u.event_line(sid, same), u.event_line(sid, same),
         u.line("close", sid, outcome="aborted", ended_at=WALL),
     ]) + "\n")
-    assert main(["records", "replay", str(unsaved)]) == 0
+    assert main(replay_argv(unsaved, db)) == 0
     first = capsys.readouterr().out
     assert f"session {sid}: 2 events added, 1 already there, closed as aborted" in first
-    assert main(["records", "replay", str(unsaved)]) == 0
+    assert main(replay_argv(unsaved, db)) == 0
     assert f"session {sid}: nothing to add (3 events already there)" in capsys.readouterr().out
     with Store(db) as store:
         assert [e.text for e in store.events(sid)] == ["before", "twice", "twice"]
 
 
 def test_replay_of_a_broken_file_names_the_line_and_changes_nothing(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    records: Path | str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    db = tmp_path / "s.db"
+    db = records
     sid = new_session(db)
     unsaved = unsaved_path(db)
     from devicectl import unsaved as u
 
+    unsaved.parent.mkdir(parents=True, exist_ok=True)
     unsaved.write_text(u.event_line(sid, EventRecord(1, WALL, "NOTE", "ok", None, {}))
                        + "\n{not json\n")
-    assert main(["records", "replay", str(unsaved)]) == 1
+    assert main(replay_argv(unsaved, db)) == 1
     err = capsys.readouterr().err
     assert f"{unsaved} line 2" in err and "nothing was replayed" in err
     assert len(err.strip().splitlines()) == 1
