@@ -99,7 +99,7 @@ def test_every_option_shows_its_default() -> None:
     assert checked > 10
     demo = cli.build_parser("demo")
     demo_help = _subparsers(demo)["demo"].format_help()
-    assert "(default: 40.0)" in " ".join(demo_help.split())
+    assert "(default: 2.0)" in " ".join(demo_help.split())
     assert "(default: demo-out/sessions.db)" in " ".join(demo_help.split())
     run_help = " ".join(_subparsers(cli.build_parser("run"))["run"].format_help().split())
     assert "records database (default" in run_help and "(default: --no-web)" in run_help
