@@ -258,7 +258,7 @@ class ControllerCore:
         if verdict.estop_reason in _OVERDEPTH_REASONS:
             self._overdepth(now_us)
 
-    def _send_estop(self, reason: EstopReason, now_us: int) -> None:
+    def _send_estop(self, reason: int, now_us: int) -> None:
         """The ESTOP, and a STOP behind it when the pen went on after a stop (safety.py)."""
         self._send(p.Estop(reason=reason), now_us)
         if stop_follows_estop(reason, self.fault_latched):

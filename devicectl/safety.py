@@ -95,7 +95,7 @@ class EstopReason(enum.IntEnum):
 
 
 
-def stop_follows_estop(reason: EstopReason, fault_latched: bool) -> bool:
+def stop_follows_estop(reason: int, fault_latched: bool) -> bool:
     """H3, beyond the letter of spec 1.1: whether this ESTOP is followed at once by a
     STOP. A pen that goes on after a stop (NOT_STOPPED, or an ESTOP sent again while
     its fault is latched, as over-depth is while the pen stays over depth) may ignore
@@ -103,7 +103,7 @@ def stop_follows_estop(reason: EstopReason, fault_latched: bool) -> bool:
     accepts STOP in every state after HELLO, and a pen in FAULT stays there: the STOP
     costs nothing, and one broken command path no longer leaves a pen stamping until
     its watchdog acts."""
-    return fault_latched or reason is EstopReason.NOT_STOPPED
+    return fault_latched or reason == EstopReason.NOT_STOPPED
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,6 +24,7 @@ from devicectl.monitor.progress import (
 from devicectl.monitor.terminal import event_line, is_chatty
 from devicectl.plain import plain
 from devicectl.snapshot import Watched
+from devicectl.transitions import ControlEvent
 from devicectl.zones import ZoneMap
 
 
@@ -150,10 +151,11 @@ class Feed:
             else:
                 self.console.print(Text(f"RECORDS: {records}", style="bold red"),
                                    highlight=False, soft_wrap=True)
-        events = [(e.t_us, 0, e) for e in session.drain_events()]
-        statuses = [(now_us, 1, status) for now_us, status in session.drain_progress()]
-        for now_us, is_progress, item in sorted(events + statuses, key=lambda i: i[:2]):
-            if not is_progress:
+        timed: list[tuple[int, int, ControlEvent | dict[str, Any]]] = [
+            (e.t_us, 0, e) for e in session.drain_events()]
+        timed += [(now_us, 1, status) for now_us, status in session.drain_progress()]
+        for now_us, _, item in sorted(timed, key=lambda i: i[:2]):
+            if isinstance(item, ControlEvent):
                 self.event(item, t0_us)
                 continue
             record = progress_record(item, (now_us - t0_us) / 1e6,
