@@ -269,7 +269,7 @@ def run(args: argparse.Namespace) -> int:
         keys=keys,
         auto_confirm=args.yes,
         end_on_fault=args.yes or not interactive,
-        claim=not setup.continues,
+        claim=True,  # a continuation too: its own cartridge is its own (claim.CONTINUED_CHAIN)
     ))
     previous_handlers = _install_signals(pen)
     previous_cores = share_cores(pen)
@@ -281,7 +281,7 @@ def run(args: argparse.Namespace) -> int:
     feed = Feed(console, as_json, zone_map, Pace(args.speed if args.sim else 0.0), wall0)
     go = False
     try:
-        go = _go_no_go(console, pen, pen.link.name, zone_map, claim=not setup.continues)
+        go = _go_no_go(console, pen, pen.link.name, zone_map, claim=True)
         if go and not args.yes:
             go = _confirm(console, "Start the treatment?")
             if go:
