@@ -121,7 +121,7 @@ def host_main(port: str, db: str, switch_s: float | None, freeze: bool) -> int:
         session = Session(controller, wire=wire, writer=writer,
                           policy=Policy(auto_confirm=True, end_on_fault=False))
         if n:  # the one cartridge is recorded once (single use: a second row is refused)
-            session._record_device = lambda: None  # type: ignore[method-assign]
+            session.records.device = lambda: None  # type: ignore[method-assign]
         return session, writer
 
     # The next session is built ahead: the pen's bytes must not pile up between sessions.
