@@ -93,7 +93,7 @@ def live_view_thread(session: Session, stop: threading.Event) -> ViewProcess:
     def run() -> None:
         while not stop.wait(1 / VIEW_HZ):
             view.push(session)
-        view.close(session.snapshot, [])
+        view.close(session.snapshot.view_status(), [])
 
     threading.Thread(target=run, name="live-view", daemon=True).start()
     return view
