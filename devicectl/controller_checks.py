@@ -42,7 +42,6 @@ class PenChecks:
 
     __slots__ = (
         "_last_stamps",
-        "_not_stopped_sent_us",
         "_overspeed_frames",
         "_pending",
         "_previous_depth_um",
@@ -55,6 +54,7 @@ class PenChecks:
         "_stop_armed_us",
         "_stop_sent_us",
         "_tolerance_us",
+        "_verdict_sent_us",
         "not_stopped_seen",
         "period_us",
         "stamps_at_stop",
@@ -85,7 +85,8 @@ class PenChecks:
         #: a TELEMETRY from the H3 time on showed the pen stopped / still going
         self.stop_seen = False
         self.not_stopped_seen = False
-        self._not_stopped_sent_us: int | None = None
+        #: when each session-ending ESTOP reason was last sent (spec H3's resends)
+        self._verdict_sent_us: dict[int, int] = {}
         self._last_stamps: int | None = None
         self.tolerance_strokes = 0
         self._tolerance_us: int | None = None
@@ -165,7 +166,7 @@ class PenChecks:
         self._stamps_at_send.clear()
         self._rebase = False
         self.stop_seen = False
-        self._not_stopped_sent_us = None
+        self._verdict_sent_us = {}
 
     def stop_sent(self, now_us: int) -> None:
         """STOP or ESTOP sent: from STOP_SETTLE_US on, the pen must show it stopped."""
@@ -241,14 +242,16 @@ class PenChecks:
         return rate_verdict
 
     def estop_due(self, verdict: Verdict, now_us: int, already: bool) -> bool:
-        """Whether a session-ending verdict sends its ESTOP now: at once the first
-        time, then again every NOT_STOPPED_RESEND_US while the pen goes on."""
+        """Whether a session-ending verdict sends its ESTOP now: at once the first time
+        for its reason, then again every NOT_STOPPED_RESEND_US while the pen goes on.
+        Per reason: a pen that ignores the ESTOP MISMATCH gets its NOT_STOPPED from 20 ms
+        after it (H3), not a resend period after it."""
+        reason = verdict.estop_reason
         if not already:
-            self._not_stopped_sent_us = now_us
-            return True
-        last = self._not_stopped_sent_us
+            self._verdict_sent_us = {}
+        last = self._verdict_sent_us.get(reason)
         if last is None or now_us - last >= NOT_STOPPED_RESEND_US:
-            self._not_stopped_sent_us = now_us
+            self._verdict_sent_us[reason] = now_us
             return True
         return False
 

@@ -112,7 +112,8 @@ class ControllerConnect(ControllerCore):
         self.plan = plan
         self._event(
             now_us, EventKind.PLAN,
-            f"plan {plan.profile_name} {plan.profile_version} with {len(plan.zones)} zones",
+            f"plan '{plan.profile_name}' version {plan.profile_version}, "
+            f"{len(plan.zones)} zone{'' if len(plan.zones) == 1 else 's'}",
         )
         other: list[str] = []
         if not 0 <= self.zone_index < len(plan.zones):

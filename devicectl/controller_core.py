@@ -29,6 +29,7 @@ from devicectl.safety import (
     Verdict,
     pen_condition_problem,
     second_overdepth,
+    stop_follows_estop,
 )
 from devicectl.stamping import TipTracker
 from devicectl.transitions import (
@@ -249,20 +250,24 @@ class ControllerCore:
         ):
             if now_us - self._estop_last_us < NOT_STOPPED_RESEND_US:
                 return  # sent within the resend period: the pen has it, or ignores it
-            self._send(p.Estop(reason=verdict.estop_reason), now_us)
-            self._estop_last_us = now_us
-            self._urgent = True
+            self._send_estop(verdict.estop_reason, now_us)
             return
-        self._send(p.Estop(reason=verdict.estop_reason), now_us)
-        self._estop_last_us = now_us
+        self._send_estop(verdict.estop_reason, now_us)  # urgent: it leaves before other work
         self._estop_reasons.add(verdict.estop_reason)
-        self._urgent = True  # the caller returns now: the ESTOP leaves before other work
         self._known_flags |= _ESTOP_FLAG  # our own ESTOP's flag is not a new fault
         self._pen_stamping = False
         if self.fault_final is None:
             self._latch_fault(verdict.reason, now_us, estop=True, final=verdict.ends_session)
         if verdict.estop_reason in _OVERDEPTH_REASONS:
             self._overdepth(now_us)
+
+    def _send_estop(self, reason: int, now_us: int) -> None:
+        """The ESTOP, and a STOP behind it when the pen went on after a stop (safety.py)."""
+        self._send(p.Estop(reason=reason), now_us)
+        if stop_follows_estop(reason, self.fault_latched):
+            self._send(p.Stop(), now_us, tracked=False)  # untracked: no resend, no link loss
+        self._estop_last_us = now_us
+        self._urgent = True
 
     def _latch_fault(
         self, text: str, now_us: int, *, estop: bool, fault_flags: int | None = None,

@@ -94,6 +94,18 @@ class EstopReason(enum.IntEnum):
     NOT_STOPPED = 7
 
 
+
+def stop_follows_estop(reason: int, fault_latched: bool) -> bool:
+    """H3, beyond the letter of spec 1.1: whether this ESTOP is followed at once by a
+    STOP. A pen that goes on after a stop (NOT_STOPPED, or an ESTOP sent again while
+    its fault is latched, as over-depth is while the pen stays over depth) may ignore
+    ESTOP and still obey STOP, which its firmware takes by another path. A pen
+    accepts STOP in every state after HELLO, and a pen in FAULT stays there: the STOP
+    costs nothing, and one broken command path no longer leaves a pen stamping until
+    its watchdog acts."""
+    return fault_latched or reason == EstopReason.NOT_STOPPED
+
+
 @dataclass(frozen=True, slots=True)
 class Verdict:
     action: Action

@@ -85,12 +85,14 @@ def run_matrix(cells: Sequence[tuple[str, str]], *, jobs: int = 2) -> list[CellR
 #: Fault kinds no host software can make safe, and why. The cell still shows UNSAFE;
 #: it fails `make faults` unless the host did all a host can (`host_did_all_it_could`).
 BEYOND_SOFTWARE: Final = {
-    "ignores-estop": (
-        "a pen that ignores ESTOP stamps on while anything feeds its watchdog, and spec 1.1 "
-        "H3 has the host resend ESTOP every 30 ms (each resend feeds it). The host ESTOPs "
-        "at once, ends in FAULT telling the technician to switch the pen off, and falls "
+    "ignores-every-stop": (
+        "a pen that ignores both ESTOP and STOP stamps on while anything feeds its "
+        "watchdog, and spec 1.1 H3 has the host resend ESTOP every 30 ms (each resend "
+        "feeds it). The host ESTOPs at once, sends STOP behind every ESTOP after the "
+        "first, ends in FAULT telling the technician to switch the pen off, and falls "
         "silent after ten of them (300 ms); the pen's own watchdog then stops it. "
-        "Stopping it sooner would need a spec revision."
+        "Stopping it sooner would need a spec revision. (A pen that ignores only ESTOP "
+        "obeys the STOP: ignores-estop is safe.)"
     ),
 }
 

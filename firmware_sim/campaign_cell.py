@@ -81,7 +81,7 @@ ZONE_MAP: Final = ZoneMap((_square(1, "frontal", 0.0), _square(2, "vertex", 10.0
 
 def plan_for(dev: p.DeviceInfo) -> Plan:
     zones = tuple(
-        ZonePlan(z.id, z.name, depth, 1000, 1, 2, 0.5, z.area_mm2, 0, 1.0,
+        ZonePlan(z.id, z.name, depth, 1000, 1, 2, 0.1, z.area_mm2, 0, 1.0,
                  pass_punctures_per_cm2=pass_punctures_per_cm2(
                      dev.needle_count, 1000, dev.footprint_dmm))
         for z, depth in zip(ZONE_MAP.zones, (1000, 1200), strict=True)

@@ -191,6 +191,25 @@ def test_h3_a_pen_that_ignores_stop_and_estop_gets_estop_again_every_30_ms() -> 
     assert r.ctl.state is State.FAULT and not r.ctl.pen_stopped
 
 
+def test_h3_a_pen_that_ignores_estop_but_obeys_stop_is_stopped_by_the_stop_behind_the_next_estop(
+) -> None:
+    # It lies about its target (ESTOP MISMATCH), ACKs that ESTOP and stamps on. The
+    # ESTOP the host sends again for it comes with a STOP (safety.stop_follows_estop),
+    # which this pen obeys: stopped within the bound, not by its watchdog.
+    r = run(Liar(telemetry=lambda t: replace(t, depth_cmd_um=1500), swallow=(p.Estop,)))
+    assert r.liar.first_lie_us is not None and r.liar.swallowed
+    first_estop = min(t for t, m in r.sent if isinstance(m, p.Estop))
+    assert r.estops(EstopReason.MISMATCH)[0] == first_estop
+    assert not [m for t, m in r.sent if isinstance(m, p.Stop) and t == first_estop]
+    stop_us = min(t for t, m in r.sent if isinstance(m, p.Stop) and t > first_estop)
+    assert any(t == stop_us for t, m in r.sent if isinstance(m, p.Estop))  # behind an ESTOP
+    assert first_estop - r.liar.first_lie_us <= BOUND_US  # H1
+    assert r.estops(EstopReason.NOT_STOPPED)[0] == stop_us  # H3, from 20 ms after it
+    assert stop_us - first_estop <= BOUND_US
+    assert r.pen.firmware.state is p.PenState.READY  # stopped by the STOP, not faulted
+    assert r.ctl.state is State.FAULT and r.ctl.fault_final is not None
+
+
 def test_h4_a_pen_of_protocol_version_2_is_refused_before_anything_is_configured() -> None:
     r = run(Liar(device_info=lambda d: replace(d, proto=2)))
     assert r.ctl.state is State.REFUSED

@@ -86,6 +86,14 @@ def test_ignores_estop_acks_it_and_stamps_on() -> None:
     assert p.last(Fault).code == FaultBit.WATCHDOG
 
 
+def test_ignores_every_stop_acks_estop_and_stop_and_stamps_on() -> None:
+    p = stamping("ignores-every-stop")
+    seqs = [p.send(Estop(7)), p.send(Stop())]
+    p.run_for(50_000)
+    assert all(p.ack_for(seq).status == Nack.OK for seq in seqs)
+    assert p.last(Telemetry).state == PenState.STAMPING and not p.of(Fault)
+
+
 def test_overspeed_runs_the_motor_past_125_percent() -> None:
     p = stamping("overspeed")
     late = after_fire(p)[-50:]

@@ -167,9 +167,9 @@ def test_a_reader_that_stalls_never_blocks_the_loop(tmp_path: Path) -> None:
     the session runs to its end regardless."""
     clock = VirtualClock(0)
     ctl = Controller(plan_for, MAP, StartFacts(PATIENT, frozenset()), nonce=7, now_us=0)
-    # paced at real time: the session lasts long enough for the door's 50 ms polls to
-    # see the backlog (unpaced, it may end within a second on its own)
-    session = Session(ctl, wire=VirtualWire(VirtualPen(seed=3, zone_map=MAP), clock, speed=1.0),
+    # paced (10x: about 7 s of wall time) so that the publisher's 20 Hz snapshots fill
+    # the pipe long before the end (unpaced, it may end within a second on its own)
+    session = Session(ctl, wire=VirtualWire(VirtualPen(seed=3, zone_map=MAP), clock, speed=10.0),
                       writer=None, policy=Policy(auto_confirm=True), clock=clock,
                       max_wait_us=VIRTUAL_MAX_WAIT_US)
     reader, writer = Pipe(duplex=False)

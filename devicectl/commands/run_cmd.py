@@ -76,7 +76,7 @@ VIEW_HZ = 10
 CONNECT_WAIT_S = 5.0
 #: The demo: a shipped profile, accelerated so a full session takes well under a minute.
 DEMO_PROFILE = Path(__file__).resolve().parents[2] / "profiles" / "aa-patch.yaml"
-DEMO_SPEED = 40.0
+DEMO_SPEED = 2.0  # about 25 s of wall time for the AA patch session: slow enough to watch
 DEMO_DB = Path("demo-out") / "sessions.db"
 
 
@@ -453,9 +453,7 @@ def _plain(console: Console, session: Watched, feed: Feed) -> None:
     a progress line every 5 s of session time."""
     while True:
         done = session.wait(0.05)
-        for e in session.drain_events():
-            feed.event(e, session.snapshot.t0_us)
-        feed.progress(session)
+        feed.print_new(session)  # this pass's events and progress, in session-time order
         if done:
             return
 

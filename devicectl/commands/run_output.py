@@ -24,6 +24,7 @@ from devicectl.monitor.progress import (
 from devicectl.monitor.terminal import event_line, is_chatty
 from devicectl.plain import plain
 from devicectl.snapshot import Watched
+from devicectl.transitions import ControlEvent
 from devicectl.zones import ZoneMap
 
 
@@ -136,7 +137,10 @@ class Feed:
                                     style="red" if e.safety else ""),
                                highlight=False, soft_wrap=True)
 
-    def progress(self, session: Watched) -> None:
+    def print_new(self, session: Watched) -> None:
+        """This pass's events and progress lines, printed in session-time order (a
+        fast virtual session can bring a zone's last progress and its ZONE_DONE in
+        one pass: the progress line must not come after the zone is done)."""
         self._pace(session)
         t0_us = session.snapshot.t0_us
         records = session.snapshot.status.get("records_failure")
@@ -147,8 +151,14 @@ class Feed:
             else:
                 self.console.print(Text(f"RECORDS: {records}", style="bold red"),
                                    highlight=False, soft_wrap=True)
-        for now_us, status in session.drain_progress():
-            record = progress_record(status, (now_us - t0_us) / 1e6,
+        timed: list[tuple[int, int, ControlEvent | dict[str, Any]]] = [
+            (e.t_us, 0, e) for e in session.drain_events()]
+        timed += [(now_us, 1, status) for now_us, status in session.drain_progress()]
+        for now_us, _, item in sorted(timed, key=lambda i: i[:2]):
+            if isinstance(item, ControlEvent):
+                self.event(item, t0_us)
+                continue
+            record = progress_record(item, (now_us - t0_us) / 1e6,
                                      areas_mm2=self.areas_mm2, footprint_mm=self.footprint_mm)
             if record is None:
                 continue
