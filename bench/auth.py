@@ -27,7 +27,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from latency import PROFILE, technician
 
-from devicectl import controller as controller_module
 from devicectl.controller import Controller, StartFacts, State
 from devicectl.link import open_transport
 from devicectl.profile import load_profile
@@ -75,7 +74,6 @@ def per_frame() -> None:
 
 
 def build_session(port: str, auth: bool) -> Session:
-    controller_module.TELEMETRY_HZ = 1000  # type: ignore[misc]
     zone_map = load_zone_map()
     loaded = load_profile(PROFILE)
     controller = Controller(
@@ -85,6 +83,7 @@ def build_session(port: str, auth: bool) -> Session:
         nonce=random.getrandbits(32),
         now_us=time.monotonic_ns() // 1000,
         keys=sim_device_key if auth else None,
+        telemetry_hz=1000,
     )
     return Session(controller, wire=open_transport(port), writer=None,
                    policy=Policy(auto_confirm=True, end_on_fault=False))

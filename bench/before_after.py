@@ -5,8 +5,10 @@ directory and runs, alternately in each round so that both see the same machine
 load, the six-zone session (bench/session.py's `run`, at the 1 ms step in trees
 that still have one) and the pen with a scripted host at 1000 Hz telemetry
 (bench/sim.py: `run_wire` where the tree has it, else `run(1000)`, the 1 ms host
-step). Each in its own process. Prints wall and CPU seconds and the ratios.
-Run: `.venv/bin/python bench/before_after.py REF [ROUNDS]`.
+step), and the controller step (bench/controller.py: its median per step, and the
+CPU time of its whole run). Each in its own process. Prints wall and CPU seconds
+and the ratios. Run: `.venv/bin/python bench/before_after.py REF [ROUNDS] [NAMES]`,
+NAMES a comma-separated subset of session, sim, controller (all by default).
 """
 
 from __future__ import annotations
@@ -39,6 +41,21 @@ c0 = time.process_time()
 speed, frames = way(sim.SIM_SECONDS)
 print(sim.SIM_SECONDS / speed, time.process_time() - c0, sim.SIM_SECONDS, frames)
 """
+CONTROLLER = """
+import contextlib, io, sys, time
+sys.path.insert(0, {tree!r}); sys.path.insert(0, {tree!r} + '/bench')
+import controller
+out = io.StringIO()
+c0, w0 = time.process_time(), time.perf_counter()
+with contextlib.redirect_stdout(out):
+    controller.main()
+cpu, wall = time.process_time() - c0, time.perf_counter() - w0
+med = [line.split('median')[1].split()[0] for line in out.getvalue().splitlines()
+       if 'median' in line and 'goal' not in line]
+print(wall, cpu, med[0], med[1])
+"""
+BENCHES = {"session": ("six-zone session", SESSION), "sim": ("pen + host, 1000 Hz", SIM),
+           "controller": ("controller step", CONTROLLER)}
 
 
 def measure(code: str, tree: Path) -> tuple[float, float, float, str]:
@@ -52,6 +69,7 @@ def measure(code: str, tree: Path) -> tuple[float, float, float, str]:
 def main() -> int:
     ref = sys.argv[1]
     rounds = int(sys.argv[2]) if len(sys.argv) > 2 else 2
+    names = sys.argv[3].split(",") if len(sys.argv) > 3 else list(BENCHES)
     with tempfile.TemporaryDirectory(prefix="devicectl-before-") as tmp:
         before = Path(tmp)
         archive = subprocess.run(["git", "archive", ref], cwd=ROOT, capture_output=True,
@@ -62,10 +80,17 @@ def main() -> int:
             t.extractall(before, filter="data")
         print(f"before: {ref}; after: this tree; load {os.getloadavg()[0]:.1f}; "
               f"Python {sys.version.split()[0]}")
-        for name, code in (("six-zone session", SESSION), ("pen + host, 1000 Hz", SIM)):
+        for name, code in (BENCHES[n] for n in names):
             for r in range(rounds):
                 b = measure(code, before)
                 a = measure(code, ROOT)
+                if code is CONTROLLER:  # the last two: median µs per step, per stroke step
+                    print(f"  {name}, round {r + 1}: median before {b[2]:.2f} µs (stroke "
+                          f"{b[3]}), after {a[2]:.2f} µs (stroke {a[3]}): after/before "
+                          f"{a[2] / b[2]:.2f}, stroke {float(a[3]) / float(b[3]):.2f}; whole run "
+                          f"CPU {b[1]:.2f} -> {a[1]:.2f} s; load {os.getloadavg()[0]:.1f}",
+                          flush=True)
+                    continue
                 print(f"  {name}, round {r + 1}: before {b[0]:6.1f} s wall {b[1]:6.1f} s CPU "
                       f"({b[2]:.0f} sim s, {b[3]}); after {a[0]:6.1f} s wall {a[1]:6.1f} s CPU "
                       f"({a[2]:.0f} sim s, {a[3]}); after/before wall {a[0] / b[0]:.2f}, "

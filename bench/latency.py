@@ -29,8 +29,6 @@ import tty
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from devicectl import controller as controller_module
 from devicectl import protocol as p
 from devicectl.controller import Command, Controller, StartFacts, State
 from devicectl.link import open_transport
@@ -63,10 +61,9 @@ INJECT_GAP_US = 300
 def build_session(port: str, *, hz: int = TELEMETRY_HZ) -> Session:
     """A real-time Session over `port` as `devicectl run` builds it, minus records.
 
-    The controller asks for `hz` telemetry: CONFIGURE uses controller.TELEMETRY_HZ
-    (500 in the product), so it is set here before the controller is built.
+    The controller asks for `hz` telemetry in its CONFIGURE (the product asks for
+    controller.TELEMETRY_HZ, 500), and times its gap checks by it.
     """
-    controller_module.TELEMETRY_HZ = hz  # type: ignore[misc]
     zone_map = load_zone_map()
     loaded = load_profile(PROFILE)
     controller = Controller(
@@ -75,6 +72,7 @@ def build_session(port: str, *, hz: int = TELEMETRY_HZ) -> Session:
         StartFacts("BENCH", frozenset()),
         nonce=random.getrandbits(32),
         now_us=time.monotonic_ns() // 1000,
+        telemetry_hz=hz,
     )
     return Session(
         controller,
@@ -95,7 +93,7 @@ def live_view_thread(session: Session, stop: threading.Event) -> ViewProcess:
     def run() -> None:
         while not stop.wait(1 / VIEW_HZ):
             view.push(session)
-        view.close(session.snapshot, [])
+        view.close(session.snapshot.view_status(), [])
 
     threading.Thread(target=run, name="live-view", daemon=True).start()
     return view

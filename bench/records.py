@@ -91,15 +91,12 @@ def host_main(port: str, db: str, switch_s: float | None, freeze: bool) -> int:
     closing: list[RecordWriter] = []
     import random
 
-    from devicectl import controller as controller_module
     from devicectl.controller import Controller, StartFacts
     from devicectl.link import open_transport
     from devicectl.profile import load_profile
     from devicectl.profile_plan import make_plan
     from devicectl.session import Policy, Session
     from devicectl.zones import load_zone_map
-
-    controller_module.TELEMETRY_HZ = latency.TELEMETRY_HZ  # type: ignore[misc]
     zone_map = load_zone_map()
     loaded = load_profile(latency.PROFILE)
     wire = open_transport(port)  # one port for all the sessions, as one workstation's pen
@@ -117,11 +114,12 @@ def host_main(port: str, db: str, switch_s: float | None, freeze: bool) -> int:
         facts = StartFacts("BENCH", frozenset(), resumed_cartridge_id=cartridge)
         controller = Controller(lambda dev: make_plan(loaded, dev, zone_map), zone_map,
                                 facts, nonce=random.getrandbits(32),
-                                now_us=time.monotonic_ns() // 1000)
+                                now_us=time.monotonic_ns() // 1000,
+                                telemetry_hz=latency.TELEMETRY_HZ)
         session = Session(controller, wire=wire, writer=writer,
                           policy=Policy(auto_confirm=True, end_on_fault=False))
         if n:  # the one cartridge is recorded once (single use: a second row is refused)
-            session._record_device = lambda: None  # type: ignore[method-assign]
+            session.records.device = lambda: None  # type: ignore[method-assign]
         return session, writer
 
     # The next session is built ahead: the pen's bytes must not pile up between sessions.

@@ -11,7 +11,7 @@ host's account in controller_checks.py).
 from __future__ import annotations
 
 from devicectl import protocol as p
-from devicectl.controller_core import TELEMETRY_HZ, WATCHDOG_MS, ControllerCore
+from devicectl.controller_core import WATCHDOG_MS, ControllerCore
 from devicectl.coverage import Coverage
 from devicectl.errors import DevicectlError, RefusedError, SafetyError
 from devicectl.plan import ZonePlan
@@ -166,7 +166,7 @@ class ControllerConnect(ControllerCore):
     def _configure(self, now_us: int, why: str) -> None:
         zone = self.zone
         assert zone is not None
-        self._send(p.Configure(telemetry_hz=TELEMETRY_HZ, watchdog_ms=WATCHDOG_MS), now_us)
+        self._send(p.Configure(telemetry_hz=self.telemetry_hz, watchdog_ms=WATCHDOG_MS), now_us)
         self._send_target(zone, now_us)
         self._goto(
             Trigger.FAULT_CLEARED if self.state is State.FAULT else Trigger.CONNECTED, now_us, why

@@ -88,8 +88,11 @@ class ControllerCore:
         cell_mm: float = COVERAGE_CELL_MM,
         keys: KeySource | None = None,
         entropy: Callable[[int], bytes] = os.urandom,
+        telemetry_hz: int = TELEMETRY_HZ,
     ) -> None:
         self._plan_for = plan_for
+        #: the rate CONFIGURE asks for (the product's TELEMETRY_HZ; benches ask 1 kHz)
+        self.telemetry_hz = telemetry_hz
         self._raster = zone_map.raster(cell_mm)
         self._facts = facts
         self._nonce = nonce & _U32
@@ -125,9 +128,9 @@ class ControllerCore:
         self._hello_us = now_us
         self._tel: p.Telemetry | None = None
         self._tel_us: int | None = None
-        self._gap_us = TELEMETRY_GAP_PERIODS * 1_000_000 // TELEMETRY_HZ
+        self._gap_us = TELEMETRY_GAP_PERIODS * 1_000_000 // telemetry_hz
         self._known_flags = 0
-        self._checks = PenChecks(1_000_000 // TELEMETRY_HZ)
+        self._checks = PenChecks(1_000_000 // telemetry_hz)
         self._overdepths = 0
         self._overdepth_in_fault = False  # this fault episode's over-depth is counted
         self._tip = TipTracker()

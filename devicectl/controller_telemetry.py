@@ -30,6 +30,8 @@ _U32: Final = 0xFFFF_FFFF
 _ESTOP_FLAG: Final = 1 << p.FaultBit.ESTOP
 _OVERDEPTH_FLAG: Final = 1 << p.FaultBit.OVERDEPTH
 _PEN_STATES: Final = frozenset(int(s) for s in p.PenState)
+#: a plain int: `int & IntFlag` runs enum's Python-level __and__, twice a frame
+_CONTACT: Final = int(p.Capability.CONTACT)
 
 
 class ControllerTelemetry(ControllerConnect):
@@ -44,6 +46,12 @@ class ControllerTelemetry(ControllerConnect):
     def pen_not_stopped(self) -> bool:
         """The last telemetry checked under H3 showed the pen still going."""
         return self._checks.not_stopped_seen
+
+    @property
+    def _contact_sensor(self) -> bool:
+        """The pen says whether the tip touches the skin (DEVICE_INFO's capabilities)."""
+        device = self.device
+        return device is not None and device.capabilities & _CONTACT != 0
 
     def _on_telemetry(self, t: p.Telemetry, now_us: int) -> None:
         checks = self._checks
@@ -81,10 +89,9 @@ class ControllerTelemetry(ControllerConnect):
         self._tel = t
         self._tel_us = now_us
         zone = self.zone
-        device = self.device
         jump = self._tip.observe(
             t, now_us, self.coverage, zone.zone_id if zone else None,
-            contact_sensor=device is not None and bool(device.capabilities & p.Capability.CONTACT),
+            contact_sensor=self._contact_sensor,
         )
         if jump:
             self._event(now_us, EventKind.WARNING,
@@ -123,11 +130,8 @@ class ControllerTelemetry(ControllerConnect):
             return
         if self._steady_needed:
             return  # held after a telemetry gap until readings flow steadily again
-        device = self.device
         hold, needs = self._tip.hold(
-            cov, zone, now_us,
-            contact_sensor=device is not None and bool(device.capabilities & p.Capability.CONTACT),
-            current_hold=self._hold,
+            cov, zone, now_us, contact_sensor=self._contact_sensor, current_hold=self._hold,
         )
         if hold is not None:
             if self._hold != hold:

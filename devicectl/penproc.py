@@ -34,6 +34,7 @@ import numpy as np
 import numpy.typing as npt
 
 from devicectl.controller_core import StartFacts
+from devicectl.drain import drain
 from devicectl.errors import DevicectlError, RefusedError
 from devicectl.plan import PlanRecipe
 from devicectl.snapshot import CoverageFrame, Outcome, Snapshot, seal
@@ -223,16 +224,10 @@ class PenProcess:
         return self._snapshot
 
     def drain_events(self) -> list[ControlEvent]:
-        out = []
-        while self._events:
-            out.append(self._events.popleft())
-        return out
+        return drain(self._events)
 
     def drain_progress(self) -> list[tuple[int, dict[str, Any]]]:
-        out = []
-        while self._progress:
-            out.append(self._progress.popleft())
-        return out
+        return drain(self._progress)
 
     def wait(self, timeout_s: float | None = None) -> bool:
         """True once the session has ended (or the pen process has gone)."""

@@ -2,7 +2,8 @@
 
 The inner-loop thread owns the link: read (short timeout), decode and decide
 (the controller), write what it returns, in that order, every iteration.
-Records go to the writer thread's queue, display events to a deque, and the
+Records go to the writer thread's queue (session_records.py), display events
+to a deque, and the
 monitor reads `snapshot`, a frozen Snapshot the loop rebuilds at 20 Hz. Nothing
 slow runs on the loop's thread. One loop for real and virtual time: the clock
 is given (the monotonic clock, or a virtual one that the link itself moves,
@@ -18,28 +19,25 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from devicectl.claim import CartridgeClaim
 from devicectl.controller import Command, ControlEvent, Controller, EventKind, Output, State
+from devicectl.drain import drain
 from devicectl.errors import LinkError
-from devicectl.flight import RX, TX, FlightRecorder, pack
+from devicectl.flight import RX, TX, FlightRecorder
 from devicectl.link import VirtualClock, monotonic_us
 from devicectl.safety import emergency_stop_frame
+from devicectl.session_records import SessionRecords
 from devicectl.snapshot import Outcome, Snapshot, outcome_of
 from devicectl.snapshot_build import SnapshotBuilder
-from devicectl.store import RECORDS_FAILED_REASON, EventRecord, RecordWriter, ZoneCoverage
+from devicectl.store import RECORDS_FAILED_REASON, RecordWriter
 
 #: The status snapshot is rebuilt this often (µs of session time).
 SNAPSHOT_PERIOD_US = 50_000
 #: Coverage goes to the records at least this often (µs of session time).
 COVERAGE_PERIOD_US = 1_000_000
-#: A SAMPLE record (depths and rate, for reports' curves) this often (µs of session time).
-SAMPLE_PERIOD_US = 1_000_000
-#: Flight recordings at most this often (µs of session time): each holds 10 s, and a
-#: pen that faults again and again must not fill the disk the records need.
-FLIGHT_GAP_US = 1_000_000
 #: The status is kept for the plain output's progress lines this often (µs of session time):
 #: under 5 s, so that a line comes at least every 5 s although the loop's steps vary.
 PROGRESS_PERIOD_US = 4_500_000
@@ -107,9 +105,6 @@ class _Timers:
     stop_deadline_us: int | None = None
     give_up_us: int = 0
     stop_requested: bool = False
-    sample_us: int = -(10**18)
-    sample_peak_um: int = 0
-    flight_us: int | None = None
     progress_us: int = -(10**18)
     confirmed_in: set[tuple[State, int]] = field(default_factory=set)
 
@@ -138,7 +133,6 @@ class Session:
         claim: CartridgeClaim | None = None,
     ) -> None:
         self.controller = controller
-        self._writer = writer
         #: the cartridge claimed at the GO (claim.py): no START before it is granted
         self.claim = claim
         #: why the records refused the GO (the cartridge's claim), once they did
@@ -151,8 +145,6 @@ class Session:
         watch = getattr(wire, "watch_map", None)
         if watch is not None:  # a simulated technician behind the wire sees the dose map
             watch(self.dose_view)
-        self._wall0 = started_wall or datetime.now(UTC)
-        self._t0_us: int | None = None
         self._commands: queue.SimpleQueue[Command] = queue.SimpleQueue()
         self._display: collections.deque[ControlEvent] = collections.deque(maxlen=10_000)
         #: (session time, status) every PROGRESS_PERIOD_US of session time, whatever
@@ -164,6 +156,9 @@ class Session:
         self._timers = _Timers()
         self._thread = threading.Thread(target=self._run, name="inner-loop", daemon=True)
         self.flight = FlightRecorder()  # allocated once: the loop only copies into it
+        #: what goes to the records (nothing without a writer)
+        self.records = SessionRecords(controller, writer, self.flight, claim,
+                                      started_wall or datetime.now(UTC))
         #: the latest frozen snapshot, replaced whole by the loop (devicectl/snapshot.py)
         self.snapshot = Snapshot()
         self._snapshots = SnapshotBuilder()
@@ -191,17 +186,11 @@ class Session:
             self._stop_reason = reason
 
     def drain_events(self) -> list[ControlEvent]:
-        out = []
-        while self._display:
-            out.append(self._display.popleft())
-        return out
+        return drain(self._display)
 
     def drain_progress(self) -> list[tuple[int, dict[str, Any]]]:
         """The statuses kept every PROGRESS_PERIOD_US of session time since the last call."""
-        out = []
-        while self._progress:
-            out.append(self._progress.popleft())
-        return out
+        return drain(self._progress)
 
     def wait(self, timeout_s: float | None = None) -> bool:
         return self._done.wait(timeout_s)
@@ -209,7 +198,7 @@ class Session:
     @property
     def t0_us(self) -> int:
         """Session time zero (the loop's first `now`): event times are shown from it."""
-        return self._t0_us or 0
+        return self.records.t0_us
 
     @property
     def state(self) -> State:
@@ -217,7 +206,7 @@ class Session:
 
     def wall_of(self, t_us: int) -> datetime:
         """The wall-clock time of a session time (simulated time in virtual sessions)."""
-        return self._wall0 + timedelta(microseconds=t_us - (self._t0_us or 0))
+        return self.records.wall_of(t_us)
 
     # --- the inner loop -------------------------------------------------
 
@@ -241,20 +230,20 @@ class Session:
                 faulty = self.controller.fault_final is not None
                 self.outcome = Outcome.FAULT if faulty else outcome_of(self.controller.state)
             if self.outcome in (Outcome.FAULT, Outcome.LINK_LOST):
-                self._save_flight(self.now_us, f"the end of the session ({self.outcome.value})",
-                                  always=True)
+                self.records.flight(self.now_us, f"the end of the session ({self.outcome.value})",
+                                    always=True)
             # The end state and the last strokes, for the views and the records.
             with contextlib.suppress(Exception):
                 self.snapshot = self._build_snapshot(self.now_us, finished=True)
             with contextlib.suppress(Exception):
-                self._save_coverage(self.now_us)
+                self.records.coverage(self.now_us)
             self._done.set()
 
     def _loop(self) -> None:
         """Read (until the next timer at most), then decide and write; every clock."""
         wire, clock = self._wire, self._clock
         now = clock()
-        self._t0_us = now
+        self.records.t0_us = now
         self.now_us = now
         self._timers.progress_us = now  # the first progress line a period in, not at 0
         self._emit(self.controller.connect(now), now)
@@ -288,15 +277,14 @@ class Session:
     def _step(self, data: bytes, now: int) -> None:
         ctl = self.controller
         self.now_us = now
-        writer = self._writer
-        if writer is not None and writer.failure is not None and ctl.records_failure is None:
+        if self.records.failed and ctl.records_failure is None:
             self._records_failed(now)
         if self.claim is not None and not self.claim.granted and self.refusal is None:
             self._claim_step(now)
         if data:
             self.flight.record(data, RX, now)
             self._emit(ctl.receive_data(data, now), now)
-            self._sample(now)
+            self.records.sample(now)
         while not self._commands.empty():
             cmd = self._commands.get_nowait()
             if cmd is Command.START and not self._claimed(now):
@@ -320,15 +308,14 @@ class Session:
             self.snapshot = self._build_snapshot(now, wall_us=wall)
         if wall - self._timers.coverage_us >= COVERAGE_PERIOD_US:
             self._timers.coverage_us = wall
-            self._save_coverage(now)
+            self.records.coverage(now)
 
     def _build_snapshot(self, now: int, *, wall_us: int | None = None,
                         finished: bool = False) -> Snapshot:
         """The frozen snapshot views read, with why the records fail (shown in red)."""
-        failure = self._writer.status_line() if self._writer is not None else None
         return self._snapshots.build(
-            self.controller, now, self._t0_us or 0, now if wall_us is None else wall_us,
-            records_failure=failure, finished=finished,
+            self.controller, now, self.records.t0_us, now if wall_us is None else wall_us,
+            records_failure=self.records.status_line(), finished=finished,
             outcome=self.outcome if finished else None, claim=self.claim)
 
     def _records_failed(self, now: int) -> None:
@@ -338,30 +325,6 @@ class Session:
         if self._policy.end_on_fault:
             self.request_stop(RECORDS_FAILED_REASON)
 
-    def _sample(self, now: int) -> None:
-        """Once a second, the set and peak measured depth and the rate, for reports."""
-        t = self.controller.telemetry
-        if t is None or self._writer is None:
-            return
-        timers = self._timers
-        if t.depth_meas_um > timers.sample_peak_um:
-            timers.sample_peak_um = t.depth_meas_um
-        if now - timers.sample_us < SAMPLE_PERIOD_US:
-            return
-        timers.sample_us = now
-        peak, timers.sample_peak_um = timers.sample_peak_um, 0
-        zone = self.controller.zone
-        self._writer.events([EventRecord(
-            t_us=now - (self._t0_us or 0),
-            wall=self.wall_of(now).isoformat(timespec="milliseconds"),
-            kind="SAMPLE",
-            text=f"depth set {t.depth_cmd_um} µm, peak measured {peak} µm, "
-            f"rate {t.rate_meas_dhz / 10:.1f} Hz",
-            zone_id=zone.zone_id if zone is not None else None,
-            data={"depth_cmd_um": t.depth_cmd_um, "depth_meas_um": peak,
-                  "rate_meas_dhz": t.rate_meas_dhz},
-        )])
-
     def _emit(self, out: Output, now: int) -> None:
         if out.data:
             self._write(out.data)
@@ -369,39 +332,15 @@ class Session:
             return
         self._display.extend(out.events)
         self._snapshots.note(out.events)
-        if self._writer is not None:
-            self._writer.events([self._record(e) for e in out.events])
+        self.records.events(out.events)
         kinds = {e.kind for e in out.events}
         if EventKind.DEVICE in kinds:
-            self._record_device()
+            self.records.device()
         if EventKind.ZONE_DONE in kinds:
-            self._save_coverage(now)
+            self.records.coverage(now)
         if EventKind.ESTOP in kinds or EventKind.PEN_FAULT in kinds:
-            self._save_flight(now, "an emergency stop" if EventKind.ESTOP in kinds else
-                              "a fault of the pen")
-
-    def _save_flight(self, now: int, trigger: str, *, always: bool = False) -> None:
-        """The flight recorder's last 10 s into the record (at most once a second but
-        `always`): the loop copies the ring, the writer's thread packs the frames."""
-        last = self._timers.flight_us
-        if self._writer is None or (not always and last is not None
-                                    and now - last < FLIGHT_GAP_US):
-            return
-        self._timers.flight_us = now
-        snap = self.flight.snapshot(now)
-        t0 = self._t0_us or 0
-        wall = self.wall_of(now).isoformat(timespec="milliseconds")
-
-        def make() -> EventRecord:
-            frames = snap.frames()
-            return EventRecord(
-                t_us=now - t0, wall=wall, kind="FLIGHT",
-                text=f"flight recorder: the last {len(frames)} frames on the wire, "
-                f"kept at {trigger}",
-                zone_id=None, data={"trigger": trigger, "frames": pack(frames, t0)}, safety=True,
-            )
-
-        self._writer.deferred_event(make)
+            self.records.flight(now, "an emergency stop" if EventKind.ESTOP in kinds else
+                                "a fault of the pen")
 
     def _claim_step(self, now: int) -> None:
         """At the GO (ready, nothing against it) the cartridge's claim is asked for."""
@@ -410,7 +349,7 @@ class Session:
         if claim.refused is not None:
             self._claimed(now)
         elif not claim.requested and ctl.state is State.READY and not ctl.go_no_go:
-            self._record_device()
+            self.records.device()
 
     def _claimed(self, now: int) -> bool:
         """Whether the cartridge is the session's (no claim asked: it is); a claim the
@@ -426,64 +365,9 @@ class Session:
             self.request_stop(f"no go: {claim.refused}")
         return False
 
-    def _record_device(self) -> None:
-        """The pen and its cartridge, in the record at once: a cartridge is single use
-        (with a claim, the first time through it: claimed before the first START)."""
-        info = self.controller.device
-        if info is None:
-            return
-        if self.claim is not None and not self.claim.granted:
-            ctl = self.controller
-            if ctl.state is not State.READY or ctl.go_no_go or self.claim.requested:
-                return  # no GO yet (or none at all): the claim records the pen then
-            self.claim.request(serial=info.serial_number, fw_version=info.fw_version,
-                               cartridge_id=info.cartridge_id,
-                               position_mode=self.controller.position_mode)
-            return
-        if self._writer is None:
-            return
-        self._writer.device(
-            serial=info.serial_number,
-            fw_version=info.fw_version,
-            cartridge_id=info.cartridge_id,
-            position_mode=self.controller.position_mode,
-        )
-
     def _write(self, data: bytes) -> None:
         self.flight.record(data, TX, self.now_us)
         self._wire.write(data)
-
-    def _record(self, event: ControlEvent) -> EventRecord:
-        return EventRecord(
-            t_us=event.t_us - (self._t0_us or 0),
-            wall=self.wall_of(event.t_us).isoformat(timespec="milliseconds"),
-            kind=event.kind.name,
-            text=event.text,
-            zone_id=event.zone_id,
-            data=dict(event.data),
-            safety=event.safety,
-        )
-
-    def _save_coverage(self, now: int) -> None:
-        if self._writer is None or self.controller.plan is None:
-            return
-        status = self.controller.status(now)
-        zones = [
-            ZoneCoverage(
-                zone_id=z["zone_id"],
-                name=z["name"],
-                depth_um=z["depth_um"],
-                rate_dhz=z["rate_dhz"],
-                fraction=z["fraction"],
-                target_fraction=z["target_fraction"],
-                strokes=z["strokes"],
-                cells_at_max=z["cells_at_max"],
-                done=z["done"],
-                seconds=z.get("seconds", 0.0),
-            )
-            for z in status["zones"]
-        ]
-        self._writer.coverage(zones, self.controller.coverage_snapshot())
 
     def _auto_confirm(self, now: int) -> None:
         """--yes: start when the go/no-go says go, next zone when one is done; once each."""

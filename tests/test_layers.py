@@ -22,6 +22,7 @@ LEVELS: dict[str, int] = {
     "devicectl.monitor": 0,
     "devicectl.web": 0,
     "devicectl.session": 1,
+    "devicectl.session_records": 1,
     "devicectl.penproc": 1,
     "devicectl.penloop": 1,
     "devicectl.snapshot": 1,
@@ -47,15 +48,18 @@ LEVELS: dict[str, int] = {
     "devicectl.transitions": 3,
     "devicectl.flight": 3,
     "devicectl.signing": 3,
+    "devicectl.drain": 3,
 }
 #: The pen process's own code: the only modules that may import the live controller.
 PEN_PROCESS = frozenset({
-    "devicectl.session", "devicectl.penloop", "devicectl.snapshot_build",
+    "devicectl.session", "devicectl.session_records", "devicectl.penloop",
+    "devicectl.snapshot_build",
     "devicectl.controller", "devicectl.controller_connect", "devicectl.controller_status",
     "devicectl.controller_telemetry",
 })
 #: What holds the live controller (or the session that owns it).
 LIVE = frozenset({"devicectl.controller", "devicectl.controller_connect", "devicectl.session",
+                  "devicectl.session_records",
                   "devicectl.controller_telemetry", "devicectl.penloop",
                   "devicectl.snapshot_build"})
 

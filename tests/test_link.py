@@ -101,6 +101,23 @@ def test_pty_carries_frames_both_ways_through_the_codec() -> None:
         assert Decoder().feed(pen.read(100, 1.0))[0].message == Heartbeat(7)
 
 
+def test_a_pty_read_takes_what_is_there_up_to_max_bytes_and_times_out_empty() -> None:
+    """The host reads a pty through its descriptor: at most `max_bytes`, the rest
+    left for the next read, and b"" when nothing comes within the timeout."""
+    with open_pty() as pen, open_transport(pen.slave_path) as host:
+        assert isinstance(host, SerialTransport) and host._fd is not None
+        data = bytes(range(1, 201))
+        pen.write(data)
+        got = host.read(64, 1.0)
+        assert 0 < len(got) <= 64
+        while len(got) < len(data):
+            more = host.read(64, 1.0)
+            assert 0 < len(more) <= 64, "bytes written were not read within 1 s"
+            got += more
+        assert got == data
+        assert host.read(64, 0.01) == b""
+
+
 # --- the in-memory pipe, virtual time ----------------------------------------
 
 

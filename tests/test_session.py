@@ -10,7 +10,14 @@ from pathlib import Path
 
 from pytest_mock import MockerFixture
 
-from devicectl.controller import Command, Controller, EventKind, StartFacts, State
+from devicectl.controller import (
+    TELEMETRY_HZ,
+    Command,
+    Controller,
+    EventKind,
+    StartFacts,
+    State,
+)
 from devicectl.errors import LinkError
 from devicectl.profile import load_profile
 from devicectl.profile_plan import make_plan
@@ -33,7 +40,7 @@ DATA = Path(__file__).parent / "data"
 def virtual_session(
     *, profile: str = "short-two-zones.yaml", policy: Policy | None = None,
     writer: RecordWriter | None = None, scenario: str | None = None, seed: int = 3,
-    speed: float = 0,
+    speed: float = 0, telemetry_hz: int = TELEMETRY_HZ,
 ) -> tuple[Session, VirtualPen]:
     zone_map = load_zone_map()
     loaded = load_profile(DATA / profile)
@@ -42,7 +49,7 @@ def virtual_session(
     ctl = Controller(
         lambda dev: make_plan(loaded, dev, zone_map), zone_map,
         StartFacts(patient_ref="S-1", used_cartridge_ids=frozenset()),
-        nonce=1234, now_us=clock.now_us,
+        nonce=1234, now_us=clock.now_us, telemetry_hz=telemetry_hz,
     )
     session = Session(
         ctl, wire=VirtualWire(pen, clock, speed=speed), writer=writer,
@@ -67,6 +74,18 @@ def test_outcomes_map_to_the_documented_exit_codes() -> None:
     assert outcome_of(State.COMPLETE) is Outcome.COMPLETE
     assert outcome_of(State.LINK_LOST) is Outcome.LINK_LOST
     assert outcome_of(State.STAMPING) is Outcome.ABORTED  # an unfinished session
+
+
+def test_the_pen_is_configured_at_the_rate_the_controller_was_given() -> None:
+    """The product asks for TELEMETRY_HZ; a bench asks for 1 kHz, and gets it."""
+    for hz in (TELEMETRY_HZ, 1000):
+        session, pen = virtual_session(telemetry_hz=hz)
+        session.start()
+        fw = pen.firmware
+        assert wait_for(session, lambda fw=fw: fw.state.name == "STAMPING")
+        session.request_stop("test over")
+        assert session.wait(30)
+        assert pen.firmware.telemetry_hz == hz
 
 
 def wait_for(session: Session, predicate: object, timeout_s: float = 30.0) -> bool:

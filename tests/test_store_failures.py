@@ -76,7 +76,7 @@ def stamping_session(db: Path, sid: int) -> tuple[Session, VirtualPen, RecordWri
     clock = session._clock
     writer = RecordWriter(db, sid, clock=clock)
     writer.start()
-    session._writer = writer
+    session.records.writer = writer
     return session, pen, writer
 
 
@@ -396,7 +396,7 @@ def test_while_the_records_fail_resume_and_start_are_refused(
     session, pen = virtual_session(policy=Policy(auto_confirm=True), speed=1.0)
     writer = RecordWriter(db, sid)
     writer.start()
-    session._writer = writer
+    session.records.writer = writer
     session.start()
     assert wait_for(session, lambda: pen.firmware.state.name == "STAMPING", 20)
     armed.set()
