@@ -281,7 +281,7 @@ def run(args: argparse.Namespace) -> int:
     feed = Feed(console, as_json, zone_map, Pace(args.speed if args.sim else 0.0), wall0)
     go = False
     try:
-        go = _go_no_go(console, pen, pen.link.name, zone_map, claim=True)
+        go = _go_no_go(console, pen, pen.link.name, zone_map)
         if go and not args.yes:
             go = _confirm(console, "Start the treatment?")
             if go:
@@ -360,8 +360,7 @@ def _restore_signals(previous: dict[signal.Signals, Any]) -> None:
         signal.signal(sig, old)
 
 
-def _go_no_go(console: Console, session: Watched, port: str, zone_map: ZoneMap, *,
-              claim: bool = False) -> bool:
+def _go_no_go(console: Console, session: Watched, port: str, zone_map: ZoneMap) -> bool:
     deadline = time.monotonic() + CONNECT_WAIT_S
     while time.monotonic() < deadline and not session.wait(0.02):
         if session.snapshot.state not in (State.CONNECTING, State.CONFIGURING):
@@ -384,7 +383,7 @@ def _go_no_go(console: Console, session: Watched, port: str, zone_map: ZoneMap, 
     reasons = list(snap.go_no_go)
     if snap.state is State.REFUSED and not reasons:
         reasons = ["the profile cannot be run on this pen"]
-    if not reasons and claim and (snap.claim_requested or snap.state is State.READY):
+    if not reasons and (snap.claim_requested or snap.state is State.READY):
         # At the GO the records take the cartridge first (claim.py, in the pen process).
         deadline = time.monotonic() + CLAIM_TIMEOUT_S
         while (not session.snapshot.claim_decided and time.monotonic() < deadline
