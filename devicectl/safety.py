@@ -94,7 +94,6 @@ class EstopReason(enum.IntEnum):
     NOT_STOPPED = 7
 
 
-
 def stop_follows_estop(reason: int, fault_latched: bool) -> bool:
     """H3, beyond the letter of spec 1.1: whether this ESTOP is followed at once by a
     STOP. A pen that goes on after a stop (NOT_STOPPED, or an ESTOP sent again while

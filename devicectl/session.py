@@ -3,8 +3,8 @@
 The inner-loop thread owns the link: read (short timeout), decode and decide
 (the controller), write what it returns, in that order, every iteration.
 Records go to the writer thread's queue (session_records.py), display events
-to a deque, and the
-monitor reads `snapshot`, a frozen Snapshot the loop rebuilds at 20 Hz. Nothing
+to a deque, and the monitor reads `snapshot`, a frozen Snapshot the loop
+rebuilds at 20 Hz. Nothing
 slow runs on the loop's thread. One loop for real and virtual time: the clock
 is given (the monotonic clock, or a virtual one that the link itself moves,
 firmware_sim.virtual.VirtualWire), and the session knows no simulator.
