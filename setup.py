@@ -21,7 +21,19 @@ from setuptools import setup
 from setuptools.command.build_ext import build_ext
 
 COMPILED = [
+    "devicectl/messages.py",
     "devicectl/protocol.py",
+    "devicectl/safety.py",
+    "devicectl/controller.py",
+    "devicectl/controller_auth.py",
+    "devicectl/controller_checks.py",
+    "devicectl/controller_connect.py",
+    "devicectl/controller_core.py",
+    "devicectl/controller_status.py",
+    "devicectl/controller_telemetry.py",
+    "devicectl/plan.py",
+    "devicectl/dose.py",
+    "devicectl/reach.py",
     "devicectl/signing.py",
     "devicectl/footprint.py",
     "devicectl/coverage.py",
@@ -34,6 +46,9 @@ COMPILED = [
     "firmware_sim/pen_core.py",
     "firmware_sim/firmware.py",
     "firmware_sim/physics.py",
+    "firmware_sim/hand_rows.py",
+    "firmware_sim/handpiece.py",
+    "firmware_sim/virtual.py",
 ]
 
 

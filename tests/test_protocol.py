@@ -7,6 +7,7 @@ import dataclasses
 
 import pytest
 
+from devicectl import messages
 from devicectl.errors import ProtocolError
 from devicectl.protocol import (
     MAX_ENCODED,
@@ -121,12 +122,22 @@ def test_decoded_message_is_a_real_frozen_instance() -> None:
         (Telemetry(0, 3, 0, 0, 0, 0, 0, 40000, 0, 0, 0, 0), "x_dmm"),
         (Estop(256), "reason"),
         (Heartbeat(2**32), "host_ms"),
-        (Configure(1.5, 100), "telemetry_hz"),  # type: ignore[arg-type]
     ],
 )
 def test_out_of_range_field_raises_protocol_error_naming_it(message: object, field: str) -> None:
     with pytest.raises(ProtocolError, match=rf"\.{field} = "):
         encode(message, 0)  # type: ignore[arg-type]
+
+
+def test_a_float_field_never_reaches_the_wire() -> None:
+    """Pure Python builds the message and `encode` names the field; compiled with
+    mypyc (make compiled), the class enforces its `int` field at construction."""
+    if messages.__file__ is not None and not messages.__file__.endswith(".py"):
+        with pytest.raises(TypeError):
+            Configure(1.5, 100)  # type: ignore[arg-type]
+        return
+    with pytest.raises(ProtocolError, match=r"\.telemetry_hz = "):
+        encode(Configure(1.5, 100), 0)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(("seq", "flags"), [(256, 0), (-1, 0), (0, 256), (0, -1)])
