@@ -88,16 +88,6 @@ def test_crc_is_ccitt_false_with_spec_check_value() -> None:
     assert binascii.crc_hqx(b"123456789", 0xFFFF) == 0x29B1
 
 
-def test_crc_residue_table_matches_its_definition_for_every_crc_value() -> None:
-    import binascii
-
-    from devicectl.protocol import _CRC_RESIDUE
-
-    assert len(_CRC_RESIDUE) == 0x10000
-    for c in range(0x10000):
-        assert _CRC_RESIDUE[c] == binascii.crc_hqx(c.to_bytes(2, "little"), c), c
-
-
 def test_decoded_message_is_a_real_frozen_instance() -> None:
     """What the decoder returns is an ordinary frozen, slotted instance."""
     message, _seq, wire = VECTORS[8]
