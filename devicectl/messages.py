@@ -11,6 +11,8 @@ import enum
 from dataclasses import dataclass
 from typing import Any, ClassVar, Final
 
+from devicectl.frozen import by_fields
+
 
 class MsgType(enum.IntEnum):
     HELLO = 0x01
@@ -104,6 +106,9 @@ class _Message:
     __slots__ = ()
     TYPE: ClassVar[MsgType]
     FORMAT: ClassVar[str]
+
+    def __reduce__(self) -> tuple[type[Any], tuple[Any, ...]]:
+        return by_fields(self)  # pickles when compiled (devicectl/frozen.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -307,6 +312,9 @@ class Unknown:
 
     type_code: int
     body: bytes
+
+    def __reduce__(self) -> tuple[type[Any], tuple[Any, ...]]:
+        return by_fields(self)  # pickles when compiled (devicectl/frozen.py)
 
 
 Message = (
