@@ -14,9 +14,35 @@ from collections.abc import Iterator, Sequence
 from typing import Any, Final, Protocol
 
 import psycopg
+import psycopg.errors
 
 #: What a database error is, on either backend.
 DB_ERRORS: Final = (sqlite3.Error, psycopg.Error)
+#: A write the records refused by their own rules (a constraint, an append-only
+#: trigger, a missing grant): the database answered, and the same write would be
+#: refused again. PostgreSQL's triggers raise P0001 (RaiseException) or, for a
+#: used cartridge, unique_violation; SQLite's RAISE(ABORT) is an IntegrityError.
+REFUSALS: Final = (sqlite3.IntegrityError, psycopg.errors.IntegrityError,
+                   psycopg.errors.RaiseException, psycopg.errors.InsufficientPrivilege)
+#: The connection, not the write, failed: the server went away or did not answer.
+LOST: Final = (psycopg.OperationalError, psycopg.InterfaceError)
+
+
+def _chain(exc: BaseException | None) -> Iterator[BaseException]:
+    seen = 0
+    while exc is not None and seen < 16:
+        yield exc
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+
+
+def is_refusal(exc: BaseException) -> bool:
+    """Whether `exc` (or what it was raised from) is a write the records refused."""
+    return any(isinstance(e, REFUSALS) for e in _chain(exc))
+
+
+def is_lost(exc: BaseException) -> bool:
+    """Whether `exc` (or what it was raised from) is a lost or unreachable server."""
+    return any(isinstance(e, LOST) for e in _chain(exc))
 
 
 class Rows(Protocol):
