@@ -310,9 +310,9 @@ def main() -> int:
                               ("PostgreSQL, executemany (round 4)", url, True),
                               ("SQLite, again", sqlite_db, False),
                               ("PostgreSQL, again", url, False)):
-            cpu, server = writer_cpu_per_event(db, cpu_events, old=old)
+            cpu, server_cpu = writer_cpu_per_event(db, cpu_events, old=old)
             print(f"  writer CPU per event, {name:34}: {cpu:5.1f} µs in the writer's thread"
-                  f" (+ {server:5.1f} µs in the server's process)  ({cpu_events} events)")
+                  f" (+ {server_cpu:5.1f} µs in the server's process)  ({cpu_events} events)")
         for name, db in (("SQLite", sqlite_db), ("PostgreSQL", url)):
             rate = events_per_second(db, args.events)
             print(f"  record events/s, {name:10}: {rate:9.0f}  ({args.events} events, "
