@@ -21,6 +21,7 @@ import argparse
 import itertools
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -48,6 +49,8 @@ ROUND = 30
 #: A host whose trials stop short (latency.py's deadline, on a loaded machine) is
 #: followed by another for the rest, at most this many times a backend.
 MAX_HOSTS = 40
+#: The writer's CPU per event is measured this many times a backend, in turns.
+CPU_REPEATS = 5
 
 
 def estop_rounds(sqlite_db: Path, url: str, trials: int, per_round: int
@@ -306,13 +309,19 @@ def main() -> int:
         print(f"records benchmark (Python {sys.version.split()[0]}, {os.cpu_count()} CPUs, "
               f"load {os.getloadavg()[0]:.2f})")
         cpu_events = min(args.events, 10_000)
-        for name, db, old in (("SQLite", sqlite_db, False), ("PostgreSQL", url, False),
-                              ("PostgreSQL, executemany (round 4)", url, True),
-                              ("SQLite, again", sqlite_db, False),
-                              ("PostgreSQL, again", url, False)):
-            cpu, server_cpu = writer_cpu_per_event(db, cpu_events, old=old)
+        configs = (("SQLite", sqlite_db, False), ("PostgreSQL (COPY)", url, False),
+                   ("PostgreSQL, executemany (round 4)", url, True))
+        cpus: dict[str, list[tuple[float, float]]] = {name: [] for name, _, _ in configs}
+        for _ in range(CPU_REPEATS):  # taking turns: a burst of load falls on all alike
+            for name, db, old in configs:
+                cpus[name].append(writer_cpu_per_event(db, cpu_events, old=old))
+        for name, got in cpus.items():
+            cpu = statistics.median(c for c, _ in got)
+            server_cpu = statistics.median(s for _, s in got)
             print(f"  writer CPU per event, {name:34}: {cpu:5.1f} µs in the writer's thread"
-                  f" (+ {server_cpu:5.1f} µs in the server's process)  ({cpu_events} events)")
+                  f" (+ {server_cpu:5.1f} µs in the server's process)  (median of "
+                  f"{CPU_REPEATS} x {cpu_events} events: "
+                  f"{', '.join(f'{c:.1f}' for c, _ in got)})", flush=True)
         for name, db in (("SQLite", sqlite_db), ("PostgreSQL", url)):
             rate = events_per_second(db, args.events)
             print(f"  record events/s, {name:10}: {rate:9.0f}  ({args.events} events, "
@@ -322,7 +331,8 @@ def main() -> int:
         for name, got in lat.items():
             p50, p99 = latency._pct(got, 0.5), latency._pct(got, 0.99)
             p99s[name] = p99
-            print(f"  ESTOP over a pty, {name:10}: p50 {p50:7.1f} µs  "
+            p95 = latency._pct(got, 0.95)
+            print(f"  ESTOP over a pty, {name:10}: p50 {p50:7.1f} µs  p95 {p95:7.1f} µs  "
                   f"p99 {p99:7.1f} µs  max {max(got) / 1000:7.1f} µs  "
                   f"({len(got)} trials)")
         complete = all(len(got) >= args.trials for got in lat.values())
