@@ -53,8 +53,8 @@ MAX_HOSTS = 40
 CPU_REPEATS = 5
 
 
-def estop_rounds(sqlite_db: Path, url: str, trials: int, per_round: int
-                 ) -> dict[str, list[int]]:
+def estop_rounds(sqlite_db: Path, url: str, trials: int, per_round: int,
+                 ahead: bool = False) -> dict[str, list[int]]:
     """`trials` ESTOP latencies (ns) with each of: no records, SQLite, PostgreSQL,
     taken in rounds of `per_round` that alternate the order; a host that stops
     short is followed by another until every backend has its trials (or MAX_HOSTS)."""
@@ -67,7 +67,7 @@ def estop_rounds(sqlite_db: Path, url: str, trials: int, per_round: int
             want = min(per_round, trials - len(got[name]))
             if want <= 0 or hosts[name] >= MAX_HOSTS:
                 continue
-            lat, report = estop_with(dbs[name], want)
+            lat, report = estop_with(dbs[name], want, ahead)
             hosts[name] += 1
             got[name].extend(lat)
             print(f"    {name:10}: {len(got[name]):4}/{trials} trials  [{report}]", flush=True)
@@ -151,7 +151,8 @@ def events_per_second(db: Path | str, n: int) -> float:
 # --- the host process, with records -------------------------------------------------
 
 
-def host_main(port: str, db: str, switch_s: float | None, freeze: bool) -> int:
+def host_main(port: str, db: str, switch_s: float | None, freeze: bool,
+              ahead: bool = False) -> int:
     """Sessions one after another on the pen at `port`, each with its writer: the
     spec's H5 ends a session at its second over-depth, so each trial's ESTOP
     may end one; the next connects to the same pen (in FAULT), clears it, starts."""
@@ -205,11 +206,25 @@ def host_main(port: str, db: str, switch_s: float | None, freeze: bool) -> int:
             session.records.device = lambda: None  # type: ignore[method-assign]
         return session, writer
 
-    # The next session is built ahead: the pen's bytes must not pile up between sessions.
+    # Between sessions (the default) the next session's record and writer are made,
+    # and the last one's closed, while no session treats: as in a clinic, where
+    # a treatment's setup never overlaps another's. `ahead`: made during the
+    # previous session and closed during the next (round 4's way; the pen's
+    # bytes do not pile up between sessions, but the setup runs beside trials).
     following: tuple[Any, RecordWriter | None] | None = build()
     if freeze:
         gc.collect()
         gc.freeze()
+    pauses: dict[int, list[float]] = {0: [], 1: [], 2: []}  # the collector's, per generation
+    began = [0.0]
+
+    def collector(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            began[0] = time.perf_counter()
+        else:
+            pauses[info["generation"]].append(time.perf_counter() - began[0])
+
+    gc.callbacks.append(collector)
     ends: dict[str, int] = {}
     while not stop.is_set():
         assert following is not None
@@ -221,20 +236,23 @@ def host_main(port: str, db: str, switch_s: float | None, freeze: bool) -> int:
         threading.Thread(target=latency.technician, args=(session, done), daemon=True).start()
         while not stop.wait(0.005) and not session.wait(0):
             dev = session.controller.device
-            if following is None and dev is not None:
+            if ahead and following is None and dev is not None:
                 following = build(dev.cartridge_id)
-        if following is None:
-            dev = session.controller.device
-            following = build(dev.cartridge_id if dev is not None else None)
         session.request_stop("bench over")
         session.wait(2.0)
         done.set()
         ctl = session.controller
         end = f"{ctl.state.name}: {ctl.fault_final or ctl.go_no_go}"[:90]
         ends[end] = ends.get(end, 0) + 1
-        if writer is not None:  # closed once the next session runs: the pen is read meanwhile
-            threading.Thread(target=writer.close, args=("fault", None, 30)).start()
+        if writer is not None:
             closing.append(writer)
+            if ahead:  # closed once the next session runs: the pen is read meanwhile
+                threading.Thread(target=writer.close, args=("fault", None, 30)).start()
+            else:
+                writer.close("fault", None, 30)
+        if following is None:
+            dev = session.controller.device
+            following = build(dev.cartridge_id if dev is not None else None)
         sessions += 1
     wire.close()
     if following is not None and following[1] is not None:
@@ -242,8 +260,10 @@ def host_main(port: str, db: str, switch_s: float | None, freeze: bool) -> int:
     for w in closing:
         w.close("fault", None, 30)
     failures = [w.failure for w in closing if w.failure is not None]
+    gc_text = " ".join(f"gen{g}: {len(p)} x, max {1e3 * max(p, default=0):.2f} ms"
+                       for g, p in pauses.items())
     print(f"HOST records={str(db).split('@')[-1]} sessions={sessions} ends={ends} "
-          f"records_failures={failures[:1]!r}", flush=True)
+          f"records_failures={failures[:1]!r} gc=[{gc_text}]", flush=True)
     return 0
 
 
@@ -263,16 +283,44 @@ class _DroppingOs:
             return 0
 
 
-def estop_with(db: str, n: int) -> tuple[list[int], str]:
+def estop_with(db: str, n: int, ahead: bool = False) -> tuple[list[int], str]:
     """n trials with a host recording into `db` (a fresh host process)."""
 
     def spawn(*args: str) -> subprocess.Popen[str]:
-        return subprocess.Popen([sys.executable, str(HERE), *args, "--db", db],
+        more = ["--build-ahead"] if ahead else []
+        return subprocess.Popen([sys.executable, str(HERE), *args, "--db", db, *more],
                                 stdout=subprocess.PIPE, text=True)
 
     latency._spawn = spawn  # type: ignore[assignment]  # the trials start this host
     latency.os = _DroppingOs()  # type: ignore[assignment]
     return latency.estop_trials(n, live=False, switch_s=0.0005, freeze=True)
+
+
+def _ratio_interval(a: list[int], b: list[int], q: float, n: int = 1000
+                    ) -> tuple[float, float]:
+    """The 5th and 95th percentiles of the q-quantile ratio a/b over `n` bootstrap
+    resamples: how far this run's ratio could move by chance alone."""
+    import random
+
+    rng = random.Random(7)
+    ratios = sorted(latency._pct(rng.choices(a, k=len(a)), q)
+                    / latency._pct(rng.choices(b, k=len(b)), q) for _ in range(n))
+    return ratios[n // 20], ratios[n - 1 - n // 20]
+
+
+def _renice_server(data_dir: Path, nice: int) -> None:
+    """The server's postmaster and its processes at `nice` (backends it forks later
+    inherit it)."""
+    postmaster = int((data_dir / "postmaster.pid").read_text().split()[0])
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            ppid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        if int(proc.name) == postmaster or ppid == postmaster:
+            os.setpriority(os.PRIO_PROCESS, int(proc.name), nice)
 
 
 def main() -> int:
@@ -283,14 +331,23 @@ def main() -> int:
     h.add_argument("--switch-interval", type=float)
     h.add_argument("--gc-freeze", action="store_true")
     h.add_argument("--db", required=True)
+    for q in (h, ap):
+        q.add_argument("--build-ahead", action="store_true",
+                       help="make the next session's record during a session, close the last "
+                       "one's during the next (round 4's way; default: between sessions)")
     ap.add_argument("--events", type=int, default=EVENTS)
     ap.add_argument("--trials", type=int, default=TRIALS)
     ap.add_argument("--round", type=int, default=ROUND,
                     help="trials a round: the three hosts take turns, round by round")
     ap.add_argument("--pg", help="a PostgreSQL URL (default: a throwaway server)")
+    ap.add_argument("--server-nice", type=int, default=None, metavar="N",
+                    help="run the throwaway server's processes at this niceness (19: "
+                    "behind the pen and the host, as a server on another machine would "
+                    "not compete with them for these cores)")
     args = ap.parse_args()
     if args.role == "host":
-        return host_main(args.port, args.db, args.switch_interval, args.gc_freeze)
+        return host_main(args.port, args.db, args.switch_interval, args.gc_freeze,
+                         args.build_ahead)
 
     server = None
     url = args.pg
@@ -302,6 +359,8 @@ def main() -> int:
             print(f"no PostgreSQL server: {why}")
             return 1
         url = server.new_database()
+        if args.server_nice is not None:
+            _renice_server(server.data_dir, args.server_nice)
     tmp = Path(tempfile.mkdtemp(prefix="devicectl-bench-"))
     os.environ["XDG_DATA_HOME"] = str(tmp)  # a server's unsaved file, if any, stays here
     try:
@@ -326,7 +385,9 @@ def main() -> int:
             rate = events_per_second(db, args.events)
             print(f"  record events/s, {name:10}: {rate:9.0f}  ({args.events} events, "
                   "batches of 10, commit every 100 ms)", flush=True)
-        lat = estop_rounds(sqlite_db, url, args.trials, args.round)
+        lat = estop_rounds(sqlite_db, url, args.trials, args.round, args.build_ahead)
+        print(f"  sessions' records made and closed "
+              f"{'beside the trials (--build-ahead)' if args.build_ahead else 'between sessions'}")
         p99s: dict[str, float] = {}
         for name, got in lat.items():
             p50, p99 = latency._pct(got, 0.5), latency._pct(got, 0.99)
@@ -340,7 +401,10 @@ def main() -> int:
         verdict = ("met" if ratio <= GOAL_RATIO else "NOT met") if complete else \
             "not measured: the trials did not finish"
         p50_ratio = latency._pct(lat["PostgreSQL"], 0.5) / latency._pct(lat["SQLite"], 0.5)
+        p95_ratio = latency._pct(lat["PostgreSQL"], 0.95) / latency._pct(lat["SQLite"], 0.95)
+        low, high = _ratio_interval(lat["PostgreSQL"], lat["SQLite"], 0.99)
         print(f"  p99 PostgreSQL / SQLite: {ratio:.2f} (≤ {GOAL_RATIO}: {verdict}); "
+              f"90 % bootstrap interval {low:.2f}-{high:.2f}; p95 ratio {p95_ratio:.2f}, "
               f"p50 ratio {p50_ratio:.2f}; load now {os.getloadavg()[0]:.2f}")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
