@@ -152,7 +152,7 @@ def register(sub: Any) -> None:
     d.add_argument("--speed", type=float, default=DEMO_SPEED,
                    help="simulator speed, times real time (0 = as fast as possible)")
     d.add_argument("--db", type=db_arg, default=DEMO_DB, metavar="PATH|URL",
-                   help="records: an SQLite file, relative to the current folder, or a "
+                   help="records: a file (relative to the current folder) or a "
                    "postgresql:// URL")
     output_args(d)
     _web_args(d, default=True)
