@@ -198,3 +198,26 @@ def test_notes_from_two_rooms_at_once_chain_one_after_the_other(records: Path | 
         assert len(notes_of(store.conn, [sid])[sid]) == 30
         checks = verify_all(store.conn)
     assert [c.problem for c in checks] == [None]
+
+
+@pytest.mark.parametrize("records", ["sqlite", "postgresql"], indirect=True)
+def test_the_live_pages_event_list_reads_either_backend(records: Path | str) -> None:
+    """`run --web` on the clinic's server lists the session's events as on a chair:
+    the new rows, the routine ones counted apart, nothing read twice."""
+    from devicectl.web.hub import EventFeed
+
+    with Store(records) as store:
+        sid = new_session(store, "P-W1")
+        store.append_events(sid, [
+            EventRecord(1, START, "SENT", "SET_TARGET", None, {"type": "SET_TARGET"}),
+            EventRecord(2, START, "ESTOP", "over-depth: ESTOP sent", 1, {}, safety=True)])
+    feed = EventFeed(records, sid)
+    try:
+        first = feed.poll()
+        assert [item[3] for item in first] == ["over-depth: ESTOP sent"] and feed.hidden == 1
+        assert feed.error is None and feed.poll() == []
+        with Store(records) as store:
+            store.append_events(sid, [EventRecord(3, START, "ZONE_DONE", "crown done", 1, {})])
+        assert [item[3] for item in feed.poll()] == ["crown done"]
+    finally:
+        feed.close()

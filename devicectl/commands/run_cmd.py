@@ -278,8 +278,7 @@ def run(args: argparse.Namespace) -> int:
     if pen.grants:
         console.print(plain(pen.grants), style="dim", highlight=False, soft_wrap=True)
     wall0 = time.monotonic()
-    web = start_web_page(console, args, pen, zone_map, setup,
-                         db_path if isinstance(db_path, Path) else None)
+    web = start_web_page(console, args, pen, zone_map, setup, db_path)
     feed = Feed(console, as_json, zone_map, Pace(args.speed if args.sim else 0.0), wall0)
     go = False
     try:
