@@ -83,7 +83,8 @@ COMPILED_TESTS := $(CORE_TESTS) tests/test_controller_checks.py \
 	tests/test_controller_checks_honest.py tests/test_controller_checks_sim.py \
 	tests/test_plan.py tests/test_handpiece.py tests/test_virtual_wire.py \
 	tests/test_intervals.py tests/test_dose_records.py tests/test_fault_matrix.py \
-	tests/test_faults.py tests/test_misbehave.py tests/test_secure_session.py tests/test_secure_e2e.py
+	tests/test_faults.py tests/test_misbehave.py tests/test_secure_session.py tests/test_secure_e2e.py \
+	tests/test_pickling.py
 test-compiled: compiled
 	cd $(COMPILED_DIR) && $(CURDIR)/$(BIN)/python -m pytest -q -p no:cacheprovider \
 		-n 2 --dist loadgroup -m "not slow and not realtime" $(COMPILED_TESTS)
