@@ -4,11 +4,13 @@ The pure-Python package is the reference and what `pip install` gives. With
 DEVICECTL_COMPILE=1 (what `make compiled` sets, building into build/compiled)
 the modules below are compiled with mypyc; when that is impossible (mypy not
 importable, no C compiler, a module mypyc rejects) the build says so on stderr
-and leaves those modules pure Python. Left out on purpose (docs/performance.md,
-"Issue 17 item 1"): devicectl/messages.py (mypyc counts a dataclass's ClassVar
-as a field, mypyc issue 1122: the message classes fail to import) and
-devicectl/safety.py (compiled, its argument checks change: a float depth raises
-TypeError, not SafetyError, and True passes as 1).
+and leaves those modules pure Python. What compiling changes, and how the code
+keeps both builds alike (docs/performance.md, "Round 5: compiled core"):
+mypyc checks annotated argument and field types at run time, so untrusted
+inputs the pure code checks itself are typed `object` (safety.checked_set_target);
+a frozen dataclass that crosses a process pickles by its fields (devicectl/frozen.py);
+message classes get TYPE/FORMAT after their body (mypyc issue 1122). Not compiled:
+session.py and the pen process (changed by others; threads and I/O, little to gain).
 """
 
 from __future__ import annotations
@@ -21,7 +23,19 @@ from setuptools import setup
 from setuptools.command.build_ext import build_ext
 
 COMPILED = [
+    "devicectl/messages.py",
     "devicectl/protocol.py",
+    "devicectl/safety.py",
+    "devicectl/controller.py",
+    "devicectl/controller_auth.py",
+    "devicectl/controller_checks.py",
+    "devicectl/controller_connect.py",
+    "devicectl/controller_core.py",
+    "devicectl/controller_status.py",
+    "devicectl/controller_telemetry.py",
+    "devicectl/plan.py",
+    "devicectl/dose.py",
+    "devicectl/reach.py",
     "devicectl/signing.py",
     "devicectl/footprint.py",
     "devicectl/coverage.py",
@@ -34,6 +48,14 @@ COMPILED = [
     "firmware_sim/pen_core.py",
     "firmware_sim/firmware.py",
     "firmware_sim/physics.py",
+    "firmware_sim/pen_link.py",
+    "firmware_sim/pen_auth.py",
+    "firmware_sim/supervision.py",
+    "firmware_sim/faults.py",
+    "firmware_sim/triggers.py",
+    "firmware_sim/hand_rows.py",
+    "firmware_sim/handpiece.py",
+    "firmware_sim/virtual.py",
 ]
 
 

@@ -1,10 +1,11 @@
 """Pure Python against the mypyc-compiled core (`make compiled`), in one run.
 
-Runs bench/controller.py and bench/session.py twice each, alternately: with the
-pure-Python package, then with PYTHONPATH=build/compiled, so both see the same
-machine load. Prints each run's output and which modules were compiled. Run:
-`make bench-compiled` (builds first), or `.venv/bin/python bench/compiled.py`
-after `make compiled`.
+Runs bench/controller.py, sim.py, codec.py and session.py twice each,
+alternately: with the pure-Python package, then with PYTHONPATH=build/compiled,
+so both see the same machine load. Prints each run's output and which modules
+were compiled. Run: `make bench-compiled` (builds first), or
+`.venv/bin/python bench/compiled.py [SCRIPT ...]` after `make compiled`
+(e.g. `controller.py sim.py` for the quick ones only).
 """
 
 from __future__ import annotations
@@ -34,10 +35,12 @@ def main() -> int:
         print("nothing compiled in build/compiled: run `make compiled` first")
         return 1
     print(f"compiled: {', '.join(built)}; load {os.getloadavg()[0]:.1f}")
-    for script, args in (("controller.py", []), ("session.py", [])):
+    scripts = sys.argv[1:] or ["controller.py", "sim.py", "codec.py", "session.py"]
+    for script in scripts:
         for compiled in (False, True):
-            print(f"--- {script} {' '.join(args)} ({'compiled' if compiled else 'pure Python'})")
-            print(run(script, args, compiled).rstrip())
+            load = os.getloadavg()[0]
+            print(f"--- {script} ({'compiled' if compiled else 'pure Python'}, load {load:.2f})")
+            print(run(script, [], compiled).rstrip())
     return 0
 
 

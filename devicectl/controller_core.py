@@ -20,6 +20,7 @@ from devicectl import protocol as p
 from devicectl.controller_auth import KeySource, LinkAuth
 from devicectl.controller_checks import PenChecks
 from devicectl.coverage import Coverage, Raster
+from devicectl.frozen import by_fields
 from devicectl.linkstate import LinkState
 from devicectl.plan import Plan, ZonePlan
 from devicectl.safety import (
@@ -71,6 +72,10 @@ class StartFacts:
     days_since_treatment: Mapping[str, float] = field(default_factory=dict)
     #: who decided the interval override (required with it)
     interval_override_clinician: str | None = None
+
+    def __reduce__(self) -> tuple[type[Any], tuple[Any, ...]]:
+        return by_fields(self)  # pickles when compiled (devicectl/frozen.py)
+
 
 class ControllerCore:
     """One session's state, and the plumbing every rule goes through."""

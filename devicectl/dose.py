@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import io
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -181,7 +181,7 @@ EXPORT_FIELDS: Final = (
 
 
 def zones_with_dose(
-    zones: list[dict[str, Any]], archive: bytes | None
+    zones: Sequence[dict[str, Any]], archive: bytes | None
 ) -> list[dict[str, Any]]:
     """The export's zones[], each with its dose measures from the saved grid
     (None where the session saved no grid: no position, or never started)."""

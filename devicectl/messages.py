@@ -11,6 +11,8 @@ import enum
 from dataclasses import dataclass
 from typing import Any, ClassVar, Final
 
+from devicectl.frozen import by_fields
+
 
 class MsgType(enum.IntEnum):
     HELLO = 0x01
@@ -96,119 +98,150 @@ def fault_names(flags: int) -> list[str]:
     return [b.name for b in FaultBit if flags & (1 << b)]
 
 
+class _Message:
+    """What every message class has: `TYPE`, its row in the spec's table, and
+    `FORMAT`, its body's struct format. They are set after each class body, not
+    in it: mypyc (issue 1122) takes a ClassVar in a dataclass body for a field."""
+
+    __slots__ = ()
+    TYPE: ClassVar[MsgType]
+    FORMAT: ClassVar[str]
+
+    def __reduce__(self) -> tuple[type[Any], tuple[Any, ...]]:
+        return by_fields(self)  # pickles when compiled (devicectl/frozen.py)
+
+
 @dataclass(frozen=True, slots=True)
-class Hello:
-    TYPE: ClassVar[MsgType] = MsgType.HELLO
-    FORMAT: ClassVar[str] = "<HI"
+class Hello(_Message):
     host_proto: int
     nonce: int
 
 
+Hello.TYPE, Hello.FORMAT = MsgType.HELLO, "<HI"
+
+
 @dataclass(frozen=True, slots=True)
-class Heartbeat:
-    TYPE: ClassVar[MsgType] = MsgType.HEARTBEAT
-    FORMAT: ClassVar[str] = "<I"
+class Heartbeat(_Message):
     host_ms: int
 
 
+Heartbeat.TYPE, Heartbeat.FORMAT = MsgType.HEARTBEAT, "<I"
+
+
 @dataclass(frozen=True, slots=True)
-class Configure:
-    TYPE: ClassVar[MsgType] = MsgType.CONFIGURE
-    FORMAT: ClassVar[str] = "<HH"
+class Configure(_Message):
     telemetry_hz: int
     watchdog_ms: int
 
 
+Configure.TYPE, Configure.FORMAT = MsgType.CONFIGURE, "<HH"
+
+
 @dataclass(frozen=True, slots=True)
-class SetTarget:
-    TYPE: ClassVar[MsgType] = MsgType.SET_TARGET
-    FORMAT: ClassVar[str] = "<HHB"
+class SetTarget(_Message):
     depth_um: int
     rate_dhz: int
     zone_id: int
 
 
-@dataclass(frozen=True, slots=True)
-class Start:
-    TYPE: ClassVar[MsgType] = MsgType.START
-    FORMAT: ClassVar[str] = "<"
+SetTarget.TYPE, SetTarget.FORMAT = MsgType.SET_TARGET, "<HHB"
 
 
 @dataclass(frozen=True, slots=True)
-class Stop:
-    TYPE: ClassVar[MsgType] = MsgType.STOP
-    FORMAT: ClassVar[str] = "<"
+class Start(_Message):
+    pass
+
+
+Start.TYPE, Start.FORMAT = MsgType.START, "<"
 
 
 @dataclass(frozen=True, slots=True)
-class Estop:
-    TYPE: ClassVar[MsgType] = MsgType.ESTOP
-    FORMAT: ClassVar[str] = "<B"
+class Stop(_Message):
+    pass
+
+
+Stop.TYPE, Stop.FORMAT = MsgType.STOP, "<"
+
+
+@dataclass(frozen=True, slots=True)
+class Estop(_Message):
     reason: int
 
 
-@dataclass(frozen=True, slots=True)
-class ClearFault:
-    TYPE: ClassVar[MsgType] = MsgType.CLEAR_FAULT
-    FORMAT: ClassVar[str] = "<"
+Estop.TYPE, Estop.FORMAT = MsgType.ESTOP, "<B"
 
 
 @dataclass(frozen=True, slots=True)
-class AuthBegin:
-    TYPE: ClassVar[MsgType] = MsgType.AUTH_BEGIN
-    FORMAT: ClassVar[str] = "<16s"
+class ClearFault(_Message):
+    pass
+
+
+ClearFault.TYPE, ClearFault.FORMAT = MsgType.CLEAR_FAULT, "<"
+
+
+@dataclass(frozen=True, slots=True)
+class AuthBegin(_Message):
     host_random: bytes
 
 
+AuthBegin.TYPE, AuthBegin.FORMAT = MsgType.AUTH_BEGIN, "<16s"
+
+
 @dataclass(frozen=True, slots=True)
-class AuthConfirm:
-    TYPE: ClassVar[MsgType] = MsgType.AUTH_CONFIRM
-    FORMAT: ClassVar[str] = "<16s"
+class AuthConfirm(_Message):
     host_proof: bytes
 
 
+AuthConfirm.TYPE, AuthConfirm.FORMAT = MsgType.AUTH_CONFIRM, "<16s"
+
+
 @dataclass(frozen=True, slots=True)
-class FwBegin:
-    TYPE: ClassVar[MsgType] = MsgType.FW_BEGIN
-    FORMAT: ClassVar[str] = "<IIH"
+class FwBegin(_Message):
     image_size: int
     image_crc32: int
     fw_version: int
 
 
+FwBegin.TYPE, FwBegin.FORMAT = MsgType.FW_BEGIN, "<IIH"
+
+
 @dataclass(frozen=True, slots=True)
-class FwChunk:
-    TYPE: ClassVar[MsgType] = MsgType.FW_CHUNK
-    FORMAT: ClassVar[str] = "<I40s"
+class FwChunk(_Message):
     offset: int
     data: bytes
 
 
-@dataclass(frozen=True, slots=True)
-class FwCommit:
-    TYPE: ClassVar[MsgType] = MsgType.FW_COMMIT
-    FORMAT: ClassVar[str] = "<"
+FwChunk.TYPE, FwChunk.FORMAT = MsgType.FW_CHUNK, "<I40s"
 
 
 @dataclass(frozen=True, slots=True)
-class FwAbort:
-    TYPE: ClassVar[MsgType] = MsgType.FW_ABORT
-    FORMAT: ClassVar[str] = "<"
+class FwCommit(_Message):
+    pass
+
+
+FwCommit.TYPE, FwCommit.FORMAT = MsgType.FW_COMMIT, "<"
 
 
 @dataclass(frozen=True, slots=True)
-class Ack:
-    TYPE: ClassVar[MsgType] = MsgType.ACK
-    FORMAT: ClassVar[str] = "<BBB"
+class FwAbort(_Message):
+    pass
+
+
+FwAbort.TYPE, FwAbort.FORMAT = MsgType.FW_ABORT, "<"
+
+
+@dataclass(frozen=True, slots=True)
+class Ack(_Message):
     acked_seq: int
     acked_type: int
     status: int
 
 
+Ack.TYPE, Ack.FORMAT = MsgType.ACK, "<BBB"
+
+
 @dataclass(frozen=True, slots=True)
-class DeviceInfo:
-    TYPE: ClassVar[MsgType] = MsgType.DEVICE_INFO
-    FORMAT: ClassVar[str] = "<IHHIHHHBBIIH"
+class DeviceInfo(_Message):
     nonce: int
     proto: int
     fw_version: int
@@ -223,10 +256,11 @@ class DeviceInfo:
     footprint_dmm: int
 
 
+DeviceInfo.TYPE, DeviceInfo.FORMAT = MsgType.DEVICE_INFO, "<IHHIHHHBBIIH"
+
+
 @dataclass(frozen=True, slots=True)
-class Telemetry:
-    TYPE: ClassVar[MsgType] = MsgType.TELEMETRY
-    FORMAT: ClassVar[str] = "<IBHHHHIhhBBH"
+class Telemetry(_Message):
     t_us: int
     state: int
     fault_flags: int
@@ -241,29 +275,35 @@ class Telemetry:
     battery_mv: int
 
 
+Telemetry.TYPE, Telemetry.FORMAT = MsgType.TELEMETRY, "<IBHHHHIhhBBH"
+
+
 @dataclass(frozen=True, slots=True)
-class Fault:
-    TYPE: ClassVar[MsgType] = MsgType.FAULT
-    FORMAT: ClassVar[str] = "<HBH"
+class Fault(_Message):
     fault_flags: int
     code: int
     detail: int
 
 
+Fault.TYPE, Fault.FORMAT = MsgType.FAULT, "<HBH"
+
+
 @dataclass(frozen=True, slots=True)
-class Event:
-    TYPE: ClassVar[MsgType] = MsgType.EVENT
-    FORMAT: ClassVar[str] = "<BI"
+class Event(_Message):
     event: int
     t_us: int
 
 
+Event.TYPE, Event.FORMAT = MsgType.EVENT, "<BI"
+
+
 @dataclass(frozen=True, slots=True)
-class AuthProof:
-    TYPE: ClassVar[MsgType] = MsgType.AUTH_PROOF
-    FORMAT: ClassVar[str] = "<16s16s"
+class AuthProof(_Message):
     pen_random: bytes
     pen_proof: bytes
+
+
+AuthProof.TYPE, AuthProof.FORMAT = MsgType.AUTH_PROOF, "<16s16s"
 
 
 @dataclass(frozen=True, slots=True)
@@ -272,6 +312,9 @@ class Unknown:
 
     type_code: int
     body: bytes
+
+    def __reduce__(self) -> tuple[type[Any], tuple[Any, ...]]:
+        return by_fields(self)  # pickles when compiled (devicectl/frozen.py)
 
 
 Message = (

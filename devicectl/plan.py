@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from devicectl.dose import NOMINAL_HAND_SPEED_MM_S, pass_punctures_per_cm2
 from devicectl.errors import RefusedError
+from devicectl.frozen import by_fields
 from devicectl.protocol import DeviceInfo
 from devicectl.safety import DEPTH_CAP_UM, region_depth_problems
 
@@ -68,6 +69,9 @@ class ZonePlan:
     #: the patches treated, with their margin (empty: the whole zone); area_mm2 is theirs
     patches: tuple[Patch, ...] = ()
 
+    def __reduce__(self) -> tuple[type[Any], tuple[Any, ...]]:
+        return by_fields(self)  # pickles when compiled (devicectl/frozen.py)
+
 
 @dataclass(frozen=True, slots=True)
 class Plan:
@@ -91,6 +95,9 @@ class Plan:
     @property
     def max_depth_um(self) -> int:
         return max((z.depth_um for z in self.zones), default=0)
+
+    def __reduce__(self) -> tuple[type[Any], tuple[Any, ...]]:
+        return by_fields(self)  # pickles when compiled (devicectl/frozen.py)
 
 
 def strokes_per_pass(area_mm2: float, footprint_mm: float, rate_hz: float) -> float:
@@ -147,6 +154,9 @@ class ZoneRecipe:
     #: the patches treated, with their margin (empty: the whole zone)
     patches: tuple[Patch, ...] = ()
 
+    def __reduce__(self) -> tuple[type[Any], tuple[Any, ...]]:
+        return by_fields(self)  # pickles when compiled (devicectl/frozen.py)
+
 
 @dataclass(frozen=True, slots=True)
 class PlanRecipe:
@@ -165,6 +175,9 @@ class PlanRecipe:
     def __call__(self, device: DeviceInfo) -> Plan:
         """The controller's `plan_for`: the recipe fitted to the pen that answered."""
         return fit_plan(self, device)
+
+    def __reduce__(self) -> tuple[type[Any], tuple[Any, ...]]:
+        return by_fields(self)  # pickles when compiled (devicectl/frozen.py)
 
 
 def _refusals(recipe: PlanRecipe, device: DeviceInfo) -> list[str]:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import binascii
 import enum
-import operator
 import re
 import struct
 from collections.abc import Callable
@@ -120,24 +119,13 @@ def field_sizes(cls: type[Any]) -> dict[str, int]:
     return {n: int(c[:-1]) for n, c in _codes(cls) if c.endswith("s")}
 
 
-def _values_getter(names: tuple[str, ...]) -> Callable[[Any], tuple[Any, ...]]:
-    """A C-speed getter of a message's field values as a tuple, in wire order."""
-    if not names:
-        return lambda message: ()
-    if len(names) == 1:
-        one = operator.attrgetter(names[0])
-        return lambda message: (one(message),)
-    many: Callable[[Any], tuple[Any, ...]] = operator.attrgetter(*names)
-    return many
-
-
 @dataclass(frozen=True, slots=True)
 class _Codec:
     cls: type[Any]
-    packet: struct.Struct  # header + body + CRC, for one-call decoding
+    packet: struct.Struct  # header + body + CRC: its size is the packet's length
     signed_packet: struct.Struct  # header + body + counter + tag + CRC
     head_body: struct.Struct  # header + body, for one-call encoding
-    values: Callable[[Any], tuple[Any, ...]]
+    names: tuple[str, ...]  # body fields, wire order
     sizes: tuple[tuple[str, int], ...]  # byte-string fields: struct pads or cuts them silently
 
 
@@ -148,7 +136,7 @@ def _codec(cls: type[Any]) -> _Codec:
         struct.Struct("<BBBB" + body + "H"),
         struct.Struct("<BBBB" + body + f"I{TAG_BYTES}sH"),
         struct.Struct("<BBBB" + body),
-        _values_getter(field_names(cls)),
+        field_names(cls),
         tuple(field_sizes(cls).items()),
     )
 
@@ -185,7 +173,9 @@ def encode_head(message: Message, seq: int, flags: int | None = None) -> bytes:
                 f"{message.TYPE.name}.{name} cannot be sent: it must be exactly {size} bytes"
             )
     try:
-        return codec.head_body.pack(PROTO_VERSION, message.TYPE, seq, flags, *codec.values(message))
+        return codec.head_body.pack(
+            PROTO_VERSION, message.TYPE, seq, flags, *[getattr(message, n) for n in codec.names]
+        )
     except struct.error:
         raise _range_error(message) from None
 
@@ -265,25 +255,6 @@ class Frame:
         return self.counter is not None
 
 
-#: What the CRC register holds after a whole packet whose CRC field is `c` and
-#: correct: the register update over two fixed bytes is a bijection, so
-#: `crc(packet) == _CRC_RESIDUE[c]` exactly when `crc(packet[:-2]) == c`. Saves
-#: slicing the packet on the hot path. The map is linear in `c` (no xorout), so
-#: it is built from its values on the low and the high byte alone.
-_RESIDUE_LO: Final = [binascii.crc_hqx(bytes((c, 0)), c) for c in range(0x100)]
-_RESIDUE_HI: Final = [binascii.crc_hqx(bytes((0, c)), c << 8) for c in range(0x100)]
-_CRC_RESIDUE: Final[list[int]] = [hi ^ lo for hi in _RESIDUE_HI for lo in _RESIDUE_LO]
-
-#: (packet length << 8 | type) -> (unpack of the whole packet, message class, signed).
-#: A type's signed and unsigned packets differ in length by the trailer, so one
-#: key never means both; the flag bit must agree with the length.
-_FAST: Final[dict[int, tuple[Callable[[bytes], tuple[Any, ...]], type[Any], bool]]] = {
-    **{(c.packet.size << 8) | t: (c.packet.unpack, c.cls, False) for t, c in _CODECS.items()},
-    **{(c.signed_packet.size << 8) | t: (c.signed_packet.unpack, c.cls, True)
-       for t, c in _CODECS.items()},
-}
-
-
 class Discard(enum.Enum):
     """Why a chunk between delimiters was thrown away."""
 
@@ -335,61 +306,17 @@ class Decoder:
                 first = b""
             chunks[0] = first
             self._partial = b""
-            out = self._decode_chunks(chunks)
+            for chunk in chunks:
+                if chunk:
+                    frame = self.decode_chunk(chunk)
+                    if frame is not None:
+                        out.append(frame)
             self._partial = tail
         else:
             self._partial += tail
         if len(self._partial) > MAX_ENCODED:
             self._partial = b""
             self._overflow = True
-        return out
-
-    def _decode_chunks(self, chunks: list[bytes]) -> list[Frame]:
-        """The hot path: well-formed frames of known types in one unpack each.
-
-        Anything unusual (too long, bad COBS, short, bad CRC or version, unknown
-        type, wrong length) goes to `decode_chunk`, which classifies and counts
-        it in the spec's order; this loop only takes chunks it fully checks.
-        """
-        out: list[Frame] = []
-        append = out.append
-        fast = _FAST
-        residue = _CRC_RESIDUE
-        cobs_decode = cobs.decode
-        decode_error = cobs.DecodeError
-        crc = binascii.crc_hqx
-        slow = self.decode_chunk
-        good = 0
-        for chunk in chunks:
-            if not chunk:
-                continue
-            if len(chunk) <= MAX_ENCODED:
-                try:
-                    packet = cobs_decode(chunk)
-                except decode_error:
-                    packet = b""
-                n = len(packet)
-                if n >= 6:
-                    entry = fast.get(n << 8 | packet[1])
-                    if entry is not None:
-                        unpack, cls, signed = entry
-                        v = unpack(packet)
-                        if (
-                            crc(packet, CRC_INIT) == residue[v[-1]]
-                            and v[0] == PROTO_VERSION
-                            and bool(v[3] & FLAG_SIGNED) is signed
-                        ):
-                            if signed:
-                                append(Frame(v[2], v[3], cls(*v[4:-3]), v[-3], v[-2],
-                                             packet[: n - 2 - TRAILER_BYTES]))
-                            else:
-                                append(Frame(v[2], v[3], cls(*v[4:-1])))
-                            good += 1
-                            continue
-            frame = slow(chunk)
-            if frame is not None:
-                append(frame)
-        self.frames += good
         return out
 
     def decode_chunk(self, chunk: bytes) -> Frame | None:

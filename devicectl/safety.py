@@ -118,12 +118,15 @@ class Verdict:
 OK: Final = Verdict(Action.OK, "")
 
 
-def checked_set_target(depth_um: int, rate_dhz: int, zone_id: int) -> SetTarget:
+def checked_set_target(depth_um: object, rate_dhz: int, zone_id: int) -> SetTarget:
     """The only way devicectl builds a SET_TARGET: refused above the depth cap.
 
     Raises SafetyError for a depth above DEPTH_CAP_UM (or not a whole number of
     µm, or negative); it never clamps, so a wrong plan stops the session
-    instead of treating at a depth nobody asked for.
+    instead of treating at a depth nobody asked for. `depth_um` is typed
+    `object` and narrowed here, not at the call: compiled with mypyc, an `int`
+    parameter would refuse a float with TypeError and take True as 1 before
+    this check ran (docs/performance.md, "Round 5").
     """
     if not isinstance(depth_um, int) or isinstance(depth_um, bool):
         raise SafetyError(f"target depth {depth_um!r} is not a whole number of µm")

@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Final
 
+from devicectl.frozen import by_fields
+
 
 class State(enum.Enum):
     CONNECTING = "connecting"
@@ -119,6 +121,9 @@ class ControlEvent:
     #: the record writer commits at once when True
     safety: bool = False
 
+    def __reduce__(self) -> tuple[type[Any], tuple[Any, ...]]:
+        return by_fields(self)  # pickles when compiled (devicectl/frozen.py)
+
 
 @dataclass(frozen=True, slots=True)
 class Output:
@@ -129,6 +134,9 @@ class Output:
 
 
 #: Why stamping stops when the record writer cannot commit (no treatment without a record).
+
+    def __reduce__(self) -> tuple[type[Any], tuple[Any, ...]]:
+        return by_fields(self)  # pickles when compiled (devicectl/frozen.py)
 RECORDS_FAILED_REASON: Final = "records cannot be written"
 
 TERMINAL: Final = frozenset({State.COMPLETE, State.ABORTED, State.REFUSED, State.LINK_LOST})
