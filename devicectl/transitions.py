@@ -132,11 +132,11 @@ class Output:
     data: bytes
     events: tuple[ControlEvent, ...]
 
-
-#: Why stamping stops when the record writer cannot commit (no treatment without a record).
-
     def __reduce__(self) -> tuple[type[Any], tuple[Any, ...]]:
         return by_fields(self)  # pickles when compiled (devicectl/frozen.py)
+
+
+#: Why stamping stops when the record writer cannot commit (no treatment without a record).
 RECORDS_FAILED_REASON: Final = "records cannot be written"
 
 TERMINAL: Final = frozenset({State.COMPLETE, State.ABORTED, State.REFUSED, State.LINK_LOST})
