@@ -26,7 +26,8 @@ as a lost link that the bench itself caused. A link lost during a run is
 reported, and the technician reconnects so the trials can go on.
 
 Run: `.venv/bin/python bench/views_load.py [--trials N] [--session-s S] [--rounds R]`
-(defaults 300, 60, 3: about 10 minutes).
+(defaults 300, 60, 3: about 10 minutes). `run_config(..., tree=DIR)` runs the host
+from another tree (bench/before_after.py's `penproc`: the pen process before/after).
 """
 
 from __future__ import annotations
@@ -53,6 +54,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+if "--tree" in sys.argv:  # `host --tree DIR`: the host and its pen process run DIR's devicectl
+    sys.path.insert(0, sys.argv[sys.argv.index("--tree") + 1])
 
 from latency import (  # the pen side and its constants, shared with bench/latency.py
     DELAY_US,
@@ -340,13 +343,25 @@ def _nice_back() -> None:
         os.setpriority(os.PRIO_PROCESS, 0, _NICE0)
 
 
-def run_config(trials: int, session_s: float, *, view: bool, clients: int,
-               stalled: bool) -> Run:
-    """`trials` ESTOP trials (if any), else a plain session of `session_s`."""
+def raise_pen_priority() -> str:
+    """This process (the simulated pen) at nice PEN_NICE where permitted; says which."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, 0, PEN_NICE)
+    except OSError:
+        return "nice not raised (not permitted)"
+    return f"nice {PEN_NICE}"
+
+
+def run_config(trials: int, session_s: float, *, view: bool = False, clients: int = 0,
+               stalled: bool = False, tree: Path | None = None) -> Run:
+    """`trials` ESTOP trials (if any), else a plain session of `session_s`; the host
+    from `tree` (a source tree; None: this one)."""
     master, slave, path = _open_pty()
     args = ["host", path] + (["--view"] if view else []) + ["--clients", str(clients)]
     if stalled:
         args.append("--stalled")
+    if tree is not None:
+        args += ["--tree", str(tree)]
     host = subprocess.Popen([sys.executable, str(HERE), *args], stdout=subprocess.PIPE,
                             preexec_fn=_nice_back)  # the host at the priority it was given
     side = PenSide(master, host)
@@ -439,6 +454,7 @@ def main() -> int:
     h.add_argument("--view", action="store_true")
     h.add_argument("--clients", type=int, default=0)
     h.add_argument("--stalled", action="store_true")
+    h.add_argument("--tree")
     c = sub.add_parser("clients")
     c.add_argument("port", type=int)
     c.add_argument("n", type=int)
@@ -451,11 +467,7 @@ def main() -> int:
         return host_main(args.port, args.view, args.clients, args.stalled)
     if args.role == "clients":
         return clients_main(args.port, args.n, args.stalled)
-    try:
-        os.setpriority(os.PRIO_PROCESS, 0, PEN_NICE)
-        pen_nice = f"nice {PEN_NICE}"
-    except OSError:
-        pen_nice = "nice not raised (not permitted)"
+    pen_nice = raise_pen_priority()
     t_start = time.monotonic()
     print(f"views under load: pen at {TELEMETRY_HZ} Hz telemetry over a pty, {pen_nice} "
           f"(Python {sys.version.split()[0]}, {os.cpu_count()} CPUs, "
