@@ -293,11 +293,7 @@ class Session:
                     "claimed in the records", data={"command": cmd.name}),)), now)
                 continue
             self._emit(ctl.command(cmd, now), now)
-        # The controller's timers run when one is due (or frames wait in its backlog):
-        # asking is a third of a tick's cost, and at 1 kHz nothing is due most frames.
-        due = ctl.next_deadline_us(now)
-        if due is not None and due <= now:
-            self._emit(ctl.tick(now), now)
+        self._emit(ctl.tick(now), now)
         self._auto_confirm(now)
         if self._stop_reason is not None and not self._timers.stop_requested:
             self._begin_stop(now)
