@@ -10,7 +10,8 @@ CPU time of its whole run), and the pen process of `devicectl run` at 1 kHz
 (bench/cpu.py's `pen_process`: this tree's pen side, the host and its pen process
 from each tree; `penproc`, not in the default set: it runs in real time, PENPROC_S of
 stamping each). Each in its own process. Prints wall and CPU seconds and the ratios.
-Run: `.venv/bin/python bench/before_after.py REF [ROUNDS] [NAMES]`, NAMES a
+Run: `.venv/bin/python bench/before_after.py REF [ROUNDS] [NAMES]` (REF a commit, or a
+directory holding an extracted tree), NAMES a
 comma-separated subset of session, sim, controller, penproc (all but penproc by default).
 """
 
@@ -87,12 +88,15 @@ def main() -> int:
     names = sys.argv[3].split(",") if len(sys.argv) > 3 else list(DEFAULT)
     with tempfile.TemporaryDirectory(prefix="devicectl-before-") as tmp:
         before = Path(tmp)
-        archive = subprocess.run(["git", "archive", ref], cwd=ROOT, capture_output=True,
-                                 check=True).stdout
-        tar = before / "src.tar"
-        tar.write_bytes(archive)
-        with tarfile.open(tar) as t:
-            t.extractall(before, filter="data")
+        if Path(ref).is_dir():  # a tree already extracted (git archive REF | tar -x -C DIR)
+            before = Path(ref)
+        else:
+            archive = subprocess.run(["git", "archive", ref], cwd=ROOT, capture_output=True,
+                                     check=True).stdout
+            tar = before / "src.tar"
+            tar.write_bytes(archive)
+            with tarfile.open(tar) as t:
+                t.extractall(before, filter="data")
         print(f"before: {ref}; after: this tree; load {os.getloadavg()[0]:.1f}; "
               f"Python {sys.version.split()[0]}")
         for name, code in (BENCHES[n] for n in names):
