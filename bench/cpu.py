@@ -48,7 +48,7 @@ def pen_process(seconds: float = PEN_PROCESS_S, tree: Path | None = None) -> tup
     if run.cpu_pct is None:
         raise RuntimeError(f"no stamping session: {views_load._notes(run)}")
     notes = views_load._notes(run)
-    notes.insert(0, f"gap holds {run.host.get('gap_holds')}")
+    notes.insert(0, f"gap holds {run.host.get('gap_holds')}, CLI process {run.cli_pct:.1f} %")
     return run.cpu_pct, "; ".join(notes)
 
 

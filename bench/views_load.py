@@ -330,6 +330,9 @@ class Run:
     latencies: list[int] = field(default_factory=list)
     misses: int = 0
     cpu_pct: float | None = None
+    #: the CLI process's own CPU (its threads: the handle's reader, the page, the view's
+    #: feed; not the view's or the clients' processes), over the same window
+    cli_pct: float | None = None
     overruns: int = 0
     host: dict[str, Any] = field(default_factory=dict)
 
@@ -372,7 +375,7 @@ def run_config(trials: int, session_s: float, *, view: bool = False, clients: in
     end = time.monotonic() + (60 + trials * 1.0 if trials else session_s + 60)
     pen_pid: int | None = None
     session_end: float | None = None
-    cpu0 = 0.0
+    cpu0 = cli0 = 0.0
     try:
         while time.monotonic() < end and host.poll() is None:
             if trials and len(run.latencies) >= trials:
@@ -385,8 +388,10 @@ def run_config(trials: int, session_s: float, *, view: bool = False, clients: in
             if not trials:
                 if session_end is None and stamping:  # counted from the first START
                     session_end, cpu0 = time.monotonic() + session_s, _cpu_s(pen_pid)
+                    cli0 = _cpu_s(host.pid)
                 if session_end is not None and time.monotonic() >= session_end:
                     run.cpu_pct = 100 * (_cpu_s(pen_pid) - cpu0) / session_s
+                    run.cli_pct = 100 * (_cpu_s(host.pid) - cli0) / session_s
                     break
                 continue
             if sent_ns is not None and estop_ns is not None:
@@ -489,24 +494,27 @@ def main() -> int:
         sessions[label] = run
         print(f"  {args.session_s:g} s session, {label}: gap holds "
               f"{run.host.get('gap_holds')}, pen process CPU "
-              f"{'n/a' if run.cpu_pct is None else f'{run.cpu_pct:.1f} %'} "
+              f"{'n/a' if run.cpu_pct is None else f'{run.cpu_pct:.1f} %'}, CLI process "
+              f"{'n/a' if run.cli_pct is None else f'{run.cli_pct:.1f} %'} "
               f"{'; '.join(_notes(run))} (load {os.getloadavg()[0]:.1f})", flush=True)
     print(f"\n| configuration | trials | ESTOP p50 | ESTOP p99 | p99 / no view "
-          f"| {args.session_s:g} s session: gap holds | pen process CPU (1 kHz) |")
-    print("|---|---|---|---|---|---|---|")
+          f"| {args.session_s:g} s session: gap holds | pen process CPU (1 kHz) "
+          "| CLI process CPU |")
+    print("|---|---|---|---|---|---|---|---|")
     base_p99 = None
     for label, *_ in CONFIGS:
         lat = [x for run in runs[label] for x in run.latencies]
         s = sessions[label]
         cpu = f"{s.cpu_pct:.1f} %" if s.cpu_pct is not None else "n/a"
+        cli = f"{s.cli_pct:.1f} %" if s.cli_pct is not None else "n/a"
         holds = s.host.get("gap_holds", "n/a")
         if not lat:
-            print(f"| {label} | 0 of {args.trials} | n/a | n/a | n/a | {holds} | {cpu} |")
+            print(f"| {label} | 0 of {args.trials} | n/a | n/a | n/a | {holds} | {cpu} | {cli} |")
             continue
         p50, p99 = _pct(lat, 0.5), _pct(lat, 0.99)
         base_p99 = p99 if base_p99 is None else base_p99
         print(f"| {label} | {len(lat)} of {args.trials} | {p50:.0f} µs | {p99:.0f} µs "
-              f"| {p99 / base_p99:.2f}× | {holds} | {cpu} |")
+              f"| {p99 / base_p99:.2f}× | {holds} | {cpu} | {cli} |")
     print(f"\ngoals: p99 ≤ {GOAL_RATIO}× no view and ≤ {GOAL_P99_US:.0f} µs; no gap holds "
           f"caused by the views; pen process CPU ≤ {GOAL_CPU_PCT:.0f} %. "
           f"{(time.monotonic() - t_start) / 60:.1f} min, load {os.getloadavg()[0]:.2f} at the end")
