@@ -333,6 +333,9 @@ class Run:
     #: the CLI process's own CPU (its threads: the handle's reader, the page, the view's
     #: feed; not the view's or the clients' processes), over the same window
     cli_pct: float | None = None
+    #: the session's stamping time over which the CPU was measured (short if it ended early)
+    session_s: float = 0.0
+    asked_s: float = 0.0
     overruns: int = 0
     host: dict[str, Any] = field(default_factory=dict)
 
@@ -368,14 +371,14 @@ def run_config(trials: int, session_s: float, *, view: bool = False, clients: in
     host = subprocess.Popen([sys.executable, str(HERE), *args], stdout=subprocess.PIPE,
                             preexec_fn=_nice_back)  # the host at the priority it was given
     side = PenSide(master, host)
-    run = Run()
+    run = Run(asked_s=session_s)
     rng = random.Random(1)  # the same moments in every configuration
     inject_at_us: int | None = None
     sent_ns: int | None = None
     end = time.monotonic() + (60 + trials * 1.0 if trials else session_s + 60)
     pen_pid: int | None = None
     session_end: float | None = None
-    cpu0 = cli0 = 0.0
+    first = last = (0.0, 0.0, 0.0)  # (time, pen process CPU s, CLI process CPU s)
     try:
         while time.monotonic() < end and host.poll() is None:
             if trials and len(run.latencies) >= trials:
@@ -386,13 +389,19 @@ def run_config(trials: int, session_s: float, *, view: bool = False, clients: in
                 continue  # nothing is measured before the host's views are loaded
             stamping = side.stamping
             if not trials:
+                now = time.monotonic()
                 if session_end is None and stamping:  # counted from the first START
-                    session_end, cpu0 = time.monotonic() + session_s, _cpu_s(pen_pid)
-                    cli0 = _cpu_s(host.pid)
-                if session_end is not None and time.monotonic() >= session_end:
-                    run.cpu_pct = 100 * (_cpu_s(pen_pid) - cpu0) / session_s
-                    run.cli_pct = 100 * (_cpu_s(host.pid) - cli0) / session_s
-                    break
+                    session_end = now + session_s
+                    first = last = (now, _cpu_s(pen_pid), _cpu_s(host.pid))
+                if session_end is not None and (now >= session_end or now - last[0] > 0.5):
+                    # Sampled twice a second: a session that ends early (a lost link,
+                    # a FAULT) still has its CPU over the time it ran.
+                    last = (now, _cpu_s(pen_pid), _cpu_s(host.pid))
+                    run.session_s = last[0] - first[0]
+                    run.cpu_pct = 100 * (last[1] - first[1]) / max(run.session_s, 1e-9)
+                    run.cli_pct = 100 * (last[2] - first[2]) / max(run.session_s, 1e-9)
+                    if now >= session_end:
+                        break
                 continue
             if sent_ns is not None and estop_ns is not None:
                 run.latencies.append(estop_ns - sent_ns)
@@ -444,6 +453,8 @@ def _notes(run: Run) -> list[str]:
         out.append(f"lost/faulted during the run: {during}")
     if host.get("reconnects"):
         out.append(f"{host['reconnects']} reconnects")
+    if run.cpu_pct is not None and run.session_s < 0.95 * run.asked_s:
+        out.append(f"CPU over the {run.session_s:.0f} s the session ran, not {run.asked_s:g} s")
     if run.misses:
         out.append(f"{run.misses} trials without an ESTOP within {ESTOP_TIMEOUT_S} s")
     if run.overruns:
