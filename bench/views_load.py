@@ -396,7 +396,10 @@ def run_config(trials: int, session_s: float, *, view: bool = False, clients: in
                 if session_end is not None and (now >= session_end or now - last[0] > 0.5):
                     # Sampled twice a second: a session that ends early (a lost link,
                     # a FAULT) still has its CPU over the time it ran.
-                    last = (now, _cpu_s(pen_pid), _cpu_s(host.pid))
+                    try:
+                        last = (now, _cpu_s(pen_pid), _cpu_s(host.pid))
+                    except OSError:  # the pen process has ended: the last sample stands
+                        continue
                     run.session_s = last[0] - first[0]
                     run.cpu_pct = 100 * (last[1] - first[1]) / max(run.session_s, 1e-9)
                     run.cli_pct = 100 * (last[2] - first[2]) / max(run.session_s, 1e-9)
