@@ -85,7 +85,11 @@ def polygon_area_mm2(outline: tuple[Point, ...] | list[Point]) -> float:
 def points_in_polygon(
     xs: npt.NDArray[np.float64], ys: npt.NDArray[np.float64], outline: tuple[Point, ...]
 ) -> npt.NDArray[np.bool_]:
-    """Vectorised crossing-number test; half-open, so a shared border counts for one side only."""
+    """Vectorised crossing-number test; half-open, so a shared border counts for one side only.
+
+    `xs` and `ys` broadcast together: on a grid, pass a row of x and a column of y
+    (`xs[None, :]`, `ys[:, None]`), and the per-edge work on y is done once per row.
+    """
     inside = np.zeros(np.broadcast(xs, ys).shape, dtype=bool)
     n = len(outline)
     for i in range(n):
@@ -182,7 +186,7 @@ class ZoneMap:
         ny = math.ceil((ymax - y0) / cell_mm)
         xs = x0 + (np.arange(nx, dtype=np.float64) + 0.5) * cell_mm
         ys = y0 + (np.arange(ny, dtype=np.float64) + 0.5) * cell_mm
-        gx, gy = np.meshgrid(xs, ys)  # shape (ny, nx): row = y, col = x
+        gx, gy = xs[None, :], ys[:, None]  # broadcast to (ny, nx): row = y, col = x
         labels = np.zeros((ny, nx), dtype=np.uint8)
         for zone in self.zones:
             # Earlier zones win a cell; load_zone_map has refused overlaps anyway.
@@ -388,9 +392,8 @@ class _ZoneMapReader:
         cell = CHECK_CELL_MM
         raster = probe.raster(cell)
         ny, nx = raster.labels.shape
-        gx, gy = np.meshgrid(
-            raster.x0_mm + (np.arange(nx) + 0.5) * cell, raster.y0_mm + (np.arange(ny) + 0.5) * cell
-        )
+        gx = (raster.x0_mm + (np.arange(nx, dtype=np.float64) + 0.5) * cell)[None, :]
+        gy = (raster.y0_mm + (np.arange(ny, dtype=np.float64) + 0.5) * cell)[:, None]
         masks = [points_in_polygon(gx, gy, z.outline_mm) for z in zones]
         for a in range(len(zones)):
             for b in range(a + 1, len(zones)):

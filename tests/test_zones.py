@@ -18,6 +18,8 @@ from devicectl.zones import (
     KNOWN_ZONE_NAMES,
     ZoneMap,
     load_zone_map,
+    point_in_polygon,
+    points_in_polygon,
     polygon_area_mm2,
 )
 
@@ -192,3 +194,27 @@ def test_zone_map_errors_are_located(tmp_path: Path) -> None:
 def test_a_missing_zone_map_file_is_a_clean_error(tmp_path: Path) -> None:
     problems = problems_of(tmp_path / "nope.yaml")
     assert problems[0].startswith(f"{tmp_path / 'nope.yaml'}: cannot read the zone map")
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    outline=st.lists(
+        st.tuples(st.integers(-20, 20).map(float), st.integers(-20, 20).map(float)),
+        min_size=3, max_size=8,
+    ),
+    cell=st.sampled_from([0.5, 1.0, 1.5]),
+)
+def test_the_grid_test_by_row_and_column_equals_the_test_point_by_point(
+    outline: list[tuple[float, float]], cell: float
+) -> None:
+    """The rasters pass a row of x and a column of y; every point must fall as it does alone."""
+    xs = np.arange(-22.0, 22.0, cell) + cell / 2
+    ys = np.arange(-21.0, 21.0, cell) + cell / 3
+    poly = tuple(outline)
+    by_broadcast = points_in_polygon(xs[None, :], ys[:, None], poly)
+    gx, gy = np.meshgrid(xs, ys)
+    assert by_broadcast.shape == gx.shape
+    assert np.array_equal(by_broadcast, points_in_polygon(gx, gy, poly))
+    for j in range(0, len(ys), 7):
+        for i in range(0, len(xs), 5):
+            assert by_broadcast[j, i] == point_in_polygon(float(xs[i]), float(ys[j]), poly)

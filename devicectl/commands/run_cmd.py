@@ -68,7 +68,7 @@ from devicectl.store import Store, db_arg, default_db_path, file_db_arg, resolve
 from devicectl.store_pg import redact
 from devicectl.transitions import Command, State
 from devicectl.unsaved import not_yet_replayed
-from devicectl.zones import ZoneMap, load_zone_map
+from devicectl.zones import ZoneMap, default_zone_map
 
 #: The live view's refresh rate.
 VIEW_HZ = 10
@@ -193,7 +193,7 @@ def run(args: argparse.Namespace) -> int:
     gate = read_gate_inputs(args, interactive)
     if args.resume is None and args.patient is not None:
         patient_ref(args.patient)  # a name is refused before a record is made
-    zone_map = load_zone_map()
+    zone_map = default_zone_map()  # the shipped map, checked once per process
     db_path = resolve_db(args.db)
     shown = redact(db_path) if isinstance(db_path, str) else db_path  # no password shown
     check_records(db_path, args)
