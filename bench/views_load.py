@@ -7,10 +7,10 @@ pen's own hardware is not slowed by the host's load. A second process is
 `devicectl run` as built for a port: the pen process (devicectl/penproc.py:
 link, controller, records in SQLite) plus, under load, the terminal view (a
 child drawing into /dev/null at VIEW_HZ) and the live page with 200 SSE clients
-on /api/stream (a third process: clients that read everything, or clients that
-never read). Every configuration runs in the same invocation, alternately
-(ROUNDS rounds of ESTOP trials, then one session each), so the ratios compare
-like with like:
+on /api/stream (a third process, bench/sse_clients.py: clients that read
+everything, or clients that never read). Every configuration runs in the same
+invocation, alternately (ROUNDS rounds of ESTOP trials, then one session each),
+so the ratios compare like with like:
 
 - ESTOP: a TELEMETRY with a new fault flag at random moments while stamping
   (the same first check as an over-depth, which spec H5 allows only twice a
@@ -40,7 +40,6 @@ import random
 import select
 import shutil
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -155,7 +154,7 @@ def host_main(port: str, view: bool, clients: int, stalled: bool) -> int:
                         header={"session_id": sid, "patient_ref": "BENCH", "profile": "bench"},
                         db_path=db, session_id=sid)
         helper = subprocess.Popen(
-            [sys.executable, str(HERE), "clients", str(web.port), str(clients)]
+            [sys.executable, str(HERE.parent / "sse_clients.py"), str(web.port), str(clients)]
             + (["--stalled"] if stalled else []), stdout=subprocess.PIPE, text=True)
         helpers.append(helper)
         assert helper.stdout is not None
@@ -195,31 +194,6 @@ def _cpu_s(pid: int) -> float:
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-# --- the page's clients: a process of its own, like the browsers would be -------
-
-
-def clients_main(port: int, n: int, stalled: bool) -> int:
-    socks = []
-    request = (f"GET /api/stream HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-               "Accept: text/event-stream\r\n\r\n").encode()
-    for _ in range(n):
-        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        if stalled:  # a tiny window, set before connecting: the server's sends back up at once
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        s.connect(("127.0.0.1", port))
-        s.sendall(request)
-        socks.append(s)
-    print("CONNECTED", flush=True)
-    while True:
-        if stalled:
-            time.sleep(1.0)
-            continue
-        ready, _, _ = select.select(socks, [], [], 1.0)
-        for s in ready:
-            if not s.recv(65536):
-                socks.remove(s)
 
 
 # --- the pen (this process) -------------------------------------------------------
@@ -474,18 +448,12 @@ def main() -> int:
     h.add_argument("--clients", type=int, default=0)
     h.add_argument("--stalled", action="store_true")
     h.add_argument("--tree")
-    c = sub.add_parser("clients")
-    c.add_argument("port", type=int)
-    c.add_argument("n", type=int)
-    c.add_argument("--stalled", action="store_true")
     ap.add_argument("--trials", type=int, default=TRIALS)
     ap.add_argument("--session-s", type=float, default=SESSION_S)
     ap.add_argument("--rounds", type=int, default=ROUNDS)
     args = ap.parse_args()
     if args.role == "host":
         return host_main(args.port, args.view, args.clients, args.stalled)
-    if args.role == "clients":
-        return clients_main(args.port, args.n, args.stalled)
     pen_nice = raise_pen_priority()
     t_start = time.monotonic()
     print(f"views under load: pen at {TELEMETRY_HZ} Hz telemetry over a pty, {pen_nice} "
