@@ -5,12 +5,23 @@ Each is checked against its hash chain at the chair first, copied in one
 transaction (header, pen, events, coverage, notes, then its closure), re-chained
 under its new id on the server, and checked there. The source's closure hash is
 kept with the copy (`migrated_from`, unique), so a second run copies nothing twice.
+
+Session ids are each database's own counters (a chair's 7 is not the server's
+7), so a copy cannot keep its id, and it need not: its chain is recomputed under
+the new id anyway, the chair's closure hash (`migrated_from`) pinning the
+original. A continuation (a lost link resumed: its first event, CONTINUES, names
+the session it continues) names its predecessor's copy on the server, found by
+the predecessor's closure hash at the chair, and keeps the chair's id beside it
+(`chair_session_id`, and in its text), so the server's rules follow the
+treatment as they do a room's: its cartridge is its predecessor's. The
+predecessor is copied first (it is older); a continuation whose predecessor is
+not on the server is not copied, saying why.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import psycopg
@@ -22,6 +33,7 @@ from devicectl.records import (
     EVENT_COLUMNS,
     SESSION_COLUMNS,
     ZONE_COLUMNS,
+    EventRecord,
     close_session_row,
     event_from_row,
     insert_events,
@@ -77,6 +89,11 @@ def _one(src: Conn, dst: Store, sid: int) -> Moved:
     rec = session_from_row(row, ())
     events = [event_from_row(r) for r in src.execute(
         f"SELECT {EVENT_COLUMNS} FROM events WHERE session_id = ? ORDER BY id", (sid,))]
+    if events and events[0].kind == "CONTINUES":
+        continues = _continues_on_server(src, dst, events[0])
+        if isinstance(continues, str):
+            return Moved(sid, None, continues)
+        events[0] = continues
     zones = [zone_from_row(r) for r in src.execute(
         f"SELECT {ZONE_COLUMNS} FROM zone_coverage WHERE session_id = ? ORDER BY zone_id",
         (sid,))]
@@ -94,10 +111,10 @@ def _one(src: Conn, dst: Store, sid: int) -> Moved:
                  rec.started_at, rec.operator,
                  None if rec.simulated is None else int(rec.simulated), rec.room, check.head),
             ).fetchone()[0])
+            insert_events(conn, new_id, events)  # CONTINUES first: the claim follows it
             if rec.device_serial is not None:
                 set_device_row(conn, new_id, int(rec.device_serial), int(rec.fw_version or 0),
                                int(rec.cartridge_id or 0), str(rec.position_mode))
-            insert_events(conn, new_id, events)
             if zones or state_row is not None:
                 upsert_coverage(conn, new_id, zones,
                                 None if state_row is None or state_row[0] is None
@@ -120,3 +137,29 @@ def _one(src: Conn, dst: Store, sid: int) -> Moved:
                          "recorded on the server by another session")
         raise
     return Moved(sid, new_id, "copied")
+
+
+def _continues_on_server(src: Conn, dst: Store, first: EventRecord) -> EventRecord | str:
+    """A continuation's CONTINUES as the server's copy records it: naming the copy of
+    the session it continues there, the chair's id kept beside it; or why the
+    continuation cannot be copied (its predecessor is not on the server)."""
+    chair_id = first.data.get("session_id")
+    if not isinstance(chair_id, int) or isinstance(chair_id, bool):
+        return "not copied: its CONTINUES event names no session"
+    pred = verify_session(src, chair_id)
+    found = None
+    if pred.head is not None and pred.problem is None:
+        found = dst.conn.execute("SELECT id FROM sessions WHERE migrated_from = ?",
+                                 (pred.head,)).fetchone()
+    if found is None:
+        return (f"not copied: it continues session {chair_id}, which is not on the server "
+                "(copy that one first)")
+    new_id = int(found[0])
+    prefix = f"continues session {chair_id} "
+    text = first.text
+    if text.startswith(prefix):
+        text = f"continues session {new_id} (session {chair_id} at the chair) " + \
+            text[len(prefix):]
+    return replace(first, text=text,
+                               data={**first.data, "session_id": new_id,
+                                     "chair_session_id": chair_id})

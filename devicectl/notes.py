@@ -28,6 +28,9 @@ ADVERSE_KINDS: Final = (
 NOTE_MAX_CHARS: Final = 4000
 
 NOTE_COLUMNS: Final = "id, session_id, wall, adverse_kind, text, author, hash"
+#: The advisory-lock class under which a note's transaction holds its session's
+#: chain of notes on the clinic's server ("DCNT").
+NOTES_LOCK_CLASS: Final = 0x44434E54
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +69,12 @@ def add_note(
     adverse: str | None,
     author: str | None,
 ) -> Note:
-    """Appends a note (an adverse event when `adverse` is a kind) in one transaction."""
+    """Appends a note (an adverse event when `adverse` is a kind) in one transaction,
+    chained to the session's last note. The transaction holds the chain's end: an
+    SQLite file's writers queue on the file (BEGIN IMMEDIATE); on the clinic's
+    server, notes of one session queue on an advisory lock, so two rooms that
+    note a session at the same moment chain one after the other, never both to
+    the same predecessor."""
     body = text.strip()
     if not body:
         raise StoreError("a note needs its text (--text); it was empty")
@@ -75,8 +83,11 @@ def add_note(
                          f"{len(body)}")
     kind = adverse_kind(adverse) if adverse is not None else None
     try:
-        conn.execute("BEGIN IMMEDIATE" if isinstance(conn, sqlite3.Connection) else "BEGIN")
+        sqlite = isinstance(conn, sqlite3.Connection)
+        conn.execute("BEGIN IMMEDIATE" if sqlite else "BEGIN")
         try:
+            if not sqlite:
+                conn.execute("SELECT pg_advisory_xact_lock(?, ?)", (NOTES_LOCK_CLASS, session_id))
             found = conn.execute("SELECT 1 FROM sessions WHERE id = ?", (session_id,))
             if found.fetchone() is None:
                 raise StoreError(f"no session {session_id}; `devicectl sessions list` shows them")
@@ -115,7 +126,7 @@ def notes_of(conn: Conn, session_ids: list[int]) -> dict[int, list[Note]]:
             f"SELECT {NOTE_COLUMNS} FROM notes WHERE session_id IN ({marks}) ORDER BY id",
             session_ids,
         ).fetchall()
-    except sqlite3.Error as exc:
+    except DB_ERRORS as exc:
         raise StoreError(f"cannot read the notes: {exc}") from exc
     for nid, sid, wall, kind, text, author, digest in rows:
         out[int(sid)].append(Note(int(nid), int(sid), str(wall), kind, str(text), author,

@@ -34,7 +34,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from devicectl import store_pg, unsaved
-from devicectl.dbconn import DB_ERRORS, Conn
+from devicectl.dbconn import DB_ERRORS, Conn, is_refusal
 from devicectl.errors import StoreError
 from devicectl.records import (
     EventRecord,
@@ -57,6 +57,11 @@ from devicectl.writer_items import (
 
 def _monotonic_us() -> int:
     return time.monotonic_ns() // 1000
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else repr(exc)
 
 
 class RecordWriter(WriterFallback):
@@ -108,6 +113,7 @@ class RecordWriter(WriterFallback):
         self._last_cover: str | None = None
         self._check_due = 0.0  # the file's identity is checked once an interval
         self._committed = 0  # this session's events in the database (a resumed one's too)
+        self._writing = f"the records of session {session_id}"  # named if refused
         self._spill_base: int | None = None  # where the unsaved events start in the session
         self._queue: queue.SimpleQueue[
             Sequence[EventRecord] | Coverage | Device | Close | Deferred
@@ -337,7 +343,10 @@ class RecordWriter(WriterFallback):
                     conn.execute("ROLLBACK")
                 raise
         except DB_ERRORS as exc:
-            self._fail(str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc))
+            if is_refusal(exc):
+                self._refused(self._writing, exc)
+            else:
+                self._fail(_first_line(exc))
             return False
         self._committed += len(pending.events)
         changed = self._file_changed()
@@ -347,16 +356,21 @@ class RecordWriter(WriterFallback):
         return True
 
     def _write_rows(self, conn: Conn, pending: Pending) -> None:
+        """The batch's rows; `_writing` names the record being written (for a refusal)."""
+        sid = self.session_id
         if pending.device is not None:
             d = pending.device
-            set_device_row(
-                conn, self.session_id, d.serial, d.fw_version, d.cartridge_id, d.position_mode
-            )
+            self._writing = f"the pen and cartridge {d.cartridge_id} of session {sid}"
+            set_device_row(conn, sid, d.serial, d.fw_version, d.cartridge_id, d.position_mode)
         if pending.events:
-            insert_events(conn, self.session_id, pending.events)
+            first = pending.events[0]
+            self._writing = (f"{len(pending.events)} events of session {sid} (from "
+                             f"{first.kind} at {first.wall})")
+            insert_events(conn, sid, pending.events)
         if pending.cover is not None:
+            self._writing = f"the coverage of session {sid}"
             state = self._built(pending)
-            upsert_coverage(conn, self.session_id, pending.cover.zones, state)
+            upsert_coverage(conn, sid, pending.cover.zones, state)
 
     def _close_session(self, conn: Conn, outcome: str, ended_at: str | None) -> None:
         ended = ended_at if ended_at is not None else datetime.now(UTC).isoformat()
@@ -369,7 +383,10 @@ class RecordWriter(WriterFallback):
                 if conn.in_transaction:  # SQLite may have rolled back already (disk full)
                     conn.execute("ROLLBACK")
                 raise
-        except DB_ERRORS as exc:
-            self._fail(str(exc))  # the outcome goes to the unsaved file next
+        except DB_ERRORS as exc:  # the outcome goes to the unsaved file next
+            if is_refusal(exc):
+                self._refused(f"the end ({outcome}) of session {self.session_id}", exc)
+            else:
+                self._fail(_first_line(exc))
         except StoreError as exc:
             self._note(f"session {self.session_id} could not be closed: {exc}")

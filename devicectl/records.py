@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from devicectl.chain import closure_hash, hashed_event_rows
-from devicectl.dbconn import Conn
+from devicectl.dbconn import Conn, append_rows
 from devicectl.errors import StoreError
 
 #: PRAGMA application_id of a devicectl database ("DCTL"): tells ours from any SQLite file.
@@ -298,6 +298,10 @@ def _schema_version(conn: sqlite3.Connection) -> int:
     return int(version)
 
 
+_EVENT_INSERT: Final = ("session_id", "t_us", "wall", "kind", "text", "zone_id", "data",
+                        "safety", "hash")
+
+
 def insert_events(conn: Conn, session_id: int, events: Sequence[EventRecord]) -> None:
     """Appends the events, each with its link in the session's hash chain (chain.py);
     call inside the transaction that commits them. A NUL in a line's text is kept as
@@ -315,11 +319,7 @@ def insert_events(conn: Conn, session_id: int, events: Sequence[EventRecord]) ->
         )
         for e in events
     ]
-    conn.executemany(
-        "INSERT INTO events (session_id, t_us, wall, kind, text, zone_id, data, safety, hash)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        hashed_event_rows(conn, session_id, rows),
-    )
+    append_rows(conn, "events", _EVENT_INSERT, hashed_event_rows(conn, session_id, rows))
 
 
 def upsert_coverage(

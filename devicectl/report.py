@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from devicectl.chain import verify_session
 from devicectl.errors import DevicectlError, StoreError
 from devicectl.notes import notes_of
-from devicectl.records import EventRecord, SessionRecord, open_database
+from devicectl.records import EventRecord, SessionRecord
 from devicectl.report_content import (
     Grid,
     Heading,
@@ -123,20 +123,17 @@ def render_html(content: ReportContent, figures: dict[str, bytes]) -> str:
 
 
 def write_report(
-    db_path: Path, session_id: int, out_dir: Path, zone_map: ZoneMap | None = None
+    db_path: Path | str, session_id: int, out_dir: Path, zone_map: ZoneMap | None = None
 ) -> ReportFiles:
-    """Write report.html, report.pdf (A4) and the PNG figures of one session into out_dir."""
-    if not db_path.exists():
+    """Write report.html, report.pdf (A4) and the PNG figures of one session into out_dir;
+    the records an SQLite file or the clinic's postgresql:// URL."""
+    if isinstance(db_path, Path) and not db_path.exists():
         raise StoreError(f"no session {session_id} in {db_path}: no records yet there")
     with Store(db_path, create=False) as store:
         rec = store.session(session_id)
         events = store.events(session_id)
-    conn = open_database(db_path, create=False)
-    try:
-        notes = notes_of(conn, [session_id])[session_id]
-        chain = verify_session(conn, session_id)
-    finally:
-        conn.close()
+        notes = notes_of(store.conn, [session_id])[session_id]
+        chain = verify_session(store.conn, session_id)
     zone_map = zone_map or load_zone_map()
     samples = samples_of(rec, events)
     content = build_content(rec, events, notes, zone_map, chain, bool(samples), NO_SAMPLES)

@@ -7,7 +7,6 @@ URL the clinic's server (`resolve_db`).
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import os
 import shutil
@@ -24,6 +23,7 @@ from devicectl import store_pg
 from devicectl.claim import CONTINUED_CHAIN
 from devicectl.dbconn import DB_ERRORS, Conn
 from devicectl.errors import StoreError
+from devicectl.liveness import is_running
 from devicectl.record_writer import RecordWriter
 from devicectl.records import (
     EVENT_COLUMNS,
@@ -96,16 +96,6 @@ def resolve_db(given: Path | str | None) -> Path | str:
 def db_arg(text: str) -> Path | str:
     """argparse's type for --db: a postgresql:// URL as given, anything else a path."""
     return text if store_pg.is_pg_url(text) else Path(text)
-
-
-def file_db_arg(text: str) -> Path:
-    """argparse's type for the --db of commands that need an SQLite file: a URL is
-    refused in one sentence rather than taken for a file name."""
-    if store_pg.is_pg_url(text):
-        raise argparse.ArgumentTypeError(
-            "this command reads and writes an SQLite file; the clinic's PostgreSQL server "
-            "serves `sessions list|show|verify` and `records migrate` so far")
-    return Path(text)
 
 
 def parse_wall(text: str) -> datetime:
@@ -426,6 +416,14 @@ class Store:
         }
 
     # -- reads -------------------------------------------------------------------
+
+    def running_ids(self, session_ids: Sequence[int]) -> frozenset[int]:
+        """Which of these sessions a process runs now (its lock is held, liveness.py):
+        on the clinic's server, one look at the server's locks for them all."""
+        if self.pg:
+            return store_pg.running_session_ids(self._pg) & frozenset(session_ids)
+        assert isinstance(self.path, Path)
+        return frozenset(i for i in session_ids if is_running(self.path, i))
 
     def session(self, session_id: int) -> SessionRecord:
         self._require_session(session_id)

@@ -11,7 +11,9 @@ the same on both. What PostgreSQL adds is what several rooms need:
   (primary key: the cartridge), written by a trigger with every session row that
   records it, so two rooms starting with one cartridge at the same moment cannot
   both record it; only the sessions that continue the claimant (a lost link,
-  `CONTINUES`) may record it again, the rule of store.py's `set_device`;
+  `CONTINUES`) may record it again, the rule of store.py's `set_device`; a
+  continuation copied from a chair too, its CONTINUES naming the predecessor's
+  copy (devicectl/migrate.py);
 - a session's creation takes an advisory lock on its patient, so the interval
   checks and the new row are one transaction (devicectl/store.py).
 """
@@ -242,6 +244,44 @@ PG_MIGRATIONS += (
         """CREATE TRIGGER cartridge_claims_no_truncate BEFORE TRUNCATE ON cartridge_claims
             FOR EACH STATEMENT EXECUTE FUNCTION devicectl_refuse('cartridge claims are kept')""",
         f"GRANT SELECT, INSERT ON cartridge_claims TO {WRITER_ROLE}",
+    ),
+)
+PG_MIGRATIONS += (
+    # 3 -> 4: a continuation copied from a chair (records migrate) keeps its
+    # cartridge. Its CONTINUES now names its predecessor's copy on the server, with
+    # the chair's id beside it (`chair_session_id`), so the claim follows it as a
+    # room's. A copy made before names only the chair's id, which on the server is
+    # another session: that one is still not followed.
+    (
+        """CREATE OR REPLACE FUNCTION devicectl_claim_cartridge() RETURNS trigger
+            LANGUAGE plpgsql AS $$
+            DECLARE holder BIGINT;
+            BEGIN
+                IF NEW.cartridge_id IS NULL OR NEW.cartridge_id = 0 THEN RETURN NULL; END IF;
+                -- the first to insert the claim holds it; a room that races waits here
+                INSERT INTO cartridge_claims (cartridge_id, session_id)
+                    VALUES (NEW.cartridge_id, NEW.id) ON CONFLICT (cartridge_id) DO NOTHING;
+                SELECT session_id INTO holder FROM cartridge_claims
+                    WHERE cartridge_id = NEW.cartridge_id;
+                -- the sessions this one continues (link lost), as CONTINUES says; a
+                -- copy's only where it names the server's copy (chair_session_id)
+                IF holder = NEW.id OR holder IN (
+                    WITH RECURSIVE chain(id, n) AS (
+                        SELECT NEW.id, 0
+                        UNION ALL
+                        SELECT (e.data::jsonb ->> 'session_id')::bigint, c.n + 1
+                        FROM events e JOIN chain c ON e.session_id = c.id
+                        JOIN sessions s ON s.id = c.id
+                        WHERE e.kind = 'CONTINUES' AND c.n < 1000 AND (
+                            s.migrated_from IS NULL
+                            OR (e.data::jsonb ->> 'chair_session_id') IS NOT NULL))
+                    SELECT id FROM chain) THEN
+                    RETURN NULL;
+                END IF;
+                RAISE EXCEPTION 'cartridge % was already used in session %; it is single use',
+                    NEW.cartridge_id, holder
+                    USING ERRCODE = 'unique_violation', CONSTRAINT = 'cartridge_claims_pkey';
+            END $$""",
     ),
 )
 PG_SCHEMA_VERSION: Final = len(PG_MIGRATIONS)

@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from devicectl import store_pg, unsaved
-from devicectl.dbconn import DB_ERRORS, Conn
+from devicectl.dbconn import DB_ERRORS, Conn, is_lost
 from devicectl.errors import StoreError
 from devicectl.transitions import RECORDS_FAILED_REASON
 from devicectl.writer_items import (
@@ -65,16 +65,29 @@ class WriterFallback:
     _last_cover: str | None
     _committed: int
     _spill_base: int | None
+    _writing: str
 
     def _note(self, message: str) -> None:
         if not self.errors or self.errors[-1] != message:
             self.errors.append(message)
 
-    def _fail(self, why: str, moved_from: sqlite3.Connection | None = None) -> None:
+    def _refused(self, what: str, exc: BaseException) -> None:
+        """The records answered and refused `what` by their own rules (a constraint,
+        an append-only trigger): not a lost server. The failure names the record;
+        no treatment without a record, so the session stops as on any failure and
+        this and everything after go to the unsaved file. Nothing is tried again:
+        the same write would be refused again (`records replay` says so, later)."""
+        text = str(exc).strip()
+        reason = text.splitlines()[0] if text else type(exc).__name__
+        self._fail(f"the records refused {what}: {reason}", refused=True)
+
+    def _fail(self, why: str, moved_from: sqlite3.Connection | None = None, *,
+              refused: bool = False) -> None:
         """Sets the failure (once). When the file was deleted or replaced, the
         connection (`moved_from`) still holds what was committed: the whole file is
         copied back if it was deleted, and this session's rows go first into the
-        unsaved file, so that a replay restores the session wherever it lands."""
+        unsaved file, so that a replay restores the session wherever it lands. A
+        server that failed otherwise than `refused` is lost: it is reconnected to."""
         first = self.failure is None
         if first:
             self.failed_at_us = self._clock()
@@ -83,7 +96,12 @@ class WriterFallback:
             self._down = True
             self._spill_base = 0 if moved_from is not None else (
                 self._committed if self._header is not None else None)
-            if self.pg:
+            if refused:
+                self._retry_at = None
+                if self.link is not None:  # after a reconnection: say it ends here
+                    self.link = (f"the records server {self.path} answers but refused a "
+                                 "write; not tried again")
+            elif self.pg:
                 self._retry_s = RETRY_FIRST_S
                 self._retry_at = time.monotonic() + self._retry_s
                 self.link = (f"the records server {self.path} was lost at {_clock_text()}; "
@@ -126,9 +144,18 @@ class WriterFallback:
             if conn is not None:
                 with contextlib.suppress(*DB_ERRORS):
                     conn.close()
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
+            if conn is not None and not is_lost(exc):
+                # The server is back and refused this session's records from meanwhile
+                # (a rule, not the network): they stay in the unsaved file.
+                self._retry_at = None
+                self.link = (f"the records server {self.path} is back but refused this "
+                             f"session's records from meanwhile ({first}); they stay in "
+                             f"{self.unsaved_path}; not tried again")
+                self._note(self.link)
+                return None
             self._retry_s = min(self._retry_s * 2, RETRY_MAX_S)
             self._retry_at = time.monotonic() + self._retry_s
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
             self.link = (f"the records server {self.path} is lost; reconnecting: attempt "
                          f"{self._attempts} failed ({first}), next in {self._retry_s:g} s")
             return None

@@ -17,6 +17,7 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -147,3 +148,33 @@ def records(request: pytest.FixtureRequest, tmp_path: Path,
 #: PostgreSQL run repeats what a faster test already shows on the server runs it in
 #: the slow suite only (`-m slow`), to keep `make test` fast.
 BOTH_PG_SLOW = ["sqlite", pytest.param("postgresql", marks=pytest.mark.slow)]
+
+
+def copy_records(source: Path | str, tmp_path: Path, request: pytest.FixtureRequest
+                 ) -> Path | str:
+    """A test's own copy of records a module made once: on the server, a database
+    copied whole from `source` (its template: cheap, no session replayed); an SQLite
+    file through the backup API."""
+    if isinstance(source, str):
+        server: PgServer = request.getfixturevalue("pg_server")
+        return server.new_database(template=source.rsplit("/", 1)[1])
+    import sqlite3
+
+    target = tmp_path / source.name
+    src, dst = sqlite3.connect(source), sqlite3.connect(target)
+    src.backup(dst)
+    src.close()
+    dst.close()
+    return target
+
+
+def raw_connect(db: Path | str) -> Any:
+    """A connection to the records past the store, as someone with write access
+    (autocommit on both): sqlite3's, or devicectl's PgConn over psycopg."""
+    if isinstance(db, str):
+        from devicectl.dbconn import PgConn
+
+        return PgConn(psycopg.connect(db, autocommit=True))
+    import sqlite3
+
+    return sqlite3.connect(db, isolation_level=None)

@@ -1,14 +1,15 @@
 """`devicectl patients list|show` and `devicectl sessions note`, on records made by
-real simulated sessions through the CLI."""
+real simulated sessions through the CLI, on each backend (an SQLite file; a
+database on the tests' PostgreSQL server, tests/pg_support.py)."""
 
 from __future__ import annotations
 
-import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from clinic_support import GATE
+from pg_support import copy_records, raw_connect
 
 from devicectl.cli import main
 from devicectl.notes import ADVERSE_KINDS
@@ -17,9 +18,14 @@ from devicectl.store import Store
 DEEP = Path(__file__).parent / "data" / "short-two-zones.yaml"
 
 
-@pytest.fixture(scope="module")
-def records(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    db = tmp_path_factory.mktemp("patients") / "r.db"
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def two_patients(request: pytest.FixtureRequest,
+                 tmp_path_factory: pytest.TempPathFactory) -> Path | str:
+    """Two real sessions (patients P-A1, P-B2), made once a module on each backend."""
+    if request.param == "sqlite":
+        db: Path | str = tmp_path_factory.mktemp("patients") / "r.db"
+    else:
+        db = request.getfixturevalue("pg_server").new_database()
     for seed, patient in ((201, "P-A1"), (202, "P-B2")):
         assert main(["run", "--profile", str(DEEP), "--patient", patient, "--sim", "--yes",
                      "--speed", "0", "--db", str(db), "--seed", str(seed), *GATE]) == 0
@@ -27,13 +33,10 @@ def records(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def db(records: Path, tmp_path: Path) -> Path:
-    target = tmp_path / "r.db"
-    src, dst = sqlite3.connect(records), sqlite3.connect(target)
-    src.backup(dst)
-    src.close()
-    dst.close()
-    return target
+def db(two_patients: Path | str, tmp_path: Path, request: pytest.FixtureRequest
+       ) -> Path | str:
+    """This test's copy of the two sessions."""
+    return copy_records(two_patients, tmp_path, request)
 
 
 def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -48,7 +51,7 @@ def test_the_kinds_are_the_seeds_and_the_literatures() -> None:
 
 
 def test_an_adverse_event_after_the_session_is_recorded_shown_and_chained(
-    db: Path, capsys: pytest.CaptureFixture[str]
+    db: Path | str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     code, out, _ = cli(capsys, "sessions", "note", "1", "--db", str(db), "--adverse",
                        "Prolonged bleeding", "--text", "bled for 20 min; pressure", "--by",
@@ -61,13 +64,17 @@ def test_an_adverse_event_after_the_session_is_recorded_shown_and_chained(
     assert cli(capsys, "sessions", "verify", "--db", str(db))[0] == 0
 
 
-def test_an_edited_note_is_caught(db: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_an_edited_note_is_caught(db: Path | str, capsys: pytest.CaptureFixture[str]) -> None:
     assert cli(capsys, "sessions", "note", "2", "--db", str(db), "--adverse", "pain",
                "--text", "severe pain for two days")[0] == 0
-    conn = sqlite3.connect(db, isolation_level=None)
+    conn = raw_connect(db)
     (row,) = conn.execute("SELECT id FROM notes WHERE adverse_kind = 'pain'").fetchone()
-    conn.execute("DROP TRIGGER notes_no_update")
+    off, on = (("DROP TRIGGER notes_no_update", None) if isinstance(db, Path) else
+               ("ALTER TABLE notes DISABLE TRIGGER USER", "ALTER TABLE notes ENABLE TRIGGER USER"))
+    conn.execute(off)
     conn.execute("UPDATE notes SET text = 'mild' WHERE id = ?", (row,))
+    if on:
+        conn.execute(on)
     conn.close()
     code, out, _ = cli(capsys, "sessions", "verify", "--db", str(db))
     assert code == 1 and f"session 2: note row {row} does not match the chain" in out
@@ -82,10 +89,10 @@ def test_an_edited_note_is_caught(db: Path, capsys: pytest.CaptureFixture[str]) 
     ],
 )
 def test_a_bad_note_is_one_sentence_and_writes_nothing(
-    db: Path, capsys: pytest.CaptureFixture[str], argv: tuple[str, ...], why: str
+    db: Path | str, capsys: pytest.CaptureFixture[str], argv: tuple[str, ...], why: str
 ) -> None:
     def count() -> int:
-        conn = sqlite3.connect(db)
+        conn = raw_connect(db)
         n = int(conn.execute("SELECT count(*) FROM notes").fetchone()[0])
         conn.close()
         return n
@@ -97,7 +104,7 @@ def test_a_bad_note_is_one_sentence_and_writes_nothing(
 
 
 def test_patients_list_groups_a_patients_spellings(
-    db: Path, capsys: pytest.CaptureFixture[str]
+    db: Path | str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     with Store(db) as store:  # an older record, written in another case
         store.create_session(patient_ref=" p-b2", profile_name="p", profile_hash="h",
@@ -111,7 +118,7 @@ def test_patients_list_groups_a_patients_spellings(
 
 
 def test_patients_show_gives_zones_depths_dose_and_when_each_zone_is_due(
-    db: Path, capsys: pytest.CaptureFixture[str]
+    db: Path | str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     code, out, _ = cli(capsys, "patients", "show", "P-A1", "--db", str(db))
     assert code == 0
@@ -126,7 +133,7 @@ def test_patients_show_gives_zones_depths_dose_and_when_each_zone_is_due(
     ("ref", "why"), [("P-Z9", "no sessions of patient P-Z9"), ("John Smith", "looks like a name")]
 )
 def test_patients_show_of_an_unknown_or_bad_reference_is_one_sentence(
-    db: Path, capsys: pytest.CaptureFixture[str], ref: str, why: str
+    db: Path | str, capsys: pytest.CaptureFixture[str], ref: str, why: str
 ) -> None:
     code, _, err = cli(capsys, "patients", "show", ref, "--db", str(db))
     assert code == 1 and why in err

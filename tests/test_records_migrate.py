@@ -13,7 +13,7 @@ from clinic_support import GATE
 from devicectl.cli import main
 from devicectl.notes import add_note
 from devicectl.records import open_database
-from devicectl.store import EventRecord, Store
+from devicectl.store import CartridgeUsedError, EventRecord, Store
 
 DATA = Path(__file__).parent / "data"
 SHORT = DATA / "short-frontal.yaml"
@@ -108,3 +108,42 @@ def test_bad_migrate_arguments_are_one_sentence(
     assert main(["records", "migrate", "--from", f"sqlite:{tmp_path}/none.db",
                  "--to", str(tmp_path / "x.db")]) == 1
     assert "is not a postgresql:// URL" in capsys.readouterr().err
+
+
+def test_a_continuation_is_copied_naming_its_predecessors_copy_and_keeps_its_cartridge(
+    tmp_path: Path, pg_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A lost link resumed at the chair (two sessions, one cartridge, the second's
+    CONTINUES naming the first's id there) onto a server whose ids are already
+    taken: the continuation names the first one's copy, the chair's id beside it,
+    and its cartridge is its predecessor's; another session still cannot take it."""
+    chair = tmp_path / "chair.db"
+    run = ["run", "--profile", str(DATA / "short-two-zones.yaml"), "--sim", "--yes",
+           "--speed", "0", "--seed", "5", "--db", str(chair), *GATE]
+    assert main([*run, "--patient", "P-003", "--scenario", "disconnect"]) == 4
+    assert main([*run, "--resume", "1"]) == 0
+    with Store(pg_url) as dst:  # the clinic's server already holds a room's session 1
+        dst.create_session(patient_ref="P-900", profile_name="p", profile_hash="h",
+                           profile_text="t", started_at="2026-03-01T09:00:00+00:00")
+    capsys.readouterr()
+    assert main(["records", "migrate", "--from", f"sqlite:{chair}", "--to", pg_url]) == 0
+    out = capsys.readouterr().out
+    assert "session 1 -> 2: copied" in out and "session 2 -> 3: copied" in out, out
+    with Store(chair, create=False) as src, Store(pg_url) as dst:
+        lost, cont = dst.session(2), dst.session(3)
+        assert lost.outcome == "link_lost" and cont.outcome == "complete"
+        assert cont.cartridge_id == lost.cartridge_id == src.session(2).cartridge_id
+        assert cont.cartridge_id
+        first, *rest = dst.events(3)
+        assert first.kind == "CONTINUES"
+        assert first.data == {"session_id": 2, "chair_session_id": 1}
+        assert first.text.startswith("continues session 2 (session 1 at the chair) ")
+        assert rest == src.events(2)[1:]
+        other = dst.create_session(patient_ref="P-901", profile_name="p", profile_hash="h",
+                                   profile_text="t", started_at="2026-03-01T10:00:00+00:00")
+        with pytest.raises(CartridgeUsedError, match="session 2"):
+            dst.set_device(other, serial=1, fw_version=1, cartridge_id=cont.cartridge_id,
+                           position_mode="grid")
+    assert main(["sessions", "verify", "--db", pg_url]) == 0
+    assert main(["records", "migrate", "--from", f"sqlite:{chair}", "--to", pg_url]) == 0
+    assert "0 copied, 2 already on" in capsys.readouterr().out

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from devicectl import cli
+from devicectl.liveness import running_lock
 from devicectl.safety import DEPTH_CAP_UM
 from devicectl.store import EventRecord, Store, ZoneCoverage
 from devicectl.store_pg import redact
@@ -339,3 +340,31 @@ def test_show_lists_the_zones_in_the_order_they_were_treated(
     assert cli.main(["sessions", "show", str(sid), "--db", str(path)]) == 0
     out = capsys.readouterr().out
     assert out.index("vertex ✓") < out.index("mid_scalp")  # vertex first, as treated
+
+
+def test_list_shows_a_session_whose_process_holds_its_lock_as_running(
+    db: Path | str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Session 2 is open: interrupted, until a process holds its running lock (a
+    file lock beside an SQLite file, the server's advisory lock on PostgreSQL)."""
+    lock = running_lock(db, 2)
+    try:
+        assert cli.main(["sessions", "list", "--db", str(db)]) == 0
+        row = next(line for line in capsys.readouterr().out.splitlines() if "P-0002" in line)
+        assert "running" in row
+    finally:
+        lock.release()
+    assert cli.main(["sessions", "list", "--db", str(db)]) == 0
+    row = next(line for line in capsys.readouterr().out.splitlines() if "P-0002" in line)
+    assert "interrupted" in row
+
+
+def test_report_is_written_from_either_backend(
+    db: Path | str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "rep"
+    assert cli.main(["sessions", "report", "1", "--db", str(db), "--out", str(out)]) == 0
+    html = (out / "session-1-report.html").read_text(encoding="utf-8")
+    assert "P-7f3a9c" in html and "crown" in html
+    assert (out / "session-1-report.pdf").read_bytes().startswith(b"%PDF")
+    assert f"report: {out / 'session-1-report.html'}" in capsys.readouterr().out

@@ -91,7 +91,8 @@ def test_new_database_is_created_with_its_folder_in_wal_mode(db: Path) -> None:
     assert conn.execute("SELECT version FROM schema_version").fetchall() == [(SCHEMA_VERSION,)]
 
 
-def test_reopening_keeps_records_and_schema(db: Path) -> None:
+def test_reopening_keeps_records_and_schema(records: Path | str) -> None:
+    db = records
     with Store(db) as store:
         sid = new_session(store)
         store.append_events(sid, [event(1)])
@@ -133,7 +134,8 @@ def test_foreign_sqlite_database_is_refused_untouched(tmp_path: Path) -> None:
     assert names == {"invoices"}
 
 
-def test_database_from_a_newer_devicectl_is_refused(db: Path) -> None:
+def test_database_from_a_newer_devicectl_is_refused(records: Path | str) -> None:
+    db = records
     with Store(db):
         pass
     raw(db).execute("UPDATE schema_version SET version = 99")

@@ -506,3 +506,36 @@ def test_a_nearly_full_disk_refuses_the_session_before_anything_starts(
     assert len(err) == 1 and "4 KiB free" in err[0] and str(db) in err[0]
     with Store(db) as store:
         assert len(store.sessions()) == 1
+
+
+def test_a_refused_write_mid_session_is_named_stops_the_pen_and_is_not_retried(
+    records: Path | str,
+) -> None:
+    """The records answer and refuse a row by their own rules (here: another
+    process closed the session, so the append-only trigger refuses its next
+    events): a refused write, naming the record, not a lost server; the pen stops
+    as on any failure, the events go to the unsaved file, and nothing reconnects."""
+    db = records
+    sid = new_session(db)
+    session, pen, writer = stamping_session(db, sid)  # type: ignore[arg-type]
+
+    def close_elsewhere() -> None:
+        with Store(db) as store:
+            store.close_session(sid, "aborted", WALL)
+
+    run_until_the_records_fail(session, pen, writer, close_elsewhere)
+    failure = writer.failure or ""
+    assert failure.startswith("records cannot be written: the records refused ")
+    assert f" events of session {sid} (from " in failure or f"the coverage of session {sid}" \
+        in failure
+    assert "a closed session is final" in failure
+    assert "lost" not in failure and writer.link is None and writer._attempts == 0
+    assert writer.status_line() == failure
+    assert session.outcome is Outcome.ABORTED and pen.firmware.state.name != "STAMPING"
+    shown = session.drain_events()
+    stop = next(e for e in shown if e.kind.name == "SAFETY_STOP"
+                and "records cannot be written" in e.text)
+    assert writer.failed_at_us is not None
+    assert 0 <= stop.t_us - writer.failed_at_us <= STOP_WITHIN_US
+    assert [s.session_id for s in read_unsaved(writer.unsaved_path)] == [sid]
+    assert read_unsaved(writer.unsaved_path)[0].events  # what was refused is kept there

@@ -4,15 +4,20 @@ and the clinic's rules hold between two real processes at the same moment."""
 
 from __future__ import annotations
 
+import argparse
 import multiprocessing
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
 
+from devicectl import cli
 from devicectl.chain import verify_all
 from devicectl.dbconn import PgConn
 from devicectl.errors import StoreError
+from devicectl.notes import add_note, notes_of
 from devicectl.store import EventRecord, Store, resolve_db
 from devicectl.store_pg import WRITER_ROLE
 
@@ -137,3 +142,82 @@ def test_two_rooms_one_patient_exactly_one_go(pg_url: str) -> None:
     assert "patient p-7 has session" in refused.lower() and "room-" in refused
     with Store(pg_url) as store:
         assert [s.room for s in store.sessions()] in (["room-1"], ["room-2"])
+
+
+def _db_options(parser: argparse.ArgumentParser, path: str = "devicectl"
+                ) -> Iterator[tuple[str, argparse.Action]]:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from _db_options(sub, f"{path} {name}")
+        elif "--db" in action.option_strings:
+            yield path, action
+
+
+def test_every_command_that_takes_db_takes_the_clinics_url() -> None:
+    """The audit of issue 15: no --db says "SQLite only" (a URL taken as a file name
+    or refused); each command's own run on the server is in its tests."""
+    url = "postgresql://room1@db.clinic.example:5432/records"
+    found = []
+    for path, action in _db_options(cli.build_parser("*")):
+        assert action.type is not None, path
+        parsed = action.type(url)  # type: ignore[operator]
+        assert parsed == url and resolve_db(parsed) == url, path
+        found.append(path.removeprefix("devicectl "))
+    assert {"run", "demo", "monitor", "sessions list", "sessions note", "patients list",
+            "patients show", "sessions report", "sessions verify", "records replay"} <= set(found)
+
+
+@pytest.mark.parametrize("records", ["sqlite", "postgresql"], indirect=True)
+def test_notes_from_two_rooms_at_once_chain_one_after_the_other(records: Path | str) -> None:
+    """Two rooms note one session at the same moment: each note is chained to the
+    one before it, never both to the same predecessor (a fork the check would name)."""
+    with Store(records) as store:
+        sid = new_session(store, "P-N1")
+        store.close_session(sid, "complete", "2026-03-01T09:30:00+00:00")
+    start = threading.Barrier(2)
+    errors: list[BaseException] = []
+
+    def room(name: str) -> None:
+        try:
+            with Store(records) as store:
+                start.wait(10)
+                for i in range(15):
+                    add_note(store.conn, sid, wall=f"2026-03-01T10:00:{i:02d}+00:00",
+                             text=f"{name} note {i}", adverse=None, author=name)
+        except BaseException as exc:
+            errors.append(exc)
+
+    rooms = [threading.Thread(target=room, args=(n,)) for n in ("R1", "R2")]
+    for t in rooms:
+        t.start()
+    for t in rooms:
+        t.join(60)
+    assert not errors
+    with Store(records, create=False) as store:
+        assert len(notes_of(store.conn, [sid])[sid]) == 30
+        checks = verify_all(store.conn)
+    assert [c.problem for c in checks] == [None]
+
+
+@pytest.mark.parametrize("records", ["sqlite", "postgresql"], indirect=True)
+def test_the_live_pages_event_list_reads_either_backend(records: Path | str) -> None:
+    """`run --web` on the clinic's server lists the session's events as on a chair:
+    the new rows, the routine ones counted apart, nothing read twice."""
+    from devicectl.web.hub import EventFeed
+
+    with Store(records) as store:
+        sid = new_session(store, "P-W1")
+        store.append_events(sid, [
+            EventRecord(1, START, "SENT", "SET_TARGET", None, {"type": "SET_TARGET"}),
+            EventRecord(2, START, "ESTOP", "over-depth: ESTOP sent", 1, {}, safety=True)])
+    feed = EventFeed(records, sid)
+    try:
+        first = feed.poll()
+        assert [item[3] for item in first] == ["over-depth: ESTOP sent"] and feed.hidden == 1
+        assert feed.error is None and feed.poll() == []
+        with Store(records) as store:
+            store.append_events(sid, [EventRecord(3, START, "ZONE_DONE", "crown done", 1, {})])
+        assert [item[3] for item in feed.poll()] == ["crown done"]
+    finally:
+        feed.close()

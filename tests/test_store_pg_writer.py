@@ -128,3 +128,39 @@ def test_every_connection_notices_a_dead_server(pg_url: str) -> None:
         assert raw.execute(b"SHOW statement_timeout").fetchone()[0] == "5s"
         params = raw.info.get_parameters()
         assert params["keepalives"] == "1" and int(params["tcp_user_timeout"]) == 5000
+
+
+def test_a_server_that_comes_back_and_refuses_the_gap_is_not_tried_again(
+    own_server: PgServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Lost, then back, but the session was closed meanwhile (another process): the
+    replay of the gap is refused by the records' rule, not by the network, so the
+    writer says so and stops reconnecting; the gap stays in the unsaved file."""
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))
+    url = own_server.new_database()
+    with Store(url) as store:
+        sid = store.create_session(patient_ref="P-3", profile_name="p", profile_hash="h",
+                                   profile_text="t", started_at="2026-03-01T09:00:00+00:00")
+    writer = RecordWriter(url, sid, commit_interval_s=0.05)
+    writer.start()
+    writer.events([event(1)])
+    with Store(url) as store:
+        until(lambda: len(store.events(sid)) == 1, "the first event on the server")
+    own_server.stop("immediate")
+    writer.events([event(2, safety=True)])
+    until(lambda: writer.failed, "the writer to notice the server is gone")
+    until(lambda: "attempt 1 failed" in (writer.link or ""), "a failed reconnection")
+    own_server.start()
+    with Store(url) as store:  # closed elsewhere before the writer is back
+        store.close_session(sid, "aborted", "2026-03-01T09:01:00+00:00")
+    until(lambda: "not tried again" in (writer.link or ""), "the writer to meet the refusal", 60)
+    link = writer.link or ""
+    assert "is back but refused this session's records" in link and "not tried again" in link
+    assert "already closed" in link
+    assert writer._retry_at is None  # no further attempt is scheduled
+    writer.events([event(3)])
+    writer.close(None, None)
+    assert writer.link == link
+    assert writer.unsaved_path.exists() and writer.unwritten == []
+    with Store(url) as store:
+        assert [e.text for e in store.events(sid)] == ["event 1"]

@@ -19,9 +19,15 @@ from devicectl.errors import DevicectlError, StoreError
 from devicectl.notes import ADVERSE_KINDS, Note, add_note, notes_of
 from devicectl.patients import patient_ref
 from devicectl.plain import plain
-from devicectl.records import open_database
 from devicectl.safety import INTERVAL_DEPTH_UM, ZoneInterval, zone_interval_days
-from devicectl.store import SessionRecord, Store, default_db_path, parse_wall
+from devicectl.store import (
+    SessionRecord,
+    Store,
+    db_arg,
+    default_db_path,
+    parse_wall,
+    resolve_db,
+)
 
 Parser = argparse.ArgumentParser
 #: Enough for any clinic's records: `patients` reads them all.
@@ -34,8 +40,9 @@ def register(sub: Any) -> None:
     actions = p.add_subparsers(dest="patients_command", required=True, metavar="ACTION")
 
     def with_db(q: Parser) -> Parser:
-        q.add_argument("--db", type=Path, default=None, metavar="PATH",
-                       help=f"records database (default {default_db_path()})")
+        q.add_argument("--db", type=db_arg, default=None, metavar="PATH|URL",
+                       help="records: an SQLite file or the clinic's postgresql:// URL "
+                       f"(default $DEVICECTL_DB, else {default_db_path()})")
         return q
 
     with_db(actions.add_parser("list", help="every patient: sessions, last one, adverse events")
@@ -64,25 +71,20 @@ def add_note_command(sub: Any, with_db: Callable[[Parser], Parser]) -> None:
     p.set_defaults(func=note_session)
 
 
-def _db(args: argparse.Namespace) -> Path:
-    path: Path | None = args.db
-    path = path if path is not None else default_db_path()
-    if not isinstance(path, Path):  # `sessions note --db postgresql://…`
-        raise StoreError("notes and patients read an SQLite file so far; on the clinic's "
-                         "server use `sessions list|show|verify`")
-    if not path.exists():
+def _db(args: argparse.Namespace) -> Path | str:
+    """The records: an SQLite file that must exist, or the clinic's server."""
+    path = resolve_db(args.db)
+    if isinstance(path, Path) and not path.exists():
         raise StoreError(f"no records at {path}")
     return path
 
 
 def note_session(args: argparse.Namespace) -> int:
-    conn = open_database(_db(args), create=False)
-    try:
-        note = add_note(conn, args.id, wall=datetime.now(UTC).isoformat(timespec="milliseconds"),
+    with Store(_db(args), create=False) as store:
+        note = add_note(store.conn, args.id,
+                        wall=datetime.now(UTC).isoformat(timespec="milliseconds"),
                         text=args.text, adverse=args.adverse,
                         author=(args.by or "").strip() or None)
-    finally:
-        conn.close()
     print(f"session {note.session_id}: {note.label} recorded (note {note.id})")
     return 0
 
@@ -98,29 +100,27 @@ class _Patient:
         return [n for s in self.sessions for n in self.notes[s.id] if n.adverse_kind]
 
 
-def _patients(path: Path) -> dict[str, _Patient]:
+def _patients(path: Path | str) -> tuple[str, dict[str, _Patient]]:
+    """Where the records are (for messages: a URL without its password) and each
+    patient's sessions with their notes."""
     with Store(path, create=False) as store:
         records = sorted(store.sessions(limit=ALL_SESSIONS), key=lambda r: r.id)
-    conn = open_database(path, create=False)
-    try:
-        notes = notes_of(conn, [r.id for r in records])
-    finally:
-        conn.close()
+        notes = notes_of(store.conn, [r.id for r in records])
+        where = str(store.path)
     out: dict[str, _Patient] = {}
     for rec in records:
         ref = rec.patient_ref.strip().upper()
         out.setdefault(ref, _Patient(ref, [], notes)).sessions.append(rec)
-    return out
+    return where, out
 
 
 def list_patients(args: argparse.Namespace) -> int:
-    path = _db(args)
-    patients = _patients(path)
+    path, patients = _patients(_db(args))
     console = Console()
     if not patients:
         console.print(f"no sessions yet in {path}", markup=False, highlight=False)
         return 0
-    table = Table(title=f"patients in {path}")
+    table = Table(title=plain(f"patients in {path}"))
     for col in ("patient ref", "sessions", "first", "last", "last outcome", "adverse events"):
         table.add_column(col, overflow="fold")
     for p in sorted(patients.values(), key=lambda p: p.ref):
@@ -132,9 +132,9 @@ def list_patients(args: argparse.Namespace) -> int:
 
 
 def show_patient(args: argparse.Namespace) -> int:
-    path = _db(args)
     ref = patient_ref(args.ref)
-    patient = _patients(path).get(ref)
+    path, patients = _patients(_db(args))
+    patient = patients.get(ref)
     if patient is None:
         raise DevicectlError(f"no sessions of patient {ref} in {path}; `devicectl patients "
                              "list` shows them")

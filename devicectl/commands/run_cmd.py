@@ -64,7 +64,7 @@ from devicectl.profile import DEFAULT_TOPICAL_WAIT_HOURS
 from devicectl.profile_plan import plan_recipe
 from devicectl.safety import OVERRIDE_REASON_MIN_CHARS
 from devicectl.snapshot import Outcome, Watched
-from devicectl.store import Store, db_arg, default_db_path, file_db_arg, resolve_db
+from devicectl.store import Store, db_arg, default_db_path, resolve_db
 from devicectl.store_pg import redact
 from devicectl.transitions import Command, State
 from devicectl.unsaved import not_yet_replayed
@@ -151,8 +151,9 @@ def register(sub: Any) -> None:
         f"({DEMO_PROFILE.name}), accelerated, with the live view and the live page.")
     d.add_argument("--speed", type=float, default=DEMO_SPEED,
                    help="simulator speed, times real time (0 = as fast as possible)")
-    d.add_argument("--db", type=file_db_arg, default=DEMO_DB, metavar="PATH",
-                   help="records database, relative to the current folder")
+    d.add_argument("--db", type=db_arg, default=DEMO_DB, metavar="PATH|URL",
+                   help="records: a file (relative to the current folder) or a "
+                   "postgresql:// URL")
     output_args(d)
     _web_args(d, default=True)
     d.set_defaults(func=demo)
@@ -168,7 +169,8 @@ def _web_args(p: Any, *, default: bool) -> None:
 
 
 def demo(args: argparse.Namespace) -> int:
-    args.db.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(args.db, Path):
+        args.db.parent.mkdir(parents=True, exist_ok=True)
     ns = argparse.Namespace(
         profile=DEMO_PROFILE, patient=f"DEMO-{secrets.randbelow(10**6):06d}", port=None, sim=True,
         scenario=None, speed=args.speed, seed=None, no_position=False, db=args.db, yes=True,
@@ -276,8 +278,7 @@ def run(args: argparse.Namespace) -> int:
     if pen.grants:
         console.print(plain(pen.grants), style="dim", highlight=False, soft_wrap=True)
     wall0 = time.monotonic()
-    web = start_web_page(console, args, pen, zone_map, setup,
-                         db_path if isinstance(db_path, Path) else None)
+    web = start_web_page(console, args, pen, zone_map, setup, db_path)
     feed = Feed(console, as_json, zone_map, Pace(args.speed if args.sim else 0.0), wall0)
     go = False
     try:

@@ -91,7 +91,7 @@ def records_banner(console: Console, writer: RecordsReport) -> None:
 
 
 def start_web_page(console: Console, args: argparse.Namespace, session: Watched,
-                   zone_map: ZoneMap, setup: Any, db_path: Path | None) -> Any:
+                   zone_map: ZoneMap, setup: Any, db_path: Path | str | None) -> Any:
     """The live page, if asked for; the session runs on without it if it cannot start."""
     if not getattr(args, "web", False):
         return None

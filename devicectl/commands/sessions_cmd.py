@@ -139,18 +139,9 @@ def _db(args: argparse.Namespace) -> Path | str:
     return resolve_db(args.db)
 
 
-def _file(args: argparse.Namespace, what: str) -> Path:
-    """The SQLite file, for what reads one directly (a URL: one sentence)."""
-    path = _db(args)
-    if not isinstance(path, Path):
-        raise StoreError(f"{what} reads an SQLite file; on the clinic's server use "
-                         "`sessions list|show|verify`")
-    return path
-
-
 def _running(path: Path | str, session_id: int) -> bool:
-    """A session's lock lives beside an SQLite file; the clinic's server has none yet."""
-    return isinstance(path, Path) and is_running(path, session_id)
+    """A session's lock: beside an SQLite file, the server's on the clinic's (liveness.py)."""
+    return is_running(path, session_id)
 
 
 def _open_existing(path: Path | str, session_id: int) -> Store:
@@ -176,6 +167,7 @@ def list_sessions(args: argparse.Namespace) -> int:
     with Store(path, create=False) as store:
         records = store.sessions(limit=args.limit)
         where = store.path
+        live = store.running_ids([r.id for r in records if r.outcome is None])
     if not records:
         console.print(f"no records yet at {where}", markup=False, highlight=False)
         return 0
@@ -186,7 +178,7 @@ def list_sessions(args: argparse.Namespace) -> int:
         done = sum(1 for z in rec.zones if z.done)
         table.add_row(*(plain(cell) for cell in (
             rec.id, rec.started_at, rec.patient_ref, rec.profile_name,
-            outcome_text(rec.outcome, running=rec.outcome is None and _running(path, rec.id)),
+            outcome_text(rec.outcome, running=rec.id in live),
             f"{done}/{len(rec.zones)}",
         )))
     console.print(table)
@@ -198,8 +190,6 @@ def _unsaved_note(console: Console, db: Path | str) -> None:
     """In red, when records of this database wait in its unsaved file."""
     from devicectl.unsaved import not_yet_replayed
 
-    if not isinstance(db, Path):
-        return
     note = not_yet_replayed(db)
     if note is not None:
         console.print(plain(note, "bold red"), soft_wrap=True)
@@ -432,7 +422,7 @@ def report_session(args: argparse.Namespace) -> int:
     from devicectl.report import write_report  # matplotlib loads only for reports
 
     out: Path = args.out if args.out is not None else Path(f"session-{args.id}-report")
-    files = write_report(_file(args, "sessions report"), args.id, out)
+    files = write_report(_db(args), args.id, out)
     print(f"report: {files.html}")
     print(f"pdf: {files.pdf}")
     for fig in files.figures:

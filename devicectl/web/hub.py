@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import sqlite3
 import threading
 import time
 from collections.abc import Mapping
@@ -20,6 +19,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
+from devicectl import store_pg
+from devicectl.dbconn import DB_ERRORS, Conn
 from devicectl.eventkinds import is_pinned, is_routine
 from devicectl.records import EVENT_COLUMNS, event_from_row, open_database
 from devicectl.web.state import (
@@ -121,10 +122,10 @@ class EventFeed:
     Routine events (devicectl/eventkinds.py: commands sent, holds and resumes,
     contact, SAMPLE) are counted in `hidden`, not passed on."""
 
-    def __init__(self, db_path: Path, session_id: int) -> None:
-        self.db_path = db_path
+    def __init__(self, db_path: Path | str, session_id: int) -> None:
+        self.db_path = db_path  # an SQLite file, or the clinic's postgresql:// URL
         self.session_id = session_id
-        self._conn: sqlite3.Connection | None = None
+        self._conn: Conn | None = None
         self._last_id = 0
         self._seq = 0
         self.error: str | None = None
@@ -133,7 +134,8 @@ class EventFeed:
     def poll(self) -> list[list[Any]]:
         try:
             if self._conn is None:
-                self._conn = open_database(self.db_path, create=False)
+                self._conn = (store_pg.connect(self.db_path) if isinstance(self.db_path, str)
+                              else open_database(self.db_path, create=False))
             rows = self._conn.execute(
                 f"SELECT id, {EVENT_COLUMNS} FROM events WHERE session_id = ? AND id > ? "
                 "ORDER BY id LIMIT 5000",
@@ -156,7 +158,7 @@ class EventFeed:
 
     def close(self) -> None:
         if self._conn is not None:
-            with contextlib.suppress(sqlite3.Error):
+            with contextlib.suppress(*DB_ERRORS):
                 self._conn.close()
             self._conn = None
 

@@ -291,7 +291,7 @@ def start_web(
     *,
     zone_map: Any,
     header: dict[str, Any],
-    db_path: Path | None = None,
+    db_path: Path | str | None = None,
     session_id: int | None = None,
 ) -> WebServer:
     """The live page of a session running in this process (`devicectl run --web`)."""
