@@ -32,7 +32,7 @@ from devicectl.penproc import EndReport, LinkSettings, SessionSettings, user_err
 from devicectl.record_writer import RecordWriter
 from devicectl.records import EventRecord
 from devicectl.session import MAX_WAIT_US, VIRTUAL_MAX_WAIT_US, Policy, Session
-from devicectl.snapshot import CoverageFrame, Outcome, Snapshot
+from devicectl.snapshot import KEPT_FIELDS, Outcome, Snapshot
 from devicectl.transitions import RECORDS_FAILED_REASON, Command, State
 
 #: The publisher's period: snapshots at up to 20 Hz.
@@ -142,13 +142,13 @@ def ask_os() -> tuple[str, dict[str, Any]]:
 
 class _Publisher:
     """Sends the latest snapshot and the new events and progress, at most PUBLISH_PERIOD_S
-    apart, on its own thread: a slow reader blocks this thread, not the loop."""
+    apart, on its own thread: a slow reader blocks this thread, not the loop. A snapshot
+    goes without the KEPT_FIELDS that are the objects sent last (named in the message)."""
 
     def __init__(self, session: Session, pub: Connection) -> None:
         self.session = session
         self.pub = pub
         self._sent: Snapshot | None = None
-        self._sent_coverage: CoverageFrame | None = None
         self.thread = threading.Thread(target=self._run, name="pen-publisher", daemon=True)
 
     def _run(self) -> None:
@@ -160,18 +160,23 @@ class _Publisher:
     def publish(self) -> None:
         session = self.session
         snap: Snapshot | None = session.snapshot
-        same = False
-        if snap is self._sent:
+        last = self._sent
+        same: tuple[str, ...] = ()
+        if snap is last:
             snap = None
         elif snap is not None:
             self._sent = snap
-            if snap.coverage is not None and snap.coverage is self._sent_coverage:
-                snap, same = replace(snap, coverage=None), True
-            else:
-                self._sent_coverage = snap.coverage
+            if last is not None:
+                same = tuple(name for name in KEPT_FIELDS
+                             if getattr(snap, name) is getattr(last, name))
+                if same:
+                    snap = replace(snap, **{name: _EMPTY[name] for name in same})
         events, progress = session.drain_events(), session.drain_progress()
         if snap is not None or events or progress:
             self.pub.send(("tick", snap, same, events, progress))
+
+
+_EMPTY: Final = {name: getattr(Snapshot(), name) for name in KEPT_FIELDS}
 
 
 def main(cmds: Connection, pub: Connection, link_settings: LinkSettings) -> None:

@@ -37,7 +37,7 @@ from devicectl.controller_core import StartFacts
 from devicectl.drain import drain
 from devicectl.errors import DevicectlError, RefusedError
 from devicectl.plan import PlanRecipe
-from devicectl.snapshot import CoverageFrame, Outcome, Snapshot, seal
+from devicectl.snapshot import KEPT_FIELDS, Outcome, Snapshot, seal
 from devicectl.transitions import Command, ControlEvent
 
 #: Events and progress kept for a reader of the handle that does not drain them.
@@ -171,7 +171,8 @@ class PenProcess:
                                  name="devicectl-pen", daemon=True)
         self._lock = threading.Lock()
         self._snapshot = Snapshot()
-        self._coverage: CoverageFrame | None = None
+        #: the KEPT_FIELDS of the last snapshot, for the next one that comes without them
+        self._kept: dict[str, Any] = {}
         self._events: collections.deque[ControlEvent] = collections.deque(maxlen=BACKLOG)
         self._progress: collections.deque[tuple[int, dict[str, Any]]] = collections.deque(
             maxlen=BACKLOG)
@@ -262,11 +263,11 @@ class PenProcess:
     def _handle(self, msg: tuple[Any, ...]) -> None:
         kind = msg[0]
         if kind == "tick":
-            _, snap, same_coverage, events, progress = msg
+            _, snap, same, events, progress = msg
             if snap is not None:
-                if same_coverage:
-                    snap = dataclasses.replace(snap, coverage=self._coverage)
-                self._coverage = snap.coverage
+                if same:
+                    snap = dataclasses.replace(snap, **{name: self._kept[name] for name in same})
+                self._kept = {name: getattr(snap, name) for name in KEPT_FIELDS}
                 self._snapshot = seal(snap)
             self._events.extend(events)
             self._progress.extend(progress)

@@ -24,6 +24,11 @@ from devicectl.transitions import Command, ControlEvent, State
 
 #: Events kept in each snapshot for a view that starts late (the stream has them all).
 RECENT_EVENTS: Final = 20
+#: Snapshot fields that change seldom (the coverage copies at most every 500 ms): the
+#: pen process sends each only when it is not the object it sent last, and the handle
+#: puts back the one it has (penloop._Publisher, penproc.PenProcess). The active zone's
+#: crop alone was ~220 KB pickled 20 times a second, the recent events most of the rest.
+KEPT_FIELDS: Final = ("coverage", "zone_crop", "plan", "device", "recent")
 
 
 class Outcome(enum.Enum):

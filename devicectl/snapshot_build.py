@@ -62,6 +62,9 @@ class SnapshotBuilder:
 
     def __init__(self) -> None:
         self._recent: collections.deque[ControlEvent] = collections.deque(maxlen=RECENT_EVENTS)
+        #: the recent events as the last snapshot had them: the same tuple until new ones
+        #: come, so that the publisher sends it once (snapshot.KEPT_FIELDS)
+        self._recent_tuple: tuple[ControlEvent, ...] | None = ()
         self._cov: Coverage | None = None
         self._crop: tuple[slice, slice] = (slice(0, 0), slice(0, 0))
         self._layout: CoverageLayout | None = None
@@ -72,6 +75,7 @@ class SnapshotBuilder:
 
     def note(self, events: Iterable[ControlEvent]) -> None:
         self._recent.extend(events)
+        self._recent_tuple = None
 
     def build(self, ctl: Controller, now_us: int, t0_us: int, wall_us: int, *,
               records_failure: str | None = None, finished: bool = False,
@@ -82,6 +86,8 @@ class SnapshotBuilder:
         if finished or wall_us - self._copied_us >= COPY_PERIOD_US:
             self._copied_us = wall_us
             self._copy_coverage(ctl)
+        if self._recent_tuple is None:
+            self._recent_tuple = tuple(self._recent)
         return Snapshot(
             now_us=now_us,
             t0_us=t0_us,
@@ -94,7 +100,7 @@ class SnapshotBuilder:
             coverage=self._frame,
             zone_crop=self._zone_crop,
             over_max=dict(self._over_max),
-            recent=tuple(self._recent),
+            recent=self._recent_tuple,
             finished=finished,
             outcome=outcome,
             claim_requested=claim is not None and claim.requested,

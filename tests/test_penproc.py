@@ -100,6 +100,12 @@ def test_a_session_runs_in_the_pen_process_and_publishes_frozen_snapshots_and_ev
     assert final.finished and final.state is State.COMPLETE and final.outcome is Outcome.COMPLETE
     assert final.plan is not None and final.device is not None and final.go_no_go == ()
     assert final.coverage is not None and final.coverage.layout.tracked
+    # What seldom changes crosses the pipe once and is put back by the handle: every
+    # snapshot while stamping has the plan, the pen and recent events, the same plan.
+    stamping = [s for s in seen if s.state is State.STAMPING]
+    assert stamping, "no snapshot while stamping: the test proves nothing"
+    assert all(s.plan is not None and s.device is not None and s.recent for s in stamping)
+    assert len({id(s.plan) for s in stamping}) == 1
     # The events, in order and none missing: the records have the same sequence.
     assert [e.t_us for e in events] == sorted(e.t_us for e in events)
     recorded = [k for k in _kinds(db, sid) if k not in ("SAMPLE", "FLIGHT", "PEN_PROCESS")]

@@ -1,0 +1,73 @@
+"""Benchmark: the CPU one wake-up per frame costs, with no work at all (the pen process's floor).
+
+A child process writes a 33-byte frame to a pseudo-terminal every millisecond
+(1 kHz telemetry); this process waits for each with `select` (with a timeout,
+as the loop's read does, and without) and reads it, nothing else, and reports
+its thread's CPU time per frame. Whatever the loop does per frame comes on top
+of this. Run: `.venv/bin/python bench/wakeup.py [SECONDS]`.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import subprocess
+import sys
+import time
+import tty
+
+FRAME = b"x" * 32 + b"\0"
+
+
+def writer(path: str, seconds: float) -> int:
+    fd = os.open(path, os.O_RDWR | os.O_NOCTTY)
+    due = time.monotonic()
+    end = due + seconds
+    while due < end:
+        due += 0.001
+        delay = due - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        os.write(fd, FRAME)
+    return 0
+
+
+def measure(timeout_s: float | None, seconds: float) -> tuple[int, float]:
+    """Frames read, and this thread's CPU µs per frame read."""
+    master, slave = os.openpty()
+    tty.setraw(master)
+    tty.setraw(slave)
+    child = subprocess.Popen([sys.executable, __file__, "writer", os.ttyname(slave),
+                              str(seconds + 1.0)])
+    try:
+        time.sleep(0.5)
+        n, c0, t0 = 0, time.thread_time(), time.monotonic()
+        while time.monotonic() - t0 < seconds:
+            ready, _, _ = select.select((master,), (), (), timeout_s)
+            if ready:
+                os.read(master, 4096)
+                n += 1
+        cpu = time.thread_time() - c0
+    finally:
+        child.wait()
+        os.close(master)
+        os.close(slave)
+    return n, cpu / max(n, 1) * 1e6
+
+
+def main() -> int:
+    if len(sys.argv) > 1 and sys.argv[1] == "writer":
+        return writer(sys.argv[2], float(sys.argv[3]))
+    seconds = float(sys.argv[1]) if len(sys.argv) > 1 else 5.0
+    print(f"one wake-up per 1 kHz frame over a pty, {seconds:g} s each "
+          f"(Python {sys.version.split()[0]}, {os.cpu_count()} CPUs, "
+          f"load {os.getloadavg()[0]:.2f})")
+    for label, timeout in (("select, 1.3 ms timeout", 0.0013), ("select, no timeout", None)) * 2:
+        n, us = measure(timeout, seconds)
+        print(f"  {label}: {n} frames, {us:.1f} µs CPU each = {us / 10:.1f} % of a core "
+              f"at 1 kHz")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
