@@ -308,10 +308,10 @@ def _ratio_interval(a: list[int], b: list[int], q: float, n: int = 1000
     return ratios[n // 20], ratios[n - 1 - n // 20]
 
 
-def _renice_server(data_dir: Path, nice: int) -> None:
-    """The server's postmaster and its processes at `nice` (backends it forks later
-    inherit it)."""
+def _server_pids(data_dir: Path) -> list[int]:
+    """The server's postmaster and the processes it has forked so far."""
     postmaster = int((data_dir / "postmaster.pid").read_text().split()[0])
+    pids = []
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
             continue
@@ -320,7 +320,25 @@ def _renice_server(data_dir: Path, nice: int) -> None:
         except (OSError, ValueError, IndexError):
             continue
         if int(proc.name) == postmaster or ppid == postmaster:
-            os.setpriority(os.PRIO_PROCESS, int(proc.name), nice)
+            pids.append(int(proc.name))
+    return pids
+
+
+def _renice_server(data_dir: Path, nice: int) -> None:
+    """The server's processes at `nice` (backends it forks later inherit it)."""
+    for pid in _server_pids(data_dir):
+        os.setpriority(os.PRIO_PROCESS, pid, nice)
+
+
+def _pin(data_dir: Path, server_cpus: set[int]) -> None:
+    """The server's processes on `server_cpus` (backends it forks later inherit it),
+    this process (and so the pen and the hosts it starts) on the other CPUs: on one
+    machine, the nearest to a clinic's server on a machine of its own."""
+    for pid in _server_pids(data_dir):
+        os.sched_setaffinity(pid, server_cpus)
+    rest = set(range(os.cpu_count() or 1)) - server_cpus
+    if rest:
+        os.sched_setaffinity(0, rest)
 
 
 def main() -> int:
@@ -344,6 +362,9 @@ def main() -> int:
                     help="run the throwaway server's processes at this niceness (19: "
                     "behind the pen and the host, as a server on another machine would "
                     "not compete with them for these cores)")
+    ap.add_argument("--server-cpus", default=None, metavar="LIST",
+                    help="pin the throwaway server to these CPUs (e.g. 0) and the pen and "
+                    "the hosts to the others, in every configuration alike")
     args = ap.parse_args()
     if args.role == "host":
         return host_main(args.port, args.db, args.switch_interval, args.gc_freeze,
@@ -361,6 +382,8 @@ def main() -> int:
         url = server.new_database()
         if args.server_nice is not None:
             _renice_server(server.data_dir, args.server_nice)
+        if args.server_cpus is not None:
+            _pin(server.data_dir, {int(c) for c in args.server_cpus.split(",")})
     tmp = Path(tempfile.mkdtemp(prefix="devicectl-bench-"))
     os.environ["XDG_DATA_HOME"] = str(tmp)  # a server's unsaved file, if any, stays here
     try:
