@@ -228,6 +228,30 @@ def test_coverage_state_survives_save_and_restore() -> None:
     assert again.spills() == cov.spills()
 
 
+def test_an_archive_saved_by_np_savez_compressed_still_restores() -> None:
+    """Records written before the archive's level changed (np.savez_compressed, zlib 6)
+    take back exactly as the new archives do."""
+    import io
+    import zipfile
+
+    cov = _coverage()
+    cov.add_strokes(1, 3, cov.cell_at(5.0, 5.0))
+    cov.add_strokes(2, 2, cov.cell_at(5.0, 15.0))
+    new = cov.to_bytes()
+    with np.load(io.BytesIO(new), allow_pickle=False) as saved:
+        arrays = {name: saved[name] for name in saved.files}
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    with zipfile.ZipFile(io.BytesIO(new)) as zf:
+        assert {i.compress_type for i in zf.infolist()} == {zipfile.ZIP_DEFLATED}
+    for data in (new, buf.getvalue()):
+        again = _coverage()
+        again.restore(data)
+        assert np.array_equal(again.hits_grid(), cov.hits_grid())
+        assert again.strokes(1) == 3 and again.strokes(2) == 2
+        assert again.fraction(2) == cov.fraction(2)
+
+
 def test_restore_refuses_another_grid() -> None:
     other = Coverage(MAP.raster(1.0), ZONES, 30, tracked=True, needle_count=12)
     with pytest.raises(DevicectlError, match="grid"):
