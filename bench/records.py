@@ -47,8 +47,9 @@ GOAL_RATIO = 1.1
 #: so the machine's load drifts over all three alike and the ratio is same-run.
 ROUND = 30
 #: A host whose trials stop short (latency.py's deadline, on a loaded machine) is
-#: followed by another for the rest, at most this many times a backend.
-MAX_HOSTS = 40
+#: followed by another for the rest: a backend gets the hosts its rounds need plus
+#: at most this many more.
+SPARE_HOSTS = 40
 #: The writer's CPU per event is measured this many times a backend, in turns.
 CPU_REPEATS = 5
 
@@ -57,15 +58,17 @@ def estop_rounds(sqlite_db: Path, url: str, trials: int, per_round: int,
                  ahead: bool = False) -> dict[str, list[int]]:
     """`trials` ESTOP latencies (ns) with each of: no records, SQLite, PostgreSQL,
     taken in rounds of `per_round` that alternate the order; a host that stops
-    short is followed by another until every backend has its trials (or MAX_HOSTS)."""
+    short is followed by another until every backend has its trials (or SPARE_HOSTS
+    more hosts than its rounds need)."""
     dbs = {"no records": "none", "SQLite": str(sqlite_db), "PostgreSQL": url}
     got: dict[str, list[int]] = {name: [] for name in dbs}
     hosts = dict.fromkeys(dbs, 0)
     order = list(dbs)
-    while any(len(got[n]) < trials and hosts[n] < MAX_HOSTS for n in dbs):
+    max_hosts = -(-trials // per_round) + SPARE_HOSTS
+    while any(len(got[n]) < trials and hosts[n] < max_hosts for n in dbs):
         for name in order:
             want = min(per_round, trials - len(got[name]))
-            if want <= 0 or hosts[name] >= MAX_HOSTS:
+            if want <= 0 or hosts[name] >= max_hosts:
                 continue
             lat, report = estop_with(dbs[name], want, ahead)
             hosts[name] += 1
