@@ -161,5 +161,4 @@ def _continues_on_server(src: Conn, dst: Store, first: EventRecord) -> EventReco
         text = f"continues session {new_id} (session {chair_id} at the chair) " + \
             text[len(prefix):]
     return replace(first, text=text,
-                               data={**first.data, "session_id": new_id,
-                                     "chair_session_id": chair_id})
+                   data={**first.data, "session_id": new_id, "chair_session_id": chair_id})
