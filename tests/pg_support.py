@@ -144,12 +144,6 @@ def records(request: pytest.FixtureRequest, tmp_path: Path,
     return str(request.getfixturevalue("pg_url"))
 
 
-#: For `@pytest.mark.parametrize("records", BOTH_PG_SLOW, indirect=True)`: a test whose
-#: PostgreSQL run repeats what a faster test already shows on the server runs it in
-#: the slow suite only (`-m slow`), to keep `make test` fast.
-BOTH_PG_SLOW = ["sqlite", pytest.param("postgresql", marks=pytest.mark.slow)]
-
-
 def copy_records(source: Path | str, tmp_path: Path, request: pytest.FixtureRequest
                  ) -> Path | str:
     """A test's own copy of records a module made once: on the server, a database

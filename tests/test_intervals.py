@@ -12,7 +12,6 @@ import pytest
 from clinic_support import GATE
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from pg_support import BOTH_PG_SLOW
 
 from devicectl.cli import main
 from devicectl.profile import load_profile
@@ -122,7 +121,6 @@ def test_te_cannot_run_twice_within_its_interval(
         assert store.sessions()[0].outcome == "refused"
 
 
-@pytest.mark.parametrize("records", BOTH_PG_SLOW, indirect=True)
 def test_the_same_patient_in_another_spelling_is_held_too(
     tmp_path: Path, records: Path | str, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -152,7 +150,6 @@ def test_an_override_without_reason_or_clinician_is_refused_before_anything(
     assert not (tmp_path / "r.db").exists()  # refused before a record was made
 
 
-@pytest.mark.parametrize("records", BOTH_PG_SLOW, indirect=True)
 def test_a_clinicians_override_starts_and_both_are_recorded(
     tmp_path: Path, records: Path | str
 ) -> None:

@@ -19,9 +19,6 @@ DEEP = Path(__file__).parent / "data" / "short-two-zones.yaml"
 SIM = ("--sim", "--yes", "--speed", "0", "--seed", "5")
 
 
-# The SQLite file's run is tests/test_run.py's continuation test too: here in the slow suite.
-@pytest.mark.parametrize(
-    "records", ["postgresql", pytest.param("sqlite", marks=pytest.mark.slow)], indirect=True)
 def test_a_continued_session_keeps_its_cartridge_and_no_other_session_takes_it(
     records: Path | str, capsys: pytest.CaptureFixture[str]
 ) -> None:
