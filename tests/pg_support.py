@@ -17,10 +17,11 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import psycopg
 import pytest
+
+from devicectl.dbconn import Conn, PgConn
 
 
 def _bin_dir() -> Path | None:
@@ -162,12 +163,10 @@ def copy_records(source: Path | str, tmp_path: Path, request: pytest.FixtureRequ
     return target
 
 
-def raw_connect(db: Path | str) -> Any:
+def raw_connect(db: Path | str) -> Conn:
     """A connection to the records past the store, as someone with write access
     (autocommit on both): sqlite3's, or devicectl's PgConn over psycopg."""
     if isinstance(db, str):
-        from devicectl.dbconn import PgConn
-
         return PgConn(psycopg.connect(db, autocommit=True))
     import sqlite3
 

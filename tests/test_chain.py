@@ -10,19 +10,17 @@ from __future__ import annotations
 import sqlite3
 import stat
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
-import psycopg
 import pytest
 from clinic_support import GATE
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from pg_support import PgServer
+from pg_support import copy_records, raw_connect
 
 from devicectl.chain import verify_all
 from devicectl.cli import main
-from devicectl.dbconn import Conn, PgConn
+from devicectl.dbconn import PgConn
 from devicectl.records import APPLICATION_ID, MIGRATIONS, open_database
 from devicectl.store import EventRecord, Store
 
@@ -50,25 +48,8 @@ def fault_record(request: pytest.FixtureRequest,
 
 
 @pytest.fixture
-def copy(fault_record: Path | str, tmp_path: Path,
-         request: pytest.FixtureRequest) -> Iterator[Path | str]:
-    if isinstance(fault_record, str):  # the server copies its database whole
-        server: PgServer = request.getfixturevalue("pg_server")
-        yield server.new_database(template=fault_record.rsplit("/", 1)[1])
-        return
-    target = tmp_path / "copy.db"
-    src, dst = sqlite3.connect(fault_record), sqlite3.connect(target)
-    src.backup(dst)
-    src.close()
-    dst.close()
-    yield target
-
-
-def connect(db: Path | str) -> Conn:
-    """A raw connection to the records, past the store: as someone with write access."""
-    if isinstance(db, str):
-        return PgConn(psycopg.connect(db, autocommit=True))
-    return sqlite3.connect(db, isolation_level=None)
+def copy(fault_record: Path | str, tmp_path: Path, request: pytest.FixtureRequest) -> Path | str:
+    return copy_records(fault_record, tmp_path, request)
 
 
 def verify(db: Path | str, capsys: pytest.CaptureFixture[str], *ids: str) -> tuple[int, str]:
@@ -79,7 +60,7 @@ def verify(db: Path | str, capsys: pytest.CaptureFixture[str], *ids: str) -> tup
 def tamper(db: Path | str, trigger: str, sql: str, *args: object) -> None:
     """What someone with write access can do: drop the trigger (on the server: turn
     the table's triggers off), change, put it back."""
-    conn = connect(db)
+    conn = raw_connect(db)
     if isinstance(conn, PgConn):
         words = sql.split()
         table = words[1] if words[0] == "UPDATE" else words[2]
@@ -96,7 +77,7 @@ def tamper(db: Path | str, trigger: str, sql: str, *args: object) -> None:
 
 
 def event_ids(db: Path | str) -> list[int]:
-    conn = connect(db)
+    conn = raw_connect(db)
     ids = [int(r[0]) for r in conn.execute("SELECT id FROM events ORDER BY id")]
     conn.close()
     return ids
@@ -122,7 +103,7 @@ def test_an_edited_event_is_named(copy: Path | str, capsys: pytest.CaptureFixtur
 
 
 def test_an_edited_estop_is_named(copy: Path | str, capsys: pytest.CaptureFixture[str]) -> None:
-    conn = connect(copy)
+    conn = raw_connect(copy)
     (estop,) = conn.execute("SELECT id FROM events WHERE kind = 'ESTOP' LIMIT 1").fetchone()
     conn.close()
     tamper(copy, "events_no_update", "UPDATE events SET kind = 'NOTE', safety = 0 WHERE id = ?",
@@ -174,7 +155,7 @@ def test_a_deleted_session_is_missing(
     copy: Path | str, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     assert sim_run(copy, seed=6, patient="P-H2") == 0  # session 2
-    conn = connect(copy)
+    conn = raw_connect(copy)
     owned = ("events", "zone_coverage", "coverage_state")
     if isinstance(conn, PgConn):
         owned += ("cartridge_claims",)

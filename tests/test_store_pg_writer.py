@@ -38,17 +38,25 @@ def event(i: int, *, safety: bool = False) -> EventRecord:
                        f"event {i}", 1, {"i": i}, safety=safety)
 
 
+def started_writer(server: PgServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                   patient: str) -> tuple[str, int, RecordWriter]:
+    """A new database on `server`, a session in it, and its writer started (committing
+    every 50 ms); a server's unsaved file goes under tmp_path."""
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))
+    url = server.new_database()
+    with Store(url) as store:
+        sid = store.create_session(patient_ref=patient, profile_name="p", profile_hash="h",
+                                   profile_text="t", started_at="2026-03-01T09:00:00+00:00")
+    writer = RecordWriter(url, sid, commit_interval_s=0.05)
+    writer.start()
+    return url, sid, writer
+
+
 def test_a_server_killed_mid_session_spills_to_the_unsaved_file_and_replay_restores_it(
     own_server: PgServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))
-    url = own_server.new_database()
-    with Store(url) as store:
-        sid = store.create_session(patient_ref="P-1", profile_name="p", profile_hash="h",
-                                   profile_text="t", started_at="2026-03-01T09:00:00+00:00")
-    writer = RecordWriter(url, sid, commit_interval_s=0.05)
-    writer.start()
+    url, sid, writer = started_writer(own_server, tmp_path, monkeypatch, "P-1")
     writer.device(serial=9, fw_version=0x0103, cartridge_id=77, position_mode="grid")
     writer.events([event(1), event(2)])
     with Store(url) as store:
@@ -84,13 +92,7 @@ def test_a_server_killed_mid_session_spills_to_the_unsaved_file_and_replay_resto
 def test_the_writer_reconnects_with_backoff_says_so_and_puts_the_gap_back_in_order(
     own_server: PgServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))
-    url = own_server.new_database()
-    with Store(url) as store:
-        sid = store.create_session(patient_ref="P-2", profile_name="p", profile_hash="h",
-                                   profile_text="t", started_at="2026-03-01T09:00:00+00:00")
-    writer = RecordWriter(url, sid, commit_interval_s=0.05)
-    writer.start()
+    url, sid, writer = started_writer(own_server, tmp_path, monkeypatch, "P-2")
     writer.events([event(1)])
     with Store(url) as store:
         until(lambda: len(store.events(sid)) == 1, "the first event on the server")
@@ -136,13 +138,7 @@ def test_a_server_that_comes_back_and_refuses_the_gap_is_not_tried_again(
     """Lost, then back, but the session was closed meanwhile (another process): the
     replay of the gap is refused by the records' rule, not by the network, so the
     writer says so and stops reconnecting; the gap stays in the unsaved file."""
-    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))
-    url = own_server.new_database()
-    with Store(url) as store:
-        sid = store.create_session(patient_ref="P-3", profile_name="p", profile_hash="h",
-                                   profile_text="t", started_at="2026-03-01T09:00:00+00:00")
-    writer = RecordWriter(url, sid, commit_interval_s=0.05)
-    writer.start()
+    url, sid, writer = started_writer(own_server, tmp_path, monkeypatch, "P-3")
     writer.events([event(1)])
     with Store(url) as store:
         until(lambda: len(store.events(sid)) == 1, "the first event on the server")
