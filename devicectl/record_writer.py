@@ -45,7 +45,7 @@ from devicectl.records import (
     set_device_row,
     upsert_coverage,
 )
-from devicectl.writer_fallback import RETRY_FIRST_S, WriterFallback
+from devicectl.writer_fallback import RETRY_FIRST_S, WriterFallback, first_line
 from devicectl.writer_items import (
     Close,
     Coverage,
@@ -57,11 +57,6 @@ from devicectl.writer_items import (
 
 def _monotonic_us() -> int:
     return time.monotonic_ns() // 1000
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else repr(exc)
 
 
 class RecordWriter(WriterFallback):
@@ -346,7 +341,7 @@ class RecordWriter(WriterFallback):
             if is_refusal(exc):
                 self._refused(self._writing, exc)
             else:
-                self._fail(_first_line(exc))
+                self._fail(first_line(exc))
             return False
         self._committed += len(pending.events)
         changed = self._file_changed()
@@ -387,6 +382,6 @@ class RecordWriter(WriterFallback):
             if is_refusal(exc):
                 self._refused(f"the end ({outcome}) of session {self.session_id}", exc)
             else:
-                self._fail(_first_line(exc))
+                self._fail(first_line(exc))
         except StoreError as exc:
             self._note(f"session {self.session_id} could not be closed: {exc}")

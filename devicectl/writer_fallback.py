@@ -38,6 +38,12 @@ RETRY_FIRST_S = 0.5
 RETRY_MAX_S = 10.0
 
 
+def first_line(exc: BaseException) -> str:
+    """An error's first line, for a one-line status (its repr when it has no text)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else repr(exc)
+
+
 def _clock_text() -> str:
     return datetime.now(UTC).astimezone().strftime("%H:%M:%S")
 
@@ -144,7 +150,7 @@ class WriterFallback:
             if conn is not None:
                 with contextlib.suppress(*DB_ERRORS):
                     conn.close()
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
+            first = first_line(exc)
             if conn is not None and not is_lost(exc):
                 # The server is back and refused this session's records from meanwhile
                 # (a rule, not the network): they stay in the unsaved file.
