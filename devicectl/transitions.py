@@ -41,6 +41,11 @@ class State(enum.Enum):
     #: the go/no-go said no (plan, cartridge, interval): terminal, like ABORTED
     REFUSED = "refused"
 
+    #: Members are singletons compared by identity, so hashed by identity too: enum's
+    #: own __hash__ is a Python function (hash of the name), and `state in LIVE` and
+    #: the like run it several times per loop step (~0.2 µs each, compiled or not).
+    __hash__ = object.__hash__
+
 
 class Command(enum.Enum):
     START = "start"
