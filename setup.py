@@ -45,6 +45,8 @@ COMPILED = [
     "devicectl/stamping.py",
     "devicectl/linkstate.py",
     "devicectl/transitions.py",
+    "devicectl/flight.py",
+    "devicectl/session.py",
     "firmware_sim/pen_states.py",
     "firmware_sim/pen_core.py",
     "firmware_sim/firmware.py",

@@ -154,7 +154,7 @@ class Session:
         self._stop_reason: str | None = None
         self._done = threading.Event()
         self._timers = _Timers()
-        self._thread = threading.Thread(target=self._run, name="inner-loop", daemon=True)
+        self._loop_thread = threading.Thread(target=self._run, name="inner-loop", daemon=True)
         self.flight = FlightRecorder()  # allocated once: the loop only copies into it
         #: what goes to the records (nothing without a writer)
         self.records = SessionRecords(controller, writer, self.flight, claim,
@@ -175,7 +175,7 @@ class Session:
     # --- the UI's side --------------------------------------------------
 
     def start(self) -> None:
-        self._thread.start()
+        self._loop_thread.start()
 
     def submit(self, cmd: Command) -> None:
         self._commands.put(cmd)
