@@ -97,6 +97,11 @@ class Coverage(CoverageArchive):
         gy, gx = grown(dy, dx)
         self._guard_dy, self._guard_dx = gy, gx
         self._guard_off = gy * self._nx + gx
+        # The last cell's footprint and guard indices: the tip stays over a cell for
+        # several strokes, and each stroke asks for both (add_strokes, then spot).
+        # Read-only, so that no caller can change what the next one gets.
+        self._fp_cell = self._guard_cell = -1
+        self._fp_idx = self._guard_idx = np.zeros(0, dtype=np.int64)  # filled on first use
         # the zone a stroke there treats: a patch's margin is its zone's to treat
         treat_of = np.arange(LABELS, dtype=np.uint8)
         for z in zones:
@@ -242,8 +247,21 @@ class Coverage(CoverageArchive):
         return out
 
     def footprint_cells(self, cell: int) -> IntArray:
-        """Flat indices of the cells a stroke with the tip over `cell` reaches."""
-        return self._cells(cell, self._flat_off, self._fp_dy, self._fp_dx, self._reach)
+        """Flat indices of the cells a stroke with the tip over `cell` reaches (read-only)."""
+        if cell != self._fp_cell or cell < 0:
+            idx = self._cells(cell, self._flat_off, self._fp_dy, self._fp_dx, self._reach)
+            idx.flags.writeable = False
+            self._fp_cell, self._fp_idx = cell, idx
+        return self._fp_idx
+
+    def _guard_cells(self, cell: int) -> IntArray:
+        """The footprint's cells and those a footprint one cell away reaches (read-only)."""
+        if cell != self._guard_cell or cell < 0:
+            idx = self._cells(cell, self._guard_off, self._guard_dy, self._guard_dx,
+                              self._reach + 1)
+            idx.flags.writeable = False
+            self._guard_cell, self._guard_idx = cell, idx
+        return self._guard_idx
 
     # --- updates ------------------------------------------------------------
 
@@ -322,7 +340,7 @@ class Coverage(CoverageArchive):
             return Spot.OUTSIDE
         if self._fp_cells - int(self._same[cell]) > self._overhang_cells or self._patch_edge[cell]:
             return Spot.EDGE
-        idx = self._cells(cell, self._guard_off, self._guard_dy, self._guard_dx, self._reach + 1)
+        idx = self._guard_cells(cell)
         if self._core[cell]:
             if int(self.hits[idx].max()) >= int(self._max_of[zone_id]):
                 return Spot.AT_MAX
