@@ -11,7 +11,9 @@ its own process; this process runs the real-time `Session` (minus the records
 and the publisher) over the pty for DURATION_S, the technician's moves
 scripted, and reads its own CPU time (os.times: user + system, every thread).
 With and without the live view rendering at 15 Hz.
-Run: `.venv/bin/python bench/cpu.py [PEN_PROCESS_S]`.
+Run: `.venv/bin/python bench/cpu.py [PEN_PROCESS_S] [--tree DIR]`; the compiled build:
+`--tree build/compiled` (the pen process, a spawned child, gets the host's sys.path
+from multiprocessing, so it runs the same tree; the first line says which).
 """
 
 from __future__ import annotations
@@ -25,10 +27,18 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+#: `--tree DIR`: the host, its pen process and the Session alone run DIR's devicectl,
+#: e.g. build/compiled (`make compiled`); by default this tree's, pure Python.
+TREE: Path | None = None
+if "--tree" in sys.argv:
+    at = sys.argv.index("--tree")
+    TREE = Path(sys.argv[at + 1]).resolve()
+    del sys.argv[at : at + 2]
+    sys.path.insert(0, str(TREE))
 
-from latency import build_session, live_view_thread, technician
+from latency import build_session, live_view_thread, technician  # noqa: E402
 
-from devicectl.controller import State
+from devicectl.controller import State  # noqa: E402
 
 DURATION_S = 10.0
 GOAL_PCT = 10.0
@@ -113,7 +123,13 @@ def main() -> int:
     seconds = float(sys.argv[1]) if len(sys.argv) > 1 else PEN_PROCESS_S
     print(f"host CPU during a live session over a pty (Python {sys.version.split()[0]}, "
           f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f})")
-    pct, notes = pen_process(seconds)
+    import devicectl.controller as ctl_module
+    import devicectl.session as session_module
+
+    built = [m.__name__ for m in (ctl_module, session_module) if str(m.__file__).endswith(".so")]
+    print(f"  devicectl from {Path(str(ctl_module.__file__)).parent.parent}"
+          f"{' (compiled: ' + ', '.join(built) + ', ...)' if built else ' (pure Python)'}")
+    pct, notes = pen_process(seconds, tree=TREE)
     verdict = "met" if pct <= PEN_PROCESS_GOAL_PCT else "NOT met"
     print(f"  pen process of devicectl run (records, no view), 1000 Hz, {seconds:g} s: "
           f"{pct:5.1f} % of one core ({notes}; ≤ {PEN_PROCESS_GOAL_PCT:.0f} %: {verdict}; "
