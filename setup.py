@@ -47,6 +47,7 @@ COMPILED = [
     "devicectl/transitions.py",
     "devicectl/flight.py",
     "devicectl/session.py",
+    "devicectl/session_records.py",
     "firmware_sim/pen_states.py",
     "firmware_sim/pen_core.py",
     "firmware_sim/firmware.py",
