@@ -6,7 +6,6 @@ VirtualWire (virtual time); pytest-mock appears only where a port fails.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 from pytest_mock import MockerFixture
@@ -20,10 +19,9 @@ from devicectl.controller import (
     State,
 )
 from devicectl.errors import LinkError
-from devicectl.plan import Plan
 from devicectl.profile import load_profile
 from devicectl.profile_plan import make_plan
-from devicectl.protocol import Decoder, DeviceInfo, Estop, Stop
+from devicectl.protocol import Decoder, Estop, Stop
 from devicectl.session import (
     VIRTUAL_MAX_WAIT_US,
     Outcome,
@@ -39,21 +37,26 @@ from firmware_sim.virtual import Pen, VirtualPen, VirtualWire
 DATA = Path(__file__).parent / "data"
 
 
+def controller(clock: VirtualClock, profile: str = "short-two-zones.yaml",
+               telemetry_hz: int = TELEMETRY_HZ) -> Controller:
+    """A controller for patient S-1 with the profile's plan, on a virtual clock."""
+    zone_map = load_zone_map()
+    loaded = load_profile(DATA / profile)
+    return Controller(
+        lambda dev: make_plan(loaded, dev, zone_map), zone_map,
+        StartFacts(patient_ref="S-1", used_cartridge_ids=frozenset()),
+        nonce=1234, now_us=clock.now_us, telemetry_hz=telemetry_hz,
+    )
+
+
 def virtual_session(
     *, profile: str = "short-two-zones.yaml", policy: Policy | None = None,
     writer: RecordWriter | None = None, scenario: str | None = None, seed: int = 3,
     speed: float = 0, telemetry_hz: int = TELEMETRY_HZ,
-    plan_for: Callable[[DeviceInfo], Plan] | None = None,
 ) -> tuple[Session, VirtualPen]:
-    zone_map = load_zone_map()
-    loaded = load_profile(DATA / profile)
     clock = VirtualClock(1_000_000)
-    pen = VirtualPen(seed=seed, scenario=scenario, zone_map=zone_map)
-    ctl = Controller(
-        plan_for or (lambda dev: make_plan(loaded, dev, zone_map)), zone_map,
-        StartFacts(patient_ref="S-1", used_cartridge_ids=frozenset()),
-        nonce=1234, now_us=clock.now_us, telemetry_hz=telemetry_hz,
-    )
+    pen = VirtualPen(seed=seed, scenario=scenario, zone_map=load_zone_map())
+    ctl = controller(clock, profile, telemetry_hz)
     session = Session(
         ctl, wire=VirtualWire(pen, clock, speed=speed), writer=writer,
         policy=policy or Policy(auto_confirm=True), clock=clock, max_wait_us=VIRTUAL_MAX_WAIT_US,
@@ -146,19 +149,45 @@ def test_a_port_that_fails_mid_session_ends_as_link_lost(mocker: MockerFixture) 
     assert isinstance(last[-1].message, Estop)  # it still tried to stop the pen
 
 
-def test_an_internal_error_stops_the_pen_first_and_ends_as_fault(mocker: MockerFixture) -> None:
-    def buggy_plan(dev: object) -> Plan:
-        raise RuntimeError("bug")  # inside the controller's step, as a bug in it would be
+class _Tap:
+    """A wire that keeps every write and hands the rest to the wire it wraps (the
+    compiled VirtualWire is a native class: it takes no spy and no patch)."""
 
-    # the bug comes through the controller's own plan factory, not a patched method:
-    # a compiled Controller (make compiled) has no instance attributes to patch
-    session, _ = virtual_session(plan_for=buggy_plan)
-    written = mocker.spy(session._wire, "write")
+    def __init__(self, wire: VirtualWire) -> None:
+        self.wire, self.written = wire, list[bytes]()
+
+    def read(self, max_bytes: int, timeout_s: float) -> bytes:
+        return self.wire.read(max_bytes, timeout_s)
+
+    def write(self, data: bytes) -> None:
+        self.written.append(bytes(data))
+        self.wire.write(data)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.wire, name)
+
+
+def test_an_internal_error_stops_the_pen_first_and_ends_as_fault() -> None:
+    """The loop's clock fails once the pen is stamping: a bug in the loop itself,
+    wherever it is, ends the session in FAULT with ESTOP the last thing sent."""
+    clock = VirtualClock(1_000_000)
+    ctl = controller(clock)
+    failed = []
+
+    def failing_clock() -> int:
+        if ctl.state is State.STAMPING and not failed:
+            failed.append(clock.now_us)
+            raise RuntimeError("bug")
+        return clock()
+
+    tap = _Tap(VirtualWire(VirtualPen(seed=3, zone_map=load_zone_map()), clock))
+    session = Session(ctl, wire=tap, writer=None, policy=Policy(auto_confirm=True),
+                      clock=failing_clock, max_wait_us=VIRTUAL_MAX_WAIT_US)
     session.start()
     assert session.wait(10)
+    assert failed, "the session never reached STAMPING"
     assert session.outcome is Outcome.FAULT and isinstance(session.error, RuntimeError)
-    frames = Decoder().feed(written.call_args_list[-1].args[0])
-    assert isinstance(frames[-1].message, Estop)
+    assert isinstance(Decoder().feed(tap.written[-1])[-1].message, Estop)
 
 
 def test_records_get_every_event_and_the_pen_and_close_with_the_outcome(tmp_path: Path) -> None:
@@ -245,17 +274,9 @@ class _StopIgnoringPen:
 
 
 def _session_with(pen: Pen, writer: RecordWriter | None = None) -> Session:
-    zone_map = load_zone_map()
-    loaded = load_profile(DATA / "short-two-zones.yaml")
     clock = VirtualClock(1_000_000)
-    ctl = Controller(
-        lambda dev: make_plan(loaded, dev, zone_map), zone_map,
-        StartFacts(patient_ref="S-1", used_cartridge_ids=frozenset()),
-        nonce=1234, now_us=clock.now_us,
-    )
-    wire = VirtualWire(pen, clock)
-    return Session(ctl, wire=wire, writer=writer, policy=Policy(auto_confirm=True), clock=clock,
-                   max_wait_us=VIRTUAL_MAX_WAIT_US)
+    return Session(controller(clock), wire=VirtualWire(pen, clock), writer=writer,
+                   policy=Policy(auto_confirm=True), clock=clock, max_wait_us=VIRTUAL_MAX_WAIT_US)
 
 
 def test_a_stop_request_ends_once_the_telemetry_shows_the_pen_stopped(tmp_path: Path) -> None:
