@@ -30,6 +30,7 @@ from typing import Any, Final
 from cobs import cobs
 
 from devicectl.errors import ProtocolError
+from devicectl.frozen import by_fields
 from devicectl.messages import (
     ACK_REQ_TYPES,
     BY_NAME,
@@ -258,6 +259,9 @@ class Frame:
         object.__setattr__(self, "counter", counter)
         object.__setattr__(self, "tag", tag)
         object.__setattr__(self, "head", head)
+
+    def __reduce__(self) -> tuple[type[Any], tuple[Any, ...]]:
+        return by_fields(self)  # pickles when compiled (devicectl/frozen.py)
 
     @property
     def ack_req(self) -> bool:
