@@ -3,6 +3,8 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+COMPILED_DIR := build/compiled
+COMPILED_STAMP := $(COMPILED_DIR)/.built
 
 .PHONY: test demo bench lint clean faults soak compiled test-compiled bench-compiled
 
@@ -17,17 +19,25 @@ CORE_TESTS := tests/test_protocol.py tests/test_protocol_properties.py tests/tes
 	tests/test_controller_properties.py tests/test_safety.py tests/test_firmware.py \
 	tests/test_physics.py tests/test_virtual_session.py
 
-# The suite on every core (pytest-xdist), then the real-time tests (processes over
-# pseudo-terminals, held to the pen's watchdog) one at a time, so that they never
-# compete with the suite's own load: under 5 minutes on 2 cores.
+# Lint and types beside the build of the compiled core (build/compiled, below; cached);
+# a quick pure-Python pass of the core tests (the pure package is the reference);
+# then the whole suite against the compiled build: on every core (pytest-xdist),
+# then the real-time tests (processes over pseudo-terminals, held to the pen's
+# watchdog) one at a time, so that they never compete with the suite's own load.
+# Under 5 minutes on 2 cores from a fresh clone (docs/performance.md, "Round 6").
+# (PYTHONPATH too: the suite's own processes, started in other folders, import the
+# compiled build as well.)
+IN_COMPILED := cd $(COMPILED_DIR) && PYTHONPATH=$(CURDIR)/$(COMPILED_DIR) \
+	$(CURDIR)/$(BIN)/python -m pytest -q -p no:cacheprovider
 test: $(STAMP)
-	$(BIN)/ruff check devicectl firmware_sim tests bench
-	$(BIN)/mypy
-	$(BIN)/python -m pytest -q -n auto --dist loadgroup -m "not slow and not realtime"
-	$(BIN)/python -m pytest -q -m "realtime and not slow"
+	@$(MAKE) --no-print-directory -j2 lint compiled
+	$(BIN)/python -m pytest -q -n auto -m "not slow and not realtime" $(CORE_TESTS)
+	$(IN_COMPILED) -n auto --dist loadgroup -m "not slow and not realtime"
+	$(IN_COMPILED) -m "realtime and not slow"
 
-demo: $(STAMP)
-	$(BIN)/devicectl demo
+# The demo runs the compiled core too (built first, or pure Python where it cannot be).
+demo: compiled
+	PYTHONPATH=$(COMPILED_DIR) $(BIN)/devicectl demo
 
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
@@ -55,39 +65,33 @@ soak: $(STAMP)
 		tests/test_dose_sessions.py
 	$(BIN)/python bench/profiles_soak.py --seeds $(or $(SOAK_SEEDS),20) --jobs $(or $(SOAK_JOBS),2)
 
-# Opt-in (issue 17 item 1): the sans-I/O core compiled with mypyc into build/compiled
-# (a copy of the packages with the extension modules beside them; setup.py lists
-# them). The pure-Python package stays the reference and what `make test` runs:
-# compiling costs ~1 min 15 s wall on 2 cores, which a cold `make test` cannot
-# afford under 5 minutes (docs/performance.md, "Round 5"). The build is cached by
-# a stamp and redone only when a module of devicectl/ or firmware_sim/ changes;
-# each use copies the rest (tests, subpackages, profiles) afresh.
-COMPILED_DIR := build/compiled
-COMPILED_STAMP := $(COMPILED_DIR)/.built
+# The sans-I/O core compiled with mypyc (issue 17 item 1) into build/compiled: a copy
+# of the packages with the extension modules beside them (setup.py lists them, and
+# falls back to pure Python, saying so, where it cannot compile). The pure-Python
+# package in the tree stays the reference; the build is what `make test` and `make
+# demo` run, `PYTHONPATH=build/compiled` in front. Compiling takes ~20 s on 2 cores;
+# it is cached by a stamp and redone only when a module of devicectl/ or firmware_sim/
+# changes; each use copies the rest (tests, subpackages, profiles, docs) afresh, and
+# first deletes the copy's Python files, so that a file deleted in the tree is gone
+# from the copy too.
 $(COMPILED_STAMP): $(STAMP) setup.py pyproject.toml $(wildcard devicectl/*.py firmware_sim/*.py)
 	rm -rf $(COMPILED_DIR) && mkdir -p $(COMPILED_DIR)
 	cp -r devicectl firmware_sim profiles tests docs setup.py pyproject.toml README.md $(COMPILED_DIR)/
 	cd $(COMPILED_DIR) && DEVICECTL_COMPILE=1 $(CURDIR)/$(BIN)/python setup.py -q build_ext --inplace
-	@ls $(COMPILED_DIR)/devicectl/*.so $(COMPILED_DIR)/firmware_sim/*.so 2>/dev/null \
-		|| echo "nothing compiled: build/compiled is pure Python"
+	@ls $(COMPILED_DIR)/devicectl/*.so $(COMPILED_DIR)/firmware_sim/*.so >/dev/null 2>&1 \
+		|| echo "devicectl build: nothing compiled; build/compiled is pure Python"
 	@touch $@
 
 compiled: $(COMPILED_STAMP)
-	cp -r devicectl firmware_sim profiles tests docs $(COMPILED_DIR)/
+	@find $(COMPILED_DIR)/devicectl $(COMPILED_DIR)/firmware_sim -name '*.py' -delete
+	@rm -rf $(COMPILED_DIR)/tests $(COMPILED_DIR)/profiles $(COMPILED_DIR)/docs
+	@cp -r devicectl firmware_sim profiles tests docs $(COMPILED_DIR)/
 
-# The core tests against the compiled build, and those of the compiled modules'
-# other users (the checks, the plan crossing to the pen process, the simulated hand
-# and wire); run inside it: `python -m` puts the working directory first on
-# sys.path, which must be the compiled copy.
-COMPILED_TESTS := $(CORE_TESTS) tests/test_controller_checks.py \
-	tests/test_controller_checks_honest.py tests/test_controller_checks_sim.py \
-	tests/test_plan.py tests/test_handpiece.py tests/test_virtual_wire.py \
-	tests/test_intervals.py tests/test_dose_records.py tests/test_fault_matrix.py \
-	tests/test_faults.py tests/test_misbehave.py tests/test_secure_session.py tests/test_secure_e2e.py \
-	tests/test_pickling.py
+# The suite against the compiled build alone, without the real-time tests; run inside
+# it: `python -m` puts the working directory first on sys.path, which must be the
+# compiled copy.
 test-compiled: compiled
-	cd $(COMPILED_DIR) && $(CURDIR)/$(BIN)/python -m pytest -q -p no:cacheprovider \
-		-n 2 --dist loadgroup -m "not slow and not realtime" $(COMPILED_TESTS)
+	$(IN_COMPILED) -n auto --dist loadgroup -m "not slow and not realtime"
 
 # Controller step, simulator, codec and virtual session, pure Python then compiled,
 # in one run.

@@ -143,15 +143,51 @@ def test_a_port_that_fails_mid_session_ends_as_link_lost(mocker: MockerFixture) 
     assert isinstance(last[-1].message, Estop)  # it still tried to stop the pen
 
 
-def test_an_internal_error_stops_the_pen_first_and_ends_as_fault(mocker: MockerFixture) -> None:
-    session, _ = virtual_session()
-    mocker.patch.object(session.controller, "tick", side_effect=RuntimeError("bug"))
-    written = mocker.spy(session._wire, "write")
+class _Tap:
+    """A wire that keeps every write and hands the rest to the wire it wraps (the
+    compiled VirtualWire is a native class: it takes no spy and no patch)."""
+
+    def __init__(self, wire: VirtualWire) -> None:
+        self.wire, self.written = wire, list[bytes]()
+
+    def read(self, max_bytes: int, timeout_s: float) -> bytes:
+        return self.wire.read(max_bytes, timeout_s)
+
+    def write(self, data: bytes) -> None:
+        self.written.append(bytes(data))
+        self.wire.write(data)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.wire, name)
+
+
+def test_an_internal_error_stops_the_pen_first_and_ends_as_fault() -> None:
+    """The loop's clock fails once the pen is stamping: a bug in the loop itself,
+    wherever it is, ends the session in FAULT with ESTOP the last thing sent."""
+    zone_map = load_zone_map()
+    loaded = load_profile(DATA / "short-two-zones.yaml")
+    clock = VirtualClock(1_000_000)
+    ctl = Controller(
+        lambda dev: make_plan(loaded, dev, zone_map), zone_map,
+        StartFacts(patient_ref="S-1", used_cartridge_ids=frozenset()),
+        nonce=1234, now_us=clock.now_us, telemetry_hz=TELEMETRY_HZ,
+    )
+    failed = []
+
+    def failing_clock() -> int:
+        if ctl.state is State.STAMPING and not failed:
+            failed.append(clock.now_us)
+            raise RuntimeError("bug")
+        return clock()
+
+    tap = _Tap(VirtualWire(VirtualPen(seed=3, zone_map=zone_map), clock))
+    session = Session(ctl, wire=tap, writer=None, policy=Policy(auto_confirm=True),
+                      clock=failing_clock, max_wait_us=VIRTUAL_MAX_WAIT_US)
     session.start()
     assert session.wait(10)
+    assert failed, "the session never reached STAMPING"
     assert session.outcome is Outcome.FAULT and isinstance(session.error, RuntimeError)
-    frames = Decoder().feed(written.call_args_list[-1].args[0])
-    assert isinstance(frames[-1].message, Estop)
+    assert isinstance(Decoder().feed(tap.written[-1])[-1].message, Estop)
 
 
 def test_records_get_every_event_and_the_pen_and_close_with_the_outcome(tmp_path: Path) -> None:
