@@ -37,7 +37,7 @@ test: $(STAMP)
 
 # The demo runs the compiled core too (built first, or pure Python where it cannot be).
 demo: compiled
-	PYTHONPATH=$(COMPILED_DIR) $(BIN)/devicectl demo
+	PYTHONPATH=$(CURDIR)/$(COMPILED_DIR) $(BIN)/devicectl demo
 
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'

@@ -37,20 +37,26 @@ from firmware_sim.virtual import Pen, VirtualPen, VirtualWire
 DATA = Path(__file__).parent / "data"
 
 
+def controller(clock: VirtualClock, profile: str = "short-two-zones.yaml",
+               telemetry_hz: int = TELEMETRY_HZ) -> Controller:
+    """A controller for patient S-1 with the profile's plan, on a virtual clock."""
+    zone_map = load_zone_map()
+    loaded = load_profile(DATA / profile)
+    return Controller(
+        lambda dev: make_plan(loaded, dev, zone_map), zone_map,
+        StartFacts(patient_ref="S-1", used_cartridge_ids=frozenset()),
+        nonce=1234, now_us=clock.now_us, telemetry_hz=telemetry_hz,
+    )
+
+
 def virtual_session(
     *, profile: str = "short-two-zones.yaml", policy: Policy | None = None,
     writer: RecordWriter | None = None, scenario: str | None = None, seed: int = 3,
     speed: float = 0, telemetry_hz: int = TELEMETRY_HZ,
 ) -> tuple[Session, VirtualPen]:
-    zone_map = load_zone_map()
-    loaded = load_profile(DATA / profile)
     clock = VirtualClock(1_000_000)
-    pen = VirtualPen(seed=seed, scenario=scenario, zone_map=zone_map)
-    ctl = Controller(
-        lambda dev: make_plan(loaded, dev, zone_map), zone_map,
-        StartFacts(patient_ref="S-1", used_cartridge_ids=frozenset()),
-        nonce=1234, now_us=clock.now_us, telemetry_hz=telemetry_hz,
-    )
+    pen = VirtualPen(seed=seed, scenario=scenario, zone_map=load_zone_map())
+    ctl = controller(clock, profile, telemetry_hz)
     session = Session(
         ctl, wire=VirtualWire(pen, clock, speed=speed), writer=writer,
         policy=policy or Policy(auto_confirm=True), clock=clock, max_wait_us=VIRTUAL_MAX_WAIT_US,
@@ -164,14 +170,8 @@ class _Tap:
 def test_an_internal_error_stops_the_pen_first_and_ends_as_fault() -> None:
     """The loop's clock fails once the pen is stamping: a bug in the loop itself,
     wherever it is, ends the session in FAULT with ESTOP the last thing sent."""
-    zone_map = load_zone_map()
-    loaded = load_profile(DATA / "short-two-zones.yaml")
     clock = VirtualClock(1_000_000)
-    ctl = Controller(
-        lambda dev: make_plan(loaded, dev, zone_map), zone_map,
-        StartFacts(patient_ref="S-1", used_cartridge_ids=frozenset()),
-        nonce=1234, now_us=clock.now_us, telemetry_hz=TELEMETRY_HZ,
-    )
+    ctl = controller(clock)
     failed = []
 
     def failing_clock() -> int:
@@ -180,7 +180,7 @@ def test_an_internal_error_stops_the_pen_first_and_ends_as_fault() -> None:
             raise RuntimeError("bug")
         return clock()
 
-    tap = _Tap(VirtualWire(VirtualPen(seed=3, zone_map=zone_map), clock))
+    tap = _Tap(VirtualWire(VirtualPen(seed=3, zone_map=load_zone_map()), clock))
     session = Session(ctl, wire=tap, writer=None, policy=Policy(auto_confirm=True),
                       clock=failing_clock, max_wait_us=VIRTUAL_MAX_WAIT_US)
     session.start()
@@ -274,17 +274,9 @@ class _StopIgnoringPen:
 
 
 def _session_with(pen: Pen, writer: RecordWriter | None = None) -> Session:
-    zone_map = load_zone_map()
-    loaded = load_profile(DATA / "short-two-zones.yaml")
     clock = VirtualClock(1_000_000)
-    ctl = Controller(
-        lambda dev: make_plan(loaded, dev, zone_map), zone_map,
-        StartFacts(patient_ref="S-1", used_cartridge_ids=frozenset()),
-        nonce=1234, now_us=clock.now_us,
-    )
-    wire = VirtualWire(pen, clock)
-    return Session(ctl, wire=wire, writer=writer, policy=Policy(auto_confirm=True), clock=clock,
-                   max_wait_us=VIRTUAL_MAX_WAIT_US)
+    return Session(controller(clock), wire=VirtualWire(pen, clock), writer=writer,
+                   policy=Policy(auto_confirm=True), clock=clock, max_wait_us=VIRTUAL_MAX_WAIT_US)
 
 
 def test_a_stop_request_ends_once_the_telemetry_shows_the_pen_stopped(tmp_path: Path) -> None:
