@@ -28,7 +28,8 @@ import time
 import tty
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+# appended, not inserted: PYTHONPATH=build/compiled (make bench) must come first
+sys.path.append(str(Path(__file__).resolve().parent.parent))
 from devicectl import protocol as p
 from devicectl.controller import Command, Controller, StartFacts, State
 from devicectl.link import open_transport
