@@ -39,17 +39,22 @@ test: $(STAMP)
 demo: compiled
 	PYTHONPATH=$(CURDIR)/$(COMPILED_DIR) $(BIN)/devicectl demo
 
-bench: $(STAMP)
+# The benchmarks against the compiled build (what make test and make demo run), then
+# bench/compiled.py: the step, the simulator, the codec and the six-zone session pure
+# Python and compiled in turn, for the ratios between the builds.
+BENCH := PYTHONPATH=$(CURDIR)/$(COMPILED_DIR) $(BIN)/python
+bench: compiled
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
-	$(BIN)/python bench/codec.py
-	$(BIN)/python bench/columnar.py
-	$(BIN)/python bench/sim.py
-	$(BIN)/python bench/controller.py
-	$(BIN)/python bench/session.py
-	$(BIN)/python bench/latency.py
-	$(BIN)/python bench/cpu.py
-	$(BIN)/python bench/flight.py
-	$(BIN)/python bench/auth.py
+	$(BENCH) bench/codec.py
+	$(BENCH) bench/columnar.py
+	$(BENCH) bench/sim.py
+	$(BENCH) bench/controller.py
+	$(BENCH) bench/session.py
+	$(BENCH) bench/latency.py
+	$(BENCH) bench/cpu.py
+	$(BENCH) bench/flight.py
+	$(BENCH) bench/auth.py
+	$(BIN)/python bench/compiled.py
 
 # The fault campaign: every fault kind at every phase, in virtual time; writes
 # docs/fault-matrix.md and fails when a cell is unsafe, lost records or crashed.

@@ -19,7 +19,7 @@ from devicectl.protocol import Decoder, Telemetry, encode
 N_FRAMES = 20_000
 READ_BYTES = 4096
 REPEATS = 5
-GOAL_RATIO = 5.0
+GOAL_RATIO = 10.0  # issue 17
 
 
 def telemetry_stream() -> list[Telemetry]:

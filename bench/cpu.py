@@ -12,8 +12,9 @@ and the publisher) over the pty for DURATION_S, the technician's moves
 scripted, and reads its own CPU time (os.times: user + system, every thread).
 With and without the live view rendering at 15 Hz.
 Run: `.venv/bin/python bench/cpu.py [PEN_PROCESS_S] [--tree DIR]`; the compiled build:
-`--tree build/compiled` (the pen process, a spawned child, gets the host's sys.path
-from multiprocessing, so it runs the same tree; the first line says which).
+`PYTHONPATH=build/compiled` or `--tree build/compiled` (the host is handed the tree
+this process imported, and its pen process, a spawned child, gets the host's sys.path
+from multiprocessing, so all run the same build; the first line says which).
 """
 
 from __future__ import annotations
@@ -25,10 +26,11 @@ import threading
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+# appended, not inserted: PYTHONPATH=build/compiled (make bench) must come first
+sys.path.append(str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 #: `--tree DIR`: the host, its pen process and the Session alone run DIR's devicectl,
-#: e.g. build/compiled (`make compiled`); by default this tree's, pure Python.
+#: e.g. build/compiled (`make compiled`); by default whichever the path gives first.
 TREE: Path | None = None
 if "--tree" in sys.argv:
     at = sys.argv.index("--tree")
@@ -129,7 +131,9 @@ def main() -> int:
     built = [m.__name__ for m in (ctl_module, session_module) if str(m.__file__).endswith(".so")]
     print(f"  devicectl from {Path(str(ctl_module.__file__)).parent.parent}"
           f"{' (compiled: ' + ', '.join(built) + ', ...)' if built else ' (pure Python)'}")
-    pct, notes = pen_process(seconds, tree=TREE)
+    # the host (views_load.py) puts this repository first: it is handed the tree this
+    # process imported, so that it and its pen process run the same build
+    pct, notes = pen_process(seconds, tree=Path(str(ctl_module.__file__)).parent.parent)
     verdict = "met" if pct <= PEN_PROCESS_GOAL_PCT else "NOT met"
     print(f"  pen process of devicectl run (records, no view), 1000 Hz, {seconds:g} s: "
           f"{pct:5.1f} % of one core ({notes}; ≤ {PEN_PROCESS_GOAL_PCT:.0f} %: {verdict}; "

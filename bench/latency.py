@@ -28,9 +28,8 @@ import time
 import tty
 from pathlib import Path
 
-# not in front of a tree an importer put first (views_load.py --tree, cpu.py --tree)
-if str(Path(__file__).resolve().parent.parent) not in sys.path:
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+# appended, not inserted: PYTHONPATH=build/compiled (make bench) must come first
+sys.path.append(str(Path(__file__).resolve().parent.parent))
 from devicectl import protocol as p
 from devicectl.controller import Command, Controller, StartFacts, State
 from devicectl.link import open_transport

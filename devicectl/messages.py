@@ -259,8 +259,16 @@ class DeviceInfo(_Message):
 DeviceInfo.TYPE, DeviceInfo.FORMAT = MsgType.DEVICE_INFO, "<IHHIHHHBBIIH"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class Telemetry(_Message):
+    """The pen's report, a thousand a second: its `__init__` is written out, not generated.
+
+    Compiled, a dataclass's generated `__init__` stays interpreted Python (1.3 µs,
+    most of a decode); this one compiles to twelve stores (~0.1 µs). Equality,
+    hashing, repr, `fields()` and frozenness are still the dataclass's: each field
+    is set the way a frozen dataclass sets it, through `object.__setattr__`.
+    """
+
     t_us: int
     state: int
     fault_flags: int
@@ -273,6 +281,22 @@ class Telemetry(_Message):
     contact: int
     zone_id: int
     battery_mv: int
+
+    def __init__(self, t_us: int, state: int, fault_flags: int, depth_cmd_um: int,
+                 depth_meas_um: int, rate_meas_dhz: int, stamp_count: int, x_dmm: int,
+                 y_dmm: int, contact: int, zone_id: int, battery_mv: int) -> None:
+        object.__setattr__(self, "t_us", t_us)
+        object.__setattr__(self, "state", state)
+        object.__setattr__(self, "fault_flags", fault_flags)
+        object.__setattr__(self, "depth_cmd_um", depth_cmd_um)
+        object.__setattr__(self, "depth_meas_um", depth_meas_um)
+        object.__setattr__(self, "rate_meas_dhz", rate_meas_dhz)
+        object.__setattr__(self, "stamp_count", stamp_count)
+        object.__setattr__(self, "x_dmm", x_dmm)
+        object.__setattr__(self, "y_dmm", y_dmm)
+        object.__setattr__(self, "contact", contact)
+        object.__setattr__(self, "zone_id", zone_id)
+        object.__setattr__(self, "battery_mv", battery_mv)
 
 
 Telemetry.TYPE, Telemetry.FORMAT = MsgType.TELEMETRY, "<IBHHHHIhhBBH"

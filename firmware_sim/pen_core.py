@@ -265,9 +265,10 @@ class FirmwareCore:
     def _telemetry_until(self, now_us: int) -> None:
         """Every TELEMETRY due by `now_us`, each after stepping the pen to its time.
 
-        The hot path of every simulation (1000 frames per simulated second), so
-        what cannot change inside the loop is read once, and each frame is
-        encoded from its values (encode_telemetry), never built as a Telemetry.
+        The hot path of every simulation (1000 frames per simulated second): each
+        frame is encoded from its values (encode_telemetry), never built as a
+        Telemetry. Plain calls (`self._step_to`, `self.link.telemetry`): compiled,
+        they are direct calls, where methods bound to locals were Python calls.
         Only a fault latched while stepping changes state, flags and seq here.
         """
         phys = self.physics
@@ -275,26 +276,19 @@ class FirmwareCore:
         depth_cmd_um = target.depth_um if target else 0
         zone_id = target.zone_id if target else 0
         boot_us = self._boot_us or 0
-        base_us = self._tlm_base_us
-        hz = self.telemetry_hz
-        send = self.link.telemetry
-        step_to = self._step_to
-        stamping = PenState.STAMPING
         k = self._tlm_k
         due = self._next_tlm_us
         while due <= now_us:
-            step_to(due)
+            self._step_to(due)
             state = self.state
-            battery_mv = int(phys.battery_uv // 1000)
-            if not 0 <= battery_mv <= 0xFFFF:
-                battery_mv = max(0, min(battery_mv, 0xFFFF))
-            send(
+            battery_mv = max(0, min(int(phys.battery_uv // 1000), 0xFFFF))
+            self.link.telemetry(
                 (
                     (due - boot_us) & _WRAP32,
                     state,
                     self.fault_flags,
                     depth_cmd_um,
-                    phys.depth_meas_um if state is stamping else 0,
+                    phys.depth_meas_um if state is PenState.STAMPING else 0,
                     int(phys.rate_dhz + 0.5),
                     phys.strokes & _WRAP32,
                     self.x_dmm,
@@ -305,7 +299,7 @@ class FirmwareCore:
                 )
             )
             k += 1
-            due = base_us + k * 1_000_000 // hz
+            due = self._tlm_base_us + k * 1_000_000 // self.telemetry_hz
         self._tlm_k = k
         self._next_tlm_us = due
 

@@ -4,6 +4,7 @@ rules, range errors at encode time, and the decoded objects themselves."""
 from __future__ import annotations
 
 import dataclasses
+import pickle
 
 import pytest
 
@@ -20,6 +21,7 @@ from devicectl.protocol import (
     Estop,
     Event,
     Fault,
+    Frame,
     FwChunk,
     Heartbeat,
     Hello,
@@ -101,6 +103,35 @@ def test_decoded_message_is_a_real_frozen_instance() -> None:
         frame.seq = 0  # type: ignore[misc]
     assert not hasattr(frame.message, "__dict__")
     assert dataclasses.replace(frame.message, depth_meas_um=1) != message
+
+
+def test_the_written_out_inits_keep_the_dataclass_api() -> None:
+    """Telemetry and Frame write their `__init__` out (compiled speed); the rest is the
+    dataclass's: keywords, defaults, equality by fields, hashing, repr, fields(),
+    no attribute set or deleted after construction, pickling."""
+    values = (1, 3, 0, 800, 780, 1000, 5, -600, 1600, 1, 2, 3900)
+    names = [f.name for f in dataclasses.fields(Telemetry)]
+    by_name = Telemetry(**dict(zip(names, values, strict=True)))
+    assert by_name == Telemetry(*values) and hash(by_name) == hash(Telemetry(*values))
+    assert [getattr(by_name, n) for n in names] == list(values)
+    assert by_name != Telemetry(*values[:-1], 3901)
+    assert repr(by_name) == "Telemetry(" + ", ".join(
+        f"{n}={v}" for n, v in zip(names, values, strict=True)) + ")"
+    frame = Frame(4, 1, by_name)
+    assert (frame.counter, frame.tag, frame.head) == (None, b"", b"") and not frame.signed
+    assert frame == Frame(4, 1, Telemetry(*values), None, b"", b"") and frame.ack_req
+    assert hash(frame) == hash(Frame(4, 1, Telemetry(*values)))
+    assert frame != Frame(4, 1, by_name, 7) and Frame(4, 1, by_name, 7).signed
+    assert repr(frame) == (
+        f"Frame(seq=4, flags=1, message={by_name!r}, counter=None, tag=b'', head=b'')")
+    for obj, field in ((by_name, "x_dmm"), (frame, "message")):
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            setattr(obj, field, 0)
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            delattr(obj, field)
+        assert pickle.loads(pickle.dumps(obj)) == obj
+    with pytest.raises(TypeError):
+        Telemetry(*values[:-1])  # type: ignore[call-arg]
 
 
 @pytest.mark.parametrize(
