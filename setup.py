@@ -9,8 +9,11 @@ keeps both builds alike (docs/performance.md, "Round 5: compiled core"):
 mypyc checks annotated argument and field types at run time, so untrusted
 inputs the pure code checks itself are typed `object` (safety.checked_set_target);
 a frozen dataclass that crosses a process pickles by its fields (devicectl/frozen.py);
-message classes get TYPE/FORMAT after their body (mypyc issue 1122). Not compiled:
-session.py and the pen process (changed by others; threads and I/O, little to gain).
+message classes get TYPE/FORMAT after their body (mypyc issue 1122); the two classes
+built a thousand times a second (Telemetry, Frame) write their `__init__` out. The
+session's loop, its records side and the flight recorder are compiled; the pen
+process's set-up (penproc, penloop), the records, the views and the CLI are not
+(I/O and set-up, run seldom: docs/performance.md, "Round 6").
 """
 
 from __future__ import annotations
