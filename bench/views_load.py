@@ -451,7 +451,10 @@ def main() -> int:
     ap.add_argument("--trials", type=int, default=TRIALS)
     ap.add_argument("--session-s", type=float, default=SESSION_S)
     ap.add_argument("--rounds", type=int, default=ROUNDS)
+    ap.add_argument("--tree", help="run the host from this tree (build/compiled: the "
+                    "compiled build)")
     args = ap.parse_args()
+    tree = Path(args.tree).resolve() if args.tree else None
     if args.role == "host":
         return host_main(args.port, args.view, args.clients, args.stalled)
     pen_nice = raise_pen_priority()
@@ -459,7 +462,8 @@ def main() -> int:
     print(f"views under load: pen at {TELEMETRY_HZ} Hz telemetry over a pty, {pen_nice} "
           f"(Python {sys.version.split()[0]}, {os.cpu_count()} CPUs, "
           f"load {os.getloadavg()[0]:.2f}); command: python bench/views_load.py "
-          f"--trials {args.trials} --session-s {args.session_s:g} --rounds {args.rounds}",
+          f"--trials {args.trials} --session-s {args.session_s:g} --rounds {args.rounds}"
+          f"{f' --tree {args.tree}' if args.tree else ''}",
           flush=True)
     runs: dict[str, list[Run]] = {label: [] for label, *_ in CONFIGS}
     sessions: dict[str, Run] = {}
@@ -467,12 +471,13 @@ def main() -> int:
                  for r in range(args.rounds)]
     for r, n in enumerate(per_round):
         for label, view, clients, stalled in CONFIGS:
-            run = run_config(n, 0, view=view, clients=clients, stalled=stalled)
+            run = run_config(n, 0, view=view, clients=clients, stalled=stalled, tree=tree)
             runs[label].append(run)
             print(f"  round {r + 1}, {label}: {len(run.latencies)} of {n} trials "
                   f"{'; '.join(_notes(run))} (load {os.getloadavg()[0]:.1f})", flush=True)
     for label, view, clients, stalled in CONFIGS:
-        run = run_config(0, args.session_s, view=view, clients=clients, stalled=stalled)
+        run = run_config(0, args.session_s, view=view, clients=clients, stalled=stalled,
+                         tree=tree)
         sessions[label] = run
         print(f"  {args.session_s:g} s session, {label}: gap holds "
               f"{run.host.get('gap_holds')}, pen process CPU "
