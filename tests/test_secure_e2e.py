@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from clinic_support import GATE
-from test_session_realtime import SHORT, finish, pen
+from test_session_realtime import REALTIME_SHORT, SHORT, finish, pen
 
 from devicectl.cli import main
 from devicectl.signing import sim_device_key
@@ -68,8 +68,8 @@ def test_over_a_pty_auth_required_update_then_session_records_1_2(tmp_path: Path
     assert json.loads(state.read_text())["active"] == "B"
     # The pen is switched off and on (a new serve process): its new firmware stays.
     with pen("--seed", "202", "--auth-required", "--state", str(state)) as port:
-        code, out = cli(["run", "--port", port, "--yes", "--db", str(db), *GATE,
-                         "--new-records", "--profile", str(SHORT), "--patient", "RT-S1"], ring)
+        code, out = cli(["run", "--port", port, "--yes", "--db", str(db), *GATE, "--new-records",
+                         "--profile", str(REALTIME_SHORT), "--patient", "RT-S1"], ring)
         assert code == 0, out
     rec = Store(db).sessions()[0]
     assert rec.outcome == "complete" and rec.fw_version == 0x0102
