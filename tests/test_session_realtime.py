@@ -108,7 +108,9 @@ def pen_telemetry(port: str) -> Telemetry:
 
 def test_a_short_profile_completes_over_a_pseudo_terminal(tmp_path: Path) -> None:
     db = tmp_path / "r.db"
-    with pen("--seed", "101") as port:
+    # Seed 105: its simulated hand brings 1 % of the zone to the target in ~7 s of real
+    # time (seed 101's took ~17 s); what is checked does not depend on the path.
+    with pen("--seed", "105") as port:
         code, out = finish(host(port, db, "--profile", str(REALTIME_SHORT), "--patient",
                                 "RT-1"))
         assert code == 0, out
