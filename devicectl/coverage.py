@@ -34,6 +34,7 @@ from devicectl.dose import (
 from devicectl.footprint import (
     HITS,
     LABELS,
+    CellsAround,
     IntArray,
     Raster,
     footprint_offsets,
@@ -91,17 +92,12 @@ class Coverage(CoverageArchive):
         self.needle_count = needle_count
         dy, dx = footprint_offsets(self.footprint_mm, self.cell_mm)
         self._fp_cells = int(dy.size)
-        self._fp_dy, self._fp_dx = dy, dx
-        self._reach = int(max(np.abs(dy).max(), np.abs(dx).max()))
-        self._flat_off = dy * self._nx + dx
+        reach = int(max(np.abs(dy).max(), np.abs(dx).max()))
+        self._footprint = CellsAround(self._ny, self._nx, dy, dx, reach)
         gy, gx = grown(dy, dx)
         self._guard_dy, self._guard_dx = gy, gx
-        self._guard_off = gy * self._nx + gx
-        # The last cell's footprint and guard indices: the tip stays over a cell for
-        # several strokes, and each stroke asks for both (add_strokes, then spot).
-        # Read-only, so that no caller can change what the next one gets.
-        self._fp_cell = self._guard_cell = -1
-        self._fp_idx = self._guard_idx = np.zeros(0, dtype=np.int64)  # filled on first use
+        # the footprint's cells and those a footprint one cell away reaches
+        self._guard = CellsAround(self._ny, self._nx, gy, gx, reach + 1)
         # the zone a stroke there treats: a patch's margin is its zone's to treat
         treat_of = np.arange(LABELS, dtype=np.uint8)
         for z in zones:
@@ -234,34 +230,9 @@ class Coverage(CoverageArchive):
         by, bx = divmod(b, self._nx)
         return max(abs(ay - by), abs(ax - bx))
 
-    def _cells(self, cell: int, flat: IntArray, dy: IntArray, dx: IntArray, reach: int) -> IntArray:
-        iy, ix = divmod(cell, self._nx)
-        out: IntArray
-        if reach <= ix < self._nx - reach and reach <= iy < self._ny - reach:
-            out = cell + flat
-            return out
-        ys = iy + dy
-        xs = ix + dx
-        ok = (ys >= 0) & (ys < self._ny) & (xs >= 0) & (xs < self._nx)
-        out = ys[ok] * self._nx + xs[ok]
-        return out
-
     def footprint_cells(self, cell: int) -> IntArray:
         """Flat indices of the cells a stroke with the tip over `cell` reaches (read-only)."""
-        if cell != self._fp_cell or cell < 0:
-            idx = self._cells(cell, self._flat_off, self._fp_dy, self._fp_dx, self._reach)
-            idx.flags.writeable = False
-            self._fp_cell, self._fp_idx = cell, idx
-        return self._fp_idx
-
-    def _guard_cells(self, cell: int) -> IntArray:
-        """The footprint's cells and those a footprint one cell away reaches (read-only)."""
-        if cell != self._guard_cell or cell < 0:
-            idx = self._cells(cell, self._guard_off, self._guard_dy, self._guard_dx,
-                              self._reach + 1)
-            idx.flags.writeable = False
-            self._guard_cell, self._guard_idx = cell, idx
-        return self._guard_idx
+        return self._footprint.at(cell)
 
     # --- updates ------------------------------------------------------------
 
@@ -340,7 +311,7 @@ class Coverage(CoverageArchive):
             return Spot.OUTSIDE
         if self._fp_cells - int(self._same[cell]) > self._overhang_cells or self._patch_edge[cell]:
             return Spot.EDGE
-        idx = self._guard_cells(cell)
+        idx = self._guard.at(cell)
         if self._core[cell]:
             if int(self.hits[idx].max()) >= int(self._max_of[zone_id]):
                 return Spot.AT_MAX

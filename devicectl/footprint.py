@@ -68,6 +68,48 @@ def same_label_counts(labels: npt.NDArray[np.uint8], dy: IntArray, dx: IntArray)
     return out.reshape(-1)
 
 
+
+class CellsAround:
+    """The flat indices of the cells a shape (offsets `dy`, `dx`, none farther than
+    `reach` cells) covers around a cell of an `ny` × `nx` grid, clipped to the grid.
+
+    The last cell's indices are kept: the tip stays over a cell for several strokes,
+    and each stroke asks for them (Coverage.add_strokes, then Coverage.spot). They are
+    read-only, so that no caller can change what the next one gets.
+    """
+
+    __slots__ = ("_cell", "_dx", "_dy", "_flat", "_idx", "_nx", "_ny", "_reach")
+
+    def __init__(self, ny: int, nx: int, dy: IntArray, dx: IntArray, reach: int) -> None:
+        self._ny, self._nx = ny, nx
+        self._dy, self._dx = dy, dx
+        self._flat = dy * nx + dx
+        self._reach = reach
+        self._cell = -1
+        self._idx: IntArray = np.zeros(0, dtype=np.int64)  # filled on first use
+
+    def at(self, cell: int) -> IntArray:
+        if cell != self._cell or cell < 0:
+            idx = self._clipped(cell)
+            idx.flags.writeable = False
+            self._cell, self._idx = cell, idx
+        return self._idx
+
+    def _clipped(self, cell: int) -> IntArray:
+        iy, ix = divmod(cell, self._nx)
+        reach = self._reach
+        out: IntArray
+        if reach <= ix < self._nx - reach and reach <= iy < self._ny - reach:
+            out = cell + self._flat
+            return out
+        ys = iy + self._dy
+        xs = ix + self._dx
+        ok = (ys >= 0) & (ys < self._ny) & (xs >= 0) & (xs < self._nx)
+        out = ys[ok] * self._nx + xs[ok]
+        return out
+
+
 __all__ = [
-    "HITS", "LABELS", "IntArray", "Raster", "footprint_offsets", "grown", "same_label_counts",
+    "HITS", "LABELS", "CellsAround", "IntArray", "Raster", "footprint_offsets", "grown",
+    "same_label_counts",
 ]
