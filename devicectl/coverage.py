@@ -18,6 +18,7 @@ from __future__ import annotations
 import enum
 import math
 from collections.abc import Sequence
+from typing import Final
 
 import numpy as np
 import numpy.typing as npt
@@ -60,6 +61,10 @@ class Spot(enum.IntEnum):
     OUTSIDE = 3  # another zone, or off the zones
     OFF_MAP = 4  # off the grid, or position unknown
     EDGE = 5  # in the zone, but the footprint would overhang its border too far
+
+
+#: A verdict no stroke can change (the grid's layout; a cell at its maximum stays there).
+_FOREVER: Final = 1 << 62
 
 
 class Coverage(CoverageArchive):
@@ -209,6 +214,12 @@ class Coverage(CoverageArchive):
                                                      minlength=LABELS)
         #: bumped whenever a stroke lands on the grid, so callers can cache spot verdicts
         self.version = 0
+        #: strokes landed on the grid; each adds one hit to the cells under it, and hits
+        #: only grow (until a restore), so a spot verdict lasts a known number of them
+        self.landed = 0
+        # the last spot verdict, and `landed` up to which it holds (-1: none)
+        self._memo_zone, self._memo_cell, self._memo_spot = -1, -1, Spot.OFF_MAP
+        self._memo_until = -1
 
     # --- positions ----------------------------------------------------------
 
@@ -248,6 +259,7 @@ class Coverage(CoverageArchive):
         self._strokes[zone_id] = self._strokes.get(zone_id, 0) + strokes
         if cell < 0 or not self.tracked:
             return
+        self.landed += strokes
         idx = self.footprint_cells(cell)
         hits = self.hits
         old = hits[idx]
@@ -304,28 +316,56 @@ class Coverage(CoverageArchive):
         footprint lies outside the zone. NEEDS when a cell of the zone under the
         footprint is below its target: stamping may restart there, so every cell
         an allowed stroke reaches can be finished (module reach).
+
+        The last verdict is kept for as many landed strokes as cannot change it
+        (the loop asks at every frame and after every stroke; `_spot_lasting`).
+        """
+        if zone_id == self._memo_zone and cell == self._memo_cell and (
+                self.landed <= self._memo_until):
+            return self._memo_spot
+        spot, lasts = self._spot_lasting(zone_id, cell)
+        self._memo_zone, self._memo_cell, self._memo_spot = zone_id, cell, spot
+        self._memo_until = self.landed + lasts
+        return spot
+
+    def restore(self, data: bytes) -> None:
+        super().restore(data)
+        self._memo_until = -1  # the hits were replaced: no verdict carries over
+
+    def _spot_lasting(self, zone_id: int, cell: int) -> tuple[Spot, int]:
+        """`spot`'s verdict, and how many more landed strokes it surely survives.
+
+        A stroke adds one hit to each cell under it, so after n more strokes no
+        cell has gained more than n: a verdict from the most hits on the grown
+        footprint (`top`) and the fewest on the footprint (`low`) stands while
+        top + n stays below the maximum and, for NEEDS, low + n below the target.
+        The layout's verdicts, and AT_MAX, never change (hits only grow).
         """
         if cell < 0:
-            return Spot.OFF_MAP
+            return Spot.OFF_MAP, _FOREVER
         if int(self._treat[cell]) != zone_id:
-            return Spot.OUTSIDE
+            return Spot.OUTSIDE, _FOREVER
         if self._fp_cells - int(self._same[cell]) > self._overhang_cells or self._patch_edge[cell]:
-            return Spot.EDGE
+            return Spot.EDGE, _FOREVER
         idx = self._guard.at(cell)
         if self._core[cell]:
-            if int(self.hits[idx].max()) >= int(self._max_of[zone_id]):
-                return Spot.AT_MAX
-            under = self.hits[self.footprint_cells(cell)]
-            if int(under.min()) < int(self._target_of[zone_id]):
-                return Spot.NEEDS
-            return Spot.TREATABLE
+            top = int(self.hits[idx].max())
+            most = int(self._max_of[zone_id])
+            if top >= most:
+                return Spot.AT_MAX, _FOREVER
+            low = int(self.hits[self.footprint_cells(cell)].min())
+            target = int(self._target_of[zone_id])
+            if low < target:
+                return Spot.NEEDS, min(most - 1 - top, target - 1 - low)
+            return Spot.TREATABLE, most - 1 - top
+        # by a zone's border: cells of other limits around; asked again after any stroke
         if bool((self.hits[idx] >= self._max[idx]).any()):
-            return Spot.AT_MAX
+            return Spot.AT_MAX, _FOREVER
         fp = self.footprint_cells(cell)
         fp = fp[self._labels[fp] == zone_id]
         if bool((self.hits[fp] < self._target[fp]).any()):
-            return Spot.NEEDS
-        return Spot.TREATABLE
+            return Spot.NEEDS, 0
+        return Spot.TREATABLE, 0
 
     def strokes(self, zone_id: int) -> int:
         return self._strokes.get(zone_id, 0)

@@ -4,8 +4,9 @@
 answers, while a zone is being stamped, why stamping must hold (outside the
 zone or too near its border, a stroke that would take a spot over its
 maximum, contact lost too long, the estimated maximum) or
-whether the tip is over a spot that needs treatment. It caches what it can:
-this runs on every frame. Sans-I/O; the controller sends the STOP/START.
+whether the tip is over a spot that needs treatment. It runs on every
+frame; the coverage keeps its last spot verdict while that holds. Sans-I/O;
+the controller sends the STOP/START.
 """
 
 from __future__ import annotations
@@ -23,22 +24,18 @@ CONTACT_HOLD: Final = f"skin contact lost for more than {CONTACT_LOST_LIMIT_US /
 AT_MAX_HOLD: Final = "the next stroke would take a spot under the needles over its maximum dose"
 FAST_HOLD: Final = "the tip moves too fast to keep the dose within its maximum"
 _U32: Final = 0xFFFF_FFFF
-_NO_KEY: Final = (-2, -1)
 
 
 class TipTracker:
     """The tip's cell, contact timer and stroke counter, and the hold verdicts they give."""
 
-    __slots__ = ("_cell", "_check_done", "_contact_lost_us", "_fast", "_last_stamps", "_spot",
-                 "_spot_key", "_xy")
+    __slots__ = ("_cell", "_check_done", "_contact_lost_us", "_fast", "_last_stamps", "_xy")
 
     def __init__(self) -> None:
         self._xy = (POSITION_UNKNOWN, POSITION_UNKNOWN)
         self._cell = -1
         self._contact_lost_us: int | None = None
         self._last_stamps: int | None = None
-        self._spot_key = _NO_KEY
-        self._spot = Spot.OFF_MAP
         self._check_done = True
         self._fast = False
 
@@ -47,8 +44,7 @@ class TipTracker:
         self._last_stamps = None
 
     def recheck(self) -> None:
-        """Forget cached verdicts (a new zone, a new START)."""
-        self._spot_key = _NO_KEY
+        """Ask again whether the zone is done (a new zone, a new START)."""
         self._check_done = True
 
     def observe(
@@ -125,11 +121,7 @@ class TipTracker:
             if cov.at_estimated_max(zone.zone_id):
                 return f"zone {zone.name} reached its estimated maximum passes", False
             return None, True
-        key = (self._cell, cov.version)
-        if key != self._spot_key:
-            self._spot_key = key
-            self._spot = cov.spot(zone.zone_id, self._cell, now_us)
-        spot = self._spot
+        spot = cov.spot(zone.zone_id, self._cell, now_us)  # kept while it holds (Coverage)
         if spot is Spot.OUTSIDE or spot is Spot.OFF_MAP:
             return f"the tip is outside zone {zone.name}", False
         if spot is Spot.EDGE:

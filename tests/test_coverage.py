@@ -3,6 +3,8 @@ verdicts (maximum, border overhang), spill, counters, and the saved grid's measu
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -127,6 +129,52 @@ def test_spot_is_at_max_when_the_next_stroke_would_take_any_cell_over() -> None:
     assert cov.spot(1, near) is Spot.AT_MAX
     far = cov.cell_at(15.5, 5.0)
     assert cov.spot(1, far) is Spot.NEEDS
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.sampled_from([1, 2]),
+    st.floats(-1.0, 21.0), st.floats(-1.0, 23.0),
+    st.lists(st.tuples(st.sampled_from([1, 2]), st.integers(-4, 4), st.integers(-4, 4),
+                       st.integers(1, 2)), min_size=1, max_size=30),
+)
+def test_a_kept_spot_verdict_is_the_one_the_grid_gives_now(
+    zone_id: int, x: float, y: float, strokes: list[tuple[int, int, int, int]]
+) -> None:
+    """Coverage.spot keeps its last verdict for as many strokes as cannot change it:
+    asked over and over at one cell while strokes land around it (either zone, either
+    side of a border), it always answers what the grid gives afresh. A thin pass
+    (5 strokes to the target, 8 to the maximum) so that every verdict changes."""
+    cov = _coverage(zones=tuple(replace(z, pass_punctures_per_cm2=PASS_DOSE / 6) for z in ZONES))
+    assert (cov.limits[1].target_hits, cov.limits[1].max_hits) == (5, 8)
+    probe = cov.cell_at(x, y)
+    for stroke_zone, dx, dy, n in strokes:
+        cov.add_strokes(stroke_zone, n, cov.cell_at(x + dx * 0.5, y + dy * 0.5))
+        fresh, _lasts = cov._spot_lasting(zone_id, probe)
+        assert cov.spot(zone_id, probe) is fresh
+
+
+@pytest.mark.parametrize("y_mm", [5.0, 1.0])  # inside the zone; by its border
+def test_a_kept_spot_verdict_changes_at_the_stroke_that_changes_it(y_mm: float) -> None:
+    """Dwelling, one stroke at a time: NEEDS up to the target, TREATABLE up to the
+    maximum, then AT_MAX, each from the very stroke that makes it so."""
+    cov = _coverage(zones=tuple(replace(z, pass_punctures_per_cm2=PASS_DOSE / 6) for z in ZONES))
+    cell = cov.cell_at(10.0, y_mm)
+    target, most = cov.limits[1].target_hits, cov.limits[1].max_hits
+    assert cov.spot(1, cell) is Spot.NEEDS
+    for k in range(1, most + 2):
+        cov.add_strokes(1, 1, cell)
+        expected = Spot.NEEDS if k < target else Spot.TREATABLE if k < most else Spot.AT_MAX
+        assert cov.spot(1, cell) is expected, k
+
+
+def test_a_restore_forgets_the_kept_spot_verdict() -> None:
+    cov = _coverage()
+    centre = cov.cell_at(10.0, 5.0)
+    cov.add_strokes(1, cov.limits[1].max_hits, centre)
+    assert cov.spot(1, centre) is Spot.AT_MAX
+    cov.restore(_coverage().to_bytes())  # an empty grid
+    assert cov.spot(1, centre) is Spot.NEEDS
 
 
 def test_footprint_overhanging_the_border_too_far_is_held() -> None:
