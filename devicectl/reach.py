@@ -162,8 +162,33 @@ def room_in(
     )
     h, w = rows.stop - rows.start, cols.stop - cols.start
     out = np.full((h, w), big, dtype=np.int64)
-    for a, b in zip(guard[0].tolist(), guard[1].tolist(), strict=True):
-        np.minimum(out, left[r + a : r + a + h, r + b : r + b + w], out=out)
+    # the shape's rows as runs of columns: the least over a run of n columns comes from
+    # the least over runs of 2^k (a sparse table along x, k ≤ log2 n), one run at a time
+    runs = _runs(guard)
+    spans = [left]  # spans[k][:, x]: the least of left[:, x : x + 2^k]
+    while 2 ** len(spans) <= max(n for _a, _lo, n in runs):
+        k = 2 ** (len(spans) - 1)
+        spans.append(np.minimum(spans[-1][:, :-k], spans[-1][:, k:]))
+    across: dict[int, npt.NDArray[np.int64]] = {}  # n -> the least of left[:, x : x + n]
+    for a, lo, n in runs:
+        least = across.get(n)
+        if least is None:
+            k = n.bit_length() - 1
+            part = spans[k]
+            least = across[n] = np.minimum(part[:, : part.shape[1] - (n - 2**k)],
+                                           part[:, n - 2**k :])
+        np.minimum(out, least[r + a : r + a + h, r + lo : r + lo + w], out=out)
     out = np.clip(out, 0, big)
     out[~stampable[rows, cols]] = 0
     return out.astype(np.int32)
+
+
+def _runs(shape: tuple[IntArray, IntArray]) -> list[tuple[int, int, int]]:
+    """A shape's offsets as runs of consecutive columns: (row, first column, length)."""
+    runs: list[tuple[int, int, int]] = []
+    for a, b in sorted(zip(shape[0].tolist(), shape[1].tolist(), strict=True)):
+        if runs and runs[-1][0] == a and runs[-1][1] + runs[-1][2] == b:
+            runs[-1] = (a, runs[-1][1], runs[-1][2] + 1)
+        else:
+            runs.append((a, b, 1))
+    return runs
