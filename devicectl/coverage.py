@@ -109,11 +109,10 @@ class Coverage(CoverageArchive):
         dy, dx = footprint_offsets(self.footprint_mm, self.cell_mm)
         self._fp_cells = int(dy.size)
         reach = int(max(np.abs(dy).max(), np.abs(dx).max()))
-        self._footprint = CellsAround(self._ny, self._nx, dy, dx, reach)
         gy, gx = grown(dy, dx)
         self._guard_dy, self._guard_dx = gy, gx
-        # the footprint's cells and those a footprint one cell away reaches
-        self._guard = CellsAround(self._ny, self._nx, gy, gx, reach + 1)
+        # the footprint's cells (the first), and those a footprint one cell away reaches
+        self._guard = CellsAround(self._ny, self._nx, gy, gx, reach + 1, inner=self._fp_cells)
         # the zone a stroke there treats: a patch's margin is its zone's to treat
         treat_of = np.arange(LABELS, dtype=np.uint8)
         for z in zones:
@@ -254,7 +253,7 @@ class Coverage(CoverageArchive):
 
     def footprint_cells(self, cell: int) -> IntArray:
         """Flat indices of the cells a stroke with the tip over `cell` reaches (read-only)."""
-        return self._footprint.at(cell)
+        return self._guard.inner_at(cell)
 
     # --- updates ------------------------------------------------------------
 

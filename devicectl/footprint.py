@@ -47,12 +47,13 @@ def footprint_offsets(footprint_mm: float, cell_mm: float) -> tuple[IntArray, In
 
 
 def grown(dy: IntArray, dx: IntArray) -> tuple[IntArray, IntArray]:
-    """The offsets of every footprint whose centre is within one cell (each axis) of ours."""
-    pairs = {(int(a) + sy, int(b) + sx) for a, b in zip(dy, dx, strict=True)
-             for sy in (-1, 0, 1) for sx in (-1, 0, 1)}
-    ordered = sorted(pairs)
-    return (np.array([p[0] for p in ordered], dtype=np.int64),
-            np.array([p[1] for p in ordered], dtype=np.int64))
+    """The offsets of every footprint whose centre is within one cell (each axis) of ours:
+    the footprint's own first, in their order, then the ring around it (CellsAround)."""
+    own = set(zip(dy.tolist(), dx.tolist(), strict=True))
+    ring = sorted({(a + sy, b + sx) for a, b in own for sy in (-1, 0, 1) for sx in (-1, 0, 1)}
+                  - own)
+    return (np.concatenate([dy, np.array([p[0] for p in ring], dtype=np.int64)]),
+            np.concatenate([dx, np.array([p[1] for p in ring], dtype=np.int64)]))
 
 
 def same_label_counts(labels: npt.NDArray[np.uint8], dy: IntArray, dx: IntArray) -> IntArray:
@@ -71,42 +72,56 @@ def same_label_counts(labels: npt.NDArray[np.uint8], dy: IntArray, dx: IntArray)
 
 class CellsAround:
     """The flat indices of the cells a shape (offsets `dy`, `dx`, none farther than
-    `reach` cells) covers around a cell of an `ny` × `nx` grid, clipped to the grid.
+    `reach` cells) covers around a cell of an `ny` × `nx` grid, clipped to the grid; its
+    first `inner` offsets are a shape of their own (the footprint inside the grown one).
 
     The last cell's indices are kept: the tip stays over a cell for several strokes,
-    and each stroke asks for them (Coverage.add_strokes, then Coverage.spot). They are
-    read-only, so that no caller can change what the next one gets.
+    and each stroke asks for them (Coverage.add_strokes, then Coverage.spot), and for
+    both shapes (the inner's are the first of the whole's). They are read-only, so that
+    no caller can change what the next one gets.
     """
 
-    __slots__ = ("_cell", "_dx", "_dy", "_flat", "_idx", "_nx", "_ny", "_reach")
+    __slots__ = ("_cell", "_dx", "_dy", "_flat", "_idx", "_inner", "_inner_idx", "_nx", "_ny",
+                 "_reach")
 
-    def __init__(self, ny: int, nx: int, dy: IntArray, dx: IntArray, reach: int) -> None:
+    def __init__(self, ny: int, nx: int, dy: IntArray, dx: IntArray, reach: int,
+                 inner: int) -> None:
         self._ny, self._nx = ny, nx
         self._dy, self._dx = dy, dx
         self._flat = dy * nx + dx
         self._reach = reach
+        self._inner = inner
         self._cell = -1
         self._idx: IntArray = np.zeros(0, dtype=np.int64)  # filled on first use
+        self._inner_idx: IntArray = self._idx
 
     def at(self, cell: int) -> IntArray:
+        """The whole shape's cells around `cell`."""
         if cell != self._cell or cell < 0:
-            idx = self._clipped(cell)
-            idx.flags.writeable = False
-            self._cell, self._idx = cell, idx
+            self._fill(cell)
         return self._idx
 
-    def _clipped(self, cell: int) -> IntArray:
+    def inner_at(self, cell: int) -> IntArray:
+        """The inner shape's cells around `cell`."""
+        if cell != self._cell or cell < 0:
+            self._fill(cell)
+        return self._inner_idx
+
+    def _fill(self, cell: int) -> None:
         iy, ix = divmod(cell, self._nx)
         reach = self._reach
-        out: IntArray
+        idx: IntArray
         if reach <= ix < self._nx - reach and reach <= iy < self._ny - reach:
-            out = cell + self._flat
-            return out
-        ys = iy + self._dy
-        xs = ix + self._dx
-        ok = (ys >= 0) & (ys < self._ny) & (xs >= 0) & (xs < self._nx)
-        out = ys[ok] * self._nx + xs[ok]
-        return out
+            idx = cell + self._flat
+            inner = self._inner
+        else:
+            ys = iy + self._dy
+            xs = ix + self._dx
+            ok = (ys >= 0) & (ys < self._ny) & (xs >= 0) & (xs < self._nx)
+            idx = ys[ok] * self._nx + xs[ok]
+            inner = int(np.count_nonzero(ok[: self._inner]))
+        idx.flags.writeable = False
+        self._cell, self._idx, self._inner_idx = cell, idx, idx[:inner]
 
 
 __all__ = [
