@@ -66,6 +66,7 @@ class Reach:
         #: reachable cells below target that no allowed, unblocked tip covers
         self.held = np.zeros(labels.size, dtype=bool)
         self.held_cells = np.zeros(_LABELS, dtype=np.int64)
+        self._mark = np.zeros(labels.size, dtype=bool)  # _around's scratch
 
     def _covered(self, tips: BoolArray) -> BoolArray:
         """Cells covered by a footprint whose tip is in `tips` and in the cell's own zone."""
@@ -85,12 +86,17 @@ class Reach:
         return out.reshape(-1)
 
     def _around(self, cells: IntArray, dy: IntArray, dx: IntArray) -> IntArray:
-        """Flat indices of cells + offsets, on the grid, without repeats."""
+        """Flat indices of cells + offsets, on the grid, without repeats, ascending."""
         iy, ix = np.divmod(cells, self._nx)
         ys = (iy[:, None] + dy[None, :]).reshape(-1)
         xs = (ix[:, None] + dx[None, :]).reshape(-1)
         ok = (ys >= 0) & (ys < self._ny) & (xs >= 0) & (xs < self._nx)
-        out: IntArray = np.unique(ys[ok] * self._nx + xs[ok])
+        # marked on a grid kept all False between calls: ~10x np.unique's speed on the
+        # thousands of cells around a stroke's worth of cells at their maximum
+        mark = self._mark
+        mark[ys[ok] * self._nx + xs[ok]] = True
+        out: IntArray = np.flatnonzero(mark)
+        mark[out] = False
         return out
 
     def on_max(self, cells: IntArray, hits: npt.NDArray[np.int32],
