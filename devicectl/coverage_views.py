@@ -88,7 +88,8 @@ class CoverageViews:
         half = self.cell_mm / 2
         shape = (self._ny, self._nx)
         hits = self.hits.reshape(shape)
-        stampable = (self.reach.stampable() & (self._treat == zone_id)).reshape(shape)
+        stampable = self.reach.stampable((rows, cols)) & (
+            self._treat.reshape(shape)[rows, cols] == zone_id)
         room = room_in((rows, cols), hits, self._max.reshape(shape), stampable,
                        (self._guard_dy, self._guard_dx))
         return DoseView(

@@ -9,7 +9,7 @@ grid, shared by coverage.py and the simulated technician (firmware_sim.handpiece
 from __future__ import annotations
 
 import math
-from typing import Final, Protocol
+from typing import Any, Final, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -70,6 +70,41 @@ def same_label_counts(labels: npt.NDArray[np.uint8], dy: IntArray, dx: IntArray)
 
 
 
+def row_runs(dy: IntArray, dx: IntArray) -> list[tuple[int, int, int]]:
+    """A shape's offsets as runs of consecutive columns: (row, first column, length)."""
+    runs: list[tuple[int, int, int]] = []
+    for a, b in sorted(zip(dy.tolist(), dx.tolist(), strict=True)):
+        if runs and runs[-1][0] == a and runs[-1][1] + runs[-1][2] == b:
+            runs[-1] = (a, runs[-1][1], runs[-1][2] + 1)
+        else:
+            runs.append((a, b, 1))
+    return runs
+
+
+def reduce_over(op: np.ufunc, padded: npt.NDArray[Any], runs: list[tuple[int, int, int]],
+                r: int, out: npt.NDArray[Any]) -> None:
+    """out[y, x] = op over padded[r + a + y, r + b + x] for the shape's offsets (a, b),
+    given as `row_runs`, and out[y, x] itself; `padded` has `r` more cells each side.
+
+    For np.minimum or np.logical_or (op(v, v) = v): a run of n columns is reduced from
+    two overlapping runs of 2^k ≤ n (a sparse table along x), so a shape costs an array
+    operation per row run and per distinct length, not one per cell of the shape.
+    """
+    h, w = out.shape
+    spans = [padded]  # spans[k][:, x]: op over padded[:, x : x + 2^k]
+    while 2 ** len(spans) <= max(n for _a, _lo, n in runs):
+        k = 2 ** (len(spans) - 1)
+        spans.append(op(spans[-1][:, :-k], spans[-1][:, k:]))
+    across: dict[int, npt.NDArray[Any]] = {}  # n -> op over padded[:, x : x + n]
+    for a, lo, n in runs:
+        run = across.get(n)
+        if run is None:
+            k = n.bit_length() - 1
+            part = spans[k]
+            run = across[n] = op(part[:, : part.shape[1] - (n - 2**k)], part[:, n - 2**k :])
+        op(out, run[r + a : r + a + h, r + lo : r + lo + w], out=out)
+
+
 class CellsAround:
     """The flat indices of the cells a shape (offsets `dy`, `dx`, none farther than
     `reach` cells) covers around a cell of an `ny` × `nx` grid, clipped to the grid; its
@@ -126,5 +161,5 @@ class CellsAround:
 
 __all__ = [
     "HITS", "LABELS", "CellsAround", "IntArray", "Raster", "footprint_offsets", "grown",
-    "same_label_counts",
+    "reduce_over", "row_runs", "same_label_counts",
 ]

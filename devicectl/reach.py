@@ -20,6 +20,8 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 
+from devicectl.footprint import reduce_over, row_runs
+
 IntArray = npt.NDArray[np.int64]
 BoolArray = npt.NDArray[np.bool_]
 _LABELS: Final = 256
@@ -140,9 +142,12 @@ class Reach:
         self.held = self.reachable & below_target & ~free
         self.held_cells = np.bincount(self._labels[self.held], minlength=_LABELS)
 
-    def stampable(self) -> BoolArray:
-        """Tips where a stroke is allowed now (flat)."""
-        out: BoolArray = self.tip_allowed & ~self.tip_blocked
+    def stampable(self, box: tuple[slice, slice]) -> BoolArray:
+        """Tips where a stroke is allowed now, over the 2-D crop `box` of the grid."""
+        rows, cols = box
+        shape = (self._ny, self._nx)
+        out: BoolArray = (self.tip_allowed.reshape(shape)[rows, cols]
+                          & ~self.tip_blocked.reshape(shape)[rows, cols])
         return out
 
 
@@ -154,47 +159,24 @@ def room_in(
     guard: tuple[IntArray, IntArray],
 ) -> npt.NDArray[np.int32]:
     """Per tip cell of the 2-D crop `box`: the strokes it may still give before a cell
-    under its grown footprint reaches its maximum (0 where no stroke is allowed)."""
+    under its grown footprint reaches its maximum (0 where `stampable`, the crop's, is not:
+    no stroke is allowed there)."""
     rows, cols = box
     ny, nx = hits.shape
     r = int(max(np.abs(guard[0]).max(), np.abs(guard[1]).max()))
     y0, y1 = rows.start - r, rows.stop + r
     x0, x1 = cols.start - r, cols.stop + r
     big = np.iinfo(np.int32).max
-    left = np.full((y1 - y0, x1 - x0), big, dtype=np.int64)
+    # int32: a maximum less hits fits (both are within 0..big)
+    left = np.full((y1 - y0, x1 - x0), big, dtype=np.int32)
     gy0, gy1, gx0, gx1 = max(0, y0), min(ny, y1), max(0, x0), min(nx, x1)
     left[gy0 - y0 : gy1 - y0, gx0 - x0 : gx1 - x0] = (
-        most[gy0:gy1, gx0:gx1].astype(np.int64) - hits[gy0:gy1, gx0:gx1]
+        most[gy0:gy1, gx0:gx1] - hits[gy0:gy1, gx0:gx1]
     )
     h, w = rows.stop - rows.start, cols.stop - cols.start
-    out = np.full((h, w), big, dtype=np.int64)
-    # the shape's rows as runs of columns: the least over a run of n columns comes from
-    # the least over runs of 2^k (a sparse table along x, k ≤ log2 n), one run at a time
-    runs = _runs(guard)
-    spans = [left]  # spans[k][:, x]: the least of left[:, x : x + 2^k]
-    while 2 ** len(spans) <= max(n for _a, _lo, n in runs):
-        k = 2 ** (len(spans) - 1)
-        spans.append(np.minimum(spans[-1][:, :-k], spans[-1][:, k:]))
-    across: dict[int, npt.NDArray[np.int64]] = {}  # n -> the least of left[:, x : x + n]
-    for a, lo, n in runs:
-        least = across.get(n)
-        if least is None:
-            k = n.bit_length() - 1
-            part = spans[k]
-            least = across[n] = np.minimum(part[:, : part.shape[1] - (n - 2**k)],
-                                           part[:, n - 2**k :])
-        np.minimum(out, least[r + a : r + a + h, r + lo : r + lo + w], out=out)
-    out = np.clip(out, 0, big)
-    out[~stampable[rows, cols]] = 0
-    return out.astype(np.int32)
+    out = np.full((h, w), big, dtype=np.int32)
+    reduce_over(np.minimum, left, row_runs(*guard), r, out)
+    np.maximum(out, 0, out=out)
+    out[~stampable] = 0
+    return out
 
-
-def _runs(shape: tuple[IntArray, IntArray]) -> list[tuple[int, int, int]]:
-    """A shape's offsets as runs of consecutive columns: (row, first column, length)."""
-    runs: list[tuple[int, int, int]] = []
-    for a, b in sorted(zip(shape[0].tolist(), shape[1].tolist(), strict=True)):
-        if runs and runs[-1][0] == a and runs[-1][1] + runs[-1][2] == b:
-            runs[-1] = (a, runs[-1][1], runs[-1][2] + 1)
-        else:
-            runs.append((a, b, 1))
-    return runs

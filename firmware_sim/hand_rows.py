@@ -18,7 +18,7 @@ import numpy as np
 import numpy.typing as npt
 
 from devicectl.dose import DoseView
-from devicectl.footprint import IntArray, footprint_offsets
+from devicectl.footprint import IntArray, footprint_offsets, reduce_over
 
 if TYPE_CHECKING:
     from firmware_sim.handpiece import HandParams
@@ -213,19 +213,18 @@ def _dabs(
 
 
 def _grown(cells: npt.NDArray[np.bool_], radius_cells: float) -> npt.NDArray[np.bool_]:
-    """`cells` grown by a disc of `radius_cells` (a dilation by shifts)."""
+    """`cells` grown by a disc of `radius_cells` (centres within it; footprint.reduce_over)."""
     out = cells.copy()
     if not cells.any():
         return out
     n = math.ceil(radius_cells)
-    ny, nx = cells.shape
+    r2 = radius_cells * radius_cells
+    runs: list[tuple[int, int, int]] = []  # the disc's rows: (dy, first dx, length)
     for dy in range(-n, n + 1):
-        for dx in range(-n, n + 1):
-            if (dy or dx) and dy * dy + dx * dx <= radius_cells * radius_cells:
-                ys, ye = max(0, dy), min(ny, ny + dy)
-                xs, xe = max(0, dx), min(nx, nx + dx)
-                if ys < ye and xs < xe:
-                    out[ys:ye, xs:xe] |= cells[ys - dy : ye - dy, xs - dx : xe - dx]
+        half = [dx for dx in range(n + 1) if dy * dy + dx * dx <= r2]
+        if half:
+            runs.append((dy, -half[-1], 2 * half[-1] + 1))
+    reduce_over(np.logical_or, np.pad(cells, n), runs, n, out)
     return out
 
 
