@@ -247,9 +247,8 @@ class Coverage(CoverageArchive):
         no distance is measured from or to an unknown place)."""
         if a < 0 or b < 0:
             return 0
-        ay, ax = divmod(a, self._nx)
-        by, bx = divmod(b, self._nx)
-        return max(abs(ay - by), abs(ax - bx))
+        nx = self._nx  # // and %, not divmod: plain integer operations when compiled
+        return max(abs(a // nx - b // nx), abs(a % nx - b % nx))
 
     def footprint_cells(self, cell: int) -> IntArray:
         """Flat indices of the cells a stroke with the tip over `cell` reaches (read-only)."""

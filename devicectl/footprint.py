@@ -143,7 +143,7 @@ class CellsAround:
         return self._inner_idx
 
     def _fill(self, cell: int) -> None:
-        iy, ix = divmod(cell, self._nx)
+        iy, ix = cell // self._nx, cell % self._nx
         reach = self._reach
         idx: IntArray
         if reach <= ix < self._nx - reach and reach <= iy < self._ny - reach:
