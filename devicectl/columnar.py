@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 import numpy as np
@@ -91,6 +91,7 @@ class _Layout:
     blobs: tuple[tuple[str, int, int], ...]  # (field, offset, length): given as hex
     keys: tuple[str, ...]  # the JSON object's keys, in order
     signed: bool
+    dtype: np.dtype[Any]  # the integer fields of the whole packet, packed
     template: str  # one JSON line: json.dumps's text with %d / "%s" per value
 
 
@@ -116,9 +117,12 @@ def _layout(cls: type[Any], signed: bool) -> _Layout:
         values |= {"counter": "%d", "tag_ok": "null"}
         offset += 4 + TAG_BYTES
     size = offset + 2
-    ints = [("seq", np.dtype("u1"), 2), ("flags", np.dtype("u1"), 3), *ints]
+    dtype = np.dtype({"names": ["seq", "flags"] + [n for n, _, _ in ints],
+                      "formats": ["u1", "u1"] + [d for _, d, _ in ints],
+                      "offsets": [2, 3] + [o for _, _, o in ints], "itemsize": size})
     template = "{" + ", ".join(f'"{k}": {values[k]}' for k in keys) + "}"
-    return _Layout(cls.TYPE.name, size, tuple(ints), tuple(blobs), keys, signed, template)
+    return _Layout(cls.TYPE.name, size, tuple(ints), tuple(blobs), keys, signed, dtype,
+                   template)
 
 
 def _codes(body: str) -> list[str]:
@@ -146,43 +150,44 @@ for (_size, _type, _signed) in _LAYOUTS:
     _EXPECTED[_type * 2 + int(_signed)] = _size
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Table:
-    """Frames of one layout: where they stand in the stream and their packets by column.
+    """Frames of one layout: where they stand in the stream and their packets.
 
-    `columns[j]` is byte j of every packet (the packets transposed, as COBS
-    decoding leaves them), for the frames `picked` among the columns (None: all
-    of them; a block's columns are shared by its layouts, not copied per layout).
-    A field's bytes are a few contiguous columns, read into that field's integer
-    column only when asked for (`column`)."""
+    The packets stay as COBS decoding left them, transposed (`columns[j]` is byte
+    j of every packet of the block), for the frames `picked` among them (None:
+    all; a block's layouts share its columns). They are turned into rows, where
+    the layout's structured dtype reads the fields, once and only when a value is
+    asked for (`column`, `rows`)."""
 
     layout: _Layout
     where: Index
     columns: Bytes  # (packet length, frames of the block): byte j of each is row j
     picked: Index | None
+    _packets: Bytes | None = field(default=None, init=False, repr=False, compare=False)
 
-    def _bytes(self, offset: int, size: int) -> Bytes:
-        block = self.columns[offset : offset + size]
-        return block if self.picked is None else block[:, self.picked]
+    @property
+    def packets(self) -> Bytes:
+        """The decoded packets, one a row."""
+        if self._packets is None:
+            rows = self.columns.T
+            self._packets = np.ascontiguousarray(rows if self.picked is None
+                                                 else rows[self.picked])
+        return self._packets
 
     def column(self, name: str) -> npt.NDArray[Any]:
-        """One integer field of every frame, as a numpy column."""
-        for field, dtype, offset in self.layout.ints:
-            if field == name:
-                block = self._bytes(offset, dtype.itemsize)
-                value: npt.NDArray[Any] = (
-                    block[0] if dtype.itemsize == 1
-                    else np.ascontiguousarray(block.T).view(dtype).ravel())
-                return value
-        raise KeyError(name)
+        """One integer field (or seq, flags) of every frame, as a numpy column."""
+        values = np.frombuffer(self.packets.data, dtype=self.layout.dtype)
+        column: npt.NDArray[Any] = values[name]
+        return column
 
     def rows(self) -> Iterator[tuple[Any, ...]]:
         """Each frame's values in the layout's key order ("type", "tag_ok" excluded)."""
         columns: dict[str, list[Any]] = {
-            name: self.column(name).tolist() for name, _, _ in self.layout.ints
+            name: self.column(name).tolist() for name in self.layout.dtype.names or ()
         }
         for name, offset, size in self.layout.blobs:
-            text = np.ascontiguousarray(self._bytes(offset, size).T).tobytes().hex()
+            text = np.ascontiguousarray(self.packets[:, offset : offset + size]).tobytes().hex()
             step = 2 * size
             columns[name] = [text[i : i + step] for i in range(0, len(text), step)]
         names = [k for k in self.layout.keys if k not in ("type", "tag_ok")]
