@@ -3,8 +3,9 @@
 A capture (the flight recorder's frames, a raw byte log of a port) is decoded
 here column by column instead of frame by frame: the chunks between 0x00
 delimiters are grouped by length, each group becomes one byte matrix, and
-COBS, the CRC, the version, type and length checks and the fields are worked
-out on whole columns. The result is the same list of JSON objects as feeding
+COBS, the CRC and the version, type and length checks are worked out on whole
+columns (byte arithmetic and table look-ups, a few numpy calls a byte column);
+the fields are read from the decoded packets when first asked for. The result is the same list of JSON objects as feeding
 the bytes to `protocol.Decoder` and turning each frame or discard into its
 dict (`wire decode`'s shape: `{"type", "seq", "flags", fields…}`, signed
 frames with `counter` and `tag_ok`, a discard as `{"discarded": reason}`).
