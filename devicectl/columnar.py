@@ -5,10 +5,11 @@ here column by column instead of frame by frame: the chunks between 0x00
 delimiters are grouped by length, each group becomes one byte matrix, and
 COBS, the CRC and the version, type and length checks are worked out on whole
 columns (byte arithmetic and table look-ups, a few numpy calls a byte column);
-the fields are read from the decoded packets when first asked for. The result is the same list of JSON objects as feeding
-the bytes to `protocol.Decoder` and turning each frame or discard into its
-dict (`wire decode`'s shape: `{"type", "seq", "flags", fields…}`, signed
-frames with `counter` and `tag_ok`, a discard as `{"discarded": reason}`).
+the fields are read from the decoded packets when first asked for. The result
+is the same list of JSON objects as feeding the bytes to `protocol.Decoder`
+and turning each frame or discard into its dict (`wire decode`'s shape:
+`{"type", "seq", "flags", fields…}`, signed frames with `counter` and
+`tag_ok`, a discard as `{"discarded": reason}`).
 tests/test_columnar.py shows it equal on random captures.
 
 Only well-formed frames of known types take the columnar path. Every other
