@@ -25,9 +25,10 @@ from multiprocessing.connection import Connection
 from typing import Any, Final
 
 from devicectl.claim import CartridgeClaim
+from devicectl.clock import monotonic_us
 from devicectl.controller import Controller
 from devicectl.errors import DevicectlError, RefusedError
-from devicectl.link import Transport, VirtualClock, monotonic_us, open_transport
+from devicectl.link import Transport, VirtualClock, open_transport
 from devicectl.penproc import EndReport, LinkSettings, SessionSettings, user_error
 from devicectl.record_writer import RecordWriter
 from devicectl.records import EventRecord
