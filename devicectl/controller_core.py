@@ -104,6 +104,9 @@ class ControllerCore:
         self._facts = facts
         self._nonce = nonce & _U32
         self._coverage_state = coverage_state
+        #: the coverage built before the pen answered (controller_connect.prepare):
+        #: (what it was built from, the coverage, why its state was not restored)
+        self._prepared: tuple[tuple[object, ...], Coverage, str | None] | None = None
         self.state = State.CONNECTING
         self.plan: Plan | None = None
         self.device: p.DeviceInfo | None = None

@@ -218,6 +218,7 @@ def _run(settings: SessionSettings, link: Link, cmds: Connection, pub: Connectio
         now_us=time.monotonic_ns() // 1000, coverage_state=settings.coverage_state,
         start_zone_index=settings.start_zone_index, keys=settings.keys,
     )
+    controller.prepare()  # the coverage, before HELLO starts the pen's watchdog
     writer = RecordWriter(settings.db_path, settings.session_id)
     session = Session(
         controller, wire=link.wire, writer=writer,

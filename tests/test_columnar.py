@@ -177,3 +177,49 @@ def test_sessions_frames_prints_a_flight_recording_as_the_per_frame_decoder_woul
         want += [json.dumps(where | e | {"hex": f.raw.hex(" ")}) for e in events]
     assert lines == want and len(lines) == len(wire)
     assert json.loads(lines[-1])["discarded"] == "too_long"
+
+
+def _code_positions(chunk: bytes) -> list[int]:
+    at, out = 0, []
+    while at < len(chunk):
+        out.append(at)
+        at += chunk[at]
+    return out
+
+
+def test_code_bytes_that_jump_past_the_end_are_discarded_as_per_frame() -> None:
+    """The COBS step keeps each row's next code position in a byte: a code byte that
+    jumps past the end by more than 255 wraps around, and must still be a discard,
+    never land on a later column or the end. Every code byte of good TELEMETRY
+    chunks is set to every value that jumps past the end (wrapping or not)."""
+    good = [encode(m, i % 256)[:-1] for i, m in enumerate(_sample_messages(4, Telemetry))]
+    chunks = list(good)
+    for chunk in good:
+        for at in _code_positions(chunk):
+            for value in range(len(chunk) - at + 1, 256):
+                chunks.append(chunk[:at] + bytes([value]) + chunk[at + 1 :])
+    data = b"\x00".join(chunks) + b"\x00"
+    want = reference(data)
+    assert sum("discarded" in e for e in want) == len(chunks) - len(good)
+    got = decode_stream(data, min_group=1)
+    assert got.per_frame == len(chunks) - len(good)  # the good ones went through numpy
+    assert got.events == want
+
+
+def test_field_columns_hold_the_decoded_values_whole_blocks_and_picked_rows() -> None:
+    """A block of one layout, all good, keeps its columns whole; a block with a damaged
+    frame in it picks the good rows. Both give each field's values in stream order."""
+    messages_ = _sample_messages(50, Telemetry)
+    wires = [encode(m, i % 256) for i, m in enumerate(messages_)]
+    clean = decode_stream(b"".join(wires))
+    flipped = wires[20][:5] + bytes([wires[20][5] ^ 0x10]) + wires[20][6:]  # a CRC discard
+    damaged = [*wires[:20], flipped, *wires[21:]]
+    mixed = decode_stream(b"".join(damaged))
+    assert [t.picked is None for t in clean.tables] == [True]
+    assert [t.picked is None for t in mixed.tables] == [False]
+    for decoded, kept in ((clean, list(range(50))), (mixed, [i for i in range(50) if i != 20])):
+        (table,) = decoded.tables
+        assert table.where.tolist() == kept
+        assert table.column("seq").tolist() == [i % 256 for i in kept]
+        for name in field_names(Telemetry):
+            assert table.column(name).tolist() == [getattr(messages_[i], name) for i in kept]

@@ -515,6 +515,53 @@ def test_coverage_state_restores_into_a_new_controller() -> None:
     assert (again.coverage.hits_grid() == ctl.coverage.hits_grid()).all()
 
 
+def _resuming(saved: bytes) -> Controller:
+    return Controller(lambda dev: plan_of(), MAP, StartFacts("patient-1", frozenset()),
+                      nonce=NONCE, now_us=0, coverage_state=saved)
+
+
+def test_a_prepared_coverage_is_the_one_the_pen_gets_restored_before_it_answers() -> None:
+    # The pen process builds and restores the coverage before HELLO, outside the 100 ms
+    # the pen's watchdog gives the host before CONFIGURE (it was built on the answer).
+    ctl, pen, now = stamping()
+    ctl.receive_data(pen.frame(tel(stamp_count=1, x_dmm=100, y_dmm=50)), now + 10)
+    again = _resuming(ctl.coverage_state())
+    again.prepare(DEVICE)
+    assert again.coverage is None  # nothing is decided before the pen answers
+    assert again._prepared is not None
+    prepared = again._prepared[1]
+    assert prepared.strokes(1) == 1  # restored already
+    again.connect(0)
+    frames = Pen().parse(again.receive_data(Pen().frame(DEVICE), 10))
+    assert again.coverage is prepared and again.state is State.CONFIGURING
+    assert types(frames) == ["CONFIGURE", "SET_TARGET"]
+    assert ctl.coverage is not None
+    assert (again.coverage.hits_grid() == ctl.coverage.hits_grid()).all()
+
+
+def test_a_pen_unlike_the_prepared_one_gets_a_coverage_of_its_own() -> None:
+    ctl, pen, now = stamping()
+    ctl.receive_data(pen.frame(tel(stamp_count=1, x_dmm=100, y_dmm=50)), now + 10)
+    again = _resuming(ctl.coverage_state())
+    again.prepare(DEVICE)
+    assert again._prepared is not None
+    prepared = again._prepared[1]
+    untracked = replace(DEVICE, capabilities=p.Capability.CONTACT)  # no position
+    again.connect(0)
+    again.receive_data(Pen().frame(untracked), 10)
+    assert again.coverage is not None and again.coverage is not prepared
+    assert not again.coverage.tracked and again.coverage.strokes(1) == 1
+
+
+def test_a_prepared_coverage_whose_state_is_bad_is_refused_when_the_pen_answers() -> None:
+    ctl = _resuming(b"garbage")
+    ctl.prepare(DEVICE)  # does not raise: the go/no-go says it, at the pen's answer
+    assert ctl.state is State.CONNECTING and ctl.go_no_go == ()
+    ctl.connect(0)
+    ctl.receive_data(Pen().frame(DEVICE), 10)
+    assert ctl.state is State.REFUSED and "coverage" in " ".join(ctl.go_no_go)
+
+
 # --- commands -----------------------------------------------------------------------
 
 

@@ -273,9 +273,16 @@ def test_real_time_pipe_read_times_out_empty() -> None:
 
 
 def test_real_time_pipe_delay_is_in_wall_clock_time() -> None:
+    """The byte is held back 50 ms of wall-clock time after the write, however busy the
+    machine: it is never readable sooner (t0 is taken before the write), and it does come
+    (the upper bound only says it is not lost, or delayed in some other unit)."""
     a, b = pipe_pair(impair_a_to_b=Impairment(delay_us=50_000))
-    a.write(b"x")
     t0 = time.monotonic()
-    assert b.read(10, 0.01) == b""
-    assert b.read(10, 2.0) == b"x"
-    assert 0.03 < time.monotonic() - t0 < 1.5
+    a.write(b"x")
+    got = b""
+    while not got:
+        got = b.read(10, 0.005)
+        arrived = time.monotonic() - t0
+        assert got or arrived < 30.0, "the delayed byte never arrived"
+    assert got == b"x"
+    assert arrived >= 0.049  # the pipe counts whole µs

@@ -29,6 +29,7 @@ SHORT = DATA / "short-frontal.yaml"
 #: A whole session in real time: the same profile, a quarter of its target.
 REALTIME_SHORT = DATA / "realtime-frontal.yaml"
 TWO = DATA / "short-two-zones.yaml"
+REALTIME_TWO = DATA / "realtime-two-zones.yaml"
 PY = sys.executable
 pytestmark = pytest.mark.realtime
 
@@ -149,7 +150,7 @@ def test_a_disconnect_ends_in_link_lost_with_the_pen_safe_by_its_watchdog(tmp_pa
 def test_sigkill_mid_session_leaves_a_usable_record_and_resume_continues(tmp_path: Path) -> None:
     db = tmp_path / "r.db"
     with pen("--seed", "104") as port:
-        proc = host(port, db, "--profile", str(TWO), "--patient", "RT-4")
+        proc = host(port, db, "--profile", str(REALTIME_TWO), "--patient", "RT-4")
         assert recorded_strokes_reach(db, 150, proc), ended_early(proc)
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(5)

@@ -37,6 +37,10 @@ from devicectl.web.state import (
 )
 
 TOKEN = "test-token-0123456789"
+#: One client for the whole module: `httpx.get` and friends build a client, and its TLS
+#: context (~25 ms), per call, which made the 240-request token property take 11 s.
+#: No keep-alive: every request opens its own connection, as the module functions did.
+HTTP = httpx.Client(limits=httpx.Limits(max_keepalive_connections=0))
 
 
 def _wait(cond: Any, timeout_s: float = 10.0) -> None:
@@ -64,7 +68,7 @@ def _stream(url: str, n: int, timeout_s: float = 10.0) -> list[tuple[str, dict[s
     """The first n SSE messages as (event name, data)."""
     out: list[tuple[str, dict[str, Any]]] = []
     name = "message"
-    with httpx.stream("GET", url + "api/stream", timeout=timeout_s) as resp:
+    with HTTP.stream("GET", url + "api/stream", timeout=timeout_s) as resp:
         assert resp.headers["content-type"].startswith("text/event-stream")
         for line in resp.iter_lines():
             if line.startswith("event: "):
@@ -152,13 +156,13 @@ def test_page_is_served_by_the_package_with_nothing_from_outside(
 ) -> None:
     _, web = live
     assert web.host == "127.0.0.1"
-    page = httpx.get(web.url, timeout=5).text
+    page = HTTP.get(web.url, timeout=5).text
     assert '<script src="/static/app.js">' in page
     for name in ("index.html", "app.js", "style.css"):
         text = (STATIC_DIR / name).read_text(encoding="utf-8")
         assert "http://" not in text.replace("http://www.w3.org/2000/svg", "")
         assert "https://" not in text
-        assert httpx.get(web.url + ("" if name == "index.html" else "static/" + name),
+        assert HTTP.get(web.url + ("" if name == "index.html" else "static/" + name),
                          timeout=5).status_code == 200
 
 
@@ -205,7 +209,7 @@ def test_controls_without_the_token_are_refused_and_change_nothing(
     _wait(lambda: sim.session.state is State.STAMPING)
     for headers in ({}, {"X-Session-Token": "wrong"}):
         for action in ("pause", "abort", "clear_fault", "next_zone", "resume"):
-            r = httpx.post(web.url + f"api/control/{action}", json={"confirm": True},
+            r = HTTP.post(web.url + f"api/control/{action}", json={"confirm": True},
                            headers=headers, timeout=5)
             assert r.status_code == 403
     time.sleep(0.3)
@@ -216,7 +220,7 @@ def test_controls_without_the_token_are_refused_and_change_nothing(
 def test_pause_with_the_token_pauses_the_pen(live: tuple[SimSession, WebServer]) -> None:
     sim, web = live
     _wait(lambda: sim.session.state is State.STAMPING)
-    r = httpx.post(web.url + "api/control/pause", headers={"X-Session-Token": TOKEN}, timeout=5)
+    r = HTTP.post(web.url + "api/control/pause", headers={"X-Session-Token": TOKEN}, timeout=5)
     assert r.status_code == 200
     _wait(lambda: sim.session.state is State.PAUSED, 5.0)
     _wait(lambda: sim.pen.firmware.state is PenState.READY, 5.0)
@@ -228,11 +232,11 @@ def test_pause_with_the_token_pauses_the_pen(live: tuple[SimSession, WebServer])
 def test_abort_needs_confirmation_even_with_the_token(live: tuple[SimSession, WebServer]) -> None:
     sim, web = live
     _wait(lambda: sim.session.state is State.STAMPING)
-    r = httpx.post(web.url + "api/control/abort", headers={"X-Session-Token": TOKEN}, timeout=5)
+    r = HTTP.post(web.url + "api/control/abort", headers={"X-Session-Token": TOKEN}, timeout=5)
     assert r.status_code == 409
     time.sleep(0.2)
     assert sim.session.state is State.STAMPING
-    r = httpx.post(web.url + "api/control/abort", json={"confirm": True},
+    r = HTTP.post(web.url + "api/control/abort", json={"confirm": True},
                    headers={"X-Session-Token": TOKEN}, timeout=5)
     assert r.status_code == 200
     _wait(lambda: sim.session.state is State.ABORTED, 5.0)
@@ -256,12 +260,12 @@ def test_monitor_shows_a_recorded_fault_read_only(tmp_path: Path) -> None:
     web = serve(hub, "127.0.0.1", 0, token=None, submit=None)
     try:
         _wait(lambda: bool(web.hub.current["events"]))
-        state = httpx.get(web.url + "api/state", timeout=5).json()["state"]
+        state = HTTP.get(web.url + "api/state", timeout=5).json()["state"]
         assert state["state"] == "FAULT"
         assert "OVERDEPTH" in state["fault"]
         assert any("OVERDEPTH" in e[3] for e in state["events"] if e[5])  # safety events
         for token in ("", TOKEN):
-            r = httpx.post(web.url + "api/control/pause", headers={"X-Session-Token": token},
+            r = HTTP.post(web.url + "api/control/pause", headers={"X-Session-Token": token},
                            timeout=5)
             assert r.status_code == 403
     finally:
@@ -315,7 +319,7 @@ def test_a_page_watching_an_ended_session_is_told_it_is_over(tmp_path: Path) -> 
     last: dict[str, Any] = {}
 
     def read() -> None:
-        with httpx.stream("GET", web.url + "api/stream", timeout=10) as resp:
+        with HTTP.stream("GET", web.url + "api/stream", timeout=10) as resp:
             name = "message"
             for line in resp.iter_lines():
                 if line.startswith("event: "):
@@ -364,7 +368,7 @@ def test_a_foreign_host_header_gets_400_and_reaches_nothing(
                  "127.0.0.1", f"localhost:{port + 1}", f"10.0.0.1:{port}", ""):
         for method, path in (("GET", ""), ("GET", "api/state"), ("GET", "api/stream"),
                              ("GET", "static/app.js"), ("POST", "api/control/pause")):
-            r = httpx.request(method, web.url + path, headers={"Host": host,
+            r = HTTP.request(method, web.url + path, headers={"Host": host,
                               "X-Session-Token": TOKEN}, timeout=5)
             assert r.status_code == 400, (host, path, r.status_code)
             assert PATIENT not in r.text
@@ -372,7 +376,7 @@ def test_a_foreign_host_header_gets_400_and_reaches_nothing(
     time.sleep(0.2)
     assert sim.session.state is State.STAMPING  # the foreign pause did nothing
     for host in (f"127.0.0.1:{port}", f"localhost:{port}", f"LOCALHOST:{port}"):
-        r = httpx.get(web.url + "api/state", headers={"Host": host}, timeout=5)
+        r = HTTP.get(web.url + "api/state", headers={"Host": host}, timeout=5)
         assert r.status_code == 200 and r.json()["state"]["header"]["patient_ref"] == PATIENT
 
 
@@ -399,7 +403,7 @@ def test_a_malformed_or_non_ascii_token_is_403_never_500(
     for value in (raw, "é".encode() + raw, TOKEN.encode() + "ü".encode(), TOKEN.encode()[:-1]):
         if value == TOKEN.encode():
             continue
-        r = httpx.post(web.url + "api/control/abort", json={"confirm": True},
+        r = HTTP.post(web.url + "api/control/abort", json={"confirm": True},
                        headers=[(b"X-Session-Token", value)], timeout=5)
         assert r.status_code == 403, (value, r.status_code, r.text)
         _has_security_headers(r)
@@ -414,16 +418,16 @@ def test_confirm_must_be_exactly_json_true(live: tuple[SimSession, WebServer]) -
     for body in ('{"confirm": "no"}', '{"confirm": "true"}', '{"confirm": 1}',
                  '{"confirm": [true]}', '{"confirm": {}}', "true", "[true]",
                  '{"Confirm": true}', '{"confirm": true', "", "\xff"):
-        r = httpx.post(web.url + "api/control/abort", content=body.encode("latin-1"),
+        r = HTTP.post(web.url + "api/control/abort", content=body.encode("latin-1"),
                        headers=headers, timeout=5)
         assert r.status_code == 409, (body, r.status_code)
         _has_security_headers(r)
-    r = httpx.post(web.url + "api/control/abort", content=b"x" * 5000, headers=headers,
+    r = HTTP.post(web.url + "api/control/abort", content=b"x" * 5000, headers=headers,
                    timeout=5)
     assert r.status_code == 413
     time.sleep(0.2)
     assert sim.session.state is State.STAMPING
-    r = httpx.post(web.url + "api/control/abort", content=b'{"confirm": true}',
+    r = HTTP.post(web.url + "api/control/abort", content=b'{"confirm": true}',
                    headers=headers, timeout=5)
     assert r.status_code == 200
     _wait(lambda: sim.session.state is State.ABORTED, 5.0)
@@ -435,18 +439,18 @@ def test_every_answer_carries_the_security_headers_and_a_favicon_is_served(
     _, web = live
     for path in ("", "static/app.js", "static/style.css", "api/state", "favicon.ico",
                  "static/favicon.svg", "no-such-page"):
-        r = httpx.get(web.url + path, timeout=5)
+        r = HTTP.get(web.url + path, timeout=5)
         assert r.status_code == (404 if path == "no-such-page" else 200), path
         _has_security_headers(r)
-    with httpx.stream("GET", web.url + "api/stream", timeout=5) as resp:
+    with HTTP.stream("GET", web.url + "api/stream", timeout=5) as resp:
         _has_security_headers(resp)
-    r = httpx.post(web.url + "api/control/pause", timeout=5)
+    r = HTTP.post(web.url + "api/control/pause", timeout=5)
     assert r.status_code == 403
     _has_security_headers(r)
-    icon = httpx.get(web.url + "favicon.ico", timeout=5)
+    icon = HTTP.get(web.url + "favicon.ico", timeout=5)
     assert icon.headers["content-type"].startswith("image/svg+xml")
     assert icon.text.startswith("<svg")
-    assert 'rel="icon"' in httpx.get(web.url, timeout=5).text
+    assert 'rel="icon"' in HTTP.get(web.url, timeout=5).text
 
 
 def test_the_controls_offered_follow_the_state(live: tuple[SimSession, WebServer]) -> None:
@@ -461,7 +465,7 @@ def test_the_controls_offered_follow_the_state(live: tuple[SimSession, WebServer
     _sim, web = live
     _wait(lambda: web.hub.current["state"] == "STAMPING")
     assert web.hub.current["actions"] == ["pause", "abort"]
-    assert httpx.post(web.url + "api/control/pause", headers={"X-Session-Token": TOKEN},
+    assert HTTP.post(web.url + "api/control/pause", headers={"X-Session-Token": TOKEN},
                       timeout=5).status_code == 200
     _wait(lambda: web.hub.current["state"] == "PAUSED", 5.0)
     assert _stream(web.url, 1)[0][1]["state"]["actions"] == ["resume", "abort"]
