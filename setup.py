@@ -47,6 +47,8 @@ COMPILED = [
     "devicectl/coverage_archive.py",
     "devicectl/stamping.py",
     "devicectl/linkstate.py",
+    "devicectl/fd_read.py",
+    "devicectl/clock.py",
     "devicectl/transitions.py",
     "devicectl/flight.py",
     "devicectl/session.py",

@@ -11,7 +11,9 @@ its own process; this process runs the real-time `Session` (minus the records
 and the publisher) over the pty for DURATION_S, the technician's moves
 scripted, and reads its own CPU time (os.times: user + system, every thread).
 With and without the live view rendering at 15 Hz.
-Run: `.venv/bin/python bench/cpu.py [PEN_PROCESS_S] [--tree DIR]`; the compiled build:
+Run: `.venv/bin/python bench/cpu.py [PEN_PROCESS_S] [--tree DIR] [--against DIR [ROUNDS]]`
+(`--against`: only the pen process, DIR's and this build's alternately, ROUNDS times;
+the pen process's figure names its threads' CPU and wake-ups); the compiled build:
 `PYTHONPATH=build/compiled` or `--tree build/compiled` (the host is handed the tree
 this process imported, and its pen process, a spawned child, gets the host's sys.path
 from multiprocessing, so all run the same build; the first line says which).
@@ -61,7 +63,20 @@ def pen_process(seconds: float = PEN_PROCESS_S, tree: Path | None = None) -> tup
         raise RuntimeError(f"no stamping session: {views_load._notes(run)}")
     notes = views_load._notes(run)
     notes.insert(0, f"gap holds {run.host.get('gap_holds')}, CLI process {run.cli_pct:.1f} %")
+    notes.insert(1, f"threads: {run.threads}")
     return run.cpu_pct, "; ".join(notes)
+
+
+def against(other: Path, rounds: int, seconds: float, tree: Path) -> None:
+    """The pen process of `other` (a tree: an extracted commit, or a copy of an older
+    build/compiled) and of `tree`, alternately, `rounds` times: a same-run before/after
+    of either build (bench/before_after.py's `penproc` runs this repository's pure tree)."""
+    for r in range(rounds):
+        for label, which in (("before", other), ("after", tree)):
+            pct, notes = pen_process(seconds, which)
+            print(f"  round {r + 1}, {label} ({which}): {pct:5.1f} % of one core ({notes}; "
+                  f"load {os.getloadavg()[0]:.2f}, {time.strftime('%H:%M:%S', time.gmtime())} "
+                  "UTC)", flush=True)
 
 
 def measure(hz: int, live: bool, duration_s: float = DURATION_S) -> tuple[float, str, int]:
@@ -122,6 +137,15 @@ def _drain(session: object, stop: threading.Event) -> None:
 
 
 def main() -> int:
+    other: Path | None = None
+    rounds = 3
+    if "--against" in sys.argv:  # `--against DIR [ROUNDS]`: before/after, alternately
+        at = sys.argv.index("--against")
+        other = Path(sys.argv[at + 1]).resolve()
+        end = at + 2
+        if len(sys.argv) > end and sys.argv[end].isdigit():
+            rounds, end = int(sys.argv[end]), end + 1
+        del sys.argv[at:end]
     seconds = float(sys.argv[1]) if len(sys.argv) > 1 else PEN_PROCESS_S
     print(f"host CPU during a live session over a pty (Python {sys.version.split()[0]}, "
           f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f})")
@@ -133,7 +157,12 @@ def main() -> int:
           f"{' (compiled: ' + ', '.join(built) + ', ...)' if built else ' (pure Python)'}")
     # the host (views_load.py) puts this repository first: it is handed the tree this
     # process imported, so that it and its pen process run the same build
-    pct, notes = pen_process(seconds, tree=Path(str(ctl_module.__file__)).parent.parent)
+    tree = Path(str(ctl_module.__file__)).parent.parent
+    if other is not None:
+        print(f"  pen process at 1000 Hz, {seconds:g} s of stamping a run, {rounds} rounds:")
+        against(other, rounds, seconds, tree)
+        return 0
+    pct, notes = pen_process(seconds, tree=tree)
     verdict = "met" if pct <= PEN_PROCESS_GOAL_PCT else "NOT met"
     print(f"  pen process of devicectl run (records, no view), 1000 Hz, {seconds:g} s: "
           f"{pct:5.1f} % of one core ({notes}; ≤ {PEN_PROCESS_GOAL_PCT:.0f} %: {verdict}; "

@@ -189,6 +189,42 @@ def host_main(port: str, view: bool, clients: int, stalled: bool) -> int:
     return 0
 
 
+def _threads(pid: int) -> dict[int, tuple[float, int]]:
+    """Per thread of a process: CPU seconds (utime + stime) and voluntary context
+    switches (its wake-ups: each is a wait that ended), from /proc/<pid>/task."""
+    out: dict[int, tuple[float, int]] = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            with open(f"/proc/{pid}/task/{tid}/status") as f:
+                vol = next(int(line.split()[1]) for line in f
+                           if line.startswith("voluntary_ctxt_switches"))
+        except (OSError, StopIteration):
+            continue  # a thread that ended
+        out[int(tid)] = ((int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"), vol)
+    return out
+
+
+def threads_text(pid: int, before: dict[int, tuple[float, int]],
+                 after: dict[int, tuple[float, int]], seconds: float) -> str:
+    """The pen process's threads over a window: % of a core and wake-ups a second; the
+    busiest is the loop, the main thread the door (commands in), the others the records'
+    writer and the publisher."""
+    rows = []
+    for tid, (cpu, vol) in after.items():
+        cpu0, vol0 = before.get(tid, (0.0, 0))
+        rows.append((100 * (cpu - cpu0) / seconds, (vol - vol0) / seconds, tid))
+    rows.sort(reverse=True)
+    parts = []
+    for i, (pct, wakes, tid) in enumerate(rows):
+        if pct == 0 and wakes < 1:
+            continue
+        name = "door" if tid == pid else "loop" if i == 0 else "thread"
+        parts.append(f"{name} {pct:.1f} % ({wakes:.0f} wake-ups/s)")
+    return ", ".join(parts)
+
+
 def _cpu_s(pid: int) -> float:
     """utime + stime of a process, every thread, in seconds (/proc/<pid>/stat)."""
     with open(f"/proc/{pid}/stat") as f:
@@ -312,6 +348,8 @@ class Run:
     asked_s: float = 0.0
     overruns: int = 0
     host: dict[str, Any] = field(default_factory=dict)
+    #: the pen process's threads over the same window (threads_text)
+    threads: str = ""
 
 
 #: This process's priority as started, before main raises it for the pen.
@@ -353,6 +391,7 @@ def run_config(trials: int, session_s: float, *, view: bool = False, clients: in
     pen_pid: int | None = None
     session_end: float | None = None
     first = last = (0.0, 0.0, 0.0)  # (time, pen process CPU s, CLI process CPU s)
+    threads0: dict[int, tuple[float, int]] = {}
     try:
         while time.monotonic() < end and host.poll() is None:
             if trials and len(run.latencies) >= trials:
@@ -367,11 +406,14 @@ def run_config(trials: int, session_s: float, *, view: bool = False, clients: in
                 if session_end is None and stamping:  # counted from the first START
                     session_end = now + session_s
                     first = last = (now, _cpu_s(pen_pid), _cpu_s(host.pid))
+                    threads0 = _threads(pen_pid)
                 if session_end is not None and (now >= session_end or now - last[0] > 0.5):
                     # Sampled twice a second: a session that ends early (a lost link,
                     # a FAULT) still has its CPU over the time it ran.
                     try:
                         last = (now, _cpu_s(pen_pid), _cpu_s(host.pid))
+                        run.threads = threads_text(pen_pid, threads0, _threads(pen_pid),
+                                                   last[0] - first[0])
                     except OSError:  # the pen process has ended: the last sample stands
                         continue
                     run.session_s = last[0] - first[0]

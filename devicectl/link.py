@@ -28,7 +28,10 @@ from typing import Any, Final, Self
 
 import serial
 
+from devicectl.clock import monotonic_us as monotonic_us  # the real clock, re-exported
 from devicectl.errors import LinkError
+from devicectl.fd_read import FdReader
+from devicectl.fd_read import disconnected as _disconnected
 
 DEFAULT_BAUDRATE: Final = 921600
 _BUSY_ERRNOS: Final = frozenset({errno.EBUSY, errno.EAGAIN, errno.EWOULDBLOCK})
@@ -65,12 +68,6 @@ class Transport(ABC):
         self.close()
 
 
-def _disconnected(name: str, exc: BaseException) -> LinkError:
-    return LinkError(
-        f"port {name} disconnected ({exc}); check the cable and the pen's power, then start again"
-    )
-
-
 # --- serial ports and pyserial URLs ------------------------------------------
 
 
@@ -82,15 +79,16 @@ class SerialTransport(Transport):
         self.name = name
         self._timeout_s: float | None = None
         #: A device or pty on POSIX is read through its descriptor: one select and
-        #: one read per call, where pyserial's read takes ~6 system calls and builds
-        #: a Timeout; the pen process reads once per frame, 1000 times a second.
-        self._fd: int | None = port.fd if os.name == "posix" and isinstance(
-            port, serial.Serial) else None
+        #: one read per call (compiled: devicectl/fd_read.py), where pyserial's read
+        #: takes ~6 system calls and builds a Timeout; the pen process reads once per
+        #: frame, 1000 times a second, and calls `reader.read` itself.
+        fd = port.fd if os.name == "posix" and isinstance(port, serial.Serial) else None
+        self.reader: FdReader | None = FdReader(fd, name) if fd is not None else None
 
     def read(self, max_bytes: int, timeout_s: float) -> bytes:
-        fd = self._fd
-        if fd is not None:
-            return self._read_fd(fd, max_bytes, timeout_s)
+        reader = self.reader
+        if reader is not None:
+            return reader.read(max_bytes, timeout_s)
         try:
             if timeout_s != self._timeout_s:
                 self._port.timeout = timeout_s
@@ -109,19 +107,11 @@ class SerialTransport(Transport):
         except (serial.SerialException, OSError) as exc:
             raise _disconnected(self.name, exc) from None
 
-    def _read_fd(self, fd: int, max_bytes: int, timeout_s: float) -> bytes:
-        try:
-            ready, _, _ = select.select((fd,), (), (), timeout_s)
-            if not ready:
-                return b""
-            data = os.read(fd, max_bytes)
-        except BlockingIOError:
-            return b""  # readiness that went away: nothing this time
-        except OSError as exc:
-            raise _disconnected(self.name, exc) from None
-        if not data:  # ready but empty: the device went away (as pyserial says it)
-            raise _disconnected(self.name, OSError("the port reports no data"))
-        return data
+    def wake(self) -> None:
+        """Make a read that waits return at once (a descriptor's; others wait their
+        timeout out, as before)."""
+        if self.reader is not None:
+            self.reader.wake()
 
     def write(self, data: bytes) -> None:
         try:
@@ -130,6 +120,8 @@ class SerialTransport(Transport):
             raise _disconnected(self.name, exc) from None
 
     def close(self) -> None:
+        if self.reader is not None:
+            self.reader.close()
         # A port that is already gone is closed enough.
         with contextlib.suppress(serial.SerialException, OSError):
             self._port.close()
@@ -240,11 +232,6 @@ class VirtualClock:
 
     def __call__(self) -> int:
         return self.now_us
-
-
-def monotonic_us() -> int:
-    """The real clock of a session, in µs."""
-    return time.monotonic_ns() // 1000
 
 
 # --- in-memory pipe ----------------------------------------------------------

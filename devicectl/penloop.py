@@ -25,13 +25,20 @@ from multiprocessing.connection import Connection
 from typing import Any, Final
 
 from devicectl.claim import CartridgeClaim
+from devicectl.clock import monotonic_us
 from devicectl.controller import Controller
 from devicectl.errors import DevicectlError, RefusedError
-from devicectl.link import Transport, VirtualClock, monotonic_us, open_transport
+from devicectl.link import Transport, VirtualClock, open_transport
 from devicectl.penproc import EndReport, LinkSettings, SessionSettings, user_error
 from devicectl.record_writer import RecordWriter
 from devicectl.records import EventRecord
-from devicectl.session import MAX_WAIT_US, VIRTUAL_MAX_WAIT_US, Policy, Session
+from devicectl.session import (
+    MAX_WAIT_US,
+    VIRTUAL_MAX_WAIT_US,
+    WOKEN_MAX_WAIT_US,
+    Policy,
+    Session,
+)
 from devicectl.snapshot import KEPT_FIELDS, Outcome, Snapshot
 from devicectl.transitions import RECORDS_FAILED_REASON, Command, State
 
@@ -71,7 +78,11 @@ def open_link(settings: LinkSettings) -> Link:
     if sim is None:
         assert settings.port is not None
         try:
-            return Link(open_transport(settings.port), settings.name)
+            wire = open_transport(settings.port)
+            # a read that a command wakes may wait for the pen longer (session.py)
+            woken = getattr(wire, "reader", None) is not None
+            return Link(wire, settings.name,
+                        max_wait_us=WOKEN_MAX_WAIT_US if woken else MAX_WAIT_US)
         except DevicectlError as exc:  # nothing started: a refusal (exit 1), not a lost link
             raise RefusedError(f"{exc}; nothing was started (`devicectl ports` lists the "
                                "ports)") from None

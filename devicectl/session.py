@@ -23,11 +23,12 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from devicectl.claim import CartridgeClaim
+from devicectl.clock import monotonic_us
 from devicectl.controller import Command, ControlEvent, Controller, EventKind, Output, State
 from devicectl.drain import drain
 from devicectl.errors import LinkError
 from devicectl.flight import RX, TX, FlightRecorder
-from devicectl.link import VirtualClock, monotonic_us
+from devicectl.link import VirtualClock
 from devicectl.safety import emergency_stop_frame
 from devicectl.session_records import SessionRecords
 from devicectl.snapshot import Outcome, Snapshot, outcome_of
@@ -48,10 +49,18 @@ STOP_VERIFY_US = 500_000
 #: that ignored ten ESTOPs will not take the eleventh, and every one fed its watchdog:
 #: once the host is silent, the watchdog (watchdog_ms) is what can still stop it.
 NOT_STOPPED_WAIT_US = 300_000
-#: The longest a read waits for the pen (µs) when the clock is real: the loop takes
-#: the technician's commands at least this often. Reads wait less when a timer (the
+#: The longest a read waits for the pen (µs) when the clock is real: the loop looks at
+#: the records' health and the cartridge's claim at least this often (a command or a
+#: stop request wakes a port's read at once). Reads wait less when a timer (the
 #: controller's or the session's) is due sooner.
 MAX_WAIT_US = 1_000
+#: The same for a port whose reads a command or a stop request wakes (a device or a
+#: pty: link.SerialTransport's reader): commands do not wait for it, the controller's
+#: timers (heartbeat, telemetry gap, silence, resends) bound it anyway, and it bounds
+#: only how late the records' health, the claim and the snapshot are looked at while
+#: the pen says nothing. Longer waits are cheaper: on the development VM a read that
+#: waits 1 ms costs ~15 µs more CPU than one that waits several (docs/performance.md).
+WOKEN_MAX_WAIT_US = 20_000
 #: The same in virtual time (a clock the link moves): a read stops at the pen's next
 #: frame anyway, and the timers bound it; this only bounds how late a command is
 #: taken while the pen says nothing.
@@ -63,6 +72,7 @@ __all__ = [
     "FINAL_STATES",
     "MAX_WAIT_US",
     "VIRTUAL_MAX_WAIT_US",
+    "WOKEN_MAX_WAIT_US",
     "Outcome",
     "Policy",
     "Session",
@@ -80,7 +90,11 @@ FINAL_STATES = frozenset({State.COMPLETE, State.REFUSED, State.ABORTED})
 
 class Wire(Protocol):
     """What the loop needs of a byte link: the transports of devicectl.link fit, and
-    firmware_sim.virtual.VirtualWire (a simulated pen in virtual time)."""
+    firmware_sim.virtual.VirtualWire (a simulated pen in virtual time).
+
+    A wire may also have a `reader` (link.SerialTransport's, devicectl/fd_read.py),
+    which the loop then reads itself, and a `wake()`, which the technician's
+    commands and stop requests call so that a waiting read returns at once."""
 
     def read(self, max_bytes: int, timeout_s: float) -> bytes: ...
     def write(self, data: bytes) -> None: ...
@@ -146,6 +160,8 @@ class Session:
         if watch is not None:  # a simulated technician behind the wire sees the dose map
             watch(self.dose_view)
         self._commands: queue.SimpleQueue[Command] = queue.SimpleQueue()
+        #: makes a waiting read return at once (a command is in), if the wire can
+        self._wake: Callable[[], None] | None = getattr(wire, "wake", None)
         self._display: collections.deque[ControlEvent] = collections.deque(maxlen=10_000)
         #: (session time, status) every PROGRESS_PERIOD_US of session time, whatever
         #: the wall clock does: the plain output's progress lines come from these.
@@ -178,12 +194,17 @@ class Session:
         self._loop_thread.start()
 
     def submit(self, cmd: Command) -> None:
+        """A technician's command: the loop takes it at once (its wait is woken)."""
         self._commands.put(cmd)
+        if self._wake is not None:
+            self._wake()
 
     def request_stop(self, reason: str) -> None:
         """Stop the pen and end the loop (a signal, a closed terminal, the UI)."""
         if self._stop_reason is None:
             self._stop_reason = reason
+        if self._wake is not None:
+            self._wake()
 
     def drain_events(self) -> list[ControlEvent]:
         return drain(self._display)
@@ -242,13 +263,17 @@ class Session:
     def _loop(self) -> None:
         """Read (until the next timer at most), then decide and write; every clock."""
         wire, clock = self._wire, self._clock
+        # A port's descriptor is read by its compiled reader directly: no Python
+        # frame between the loop and the select, 1000 times a second.
+        reader = getattr(wire, "reader", None)
+        read: Callable[[int, float], bytes] = wire.read if reader is None else reader.read
         now = clock()
         self.records.t0_us = now
         self.now_us = now
         self._timers.progress_us = now  # the first progress line a period in, not at 0
         self._emit(self.controller.connect(now), now)
         while not self._finished(now):
-            data = wire.read(READ_MAX_BYTES, self._wait_us(now) / 1e6)
+            data = read(READ_MAX_BYTES, self._wait_us(now) / 1e6)
             now = clock()
             self._step(data, now)
 

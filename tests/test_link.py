@@ -105,7 +105,7 @@ def test_a_pty_read_takes_what_is_there_up_to_max_bytes_and_times_out_empty() ->
     """The host reads a pty through its descriptor: at most `max_bytes`, the rest
     left for the next read, and b"" when nothing comes within the timeout."""
     with open_pty() as pen, open_transport(pen.slave_path) as host:
-        assert isinstance(host, SerialTransport) and host._fd is not None
+        assert isinstance(host, SerialTransport) and host.reader is not None
         data = bytes(range(1, 201))
         pen.write(data)
         got = host.read(64, 1.0)
@@ -116,6 +116,27 @@ def test_a_pty_read_takes_what_is_there_up_to_max_bytes_and_times_out_empty() ->
             got += more
         assert got == data
         assert host.read(64, 0.01) == b""
+
+
+def test_a_wake_returns_a_waiting_pty_read_at_once_and_loses_no_byte() -> None:
+    """`wake` (a technician's command) ends a read that waits for the pen, with b"";
+    bytes the pen sent are read all the same, and a wake after close does nothing."""
+    with open_pty() as pen, open_transport(pen.slave_path) as host:
+        assert isinstance(host, SerialTransport) and host.reader is not None
+        got: list[bytes] = []
+        reader = threading.Thread(target=lambda: got.append(host.read(64, 600.0)))
+        reader.start()
+        host.wake()
+        reader.join(30.0)  # without the wake it would wait its 600 s
+        assert not reader.is_alive() and got == [b""]
+        assert host.reader.wakeups == 1
+        host.wake()  # woken while the pen's bytes are there: the bytes come
+        pen.write(b"abc")
+        data = b""
+        while len(data) < 3:
+            data += host.read(64, 10.0)
+        assert data == b"abc"
+    host.wake()  # closed: nothing to wake, no error
 
 
 # --- the in-memory pipe, virtual time ----------------------------------------

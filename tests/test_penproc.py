@@ -19,10 +19,18 @@ from test_virtual_session import MAP, plan_for
 from devicectl.controller import Controller, StartFacts
 from devicectl.controller_core import COVERAGE_CELL_MM
 from devicectl.errors import RefusedError
-from devicectl.penloop import _Publisher
+from devicectl.link import open_pty
+from devicectl.penloop import _Publisher, open_link
 from devicectl.penproc import LinkSettings, MapRaster, PenProcess, SessionSettings, SimSettings
 from devicectl.plan import PlanRecipe, ZoneRecipe
-from devicectl.session import VIRTUAL_MAX_WAIT_US, Policy, Session, VirtualClock
+from devicectl.session import (
+    MAX_WAIT_US,
+    VIRTUAL_MAX_WAIT_US,
+    WOKEN_MAX_WAIT_US,
+    Policy,
+    Session,
+    VirtualClock,
+)
 from devicectl.snapshot import Outcome, Snapshot
 from devicectl.store import Store
 from devicectl.transitions import EventKind, State
@@ -228,3 +236,22 @@ def test_records_that_fall_behind_stop_the_treatment(
         door.join(5)
         cli_end.close()
         door_end.close()
+
+
+def test_a_port_whose_reads_a_command_wakes_may_wait_longer_for_the_pen() -> None:
+    """A device or pty (a reader that `submit` wakes) lets the loop's read wait up to
+    WOKEN_MAX_WAIT_US for the pen; a URL port, which nothing wakes, MAX_WAIT_US, so that
+    a command is taken as soon as before."""
+    with open_pty() as pen:
+        link = open_link(LinkSettings(port=pen.slave_path))
+        try:
+            assert getattr(link.wire, "reader", None) is not None
+            assert link.max_wait_us == WOKEN_MAX_WAIT_US > MAX_WAIT_US
+        finally:
+            link.close()
+    link = open_link(LinkSettings(port="loop://"))
+    try:
+        assert getattr(link.wire, "reader", None) is None
+        assert link.max_wait_us == MAX_WAIT_US
+    finally:
+        link.close()

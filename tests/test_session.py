@@ -331,3 +331,25 @@ def test_a_pen_that_ignores_stop_and_estop_is_given_up_on_with_the_reason() -> N
     assert "did not stop" in gave_up.text and "switch the pen off" in gave_up.text
     assert session.outcome is Outcome.FAULT
     assert liar.firmware.state.name == "STAMPING"  # the liar really never stopped
+
+
+def test_a_command_wakes_the_loop_waiting_on_a_port() -> None:
+    """Over a port (here a pty whose pen says nothing), a technician's command wakes
+    the loop's read at once (the reader counts the wake-up it took), and the loop
+    acts on the command; a stop request ends the session."""
+    from devicectl.link import SerialTransport, monotonic_us, open_pty, open_transport
+
+    with open_pty() as pen, open_transport(pen.slave_path) as host:
+        assert isinstance(host, SerialTransport) and host.reader is not None
+        session = Session(controller(VirtualClock(monotonic_us())), wire=host, writer=None,
+                          policy=Policy())
+        session.start()
+        session.submit(Command.START)  # refused: no pen has answered
+
+        def refused() -> bool:
+            return any(e.kind is EventKind.COMMAND_REFUSED for e in session.drain_events())
+
+        assert wait_for(session, refused)
+        assert host.reader.wakeups >= 1
+        session.request_stop("test over")
+        assert session.wait(30)
