@@ -231,11 +231,14 @@ def _run(settings: SessionSettings, link: Link, cmds: Connection, pub: Connectio
     writer.events([EventRecord(
         t_us=0, wall=settings.started_wall.isoformat(timespec="milliseconds"),
         kind="PEN_PROCESS", text=grants, zone_id=None, data=data)])
+    # "started" goes before the publisher runs: a Connection is not safe for two
+    # threads, and a large snapshot is written in two parts that another send could
+    # split (the CLI then read a corrupt pickle and reported an internal error).
+    with contextlib.suppress(OSError, ValueError):
+        pub.send(("started", grants))
     publisher = _Publisher(session, pub)
     session.start()
     publisher.thread.start()
-    with contextlib.suppress(OSError, ValueError):
-        pub.send(("started", grants))
     not_started, orphaned = _door(session, cmds, writer, end_on_fault=settings.end_on_fault)
     publisher.thread.join()
     outcome = session.outcome or Outcome.ABORTED

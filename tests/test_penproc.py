@@ -4,7 +4,9 @@ records file; every wait is on a condition, with generous bounds."""
 
 from __future__ import annotations
 
+import ast
 import dataclasses
+import inspect
 import pickle
 import sqlite3
 import time
@@ -16,6 +18,7 @@ from pathlib import Path
 import pytest
 from test_virtual_session import MAP, plan_for
 
+from devicectl import penloop
 from devicectl.controller import Controller, StartFacts
 from devicectl.controller_core import COVERAGE_CELL_MM
 from devicectl.errors import RefusedError
@@ -208,7 +211,6 @@ def test_records_that_fall_behind_stop_the_treatment(
     nothing is dropped: every record waits in its queue."""
     import threading
 
-    from devicectl import penloop
     from devicectl.record_writer import RecordWriter
 
     monkeypatch.setattr(penloop, "RECORDS_BEHIND_ITEMS", 20)
@@ -255,3 +257,26 @@ def test_a_port_whose_reads_a_command_wakes_may_wait_longer_for_the_pen() -> Non
         assert link.max_wait_us == MAX_WAIT_US
     finally:
         link.close()
+
+
+def test_nothing_else_sends_on_the_publishers_pipe_while_it_runs() -> None:
+    """A Connection is not safe for two threads: while the publisher thread runs, no
+    other code of the pen process may send on its pipe (a "started" sent beside the
+    first large snapshot split it, and the CLI read a corrupt pickle). Checked in the
+    source, as test_safety checks who builds SET_TARGET: in `penloop._run`, no
+    `pub.send` between starting the publisher's thread and joining it, and `_door`
+    is not given the pipe."""
+    tree = ast.parse(inspect.getsource(penloop))
+    run = next(n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name == "_run")
+
+    def calls(node: ast.AST, text: str) -> bool:
+        return any(isinstance(c, ast.Call) and ast.unparse(c.func) == text
+                   for c in ast.walk(node))
+
+    body = run.body
+    start = next(i for i, st in enumerate(body) if calls(st, "publisher.thread.start"))
+    join = next(i for i, st in enumerate(body) if calls(st, "publisher.thread.join"))
+    assert start < join
+    assert not any(calls(st, "pub.send") for st in body[start:join + 1])
+    door = next(n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name == "_door")
+    assert "pub" not in {a.arg for a in door.args.args + door.args.kwonlyargs}
