@@ -170,10 +170,11 @@ class ControllerConnect(ControllerCore):
         on its answer, as before."""
         try:
             plan = self._plan_for(device)
-        except RefusedError:
-            return  # the pen that answers is refused on its own answer, or planned then
-        tracked = bool(device.capabilities & p.Capability.POSITION)
-        self._prepared = (_grid_key(plan, tracked), *self._coverage_for(plan, tracked))
+            tracked = bool(device.capabilities & p.Capability.POSITION)
+            prepared = (_grid_key(plan, tracked), *self._coverage_for(plan, tracked))
+        except Exception:  # only a head start: on the pen's answer the
+            return  # plan and the coverage are made again, refused or failed as before
+        self._prepared = prepared
 
     def _coverage_for(self, plan: Plan, tracked: bool) -> tuple[Coverage, str | None]:
         """The plan's coverage with the session's saved state, and why that state could

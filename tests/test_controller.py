@@ -553,6 +553,18 @@ def test_a_pen_unlike_the_prepared_one_gets_a_coverage_of_its_own() -> None:
     assert not again.coverage.tracked and again.coverage.strokes(1) == 1
 
 
+def test_prepare_is_only_a_head_start_and_never_fails_itself() -> None:
+    # A plan that cannot be made on the nominal pen (refused, or an error) leaves
+    # nothing prepared: the pen's answer decides, as without prepare.
+    for problem in (RefusedError("no such pen"), ValueError("a bug")):
+        def plan_for(dev: p.DeviceInfo, problem: Exception = problem) -> Plan:
+            raise problem
+        ctl = Controller(plan_for, MAP, StartFacts("p", frozenset()), nonce=NONCE, now_us=0)
+        ctl.prepare(DEVICE)
+        assert ctl._prepared is None and ctl.coverage is None
+        assert ctl.state is State.CONNECTING
+
+
 def test_a_prepared_coverage_whose_state_is_bad_is_refused_when_the_pen_answers() -> None:
     ctl = _resuming(b"garbage")
     ctl.prepare(DEVICE)  # does not raise: the go/no-go says it, at the pen's answer
