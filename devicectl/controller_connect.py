@@ -11,7 +11,7 @@ host's account in controller_checks.py).
 from __future__ import annotations
 
 from devicectl import protocol as p
-from devicectl.controller_core import WATCHDOG_MS, ControllerCore
+from devicectl.controller_core import WATCHDOG_MS, ControllerCore, Prepared
 from devicectl.coverage import Coverage
 from devicectl.errors import DevicectlError, RefusedError, SafetyError
 from devicectl.plan import NOMINAL_DEVICE, Plan, ZonePlan
@@ -118,8 +118,7 @@ class ControllerConnect(ControllerCore):
         other: list[str] = []
         if not 0 <= self.zone_index < len(plan.zones):
             other.append(f"zone index {self.zone_index} is not in the plan")
-        tracked = bool(info.capabilities & p.Capability.POSITION)
-        self.coverage, restore_problem = self._coverage_for(plan, tracked)
+        _, self.coverage, restore_problem = self._coverage_for(plan, info)
         other.extend(self.coverage.problems)
         needles = needle_count_problem(info.needle_count, plan.needle_counts)
         if needles is not None:
@@ -169,19 +168,21 @@ class ControllerConnect(ControllerCore):
         WATCHDOG at the start of a resumed session. Another pen gets its own, built
         on its answer, as before."""
         try:
-            plan = self._plan_for(device)
-            tracked = bool(device.capabilities & p.Capability.POSITION)
-            prepared = (_grid_key(plan, tracked), *self._coverage_for(plan, tracked))
+            prepared = self._coverage_for(self._plan_for(device), device)
         except Exception:  # only a head start: on the pen's answer the
             return  # plan and the coverage are made again, refused or failed as before
         self._prepared = prepared
 
-    def _coverage_for(self, plan: Plan, tracked: bool) -> tuple[Coverage, str | None]:
-        """The plan's coverage with the session's saved state, and why that state could
-        not be restored (None: restored, or none saved): prepared, or built now."""
+    def _coverage_for(self, plan: Plan, device: p.DeviceInfo) -> Prepared:
+        """What the plan's coverage on this pen is built from, the coverage with the
+        session's saved state, and why that state could not be restored (None:
+        restored, or none saved): the prepared one when it was built from the same,
+        else built now."""
+        tracked = bool(device.capabilities & p.Capability.POSITION)
+        key = (plan.zones, plan.footprint_dmm, plan.needle_count, tracked)
         prepared, self._prepared = self._prepared, None
-        if prepared is not None and prepared[0] == _grid_key(plan, tracked):
-            return prepared[1], prepared[2]
+        if prepared is not None and prepared[0] == key:
+            return prepared
         coverage = Coverage(
             self._raster, plan.zones, plan.footprint_dmm, tracked=tracked,
             needle_count=plan.needle_count,
@@ -190,8 +191,8 @@ class ControllerConnect(ControllerCore):
             try:
                 coverage.restore(self._coverage_state)
             except DevicectlError as exc:
-                return coverage, str(exc)
-        return coverage, None
+                return key, coverage, str(exc)
+        return key, coverage, None
 
     def _configure(self, now_us: int, why: str) -> None:
         zone = self.zone
@@ -269,8 +270,3 @@ class ControllerConnect(ControllerCore):
             else:
                 self.go_no_go = (*self.go_no_go, text)
                 self._goto(Trigger.REFUSED, now_us, text)
-
-
-def _grid_key(plan: Plan, tracked: bool) -> tuple[object, ...]:
-    """What a Coverage is built from, besides the session's raster."""
-    return (plan.zones, plan.footprint_dmm, plan.needle_count, tracked)

@@ -52,6 +52,10 @@ _ESTOP_FLAG: Final = 1 << p.FaultBit.ESTOP
 _OVERDEPTH_REASONS: Final = frozenset({EstopReason.OVERDEPTH, EstopReason.OVERSHOOT})
 #: What a call that produced nothing returns: one shared Output (it is frozen).
 NOTHING: Final = Output(b"", ())
+#: A coverage built for a plan (controller_connect._coverage_for): what it was built
+#: from (zones, footprint, needles, tracking), the coverage, why the session's saved
+#: state was not restored into it (None: restored, or none saved).
+Prepared = tuple[tuple[object, ...], Coverage, str | None]
 
 class ZoneMapLike(Protocol):
     """What the controller needs of zones.ZoneMap: its raster."""
@@ -106,7 +110,7 @@ class ControllerCore:
         self._coverage_state = coverage_state
         #: the coverage built before the pen answered (controller_connect.prepare):
         #: (what it was built from, the coverage, why its state was not restored)
-        self._prepared: tuple[tuple[object, ...], Coverage, str | None] | None = None
+        self._prepared: Prepared | None = None
         self.state = State.CONNECTING
         self.plan: Plan | None = None
         self.device: p.DeviceInfo | None = None
