@@ -28,7 +28,7 @@ from typing import Any, Final, Self
 
 import serial
 
-from devicectl.clock import monotonic_us as monotonic_us  # the real clock, re-exported
+from devicectl.clock import monotonic_us
 from devicectl.errors import LinkError
 from devicectl.fd_read import FdReader
 from devicectl.fd_read import disconnected as _disconnected
@@ -413,7 +413,7 @@ class PipeEnd(Transport):
                     return b""
                 due = rx.next_delivery_us()
                 if due is not None:
-                    left_s = min(left_s, max(0.0, (due - _real_clock_us()) / 1e6))
+                    left_s = min(left_s, max(0.0, (due - monotonic_us()) / 1e6))
                 rx.cond.wait(left_s)
 
     def write(self, data: bytes) -> None:
@@ -433,10 +433,6 @@ class PipeEnd(Transport):
                 channel.cond.notify_all()
 
 
-def _real_clock_us() -> int:
-    return time.monotonic_ns() // 1000
-
-
 def pipe_pair(
     clock: Callable[[], int] | None = None,
     *,
@@ -447,7 +443,7 @@ def pipe_pair(
     they return what has arrived by `clock()`. Without it the pipe runs in real
     time and a read waits up to its timeout."""
     virtual = clock is not None
-    tick = clock if clock is not None else _real_clock_us
+    tick = clock if clock is not None else monotonic_us
     a_to_b = _Channel(tick, impair_a_to_b)
     b_to_a = _Channel(tick, impair_b_to_a)
     a = PipeEnd("pipe:a", rx=b_to_a, tx=a_to_b, virtual=virtual)

@@ -337,7 +337,8 @@ def test_a_command_wakes_the_loop_waiting_on_a_port() -> None:
     """Over a port (here a pty whose pen says nothing), a technician's command wakes
     the loop's read at once (the reader counts the wake-up it took), and the loop
     acts on the command; a stop request ends the session."""
-    from devicectl.link import SerialTransport, monotonic_us, open_pty, open_transport
+    from devicectl.clock import monotonic_us
+    from devicectl.link import SerialTransport, open_pty, open_transport
 
     with open_pty() as pen, open_transport(pen.slave_path) as host:
         assert isinstance(host, SerialTransport) and host.reader is not None
