@@ -17,7 +17,6 @@ import gc
 import os
 import sys
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -95,7 +94,7 @@ def open_link(settings: LinkSettings) -> Link:
         from devicectl.zones import load_zone_map
 
         zone_map = load_zone_map()
-    clock = VirtualClock(time.monotonic_ns() // 1000)
+    clock = VirtualClock(monotonic_us())
     pen: Any = VirtualPen(seed=sim.seed, scenario=sim.scenario, zone_map=zone_map,
                           position=sim.position, pen=with_auth(None, False, sim.auth_required),
                           slots=load_slots(sim.sim_state) if sim.sim_state else None)
@@ -215,7 +214,7 @@ def main(cmds: Connection, pub: Connection, link_settings: LinkSettings) -> None
 def _run(settings: SessionSettings, link: Link, cmds: Connection, pub: Connection) -> None:
     controller = Controller(
         settings.recipe, settings.raster, settings.facts, nonce=settings.nonce,
-        now_us=time.monotonic_ns() // 1000, coverage_state=settings.coverage_state,
+        now_us=monotonic_us(), coverage_state=settings.coverage_state,
         start_zone_index=settings.start_zone_index, keys=settings.keys,
     )
     controller.prepare()  # the coverage, before HELLO starts the pen's watchdog

@@ -16,7 +16,6 @@ import collections
 import contextlib
 import queue
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -324,7 +323,7 @@ class Session:
             self._begin_stop(now)
         # Snapshots serve people and coverage saves serve crash recovery: both run
         # on the wall clock, also in virtual time, where simulated seconds fly by.
-        wall = time.monotonic_ns() // 1000
+        wall = monotonic_us()
         if now - self._timers.progress_us >= PROGRESS_PERIOD_US:
             self._timers.progress_us = now
             self._progress.append((now, ctl.status(now)))
