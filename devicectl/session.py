@@ -192,6 +192,11 @@ class Session:
     def start(self) -> None:
         self._loop_thread.start()
 
+    @property
+    def loop_thread_id(self) -> int | None:
+        """The loop thread's OS id once started (penloop gives it real-time priority)."""
+        return self._loop_thread.native_id
+
     def submit(self, cmd: Command) -> None:
         """A technician's command: the loop takes it at once (its wait is woken)."""
         self._commands.put(cmd)

@@ -125,6 +125,8 @@ def test_a_session_runs_in_the_pen_process_and_publishes_frozen_snapshots_and_ev
     # The session log states what the OS granted the pen process.
     assert "PEN_PROCESS" in _kinds(db, sid)
     assert "heap frozen" in pen.report.grants and "pen process" in pen.report.grants
+    # virtual time: the loop never waits for the wall clock, and never asks for real time
+    assert "loop thread not real-time (not asked: virtual time" in pen.report.grants
     # Plain, frozen data: no view can change what another sees, and it crosses processes.
     with pytest.raises(dataclasses.FrozenInstanceError):
         final.state = State.READY  # type: ignore[misc]

@@ -1,0 +1,236 @@
+"""What the pen process asks the OS for (issue 12 item 3), and that it says what it got:
+real-time scheduling for the loop's thread alone where permitted, nice where not, and
+never required. Real threads, a real pen process on a pseudo-terminal, a real
+unprivileged process for the refusal; no root needed (the one assertion that needs
+the privilege says so and is skipped without it)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from test_penproc import PATIENT, _recipe
+from test_virtual_session import MAP
+
+import devicectl
+from devicectl import penloop
+from devicectl.controller_core import COVERAGE_CELL_MM, StartFacts
+from devicectl.link import open_pty
+from devicectl.penproc import LinkSettings, MapRaster, PenProcess, SessionSettings
+from devicectl.store import Store
+
+pytestmark = pytest.mark.skipif(not hasattr(os, "SCHED_RESET_ON_FORK"),
+                                reason="real-time scheduling is asked for on Linux only")
+
+RT = (getattr(os, "SCHED_FIFO", -1), getattr(os, "SCHED_RR", -1))
+FLAG = getattr(os, "SCHED_RESET_ON_FORK", 0)
+
+
+def _policy(tid: int) -> int:
+    return os.sched_getscheduler(tid) & ~FLAG
+
+
+@pytest.fixture
+def idle_thread() -> Iterator[threading.Thread]:
+    """A thread that waits (a loop stand-in); ended, and its policy with it, after."""
+    done = threading.Event()
+    thread = threading.Thread(target=done.wait, name="stand-in loop")
+    thread.start()
+    yield thread
+    done.set()
+    thread.join(5)
+
+
+def _permitted() -> bool:
+    """Whether this process may make a thread SCHED_FIFO at RT_PRIORITY (root,
+    CAP_SYS_NICE or RLIMIT_RTPRIO, and a control group with a real-time budget)."""
+    done = threading.Event()
+    probe = threading.Thread(target=done.wait)
+    probe.start()
+    try:
+        assert probe.native_id is not None
+        os.sched_setscheduler(probe.native_id, os.SCHED_FIFO,
+                              os.sched_param(penloop.RT_PRIORITY))
+        return True
+    except PermissionError:
+        return False
+    finally:
+        done.set()
+        probe.join(5)
+
+
+def _wait(cond: Callable[[], bool], timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not cond():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.02)
+
+
+def test_only_the_loop_thread_is_real_time_and_threads_it_starts_are_not(
+    idle_thread: threading.Thread,
+) -> None:
+    """Granted where permitted: the thread asked for, no other; a thread it starts
+    afterwards (as the loop starts the cartridge claim's) is normal again."""
+    if not _permitted():
+        pytest.skip("this process may not use real-time scheduling (not root, no "
+                    "CAP_SYS_NICE, RLIMIT_RTPRIO 0, or no real-time budget): the refusal "
+                    "is tested in test_a_refusal_is_said_and_the_loop_runs_at_nice")
+    tid = idle_thread.native_id
+    assert tid is not None
+    data: dict[str, object] = {}
+    words = penloop.ask_real_time(tid, True, data)
+    assert _policy(tid) == os.SCHED_FIFO
+    assert os.sched_getparam(tid).sched_priority == penloop.RT_PRIORITY
+    assert data["realtime"] == f"SCHED_FIFO {penloop.RT_PRIORITY}"
+    assert data["realtime_refused"] is None and data["realtime_threads"] == [tid]
+    assert "loop thread real-time" in words and "µs of every" in words
+    assert _policy(threading.get_native_id()) not in RT  # the caller (the door) is not
+    # SCHED_RESET_ON_FORK: what the real-time thread starts runs normally.
+    seen: list[int] = []
+
+    def child() -> None:
+        seen.append(_policy(threading.get_native_id()))
+
+    ready = threading.Event()
+
+    def start_child() -> None:  # made real-time first, then it starts a thread
+        ready.wait()
+        t = threading.Thread(target=child)
+        t.start()
+        t.join()
+
+    starter = threading.Thread(target=start_child)
+    starter.start()
+    assert starter.native_id is not None
+    penloop.ask_real_time(starter.native_id, True, {})
+    ready.set()
+    starter.join(5)
+    assert seen == [os.SCHED_OTHER]
+
+
+def test_not_asked_in_virtual_time_or_when_switched_off(
+    idle_thread: threading.Thread, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tid = idle_thread.native_id
+    assert tid is not None
+    data: dict[str, object] = {}
+    words = penloop.ask_real_time(tid, False, data)
+    assert "not real-time (not asked: virtual time" in words
+    assert data["realtime"] is None and data["realtime_threads"] == []
+    monkeypatch.setenv(penloop.RT_ENV, "0")
+    data = {}
+    words = penloop.ask_real_time(tid, True, data)
+    assert f"not asked: {penloop.RT_ENV}=0" in words and data["realtime"] is None
+    assert _policy(tid) == os.SCHED_OTHER
+
+
+def test_without_the_kernels_throttle_the_loop_does_not_ask(
+    idle_thread: threading.Thread, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """sched_rt_runtime_us -1 (no throttle): a loop that spun would own its core."""
+    unlimited = tmp_path / "sched_rt_runtime_us"
+    unlimited.write_text("-1\n")
+    monkeypatch.setattr(penloop, "RT_RUNTIME_PATH", str(unlimited))
+    tid = idle_thread.native_id
+    assert tid is not None
+    data: dict[str, object] = {}
+    words = penloop.ask_real_time(tid, True, data)
+    assert "does not throttle real-time threads" in words and data["realtime"] is None
+    assert _policy(tid) == os.SCHED_OTHER
+
+
+REFUSED = """
+import json, os, threading
+from devicectl import penloop
+done = threading.Event()
+loop = threading.Thread(target=done.wait); loop.start()
+words, data = penloop.ask_os()
+words += ", " + penloop.ask_real_time(loop.native_id, True, data)
+policy = os.sched_getscheduler(loop.native_id)
+done.set(); loop.join()
+print(json.dumps([words, data, policy]))
+"""
+#: linux/prctl.h and linux/capability.h
+PR_CAPBSET_DROP = 24
+CAP_SYS_NICE = 23
+
+
+def _unprivileged() -> None:
+    """In the child before it runs Python: RLIMIT_RTPRIO 0, and for root, no
+    CAP_SYS_NICE (dropped from the bounding set, so the exec'd program has none)."""
+    import ctypes
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_RTPRIO, (0, 0))
+    if os.geteuid() == 0:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(PR_CAPBSET_DROP, CAP_SYS_NICE, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP, CAP_SYS_NICE)")
+
+
+def test_a_refusal_is_said_and_the_loop_runs_at_nice() -> None:
+    """No privilege (RLIMIT_RTPRIO 0, no CAP_SYS_NICE): real-time and nice are both
+    refused by the kernel itself, the words say so and why, and nothing fails."""
+    root = Path(devicectl.__file__).resolve().parent.parent
+    out = subprocess.run([sys.executable, "-c", REFUSED], capture_output=True, text=True,
+                         cwd=root, env={**os.environ, "PYTHONPATH": str(root)}, timeout=60,
+                         check=False, preexec_fn=_unprivileged)
+    assert out.returncode == 0, out.stderr
+    words, data, policy = json.loads(out.stdout)
+    assert policy == os.SCHED_OTHER
+    assert data["realtime"] is None and data["realtime_threads"] == []
+    assert data["realtime_refused"].startswith("not permitted: RLIMIT_RTPRIO 0")
+    assert "loop thread not real-time (not permitted: RLIMIT_RTPRIO 0" in words
+    assert "priority not raised (not permitted)" in words and "heap frozen" in words
+
+
+def test_the_pen_process_on_a_port_says_what_its_loop_was_granted(tmp_path: Path) -> None:
+    """The real pen process on a pty (nobody answers: the loop waits for its HELLO's
+    answer): its words and its PEN_PROCESS record say what the loop got, and seen from
+    outside, no thread but the loop's is real-time (the records' writer, the door and
+    the publisher stay normal)."""
+    db = tmp_path / "records.db"
+    with Store(db) as store:
+        sid = store.create_session(
+            patient_ref=PATIENT, profile_name="proc-test", profile_hash="ab" * 32,
+            profile_text="name: proc-test\n",
+            started_at=datetime.now(UTC).isoformat(timespec="milliseconds"))
+    permitted = _permitted()
+    with open_pty() as port:
+        pen = PenProcess.open(LinkSettings(port=port.slave_path))
+        try:
+            pen.begin(SessionSettings(
+                recipe=_recipe(), raster=MapRaster.of(MAP, COVERAGE_CELL_MM),
+                facts=StartFacts(PATIENT, frozenset()), db_path=db, session_id=sid,
+                nonce=0x5EB, started_wall=datetime.now(UTC)))
+            assert pen.wait_started(60) and pen.pid is not None
+            tasks = Path(f"/proc/{pen.pid}/task")
+            # the door, the records' writer, the loop and the publisher
+            _wait(lambda: len(list(tasks.iterdir())) >= 4)
+            real_time = sorted(int(t.name) for t in tasks.iterdir() if _policy(int(t.name)) in RT)
+            grants = pen.grants
+        finally:
+            pen.close()
+    with sqlite3.connect(db) as conn:
+        text, data_json = conn.execute(
+            "SELECT text, data FROM events WHERE session_id = ? AND kind = 'PEN_PROCESS'",
+            (sid,)).fetchone()
+    data = json.loads(data_json)
+    assert text == grants
+    assert data["realtime_threads"] == real_time
+    if permitted:
+        assert real_time == [data["loop_tid"]], "a thread other than the loop's is real-time"
+        assert data["realtime"] == f"SCHED_FIFO {penloop.RT_PRIORITY}"
+        assert "loop thread real-time (SCHED_FIFO" in grants
+    else:  # the refusal, said (its reason is tested with RLIMIT_RTPRIO 0 above)
+        assert real_time == [] and data["realtime"] is None
+        assert "loop thread not real-time (" in grants
