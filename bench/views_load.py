@@ -2,8 +2,9 @@
 
 This process is the pen: the simulated pen (firmware_sim VirtualPen, its
 telemetry held at 1 kHz) served on a raw pseudo-terminal, as bench/latency.py
-does; it raises its own priority where permitted (nice PEN_NICE), as the
-pen's own hardware is not slowed by the host's load. A second process is
+does; it raises its own priority where permitted (SCHED_FIFO, as `python -m
+firmware_sim serve --realtime` does, or with `--sim nice` nice PEN_NICE), as the
+pen's own microcontroller is not slowed by the host's load. A second process is
 `devicectl run` as built for a port: the pen process (devicectl/penproc.py:
 link, controller, records in SQLite) plus, under load, the terminal view (a
 child drawing into /dev/null at VIEW_HZ) and the live page with 200 SSE clients
@@ -25,9 +26,14 @@ the host has exited), so the end's STOP is acknowledged and nothing is counted
 as a lost link that the bench itself caused. A link lost during a run is
 reported, and the technician reconnects so the trials can go on.
 
-Run: `.venv/bin/python bench/views_load.py [--trials N] [--session-s S] [--rounds R]`
-(defaults 300, 60, 3: about 10 minutes). `run_config(..., tree=DIR)` runs the host
-from another tree (bench/before_after.py's `penproc`: the pen process before/after).
+Every configuration runs twice in each round, the pen process's loop real-time
+where permitted (penloop.ask_real_time) and not (DEVICECTL_PEN_REALTIME=0, as
+before round 8), taking turns: `--host-rt on|off|both` (default both).
+
+Run: `.venv/bin/python bench/views_load.py [--trials N] [--session-s S] [--rounds R]
+[--host-rt both|on|off] [--sim rt|nice]` (defaults 300, 60, 3, both, rt: about 20
+minutes). `run_config(..., tree=DIR)` runs the host from another tree
+(bench/before_after.py's `penproc`: the pen process before/after).
 """
 
 from __future__ import annotations
@@ -370,18 +376,29 @@ def raise_pen_priority() -> str:
     return f"nice {PEN_NICE}"
 
 
+def raise_pen_real_time() -> str:
+    """This process (the simulated pen) at SCHED_FIFO where permitted (its children
+    normal again: SCHED_RESET_ON_FORK), else nice PEN_NICE; says which."""
+    from firmware_sim.__main__ import ask_real_time
+
+    got = ask_real_time()
+    return got if got.startswith("SCHED_") else f"{got}; {raise_pen_priority()}"
+
+
 def run_config(trials: int, session_s: float, *, view: bool = False, clients: int = 0,
-               stalled: bool = False, tree: Path | None = None) -> Run:
+               stalled: bool = False, tree: Path | None = None, host_rt: bool = True) -> Run:
     """`trials` ESTOP trials (if any), else a plain session of `session_s`; the host
-    from `tree` (a source tree; None: this one)."""
+    from `tree` (a source tree; None: this one); `host_rt`: its pen process's loop may
+    ask for real-time scheduling (False: DEVICECTL_PEN_REALTIME=0)."""
     master, slave, path = _open_pty()
     args = ["host", path] + (["--view"] if view else []) + ["--clients", str(clients)]
     if stalled:
         args.append("--stalled")
     if tree is not None:
         args += ["--tree", str(tree)]
+    env = {**os.environ, "DEVICECTL_PEN_REALTIME": "1" if host_rt else "0"}
     host = subprocess.Popen([sys.executable, str(HERE), *args], stdout=subprocess.PIPE,
-                            preexec_fn=_nice_back)  # the host at the priority it was given
+                            env=env, preexec_fn=_nice_back)  # the host at its own priority
     side = PenSide(master, host)
     run = Run(asked_s=session_s)
     rng = random.Random(1)  # the same moments in every configuration
@@ -481,6 +498,13 @@ def _notes(run: Run) -> list[str]:
     return out
 
 
+def _rt_words(run: Run) -> str:
+    """What the pen process's loop was granted (its words), or why not."""
+    grants = str(run.host.get("grants", ""))
+    at = grants.find("loop thread")
+    return grants[at:].split(")", 1)[0] + ")" if at >= 0 else "?"
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="role")
@@ -495,43 +519,58 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=ROUNDS)
     ap.add_argument("--tree", help="run the host from this tree (build/compiled: the "
                     "compiled build)")
+    ap.add_argument("--host-rt", choices=("both", "on", "off"), default="both",
+                    help="the pen process's loop real-time where permitted (on), not "
+                    "(off), or each configuration both ways, taking turns (both)")
+    ap.add_argument("--sim", choices=("rt", "nice"), default="rt",
+                    help="the simulated pen (this process) at SCHED_FIFO where permitted "
+                    "(rt), or at nice PEN_NICE as before round 8 (nice)")
     args = ap.parse_args()
     tree = Path(args.tree).resolve() if args.tree else None
     if args.role == "host":
         return host_main(args.port, args.view, args.clients, args.stalled)
-    pen_nice = raise_pen_priority()
+    pen_nice = raise_pen_real_time() if args.sim == "rt" else raise_pen_priority()
+    arms = {"both": (False, True), "on": (True,), "off": (False,)}[args.host_rt]
+    configs = [(f"{label}, loop RT {'on' if rt else 'off'}", view, clients, stalled, rt)
+               for label, view, clients, stalled in CONFIGS for rt in arms]
     t_start = time.monotonic()
     print(f"views under load: pen at {TELEMETRY_HZ} Hz telemetry over a pty, {pen_nice} "
           f"(Python {sys.version.split()[0]}, {os.cpu_count()} CPUs, "
-          f"load {os.getloadavg()[0]:.2f}); command: python bench/views_load.py "
-          f"--trials {args.trials} --session-s {args.session_s:g} --rounds {args.rounds}"
+          f"load {os.getloadavg()[0]:.2f}, {time.strftime('%H:%M', time.gmtime())} UTC); "
+          f"command: python bench/views_load.py --trials {args.trials} --session-s "
+          f"{args.session_s:g} --rounds {args.rounds} --host-rt {args.host_rt} --sim {args.sim}"
           f"{f' --tree {args.tree}' if args.tree else ''}",
           flush=True)
-    runs: dict[str, list[Run]] = {label: [] for label, *_ in CONFIGS}
+    runs: dict[str, list[Run]] = {label: [] for label, *_ in configs}
     sessions: dict[str, Run] = {}
     per_round = [args.trials // args.rounds + (r < args.trials % args.rounds)
                  for r in range(args.rounds)]
     for r, n in enumerate(per_round):
-        for label, view, clients, stalled in CONFIGS:
-            run = run_config(n, 0, view=view, clients=clients, stalled=stalled, tree=tree)
+        for label, view, clients, stalled, rt in configs:
+            run = run_config(n, 0, view=view, clients=clients, stalled=stalled, tree=tree,
+                             host_rt=rt)
             runs[label].append(run)
-            print(f"  round {r + 1}, {label}: {len(run.latencies)} of {n} trials "
-                  f"{'; '.join(_notes(run))} (load {os.getloadavg()[0]:.1f})", flush=True)
-    for label, view, clients, stalled in CONFIGS:
+            lat = run.latencies
+            fig = (f"p50 {_pct(lat, 0.5):.0f} µs, p99 {_pct(lat, 0.99):.0f} µs; "
+                   if lat else "")
+            print(f"  round {r + 1}, {label}: {len(lat)} of {n} trials, {fig}"
+                  f"{_rt_words(run) if r == 0 else ''} {'; '.join(_notes(run))} "
+                  f"(load {os.getloadavg()[0]:.1f})", flush=True)
+    for label, view, clients, stalled, rt in configs:
         run = run_config(0, args.session_s, view=view, clients=clients, stalled=stalled,
-                         tree=tree)
+                         tree=tree, host_rt=rt)
         sessions[label] = run
         print(f"  {args.session_s:g} s session, {label}: gap holds "
               f"{run.host.get('gap_holds')}, pen process CPU "
               f"{'n/a' if run.cpu_pct is None else f'{run.cpu_pct:.1f} %'}, CLI process "
               f"{'n/a' if run.cli_pct is None else f'{run.cli_pct:.1f} %'} "
               f"{'; '.join(_notes(run))} (load {os.getloadavg()[0]:.1f})", flush=True)
-    print(f"\n| configuration | trials | ESTOP p50 | ESTOP p99 | p99 / no view "
+    print(f"\n| configuration | trials | ESTOP p50 | ESTOP p99 | p99 / no view (same loop) "
           f"| {args.session_s:g} s session: gap holds | pen process CPU (1 kHz) "
           "| CLI process CPU |")
     print("|---|---|---|---|---|---|---|---|")
-    base_p99 = None
-    for label, *_ in CONFIGS:
+    base_p99: dict[bool, float] = {}
+    for label, _view, _clients, _stalled, rt in configs:
         lat = [x for run in runs[label] for x in run.latencies]
         s = sessions[label]
         cpu = f"{s.cpu_pct:.1f} %" if s.cpu_pct is not None else "n/a"
@@ -541,12 +580,13 @@ def main() -> int:
             print(f"| {label} | 0 of {args.trials} | n/a | n/a | n/a | {holds} | {cpu} | {cli} |")
             continue
         p50, p99 = _pct(lat, 0.5), _pct(lat, 0.99)
-        base_p99 = p99 if base_p99 is None else base_p99
+        base = base_p99.setdefault(rt, p99)
         print(f"| {label} | {len(lat)} of {args.trials} | {p50:.0f} µs | {p99:.0f} µs "
-              f"| {p99 / base_p99:.2f}× | {holds} | {cpu} | {cli} |")
+              f"| {p99 / base:.2f}× | {holds} | {cpu} | {cli} |")
     print(f"\ngoals: p99 ≤ {GOAL_RATIO}× no view and ≤ {GOAL_P99_US:.0f} µs; no gap holds "
           f"caused by the views; pen process CPU ≤ {GOAL_CPU_PCT:.0f} %. "
-          f"{(time.monotonic() - t_start) / 60:.1f} min, load {os.getloadavg()[0]:.2f} at the end")
+          f"{(time.monotonic() - t_start) / 60:.1f} min, load {os.getloadavg()[0]:.2f} at the end, "
+          f"{time.strftime('%H:%M', time.gmtime())} UTC")
     return 0
 
 

@@ -31,6 +31,25 @@ from firmware_sim.physics import PenParams, load_pen
 from firmware_sim.virtual import VirtualPen
 
 TICK_S = 0.001
+#: `serve --realtime`: the simulated pen's SCHED_FIFO priority, above the host loop's
+#: (devicectl/penloop.py RT_PRIORITY): it stands in for the pen's microcontroller,
+#: which the host's load never delays. Opt-in, where permitted, never required.
+SIM_RT_PRIORITY = 20
+
+
+def ask_real_time(priority: int = SIM_RT_PRIORITY) -> str:
+    """The calling thread (the simulated pen's loop) at SCHED_FIFO `priority` where
+    permitted, what it starts normal again (SCHED_RESET_ON_FORK); what it got, in words.
+    Safe to ask: the serve loop waits in select every tick, and the kernel throttles
+    real-time threads (sched_rt_runtime_us)."""
+    if not hasattr(os, "SCHED_RESET_ON_FORK"):
+        return "normal priority (real-time scheduling is not offered by this OS)"
+    try:
+        os.sched_setscheduler(0, os.SCHED_FIFO | os.SCHED_RESET_ON_FORK,
+                              os.sched_param(priority))
+    except OSError as exc:
+        return f"normal priority (real-time refused: {exc.strerror})"
+    return f"SCHED_FIFO {priority}"
 
 
 def serve(
@@ -40,7 +59,11 @@ def serve(
     position: bool,
     state: Path | None = None,
     misbehave: str | None = None,
+    realtime: bool = False,
 ) -> int:
+    if realtime:  # said on stderr: stdout's first line is the PORT
+        print(f"firmware_sim: the simulated pen at {ask_real_time()}", file=sys.stderr,
+              flush=True)
     slots = load_slots(state) if state is not None else None
     inner = VirtualPen(seed=seed, scenario=scenario, pen=pen, position=position, slots=slots)
     saved = slots.to_json() if slots is not None else None
@@ -137,6 +160,9 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--state", type=Path,
                      help="file keeping the pen's firmware slots between runs")
     srv.add_argument("--misbehave", help="a misbehaving pen's name (see `scenarios`)")
+    srv.add_argument("--realtime", action="store_true",
+                     help="run the pen at real-time priority where permitted (SCHED_FIFO "
+                     f"{SIM_RT_PRIORITY}), as its own microcontroller would; never required")
     sub.add_parser("scenarios", help="list the fault scenarios and the misbehaving pens")
     key = sub.add_parser("key", help="print a simulated pen's test-only device key (hex)")
     key.add_argument("serial", type=int, help="the pen's serial number")
@@ -153,7 +179,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         pen = load_pen(args.pen) if args.pen else None
         return serve(args.seed, args.scenario, with_auth(pen, args.auth, args.auth_required),
-                     not args.no_position, args.state, args.misbehave)
+                     not args.no_position, args.state, args.misbehave, args.realtime)
     except DevicectlError as exc:
         print(f"firmware_sim: {exc}", file=sys.stderr)
         return exc.exit_code

@@ -27,6 +27,7 @@ from devicectl.controller_core import COVERAGE_CELL_MM, StartFacts
 from devicectl.link import open_pty
 from devicectl.penproc import LinkSettings, MapRaster, PenProcess, SessionSettings
 from devicectl.store import Store
+from firmware_sim.__main__ import SIM_RT_PRIORITY
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "SCHED_RESET_ON_FORK"),
                                 reason="real-time scheduling is asked for on Linux only")
@@ -234,3 +235,28 @@ def test_the_pen_process_on_a_port_says_what_its_loop_was_granted(tmp_path: Path
     else:  # the refusal, said (its reason is tested with RLIMIT_RTPRIO 0 above)
         assert real_time == [] and data["realtime"] is None
         assert "loop thread not real-time (" in grants
+
+
+def test_the_simulated_pen_asks_for_real_time_only_when_told() -> None:
+    """`firmware_sim serve --realtime` (a stand-in for the pen's own microcontroller):
+    its loop at SCHED_FIFO where permitted, or says it was refused; without the flag,
+    normal, as before."""
+    permitted = _permitted()
+    root = Path(devicectl.__file__).resolve().parent.parent
+    for flag in (["--realtime"], []):
+        proc = subprocess.Popen([sys.executable, "-m", "firmware_sim", "serve", *flag],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                cwd=root, env={**os.environ, "PYTHONPATH": str(root)})
+        try:
+            assert proc.stdout is not None and proc.stdout.readline().startswith("PORT ")
+            policy = _policy(proc.pid)
+        finally:
+            proc.terminate()
+            _, err = proc.communicate(timeout=30)
+        if not flag:
+            assert policy == os.SCHED_OTHER and "real-time" not in err and "SCHED" not in err
+        elif permitted:
+            assert policy == os.SCHED_FIFO
+            assert f"the simulated pen at SCHED_FIFO {SIM_RT_PRIORITY}" in err
+        else:
+            assert policy == os.SCHED_OTHER and "real-time refused" in err
