@@ -28,10 +28,11 @@ reported, and the technician reconnects so the trials can go on.
 
 Every configuration runs twice in each round, the pen process's loop real-time
 where permitted (penloop.ask_real_time) and not (DEVICECTL_PEN_REALTIME=0, as
-before round 8), taking turns: `--host-rt on|off|both` (default both).
+before round 8), taking turns: `--host-rt off,on` (the default; `all` adds a run
+with every thread of the pen process real-time, a diagnosis of the GIL).
 
 Run: `.venv/bin/python bench/views_load.py [--trials N] [--session-s S] [--rounds R]
-[--host-rt both|on|off] [--sim rt|nice]` (defaults 300, 60, 3, both, rt: about 20
+[--host-rt off,on,all] [--sim rt|nice]` (defaults 300, 60, 3, off,on, rt: about 20
 minutes). `run_config(..., tree=DIR)` runs the host from another tree
 (bench/before_after.py's `penproc`: the pen process before/after).
 """
@@ -385,18 +386,34 @@ def raise_pen_real_time() -> str:
     return got if got.startswith("SCHED_") else f"{got}; {raise_pen_priority()}"
 
 
+#: `--host-rt all` (a diagnosis, not what devicectl does): the pen process's other
+#: threads (door, writer, publisher) at this SCHED_FIFO priority, below the loop's, so
+#: that none is preempted by normal tasks while it holds the GIL the loop waits for.
+OTHERS_RT_PRIORITY = 5
+
+
+def others_real_time(pid: int) -> None:
+    """Every normal thread of process `pid` at SCHED_FIFO OTHERS_RT_PRIORITY."""
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with contextlib.suppress(OSError):
+            if os.sched_getscheduler(int(tid)) & ~os.SCHED_RESET_ON_FORK == os.SCHED_OTHER:
+                os.sched_setscheduler(int(tid), os.SCHED_FIFO | os.SCHED_RESET_ON_FORK,
+                                      os.sched_param(OTHERS_RT_PRIORITY))
+
+
 def run_config(trials: int, session_s: float, *, view: bool = False, clients: int = 0,
-               stalled: bool = False, tree: Path | None = None, host_rt: bool = True) -> Run:
+               stalled: bool = False, tree: Path | None = None, host_rt: str = "on") -> Run:
     """`trials` ESTOP trials (if any), else a plain session of `session_s`; the host
     from `tree` (a source tree; None: this one); `host_rt`: its pen process's loop may
-    ask for real-time scheduling (False: DEVICECTL_PEN_REALTIME=0)."""
+    ask for real-time scheduling ("on"), not ("off": DEVICECTL_PEN_REALTIME=0), or it
+    may and the bench makes the other threads real-time too ("all": a diagnosis)."""
     master, slave, path = _open_pty()
     args = ["host", path] + (["--view"] if view else []) + ["--clients", str(clients)]
     if stalled:
         args.append("--stalled")
     if tree is not None:
         args += ["--tree", str(tree)]
-    env = {**os.environ, "DEVICECTL_PEN_REALTIME": "1" if host_rt else "0"}
+    env = {**os.environ, "DEVICECTL_PEN_REALTIME": "0" if host_rt == "off" else "1"}
     host = subprocess.Popen([sys.executable, str(HERE), *args], stdout=subprocess.PIPE,
                             env=env, preexec_fn=_nice_back)  # the host at its own priority
     side = PenSide(master, host)
@@ -416,6 +433,8 @@ def run_config(trials: int, session_s: float, *, view: bool = False, clients: in
             estop_ns = side.step(inject_at_us if sent_ns is None else None)
             if pen_pid is None:
                 pen_pid = side.pen_pid()
+                if pen_pid is not None and host_rt == "all":
+                    others_real_time(pen_pid)
                 continue  # nothing is measured before the host's views are loaded
             stamping = side.stamping
             if not trials:
@@ -519,9 +538,10 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=ROUNDS)
     ap.add_argument("--tree", help="run the host from this tree (build/compiled: the "
                     "compiled build)")
-    ap.add_argument("--host-rt", choices=("both", "on", "off"), default="both",
-                    help="the pen process's loop real-time where permitted (on), not "
-                    "(off), or each configuration both ways, taking turns (both)")
+    ap.add_argument("--host-rt", default="off,on",
+                    help="comma-separated, taking turns: the pen process's loop real-time "
+                    "where permitted (on), not (off), or all its threads (all: a diagnosis "
+                    "of the GIL; not what devicectl does)")
     ap.add_argument("--sim", choices=("rt", "nice"), default="rt",
                     help="the simulated pen (this process) at SCHED_FIFO where permitted "
                     "(rt), or at nice PEN_NICE as before round 8 (nice)")
@@ -530,8 +550,10 @@ def main() -> int:
     if args.role == "host":
         return host_main(args.port, args.view, args.clients, args.stalled)
     pen_nice = raise_pen_real_time() if args.sim == "rt" else raise_pen_priority()
-    arms = {"both": (False, True), "on": (True,), "off": (False,)}[args.host_rt]
-    configs = [(f"{label}, loop RT {'on' if rt else 'off'}", view, clients, stalled, rt)
+    arms = args.host_rt.split(",")
+    if not set(arms) <= {"off", "on", "all"}:
+        ap.error(f"--host-rt: {args.host_rt!r} is not a list of off, on and all")
+    configs = [(f"{label}, loop RT {rt}", view, clients, stalled, rt)
                for label, view, clients, stalled in CONFIGS for rt in arms]
     t_start = time.monotonic()
     print(f"views under load: pen at {TELEMETRY_HZ} Hz telemetry over a pty, {pen_nice} "
@@ -569,7 +591,7 @@ def main() -> int:
           f"| {args.session_s:g} s session: gap holds | pen process CPU (1 kHz) "
           "| CLI process CPU |")
     print("|---|---|---|---|---|---|---|---|")
-    base_p99: dict[bool, float] = {}
+    base_p99: dict[str, float] = {}
     for label, _view, _clients, _stalled, rt in configs:
         lat = [x for run in runs[label] for x in run.latencies]
         s = sessions[label]

@@ -5,6 +5,12 @@ A child process writes a 33-byte frame to a pseudo-terminal every millisecond
 as the loop's read does, and without) and reads it, nothing else, and reports
 its thread's CPU time per frame. Whatever the loop does per frame comes on top
 of this. Run: `.venv/bin/python bench/wakeup.py [SECONDS]`.
+
+`bench/wakeup.py late [SECONDS]` measures the scheduler instead: two processes tick
+every millisecond at the same time, as `firmware_sim serve` does (select with a 1 ms
+timeout), one at normal priority and one real-time (SCHED_FIFO, as `serve --realtime`);
+each reports how late its wake-ups were (p99, p99.9, the worst, and how many were
+over 10 ms and over 100 ms, the pen's watchdog) under whatever load the machine has.
 """
 
 from __future__ import annotations
@@ -55,9 +61,45 @@ def measure(timeout_s: float | None, seconds: float) -> tuple[int, float]:
     return n, cpu / max(n, 1) * 1e6
 
 
+def ticker(seconds: float, realtime: bool) -> int:
+    """Tick at 1 kHz for `seconds` (select with a 1 ms timeout), and print how late."""
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    from firmware_sim.__main__ import ask_real_time
+
+    got = ask_real_time() if realtime else "normal priority"
+    late: list[float] = []
+    end = time.monotonic() + seconds
+    while (t0 := time.monotonic()) < end:
+        select.select((), (), (), 0.001)
+        late.append(time.monotonic() - t0 - 0.001)
+    late.sort()
+
+    def q(x: float) -> str:
+        return f"{late[min(len(late) - 1, int(x * len(late)))] * 1e3:.2f} ms"
+
+    print(f"  {got}: {len(late)} ticks, late p50 {q(0.5)}, p99 {q(0.99)}, p99.9 {q(0.999)}, "
+          f"worst {late[-1] * 1e3:.1f} ms; over 10 ms: {sum(x > 0.01 for x in late)}, "
+          f"over 100 ms: {sum(x > 0.1 for x in late)}", flush=True)
+    return 0
+
+
 def main() -> int:
     if len(sys.argv) > 1 and sys.argv[1] == "writer":
         return writer(sys.argv[2], float(sys.argv[3]))
+    if len(sys.argv) > 1 and sys.argv[1] == "ticker":
+        return ticker(float(sys.argv[2]), sys.argv[3] == "rt")
+    if len(sys.argv) > 1 and sys.argv[1] == "late":
+        seconds = float(sys.argv[2]) if len(sys.argv) > 2 else 60.0
+        print(f"1 kHz ticks, normal and real-time at once, {seconds:g} s (Python "
+              f"{sys.version.split()[0]}, {os.cpu_count()} CPUs, load "
+              f"{os.getloadavg()[0]:.2f}, {time.strftime('%H:%M', time.gmtime())} UTC)",
+              flush=True)
+        kids = [subprocess.Popen([sys.executable, __file__, "ticker", str(seconds), mode])
+                for mode in ("normal", "rt")]
+        for kid in kids:
+            kid.wait()
+        print(f"  load {os.getloadavg()[0]:.2f} at the end", flush=True)
+        return 0
     seconds = float(sys.argv[1]) if len(sys.argv) > 1 else 5.0
     print(f"one wake-up per 1 kHz frame over a pty, {seconds:g} s each "
           f"(Python {sys.version.split()[0]}, {os.cpu_count()} CPUs, "
