@@ -186,13 +186,17 @@ def host_main(port: str, view: bool, clients: int, stalled: bool) -> int:
         lost = conn.execute(
             "SELECT t_us, kind, text FROM events WHERE session_id = ? AND kind IN "
             "('LINK_LOST', 'PEN_FAULT', 'STOP_UNVERIFIED') ORDER BY id", (sid,)).fetchall()
-    shutil.rmtree(tmp, ignore_errors=True)
+    kept = None
+    if any(t / 1e6 <= stop_at_us / 1e6 for t, _, _ in lost):  # kept to be read: what happened
+        kept = str(db)
+    else:
+        shutil.rmtree(tmp, ignore_errors=True)
     report = pen.report
     print("HOST " + json.dumps({
         "gap_holds": holds, "reconnects": reconnects, "stop_at_s": stop_at_us / 1e6,
         "lost": [f"{t / 1e6:.2f} s {kind}: {text}" for t, kind, text in lost],
         "outcome": report.outcome.value if report is not None else None,
-        "grants": pen.grants}), flush=True)
+        "grants": pen.grants, "kept": kept}), flush=True)
     return 0
 
 
@@ -542,6 +546,10 @@ def main() -> int:
                     help="comma-separated, taking turns: the pen process's loop real-time "
                     "where permitted (on), not (off), or all its threads (all: a diagnosis "
                     "of the GIL; not what devicectl does)")
+    ap.add_argument("--sessions", type=int, default=1,
+                    help="sessions of --session-s per configuration, taking turns")
+    ap.add_argument("--only", help="only the configurations whose name starts so "
+                    "(e.g. 'no view')")
     ap.add_argument("--sim", choices=("rt", "nice"), default="rt",
                     help="the simulated pen (this process) at SCHED_FIFO where permitted "
                     "(rt), or at nice PEN_NICE as before round 8 (nice)")
@@ -554,17 +562,19 @@ def main() -> int:
     if not set(arms) <= {"off", "on", "all"}:
         ap.error(f"--host-rt: {args.host_rt!r} is not a list of off, on and all")
     configs = [(f"{label}, loop RT {rt}", view, clients, stalled, rt)
-               for label, view, clients, stalled in CONFIGS for rt in arms]
+               for label, view, clients, stalled in CONFIGS for rt in arms
+               if args.only is None or label.startswith(args.only)]
     t_start = time.monotonic()
     print(f"views under load: pen at {TELEMETRY_HZ} Hz telemetry over a pty, {pen_nice} "
           f"(Python {sys.version.split()[0]}, {os.cpu_count()} CPUs, "
           f"load {os.getloadavg()[0]:.2f}, {time.strftime('%H:%M', time.gmtime())} UTC); "
           f"command: python bench/views_load.py --trials {args.trials} --session-s "
           f"{args.session_s:g} --rounds {args.rounds} --host-rt {args.host_rt} --sim {args.sim}"
+          f" --sessions {args.sessions}{f' --only {args.only!r}' if args.only else ''}"
           f"{f' --tree {args.tree}' if args.tree else ''}",
           flush=True)
     runs: dict[str, list[Run]] = {label: [] for label, *_ in configs}
-    sessions: dict[str, Run] = {}
+    sessions: dict[str, list[Run]] = {label: [] for label, *_ in configs}
     per_round = [args.trials // args.rounds + (r < args.trials % args.rounds)
                  for r in range(args.rounds)]
     for r, n in enumerate(per_round):
@@ -578,10 +588,12 @@ def main() -> int:
             print(f"  round {r + 1}, {label}: {len(lat)} of {n} trials, {fig}"
                   f"{_rt_words(run) if r == 0 else ''} {'; '.join(_notes(run))} "
                   f"(load {os.getloadavg()[0]:.1f})", flush=True)
-    for label, view, clients, stalled, rt in configs:
+    for label, view, clients, stalled, rt in configs * args.sessions:
         run = run_config(0, args.session_s, view=view, clients=clients, stalled=stalled,
                          tree=tree, host_rt=rt)
-        sessions[label] = run
+        sessions[label].append(run)
+        if run.host.get("kept"):
+            print(f"  (the records of the session that lost its link: {run.host['kept']})")
         print(f"  {args.session_s:g} s session, {label}: gap holds "
               f"{run.host.get('gap_holds')}, pen process CPU "
               f"{'n/a' if run.cpu_pct is None else f'{run.cpu_pct:.1f} %'}, CLI process "
@@ -594,10 +606,12 @@ def main() -> int:
     base_p99: dict[str, float] = {}
     for label, _view, _clients, _stalled, rt in configs:
         lat = [x for run in runs[label] for x in run.latencies]
-        s = sessions[label]
-        cpu = f"{s.cpu_pct:.1f} %" if s.cpu_pct is not None else "n/a"
-        cli = f"{s.cli_pct:.1f} %" if s.cli_pct is not None else "n/a"
-        holds = s.host.get("gap_holds", "n/a")
+        ss = sessions[label]
+        cpu = ", ".join(f"{s.cpu_pct:.1f} %" if s.cpu_pct is not None else "n/a" for s in ss)
+        cli = ", ".join(f"{s.cli_pct:.1f} %" if s.cli_pct is not None else "n/a" for s in ss)
+        holds = ", ".join(str(s.host.get("gap_holds", "n/a")) + (" (lost)" if any(
+            float(x.split()[0]) <= s.host.get("stop_at_s", 0) for x in s.host.get("lost", []))
+            else "") for s in ss)
         if not lat:
             print(f"| {label} | 0 of {args.trials} | n/a | n/a | n/a | {holds} | {cpu} | {cli} |")
             continue
