@@ -4,7 +4,7 @@ Started by devicectl/penproc.py with picklable settings. It opens the port
 (or builds the simulated pen) itself, then, once told to begin, builds the
 controller, the records' writer and the Session, asks the OS for what helps
 (a core of its own, a higher priority where permitted, real-time scheduling for
-the loop's thread alone on a real port, a frozen heap) and records what it was
+the loop's thread alone on a real port if asked to, a frozen heap) and records what it was
 granted. Its main thread is the door (commands in), a
 publisher thread sends the latest snapshot and the events out at 20 Hz: a
 reader that stalls blocks only the publisher, never the loop. Imports
@@ -58,8 +58,10 @@ NICE_ASKED: Final = -10
 #: the writer, publisher and door stay normal (nice NICE_ASKED), and the threads the
 #: loop starts are normal too (SCHED_RESET_ON_FORK).
 RT_PRIORITY: Final = 10
-#: "0" in the environment: the loop does not ask for real-time scheduling (the
-#: benches' same-run comparison; a site that wants none).
+#: "1" in the environment: the loop asks for real-time scheduling. Off by default:
+#: measured on the 2-core VM it did not reliably lower the ESTOP p99, and the only
+#: sessions that lost their link in the comparison had it on (docs/performance.md,
+#: "Round 8"); to be measured on the technician's machine before it is the default.
 RT_ENV: Final = "DEVICECTL_PEN_REALTIME"
 #: The kernel's real-time throttle: the share of each period real-time threads may
 #: take (-1: unlimited; then the loop does not ask, as a loop that spun would own a core).
@@ -172,7 +174,8 @@ def ask_os() -> tuple[str, dict[str, Any]]:
 
 def ask_real_time(tid: int | None, real_time: bool, data: dict[str, Any]) -> str:
     """SCHED_FIFO at RT_PRIORITY for the loop's thread `tid` alone, on a real-time link,
-    where permitted and the kernel throttles real-time threads; never required. The
+    when RT_ENV is "1", where permitted and the kernel throttles real-time threads;
+    never required. The
     words, and into `data`: loop_tid, realtime (granted, or None), realtime_refused (why
     not), realtime_threads (the threads of the process under FIFO or RR, after)."""
     data["loop_tid"] = tid
@@ -200,8 +203,8 @@ def _no_real_time(real_time: bool, data: dict[str, Any]) -> str | None:
     kernel's throttle into `data` (rt_runtime_us, rt_period_us)."""
     if not real_time:
         return "not asked: virtual time, the simulator's clock waits for the loop"
-    if os.environ.get(RT_ENV) == "0":
-        return f"not asked: {RT_ENV}=0"
+    if os.environ.get(RT_ENV) != "1":
+        return f"not asked: off unless {RT_ENV}=1"
     if not hasattr(os, "SCHED_RESET_ON_FORK"):
         return "not asked: not offered by this OS"
     try:

@@ -76,8 +76,14 @@ def _wait(cond: Callable[[], bool], timeout_s: float = 60.0) -> None:
         time.sleep(0.02)
 
 
+@pytest.fixture
+def asked(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Real-time scheduling switched on (it is opt-in); spawned pen processes inherit it."""
+    monkeypatch.setenv(penloop.RT_ENV, "1")
+
+
 def test_only_the_loop_thread_is_real_time_and_threads_it_starts_are_not(
-    idle_thread: threading.Thread,
+    idle_thread: threading.Thread, asked: None,
 ) -> None:
     """Granted where permitted: the thread asked for, no other; a thread it starts
     afterwards (as the loop starts the cartridge claim's) is normal again."""
@@ -118,24 +124,31 @@ def test_only_the_loop_thread_is_real_time_and_threads_it_starts_are_not(
     assert seen == [os.SCHED_OTHER]
 
 
-def test_not_asked_in_virtual_time_or_when_switched_off(
+def test_not_asked_in_virtual_time_or_unless_switched_on(
     idle_thread: threading.Thread, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     tid = idle_thread.native_id
     assert tid is not None
+    monkeypatch.setenv(penloop.RT_ENV, "1")
     data: dict[str, object] = {}
     words = penloop.ask_real_time(tid, False, data)
     assert "not real-time (not asked: virtual time" in words
     assert data["realtime"] is None and data["realtime_threads"] == []
-    monkeypatch.setenv(penloop.RT_ENV, "0")
-    data = {}
-    words = penloop.ask_real_time(tid, True, data)
-    assert f"not asked: {penloop.RT_ENV}=0" in words and data["realtime"] is None
-    assert _policy(tid) == os.SCHED_OTHER
+    for value in ("0", None):  # off by default, and when switched off
+        if value is None:
+            monkeypatch.delenv(penloop.RT_ENV)
+        else:
+            monkeypatch.setenv(penloop.RT_ENV, value)
+        data = {}
+        words = penloop.ask_real_time(tid, True, data)
+        assert f"not asked: off unless {penloop.RT_ENV}=1" in words
+        assert data["realtime"] is None
+        assert _policy(tid) == os.SCHED_OTHER
 
 
 def test_without_the_kernels_throttle_the_loop_does_not_ask(
-    idle_thread: threading.Thread, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    idle_thread: threading.Thread, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+    asked: None,
 ) -> None:
     """sched_rt_runtime_us -1 (no throttle): a loop that spun would own its core."""
     unlimited = tmp_path / "sched_rt_runtime_us"
@@ -183,8 +196,9 @@ def test_a_refusal_is_said_and_the_loop_runs_at_nice() -> None:
     refused by the kernel itself, the words say so and why, and nothing fails."""
     root = Path(devicectl.__file__).resolve().parent.parent
     out = subprocess.run([sys.executable, "-c", REFUSED], capture_output=True, text=True,
-                         cwd=root, env={**os.environ, "PYTHONPATH": str(root)}, timeout=60,
-                         check=False, preexec_fn=_unprivileged)
+                         cwd=root, env={**os.environ, "PYTHONPATH": str(root),
+                                        penloop.RT_ENV: "1"},
+                         timeout=60, check=False, preexec_fn=_unprivileged)
     assert out.returncode == 0, out.stderr
     words, data, policy = json.loads(out.stdout)
     assert policy == os.SCHED_OTHER
@@ -194,7 +208,9 @@ def test_a_refusal_is_said_and_the_loop_runs_at_nice() -> None:
     assert "priority not raised (not permitted)" in words and "heap frozen" in words
 
 
-def test_the_pen_process_on_a_port_says_what_its_loop_was_granted(tmp_path: Path) -> None:
+def test_the_pen_process_on_a_port_says_what_its_loop_was_granted(
+    tmp_path: Path, asked: None
+) -> None:
     """The real pen process on a pty (nobody answers: the loop waits for its HELLO's
     answer): its words and its PEN_PROCESS record say what the loop got, and seen from
     outside, no thread but the loop's is real-time (the records' writer, the door and
