@@ -11,6 +11,12 @@ every millisecond at the same time, as `firmware_sim serve` does (select with a 
 timeout), one at normal priority and one real-time (SCHED_FIFO, as `serve --realtime`);
 each reports how late its wake-ups were (p99, p99.9, the worst, and how many were
 over 10 ms and over 100 ms, the pen's watchdog) under whatever load the machine has.
+
+`bench/wakeup.py pty [SECONDS]`: the same, over a pseudo-terminal: a writer sends its
+clock every millisecond to a reader through a raw pty, both normal, and at the same
+time another pair both real-time; each reader reports how long a byte took from the
+write to its read (the pty hands bytes over in a kernel worker thread, at normal
+priority whatever the reader's).
 """
 
 from __future__ import annotations
@@ -83,23 +89,74 @@ def ticker(seconds: float, realtime: bool) -> int:
     return 0
 
 
+def pty_pair(seconds: float, realtime: bool) -> int:
+    """A writer (this process) and a reader (a thread) over a raw pty, 1 kHz."""
+    import struct
+    import threading
+
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    from firmware_sim.__main__ import ask_real_time
+
+    master, slave = os.openpty()
+    tty.setraw(master)
+    tty.setraw(slave)
+    got = ask_real_time() if realtime else "normal priority"
+    delays: list[int] = []
+
+    def reader() -> None:
+        if realtime:
+            ask_real_time(10)  # the host loop's priority (penloop.RT_PRIORITY)
+        buf = b""
+        while True:
+            buf += os.read(slave, 4096)
+            now = time.monotonic_ns()
+            while len(buf) >= 8:
+                (sent,) = struct.unpack("<q", buf[:8])
+                buf = buf[8:]
+                if sent < 0:
+                    return
+                delays.append(now - sent)
+
+    t = threading.Thread(target=reader)
+    t.start()
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        select.select((), (), (), 0.001)
+        os.write(master, struct.pack("<q", time.monotonic_ns()))
+    os.write(master, struct.pack("<q", -1))
+    t.join()
+    delays.sort()
+
+    def q(x: float) -> str:
+        return f"{delays[min(len(delays) - 1, int(x * len(delays)))] / 1e6:.2f} ms"
+
+    print(f"  pty, writer and reader at {got}: {len(delays)} bytes, write to read p50 "
+          f"{q(0.5)}, p99 {q(0.99)}, p99.9 {q(0.999)}, worst {delays[-1] / 1e6:.1f} ms; "
+          f"over 1 ms: {sum(x > 1_000_000 for x in delays)}, over 10 ms: "
+          f"{sum(x > 10_000_000 for x in delays)}", flush=True)
+    return 0
+
+
 def main() -> int:
-    if len(sys.argv) > 1 and sys.argv[1] == "writer":
-        return writer(sys.argv[2], float(sys.argv[3]))
-    if len(sys.argv) > 1 and sys.argv[1] == "ticker":
-        return ticker(float(sys.argv[2]), sys.argv[3] == "rt")
-    if len(sys.argv) > 1 and sys.argv[1] == "late":
+    if len(sys.argv) > 1 and sys.argv[1] == "pair":
+        return pty_pair(float(sys.argv[2]), sys.argv[3] == "rt")
+    if len(sys.argv) > 1 and sys.argv[1] in ("late", "pty"):
+        role = "ticker" if sys.argv[1] == "late" else "pair"
         seconds = float(sys.argv[2]) if len(sys.argv) > 2 else 60.0
-        print(f"1 kHz ticks, normal and real-time at once, {seconds:g} s (Python "
+        print(f"{sys.argv[1]}: normal and real-time at once, {seconds:g} s (Python "
               f"{sys.version.split()[0]}, {os.cpu_count()} CPUs, load "
               f"{os.getloadavg()[0]:.2f}, {time.strftime('%H:%M', time.gmtime())} UTC)",
               flush=True)
-        kids = [subprocess.Popen([sys.executable, __file__, "ticker", str(seconds), mode])
+        kids = [subprocess.Popen([sys.executable, __file__, role, str(seconds), mode])
                 for mode in ("normal", "rt")]
         for kid in kids:
             kid.wait()
         print(f"  load {os.getloadavg()[0]:.2f} at the end", flush=True)
         return 0
+    if len(sys.argv) > 1 and sys.argv[1] == "writer":
+        return writer(sys.argv[2], float(sys.argv[3]))
+    if len(sys.argv) > 1 and sys.argv[1] == "ticker":
+        return ticker(float(sys.argv[2]), sys.argv[3] == "rt")
     seconds = float(sys.argv[1]) if len(sys.argv) > 1 else 5.0
     print(f"one wake-up per 1 kHz frame over a pty, {seconds:g} s each "
           f"(Python {sys.version.split()[0]}, {os.cpu_count()} CPUs, "
