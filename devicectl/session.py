@@ -54,7 +54,7 @@ NOT_STOPPED_WAIT_US: Final = 300_000
 #: controller's or the session's) is due sooner.
 MAX_WAIT_US: Final = 1_000
 #: The same for a port whose reads a command or a stop request wakes (a device or a
-#: pty: link.SerialTransport's reader): commands do not wait for it, the controller's
+#: pty: link.SerialTransport's fd_port): commands do not wait for it, the controller's
 #: timers (heartbeat, telemetry gap, silence, resends) bound it anyway, and it bounds
 #: only how late the records' health, the claim and the snapshot are looked at while
 #: the pen says nothing. Longer waits are cheaper: on the development VM a read that
@@ -91,8 +91,8 @@ class Wire(Protocol):
     """What the loop needs of a byte link: the transports of devicectl.link fit, and
     firmware_sim.virtual.VirtualWire (a simulated pen in virtual time).
 
-    A wire may also have a `reader` (link.SerialTransport's, devicectl/fd_read.py),
-    which the loop then reads itself, and a `wake()`, which the technician's
+    A wire may also have an `fd_port` (link.SerialTransport's, devicectl/fd_port.py),
+    which the loop then reads and writes itself, and a `wake()`, which the technician's
     commands and stop requests call so that a waiting read returns at once."""
 
     def read(self, max_bytes: int, timeout_s: float) -> bytes: ...
@@ -152,6 +152,7 @@ class Session:
         self.refusal: str | None = None
         self._policy = policy
         self._wire = wire
+        self._send: Callable[[bytes], None] = wire.write  # (the loop's own, from its start)
         self._clock = clock
         self._clock_is_wall = clock is monotonic_us
         self._max_wait_us = max_wait_us
@@ -263,10 +264,11 @@ class Session:
     def _loop(self) -> None:
         """Read (until the next timer at most), then decide and write; every clock."""
         wire, clock = self._wire, self._clock
-        # A port's descriptor is read by its compiled reader directly: no Python
-        # frame between the loop and the select, 1000 times a second.
-        reader = getattr(wire, "reader", None)
-        read: Callable[[int, float], bytes] = wire.read if reader is None else reader.read
+        # A port's descriptor is read and written by its compiled FdPort directly: no
+        # Python frame between the loop and the select, 1000 times a second.
+        fd_port = getattr(wire, "fd_port", None)
+        read: Callable[[int, float], bytes] = wire.read if fd_port is None else fd_port.read
+        self._send = wire.write if fd_port is None else fd_port.write
         now = clock()
         self.records.t0_us = now
         self.now_us = now
@@ -397,7 +399,7 @@ class Session:
 
     def _write(self, data: bytes) -> None:
         self.flight.record(data, TX, self.now_us)
-        self._wire.write(data)
+        self._send(data)
 
     def _auto_confirm(self, now: int) -> None:
         """--yes: start when the go/no-go says go, next zone when one is done; once each."""
