@@ -4,10 +4,10 @@ Started by devicectl/penproc.py with picklable settings. It opens the port
 (or builds the simulated pen) itself, then, once told to begin, builds the
 controller, the records' writer and the Session, asks the OS for what helps
 (a core of its own, a higher priority where permitted, real-time scheduling for
-the loop's thread alone on a real port if asked to, a frozen heap) and records what it was
-granted. Its main thread is the door (commands in), a
-publisher thread sends the latest snapshot and the events out at 20 Hz: a
-reader that stalls blocks only the publisher, never the loop. Imports
+the loop's thread alone on a real port if asked to, a frozen heap) and records
+what it was granted. Its main thread is the door (commands in), a publisher
+thread sends the latest snapshot and the events out at 20 Hz: a reader that
+stalls blocks only the publisher, never the loop. Imports
 neither pydantic nor YAML (tests/test_layers.py checks).
 """
 
@@ -175,9 +175,9 @@ def ask_os() -> tuple[str, dict[str, Any]]:
 def ask_real_time(tid: int | None, real_time: bool, data: dict[str, Any]) -> str:
     """SCHED_FIFO at RT_PRIORITY for the loop's thread `tid` alone, on a real-time link,
     when RT_ENV is "1", where permitted and the kernel throttles real-time threads;
-    never required. The
-    words, and into `data`: loop_tid, realtime (granted, or None), realtime_refused (why
-    not), realtime_threads (the threads of the process under FIFO or RR, after)."""
+    never required. The words, and into `data`: loop_tid, realtime (granted, or None),
+    realtime_refused (why not), realtime_threads (the threads of the process under FIFO
+    or RR, after: the loop's alone, unless the process was started real-time)."""
     data["loop_tid"] = tid
     why = _no_real_time(real_time, data) if tid is not None else "not asked: no loop thread"
     if why is None and tid is not None:
@@ -186,16 +186,19 @@ def ask_real_time(tid: int | None, real_time: bool, data: dict[str, Any]) -> str
                                   os.sched_param(RT_PRIORITY))
         except OSError as exc:
             why = _refusal(exc)
-    data["realtime_threads"] = _real_time_threads()
-    if why is None and data["realtime_threads"] == [tid]:
+    data["realtime_threads"] = others = _real_time_threads()
+    others = [t for t in others if t != tid]
+    if why is None:
         data["realtime"] = f"SCHED_FIFO {RT_PRIORITY}"
         data["realtime_refused"] = None
-        return (f"loop thread real-time (SCHED_FIFO {RT_PRIORITY}, the other threads "
-                f"normal; the kernel's throttle: {data['rt_runtime_us']} µs of every "
+        return (f"loop thread real-time (SCHED_FIFO {RT_PRIORITY}, "
+                + (f"threads {others} real-time too, as started" if others else
+                   "the other threads normal")
+                + f"; the kernel's throttle: {data['rt_runtime_us']} µs of every "
                 f"{data['rt_period_us']} µs)")
     data["realtime"] = None
-    data["realtime_refused"] = why or f"threads {data['realtime_threads']} are real-time"
-    return f"loop thread not real-time ({data['realtime_refused']})"
+    data["realtime_refused"] = why
+    return f"loop thread not real-time ({why})"
 
 
 def _no_real_time(real_time: bool, data: dict[str, Any]) -> str | None:
