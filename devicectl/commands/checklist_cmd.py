@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -28,6 +27,7 @@ from devicectl.checklist import (
     load_checklist,
     template_text,
 )
+from devicectl.clock import monotonic_us
 from devicectl.errors import RefusedError
 from devicectl.notes import add_note
 from devicectl.plain import plain
@@ -222,5 +222,5 @@ def _wall() -> str:
 
 def _event(kind: str, text: str, data: dict[str, Any], *, wall: str | None = None,
            safety: bool = False) -> EventRecord:
-    return EventRecord(t_us=time.monotonic_ns() // 1000, wall=wall or _wall(), kind=kind,
+    return EventRecord(t_us=monotonic_us(), wall=wall or _wall(), kind=kind,
                        text=text, zone_id=None, data=data, safety=safety)

@@ -16,6 +16,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Protocol
 
+from devicectl.clock import monotonic_us
 from devicectl.errors import DevicectlError, LinkError
 from devicectl.firmware import (
     SIM_HW_ID,
@@ -190,18 +191,18 @@ def _update_port(args: argparse.Namespace, bar: _Bar) -> Updater:
     from devicectl.link import DEFAULT_BAUDRATE, open_transport
 
     baud = args.baud or DEFAULT_BAUDRATE
-    updater = Updater(load_image(args.image), key_for=_keys(args), now_us=_now_us())
+    updater = Updater(load_image(args.image), key_for=_keys(args), now_us=monotonic_us())
     reopened = 0
     start = True
     while not updater.done:
         try:
             with open_transport(args.port, baudrate=baud) as port:
                 if start:
-                    port.write(updater.start(_now_us()))
+                    port.write(updater.start(monotonic_us()))
                     start = False
                 while not updater.done:
                     data = port.read(4096, _READ_TIMEOUT_S)
-                    now = _now_us()
+                    now = monotonic_us()
                     out = (updater.receive_data(data, now) if data else b"") + updater.tick(now)
                     if out:
                         port.write(out)
@@ -220,14 +221,10 @@ def _update_port(args: argparse.Namespace, bar: _Bar) -> Updater:
 
 
 def _restarted(old: Updater, args: argparse.Namespace) -> Updater:
-    new = Updater(old.image, key_for=_keys(args), now_us=_now_us())
+    new = Updater(old.image, key_for=_keys(args), now_us=monotonic_us())
     new.notes = old.notes
     new.attempt = old.attempt
     return new
-
-
-def _now_us() -> int:
-    return time.monotonic_ns() // 1000
 
 
 def run_update(args: argparse.Namespace) -> int:

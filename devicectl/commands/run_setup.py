@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from devicectl.clock import monotonic_us
 from devicectl.controller_core import StartFacts
 from devicectl.errors import DevicectlError, RefusedError, StoreError
 from devicectl.liveness import is_running
@@ -82,7 +82,7 @@ def setup_session(
     new one, which for a closed session (link lost) continues it."""
     if resumed is not None and resumed.outcome is None:
         store.append_events(resumed.id, [EventRecord(
-            time.monotonic_ns() // 1000, now_iso(), "OPERATOR",
+            monotonic_us(), now_iso(), "OPERATOR",
             f"resumed by operator {operator}", None, {"operator": operator})])
         return Setup(loaded, patient, resumed.id, resumed=True)
     try:
