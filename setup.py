@@ -47,7 +47,7 @@ COMPILED = [
     "devicectl/coverage_archive.py",
     "devicectl/stamping.py",
     "devicectl/linkstate.py",
-    "devicectl/fd_read.py",
+    "devicectl/fd_port.py",
     "devicectl/clock.py",
     "devicectl/transitions.py",
     "devicectl/flight.py",

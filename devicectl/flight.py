@@ -3,7 +3,7 @@
 As Klipper keeps one: a fixed ring, allocated once, that the inner loop feeds
 with the bytes it reads and writes (`record`), split into frames at 0x00. On an
 ESTOP, a pen fault or a bad end the loop takes a `snapshot` (one copy of the
-ring's buffers, nothing else); the record writer's thread turns it into the
+ring's buffer, nothing else); the record writer's thread turns it into the
 frames of the last WINDOW_US (`frames`, `pack`) and saves them as a FLIGHT
 event. `unpack` reads them back (`devicectl sessions frames`).
 """
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import base64
 import struct
-from array import array
 from dataclasses import dataclass
 from typing import Final
 
@@ -29,6 +28,8 @@ TX: Final = 1  # host -> pen
 DIRECTIONS: Final = ("rx", "tx")
 #: Packed frame header: time (µs, session time), direction, length on the wire.
 _HEAD: Final = struct.Struct("<qBH")
+#: One slot of the ring: the frame's header (as _HEAD), then its first SLOT_BYTES bytes.
+_SLOT: Final = struct.Struct(f"<qBH{SLOT_BYTES}s")
 _MAX_LEN: Final = 0xFFFF
 
 
@@ -45,28 +46,26 @@ class RecordedFrame:
 class FlightRecorder:
     """A ring of SLOTS frames. Not thread-safe: the inner loop owns it.
 
-    `record` only copies bytes into the preallocated buffers (a frame still
+    `record` only copies bytes into the preallocated ring (a frame still
     arriving waits in a per-direction staging slot); nothing grows per frame.
+    A frame is one `pack_into` of its slot: time, direction, length and bytes
+    side by side in one buffer.
     """
 
     def __init__(self, slots: int = SLOTS) -> None:
         self._slots = slots
-        self._data = bytearray(slots * SLOT_BYTES)
-        self._len = array("H", bytes(2 * slots))
-        self._t = array("q", bytes(8 * slots))
-        self._dir = bytearray(slots)
+        self._ring = bytearray(slots * _SLOT.size)
+        self._put_slot = _SLOT.pack_into
         self._head = 0  # frames recorded so far; the next slot is head % slots
         self._stage = (bytearray(SLOT_BYTES), bytearray(SLOT_BYTES))
-        self._stage_views = (memoryview(self._stage[0]), memoryview(self._stage[1]))
         self._staged = [0, 0]  # bytes of the frame arriving, per direction (may exceed a slot)
 
     def record(self, data: bytes, direction: int, t_us: int) -> None:
         """Bytes read (RX) or written (TX) at `t_us`; a frame counts once its 0x00 is in."""
         n = len(data)
         start = 0
-        find = data.find
         while start < n:
-            end = find(0, start)
+            end = data.find(0, start)
             if end < 0:
                 self._stage_bytes(data, start, n, direction)
                 return
@@ -75,10 +74,9 @@ class FlightRecorder:
                 self._stage_bytes(data, start, stop, direction)
                 self._commit_staged(direction, t_us)
             elif stop - start > 1:  # a whole frame in this chunk: straight into its slot
-                length = stop - start
-                kept = length if length <= SLOT_BYTES else SLOT_BYTES
-                off = self._next_slot(direction, length, t_us) * SLOT_BYTES
-                self._data[off : off + kept] = data[start : start + kept]
+                # the chunk is the frame in the usual read and every write: no copy
+                frame = data if stop - start == n else data[start:stop]
+                self._put(frame, stop - start, direction, t_us)
             start = stop
 
     def _stage_bytes(self, data: bytes, start: int, stop: int, direction: int) -> None:
@@ -93,53 +91,38 @@ class FlightRecorder:
         self._staged[direction] = 0
         if length <= 1:
             return  # a lone delimiter is no frame
-        kept = min(length, SLOT_BYTES)
-        off = self._next_slot(direction, length, t_us) * SLOT_BYTES
-        self._data[off : off + kept] = self._stage_views[direction][:kept]
+        self._put(self._stage[direction][: min(length, SLOT_BYTES)], length, direction, t_us)
 
-    def _next_slot(self, direction: int, length: int, t_us: int) -> int:
+    def _put(self, frame: bytes | bytearray, length: int, direction: int, t_us: int) -> None:
+        """The next slot: the frame's header and its first SLOT_BYTES bytes (`pack_into`
+        cuts a longer frame, and pads a shorter one with 0x00)."""
         slot = self._head % self._slots
         self._head += 1
-        self._len[slot] = length if length <= _MAX_LEN else _MAX_LEN
-        self._t[slot] = t_us
-        self._dir[slot] = direction
-        return slot
+        self._put_slot(self._ring, slot * _SLOT.size, t_us, direction,
+                       length if length <= _MAX_LEN else _MAX_LEN, frame)
 
     def snapshot(self, now_us: int) -> FlightSnapshot:
         """A copy of the ring, cheap enough for the loop; decode it elsewhere."""
-        return FlightSnapshot(
-            bytes(self._data), self._len.tobytes(), self._t.tobytes(), bytes(self._dir),
-            self._head, self._slots, now_us,
-        )
+        return FlightSnapshot(bytes(self._ring), self._head, self._slots, now_us)
 
 
 @dataclass(frozen=True, slots=True)
 class FlightSnapshot:
+    #: the ring's slots, each packed by _SLOT
     data: bytes
-    lengths: bytes
-    times: bytes
-    directions: bytes
     head: int
     slots: int
     now_us: int
 
     def frames(self, window_us: int = WINDOW_US) -> list[RecordedFrame]:
         """The frames of the last `window_us` before the snapshot, oldest first."""
-        lengths = array("H")
-        lengths.frombytes(self.lengths)
-        times = array("q")
-        times.frombytes(self.times)
         count = min(self.head, self.slots)
         out: list[RecordedFrame] = []
         for i in range(self.head - count, self.head):
-            slot = i % self.slots
-            t = times[slot]
+            t, direction, length, kept = _SLOT.unpack_from(self.data, i % self.slots * _SLOT.size)
             if self.now_us - t > window_us:
                 continue
-            length = lengths[slot]
-            off = slot * SLOT_BYTES
-            raw = self.data[off : off + min(length, SLOT_BYTES)]
-            out.append(RecordedFrame(t, self.directions[slot], raw, length))
+            out.append(RecordedFrame(t, direction, kept[: min(length, SLOT_BYTES)], length))
         return out
 
 

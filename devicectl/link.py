@@ -30,8 +30,8 @@ import serial
 
 from devicectl.clock import monotonic_us
 from devicectl.errors import LinkError
-from devicectl.fd_read import FdReader
-from devicectl.fd_read import disconnected as _disconnected
+from devicectl.fd_port import FdPort
+from devicectl.fd_port import disconnected as _disconnected
 
 DEFAULT_BAUDRATE: Final = 921600
 _BUSY_ERRNOS: Final = frozenset({errno.EBUSY, errno.EAGAIN, errno.EWOULDBLOCK})
@@ -78,17 +78,19 @@ class SerialTransport(Transport):
         self._port = port
         self.name = name
         self._timeout_s: float | None = None
-        #: A device or pty on POSIX is read through its descriptor: one select and
-        #: one read per call (compiled: devicectl/fd_read.py), where pyserial's read
-        #: takes ~6 system calls and builds a Timeout; the pen process reads once per
-        #: frame, 1000 times a second, and calls `reader.read` itself.
+        #: A device or pty on POSIX is read and written through its descriptor: one
+        #: select and one read per read, one write per write (compiled:
+        #: devicectl/fd_port.py), where pyserial's read takes ~6 system calls and
+        #: builds a Timeout, and its write waits for ever on a port that takes
+        #: nothing; the pen process reads once per frame, 1000 times a second, and
+        #: calls `fd_port.read` itself.
         fd = port.fd if os.name == "posix" and isinstance(port, serial.Serial) else None
-        self.reader: FdReader | None = FdReader(fd, name) if fd is not None else None
+        self.fd_port: FdPort | None = FdPort(fd, name) if fd is not None else None
 
     def read(self, max_bytes: int, timeout_s: float) -> bytes:
-        reader = self.reader
-        if reader is not None:
-            return reader.read(max_bytes, timeout_s)
+        fd_port = self.fd_port
+        if fd_port is not None:
+            return fd_port.read(max_bytes, timeout_s)
         try:
             if timeout_s != self._timeout_s:
                 self._port.timeout = timeout_s
@@ -110,18 +112,22 @@ class SerialTransport(Transport):
     def wake(self) -> None:
         """Make a read that waits return at once (a descriptor's; others wait their
         timeout out, as before)."""
-        if self.reader is not None:
-            self.reader.wake()
+        if self.fd_port is not None:
+            self.fd_port.wake()
 
     def write(self, data: bytes) -> None:
+        fd_port = self.fd_port
+        if fd_port is not None:
+            fd_port.write(data)
+            return
         try:
             self._port.write(data)
         except (serial.SerialException, OSError) as exc:
             raise _disconnected(self.name, exc) from None
 
     def close(self) -> None:
-        if self.reader is not None:
-            self.reader.close()
+        if self.fd_port is not None:
+            self.fd_port.close()
         # A port that is already gone is closed enough.
         with contextlib.suppress(serial.SerialException, OSError):
             self._port.close()

@@ -79,7 +79,7 @@ def open_link(settings: LinkSettings) -> Link:
         try:
             wire = open_transport(settings.port)
             # a read that a command wakes may wait for the pen longer (session.py)
-            woken = getattr(wire, "reader", None) is not None
+            woken = getattr(wire, "fd_port", None) is not None
             return Link(wire, settings.name,
                         max_wait_us=WOKEN_MAX_WAIT_US if woken else MAX_WAIT_US)
         except DevicectlError as exc:  # nothing started: a refusal (exit 1), not a lost link

@@ -19,7 +19,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 from devicectl.claim import CartridgeClaim
 from devicectl.clock import monotonic_us
@@ -35,37 +35,37 @@ from devicectl.snapshot_build import SnapshotBuilder
 from devicectl.store import RECORDS_FAILED_REASON, RecordWriter
 
 #: The status snapshot is rebuilt this often (µs of session time).
-SNAPSHOT_PERIOD_US = 50_000
+SNAPSHOT_PERIOD_US: Final = 50_000
 #: Coverage goes to the records at least this often (µs of session time).
-COVERAGE_PERIOD_US = 1_000_000
+COVERAGE_PERIOD_US: Final = 1_000_000
 #: The status is kept for the plain output's progress lines this often (µs of session time):
 #: under 5 s, so that a line comes at least every 5 s although the loop's steps vary.
-PROGRESS_PERIOD_US = 4_500_000
+PROGRESS_PERIOD_US: Final = 4_500_000
 #: How long the session's end waits for telemetry that shows the pen stopped (µs).
-STOP_VERIFY_US = 500_000
+STOP_VERIFY_US: Final = 500_000
 #: How long a pen that does not stop is sent ESTOP again (spec H3, every 30 ms: ten
 #: times) before the loop ends anyway, the technician told to switch it off (µs). A pen
 #: that ignored ten ESTOPs will not take the eleventh, and every one fed its watchdog:
 #: once the host is silent, the watchdog (watchdog_ms) is what can still stop it.
-NOT_STOPPED_WAIT_US = 300_000
+NOT_STOPPED_WAIT_US: Final = 300_000
 #: The longest a read waits for the pen (µs) when the clock is real: the loop looks at
 #: the records' health and the cartridge's claim at least this often (a command or a
 #: stop request wakes a port's read at once). Reads wait less when a timer (the
 #: controller's or the session's) is due sooner.
-MAX_WAIT_US = 1_000
+MAX_WAIT_US: Final = 1_000
 #: The same for a port whose reads a command or a stop request wakes (a device or a
-#: pty: link.SerialTransport's reader): commands do not wait for it, the controller's
+#: pty: link.SerialTransport's fd_port): commands do not wait for it, the controller's
 #: timers (heartbeat, telemetry gap, silence, resends) bound it anyway, and it bounds
 #: only how late the records' health, the claim and the snapshot are looked at while
 #: the pen says nothing. Longer waits are cheaper: on the development VM a read that
 #: waits 1 ms costs ~15 µs more CPU than one that waits several (docs/performance.md).
-WOKEN_MAX_WAIT_US = 20_000
+WOKEN_MAX_WAIT_US: Final = 20_000
 #: The same in virtual time (a clock the link moves): a read stops at the pen's next
 #: frame anyway, and the timers bound it; this only bounds how late a command is
 #: taken while the pen says nothing.
-VIRTUAL_MAX_WAIT_US = 100_000
+VIRTUAL_MAX_WAIT_US: Final = 100_000
 #: The most a read takes from the link at once.
-READ_MAX_BYTES = 4096
+READ_MAX_BYTES: Final = 4096
 
 __all__ = [
     "FINAL_STATES",
@@ -82,7 +82,7 @@ __all__ = [
 
 
 #: States in which the loop ends by itself: nothing more can happen without a new session.
-FINAL_STATES = frozenset({State.COMPLETE, State.REFUSED, State.ABORTED})
+FINAL_STATES: Final = frozenset({State.COMPLETE, State.REFUSED, State.ABORTED})
 
 
 
@@ -91,8 +91,8 @@ class Wire(Protocol):
     """What the loop needs of a byte link: the transports of devicectl.link fit, and
     firmware_sim.virtual.VirtualWire (a simulated pen in virtual time).
 
-    A wire may also have a `reader` (link.SerialTransport's, devicectl/fd_read.py),
-    which the loop then reads itself, and a `wake()`, which the technician's
+    A wire may also have an `fd_port` (link.SerialTransport's, devicectl/fd_port.py),
+    which the loop then reads and writes itself, and a `wake()`, which the technician's
     commands and stop requests call so that a waiting read returns at once."""
 
     def read(self, max_bytes: int, timeout_s: float) -> bytes: ...
@@ -152,7 +152,9 @@ class Session:
         self.refusal: str | None = None
         self._policy = policy
         self._wire = wire
+        self._send: Callable[[bytes], None] = wire.write  # (the loop's own, from its start)
         self._clock = clock
+        self._clock_is_wall = clock is monotonic_us
         self._max_wait_us = max_wait_us
         self._no_wait_at: int | None = None
         watch = getattr(wire, "watch_map", None)
@@ -262,10 +264,11 @@ class Session:
     def _loop(self) -> None:
         """Read (until the next timer at most), then decide and write; every clock."""
         wire, clock = self._wire, self._clock
-        # A port's descriptor is read by its compiled reader directly: no Python
-        # frame between the loop and the select, 1000 times a second.
-        reader = getattr(wire, "reader", None)
-        read: Callable[[int, float], bytes] = wire.read if reader is None else reader.read
+        # A port's descriptor is read and written by its compiled FdPort directly: no
+        # Python frame between the loop and the select, 1000 times a second.
+        fd_port = getattr(wire, "fd_port", None)
+        read: Callable[[int, float], bytes] = wire.read if fd_port is None else fd_port.read
+        self._send = wire.write if fd_port is None else fd_port.write
         now = clock()
         self.records.t0_us = now
         self.now_us = now
@@ -290,11 +293,15 @@ class Session:
             ctl_due > now or (ctl_due == now and now != self._no_wait_at)
         ):
             due = ctl_due
-        timers = self._timers
-        for t in (timers.progress_us + PROGRESS_PERIOD_US, timers.stop_deadline_us,
-                  timers.give_up_us):
-            if t is not None and now < t < due:
-                due = t
+        timers = self._timers  # the session's timers, one by one: no tuple a step
+        progress = timers.progress_us + PROGRESS_PERIOD_US
+        if now < progress < due:
+            due = progress
+        stop = timers.stop_deadline_us
+        if stop is not None and now < stop < due:
+            due = stop
+        if now < timers.give_up_us < due:
+            due = timers.give_up_us
         self._no_wait_at = now if due == now else None
         return due - now
 
@@ -322,8 +329,9 @@ class Session:
         if self._stop_reason is not None and not self._timers.stop_requested:
             self._begin_stop(now)
         # Snapshots serve people and coverage saves serve crash recovery: both run
-        # on the wall clock, also in virtual time, where simulated seconds fly by.
-        wall = monotonic_us()
+        # on the wall clock, also in virtual time, where simulated seconds fly by
+        # (on the monotonic clock, `now` is the wall clock: not read twice a step).
+        wall = now if self._clock_is_wall else monotonic_us()
         if now - self._timers.progress_us >= PROGRESS_PERIOD_US:
             self._timers.progress_us = now
             self._progress.append((now, ctl.status(now)))
@@ -391,7 +399,7 @@ class Session:
 
     def _write(self, data: bytes) -> None:
         self.flight.record(data, TX, self.now_us)
-        self._wire.write(data)
+        self._send(data)
 
     def _auto_confirm(self, now: int) -> None:
         """--yes: start when the go/no-go says go, next zone when one is done; once each."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime, timedelta
+from typing import Final
 
 from devicectl.claim import CartridgeClaim
 from devicectl.controller import ControlEvent, Controller, State
@@ -18,10 +19,10 @@ from devicectl.flight import FlightRecorder, pack
 from devicectl.store import EventRecord, RecordWriter, ZoneCoverage
 
 #: A SAMPLE record (depths and rate, for reports' curves) this often (µs of session time).
-SAMPLE_PERIOD_US = 1_000_000
+SAMPLE_PERIOD_US: Final = 1_000_000
 #: Flight recordings at most this often (µs of session time): each holds 10 s, and a
 #: pen that faults again and again must not fill the disk the records need.
-FLIGHT_GAP_US = 1_000_000
+FLIGHT_GAP_US: Final = 1_000_000
 
 __all__ = ["FLIGHT_GAP_US", "SAMPLE_PERIOD_US", "SessionRecords"]
 

@@ -59,10 +59,12 @@ def test_an_overlong_chunk_is_cut_to_a_slot_and_remembers_its_length() -> None:
 
 def test_recording_does_not_grow_the_ring() -> None:
     ring = FlightRecorder(slots=16)
-    sizes = (len(ring._data), len(ring._len), len(ring._t), len(ring._dir))
+    sizes = (len(ring._ring), len(ring._stage[0]), len(ring._stage[1]))
     for i in range(1000):
-        ring.record(frame(i), i % 2, i)
-    assert (len(ring._data), len(ring._len), len(ring._t), len(ring._dir)) == sizes
+        ring.record(frame(i)[:5], i % 2, i)
+        ring.record(frame(i)[5:], i % 2, i)
+        ring.record(b"\x01" * 300 + b"\x00", i % 2, i)
+    assert (len(ring._ring), len(ring._stage[0]), len(ring._stage[1])) == sizes
 
 
 @given(st.lists(st.tuples(st.binary(max_size=80), st.sampled_from([RX, TX])), max_size=30))

@@ -44,7 +44,7 @@ LEVELS: dict[str, int] = {
     "devicectl.protocol": 3,
     "devicectl.messages": 3,
     "devicectl.link": 3,
-    "devicectl.fd_read": 3,
+    "devicectl.fd_port": 3,
     "devicectl.clock": 3,
     "devicectl.plan": 3,
     "devicectl.transitions": 3,

@@ -105,7 +105,7 @@ def test_a_pty_read_takes_what_is_there_up_to_max_bytes_and_times_out_empty() ->
     """The host reads a pty through its descriptor: at most `max_bytes`, the rest
     left for the next read, and b"" when nothing comes within the timeout."""
     with open_pty() as pen, open_transport(pen.slave_path) as host:
-        assert isinstance(host, SerialTransport) and host.reader is not None
+        assert isinstance(host, SerialTransport) and host.fd_port is not None
         data = bytes(range(1, 201))
         pen.write(data)
         got = host.read(64, 1.0)
@@ -122,14 +122,14 @@ def test_a_wake_returns_a_waiting_pty_read_at_once_and_loses_no_byte() -> None:
     """`wake` (a technician's command) ends a read that waits for the pen, with b"";
     bytes the pen sent are read all the same, and a wake after close does nothing."""
     with open_pty() as pen, open_transport(pen.slave_path) as host:
-        assert isinstance(host, SerialTransport) and host.reader is not None
+        assert isinstance(host, SerialTransport) and host.fd_port is not None
         got: list[bytes] = []
         reader = threading.Thread(target=lambda: got.append(host.read(64, 600.0)))
         reader.start()
         host.wake()
         reader.join(30.0)  # without the wake it would wait its 600 s
         assert not reader.is_alive() and got == [b""]
-        assert host.reader.wakeups == 1
+        assert host.fd_port.wakeups == 1
         host.wake()  # woken while the pen's bytes are there: the bytes come
         pen.write(b"abc")
         data = b""
@@ -137,6 +137,61 @@ def test_a_wake_returns_a_waiting_pty_read_at_once_and_loses_no_byte() -> None:
             data += host.read(64, 10.0)
         assert data == b"abc"
     host.wake()  # closed: nothing to wake, no error
+
+
+def test_a_pty_write_larger_than_the_buffer_arrives_whole_as_the_pen_reads() -> None:
+    """A write the port cannot take at once (the far side reads slowly) waits for
+    room and sends the rest: every byte arrives, in order."""
+    with open_pty() as pen, open_transport(pen.slave_path) as host:
+        assert isinstance(host, SerialTransport) and host.fd_port is not None
+        data = bytes(i % 251 + 1 for i in range(256 * 1024))  # far past a pty's buffer
+        got = bytearray()
+
+        def read_slowly() -> None:
+            while len(got) < len(data):
+                chunk = pen.read(4096, 10.0)
+                if not chunk:
+                    return
+                got.extend(chunk)
+        reader = threading.Thread(target=read_slowly)
+        reader.start()
+        host.write(data)
+        reader.join(60.0)
+        assert not reader.is_alive() and bytes(got) == data
+
+
+def test_a_pen_that_stops_reading_is_a_lost_link_not_a_write_that_waits_for_ever() -> None:
+    """The pen's side never reads: once the buffer is full, a write that the port
+    takes nothing of for write_stall_s is a LinkError naming the port, and what
+    went before is all there, in order."""
+    with open_pty() as pen, open_transport(pen.slave_path) as host:
+        assert isinstance(host, SerialTransport) and host.fd_port is not None
+        host.fd_port.write_stall_s = 0.05
+        frame = bytes(range(1, 256)) * 4
+        sent = 0
+        errors: list[LinkError] = []
+
+        def fill() -> None:
+            nonlocal sent
+            try:
+                for _ in range(100_000):  # a pty's buffer holds a few 10 kB at most
+                    host.write(frame)
+                    sent += 1
+            except LinkError as exc:
+                errors.append(exc)
+        writer = threading.Thread(target=fill, daemon=True)
+        writer.start()
+        writer.join(60.0)
+        assert not writer.is_alive(), "a write to a port that takes nothing never ended"
+        (err,) = errors
+        assert str(err).startswith(f"port {pen.slave_path} has taken no data for 50 ms")
+        assert sent > 0
+        got = b""
+        while chunk := pen.read(65536, 0.2):
+            got += chunk
+        assert got[: sent * len(frame)] == frame * sent
+    with pytest.raises(LinkError, match="is closed"):
+        host.write(b"\x01\x00")
 
 
 # --- the in-memory pipe, virtual time ----------------------------------------

@@ -247,13 +247,13 @@ def test_a_port_whose_reads_a_command_wakes_may_wait_longer_for_the_pen() -> Non
     with open_pty() as pen:
         link = open_link(LinkSettings(port=pen.slave_path))
         try:
-            assert getattr(link.wire, "reader", None) is not None
+            assert getattr(link.wire, "fd_port", None) is not None
             assert link.max_wait_us == WOKEN_MAX_WAIT_US > MAX_WAIT_US
         finally:
             link.close()
     link = open_link(LinkSettings(port="loop://"))
     try:
-        assert getattr(link.wire, "reader", None) is None
+        assert getattr(link.wire, "fd_port", None) is None
         assert link.max_wait_us == MAX_WAIT_US
     finally:
         link.close()

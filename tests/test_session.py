@@ -341,7 +341,7 @@ def test_a_command_wakes_the_loop_waiting_on_a_port() -> None:
     from devicectl.link import SerialTransport, open_pty, open_transport
 
     with open_pty() as pen, open_transport(pen.slave_path) as host:
-        assert isinstance(host, SerialTransport) and host.reader is not None
+        assert isinstance(host, SerialTransport) and host.fd_port is not None
         session = Session(controller(VirtualClock(monotonic_us())), wire=host, writer=None,
                           policy=Policy())
         session.start()
@@ -351,6 +351,6 @@ def test_a_command_wakes_the_loop_waiting_on_a_port() -> None:
             return any(e.kind is EventKind.COMMAND_REFUSED for e in session.drain_events())
 
         assert wait_for(session, refused)
-        assert host.reader.wakeups >= 1
+        assert host.fd_port.wakeups >= 1
         session.request_stop("test over")
         assert session.wait(30)

@@ -1,10 +1,16 @@
-"""Reading a port's descriptor, and waking a read that waits (POSIX; compiled by mypyc).
+"""A port's descriptor: read, written, and a read that waits woken (POSIX; compiled
+by mypyc).
 
 The pen process reads the pen 1000 times a second: each read is one `select` on
 the port and on a wake-up pipe, then one `read`, in compiled code (no Python
 frame per frame). `wake` (any thread: a technician's command, a stop request)
 makes a waiting read return at once, so a command from a view reaches the loop
 without waiting for the pen's next frame or the read's timeout.
+
+A write is one `write` when the port takes it all (pyserial's took a `write`, a
+`select` and a Python `Timeout` each). A port that takes nothing for
+WRITE_STALL_S (a pen that stopped reading: its buffer full) is a lost link, not a
+loop blocked for ever.
 """
 
 from __future__ import annotations
@@ -15,11 +21,17 @@ import threading
 from os import read as os_read
 from os import write as os_write
 from select import select
+from time import monotonic
+from typing import Final
 
 from devicectl.errors import LinkError
 
 #: What a wake-up pipe's read takes at once: wake-ups that piled up are all drained.
-_WAKE_DRAIN = 512
+_WAKE_DRAIN: Final = 512
+#: The longest a write waits for a port that takes no byte (s): as long as the host
+#: waits for a silent pen's telemetry before it calls the link lost (controller's
+#: SILENCE_LOST_US). At 921,600 baud the port's buffer drains in milliseconds.
+WRITE_STALL_S: Final = 0.5
 
 
 def disconnected(name: str, exc: BaseException) -> LinkError:
@@ -29,12 +41,14 @@ def disconnected(name: str, exc: BaseException) -> LinkError:
     )
 
 
-class FdReader:
-    """Reads a port's descriptor (not owned: the port closes it); `wake` from any thread."""
+class FdPort:
+    """Reads and writes a port's descriptor (not owned: the port closes it, after
+    `close`); `wake` from any thread. The descriptor is non-blocking (pyserial's)."""
 
-    def __init__(self, fd: int, name: str) -> None:
+    def __init__(self, fd: int, name: str, write_stall_s: float = WRITE_STALL_S) -> None:
         self.fd = fd
         self.name = name
+        self.write_stall_s = write_stall_s
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
@@ -68,6 +82,40 @@ class FdReader:
             raise disconnected(self.name, OSError("the port reports no data"))
         return data
 
+    def write(self, data: bytes) -> None:
+        """All of `data`, or LinkError: the port went away, or took nothing for
+        `write_stall_s`."""
+        if self._closed:
+            raise LinkError(f"port {self.name} is closed")
+        try:
+            sent = os_write(self.fd, data)
+        except BlockingIOError:
+            sent = 0
+        except OSError as exc:
+            raise disconnected(self.name, exc) from None
+        if sent < len(data):
+            self._write_rest(memoryview(data)[sent:])
+
+    def _write_rest(self, view: memoryview) -> None:
+        """The rest of a write the port did not take at once: waits for room, at most
+        `write_stall_s` without progress."""
+        deadline = monotonic() + self.write_stall_s
+        while view:
+            try:
+                if not select((), (self.fd,), (), max(0.0, deadline - monotonic()))[1]:
+                    raise LinkError(
+                        f"port {self.name} has taken no data for "
+                        f"{self.write_stall_s * 1000:.0f} ms (the pen is not reading); "
+                        "check the cable and the pen's power, then start again")
+                sent = os_write(self.fd, view)
+            except BlockingIOError:
+                continue  # room that went away: wait again
+            except (OSError, ValueError) as exc:
+                raise disconnected(self.name, exc) from None
+            if sent:
+                view = view[sent:]
+                deadline = monotonic() + self.write_stall_s
+
     def _drain_wake(self) -> None:
         self.wakeups += 1
         with contextlib.suppress(BlockingIOError):
@@ -92,4 +140,4 @@ class FdReader:
                     os.close(fd)
 
 
-__all__ = ["FdReader", "disconnected"]
+__all__ = ["WRITE_STALL_S", "FdPort", "disconnected"]

@@ -1,0 +1,63 @@
+"""The snapshot builder: what it copies out of the live coverage for the views."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from devicectl.controller import Controller, StartFacts
+from devicectl.link import VirtualClock
+from devicectl.profile import load_profile
+from devicectl.profile_plan import make_plan
+from devicectl.session import VIRTUAL_MAX_WAIT_US, Policy, Session
+from devicectl.snapshot_build import SnapshotBuilder
+from devicectl.zones import load_zone_map
+from firmware_sim.virtual import VirtualPen, VirtualWire
+
+DATA = Path(__file__).parent / "data"
+
+
+def finished_controller() -> Controller:
+    """The controller of a whole two-zone session in virtual time (tracked coverage)."""
+    zone_map = load_zone_map()
+    loaded = load_profile(DATA / "short-two-zones.yaml")
+    clock = VirtualClock(1_000_000)
+    ctl = Controller(lambda dev: make_plan(loaded, dev, zone_map), zone_map,
+                     StartFacts(patient_ref="S-1", used_cartridge_ids=frozenset()),
+                     nonce=1234, now_us=clock.now_us)
+    session = Session(ctl, wire=VirtualWire(VirtualPen(seed=3, zone_map=zone_map), clock),
+                      writer=None, policy=Policy(auto_confirm=True), clock=clock,
+                      max_wait_us=VIRTUAL_MAX_WAIT_US)
+    session.start()
+    assert session.wait(60)
+    return ctl
+
+
+def test_cells_over_max_are_the_coverages_counted_on_the_copied_crop() -> None:
+    ctl = finished_controller()
+    cov = ctl.coverage
+    assert cov is not None and cov.tracked
+    labels = np.asarray(cov.raster.labels).reshape(-1)
+    builder = SnapshotBuilder()
+    before = builder.build(ctl, 0, 0, 0, finished=True)
+    assert dict(before.over_max) == {z: cov.cells_over_max(z) for z in cov.zones}
+    # A spot of the first zone brought exactly to its maximum: at it, not over it
+    first = min(cov.zones)
+    cells = np.flatnonzero(labels == first)
+    spot = int(cells[len(cells) // 2])
+    cov.add_strokes(first, cov.limits[first].max_hits - int(cov.hits[spot]), spot)
+    assert cov.hits[spot] == cov.limits[first].max_hits
+    # Strokes past the maximum on one spot of the first zone, on two of the next
+    for spots, zid in enumerate(sorted(cov.zones), start=1):
+        cells = np.flatnonzero(labels == zid)
+        for k in range(1, spots + 1):
+            cov.add_strokes(zid, cov.limits[zid].max_hits + 1, int(cells[k * len(cells) // 3]))
+    snap = builder.build(ctl, 1, 0, 1, finished=True)
+    expected = {z: cov.cells_over_max(z) for z in cov.zones}
+    assert all(n > 0 for n in expected.values()) and len(set(expected.values())) > 1
+    assert dict(snap.over_max) == expected
+    assert snap.coverage is not None and snap.coverage.version == cov.version
+    crop, crop_labels = snap.coverage.hits, snap.coverage.layout.labels
+    for zid in cov.zones:  # the crop holds every cell of the plan's zones
+        assert int(crop[crop_labels == zid].sum()) == int(cov.hits[labels == zid].sum()) > 0
