@@ -10,6 +10,7 @@ timeout; profile bench/six-zone.yaml. Run: `.venv/bin/python bench/session.py
 
 from __future__ import annotations
 
+import hashlib
 import os
 import secrets
 import sys
@@ -34,8 +35,24 @@ PROFILE = Path(__file__).resolve().parent / "six-zone.yaml"
 GOAL_WALL_S = 10.0
 
 
-def run(*, records: bool = True) -> tuple[float, float, float, str]:
-    """(wall s, CPU s of this process, simulated s, outcome) of one whole session."""
+def end_state(controller: Controller, clock_us: int, outcome: str) -> str:
+    """A hash of the session's end state: the coverage grid, strokes, spill and held cells
+    per zone, the clock and the outcome (a change to the loop must leave it as it was)."""
+    cov = controller.coverage
+    h = hashlib.sha256(f"{clock_us} {outcome}".encode())
+    if cov is not None:
+        h.update(cov.hits.tobytes())
+        h.update(cov.reach.held.tobytes())
+        for zone in sorted(cov.zones):
+            h.update(f"{zone} {cov.strokes(zone)} {cov.cells_at_max(zone)} {cov.fraction(zone)} "
+                     f"{cov.mean_passes(zone)} {cov.spill_cm2(zone)} "
+                     f"{cov.spill_depth_um(zone)};".encode())
+    return h.hexdigest()[:16]
+
+
+def run(*, records: bool = True) -> tuple[float, float, float, str, str]:
+    """(wall s, CPU s of this process, simulated s, outcome, end state's hash) of one
+    whole session."""
     zone_map = load_zone_map()
     loaded = load_profile(PROFILE)
     with tempfile.TemporaryDirectory() as tmp:
@@ -68,7 +85,9 @@ def run(*, records: bool = True) -> tuple[float, float, float, str]:
         if writer is not None:
             writer.close(str(session.outcome), datetime.now(UTC).isoformat())
         assert session.outcome is not None
-        return wall, cpu, clock.now_us / 1e6, session.outcome.value
+        outcome = session.outcome.value
+        return (wall, cpu, clock.now_us / 1e6, outcome,
+                end_state(controller, clock.now_us, outcome))
 
 
 def main() -> int:
@@ -76,11 +95,11 @@ def main() -> int:
     print(f"six-zone session ({PROFILE.name}) in virtual time, as fast as possible "
           f"(Python {sys.version.split()[0]}, load {os.getloadavg()[0]:.2f})")
     for _ in range(runs):
-        wall, cpu, sim_s, outcome = run()
+        wall, cpu, sim_s, outcome, state = run()
         verdict = "met" if wall <= GOAL_WALL_S else "NOT met"
-        print(f"  next-event steps: {wall:6.1f} s wall, {cpu:6.1f} s CPU for "
+        print(f"  next-event steps: {wall:6.2f} s wall, {cpu:6.2f} s CPU for "
               f"{sim_s / 60:5.1f} simulated min ({sim_s / wall:4.0f}x), {outcome}; "
-              f"≤ {GOAL_WALL_S:.0f} s: {verdict}")
+              f"≤ {GOAL_WALL_S:.0f} s: {verdict}; end state {state}")
     return 0
 
 

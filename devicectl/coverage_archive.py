@@ -43,9 +43,9 @@ class CoverageArchive(CoverageViews):
     version: int
     _spilled: npt.NDArray[np.bool_]
     _strokes: dict[int, int]
-    _sum_hits: IntArray
-    _at_target: IntArray
-    _at_max: IntArray
+    _sum_hits: list[int]
+    _at_target: list[int]
+    _at_max: list[int]
     _spill_cells: IntArray
     _spill_depth_um: IntArray
 
@@ -107,12 +107,12 @@ class CoverageArchive(CoverageViews):
             self._strokes[i] = n
         self._sum_hits = np.bincount(self._labels, weights=self.hits, minlength=LABELS).astype(
             np.int64
-        )
+        ).tolist()
         reached = self.hits >= self._target
         self._at_target = np.bincount(self._labels[reached & self.reach.reachable],
-                                      minlength=LABELS)
+                                      minlength=LABELS).tolist()
         maxed = self.hits >= self._max
-        self._at_max = np.bincount(self._labels[maxed], minlength=LABELS)
+        self._at_max = np.bincount(self._labels[maxed], minlength=LABELS).tolist()
         self.reach.rebuild(maxed, ~reached)
         self._spill_cells = np.bincount(self._labels[self._spilled], minlength=LABELS)
         self._spill_depth_um = np.asarray(depth, dtype=np.int64)

@@ -15,6 +15,7 @@ import math
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Final
 
 import numpy as np
 
@@ -73,6 +74,12 @@ class HandParams:
 
 MapView = Callable[[int], DoseView | None]
 
+# read once a frame; Final: compiled, constants (module globals are dict look-ups)
+_TWO_PI: Final = 2 * math.pi
+_MIN_SWEEP_MM: Final = 2 * DAB_MM  # longer contact segments sweep (and wobble)
+_STAMPING: Final = PenState.STAMPING
+_READY: Final = PenState.READY
+
 @dataclass(frozen=True, slots=True)
 class _Segment:
     x0_mm: float
@@ -82,6 +89,8 @@ class _Segment:
     t0_us: int
     t1_us: int
     contact: bool
+    #: from (x0, y0) to (x1, y1), worked out once, not at every frame along it
+    length_mm: float
 
 class Hand:
     """Position (mm, on the scalp map), contact, and button presses over time."""
@@ -161,11 +170,11 @@ class Hand:
         f = (now_us - seg.t0_us) / span if span > 0 else 1.0
         dx, dy = seg.x1_mm - seg.x0_mm, seg.y1_mm - seg.y0_mm
         x, y = seg.x0_mm + f * dx, seg.y0_mm + f * dy
-        length = math.hypot(dx, dy)
-        if seg.contact and length > 2 * DAB_MM:
+        length = seg.length_mm
+        if seg.contact and length > _MIN_SWEEP_MM:
             # wobble across the direction of travel (not while resting on a spot)
             w = self.params.jitter_mm * math.sin(
-                2 * math.pi * self.params.jitter_hz * now_us / 1e6 + self._jitter_phase
+                _TWO_PI * self.params.jitter_hz * now_us / 1e6 + self._jitter_phase
             )
             x, y = x - dy / length * w, y + dx / length * w
         self.x_mm, self.y_mm = x, y
@@ -179,11 +188,11 @@ class Hand:
         self._presses.append(button)
 
     def _next_zone_rule(self, now_us: int, state: PenState, zone_id: int) -> None:
-        if state is PenState.STAMPING:
+        if state is _STAMPING:
             self._stamped_zone = zone_id
             self._stopped_since_us = None
             return
-        if state is not PenState.READY or zone_id == 0 or zone_id != self._stamped_zone:
+        if state is not _READY or zone_id == 0 or zone_id != self._stamped_zone:
             self._stopped_since_us = None
             return
         if self._stopped_since_us is None:
@@ -302,7 +311,8 @@ class Hand:
     def _lift_to(self, to: Point, t_us: int) -> _Segment:
         p = self.params
         dur_us = self._rng.randint(p.lift_ms_min, p.lift_ms_max) * 1000
-        return _Segment(self.x_mm, self.y_mm, to[0], to[1], t_us, t_us + dur_us, False)
+        return _Segment(self.x_mm, self.y_mm, to[0], to[1], t_us, t_us + dur_us, False,
+                        math.hypot(to[0] - self.x_mm, to[1] - self.y_mm))
 
     def _next_segment(self, seg: _Segment) -> _Segment:
         self.x_mm, self.y_mm = seg.x1_mm, seg.y1_mm
@@ -320,7 +330,7 @@ class Hand:
             else:
                 speed = self._rng.uniform(self.params.speed_min_mm_s, self.params.speed_max_mm_s)
             dur_us = max(1000, int(length / speed * 1e6))
-            return _Segment(x0, y0, x1, y1, seg.t1_us, seg.t1_us + dur_us, True)
+            return _Segment(x0, y0, x1, y1, seg.t1_us, seg.t1_us + dur_us, True, length)
         self._row += 1
         if self._row >= len(self._rows):
             self.pass_index += 1

@@ -11,14 +11,28 @@ import math
 import random
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import yaml
 
 from devicectl.errors import ProfileError
 from devicectl.protocol import Capability
 
-_US_PER_S = 1_000_000
+_US_PER_S: Final = 1_000_000
+
+
+def randint(rng: random.Random, lo: int, hi: int) -> int:
+    """`rng.randint(lo, hi)`, the same draw from the same bits (CPython's randrange:
+    lo + _randbelow(hi - lo + 1), by getrandbits until below): compiled, randint runs
+    three Python-level calls deep, once a stroke; getrandbits is one C call."""
+    n = hi - lo + 1
+    if n <= 0:
+        raise ValueError(f"empty range for randint({lo}, {hi})")
+    k = n.bit_length()
+    r = rng.getrandbits(k)
+    while r >= n:
+        r = rng.getrandbits(k)
+    return lo + r
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,7 +237,7 @@ class Physics:
         peak = self.stop_um + self.extra_um + pen.depth_bias_um
         before = self.depth_meas_um
         if not self.sensor_stuck or before == 0:
-            noise = self._rng.randint(-pen.sensor_noise_um, pen.sensor_noise_um)
+            noise = randint(self._rng, -pen.sensor_noise_um, pen.sensor_noise_um)
             self.depth_meas_um = max(0, int(peak + 0.5) + noise)
         self.unchanged_strokes = self.unchanged_strokes + 1 if self.depth_meas_um == before else 0
         if self.depth_meas_um > self.step_max_meas_um:

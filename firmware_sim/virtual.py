@@ -39,6 +39,19 @@ IDLE_STEP_US = 1_000
 _PACE_SLACK_S = 0.001
 
 
+def tenths(mm: float) -> int:
+    """`round(mm * 10)`, half to even, the same int: compiled, round() is a call into
+    builtins (~0.2 µs, twice a frame), and these are plain float operations."""
+    v = mm * 10
+    r = int(v)  # towards zero
+    if r > v:
+        r -= 1  # now the floor; v - r is exact (|v| far below 2**52)
+    rest = v - r
+    if rest > 0.5 or (rest == 0.5 and r % 2 == 1):
+        r += 1
+    return r
+
+
 class Pen(Protocol):
     """What the virtual wire needs of a simulated pen: VirtualPen fits, and the
     wrappers around it (misbehaving pens, the fault campaign's bench)."""
@@ -107,7 +120,7 @@ class VirtualPen:
         hand = self.hand
         hand.advance(now_us, fw.state, target.zone_id if target else 0,
                      target.rate_dhz if target else 0)
-        fw.set_position(round(hand.x_mm * 10), round(hand.y_mm * 10))
+        fw.set_position(tenths(hand.x_mm), tenths(hand.y_mm))
         fw.set_contact(hand.contact, now_us)
         for button in hand.take_presses():
             fw.press(button, now_us)

@@ -19,6 +19,7 @@ from devicectl.dose import (
     zone_limits,
 )
 from devicectl.errors import DevicectlError
+from devicectl.footprint import grown
 from devicectl.plan import ZonePlan
 from devicectl.zones import Zone, ZoneMap
 
@@ -152,6 +153,72 @@ def test_a_kept_spot_verdict_is_the_one_the_grid_gives_now(
         cov.add_strokes(stroke_zone, n, cov.cell_at(x + dx * 0.5, y + dy * 0.5))
         fresh, _lasts = cov._spot_lasting(zone_id, probe)
         assert cov.spot(zone_id, probe) is fresh
+
+
+def _spot_from_grid(cov: Coverage, zone_id: int, cell: int) -> Spot:
+    """Spot's definition read off the grid alone (no kept verdict, no Reach, no cached
+    footprint): the layout's verdicts, then any cell under the grown footprint at its
+    maximum, then any cell of the zone under the footprint below its target."""
+    if cell < 0:
+        return Spot.OFF_MAP
+    if int(cov._treat[cell]) != zone_id:
+        return Spot.OUTSIDE
+    if cov._fp_cells - int(cov._same[cell]) > cov._overhang_cells or cov._patch_edge[cell]:
+        return Spot.EDGE
+    ny, nx = cov.raster.labels.shape
+    iy, ix = divmod(cell, nx)
+
+    def around(oy: np.ndarray, ox: np.ndarray) -> np.ndarray:
+        ys, xs = iy + oy, ix + ox
+        ok = (ys >= 0) & (ys < ny) & (xs >= 0) & (xs < nx)
+        return ys[ok] * nx + xs[ok]
+
+    dy, dx = footprint_offsets(cov.footprint_mm, cov.cell_mm)
+    under = around(*grown(dy, dx))
+    if (cov.hits[under] >= cov._max[under]).any():
+        return Spot.AT_MAX
+    fp = around(dy, dx)
+    fp = fp[cov._labels[fp] == zone_id]
+    return Spot.NEEDS if (cov.hits[fp] < cov._target[fp]).any() else Spot.TREATABLE
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.floats(-1.0, 21.0), st.floats(-1.0, 23.0),
+    st.lists(st.tuples(st.sampled_from([0, 0, 0, -1, 1]), st.sampled_from([0, 0, 0, -1, 1]),
+                       st.integers(0, 2), st.sampled_from([1, 1, 1, 2])),
+             min_size=1, max_size=80),
+    st.booleans(),
+)
+def test_spot_along_a_hand_path_is_what_the_grid_gives_afresh(
+    x: float, y: float, steps: list[tuple[int, int, int, int]], frontal_at_max: bool,
+) -> None:
+    """The loop's way: the tip wanders cell by cell, strokes land under it, and spot is
+    asked at the tip before and after each stroke. Every verdict, kept or worked out
+    from the counts the coverage keeps (Reach's blocked tips), is the one the grid gives
+    afresh, and so are the zone counters (a restore recounts them from the grid). A
+    thin pass (5 strokes to the target, 8 to the maximum) so that every verdict comes;
+    or frontal's maximum 0 passes (a plan the go/no-go refuses): at it from the start."""
+    zones = tuple(replace(z, pass_punctures_per_cm2=PASS_DOSE / 6) for z in ZONES)
+    if frontal_at_max:
+        zones = (replace(zones[0], max_passes=0), zones[1])
+    cov = _coverage(zones=zones)
+    for ddx, ddy, n, zone in steps:
+        x, y = x + ddx * cov.cell_mm, y + ddy * cov.cell_mm
+        tip = cov.cell_at(x, y)
+        assert cov.spot(zone, tip) is _spot_from_grid(cov, zone, tip)
+        cov.add_strokes(zone, n, tip)
+        assert cov.spot(zone, tip) is _spot_from_grid(cov, zone, tip)
+    if frontal_at_max:
+        return  # (its cells at the maximum from the start are not counted as such)
+    fresh = _coverage(zones=zones)
+    fresh.restore(cov.to_bytes())
+    assert cov._sum_hits == fresh._sum_hits
+    assert cov._at_target == fresh._at_target
+    assert cov._at_max == fresh._at_max
+    assert np.array_equal(cov.reach.held, fresh.reach.held)
+    allowed = cov.reach.tip_allowed
+    assert np.array_equal(cov.reach.tip_blocked & allowed, fresh.reach.tip_blocked & allowed)
 
 
 @pytest.mark.parametrize("y_mm", [5.0, 1.0])  # inside the zone; by its border

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from devicectl import dose
 from devicectl.cli import main
-from devicectl.coverage import Coverage, Spot
+from devicectl.coverage import Coverage, Spot, footprint_offsets
 from devicectl.patches import MARGIN_BIT, REST_BIT, Patch, patch_area_mm2, patched_raster
 from devicectl.plan import NOMINAL_DEVICE
 from devicectl.profile import load_profile
@@ -265,3 +265,51 @@ def test_no_stroke_the_host_allows_lands_past_patch_and_margin(
     labels = cov.raster.labels.reshape(-1)
     treated = (labels == OCCIPITAL) | (labels == OCCIPITAL | MARGIN_BIT)
     assert int(cov.hits[~treated].sum()) == 0
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    st.lists(st.tuples(st.floats(0.0, 1.0), st.floats(0.0, 2 * math.pi), st.integers(1, 3)),
+             min_size=10, max_size=60),
+)
+def test_a_patch_and_its_margin_are_held_at_the_maximum_as_the_grid_says(
+    tips: list[tuple[float, float, int]],
+) -> None:
+    """Spot's quick path (a tip whose grown footprint lies in the patch and its margin)
+    takes AT_MAX from Reach's blocked tips: every tip it takes must be one that Reach
+    blocks, and along any hand path across the patch and its margin, with a pass so
+    thin (3 strokes to the target, 4 to the maximum) that cells reach it, spot says
+    AT_MAX exactly where a cell under the grown footprint is at its maximum on the grid."""
+    from dataclasses import replace
+
+    from devicectl.footprint import grown
+
+    zone_map = default_zone_map()
+    plan = make_plan(load_profile(TWO_PATCHES, zone_map=zone_map), NOMINAL_DEVICE, zone_map)
+    zones = tuple(replace(z, pass_punctures_per_cm2=z.pass_punctures_per_cm2 / 36)
+                  for z in plan.zones)
+    cov = Coverage(zone_map.raster(0.5), zones, plan.footprint_dmm, tracked=True,
+                   needle_count=plan.needle_count)
+    quick = np.frombuffer(cov._core_zone, dtype=np.uint8) != 0
+    assert quick.any() and bool(cov.reach.tip_allowed[quick].all())
+    ny, nx = cov.raster.labels.shape
+    gy, gx = grown(*footprint_offsets(cov.footprint_mm, cov.cell_mm))
+
+    def at_max_on_grid(cell: int) -> bool:
+        iy, ix = divmod(cell, nx)
+        ys, xs = iy + gy, ix + gx
+        ok = (ys >= 0) & (ys < ny) & (xs >= 0) & (xs < nx)
+        under = ys[ok] * nx + xs[ok]
+        return bool((cov.hits[under] >= cov._max[under]).any())
+
+    for rho, angle, n in tips:  # around the circle's centre, out to past its margin
+        far = rho * 16.0
+        cell = cov.cell_at(-45 + far * math.cos(angle), 258 + far * math.sin(angle))
+        before = cov.spot(OCCIPITAL, cell)
+        if before in (Spot.NEEDS, Spot.TREATABLE, Spot.AT_MAX):
+            assert (before is Spot.AT_MAX) == at_max_on_grid(cell)
+        if before in (Spot.NEEDS, Spot.TREATABLE):
+            cov.add_strokes(OCCIPITAL, n, cell)
+            after = cov.spot(OCCIPITAL, cell)
+            if after in (Spot.NEEDS, Spot.TREATABLE, Spot.AT_MAX):
+                assert (after is Spot.AT_MAX) == at_max_on_grid(cell)

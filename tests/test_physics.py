@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from dataclasses import replace
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from hypothesis import strategies as st
 from devicectl.errors import ProfileError
 from devicectl.safety import OVERDEPTH_LIMIT_UM
 from firmware_sim.firmware import PEN_DEPTH_LIMIT_UM
-from firmware_sim.physics import PenParams, Physics, load_pen
+from firmware_sim.physics import PenParams, Physics, load_pen, randint
 
 
 def strokes(ph: Physics, n: int, depth_um: int, rate_dhz: int = 1000) -> list[int]:
@@ -95,3 +96,18 @@ def test_a_pen_file_with_an_unknown_or_mistyped_field_is_refused_by_name(tmp_pat
     with pytest.raises(ProfileError) as err:
         load_pen(f)
     assert "needles" in str(err.value) and len(err.value.problems) == 2
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(0, 2**32), st.integers(-5000, 5000), st.integers(0, 5000),
+       st.integers(1, 20))
+def test_randint_draws_what_random_randint_draws(seed: int, lo: int, span: int,
+                                                 draws: int) -> None:
+    """The pen's sensor noise comes from physics.randint: the very numbers, in the very
+    order, random.Random.randint gives from the same seed (the simulation stays the
+    same run for a seed), and an empty range is refused as randint refuses it."""
+    mine, theirs = random.Random(seed), random.Random(seed)
+    for _ in range(draws):
+        assert randint(mine, lo, lo + span) == theirs.randint(lo, lo + span)
+    with pytest.raises(ValueError):
+        randint(mine, lo, lo - 1)

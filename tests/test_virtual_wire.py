@@ -7,6 +7,9 @@ from __future__ import annotations
 import itertools
 from pathlib import Path
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from devicectl.controller import HELLO_RETRY_US, Controller, EventKind, StartFacts, State
 from devicectl.link import VirtualClock
 from devicectl.linkstate import ACK_TIMEOUT_US, HEARTBEAT_US
@@ -15,7 +18,7 @@ from devicectl.profile_plan import make_plan
 from devicectl.protocol import Decoder, DeviceInfo, Hello, Stop, Telemetry, encode
 from devicectl.session import VIRTUAL_MAX_WAIT_US, Policy, Session
 from devicectl.zones import load_zone_map
-from firmware_sim.virtual import VirtualPen, VirtualWire
+from firmware_sim.virtual import VirtualPen, VirtualWire, tenths
 
 DATA = Path(__file__).parent / "data"
 ZONE_MAP = load_zone_map()
@@ -172,3 +175,15 @@ def test_the_telemetry_gap_hold_and_the_resends_fire_at_their_exact_virtual_time
                      if e.kind is EventKind.SENT and e.data.get("type") == "STOP")
     resend = next(e for e in events if e.kind is EventKind.RESEND)
     assert resend.t_us == stop_sent + ACK_TIMEOUT_US
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(
+    st.floats(-1e6, 1e6, allow_nan=False),
+    st.integers(-200_000, 200_000).map(lambda k: k / 20),  # exact halves of a tenth
+))
+def test_the_pens_position_in_tenths_is_round_half_to_even(mm: float) -> None:
+    """The simulated pen reports its tip as round(mm * 10), ties to even; `tenths` is that
+    without the call into builtins, and must give the very same int (the session's end
+    state depends on every frame's position)."""
+    assert tenths(mm) == round(mm * 10)
