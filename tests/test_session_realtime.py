@@ -36,9 +36,14 @@ pytestmark = pytest.mark.realtime
 
 @contextmanager
 def pen(*args: str) -> Iterator[str]:
-    """A simulated pen on a pseudo-terminal; yields the port's path."""
+    """A simulated pen on a pseudo-terminal; yields the port's path. It asks for
+    real-time priority (`--realtime`, where permitted): it stands in for the pen's
+    microcontroller, which the host's load never delays; at normal priority, on a
+    loaded 2-core machine, it was not run for over 100 ms at times (bench/wakeup.py
+    late, docs/performance.md "Round 8: real-time priority") and the pen's watchdog,
+    not the host, ended the session."""
     proc = subprocess.Popen(
-        [PY, "-m", "firmware_sim", "serve", *args],
+        [PY, "-m", "firmware_sim", "serve", "--realtime", *args],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     try:
