@@ -12,13 +12,12 @@ import sqlite3
 import subprocess
 import sys
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from test_penproc import PATIENT, _recipe
+from test_penproc import PATIENT, _recipe, _wait
 from test_virtual_session import MAP
 
 import devicectl
@@ -67,13 +66,6 @@ def _permitted() -> bool:
     finally:
         done.set()
         probe.join(5)
-
-
-def _wait(cond: Callable[[], bool], timeout_s: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not cond():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.02)
 
 
 @pytest.fixture
