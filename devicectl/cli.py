@@ -1,7 +1,8 @@
 """The `devicectl` command: parses arguments, runs a subcommand, maps errors to exits.
 
 A user's mistake arrives here as a DevicectlError: one sentence on stderr and
-its exit code, never a traceback.
+its exit code, never a traceback. Anything else is a bug in devicectl: one sentence
+too, exit 70, and the traceback kept in a file it names (devicectl/crash.py).
 
 Only the command given is imported: `devicectl --help` and `--version` load no
 command module (so neither numpy nor pydantic), and `devicectl run ...` loads
@@ -182,6 +183,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    except Exception as exc:  # a bug: the sentence here, the traceback in a file
+        from devicectl.crash import report
+
+        return report(exc, args_in)
     return code
 
 

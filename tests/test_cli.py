@@ -259,3 +259,51 @@ def test_a_run_that_cannot_keep_its_speed_says_so(
     out = " ".join(capsys.readouterr().out.split())
     assert re.search(r"note: \d\d:\d\d of session time took \d\d:\d\d: [\d.]+× real time "
                      r"instead of the 1e\+06× asked for", out), out
+
+
+def test_a_bug_is_one_sentence_exit_70_and_its_traceback_kept_in_a_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Anything but a DevicectlError escaping a command is a bug in devicectl (a compiled
+    build's TypeError on data it should have refused, say): the technician sees one
+    sentence naming where the details are, never a traceback; the file has them."""
+    from devicectl.commands import profile_cmd
+
+    def bug(args: argparse.Namespace) -> int:
+        raise TypeError("unsupported operand type(s) for +: 'int' and 'str' \x1b[2J")
+
+    monkeypatch.setattr(profile_cmd, "run_schema", bug)
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    assert cli.main(["profile", "schema"]) == 70
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err and "\x1b" not in err
+    assert err.startswith("devicectl: unexpected error, a bug in devicectl (TypeError: "
+                          "unsupported operand type(s) for +: 'int' and 'str' ")
+    (kept,) = (tmp_path / "state" / "devicectl" / "crashes").iterdir()
+    assert f"the details are in {kept}: please send them" in err
+    text = kept.read_text()
+    assert text.startswith("devicectl profile schema\n")
+    assert "Traceback" in text and "TypeError: unsupported operand" in text
+
+
+def test_a_bug_where_no_file_can_be_written_prints_the_traceback_after_the_sentence(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:
+    import tempfile
+
+    from devicectl.commands import profile_cmd
+
+    def bug(args: argparse.Namespace) -> int:
+        raise KeyError("zone_id")
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    monkeypatch.setattr(profile_cmd, "run_schema", bug)
+    monkeypatch.setenv("XDG_STATE_HOME", str(blocker))
+    monkeypatch.setattr(tempfile, "tempdir", str(blocker))
+    assert cli.main(["profile", "schema"]) == 70
+    first, rest = capsys.readouterr().err.split("\n", 1)
+    assert first.startswith("devicectl: unexpected error, a bug in devicectl (KeyError: ")
+    assert first.endswith("the details follow (no file could be written): please send "
+                          "them to its developers")
+    assert rest.startswith("Traceback") and "KeyError: 'zone_id'" in rest
