@@ -29,9 +29,10 @@ from devicectl.errors import LinkError
 #: What a wake-up pipe's read takes at once: wake-ups that piled up are all drained.
 _WAKE_DRAIN: Final = 512
 #: The longest a write waits for a port that takes no byte (s): as long as the host
-#: waits for a silent pen's telemetry before it calls the link lost (controller's
-#: SILENCE_LOST_US). At 921,600 baud the port's buffer drains in milliseconds.
-WRITE_STALL_S: Final = 0.5
+#: gives a pen whose telemetry has stopped before it calls the link lost (2.5 watchdog
+#: periods, controller.SILENCE_LOST_US). At 921,600 baud the port's buffer drains in
+#: milliseconds.
+WRITE_STALL_S: Final = 0.25
 
 
 def disconnected(name: str, exc: BaseException) -> LinkError:

@@ -341,3 +341,12 @@ def test_real_time_pipe_delay_is_in_wall_clock_time() -> None:
         assert got or arrived < 30.0, "the delayed byte never arrived"
     assert got == b"x"
     assert arrived >= 0.049  # the pipe counts whole µs
+
+
+def test_a_write_is_given_as_long_as_a_silent_pen() -> None:
+    """The write stall and the telemetry silence are the one limit: a port that takes
+    nothing is lost exactly as soon as a pen that sends nothing."""
+    from devicectl.controller import SILENCE_LOST_US
+    from devicectl.fd_port import WRITE_STALL_S
+
+    assert round(WRITE_STALL_S * 1_000_000) == SILENCE_LOST_US
