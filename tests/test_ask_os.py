@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from test_penproc import PATIENT, _recipe, _wait
+from test_penproc import PATIENT, _recipe, _wait, records_db
 from test_virtual_session import MAP
 
 import devicectl
@@ -25,7 +25,6 @@ from devicectl import penloop
 from devicectl.controller_core import COVERAGE_CELL_MM, StartFacts
 from devicectl.link import open_pty
 from devicectl.penproc import LinkSettings, MapRaster, PenProcess, SessionSettings
-from devicectl.store import Store
 from firmware_sim.__main__ import SIM_RT_PRIORITY
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "SCHED_RESET_ON_FORK"),
@@ -207,12 +206,7 @@ def test_the_pen_process_on_a_port_says_what_its_loop_was_granted(
     answer): its words and its PEN_PROCESS record say what the loop got, and seen from
     outside, no thread but the loop's is real-time (the records' writer, the door and
     the publisher stay normal)."""
-    db = tmp_path / "records.db"
-    with Store(db) as store:
-        sid = store.create_session(
-            patient_ref=PATIENT, profile_name="proc-test", profile_hash="ab" * 32,
-            profile_text="name: proc-test\n",
-            started_at=datetime.now(UTC).isoformat(timespec="milliseconds"))
+    db, sid = records_db(tmp_path)
     permitted = _permitted()
     with open_pty() as port:
         pen = PenProcess.open(LinkSettings(port=port.slave_path))

@@ -60,6 +60,11 @@ def _wait(cond: Callable[[], bool], timeout_s: float = 60.0) -> None:
 
 @pytest.fixture
 def records(tmp_path: Path) -> tuple[Path, int]:
+    return records_db(tmp_path)
+
+
+def records_db(tmp_path: Path) -> tuple[Path, int]:
+    """A records file in `tmp_path` with one new session of PATIENT: (its path, the id)."""
     db = tmp_path / "records.db"
     with Store(db) as store:
         sid = store.create_session(
