@@ -148,7 +148,7 @@ class Coverage(CoverageArchive):
         self._same = own_counts(treat2d)
         # footprints wholly on one label (counters by one zone); differs only with margins
         margins = bool((labels2d != treat2d).any())
-        self._pure = (own_counts(labels2d) if margins else self._same) == self._fp_cells
+        pure = (own_counts(labels2d) if margins else self._same) == self._fp_cells
         # cells whose grown footprint lies in their own zone: the hold test there
         # compares with one number, the zone's maximum (the common case, and fast)
         inner = (self._same == self._fp_cells).reshape(self._ny, self._nx)
@@ -161,7 +161,6 @@ class Coverage(CoverageArchive):
         core[1:, :-1] &= inner[:-1, 1:]
         core[:-1, 1:] &= inner[1:, :-1]
         core[:-1, :-1] &= inner[1:, 1:]
-        self._core = core.reshape(-1)
         self._overhang_cells = math.floor(MAX_OVERHANG_FRACTION * self._fp_cells)
         # a patch (with its margin) is never overhung: no stroke there reaches past it,
         # even one that lands a cell on from where the tip was seen (the guard)
@@ -201,8 +200,6 @@ class Coverage(CoverageArchive):
             if self.zones[lim.zone_id].patches:  # its margin: the same limits
                 target_of[lim.zone_id | MARGIN_BIT] = lim.target_hits
                 max_of[lim.zone_id | MARGIN_BIT] = lim.max_hits
-        self._target_of = target_of
-        self._max_of = max_of
         # the same per zone as plain ints, for the loop's reads of one zone's
         self._target_hits: list[int] = target_of.tolist()
         self._max_hits: list[int] = max_of.tolist()
@@ -211,14 +208,16 @@ class Coverage(CoverageArchive):
         # per cell, the zone whose spot verdict there takes the core's path (neither
         # OUTSIDE nor EDGE for it), else 0, no plan's zone (zone ids start at 1): one
         # byte read in the loop, where each numpy array's took ~0.15 µs
-        fits = (self._fp_cells - self._same <= self._overhang_cells) & ~self._patch_edge
+        # tips the layout allows (the footprint overhangs its zone by at most the allowed
+        # fraction, and crosses no patch's edge): Reach's allowed tips, the same array
+        allowed = (self._fp_cells - self._same <= self._overhang_cells) & ~self._patch_edge
         # ... and whose maximum a stroke reaches (Reach.on_max marks the tips it blocks)
-        fits &= self._max_of[self._treat] > 0
-        self._core_zone = np.where(self._core & fits, self._treat, 0).astype(np.uint8).tobytes()
+        quick = core.reshape(-1) & allowed & (max_of[self._treat] > 0)
+        self._core_zone = np.where(quick, self._treat, 0).astype(np.uint8).tobytes()
         self._zone_cells = np.bincount(self._labels, minlength=LABELS)
         # per cell, the zone a stroke there counts for alone (its footprint wholly on that
         # zone's cells), else 0 (as _core_zone)
-        self._pure_zone = np.where(self._pure, self._labels, 0).astype(np.uint8).tobytes()
+        self._pure_zone = np.where(pure, self._labels, 0).astype(np.uint8).tobytes()
         self.hits = np.zeros(self._labels.size, dtype=HITS)
         self._spilled = np.zeros(self._labels.size, dtype=bool)
         # per label: hits, cells at target (reachable), cells at maximum; plain ints, as
@@ -233,15 +232,14 @@ class Coverage(CoverageArchive):
         self._boxes: dict[int, tuple[tuple[slice, slice], npt.NDArray[np.bool_]]] = {}
         #: the cells a stroke may still reach (docs/profiles.md, "When a zone is done")
         self.reach = Reach(
-            self._treat, (self._ny, self._nx), (dy, dx), (gy, gx),
-            (self._fp_cells - self._same <= self._overhang_cells) & ~self._patch_edge,
-            self.limits,
+            self._treat, (self._ny, self._nx), (dy, dx), (gy, gx), allowed, self.limits,
         )
         if patched:  # a patch's margin is treated (its tips reach), but not measured
             self.reach.reachable &= self._treat == self._labels
             self.reach.reachable_cells = np.bincount(self._treat[self.reach.reachable],
                                                      minlength=LABELS)
-        #: bumped whenever a stroke lands on the grid, so callers can cache spot verdicts
+        #: bumped whenever a stroke lands on the grid (or a restore replaces it), so that
+        #: a copy of the grid (the snapshot's crop) is made again only when it changed
         self.version = 0
         #: strokes landed on the grid; each adds one hit to the cells under it, and hits
         #: only grow (until a restore), so a spot verdict lasts a known number of them
