@@ -17,6 +17,7 @@ import contextlib
 import errno
 import gc
 import os
+import select
 import sys
 import threading
 from collections.abc import Callable
@@ -67,6 +68,9 @@ RT_ENV: Final = "DEVICECTL_PEN_REALTIME"
 #: take (-1: unlimited; then the loop does not ask, as a loop that spun would own a core).
 RT_RUNTIME_PATH: Final = "/proc/sys/kernel/sched_rt_runtime_us"
 RT_PERIOD_PATH: Final = "/proc/sys/kernel/sched_rt_period_us"
+#: How long the door waits for a command before it looks at the session's end and the
+#: records' backlog again (ms).
+DOOR_POLL_MS: Final = 50
 #: Records queued and not yet written past which treatment stops: no treatment
 #: without a record, and a writer this far behind is not keeping the record.
 #: Nothing is dropped: the queue keeps every record until it is written.
@@ -372,7 +376,11 @@ def _door(session: Session, cmds: Connection, writer: RecordWriter | None = None
     a crash leaves it, to be resumed). Records that fall RECORDS_BEHIND_ITEMS behind
     stop the treatment. Returns (the technician never started, orphaned)."""
     not_started = orphaned = behind = False
-    while not session.wait(0):
+    # One poll object, made once: Connection.poll builds a selector in Python on
+    # every call, 20 times a second. A pipe whose other end closed polls as ready,
+    # and its recv raises EOFError (below).
+    pipe: select.poll | None = None
+    while not session.done:
         if writer is not None and not behind and writer.backlog > RECORDS_BEHIND_ITEMS:
             behind = True
             session.submit(Command.RECORDS_FAILED)
@@ -380,7 +388,10 @@ def _door(session: Session, cmds: Connection, writer: RecordWriter | None = None
                 session.request_stop(f"{RECORDS_FAILED_REASON}: the records fell "
                                      f"{writer.backlog} entries behind")
         try:
-            if not cmds.poll(0.05):
+            if pipe is None:
+                pipe = select.poll()
+                pipe.register(cmds.fileno(), select.POLLIN)
+            if not pipe.poll(DOOR_POLL_MS):
                 continue
             msg = cmds.recv()
         except (EOFError, OSError):

@@ -223,6 +223,11 @@ class Session:
         return self._done.wait(timeout_s)
 
     @property
+    def done(self) -> bool:
+        """Whether the loop has ended (`wait(0)` without its Condition's Python)."""
+        return self._done.is_set()
+
+    @property
     def t0_us(self) -> int:
         """Session time zero (the loop's first `now`): event times are shown from it."""
         return self.records.t0_us
@@ -279,9 +284,10 @@ class Session:
         self.now_us = now
         self._timers.progress_us = now  # the first progress line a period in, not at 0
         self._emit(self.controller.connect(now), now)
+        wall = self._clock_is_wall  # then a direct call, not one through the Callable
         while not self._finished(now):
             data = read(READ_MAX_BYTES, self._wait_us(now) / 1e6)
-            now = clock()
+            now = monotonic_us() if wall else clock()
             self._step(data, now)
 
     def _wait_us(self, now: int) -> int:
