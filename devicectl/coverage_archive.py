@@ -35,6 +35,20 @@ def _npz(arrays: dict[str, npt.NDArray[Any]]) -> bytes:
     return buf.getvalue()
 
 
+def _narrowest(hits: npt.NDArray[Any]) -> npt.NDArray[Any]:
+    """The counts in the narrowest unsigned type that holds them all (uint8 while every
+    cell is under 256): the grid's int32 is 4× the bytes to deflate once a second.
+    Readers take them back as their own type (`restore`: HITS, dose.py: int64)."""
+    if hits.size == 0 or int(hits.min()) < 0:
+        return hits
+    top = int(hits.max())
+    if top <= np.iinfo(np.uint8).max:
+        return hits.astype(np.uint8)
+    if top <= np.iinfo(np.uint16).max:
+        return hits.astype(np.uint16)
+    return hits
+
+
 class CoverageArchive(CoverageViews):
     """Save and restore for a Coverage; the attributes are Coverage's (coverage.py).
     One chain of bases (views, archive, Coverage): mypyc compiles no other shape."""
@@ -75,7 +89,7 @@ class CoverageArchive(CoverageViews):
 
         def archive() -> bytes:
             return _npz({
-                "shape": shape, "hits": hits, "labels": labels, "spilled": spilled,
+                "shape": shape, "hits": _narrowest(hits), "labels": labels, "spilled": spilled,
                 "stroke_zone_ids": ids, "strokes": strokes, "zone_ids": lim_ids,
                 "target_hits": target_hits, "max_hits": max_hits,
                 "hits_per_pass": hits_per_pass, "punctures_per_hit": per_hit,

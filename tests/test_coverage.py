@@ -367,6 +367,48 @@ def test_an_archive_saved_by_np_savez_compressed_still_restores() -> None:
         assert again.fraction(2) == cov.fraction(2)
 
 
+@pytest.mark.parametrize(("top", "stored"), [
+    (255, np.uint8), (256, np.uint16), (65_535, np.uint16), (65_536, np.int32),
+])
+def test_the_archive_keeps_every_count_in_the_narrowest_type_that_holds_it(
+    top: int, stored: type[np.generic]
+) -> None:
+    """The archive's counts are stored as uint8 while they fit (a quarter of the bytes to
+    deflate once a second), uint16 above 255, the grid's own int32 above that: whatever
+    the type, `restore` and the dose measures take back exactly what a full-width
+    archive gives (a count that did not fit its type would wrap: 256 → 0 in uint8)."""
+    import io
+    import zipfile
+
+    from devicectl.coverage_archive import ARCHIVE_LEVEL
+
+    cov = _coverage()
+    cov.add_strokes(1, 3, cov.cell_at(5.0, 5.0))
+    cov.add_strokes(2, 2, cov.cell_at(5.0, 15.0))
+    cov.hits[cov.cell_at(5.0, 5.0)] = top  # the largest count, at a boundary of a type
+    cov.hits[cov.cell_at(5.0, 15.0)] = top - 1
+    new = cov.to_bytes()
+    with np.load(io.BytesIO(new), allow_pickle=False) as saved:
+        assert saved["hits"].dtype == stored
+        wide = {name: saved[name] for name in saved.files}
+    wide["hits"] = cov.hits.copy()  # the same archive with the grid's own int32 counts
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED, compresslevel=ARCHIVE_LEVEL) as zf:
+        for name, array in wide.items():
+            with zf.open(name + ".npy", "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, array, allow_pickle=False)
+    old = buf.getvalue()
+    assert zone_dose_stats(new) == zone_dose_stats(old)
+    narrow, full = _coverage(), _coverage()
+    narrow.restore(new)
+    full.restore(old)
+    assert narrow.hits.dtype == full.hits.dtype == cov.hits.dtype
+    assert np.array_equal(narrow.hits_grid(), cov.hits_grid())
+    assert np.array_equal(full.hits_grid(), cov.hits_grid())
+    assert narrow.cells_at_max(1) == full.cells_at_max(1) > 0
+    assert narrow.fraction(2) == full.fraction(2) > 0
+
+
 def test_restore_refuses_another_grid() -> None:
     other = Coverage(MAP.raster(1.0), ZONES, 30, tracked=True, needle_count=12)
     with pytest.raises(DevicectlError, match="grid"):
