@@ -17,6 +17,7 @@ import contextlib
 import errno
 import gc
 import os
+import pickle
 import select
 import sys
 import threading
@@ -285,7 +286,11 @@ class _Publisher:
                     snap = replace(snap, **{name: _EMPTY[name] for name in same})
         events, progress = session.drain_events(), session.drain_progress()
         if snap is not None or events or progress:
-            self.pub.send(("tick", snap, same, events, progress))
+            # pickle's own dumps, all C: Connection.send's ForkingPickler builds a BytesIO
+            # and copies copyreg's dispatch table in Python on every send; `recv` reads
+            # either (its loads is pickle's)
+            self.pub.send_bytes(pickle.dumps(("tick", snap, same, events, progress),
+                                             pickle.HIGHEST_PROTOCOL))
 
 
 _EMPTY: Final = {name: getattr(Snapshot(), name) for name in KEPT_FIELDS}

@@ -61,3 +61,35 @@ def test_cells_over_max_are_the_coverages_counted_on_the_copied_crop() -> None:
     crop, crop_labels = snap.coverage.hits, snap.coverage.layout.labels
     for zid in cov.zones:  # the crop holds every cell of the plan's zones
         assert int(crop[crop_labels == zid].sum()) == int(cov.hits[labels == zid].sum()) > 0
+
+
+def test_a_snapshot_pickles_as_its_fields_in_the_constructors_order() -> None:
+    """Snapshot.__reduce__ sends the fields' values and the receiver calls the constructor
+    with them: a value in another field's place (an order that differs) would not
+    survive the round trip. Every field here differs from its default and from the others."""
+    import pickle
+    from dataclasses import fields, replace
+
+    from devicectl.snapshot import Outcome, Snapshot, seal
+    from devicectl.transitions import ControlEvent, EventKind
+
+    ctl = finished_controller()
+    built = SnapshotBuilder().build(ctl, 7, 3, 7, records_failure="disk full", finished=True,
+                                    outcome=Outcome.COMPLETE)
+    snap = replace(built, go_no_go=("battery low",), over_max={2: 5, 3: 1},
+                   claim_requested=True, claim_decided=False, claim_refused="used before",
+                   recent=(ControlEvent(5, EventKind.STATE, "READY -> STAMPING"),))
+    for f in fields(Snapshot):
+        assert getattr(snap, f.name) != getattr(Snapshot(), f.name) or f.name == "claim_decided"
+    back = seal(pickle.loads(pickle.dumps(snap, pickle.HIGHEST_PROTOCOL)))
+    assert snap.coverage is not None and back.coverage is not None
+    assert snap.zone_crop is not None and back.zone_crop is not None
+    for f in fields(Snapshot):
+        mine, theirs = getattr(snap, f.name), getattr(back, f.name)
+        if f.name == "coverage":
+            assert np.array_equal(theirs.hits, mine.hits) and theirs.version == mine.version
+            assert np.array_equal(theirs.layout.labels, mine.layout.labels)
+        elif f.name == "zone_crop":
+            assert np.array_equal(theirs.hits, mine.hits) and theirs.zone_id == mine.zone_id
+        else:
+            assert theirs == mine, f.name
