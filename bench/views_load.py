@@ -27,7 +27,7 @@ as a lost link that the bench itself caused. A link lost during a run is
 reported, and the technician reconnects so the trials can go on.
 
 Every configuration runs twice in each round, the pen process's loop real-time
-where permitted (penloop.ask_real_time; DEVICECTL_PEN_REALTIME=1, which devicectl
+where permitted (os_grants.ask_real_time; DEVICECTL_PEN_REALTIME=1, which devicectl
 leaves off by default) and not (=0, as before round 8), taking turns: `--host-rt
 off,on` (the default; `all` adds a run with every thread of the pen process
 real-time, a diagnosis of the GIL).

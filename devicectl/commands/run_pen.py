@@ -30,7 +30,7 @@ def link_settings(args: argparse.Namespace, zone_map: ZoneMap) -> LinkSettings:
 
 def share_cores(pen: PenProcess) -> set[int] | None:
     """With more than one core, this process (the views, the page) keeps off the
-    pen process's core (penloop.ask_os); affinity is per thread on Linux. Returns
+    pen process's core (os_grants.ask_os); affinity is per thread on Linux. Returns
     the cores it had, for set_cores at the end."""
     if not hasattr(os, "sched_getaffinity") or not pen.wait_started(30.0):
         return None
