@@ -523,10 +523,11 @@ def _notes(run: Run) -> list[str]:
 
 
 def _rt_words(run: Run) -> str:
-    """What the pen process's loop was granted (its words), or why not."""
+    """What the pen process's loop was granted (its words: real-time scheduling, its
+    time slice), or why not."""
     grants = str(run.host.get("grants", ""))
     at = grants.find("loop thread")
-    return grants[at:].split(")", 1)[0] + ")" if at >= 0 else "?"
+    return grants[at:] if at >= 0 else "?"
 
 
 def main() -> int:
