@@ -26,11 +26,13 @@ the host has exited), so the end's STOP is acknowledged and nothing is counted
 as a lost link that the bench itself caused. A link lost during a run is
 reported, and the technician reconnects so the trials can go on.
 
-Every configuration runs twice in each round, the pen process's loop real-time
-where permitted (os_grants.ask_real_time; DEVICECTL_PEN_REALTIME=1, which devicectl
-leaves off by default) and not (=0, as before round 8), taking turns: `--host-rt
-off,on` (the default; `all` adds a run with every thread of the pen process
-real-time, a diagnosis of the GIL).
+Every configuration runs once per arm in each round, the arms taking turns
+(`--host-rt`, ARMS): "off", devicectl's default (the loop's short time slice, this
+process and its views kept off the pen process's core, os_grants.py, the loop not
+real-time); "on", the loop real-time as well (DEVICECTL_PEN_REALTIME=1, opt-in);
+"shared" and "noslice", the default without one of its two; "before", without
+either (as round 8); "all", every thread of the pen process real-time (a diagnosis
+of the GIL).
 
 Run: `.venv/bin/python bench/views_load.py [--trials N] [--session-s S] [--rounds R]
 [--host-rt off,on,all] [--sim rt|nice]` (defaults 300, 60, 3, off,on, rt: about 20
@@ -94,8 +96,10 @@ HOST_EXIT_S = 30.0
 # --- the host process: `devicectl run` for a port, with its views ---------------
 
 
-def host_main(port: str, view: bool, clients: int, stalled: bool) -> int:
+def host_main(port: str, view: bool, clients: int, stalled: bool, *, shared: bool = False,
+              noslice: bool = False) -> int:
     from devicectl.commands.run_cmd import VIEW_HZ
+    from devicectl.commands.run_pen import share_cores
     from devicectl.controller_core import COVERAGE_CELL_MM, StartFacts
     from devicectl.monitor.viewproc import ViewOptions, ViewProcess
     from devicectl.penproc import LinkSettings, MapRaster, PenProcess, SessionSettings
@@ -123,6 +127,12 @@ def host_main(port: str, view: bool, clients: int, stalled: bool) -> int:
     pen.wait_started(30)
     pen_pid = pen.pid
     assert pen_pid is not None
+    if not shared:  # as `devicectl run` does: this process and its views keep off the pen's core
+        share_cores(pen)
+    if noslice:  # the loop's time slice given back (an arm of the comparison)
+        from devicectl.os_grants import set_thread_slice
+
+        set_thread_slice(pen.grant_data["loop_tid"], 0)
     reconnects = 0
 
     def technician() -> None:
@@ -418,7 +428,11 @@ def run_config(trials: int, session_s: float, *, view: bool = False, clients: in
         args.append("--stalled")
     if tree is not None:
         args += ["--tree", str(tree)]
-    env = {**os.environ, "DEVICECTL_PEN_REALTIME": "0" if host_rt == "off" else "1"}
+    if host_rt in ("shared", "before"):
+        args.append("--shared")
+    if host_rt in ("noslice", "before"):
+        args.append("--noslice")
+    env = {**os.environ, "DEVICECTL_PEN_REALTIME": "1" if host_rt in ("on", "all") else "0"}
     host = subprocess.Popen([sys.executable, str(HERE), *args], stdout=subprocess.PIPE,
                             env=env, preexec_fn=_nice_back)  # the host at its own priority
     side = PenSide(master, host)
@@ -494,6 +508,16 @@ def run_config(trials: int, session_s: float, *, view: bool = False, clients: in
     return run
 
 
+#: The ways the host runs, compared in the same run (`--host-rt`).
+ARMS = {
+    "off": "devicectl's default (loop RT off)",
+    "on": "loop RT on",
+    "all": "all threads RT (a diagnosis of the GIL; not what devicectl does)",
+    "shared": "default, but the views not kept off the pen's core",
+    "noslice": "default, but the loop's time slice the kernel's default",
+    "before": "the views not kept aside, the loop's slice the default (round 8)",
+}
+
 CONFIGS = (
     ("no view", False, 0, False),
     ("terminal view + 200 SSE reading", True, CLIENTS, False),
@@ -539,15 +563,16 @@ def main() -> int:
     h.add_argument("--clients", type=int, default=0)
     h.add_argument("--stalled", action="store_true")
     h.add_argument("--tree")
+    h.add_argument("--shared", action="store_true")
+    h.add_argument("--noslice", action="store_true")
     ap.add_argument("--trials", type=int, default=TRIALS)
     ap.add_argument("--session-s", type=float, default=SESSION_S)
     ap.add_argument("--rounds", type=int, default=ROUNDS)
     ap.add_argument("--tree", help="run the host from this tree (build/compiled: the "
                     "compiled build)")
     ap.add_argument("--host-rt", default="off,on",
-                    help="comma-separated, taking turns: the pen process's loop real-time "
-                    "where permitted (on), not (off), or all its threads (all: a diagnosis "
-                    "of the GIL; not what devicectl does)")
+                    help="comma-separated, taking turns: " + "; ".join(
+                        f"{k}: {v}" for k, v in ARMS.items()))
     ap.add_argument("--sessions", type=int, default=1,
                     help="sessions of --session-s per configuration, taking turns")
     ap.add_argument("--only", help="only the configurations whose name starts so "
@@ -558,12 +583,13 @@ def main() -> int:
     args = ap.parse_args()
     tree = Path(args.tree).resolve() if args.tree else None
     if args.role == "host":
-        return host_main(args.port, args.view, args.clients, args.stalled)
+        return host_main(args.port, args.view, args.clients, args.stalled,
+                         shared=args.shared, noslice=args.noslice)
     pen_nice = raise_pen_real_time() if args.sim == "rt" else raise_pen_priority()
     arms = args.host_rt.split(",")
-    if not set(arms) <= {"off", "on", "all"}:
-        ap.error(f"--host-rt: {args.host_rt!r} is not a list of off, on and all")
-    configs = [(f"{label}, loop RT {rt}", view, clients, stalled, rt)
+    if not set(arms) <= set(ARMS):
+        ap.error(f"--host-rt: {args.host_rt!r} is not a list of {', '.join(ARMS)}")
+    configs = [(f"{label}, {ARMS[rt]}", view, clients, stalled, rt)
                for label, view, clients, stalled in CONFIGS for rt in arms
                if args.only is None or label.startswith(args.only)]
     t_start = time.monotonic()

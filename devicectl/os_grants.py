@@ -121,19 +121,25 @@ def _threads() -> list[int]:
         return [0]
 
 
-def ask_os() -> tuple[str, dict[str, Any]]:
-    """A core of its own (more than one core), a higher priority where permitted (every
+def ask_os(real_time: bool = True) -> tuple[str, dict[str, Any]]:
+    """A core of its own (three cores or more), a higher priority where permitted (every
     thread's nice), and the frozen heap: what was granted, in words and as data. Never
     required: anything refused is said, and the session runs without it. Called before
-    the threads start (they inherit core and nice); the loop's real-time scheduling
-    comes once its thread exists (ask_real_time)."""
+    the threads start (they inherit core and nice); the loop's time slice and real-time
+    scheduling come once its thread exists (ask_short_slice, ask_real_time).
+
+    `data["views_cores"]`: the cores the CLI's views keep to (run_pen.share_cores), all
+    but the pen process's: the core it is pinned to, or on two cores with a pen on a
+    real-time link, the last one, which the pen process is then the only one of ours
+    to use, though not pinned to it."""
     said: list[str] = []
-    data: dict[str, Any] = {"pid": os.getpid()}
+    data: dict[str, Any] = {"pid": os.getpid(), "views_cores": None}
     cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
-    # A core of its own only with cores to spare: on two, every other process (the
-    # CLI, the views, a simulator, a second session) would be pushed onto the one
-    # left, and parallel sessions all pinned to the same last core (the suite on
-    # two cores showed pens latching WATCHDOG); there the scheduler places it.
+    # Pinned only with cores to spare: on two, every other process (a simulator, a
+    # second session) would be pushed onto the one left, and parallel sessions all
+    # pinned to the same last core (the suite on two cores showed pens latching
+    # WATCHDOG). There the scheduler places it, and on a real-time link the views keep
+    # off the last core, so that a core is free when the pen's bytes wake the loop.
     if len(cpus) > MIN_CORES_TO_PIN - 1:
         core = cpus[-1]
         try:
@@ -141,8 +147,12 @@ def ask_os() -> tuple[str, dict[str, Any]]:
                 os.sched_setaffinity(tid, {core})
             said.append(f"core {core} to itself (of {len(cpus)})")
             data["core"] = core
+            data["views_cores"] = cpus[:-1]
         except OSError as exc:
             said.append(f"no core of its own ({exc.strerror})")
+    elif len(cpus) == 2 and real_time:
+        said.append(f"2 cores: none pinned, the views kept to core {cpus[0]}")
+        data["views_cores"] = cpus[:1]
     else:
         said.append(f"{len(cpus)} core(s): shared, none pinned")
     try:

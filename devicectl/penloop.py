@@ -176,7 +176,7 @@ def _run(settings: SessionSettings, link: Link, cmds: Connection, pub: Connectio
         clock=link.clock, max_wait_us=link.max_wait_us, started_wall=settings.started_wall,
         claim=CartridgeClaim(settings.db_path, settings.session_id) if settings.claim else None,
     )
-    grants, data = ask_os()  # before the threads start: they inherit core and nice
+    grants, data = ask_os(link.real_time)  # before the threads start: they inherit it
     writer.start()
     session.start()
     # The loop's thread alone real-time if switched on, else a short time slice, once it
@@ -191,7 +191,7 @@ def _run(settings: SessionSettings, link: Link, cmds: Connection, pub: Connectio
     # threads, and a large snapshot is written in two parts that another send could
     # split (the CLI then read a corrupt pickle and reported an internal error).
     with contextlib.suppress(OSError, ValueError):
-        pub.send(("started", grants))
+        pub.send(("started", grants, data))
     publisher = _Publisher(session, pub)
     publisher.thread.start()
     not_started, orphaned = _door(session, cmds, writer, end_on_fault=settings.end_on_fault)
