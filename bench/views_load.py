@@ -66,6 +66,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 if "--tree" in sys.argv:  # `host --tree DIR`: the host and its pen process run DIR's devicectl
     sys.path.insert(0, sys.argv[sys.argv.index("--tree") + 1])
 
+import sched_trace  # bench/sched_trace.py: `--trace`
 from latency import (  # the pen side and its constants, shared with bench/latency.py
     DELAY_US,
     ESTOP_TIMEOUT_S,
@@ -372,6 +373,8 @@ class Run:
     host: dict[str, Any] = field(default_factory=dict)
     #: the pen process's threads over the same window (threads_text)
     threads: str = ""
+    #: `--trace`: the scheduler's wake-up delays by role over the trials (sched_trace)
+    sched: list[str] = field(default_factory=list)
 
 
 #: This process's priority as started, before main raises it for the pen.
@@ -416,8 +419,31 @@ def others_real_time(pid: int) -> None:
                                       os.sched_param(OTHERS_RT_PRIORITY))
 
 
+def _roles(host_pid: int, pen_pid: int) -> dict[int, str]:
+    """Every thread of the processes in a run, to its role (sched_trace): the pen
+    process's loop is its thread with the most wake-ups."""
+    pids: dict[str, list[int]] = {"simulated pen": [os.getpid()], "CLI and page": [host_pid]}
+    children: list[int] = []
+    for tid in os.listdir(f"/proc/{host_pid}/task"):
+        with contextlib.suppress(OSError), open(f"/proc/{host_pid}/task/{tid}/children") as f:
+            children += [int(c) for c in f.read().split()]
+    for child in children:
+        if child == pen_pid:
+            continue
+        with contextlib.suppress(OSError), open(f"/proc/{child}/cmdline", "rb") as f:
+            role = "page's clients" if b"sse_clients" in f.read() else "terminal view"
+            pids.setdefault(role, []).append(child)
+    roles = sched_trace.threads_of(pids)
+    threads = _threads(pen_pid)
+    loop = max(threads, key=lambda t: threads[t][1])
+    for tid in threads:
+        roles[tid] = "pen process: loop" if tid == loop else "pen process: other threads"
+    return roles
+
+
 def run_config(trials: int, session_s: float, *, view: bool = False, clients: int = 0,
-               stalled: bool = False, tree: Path | None = None, host_rt: str = "on") -> Run:
+               stalled: bool = False, tree: Path | None = None, host_rt: str = "on",
+               trace: bool = False) -> Run:
     """`trials` ESTOP trials (if any), else a plain session of `session_s`; the host
     from `tree` (a source tree; None: this one); `host_rt`: its pen process's loop may
     ask for real-time scheduling ("on"), not ("off": DEVICECTL_PEN_REALTIME=0), or it
@@ -445,6 +471,7 @@ def run_config(trials: int, session_s: float, *, view: bool = False, clients: in
     session_end: float | None = None
     first = last = (0.0, 0.0, 0.0)  # (time, pen process CPU s, CLI process CPU s)
     threads0: dict[int, tuple[float, int]] = {}
+    rec: sched_trace.Recording | None = None
     try:
         while time.monotonic() < end and host.poll() is None:
             if trials and len(run.latencies) >= trials:
@@ -454,6 +481,8 @@ def run_config(trials: int, session_s: float, *, view: bool = False, clients: in
                 pen_pid = side.pen_pid()
                 if pen_pid is not None and host_rt == "all":
                     others_real_time(pen_pid)
+                if pen_pid is not None and trials and trace:
+                    rec = sched_trace.Recording()
                 continue  # nothing is measured before the host's views are loaded
             stamping = side.stamping
             if not trials:
@@ -499,7 +528,15 @@ def run_config(trials: int, session_s: float, *, view: bool = False, clients: in
                 inject_at_us = None
     finally:
         run.overruns = side.overruns  # while measured: a host that has ended reads nothing
+        roles: dict[int, str] = {}
+        if rec is not None and pen_pid is not None:
+            rec.stop()  # converted once the host is done: the pen keeps answering meanwhile
+            with contextlib.suppress(OSError, ValueError):
+                roles = _roles(host.pid, pen_pid)
         side.finish()
+        if rec is not None:
+            run.sched = sched_trace.report(sched_trace.delays(rec.text(), roles))
+            rec.close()
         os.close(master)
         os.close(slave)
     for line in side.lines():
@@ -580,7 +617,12 @@ def main() -> int:
     ap.add_argument("--sim", choices=("rt", "nice"), default="rt",
                     help="the simulated pen (this process) at SCHED_FIFO where permitted "
                     "(rt), or at nice PEN_NICE as before round 8 (nice)")
+    ap.add_argument("--trace", action="store_true",
+                    help="record the scheduler during the trials (perf, root) and give each "
+                    "role's wake-up delays (bench/sched_trace.py)")
     args = ap.parse_args()
+    if args.trace and (why := sched_trace.available()):
+        ap.error(f"--trace: {why}")
     tree = Path(args.tree).resolve() if args.tree else None
     if args.role == "host":
         return host_main(args.port, args.view, args.clients, args.stalled,
@@ -599,6 +641,7 @@ def main() -> int:
           f"command: python bench/views_load.py --trials {args.trials} --session-s "
           f"{args.session_s:g} --rounds {args.rounds} --host-rt {args.host_rt} --sim {args.sim}"
           f" --sessions {args.sessions}{f' --only {args.only!r}' if args.only else ''}"
+          f"{' --trace' if args.trace else ''}"
           f"{f' --tree {args.tree}' if args.tree else ''}",
           flush=True)
     runs: dict[str, list[Run]] = {label: [] for label, *_ in configs}
@@ -608,7 +651,7 @@ def main() -> int:
     for r, n in enumerate(per_round):
         for label, view, clients, stalled, rt in configs:
             run = run_config(n, 0, view=view, clients=clients, stalled=stalled, tree=tree,
-                             host_rt=rt)
+                             host_rt=rt, trace=args.trace)
             runs[label].append(run)
             lat = run.latencies
             fig = (f"p50 {_pct(lat, 0.5):.0f} µs, p99 {_pct(lat, 0.99):.0f} µs; "
@@ -616,6 +659,8 @@ def main() -> int:
             print(f"  round {r + 1}, {label}: {len(lat)} of {n} trials, {fig}"
                   f"{_rt_words(run) if r == 0 else ''} {'; '.join(_notes(run))} "
                   f"(load {os.getloadavg()[0]:.1f})", flush=True)
+            for line in run.sched:
+                print(line, flush=True)
     for label, view, clients, stalled, rt in configs * args.sessions:
         run = run_config(0, args.session_s, view=view, clients=clients, stalled=stalled,
                          tree=tree, host_rt=rt)
