@@ -493,8 +493,10 @@ class Coverage(CoverageArchive):
         return next_per_cm2 > top
 
     def cells_over_max(self, zone_id: int) -> int:
-        """Cells of the zone past their maximum, counted on the grid (O(cells))."""
-        mask = self._labels == zone_id
+        """Cells the zone treats past their maximum, its patches' margins included (a
+        margin is treated within the same maximum), as the records' dose counts them
+        (dose.zone_dose_stats); counted on the grid (O(cells))."""
+        mask = self._treat == zone_id
         return int(np.count_nonzero(self.hits[mask] > self._max[mask]))
 
     def max_hits_in(self, zone_id: int) -> int:
