@@ -30,6 +30,8 @@ DIRECTIONS: Final = ("rx", "tx")
 _HEAD: Final = struct.Struct("<qBH")
 #: One slot of the ring: the frame's header (as _HEAD), then its first SLOT_BYTES bytes.
 _SLOT: Final = struct.Struct(f"<qBH{SLOT_BYTES}s")
+#: Its size, read once: `_SLOT.size` in `_put` was an attribute look-up every frame.
+_SLOT_SIZE: Final = _SLOT.size
 _MAX_LEN: Final = 0xFFFF
 
 
@@ -54,7 +56,7 @@ class FlightRecorder:
 
     def __init__(self, slots: int = SLOTS) -> None:
         self._slots = slots
-        self._ring = bytearray(slots * _SLOT.size)
+        self._ring = bytearray(slots * _SLOT_SIZE)
         self._put_slot = _SLOT.pack_into
         self._head = 0  # frames recorded so far; the next slot is head % slots
         self._stage = (bytearray(SLOT_BYTES), bytearray(SLOT_BYTES))
@@ -98,7 +100,7 @@ class FlightRecorder:
         cuts a longer frame, and pads a shorter one with 0x00)."""
         slot = self._head % self._slots
         self._head += 1
-        self._put_slot(self._ring, slot * _SLOT.size, t_us, direction,
+        self._put_slot(self._ring, slot * _SLOT_SIZE, t_us, direction,
                        length if length <= _MAX_LEN else _MAX_LEN, frame)
 
     def snapshot(self, now_us: int) -> FlightSnapshot:
@@ -119,7 +121,7 @@ class FlightSnapshot:
         count = min(self.head, self.slots)
         out: list[RecordedFrame] = []
         for i in range(self.head - count, self.head):
-            t, direction, length, kept = _SLOT.unpack_from(self.data, i % self.slots * _SLOT.size)
+            t, direction, length, kept = _SLOT.unpack_from(self.data, i % self.slots * _SLOT_SIZE)
             if self.now_us - t > window_us:
                 continue
             out.append(RecordedFrame(t, direction, kept[: min(length, SLOT_BYTES)], length))
