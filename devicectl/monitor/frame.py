@@ -34,6 +34,8 @@ from devicectl.monitor.terminal import (
 from devicectl.plain import plain
 
 Line = list[Segment]
+#: Where a count shows in the zones table: (line, segment, row, characters shown).
+Slot = tuple[int, int, int, int]
 
 
 class Lines:
@@ -58,10 +60,11 @@ class FullFrame:
         self._parts: dict[str, tuple[Hashable, list[Line]]] = {}
         self._shown: Hashable = None
         #: (what the zones table showed but the counts, its lines, where its counts are)
-        self._zones_cache: tuple[Hashable, list[Line], list[tuple[int, int]]] | None = None
-        #: how many frames were drawn, and how many parts rendered (the tests read them)
+        self._zones_cache: tuple[Hashable, list[Line], list[Slot]] | None = None
+        #: frames drawn, parts rendered, zones tables rendered (the tests read them)
         self.drawn = 0
         self.rendered = 0
+        self.zones_rendered = 0
 
     def frame(self, status: Mapping[str, Any], width: int) -> Lines | None:
         """The screen for `status`, or None when it would show what the last one showed."""
@@ -116,24 +119,20 @@ class FullFrame:
         under ten million, and right-justified: a count that changes (with every stroke)
         moves nothing else. So rich renders the table with a placeholder as long as each
         count in its cell (a private-use character, one cell wide like a digit), again
-        only when anything else in it changed, and each frame writes the counts in."""
+        only when anything else in it changed, and each frame writes the counts in. (A
+        table squeezed below its natural width, 120 columns with long zone names, shows
+        only the start of a count, or none of it: then only that start is written.)"""
         rows = self._view.zone_rows(status)
         counts = [row[-1] for row in rows]
         key: Hashable = (tuple(self._row_key(row, options) for row in rows), options.max_width)
         cached = self._zones_cache
         if cached is None or cached[0] != key:
-            self.rendered += 1
+            self.zones_rendered += 1
             marked = [(*row[:-1], _mark(i) * len(row[-1])) for i, row in enumerate(rows)]
             table = self._view.zones_table(status, marked)
             lines = self._console.render_lines(table, options)
-            slots = [(n, k) for n, line in enumerate(lines) for k, seg in enumerate(line)
-                     if any(_mark(i) in seg.text for i in range(len(rows)))]
-            found = "".join(lines[n][k].text for n, k in slots)
-            # Only a table at its natural width has every bar six cells wide (as the key
-            # draws it) and every count whole; a narrower one is rendered every frame.
-            if (self._console.measure(table, options=options).maximum > options.max_width
-                    or any(found.count(_mark(i) * len(c)) != 1
-                           or found.count(_mark(i)) != len(c) for i, c in enumerate(counts))):
+            slots = _count_slots(lines, [len(c) for c in counts])
+            if slots is None:  # a count broken over lines: no placeholders, every frame
                 lines = self._console.render_lines(self._view.zones_table(status, rows),
                                                    options)
                 slots, key = [], None  # (a key made above is a tuple: never None)
@@ -142,19 +141,19 @@ class FullFrame:
         if not slots:
             return lines
         lines = list(lines)
-        for n, k in slots:
+        for n, k, i, shown in slots:
             line = lines[n] = list(lines[n])
             seg = line[k]
-            text = seg.text
-            for i, count in enumerate(counts):
-                text = text.replace(_mark(i) * len(count), count)
+            text = seg.text.replace(_mark(i) * shown, counts[i][:shown])
             line[k] = Segment(text, seg.style, seg.control)
         return lines
 
     def _row_key(self, row: ZoneRow, options: ConsoleOptions) -> Hashable:
-        """What a zone's row shows but its strokes (the bar as it is drawn)."""
+        """What a zone's row shows but its strokes: the bar as it is drawn at each width
+        it may get (its own, or less in a table squeezed below its natural width)."""
         name, bar, *cells, count = row
-        drawn = tuple(self._console.render(bar, options.update_width(bar.width or 6)))
+        drawn = tuple(tuple(self._console.render(bar, options.update_width(w)))
+                      for w in range(1, (bar.width or 1) + 1))
         return (name.plain, str(name.style), drawn, *cells, len(count))
 
     def _edges(self, width: int) -> tuple[Line, Line, Line, Line]:
@@ -203,6 +202,25 @@ _NULL = Style.null()
 def _mark(index: int) -> str:
     """The placeholder of the strokes of the zones table's row `index`."""
     return chr(0xE000 + index)
+
+
+def _count_slots(lines: list[Line], lengths: list[int]) -> list[Slot] | None:
+    """Where the zones table shows its counts' placeholders: (line, segment, row, how many
+    of the count's characters show), a count in one run in one segment, whole or cut at
+    its end (rich's ellipsis); None when a count shows otherwise (e.g. broken over lines)."""
+    slots: list[Slot] = []
+    seen: set[int] = set()
+    for n, line in enumerate(lines):
+        for k, seg in enumerate(line):
+            for i, length in enumerate(lengths):
+                shown = seg.text.count(_mark(i))
+                if not shown:
+                    continue
+                if i in seen or shown > length or _mark(i) * shown not in seg.text:
+                    return None
+                seen.add(i)
+                slots.append((n, k, i, shown))
+    return slots
 
 
 def pen_lines(rows: tuple[tuple[str, Text], ...]) -> list[Line]:
