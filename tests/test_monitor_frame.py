@@ -169,6 +169,21 @@ def test_each_figure_shown_reaches_the_screen_when_it_changes(frames: list[Frame
         before = expected
 
 
+def test_a_frame_after_another_layout_or_at_another_size_is_drawn(
+        frames: list[Frame]) -> None:
+    """The terminal went small (the compact layout was drawn) and back, or changed its
+    height (where Live cuts a tall frame): the same status is drawn again."""
+    c = console(140)
+    view = TerminalView("t")
+    full = FullFrame(view, c)
+    status = stamping_status(frames)
+    assert full.frame(status, 140, 50) is not None
+    assert full.frame(status, 140, 50) is None
+    assert full.frame(status, 140, 45) is not None
+    full.forget()
+    assert full.frame(status, 140, 45) is not None
+
+
 def test_a_count_the_table_does_not_show_in_one_run_is_not_written_in() -> None:
     """The counts are written into their placeholders only where rich drew each in one
     run, whole or cut at its end; anywhere else the table is rendered every frame."""

@@ -66,13 +66,15 @@ class FullFrame:
         self.rendered = 0
         self.zones_rendered = 0
 
-    def frame(self, status: Mapping[str, Any], width: int) -> Lines | None:
-        """The screen for `status`, or None when it would show what the last one showed."""
+    def frame(self, status: Mapping[str, Any], width: int,
+              height: int | None = None) -> Lines | None:
+        """The screen for `status`, or None when it would show what the last one showed
+        (`height`: the terminal's rows, where rich's Live cuts a taller frame short)."""
         view = self._view
         inner = width - 4  # the panel's borders and its padding
         pen_rows = view.pen_rows(status)
         keys = (
-            width,
+            (width, height),
             self._head_key(status),
             self._banners_key(status),
             tuple(tuple(z.items()) for z in status.get("zones") or ()),
@@ -100,6 +102,10 @@ class FullFrame:
         lines += self._part("prompt", keys[7], view.prompt_line, options)
         top, left, right, bottom = self._edges(width)
         return Lines([top, *([*left, *line, *right] for line in lines), bottom])
+
+    def forget(self) -> None:
+        """Another layout was drawn over this one: the next frame is drawn whatever it shows."""
+        self._shown = None
 
     # --- the parts ---------------------------------------------------------
 

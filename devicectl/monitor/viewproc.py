@@ -72,9 +72,10 @@ def _child(conn: Connection, options: ViewOptions) -> None:
             if shown != compact_shown:  # the compact layout (or "connecting")
                 compact_shown = shown
                 live.update(view.render(snapshot, at), refresh=True)
+                full.forget()
             return
         compact_shown = None
-        frame = full.frame(snapshot, console.width)
+        frame = full.frame(snapshot, console.width, at[1] if at is not None else None)
         if frame is not None:
             live.update(frame, refresh=True)
 
