@@ -12,10 +12,12 @@ seconds, as % of one core, and the two busy threads' shares (the web server's ev
 loop, the hub's refresh).
 
 Run: `.venv/bin/python bench/sse_cost.py [S] [--clients N] [--against TREE [ROUNDS]]`
-(defaults 10 s, 200 clients). Each round runs reading then stalled clients; with
-`--against TREE` (a directory holding another tree, e.g. `git archive main | tar -x -C
-/tmp/before`), TREE's devicectl and this one's alternately, ROUNDS times (default 3),
-so both see the same machine load (bench/cpu.py's --against is the pattern).
+(defaults 10 s, 200 clients). Each round runs reading then stalled clients, this
+tree's devicectl with uvicorn's pure-Python HTTP (h11: httptools made unimportable)
+and with httptools; with `--against TREE` (a directory holding another tree, e.g.
+`git archive main | tar -x -C /tmp/before`), TREE's devicectl first, with h11 as
+before round 9, alternately, ROUNDS times (default 3), so that all see the same
+machine load (bench/cpu.py's --against is the pattern).
 """
 
 from __future__ import annotations
@@ -108,8 +110,11 @@ class StampingSource:
                 "ny": self.ny, "cells": "".join("0123"[v] for v in self.passes)}
 
 
-def serve_main(seconds: float, clients: int, stalled: bool) -> int:
-    """The child: one CLI side (this process) and its clients; prints one JSON line."""
+def serve_main(seconds: float, clients: int, stalled: bool, h11: bool) -> int:
+    """The child: one CLI side (this process) and its clients; prints one JSON line.
+    `h11`: httptools cannot be imported, so that uvicorn parses HTTP in pure Python."""
+    if h11:
+        sys.modules["httptools"] = None  # type: ignore[assignment]
     from devicectl.web.hub import Hub
     from devicectl.web.server import serve
     from devicectl.zones import load_zone_map
@@ -138,6 +143,7 @@ def serve_main(seconds: float, clients: int, stalled: bool) -> int:
     per = {names.get(tid, str(tid)): round(100 * (cpu - th0.get(tid, 0.0)) / wall, 1)
            for tid, cpu in th1.items() if names.get(tid) in ("web-server", "web-hub")}
     print(json.dumps({"cpu_pct": 100 * (t1.user - t0.user + t1.system - t0.system) / wall,
+                      "http": web._server.config.http_protocol_class.__name__,
                       "threads": per, "versions_per_s": (v1 - v0) / wall}), flush=True)
     return 0
 
@@ -155,13 +161,13 @@ def _threads() -> dict[int, float]:
     return out
 
 
-def run(tree: Path, seconds: float, clients: int, stalled: bool) -> dict[str, Any]:
-    """One child with `tree`'s devicectl (first on its path)."""
+def run(tree: Path, seconds: float, clients: int, stalled: bool, h11: bool) -> dict[str, Any]:
+    """One child with `tree`'s devicectl (first on its path); `h11`: without httptools."""
     env = dict(os.environ, PYTHONPATH=str(tree))
     out = subprocess.run(
         [sys.executable, str(Path(__file__).resolve()), "--serve", str(seconds), str(clients)]
-        + (["--stalled"] if stalled else []), env=env, capture_output=True, text=True,
-        timeout=seconds + 120)
+        + (["--stalled"] if stalled else []) + (["--h11"] if h11 else []), env=env,
+        capture_output=True, text=True, timeout=seconds + 120)
     if out.returncode != 0:
         raise RuntimeError(f"the server child failed:\n{out.stderr[-2000:]}")
     result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
@@ -171,7 +177,7 @@ def run(tree: Path, seconds: float, clients: int, stalled: bool) -> dict[str, An
 def main() -> int:
     args = sys.argv[1:]
     if args and args[0] == "--serve":
-        return serve_main(float(args[1]), int(args[2]), "--stalled" in args)
+        return serve_main(float(args[1]), int(args[2]), "--stalled" in args, "--h11" in args)
     other: Path | None = None
     rounds = 1
     clients = CLIENTS
@@ -188,18 +194,21 @@ def main() -> int:
         clients = int(args[at + 1])
         del args[at:at + 2]
     seconds = float(args[0]) if args else SECONDS
-    trees = [("before", other), ("after", ROOT)] if other is not None else [("this", ROOT)]
+    # (label, tree, without httptools): before as shipped until round 9 (h11, uvicorn's
+    # choice when httptools is not installed), after with h11 and with httptools
+    runs = [("before", other, True)] if other is not None else []
+    runs += [("after, h11", ROOT, True), ("after, httptools", ROOT, False)]
     print(f"the live page's server, {clients} SSE clients, {seconds:g} s a run "
           f"(Python {sys.version.split()[0]}, {os.cpu_count()} CPUs, "
           f"load {os.getloadavg()[0]:.2f}, {time.strftime('%H:%M', time.gmtime())} UTC)")
     for r in range(rounds):
         for stalled in (False, True):
-            for label, tree in trees:
+            for label, tree, h11 in runs:
                 assert tree is not None
-                res = run(tree, seconds, clients, stalled)
+                res = run(tree, seconds, clients, stalled, h11)
                 threads = ", ".join(f"{k} {v:.1f} %" for k, v in sorted(res["threads"].items()))
                 print(f"  round {r + 1}, {'stalled' if stalled else 'reading'}, {label} "
-                      f"({tree}): {res['cpu_pct']:5.1f} % of one core ({threads}; "
+                      f"({tree}, {res['http']}): {res['cpu_pct']:5.1f} % of one core ({threads}; "
                       f"{res['versions_per_s']:.1f} versions/s; load "
                       f"{os.getloadavg()[0]:.2f}, {time.strftime('%H:%M:%S', time.gmtime())} "
                       "UTC)", flush=True)

@@ -253,6 +253,17 @@ class WebServer:
         self._thread.join(5.0)
 
 
+def http_impl() -> str:
+    """uvicorn's HTTP parser: httptools (C, a dependency) when it imports, else h11 (pure
+    Python, uvicorn's own fallback): for 200 streams httptools costs XX of h11's CPU
+    (docs/performance.md, round 9); both serve the same bytes."""
+    try:
+        import httptools  # noqa: F401
+    except ImportError:
+        return "h11"
+    return "httptools"
+
+
 def serve(hub: Hub, host: str, port: int, *, token: str | None, submit: Submit | None,
           start_timeout_s: float = 10.0) -> WebServer:
     """Start the hub and uvicorn on a daemon thread; return once it listens (port 0: any)."""
@@ -263,7 +274,7 @@ def serve(hub: Hub, host: str, port: int, *, token: str | None, submit: Submit |
                              "devicectl with its dependencies") from exc
     allowed: set[str] = set()  # filled once the port is known: nothing passes before
     app = create_app(hub, token=token, submit=submit, allowed=allowed)
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning",
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", http=http_impl(),
                             access_log=False, timeout_graceful_shutdown=1, lifespan="off")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="web-server", daemon=True)
