@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import socket
+import sys
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -98,6 +99,7 @@ class Client:
         self.body = b""
         self.names: list[str] = []
         self.keepalives = 0
+        self.retry: int | None = None
         self.state: dict[str, Any] | None = None
 
     def read(self, max_bytes: int = 1 << 20) -> int:
@@ -121,6 +123,7 @@ class Client:
                 return
             self.head, self.raw = self.raw.split(b"\r\n\r\n", 1)
             assert self.head.startswith(b"HTTP/1.1 200"), self.head
+            assert b"content-type: text/event-stream" in self.head.lower()
             assert b"chunked" in self.head.lower()
         at = 0  # the chunked body: "<hex size>\r\n<data>\r\n"
         parts = [self.body]
@@ -140,6 +143,8 @@ class Client:
         for line in message.split("\n"):
             if line.startswith(":"):
                 self.keepalives += 1
+            elif line.startswith("retry: "):
+                self.retry = int(line[7:])
             elif line.startswith("event: "):
                 name = line[7:]
             elif line.startswith("data: "):
@@ -271,3 +276,23 @@ def test_a_quiet_stream_gets_keepalives_from_the_one_timer(
         _wait(lambda c=c: c.read() >= 0 and c.keepalives >= 2, what="two keep-alives")
         assert c.names == ["full"]  # nothing changed: no delta, only comments
         c.close()
+
+
+@pytest.mark.parametrize("httptools", [True, False], ids=["httptools", "h11-fallback"])
+def test_the_stream_is_the_same_with_httptools_or_without(
+    httptools: bool, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    if not httptools:
+        monkeypatch.setitem(sys.modules, "httptools", None)  # as if it were not installed
+    source = Ticking()
+    web = serve(Hub(source, MAP, HEADER, period_s=PERIOD_S), "127.0.0.1", 0, token=None,
+                submit=None)
+    try:
+        assert web._server.config.http == ("httptools" if httptools else "h11")
+        client = Client(web.port)
+        _wait(lambda: client.read(16384) >= 0 and len(client.names) >= 3, what="three events")
+        assert client.names[:3] == ["full", "message", "message"]
+        assert client.retry == 1000
+        client.close()
+    finally:
+        web.stop()
