@@ -8,8 +8,8 @@ of about 2 kB twice a second), served by `serve` as start_web does, on the shipp
 six-zone map. Its N clients are another process (bench/sse_clients.py: reading
 everything, or `--stalled`: never reading, with a tiny receive window). After
 WARMUP_S, the server process's CPU (os.times: user + system, every thread) over S
-seconds, as % of one core, and the two busy threads' shares (the web server's event
-loop, the hub's refresh).
+seconds, as % of one core, and the two busy threads' shares and wake-ups a second
+(the web server's event loop, the hub's refresh).
 
 Run: `.venv/bin/python bench/sse_cost.py [S] [--clients N] [--against TREE [ROUNDS]]`
 (defaults 10 s, 200 clients). Each round runs reading then stalled clients, this
@@ -140,24 +140,29 @@ def serve_main(seconds: float, clients: int, stalled: bool, h11: bool) -> int:
         helper.wait(5)
         web.stop()
     wall = t1.elapsed - t0.elapsed
-    per = {names.get(tid, str(tid)): round(100 * (cpu - th0.get(tid, 0.0)) / wall, 1)
-           for tid, cpu in th1.items() if names.get(tid) in ("web-server", "web-hub")}
+    per = {names[tid]: (100 * (cpu - th0.get(tid, (0.0, 0))[0]) / wall,
+                        (vol - th0.get(tid, (0.0, 0))[1]) / wall)
+           for tid, (cpu, vol) in th1.items() if names.get(tid) in ("web-server", "web-hub")}
     print(json.dumps({"cpu_pct": 100 * (t1.user - t0.user + t1.system - t0.system) / wall,
                       "http": web._server.config.http_protocol_class.__name__,
                       "threads": per, "versions_per_s": (v1 - v0) / wall}), flush=True)
     return 0
 
 
-def _threads() -> dict[int, float]:
-    """CPU seconds (utime + stime) of each of this process's threads (/proc)."""
+def _threads() -> dict[int, tuple[float, int]]:
+    """CPU seconds (utime + stime) and wake-ups (voluntary context switches: waits that
+    ended) of each of this process's threads (/proc)."""
     out = {}
     for tid in os.listdir("/proc/self/task"):
         try:
             with open(f"/proc/self/task/{tid}/stat") as f:
                 fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
+            with open(f"/proc/self/task/{tid}/status") as f:
+                vol = next(int(line.split()[1]) for line in f
+                           if line.startswith("voluntary_ctxt_switches"))
+        except (OSError, StopIteration):
             continue
-        out[int(tid)] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        out[int(tid)] = ((int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"), vol)
     return out
 
 
@@ -206,7 +211,8 @@ def main() -> int:
             for label, tree, h11 in runs:
                 assert tree is not None
                 res = run(tree, seconds, clients, stalled, h11)
-                threads = ", ".join(f"{k} {v:.1f} %" for k, v in sorted(res["threads"].items()))
+                threads = ", ".join(f"{k} {pct:.1f} % ({wakes:.0f} wake-ups/s)"
+                                    for k, (pct, wakes) in sorted(res["threads"].items()))
                 print(f"  round {r + 1}, {'stalled' if stalled else 'reading'}, {label} "
                       f"({tree}, {res['http']}): {res['cpu_pct']:5.1f} % of one core ({threads}; "
                       f"{res['versions_per_s']:.1f} versions/s; load "
