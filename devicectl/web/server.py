@@ -256,7 +256,7 @@ class WebServer:
 def http_impl() -> str:
     """uvicorn's HTTP parser: httptools (C, a dependency) when it imports, else h11 (pure
     Python, uvicorn's own fallback, as when devicectl was installed without its
-    dependencies): serving 200 streams, httptools uses ~0.8x h11's CPU
+    dependencies): serving 200 streams, httptools uses ~0.85x h11's CPU
     (docs/performance.md, round 9); both send the same events."""
     try:
         import httptools  # noqa: F401
