@@ -26,11 +26,13 @@ the host has exited), so the end's STOP is acknowledged and nothing is counted
 as a lost link that the bench itself caused. A link lost during a run is
 reported, and the technician reconnects so the trials can go on.
 
-Every configuration runs twice in each round, the pen process's loop real-time
-where permitted (penloop.ask_real_time; DEVICECTL_PEN_REALTIME=1, which devicectl
-leaves off by default) and not (=0, as before round 8), taking turns: `--host-rt
-off,on` (the default; `all` adds a run with every thread of the pen process
-real-time, a diagnosis of the GIL).
+Every configuration runs once per arm in each round, the arms taking turns
+(`--host-rt`, ARMS): "off", devicectl's default (the loop's short time slice, this
+process and its views kept off the pen process's core, os_grants.py, the loop not
+real-time); "on", the loop real-time as well (DEVICECTL_PEN_REALTIME=1, opt-in);
+"shared" and "noslice", the default without one of its two; "before", without
+either (as round 8); "all", every thread of the pen process real-time (a diagnosis
+of the GIL).
 
 Run: `.venv/bin/python bench/views_load.py [--trials N] [--session-s S] [--rounds R]
 [--host-rt off,on,all] [--sim rt|nice]` (defaults 300, 60, 3, off,on, rt: about 20
@@ -64,6 +66,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 if "--tree" in sys.argv:  # `host --tree DIR`: the host and its pen process run DIR's devicectl
     sys.path.insert(0, sys.argv[sys.argv.index("--tree") + 1])
 
+import sched_trace  # bench/sched_trace.py: `--trace`
 from latency import (  # the pen side and its constants, shared with bench/latency.py
     DELAY_US,
     ESTOP_TIMEOUT_S,
@@ -94,8 +97,10 @@ HOST_EXIT_S = 30.0
 # --- the host process: `devicectl run` for a port, with its views ---------------
 
 
-def host_main(port: str, view: bool, clients: int, stalled: bool) -> int:
+def host_main(port: str, view: bool, clients: int, stalled: bool, *, shared: bool = False,
+              noslice: bool = False) -> int:
     from devicectl.commands.run_cmd import VIEW_HZ
+    from devicectl.commands.run_pen import share_cores
     from devicectl.controller_core import COVERAGE_CELL_MM, StartFacts
     from devicectl.monitor.viewproc import ViewOptions, ViewProcess
     from devicectl.penproc import LinkSettings, MapRaster, PenProcess, SessionSettings
@@ -123,6 +128,12 @@ def host_main(port: str, view: bool, clients: int, stalled: bool) -> int:
     pen.wait_started(30)
     pen_pid = pen.pid
     assert pen_pid is not None
+    if not shared:  # as `devicectl run` does: this process and its views keep off the pen's core
+        share_cores(pen)
+    if noslice:  # the loop's time slice given back (an arm of the comparison)
+        from devicectl.os_grants import set_thread_slice
+
+        set_thread_slice(pen.grant_data["loop_tid"], 0)
     reconnects = 0
 
     def technician() -> None:
@@ -362,6 +373,8 @@ class Run:
     host: dict[str, Any] = field(default_factory=dict)
     #: the pen process's threads over the same window (threads_text)
     threads: str = ""
+    #: `--trace`: the scheduler's wake-up delays by role over the trials (sched_trace)
+    sched: list[str] = field(default_factory=list)
 
 
 #: This process's priority as started, before main raises it for the pen.
@@ -406,8 +419,31 @@ def others_real_time(pid: int) -> None:
                                       os.sched_param(OTHERS_RT_PRIORITY))
 
 
+def _roles(host_pid: int, pen_pid: int) -> dict[int, str]:
+    """Every thread of the processes in a run, to its role (sched_trace): the pen
+    process's loop is its thread with the most wake-ups."""
+    pids: dict[str, list[int]] = {"simulated pen": [os.getpid()], "CLI and page": [host_pid]}
+    children: list[int] = []
+    for tid in os.listdir(f"/proc/{host_pid}/task"):
+        with contextlib.suppress(OSError), open(f"/proc/{host_pid}/task/{tid}/children") as f:
+            children += [int(c) for c in f.read().split()]
+    for child in children:
+        if child == pen_pid:
+            continue
+        with contextlib.suppress(OSError), open(f"/proc/{child}/cmdline", "rb") as f:
+            role = "page's clients" if b"sse_clients" in f.read() else "terminal view"
+            pids.setdefault(role, []).append(child)
+    roles = sched_trace.threads_of(pids)
+    threads = _threads(pen_pid)
+    loop = max(threads, key=lambda t: threads[t][1])
+    for tid in threads:
+        roles[tid] = "pen process: loop" if tid == loop else "pen process: other threads"
+    return roles
+
+
 def run_config(trials: int, session_s: float, *, view: bool = False, clients: int = 0,
-               stalled: bool = False, tree: Path | None = None, host_rt: str = "on") -> Run:
+               stalled: bool = False, tree: Path | None = None, host_rt: str = "on",
+               trace: bool = False) -> Run:
     """`trials` ESTOP trials (if any), else a plain session of `session_s`; the host
     from `tree` (a source tree; None: this one); `host_rt`: its pen process's loop may
     ask for real-time scheduling ("on"), not ("off": DEVICECTL_PEN_REALTIME=0), or it
@@ -418,7 +454,11 @@ def run_config(trials: int, session_s: float, *, view: bool = False, clients: in
         args.append("--stalled")
     if tree is not None:
         args += ["--tree", str(tree)]
-    env = {**os.environ, "DEVICECTL_PEN_REALTIME": "0" if host_rt == "off" else "1"}
+    if host_rt in ("shared", "before"):
+        args.append("--shared")
+    if host_rt in ("noslice", "before"):
+        args.append("--noslice")
+    env = {**os.environ, "DEVICECTL_PEN_REALTIME": "1" if host_rt in ("on", "all") else "0"}
     host = subprocess.Popen([sys.executable, str(HERE), *args], stdout=subprocess.PIPE,
                             env=env, preexec_fn=_nice_back)  # the host at its own priority
     side = PenSide(master, host)
@@ -431,6 +471,7 @@ def run_config(trials: int, session_s: float, *, view: bool = False, clients: in
     session_end: float | None = None
     first = last = (0.0, 0.0, 0.0)  # (time, pen process CPU s, CLI process CPU s)
     threads0: dict[int, tuple[float, int]] = {}
+    rec: sched_trace.Recording | None = None
     try:
         while time.monotonic() < end and host.poll() is None:
             if trials and len(run.latencies) >= trials:
@@ -440,6 +481,8 @@ def run_config(trials: int, session_s: float, *, view: bool = False, clients: in
                 pen_pid = side.pen_pid()
                 if pen_pid is not None and host_rt == "all":
                     others_real_time(pen_pid)
+                if pen_pid is not None and trials and trace:
+                    rec = sched_trace.Recording()
                 continue  # nothing is measured before the host's views are loaded
             stamping = side.stamping
             if not trials:
@@ -485,7 +528,15 @@ def run_config(trials: int, session_s: float, *, view: bool = False, clients: in
                 inject_at_us = None
     finally:
         run.overruns = side.overruns  # while measured: a host that has ended reads nothing
+        roles: dict[int, str] = {}
+        if rec is not None and pen_pid is not None:
+            rec.stop()  # converted once the host is done: the pen keeps answering meanwhile
+            with contextlib.suppress(OSError, ValueError):
+                roles = _roles(host.pid, pen_pid)
         side.finish()
+        if rec is not None:
+            run.sched = sched_trace.report(sched_trace.delays(rec.text(), roles))
+            rec.close()
         os.close(master)
         os.close(slave)
     for line in side.lines():
@@ -493,6 +544,16 @@ def run_config(trials: int, session_s: float, *, view: bool = False, clients: in
             run.host = json.loads(line[5:])
     return run
 
+
+#: The ways the host runs, compared in the same run (`--host-rt`).
+ARMS = {
+    "off": "devicectl's default (loop RT off)",
+    "on": "loop RT on",
+    "all": "all threads RT (a diagnosis of the GIL; not what devicectl does)",
+    "shared": "default, but the views not kept off the pen's core",
+    "noslice": "default, but the loop's time slice the kernel's default",
+    "before": "the views not kept aside, the loop's slice the default (round 8)",
+}
 
 CONFIGS = (
     ("no view", False, 0, False),
@@ -523,10 +584,11 @@ def _notes(run: Run) -> list[str]:
 
 
 def _rt_words(run: Run) -> str:
-    """What the pen process's loop was granted (its words), or why not."""
+    """What the pen process's loop was granted (its words: real-time scheduling, its
+    time slice), or why not."""
     grants = str(run.host.get("grants", ""))
     at = grants.find("loop thread")
-    return grants[at:].split(")", 1)[0] + ")" if at >= 0 else "?"
+    return grants[at:] if at >= 0 else "?"
 
 
 def main() -> int:
@@ -538,15 +600,16 @@ def main() -> int:
     h.add_argument("--clients", type=int, default=0)
     h.add_argument("--stalled", action="store_true")
     h.add_argument("--tree")
+    h.add_argument("--shared", action="store_true")
+    h.add_argument("--noslice", action="store_true")
     ap.add_argument("--trials", type=int, default=TRIALS)
     ap.add_argument("--session-s", type=float, default=SESSION_S)
     ap.add_argument("--rounds", type=int, default=ROUNDS)
     ap.add_argument("--tree", help="run the host from this tree (build/compiled: the "
                     "compiled build)")
     ap.add_argument("--host-rt", default="off,on",
-                    help="comma-separated, taking turns: the pen process's loop real-time "
-                    "where permitted (on), not (off), or all its threads (all: a diagnosis "
-                    "of the GIL; not what devicectl does)")
+                    help="comma-separated, taking turns: " + "; ".join(
+                        f"{k}: {v}" for k, v in ARMS.items()))
     ap.add_argument("--sessions", type=int, default=1,
                     help="sessions of --session-s per configuration, taking turns")
     ap.add_argument("--only", help="only the configurations whose name starts so "
@@ -554,15 +617,21 @@ def main() -> int:
     ap.add_argument("--sim", choices=("rt", "nice"), default="rt",
                     help="the simulated pen (this process) at SCHED_FIFO where permitted "
                     "(rt), or at nice PEN_NICE as before round 8 (nice)")
+    ap.add_argument("--trace", action="store_true",
+                    help="record the scheduler during the trials (perf, root) and give each "
+                    "role's wake-up delays (bench/sched_trace.py)")
     args = ap.parse_args()
+    if args.trace and (why := sched_trace.available()):
+        ap.error(f"--trace: {why}")
     tree = Path(args.tree).resolve() if args.tree else None
     if args.role == "host":
-        return host_main(args.port, args.view, args.clients, args.stalled)
+        return host_main(args.port, args.view, args.clients, args.stalled,
+                         shared=args.shared, noslice=args.noslice)
     pen_nice = raise_pen_real_time() if args.sim == "rt" else raise_pen_priority()
     arms = args.host_rt.split(",")
-    if not set(arms) <= {"off", "on", "all"}:
-        ap.error(f"--host-rt: {args.host_rt!r} is not a list of off, on and all")
-    configs = [(f"{label}, loop RT {rt}", view, clients, stalled, rt)
+    if not set(arms) <= set(ARMS):
+        ap.error(f"--host-rt: {args.host_rt!r} is not a list of {', '.join(ARMS)}")
+    configs = [(f"{label}, {ARMS[rt]}", view, clients, stalled, rt)
                for label, view, clients, stalled in CONFIGS for rt in arms
                if args.only is None or label.startswith(args.only)]
     t_start = time.monotonic()
@@ -572,6 +641,7 @@ def main() -> int:
           f"command: python bench/views_load.py --trials {args.trials} --session-s "
           f"{args.session_s:g} --rounds {args.rounds} --host-rt {args.host_rt} --sim {args.sim}"
           f" --sessions {args.sessions}{f' --only {args.only!r}' if args.only else ''}"
+          f"{' --trace' if args.trace else ''}"
           f"{f' --tree {args.tree}' if args.tree else ''}",
           flush=True)
     runs: dict[str, list[Run]] = {label: [] for label, *_ in configs}
@@ -581,7 +651,7 @@ def main() -> int:
     for r, n in enumerate(per_round):
         for label, view, clients, stalled, rt in configs:
             run = run_config(n, 0, view=view, clients=clients, stalled=stalled, tree=tree,
-                             host_rt=rt)
+                             host_rt=rt, trace=args.trace)
             runs[label].append(run)
             lat = run.latencies
             fig = (f"p50 {_pct(lat, 0.5):.0f} µs, p99 {_pct(lat, 0.99):.0f} µs; "
@@ -589,6 +659,8 @@ def main() -> int:
             print(f"  round {r + 1}, {label}: {len(lat)} of {n} trials, {fig}"
                   f"{_rt_words(run) if r == 0 else ''} {'; '.join(_notes(run))} "
                   f"(load {os.getloadavg()[0]:.1f})", flush=True)
+            for line in run.sched:
+                print(line, flush=True)
     for label, view, clients, stalled, rt in configs * args.sessions:
         run = run_config(0, args.session_s, view=view, clients=clients, stalled=stalled,
                          tree=tree, host_rt=rt)

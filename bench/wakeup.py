@@ -17,6 +17,13 @@ clock every millisecond to a reader through a raw pty, both normal, and at the s
 time another pair both real-time; each reader reports how long a byte took from the
 write to its read (the pty hands bytes over in a kernel worker thread, at normal
 priority whatever the reader's).
+
+`bench/wakeup.py slice [SECONDS] [ROUNDS]`: what the pen process's short time slice
+(devicectl/os_grants.py) buys: a writer at real-time priority (the simulated pen) sends
+its clock every millisecond over a raw pty to a reader thread at normal priority (the
+loop), while two busy processes (each 20 ms of work then 30 ms of sleep, at normal
+priority: the views) keep the cores busy; the reader's slice the kernel's default and
+SLICE_US take turns, SECONDS each, ROUNDS times; each reports the write-to-read delay.
 """
 
 from __future__ import annotations
@@ -137,7 +144,100 @@ def pty_pair(seconds: float, realtime: bool) -> int:
     return 0
 
 
+def busy() -> int:
+    """A view's stand-in: 20 ms of work, 30 ms of sleep, for ever (killed by its parent)."""
+    while True:
+        end = time.perf_counter() + 0.02
+        while time.perf_counter() < end:
+            pass
+        time.sleep(0.03)
+
+
+def clock_writer(path: str) -> int:
+    """The simulated pen's stand-in: its clock every ms, real-time where permitted."""
+    import struct
+
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    from firmware_sim.__main__ import ask_real_time
+
+    ask_real_time()
+    fd = os.open(path, os.O_RDWR | os.O_NOCTTY)
+    due = time.monotonic()
+    while True:
+        due += 0.001
+        delay = due - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        os.write(fd, struct.pack("<q", time.monotonic_ns()))
+
+
+def slices(seconds: float, rounds: int) -> int:
+    """The reader's delays with its slice the default and SLICE_US, taking turns."""
+    import struct
+    import threading
+
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    from devicectl.os_grants import SLICE_US, set_thread_slice
+
+    print(f"slice: a pty reader under two busy processes, {seconds:g} s an arm, {rounds} "
+          f"rounds (Python {sys.version.split()[0]}, {os.cpu_count()} CPUs, load "
+          f"{os.getloadavg()[0]:.2f}, {time.strftime('%H:%M', time.gmtime())} UTC)", flush=True)
+    busy_kids = [subprocess.Popen([sys.executable, __file__, "busy"]) for _ in range(2)]
+    master, slave = os.openpty()
+    tty.setraw(master)
+    tty.setraw(slave)
+    writer_kid = subprocess.Popen([sys.executable, __file__, "clock", os.ttyname(slave)])
+    results: dict[str, list[list[int]]] = {"default": [], f"{SLICE_US} µs": []}
+    try:
+        for _ in range(rounds):
+            for label, asked in (("default", 0), (f"{SLICE_US} µs", SLICE_US)):
+                delays: list[int] = []
+
+                def reader(asked: int = asked, delays: list[int] = delays) -> None:
+                    tid = threading.get_native_id()
+                    why = set_thread_slice(tid, asked)
+                    if why is not None:
+                        print(f"  the slice was not granted: {why}", flush=True)
+                    while select.select((master,), (), (), 0)[0]:  # what waited meanwhile
+                        os.read(master, 65536)
+                    buf, end = b"", time.monotonic() + seconds
+                    while time.monotonic() < end:
+                        if select.select((master,), (), (), 0.01)[0]:
+                            now = time.monotonic_ns()
+                            buf += os.read(master, 4096)
+                            while len(buf) >= 8:
+                                delays.append(now - struct.unpack("<q", buf[:8])[0])
+                                buf = buf[8:]
+
+                t = threading.Thread(target=reader)
+                t.start()
+                t.join()
+                results[label].append(sorted(delays))
+    finally:
+        for kid in [*busy_kids, writer_kid]:
+            kid.kill()
+            kid.wait()
+        os.close(master)
+        os.close(slave)
+    for label, runs in results.items():
+        for d in runs:
+            def q(x: float, d: list[int] = d) -> str:
+                return f"{d[min(len(d) - 1, int(x * len(d)))] / 1e3:.0f}"
+
+            print(f"  reader's slice {label}: {len(d)} reads, delay p50 {q(0.5)} µs, p99 "
+                  f"{q(0.99)}, p99.9 {q(0.999)}, worst {d[-1] / 1e3:.0f}", flush=True)
+    print(f"  load {os.getloadavg()[0]:.2f} at the end", flush=True)
+    return 0
+
+
 def main() -> int:
+    if len(sys.argv) > 1 and sys.argv[1] == "busy":
+        return busy()
+    if len(sys.argv) > 1 and sys.argv[1] == "clock":
+        return clock_writer(sys.argv[2])
+    if len(sys.argv) > 1 and sys.argv[1] == "slice":
+        return slices(float(sys.argv[2]) if len(sys.argv) > 2 else 10.0,
+                      int(sys.argv[3]) if len(sys.argv) > 3 else 3)
     if len(sys.argv) > 1 and sys.argv[1] == "pair":
         return pty_pair(float(sys.argv[2]), sys.argv[3] == "rt")
     if len(sys.argv) > 1 and sys.argv[1] in ("late", "pty"):

@@ -202,6 +202,10 @@ class Coverage(CoverageArchive):
                 max_of[lim.zone_id | MARGIN_BIT] = lim.max_hits
         # the same per zone as plain ints, for the loop's reads of one zone's
         self._target_hits: list[int] = target_of.tolist()
+        #: per zone id, whether it has patches (so margins: treated, never needed)
+        self._margined: list[bool] = [False] * LABELS
+        for z in zones:
+            self._margined[z.zone_id] = bool(z.patches)
         self._max_hits: list[int] = max_of.tolist()
         self._target = target_of[self._labels]
         self._max = max_of[self._labels]
@@ -380,7 +384,12 @@ class Coverage(CoverageArchive):
             # allowed: a cell under it at its maximum has blocked it (Reach.on_max)
             if self.reach.tip_blocked[cell]:
                 return Spot.AT_MAX, _FOREVER
-            low = int(self.hits[self.footprint_cells(cell)].min())
+            fp = self.footprint_cells(cell)
+            if self._margined[zone_id]:  # a margin is treated, not needed: the zone's own
+                fp = fp[self._labels[fp] == zone_id]
+                if fp.size == 0:
+                    return Spot.TREATABLE, _FOREVER
+            low = int(self.hits[fp].min())
             target = self._target_hits[zone_id]
             if low < target:
                 return Spot.NEEDS, target - 1 - low
@@ -493,8 +502,10 @@ class Coverage(CoverageArchive):
         return next_per_cm2 > top
 
     def cells_over_max(self, zone_id: int) -> int:
-        """Cells of the zone past their maximum, counted on the grid (O(cells))."""
-        mask = self._labels == zone_id
+        """Cells the zone treats past their maximum, its patches' margins included (a
+        margin is treated within the same maximum), as the records' dose counts them
+        (dose.zone_dose_stats); counted on the grid (O(cells))."""
+        mask = self._treat == zone_id
         return int(np.count_nonzero(self.hits[mask] > self._max[mask]))
 
     def max_hits_in(self, zone_id: int) -> int:

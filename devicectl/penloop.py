@@ -3,8 +3,9 @@
 Started by devicectl/penproc.py with picklable settings. It opens the port
 (or builds the simulated pen) itself, then, once told to begin, builds the
 controller, the records' writer and the Session, asks the OS for what helps
-(a core of its own, a higher priority where permitted, real-time scheduling for
-the loop's thread alone on a real port if asked to, a frozen heap) and records
+(devicectl/os_grants.py: a core of its own, a higher priority where permitted, a
+short time slice for the loop's thread, real-time scheduling for it only if switched
+on, a frozen heap) and records
 what it was granted. Its main thread is the door (commands in), a publisher
 thread sends the latest snapshot and the events out at 20 Hz: a reader that
 stalls blocks only the publisher, never the loop. Imports
@@ -14,10 +15,6 @@ neither pydantic nor YAML (tests/test_layers.py checks).
 from __future__ import annotations
 
 import contextlib
-import errno
-import gc
-import os
-import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -30,6 +27,7 @@ from devicectl.clock import monotonic_us
 from devicectl.controller import Controller
 from devicectl.errors import DevicectlError, RefusedError
 from devicectl.link import Transport, VirtualClock, open_transport
+from devicectl.os_grants import ask_os, ask_real_time, ask_short_slice
 from devicectl.penproc import EndReport, LinkSettings, SessionSettings, user_error
 from devicectl.record_writer import RecordWriter
 from devicectl.records import EventRecord
@@ -45,28 +43,6 @@ from devicectl.transitions import RECORDS_FAILED_REASON, Command, State
 
 #: The publisher's period: snapshots at up to 20 Hz.
 PUBLISH_PERIOD_S: Final = 0.05
-#: The GIL switch interval in the pen process: the loop takes the GIL back from the
-#: writer, the publisher and the door within 0.5 ms (docs/performance.md).
-SWITCH_INTERVAL_S: Final = 0.0005
-#: The pen process takes a core of its own only on a machine with at least this many.
-MIN_CORES_TO_PIN: Final = 3
-#: The nice value asked for (lower is more CPU); refused without the privilege.
-NICE_ASKED: Final = -10
-#: The loop thread's real-time priority (SCHED_FIFO, 1-99), asked for on a real port
-#: where permitted: above every normal thread, below the kernel's threaded interrupt
-#: handlers (50) and its watchdog and migration threads (99). Only the loop's thread:
-#: the writer, publisher and door stay normal (nice NICE_ASKED), and the threads the
-#: loop starts are normal too (SCHED_RESET_ON_FORK).
-RT_PRIORITY: Final = 10
-#: "1" in the environment: the loop asks for real-time scheduling. Off by default:
-#: measured on the 2-core VM it did not reliably lower the ESTOP p99, and the only
-#: sessions that lost their link in the comparison had it on (docs/performance.md,
-#: "Round 8"); to be measured on the technician's machine before it is the default.
-RT_ENV: Final = "DEVICECTL_PEN_REALTIME"
-#: The kernel's real-time throttle: the share of each period real-time threads may
-#: take (-1: unlimited; then the loop does not ask, as a loop that spun would own a core).
-RT_RUNTIME_PATH: Final = "/proc/sys/kernel/sched_rt_runtime_us"
-RT_PERIOD_PATH: Final = "/proc/sys/kernel/sched_rt_period_us"
 #: Records queued and not yet written past which treatment stops: no treatment
 #: without a record, and a writer this far behind is not keeping the record.
 #: Nothing is dropped: the queue keeps every record until it is written.
@@ -123,129 +99,6 @@ def open_link(settings: LinkSettings) -> Link:
         pen = MisbehavingPen(pen, get_misbehaviour(sim.misbehave), seed=sim.seed)
     return Link(VirtualWire(pen, clock, speed=sim.speed), settings.name, clock,
                 VIRTUAL_MAX_WAIT_US, real_time=False)
-
-
-def _threads() -> list[int]:
-    try:
-        return [int(t) for t in os.listdir("/proc/self/task")]
-    except OSError:
-        return [0]
-
-
-def ask_os() -> tuple[str, dict[str, Any]]:
-    """A core of its own (more than one core), a higher priority where permitted (every
-    thread's nice), and the frozen heap: what was granted, in words and as data. Never
-    required: anything refused is said, and the session runs without it. Called before
-    the threads start (they inherit core and nice); the loop's real-time scheduling
-    comes once its thread exists (ask_real_time)."""
-    said: list[str] = []
-    data: dict[str, Any] = {"pid": os.getpid()}
-    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
-    # A core of its own only with cores to spare: on two, every other process (the
-    # CLI, the views, a simulator, a second session) would be pushed onto the one
-    # left, and parallel sessions all pinned to the same last core (the suite on
-    # two cores showed pens latching WATCHDOG); there the scheduler places it.
-    if len(cpus) > MIN_CORES_TO_PIN - 1:
-        core = cpus[-1]
-        try:
-            for tid in _threads():  # Linux: affinity is per thread
-                os.sched_setaffinity(tid, {core})
-            said.append(f"core {core} to itself (of {len(cpus)})")
-            data["core"] = core
-        except OSError as exc:
-            said.append(f"no core of its own ({exc.strerror})")
-    else:
-        said.append(f"{len(cpus)} core(s): shared, none pinned")
-    try:
-        for tid in _threads():  # Linux: nice is per thread too
-            os.setpriority(os.PRIO_PROCESS, tid, NICE_ASKED)
-        said.append(f"priority raised (nice {NICE_ASKED})")
-        data["nice"] = NICE_ASKED
-    except OSError:
-        said.append("priority not raised (not permitted)")
-        data["nice"] = os.getpriority(os.PRIO_PROCESS, 0)
-    sys.setswitchinterval(SWITCH_INTERVAL_S)
-    gc.collect()
-    gc.freeze()
-    data["frozen_objects"] = gc.get_freeze_count()
-    said.append(f"heap frozen ({data['frozen_objects']} objects)")
-    return f"pen process {os.getpid()}: " + ", ".join(said), data
-
-
-def ask_real_time(tid: int | None, real_time: bool, data: dict[str, Any]) -> str:
-    """SCHED_FIFO at RT_PRIORITY for the loop's thread `tid` alone, on a real-time link,
-    when RT_ENV is "1", where permitted and the kernel throttles real-time threads;
-    never required. The words, and into `data`: loop_tid, realtime (granted, or None),
-    realtime_refused (why not), realtime_threads (the threads of the process under FIFO
-    or RR, after: the loop's alone, unless the process was started real-time)."""
-    data["loop_tid"] = tid
-    why = _no_real_time(real_time, data) if tid is not None else "not asked: no loop thread"
-    if why is None and tid is not None:
-        try:
-            os.sched_setscheduler(tid, os.SCHED_FIFO | os.SCHED_RESET_ON_FORK,
-                                  os.sched_param(RT_PRIORITY))
-        except OSError as exc:
-            why = _refusal(exc)
-    data["realtime_threads"] = others = _real_time_threads()
-    others = [t for t in others if t != tid]
-    if why is None:
-        data["realtime"] = f"SCHED_FIFO {RT_PRIORITY}"
-        data["realtime_refused"] = None
-        return (f"loop thread real-time (SCHED_FIFO {RT_PRIORITY}, "
-                + (f"threads {others} real-time too, as started" if others else
-                   "the other threads normal")
-                + f"; the kernel's throttle: {data['rt_runtime_us']} µs of every "
-                f"{data['rt_period_us']} µs)")
-    data["realtime"] = None
-    data["realtime_refused"] = why
-    return f"loop thread not real-time ({why})"
-
-
-def _no_real_time(real_time: bool, data: dict[str, Any]) -> str | None:
-    """Why the loop does not ask for real-time scheduling (None: it asks); the
-    kernel's throttle into `data` (rt_runtime_us, rt_period_us)."""
-    if not real_time:
-        return "not asked: virtual time, the simulator's clock waits for the loop"
-    if os.environ.get(RT_ENV) != "1":
-        return f"not asked: off unless {RT_ENV}=1"
-    if not hasattr(os, "SCHED_RESET_ON_FORK"):
-        return "not asked: not offered by this OS"
-    try:
-        with open(RT_RUNTIME_PATH, encoding="ascii") as f:
-            runtime = data["rt_runtime_us"] = int(f.read())
-        with open(RT_PERIOD_PATH, encoding="ascii") as f:
-            data["rt_period_us"] = int(f.read())
-    except (OSError, ValueError):
-        return f"not asked: {RT_RUNTIME_PATH} unreadable (the kernel's throttle unknown)"
-    if runtime < 0:  # no throttle: a loop that spun would keep the core from the rest
-        return "not asked: the kernel does not throttle real-time threads (runtime -1)"
-    return None
-
-
-def _refusal(exc: OSError) -> str:
-    """Why the kernel refused, in words: a missing privilege (RLIMIT_RTPRIO, no
-    CAP_SYS_NICE) or a control group without a real-time budget both give EPERM."""
-    if exc.errno != errno.EPERM:
-        return f"refused: {exc.strerror}"
-    import resource
-
-    soft, _ = resource.getrlimit(resource.RLIMIT_RTPRIO)
-    return (f"not permitted: RLIMIT_RTPRIO {soft}, uid {os.geteuid()} (or a control "
-            "group with no real-time budget)")
-
-
-def _real_time_threads() -> list[int]:
-    """The threads of this process under SCHED_FIFO or SCHED_RR."""
-    out: list[int] = []
-    if not hasattr(os, "sched_getscheduler"):
-        return out
-    flag = getattr(os, "SCHED_RESET_ON_FORK", 0)
-    for tid in _threads():
-        with contextlib.suppress(OSError):  # a thread that has just ended
-            policy = os.sched_getscheduler(tid) & ~flag
-            if policy in (os.SCHED_FIFO, os.SCHED_RR):
-                out.append(tid)
-    return sorted(out)
 
 
 class _Publisher:
@@ -323,12 +176,14 @@ def _run(settings: SessionSettings, link: Link, cmds: Connection, pub: Connectio
         clock=link.clock, max_wait_us=link.max_wait_us, started_wall=settings.started_wall,
         claim=CartridgeClaim(settings.db_path, settings.session_id) if settings.claim else None,
     )
-    grants, data = ask_os()  # before the threads start: they inherit core and nice
+    grants, data = ask_os(link.real_time)  # before the threads start: they inherit it
     writer.start()
     session.start()
-    # The loop's thread alone real-time, once it exists (its first steps are normal):
-    # the writer and this thread (the door, and the publisher it starts) stay normal.
+    # The loop's thread alone real-time if switched on, else a short time slice, once it
+    # exists (its first steps are normal): the writer and this thread (the door, and
+    # the publisher it starts) stay as they were.
     grants += ", " + ask_real_time(session.loop_thread_id, link.real_time, data)
+    grants += ", " + ask_short_slice(session.loop_thread_id, link.real_time, data)
     writer.events([EventRecord(
         t_us=0, wall=settings.started_wall.isoformat(timespec="milliseconds"),
         kind="PEN_PROCESS", text=grants, zone_id=None, data=data)])
@@ -336,7 +191,7 @@ def _run(settings: SessionSettings, link: Link, cmds: Connection, pub: Connectio
     # threads, and a large snapshot is written in two parts that another send could
     # split (the CLI then read a corrupt pickle and reported an internal error).
     with contextlib.suppress(OSError, ValueError):
-        pub.send(("started", grants))
+        pub.send(("started", grants, data))
     publisher = _Publisher(session, pub)
     publisher.thread.start()
     not_started, orphaned = _door(session, cmds, writer, end_on_fault=settings.end_on_fault)

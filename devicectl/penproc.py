@@ -181,6 +181,8 @@ class PenProcess:
         self._done = threading.Event()
         self._open_error: str | None = None
         self.grants = ""
+        #: what the OS granted, as data (os_grants: the views' cores, the loop's slice, ...)
+        self.grant_data: dict[str, Any] = {}
         self.report: EndReport | None = None
         sys.stdout.flush()
         self._proc.start()
@@ -277,7 +279,7 @@ class PenProcess:
             self._open_error = msg[1]
             self._opened.set()
         elif kind == "started":
-            self.grants = msg[1]
+            _, self.grants, self.grant_data = msg
             self._started.set()
         elif kind == "end":
             _, snap, report = msg

@@ -20,6 +20,7 @@ from devicectl.claim import CartridgeClaim
 from devicectl.controller import Controller
 from devicectl.coverage import Coverage
 from devicectl.footprint import LABELS
+from devicectl.patches import MARGIN_BIT
 from devicectl.snapshot import (
     RECENT_EVENTS,
     CoverageFrame,
@@ -39,9 +40,13 @@ ALIGN_CELLS: Final = 12
 def _layout(cov: Coverage) -> tuple[tuple[slice, slice], CoverageLayout,
                                     npt.NDArray[np.int32]]:
     """The crop of the grid holding the plan's zones, what each of its cells is, and
-    each cell's maximum (its zone's: Coverage's; the largest int32 off the zones)."""
+    each cell's maximum (its zone's: Coverage's; the largest int32 off the zones). A
+    patched zone's margin cells keep their own label (zone id | MARGIN_BIT), with the
+    zone's maximum: counted with the zone over its maximum, as the records count them,
+    and not on the heat map, whose zones are the layout's hits_of."""
     labels = np.asarray(cov.raster.labels)
-    planned = np.isin(labels, list(cov.zones))
+    margins = [zid | MARGIN_BIT for zid, z in cov.zones.items() if z.patches]
+    planned = np.isin(labels, [*cov.zones, *margins])
     ys, xs = np.nonzero(planned)
     if ys.size == 0:
         crop = (slice(0, 0), slice(0, 0))
@@ -55,6 +60,8 @@ def _layout(cov: Coverage) -> tuple[tuple[slice, slice], CoverageLayout,
     max_of = np.full(LABELS, np.iinfo(np.int32).max, dtype=np.int32)
     for zid, lim in cov.limits.items():
         max_of[zid] = lim.max_hits
+        if cov.zones[zid].patches:
+            max_of[zid | MARGIN_BIT] = lim.max_hits
     return crop, CoverageLayout(
         labels=cropped,
         x0_mm=float(cov.raster.x0_mm) + crop[1].start * cell_mm,
@@ -134,7 +141,8 @@ class SnapshotBuilder:
             # (the crop holds all of their cells) instead of three passes over the
             # whole grid a zone
             over = np.bincount(self._layout.labels[hits > self._most], minlength=LABELS)
-            self._over_max = {zid: int(over[zid]) for zid in cov.zones}
+            self._over_max = {zid: int(over[zid] + (over[zid | MARGIN_BIT] if z.patches else 0))
+                              for zid, z in cov.zones.items()}
         zone = ctl.zone
         view = cov.zone_view(zone.zone_id) if zone is not None else None
         if zone is None or view is None:

@@ -17,11 +17,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from test_penproc import PATIENT, _recipe, _wait, records_db
+from test_penproc import PATIENT, _recipe, _start, _wait, records_db
 from test_virtual_session import MAP
 
 import devicectl
-from devicectl import penloop
+from devicectl import os_grants
+from devicectl.commands.run_pen import set_cores, share_cores
 from devicectl.controller_core import COVERAGE_CELL_MM, StartFacts
 from devicectl.link import open_pty
 from devicectl.penproc import LinkSettings, MapRaster, PenProcess, SessionSettings
@@ -58,7 +59,7 @@ def _permitted() -> bool:
     try:
         assert probe.native_id is not None
         os.sched_setscheduler(probe.native_id, os.SCHED_FIFO,
-                              os.sched_param(penloop.RT_PRIORITY))
+                              os.sched_param(os_grants.RT_PRIORITY))
         return True
     except PermissionError:
         return False
@@ -70,7 +71,7 @@ def _permitted() -> bool:
 @pytest.fixture
 def asked(monkeypatch: pytest.MonkeyPatch) -> None:
     """Real-time scheduling switched on (it is opt-in); spawned pen processes inherit it."""
-    monkeypatch.setenv(penloop.RT_ENV, "1")
+    monkeypatch.setenv(os_grants.RT_ENV, "1")
 
 
 def test_only_the_loop_thread_is_real_time_and_threads_it_starts_are_not(
@@ -85,10 +86,10 @@ def test_only_the_loop_thread_is_real_time_and_threads_it_starts_are_not(
     tid = idle_thread.native_id
     assert tid is not None
     data: dict[str, object] = {}
-    words = penloop.ask_real_time(tid, True, data)
+    words = os_grants.ask_real_time(tid, True, data)
     assert _policy(tid) == os.SCHED_FIFO
-    assert os.sched_getparam(tid).sched_priority == penloop.RT_PRIORITY
-    assert data["realtime"] == f"SCHED_FIFO {penloop.RT_PRIORITY}"
+    assert os.sched_getparam(tid).sched_priority == os_grants.RT_PRIORITY
+    assert data["realtime"] == f"SCHED_FIFO {os_grants.RT_PRIORITY}"
     assert data["realtime_refused"] is None and data["realtime_threads"] == [tid]
     assert "loop thread real-time" in words and "µs of every" in words
     assert _policy(threading.get_native_id()) not in RT  # the caller (the door) is not
@@ -109,7 +110,7 @@ def test_only_the_loop_thread_is_real_time_and_threads_it_starts_are_not(
     starter = threading.Thread(target=start_child)
     starter.start()
     assert starter.native_id is not None
-    penloop.ask_real_time(starter.native_id, True, {})
+    os_grants.ask_real_time(starter.native_id, True, {})
     ready.set()
     starter.join(5)
     assert seen == [os.SCHED_OTHER]
@@ -120,19 +121,19 @@ def test_not_asked_in_virtual_time_or_unless_switched_on(
 ) -> None:
     tid = idle_thread.native_id
     assert tid is not None
-    monkeypatch.setenv(penloop.RT_ENV, "1")
+    monkeypatch.setenv(os_grants.RT_ENV, "1")
     data: dict[str, object] = {}
-    words = penloop.ask_real_time(tid, False, data)
+    words = os_grants.ask_real_time(tid, False, data)
     assert "not real-time (not asked: virtual time" in words
     assert data["realtime"] is None and data["realtime_threads"] == []
     for value in ("0", None):  # off by default, and when switched off
         if value is None:
-            monkeypatch.delenv(penloop.RT_ENV)
+            monkeypatch.delenv(os_grants.RT_ENV)
         else:
-            monkeypatch.setenv(penloop.RT_ENV, value)
+            monkeypatch.setenv(os_grants.RT_ENV, value)
         data = {}
-        words = penloop.ask_real_time(tid, True, data)
-        assert f"not asked: off unless {penloop.RT_ENV}=1" in words
+        words = os_grants.ask_real_time(tid, True, data)
+        assert f"not asked: off unless {os_grants.RT_ENV}=1" in words
         assert data["realtime"] is None
         assert _policy(tid) == os.SCHED_OTHER
 
@@ -144,22 +145,22 @@ def test_without_the_kernels_throttle_the_loop_does_not_ask(
     """sched_rt_runtime_us -1 (no throttle): a loop that spun would own its core."""
     unlimited = tmp_path / "sched_rt_runtime_us"
     unlimited.write_text("-1\n")
-    monkeypatch.setattr(penloop, "RT_RUNTIME_PATH", str(unlimited))
+    monkeypatch.setattr(os_grants, "RT_RUNTIME_PATH", str(unlimited))
     tid = idle_thread.native_id
     assert tid is not None
     data: dict[str, object] = {}
-    words = penloop.ask_real_time(tid, True, data)
+    words = os_grants.ask_real_time(tid, True, data)
     assert "does not throttle real-time threads" in words and data["realtime"] is None
     assert _policy(tid) == os.SCHED_OTHER
 
 
 REFUSED = """
 import json, os, threading
-from devicectl import penloop
+from devicectl import os_grants
 done = threading.Event()
 loop = threading.Thread(target=done.wait); loop.start()
-words, data = penloop.ask_os()
-words += ", " + penloop.ask_real_time(loop.native_id, True, data)
+words, data = os_grants.ask_os()
+words += ", " + os_grants.ask_real_time(loop.native_id, True, data)
 policy = os.sched_getscheduler(loop.native_id)
 done.set(); loop.join()
 print(json.dumps([words, data, policy]))
@@ -188,7 +189,7 @@ def test_a_refusal_is_said_and_the_loop_runs_at_nice() -> None:
     root = Path(devicectl.__file__).resolve().parent.parent
     out = subprocess.run([sys.executable, "-c", REFUSED], capture_output=True, text=True,
                          cwd=root, env={**os.environ, "PYTHONPATH": str(root),
-                                        penloop.RT_ENV: "1"},
+                                        os_grants.RT_ENV: "1"},
                          timeout=60, check=False, preexec_fn=_unprivileged)
     assert out.returncode == 0, out.stderr
     words, data, policy = json.loads(out.stdout)
@@ -232,7 +233,7 @@ def test_the_pen_process_on_a_port_says_what_its_loop_was_granted(
     assert data["realtime_threads"] == real_time
     if permitted:
         assert real_time == [data["loop_tid"]], "a thread other than the loop's is real-time"
-        assert data["realtime"] == f"SCHED_FIFO {penloop.RT_PRIORITY}"
+        assert data["realtime"] == f"SCHED_FIFO {os_grants.RT_PRIORITY}"
         assert "loop thread real-time (SCHED_FIFO" in grants
     else:  # the refusal, said (its reason is tested with RLIMIT_RTPRIO 0 above)
         assert real_time == [] and data["realtime"] is None
@@ -262,3 +263,151 @@ def test_the_simulated_pen_asks_for_real_time_only_when_told() -> None:
             assert f"the simulated pen at SCHED_FIFO {SIM_RT_PRIORITY}" in err
         else:
             assert policy == os.SCHED_OTHER and "real-time refused" in err
+
+
+# --- the loop's short time slice (EEVDF's custom slice, Linux 6.12 and later) -----------
+
+OFFERED = os_grants.thread_slice_ns(threading.get_native_id()) not in (None, 0)
+
+
+def test_a_short_slice_is_kept_for_that_thread_alone_and_given_back(
+    idle_thread: threading.Thread,
+) -> None:
+    """Asked for one thread: the kernel keeps SLICE_US for it and for no other thread;
+    0 gives its default back. Where the kernel keeps no slice for normal threads, the
+    words say so and nothing changes."""
+    tid = idle_thread.native_id
+    assert tid is not None
+    me = threading.get_native_id()
+    mine = os_grants.thread_slice_ns(me)
+    before = os_grants.thread_slice_ns(tid)
+    why = os_grants.set_thread_slice(tid, os_grants.SLICE_US)
+    if not OFFERED:
+        assert why is not None and "not offered" in why
+        return
+    assert why is None
+    assert os_grants.thread_slice_ns(tid) == os_grants.SLICE_US * 1000
+    assert before != os_grants.SLICE_US * 1000
+    assert os_grants.thread_slice_ns(me) == mine  # the asker's own slice is untouched
+    assert os_grants.set_thread_slice(tid, 0) is None
+    assert os_grants.thread_slice_ns(tid) == before
+
+
+def test_the_slice_is_not_asked_in_virtual_time_nor_for_a_real_time_loop(
+    idle_thread: threading.Thread,
+) -> None:
+    tid = idle_thread.native_id
+    assert tid is not None
+    before = os_grants.thread_slice_ns(tid)
+    data: dict[str, object] = {}
+    words = os_grants.ask_short_slice(tid, False, data)
+    assert "not asked: virtual time" in words and data["slice_us"] is None
+    data = {"realtime": f"SCHED_FIFO {os_grants.RT_PRIORITY}"}
+    words = os_grants.ask_short_slice(tid, True, data)
+    assert "not asked: the loop is real-time" in words and data["slice_us"] is None
+    assert os_grants.thread_slice_ns(tid) == before
+
+
+def test_the_pen_process_on_a_port_gives_its_loop_alone_a_short_slice(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Real-time scheduling off (the default): the real pen process on a pty gives the
+    loop's thread the short slice, seen from outside, and no other thread; its words and
+    its PEN_PROCESS record say so."""
+    monkeypatch.delenv(os_grants.RT_ENV, raising=False)
+    db, sid = records_db(tmp_path)
+    with open_pty() as port:
+        pen = PenProcess.open(LinkSettings(port=port.slave_path))
+        try:
+            pen.begin(SessionSettings(
+                recipe=_recipe(), raster=MapRaster.of(MAP, COVERAGE_CELL_MM),
+                facts=StartFacts(PATIENT, frozenset()), db_path=db, session_id=sid,
+                nonce=0x5EC, started_wall=datetime.now(UTC)))
+            assert pen.wait_started(60) and pen.pid is not None
+            tasks = Path(f"/proc/{pen.pid}/task")
+            _wait(lambda: len(list(tasks.iterdir())) >= 4)
+            slices = {int(t.name): os_grants.thread_slice_ns(int(t.name))
+                      for t in tasks.iterdir()}
+            grants = pen.grants
+        finally:
+            pen.close()
+    with sqlite3.connect(db) as conn:
+        data = json.loads(conn.execute(
+            "SELECT data FROM events WHERE session_id = ? AND kind = 'PEN_PROCESS'",
+            (sid,)).fetchone()[0])
+    assert data["realtime"] is None
+    short = sorted(t for t, ns in slices.items() if ns == os_grants.SLICE_US * 1000)
+    if OFFERED:
+        assert data["slice_us"] == os_grants.SLICE_US and data["slice_refused"] is None
+        assert short == [data["loop_tid"]], slices
+        assert f"loop thread's time slice {os_grants.SLICE_US} µs" in grants
+    else:
+        assert short == [] and data["slice_us"] is None
+        assert "loop thread's time slice the kernel's default (not offered" in grants
+
+
+# --- the cores: the views keep off the pen process's ------------------------------------
+
+
+def test_the_views_keep_off_the_pen_processs_core_and_get_their_cores_back(
+    tmp_path: Path,
+) -> None:
+    """A pen process on a port says which cores the views keep to: all but the one it is
+    pinned to (three cores or more), all but the last on two (it is not pinned there);
+    this process then keeps to them, every thread and what it starts afterwards, while
+    the pen process keeps the rest; and gets its cores back at the end."""
+    cpus = os.sched_getaffinity(0)
+    db, sid = records_db(tmp_path)
+    with open_pty() as port:
+        pen = PenProcess.open(LinkSettings(port=port.slave_path))
+        try:
+            pen.begin(SessionSettings(
+                recipe=_recipe(), raster=MapRaster.of(MAP, COVERAGE_CELL_MM),
+                facts=StartFacts(PATIENT, frozenset()), db_path=db, session_id=sid,
+                nonce=0x5ED, started_wall=datetime.now(UTC)))
+            assert pen.wait_started(60) and pen.pid is not None
+            views = pen.grant_data["views_cores"]
+            pens = os.sched_getaffinity(pen.pid)
+            previous = share_cores(pen)
+            try:
+                seen: list[set[int]] = []
+                later = threading.Thread(target=lambda: seen.append(os.sched_getaffinity(0)))
+                later.start()
+                later.join(5)
+                mine = os.sched_getaffinity(0)
+            finally:
+                set_cores(previous)
+            grants = pen.grants
+        finally:
+            pen.close()
+    assert os.sched_getaffinity(0) == cpus  # given back
+    if len(cpus) < 2:
+        assert views is None and previous is None and mine == cpus
+        return
+    last = max(cpus)
+    assert views == sorted(cpus - {last}) and previous == cpus
+    assert mine == seen[0] == cpus - {last}  # this thread, and a thread started after
+    assert last in pens  # the pen process may use the core the views keep off
+    if len(cpus) == 2:
+        assert pens == cpus and f"the views kept to core {min(cpus)}" in grants
+    else:
+        assert pens == {last} and f"core {last} to itself" in grants
+
+
+def test_in_virtual_time_on_two_cores_the_views_keep_every_core(
+    tmp_path: Path,
+) -> None:
+    """Virtual time: nothing waits for the loop to wake, and on two cores the simulated
+    session needs both; the pen process says so and this process keeps its cores."""
+    cpus = os.sched_getaffinity(0)
+    if len(cpus) != 2:
+        pytest.skip(f"this machine has {len(cpus)} cores: the case is two")
+    db, sid = records_db(tmp_path)
+    pen = _start(db, sid, auto=False)
+    try:
+        assert pen.wait_started(60)
+        assert pen.grant_data["views_cores"] is None
+        assert share_cores(pen) is None and os.sched_getaffinity(0) == cpus
+        assert "2 core(s): shared, none pinned" in pen.grants
+    finally:
+        pen.close()

@@ -25,6 +25,7 @@ LEVELS: dict[str, int] = {
     "devicectl.session_records": 1,
     "devicectl.penproc": 1,
     "devicectl.penloop": 1,
+    "devicectl.os_grants": 1,
     "devicectl.snapshot": 1,
     "devicectl.snapshot_build": 1,
     "devicectl.controller": 2,

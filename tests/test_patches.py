@@ -15,6 +15,7 @@ import pytest
 from clinic_support import GATE
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_coverage import _spot_from_grid
 
 from devicectl import dose
 from devicectl.cli import main
@@ -306,10 +307,37 @@ def test_a_patch_and_its_margin_are_held_at_the_maximum_as_the_grid_says(
         far = rho * 16.0
         cell = cov.cell_at(-45 + far * math.cos(angle), 258 + far * math.sin(angle))
         before = cov.spot(OCCIPITAL, cell)
+        # every verdict as the grid gives it afresh: below the target means a cell of
+        # the patch itself below it, never the margin alone (it is treated, not needed)
+        assert before is _spot_from_grid(cov, OCCIPITAL, cell)
         if before in (Spot.NEEDS, Spot.TREATABLE, Spot.AT_MAX):
             assert (before is Spot.AT_MAX) == at_max_on_grid(cell)
         if before in (Spot.NEEDS, Spot.TREATABLE):
             cov.add_strokes(OCCIPITAL, n, cell)
             after = cov.spot(OCCIPITAL, cell)
+            assert after is _spot_from_grid(cov, OCCIPITAL, cell)
             if after in (Spot.NEEDS, Spot.TREATABLE, Spot.AT_MAX):
                 assert (after is Spot.AT_MAX) == at_max_on_grid(cell)
+
+
+def test_over_a_patch_and_its_margin_only_the_patchs_cells_are_needed() -> None:
+    """A saved grid (a continued session restores one) may hold a patch's cells at their
+    target and its margin's below: a tip whose footprint covers both is TREATABLE, on
+    spot's quick path as on the grid afresh (the margin is treated, never needed), and
+    NEEDS again where a cell of the patch itself is below."""
+    cov, saved = _coverage(), _coverage()
+    labels = cov._labels
+    own, margin = labels == OCCIPITAL, labels == (OCCIPITAL | MARGIN_BIT)
+    target = cov.limits[OCCIPITAL].target_hits
+    saved.hits[own] = target
+    cov.restore(saved.to_bytes())
+    quick = np.flatnonzero(np.frombuffer(cov._core_zone, dtype=np.uint8) == OCCIPITAL)
+    footprints = {int(c): cov.footprint_cells(int(c)) for c in quick}
+    mixed = [c for c, fp in footprints.items() if margin[fp].any() and own[fp].any()]
+    assert len(mixed) > 10
+    for cell in mixed:
+        assert cov.spot(OCCIPITAL, cell) is _spot_from_grid(cov, OCCIPITAL, cell) is Spot.TREATABLE
+    cell = mixed[len(mixed) // 2]
+    saved.hits[footprints[cell][own[footprints[cell]]][0]] = target - 1
+    cov.restore(saved.to_bytes())
+    assert cov.spot(OCCIPITAL, cell) is _spot_from_grid(cov, OCCIPITAL, cell) is Spot.NEEDS

@@ -6,8 +6,10 @@ from pathlib import Path
 
 import numpy as np
 
+from devicectl import dose
 from devicectl.controller import Controller, StartFacts
 from devicectl.link import VirtualClock
+from devicectl.patches import MARGIN_BIT
 from devicectl.profile import load_profile
 from devicectl.profile_plan import make_plan
 from devicectl.session import VIRTUAL_MAX_WAIT_US, Policy, Session
@@ -61,3 +63,37 @@ def test_cells_over_max_are_the_coverages_counted_on_the_copied_crop() -> None:
     crop, crop_labels = snap.coverage.hits, snap.coverage.layout.labels
     for zid in cov.zones:  # the crop holds every cell of the plan's zones
         assert int(crop[crop_labels == zid].sum()) == int(cov.hits[labels == zid].sum()) > 0
+
+
+def test_a_patched_zones_margin_over_its_maximum_is_counted_as_the_records_count_it() -> None:
+    """A patch's margin is treated within the zone's maximum: a margin cell pushed past
+    it is over the maximum on the live screens (the snapshot's over_max, which the end
+    summary prints) as in the records' dose (dose.zone_dose_stats of the saved grid)."""
+    zone_map = load_zone_map()
+    loaded = load_profile(DATA / "aa-two-patches.yaml", zone_map=zone_map)
+    clock = VirtualClock(1_000_000)
+    ctl = Controller(lambda dev: make_plan(loaded, dev, zone_map), zone_map,
+                     StartFacts(patient_ref="S-1", used_cartridge_ids=frozenset()),
+                     nonce=1235, now_us=clock.now_us)
+    session = Session(ctl, wire=VirtualWire(VirtualPen(seed=3, zone_map=zone_map), clock),
+                      writer=None, policy=Policy(auto_confirm=True), clock=clock,
+                      max_wait_us=VIRTUAL_MAX_WAIT_US)
+    session.start()
+    assert session.wait(120)
+    cov = ctl.coverage
+    assert cov is not None and cov.tracked
+    labels = np.asarray(cov.raster.labels).reshape(-1)
+    patched = [zid for zid, z in cov.zones.items() if z.patches]
+    assert patched
+    builder = SnapshotBuilder()
+    for n, zid in enumerate(patched, start=1):  # n margin cells of each patched zone over
+        margin = np.flatnonzero(labels == (zid | MARGIN_BIT))
+        assert margin.size > n
+        for k in range(n):
+            cell = int(margin[k * margin.size // n])
+            cov.add_strokes(zid, cov.limits[zid].max_hits + 1 - int(cov.hits[cell]), cell)
+    snap = builder.build(ctl, 1, 0, 1, finished=True)
+    records = dose.zone_dose_stats(cov.to_bytes())
+    for n, zid in enumerate(patched, start=1):
+        assert snap.over_max[zid] == records[zid]["cells_over_max"] == cov.cells_over_max(zid)
+        assert snap.over_max[zid] >= n  # the cells pushed over (their footprints' too)

@@ -1,6 +1,6 @@
 """How `devicectl run` starts the pen process: where the pen is (the link's settings,
 built into a link by the pen process itself), the keys a pen must prove, and the
-cores: the pen process keeps one to itself, this process the others."""
+cores: this process and its views keep off the pen process's."""
 
 from __future__ import annotations
 
@@ -29,21 +29,19 @@ def link_settings(args: argparse.Namespace, zone_map: ZoneMap) -> LinkSettings:
 
 
 def share_cores(pen: PenProcess) -> set[int] | None:
-    """With more than one core, this process (the views, the page) keeps off the
-    pen process's core (penloop.ask_os); affinity is per thread on Linux. Returns
-    the cores it had, for set_cores at the end."""
+    """This process (the CLI, the page's server, the terminal view it starts) keeps to
+    the cores the pen process leaves to the views (os_grants.ask_os: all but the one it
+    is pinned to, or on two cores with a pen on a port, all but the last); affinity is
+    per thread on Linux, and what this process starts afterwards inherits it. Returns
+    the cores it had, for set_cores at the end (None: nothing changed)."""
     if not hasattr(os, "sched_getaffinity") or not pen.wait_started(30.0):
         return None
+    views = pen.grant_data.get("views_cores")
     cpus = os.sched_getaffinity(0)
-    if len(cpus) < 2 or pen.pid is None:
+    keep = cpus & set(views or ())
+    if not keep or keep == cpus:
         return None
-    try:
-        others = cpus - os.sched_getaffinity(pen.pid)
-    except OSError:
-        return None
-    if not others:
-        return None
-    set_cores(others)
+    set_cores(keep)
     return cpus
 
 
