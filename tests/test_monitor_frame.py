@@ -15,10 +15,11 @@ import pytest
 from rich.console import Console, RenderableType
 from rich.segment import Segment
 from rich.style import Style
+from rich.text import Text
 from view_support import Frame, record_frames
 
-from devicectl.monitor.frame import FullFrame, _count_slots
-from devicectl.monitor.terminal import TerminalView
+from devicectl.monitor.frame import FullFrame, Lines, _count_slots, fit_height
+from devicectl.monitor.terminal import FULL_MIN_SIZE, KEYS_HELP, TerminalView
 from devicectl.transitions import ControlEvent, EventKind
 
 DATA = Path(__file__).parent / "data"
@@ -203,3 +204,40 @@ def test_the_map_shows_the_latest_crop_only_for_its_zone() -> None:
     assert view.coverage_panel(tracked) is not None
     assert view.coverage_panel(dict(tracked, zone={"zone_id": 6, "name": "x"})) is None
     assert view.coverage_panel(dict(tracked, position_mode="estimated")) is None
+
+
+def _text(full: Lines) -> list[str]:
+    return ["".join(seg.text for seg in line) for line in full.lines]
+
+
+def test_a_frame_taller_than_the_terminal_keeps_the_keys_and_the_newest_events(
+        frames: list[Frame]) -> None:
+    """At the least height the full layout is drawn at (FULL_MIN_SIZE), a session's
+    frame with its map and eight events is taller than the terminal, and rich's Live
+    would cut its bottom: the newest events and the keys. The events panel gives up its
+    oldest lines instead (then the map, if even that is not enough): the frame fits,
+    ends with the keys, and shows the newest event; where it fits, nothing changes."""
+    width, height = FULL_MIN_SIZE
+    view = TerminalView("devicectl · patient P-0042", pinned_line=PINNED, zones=ZONES)
+    for _status, events, grid in frames:
+        view.add_events(events)
+        if grid is not None:
+            view.show_grid(*grid)
+    status = stamping_status(frames)
+    tall = FullFrame(view, console(width)).frame(status, width, None)
+    fitted = FullFrame(view, console(width)).frame(status, width, height)
+    assert tall is not None and fitted is not None
+    assert len(tall.lines) > height, "the case needs a frame taller than the terminal"
+    text = _text(fitted)
+    assert len(text) <= height
+    assert KEYS_HELP in text[-2]  # the last line inside the panel's border
+    newest = view.events_panel().renderable
+    assert isinstance(newest, Text)
+    last_event = newest.plain.splitlines()[-1][:40]
+    assert any(last_event in line for line in text)
+    assert any("coverage" in line for line in text)  # the map kept: the events gave way
+    top = next(i for i, line in enumerate(text) if " events " in line)
+    assert text[top + 1].lstrip("│ ").startswith("[")  # whole events, not an event's tail
+    roomy = FullFrame(view, console(width)).frame(status, width, len(tall.lines) + 2)
+    assert roomy is not None and _text(roomy) == _text(tall)
+    assert fit_height(10, [], []) == ([], [])

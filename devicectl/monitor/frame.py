@@ -8,6 +8,8 @@ banners, the zones table, the coverage map, the events and the keys are each ren
 by the view's own builders, at the width the panel gives them, once per change; the
 pen's figures (which change with every stroke) are laid out as lines directly, the
 way rich's grid lays them out; and a frame that shows nothing new is not drawn at all.
+A frame taller than the terminal gives up the events panel's oldest lines, then the
+map (fit_height), where rich's Live would cut its bottom: the newest events, the keys.
 tests/test_monitor_frame.py holds the two paths to the same screen, frame by frame.
 """
 
@@ -97,9 +99,13 @@ class FullFrame:
         pen = pen_lines(pen_rows) or self._console.render_lines(
             view.pen_table(status), options.update(width=PEN_WIDTH, justify="left"))
         lines += _side_by_side(zones, zones_w, pen)
-        lines += self._part("coverage", keys[5], lambda: view.coverage_panel(status), options)
-        lines += self._part("events", keys[6], view.events_panel, options)
-        lines += self._part("prompt", keys[7], view.prompt_line, options)
+        coverage = self._part("coverage", keys[5], lambda: view.coverage_panel(status), options)
+        events = self._part("events", keys[6], view.events_panel, options)
+        prompt = self._part("prompt", keys[7], view.prompt_line, options)
+        if height is not None:  # what does not fit goes, never the keys below it
+            coverage, events = fit_height(height - 2 - len(lines) - len(prompt),
+                                          coverage, events)
+        lines += coverage + events + prompt
         top, left, right, bottom = self._edges(width)
         return Lines([top, *([*left, *line, *right] for line in lines), bottom])
 
@@ -203,6 +209,30 @@ class _Group:
 
 
 _NULL = Style.null()
+
+
+def fit_height(room: int, coverage: list[Line], events: list[Line]) -> tuple[
+        list[Line], list[Line]]:
+    """The coverage map and the events panel in `room` lines (rich's Live would cut a
+    taller frame at the bottom, hiding the newest events and the keys): the events panel
+    keeps its newest lines (at least one, in its borders), else goes; then the map goes."""
+    if len(coverage) + len(events) <= room:
+        return coverage, events
+    left = room - len(coverage)
+    if left >= 3:  # the panel's borders and its newest lines
+        return coverage, _newest(events, left - 2)
+    if len(events) <= room:
+        return [], events
+    return [], _newest(events, room - 2) if room >= 3 else []
+
+
+def _newest(panel: list[Line], rows: int) -> list[Line]:
+    """The events panel with its last `rows` lines inside its borders, less the tail of
+    an event whose start was cut (an event's first line begins with its time, "[")."""
+    inner = panel[1:-1][-rows:]
+    while len(inner) > 1 and not "".join(seg.text for seg in inner[0]).lstrip("│ ").startswith("["):
+        inner = inner[1:]
+    return [panel[0], *inner, panel[-1]]
 
 
 def _mark(index: int) -> str:
