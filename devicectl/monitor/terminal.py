@@ -8,7 +8,6 @@ events become one plain line each.
 from __future__ import annotations
 
 import collections
-import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -47,6 +46,12 @@ KEYS_HELP = "p pause · r resume/start · n next zone · c clear fault · q abor
 #: Map glyphs: outside the zone, untouched, below target, at target, at maximum.
 GLYPHS = (" ", "·", "░", "▓", "█")
 GLYPH_STYLES = ("", *(colour for _word, colour in LEGEND))  # dose.LEGEND: one legend everywhere
+#: The body: the zones table, then the pen's figures in a column this wide, this far apart.
+PEN_WIDTH = 32
+BODY_GAP = 2
+PEN_LABEL_STYLE = "grey70"
+#: A zone's row in the zones table: name, dose bar, dose cells, depth, strokes.
+ZoneRow = tuple[Text, ProgressBar, str, str, str, str, str]
 
 
 def mm(depth_um: int | None) -> str:
@@ -128,7 +133,7 @@ def is_chatty(event: ControlEvent) -> bool:
 class TerminalView:
     """Builds the live screen from the latest snapshot and recent events."""
 
-    def __init__(self, title: str, *, zone_grid: Any = None, history: int = 8,
+    def __init__(self, title: str, *, history: int = 8,
                  pinned_line: str | None = None,
                  zones: Sequence[tuple[int, str, str]] = ()) -> None:
         self.title = title
@@ -139,10 +144,19 @@ class TerminalView:
         self.zone_names = {zid: label for zid, _, label in zones}
         self._pinned: collections.deque[Text] = collections.deque(maxlen=3)
         self.prompt: str | None = None
-        self._zone_grid = zone_grid  # callable(zone_id) -> (passes, mask, target, max) | None
+        #: The latest coverage crop: (zone id, (passes, mask, target, max)), and a count
+        #: of the crops given, so that a cache of the map knows when it changed.
+        self.grid: tuple[int, Any] | None = None
+        self.grid_version = 0
         self._events: collections.deque[Text] = collections.deque(maxlen=history)
+        #: Counts the lines added to the log, for the same reason.
+        self.events_version = 0
         self._t0_us: int | None = None
-        self._map_cache: tuple[int, float, Panel] | None = None
+
+    def show_grid(self, zone_id: int, grid: Any) -> None:
+        """The active zone's coverage crop, (passes, mask, target hits, max hits)."""
+        self.grid = (zone_id, grid)
+        self.grid_version += 1
 
     def add_events(self, events: Iterable[ControlEvent]) -> None:
         for e in events:
@@ -153,6 +167,7 @@ class TerminalView:
             line = Text(event_line(e, self._t0_us, self.zone_names),
                         style="red" if e.safety else "")
             self._events.append(line)
+            self.events_version += 1
             if is_pinned(e.kind.name):  # faults stay in view until the session ends
                 self._pinned.append(line)
 
@@ -162,6 +177,29 @@ class TerminalView:
         the compact layout (monitor/compact.py) that fits it whole."""
         if not status:
             return Panel(Text("connecting to the pen…", style="yellow"), title=plain(self.title))
+        head = self.head(status)
+        if size is not None and (size[0] < FULL_MIN_SIZE[0] or size[1] < FULL_MIN_SIZE[1]):
+            return render_compact(
+                title=self.title, status=status, width=size[0], height=size[1], head=head,
+                pinned_line=self.pinned_line, labels=self.labels,
+                pinned_events=list(self._pinned),
+                events=[e for e in self._events if e not in self._pinned],
+                prompt=self.prompt)
+        parts: list[RenderableType] = [head, *self.banners(status)]
+        body = Table.grid(expand=True, padding=(0, BODY_GAP))
+        body.add_column(ratio=1)
+        body.add_column(width=PEN_WIDTH)
+        body.add_row(self.zones_table(status), self.pen_table(status))
+        parts.append(body)
+        cov = self.coverage_panel(status)
+        if cov is not None:
+            parts.append(cov)
+        parts.append(self.events_panel())
+        parts.append(self.prompt_line())
+        return Panel(Group(*parts), title=plain(self.title), border_style="blue")
+
+    def head(self, status: Mapping[str, Any]) -> Table:
+        """The state, and the session's elapsed and remaining time."""
         state = str(status.get("state", "?"))
         head = Table.grid(expand=True)
         head.add_column(ratio=1)
@@ -173,14 +211,11 @@ class TerminalView:
                 f"remaining ≈ {clock(status.get('remaining_s_est'))}"
             ),
         )
-        if size is not None and (size[0] < FULL_MIN_SIZE[0] or size[1] < FULL_MIN_SIZE[1]):
-            return render_compact(
-                title=self.title, status=status, width=size[0], height=size[1], head=head,
-                pinned_line=self.pinned_line, labels=self.labels,
-                pinned_events=list(self._pinned),
-                events=[e for e in self._events if e not in self._pinned],
-                prompt=self.prompt)
-        parts: list[RenderableType] = [head]
+        return head
+
+    def banners(self, status: Mapping[str, Any]) -> list[RenderableType]:
+        """The pinned line, and what stops or refuses treatment, between head and body."""
+        parts: list[RenderableType] = []
         if self.pinned_line:
             parts.append(plain(self.pinned_line, "bold"))
         fault = status.get("fault")
@@ -194,87 +229,88 @@ class TerminalView:
             parts.append(plain(f"stamping stopped: {stop_reason}", "yellow"))
         for reason in status.get("go_no_go") or ():
             parts.append(plain(f"NO-GO: {reason}", "bold red"))
-        body = Table.grid(expand=True, padding=(0, 2))
-        body.add_column(ratio=1)
-        body.add_column(width=32)
-        body.add_row(self._zones_table(status), self._pen_table(status))
-        parts.append(body)
-        cov = self._coverage_panel(status)
-        if cov is not None:
-            parts.append(cov)
-        log = Text("\n").join(self._events) if self._events else Text("—")
-        parts.append(Panel(log, title="events", border_style="grey50"))
-        parts.append(Text(self.prompt or KEYS_HELP, style="bold yellow" if self.prompt else "dim"))
-        return Panel(Group(*parts), title=plain(self.title), border_style="blue")
+        return parts
 
-    def _zones_table(self, status: Mapping[str, Any]) -> Table:
+    def events_panel(self) -> Panel:
+        log = Text("\n").join(self._events) if self._events else Text("—")
+        return Panel(log, title="events", border_style="grey50")
+
+    def prompt_line(self) -> Text:
+        return Text(self.prompt or KEYS_HELP, style="bold yellow" if self.prompt else "dim")
+
+    def zones_table(self, status: Mapping[str, Any],
+                    rows: Iterable[ZoneRow] | None = None) -> Table:
+        """The zones, a row each (`rows`: their cells, when the caller made them)."""
         table = Table(title="zones", expand=True, title_justify="left")
         table.add_column("zone", no_wrap=True)
         table.add_column("", min_width=6)
         for name in (*DOSE_COLUMNS, "mm", "strokes"):
             table.add_column(name, justify="right", no_wrap=True)
+        for row in rows if rows is not None else self.zone_rows(status):
+            table.add_row(*row)
+        return table
+
+    def zone_rows(self, status: Mapping[str, Any]) -> list[ZoneRow]:
+        """Each zone's cells: its name, a bar of its dose (which moves with every
+        stroke), the dose, the depth (mm) and the strokes (the last cell, always)."""
+        rows: list[ZoneRow] = []
         for z in status.get("zones") or ():
-            # the bar shows the dose, which moves with every stroke
             target = float(z.get("target_passes") or 1.0)
             fraction = float(z.get("mean_passes") or 0.0)
             mark = "▶ " if z.get("active") else ("✓ " if z.get("done") else "  ")
-            table.add_row(
+            rows.append((
                 plain(mark + self.labels.get(str(z.get("name")), str(z.get("name")))),
                 ProgressBar(total=target, completed=min(fraction, target), width=6,
                             complete_style="green" if z.get("done") else "cyan"),
                 *dose_cells(z),
                 f"{(z.get('depth_um') or 0) / 1000:.2f}",
                 str(z.get("strokes", 0)),
-            )
-        return table
+            ))
+        return rows
 
-    def _pen_table(self, status: Mapping[str, Any]) -> Table:
+    def pen_rows(self, status: Mapping[str, Any]) -> tuple[tuple[str, Text], ...]:
+        """The pen's figures, (label, value) a row: the body's right-hand column."""
         pen: Mapping[str, Any] = status.get("pen") or {}
-        table = Table.grid(padding=(0, 1))
-        table.add_column(style="grey70")
-        table.add_column()
         meas = pen.get("depth_meas_um")
         meas_style = "bold"  # over the cap but within the tolerance: yellow; past it: red
         if meas is not None and meas > DEPTH_CAP_UM:
             meas_style = "bold red" if meas > OVERDEPTH_LIMIT_UM else "bold yellow"
         pos = pen.get("x_mm"), pen.get("y_mm")
-        rows: Sequence[tuple[str, Text | str]] = (
-            ("pen", str(pen.get("state", "—"))),
-            ("depth set", mm(pen.get("depth_cmd_um"))),
+        return (
+            ("pen", plain(str(pen.get("state", "—")))),
+            ("depth set", plain(mm(pen.get("depth_cmd_um")))),
             ("depth measured", Text(mm(meas), style=meas_style)),
-            ("depth cap", mm(DEPTH_CAP_UM)),
-            ("stops above", f"{mm(OVERDEPTH_LIMIT_UM)} measured"),
-            ("stamp rate", f"{(pen.get('rate_meas_dhz') or 0) / 10:.1f} Hz"),
-            ("strokes", str(pen.get("stamp_count", "—"))),
-            ("contact", "yes" if pen.get("contact") else "no"),
-            ("battery", f"{(pen.get('battery_mv') or 0) / 1000:.2f} V"),
-            ("tip", "unknown" if pos[0] is None else f"{pos[0]:+.1f}, {pos[1]:.1f} mm"),
-            ("coverage", str(status.get("position_mode", "—"))),
-            ("faults", ", ".join(pen.get("faults") or ()) or "none"),
+            ("depth cap", plain(mm(DEPTH_CAP_UM))),
+            ("stops above", plain(f"{mm(OVERDEPTH_LIMIT_UM)} measured")),
+            ("stamp rate", plain(f"{(pen.get('rate_meas_dhz') or 0) / 10:.1f} Hz")),
+            ("strokes", plain(str(pen.get("stamp_count", "—")))),
+            ("contact", plain("yes" if pen.get("contact") else "no")),
+            ("battery", plain(f"{(pen.get('battery_mv') or 0) / 1000:.2f} V")),
+            ("tip", plain("unknown" if pos[0] is None else f"{pos[0]:+.1f}, {pos[1]:.1f} mm")),
+            ("coverage", plain(str(status.get("position_mode", "—")))),
+            ("faults", plain(", ".join(pen.get("faults") or ()) or "none")),
         )
-        for k, v in rows:
-            table.add_row(k, v if isinstance(v, Text) else plain(v))
+
+    def pen_table(self, status: Mapping[str, Any]) -> Table:
+        table = Table.grid(padding=(0, 1))
+        table.add_column(style=PEN_LABEL_STYLE)
+        table.add_column()
+        for k, v in self.pen_rows(status):
+            table.add_row(k, v)
         return table
 
-    def _coverage_panel(self, status: Mapping[str, Any]) -> Panel | None:
+    def coverage_panel(self, status: Mapping[str, Any]) -> Panel | None:
+        """The active zone's map, from the latest crop the host sent (every MAP_PERIOD_S)."""
         zone = status.get("zone")
-        if self._zone_grid is None or not zone or status.get("position_mode") != "tracked":
+        if not zone or status.get("position_mode") != "tracked":
             return None
-        now = time.monotonic()
-        cached = self._map_cache
-        if cached is not None and cached[0] == zone["zone_id"] and now - cached[1] < MAP_PERIOD_S:
-            return cached[2]
-        grid = self._zone_grid(zone["zone_id"])
-        if grid is None:
+        if self.grid is None or self.grid[0] != zone["zone_id"]:
             return None
-        passes, mask, target, maximum = grid
+        passes, mask, target, maximum = self.grid[1]
         legend = "  " + "  ".join(f"{g} {word}" for g, (word, _c) in zip(GLYPHS[1:], LEGEND,
                                                                           strict=True))
-        panel = Panel(
+        return Panel(
             Group(coverage_glyphs(passes, mask, target, maximum), Text(legend, style="dim")),
             title=plain(f"coverage · {zone['name']}"),
             border_style="grey50",
         )
-        self._map_cache = (zone["zone_id"], now, panel)
-        return panel
-

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
 
-from devicectl.monitor.terminal import MAP_PERIOD_S
+from devicectl.monitor.terminal import FULL_MIN_SIZE, MAP_PERIOD_S
 from devicectl.snapshot import Watched
 from devicectl.transitions import Command, ControlEvent
 
@@ -45,21 +45,40 @@ def _child(conn: Connection, options: ViewOptions) -> None:
     from rich.console import Console
     from rich.live import Live
 
+    from devicectl.monitor.frame import FullFrame
     from devicectl.monitor.keys import KeyMap, KeyReader, cbreak
     from devicectl.monitor.terminal import TerminalView
 
     # Ctrl-C reaches the whole process group; the host handles it, not the view.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    grids: dict[int, Any] = {}
-    view = TerminalView(options.title, zone_grid=grids.get, pinned_line=options.pinned_line,
-                        zones=options.zones)
+    view = TerminalView(options.title, pinned_line=options.pinned_line, zones=options.zones)
     out = open(options.output, "w") if options.output else None  # noqa: SIM115
     console = Console(file=out, force_terminal=out is not None or None)
+    full = FullFrame(view, console)
     sized = out is None  # a real terminal: the layout fits its size (benchmarks: the full one)
     tty_fd = os.open("/dev/tty", os.O_RDONLY) if options.keys else None
     keys = KeyReader(tty_fd) if tty_fd is not None else None
     keymap = KeyMap()
     snapshot: dict[str, Any] = {}
+    compact_shown: Any = None
+
+    def draw(live: Live) -> None:
+        """The screen for the latest snapshot; nothing when it shows nothing new."""
+        nonlocal compact_shown
+        at = size(console) if sized else None
+        if not snapshot or (at is not None and (at[0] < FULL_MIN_SIZE[0]
+                                                or at[1] < FULL_MIN_SIZE[1])):
+            shown = (at, snapshot, view.events_version, view.prompt)
+            if shown != compact_shown:  # the compact layout (or "connecting")
+                compact_shown = shown
+                live.update(view.render(snapshot, at), refresh=True)
+                full.forget()
+            return
+        compact_shown = None
+        frame = full.frame(snapshot, console.width, at[1] if at is not None else None)
+        if frame is not None:
+            live.update(frame, refresh=True)
+
     with contextlib.ExitStack() as stack:
         if tty_fd is not None:
             stack.enter_context(cbreak(tty_fd))
@@ -68,22 +87,26 @@ def _child(conn: Connection, options: ViewOptions) -> None:
         )
         if keys is not None:
             keys.start()
-        while True:
-            if conn.poll(0.2):
+        ended = False
+        while not ended:
+            timeout = 0.2
+            # Everything that came since the last frame, then one frame: a view that
+            # fell behind draws the latest state, not each one it missed.
+            while conn.poll(timeout):
+                timeout = 0
                 try:
                     msg = conn.recv()
                 except EOFError:
+                    ended = True
                     break
                 snapshot = msg[1]
                 view.add_events(msg[2])
                 if msg[0] == "end":
-                    live.update(view.render(snapshot, size(console) if sized else None),
-                                refresh=True)
+                    ended = True
                     break
                 if msg[3] is not None:
-                    grids.clear()
-                    grids[msg[3][0]] = msg[3][1]
-            if keys is not None:
+                    view.show_grid(*msg[3])
+            if keys is not None and not ended:
                 while not keys.keys.empty():
                     action = keymap.press(keys.keys.get_nowait())
                     view.prompt = action.prompt
@@ -94,7 +117,7 @@ def _child(conn: Connection, options: ViewOptions) -> None:
                 if keys.closed.is_set():
                     conn.send(("closed",))
                     keys = None
-            live.update(view.render(snapshot, size(console) if sized else None), refresh=True)
+            draw(live)
     if out is not None:
         out.close()
 

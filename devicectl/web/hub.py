@@ -12,7 +12,7 @@ import collections
 import contextlib
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -48,6 +48,9 @@ HEAT_PERIOD_S = 0.5
 EVENTS_PERIOD_S = 0.5
 #: Heat-map cells are about this size on the page (mm).
 HEAT_CELL_MM = 3.0
+
+#: Told of every new state on the thread that made it: (version, state, stopped).
+Watcher = Callable[[int, dict[str, Any], bool], None]
 
 
 class Source(Protocol):
@@ -164,7 +167,8 @@ class EventFeed:
 
 
 class Hub:
-    """Builds the page state at 10 Hz on a daemon thread; `current` is replaced whole."""
+    """Builds the page state at 10 Hz on a daemon thread; `current` is replaced whole,
+    and `version` counts the replacements. Watchers (`watch`) are told of each one."""
 
     def __init__(
         self,
@@ -173,6 +177,7 @@ class Hub:
         header: Mapping[str, Any],
         *,
         events: EventFeed | None = None,
+        period_s: float = PERIOD_S,
     ) -> None:
         self.source = source
         self.map = map_state(zone_map)
@@ -188,12 +193,33 @@ class Hub:
         self._stop = threading.Event()
         self._closed = threading.Event()
         self._thread = threading.Thread(target=self._run, name="web-hub", daemon=True)
+        self.period_s = period_s
         self.version = 0
+        self._watchers: list[Watcher] = []
+        # Held while a new state is published and its watchers told, so that a watcher
+        # added meanwhile starts from a (version, state) pair that belong together.
+        self._publishing = threading.Lock()
         # No events yet: the feed's SQLite connection belongs to the hub's thread.
         self.current: dict[str, Any] = self.build(time.monotonic(), poll_events=False)
 
     def start(self) -> None:
         self._thread.start()
+
+    def watch(self, watcher: Watcher) -> tuple[int, dict[str, Any]]:
+        """Tell `watcher` of every state from now on (on the thread that published it,
+        so it must be quick); returns the current (version, state) it starts from."""
+        with self._publishing:
+            self._watchers.append(watcher)
+            return self.version, self.current
+
+    def _publish(self, state: dict[str, Any] | None) -> None:
+        """A new state (None: the same one, when the hub closes); watchers are told."""
+        with self._publishing:
+            if state is not None:
+                self.current = state
+                self.version += 1
+            for watcher in self._watchers:
+                watcher(self.version, self.current, self._closed.is_set())
 
     def stop(self) -> None:
         """Stop refreshing, after one last state: the streams' "end" carries the final one."""
@@ -201,9 +227,9 @@ class Hub:
         if self._thread.is_alive():
             self._thread.join(2.0)
         with contextlib.suppress(Exception):  # the page keeps the state it had
-            self.current = self.build(time.monotonic(), poll_events=False)
-            self.version += 1
+            self._publish(self.build(time.monotonic(), poll_events=False))
         self._closed.set()
+        self._publish(None)
 
     @property
     def stopped(self) -> bool:
@@ -216,11 +242,10 @@ class Hub:
 
     def _run(self) -> None:
         try:
-            while not self._stop.wait(PERIOD_S):
+            while not self._stop.wait(self.period_s):
                 state = self.build(time.monotonic())
                 if state != self.current:
-                    self.current = state
-                    self.version += 1
+                    self._publish(state)
         finally:
             if self.events is not None:
                 self.events.close()

@@ -1,7 +1,8 @@
 """The live page's web server: starlette on uvicorn, in a daemon thread of its own.
 
 GET / and /static/* serve the page; /api/state the full state; /api/stream
-Server-Sent Events (full state first, then only what changed, at up to 10 Hz);
+Server-Sent Events (full state first, then only what changed, at up to 10 Hz: every
+state encoded once for all the streams, devicectl/web/broadcast.py);
 POST /api/control/{action} the technician's controls, only with the token.
 
 Every request passes `_Guard` first: a Host header the server was not started
@@ -10,7 +11,6 @@ for gets 400 (DNS rebinding), and every answer carries the security headers.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import re
@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from devicectl.errors import DevicectlError
+from devicectl.web.broadcast import KEEPALIVE, Broadcast, sse
 from devicectl.web.hub import Hub
-from devicectl.web.state import diff
 
 if TYPE_CHECKING:
     from starlette.applications import Starlette
@@ -35,10 +35,6 @@ if TYPE_CHECKING:
     from devicectl.transitions import Command
 
 STATIC_DIR = Path(__file__).parent / "static"
-#: A client's stream checks the hub this often (s): the page's 10 Hz.
-STREAM_PERIOD_S = 0.1
-#: A comment line this often keeps proxies and the browser from timing out (s).
-KEEPALIVE_S = 5.0
 #: The controls; abort and clear_fault need {"confirm": true} as well.
 ACTIONS = ("pause", "resume", "next_zone", "abort", "clear_fault")
 CONFIRM_ACTIONS = frozenset({"abort", "clear_fault"})
@@ -142,15 +138,11 @@ def _confirmed(raw: bytes) -> bool:
     return isinstance(body, dict) and body.get("confirm") is True
 
 
-def _sse(payload: dict[str, Any], event: str | None = None) -> bytes:
-    head = f"event: {event}\n" if event else ""
-    return f"{head}data: {json.dumps(payload, separators=(',', ':'))}\n\n".encode()
-
-
 def create_app(hub: Hub, *, token: str | None, submit: Submit | None,
                allowed: set[str]) -> Starlette:
     """The app; controls need `token` and a `submit`, else every control answers 403.
-    Only requests whose Host header is in `allowed` reach it."""
+    Only requests whose Host header is in `allowed` reach it; its streams' Broadcast is
+    `app.state.broadcast`."""
     from starlette.applications import Starlette
     from starlette.middleware import Middleware
     from starlette.responses import FileResponse, JSONResponse, StreamingResponse
@@ -166,30 +158,34 @@ def create_app(hub: Hub, *, token: str | None, submit: Submit | None,
     async def state(request: Request) -> Response:
         return JSONResponse({"map": hub.map, "state": hub.current})
 
+    broadcast = Broadcast(hub)
+
     async def stream(request: Request) -> Response:
+        # A closed connection ends the stream: StreamingResponse listens for
+        # http.disconnect (ASGI < 2.4, as uvicorn's HTTP is) and cancels `events`.
         async def events() -> AsyncIterator[bytes]:
-            sent = hub.current
-            # retry: the browser reconnects 1 s after a dropped connection.
-            yield b"retry: 1000\n\n" + _sse({"map": hub.map, "state": sent}, "full")
-            quiet = 0.0
-            while not hub.stopped:
-                await asyncio.sleep(STREAM_PERIOD_S)
-                if await request.is_disconnected():
-                    return
-                cur = hub.current
-                delta = diff(sent, cur) if cur is not sent else {}
-                if delta:
-                    sent = cur
-                    quiet = 0.0
-                    yield _sse(delta)
-                else:
-                    quiet += STREAM_PERIOD_S
-                    if quiet >= KEEPALIVE_S:
-                        quiet = 0.0
-                        yield b": keepalive\n\n"
-            if hub.session_over:
-                # The server stops because the session ended: the page stops retrying.
-                yield _sse({"state": hub.current}, "end")
+            broadcast.streams += 1
+            try:
+                pub = broadcast.latest
+                version, beat = pub.version, broadcast.beat
+                # retry: the browser reconnects 1 s after a dropped connection.
+                yield b"retry: 1000\n\n" + broadcast.full(pub)
+                while True:
+                    pub = await broadcast.changed(version, beat)
+                    if broadcast.closed:
+                        break
+                    chunk = broadcast.since(version, pub)
+                    version = pub.version
+                    if chunk:
+                        yield chunk
+                    elif broadcast.beat != beat:
+                        yield KEEPALIVE
+                    beat = broadcast.beat
+                if hub.session_over:
+                    # The server stops because the session ended: the page stops retrying.
+                    yield sse({"state": hub.current}, "end")
+            finally:
+                broadcast.streams -= 1
 
         return StreamingResponse(
             events(),
@@ -217,7 +213,7 @@ def create_app(hub: Hub, *, token: str | None, submit: Submit | None,
         submit(_command(action))
         return JSONResponse({"ok": True, "action": action})
 
-    return Starlette(
+    app = Starlette(
         middleware=[Middleware(_Guard, allowed=allowed)],
         routes=[
             Route("/", index),
@@ -228,6 +224,8 @@ def create_app(hub: Hub, *, token: str | None, submit: Submit | None,
             Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
         ],
     )
+    app.state.broadcast = broadcast
+    return app
 
 
 @dataclass
@@ -241,6 +239,8 @@ class WebServer:
     _thread: threading.Thread
     #: The session's token, when the page has controls (`run --web`).
     token: str | None = None
+    #: The streams' shared state (devicectl/web/broadcast.py).
+    broadcast: Broadcast | None = None
 
     @property
     def url(self) -> str:
@@ -253,6 +253,18 @@ class WebServer:
         self._thread.join(5.0)
 
 
+def http_impl() -> str:
+    """uvicorn's HTTP parser: httptools (C, a dependency) when it imports, else h11 (pure
+    Python, uvicorn's own fallback, as when devicectl was installed without its
+    dependencies): serving 200 streams, httptools uses ~0.85x h11's CPU
+    (docs/performance.md, round 9); both send the same events."""
+    try:
+        import httptools  # noqa: F401
+    except ImportError:
+        return "h11"
+    return "httptools"
+
+
 def serve(hub: Hub, host: str, port: int, *, token: str | None, submit: Submit | None,
           start_timeout_s: float = 10.0) -> WebServer:
     """Start the hub and uvicorn on a daemon thread; return once it listens (port 0: any)."""
@@ -263,7 +275,7 @@ def serve(hub: Hub, host: str, port: int, *, token: str | None, submit: Submit |
                              "devicectl with its dependencies") from exc
     allowed: set[str] = set()  # filled once the port is known: nothing passes before
     app = create_app(hub, token=token, submit=submit, allowed=allowed)
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning",
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", http=http_impl(),
                             access_log=False, timeout_graceful_shutdown=1, lifespan="off")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="web-server", daemon=True)
@@ -280,7 +292,7 @@ def serve(hub: Hub, host: str, port: int, *, token: str | None, submit: Submit |
         waited += 0.02
     bound = server.servers[0].sockets[0].getsockname()[1] if server.servers else port
     allowed.update(allowed_hosts(host, int(bound)))
-    return WebServer(hub, host, int(bound), server, thread)
+    return WebServer(hub, host, int(bound), server, thread, broadcast=app.state.broadcast)
 
 
 def start_web(
