@@ -442,12 +442,11 @@ def _roles(host_pid: int, pen_pid: int) -> dict[int, str]:
 
 
 def run_config(trials: int, session_s: float, *, view: bool = False, clients: int = 0,
-               stalled: bool = False, tree: Path | None = None, host_rt: str = "on",
+               stalled: bool = False, tree: Path | None = None, host_rt: str = "off",
                trace: bool = False) -> Run:
     """`trials` ESTOP trials (if any), else a plain session of `session_s`; the host
-    from `tree` (a source tree; None: this one); `host_rt`: its pen process's loop may
-    ask for real-time scheduling ("on"), not ("off": DEVICECTL_PEN_REALTIME=0), or it
-    may and the bench makes the other threads real-time too ("all": a diagnosis)."""
+    from `tree` (a source tree; None: this one); `host_rt`: the arm (ARMS), by default
+    "off", as devicectl runs (its loop not real-time: DEVICECTL_PEN_REALTIME=0)."""
     master, slave, path = _open_pty()
     args = ["host", path] + (["--view"] if view else []) + ["--clients", str(clients)]
     if stalled:
