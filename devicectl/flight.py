@@ -19,7 +19,8 @@ from devicectl.protocol import MAX_ENCODED
 
 #: One slot: the longest encoded frame and its 0x00 delimiter.
 SLOT_BYTES: Final = MAX_ENCODED + 1
-#: Slots in the ring: 10 s at 500 Hz telemetry, heartbeats and ACKs fit with room.
+#: Slots in the ring: 10 s at the 500 Hz telemetry the host configures, heartbeats and
+#: ACKs fit with room (a pen at 1 kHz, which it was not told, fills it in ~7.8 s).
 SLOTS: Final = 8192
 #: How far back a recording goes (µs).
 WINDOW_US: Final = 10_000_000
