@@ -120,6 +120,9 @@ def delays(text: Path, roles: Mapping[int, str]) -> Found:
                 m = _SWITCH.search(parts[3])
                 if not m:
                     continue
+                # a task switched out was running: a wake-up it got meanwhile (a futex
+                # woken while it ran) has no delay to measure
+                woken.pop(int(m.group(2)), None)
                 nxt = int(m.group(4))
                 t0 = woken.pop(nxt, None)
                 if t0 is None:

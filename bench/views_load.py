@@ -27,12 +27,12 @@ as a lost link that the bench itself caused. A link lost during a run is
 reported, and the technician reconnects so the trials can go on.
 
 Every configuration runs once per arm in each round, the arms taking turns
-(`--host-rt`, ARMS): "off", devicectl's default (the loop's short time slice, this
-process and its views kept off the pen process's core, os_grants.py, the loop not
-real-time); "on", the loop real-time as well (DEVICECTL_PEN_REALTIME=1, opt-in);
-"shared" and "noslice", the default without one of its two; "before", without
-either (as round 8); "all", every thread of the pen process real-time (a diagnosis
-of the GIL).
+(`--host-rt`, ARMS): "off", devicectl's default (the loop's short time slice,
+os_grants.py; the CLI and its views kept off the pen process's core where it has one
+of its own, three cores or more; the loop not real-time); "on", the loop real-time as
+well (DEVICECTL_PEN_REALTIME=1, opt-in); "noslice" and "shared", the default without
+one of its two; "before", without either; "all", every thread of the pen process
+real-time (a diagnosis of the GIL).
 
 Run: `.venv/bin/python bench/views_load.py [--trials N] [--session-s S] [--rounds R]
 [--host-rt off,on,all] [--sim rt|nice]` (defaults 300, 60, 3, off,on, rt: about 20
@@ -549,9 +549,9 @@ ARMS = {
     "off": "devicectl's default (loop RT off)",
     "on": "loop RT on",
     "all": "all threads RT (a diagnosis of the GIL; not what devicectl does)",
-    "shared": "default, but the views not kept off the pen's core",
+    "shared": "default, but the views not kept off the pen's core (3+ cores)",
     "noslice": "default, but the loop's time slice the kernel's default",
-    "before": "the views not kept aside, the loop's slice the default (round 8)",
+    "before": "the views not kept aside, the loop's slice the default",
 }
 
 CONFIGS = (

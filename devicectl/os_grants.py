@@ -121,7 +121,7 @@ def _threads() -> list[int]:
         return [0]
 
 
-def ask_os(real_time: bool = True) -> tuple[str, dict[str, Any]]:
+def ask_os() -> tuple[str, dict[str, Any]]:
     """A core of its own (three cores or more), a higher priority where permitted (every
     thread's nice), and the frozen heap: what was granted, in words and as data. Never
     required: anything refused is said, and the session runs without it. Called before
@@ -129,17 +129,17 @@ def ask_os(real_time: bool = True) -> tuple[str, dict[str, Any]]:
     scheduling come once its thread exists (ask_short_slice, ask_real_time).
 
     `data["views_cores"]`: the cores the CLI's views keep to (run_pen.share_cores), all
-    but the pen process's: the core it is pinned to, or on two cores with a pen on a
-    real-time link, the last one, which the pen process is then the only one of ours
-    to use, though not pinned to it."""
+    but the one the pen process is pinned to; None where it is not pinned. (On two
+    cores, keeping the views off the last one, the pen process not pinned, was measured
+    and not kept: the kernel's pty worker was held by the views no less, and the views
+    waited for each other more: docs/performance.md, "Round 9".)"""
     said: list[str] = []
     data: dict[str, Any] = {"pid": os.getpid(), "views_cores": None}
     cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
     # Pinned only with cores to spare: on two, every other process (a simulator, a
     # second session) would be pushed onto the one left, and parallel sessions all
     # pinned to the same last core (the suite on two cores showed pens latching
-    # WATCHDOG). There the scheduler places it, and on a real-time link the views keep
-    # off the last core, so that a core is free when the pen's bytes wake the loop.
+    # WATCHDOG). There the scheduler places it.
     if len(cpus) > MIN_CORES_TO_PIN - 1:
         core = cpus[-1]
         try:
@@ -150,9 +150,6 @@ def ask_os(real_time: bool = True) -> tuple[str, dict[str, Any]]:
             data["views_cores"] = cpus[:-1]
         except OSError as exc:
             said.append(f"no core of its own ({exc.strerror})")
-    elif len(cpus) == 2 and real_time:
-        said.append(f"2 cores: none pinned, the views kept to core {cpus[0]}")
-        data["views_cores"] = cpus[:1]
     else:
         said.append(f"{len(cpus)} core(s): shared, none pinned")
     try:

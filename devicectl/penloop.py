@@ -185,7 +185,7 @@ def _run(settings: SessionSettings, link: Link, cmds: Connection, pub: Connectio
         clock=link.clock, max_wait_us=link.max_wait_us, started_wall=settings.started_wall,
         claim=CartridgeClaim(settings.db_path, settings.session_id) if settings.claim else None,
     )
-    grants, data = ask_os(link.real_time)  # before the threads start: they inherit it
+    grants, data = ask_os()  # before the threads start: they inherit core and nice
     writer.start()
     session.start()
     # The loop's thread alone real-time if switched on, else a short time slice, once it

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from test_penproc import PATIENT, _recipe, _start, _wait, records_db
+from test_penproc import PATIENT, _recipe, _wait, records_db
 from test_virtual_session import MAP
 
 import devicectl
@@ -349,13 +349,13 @@ def test_the_pen_process_on_a_port_gives_its_loop_alone_a_short_slice(
 # --- the cores: the views keep off the pen process's ------------------------------------
 
 
-def test_the_views_keep_off_the_pen_processs_core_and_get_their_cores_back(
+def test_the_views_keep_off_the_pen_processs_own_core_and_get_their_cores_back(
     tmp_path: Path,
 ) -> None:
-    """A pen process on a port says which cores the views keep to: all but the one it is
-    pinned to (three cores or more), all but the last on two (it is not pinned there);
-    this process then keeps to them, every thread and what it starts afterwards, while
-    the pen process keeps the rest; and gets its cores back at the end."""
+    """A pen process on a port says which cores the views keep to: with three cores or
+    more, all but the one it is pinned to, and this process then keeps to them, every
+    thread and what it starts afterwards, and gets its cores back at the end; with
+    fewer it is not pinned, and the views keep every core."""
     cpus = os.sched_getaffinity(0)
     db, sid = records_db(tmp_path)
     with open_pty() as port:
@@ -381,33 +381,11 @@ def test_the_views_keep_off_the_pen_processs_core_and_get_their_cores_back(
         finally:
             pen.close()
     assert os.sched_getaffinity(0) == cpus  # given back
-    if len(cpus) < 2:
-        assert views is None and previous is None and mine == cpus
+    if len(cpus) < os_grants.MIN_CORES_TO_PIN:
+        assert views is None and previous is None and mine == seen[0] == cpus
+        assert pens == cpus and f"{len(cpus)} core(s): shared, none pinned" in grants
         return
     last = max(cpus)
     assert views == sorted(cpus - {last}) and previous == cpus
     assert mine == seen[0] == cpus - {last}  # this thread, and a thread started after
-    assert last in pens  # the pen process may use the core the views keep off
-    if len(cpus) == 2:
-        assert pens == cpus and f"the views kept to core {min(cpus)}" in grants
-    else:
-        assert pens == {last} and f"core {last} to itself" in grants
-
-
-def test_in_virtual_time_on_two_cores_the_views_keep_every_core(
-    tmp_path: Path,
-) -> None:
-    """Virtual time: nothing waits for the loop to wake, and on two cores the simulated
-    session needs both; the pen process says so and this process keeps its cores."""
-    cpus = os.sched_getaffinity(0)
-    if len(cpus) != 2:
-        pytest.skip(f"this machine has {len(cpus)} cores: the case is two")
-    db, sid = records_db(tmp_path)
-    pen = _start(db, sid, auto=False)
-    try:
-        assert pen.wait_started(60)
-        assert pen.grant_data["views_cores"] is None
-        assert share_cores(pen) is None and os.sched_getaffinity(0) == cpus
-        assert "2 core(s): shared, none pinned" in pen.grants
-    finally:
-        pen.close()
+    assert pens == {last} and f"core {last} to itself" in grants

@@ -31,9 +31,9 @@ def link_settings(args: argparse.Namespace, zone_map: ZoneMap) -> LinkSettings:
 def share_cores(pen: PenProcess) -> set[int] | None:
     """This process (the CLI, the page's server, the terminal view it starts) keeps to
     the cores the pen process leaves to the views (os_grants.ask_os: all but the one it
-    is pinned to, or on two cores with a pen on a port, all but the last); affinity is
-    per thread on Linux, and what this process starts afterwards inherits it. Returns
-    the cores it had, for set_cores at the end (None: nothing changed)."""
+    is pinned to, three cores or more); affinity is per thread on Linux, and what this
+    process starts afterwards inherits it. Returns the cores it had, for set_cores at
+    the end (None: nothing changed)."""
     if not hasattr(os, "sched_getaffinity") or not pen.wait_started(30.0):
         return None
     views = pen.grant_data.get("views_cores")
