@@ -32,6 +32,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import procstat  # bench/procstat.py: this script's folder is first on the path
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 SECONDS = 10.0
@@ -132,9 +134,9 @@ def serve_main(seconds: float, clients: int, stalled: bool, h11: bool) -> int:
         helper.stdout.readline()  # CONNECTED
         time.sleep(WARMUP_S)
         names = {t.native_id: t.name for t in threading.enumerate()}
-        v0, t0, th0 = hub.version, os.times(), _threads()
+        v0, t0, th0 = hub.version, os.times(), procstat.threads()
         time.sleep(seconds)
-        v1, t1, th1 = hub.version, os.times(), _threads()
+        v1, t1, th1 = hub.version, os.times(), procstat.threads()
     finally:
         helper.terminate()
         helper.wait(5)
@@ -147,23 +149,6 @@ def serve_main(seconds: float, clients: int, stalled: bool, h11: bool) -> int:
                       "http": web._server.config.http_protocol_class.__name__,
                       "threads": per, "versions_per_s": (v1 - v0) / wall}), flush=True)
     return 0
-
-
-def _threads() -> dict[int, tuple[float, int]]:
-    """CPU seconds (utime + stime) and wake-ups (voluntary context switches: waits that
-    ended) of each of this process's threads (/proc)."""
-    out = {}
-    for tid in os.listdir("/proc/self/task"):
-        try:
-            with open(f"/proc/self/task/{tid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            with open(f"/proc/self/task/{tid}/status") as f:
-                vol = next(int(line.split()[1]) for line in f
-                           if line.startswith("voluntary_ctxt_switches"))
-        except (OSError, StopIteration):
-            continue
-        out[int(tid)] = ((int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"), vol)
-    return out
 
 
 def run(tree: Path, seconds: float, clients: int, stalled: bool, h11: bool) -> dict[str, Any]:

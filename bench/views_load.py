@@ -66,6 +66,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 if "--tree" in sys.argv:  # `host --tree DIR`: the host and its pen process run DIR's devicectl
     sys.path.insert(0, sys.argv[sys.argv.index("--tree") + 1])
 
+import procstat
 import sched_trace  # bench/sched_trace.py: `--trace`
 from latency import (  # the pen side and its constants, shared with bench/latency.py
     DELAY_US,
@@ -212,21 +213,7 @@ def host_main(port: str, view: bool, clients: int, stalled: bool, *, shared: boo
     return 0
 
 
-def _threads(pid: int) -> dict[int, tuple[float, int]]:
-    """Per thread of a process: CPU seconds (utime + stime) and voluntary context
-    switches (its wake-ups: each is a wait that ended), from /proc/<pid>/task."""
-    out: dict[int, tuple[float, int]] = {}
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        try:
-            with open(f"/proc/{pid}/task/{tid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            with open(f"/proc/{pid}/task/{tid}/status") as f:
-                vol = next(int(line.split()[1]) for line in f
-                           if line.startswith("voluntary_ctxt_switches"))
-        except (OSError, StopIteration):
-            continue  # a thread that ended
-        out[int(tid)] = ((int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"), vol)
-    return out
+_threads = procstat.threads  # bench/procstat.py
 
 
 def threads_text(pid: int, before: dict[int, tuple[float, int]],

@@ -6,6 +6,7 @@ the privilege says so and is skipped without it)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
@@ -15,6 +16,7 @@ import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from test_penproc import PATIENT, _recipe, _wait, records_db
@@ -200,6 +202,37 @@ def test_a_refusal_is_said_and_the_loop_runs_at_nice() -> None:
     assert "priority not raised (not permitted)" in words and "heap frozen" in words
 
 
+@contextlib.contextmanager
+def pen_on_a_pty(tmp_path: Path, nonce: int) -> Iterator[tuple[PenProcess, Path, int]]:
+    """The real pen process on a pty, its session begun (nobody answers: the loop waits
+    for its HELLO's answer), with its four threads running; closed after. Yields the
+    pen, the records' file and the session's id (its PEN_PROCESS record: `grant_record`)."""
+    db, sid = records_db(tmp_path)
+    with open_pty() as port:
+        pen = PenProcess.open(LinkSettings(port=port.slave_path))
+        try:
+            pen.begin(SessionSettings(
+                recipe=_recipe(), raster=MapRaster.of(MAP, COVERAGE_CELL_MM),
+                facts=StartFacts(PATIENT, frozenset()), db_path=db, session_id=sid,
+                nonce=nonce, started_wall=datetime.now(UTC)))
+            assert pen.wait_started(60) and pen.pid is not None
+            tasks = Path(f"/proc/{pen.pid}/task")
+            # the door, the records' writer, the loop and the publisher
+            _wait(lambda: len(list(tasks.iterdir())) >= 4)
+            yield pen, db, sid
+        finally:
+            pen.close()
+
+
+def grant_record(db: Path, sid: int) -> tuple[str, dict[str, Any]]:
+    """The PEN_PROCESS record's text and data."""
+    with sqlite3.connect(db) as conn:
+        text, data_json = conn.execute(
+            "SELECT text, data FROM events WHERE session_id = ? AND kind = 'PEN_PROCESS'",
+            (sid,)).fetchone()
+    return text, json.loads(data_json)
+
+
 def test_the_pen_process_on_a_port_says_what_its_loop_was_granted(
     tmp_path: Path, asked: None
 ) -> None:
@@ -207,28 +240,12 @@ def test_the_pen_process_on_a_port_says_what_its_loop_was_granted(
     answer): its words and its PEN_PROCESS record say what the loop got, and seen from
     outside, no thread but the loop's is real-time (the records' writer, the door and
     the publisher stay normal)."""
-    db, sid = records_db(tmp_path)
     permitted = _permitted()
-    with open_pty() as port:
-        pen = PenProcess.open(LinkSettings(port=port.slave_path))
-        try:
-            pen.begin(SessionSettings(
-                recipe=_recipe(), raster=MapRaster.of(MAP, COVERAGE_CELL_MM),
-                facts=StartFacts(PATIENT, frozenset()), db_path=db, session_id=sid,
-                nonce=0x5EB, started_wall=datetime.now(UTC)))
-            assert pen.wait_started(60) and pen.pid is not None
-            tasks = Path(f"/proc/{pen.pid}/task")
-            # the door, the records' writer, the loop and the publisher
-            _wait(lambda: len(list(tasks.iterdir())) >= 4)
-            real_time = sorted(int(t.name) for t in tasks.iterdir() if _policy(int(t.name)) in RT)
-            grants = pen.grants
-        finally:
-            pen.close()
-    with sqlite3.connect(db) as conn:
-        text, data_json = conn.execute(
-            "SELECT text, data FROM events WHERE session_id = ? AND kind = 'PEN_PROCESS'",
-            (sid,)).fetchone()
-    data = json.loads(data_json)
+    with pen_on_a_pty(tmp_path, 0x5EB) as (pen, db, sid):
+        tasks = Path(f"/proc/{pen.pid}/task")
+        real_time = sorted(int(t.name) for t in tasks.iterdir() if _policy(int(t.name)) in RT)
+        grants = pen.grants
+    text, data = grant_record(db, sid)
     assert text == grants
     assert data["realtime_threads"] == real_time
     if permitted:
@@ -315,26 +332,11 @@ def test_the_pen_process_on_a_port_gives_its_loop_alone_a_short_slice(
     loop's thread the short slice, seen from outside, and no other thread; its words and
     its PEN_PROCESS record say so."""
     monkeypatch.delenv(os_grants.RT_ENV, raising=False)
-    db, sid = records_db(tmp_path)
-    with open_pty() as port:
-        pen = PenProcess.open(LinkSettings(port=port.slave_path))
-        try:
-            pen.begin(SessionSettings(
-                recipe=_recipe(), raster=MapRaster.of(MAP, COVERAGE_CELL_MM),
-                facts=StartFacts(PATIENT, frozenset()), db_path=db, session_id=sid,
-                nonce=0x5EC, started_wall=datetime.now(UTC)))
-            assert pen.wait_started(60) and pen.pid is not None
-            tasks = Path(f"/proc/{pen.pid}/task")
-            _wait(lambda: len(list(tasks.iterdir())) >= 4)
-            slices = {int(t.name): os_grants.thread_slice_ns(int(t.name))
-                      for t in tasks.iterdir()}
-            grants = pen.grants
-        finally:
-            pen.close()
-    with sqlite3.connect(db) as conn:
-        data = json.loads(conn.execute(
-            "SELECT data FROM events WHERE session_id = ? AND kind = 'PEN_PROCESS'",
-            (sid,)).fetchone()[0])
+    with pen_on_a_pty(tmp_path, 0x5EC) as (pen, db, sid):
+        slices = {int(t.name): os_grants.thread_slice_ns(int(t.name))
+                  for t in Path(f"/proc/{pen.pid}/task").iterdir()}
+        grants = pen.grants
+    _text, data = grant_record(db, sid)
     assert data["realtime"] is None
     short = sorted(t for t, ns in slices.items() if ns == os_grants.SLICE_US * 1000)
     if OFFERED:
@@ -357,29 +359,20 @@ def test_the_views_keep_off_the_pen_processs_own_core_and_get_their_cores_back(
     thread and what it starts afterwards, and gets its cores back at the end; with
     fewer it is not pinned, and the views keep every core."""
     cpus = os.sched_getaffinity(0)
-    db, sid = records_db(tmp_path)
-    with open_pty() as port:
-        pen = PenProcess.open(LinkSettings(port=port.slave_path))
+    with pen_on_a_pty(tmp_path, 0x5ED) as (pen, _db, _sid):
+        assert pen.pid is not None
+        views = pen.grant_data["views_cores"]
+        pens = os.sched_getaffinity(pen.pid)
+        previous = share_cores(pen)
         try:
-            pen.begin(SessionSettings(
-                recipe=_recipe(), raster=MapRaster.of(MAP, COVERAGE_CELL_MM),
-                facts=StartFacts(PATIENT, frozenset()), db_path=db, session_id=sid,
-                nonce=0x5ED, started_wall=datetime.now(UTC)))
-            assert pen.wait_started(60) and pen.pid is not None
-            views = pen.grant_data["views_cores"]
-            pens = os.sched_getaffinity(pen.pid)
-            previous = share_cores(pen)
-            try:
-                seen: list[set[int]] = []
-                later = threading.Thread(target=lambda: seen.append(os.sched_getaffinity(0)))
-                later.start()
-                later.join(5)
-                mine = os.sched_getaffinity(0)
-            finally:
-                set_cores(previous)
-            grants = pen.grants
+            seen: list[set[int]] = []
+            later = threading.Thread(target=lambda: seen.append(os.sched_getaffinity(0)))
+            later.start()
+            later.join(5)
+            mine = os.sched_getaffinity(0)
         finally:
-            pen.close()
+            set_cores(previous)
+        grants = pen.grants
     assert os.sched_getaffinity(0) == cpus  # given back
     if len(cpus) < os_grants.MIN_CORES_TO_PIN:
         assert views is None and previous is None and mine == seen[0] == cpus

@@ -20,10 +20,11 @@ from firmware_sim.virtual import VirtualPen, VirtualWire
 DATA = Path(__file__).parent / "data"
 
 
-def finished_controller() -> Controller:
-    """The controller of a whole two-zone session in virtual time (tracked coverage)."""
+def finished_controller(profile: str = "short-two-zones.yaml") -> Controller:
+    """The controller of a whole session of `profile` (tests/data) in virtual time
+    (tracked coverage)."""
     zone_map = load_zone_map()
-    loaded = load_profile(DATA / "short-two-zones.yaml")
+    loaded = load_profile(DATA / profile, zone_map=zone_map)
     clock = VirtualClock(1_000_000)
     ctl = Controller(lambda dev: make_plan(loaded, dev, zone_map), zone_map,
                      StartFacts(patient_ref="S-1", used_cartridge_ids=frozenset()),
@@ -32,7 +33,7 @@ def finished_controller() -> Controller:
                       writer=None, policy=Policy(auto_confirm=True), clock=clock,
                       max_wait_us=VIRTUAL_MAX_WAIT_US)
     session.start()
-    assert session.wait(60)
+    assert session.wait(120)
     return ctl
 
 
@@ -101,17 +102,7 @@ def test_a_patched_zones_margin_over_its_maximum_is_counted_as_the_records_count
     """A patch's margin is treated within the zone's maximum: a margin cell pushed past
     it is over the maximum on the live screens (the snapshot's over_max, which the end
     summary prints) as in the records' dose (dose.zone_dose_stats of the saved grid)."""
-    zone_map = load_zone_map()
-    loaded = load_profile(DATA / "aa-two-patches.yaml", zone_map=zone_map)
-    clock = VirtualClock(1_000_000)
-    ctl = Controller(lambda dev: make_plan(loaded, dev, zone_map), zone_map,
-                     StartFacts(patient_ref="S-1", used_cartridge_ids=frozenset()),
-                     nonce=1235, now_us=clock.now_us)
-    session = Session(ctl, wire=VirtualWire(VirtualPen(seed=3, zone_map=zone_map), clock),
-                      writer=None, policy=Policy(auto_confirm=True), clock=clock,
-                      max_wait_us=VIRTUAL_MAX_WAIT_US)
-    session.start()
-    assert session.wait(120)
+    ctl = finished_controller("aa-two-patches.yaml")
     cov = ctl.coverage
     assert cov is not None and cov.tracked
     labels = np.asarray(cov.raster.labels).reshape(-1)
