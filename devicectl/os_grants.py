@@ -70,8 +70,11 @@ def thread_slice_ns(tid: int) -> int | None:
     if calls is None or not sys.platform.startswith("linux"):
         return None
     attr = _SchedAttr()
-    if ctypes.CDLL(None, use_errno=True).syscall(calls[1], tid, ctypes.byref(attr),
-                                                 ctypes.sizeof(attr), 0) != 0:
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+    except OSError:
+        return None
+    if libc.syscall(calls[1], tid, ctypes.byref(attr), ctypes.sizeof(attr), 0) != 0:
         return None
     return int(attr.sched_runtime)
 
@@ -83,11 +86,15 @@ def set_thread_slice(tid: int, slice_us: int) -> str | None:
     calls = _SCHED_ATTR_CALLS.get(platform.machine())
     if calls is None or not sys.platform.startswith("linux"):
         return "not offered by this OS"
-    attr = _SchedAttr(size=ctypes.sizeof(_SchedAttr), sched_policy=os.SCHED_OTHER,
-                      sched_nice=os.getpriority(os.PRIO_PROCESS, tid),
-                      sched_runtime=slice_us * 1000)
-    if ctypes.CDLL(None, use_errno=True).syscall(calls[0], tid, ctypes.byref(attr), 0) != 0:
-        return f"refused: {os.strerror(ctypes.get_errno())}"
+    try:  # never required: a thread that ended, a C library not found, is words
+        attr = _SchedAttr(size=ctypes.sizeof(_SchedAttr), sched_policy=os.SCHED_OTHER,
+                          sched_nice=os.getpriority(os.PRIO_PROCESS, tid),
+                          sched_runtime=slice_us * 1000)
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.syscall(calls[0], tid, ctypes.byref(attr), 0) != 0:
+            return f"refused: {os.strerror(ctypes.get_errno())}"
+    except OSError as exc:
+        return f"refused: {exc.strerror or exc}"
     got = thread_slice_ns(tid)
     if slice_us and got != slice_us * 1000:  # an older kernel takes it and keeps none
         return "not offered by this kernel (Linux 6.12 or later)"

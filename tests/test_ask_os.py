@@ -382,3 +382,16 @@ def test_the_views_keep_off_the_pen_processs_own_core_and_get_their_cores_back(
     assert views == sorted(cpus - {last}) and previous == cpus
     assert mine == seen[0] == cpus - {last}  # this thread, and a thread started after
     assert pens == {last} and f"core {last} to itself" in grants
+
+
+def test_a_slice_for_a_thread_that_has_ended_is_refused_in_words() -> None:
+    """Never required: the loop's thread gone by the time it is asked for gives words,
+    not an exception that would end the pen process's start."""
+    gone = threading.Thread(target=lambda: None)
+    gone.start()
+    gone.join()
+    assert gone.native_id is not None
+    data: dict[str, object] = {}
+    words = os_grants.ask_short_slice(gone.native_id, True, data)
+    assert "loop thread's time slice the kernel's default (refused: " in words
+    assert data["slice_us"] is None and str(data["slice_refused"]).startswith("refused: ")
