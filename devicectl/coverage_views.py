@@ -48,6 +48,16 @@ class CoverageViews:
         most = np.where(planned, self._max, 0).reshape(self._ny, self._nx)
         return target.astype(np.int32), most.astype(np.int32)
 
+    def treated_grid(self) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.int32]]:
+        """(zone, maximum) per cell, shaped like the grid: the plan's zone a stroke there
+        treats (a patch's margin is its zone's, within the same maximum) and the cell's
+        maximum hits; 0 off the plan. What counts as over a zone's maximum on screen
+        (snapshot_build) as in the records (dose.zone_dose_stats)."""
+        zone = np.where(np.isin(self._treat, list(self.limits)), self._treat, 0)
+        most = np.where(zone != 0, self._max, 0)
+        return (zone.astype(np.uint8).reshape(self._ny, self._nx),
+                most.astype(np.int32).reshape(self._ny, self._nx))
+
     def zone_hits(self, zone_id: int) -> npt.NDArray[np.int32]:
         """A (ny, nx) copy of the hits on zone `zone_id`'s cells, 0 elsewhere."""
         out = np.where(self._labels == zone_id, self.hits, 0)

@@ -20,7 +20,6 @@ from devicectl.claim import CartridgeClaim
 from devicectl.controller import Controller
 from devicectl.coverage import Coverage
 from devicectl.footprint import LABELS
-from devicectl.patches import MARGIN_BIT
 from devicectl.snapshot import (
     RECENT_EVENTS,
     CoverageFrame,
@@ -38,15 +37,15 @@ ALIGN_CELLS: Final = 12
 
 
 def _layout(cov: Coverage) -> tuple[tuple[slice, slice], CoverageLayout,
-                                    npt.NDArray[np.int32]]:
-    """The crop of the grid holding the plan's zones, what each of its cells is, and
-    each cell's maximum (its zone's: Coverage's; the largest int32 off the zones). A
-    patched zone's margin cells keep their own label (zone id | MARGIN_BIT), with the
-    zone's maximum: counted with the zone over its maximum, as the records count them,
-    and not on the heat map, whose zones are the layout's hits_of."""
+                                    npt.NDArray[np.int32], npt.NDArray[np.uint8]]:
+    """The crop of the grid holding the plan's zones, what each of its cells is, each
+    cell's maximum (the largest int32 off the plan) and the zone each counts for over
+    its maximum (Coverage.treated_grid: a patch's margin counts for its zone, as in the
+    records). The layout's labels keep a margin's own label (zone id | MARGIN_BIT): it is
+    not one of the heat map's zones, the layout's hits_of."""
     labels = np.asarray(cov.raster.labels)
-    margins = [zid | MARGIN_BIT for zid, z in cov.zones.items() if z.patches]
-    planned = np.isin(labels, [*cov.zones, *margins])
+    zone_of, maxima = cov.treated_grid()
+    planned = zone_of != 0
     ys, xs = np.nonzero(planned)
     if ys.size == 0:
         crop = (slice(0, 0), slice(0, 0))
@@ -57,11 +56,7 @@ def _layout(cov: Coverage) -> tuple[tuple[slice, slice], CoverageLayout,
     cell_mm = float(cov.raster.cell_mm)
     cropped = np.where(planned, labels, 0)[crop].astype(np.uint8)
     cropped.setflags(write=False)
-    max_of = np.full(LABELS, np.iinfo(np.int32).max, dtype=np.int32)
-    for zid, lim in cov.limits.items():
-        max_of[zid] = lim.max_hits
-        if cov.zones[zid].patches:
-            max_of[zid | MARGIN_BIT] = lim.max_hits
+    most = np.where(planned, maxima, np.iinfo(np.int32).max)[crop].astype(np.int32)
     return crop, CoverageLayout(
         labels=cropped,
         x0_mm=float(cov.raster.x0_mm) + crop[1].start * cell_mm,
@@ -69,7 +64,7 @@ def _layout(cov: Coverage) -> tuple[tuple[slice, slice], CoverageLayout,
         cell_mm=cell_mm,
         hits_of={zid: (lim.target_hits, lim.max_hits) for zid, lim in cov.limits.items()},
         tracked=cov.tracked,
-    ), max_of[cropped]
+    ), most, zone_of[crop]
 
 
 class SnapshotBuilder:
@@ -84,6 +79,7 @@ class SnapshotBuilder:
         self._crop: tuple[slice, slice] = (slice(0, 0), slice(0, 0))
         self._layout: CoverageLayout | None = None
         self._most: npt.NDArray[np.int32] = np.zeros((0, 0), dtype=np.int32)
+        self._counted: npt.NDArray[np.uint8] = np.zeros((0, 0), dtype=np.uint8)
         self._frame: CoverageFrame | None = None
         self._zone_crop: ZoneCrop | None = None
         self._over_max: dict[int, int] = {}
@@ -131,7 +127,7 @@ class SnapshotBuilder:
             return
         if cov is not self._cov or self._layout is None:
             self._cov = cov
-            self._crop, self._layout, self._most = _layout(cov)
+            self._crop, self._layout, self._most, self._counted = _layout(cov)
             self._frame = None
         if self._frame is None or self._frame.version != cov.version:
             hits = cov.hits.reshape(np.shape(cov.raster.labels))[self._crop].copy()
@@ -140,9 +136,8 @@ class SnapshotBuilder:
             # Coverage.cells_over_max's counts, every zone's in one pass over the copy
             # (the crop holds all of their cells) instead of three passes over the
             # whole grid a zone
-            over = np.bincount(self._layout.labels[hits > self._most], minlength=LABELS)
-            self._over_max = {zid: int(over[zid] + (over[zid | MARGIN_BIT] if z.patches else 0))
-                              for zid, z in cov.zones.items()}
+            over = np.bincount(self._counted[hits > self._most], minlength=LABELS)
+            self._over_max = {zid: int(over[zid]) for zid in cov.zones}
         zone = ctl.zone
         view = cov.zone_view(zone.zone_id) if zone is not None else None
         if zone is None or view is None:
