@@ -52,7 +52,8 @@ def views(**kw: Any) -> tuple[TerminalView, TerminalView]:
 
 
 #: 120 columns, the least the full layout is drawn at, squeezes the zones table (long zone
-#: names): the counts are cut short there; 80, narrower than it is ever drawn, even more.
+#: names): a name goes on over two lines there; 80, narrower than it is ever drawn, cuts
+#: even the counts short.
 @pytest.mark.parametrize("width", [80, 120, 173])
 def test_the_full_layout_is_the_same_screen_frame_by_frame(frames: list[Frame],
                                                            width: int) -> None:
@@ -75,6 +76,31 @@ def test_the_full_layout_is_the_same_screen_frame_by_frame(frames: list[Frame],
     # ... from parts kept: the zones table, whose counts change with every stroke, is
     # rendered again only when something else in it changed
     assert full.zones_rendered < full.drawn / 3
+
+
+def test_every_figure_of_the_zones_table_is_shown_whole_at_the_least_width(
+        frames: list[Frame]) -> None:
+    """At 120 columns, the least the full layout is drawn at, with long zone names and
+    the widest figures a session can show, every figure of every zone is on the screen
+    whole: the zone's name gives way (over more lines), never a figure. (The table used
+    to cut a count of 1234567 strokes to its first digits, or show none of it.)"""
+    width = FULL_MIN_SIZE[0]
+    c = console(width)
+    reference, cached = views(pinned_line=PINNED, zones=ZONES)
+    status = stamping_status(frames)
+    for z in status["zones"]:
+        z.update(strokes=1_234_567, mean_passes=12.3, target_passes=10, fraction=1.0,
+                 target_fraction=1.0, at_max_fraction=1.0, at_max_cm2=775.0, depth_um=1500)
+    frame = FullFrame(cached, c).frame(status, width)
+    assert frame is not None
+    for screen in (_text(frame), ["".join(ch for ch, _ in line)
+                                  for line in cells(c, reference.render(status))]):
+        rows = [line for line in screen if "passes" in line]
+        assert len(rows) == len(status["zones"])
+        for row in rows:
+            words = row.split()
+            for figure in ("12.3/10", "100/100", "100.0", "775.0", "1.50", "1234567"):
+                assert figure in words, f"{figure} not whole in {row!r}"
 
 
 def stamping_status(frames: list[Frame]) -> dict[str, Any]:

@@ -132,8 +132,9 @@ class FullFrame:
         moves nothing else. So rich renders the table with a placeholder as long as each
         count in its cell (a private-use character, one cell wide like a digit), again
         only when anything else in it changed, and each frame writes the counts in. (A
-        table squeezed below its natural width, 120 columns with long zone names, shows
-        only the start of a count, or none of it: then only that start is written.)"""
+        table squeezed below even its figures' width, narrower than the full layout is
+        ever drawn, shows only the start of a count, or none of it: then only that start
+        is written.)"""
         rows = self._view.zone_rows(status)
         counts = [row[-1] for row in rows]
         key: Hashable = (tuple(self._row_key(row, options) for row in rows), options.max_width)

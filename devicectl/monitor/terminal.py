@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
+from rich import box
 from rich.console import Group, RenderableType
 from rich.panel import Panel
 from rich.progress_bar import ProgressBar
@@ -240,10 +241,17 @@ class TerminalView:
 
     def zones_table(self, status: Mapping[str, Any],
                     rows: Iterable[ZoneRow] | None = None) -> Table:
-        """The zones, a row each (`rows`: their cells, when the caller made them)."""
-        table = Table(title="zones", expand=True, title_justify="left")
-        table.add_column("zone", no_wrap=True)
-        table.add_column("", min_width=6)
+        """The zones, a row each (`rows`: their cells, when the caller made them).
+
+        Every figure is shown whole at every width the full layout is drawn at: where
+        the table is narrower than its rows (120 columns, long zone names, large
+        figures), a zone's name goes on over more lines, and no figure is ever cut to
+        its first digits (a count of 1744 shown as "1"). Rules only under the header,
+        none between the columns: their room is the figures'."""
+        table = Table(title="zones", expand=True, title_justify="left", box=box.SIMPLE_HEAD,
+                      show_edge=False, pad_edge=False, padding=(0, 0, 0, 1))
+        table.add_column("zone", overflow="fold")  # the one column that gives way
+        table.add_column("", min_width=6, no_wrap=True)
         for name in (*DOSE_COLUMNS, "mm", "strokes"):
             table.add_column(name, justify="right", no_wrap=True)
         for row in rows if rows is not None else self.zone_rows(status):
