@@ -21,7 +21,7 @@ from test_virtual_session import MAP
 
 from devicectl.web.broadcast import Broadcast
 from devicectl.web.hub import Hub
-from devicectl.web.server import WebServer, serve
+from devicectl.web.server import STREAM_SNDBUF, WebServer, serve
 from devicectl.web.state import apply
 
 #: The hub's refresh in these tests (s): 50 Hz, five times the page's, to be quick.
@@ -261,6 +261,28 @@ def test_a_closed_client_ends_its_stream_even_when_nothing_changes(
     _wait(lambda: web.hub.version > start + 20, what="the hub to move on")
     clients[2].close()
     _wait(lambda: bc.streams == 0, what="the stalled stream to end")
+
+
+def test_a_stream_that_is_not_read_holds_a_bounded_kernel_buffer(
+    ticking: tuple[Ticking, WebServer],
+) -> None:
+    """Each connection sends from a fixed kernel buffer (STREAM_SNDBUF; Linux keeps
+    twice what is asked), not one Linux grows to megabytes (seen: 3.9 MB on loopback)
+    for a client that stopped reading: a stalled client costs the server a bounded
+    amount whatever happens. Checked on the server's own sockets, as the page accepted
+    them."""
+    _source, web = ticking
+    clients = [Client(web.port) for _ in range(2)]
+    for c in clients:
+        _wait(lambda c=c: c.read() >= 0 and c.state is not None, what="the full state")
+    sockets = [conn.transport.get_extra_info("socket")
+               for conn in web._server.server_state.connections]
+    assert len(sockets) == 2
+    for sock in sockets:
+        size = sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
+        assert STREAM_SNDBUF <= size <= 2 * STREAM_SNDBUF, size
+    for c in clients:
+        c.close()
 
 
 def test_a_quiet_stream_gets_keepalives_from_the_one_timer(

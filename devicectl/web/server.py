@@ -20,7 +20,7 @@ import threading
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from devicectl.errors import DevicectlError
 from devicectl.web.broadcast import KEEPALIVE, Broadcast, sse
@@ -51,6 +51,13 @@ SECURITY_HEADERS: tuple[tuple[bytes, bytes], ...] = (
     (b"x-content-type-options", b"nosniff"),
     (b"referrer-policy", b"no-referrer"),
 )
+#: The kernel's send buffer asked for each connection (bytes; Linux keeps twice this).
+#: A client that stops reading (a tab in the background, a stalled network) holds at
+#: most this much of the server's memory in the kernel, with the stream's own bounded
+#: ring in the page (broadcast.py) above it: on loopback Linux would otherwise grow
+#: a stalled stream's buffer to megabytes (4 MB each, 200 clients 800 MB). A stream's
+#: events are a few kB a second, which this holds many seconds of.
+STREAM_SNDBUF: Final = 64 * 1024
 #: Addresses that mean "every interface": the page then also answers to this
 #: machine's own names and addresses.
 _WILDCARD_HOSTS = frozenset({"", "0.0.0.0", "::"})
@@ -290,6 +297,9 @@ def serve(hub: Hub, host: str, port: int, *, token: str | None, submit: Submit |
                                  "(is the port in use? try --web-port)")
         thread.join(0.02)
         waited += 0.02
+    for listening in (sock for srv in server.servers for sock in srv.sockets):
+        # a connection takes its listening socket's buffer sizes when accepted (Linux)
+        listening.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, STREAM_SNDBUF)
     bound = server.servers[0].sockets[0].getsockname()[1] if server.servers else port
     allowed.update(allowed_hosts(host, int(bound)))
     return WebServer(hub, host, int(bound), server, thread, broadcast=app.state.broadcast)
