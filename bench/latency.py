@@ -87,8 +87,10 @@ def live_view_thread(session: Session, stop: threading.Event) -> ViewProcess:
     """The technician's view as `devicectl run` has it: a child process drawing
     (here into /dev/null, no keys), fed by a thread of the host at VIEW_HZ."""
     from devicectl.commands.run_cmd import VIEW_HZ
+    from devicectl.monitor.terminal import FULL_MIN_SIZE
     from devicectl.monitor.viewproc import ViewOptions
 
+    os.environ["COLUMNS"], os.environ["LINES"] = map(str, FULL_MIN_SIZE)  # the full layout
     view = ViewProcess(ViewOptions("bench", output=os.devnull, keys=False))
 
     def run() -> None:

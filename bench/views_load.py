@@ -103,6 +103,7 @@ def host_main(port: str, view: bool, clients: int, stalled: bool, *, shared: boo
     from devicectl.commands.run_cmd import VIEW_HZ
     from devicectl.commands.run_pen import share_cores
     from devicectl.controller_core import COVERAGE_CELL_MM, StartFacts
+    from devicectl.monitor.terminal import FULL_MIN_SIZE
     from devicectl.monitor.viewproc import ViewOptions, ViewProcess
     from devicectl.penproc import LinkSettings, MapRaster, PenProcess, SessionSettings
     from devicectl.profile import load_profile
@@ -156,6 +157,10 @@ def host_main(port: str, view: bool, clients: int, stalled: bool, *, shared: boo
     helpers: list[subprocess.Popen[str]] = []
     web = None
     if view:
+        # the size of the least terminal the full layout is drawn at, as a technician's
+        # (rich takes it from COLUMNS and LINES; /dev/null alone would give 80 columns,
+        # the compact layout, which no terminal of that size gets)
+        os.environ["COLUMNS"], os.environ["LINES"] = map(str, FULL_MIN_SIZE)
         tv = ViewProcess(ViewOptions("bench", output=os.devnull, keys=False))
 
         def feed() -> None:
