@@ -8,6 +8,7 @@ server's sends up within a fraction of a second.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import socket
@@ -22,7 +23,7 @@ from test_virtual_session import MAP
 from devicectl.web.broadcast import Broadcast
 from devicectl.web.hub import Hub
 from devicectl.web.server import STREAM_SNDBUF, WebServer, serve
-from devicectl.web.state import apply
+from devicectl.web.state import TRACE_WINDOW_S, apply, diff
 
 #: The hub's refresh in these tests (s): 50 Hz, five times the page's, to be quick.
 PERIOD_S = 0.02
@@ -283,6 +284,34 @@ def test_a_stream_that_is_not_read_holds_a_bounded_kernel_buffer(
         assert STREAM_SNDBUF <= size <= 2 * STREAM_SNDBUF, size
     for c in clients:
         c.close()
+
+
+def _without_pen(status: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    return {k: v for k, v in status().items() if k != "pen"}
+
+
+def test_a_page_that_followed_and_a_page_that_came_later_keep_the_same_trace() -> None:
+    """The hub, the page that applied every delta (state.apply, as app.js) and a page
+    that got one full state later hold the same depth trace: the last TRACE_WINDOW_S
+    before its newest point. Also when the points stop (no pen: the link lost) while the
+    session's clock goes on, where the hub used to empty its trace and the pages kept
+    theirs. The hub is built by hand (no thread): one refresh per step."""
+    source = Ticking()
+    hub = Hub(source, MAP, HEADER, period_s=PERIOD_S)
+    page: dict[str, Any] | None = None
+    state: dict[str, Any] = {}
+    steps = int(1.25 * TRACE_WINDOW_S / PERIOD_S)  # past the window: the trace is trimmed
+    for n in range(2 * steps):
+        if n == steps:  # the pen gone; the clock goes on past the window
+            source.status = functools.partial(_without_pen, source.status)  # type: ignore[method-assign]
+        state = hub.build(n * PERIOD_S, poll_events=False)
+        page = dict(state) if page is None else apply(page, diff(page, state))
+        assert page["trace"] == state["trace"], f"step {n}"
+    assert page is not None
+    trace = state["trace"]
+    assert trace, "the last window of points is kept once they stop"
+    assert trace[-1][0] - trace[0][0] <= TRACE_WINDOW_S
+    assert source.now_s() - trace[-1][0] > TRACE_WINDOW_S  # (the clock went past it)
 
 
 def test_a_quiet_stream_gets_keepalives_from_the_one_timer(

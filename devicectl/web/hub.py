@@ -258,7 +258,10 @@ class Hub:
         point = trace_point(now_s, status)
         if point is not None and (not self._trace or point[0] > self._trace[-1][0]):
             self._trace.append(point)
-        while self._trace and self._trace[0][0] < now_s - TRACE_WINDOW_S:
+        # the last TRACE_WINDOW_S before the newest point, as the page keeps and draws it
+        # (state.apply, app.js): the same trace whether a page followed the deltas or
+        # came later, also once the points stop (no pen: the link lost)
+        while self._trace and self._trace[0][0] < self._trace[-1][0] - TRACE_WINDOW_S:
             self._trace.popleft()
         if wall_s - self._heat_at >= HEAT_PERIOD_S:
             self._heat_at = wall_s

@@ -224,11 +224,19 @@ def _after(old: Iterable[list[Any]], new: Sequence[list[Any]]) -> list[list[Any]
 
 
 def apply(state: dict[str, Any], delta: Mapping[str, Any]) -> dict[str, Any]:
-    """The page's side of `diff` (app.js does the same): for tests and the monitor."""
+    """The page's side of `diff` (app.js does the same): for tests and the monitor.
+    The appended lists are kept as the hub keeps them: the trace's last TRACE_WINDOW_S
+    before its newest point, the newest EVENTS_SHOWN events."""
     out = dict(state)
     for key, value in delta.items():
         if key.endswith("+") and key[:-1] in APPEND_KEYS:
             out[key[:-1]] = list(out.get(key[:-1]) or ()) + list(value)
         else:
             out[key] = value
+    trace = out.get("trace")
+    if trace:
+        out["trace"] = [p for p in trace if p[0] >= trace[-1][0] - TRACE_WINDOW_S]
+    events = out.get("events")
+    if events and len(events) > EVENTS_SHOWN:
+        out["events"] = events[-EVENTS_SHOWN:]
     return out
