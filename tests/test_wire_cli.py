@@ -125,7 +125,10 @@ def test_encode_then_decode_round_trips(capsys: pytest.CaptureFixture[str]) -> N
 @pytest.mark.parametrize(
     ("argv", "says"),
     [
-        (["SET_TARGET", "depth_um=70000", "rate_dhz=1000", "zone_id=3"], "depth_um = 70000"),
+        (["SET_TARGET", "depth_um=1500", "rate_dhz=70000", "zone_id=3"], "rate_dhz = 70000"),
+        # a frame above the cap could be written to a pen's port: refused as the link does
+        (["SET_TARGET", "depth_um=1501", "rate_dhz=1000", "zone_id=3"],
+         "1501 µm is above the 1500 µm cap; it was refused, not sent"),
         (["ESTOP", "reason=-1"], "reason = -1"),
         (["ESTOP"], "missing field(s) reason"),
         (["ESTOP", "reason=1", "bogus=2"], "unknown field(s) bogus"),

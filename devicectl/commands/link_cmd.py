@@ -28,6 +28,7 @@ from devicectl.protocol import (
     message_from_fields,
     message_to_dict,
 )
+from devicectl.safety import assert_sendable
 from devicectl.signing import HOST, KEY_BYTES, SecureSession, direction_of
 
 _HEX_SEPARATORS = re.compile(r"[\s:,]+")
@@ -240,6 +241,9 @@ def parse_field(text: str) -> tuple[str, str]:
 def run_encode(args: argparse.Namespace) -> int:
     values = dict(parse_field(f) for f in args.fields)
     message = message_from_fields(args.type, values)
+    # a frame printed here can be written to a pen's port: the same last gate as the
+    # link's (no SET_TARGET above the cap is framed, whoever asks)
+    assert_sendable(message)
     print(encode(message, args.seq, args.flags).hex(" "))
     return 0
 
