@@ -468,9 +468,10 @@ class Session:
             return True  # nobody to wait for
         if ctl.pen_stopped:
             return not ctl.awaiting_ack or now >= timers.stop_deadline_us
-        if ctl.pen_not_stopped and now < timers.give_up_us:
-            return False  # H3: ESTOP again every 30 ms while it lasts
-        if now < timers.stop_deadline_us:
+        if ctl.pen_not_stopped:  # H3: ESTOP again every 30 ms while it lasts, then give up
+            if now < timers.give_up_us:  # (not on to STOP_VERIFY_US: ten ESTOPs, not 17)
+                return False
+        elif now < timers.stop_deadline_us:
             return False
         waited = now - (timers.give_up_us - NOT_STOPPED_WAIT_US)
         self._emit(ctl.finish_unverified(now, waited), now)
