@@ -238,3 +238,43 @@ def test_a_running_session_is_listed_running_and_cannot_be_resumed(tmp_path: Pat
         capture_output=True, text=True, timeout=60)
     assert re.search(r"│ interrupted\s+│", listed.stdout), listed.stdout
     assert not re.search(r"│ running\s+│", listed.stdout)
+
+
+#: Two signals to the CLI while its main thread is inside a send to the pen process
+#: (its lock held): a handler that took the lock again would wait for ever.
+_SIGNALS_WHILE_SENDING = """
+import os, signal, threading, time
+from devicectl.commands.run_cmd import _install_signals
+
+class Pen:  # the session as the CLI holds it: request_stop sends under a lock
+    def __init__(self):
+        self.lock, self.asked = threading.Lock(), []
+    def request_stop(self, reason, **kw):
+        with self.lock:
+            self.asked.append(reason)
+
+pen = Pen()
+_install_signals(pen)
+with pen.lock:  # the main thread inside a send
+    os.kill(os.getpid(), signal.SIGTERM)
+    os.kill(os.getpid(), signal.SIGINT)
+    time.sleep(0.01)  # the handlers run here, on the main thread
+end = time.monotonic() + 30
+while len(pen.asked) < 2 and time.monotonic() < end:
+    time.sleep(0.01)
+print(sorted(pen.asked))
+"""
+
+
+def test_signals_while_the_main_thread_sends_to_the_pen_process_stop_it_and_never_hang() -> None:
+    """Ctrl-C twice, or SIGTERM then SIGINT, while the main thread is sending a command
+    to the pen process: both stops reach the pen once that send is over, and the CLI
+    does not hang (found when a test run's SIGTERM met one: the CLI waited for ever on
+    its own lock). In a process of its own, so that a hang fails the test."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", _SIGNALS_WHILE_SENDING], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "['stopped by SIGINT', 'stopped by SIGTERM']"

@@ -14,6 +14,7 @@ import argparse
 import secrets
 import signal
 import sys
+import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -349,7 +350,12 @@ def _install_signals(session: Watched) -> dict[signal.Signals, Any]:
     """Signals stop the pen through the session; returns the handlers they replace."""
 
     def handler(signum: int, frame: FrameType | None) -> None:
-        session.request_stop(f"stopped by {signal.Signals(signum).name}")
+        # On a thread of its own: a handler runs on the main thread between two of its
+        # steps, which may be inside a send to the pen process (its lock held: a second
+        # Ctrl-C while the first one's stop was being sent), where taking the lock
+        # again would wait for ever. The stop goes as soon as that send is over.
+        threading.Thread(target=session.request_stop, name="signal-stop", daemon=True,
+                         args=(f"stopped by {signal.Signals(signum).name}",)).start()
         if _Prompting.active:
             raise KeyboardInterrupt  # out of the blocking prompt; the finally stops the pen
 
