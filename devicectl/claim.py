@@ -33,6 +33,8 @@ SELECT id FROM chain"""
 
 #: A claim the records have not answered in this long is a NO-GO (s).
 CLAIM_TIMEOUT_S = 15.0
+#: Why the pen may not stamp while the claim is not granted (a START or RESUME refused).
+CLAIM_PENDING = "the cartridge is not claimed in the records yet"
 
 
 def _now() -> str:

@@ -20,15 +20,13 @@ from typing import Any, Final, assert_never
 from devicectl import protocol as p
 from devicectl.controller_core import (
     COVERAGE_CELL_MM,
-    STEADY_FRAMES,
-    TELEMETRY_HZ,
-    WATCHDOG_MS,
     StartFacts,
     ZoneMapLike,
 )
 from devicectl.controller_status import status_snapshot
 from devicectl.controller_telemetry import WAITING, ControllerTelemetry
 from devicectl.linkstate import LinkLost
+from devicectl.safety import SILENCE_LOST_US, STEADY_FRAMES, TELEMETRY_HZ, WATCHDOG_MS
 from devicectl.transitions import (
     LIVE,
     RECORDS_FAILED_REASON,
@@ -55,12 +53,8 @@ __all__ = [
 
 HELLO_RETRY_US: Final = 100_000
 HELLO_GIVE_UP_US: Final = 2_000_000
-#: No telemetry at all for this long while the pen should be talking: the link is gone.
-#: Past 2.5 watchdog periods the pen's watchdog has surely latched, so the session
-#: cannot carry on by itself: it waits for the technician to reconnect.
-SILENCE_LOST_US: Final = WATCHDOG_MS * 2_500
 _U32: Final = 0xFFFF_FFFF
-__all__ += ["COVERAGE_CELL_MM", "STEADY_FRAMES", "TELEMETRY_HZ", "WATCHDOG_MS"]
+__all__ += ["COVERAGE_CELL_MM", "SILENCE_LOST_US", "STEADY_FRAMES", "TELEMETRY_HZ", "WATCHDOG_MS"]
 
 
 class Controller(ControllerTelemetry):

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 from typing import Final
 
-from devicectl.linkstate import ACK_TIMEOUT_US, MAX_RESENDS
 from devicectl.protocol import PenState, SetTarget, Telemetry
 from devicectl.safety import (
+    ACK_TIMEOUT_US,
+    MAX_RESENDS,
     NOT_STOPPED_RESEND_US,
     OK,
     OVERSPEED_FRAMES,

@@ -11,11 +11,12 @@ host's account in controller_checks.py).
 from __future__ import annotations
 
 from devicectl import protocol as p
-from devicectl.controller_core import WATCHDOG_MS, ControllerCore, Prepared
+from devicectl.controller_core import ControllerCore, Prepared
 from devicectl.coverage import Coverage
 from devicectl.errors import DevicectlError, RefusedError, SafetyError
 from devicectl.plan import NOMINAL_DEVICE, Plan, ZonePlan
 from devicectl.safety import (
+    WATCHDOG_MS,
     Action,
     EstopReason,
     Verdict,
@@ -40,6 +41,11 @@ class ControllerConnect(ControllerCore):
             info.cartridge_id, info.cartridge_stamps, self._facts.used_cartridge_ids,
             self._session_cartridge,
         )
+        if self._cartridge_problem is None and self.plan is not None:
+            # a cartridge put in mid-session (or found on a reconnect) is held to the
+            # plan's needle count as the first one was by the go/no-go: else no stamping
+            self._cartridge_problem = needle_count_problem(info.needle_count,
+                                                           self.plan.needle_counts)
         self._event(
             now_us, EventKind.DEVICE,
             f"pen {info.serial_number} connected, cartridge {info.cartridge_id}",
@@ -136,6 +142,7 @@ class ControllerConnect(ControllerCore):
             interval_override_reason=facts.interval_override_reason,
             interval_override_clinician=facts.interval_override_clinician,
             other_problems=other,
+            telemetry_hz=self.telemetry_hz,
         )
         if verdict.overridden:
             self._event(

@@ -26,6 +26,7 @@ from devicectl.plan import Plan, ZonePlan
 from devicectl.safety import (
     NOT_STOPPED_RESEND_US,
     TELEMETRY_GAP_PERIODS,
+    TELEMETRY_HZ,
     EstopReason,
     Verdict,
     pen_condition_problem,
@@ -42,10 +43,6 @@ from devicectl.transitions import (
     next_state,
 )
 
-TELEMETRY_HZ: Final = 500
-WATCHDOG_MS: Final = 100
-#: After a telemetry gap, this many on-time frames in a row before stamping resumes.
-STEADY_FRAMES: Final = 25
 COVERAGE_CELL_MM: Final = 0.5
 _U32: Final = 0xFFFF_FFFF
 _ESTOP_FLAG: Final = 1 << p.FaultBit.ESTOP
@@ -152,6 +149,9 @@ class ControllerCore:
         self._hold: str | None = None  # why stamping is held inside STAMPING
         self._steady_needed = 0  # on-time TELEMETRY frames still needed after a gap
         self._cartridge_problem: str | None = None
+        #: why the pen may not stamp yet for the records (the session's cartridge claim
+        #: not granted): set and cleared by the session that owns the controller
+        self.claim_pending: str | None = None
         self._session_serial: int | None = None
         self._first_cartridge: int | None = None
         self._session_cartridge: int | None = facts.resumed_cartridge_id
@@ -350,6 +350,8 @@ class ControllerCore:
             return "the go/no-go check failed: " + "; ".join(self.go_no_go)
         if self._cartridge_problem is not None:
             return self._cartridge_problem
+        if self.claim_pending is not None:
+            return self.claim_pending
         tel = self._tel
         if tel is not None:
             return pen_condition_problem(tel.state, tel.fault_flags, tel.battery_mv)

@@ -14,9 +14,9 @@ from typing import Final
 
 from devicectl import protocol as p
 from devicectl.controller_connect import ControllerConnect
-from devicectl.controller_core import STEADY_FRAMES
 from devicectl.safety import (
     OK,
+    STEADY_FRAMES,
     Action,
     fault_verdict,
     sensor_suspect_text,

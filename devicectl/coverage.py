@@ -25,7 +25,6 @@ import numpy.typing as npt
 
 from devicectl.coverage_archive import CoverageArchive
 from devicectl.dose import (
-    MAX_OVERHANG_FRACTION,
     NOMINAL_HAND_SPEED_MM_S,
     SPILL_MAX_PASSES,
     ZoneLimits,
@@ -50,6 +49,7 @@ from devicectl.patches import (
 )
 from devicectl.plan import ZonePlan
 from devicectl.reach import Reach
+from devicectl.safety import MAX_OVERHANG_FRACTION
 
 
 class Spot(enum.IntEnum):

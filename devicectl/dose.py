@@ -23,9 +23,6 @@ from devicectl.errors import DevicectlError
 
 #: The hand speed that defines a pass, and estimates passes without position (mm/s).
 NOMINAL_HAND_SPEED_MM_S: Final = 10.0
-#: How much of the footprint's area may lie outside the zone being treated
-#: (the spill onto neighbours): a larger overhang holds stamping at the border.
-MAX_OVERHANG_FRACTION: Final = 0.25
 #: The most a cell outside the plan may receive as spill, in passes of the zone treated.
 SPILL_MAX_PASSES: Final = 1
 _MM2_PER_CM2: Final = 100.0

@@ -25,14 +25,10 @@ from time import monotonic
 from typing import Final
 
 from devicectl.errors import LinkError
+from devicectl.safety import WRITE_STALL_S
 
 #: What a wake-up pipe's read takes at once: wake-ups that piled up are all drained.
 _WAKE_DRAIN: Final = 512
-#: The longest a write waits for a port that takes no byte (s): as long as the host
-#: gives a pen whose telemetry has stopped before it calls the link lost (2.5 watchdog
-#: periods, controller.SILENCE_LOST_US). At 921,600 baud the port's buffer drains in
-#: milliseconds.
-WRITE_STALL_S: Final = 0.25
 
 
 def disconnected(name: str, exc: BaseException) -> LinkError:

@@ -10,13 +10,9 @@ from dataclasses import dataclass
 from typing import Final
 
 from devicectl.protocol import ACK_REQ_TYPES, FLAG_ACK_REQ, Message, MsgType, encode
-from devicectl.safety import assert_sendable
+from devicectl.safety import ACK_TIMEOUT_US, MAX_RESENDS, assert_sendable
 from devicectl.signing import SecureSession
 
-#: An ACK_REQ frame not ACKed within this is sent again (spec).
-ACK_TIMEOUT_US: Final = 30_000
-#: Resends of one frame before the link counts as lost (spec).
-MAX_RESENDS: Final = 3
 #: The host sends a HEARTBEAT when it has sent nothing for this long (spec).
 HEARTBEAT_US: Final = 20_000
 

@@ -33,6 +33,7 @@ from devicectl.os_grants import ask_os, ask_real_time, ask_short_slice
 from devicectl.penproc import EndReport, LinkSettings, SessionSettings, user_error
 from devicectl.record_writer import RecordWriter
 from devicectl.records import EventRecord
+from devicectl.safety import RECORDS_BEHIND_ITEMS
 from devicectl.session import (
     MAX_WAIT_US,
     VIRTUAL_MAX_WAIT_US,
@@ -48,10 +49,6 @@ PUBLISH_PERIOD_S: Final = 0.05
 #: How long the door waits for a command before it looks at the session's end and the
 #: records' backlog again (ms).
 DOOR_POLL_MS: Final = 50
-#: Records queued and not yet written past which treatment stops: no treatment
-#: without a record, and a writer this far behind is not keeping the record.
-#: Nothing is dropped: the queue keeps every record until it is written.
-RECORDS_BEHIND_ITEMS: Final = 10_000
 
 
 @dataclass

@@ -39,6 +39,44 @@ TELEMETRY_GAP_PERIODS: Final = 3
 #: The one protocol version the host speaks (spec H4: another is refused).
 PEN_PROTO: Final = PROTO_VERSION
 
+# --- the link and the session's end (docs/safety.md, "Stopping") ---------------------
+#: The telemetry rate devicectl configures (Hz) and the pen's watchdog (ms) it sets.
+TELEMETRY_HZ: Final = 500
+WATCHDOG_MS: Final = 100
+#: After a telemetry gap, this many on-time frames in a row before stamping resumes.
+STEADY_FRAMES: Final = 25
+#: No telemetry at all for this long while the pen should be talking: the link is gone.
+#: Past 2.5 watchdog periods the pen's watchdog has surely latched, so the session
+#: cannot carry on by itself: it waits for the technician to reconnect.
+SILENCE_LOST_US: Final = WATCHDOG_MS * 2_500
+#: An ACK_REQ frame not ACKed within this is sent again (spec).
+ACK_TIMEOUT_US: Final = 30_000
+#: Resends of one frame before the link counts as lost (spec).
+MAX_RESENDS: Final = 3
+#: The longest a write waits for a port that takes no byte (s): as long as the host
+#: gives a pen whose telemetry has stopped before it calls the link lost (2.5 watchdog
+#: periods, SILENCE_LOST_US). At 921,600 baud the port's buffer drains in milliseconds.
+WRITE_STALL_S: Final = 0.25
+#: How long the session's end waits for telemetry that shows the pen stopped (µs).
+STOP_VERIFY_US: Final = 500_000
+#: A pen still stamping at the session's end gets ESTOP NOT_STOPPED (every 30 ms, ten
+#: times) before the loop ends anyway, the technician told to switch it off (µs). A pen
+#: that ignored ten ESTOPs will not take the eleventh, and every one fed its watchdog:
+#: once the host is silent, the watchdog (watchdog_ms) is what can still stop it.
+NOT_STOPPED_WAIT_US: Final = 300_000
+#: How much of the footprint's area may lie outside the zone being treated
+#: (the spill onto neighbours): a larger overhang holds stamping at the border.
+MAX_OVERHANG_FRACTION: Final = 0.25
+#: Every stroke is reported in at least this many TELEMETRY frames: the over-depth
+#: check sees a stroke only in a frame that reports it (a frame carries the most recent
+#: stroke's depth), so a plan stamping faster than the telemetry rate over this is
+#: refused (500 Hz: up to 166 Hz).
+STROKE_FRAMES: Final = 3
+#: Records queued and not yet written past which treatment stops: no treatment
+#: without a record, and a writer this far behind is not keeping the record.
+#: Nothing is dropped: the queue keeps every record until it is written.
+RECORDS_BEHIND_ITEMS: Final = 10_000
+
 # --- the host checks the pen (spec 1.1, H1-H5) --------------------------------
 #: H1: telemetry periods after a SET_TARGET's ACK (OK) from which every TELEMETRY
 #: must report that target's depth and zone.
@@ -524,13 +562,15 @@ def go_no_go(
     interval_override_reason: str | None,
     interval_override_clinician: str | None,
     other_problems: Sequence[str] = (),
+    telemetry_hz: int = TELEMETRY_HZ,
 ) -> GoNoGo:
     """Everything that must hold before a session treats, in one pure function.
 
     The pen's firmware, the cartridge (single use), every zone's target (a plan
     deeper than the cap is refused whole, before anything is sent), the
     intervals (overridden only with a reason and the clinician who decided
-    it), and any `other_problems` the caller found.
+    it), every zone's stamp rate against the telemetry rate (`telemetry_hz`: each
+    stroke in STROKE_FRAMES frames), and any `other_problems` the caller found.
     """
     reasons: list[str] = []
     firmware = firmware_problem(fw_version)
@@ -543,6 +583,13 @@ def go_no_go(
             checked_set_target(z.depth_um, z.rate_dhz, z.zone_id)
         except SafetyError as exc:
             reasons.append(f"zone {z.name}: {exc}")
+        if z.rate_dhz * STROKE_FRAMES > telemetry_hz * 10:
+            fastest = telemetry_hz / STROKE_FRAMES
+            reasons.append(
+                f"zone {z.name}: a stamp rate of {z.rate_dhz / 10:g} Hz is faster than "
+                f"{fastest:.0f} Hz, above which the {telemetry_hz} Hz telemetry does not "
+                f"report every stroke in {STROKE_FRAMES} frames (the over-depth check "
+                "sees only the strokes reported)")
     late = interval_problems(
         [ZoneInterval(z.name, z.depth_um, min_interval_days) for z in zones],
         days_since_treatment,

@@ -21,14 +21,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final, Protocol
 
-from devicectl.claim import CartridgeClaim
+from devicectl.claim import CLAIM_PENDING, CartridgeClaim
 from devicectl.clock import monotonic_us
 from devicectl.controller import Command, ControlEvent, Controller, EventKind, Output, State
 from devicectl.drain import drain
 from devicectl.errors import LinkError
 from devicectl.flight import RX, TX, FlightRecorder
 from devicectl.link import VirtualClock
-from devicectl.safety import emergency_stop_frame
+from devicectl.safety import NOT_STOPPED_WAIT_US, STOP_VERIFY_US, emergency_stop_frame
 from devicectl.session_records import SessionRecords
 from devicectl.snapshot import Outcome, Snapshot, outcome_of
 from devicectl.snapshot_build import SnapshotBuilder
@@ -41,13 +41,6 @@ COVERAGE_PERIOD_US: Final = 1_000_000
 #: The status is kept for the plain output's progress lines this often (µs of session time):
 #: under 5 s, so that a line comes at least every 5 s although the loop's steps vary.
 PROGRESS_PERIOD_US: Final = 4_500_000
-#: How long the session's end waits for telemetry that shows the pen stopped (µs).
-STOP_VERIFY_US: Final = 500_000
-#: How long a pen that does not stop is sent ESTOP again (spec H3, every 30 ms: ten
-#: times) before the loop ends anyway, the technician told to switch it off (µs). A pen
-#: that ignored ten ESTOPs will not take the eleventh, and every one fed its watchdog:
-#: once the host is silent, the watchdog (watchdog_ms) is what can still stop it.
-NOT_STOPPED_WAIT_US: Final = 300_000
 #: The longest a read waits for the pen (µs) when the clock is real: the loop looks at
 #: the records' health and the cartridge's claim at least this often (a command or a
 #: stop request wakes a port's read at once). Reads wait less when a timer (the
@@ -118,6 +111,8 @@ class _Timers:
     stop_deadline_us: int | None = None
     give_up_us: int = 0
     stop_requested: bool = False
+    #: the link was already lost when the session's end began (nobody to wait for)
+    gone_at_end: bool = False
     progress_us: int = -(10**18)
     confirmed_in: set[tuple[State, int]] = field(default_factory=set)
 
@@ -146,8 +141,11 @@ class Session:
         claim: CartridgeClaim | None = None,
     ) -> None:
         self.controller = controller
-        #: the cartridge claimed at the GO (claim.py): no START before it is granted
+        #: the cartridge claimed at the GO (claim.py): the pen does not stamp before it
+        #: is granted, whatever asks (START, RESUME, the pen's own button, --yes)
         self.claim = claim
+        if claim is not None and not claim.granted:
+            controller.claim_pending = CLAIM_PENDING
         #: why the records refused the GO (the cartridge's claim), once they did
         self.refusal: str | None = None
         self._policy = policy
@@ -323,17 +321,14 @@ class Session:
             self._records_failed(now)
         if self.claim is not None and not self.claim.granted and self.refusal is None:
             self._claim_step(now)
+        if ctl.claim_pending is not None:
+            self._claimed(now)  # granted: the controller's hold on stamping goes
         if data:
             self.flight.record(data, RX, now)
             self._emit(ctl.receive_data(data, now), now)
             self.records.sample(now)
         while not self._commands.empty():
             cmd = self._commands.get_nowait()
-            if cmd is Command.START and not self._claimed(now):
-                self._emit(Output(b"", (ControlEvent(
-                    now, EventKind.COMMAND_REFUSED, "START refused: the cartridge is not "
-                    "claimed in the records", data={"command": cmd.name}),)), now)
-                continue
             self._emit(ctl.command(cmd, now), now)
         self._emit(ctl.tick(now), now)
         self._auto_confirm(now)
@@ -399,6 +394,7 @@ class Session:
         records refused stops the session, a NO-GO naming the cartridge."""
         claim = self.claim
         if claim is None or claim.granted:
+            self.controller.claim_pending = None  # read once: whoever asks sees it granted
             return True
         if claim.refused is not None and self.refusal is None:
             self.refusal = claim.refused
@@ -463,8 +459,16 @@ class Session:
         if timers.stop_deadline_us is None:
             timers.stop_deadline_us = now + STOP_VERIFY_US
             timers.give_up_us = now + NOT_STOPPED_WAIT_US
+            timers.gone_at_end = state is State.LINK_LOST or ctl.link_gone
             self._emit(ctl.finish(now), now)
         if state is State.LINK_LOST or ctl.link_gone or ctl.device is None:
+            if not timers.gone_at_end and ctl.device is not None and not ctl.pen_stopped:
+                # lost while waiting to see the pen stop (its STOP never ACKed): the pen
+                # was never seen stopped, which the record says, and the session ends
+                # LINK_LOST, not in the state it had reached (a clean abort, exit 2)
+                waited = now - (timers.give_up_us - NOT_STOPPED_WAIT_US)
+                self._emit(ctl.finish_unverified(now, waited), now)
+                self.outcome = Outcome.FAULT if ctl.pen_not_stopped else Outcome.LINK_LOST
             return True  # nobody to wait for
         if ctl.pen_stopped:
             return not ctl.awaiting_ack or now >= timers.stop_deadline_us

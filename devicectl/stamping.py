@@ -126,9 +126,11 @@ class TipTracker:
             return f"the tip is outside zone {zone.name}", False
         if spot is Spot.EDGE:
             return f"the needles would reach too far past the border of zone {zone.name}", False
-        if self._fast and current_hold is None and (lost is None or not contact_sensor):
-            # stamping, on the skin, and faster than the hold can follow: stop
-            return FAST_HOLD, False
+        if self._fast and (lost is None or not contact_sensor):
+            # on the skin and faster than the hold can follow: stamping stops, and a
+            # held pen is not started again until the tip slows (it was restarted on
+            # the next frame, so a fast hand got STOP and START on alternate frames)
+            return (FAST_HOLD if current_hold is None else current_hold), False
         if spot is Spot.AT_MAX:
             return AT_MAX_HOLD, False
         return None, spot is Spot.NEEDS or current_hold == CONTACT_HOLD

@@ -374,13 +374,18 @@ class Store:
                                (int(simulated),)))
 
     def used_cartridge_ids(self, *, exclude_session: int | None = None) -> frozenset[int]:
-        """Cartridges seen in any session (single use), but for `exclude_session` (a resume)."""
+        """Cartridges seen in any session (single use), but for `exclude_session` (a resume):
+        the session's cartridge, and every cartridge its pen reported (DEVICE events),
+        so that one swapped in mid-session, which the session's row then names
+        instead, still counts as used."""
         rows = self._read(
-            "SELECT DISTINCT cartridge_id FROM sessions"
-            " WHERE cartridge_id IS NOT NULL AND cartridge_id != 0 AND id != coalesce(?, 0)",
-            (exclude_session,),
+            "SELECT cartridge_id FROM sessions"
+            " WHERE cartridge_id IS NOT NULL AND cartridge_id != 0 AND id != coalesce(?, 0)"
+            " UNION SELECT CAST(json_extract(data, '$.cartridge_id') AS BIGINT) FROM events"
+            " WHERE kind = 'DEVICE' AND session_id != coalesce(?, 0)",
+            (exclude_session, exclude_session),
         )
-        return frozenset(int(r[0]) for r in rows)
+        return frozenset(int(r[0]) for r in rows if r[0])
 
     def days_since_deep_treatment(
         self,

@@ -424,7 +424,10 @@ def test_tip_outside_the_zone_stops_stamping_and_back_inside_starts() -> None:
     out = ctl.receive_data(pen.frame(tel(x_dmm=100, y_dmm=170)), now + 10)  # in vertex
     assert "STOP" in types(pen.parse(out)) and "outside" in (ctl.stop_reason or "")
     out = ctl.receive_data(pen.frame(tel(x_dmm=100, y_dmm=50)), now + 20)
-    assert "START" in types(pen.parse(out))
+    # back in a jump of many cells, faster than the dose hold follows: not yet ...
+    assert "START" not in types(pen.parse(out))
+    out = ctl.receive_data(pen.frame(tel(x_dmm=100, y_dmm=50)), now + 2020)
+    assert "START" in types(pen.parse(out))  # ... once the tip is steady inside
 
 
 def test_start_with_the_tip_off_the_zone_does_not_stamp() -> None:

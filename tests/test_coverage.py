@@ -12,7 +12,6 @@ from hypothesis import strategies as st
 
 from devicectl.coverage import Coverage, Spot, footprint_offsets
 from devicectl.dose import (
-    MAX_OVERHANG_FRACTION,
     pass_punctures_per_cm2,
     stroke_punctures_per_cm2,
     zone_dose_stats,
@@ -21,6 +20,7 @@ from devicectl.dose import (
 from devicectl.errors import DevicectlError
 from devicectl.footprint import grown
 from devicectl.plan import ZonePlan
+from devicectl.safety import MAX_OVERHANG_FRACTION
 from devicectl.zones import Zone, ZoneMap
 
 

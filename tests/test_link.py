@@ -346,7 +346,6 @@ def test_real_time_pipe_delay_is_in_wall_clock_time() -> None:
 def test_a_write_is_given_as_long_as_a_silent_pen() -> None:
     """The write stall and the telemetry silence are the one limit: a port that takes
     nothing is lost exactly as soon as a pen that sends nothing."""
-    from devicectl.controller import SILENCE_LOST_US
-    from devicectl.fd_port import WRITE_STALL_S
+    from devicectl.safety import SILENCE_LOST_US, WRITE_STALL_S
 
     assert round(WRITE_STALL_S * 1_000_000) == SILENCE_LOST_US

@@ -194,3 +194,31 @@ def test_emergency_stop_frame_is_a_valid_estop_for_the_pen() -> None:
     (frame,) = protocol.Decoder().feed(safety.emergency_stop_frame(seq=300))
     assert isinstance(frame.message, protocol.Estop) and frame.ack_req
     assert frame.seq == 300 & 0xFF
+
+
+#: The limits docs/safety.md's "Stopping" table and the records' rules state: each is
+#: a constant written in safety.py, as the page says every limit is, and written
+#: nowhere else (the modules that use them import them).
+STOPPING_LIMITS = (
+    "TELEMETRY_HZ", "WATCHDOG_MS", "STEADY_FRAMES", "SILENCE_LOST_US", "ACK_TIMEOUT_US",
+    "MAX_RESENDS", "WRITE_STALL_S", "STOP_VERIFY_US", "NOT_STOPPED_WAIT_US",
+    "MAX_OVERHANG_FRACTION", "RECORDS_BEHIND_ITEMS",
+)
+
+
+def _assigned(path: Path) -> set[str]:
+    names: set[str] = set()
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            names.add(node.target.id)
+        elif isinstance(node, ast.Assign):
+            names.update(t.id for t in node.targets if isinstance(t, ast.Name))
+    return names
+
+
+def test_every_stopping_limit_is_written_in_safety_py_and_nowhere_else() -> None:
+    package = Path(safety.__file__).parent
+    assert set(STOPPING_LIMITS) <= _assigned(package / "safety.py")
+    elsewhere = {str(path.relative_to(package)): sorted(_assigned(path) & set(STOPPING_LIMITS))
+                 for path in package.rglob("*.py") if path.name != "safety.py"}
+    assert {k: v for k, v in elsewhere.items() if v} == {}

@@ -22,9 +22,8 @@ from devicectl.errors import LinkError
 from devicectl.profile import load_profile
 from devicectl.profile_plan import make_plan
 from devicectl.protocol import Decoder, Estop, Stop
-from devicectl.safety import NOT_STOPPED_RESEND_US
+from devicectl.safety import NOT_STOPPED_RESEND_US, NOT_STOPPED_WAIT_US
 from devicectl.session import (
-    NOT_STOPPED_WAIT_US,
     VIRTUAL_MAX_WAIT_US,
     Outcome,
     Policy,

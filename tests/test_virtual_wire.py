@@ -12,10 +12,11 @@ from hypothesis import strategies as st
 
 from devicectl.controller import HELLO_RETRY_US, Controller, EventKind, StartFacts, State
 from devicectl.link import VirtualClock
-from devicectl.linkstate import ACK_TIMEOUT_US, HEARTBEAT_US
+from devicectl.linkstate import HEARTBEAT_US
 from devicectl.profile import load_profile
 from devicectl.profile_plan import make_plan
 from devicectl.protocol import Decoder, DeviceInfo, Hello, Stop, Telemetry, encode
+from devicectl.safety import ACK_TIMEOUT_US
 from devicectl.session import VIRTUAL_MAX_WAIT_US, Policy, Session
 from devicectl.zones import load_zone_map
 from firmware_sim.virtual import VirtualPen, VirtualWire, tenths

@@ -40,13 +40,19 @@ PAGE_ACTIONS: Mapping[str, tuple[Command, ...]] = {
 }
 
 
-def actions_in(state: str, *, finished: bool = False) -> list[str]:
+def actions_in(state: str, *, finished: bool = False, fault_final: bool = False) -> list[str]:
     """The page's controls that can act in `state` (the controller's COMMAND_STATES);
-    none once the session's loop has ended."""
+    none once the session's loop has ended. A session that ends in FAULT (a faulty
+    pen, spec H5: `fault_final`) is offered neither CLEAR_FAULT nor ABORT: the
+    controller refuses both, and the session is on its way to its end."""
     if finished or state not in State.__members__:
         return []
     st = State[state]
-    return [a for a, cmds in PAGE_ACTIONS.items() if any(st in COMMAND_STATES[c] for c in cmds)]
+    actions = [a for a, cmds in PAGE_ACTIONS.items()
+               if any(st in COMMAND_STATES[c] for c in cmds)]
+    if fault_final:
+        actions = [a for a in actions if a not in ("clear_fault", "abort")]
+    return actions
 
 
 def map_state(zone_map: ZoneMap) -> dict[str, Any]:
@@ -166,7 +172,8 @@ def page_state(
     return {
         "header": dict(header),
         "state": state,
-        "actions": actions_in(state, finished=finished),
+        "actions": actions_in(state, finished=finished,
+                              fault_final=bool(status.get("fault_final"))),
         "over": finished,
         "fault": status.get("fault"),
         "stop_reason": status.get("stop_reason"),
