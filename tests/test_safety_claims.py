@@ -100,26 +100,18 @@ def test_the_page_offers_no_clear_fault_to_a_session_that_ends_in_fault() -> Non
 # --- every STOP, ESTOP and START through ControllerCore._send; resends keep the account
 
 
-def test_a_resent_stop_keeps_the_h3_account(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_resent_stop_keeps_the_h3_account() -> None:
     """docs/safety.md, "Stopping": a resend leaves from Controller.tick
     (LinkState.resends_due), where the same account H3 checks is kept
-    (PenChecks.stop_resent): every copy of a STOP on the wire is in the account. (The
-    page said each resend went through ControllerCore._send, which it never did.)"""
-    from devicectl.controller_checks import PenChecks
-
-    resent: list[int] = []
-    original = PenChecks.stop_resent
-
-    def spy(self: PenChecks, now_us: int) -> None:
-        resent.append(now_us)
-        original(self, now_us)
-
+    (PenChecks.stop_resent): every copy of a STOP on the wire is in the account, with
+    the stroke count it was sent at. (The page said each resend went through
+    ControllerCore._send, which it never did.) Read from the account itself: a spy on
+    the method would not see the compiled build's direct calls."""
     ctl, pen, t = stamping()
-    monkeypatch.setattr(PenChecks, "stop_resent", spy)
     first = frame_types(pen.parse(ctl.command(Command.PAUSE, t + 1000)))
     again = frame_types(pen.parse(ctl.tick(t + 1000 + 30_000)))  # not ACKed: sent again
     assert first.count("STOP") == 1 and again.count("STOP") == 1
-    assert resent == [t + 1000 + 30_000]
+    assert sorted(ctl._checks._stamps_at_send) == [t + 1000, t + 1000 + 30_000]
 
 
 # --- the cap holds on an authenticated link too --------------------------------------
