@@ -318,26 +318,31 @@ def _per_frame(decoder: Decoder, chunk: bytes) -> dict[str, Any]:
 
 def _decode(data: bytes, arr: Bytes, starts: Index, lengths: Index, min_group: int) -> Decoded:
     count = len(starts)
-    done = np.zeros(count, bool)
     tables: list[_Table] = []
-    # chunks that could be frames, grouped by length, stream order within a group;
-    # only the groups large enough for numpy are picked out (one pass over the
-    # lengths each: in a capture a few lengths make almost every frame)
-    fits = np.flatnonzero((lengths >= 7) & (lengths <= MAX_ENCODED))
-    fit_lengths = lengths[fits].astype(np.uint8)
-    sizes = np.bincount(fit_lengths, minlength=MAX_ENCODED + 1)
-    for length in np.flatnonzero(sizes >= max(min_group, 1)).tolist():
-        group = fits[fit_lengths == length]
+    rest: list[Index] = []  # stream positions the per-frame decoder takes
+    # chunks grouped by length (stream order within a group), the lengths above 255
+    # counted as 255 (too long for a frame): one byte a chunk, one count; only the
+    # lengths with enough chunks for numpy are picked out (in a capture a few lengths
+    # make almost every frame)
+    by_length = np.minimum(lengths, 255, out=np.empty(count, np.uint8), casting="unsafe")
+    sizes = np.bincount(by_length, minlength=256)
+    taken = np.zeros(256, np.bool_)
+    for length in np.flatnonzero(sizes[: MAX_ENCODED + 1] >= max(min_group, 1)).tolist():
+        if length < 7:
+            continue
+        taken[length] = True
+        group = np.flatnonzero(by_length == length)
         # every `length` bytes from each offset as one item (no copy): gathering whole
         # items copies 2-3x faster than gathering the rows of a 2-D window view
         windows = np.ndarray((len(arr) - length + 1,), f"V{length}", arr, strides=(1,))
         for block in range(0, len(group), _BLOCK_ROWS):  # a block's arrays stay in cache
             rows = group[block : block + _BLOCK_ROWS]
             matrix = windows[starts[rows]].view(np.uint8).reshape(len(rows), length)
-            tables += _decode_group(matrix, rows, done)
+            tables += _decode_group(matrix, rows, rest)
+    rest.append(np.flatnonzero(~taken[by_length]))
     decoder = Decoder()
     single: dict[int, dict[str, Any]] = {}
-    for i in np.flatnonzero(~done).tolist():
+    for i in np.sort(np.concatenate(rest)).tolist():
         start = int(starts[i])
         single[i] = _per_frame(decoder, data[start : start + int(lengths[i])])
     return Decoded(count, tables, single)
@@ -361,58 +366,78 @@ def _cobs_decode(matrix: Bytes) -> tuple[Bytes, npt.NDArray[np.bool_]]:
     columns = np.ascontiguousarray(matrix.T)
     at = columns[0].copy()
     hit = np.empty(len(at), np.bool_)
-    mask = hit.view(np.uint8)
+    ones = hit.view(np.uint8)  # 1 where this column is the row's code byte, else 0
     step = np.empty_like(at)
     for j in range(1, length):
         column = columns[j]
         np.equal(at, j, out=hit)
-        np.negative(mask, out=mask)  # 0xFF where this column is the row's code byte
-        np.bitwise_and(column, mask, out=step)
+        np.multiply(column, ones, out=step)
         at += step
         column ^= step  # the code bytes become 0x00
     ok: npt.NDArray[np.bool_] = at == length
     return columns[1:], ok
 
 
+#: The CRC register after the version byte, from CRC_INIT: a packet whose first byte
+#: is not PROTO_VERSION is no frame whatever its CRC, so for the others the CRC may
+#: start from here (an odd count of covered bytes then leaves an even count to pair).
+_CRC_AFTER_VERSION: Final = ((CRC_INIT << 8) & 0xFFFF) ^ int(_CRC8[(CRC_INIT >> 8) ^ PROTO_VERSION])
+
+
 def _crc_ok(columns: Bytes) -> npt.NDArray[np.bool_]:
     """CRC of each packet (all but the last two bytes) against its last two, two bytes
-    a step; `columns` are the packets transposed, as `_cobs_decode` gives them."""
+    a step; `columns` are the packets transposed, as `_cobs_decode` gives them.
+
+    Right only for the packets that begin with PROTO_VERSION (the others are
+    discarded anyway): when the covered bytes are odd, the version byte is taken as
+    read (`_CRC_AFTER_VERSION`) and the rest go two at a time."""
     n = columns.shape[0]
     covered = n - 2
-    even = covered - covered % 2
-    crc = np.full(columns.shape[1], CRC_INIT, np.uint16)
+    first, init = (1, _CRC_AFTER_VERSION) if covered % 2 else (0, CRC_INIT)
+    crc = np.full(columns.shape[1], init, np.uint16)
     word = np.empty_like(crc)
-    for j in range(0, even, 2):  # big-endian pairs
+    for j in range(first, covered, 2):  # big-endian pairs
         np.left_shift(columns[j], 8, out=word, dtype=np.uint16)
         word |= columns[j + 1]
         word ^= crc
         np.take(_CRC16, word, out=crc, mode="wrap")  # in range; "wrap" checks less
-    if covered % 2:
-        crc = (crc << 8) ^ _CRC8[(crc >> 8) ^ columns[covered - 1]]
-    sent = columns[n - 2].astype(np.uint16) | (columns[n - 1].astype(np.uint16) << 8)
-    ok: npt.NDArray[np.bool_] = crc == sent
+    np.left_shift(columns[n - 1], 8, out=word, dtype=np.uint16)  # sent little-endian
+    word |= columns[n - 2]
+    ok: npt.NDArray[np.bool_] = crc == word
     return ok
 
 
-def _decode_group(matrix: Bytes, rows: Index, done: npt.NDArray[np.bool_]) -> list[_Table]:
+def _decode_group(matrix: Bytes, rows: Index, rest: list[Index]) -> list[_Table]:
+    """The frames of one block of equal-length chunks, as tables; the stream positions
+    of the rest (damaged, other kinds) are added to `rest` for the per-frame decoder."""
     columns, good = _cobs_decode(matrix)
     n = columns.shape[0]
     if not 6 <= n <= 64:
+        rest.append(rows)
         return []
-    kinds = columns[1].astype(np.intp) * 2  # type * 2 + signed
-    kinds += (columns[3] & FLAG_SIGNED) != 0
     good &= columns[0] == PROTO_VERSION
-    good &= _EXPECTED[kinds] == n
     good &= _crc_ok(columns)  # on every row: cheaper than copying out the good ones
-    present = np.flatnonzero(np.bincount(kinds[good], minlength=512)).tolist()
-    if len(present) == 1 and good.all():  # the usual block: one type, all good, no copy
-        done[rows] = True
-        layout = _LAYOUTS[(n, present[0] >> 1, bool(present[0] & 1))]
-        return [_Table(layout, rows, columns, None)]
+    # the usual block is of one kind (type, signed or not): the first row's, checked
+    # in bytes; any other kind among the good rows takes the general way below
+    types, signed = columns[1], columns[3] & FLAG_SIGNED
+    kind = int(types[0]) * 2 + int(signed[0] != 0)
+    other = types != types[0]
+    other |= signed != signed[0]
+    other &= good
+    if not other.any() and _EXPECTED[kind] == n:
+        layout = _LAYOUTS[(n, kind >> 1, bool(kind & 1))]
+        if good.all():  # all good: no copy
+            return [_Table(layout, rows, columns, None)]
+        rest.append(rows[np.flatnonzero(~good)])
+        sel = np.flatnonzero(good)
+        return [_Table(layout, rows[sel], columns, sel)] if len(sel) else []
+    kinds = types.astype(np.intp) * 2  # type * 2 + signed
+    kinds += signed != 0
+    good &= _EXPECTED[kinds] == n
+    rest.append(rows[np.flatnonzero(~good)])
     tables = []
-    for kind in present:
+    for kind in np.flatnonzero(np.bincount(kinds[good], minlength=512)).tolist():
         sel = np.flatnonzero(good & (kinds == kind))
         layout = _LAYOUTS[(n, kind >> 1, bool(kind & 1))]
         tables.append(_Table(layout, rows[sel], columns, sel))
-        done[rows[sel]] = True
     return tables
