@@ -262,10 +262,12 @@ def decode_stream(data: bytes, min_group: int = MIN_GROUP) -> Decoded:
     ends = np.flatnonzero(arr == 0)
     starts = np.empty_like(ends)
     starts[:1] = 0
-    starts[1:] = ends[:-1] + 1
+    np.add(ends[:-1], 1, out=starts[1:])
     lengths = ends - starts
-    keep = lengths > 0
-    return _decode(data, arr, starts[keep], lengths[keep], min_group)
+    if len(lengths) and lengths.min() == 0:  # two 0x00 in a row: no chunk between
+        keep = lengths > 0
+        starts, lengths = starts[keep], lengths[keep]
+    return _decode(data, arr, starts, lengths, min_group)
 
 
 def decode_chunks(chunks: Sequence[bytes], min_group: int = MIN_GROUP) -> Decoded:
@@ -339,10 +341,16 @@ def _decode(data: bytes, arr: Bytes, starts: Index, lengths: Index, min_group: i
             rows = group[block : block + _BLOCK_ROWS]
             matrix = windows[starts[rows]].view(np.uint8).reshape(len(rows), length)
             tables += _decode_group(matrix, rows, rest)
-    rest.append(np.flatnonzero(~taken[by_length]))
+    # the chunks of the lengths not taken: one pass for each such length when they are
+    # few (a capture's damaged frames mostly keep their length), else one for all
+    others = np.flatnonzero(sizes * ~taken).tolist()
+    if len(others) <= 4:
+        rest += [np.flatnonzero(by_length == length) for length in others]
+    else:
+        rest.append(np.flatnonzero(~taken[by_length]))
     decoder = Decoder()
     single: dict[int, dict[str, Any]] = {}
-    for i in np.sort(np.concatenate(rest)).tolist():
+    for i in np.sort(np.concatenate(rest)).tolist() if rest else ():
         start = int(starts[i])
         single[i] = _per_frame(decoder, data[start : start + int(lengths[i])])
     return Decoded(count, tables, single)
