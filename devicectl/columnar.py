@@ -402,16 +402,16 @@ def _crc_ok(columns: Bytes) -> npt.NDArray[np.bool_]:
     n = columns.shape[0]
     covered = n - 2
     first, init = (1, _CRC_AFTER_VERSION) if covered % 2 else (0, CRC_INIT)
+    # every big-endian pair as a word, in two calls for all of them
+    words = np.left_shift(columns[first:covered:2], 8, dtype=np.uint16)
+    words |= columns[first + 1 : covered : 2]
     crc = np.full(columns.shape[1], init, np.uint16)
-    word = np.empty_like(crc)
-    for j in range(first, covered, 2):  # big-endian pairs
-        np.left_shift(columns[j], 8, out=word, dtype=np.uint16)
-        word |= columns[j + 1]
+    for word in words:
         word ^= crc
         np.take(_CRC16, word, out=crc, mode="wrap")  # in range; "wrap" checks less
-    np.left_shift(columns[n - 1], 8, out=word, dtype=np.uint16)  # sent little-endian
-    word |= columns[n - 2]
-    ok: npt.NDArray[np.bool_] = crc == word
+    sent = np.left_shift(columns[n - 1], 8, dtype=np.uint16)  # sent little-endian
+    sent |= columns[n - 2]
+    ok: npt.NDArray[np.bool_] = crc == sent
     return ok
 
 
