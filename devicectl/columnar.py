@@ -12,10 +12,12 @@ and turning each frame or discard into its dict (`wire decode`'s shape:
 `tag_ok`, a discard as `{"discarded": reason}`).
 tests/test_columnar.py shows it equal on random captures.
 
-Only well-formed frames of known types take the columnar path. Every other
-chunk (damaged, too long, unknown type, wrong length or version) is handed
-to the per-frame `Decoder.decode_chunk`, which classifies it in the spec's
-order; `Decoded.per_frame` says how many went that way. Tags are not
+Only well-formed frames of known types take the columnar path. A chunk of a
+block whose COBS is broken, or whose CRC is wrong under the right version,
+is that discard (the spec's order checks the length first, and a block's
+length is right); every other chunk (too long, unknown type, wrong length or
+version) is handed to the per-frame `Decoder.decode_chunk`, which classifies
+it in the spec's order. `Decoded.per_frame` counts both. Tags are not
 checked here (`tag_ok` is None, as without a session key): checking one
 needs the key and an HMAC per frame, so callers with a key decode per frame.
 """
@@ -201,8 +203,8 @@ class Decoded:
     """Every frame and discard of a capture, in stream order, as JSON objects or lines.
 
     Frames decoded by columns stay in columns until asked for (`events`,
-    `lines`); `per_frame` counts the chunks the per-frame decoder took
-    (damaged, unknown types, odd lengths, groups too small for numpy)."""
+    `lines`); `per_frame` counts the chunks that are not (damaged, unknown
+    types, odd lengths, groups too small for numpy): their objects are in `single`."""
 
     count: int
     tables: list[_Table]
@@ -321,6 +323,7 @@ def _per_frame(decoder: Decoder, chunk: bytes) -> dict[str, Any]:
 def _decode(data: bytes, arr: Bytes, starts: Index, lengths: Index, min_group: int) -> Decoded:
     count = len(starts)
     tables: list[_Table] = []
+    single: dict[int, dict[str, Any]] = {}  # stream position -> object, not by columns
     rest: list[Index] = []  # stream positions the per-frame decoder takes
     # chunks grouped by length (stream order within a group), the lengths above 255
     # counted as 255 (too long for a frame): one byte a chunk, one count; only the
@@ -340,7 +343,7 @@ def _decode(data: bytes, arr: Bytes, starts: Index, lengths: Index, min_group: i
         for block in range(0, len(group), _BLOCK_ROWS):  # a block's arrays stay in cache
             rows = group[block : block + _BLOCK_ROWS]
             matrix = windows[starts[rows]].view(np.uint8).reshape(len(rows), length)
-            tables += _decode_group(matrix, rows, rest)
+            tables += _decode_group(matrix, rows, rest, single)
     # the chunks of the lengths not taken: one pass for each such length when they are
     # few (a capture's damaged frames mostly keep their length), else one for all
     others = np.flatnonzero(sizes * ~taken).tolist()
@@ -349,7 +352,6 @@ def _decode(data: bytes, arr: Bytes, starts: Index, lengths: Index, min_group: i
     else:
         rest.append(np.flatnonzero(~taken[by_length]))
     decoder = Decoder()
-    single: dict[int, dict[str, Any]] = {}
     for i in np.sort(np.concatenate(rest)).tolist() if rest else ():
         start = int(starts[i])
         single[i] = _per_frame(decoder, data[start : start + int(lengths[i])])
@@ -415,15 +417,19 @@ def _crc_ok(columns: Bytes) -> npt.NDArray[np.bool_]:
     return ok
 
 
-def _decode_group(matrix: Bytes, rows: Index, rest: list[Index]) -> list[_Table]:
-    """The frames of one block of equal-length chunks, as tables; the stream positions
-    of the rest (damaged, other kinds) are added to `rest` for the per-frame decoder."""
-    columns, good = _cobs_decode(matrix)
+def _decode_group(matrix: Bytes, rows: Index, rest: list[Index],
+                  single: dict[int, dict[str, Any]]) -> list[_Table]:
+    """The frames of one block of equal-length chunks (`rows`: their stream positions)
+    as tables; its COBS and CRC discards into `single`, the stream positions of the
+    other rows it cannot decode (other versions, other kinds) into `rest`."""
+    columns, cobs_ok = _cobs_decode(matrix)
     n = columns.shape[0]
     if not 6 <= n <= 64:
         rest.append(rows)
         return []
-    good &= columns[0] == PROTO_VERSION
+    versions = columns[0]
+    good = versions == PROTO_VERSION
+    good &= cobs_ok
     good &= _crc_ok(columns)  # on every row: cheaper than copying out the good ones
     # the usual block is of one kind (type, signed or not): the first row's, checked
     # in bytes; any other kind among the good rows takes the general way below
@@ -436,16 +442,35 @@ def _decode_group(matrix: Bytes, rows: Index, rest: list[Index]) -> list[_Table]
         layout = _LAYOUTS[(n, kind >> 1, bool(kind & 1))]
         if good.all():  # all good: no copy
             return [_Table(layout, rows, columns, None)]
-        rest.append(rows[np.flatnonzero(~good)])
+        _discards(rows, np.flatnonzero(~good), cobs_ok, versions, rest, single)
         sel = np.flatnonzero(good)
         return [_Table(layout, rows[sel], columns, sel)] if len(sel) else []
+    _discards(rows, np.flatnonzero(~good), cobs_ok, versions, rest, single)
     kinds = types.astype(np.intp) * 2  # type * 2 + signed
     kinds += signed != 0
-    good &= _EXPECTED[kinds] == n
-    rest.append(rows[np.flatnonzero(~good)])
+    known = _EXPECTED[kinds] == n
+    rest.append(rows[np.flatnonzero(good & ~known)])  # unknown types, other lengths
+    good &= known
     tables = []
     for kind in np.flatnonzero(np.bincount(kinds[good], minlength=512)).tolist():
         sel = np.flatnonzero(good & (kinds == kind))
         layout = _LAYOUTS[(n, kind >> 1, bool(kind & 1))]
         tables.append(_Table(layout, rows[sel], columns, sel))
     return tables
+
+
+def _discards(rows: Index, bad: Index, cobs_ok: npt.NDArray[np.bool_], versions: Bytes,
+              rest: list[Index], single: dict[int, dict[str, Any]]) -> None:
+    """The block's rows `bad` (not frames) as the per-frame decoder would see them:
+    broken COBS is that discard; with COBS and the version right, the CRC was wrong
+    (the spec checks the length before the CRC, and a block's length is right); a
+    row of another version goes to the per-frame decoder (its CRC, taken from the
+    version byte on, says nothing: it may be a CRC or a version discard)."""
+    where = rows[bad]
+    cobs = cobs_ok[bad]
+    crc = cobs & (versions[bad] == PROTO_VERSION)
+    for i in where[~cobs].tolist():
+        single[i] = {"discarded": Discard.COBS.value}
+    for i in where[crc].tolist():
+        single[i] = {"discarded": Discard.CRC.value}
+    rest.append(where[cobs & ~crc])
