@@ -28,10 +28,10 @@ from devicectl.protocol import (
     Telemetry,
     encode,
     encode_raw,
-    frame_of_packet,
     field_names,
     field_ranges,
     field_sizes,
+    frame_of_packet,
 )
 from devicectl.records import EventRecord
 from devicectl.signing import HOST, PEN, SecureSession
