@@ -60,6 +60,9 @@ MIN_GROUP: Final = 8
 #: small enough that a block's working arrays stay in the cache.
 _BLOCK_ROWS: Final = 16384
 
+#: decode_stream finds the 0x00s this many bytes at a time (the booleans stay in cache).
+_ZEROS_SLICE: Final = 1 << 18
+
 _INT_DTYPES: Final = {"B": "u1", "H": "<u2", "I": "<u4", "h": "<i2"}
 
 
@@ -261,7 +264,7 @@ def decode_stream(data: bytes, min_group: int = MIN_GROUP) -> Decoded:
     Bytes after the last 0x00 are an unfinished frame and give nothing, as in
     the stream decoder."""
     arr = np.frombuffer(data, np.uint8)
-    ends = np.flatnonzero(arr == 0)
+    ends = _zeros(arr)
     starts = np.empty_like(ends)
     starts[:1] = 0
     np.add(ends[:-1], 1, out=starts[1:])
@@ -270,6 +273,22 @@ def decode_stream(data: bytes, min_group: int = MIN_GROUP) -> Decoded:
         keep = lengths > 0
         starts, lengths = starts[keep], lengths[keep]
     return _decode(data, arr, starts, lengths, min_group)
+
+
+def _zeros(arr: Bytes) -> Index:
+    """Where `arr` holds 0x00: `np.flatnonzero(arr == 0)`, a slice at a time, so that
+    the comparison's booleans are read back from the cache, not from memory."""
+    step = _ZEROS_SLICE
+    if len(arr) <= step:
+        return np.flatnonzero(arr == 0)
+    zero = np.empty(step, np.bool_)
+    parts = []
+    for at in range(0, len(arr), step):
+        piece = arr[at : at + step]
+        found = np.flatnonzero(np.equal(piece, 0, out=zero[: len(piece)]))
+        found += at
+        parts.append(found)
+    return np.concatenate(parts)
 
 
 def decode_chunks(chunks: Sequence[bytes], min_group: int = MIN_GROUP) -> Decoded:

@@ -332,3 +332,16 @@ def test_empty_chunks_and_lengths_left_to_the_per_frame_decoder() -> None:
         got = decode_stream(data)
         assert got.events == reference(data)
         assert got.per_frame == len(lengths) and got.count == 40 + len(lengths)
+
+
+@SETTINGS
+@given(captures, st.binary(max_size=20), st.sampled_from([1, 2, 7, 64]))
+def test_zeros_found_a_slice_at_a_time_are_all_of_them(
+    capture: bytes, tail: bytes, step: int
+) -> None:
+    """decode_stream looks for the 0x00s a slice of the capture at a time: with
+    slices of a few bytes, delimiters fall on and around every slice's edge."""
+    data = capture + tail
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(columnar, "_ZEROS_SLICE", step)
+        assert decode_stream(data, min_group=1).events == reference(data)
