@@ -12,10 +12,12 @@ and turning each frame or discard into its dict (`wire decode`'s shape:
 `tag_ok`, a discard as `{"discarded": reason}`).
 tests/test_columnar.py shows it equal on random captures.
 
-Only well-formed frames of known types take the columnar path. Every other
-chunk (damaged, too long, unknown type, wrong length or version) is handed
-to the per-frame `Decoder.decode_chunk`, which classifies it in the spec's
-order; `Decoded.per_frame` says how many went that way. Tags are not
+Only well-formed frames of known types take the columnar path. A chunk of a
+block whose COBS is broken, or whose CRC is wrong under the right version,
+is that discard (the spec's order checks the length first, and a block's
+length is right); every other chunk (too long, unknown type, wrong length or
+version) is handed to the per-frame `Decoder.decode_chunk`, which classifies
+it in the spec's order. `Decoded.per_frame` counts both. Tags are not
 checked here (`tag_ok` is None, as without a session key): checking one
 needs the key and an HMAC per frame, so callers with a key decode per frame.
 """
@@ -57,6 +59,9 @@ MIN_GROUP: Final = 8
 #: Chunks decoded together: large enough to pay numpy's per-call cost back,
 #: small enough that a block's working arrays stay in the cache.
 _BLOCK_ROWS: Final = 16384
+
+#: decode_stream finds the 0x00s this many bytes at a time (the booleans stay in cache).
+_ZEROS_SLICE: Final = 1 << 18
 
 _INT_DTYPES: Final = {"B": "u1", "H": "<u2", "I": "<u4", "h": "<i2"}
 
@@ -201,8 +206,8 @@ class Decoded:
     """Every frame and discard of a capture, in stream order, as JSON objects or lines.
 
     Frames decoded by columns stay in columns until asked for (`events`,
-    `lines`); `per_frame` counts the chunks the per-frame decoder took
-    (damaged, unknown types, odd lengths, groups too small for numpy)."""
+    `lines`); `per_frame` counts the chunks that are not (damaged, unknown
+    types, odd lengths, groups too small for numpy): their objects are in `single`."""
 
     count: int
     tables: list[_Table]
@@ -259,13 +264,31 @@ def decode_stream(data: bytes, min_group: int = MIN_GROUP) -> Decoded:
     Bytes after the last 0x00 are an unfinished frame and give nothing, as in
     the stream decoder."""
     arr = np.frombuffer(data, np.uint8)
-    ends = np.flatnonzero(arr == 0)
+    ends = _zeros(arr)
     starts = np.empty_like(ends)
     starts[:1] = 0
-    starts[1:] = ends[:-1] + 1
+    np.add(ends[:-1], 1, out=starts[1:])
     lengths = ends - starts
-    keep = lengths > 0
-    return _decode(data, arr, starts[keep], lengths[keep], min_group)
+    if len(lengths) and lengths.min() == 0:  # two 0x00 in a row: no chunk between
+        keep = lengths > 0
+        starts, lengths = starts[keep], lengths[keep]
+    return _decode(data, arr, starts, lengths, min_group)
+
+
+def _zeros(arr: Bytes) -> Index:
+    """Where `arr` holds 0x00: `np.flatnonzero(arr == 0)`, a slice at a time, so that
+    the comparison's booleans are read back from the cache, not from memory."""
+    step = _ZEROS_SLICE
+    if len(arr) <= step:
+        return np.flatnonzero(arr == 0)
+    zero = np.empty(step, np.bool_)
+    parts = []
+    for at in range(0, len(arr), step):
+        piece = arr[at : at + step]
+        found = np.flatnonzero(np.equal(piece, 0, out=zero[: len(piece)]))
+        found += at
+        parts.append(found)
+    return np.concatenate(parts)
 
 
 def decode_chunks(chunks: Sequence[bytes], min_group: int = MIN_GROUP) -> Decoded:
@@ -318,26 +341,37 @@ def _per_frame(decoder: Decoder, chunk: bytes) -> dict[str, Any]:
 
 def _decode(data: bytes, arr: Bytes, starts: Index, lengths: Index, min_group: int) -> Decoded:
     count = len(starts)
-    done = np.zeros(count, bool)
     tables: list[_Table] = []
-    # chunks that could be frames, grouped by length, stream order within a group;
-    # only the groups large enough for numpy are picked out (one pass over the
-    # lengths each: in a capture a few lengths make almost every frame)
-    fits = np.flatnonzero((lengths >= 7) & (lengths <= MAX_ENCODED))
-    fit_lengths = lengths[fits].astype(np.uint8)
-    sizes = np.bincount(fit_lengths, minlength=MAX_ENCODED + 1)
-    for length in np.flatnonzero(sizes >= max(min_group, 1)).tolist():
-        group = fits[fit_lengths == length]
+    single: dict[int, dict[str, Any]] = {}  # stream position -> object, not by columns
+    rest: list[Index] = []  # stream positions the per-frame decoder takes
+    # chunks grouped by length (stream order within a group), the lengths above 255
+    # counted as 255 (too long for a frame): one byte a chunk, one count; only the
+    # lengths with enough chunks for numpy are picked out (in a capture a few lengths
+    # make almost every frame)
+    by_length = np.minimum(lengths, 255, out=np.empty(count, np.uint8), casting="unsafe")
+    sizes = np.bincount(by_length, minlength=256)
+    taken = np.zeros(256, np.bool_)
+    for length in np.flatnonzero(sizes[: MAX_ENCODED + 1] >= max(min_group, 1)).tolist():
+        if length < 7:
+            continue
+        taken[length] = True
+        group = np.flatnonzero(by_length == length)
         # every `length` bytes from each offset as one item (no copy): gathering whole
         # items copies 2-3x faster than gathering the rows of a 2-D window view
         windows = np.ndarray((len(arr) - length + 1,), f"V{length}", arr, strides=(1,))
         for block in range(0, len(group), _BLOCK_ROWS):  # a block's arrays stay in cache
             rows = group[block : block + _BLOCK_ROWS]
             matrix = windows[starts[rows]].view(np.uint8).reshape(len(rows), length)
-            tables += _decode_group(matrix, rows, done)
+            tables += _decode_group(matrix, rows, rest, single)
+    # the chunks of the lengths not taken: one pass for each such length when they are
+    # few (a capture's damaged frames mostly keep their length), else one for all
+    others = np.flatnonzero(sizes * ~taken).tolist()
+    if len(others) <= 4:
+        rest += [np.flatnonzero(by_length == length) for length in others]
+    else:
+        rest.append(np.flatnonzero(~taken[by_length]))
     decoder = Decoder()
-    single: dict[int, dict[str, Any]] = {}
-    for i in np.flatnonzero(~done).tolist():
+    for i in np.sort(np.concatenate(rest)).tolist() if rest else ():
         start = int(starts[i])
         single[i] = _per_frame(decoder, data[start : start + int(lengths[i])])
     return Decoded(count, tables, single)
@@ -361,58 +395,101 @@ def _cobs_decode(matrix: Bytes) -> tuple[Bytes, npt.NDArray[np.bool_]]:
     columns = np.ascontiguousarray(matrix.T)
     at = columns[0].copy()
     hit = np.empty(len(at), np.bool_)
-    mask = hit.view(np.uint8)
+    ones = hit.view(np.uint8)  # 1 where this column is the row's code byte, else 0
     step = np.empty_like(at)
     for j in range(1, length):
         column = columns[j]
         np.equal(at, j, out=hit)
-        np.negative(mask, out=mask)  # 0xFF where this column is the row's code byte
-        np.bitwise_and(column, mask, out=step)
+        np.multiply(column, ones, out=step)
         at += step
         column ^= step  # the code bytes become 0x00
     ok: npt.NDArray[np.bool_] = at == length
     return columns[1:], ok
 
 
+#: The CRC register after the version byte, from CRC_INIT: a packet whose first byte
+#: is not PROTO_VERSION is no frame whatever its CRC, so for the others the CRC may
+#: start from here (an odd count of covered bytes then leaves an even count to pair).
+_CRC_AFTER_VERSION: Final = ((CRC_INIT << 8) & 0xFFFF) ^ int(_CRC8[(CRC_INIT >> 8) ^ PROTO_VERSION])
+
+
 def _crc_ok(columns: Bytes) -> npt.NDArray[np.bool_]:
     """CRC of each packet (all but the last two bytes) against its last two, two bytes
-    a step; `columns` are the packets transposed, as `_cobs_decode` gives them."""
+    a step; `columns` are the packets transposed, as `_cobs_decode` gives them.
+
+    Right only for the packets that begin with PROTO_VERSION (the others are
+    discarded anyway): when the covered bytes are odd, the version byte is taken as
+    read (`_CRC_AFTER_VERSION`) and the rest go two at a time."""
     n = columns.shape[0]
     covered = n - 2
-    even = covered - covered % 2
-    crc = np.full(columns.shape[1], CRC_INIT, np.uint16)
-    word = np.empty_like(crc)
-    for j in range(0, even, 2):  # big-endian pairs
-        np.left_shift(columns[j], 8, out=word, dtype=np.uint16)
-        word |= columns[j + 1]
+    first, init = (1, _CRC_AFTER_VERSION) if covered % 2 else (0, CRC_INIT)
+    # every big-endian pair as a word, in two calls for all of them
+    words = np.left_shift(columns[first:covered:2], 8, dtype=np.uint16)
+    words |= columns[first + 1 : covered : 2]
+    crc = np.full(columns.shape[1], init, np.uint16)
+    for word in words:
         word ^= crc
         np.take(_CRC16, word, out=crc, mode="wrap")  # in range; "wrap" checks less
-    if covered % 2:
-        crc = (crc << 8) ^ _CRC8[(crc >> 8) ^ columns[covered - 1]]
-    sent = columns[n - 2].astype(np.uint16) | (columns[n - 1].astype(np.uint16) << 8)
+    sent = np.left_shift(columns[n - 1], 8, dtype=np.uint16)  # sent little-endian
+    sent |= columns[n - 2]
     ok: npt.NDArray[np.bool_] = crc == sent
     return ok
 
 
-def _decode_group(matrix: Bytes, rows: Index, done: npt.NDArray[np.bool_]) -> list[_Table]:
-    columns, good = _cobs_decode(matrix)
+def _decode_group(matrix: Bytes, rows: Index, rest: list[Index],
+                  single: dict[int, dict[str, Any]]) -> list[_Table]:
+    """The frames of one block of equal-length chunks (`rows`: their stream positions)
+    as tables; its COBS and CRC discards into `single`, the stream positions of the
+    other rows it cannot decode (other versions, other kinds) into `rest`."""
+    columns, cobs_ok = _cobs_decode(matrix)
     n = columns.shape[0]
     if not 6 <= n <= 64:
+        rest.append(rows)
         return []
-    kinds = columns[1].astype(np.intp) * 2  # type * 2 + signed
-    kinds += (columns[3] & FLAG_SIGNED) != 0
-    good &= columns[0] == PROTO_VERSION
-    good &= _EXPECTED[kinds] == n
+    versions = columns[0]
+    good = versions == PROTO_VERSION
+    good &= cobs_ok
     good &= _crc_ok(columns)  # on every row: cheaper than copying out the good ones
-    present = np.flatnonzero(np.bincount(kinds[good], minlength=512)).tolist()
-    if len(present) == 1 and good.all():  # the usual block: one type, all good, no copy
-        done[rows] = True
-        layout = _LAYOUTS[(n, present[0] >> 1, bool(present[0] & 1))]
-        return [_Table(layout, rows, columns, None)]
+    # the usual block is of one kind (type, signed or not): the first row's, checked
+    # in bytes; any other kind among the good rows takes the general way below
+    types, signed = columns[1], columns[3] & FLAG_SIGNED
+    kind = int(types[0]) * 2 + int(signed[0] != 0)
+    other = types != types[0]
+    other |= signed != signed[0]
+    other &= good
+    if not other.any() and _EXPECTED[kind] == n:
+        layout = _LAYOUTS[(n, kind >> 1, bool(kind & 1))]
+        if good.all():  # all good: no copy
+            return [_Table(layout, rows, columns, None)]
+        _discards(rows, np.flatnonzero(~good), cobs_ok, versions, rest, single)
+        sel = np.flatnonzero(good)
+        return [_Table(layout, rows[sel], columns, sel)] if len(sel) else []
+    _discards(rows, np.flatnonzero(~good), cobs_ok, versions, rest, single)
+    kinds = types.astype(np.intp) * 2  # type * 2 + signed
+    kinds += signed != 0
+    known = _EXPECTED[kinds] == n
+    rest.append(rows[np.flatnonzero(good & ~known)])  # unknown types, other lengths
+    good &= known
     tables = []
-    for kind in present:
+    for kind in np.flatnonzero(np.bincount(kinds[good], minlength=512)).tolist():
         sel = np.flatnonzero(good & (kinds == kind))
         layout = _LAYOUTS[(n, kind >> 1, bool(kind & 1))]
         tables.append(_Table(layout, rows[sel], columns, sel))
-        done[rows[sel]] = True
     return tables
+
+
+def _discards(rows: Index, bad: Index, cobs_ok: npt.NDArray[np.bool_], versions: Bytes,
+              rest: list[Index], single: dict[int, dict[str, Any]]) -> None:
+    """The block's rows `bad` (not frames) as the per-frame decoder would see them:
+    broken COBS is that discard; with COBS and the version right, the CRC was wrong
+    (the spec checks the length before the CRC, and a block's length is right); a
+    row of another version goes to the per-frame decoder (its CRC, taken from the
+    version byte on, says nothing: it may be a CRC or a version discard)."""
+    where = rows[bad]
+    cobs = cobs_ok[bad]
+    crc = cobs & (versions[bad] == PROTO_VERSION)
+    for i in where[~cobs].tolist():
+        single[i] = {"discarded": Discard.COBS.value}
+    for i in where[crc].tolist():
+        single[i] = {"discarded": Discard.CRC.value}
+    rest.append(where[cobs & ~crc])

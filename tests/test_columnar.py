@@ -8,10 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cobs import cobs
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from devicectl import cli
+from devicectl import cli, columnar
 from devicectl.columnar import decode_chunks, decode_recorded, decode_stream
 from devicectl.commands.link_cmd import decode_events, event_to_dict
 from devicectl.commands.sessions_cmd import frame_lines
@@ -20,12 +21,17 @@ from devicectl.protocol import (
     MESSAGE_CLASSES,
     AuthProof,
     Decoder,
+    Event,
+    Fault,
+    Heartbeat,
+    SetTarget,
     Telemetry,
     encode,
     encode_raw,
     field_names,
     field_ranges,
     field_sizes,
+    frame_of_packet,
 )
 from devicectl.records import EventRecord
 from devicectl.signing import HOST, PEN, SecureSession
@@ -223,3 +229,119 @@ def test_field_columns_hold_the_decoded_values_whole_blocks_and_picked_rows() ->
         assert table.column("seq").tolist() == [i % 256 for i in kept]
         for name in field_names(Telemetry):
             assert table.column(name).tolist() == [getattr(messages_[i], name) for i in kept]
+
+
+def _count_per_frame(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
+    """The chunks handed to the per-frame decoder from now on."""
+    seen: list[bytes] = []
+    per_frame = columnar._per_frame
+
+    def counted(decoder: Decoder, chunk: bytes) -> dict[str, Any]:
+        seen.append(chunk)
+        return per_frame(decoder, chunk)
+
+    monkeypatch.setattr(columnar, "_per_frame", counted)
+    return seen
+
+
+def test_one_length_of_several_kinds_gives_each_kind_its_table(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """SET_TARGET, FAULT and EVENT packets are 11 bytes, a signed HEARTBEAT as long as
+    AUTH_BEGIN: a block of one length may hold several kinds, in any order, the
+    first row of another kind than the rest or damaged. Each kind is decoded by
+    columns with its own layout, none by the per-frame decoder."""
+    rng = random.Random(5)
+    host = SecureSession(_KEY, HOST)
+    kinds = [SetTarget, Fault, Event]
+    pool = {cls: _sample_messages(40, cls) for cls in kinds}
+    mixed = [encode(pool[Fault][0], 0)]  # the first row's kind is the rare one
+    mixed += [encode(pool[rng.choice(kinds)][i], i) for i in range(1, 40)]
+    broken = encode(pool[Event][1], 1)
+    first_damaged = [bytes([0xFF, 0xFF]) + broken[2:], *mixed[1:]]  # a bad first row
+    signed = [host.seal(Heartbeat(host_ms=i), i) for i in range(20)]
+    signed.insert(7, encode_raw(0x09, bytes(range(1, 17)), 3, 0))  # AUTH_BEGIN, 22 bytes too
+    seen = _count_per_frame(monkeypatch)
+    for wires in (mixed, first_damaged, signed):
+        data = b"".join(wires)
+        got = decode_stream(data, min_group=1)
+        assert got.events == reference(data)
+        assert got.lines() == [json.dumps(e) for e in reference(data)]
+    assert seen == []
+    names = {t.layout.name for t in decode_stream(b"".join(mixed)).tables}
+    assert names == {"SET_TARGET", "FAULT", "EVENT"}
+
+
+def _version(wire: bytes, version: int, crc_ok: bool = True) -> bytes:
+    """The frame of `wire`'s packet with another version byte, its CRC right or not."""
+    packet = cobs.decode(wire[:-1])[:-2]
+    out = frame_of_packet(bytes([version]) + packet[1:])
+    if crc_ok:
+        return out
+    sent = bytearray(cobs.decode(out[:-1]))
+    sent[-1] ^= 0x01
+    return bytes(cobs.encode(bytes(sent))) + b"\x00"
+
+
+def test_another_version_is_a_version_or_crc_discard_as_per_frame() -> None:
+    """The CRC by columns takes the version byte as read when a packet's covered
+    bytes are odd (TELEMETRY: 29): a packet of another version must still be a
+    version discard when its CRC is right and a CRC discard when not, for odd and
+    even (HEARTBEAT: 8) covered lengths alike."""
+    for cls in (Telemetry, Heartbeat):
+        wires = [encode(m, i) for i, m in enumerate(_sample_messages(30, cls))]
+        wires[3] = _version(wires[3], 2)
+        wires[9] = _version(wires[9], 0)
+        wires[12] = _version(wires[12], 2, crc_ok=False)
+        data = b"".join(wires)
+        want = reference(data)
+        assert [want[i] for i in (3, 9, 12)] == [
+            {"discarded": "version"}, {"discarded": "version"}, {"discarded": "crc"}]
+        assert decode_stream(data, min_group=1).events == want
+
+
+def test_cobs_and_crc_discards_in_a_block_are_told_without_the_per_frame_decoder(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """In a block of one length, a chunk whose COBS chain misses the end is a COBS
+    discard and one whose CRC is wrong a CRC discard, told by columns: as the
+    per-frame decoder tells them, which sees none of them."""
+    wires = [encode(m, i) for i, m in enumerate(_sample_messages(60, Telemetry))]
+    for i in range(0, 60, 7):  # a flipped bit in the body or the CRC: a CRC discard
+        at = 4 + i % 27
+        wires[i] = wires[i][:at] + bytes([wires[i][at] ^ (1 << i % 8) or 1]) + wires[i][at + 1:]
+    for i in (5, 33):  # the first code byte past the end: a COBS discard
+        wires[i] = bytes([0xF0]) + wires[i][1:]
+    data = b"".join(wires)
+    want = reference(data)
+    reasons = sorted({e["discarded"] for e in want if "discarded" in e})
+    assert reasons == ["cobs", "crc"]
+    seen = _count_per_frame(monkeypatch)
+    got = decode_stream(data, min_group=1)
+    assert got.events == want and seen == []
+    assert got.per_frame == sum("discarded" in e for e in want)
+
+
+def test_empty_chunks_and_lengths_left_to_the_per_frame_decoder() -> None:
+    """Two 0x00 in a row make no chunk; the chunks of lengths too rare for numpy go
+    frame by frame, whether there are a few such lengths or many."""
+    wires = [encode(m, i) for i, m in enumerate(_sample_messages(40, Telemetry))]
+    for lengths in ((9, 13), (9, 13, 17, 21, 25, 29, 40)):
+        odd = [bytes(range(1, n + 1)) + b"\x00" for n in lengths]
+        data = b"\x00\x00" + b"".join(wires[:20]) + b"\x00" + b"".join(odd) + b"".join(wires[20:])
+        got = decode_stream(data)
+        assert got.events == reference(data)
+        assert got.per_frame == len(lengths) and got.count == 40 + len(lengths)
+
+
+@SETTINGS
+@given(captures, st.binary(max_size=20), st.sampled_from([1, 2, 7, 64]))
+def test_zeros_found_a_slice_at_a_time_are_all_of_them(
+    capture: bytes, tail: bytes, step: int
+) -> None:
+    """decode_stream looks for the 0x00s a slice of the capture at a time: with
+    slices of a few bytes, delimiters fall on and around every slice's edge."""
+    data = capture + tail
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(columnar, "_ZEROS_SLICE", step)
+        assert decode_stream(data, min_group=1).events == reference(data)
