@@ -36,6 +36,24 @@ class ControllerConnect(ControllerCore):
         if info.nonce != self._nonce:
             self._event(now_us, EventKind.WARNING, "a DEVICE_INFO with another nonce was ignored")
             return
+        connecting = self.state is State.CONNECTING
+        reconnect = self.plan is not None
+        problem = identity_problem(
+            info.proto, info.serial_number, info.cartridge_id,
+            self._session_serial if reconnect or not connecting else None,
+            self._session_cartridge_id() if reconnect and connecting else None,
+        )
+        if problem is not None and not connecting:
+            # Not the pen this session configured: a faulty link or pen, stop it. The
+            # session's pen stays the one it configured (the record is not rewritten
+            # with the stranger's); the event says who answered.
+            self._event(
+                now_us, EventKind.DEVICE,
+                f"pen {info.serial_number} answered with cartridge {info.cartridge_id}: "
+                "not this session's pen", data=p.message_to_dict(info),
+            )
+            self._estop(Verdict(Action.ESTOP, problem, EstopReason.MISMATCH, True), now_us)
+            return
         self.device = info
         self._cartridge_problem = cartridge_problem(
             info.cartridge_id, info.cartridge_stamps, self._facts.used_cartridge_ids,
@@ -51,17 +69,6 @@ class ControllerConnect(ControllerCore):
             f"pen {info.serial_number} connected, cartridge {info.cartridge_id}",
             data=p.message_to_dict(info),
         )
-        connecting = self.state is State.CONNECTING
-        reconnect = self.plan is not None
-        problem = identity_problem(
-            info.proto, info.serial_number, info.cartridge_id,
-            self._session_serial if reconnect or not connecting else None,
-            self._session_cartridge_id() if reconnect and connecting else None,
-        )
-        if problem is not None and not connecting:
-            # Not the pen this session configured: a faulty link or pen, stop it.
-            self._estop(Verdict(Action.ESTOP, problem, EstopReason.MISMATCH, True), now_us)
-            return
         if not connecting:
             return
         if problem is not None:

@@ -268,6 +268,11 @@ def test_h4_another_pen_answering_mid_session_is_estop_mismatch() -> None:
     ctl, pen, now = stamping()
     out = ctl.receive_data(pen.frame(replace(DEVICE, serial_number=43)), now + 10)
     assert estops(pen.parse(out)) == [EstopReason.MISMATCH] and ctl.state is State.FAULT
+    # the session's pen is still the one it configured (the records name it, not the
+    # stranger, which the event names): it was replaced, and the record rewritten
+    assert ctl.device is not None and ctl.device.serial_number == DEVICE.serial_number
+    (said,) = [e for e in out.events if e.kind is EventKind.DEVICE]
+    assert "pen 43" in said.text and "not this session's pen" in said.text
 
 
 # --- H5: a second over-depth ends the session ---------------------------------------
