@@ -583,11 +583,11 @@ def go_no_go(
             checked_set_target(z.depth_um, z.rate_dhz, z.zone_id)
         except SafetyError as exc:
             reasons.append(f"zone {z.name}: {exc}")
-        if z.rate_dhz * STROKE_FRAMES > telemetry_hz * 10:
-            fastest = telemetry_hz / STROKE_FRAMES
+        fastest_dhz = telemetry_hz * 10 // STROKE_FRAMES
+        if z.rate_dhz > fastest_dhz:
             reasons.append(
                 f"zone {z.name}: a stamp rate of {z.rate_dhz / 10:g} Hz is faster than "
-                f"{fastest:.0f} Hz, above which the {telemetry_hz} Hz telemetry does not "
+                f"{fastest_dhz / 10:g} Hz, above which the {telemetry_hz} Hz telemetry does not "
                 f"report every stroke in {STROKE_FRAMES} frames (the over-depth check "
                 "sees only the strokes reported)")
     late = interval_problems(
