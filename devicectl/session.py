@@ -319,10 +319,8 @@ class Session:
         self.now_us = now
         if self.records.failed and ctl.records_failure is None:
             self._records_failed(now)
-        if self.claim is not None and not self.claim.granted and self.refusal is None:
+        if ctl.claim_pending is not None:  # the cartridge's claim not granted yet
             self._claim_step(now)
-        if ctl.claim_pending is not None:
-            self._claimed(now)  # granted: the controller's hold on stamping goes
         if data:
             self.flight.record(data, RX, now)
             self._emit(ctl.receive_data(data, now), now)
@@ -381,13 +379,14 @@ class Session:
                                 "a fault of the pen")
 
     def _claim_step(self, now: int) -> None:
-        """At the GO (ready, nothing against it) the cartridge's claim is asked for."""
+        """Until the cartridge's claim is granted: at the GO (ready, nothing against it)
+        it is asked for; granted, the controller's hold on stamping goes; refused, the
+        session stops (`_claimed`)."""
         claim, ctl = self.claim, self.controller
         assert claim is not None
-        if claim.refused is not None:
-            self._claimed(now)
-        elif not claim.requested and ctl.state is State.READY and not ctl.go_no_go:
+        if not claim.requested and ctl.state is State.READY and not ctl.go_no_go:
             self.records.device()
+        self._claimed(now)
 
     def _claimed(self, now: int) -> bool:
         """Whether the cartridge is the session's (no claim asked: it is); a claim the
