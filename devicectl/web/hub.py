@@ -26,10 +26,10 @@ from devicectl.records import EVENT_COLUMNS, event_from_row, open_database
 from devicectl.web.state import (
     EVENTS_SHOWN,
     PINNED_SHOWN,
-    TRACE_WINDOW_S,
     event_item,
     heat_cells,
     heat_state,
+    in_trace_window,
     map_state,
     page_state,
     trace_point,
@@ -261,7 +261,7 @@ class Hub:
         # the last TRACE_WINDOW_S before the newest point, as the page keeps and draws it
         # (state.apply, app.js): the same trace whether a page followed the deltas or
         # came later, also once the points stop (no pen: the link lost)
-        while self._trace and self._trace[0][0] < self._trace[-1][0] - TRACE_WINDOW_S:
+        while self._trace and not in_trace_window(self._trace[0][0], self._trace[-1][0]):
             self._trace.popleft()
         if wall_s - self._heat_at >= HEAT_PERIOD_S:
             self._heat_at = wall_s

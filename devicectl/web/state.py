@@ -114,6 +114,12 @@ def heat_state(
     }
 
 
+def in_trace_window(t_s: float, newest_s: float) -> bool:
+    """Whether a trace point at `t_s` is kept (and drawn, app.js): within TRACE_WINDOW_S
+    of the newest point, whatever the session's clock says since."""
+    return t_s >= newest_s - TRACE_WINDOW_S
+
+
 def trace_point(t_s: float, status: Mapping[str, Any]) -> list[Any] | None:
     """[t_s, depth_cmd_um, depth_meas_um, x_mm, y_mm] from a snapshot's pen, or None."""
     pen = status.get("pen")
@@ -242,7 +248,7 @@ def apply(state: dict[str, Any], delta: Mapping[str, Any]) -> dict[str, Any]:
             out[key] = value
     trace = out.get("trace")
     if trace:
-        out["trace"] = [p for p in trace if p[0] >= trace[-1][0] - TRACE_WINDOW_S]
+        out["trace"] = [p for p in trace if in_trace_window(p[0], trace[-1][0])]
     events = out.get("events")
     if events and len(events) > EVENTS_SHOWN:
         out["events"] = events[-EVENTS_SHOWN:]
