@@ -30,6 +30,7 @@ COMPILED = [
     "devicectl/messages.py",
     "devicectl/protocol.py",
     "devicectl/safety.py",
+    "devicectl/safety_gonogo.py",
     "devicectl/controller.py",
     "devicectl/controller_auth.py",
     "devicectl/controller_checks.py",

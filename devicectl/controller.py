@@ -9,7 +9,7 @@ timers (HELLO retry, heartbeat, ACK resends, telemetry gap, silence). `command`
 takes the technician's commands; a refused one is an event, never an exception.
 The next state always comes from the transition table (transitions.py); the
 link rules are in linkstate.py; every SET_TARGET is built by
-safety.checked_set_target; the go/no-go is safety.go_no_go.
+safety.checked_set_target; the go/no-go is safety_gonogo.go_no_go.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 A DEVICE_INFO answering our HELLO is checked for identity first (spec 1.1 H4:
 protocol version; after a reconnect, the session's pen and cartridge), then
-on the first connection the plan is made and the go/no-go (safety.go_no_go)
+on the first connection the plan is made and the go/no-go (safety_gonogo.go_no_go)
 decides; CONFIGURE and SET_TARGET follow, and their ACKs end CONFIGURING. The
 ACK of every command the host sent lands here too (stops and targets feed the
 host's account in controller_checks.py).
@@ -22,10 +22,9 @@ from devicectl.safety import (
     Verdict,
     cartridge_problem,
     checked_set_target,
-    go_no_go,
     identity_problem,
-    needle_count_problem,
 )
+from devicectl.safety_gonogo import go_no_go, needle_count_problem
 from devicectl.transitions import EventKind, State, Trigger
 
 

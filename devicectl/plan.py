@@ -23,7 +23,8 @@ from devicectl.dose import NOMINAL_HAND_SPEED_MM_S, pass_punctures_per_cm2
 from devicectl.errors import RefusedError
 from devicectl.frozen import by_fields
 from devicectl.protocol import DeviceInfo
-from devicectl.safety import DEPTH_CAP_UM, region_depth_problems
+from devicectl.safety import DEPTH_CAP_UM
+from devicectl.safety_gonogo import region_depth_problems
 
 if TYPE_CHECKING:  # the type only: plain data here, the geometry stays in patches.py
     from devicectl.patches import Patch

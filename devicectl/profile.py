@@ -36,13 +36,8 @@ from devicectl.patches import (
     Patch,
     zone_patch_problems,
 )
-from devicectl.safety import (
-    DEPTH_CAP_UM,
-    DEPTH_STEP_UM,
-    INTERVAL_DEPTH_UM,
-    MIN_INTERVAL_DAYS,
-    region_depth_problems,
-)
+from devicectl.safety import DEPTH_CAP_UM, DEPTH_STEP_UM, INTERVAL_DEPTH_UM, MIN_INTERVAL_DAYS
+from devicectl.safety_gonogo import region_depth_problems
 from devicectl.yaml_reader import (
     Loc,
     Mark,

@@ -15,14 +15,8 @@ from hypothesis import strategies as st
 
 from devicectl.cli import main
 from devicectl.profile import load_profile
-from devicectl.safety import (
-    INTERVAL_DEPTH_UM,
-    MIN_INTERVAL_DAYS,
-    OVERRIDE_REASON_MIN_CHARS,
-    ZoneInterval,
-    interval_override_problem,
-    interval_problems,
-)
+from devicectl.safety import INTERVAL_DEPTH_UM, MIN_INTERVAL_DAYS, OVERRIDE_REASON_MIN_CHARS
+from devicectl.safety_gonogo import ZoneInterval, interval_override_problem, interval_problems
 from devicectl.store import Store
 
 ROOT = Path(__file__).resolve().parents[1]

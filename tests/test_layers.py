@@ -38,6 +38,7 @@ LEVELS: dict[str, int] = {
     "devicectl.stamping": 2,
     "devicectl.linkstate": 2,
     "devicectl.safety": 3,
+    "devicectl.safety_gonogo": 3,
     "devicectl.coverage": 3,
     "devicectl.coverage_views": 3,
     "devicectl.coverage_archive": 3,

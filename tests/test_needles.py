@@ -10,7 +10,7 @@ import pytest
 
 from devicectl.errors import ProfileError
 from devicectl.profile import load_profile_text
-from devicectl.safety import needle_count_problem
+from devicectl.safety_gonogo import needle_count_problem
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_controller import DEVICE, new_controller, plan_of, zone_plan

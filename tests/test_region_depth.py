@@ -13,7 +13,8 @@ from devicectl.errors import ProfileError, RefusedError
 from devicectl.plan import NOMINAL_DEVICE
 from devicectl.profile import load_profile
 from devicectl.profile_plan import make_plan
-from devicectl.safety import DEPTH_CAP_UM, region_depth_problems
+from devicectl.safety import DEPTH_CAP_UM
+from devicectl.safety_gonogo import region_depth_problems
 from devicectl.zones import DEFAULT_ZONES_PATH, ZoneMap, load_zone_map
 
 SHORT = Path(__file__).parent / "data" / "short-frontal.yaml"

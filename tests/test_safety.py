@@ -30,12 +30,11 @@ from devicectl.safety import (
     OK,
     OVERDEPTH_LIMIT_UM,
     Action,
-    ZoneInterval,
     cartridge_problem,
     checked_set_target,
-    interval_problems,
     telemetry_verdict,
 )
+from devicectl.safety_gonogo import ZoneInterval, interval_problems
 
 FAST = settings(max_examples=200, deadline=None)
 

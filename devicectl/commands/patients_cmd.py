@@ -19,7 +19,8 @@ from devicectl.errors import DevicectlError, StoreError
 from devicectl.notes import ADVERSE_KINDS, Note, add_note, notes_of
 from devicectl.patients import patient_ref
 from devicectl.plain import plain
-from devicectl.safety import INTERVAL_DEPTH_UM, ZoneInterval, zone_interval_days
+from devicectl.safety import INTERVAL_DEPTH_UM
+from devicectl.safety_gonogo import ZoneInterval, zone_interval_days
 from devicectl.store import (
     SessionRecord,
     Store,

@@ -9,7 +9,7 @@ import argparse
 from pathlib import Path
 
 from devicectl.errors import RefusedError
-from devicectl.safety import interval_override_problem
+from devicectl.safety_gonogo import interval_override_problem
 from devicectl.store import Store
 
 
