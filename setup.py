@@ -46,6 +46,7 @@ COMPILED = [
     "devicectl/coverage.py",
     "devicectl/coverage_views.py",
     "devicectl/coverage_archive.py",
+    "devicectl/coverage_zones.py",
     "devicectl/stamping.py",
     "devicectl/linkstate.py",
     "devicectl/fd_port.py",

@@ -42,6 +42,7 @@ LEVELS: dict[str, int] = {
     "devicectl.coverage": 3,
     "devicectl.coverage_views": 3,
     "devicectl.coverage_archive": 3,
+    "devicectl.coverage_zones": 3,
     "devicectl.footprint": 3,
     "devicectl.protocol": 3,
     "devicectl.messages": 3,

@@ -91,7 +91,7 @@ def test_cap_literal_is_not_written_in_the_loop_modules() -> None:
     for name in (
         "controller", "controller_checks", "controller_connect", "controller_core",
         "controller_status", "controller_telemetry", "coverage", "coverage_archive",
-        "coverage_views", "footprint", "linkstate", "stamping", "transitions",
+        "coverage_views", "coverage_zones", "footprint", "linkstate", "stamping", "transitions",
     ):
         text = (root / f"{name}.py").read_text()
         assert "1500" not in text and "1.5" not in text, name
