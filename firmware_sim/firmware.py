@@ -149,6 +149,10 @@ class Firmware(FirmwareCore):
         if isinstance(msg, Estop):
             self.latch(FaultBit.ESTOP, msg.reason, now_us)
             return Nack.OK
+        if not self.greeted:
+            # Spec 1.1 clarification 5: nothing but ESTOP before the first HELLO, also
+            # once an ESTOP has put the pen in FAULT (whose column would take it).
+            return Nack.BAD_STATE
         if isinstance(msg, Configure):
             return self._on_configure(msg, now_us)
         if isinstance(msg, SetTarget):
