@@ -5,6 +5,9 @@ drop it (counted, as a bad frame for the LINK fault), or refuse it with an
 unsigned NACK AUTH. Once secure, every frame the pen sends is sealed, except
 the DEVICE_INFO answering HELLO and those NACK AUTH answers.
 
+An ESTOP is obeyed whatever its trailer (a wrong tag, a spent counter, no session
+to check it): stopping never needs a key. It is still counted when it does not hold.
+
 Reading of the spec: the AUTH messages themselves are always taken unsigned
 (a host that lost its session, after a restart, must be able to begin again);
 a new AUTH_BEGIN ends the earlier session.
@@ -74,7 +77,9 @@ class PenAuth:
                 return Verdict.OBEY
             if session is None:
                 self.refused += 1
-            return Verdict.DROP
+            # counted as a bad frame all the same, but "it always obeys ESTOP, signed
+            # or not": a tag or counter that does not hold never keeps the pen going
+            return Verdict.OBEY if type_code == MsgType.ESTOP else Verdict.DROP
         if type_code in _ALWAYS:
             return Verdict.OBEY
         if session is None and not self.required:
