@@ -5,17 +5,31 @@ the code it holds to it."""
 
 from __future__ import annotations
 
+import binascii
+import hashlib
+import re
+import zlib
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
+from cobs import cobs
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from test_firmware import Bench, status
 from test_pen_security import SecureBench
 
+from devicectl import signing
+from devicectl.columnar import decode_stream, event_dict
+from devicectl.commands.link_cmd import decode_events
+from devicectl.firmware import SIM_HW_ID, TEST_PUBLIC_KEY, read_image, sign_with_test_key
 from devicectl.protocol import (
+    BY_NAME,
     AuthConfirm,
     Capability,
     ClearFault,
     Configure,
+    Decoder,
     Estop,
     FaultBit,
     Heartbeat,
@@ -24,8 +38,10 @@ from devicectl.protocol import (
     SetTarget,
     Start,
     Stop,
+    encode,
+    encode_raw,
 )
-from devicectl.signing import HOST, SecureSession
+from devicectl.signing import HOST, PEN, SecureSession
 from firmware_sim.physics import PenParams
 
 AUTH_PEN = int(Capability.POSITION | Capability.CONTACT | Capability.AUTH | Capability.UPDATE)
@@ -121,3 +137,151 @@ def test_a_signed_estop_with_no_secure_session_on_the_pen_is_still_obeyed() -> N
     b.fw.auth.end()  # the pen's session is gone; the host's is not
     b.push(estop)
     assert b.fw.state is PenState.FAULT
+
+
+# --- every test vector of the page, read from the page ---------------------------------
+#: The spec itself (tests/test_pen_protocol_doc.py keeps it byte-identical to the shared one).
+SPEC_TEXT = (Path(__file__).resolve().parent.parent / "docs" / "pen-protocol.md").read_text(
+    encoding="utf-8")
+_ROW = re.compile(r"^\| (?P<name>[^|]+?) \| (?P<seq>\d+) \|(?P<mid>[^|]*)\| "
+                  r"`(?P<wire>(?:[0-9a-f]{2} )*00)` \|$", re.MULTILINE)
+
+
+def _hex_after(label: str) -> bytes:
+    """The hex value the page gives after the last `label` (spaces and line breaks allowed)."""
+    at = SPEC_TEXT.rindex(label) + len(label)  # the value, after any formula
+    match = re.match(r"[\s=`]*([0-9a-f]+)`", SPEC_TEXT[at:])
+    assert match, label
+    return bytes.fromhex(match.group(1))
+
+
+def _section(title: str) -> str:
+    start = SPEC_TEXT.index(title)
+    end = SPEC_TEXT.find("\n## ", start + 1)
+    return SPEC_TEXT[start : end if end > 0 else None]
+
+
+V10_ROWS = [m.groupdict() for m in _ROW.finditer(_section("## Test vectors"))]
+V11_ROWS = [m.groupdict() for m in _ROW.finditer(_section("### Test vectors of revision 1.1"))]
+
+
+def test_the_page_has_the_vectors_this_file_checks() -> None:
+    """Guard: 13 rows in 1.0 and 6 in 1.1; a row the pattern missed would go unchecked."""
+    assert len(V10_ROWS) == 13 and len(V11_ROWS) == 6
+
+
+def _fields(text: str) -> list[int]:
+    return [int(v.strip(), 0) for v in text.split(",") if v.strip()]
+
+
+@pytest.mark.parametrize("row", V10_ROWS, ids=lambda r: f"{r['name']}-{r['seq']}")
+def test_every_1_0_vector_of_the_page_encodes_and_decodes_byte_for_byte(
+    row: dict[str, str],
+) -> None:
+    """Guard, pen-protocol.md:137-156 ("the test vectors are normative"), read from the
+    page itself rather than copied (tests/test_protocol.py:40 holds a copy): the
+    message built from the row's fields encodes to the row's bytes, flags ACK_REQ for
+    0x03-0x08 (line 139-140), and the bytes decode to it with no discard."""
+    cls = BY_NAME[row["name"].split()[0]]
+    message = cls(*_fields(row["mid"]))
+    wire = bytes.fromhex(row["wire"])
+    assert encode(message, int(row["seq"])) == wire
+    decoder = Decoder()
+    (frame,) = decoder.feed(wire)
+    assert (frame.seq, frame.message) == (int(row["seq"]), message)
+    assert frame.flags == (1 if 0x03 <= cls.TYPE <= 0x08 else 0) and decoder.bad_frames == 0
+    assert decode_stream(wire * 8, min_group=1).events == [event_dict(frame)] * 8
+
+
+def test_the_1_1_keys_and_proofs_of_the_page_are_what_signing_derives() -> None:
+    """Guard, pen-protocol.md:210-224 and 279-284: K_dev of serial 4242 from the test
+    master key, pen_proof, K_s and host_proof, each as the page prints it."""
+    k_dev = _hex_after("`K_dev =")
+    host_random, pen_random = bytes(range(16)), bytes(range(16, 32))
+    assert signing.sim_device_key(4242) == k_dev
+    assert signing.pen_proof(k_dev, host_random, pen_random, 4242) == _hex_after("pen_proof =")
+    k_s = signing.session_key(k_dev, host_random, pen_random)
+    assert k_s == _hex_after("`K_s =")
+    assert signing.host_proof(k_s) == _hex_after("host_proof =")
+
+
+@pytest.mark.parametrize("row", V11_ROWS, ids=lambda r: r["name"].split(",")[0])
+def test_every_1_1_vector_of_the_page_seals_and_decodes_byte_for_byte(
+    row: dict[str, str],
+) -> None:
+    """Guard, pen-protocol.md:286-293: each AUTH frame re-encodes to its bytes; each
+    signed frame decodes with the row's counter, its tag holds under the page's K_s in
+    its direction, and sealing the same message with that counter gives the same
+    bytes (the CRC covers the trailer, line 235)."""
+    wire = bytes.fromhex(row["wire"])
+    (frame,) = Decoder().feed(wire)
+    assert frame.seq == int(row["seq"])
+    assert type(frame.message).TYPE.name == row["name"].split()[0].rstrip(",")
+    if row["mid"].strip() == "—":
+        assert not frame.signed and encode(frame.message, frame.seq) == wire  # type: ignore[arg-type]
+        return
+    sender = PEN if "(pen)" in row["name"] else HOST
+    k_s = _hex_after("`K_s =")
+    receiver = SecureSession(k_s, PEN if sender == HOST else HOST)
+    counter = int(row["mid"])
+    assert frame.counter == counter and receiver.accept(frame)
+    again = SecureSession(k_s, sender)
+    again.tx_counter = counter - 1
+    assert again.seal(frame.message, frame.seq) == wire  # type: ignore[arg-type]
+
+
+def test_the_firmware_image_of_the_page_is_what_the_test_key_signs() -> None:
+    """Guard, pen-protocol.md:269-274 and 295-297: the 95-byte image of the page is
+    `sign_with_test_key(1, 0x0102, b"pen firmware 1.2\\n")` byte for byte (Ed25519 is
+    deterministic), its zlib.crc32 is 0x5c97db69, its signature holds under the public
+    key the page prints, and that key is the one of the seed's private key
+    (devicectl/firmware.py:33-36). No other test compared the image or derived the key."""
+    page = bytes.fromhex(SPEC_TEXT.split("`50454e46", 1)[1].split("`", 1)[0].join(["50454e46", ""]))
+    assert len(page) == 95 and zlib.crc32(page) == 0x5C97DB69
+    assert sign_with_test_key(SIM_HW_ID, 0x0102, b"pen firmware 1.2\n") == page
+    image = read_image(page)
+    assert (image.image_format, image.hw_id, image.fw_version) == (1, 1, 0x0102)
+    assert image.payload == b"pen firmware 1.2\n"
+    public = _hex_after("its public key is\n")
+    seed = hashlib.sha256(b"devicectl-sim-firmware-signing-key (test only)").digest()
+    derived = Ed25519PrivateKey.from_private_bytes(seed).public_key().public_bytes(
+        serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    assert derived == public == TEST_PUBLIC_KEY and image.signature_valid(public)
+
+
+# --- the receiver's discards, in the per-frame decoder and the columnar one -------------
+
+
+def _both(wire: bytes, copies: int = 8) -> tuple[list[dict[str, object]], list[object]]:
+    """The per-frame decoder's objects for `copies` of `wire`, and the columnar ones
+    (min_group=1: every chunk that can through numpy)."""
+    decoder = Decoder()
+    events = [event_dict(e) for e in decode_events(decoder, wire * copies)]
+    return events, decode_stream(wire * copies, min_group=1).events
+
+
+def test_a_packet_failing_both_crc_and_version_is_a_crc_discard_in_both_decoders() -> None:
+    """Guard, pen-protocol.md:23-25: the discards in the page's order, the CRC before
+    the version (protocol.py:360-365; columnar.py:481-495 sends a block's other
+    versions back to the per-frame decoder for exactly this)."""
+    head = bytes([2, 0x02, 0, 0]) + (1000).to_bytes(4, "little")
+    bad_crc = head + ((binascii.crc_hqx(head, 0xFFFF) ^ 1).to_bytes(2, "little"))
+    wire = cobs.encode(bad_crc) + b"\x00"
+    per_frame, columns = _both(wire)
+    assert per_frame == columns == [{"discarded": "crc"}] * 8
+    good_crc = head + binascii.crc_hqx(head, 0xFFFF).to_bytes(2, "little")
+    per_frame, columns = _both(cobs.encode(good_crc) + b"\x00")
+    assert per_frame == columns == [{"discarded": "version"}] * 8
+
+
+@pytest.mark.parametrize("type_code", [0x7F, 0x42])
+def test_a_65_byte_packet_is_a_length_discard_in_both_decoders(type_code: int) -> None:
+    """Guard, clarification 1 (pen-protocol.md:164-166): a packet longer than 64 bytes
+    is a length discard whatever its type, and its COBS form (66 bytes) is no
+    too-long discard (line 24): protocol.py:357, and columnar.py agrees (no layout is
+    65 bytes, so the block goes to the per-frame decoder); tests/test_protocol.py
+    checks the per-frame decoder alone."""
+    wire = encode_raw(type_code, b"\xaa" * 59, 0, 1)
+    assert len(wire) == 67
+    per_frame, columns = _both(wire)
+    assert per_frame == columns == [{"discarded": "length"}] * 8
