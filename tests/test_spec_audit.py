@@ -18,10 +18,12 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from test_firmware import Bench, status
 from test_pen_security import SecureBench
+from test_secure_session import make_pen, session
 
 from devicectl import signing
 from devicectl.columnar import decode_stream, event_dict
 from devicectl.commands.link_cmd import decode_events
+from devicectl.controller import State
 from devicectl.firmware import SIM_HW_ID, TEST_PUBLIC_KEY, read_image, sign_with_test_key
 from devicectl.protocol import (
     BY_NAME,
@@ -41,7 +43,7 @@ from devicectl.protocol import (
     encode,
     encode_raw,
 )
-from devicectl.signing import HOST, PEN, SecureSession
+from devicectl.signing import HOST, PEN, SecureSession, sim_device_key
 from firmware_sim.physics import PenParams
 
 AUTH_PEN = int(Capability.POSITION | Capability.CONTACT | Capability.AUTH | Capability.UPDATE)
@@ -285,3 +287,37 @@ def test_a_65_byte_packet_is_a_length_discard_in_both_decoders(type_code: int) -
     assert len(wire) == 67
     per_frame, columns = _both(wire)
     assert per_frame == columns == [{"discarded": "length"}] * 8
+
+
+# --- the host's session start: HELLO until a DEVICE_INFO, then one handshake ----------
+
+
+@pytest.mark.parametrize("required", [False, True], ids=["auth", "auth_required"])
+def test_a_pen_that_answers_its_first_hello_late_is_still_authenticated(required: bool) -> None:
+    """pen-protocol.md:121-122: the host sends HELLO every 100 ms *until* a DEVICE_INFO
+    with the same nonce; and a pen whose key the keyring holds is only ever treated
+    with over the signed link (lines 207-229, no downgrade). The controller went on
+    sending HELLO while it authenticated (controller.py:93, CONNECTING lasts until
+    AUTH_CONFIRM's ACK), and took the second DEVICE_INFO for a new connection: it began
+    a second handshake (controller_connect.py:76, LinkAuth.decide ended the first), so
+    the pen's answers to the first were judged against the second. A pen whose first
+    answer came at the 100 ms retry was treated UNSIGNED, after the host had recorded
+    "the pen proved its key" (AUTH), or refused although genuine (AUTH_REQUIRED)."""
+    caps = int(Capability.AUTH) | (int(Capability.AUTH_REQUIRED) if required else 0)
+    pen = make_pen(caps)
+    held: list[bytes] = []
+
+    def slow_first_answer(data: bytes, now: int) -> bytes:  # the pen's bytes reach the
+        if now < 100_000:  # host only at 100 ms, when the HELLO is due again
+            held.append(data)
+            return b""
+        out = b"".join(held) + data
+        held.clear()
+        return out
+
+    ctl = session(pen, sim_device_key, limit_us=400_000, to_host=slow_first_answer)
+    assert ctl.state not in (State.REFUSED, State.LINK_LOST), ctl.go_no_go
+    auth = pen.firmware.auth
+    assert auth is not None and auth.session is not None, "the pen was treated unsigned"
+    assert ctl.link_counters["auth_dropped"] == 0
+    assert auth.dropped_total == 0
