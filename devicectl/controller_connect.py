@@ -36,6 +36,12 @@ class ControllerConnect(ControllerCore):
             self._event(now_us, EventKind.WARNING, "a DEVICE_INFO with another nonce was ignored")
             return
         connecting = self.state is State.CONNECTING
+        if connecting and self._answered:
+            # A late answer to an earlier HELLO of this connection: the first answer
+            # already began it (an AUTH_BEGIN sent); a second handshake would set the
+            # pen's answers to the first against it.
+            return
+        self._answered = self._answered or connecting
         reconnect = self.plan is not None
         problem = identity_problem(
             info.proto, info.serial_number, info.cartridge_id,

@@ -319,5 +319,6 @@ def test_a_pen_that_answers_its_first_hello_late_is_still_authenticated(required
     assert ctl.state not in (State.REFUSED, State.LINK_LOST), ctl.go_no_go
     auth = pen.firmware.auth
     assert auth is not None and auth.session is not None, "the pen was treated unsigned"
-    assert ctl.link_counters["auth_dropped"] == 0
-    assert auth.dropped_total == 0
+    # every signed frame either way held (before it, an AUTH_REQUIRED pen refuses the
+    # host's unsigned HEARTBEATs of the first 100 ms, as it should)
+    assert ctl.link_counters["auth_dropped"] == 0 and auth.session.dropped_total == 0
