@@ -35,12 +35,16 @@ from devicectl.protocol import (
     Decoder,
     Estop,
     FaultBit,
+    FwAbort,
+    FwBegin,
     Heartbeat,
+    Hello,
     Nack,
     PenState,
     SetTarget,
     Start,
     Stop,
+    Telemetry,
     encode,
     encode_raw,
 )
@@ -349,3 +353,29 @@ def test_h3_a_pen_that_neither_acks_nor_obeys_stop_is_estopped_20_ms_after_the_s
     out = pen.parse(ctl.receive_data(pen.frame(going), t)) + pen.parse(ctl.tick(t))
     assert [f.message for f in out if isinstance(f.message, Estop)] == [
         Estop(EstopReason.NOT_STOPPED)]
+
+
+# --- firmware update: FW_ABORT leaves an IDLE pen, and IDLE means no target -----------
+
+
+def test_fw_abort_from_an_update_begun_in_ready_leaves_a_pen_with_no_target() -> None:
+    """pen-protocol.md:264 "FW_ABORT: UPDATING -> IDLE", and line 72: IDLE is "no target
+    yet", READY "target set". An update begun in READY (line 255 allows it) and aborted
+    left the simulated pen IDLE with its old target (firmware_sim/firmware.py:189-191):
+    its TELEMETRY said IDLE with depth_cmd_um 800, and after a fault CLEAR_FAULT took it
+    to READY (line 115-116) with that forgotten target, START-able."""
+    b = SecureBench(int(Capability.POSITION | Capability.CONTACT | Capability.UPDATE))
+    b.send(Hello(1, 1))
+    assert b.ack(SetTarget(800, 1000, 2)).message.status == Nack.OK  # type: ignore[union-attr]
+    image = sign_with_test_key(SIM_HW_ID, 0x0102, b"pen firmware 1.2\n")
+    begin = FwBegin(len(image), zlib.crc32(image), 0x0102)
+    assert b.ack(begin).message.status == Nack.OK  # type: ignore[union-attr]
+    assert b.fw.state is PenState.UPDATING
+    assert b.ack(FwAbort()).message.status == Nack.OK  # type: ignore[union-attr]
+    b.run(10_000)
+    last = [f.message for f in b.frames if isinstance(f.message, Telemetry)][-1]
+    assert (last.state, last.depth_cmd_um, last.zone_id) == (PenState.IDLE, 0, 0)
+    b.ack(Estop(1))
+    assert b.ack(ClearFault()).message.status == Nack.OK  # type: ignore[union-attr]
+    assert b.fw.state is PenState.IDLE
+    assert b.ack(Start()).message.status == Nack.BAD_STATE  # type: ignore[union-attr]
