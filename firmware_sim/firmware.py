@@ -190,8 +190,10 @@ class Firmware(FirmwareCore):
         if isinstance(msg, FwChunk):
             guard = self.boot.chunk(msg) if self._updating() else Nack.OK
             return self._try(Trigger.FW_CHUNK, guard)
-        if self._updating():
-            self.boot.abandon()
+        if not self._updating():
+            return self._try(Trigger.FW_ABORT, Nack.OK)
+        self.boot.abandon()
+        self.target = None  # to IDLE, which is "no target yet" (spec): READY's is gone
         return self._try(Trigger.FW_ABORT, Nack.OK)
 
     def _restart(self) -> None:
