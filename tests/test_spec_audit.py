@@ -28,6 +28,7 @@ from devicectl.controller import Command, State
 from devicectl.firmware import SIM_HW_ID, TEST_PUBLIC_KEY, read_image, sign_with_test_key
 from devicectl.protocol import (
     BY_NAME,
+    Ack,
     AuthConfirm,
     Capability,
     ClearFault,
@@ -379,3 +380,37 @@ def test_fw_abort_from_an_update_begun_in_ready_leaves_a_pen_with_no_target() ->
     assert b.ack(ClearFault()).message.status == Nack.OK  # type: ignore[union-attr]
     assert b.fw.state is PenState.IDLE
     assert b.ack(Start()).message.status == Nack.BAD_STATE  # type: ignore[union-attr]
+
+
+# --- the handshake over a lossy link: AUTH_CONFIRM is sent again like any ACK_REQ frame --
+
+
+@pytest.mark.parametrize("required", [False, True], ids=["auth", "auth_required"])
+def test_a_lost_ack_of_auth_confirm_is_survived_by_its_resend(required: bool) -> None:
+    """pen-protocol.md:125-126: an ACK_REQ frame not ACKed within 30 ms is sent again
+    (same content), and lines 109-111: commands are idempotent, every repeat ACKed.
+    When the pen's ACK of AUTH_CONFIRM (its first signed frame) was lost, the host sent
+    AUTH_CONFIRM again and the pen, its handshake consumed, NACKed the repeat AUTH
+    (firmware_sim/pen_auth.py:93-103 `confirm`); the host then refused the genuine pen:
+    "the pen refused our proof of the session key" (controller_connect.py:272)."""
+    caps = int(Capability.AUTH) | (int(Capability.AUTH_REQUIRED) if required else 0)
+    pen = make_pen(caps)
+    lost = []
+
+    def lose_the_confirms_ack(data: bytes, now: int) -> bytes:
+        out = b""
+        for piece in data.split(b"\x00")[:-1]:
+            frames = Decoder().feed(piece + b"\x00")
+            message = frames[0].message if frames else None
+            if not lost and isinstance(message, Ack) and message.acked_type == 0x0A:
+                lost.append(now)
+                continue
+            out += piece + b"\x00"
+        return out
+
+    ctl = session(pen, sim_device_key, limit_us=400_000, to_host=lose_the_confirms_ack)
+    assert lost, "the ACK was never seen"
+    assert ctl.state not in (State.REFUSED, State.LINK_LOST), ctl.go_no_go
+    auth = pen.firmware.auth
+    assert auth is not None and auth.session is not None
+    assert ctl.link_counters["auth_dropped"] == 0
