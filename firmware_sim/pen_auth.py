@@ -60,6 +60,7 @@ class PenAuth:
         self._entropy = entropy
         self._pending: tuple[bytes, bytes] | None = None  # host_random, pen_random
         self.session: SecureSession | None = None
+        self._confirmed: bytes | None = None  # the host_proof that began `session`
         #: Frames refused or dropped outside a session (unsigned in required mode, or
         #: signed with no session to check them); a session counts its own.
         self.refused = 0
@@ -90,24 +91,32 @@ class PenAuth:
     def begin(self, msg: AuthBegin) -> AuthProof:
         """A new handshake; any earlier session ends here."""
         self.session = None
+        self._confirmed = None
         pen_random = self._entropy(RANDOM_BYTES)
         self._pending = (msg.host_random, pen_random)
         proof = pen_proof(self._k_dev, msg.host_random, pen_random, self.serial_number)
         return AuthProof(pen_random, proof)
 
     def confirm(self, msg: AuthConfirm) -> bool:
-        """True when the host proved K_s: the secure session starts (its ACK is signed)."""
+        """True when the host proved K_s: the secure session starts (its ACK is signed).
+
+        The host sends AUTH_CONFIRM again when its ACK was lost (an ACK_REQ frame): a
+        repeat of the proof that began the session now has the effect of one, OK."""
         pending = self._pending
         self._pending = None
         if pending is None:
-            return False
+            confirmed = self._confirmed
+            return confirmed is not None and proofs_equal(confirmed, msg.host_proof)
         k_s = session_key(self._k_dev, *pending)
-        if not proofs_equal(host_proof(k_s), msg.host_proof):
+        proof = host_proof(k_s)
+        if not proofs_equal(proof, msg.host_proof):
             return False
         self.session = SecureSession(k_s, PEN)
+        self._confirmed = proof
         return True
 
     def end(self) -> None:
         """A restart: no session, no handshake."""
         self.session = None
         self._pending = None
+        self._confirmed = None
