@@ -414,3 +414,32 @@ def test_a_lost_ack_of_auth_confirm_is_survived_by_its_resend(required: bool) ->
     auth = pen.firmware.auth
     assert auth is not None and auth.session is not None
     assert ctl.link_counters["auth_dropped"] == 0
+
+
+@pytest.mark.parametrize("required", [False, True], ids=["auth", "auth_required"])
+def test_a_lost_auth_confirm_is_survived_by_its_resend(required: bool) -> None:
+    """pen-protocol.md:230-232: frames are signed "once AUTH_CONFIRM is accepted (its ACK
+    is the pen's first signed frame)", and lines 125-126: an ACK_REQ frame not ACKed is
+    sent again, same content. The host signed everything from the moment it sent
+    AUTH_CONFIRM (controller_connect.py:101), its resend of a lost AUTH_CONFIRM too: the
+    pen, with no session yet, dropped the signed copies and the session ended LINK_LOST."""
+    caps = int(Capability.AUTH) | (int(Capability.AUTH_REQUIRED) if required else 0)
+    pen = make_pen(caps)
+    lost = []
+
+    def lose_the_confirm(data: bytes, now: int) -> bytes:
+        out = b""
+        for piece in data.split(b"\x00")[:-1]:
+            frames = Decoder().feed(piece + b"\x00")
+            if not lost and frames and isinstance(frames[0].message, AuthConfirm):
+                lost.append(now)
+                continue
+            out += piece + b"\x00"
+        return out
+
+    ctl = session(pen, sim_device_key, limit_us=400_000, to_pen=lose_the_confirm)
+    assert lost, "no AUTH_CONFIRM was seen"
+    assert ctl.state not in (State.REFUSED, State.LINK_LOST), ctl.go_no_go
+    auth = pen.firmware.auth
+    assert auth is not None and auth.session is not None
+    assert ctl.link_counters["auth_dropped"] == 0 and auth.session.dropped_total == 0
