@@ -75,7 +75,12 @@ class Controller(ControllerTelemetry):
         go on the wire before the rest of a batch is worked on; the rest waits in
         the backlog for the next call (the session ticks right after)."""
         frames = self._decoder.feed(data)
-        self._backlog.extend(self._auth.filter(frames) if self._auth.session else frames)
+        auth = self._auth
+        if auth.session is not None:
+            frames = auth.filter(frames)
+            if auth.confirmed and self._link.secure is None:
+                self._link.secure = auth.session  # the pen signs: every frame now is signed
+        self._backlog.extend(frames)
         self._work_backlog(now_us)
         return self._flush()
 

@@ -103,8 +103,9 @@ class ControllerConnect(ControllerCore):
         if isinstance(answer, str):
             self._refuse(now_us, answer)
         elif answer is not None:
+            # Unsigned, and so is what follows until its ACK, the pen's first signed frame
+            # (spec): a resend of it after a loss must reach a pen that has no session yet.
             self._send(answer, now_us)
-            self._link.secure = self._auth.session  # every frame from now on is signed
 
     def _refuse(self, now_us: int, reason: str) -> None:
         """The go/no-go says no before anything is configured (identity, key)."""

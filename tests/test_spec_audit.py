@@ -442,4 +442,6 @@ def test_a_lost_auth_confirm_is_survived_by_its_resend(required: bool) -> None:
     assert ctl.state not in (State.REFUSED, State.LINK_LOST), ctl.go_no_go
     auth = pen.firmware.auth
     assert auth is not None and auth.session is not None
-    assert ctl.link_counters["auth_dropped"] == 0 and auth.session.dropped_total == 0
+    # every signed frame of the host held (the host drops, and counts, the pen's unsigned
+    # TELEMETRY of the 30 ms before the resend: the pen was not secure yet)
+    assert auth.session.dropped_total == 0
