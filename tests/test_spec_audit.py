@@ -29,7 +29,9 @@ from devicectl.firmware import SIM_HW_ID, TEST_PUBLIC_KEY, read_image, sign_with
 from devicectl.protocol import (
     BY_NAME,
     Ack,
+    AuthBegin,
     AuthConfirm,
+    AuthProof,
     Capability,
     ClearFault,
     Configure,
@@ -445,3 +447,20 @@ def test_a_lost_auth_confirm_is_survived_by_its_resend(required: bool) -> None:
     # every signed frame of the host held (the host drops, and counts, the pen's unsigned
     # TELEMETRY of the 30 ms before the resend: the pen was not secure yet)
     assert auth.session.dropped_total == 0
+
+
+def test_a_new_auth_begin_ends_the_earlier_secure_session_at_once() -> None:
+    """Guard, pen-protocol.md:225-226: AUTH_BEGIN "starts a new secure session, ending
+    any earlier one" (firmware_sim/pen_auth.py `begin`). Sent signed here, so that it
+    holds under either reading of whether an unsigned one may (docs/security.md): a
+    frame signed with the old session is dropped from then on, before any new
+    AUTH_CONFIRM."""
+    b = SecureBench()
+    b.authenticate()
+    assert b.session is not None and b.fw.auth is not None
+    old = b.session
+    answer = b.send(AuthBegin(bytes(range(16))))
+    assert any(isinstance(f.message, AuthProof) for f in answer)
+    assert b.fw.auth.session is None
+    b.push(old.seal(SetTarget(800, 1000, 2), 90))
+    assert b.fw.target is None and b.fw.auth.dropped_total == 1
