@@ -464,3 +464,15 @@ def test_a_new_auth_begin_ends_the_earlier_secure_session_at_once() -> None:
     assert b.fw.auth.session is None
     b.push(old.seal(SetTarget(800, 1000, 2), 90))
     assert b.fw.target is None and b.fw.auth.dropped_total == 1
+
+
+def test_an_auth_begin_asking_an_ack_gets_one_besides_its_auth_proof() -> None:
+    """pen-protocol.md:110-111: "Every frame with ACK_REQ gets an ACK" (the pen ACKs a
+    HELLO that asks, firmware.py:91). AUTH_BEGIN is sent without ACK_REQ (line 218), but
+    one that asks got only its AUTH_PROOF (firmware_sim/firmware.py:139-145)."""
+    b = SecureBench()
+    b.send(Hello(1, 7))
+    data = encode(AuthBegin(bytes(16)), 40, flags=1)
+    answer = [f.message for f in b.push(data)]
+    assert any(isinstance(m, AuthProof) for m in answer)
+    assert Ack(40, 0x09, Nack.OK) in answer
