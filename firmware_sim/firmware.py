@@ -94,7 +94,7 @@ class Firmware(FirmwareCore):
         known_here = self.auth is not None or not isinstance(msg, AuthBegin | AuthConfirm)
         known_here &= self._updates or not isinstance(msg, FwBegin | FwChunk | FwCommit | FwAbort)
         if isinstance(msg, AuthBegin) and known_here:
-            self._on_auth_begin(seq, msg)
+            self._on_auth_begin(seq, msg, ack_req)
             return
         if isinstance(msg, Unknown) or msg.TYPE >= 0x40 or not known_here:
             if ack_req:
@@ -136,13 +136,15 @@ class Firmware(FirmwareCore):
             self.emit_event(self.boot.pending_event, now_us)
             self.boot.pending_event = None
 
-    def _on_auth_begin(self, seq: int, msg: AuthBegin) -> None:
+    def _on_auth_begin(self, seq: int, msg: AuthBegin, ack_req: bool) -> None:
         assert self.auth is not None
         refused = self._try(Trigger.AUTH, Nack.OK)
         if refused is not Nack.OK:
             self._ack(seq, msg.TYPE, refused)
             return
         self.link.send(self.auth.begin(msg), signed=False)
+        if ack_req:  # not asked by the spec's host; every frame that asks gets one
+            self._ack(seq, msg.TYPE, Nack.OK)
 
     def _command(self, msg: Message, now_us: int) -> Nack:
         """Check a host command's arguments and guards, then apply the table."""
