@@ -476,3 +476,24 @@ def test_an_auth_begin_asking_an_ack_gets_one_besides_its_auth_proof() -> None:
     answer = [f.message for f in b.push(data)]
     assert any(isinstance(m, AuthProof) for m in answer)
     assert Ack(40, 0x09, Nack.OK) in answer
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "for the lead (and aud11sec): docs/security.md reads the spec as taking AUTH_BEGIN "
+    "unsigned in every mode, so that a restarted host can authenticate again; the page's "
+    "plain words NACK it AUTH once secure. Under the reading, anything on the wire can end "
+    "the secure session of a pen without AUTH_REQUIRED and command it unsigned"))
+def test_an_unsigned_auth_begin_on_a_secure_link_is_nacked_auth_and_changes_nothing() -> None:
+    """pen-protocol.md:237-242: once secure, a frame without SIGNED is dropped; the pen's
+    only exceptions are ESTOP and HELLO; "any other unsigned command gets an unsigned
+    NACK 9 AUTH and is not obeyed". firmware_sim/pen_auth.py:34 `_ALWAYS` takes an
+    unsigned AUTH_BEGIN in every mode, and `begin` ends the session: then a pen without
+    AUTH_REQUIRED obeys unsigned commands again (the injected SET_TARGET below)."""
+    b = SecureBench()
+    b.authenticate()
+    answer = [f.message for f in b.send(AuthBegin(bytes(16)), signed=False)]
+    assert not any(isinstance(m, AuthProof) for m in answer)
+    assert [m.status for m in answer if isinstance(m, Ack)] == [Nack.AUTH]
+    assert b.fw.auth is not None and b.fw.auth.session is not None
+    b.send(SetTarget(1500, 1000, 9), signed=False)
+    assert b.fw.target is None
