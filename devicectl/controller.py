@@ -66,6 +66,7 @@ class Controller(ControllerTelemetry):
         """Start CONNECTING: the first HELLO."""
         self._connected = True
         self._connect_us = now_us
+        self._answered = False
         self._send_hello(now_us)
         return self._flush()
 
@@ -74,7 +75,12 @@ class Controller(ControllerTelemetry):
         go on the wire before the rest of a batch is worked on; the rest waits in
         the backlog for the next call (the session ticks right after)."""
         frames = self._decoder.feed(data)
-        self._backlog.extend(self._auth.filter(frames) if self._auth.session else frames)
+        auth = self._auth
+        if auth.session is not None:
+            frames = auth.filter(frames)
+            if auth.confirmed and self._link.secure is None:
+                self._link.secure = auth.session  # the pen signs: every frame now is signed
+        self._backlog.extend(frames)
         self._work_backlog(now_us)
         return self._flush()
 
@@ -86,11 +92,12 @@ class Controller(ControllerTelemetry):
         state = self.state
         if state is State.CONNECTING:
             if now_us - self._connect_us >= HELLO_GIVE_UP_US:
-                self._link_lost(
-                    now_us, f"the pen did not answer HELLO within {HELLO_GIVE_UP_US / 1e6:g} s"
-                )
+                what = ("complete the authenticated link's handshake" if self._answered
+                        else "answer HELLO")
+                self._link_lost(now_us,
+                                f"the pen did not {what} within {HELLO_GIVE_UP_US / 1e6:g} s")
                 return self._flush()
-            if now_us - self._hello_us >= HELLO_RETRY_US:
+            if now_us - self._hello_us >= HELLO_RETRY_US and not self._answered:
                 self._send_hello(now_us)
         if self._link.awaits(p.Start) and self._stamping_refusal() is not None:
             # A START not yet ACKed, and since then a reason not to stamp (a cartridge
@@ -143,7 +150,9 @@ class Controller(ControllerTelemetry):
         due = link.next_resend_us()
         state = self.state
         if state is State.CONNECTING:
-            hello = min(self._connect_us + HELLO_GIVE_UP_US, self._hello_us + HELLO_RETRY_US)
+            hello = self._connect_us + HELLO_GIVE_UP_US
+            if not self._answered:
+                hello = min(hello, self._hello_us + HELLO_RETRY_US)
             due = hello if due is None else min(due, hello)
         tel_us = self._tel_us
         if tel_us is not None and state in LIVE:
@@ -330,6 +339,7 @@ class Controller(ControllerTelemetry):
             case Command.RECONNECT:  # a new link, authenticated anew
                 self._unsecure()
                 self._connect_us = now_us
+                self._answered = False
                 self._link_gone = False
                 self._tip.restart_counting()
                 self._checks.restart_counting()

@@ -33,6 +33,9 @@ class LinkAuth:
         self._entropy = entropy
         self._handshake: HostHandshake | None = None
         self.session: SecureSession | None = None
+        #: the pen has sent a signed frame that held: it took our AUTH_CONFIRM (spec: its
+        #: ACK is the pen's first signed frame), so our frames are signed from now on
+        self.confirmed = False
         self.serial: int | None = None  # the pen that proved its key
         self.dropped_unsigned = 0  # unsigned pen frames dropped once secure
 
@@ -45,6 +48,7 @@ class LinkAuth:
         """The link is to be established anew (reconnect, link lost): no session."""
         self._handshake = None
         self.session = None
+        self.confirmed = False
 
     def decide(self, info: p.DeviceInfo) -> p.AuthBegin | str | None:
         """AUTH_BEGIN to send, a refusal (one sentence), or None: go on unauthenticated."""
@@ -86,5 +90,6 @@ class LinkAuth:
                 else:
                     self.dropped_unsigned += 1
             elif session.accept(frame):
+                self.confirmed = True
                 kept.append(frame)
         return kept

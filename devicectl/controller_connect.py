@@ -36,6 +36,12 @@ class ControllerConnect(ControllerCore):
             self._event(now_us, EventKind.WARNING, "a DEVICE_INFO with another nonce was ignored")
             return
         connecting = self.state is State.CONNECTING
+        if connecting and self._answered:
+            # A late answer to an earlier HELLO of this connection: the first answer
+            # already began it (an AUTH_BEGIN sent); a second handshake would set the
+            # pen's answers to the first against it.
+            return
+        self._answered = self._answered or connecting
         reconnect = self.plan is not None
         problem = identity_problem(
             info.proto, info.serial_number, info.cartridge_id,
@@ -97,8 +103,9 @@ class ControllerConnect(ControllerCore):
         if isinstance(answer, str):
             self._refuse(now_us, answer)
         elif answer is not None:
+            # Unsigned, and so is what follows until its ACK, the pen's first signed frame
+            # (spec): a resend of it after a loss must reach a pen that has no session yet.
             self._send(answer, now_us)
-            self._link.secure = self._auth.session  # every frame from now on is signed
 
     def _refuse(self, now_us: int, reason: str) -> None:
         """The go/no-go says no before anything is configured (identity, key)."""

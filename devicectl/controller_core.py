@@ -137,6 +137,9 @@ class ControllerCore:
         self._stop_reported = False
         self._connect_us = now_us
         self._hello_us = now_us
+        #: this connection's HELLO was answered (a DEVICE_INFO with our nonce): no more
+        #: HELLO, and a late answer to an earlier one starts nothing (spec: HELLO "until")
+        self._answered = False
         self._tel: p.Telemetry | None = None
         self._tel_us: int | None = None
         self._gap_us = TELEMETRY_GAP_PERIODS * 1_000_000 // telemetry_hz

@@ -94,7 +94,7 @@ class Firmware(FirmwareCore):
         known_here = self.auth is not None or not isinstance(msg, AuthBegin | AuthConfirm)
         known_here &= self._updates or not isinstance(msg, FwBegin | FwChunk | FwCommit | FwAbort)
         if isinstance(msg, AuthBegin) and known_here:
-            self._on_auth_begin(seq, msg)
+            self._on_auth_begin(seq, msg, ack_req)
             return
         if isinstance(msg, Unknown) or msg.TYPE >= 0x40 or not known_here:
             if ack_req:
@@ -136,19 +136,25 @@ class Firmware(FirmwareCore):
             self.emit_event(self.boot.pending_event, now_us)
             self.boot.pending_event = None
 
-    def _on_auth_begin(self, seq: int, msg: AuthBegin) -> None:
+    def _on_auth_begin(self, seq: int, msg: AuthBegin, ack_req: bool) -> None:
         assert self.auth is not None
         refused = self._try(Trigger.AUTH, Nack.OK)
         if refused is not Nack.OK:
             self._ack(seq, msg.TYPE, refused)
             return
         self.link.send(self.auth.begin(msg), signed=False)
+        if ack_req:  # not asked by the spec's host; every frame that asks gets one
+            self._ack(seq, msg.TYPE, Nack.OK)
 
     def _command(self, msg: Message, now_us: int) -> Nack:
         """Check a host command's arguments and guards, then apply the table."""
         if isinstance(msg, Estop):
             self.latch(FaultBit.ESTOP, msg.reason, now_us)
             return Nack.OK
+        if not self.greeted:
+            # Spec 1.1 clarification 5: nothing but ESTOP before the first HELLO, also
+            # once an ESTOP has put the pen in FAULT (whose column would take it).
+            return Nack.BAD_STATE
         if isinstance(msg, Configure):
             return self._on_configure(msg, now_us)
         if isinstance(msg, SetTarget):
@@ -186,8 +192,10 @@ class Firmware(FirmwareCore):
         if isinstance(msg, FwChunk):
             guard = self.boot.chunk(msg) if self._updating() else Nack.OK
             return self._try(Trigger.FW_CHUNK, guard)
-        if self._updating():
-            self.boot.abandon()
+        if not self._updating():
+            return self._try(Trigger.FW_ABORT, Nack.OK)
+        self.boot.abandon()
+        self.target = None  # to IDLE, which is "no target yet" (spec): READY's is gone
         return self._try(Trigger.FW_ABORT, Nack.OK)
 
     def _restart(self) -> None:

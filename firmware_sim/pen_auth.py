@@ -5,6 +5,9 @@ drop it (counted, as a bad frame for the LINK fault), or refuse it with an
 unsigned NACK AUTH. Once secure, every frame the pen sends is sealed, except
 the DEVICE_INFO answering HELLO and those NACK AUTH answers.
 
+An ESTOP is obeyed whatever its trailer (a wrong tag, a spent counter, no session
+to check it): stopping never needs a key. It is still counted when it does not hold.
+
 Reading of the spec: the AUTH messages themselves are always taken unsigned
 (a host that lost its session, after a restart, must be able to begin again);
 a new AUTH_BEGIN ends the earlier session.
@@ -57,6 +60,7 @@ class PenAuth:
         self._entropy = entropy
         self._pending: tuple[bytes, bytes] | None = None  # host_random, pen_random
         self.session: SecureSession | None = None
+        self._confirmed: bytes | None = None  # the host_proof that began `session`
         #: Frames refused or dropped outside a session (unsigned in required mode, or
         #: signed with no session to check them); a session counts its own.
         self.refused = 0
@@ -74,7 +78,9 @@ class PenAuth:
                 return Verdict.OBEY
             if session is None:
                 self.refused += 1
-            return Verdict.DROP
+            # counted as a bad frame all the same, but "it always obeys ESTOP, signed
+            # or not": a tag or counter that does not hold never keeps the pen going
+            return Verdict.OBEY if type_code == MsgType.ESTOP else Verdict.DROP
         if type_code in _ALWAYS:
             return Verdict.OBEY
         if session is None and not self.required:
@@ -85,24 +91,32 @@ class PenAuth:
     def begin(self, msg: AuthBegin) -> AuthProof:
         """A new handshake; any earlier session ends here."""
         self.session = None
+        self._confirmed = None
         pen_random = self._entropy(RANDOM_BYTES)
         self._pending = (msg.host_random, pen_random)
         proof = pen_proof(self._k_dev, msg.host_random, pen_random, self.serial_number)
         return AuthProof(pen_random, proof)
 
     def confirm(self, msg: AuthConfirm) -> bool:
-        """True when the host proved K_s: the secure session starts (its ACK is signed)."""
+        """True when the host proved K_s: the secure session starts (its ACK is signed).
+
+        The host sends AUTH_CONFIRM again when its ACK was lost (an ACK_REQ frame): a
+        repeat of the proof that began the session now has the effect of one, OK."""
         pending = self._pending
         self._pending = None
         if pending is None:
-            return False
+            confirmed = self._confirmed
+            return confirmed is not None and proofs_equal(confirmed, msg.host_proof)
         k_s = session_key(self._k_dev, *pending)
-        if not proofs_equal(host_proof(k_s), msg.host_proof):
+        proof = host_proof(k_s)
+        if not proofs_equal(proof, msg.host_proof):
             return False
         self.session = SecureSession(k_s, PEN)
+        self._confirmed = proof
         return True
 
     def end(self) -> None:
         """A restart: no session, no handshake."""
         self.session = None
         self._pending = None
+        self._confirmed = None
