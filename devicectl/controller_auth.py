@@ -38,6 +38,12 @@ class LinkAuth:
         self.confirmed = False
         self.serial: int | None = None  # the pen that proved its key
         self.dropped_unsigned = 0  # unsigned pen frames dropped once secure
+        #: the session of the link before this one (a reconnect): a pen that still holds
+        #: it refuses an unsigned AUTH_BEGIN (NACK AUTH), and takes one signed with it
+        self.previous: SecureSession | None = None
+        #: the AUTH_BEGIN of the handshake under way, and whether it went signed
+        self.begun: p.AuthBegin | None = None
+        self.begun_signed = False
 
     @property
     def dropped(self) -> int:
@@ -45,10 +51,16 @@ class LinkAuth:
         return self.dropped_unsigned + (session.dropped_total if session else 0)
 
     def reset(self) -> None:
-        """The link is to be established anew (reconnect, link lost): no session."""
+        """The link is to be established anew (reconnect, link lost): no session. The
+        one that ends is kept as `previous`, to sign a new AUTH_BEGIN to a pen that
+        still holds it."""
         self._handshake = None
+        if self.session is not None:
+            self.previous = self.session
         self.session = None
         self.confirmed = False
+        self.begun = None
+        self.begun_signed = False
 
     def decide(self, info: p.DeviceInfo) -> p.AuthBegin | str | None:
         """AUTH_BEGIN to send, a refusal (one sentence), or None: go on unauthenticated."""
@@ -60,7 +72,8 @@ class LinkAuth:
                         f"key for it: `devicectl keys add {serial}`")
             self.reset()
             self._handshake = HostHandshake(key, serial, self._entropy(RANDOM_BYTES))
-            return self._handshake.begin()
+            self.begun = self._handshake.begin()
+            return self.begun
         if key is not None:
             return (f"pen {serial} does not offer the authenticated link, but the keyring holds "
                     "its key: refused (no downgrade); is this the clinic's pen?")
@@ -76,7 +89,21 @@ class LinkAuth:
         if confirm is None:
             return "the pen could not prove its key: not a genuine pen, or not this clinic's key"
         self.session = handshake.session
+        self.previous = None  # the pen began anew: the earlier session is over on both ends
+        self.begun = None
         return confirm
+
+    def begin_signed(self) -> SecureSession | str:
+        """The pen refused our unsigned AUTH_BEGIN (NACK AUTH): it still holds a secure
+        session (spec: once secure, unsigned commands but HELLO and ESTOP are refused).
+        The session to sign the same AUTH_BEGIN with, once: the link's before a
+        reconnect; else a refusal (one sentence)."""
+        previous = self.previous
+        if self.begun is None or self.begun_signed or previous is None:
+            return ("the pen holds a secure session this host cannot continue and refuses a "
+                    "new one unsigned: switch the pen off and on, then connect again")
+        self.begun_signed = True
+        return previous
 
     def filter(self, frames: list[p.Frame]) -> list[p.Frame]:
         session = self.session

@@ -238,6 +238,10 @@ class ControllerConnect(ControllerCore):
         self._send(target, now_us)
 
     def _on_ack(self, ack: p.Ack, now_us: int) -> None:
+        if (ack.acked_type == p.MsgType.AUTH_BEGIN and ack.status == p.Nack.AUTH
+                and self.state is State.CONNECTING and self._auth.begun is not None):
+            self._auth_begin_refused(now_us)
+            return
         message = self._link.ack(ack.acked_seq, ack.acked_type)
         if message is None:
             return
@@ -268,6 +272,21 @@ class ControllerConnect(ControllerCore):
                 self._goto(Trigger.CONFIGURED_IN_FAULT, now_us, self.fault or "a fault is latched")
             else:
                 self._goto(Trigger.CONFIGURED, now_us, "the pen holds the zone's target")
+
+    def _auth_begin_refused(self, now_us: int) -> None:
+        """NACK AUTH to our unsigned AUTH_BEGIN: the pen still holds a secure session.
+        A reconnect signs the same AUTH_BEGIN with the session of the link before (a
+        signed AUTH_BEGIN is accepted and ends it, spec); anything else is refused."""
+        session = self._auth.begin_signed()
+        begun = self._auth.begun
+        if isinstance(session, str) or begun is None:
+            self._refuse(now_us, str(session))
+            return
+        self._event(now_us, EventKind.WARNING, "the pen still holds the earlier link's secure "
+                    "session: AUTH_BEGIN again, signed with it")
+        self._link.secure = session
+        self._out += self._link.send(begun, now_us)
+        self._link.secure = None  # the pen's answers and our AUTH_CONFIRM go unsigned
 
     def _on_nack(self, message: p.Message, status: int, now_us: int) -> None:
         try:

@@ -181,6 +181,14 @@ class Updater:
         elif isinstance(m, p.Telemetry):
             self._on_telemetry(m, now_us)
         elif isinstance(m, p.Ack):
+            if (m.acked_type == p.MsgType.AUTH_BEGIN and m.status == p.Nack.AUTH
+                    and self.step is Step.AUTHENTICATING):
+                # the pen holds a secure session (spec: once secure, an unsigned
+                # AUTH_BEGIN is refused), another host's: this one cannot sign for it
+                self._fail("the pen holds a secure session of another connection and "
+                           "refuses a new one unsigned: switch it off and on, then "
+                           "`devicectl firmware update` again")
+                return
             message = self._link.ack(m.acked_seq, m.acked_type)
             if message is not None:
                 self._on_ack(message, m.status, now_us)

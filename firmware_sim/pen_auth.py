@@ -8,9 +8,11 @@ the DEVICE_INFO answering HELLO and those NACK AUTH answers.
 An ESTOP is obeyed whatever its trailer (a wrong tag, a spent counter, no session
 to check it): stopping never needs a key. It is still counted when it does not hold.
 
-Reading of the spec: the AUTH messages themselves are always taken unsigned
-(a host that lost its session, after a restart, must be able to begin again);
-a new AUTH_BEGIN ends the earlier session.
+The handshake's messages are taken unsigned while the pen holds no session (also
+with AUTH_REQUIRED); once secure, only HELLO and ESTOP are (spec: "any other unsigned
+command gets an unsigned NACK 9 AUTH"): a new AUTH_BEGIN, which ends the earlier
+session, must then be signed with it. A host that reconnects signs it with the
+session it had; one that lost it (a restart) cannot, and the pen must be restarted.
 """
 
 from __future__ import annotations
@@ -32,9 +34,11 @@ from devicectl.signing import (
     sim_device_key,
 )
 
-#: Taken unsigned in every mode: HELLO (answered unsigned), ESTOP (stopping never
-#: needs a key) and the handshake.
+#: Taken unsigned with no session, also with AUTH_REQUIRED: HELLO (answered unsigned),
+#: ESTOP (stopping never needs a key) and the handshake.
 _ALWAYS: Final = frozenset({MsgType.HELLO, MsgType.ESTOP, MsgType.AUTH_BEGIN, MsgType.AUTH_CONFIRM})
+#: Taken unsigned once secure: HELLO and ESTOP alone.
+_UNSIGNED_ONCE_SECURE: Final = frozenset({MsgType.HELLO, MsgType.ESTOP})
 
 
 class Verdict(enum.Enum):
@@ -81,7 +85,7 @@ class PenAuth:
             # counted as a bad frame all the same, but "it always obeys ESTOP, signed
             # or not": a tag or counter that does not hold never keeps the pen going
             return Verdict.OBEY if type_code == MsgType.ESTOP else Verdict.DROP
-        if type_code in _ALWAYS:
+        if type_code in _ALWAYS and (session is None or type_code in _UNSIGNED_ONCE_SECURE):
             return Verdict.OBEY
         if session is None and not self.required:
             return Verdict.OBEY

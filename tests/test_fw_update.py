@@ -122,3 +122,21 @@ def test_an_unfinished_earlier_update_is_aborted_and_the_update_begins_again() -
     u = Updater(GOOD, key_for=no_keys, now_us=2000)
     drive_virtual(u, vpen, 2000)
     assert u.step is Step.DONE and vpen.firmware.pen.fw_version == 0x0102
+
+
+def test_a_pen_holding_another_connections_secure_session_is_refused_in_words() -> None:
+    """Spec 1.1: once secure the pen NACKs an unsigned AUTH_BEGIN (AUTH); the updater,
+    which cannot sign with a session it never held, fails at once with the way out
+    (it used to wait there until the link was given up)."""
+    vpen = pen(REQUIRED)
+    first = Updater(GOOD, key_for=sim_device_key, now_us=0)
+    vpen.receive_data(first.start(0), 0)
+    now = 0
+    while first.step is not Step.PREPARING and now < 2_000_000:
+        now += 500
+        vpen.receive_data(first.receive_data(vpen.advance(now), now) + first.tick(now), now)
+    assert vpen.firmware.auth is not None and vpen.firmware.auth.session is not None
+    second = Updater(GOOD, key_for=sim_device_key, now_us=now)
+    drive_virtual(second, vpen, now)
+    assert second.step is Step.FAILED
+    assert "switch it off and on" in (second.error or ""), second.error

@@ -135,12 +135,13 @@ def test_a_pen_proof_from_a_wrong_key_does_not_verify() -> None:
 
 
 def test_auth_begin_while_stamping_is_nacked_bad_state() -> None:
+    """Signed (once secure an unsigned one is NACK AUTH, whatever the state)."""
     b = SecureBench()
     b.authenticate()
     assert b.ack(SetTarget(800, 1000, 2)).message.status == Nack.OK  # type: ignore[union-attr]
     assert b.ack(Start()).message.status == Nack.OK  # type: ignore[union-attr]
     b.run(100_000)
-    acks = [f.message for f in b.send(AuthBegin(bytes(16)), signed=False)
+    acks = [f.message for f in b.send(AuthBegin(bytes(16)))
             if isinstance(f.message, Ack)]
     assert acks and acks[0].status == Nack.BAD_STATE and b.fw.state is PenState.STAMPING
 

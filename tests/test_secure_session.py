@@ -169,7 +169,7 @@ def test_after_a_dropped_cable_the_reconnect_authenticates_anew_and_the_session_
     # the simulated technician watches the dose map, as Session arranges for virtual pens
     pen.watch_map(lambda zid: ctl.coverage.hand_view(zid) if ctl.coverage else None)
     pen.receive_data(ctl.connect(0).data, 0)
-    now, proofs, lost = 0, 0, False
+    now, proofs, lost, signed_again = 0, 0, False, 0
     while now < 300_000_000 and ctl.state not in (State.COMPLETE, State.REFUSED):
         now += STEP_US
         out = [ctl.receive_data(pen.advance(now), now), ctl.tick(now)]
@@ -183,5 +183,37 @@ def test_after_a_dropped_cable_the_reconnect_authenticates_anew_and_the_session_
         elif ctl.state is State.FAULT and now % 100_000 == 0:
             out.append(ctl.command(Command.CLEAR_FAULT, now))  # the pen's WATCHDOG
         proofs += sum("proved its key" in e.text for o in out for e in o.events)
+        signed_again += sum("AUTH_BEGIN again, signed" in e.text for o in out for e in o.events)
         pen.receive_data(b"".join(o.data for o in out), now)
-    assert lost and proofs == 2 and ctl.state is State.COMPLETE
+    # the pen kept the first link's session over the dropped cable: it refused the
+    # reconnect's unsigned AUTH_BEGIN (NACK AUTH), and took it signed with that session
+    assert lost and proofs == 2 and signed_again == 1 and ctl.state is State.COMPLETE
+
+
+def test_a_new_host_meeting_a_pen_that_still_holds_a_secure_session_is_refused_in_words() -> None:
+    """Spec 1.1: once secure, the pen refuses an unsigned AUTH_BEGIN (NACK AUTH). A
+    host that never held the pen's session (restarted) cannot sign one: the go/no-go
+    names the way out, and the pen keeps its session (not ended by anyone on the wire)."""
+    pen = make_pen(int(p.Capability.AUTH))
+    first = Controller(plan_for, MAP, StartFacts("p-auth", frozenset()), nonce=0x5EC,
+                       now_us=0, keys=sim_device_key)
+    pen.receive_data(first.connect(0).data, 0)
+    now = 0
+    while first.state is not State.READY and now < 5_000_000:
+        now += STEP_US
+        pen.receive_data(first.receive_data(pen.advance(now), now).data
+                         + first.tick(now).data, now)
+    assert first.state is State.READY
+    held = pen.firmware.auth.session if pen.firmware.auth else None
+    assert held is not None
+    second = Controller(plan_for, MAP, StartFacts("p-auth", frozenset()), nonce=0x5ED,
+                        now_us=now, keys=sim_device_key)
+    pen.receive_data(second.connect(now).data, now)
+    end = now + 3_000_000
+    while second.state is State.CONNECTING and now < end:
+        now += STEP_US
+        pen.receive_data(second.receive_data(pen.advance(now), now).data
+                         + second.tick(now).data, now)
+    assert second.state is State.REFUSED
+    assert any("switch the pen off and on" in r for r in second.go_no_go), second.go_no_go
+    assert pen.firmware.auth is not None and pen.firmware.auth.session is held

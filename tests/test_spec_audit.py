@@ -478,11 +478,6 @@ def test_an_auth_begin_asking_an_ack_gets_one_besides_its_auth_proof() -> None:
     assert Ack(40, 0x09, Nack.OK) in answer
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "for the lead (and aud11sec): docs/security.md reads the spec as taking AUTH_BEGIN "
-    "unsigned in every mode, so that a restarted host can authenticate again; the page's "
-    "plain words NACK it AUTH once secure. Under the reading, anything on the wire can end "
-    "the secure session of a pen without AUTH_REQUIRED and command it unsigned"))
 def test_an_unsigned_auth_begin_on_a_secure_link_is_nacked_auth_and_changes_nothing() -> None:
     """pen-protocol.md:237-242: once secure, a frame without SIGNED is dropped; the pen's
     only exceptions are ESTOP and HELLO; "any other unsigned command gets an unsigned
