@@ -14,7 +14,6 @@ from typing import Final
 
 from devicectl.protocol import PenState, SetTarget, Telemetry
 from devicectl.safety import (
-    ACK_TIMEOUT_US,
     MAX_RESENDS,
     NOT_STOPPED_RESEND_US,
     OK,
@@ -33,9 +32,6 @@ from devicectl.safety import (
 )
 
 _STAMPING: Final = int(PenState.STAMPING)
-#: A STOP never ACKed is held to H3 once its resends are over (by then the
-#: pen has had every copy of it, or the link is lost).
-_UNACKED_STOP_US: Final = STOP_SETTLE_US + (MAX_RESENDS + 1) * ACK_TIMEOUT_US
 
 
 class PenChecks:
@@ -173,7 +169,9 @@ class PenChecks:
         """STOP or ESTOP sent: from STOP_SETTLE_US on, the pen must show it stopped."""
         if self._stop_sent_us is None:
             self._stop_sent_us = now_us
-            self._stop_armed_us = now_us + _UNACKED_STOP_US
+            # spec H3: from 20 ms after the host sends it, ACKed or not (a copy lost on
+            # the wire leaves a pen stamping, which is what H3 is there to stop)
+            self._stop_armed_us = now_us + STOP_SETTLE_US
             self.stamps_at_stop = self._last_stamps
             self.stop_seen = self.not_stopped_seen = False
             self._stop_acked = False
@@ -186,13 +184,11 @@ class PenChecks:
 
     def stop_acked(self, sent_us: int) -> None:
         """The pen ACKed the copy of the stop sent at `sent_us`: it has had it since
-        then, so H3 holds from STOP_SETTLE_US after, counting strokes from then."""
-        armed = self._stop_armed_us
-        if armed is None:
+        then, so its strokes are counted from then (H3 holds from the first send's
+        STOP_SETTLE_US on, whichever copy is ACKed)."""
+        if self._stop_armed_us is None:
             return
         self._stop_acked = True
-        if sent_us + STOP_SETTLE_US < armed:
-            self._stop_armed_us = sent_us + STOP_SETTLE_US
         if sent_us in self._stamps_at_send:
             self.stamps_at_stop = self._stamps_at_send[sent_us]
         # Frames arrive in the order the pen sent them: the TELEMETRY after this ACK
@@ -219,7 +215,8 @@ class PenChecks:
                 self.stamps_at_stop = t.stamp_count
         armed = self._stop_armed_us
         if armed is not None and now_us >= armed:
-            stopped = not_stopped(t.state, t.stamp_count, self.stamps_at_stop)
+            stopped = not_stopped(t.state, t.stamp_count, self.stamps_at_stop,
+                                  acked=self._stop_acked)
             self.stop_seen = stopped is OK
             self.not_stopped_seen = not self.stop_seen
         target_verdict = OK
