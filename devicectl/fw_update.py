@@ -21,7 +21,7 @@ from typing import Final
 from devicectl import protocol as p
 from devicectl.firmware import Image, chunks, version_text
 from devicectl.linkstate import LinkLost, LinkState
-from devicectl.signing import RANDOM_BYTES, HostHandshake
+from devicectl.signing import RANDOM_BYTES, HostHandshake, SecureSession
 
 KeySource = Callable[[int], bytes | None]
 HELLO_RETRY_US: Final = 100_000
@@ -133,6 +133,10 @@ class Updater:
         self._link = LinkState()
         self._decoder = p.Decoder()
         self._handshake: HostHandshake | None = None
+        #: the session our AUTH_CONFIRM proposes: our frames are signed from the pen's
+        #: first signed frame that holds under it (spec: the ACK of AUTH_CONFIRM), so
+        #: a resend of a lost AUTH_CONFIRM still goes unsigned, to a pen with no session
+        self._confirming: SecureSession | None = None
         self._nonce = int.from_bytes(self._entropy(4), "little")
         self._connect_us = self._hello_us = self._last_rx_us = now_us
         self.device = None
@@ -161,6 +165,11 @@ class Updater:
         """Once secure, only signed frames whose tag and counter hold; DEVICE_INFO too
         (the pen answers HELLO unsigned)."""
         secure = self._link.secure
+        if secure is None and frame.signed and self._confirming is not None:
+            if not self._confirming.accept(frame):
+                return False
+            self._link.secure, self._confirming = self._confirming, None
+            return True
         if secure is None or isinstance(frame.message, p.DeviceInfo):
             return True
         if frame.signed:
@@ -234,8 +243,8 @@ class Updater:
             self._fail(f"pen {serial} could not prove its key: not a genuine pen, "
                        "or not this clinic's key")
             return
-        self._send(confirm, now_us)
-        self._link.secure = self._handshake.session
+        self._send(confirm, now_us)  # unsigned, as its resends (`_accepted`)
+        self._confirming = self._handshake.session
 
     def _on_telemetry(self, t: p.Telemetry, now_us: int) -> None:
         if self.step is not Step.PREPARING or self._prepared:
