@@ -67,6 +67,7 @@ class Controller(ControllerTelemetry):
         self._connected = True
         self._connect_us = now_us
         self._answered = False
+        self._checks.connected(now_us)  # no stamping before our START (H3's account)
         self._send_hello(now_us)
         return self._flush()
 
@@ -172,6 +173,8 @@ class Controller(ControllerTelemetry):
         self._finishing = True
         if self.device is not None and not self._link_gone and not self._checks.stopping:
             self._stop_pen(now_us, self.stop_reason, force=True)
+        else:  # a stop in force, maybe seen already: a TELEMETRY from now on shows it
+            self._checks.stop_seen = False  # (and the PEN_STOPPED event records it)
         return self._flush()
 
     def finish_unverified(self, now_us: int, waited_us: int) -> Output:

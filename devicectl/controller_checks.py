@@ -14,6 +14,7 @@ from typing import Final
 
 from devicectl.protocol import PenState, SetTarget, Telemetry
 from devicectl.safety import (
+    ACK_TIMEOUT_US,
     MAX_RESENDS,
     NOT_STOPPED_RESEND_US,
     OK,
@@ -32,13 +33,22 @@ from devicectl.safety import (
 )
 
 _STAMPING: Final = int(PenState.STAMPING)
+#: A STOP never ACKed, after a lag of the pen's frames, is held to H3 once its resends
+#: are over (by then the pen has had every copy of it, or the link is lost).
+_UNACKED_STOP_US: Final = STOP_SETTLE_US + (MAX_RESENDS + 1) * ACK_TIMEOUT_US
+#: The pen's frames lag when one TELEMETRY follows the last by more than this many
+#: telemetry periods: a burst after a gap may hold frames the pen sent before the stop.
+_LAG_PERIODS: Final = 3
 
 
 class PenChecks:
     """What the host commanded (target, rate, stop) and the verdicts of each TELEMETRY."""
 
     __slots__ = (
+        "_lag_since_stop",
+        "_last_arrival_us",
         "_last_stamps",
+        "_never_started",
         "_overspeed_frames",
         "_pending",
         "_previous_depth_um",
@@ -72,6 +82,10 @@ class PenChecks:
         self._settled_us: int | None = None  # H1 holds from then on
         self._overspeed_frames = 0
         self._stop_sent_us: int | None = None  # the host wants the pen stopped since
+        self._never_started = False  # connected, and no START sent since
+        #: the pen's frames lagged (a gap, then a burst) since the stop was sent
+        self._lag_since_stop = False
+        self._last_arrival_us: int | None = None
         self._stop_armed_us: int | None = None  # H3 holds from then on
         self.stamps_at_stop: int | None = None
         #: each copy of the stop sent (first and resends): when, and the counter then
@@ -157,6 +171,7 @@ class PenChecks:
 
     def started(self) -> None:
         """START sent: the host wants stamping; no stop to verify."""
+        self._never_started = False
         self._stop_sent_us = self._stop_armed_us = None
         self.stamps_at_stop = None
         self.stop_seen = self.not_stopped_seen = False
@@ -165,13 +180,26 @@ class PenChecks:
         self.stop_seen = False
         self._verdict_sent_us = {}
 
+    def connected(self, now_us: int) -> None:
+        """A session's first HELLO: until the host sends START, its account is "stopped",
+        held to H3 from STOP_SETTLE_US on like a stop sent now. A pen that reports
+        STAMPING, or strokes beyond the slack from its first report, before any START
+        stamps on its own: the host never told it to."""
+        self.stop_sent(now_us)
+        self.stamps_at_stop = None
+        self._rebase = True  # counted from the pen's first report
+        self._stop_acked = True  # nothing was lost on the wire
+        self._never_started = True
+
     def stop_sent(self, now_us: int) -> None:
         """STOP or ESTOP sent: from STOP_SETTLE_US on, the pen must show it stopped."""
         if self._stop_sent_us is None:
             self._stop_sent_us = now_us
-            # spec H3: from 20 ms after the host sends it, ACKed or not (a copy lost on
-            # the wire leaves a pen stamping, which is what H3 is there to stop)
-            self._stop_armed_us = now_us + STOP_SETTLE_US
+            # spec H3 holds from STOP_SETTLE_US after this send, ACKed or not (`check`),
+            # while the pen's frames come on time; after a lag, from the ACKed copy's
+            # send, or once the resends are over
+            self._stop_armed_us = now_us + _UNACKED_STOP_US
+            self._lag_since_stop = False
             self.stamps_at_stop = self._last_stamps
             self.stop_seen = self.not_stopped_seen = False
             self._stop_acked = False
@@ -184,11 +212,14 @@ class PenChecks:
 
     def stop_acked(self, sent_us: int) -> None:
         """The pen ACKed the copy of the stop sent at `sent_us`: it has had it since
-        then, so its strokes are counted from then (H3 holds from the first send's
-        STOP_SETTLE_US on, whichever copy is ACKed)."""
-        if self._stop_armed_us is None:
+        then, so H3 holds from STOP_SETTLE_US after (if not already from the first
+        send's), counting strokes from then."""
+        armed = self._stop_armed_us
+        if armed is None:
             return
         self._stop_acked = True
+        if sent_us + STOP_SETTLE_US < armed:
+            self._stop_armed_us = sent_us + STOP_SETTLE_US
         if sent_us in self._stamps_at_send:
             self.stamps_at_stop = self._stamps_at_send[sent_us]
         # Frames arrive in the order the pen sent them: the TELEMETRY after this ACK
@@ -213,10 +244,21 @@ class PenChecks:
             base = self.stamps_at_stop
             if base is None or (t.stamp_count - base) & 0xFFFF_FFFF < 0x8000_0000:
                 self.stamps_at_stop = t.stamp_count
+        last, self._last_arrival_us = self._last_arrival_us, now_us
         armed = self._stop_armed_us
+        sent = self._stop_sent_us
+        if armed is not None and sent is not None:
+            if last is not None and now_us - last > _LAG_PERIODS * self.period_us:
+                self._lag_since_stop = True
+            if not self._lag_since_stop:
+                # Spec H3: from 20 ms after the host sends the stop. The pen's frames come
+                # on time, so this one was sent after then: a copy lost on the wire leaves
+                # a pen stamping, and this is when to say so. After a lag, a burst may
+                # hold frames the pen sent before it had the stop: the ACK tells (above).
+                armed = min(armed, sent + STOP_SETTLE_US)
         if armed is not None and now_us >= armed:
             stopped = not_stopped(t.state, t.stamp_count, self.stamps_at_stop,
-                                  acked=self._stop_acked)
+                                  acked=self._stop_acked, started=not self._never_started)
             self.stop_seen = stopped is OK
             self.not_stopped_seen = not self.stop_seen
         target_verdict = OK

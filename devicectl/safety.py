@@ -313,21 +313,26 @@ def overspeed(rate_meas_dhz: int, commanded_rate_dhz: int) -> Verdict:
 
 
 def not_stopped(state: int, stamp_count: int, stamps_at_stop: int | None, *,
-                acked: bool = True) -> Verdict:
+                acked: bool = True, started: bool = True) -> Verdict:
     """H3: a TELEMETRY from STOP_SETTLE_US after a STOP or ESTOP was sent must show the
     pen stopped: not STAMPING, at most STOP_STROKE_SLACK strokes since the stop. A
     counter that went backwards (a reboot) is not strokes. `acked`: the pen ACKed the
-    stop (else the words say the link may have lost it; the verdict is the same)."""
+    stop (else the words say the link may have lost it); `started`: the host has sent
+    a START since it connected (else the pen stamps on its own: the first HELLO holds
+    it as a stop would). The verdict is the same."""
     strokes = 0 if stamps_at_stop is None else (stamp_count - stamps_at_stop) & _U32
     if state != _STAMPING and not STOP_STROKE_SLACK < strokes < 0x8000_0000:
         return OK
     what = "reports STAMPING" if state == _STAMPING else f"made {strokes} strokes"
-    unacked = ("" if acked else
-               ", which it has not acknowledged (the link may be losing frames: check the cable)")
+    if not started:
+        why = "though the host has not told it to start"
+    else:
+        why = f"more than {STOP_SETTLE_US // 1000} ms after it was told to stop" + (
+            "" if acked else
+            ", which it has not acknowledged (the link may be losing frames: check the cable)")
     return Verdict(
         Action.ESTOP,
-        f"the pen {what} more than {STOP_SETTLE_US // 1000} ms after it was told to stop"
-        f"{unacked}: switch the pen off now",
+        f"the pen {what} {why}: switch the pen off now",
         EstopReason.NOT_STOPPED,
         ends_session=True,
     )

@@ -477,3 +477,43 @@ def test_an_unacked_start_is_not_resent_after_the_pen_names_a_used_cartridge() -
     for t in range(now + 10_000, now + 150_000, 2_000):
         sent += frame_types(pen.parse(ctl.tick(t)))
     assert "START" not in sent
+
+
+# --- no stamping before the host's START (the first HELLO holds the pen as a stop) ---
+
+
+def _before_start(state: p.PenState, step_strokes: int, frames: int = 20
+                  ) -> tuple[list[int], list[str], object]:
+    ctl, pen, now = ready()
+    t, stamps, sent, texts = now, 5000, [], []
+    for _ in range(frames):  # TELEMETRY every 2 ms, on time
+        t += PERIOD_US
+        stamps += step_strokes
+        out = ctl.receive_data(pen.frame(tel(state=state, stamp_count=stamps)), t)
+        sent += [t for f in pen.parse(out)
+                 if isinstance(f.message, p.Estop)
+                 and f.message.reason == EstopReason.NOT_STOPPED]
+        texts += [e.text for e in out.events]
+    return sent, texts, ctl
+
+
+def test_a_pen_that_reports_stamping_before_any_start_is_estopped_not_stopped() -> None:
+    """Verify, never trust: the host never sent START, so a pen that reports STAMPING
+    stamps on its own (a firmware fault, a stuck driver); until round 11 nothing was
+    said, and its strokes counted as treatment. H3's account holds from the first HELLO."""
+    sent, texts, ctl = _before_start(p.PenState.STAMPING, 1)
+    assert sent and sent[0] <= STOP_SETTLE_US + 2 * PERIOD_US, sent
+    assert any("not told it to start" in t for t in texts)
+    assert ctl.state is State.FAULT  # type: ignore[attr-defined]
+
+
+def test_strokes_counted_before_any_start_are_estopped_not_stopped() -> None:
+    """A pen that says READY while its counter runs is stamping all the same."""
+    sent, texts, _ = _before_start(p.PenState.READY, 2)
+    assert sent and any("made" in t and "not told it to start" in t for t in texts)
+
+
+def test_a_ready_pen_whose_counter_stands_where_an_earlier_session_left_it_is_not_accused() -> None:
+    """The count is taken from the pen's first report (5000 here), not from zero."""
+    sent, _, ctl = _before_start(p.PenState.READY, 0, frames=40)
+    assert sent == [] and ctl.state is State.READY  # type: ignore[attr-defined]

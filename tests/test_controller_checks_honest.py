@@ -5,7 +5,10 @@ to the real controller through the real codec over a link that delays the
 host's frames (up to 15 ms, less than the 20 ms a pen has to stop), loses
 some of them (so resends happen), and holds the pen's frames back in bursts
 (telemetry gaps). Whatever the technician does, the host never sends ESTOP
-MISMATCH, OVERSPEED or NOT_STOPPED, nor an over-depth ESTOP.
+MISMATCH, OVERSPEED or NOT_STOPPED, nor an over-depth ESTOP, with one exception the
+spec makes: a STOP lost on the wire leaves the pen stamping, and H3 holds from 20 ms
+after the host sent it, so NOT_STOPPED is then the spec's answer, in words that say
+the pen never acknowledged the stop.
 """
 
 from __future__ import annotations
@@ -117,20 +120,29 @@ def test_an_honest_pen_over_a_slow_lossy_link_is_never_accused(
     to_pen: deque[tuple[int, bytes]] = deque()
     held: list[bytes] = []
     lost: set[int] = set()
+    stop_lost = False  # a copy of the STOP now in force was lost on the wire
+    accused_of_a_lost_stop = False
     k = 0
     now = 0
     schedule = deque((sum(c[0] for c in commands[: i + 1]) * 1000, c[1])
                      for i, c in enumerate(commands))
 
     def host_out(data: bytes) -> None:
-        nonlocal k
+        nonlocal k, stop_lost, accused_of_a_lost_stop
         for f in host_decoder.feed(data):
             m = f.message
-            assert not (isinstance(m, p.Estop) and m.reason in ACCUSING), (m, ctl.fault)
+            if isinstance(m, p.Estop) and m.reason == 7 and stop_lost:
+                assert "not acknowledged" in (ctl.fault or ""), ctl.fault
+                accused_of_a_lost_stop = True
+            else:
+                assert not (isinstance(m, p.Estop) and m.reason in ACCUSING), (m, ctl.fault)
+            if isinstance(m, p.Start):
+                stop_lost = False
             k += 1
             if drops[k % len(drops)] and f.ack_req and not isinstance(m, p.Estop) \
                     and m.TYPE not in lost:
                 lost.add(m.TYPE)  # lost once on the wire: the host sends it again after 30 ms
+                stop_lost = stop_lost or isinstance(m, p.Stop)
                 continue
             lost.discard(m.TYPE)
             to_pen.append((now + delays_us[k % len(delays_us)], p.encode(m, f.seq, f.flags)))
@@ -161,7 +173,7 @@ def test_an_honest_pen_over_a_slow_lossy_link_is_never_accused(
             host_out(ctl.command(schedule.popleft()[1], now).data)
         if ctl.state is State.LINK_LOST:
             break
-    assert ctl.fault_final is None  # never accused
+    assert ctl.fault_final is None or accused_of_a_lost_stop  # never accused, but H3's
     if ctl.state is State.LINK_LOST:
         # Only the spec's ACK rule may give up on it: a link that holds the pen's frames
         # back longer than the 30 ms ACK timeout, and drops every first copy, exhausts the
