@@ -1,0 +1,83 @@
+"""docs/security.md and docs/web.md read as an attacker would, tested against the real
+thing: the live page's server on a free port spoken to over raw sockets, real
+firmware files, a real record tampered with as someone with write access would.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from test_web_stream import HEADER, MAP, Ticking
+
+from devicectl.web.hub import Hub
+from devicectl.web.server import SECURITY_HEADERS, WebServer, serve
+
+TOKEN = "audit-token-0123456789"
+
+
+@dataclass
+class Page:
+    web: WebServer
+    submitted: list[Any] = field(default_factory=list)
+
+    @property
+    def host(self) -> str:
+        return f"127.0.0.1:{self.web.port}"
+
+    def raw(self, request: bytes, timeout_s: float = 10.0) -> bytes:
+        """Send `request` as is on a new connection; the answer's head and body."""
+        with socket.create_connection(("127.0.0.1", self.web.port), timeout=timeout_s) as s:
+            s.sendall(request)
+            s.shutdown(socket.SHUT_WR)
+            out = b""
+            while chunk := s.recv(65536):
+                out += chunk
+        return out
+
+    def control(self, action: str, body: bytes) -> bytes:
+        return self.raw(
+            f"POST /api/control/{action} HTTP/1.1\r\nHost: {self.host}\r\n"
+            f"X-Session-Token: {TOKEN}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode() + body
+        )
+
+
+@pytest.fixture
+def page() -> Iterator[Page]:
+    """The real server with controls (the token and a submit that records commands)."""
+    submitted: list[Any] = []
+    web = serve(Hub(Ticking(), MAP, HEADER | {"controls": True}, period_s=0.1),
+                "127.0.0.1", 0, token=TOKEN, submit=submitted.append)
+    try:
+        yield Page(web, submitted)
+    finally:
+        web.stop()
+
+
+def _status(answer: bytes) -> int:
+    return int(answer.split(b" ", 2)[1])
+
+
+def _has_security_headers(answer: bytes) -> bool:
+    head = answer.split(b"\r\n\r\n", 1)[0].lower()
+    return all(name + b": " + value.lower() in head for name, value in SECURITY_HEADERS)
+
+
+# --- the controls' body ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("body", [b"[" * 3000, b'{"confirm": ' + b"[" * 3000])
+def test_a_deeply_nested_confirm_body_is_409_never_500(page: Page, body: bytes) -> None:
+    """docs/web.md: abort and clear_fault need a body that is a JSON object whose
+    `confirm` is true, "or they get 409"; every answer carries the security headers.
+    A 4 KiB body of nested arrays made server.py:_confirmed's json.loads raise
+    RecursionError (not a ValueError): a 500 with a traceback in the log, from
+    starlette's error middleware outside the guard, so without the headers."""
+    answer = page.control("abort", body)
+    assert _status(answer) == 409, answer[:200]
+    assert _has_security_headers(answer)
+    assert page.submitted == []
