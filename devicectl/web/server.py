@@ -140,7 +140,7 @@ def _confirmed(raw: bytes) -> bool:
     """The body is exactly a JSON object whose "confirm" is the JSON literal true."""
     try:
         body = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: arrays nested a thousand deep
         return False
     return isinstance(body, dict) and body.get("confirm") is True
 
