@@ -8,15 +8,21 @@ from __future__ import annotations
 import socket
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
 from test_web_stream import HEADER, MAP, Ticking
 
+from devicectl.cli import main
+from devicectl.commands import firmware_cmd
+from devicectl.firmware import Image, load_image
 from devicectl.web.hub import Hub
 from devicectl.web.server import SECURITY_HEADERS, WebServer, serve
 
 TOKEN = "audit-token-0123456789"
+IMAGES = Path(__file__).parent.parent / "firmware_sim" / "images"
+GOOD = IMAGES / "pen-1.2.penf"
 
 
 @dataclass
@@ -81,3 +87,32 @@ def test_a_deeply_nested_confirm_body_is_409_never_500(page: Page, body: bytes) 
     assert _status(answer) == 409, answer[:200]
     assert _has_security_headers(answer)
     assert page.submitted == []
+
+
+# --- firmware ---------------------------------------------------------------------------
+
+
+def test_firmware_update_sends_the_bytes_whose_signature_it_checked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """docs/security.md: "the host checks the signature first (`firmware info`, `firmware
+    update`)". commands/firmware_cmd.py:run_update checked one reading of IMAGE, then
+    _update_sim/_update_port read the file again and sent that: a file replaced between
+    the two (here by a tampered copy, right after the host's first read) reached the pen
+    unchecked. The host must send exactly what it checked."""
+    image = tmp_path / "pen.penf"
+    image.write_bytes(GOOD.read_bytes())
+    tampered = bytearray(GOOD.read_bytes())
+    tampered[20] ^= 0x01  # in the payload: the signature no longer holds
+    reads: list[bytes] = []
+
+    def read_then_swap(path: str | Path) -> Image:
+        got = load_image(path)
+        reads.append(got.data)
+        image.write_bytes(bytes(tampered))  # the attacker swaps the file after each read
+        return got
+
+    monkeypatch.setattr(firmware_cmd, "load_image", read_then_swap)
+    code = main(["firmware", "update", str(image), "--sim"])
+    assert reads == [GOOD.read_bytes()]  # read once: what was checked is what was sent
+    assert code == 0
