@@ -20,6 +20,7 @@ from devicectl.clock import monotonic_us
 from devicectl.errors import DevicectlError, LinkError
 from devicectl.firmware import (
     SIM_HW_ID,
+    Image,
     ImageError,
     check_image,
     load_image,
@@ -160,7 +161,7 @@ def drive_virtual(updater: Updater, pen: _Pen, now_us: int, bar: _Bar | None = N
     return now_us
 
 
-def _update_sim(args: argparse.Namespace, bar: _Bar) -> Updater:
+def _update_sim(args: argparse.Namespace, image: Image, bar: _Bar) -> Updater:
     from devicectl.protocol import Capability
     from devicectl.signing import sim_device_key
     from firmware_sim.bootloader import load_slots
@@ -177,7 +178,7 @@ def _update_sim(args: argparse.Namespace, bar: _Bar) -> Updater:
     vpen = VirtualPen(seed=0, pen=pen, slots=slots)
     # The simulated pen's "keyring": its derived test key, when it offers AUTH at all.
     keys: KeySource = sim_device_key if args.sim_auth_required else (lambda _serial: None)
-    updater = Updater(load_image(args.image), key_for=keys, now_us=0)
+    updater = Updater(image, key_for=keys, now_us=0)
     drive_virtual(updater, vpen, 0, bar)
     if args.sim_state and slots is not None:
         args.sim_state.write_text(slots.to_json(), encoding="utf-8")
@@ -187,11 +188,11 @@ def _update_sim(args: argparse.Namespace, bar: _Bar) -> Updater:
     return updater
 
 
-def _update_port(args: argparse.Namespace, bar: _Bar) -> Updater:
+def _update_port(args: argparse.Namespace, image: Image, bar: _Bar) -> Updater:
     from devicectl.link import DEFAULT_BAUDRATE, open_transport
 
     baud = args.baud or DEFAULT_BAUDRATE
-    updater = Updater(load_image(args.image), key_for=_keys(args), now_us=monotonic_us())
+    updater = Updater(image, key_for=_keys(args), now_us=monotonic_us())
     reopened = 0
     start = True
     while not updater.done:
@@ -234,7 +235,8 @@ def run_update(args: argparse.Namespace) -> int:
           file=sys.stderr)
     bar = _Bar()
     try:
-        updater = _update_sim(args, bar) if args.sim else _update_port(args, bar)
+        # the image checked above, not a second reading of the file (which could differ)
+        updater = _update_sim(args, image, bar) if args.sim else _update_port(args, image, bar)
     finally:
         bar.end()
     if updater.error is not None:
