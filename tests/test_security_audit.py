@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pg_support import raw_connect
+from test_chain import sim_run, tamper
 from test_web_stream import HEADER, MAP, Ticking
 
 from devicectl.cli import main
@@ -116,3 +118,76 @@ def test_firmware_update_sends_the_bytes_whose_signature_it_checked(
     code = main(["firmware", "update", str(image), "--sim"])
     assert reads == [GOOD.read_bytes()]  # read once: what was checked is what was sent
     assert code == 0
+
+
+# --- the records' hash chain -----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def two_sessions(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real record of two sessions, the first ended by the host's ESTOP."""
+    db = tmp_path_factory.mktemp("audit-chain") / "records.db"
+    assert sim_run(db, "--scenario", "overshoot-no-limit") == 3
+    assert sim_run(db, seed=6, patient="P-H2") == 0
+    return db
+
+
+def _copy(db: Path, tmp_path: Path) -> Path:
+    out = tmp_path / "records.db"
+    out.write_bytes(db.read_bytes())
+    return out
+
+
+def _verify(db: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    code = main(["sessions", "verify", "--db", str(db)])
+    return code, capsys.readouterr().out
+
+
+def test_raising_the_chain_origin_does_not_switch_the_check_off(
+    two_sessions: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """docs/clinic.md ("sessions verify"): it catches an edited event "whatever the
+    triggers said at the time"; sessions recorded before the chain existed are reported
+    as such, not failed. chain.py:verify_session took "before the chain" from one row,
+    chain_origin.first_session_id: raised (its trigger dropped and put back, as the
+    other tampering in tests/test_chain.py), every session became "recorded before the
+    records kept a hash chain; not checked" and an edited ESTOP passed with exit 0. A
+    session whose rows carry hashes was recorded with the chain: it is checked."""
+    db = _copy(two_sessions, tmp_path)
+    conn = raw_connect(db)
+    (estop,) = conn.execute(
+        "SELECT id FROM events WHERE session_id = 1 AND kind = 'ESTOP' LIMIT 1").fetchone()
+    conn.close()
+    tamper(db, "chain_origin_fixed", "UPDATE chain_origin SET first_session_id = 1000")
+    tamper(db, "events_no_update", "UPDATE events SET text = 'a routine stop' WHERE id = ?",
+           estop)
+    code, out = _verify(db, capsys)
+    assert code == 1, out
+    assert f"event row {estop} " in out
+
+
+def test_raising_the_chain_origin_does_not_hide_a_deleted_session(
+    two_sessions: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """docs/clinic.md: it catches "a deleted session". chain.py:verify_all looked for
+    missing ids only from chain_origin up: with the origin raised past them, session 1
+    deleted (its rows with it) went unnoticed. The chained sessions still present say
+    where the chain began."""
+    db = _copy(two_sessions, tmp_path)
+    tamper(db, "chain_origin_fixed", "UPDATE chain_origin SET first_session_id = 2")
+    conn = raw_connect(db)
+    for table in ("events", "zone_coverage", "coverage_state", "notes", "refusals"):
+        (create,) = conn.execute(
+            "SELECT group_concat(sql, ';') FROM sqlite_master WHERE type = 'trigger'"
+            " AND tbl_name = ?", (table,)).fetchone()
+        for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'"
+                                    " AND tbl_name = ?", (table,)).fetchall():
+            conn.execute(f"DROP TRIGGER {name}")
+        conn.execute(f"DELETE FROM {table} WHERE session_id = 1")
+        if create:
+            conn.executescript(create + ";")
+    conn.close()
+    tamper(db, "sessions_no_delete", "DELETE FROM sessions WHERE id = 1")
+    code, out = _verify(db, capsys)
+    assert code == 1, out
+    assert "session 1 is missing" in out
