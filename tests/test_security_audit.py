@@ -6,6 +6,8 @@ firmware files, a real record tampered with as someone with write access would.
 from __future__ import annotations
 
 import socket
+import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +22,7 @@ from devicectl.cli import main
 from devicectl.commands import firmware_cmd
 from devicectl.firmware import Image, load_image
 from devicectl.web.hub import Hub
+from devicectl.web import server
 from devicectl.web.server import SECURITY_HEADERS, WebServer, serve
 
 TOKEN = "audit-token-0123456789"
@@ -89,6 +92,91 @@ def test_a_deeply_nested_confirm_body_is_409_never_500(page: Page, body: bytes) 
     assert _status(answer) == 409, answer[:200]
     assert _has_security_headers(answer)
     assert page.submitted == []
+
+
+# --- the server under a hostile client -----------------------------------------------
+
+
+@pytest.fixture(params=["httptools", "h11"])
+def any_parser(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[Page]:
+    """The real server with each of uvicorn's HTTP parsers (h11: httptools not importable)."""
+    if request.param == "h11":
+        monkeypatch.setitem(sys.modules, "httptools", None)
+    monkeypatch.setattr(server, "HEAD_TIMEOUT_S", 1.0, raising=False)
+    submitted: list[Any] = []
+    web = serve(Hub(Ticking(), MAP, HEADER | {"controls": True}, period_s=0.1),
+                "127.0.0.1", 0, token=TOKEN, submit=submitted.append)
+    try:
+        yield Page(web, submitted)
+    finally:
+        web.stop()
+
+
+def _closed_by_server(sock: socket.socket, within_s: float) -> bytes | None:
+    """What the server sent before it closed the connection; None if it kept it open."""
+    sock.settimeout(within_s)
+    out = b""
+    try:
+        while chunk := sock.recv(65536):
+            out += chunk
+    except TimeoutError:
+        return None
+    except ConnectionResetError:
+        pass  # closed with our unread bytes in its buffer: a reset, also a close
+    return out
+
+
+def test_a_huge_request_head_is_refused_not_buffered(any_parser: Page) -> None:
+    """The page's server shares the treatment's process (`run --web`); docs/web.md: "The
+    inner loop never waits for the page", and a stalled client holds a bounded amount
+    of the server's memory (server.py:STREAM_SNDBUF). With httptools, uvicorn kept every
+    header byte a client sent (on_header appends; llhttp sets no limit): one connection
+    sending 200 MB of one header grew the process by 200 MB and never got an answer.
+    A request head over server.MAX_HEAD_BYTES is answered 431 (with the security
+    headers) and the connection closed, with either parser."""
+    page = any_parser
+    sock = socket.create_connection(("127.0.0.1", page.web.port), timeout=10)
+    sock.sendall(f"GET /api/state HTTP/1.1\r\nHost: {page.host}\r\nX-Pad: ".encode())
+    sent = 0
+    try:
+        while sent < 64 << 20:  # 64 MiB, unless the server stops reading first
+            sock.sendall(b"a" * 65536)
+            sent += 65536
+    except (BrokenPipeError, ConnectionResetError, TimeoutError):
+        pass
+    answer = _closed_by_server(sock, 10.0)
+    sock.close()
+    assert answer is not None, "the server kept reading the head"
+    assert sent < 64 << 20, "the server read 64 MiB of one header"
+    if answer:  # the 431 may be lost to the reset of the bytes it did not read
+        assert _status(answer) in (400, 431) and _has_security_headers(answer), answer[:300]
+
+
+@pytest.mark.parametrize("trickle", [False, True], ids=["stalled", "one-byte-at-a-time"])
+def test_a_request_head_that_never_ends_is_closed(any_parser: Page, trickle: bool) -> None:
+    """Slowloris: a client that starts a request and never finishes its head held its
+    connection (and a file descriptor of the treatment's process) for ever; uvicorn's
+    keep-alive timeout covers only the silence between requests. A head not complete
+    HEAD_TIMEOUT_S after its first byte is closed, however slowly it trickles in; a
+    complete request is still served."""
+    page = any_parser
+    sock = socket.create_connection(("127.0.0.1", page.web.port), timeout=10)
+    sock.sendall(f"GET /api/state HTTP/1.1\r\nHost: {page.host}\r\n".encode())
+    deadline = time.monotonic() + 20.0  # the test's generous bound (the server's is 1 s)
+    closed = None
+    while closed is None and time.monotonic() < deadline:
+        if trickle:
+            try:
+                sock.sendall(b"X")
+            except (BrokenPipeError, ConnectionResetError):
+                closed = b""
+                break
+        closed = _closed_by_server(sock, 0.2)
+    sock.close()
+    assert closed is not None, "the server kept a never-ending request head open"
+    answer = page.raw(f"GET /api/state HTTP/1.1\r\nHost: {page.host}\r\n"
+                      "Connection: close\r\n\r\n".encode())
+    assert _status(answer) == 200
 
 
 # --- firmware ---------------------------------------------------------------------------
