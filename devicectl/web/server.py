@@ -11,6 +11,7 @@ for gets 400 (DNS rebinding), and every answer carries the security headers.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import re
@@ -58,6 +59,15 @@ SECURITY_HEADERS: tuple[tuple[bytes, bytes], ...] = (
 #: a stalled stream's buffer to megabytes (4 MB each, 200 clients 800 MB). A stream's
 #: events are a few kB a second, which this holds many seconds of.
 STREAM_SNDBUF: Final = 64 * 1024
+#: A request's line and headers, at most (bytes): more is answered 431 and the connection
+#: closed. The page's own heads are under 1 kB; without a bound uvicorn with httptools
+#: keeps every header byte a client sends (llhttp sets no limit), in the treatment's
+#: process.
+MAX_HEAD_BYTES: Final = 16 * 1024
+#: A request's head must be complete this long after its first byte, and a new
+#: connection must send one (s); else the connection is closed (slowloris). uvicorn's
+#: keep-alive timeout covers only the silence after an answer.
+HEAD_TIMEOUT_S = 10.0
 #: Addresses that mean "every interface": the page then also answers to this
 #: machine's own names and addresses.
 _WILDCARD_HOSTS = frozenset({"", "0.0.0.0", "::"})
@@ -127,6 +137,80 @@ class _Guard:
             await send({"type": "http.response.body", "body": body})
             return
         await self.app(scope, receive, guarded_send)
+
+
+def _plain_answer(status: bytes, text: bytes) -> bytes:
+    """A whole answer that closes the connection, with the security headers (written by
+    the protocol itself, below the app and its guard)."""
+    head = [b"HTTP/1.1 " + status, b"content-type: text/plain; charset=utf-8",
+            b"content-length: " + str(len(text)).encode(), b"connection: close",
+            *(name + b": " + value for name, value in SECURITY_HEADERS)]
+    return b"\r\n".join(head) + b"\r\n\r\n" + text
+
+
+def http_protocol() -> type[asyncio.Protocol]:
+    """uvicorn's protocol class for http_impl(), each request's head bounded in size
+    (MAX_HEAD_BYTES) and in time (HEAD_TIMEOUT_S), and its own 400 with the security
+    headers. A head is being read while the connection has no request or its last
+    answer is complete."""
+    base: Any
+    if http_impl() == "httptools":
+        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol as base
+    else:
+        from uvicorn.protocols.http.h11_impl import H11Protocol as base
+
+    class BoundedHead(base):  # type: ignore[misc]
+        _head_bytes = 0
+        _head_timer: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport: Any) -> None:
+            super().connection_made(transport)
+            self._head_timer = self.loop.call_later(HEAD_TIMEOUT_S, self._head_too_slow)
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._head_done()
+            super().connection_lost(exc)
+
+        def _reading_head(self) -> bool:
+            cycle = self.cycle
+            return cycle is None or bool(cycle.response_complete)
+
+        def _head_done(self) -> None:
+            self._head_bytes = 0
+            if self._head_timer is not None:
+                self._head_timer.cancel()
+                self._head_timer = None
+
+        def _close_with(self, status: bytes, text: bytes) -> None:
+            self._head_done()
+            if not self.transport.is_closing():
+                self.transport.write(_plain_answer(status, text))
+                self.transport.close()
+
+        def _head_too_slow(self) -> None:
+            self._head_timer = None
+            if self._reading_head() and self._head_bytes == 0:
+                self.transport.close()  # an idle connection (a browser's spare): no answer
+            elif self._reading_head():
+                self._close_with(b"408 Request Timeout", b"the request's head came too slowly\n")
+
+        def data_received(self, data: bytes) -> None:
+            if self._reading_head():
+                self._head_bytes += len(data)
+                if self._head_bytes > MAX_HEAD_BYTES:
+                    self._close_with(b"431 Request Header Fields Too Large",
+                                     b"the request's head is too large\n")
+                    return
+                if self._head_timer is None:
+                    self._head_timer = self.loop.call_later(HEAD_TIMEOUT_S, self._head_too_slow)
+            super().data_received(data)
+            if not self._reading_head():
+                self._head_done()
+
+        def send_400_response(self, msg: str) -> None:
+            self._close_with(b"400 Bad Request", msg.encode("ascii", "replace"))
+
+    return BoundedHead
 
 
 def token_matches(given: str, token: str | None) -> bool:
@@ -282,7 +366,7 @@ def serve(hub: Hub, host: str, port: int, *, token: str | None, submit: Submit |
                              "devicectl with its dependencies") from exc
     allowed: set[str] = set()  # filled once the port is known: nothing passes before
     app = create_app(hub, token=token, submit=submit, allowed=allowed)
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", http=http_impl(),
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", http=http_protocol(),
                             access_log=False, timeout_graceful_shutdown=1, lifespan="off")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="web-server", daemon=True)
