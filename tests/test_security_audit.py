@@ -9,20 +9,23 @@ import socket
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 from pg_support import raw_connect
 from test_chain import sim_run, tamper
+from test_secure_session import REQUIRED, make_pen, session
 from test_web_stream import HEADER, MAP, Ticking
 
+from devicectl import protocol as p
 from devicectl.cli import main
 from devicectl.commands import firmware_cmd
 from devicectl.firmware import Image, load_image
-from devicectl.web.hub import Hub
+from devicectl.signing import sim_device_key
 from devicectl.web import server
+from devicectl.web.hub import Hub
 from devicectl.web.server import SECURITY_HEADERS, WebServer, serve
 
 TOKEN = "audit-token-0123456789"
@@ -279,3 +282,39 @@ def test_raising_the_chain_origin_does_not_hide_a_deleted_session(
     code, out = _verify(db, capsys)
     assert code == 1, out
     assert "session 1 is missing" in out
+
+
+# --- the authenticated link ------------------------------------------------------------
+
+
+@pytest.mark.xfail(strict=True, reason="spec-level: the pen answers HELLO with an unsigned "
+                   "DEVICE_INFO (spec 1.1), so the host cannot tell a forged one mid-session; "
+                   "for the lead (a signed DEVICE_INFO once secure, or refuse to let one "
+                   "clear a cartridge problem)")
+def test_an_unsigned_device_info_injected_mid_session_changes_nothing_on_the_host() -> None:
+    """docs/security.md: "Forged, altered or injected frames ... an injected TELEMETRY
+    never reaches the host's safety checks or the record"; "HELLO is likewise answered
+    unsigned (DEVICE_INFO) ... it changes nothing on the pen". On the host it does:
+    controller_auth.py:LinkAuth.filter keeps every unsigned DEVICE_INFO once secure, and
+    controller_connect.py:_on_device_info, outside CONNECTING, checks only the serial
+    (the nonce is the session's one, sent in clear with every HELLO) and then replaces
+    `device` and recomputes the cartridge problem from it: an attacker on the link can
+    swap the cartridge the host believes is in (e.g. clear "used on another patient",
+    a check only the host makes)."""
+    decoder = p.Decoder()
+    seen: list[p.DeviceInfo] = []
+    injected: list[p.DeviceInfo] = []
+
+    def attacker(data: bytes, now: int) -> bytes:
+        if not seen:
+            seen.extend(f.message for f in decoder.feed(data)
+                        if isinstance(f.message, p.DeviceInfo))
+        if seen and not injected and now > 300_000:
+            forged = replace(seen[0], cartridge_id=seen[0].cartridge_id + 1, cartridge_stamps=0)
+            injected.append(forged)
+            return data + p.encode(forged, 1)
+        return data
+
+    ctl = session(make_pen(REQUIRED), sim_device_key, to_host=attacker)
+    assert injected and ctl.device is not None
+    assert ctl.device.cartridge_id == seen[0].cartridge_id
