@@ -23,7 +23,8 @@ from devicectl import protocol as p
 from devicectl.cli import main
 from devicectl.commands import firmware_cmd
 from devicectl.firmware import Image, load_image
-from devicectl.signing import sim_device_key
+from devicectl.messages import FaultBit
+from devicectl.signing import HOST, SecureSession, sim_device_key
 from devicectl.web import server
 from devicectl.web.hub import Hub
 from devicectl.web.server import SECURITY_HEADERS, WebServer, serve
@@ -318,3 +319,37 @@ def test_an_unsigned_device_info_injected_mid_session_changes_nothing_on_the_hos
     ctl = session(make_pen(REQUIRED), sim_device_key, to_host=attacker)
     assert injected and ctl.device is not None
     assert ctl.device.cartridge_id == seen[0].cartridge_id
+
+
+def test_a_signed_estop_the_pen_cannot_verify_is_still_obeyed() -> None:
+    """docs/security.md, "Why an unsigned ESTOP is always obeyed": "The pen obeys ESTOP
+    whether signed or not, in every state, secure or not"; stopping must never depend
+    on "a desynchronised counter" or a lost session key (spec 1.1: "it always obeys
+    ESTOP, signed or not"). firmware_sim/pen_auth.py:PenAuth.verdict dropped every
+    signed frame its session did not accept, ESTOP included: an ESTOP sealed with
+    another session's key left the needle stamping."""
+    stop = SecureSession(bytes(range(32)), HOST).seal(p.Estop(1), 200)
+    pen = make_pen(REQUIRED)
+    injected: list[int] = []
+
+    def hand(data: bytes, now: int) -> bytes:
+        if not injected and pen.firmware.state is p.PenState.STAMPING:
+            injected.append(now)
+            return data + stop
+        return data
+
+    ctl = session(pen, sim_device_key, to_pen=hand, limit_us=60_000_000)
+    assert injected
+    assert pen.firmware.fault_flags & (1 << FaultBit.ESTOP), ctl.state
+
+
+def test_a_signed_estop_reaches_a_pen_without_a_session() -> None:
+    """The same claim when the pen holds no session (it restarted, or never had one)
+    while the host still signs: pen_auth.py dropped a signed frame with no session to
+    check it, ESTOP included."""
+    pen = make_pen(REQUIRED)
+    pen.receive_data(p.encode(p.Hello(p.PROTO_VERSION, 7), 0), 0)
+    pen.advance(1000)
+    pen.receive_data(SecureSession(bytes(range(32)), HOST).seal(p.Estop(1), 1), 1000)
+    pen.advance(2000)
+    assert pen.firmware.fault_flags & (1 << FaultBit.ESTOP)
