@@ -74,7 +74,9 @@ class PenAuth:
                 return Verdict.OBEY
             if session is None:
                 self.refused += 1
-            return Verdict.DROP
+            # counted as bad all the same, but stopping never needs a key: an ESTOP
+            # sealed with a session the pen lost, or another one, still stops it
+            return Verdict.OBEY if type_code == MsgType.ESTOP else Verdict.DROP
         if type_code in _ALWAYS:
             return Verdict.OBEY
         if session is None and not self.required:
