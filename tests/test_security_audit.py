@@ -23,6 +23,7 @@ from devicectl import protocol as p
 from devicectl.cli import main
 from devicectl.commands import firmware_cmd
 from devicectl.firmware import Image, load_image
+from devicectl.keys import Keyring, KeyringError
 from devicectl.messages import FaultBit
 from devicectl.signing import HOST, SecureSession, sim_device_key
 from devicectl.web import server
@@ -353,3 +354,27 @@ def test_a_signed_estop_reaches_a_pen_without_a_session() -> None:
     pen.receive_data(SecureSession(bytes(range(32)), HOST).seal(p.Estop(1), 1), 1000)
     pen.advance(2000)
     assert pen.firmware.fault_flags & (1 << FaultBit.ESTOP)
+
+
+# --- the keyring -------------------------------------------------------------------------
+
+
+def test_writing_the_keyring_never_follows_a_planted_temporary_file(tmp_path: Path) -> None:
+    """docs/security.md: the keyring is "readable by that account only"; keys.py: "Keys
+    never leave this module except to the code that authenticates a pen". keys.py:
+    Keyring._save wrote the keys into `keyring.json.tmp` opened with O_CREAT|O_TRUNC
+    and no O_EXCL/O_NOFOLLOW: a symlink planted under that name (a keyring in a shared
+    folder, $DEVICECTL_KEYRING) got every key written through it into a file of the
+    planter's choosing, before the chmod that might fail on it."""
+    ring_path = tmp_path / "keyring.json"
+    elsewhere = tmp_path / "collected.txt"
+    elsewhere.write_text("")
+    elsewhere.chmod(0o666)
+    (tmp_path / "keyring.json.tmp").symlink_to(elsewhere)
+    key = bytes(range(32))
+    try:
+        Keyring(ring_path).add(100042, key)
+    except KeyringError:
+        pass  # refusing is fine too; leaking is not
+    assert key.hex() not in elsewhere.read_text()
+    assert not ring_path.is_symlink()
