@@ -5,6 +5,8 @@ firmware files, a real record tampered with as someone with write access would.
 
 from __future__ import annotations
 
+import contextlib
+import select
 import socket
 import sys
 import time
@@ -181,6 +183,43 @@ def test_a_request_head_that_never_ends_is_closed(any_parser: Page, trickle: boo
     assert closed is not None, "the server kept a never-ending request head open"
     answer = page.raw(f"GET /api/state HTTP/1.1\r\nHost: {page.host}\r\n"
                       "Connection: close\r\n\r\n".encode())
+    assert _status(answer) == 200
+
+
+def test_connections_beyond_the_cap_are_closed_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The page's server runs in the session's process (`run --web`), whose file
+    descriptors also serve the pen's port (a reconnect opens it again), the records and
+    the crash file; docs/web.md: "The inner loop never waits for the page". Every
+    connection was accepted and kept (uvicorn's limit_concurrency unset): a local
+    program could hold as many descriptors as the process may open (1024 by default on
+    Linux). Connections beyond server.MAX_CONNECTIONS are closed as they arrive, and
+    the page answers again once they are gone."""
+    monkeypatch.setattr(server, "MAX_CONNECTIONS", 8, raising=False)
+    monkeypatch.setattr(server, "HEAD_TIMEOUT_S", 600.0, raising=False)  # not this rule
+    web = serve(Hub(Ticking(), MAP, HEADER, period_s=0.1), "127.0.0.1", 0, token=None,
+                submit=None)
+    page = Page(web)
+    socks = [socket.create_connection(("127.0.0.1", web.port), timeout=10) for _ in range(20)]
+    try:
+        closed: set[socket.socket] = set()
+        deadline = time.monotonic() + 10.0
+        while len(closed) < 20 - 8 and time.monotonic() < deadline:
+            ready, _, _ = select.select([s for s in socks if s not in closed], [], [], 0.2)
+            closed.update(s for s in ready if _closed_by_server(s, 1.0) is not None)
+        assert len(closed) >= 20 - 8, f"{len(closed)} of 20 closed"
+    finally:
+        for s in socks:
+            s.close()
+        deadline = time.monotonic() + 10
+        answer = b""
+        while time.monotonic() < deadline:
+            answer = page.raw(f"GET /api/state HTTP/1.1\r\nHost: {page.host}\r\n"
+                              "Connection: close\r\n\r\n".encode())
+            if answer:
+                break
+        web.stop()
     assert _status(answer) == 200
 
 
@@ -372,9 +411,7 @@ def test_writing_the_keyring_never_follows_a_planted_temporary_file(tmp_path: Pa
     elsewhere.chmod(0o666)
     (tmp_path / "keyring.json.tmp").symlink_to(elsewhere)
     key = bytes(range(32))
-    try:
+    with contextlib.suppress(KeyringError):  # refusing is fine too; leaking is not
         Keyring(ring_path).add(100042, key)
-    except KeyringError:
-        pass  # refusing is fine too; leaking is not
     assert key.hex() not in elsewhere.read_text()
     assert not ring_path.is_symlink()
