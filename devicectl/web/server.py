@@ -68,6 +68,10 @@ MAX_HEAD_BYTES: Final = 16 * 1024
 #: connection must send one (s); else the connection is closed (slowloris). uvicorn's
 #: keep-alive timeout covers only the silence after an answer.
 HEAD_TIMEOUT_S = 10.0
+#: Open connections at most; one more is closed as it arrives. The session's process
+#: (run --web) needs its file descriptors for the pen's port, the records and the
+#: crash file; the page's own use is a few streams (docs/performance.md measures 200).
+MAX_CONNECTIONS = 512
 #: Addresses that mean "every interface": the page then also answers to this
 #: machine's own names and addresses.
 _WILDCARD_HOSTS = frozenset({"", "0.0.0.0", "::"})
@@ -149,9 +153,9 @@ def _plain_answer(status: bytes, text: bytes) -> bytes:
 
 
 def http_protocol() -> type[asyncio.Protocol]:
-    """uvicorn's protocol class for http_impl(), each request's head bounded in size
-    (MAX_HEAD_BYTES) and in time (HEAD_TIMEOUT_S), and its own 400 with the security
-    headers. A head is being read while the connection has no request or its last
+    """uvicorn's protocol class for http_impl(): at most MAX_CONNECTIONS, each request's
+    head bounded in size (MAX_HEAD_BYTES) and in time (HEAD_TIMEOUT_S), and its own 400
+    with the security headers. A head is being read while the connection has no request or its last
     answer is complete."""
     base: Any
     if http_impl() == "httptools":
@@ -165,6 +169,9 @@ def http_protocol() -> type[asyncio.Protocol]:
 
         def connection_made(self, transport: Any) -> None:
             super().connection_made(transport)
+            if len(self.connections) > MAX_CONNECTIONS:
+                transport.close()  # connection_lost takes it out of `connections`
+                return
             self._head_timer = self.loop.call_later(HEAD_TIMEOUT_S, self._head_too_slow)
 
         def connection_lost(self, exc: Exception | None) -> None:
