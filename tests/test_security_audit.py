@@ -24,7 +24,9 @@ from test_web_stream import HEADER, MAP, Ticking
 from devicectl import protocol as p
 from devicectl.cli import main
 from devicectl.commands import firmware_cmd
+from devicectl.commands.firmware_cmd import drive_virtual
 from devicectl.firmware import Image, load_image
+from devicectl.fw_update import Step, Updater
 from devicectl.keys import Keyring, KeyringError
 from devicectl.messages import FaultBit
 from devicectl.signing import HOST, SecureSession, sim_device_key
@@ -250,6 +252,37 @@ def test_firmware_update_sends_the_bytes_whose_signature_it_checked(
     code = main(["firmware", "update", str(image), "--sim"])
     assert reads == [GOOD.read_bytes()]  # read once: what was checked is what was sent
     assert code == 0
+
+
+class _ForgesUpdated:
+    """A simulated pen with something on the link that, once the pen restarts into its
+    new image, sends an unsigned EVENT FW_UPDATED ahead of whatever the pen says."""
+
+    def __init__(self, pen: Any, updater: Updater) -> None:
+        self.pen, self.updater, self.sent = pen, updater, False
+
+    def receive_data(self, data: bytes, now_us: int) -> None:
+        self.pen.receive_data(data, now_us)
+
+    def advance(self, now_us: int) -> bytes:
+        out: bytes = self.pen.advance(now_us)
+        if not self.sent and self.updater.step is Step.RESTARTING:
+            self.sent = True
+            return p.encode(p.Event(int(p.PenEvent.FW_UPDATED), 0), 0) + out
+        return out
+
+
+def test_an_update_is_done_only_when_the_pen_runs_the_new_version() -> None:
+    """docs/security.md: an image that fails its first start's self-test is rolled back;
+    `firmware update` then fails ("the pen rolled back and runs 1.1"). The restarted pen
+    has no session, so its EVENT is unsigned: fw_update.py:_on_restart_event took any
+    FW_UPDATED as success, before or against the DEVICE_INFO that says which firmware
+    runs. The host verifies: done only when the pen reports the image's version."""
+    updater = Updater(load_image(IMAGES / "pen-1.3-bad.penf"), key_for=lambda _s: None,
+                      now_us=0)
+    drive_virtual(updater, _ForgesUpdated(make_pen(), updater), 0)
+    assert updater.step is Step.FAILED, (updater.step, updater.running_version)
+    assert updater.running_version == 0x0101
 
 
 # --- the records' hash chain -----------------------------------------------------------
