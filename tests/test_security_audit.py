@@ -103,6 +103,55 @@ def test_a_deeply_nested_confirm_body_is_409_never_500(page: Page, body: bytes) 
     assert page.submitted == []
 
 
+# --- guards of true claims ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("order", ["allowed-first", "foreign-first"])
+def test_two_host_headers_get_400_whichever_comes_first(page: Page, order: str) -> None:
+    """docs/web.md: "Any other Host, or none, gets 400 and reaches nothing". A request
+    with two Host headers (one allowed) is not the allowed one: 400, nothing done
+    (server.py:_Guard takes a Host only when there is exactly one)."""
+    hosts = [f"Host: {page.host}", f"Host: evil.example:{page.web.port}"]
+    if order == "foreign-first":
+        hosts.reverse()
+    answer = page.raw(
+        f"POST /api/control/pause HTTP/1.1\r\n{hosts[0]}\r\n{hosts[1]}\r\n"
+        f"X-Session-Token: {TOKEN}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        .encode())
+    assert _status(answer) == 400 and _has_security_headers(answer)
+    assert page.submitted == []
+
+
+@pytest.mark.parametrize("where", ["query", "cookie", "authorization"])
+def test_the_token_counts_only_in_its_header(page: Page, where: str) -> None:
+    """docs/web.md: no request carries the token in its URL; the controls need the
+    header X-Session-Token. The server takes it from nowhere else (a query or a cookie
+    would be sent by the browser, logged, or set by another page)."""
+    path, extra = "/api/control/pause", ""
+    if where == "query":
+        path += f"?token={TOKEN}"
+    elif where == "cookie":
+        extra = f"Cookie: token={TOKEN}; X-Session-Token={TOKEN}\r\n"
+    else:
+        extra = f"Authorization: Bearer {TOKEN}\r\n"
+    answer = page.raw(f"POST {path} HTTP/1.1\r\nHost: {page.host}\r\n{extra}"
+                      "Content-Length: 0\r\nConnection: close\r\n\r\n".encode())
+    assert _status(answer) == 403
+    assert page.submitted == []
+
+
+@pytest.mark.parametrize("mode", [0o640, 0o604, 0o620, 0o610])
+def test_a_keyring_any_group_or_other_bit_is_refused(tmp_path: Path, mode: int) -> None:
+    """docs/security.md: "the keyring readable by that account only (devicectl refuses
+    a keyring others can read)"; keys.py refuses any group or other bit, not only
+    world-read (tests/test_security_cli.py tries 0644 alone)."""
+    ring = Keyring(tmp_path / "keyring.json")
+    ring.add(100042, bytes(range(32)))
+    ring.path.chmod(mode)
+    with pytest.raises(KeyringError, match="can be read by others"):
+        ring.key_for(100042)
+
+
 # --- the server under a hostile client -----------------------------------------------
 
 
