@@ -23,6 +23,7 @@ from test_web_stream import HEADER, MAP, Ticking
 
 from devicectl import protocol as p
 from devicectl.cli import main
+from devicectl.clinic import zone_labels
 from devicectl.commands import firmware_cmd
 from devicectl.commands.firmware_cmd import drive_virtual
 from devicectl.firmware import Image, load_image
@@ -31,8 +32,10 @@ from devicectl.keys import Keyring, KeyringError
 from devicectl.messages import FaultBit
 from devicectl.signing import HOST, SecureSession, sim_device_key
 from devicectl.web import server
+from devicectl.web.clinic_page import ClinicPage
 from devicectl.web.hub import Hub
 from devicectl.web.server import SECURITY_HEADERS, WebServer, serve
+from devicectl.zones import load_zone_map
 
 TOKEN = "audit-token-0123456789"
 IMAGES = Path(__file__).parent.parent / "firmware_sim" / "images"
@@ -272,6 +275,25 @@ def test_connections_beyond_the_cap_are_closed_at_once(
                 break
         web.stop()
     assert _status(answer) == 200
+
+
+def test_the_clinic_page_bounds_request_heads_like_the_live_page(tmp_path: Path) -> None:
+    """devicectl/web/clinic_page.py: "The Host check and the security headers are the
+    live page's"; it ran uvicorn's default protocol, so the live page's bounds on a
+    request's head (size, time) did not hold there: a 1 MiB header was read whole."""
+    labels = zone_labels(load_zone_map())
+    page = ClinicPage(str(tmp_path / "none.db"), "127.0.0.1", 0, labels).start()
+    try:
+        sock = socket.create_connection(("127.0.0.1", page.port), timeout=10)
+        sock.sendall(f"GET / HTTP/1.1\r\nHost: 127.0.0.1:{page.port}\r\nX-Pad: ".encode()
+                     + b"a" * 65536)
+        answer = _closed_by_server(sock, 10.0)
+        sock.close()
+    finally:
+        page.stop()
+    assert answer is not None, "the clinic page kept reading the head"
+    if answer:
+        assert _status(answer) in (400, 431) and _has_security_headers(answer), answer[:300]
 
 
 # --- firmware ---------------------------------------------------------------------------
