@@ -52,10 +52,10 @@ class Page:
         return f"127.0.0.1:{self.web.port}"
 
     def raw(self, request: bytes, timeout_s: float = 10.0) -> bytes:
-        """Send `request` as is on a new connection; the answer's head and body."""
+        """Send `request` (with Connection: close) as is on a new connection; the
+        answer's head and body."""
         with socket.create_connection(("127.0.0.1", self.web.port), timeout=timeout_s) as s:
             s.sendall(request)
-            s.shutdown(socket.SHUT_WR)
             out = b""
             while chunk := s.recv(65536):
                 out += chunk
