@@ -429,6 +429,25 @@ def test_raising_the_chain_origin_does_not_hide_a_deleted_session(
     assert "session 1 is missing" in out
 
 
+@pytest.mark.xfail(strict=True, reason="a session's notes have no closing anchor (they are "
+                   "added after the session's closure); needs a schema change: for the lead")
+def test_a_deleted_last_adverse_event_note_is_caught(
+    two_sessions: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """docs/clinic.md: notes (adverse events among them) "are append-only" and "chain the
+    same way from the header"; `sessions verify` catches "an edited, removed or
+    inserted event". chain.py:_verify_notes checks each note against the one before
+    it, and nothing anchors the last one (the closure covers the events only): the
+    session's last adverse event, deleted with its trigger dropped and put back, leaves
+    a chain that holds, exit 0."""
+    db = _copy(two_sessions, tmp_path)
+    assert main(["sessions", "note", "1", "--adverse", "infection", "--text",
+                 "scalp infection at day 3", "--by", "DR-42", "--db", str(db)]) == 0
+    tamper(db, "notes_no_delete", "DELETE FROM notes WHERE session_id = 1")
+    code, out = _verify(db, capsys)
+    assert code == 1, out
+
+
 # --- the authenticated link ------------------------------------------------------------
 
 
