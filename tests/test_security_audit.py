@@ -6,8 +6,10 @@ firmware files, a real record tampered with as someone with write access would.
 from __future__ import annotations
 
 import contextlib
+import os
 import select
 import socket
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -323,6 +325,28 @@ def test_firmware_update_sends_the_bytes_whose_signature_it_checked(
     code = main(["firmware", "update", str(image), "--sim"])
     assert reads == [GOOD.read_bytes()]  # read once: what was checked is what was sent
     assert code == 0
+
+
+@pytest.mark.parametrize("argv", [
+    ["firmware", "info", "/dev/zero"],
+    ["firmware", "sign", "/dev/zero", "--version", "1.9", "--test-key", "--out", "OUT"],
+], ids=["info", "sign"])
+def test_an_endless_file_as_image_or_payload_is_one_sentence(
+    argv: list[str], tmp_path: Path
+) -> None:
+    """Every bad input has a defined answer (a user's wrong path among them); an image
+    is at most 1 MiB (firmware.py:read_image). firmware.py:load_image and
+    firmware_cmd.run_sign read the whole file before looking at its size: /dev/zero (or
+    any huge file) was read until memory ran out, then a crash report. They read at
+    most 1 MiB and one byte. Run in a child process held to 2 GiB of address space."""
+    argv = [str(tmp_path / "out.penf") if a == "OUT" else a for a in argv]
+    code = ("import resource, sys; resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30));"
+            "from devicectl.cli import main; sys.exit(main(sys.argv[1:]))")
+    env = os.environ | {"XDG_STATE_HOME": str(tmp_path / "state")}
+    done = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True,
+                          text=True, timeout=120, env=env, cwd=Path(__file__).parent.parent)
+    assert done.returncode == 1, done.stderr
+    assert "1 MiB" in done.stderr and "bug" not in done.stderr, done.stderr
 
 
 class _ForgesUpdated:
