@@ -115,10 +115,17 @@ def read_image(data: bytes, source: str = "the image") -> Image:
 def load_image(path: str | Path) -> Image:
     p = Path(path)
     try:
-        data = p.read_bytes()
+        data = read_at_most(p, MAX_IMAGE_BYTES + 1)  # more says "too large" just as well
     except OSError as exc:
         raise ImageError(f"{p}: cannot read the image ({exc.strerror})") from None
     return read_image(data, str(p))
+
+
+def read_at_most(path: Path, max_bytes: int) -> bytes:
+    """Up to `max_bytes` of a file: a wrong path to a huge file or a device (/dev/zero)
+    must not be read whole."""
+    with path.open("rb") as f:
+        return f.read(max_bytes)
 
 
 def check_image(image: Image, source: str = "the image") -> str:

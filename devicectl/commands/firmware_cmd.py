@@ -19,12 +19,14 @@ from typing import Any, Protocol
 from devicectl.clock import monotonic_us
 from devicectl.errors import DevicectlError, LinkError
 from devicectl.firmware import (
+    MAX_IMAGE_BYTES,
     SIM_HW_ID,
     Image,
     ImageError,
     check_image,
     load_image,
     parse_version,
+    read_at_most,
     sign_with_test_key,
     version_text,
 )
@@ -94,7 +96,7 @@ def run_sign(args: argparse.Namespace) -> int:
             "key; say so with --test-key (a real pen's images are signed by its maker)"
         )
     try:
-        payload = args.payload.read_bytes()
+        payload = read_at_most(args.payload, MAX_IMAGE_BYTES + 1)  # sign names "too large"
     except OSError as exc:
         raise ImageError(f"{args.payload}: cannot read the payload ({exc.strerror})") from None
     image = sign_with_test_key(args.hw_id, parse_version(args.version), payload)
