@@ -562,3 +562,21 @@ def test_writing_the_keyring_never_follows_a_planted_temporary_file(tmp_path: Pa
         Keyring(ring_path).add(100042, key)
     assert key.hex() not in elsewhere.read_text()
     assert not ring_path.is_symlink()
+
+
+def test_keys_add_with_an_endless_stdin_is_one_sentence(tmp_path: Path) -> None:
+    """`devicectl keys add SERIAL < key.hex` (docs/security.md); every bad input has a
+    defined answer. commands/keys_cmd.py:run_add read stdin whole: `< /dev/zero` (a
+    wrong redirection) was read until memory ran out. A key is 64 hex digits: it reads
+    a few KiB at most. Run in a child process held to 2 GiB of address space."""
+    code = ("import resource, sys; resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30));"
+            "from devicectl.cli import main; sys.exit(main(sys.argv[1:]))")
+    env = os.environ | {"XDG_STATE_HOME": str(tmp_path / "state")}
+    with open("/dev/zero", "rb") as zero:
+        done = subprocess.run(
+            [sys.executable, "-c", code, "keys", "--keyring", str(tmp_path / "ring.json"),
+             "add", "100042"], stdin=zero, capture_output=True, text=True, timeout=120,
+            env=env, cwd=Path(__file__).parent.parent)
+    assert done.returncode == 1, done.stderr
+    assert "bug" not in done.stderr and "key" in done.stderr, done.stderr
+    assert not (tmp_path / "ring.json").exists()
