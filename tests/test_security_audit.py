@@ -157,6 +157,18 @@ def test_a_keyring_any_group_or_other_bit_is_refused(tmp_path: Path, mode: int) 
         ring.key_for(100042)
 
 
+def test_a_500_carries_the_security_headers_too(page: Page) -> None:
+    """docs/web.md: the security headers are "on every answer, errors included". A
+    handler that fails (here /api/state with a value JSON cannot carry, as a bug would
+    make it) was answered by starlette's ServerErrorMiddleware, which sits outside
+    server.py:_Guard: a 500 without the headers."""
+    page.web.hub.map = {"broken": float("nan")}
+    answer = page.raw(f"GET /api/state HTTP/1.1\r\nHost: {page.host}\r\n"
+                      "Connection: close\r\n\r\n".encode())
+    assert _status(answer) == 500
+    assert _has_security_headers(answer), answer[:400]
+
+
 # --- the server under a hostile client -----------------------------------------------
 
 
