@@ -124,8 +124,12 @@ class _Guard:
             await self.app(scope, receive, send)
             return
 
+        started = False
+
         async def guarded_send(message: Message) -> None:
+            nonlocal started
             if message["type"] == "http.response.start":
+                started = True
                 message = dict(message)
                 message["headers"] = [*message.get("headers", ()), *SECURITY_HEADERS]
             await send(message)
@@ -140,7 +144,19 @@ class _Guard:
             ]})
             await send({"type": "http.response.body", "body": body})
             return
-        await self.app(scope, receive, guarded_send)
+        try:
+            await self.app(scope, receive, guarded_send)
+        except Exception:
+            # A bug in a handler: the 500 goes out here, with the headers (starlette's
+            # own error middleware sits outside this guard); the error goes on to the log.
+            if not started:
+                body = b"Internal Server Error"
+                await guarded_send({"type": "http.response.start", "status": 500, "headers": [
+                    (b"content-type", b"text/plain; charset=utf-8"),
+                    (b"content-length", str(len(body)).encode()),
+                ]})
+                await send({"type": "http.response.body", "body": body})
+            raise
 
 
 def _plain_answer(status: bytes, text: bytes) -> bytes:
