@@ -9,6 +9,7 @@ import contextlib
 import os
 import select
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -23,6 +24,7 @@ from test_chain import sim_run, tamper
 from test_secure_session import REQUIRED, make_pen, session
 from test_web_stream import HEADER, MAP, Ticking
 
+from devicectl import crash
 from devicectl import protocol as p
 from devicectl.cli import main
 from devicectl.clinic import zone_labels
@@ -592,3 +594,18 @@ def test_keys_add_with_an_endless_stdin_is_one_sentence(tmp_path: Path) -> None:
     assert done.returncode == 1, done.stderr
     assert "bug" not in done.stderr and "key" in done.stderr, done.stderr
     assert not (tmp_path / "ring.json").exists()
+
+
+def test_a_crash_report_is_owner_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """docs/clinic.md: "Records files are created owner-only (0600)". A crash report
+    holds the command line (`--patient P-…`, the operator) and the traceback's text;
+    crash.py:keep wrote it with the umask's mode (0644: readable by every account,
+    also in the shared fallback folder under /tmp)."""
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    old = os.umask(0o022)
+    try:
+        path = crash.keep(RuntimeError("boom"), ["run", "--patient", "P-0042"])
+    finally:
+        os.umask(old)
+    assert path is not None and "P-0042" in path.read_text()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
