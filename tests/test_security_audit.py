@@ -363,6 +363,22 @@ def test_an_endless_file_as_image_or_payload_is_one_sentence(
     assert "1 MiB" in done.stderr and "bug" not in done.stderr, done.stderr
 
 
+def test_firmware_update_to_a_port_takes_a_test_signed_image_only_when_asked(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """docs/security.md: what the simulator's test key signs is "trusted only by
+    simulated pens and by a host that asks for it (`--sim`, `run --sim-auth-required`,
+    `firmware sign --test-key`)". firmware.py:KNOWN_PUBLIC_KEYS holds the test key for
+    every command, so `firmware update IMAGE --port PORT` (a real pen's port) checked a
+    test-signed image as good and set out to send it, unasked. Without --sim or
+    --test-key it is refused before the port is opened."""
+    code = main(["firmware", "update", str(GOOD), "--port", str(tmp_path / "no-such-port"),
+                 "--keyring", str(tmp_path / "ring.json")])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "test key" in err and "--test-key" in err and "no-such-port" not in err, err
+
+
 class _ForgesUpdated:
     """A simulated pen with something on the link that, once the pen restarts into its
     new image, sends an unsigned EVENT FW_UPDATED ahead of whatever the pen says."""
