@@ -21,6 +21,7 @@ from devicectl.errors import DevicectlError, LinkError
 from devicectl.firmware import (
     MAX_IMAGE_BYTES,
     SIM_HW_ID,
+    TEST_KEY_NAME,
     Image,
     ImageError,
     check_image,
@@ -56,6 +57,9 @@ def register(subparsers: Any) -> None:
                      help="with --sim: the simulated pen obeys only signed commands")
     upd.add_argument("--keyring", type=Path, default=None, help="keyring file (see `keys`)")
     upd.add_argument("--baud", type=int, default=None, help="UART baud rate")
+    upd.add_argument("--test-key", action="store_true",
+                     help="with --port: send an image signed with the simulator's public test "
+                     "key (a pen served by `python -m firmware_sim serve`, never a real one)")
     upd.set_defaults(func=run_update)
 
     sign = sub.add_parser("sign", help="sign a payload for SIMULATED pens (test key only)")
@@ -232,7 +236,12 @@ def _restarted(old: Updater, args: argparse.Namespace) -> Updater:
 
 def run_update(args: argparse.Namespace) -> int:
     image = load_image(args.image)
-    check_image(image, str(args.image))  # the host refuses a bad image before the pen sees it
+    signer = check_image(image, str(args.image))  # a bad image never reaches the pen
+    if signer == TEST_KEY_NAME and not (args.sim or args.test_key):
+        raise ImageError(
+            f"{args.image} is signed with the simulator's public test key, for simulated pens "
+            "only; for a simulated pen on a port say so with --test-key"
+        )
     print(f"installing firmware {image.version_text} ({len(image.data)} bytes) from {args.image}",
           file=sys.stderr)
     bar = _Bar()
