@@ -30,6 +30,7 @@ from devicectl.cli import main
 from devicectl.clinic import zone_labels
 from devicectl.commands import firmware_cmd
 from devicectl.commands.firmware_cmd import drive_virtual
+from devicectl.controller import State
 from devicectl.firmware import Image, load_image
 from devicectl.fw_update import Step, Updater
 from devicectl.keys import Keyring, KeyringError
@@ -40,6 +41,7 @@ from devicectl.web.clinic_page import ClinicPage
 from devicectl.web.hub import Hub
 from devicectl.web.server import SECURITY_HEADERS, WebServer, serve
 from devicectl.zones import load_zone_map
+from firmware_sim.physics import PenParams
 
 TOKEN = "audit-token-0123456789"
 IMAGES = Path(__file__).parent.parent / "firmware_sim" / "images"
@@ -536,6 +538,44 @@ def test_an_unsigned_device_info_injected_mid_session_changes_nothing_on_the_hos
     ctl = session(make_pen(REQUIRED), sim_device_key, to_host=attacker)
     assert injected and ctl.device is not None
     assert ctl.device.cartridge_id == seen[0].cartridge_id
+
+
+@pytest.mark.xfail(strict=True, reason="policy, for the lead: the host accepts any pen "
+                   "without AUTH whose serial it does not know (a 1.0 pen); a host that "
+                   "holds keys has no way to require authentication")
+def test_a_device_in_the_cable_cannot_strip_auth_by_renaming_the_pen() -> None:
+    """docs/security.md's threat model: "a device spliced into the cable"; "Downgrade. A
+    pen without AUTH whose serial number the keyring knows is refused". The rule is
+    keyed by the serial the DEVICE_INFO claims, and that frame is unsigned: a device
+    in the cable that clears AUTH and changes the serial (controller_auth.py:decide)
+    makes the clinic's own pen an unknown 1.0 pen, accepted unauthenticated; the pen
+    (AUTH without AUTH_REQUIRED) then obeys the unsigned commands, the session
+    completes and the record names a pen that does not exist."""
+    pending = [b""]
+    renamed: list[int] = []
+
+    def splice(data: bytes, now: int) -> bytes:
+        pending[0] += data
+        *whole, pending[0] = pending[0].split(b"\x00")
+        out = b""
+        for raw in whole:  # each frame as it came, but the DEVICE_INFO rewritten
+            frames = p.Decoder().feed(raw + b"\x00")
+            msg = frames[0].message if frames else None
+            if isinstance(msg, p.DeviceInfo):
+                msg = replace(msg, serial_number=msg.serial_number + 1,
+                              capabilities=msg.capabilities & ~int(p.Capability.AUTH))
+                renamed.append(msg.serial_number)
+                out += p.encode(msg, frames[0].seq)
+            else:
+                out += raw + b"\x00"
+        return out
+
+    def clinic_keyring(serial: int) -> bytes | None:  # the clinic's one pen
+        return sim_device_key(serial) if serial == PenParams().serial_number else None
+
+    ctl = session(make_pen(int(p.Capability.AUTH)), clinic_keyring, to_host=splice)
+    assert renamed
+    assert ctl.state is State.REFUSED, ctl.state
 
 
 def test_a_signed_estop_the_pen_cannot_verify_is_still_obeyed() -> None:
