@@ -170,16 +170,36 @@ def _plain_answer(status: bytes, text: bytes) -> bytes:
 
 def http_protocol() -> type[asyncio.Protocol]:
     """uvicorn's protocol class for http_impl(): at most MAX_CONNECTIONS, each request's
-    head bounded in size (MAX_HEAD_BYTES) and in time (HEAD_TIMEOUT_S), and its own 400
-    with the security headers. A head is being read while the connection has no request or its last
-    answer is complete."""
+    head bounded in size (MAX_HEAD_BYTES; h11 bounds it itself) and in time
+    (HEAD_TIMEOUT_S), and its own 400 with the security headers. Only a head counts:
+    a body, or the rest of one after its answer, is the app's and uvicorn's."""
     base: Any
     if http_impl() == "httptools":
         from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol as base
+
+        class Parser(base):  # type: ignore[misc]
+            _in_head = False  # from a message's first byte to its last header
+
+            def on_message_begin(self) -> None:
+                self._in_head = True
+                super().on_message_begin()
+
+            def on_headers_complete(self) -> None:
+                self._in_head = False
+                super().on_headers_complete()
+
+            def _head_begun(self) -> bool:
+                return self._in_head
     else:
+        import h11
         from uvicorn.protocols.http.h11_impl import H11Protocol as base
 
-    class BoundedHead(base):  # type: ignore[misc]
+        class Parser(base):  # type: ignore[no-redef,misc]
+            def _head_begun(self) -> bool:
+                conn = self.conn
+                return conn.their_state is h11.IDLE and bool(conn.trailing_data[0])
+
+    class BoundedHead(Parser):
         _head_bytes = 0
         _head_timer: asyncio.TimerHandle | None = None
 
@@ -188,15 +208,12 @@ def http_protocol() -> type[asyncio.Protocol]:
             if len(self.connections) > MAX_CONNECTIONS:
                 transport.close()  # connection_lost takes it out of `connections`
                 return
+            # a new connection must send a head in time too
             self._head_timer = self.loop.call_later(HEAD_TIMEOUT_S, self._head_too_slow)
 
         def connection_lost(self, exc: Exception | None) -> None:
             self._head_done()
             super().connection_lost(exc)
-
-        def _reading_head(self) -> bool:
-            cycle = self.cycle
-            return cycle is None or bool(cycle.response_complete)
 
         def _head_done(self) -> None:
             self._head_bytes = 0
@@ -212,23 +229,22 @@ def http_protocol() -> type[asyncio.Protocol]:
 
         def _head_too_slow(self) -> None:
             self._head_timer = None
-            if self._reading_head() and self._head_bytes == 0:
-                self.transport.close()  # an idle connection (a browser's spare): no answer
-            elif self._reading_head():
+            if self._head_begun():
                 self._close_with(b"408 Request Timeout", b"the request's head came too slowly\n")
+            elif self.cycle is None:
+                self.transport.close()  # never sent a byte (a browser's spare): no answer
 
         def data_received(self, data: bytes) -> None:
-            if self._reading_head():
-                self._head_bytes += len(data)
-                if self._head_bytes > MAX_HEAD_BYTES:
-                    self._close_with(b"431 Request Header Fields Too Large",
-                                     b"the request's head is too large\n")
-                    return
-                if self._head_timer is None:
-                    self._head_timer = self.loop.call_later(HEAD_TIMEOUT_S, self._head_too_slow)
             super().data_received(data)
-            if not self._reading_head():
+            if not self._head_begun():
                 self._head_done()
+                return
+            self._head_bytes += len(data)
+            if self._head_bytes > MAX_HEAD_BYTES:
+                self._close_with(b"431 Request Header Fields Too Large",
+                                 b"the request's head is too large\n")
+            elif self._head_timer is None:
+                self._head_timer = self.loop.call_later(HEAD_TIMEOUT_S, self._head_too_slow)
 
         def send_400_response(self, msg: str) -> None:
             self._close_with(b"400 Bad Request", msg.encode("ascii", "replace"))
