@@ -326,6 +326,16 @@ def test_the_clinic_page_bounds_request_heads_like_the_live_page(tmp_path: Path)
         assert _status(answer) in (400, 431) and _has_security_headers(answer), answer[:300]
 
 
+def test_a_connection_that_never_sends_a_byte_is_closed(any_parser: Page) -> None:
+    """docs/web.md (bounded request heads): a new connection must send its head in
+    time too, else it is closed (with no answer: it asked nothing). Guards
+    server.http_protocol's timer from connection_made."""
+    sock = socket.create_connection(("127.0.0.1", any_parser.web.port), timeout=10)
+    closed = _closed_by_server(sock, 20.0)  # the server's bound here is 1 s
+    sock.close()
+    assert closed == b""
+
+
 # --- firmware ---------------------------------------------------------------------------
 
 
