@@ -9,6 +9,7 @@ import contextlib
 import os
 import select
 import socket
+import sqlite3
 import stat
 import subprocess
 import sys
@@ -35,7 +36,9 @@ from devicectl.firmware import Image, load_image
 from devicectl.fw_update import Step, Updater
 from devicectl.keys import Keyring, KeyringError
 from devicectl.messages import FaultBit
+from devicectl.records import APPLICATION_ID, MIGRATIONS
 from devicectl.signing import HOST, SecureSession, sim_device_key
+from devicectl.store import EventRecord, Store
 from devicectl.web import server
 from devicectl.web.clinic_page import ClinicPage
 from devicectl.web.hub import Hub
@@ -505,6 +508,38 @@ def test_raising_the_chain_origin_does_not_hide_a_deleted_session(
     code, out = _verify(db, capsys)
     assert code == 1, out
     assert "session 1 is missing" in out
+
+
+def test_a_session_begun_before_the_chain_and_closed_after_it_still_verifies(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The other side of checking sessions below chain_origin that carry hashes: one
+    begun before the records kept a chain (its first events unhashed) and finished
+    after the upgrade (`records replay` of its unsaved tail: hashed events, a closure)
+    holds, as records.insert_events chained it (from the genesis, after the unhashed
+    rows); an edit in its hashed part is still named."""
+    db = tmp_path / "old.db"
+    conn = sqlite3.connect(db, isolation_level=None)
+    for sql in MIGRATIONS[0]:
+        conn.execute(sql)
+    conn.execute("UPDATE schema_version SET version = 1")
+    conn.execute(f"PRAGMA application_id={APPLICATION_ID}")
+    conn.execute("INSERT INTO sessions (patient_ref, profile_name, profile_hash, profile_text,"
+                 " started_at) VALUES ('P-OLD1', 'p', 'h', 't', '2025-01-01T00:00:00+00:00')")
+    conn.execute("INSERT INTO events (session_id, t_us, wall, kind, text, data, safety)"
+                 " VALUES (1, 0, '2025-01-01T00:00:01+00:00', 'STATE', 'before the chain',"
+                 " '{}', 0)")
+    conn.close()
+    assert sim_run(db, seed=8) == 0  # migrated; session 2 is chained
+    with Store(db) as store:
+        store.append_events(1, [EventRecord(1000, "2025-01-01T00:00:02+00:00", "STATE",
+                                            "after the upgrade", None, {}, False)])
+        store.close_session(1, "aborted", "2025-01-01T00:00:03+00:00")
+    code, out = _verify(db, capsys)
+    assert code == 0, out
+    tamper(db, "events_no_update", "UPDATE events SET text = 'edited' WHERE id = 2")
+    code, out = _verify(db, capsys)
+    assert code == 1 and "event row 2 " in out, out
 
 
 @pytest.mark.xfail(strict=True, reason="a session's notes have no closing anchor (they are "
