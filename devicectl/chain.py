@@ -145,7 +145,8 @@ def verify_session(conn: Conn, session_id: int) -> ChainCheck:
     if head is None:
         return ChainCheck(session_id, f"session {session_id} is missing", None, 0, False)
     outcome, ended_at, stored_head = head
-    if session_id < chain_origin(conn) and not _carries_chain(conn, session_id, stored_head):
+    before_chain = session_id < chain_origin(conn)
+    if before_chain and not _carries_chain(conn, session_id, stored_head):
         return ChainCheck(session_id, None, None, 0, outcome is not None, unchained=True)
     prev = genesis(conn, session_id)
     count = 0
@@ -154,6 +155,9 @@ def verify_session(conn: Conn, session_id: int) -> ChainCheck:
         (session_id,),
     ):
         count += 1
+        if before_chain and stored is None:
+            continue  # written before the chain; its first hashed row chains from genesis
+        before_chain = False
         prev = event_hash(prev, row)
         if stored != prev:
             problem = (
