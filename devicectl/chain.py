@@ -145,7 +145,8 @@ def verify_session(conn: Conn, session_id: int) -> ChainCheck:
     if head is None:
         return ChainCheck(session_id, f"session {session_id} is missing", None, 0, False)
     outcome, ended_at, stored_head = head
-    if session_id < chain_origin(conn):
+    before_chain = session_id < chain_origin(conn)
+    if before_chain and not _carries_chain(conn, session_id, stored_head):
         return ChainCheck(session_id, None, None, 0, outcome is not None, unchained=True)
     prev = genesis(conn, session_id)
     count = 0
@@ -154,6 +155,9 @@ def verify_session(conn: Conn, session_id: int) -> ChainCheck:
         (session_id,),
     ):
         count += 1
+        if before_chain and stored is None:
+            continue  # written before the chain; its first hashed row chains from genesis
+        before_chain = False
         prev = event_hash(prev, row)
         if stored != prev:
             problem = (
@@ -184,6 +188,16 @@ def verify_session(conn: Conn, session_id: int) -> ChainCheck:
     return ChainCheck(session_id, None, str(stored_head), count, True)
 
 
+def _carries_chain(conn: Conn, session_id: int, stored_head: object) -> bool:
+    """The session's rows hold hashes: it was recorded with the chain, whatever
+    chain_origin (one row, which anyone with write access can raise) says."""
+    if stored_head is not None:
+        return True
+    return conn.execute(
+        "SELECT 1 FROM events WHERE session_id = ? AND hash IS NOT NULL LIMIT 1", (session_id,)
+    ).fetchone() is not None
+
+
 def _verify_notes(conn: Conn, session_id: int) -> str | None:
     prev = genesis(conn, session_id)
     for row_id, *row, stored in conn.execute(
@@ -201,13 +215,14 @@ def _verify_notes(conn: Conn, session_id: int) -> str | None:
 
 
 def verify_all(conn: Conn) -> list[ChainCheck]:
-    """Every session's chain, and a problem for each session id missing from the records."""
+    """Every session's chain, and a problem for each session id missing from the records
+    (from 1: no schema ever let a session row be deleted, before the chain or since)."""
     ids = [int(r[0]) for r in conn.execute("SELECT id FROM sessions ORDER BY id")]
     row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'sessions'").fetchone()
     highest = max([int(row[0]) if row else 0, *ids])
     present = set(ids)
     checks = [verify_session(conn, i) for i in ids]
-    for missing in range(chain_origin(conn), highest + 1):
+    for missing in range(1, highest + 1):
         if missing not in present:
             checks.append(ChainCheck(missing, f"session {missing} is missing from the records "
                                      "(it was deleted)", None, 0, False))

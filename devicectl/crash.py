@@ -42,7 +42,10 @@ def keep(exc: BaseException, argv: list[str]) -> Path | None:
         try:
             folder.mkdir(parents=True, exist_ok=True)
             path = folder / f"crash-{stamp}-{os.getpid()}.txt"
-            with open(path, "x", encoding="utf-8") as f:
+            # owner-only, as the records: it holds the command line (the patient's
+            # reference) and the traceback's text
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
                 f.write(text)
             return path
         except OSError:

@@ -34,9 +34,12 @@ TEST_KEY_SEED: Final = hashlib.sha256(b"devicectl-sim-firmware-signing-key (test
 TEST_PUBLIC_KEY: Final = bytes.fromhex(
     "304c16f6c00f9ed7fcfaba3d177119989649188635a6dc1794a8e9b150645995"
 )
+#: The name the test key goes by in KNOWN_PUBLIC_KEYS (images it signs are for
+#: simulated pens: `firmware update` sends them to a port only with --test-key).
+TEST_KEY_NAME: Final = "simulator test key"
 #: The makers' public keys the host knows, by name. Only the simulator's here:
 #: a real pen's maker would add its own.
-KNOWN_PUBLIC_KEYS: Final = {"simulator test key": TEST_PUBLIC_KEY}
+KNOWN_PUBLIC_KEYS: Final = {TEST_KEY_NAME: TEST_PUBLIC_KEY}
 
 
 class ImageError(DevicectlError):
@@ -115,10 +118,17 @@ def read_image(data: bytes, source: str = "the image") -> Image:
 def load_image(path: str | Path) -> Image:
     p = Path(path)
     try:
-        data = p.read_bytes()
+        data = read_at_most(p, MAX_IMAGE_BYTES + 1)  # more says "too large" just as well
     except OSError as exc:
         raise ImageError(f"{p}: cannot read the image ({exc.strerror})") from None
     return read_image(data, str(p))
+
+
+def read_at_most(path: Path, max_bytes: int) -> bytes:
+    """Up to `max_bytes` of a file: a wrong path to a huge file or a device (/dev/zero)
+    must not be read whole."""
+    with path.open("rb") as f:
+        return f.read(max_bytes)
 
 
 def check_image(image: Image, source: str = "the image") -> str:

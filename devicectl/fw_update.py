@@ -315,8 +315,16 @@ class Updater:
                        f"{version_text(self.running_version or 0)}")
 
     def _on_restart_event(self, ev: p.Event) -> None:
+        """The restarted pen's word, unsigned (it has no session): believed only with
+        the DEVICE_INFO answering our HELLO, which comes first, naming the same version."""
+        if self.running_version is None:
+            return
         if ev.event == p.PenEvent.FW_UPDATED:
-            self.step = Step.DONE
+            if self.running_version == self.image.fw_version:
+                self.step = Step.DONE
+            else:
+                self._fail(f"the pen reported firmware {self.image.version_text} installed but "
+                           f"runs {version_text(self.running_version)}")
         elif ev.event == p.PenEvent.FW_ROLLBACK:
             running = version_text(self.running_version) if self.running_version else "?"
             self._fail(f"firmware {self.image.version_text} failed its self-test at its first "

@@ -81,7 +81,10 @@ class Keyring:
         text = json.dumps({"pens": {str(s): k.hex() for s, k in sorted(keys.items())}}, indent=1)
         tmp = self.path.with_name(self.path.name + ".tmp")
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            # a new file, never one found under that name (a planted symlink would
+            # take the keys wherever it points)
+            tmp.unlink(missing_ok=True)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
             with os.fdopen(fd, "w", encoding="utf-8") as f:
                 f.write(text + "\n")
             os.chmod(tmp, 0o600)

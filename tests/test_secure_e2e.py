@@ -63,7 +63,7 @@ def cli(args: list[str], ring: Path, timeout_s: float = 90) -> tuple[int, str]:
 def test_over_a_pty_auth_required_update_then_session_records_1_2(tmp_path: Path) -> None:
     db, state, ring = tmp_path / "r.db", tmp_path / "pen.json", keyring(tmp_path)
     with pen("--seed", "201", "--auth-required", "--state", str(state)) as port:
-        code, out = cli(["firmware", "update", str(GOOD), "--port", port], ring)
+        code, out = cli(["firmware", "update", str(GOOD), "--port", port, "--test-key"], ring)
         assert code == 0 and "now runs firmware 1.2" in out, out
     assert json.loads(state.read_text())["active"] == "B"
     # The pen is switched off and on (a new serve process): its new firmware stays.

@@ -19,11 +19,15 @@ from typing import Any, Protocol
 from devicectl.clock import monotonic_us
 from devicectl.errors import DevicectlError, LinkError
 from devicectl.firmware import (
+    MAX_IMAGE_BYTES,
     SIM_HW_ID,
+    TEST_KEY_NAME,
+    Image,
     ImageError,
     check_image,
     load_image,
     parse_version,
+    read_at_most,
     sign_with_test_key,
     version_text,
 )
@@ -53,6 +57,9 @@ def register(subparsers: Any) -> None:
                      help="with --sim: the simulated pen obeys only signed commands")
     upd.add_argument("--keyring", type=Path, default=None, help="keyring file (see `keys`)")
     upd.add_argument("--baud", type=int, default=None, help="UART baud rate")
+    upd.add_argument("--test-key", action="store_true",
+                     help="with --port: send an image signed with the simulator's public test "
+                     "key (a pen served by `python -m firmware_sim serve`, never a real one)")
     upd.set_defaults(func=run_update)
 
     sign = sub.add_parser("sign", help="sign a payload for SIMULATED pens (test key only)")
@@ -93,7 +100,7 @@ def run_sign(args: argparse.Namespace) -> int:
             "key; say so with --test-key (a real pen's images are signed by its maker)"
         )
     try:
-        payload = args.payload.read_bytes()
+        payload = read_at_most(args.payload, MAX_IMAGE_BYTES + 1)  # sign names "too large"
     except OSError as exc:
         raise ImageError(f"{args.payload}: cannot read the payload ({exc.strerror})") from None
     image = sign_with_test_key(args.hw_id, parse_version(args.version), payload)
@@ -160,7 +167,7 @@ def drive_virtual(updater: Updater, pen: _Pen, now_us: int, bar: _Bar | None = N
     return now_us
 
 
-def _update_sim(args: argparse.Namespace, bar: _Bar) -> Updater:
+def _update_sim(args: argparse.Namespace, image: Image, bar: _Bar) -> Updater:
     from devicectl.protocol import Capability
     from devicectl.signing import sim_device_key
     from firmware_sim.bootloader import load_slots
@@ -177,7 +184,7 @@ def _update_sim(args: argparse.Namespace, bar: _Bar) -> Updater:
     vpen = VirtualPen(seed=0, pen=pen, slots=slots)
     # The simulated pen's "keyring": its derived test key, when it offers AUTH at all.
     keys: KeySource = sim_device_key if args.sim_auth_required else (lambda _serial: None)
-    updater = Updater(load_image(args.image), key_for=keys, now_us=0)
+    updater = Updater(image, key_for=keys, now_us=0)
     drive_virtual(updater, vpen, 0, bar)
     if args.sim_state and slots is not None:
         args.sim_state.write_text(slots.to_json(), encoding="utf-8")
@@ -187,11 +194,11 @@ def _update_sim(args: argparse.Namespace, bar: _Bar) -> Updater:
     return updater
 
 
-def _update_port(args: argparse.Namespace, bar: _Bar) -> Updater:
+def _update_port(args: argparse.Namespace, image: Image, bar: _Bar) -> Updater:
     from devicectl.link import DEFAULT_BAUDRATE, open_transport
 
     baud = args.baud or DEFAULT_BAUDRATE
-    updater = Updater(load_image(args.image), key_for=_keys(args), now_us=monotonic_us())
+    updater = Updater(image, key_for=_keys(args), now_us=monotonic_us())
     reopened = 0
     start = True
     while not updater.done:
@@ -229,12 +236,18 @@ def _restarted(old: Updater, args: argparse.Namespace) -> Updater:
 
 def run_update(args: argparse.Namespace) -> int:
     image = load_image(args.image)
-    check_image(image, str(args.image))  # the host refuses a bad image before the pen sees it
+    signer = check_image(image, str(args.image))  # a bad image never reaches the pen
+    if signer == TEST_KEY_NAME and not (args.sim or args.test_key):
+        raise ImageError(
+            f"{args.image} is signed with the simulator's public test key, for simulated pens "
+            "only; for a simulated pen on a port say so with --test-key"
+        )
     print(f"installing firmware {image.version_text} ({len(image.data)} bytes) from {args.image}",
           file=sys.stderr)
     bar = _Bar()
     try:
-        updater = _update_sim(args, bar) if args.sim else _update_port(args, bar)
+        # the image checked above, not a second reading of the file (which could differ)
+        updater = _update_sim(args, image, bar) if args.sim else _update_port(args, image, bar)
     finally:
         bar.end()
     if updater.error is not None:

@@ -13,6 +13,9 @@ from typing import Any
 
 from devicectl.keys import Keyring, KeyringError, parse_key
 
+#: Read from stdin at most: a key file is 64 hex digits, maybe spaced.
+_MAX_KEY_CHARS = 4096
+
 
 def register(subparsers: Any) -> None:
     keys = subparsers.add_parser(
@@ -37,7 +40,7 @@ def run_add(args: argparse.Namespace) -> int:
         print(f"paste the key of pen {args.serial} (64 hex digits), then Enter:", file=sys.stderr)
         text = sys.stdin.readline()
     else:
-        text = sys.stdin.read()
+        text = sys.stdin.read(_MAX_KEY_CHARS)  # a key is 64 hex digits; /dev/zero is not one
     if not text.strip():
         raise KeyringError("no key on stdin; e.g. `devicectl keys add 100042 < pen-100042.key`")
     ring = Keyring(args.keyring)

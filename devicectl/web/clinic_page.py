@@ -2,8 +2,8 @@
 session in the clinic on one page (room, operator, patient, state, zone, %), each
 linking to that session's page. Read-only: GET only, the records only read
 (devicectl/clinic.py). Pages are rendered on the server and refresh themselves
-every REFRESH_S; no script runs. The Host check and the security headers are the
-live page's (devicectl/web/server.py).
+every REFRESH_S; no script runs. The Host check, the security headers and the bounds
+on connections and request heads are the live page's (devicectl/web/server.py).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from devicectl.clinic import Labels
 from devicectl.errors import DevicectlError, StoreError
-from devicectl.web.server import _Guard, allowed_hosts
+from devicectl.web.server import _Guard, allowed_hosts, http_protocol
 
 if TYPE_CHECKING:
     from starlette.requests import Request
@@ -153,7 +153,7 @@ class ClinicPage:
 
         allowed: set[str] = set()
         config = uvicorn.Config(self.app(allowed), host=self.host, port=self.port,
-                                log_level="warning", access_log=False,
+                                log_level="warning", access_log=False, http=http_protocol(),
                                 timeout_graceful_shutdown=1, lifespan="off")
         server = uvicorn.Server(config)
         thread = threading.Thread(target=server.run, name="clinic-page", daemon=True)

@@ -11,6 +11,7 @@ for gets 400 (DNS rebinding), and every answer carries the security headers.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import re
@@ -58,6 +59,19 @@ SECURITY_HEADERS: tuple[tuple[bytes, bytes], ...] = (
 #: a stalled stream's buffer to megabytes (4 MB each, 200 clients 800 MB). A stream's
 #: events are a few kB a second, which this holds many seconds of.
 STREAM_SNDBUF: Final = 64 * 1024
+#: A request's line and headers, at most (bytes): more is answered 431 and the connection
+#: closed. The page's own heads are under 1 kB; without a bound uvicorn with httptools
+#: keeps every header byte a client sends (llhttp sets no limit), in the treatment's
+#: process.
+MAX_HEAD_BYTES: Final = 16 * 1024
+#: A request's head must be complete this long after its first byte, and a new
+#: connection must send one (s); else the connection is closed (slowloris). uvicorn's
+#: keep-alive timeout covers only the silence after an answer.
+HEAD_TIMEOUT_S = 10.0
+#: Open connections at most; one more is closed as it arrives. The session's process
+#: (run --web) needs its file descriptors for the pen's port, the records and the
+#: crash file; the page's own use is a few streams (docs/performance.md measures 200).
+MAX_CONNECTIONS = 512
 #: Addresses that mean "every interface": the page then also answers to this
 #: machine's own names and addresses.
 _WILDCARD_HOSTS = frozenset({"", "0.0.0.0", "::"})
@@ -110,8 +124,12 @@ class _Guard:
             await self.app(scope, receive, send)
             return
 
+        started = False
+
         async def guarded_send(message: Message) -> None:
+            nonlocal started
             if message["type"] == "http.response.start":
+                started = True
                 message = dict(message)
                 message["headers"] = [*message.get("headers", ()), *SECURITY_HEADERS]
             await send(message)
@@ -126,7 +144,112 @@ class _Guard:
             ]})
             await send({"type": "http.response.body", "body": body})
             return
-        await self.app(scope, receive, guarded_send)
+        try:
+            await self.app(scope, receive, guarded_send)
+        except Exception:
+            # A bug in a handler: the 500 goes out here, with the headers (starlette's
+            # own error middleware sits outside this guard); the error goes on to the log.
+            if not started:
+                body = b"Internal Server Error"
+                await guarded_send({"type": "http.response.start", "status": 500, "headers": [
+                    (b"content-type", b"text/plain; charset=utf-8"),
+                    (b"content-length", str(len(body)).encode()),
+                ]})
+                await send({"type": "http.response.body", "body": body})
+            raise
+
+
+def _plain_answer(status: bytes, text: bytes) -> bytes:
+    """A whole answer that closes the connection, with the security headers (written by
+    the protocol itself, below the app and its guard)."""
+    head = [b"HTTP/1.1 " + status, b"content-type: text/plain; charset=utf-8",
+            b"content-length: " + str(len(text)).encode(), b"connection: close",
+            *(name + b": " + value for name, value in SECURITY_HEADERS)]
+    return b"\r\n".join(head) + b"\r\n\r\n" + text
+
+
+def http_protocol() -> type[asyncio.Protocol]:
+    """uvicorn's protocol class for http_impl(): at most MAX_CONNECTIONS, each request's
+    head bounded in size (MAX_HEAD_BYTES; h11 bounds it itself) and in time
+    (HEAD_TIMEOUT_S), and its own 400 with the security headers. Only a head counts:
+    a body, or the rest of one after its answer, is the app's and uvicorn's."""
+    base: Any
+    if http_impl() == "httptools":
+        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol as base
+
+        class Parser(base):  # type: ignore[misc]
+            _in_head = False  # from a message's first byte to its last header
+
+            def on_message_begin(self) -> None:
+                self._in_head = True
+                super().on_message_begin()
+
+            def on_headers_complete(self) -> None:
+                self._in_head = False
+                super().on_headers_complete()
+
+            def _head_begun(self) -> bool:
+                return self._in_head
+    else:
+        import h11
+        from uvicorn.protocols.http.h11_impl import H11Protocol as base
+
+        class Parser(base):  # type: ignore[no-redef,misc]
+            def _head_begun(self) -> bool:
+                conn = self.conn
+                return conn.their_state is h11.IDLE and bool(conn.trailing_data[0])
+
+    class BoundedHead(Parser):
+        _head_bytes = 0
+        _head_timer: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport: Any) -> None:
+            super().connection_made(transport)
+            if len(self.connections) > MAX_CONNECTIONS:
+                transport.close()  # connection_lost takes it out of `connections`
+                return
+            # a new connection must send a head in time too
+            self._head_timer = self.loop.call_later(HEAD_TIMEOUT_S, self._head_too_slow)
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._head_done()
+            super().connection_lost(exc)
+
+        def _head_done(self) -> None:
+            self._head_bytes = 0
+            if self._head_timer is not None:
+                self._head_timer.cancel()
+                self._head_timer = None
+
+        def _close_with(self, status: bytes, text: bytes) -> None:
+            self._head_done()
+            if not self.transport.is_closing():
+                self.transport.write(_plain_answer(status, text))
+                self.transport.close()
+
+        def _head_too_slow(self) -> None:
+            self._head_timer = None
+            if self._head_begun():
+                self._close_with(b"408 Request Timeout", b"the request's head came too slowly\n")
+            elif self.cycle is None:
+                self.transport.close()  # never sent a byte (a browser's spare): no answer
+
+        def data_received(self, data: bytes) -> None:
+            super().data_received(data)
+            if not self._head_begun():
+                self._head_done()
+                return
+            self._head_bytes += len(data)
+            if self._head_bytes > MAX_HEAD_BYTES:
+                self._close_with(b"431 Request Header Fields Too Large",
+                                 b"the request's head is too large\n")
+            elif self._head_timer is None:
+                self._head_timer = self.loop.call_later(HEAD_TIMEOUT_S, self._head_too_slow)
+
+        def send_400_response(self, msg: str) -> None:
+            self._close_with(b"400 Bad Request", msg.encode("ascii", "replace"))
+
+    return BoundedHead
 
 
 def token_matches(given: str, token: str | None) -> bool:
@@ -140,7 +263,7 @@ def _confirmed(raw: bytes) -> bool:
     """The body is exactly a JSON object whose "confirm" is the JSON literal true."""
     try:
         body = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: arrays nested a thousand deep
         return False
     return isinstance(body, dict) and body.get("confirm") is True
 
@@ -282,7 +405,7 @@ def serve(hub: Hub, host: str, port: int, *, token: str | None, submit: Submit |
                              "devicectl with its dependencies") from exc
     allowed: set[str] = set()  # filled once the port is known: nothing passes before
     app = create_app(hub, token=token, submit=submit, allowed=allowed)
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", http=http_impl(),
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", http=http_protocol(),
                             access_log=False, timeout_graceful_shutdown=1, lifespan="off")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="web-server", daemon=True)
