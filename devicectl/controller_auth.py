@@ -25,6 +25,12 @@ def _no_keys(_serial: int) -> bytes | None:
     return None
 
 
+def requires_auth(keys: object) -> bool:
+    """Whether the key source says every pen must authenticate (keys.KeyPolicy's
+    `require_auth`; a plain callable, as the simulator's test key, does not)."""
+    return getattr(keys, "require_auth", False) is True
+
+
 class LinkAuth:
     """One session's view of the link's authentication. One owner: the controller."""
 
@@ -77,6 +83,10 @@ class LinkAuth:
         if key is not None:
             return (f"pen {serial} does not offer the authenticated link, but the keyring holds "
                     "its key: refused (no downgrade); is this the clinic's pen?")
+        if requires_auth(self._keys):
+            return (f"pen {serial} does not offer the authenticated link, and this clinic's "
+                    "keyring requires every pen to (`devicectl keys require off` allows pens "
+                    "without it)")
         return None
 
     def proof(self, msg: p.AuthProof) -> p.AuthConfirm | str | None:

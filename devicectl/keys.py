@@ -1,9 +1,10 @@
 """The keyring: the device keys of the clinic's pens, by serial number (authenticated link).
 
-One JSON file, `{"pens": {"SERIAL": "64 hex digits"}}`, readable and writable by
-its owner only: created 0600, and refused when anyone else may read it. Keys
-never leave this module except to the code that authenticates a pen; listing
-shows serial numbers only.
+One JSON file, `{"pens": {"SERIAL": "64 hex digits"}, "require_auth": false}`,
+readable and writable by its owner only: created 0600, and refused when anyone else
+may read it. Keys never leave this module except to the code that authenticates a
+pen; listing shows serial numbers only. `require_auth` (`devicectl keys require on`):
+every pen must authenticate, whatever serial it claims.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
@@ -46,6 +48,21 @@ def parse_key(text: str, source: str = "the key") -> bytes:
     return key
 
 
+@dataclass(frozen=True)
+class KeyPolicy:
+    """The keyring as a session takes it (read once): its keys by serial number, and
+    whether every pen must authenticate (`require_auth`: a pen without AUTH is refused
+    whatever serial it claims, so that a device in the cable that renames the pen and
+    clears its AUTH gets nowhere). Called with a serial number, the key or None;
+    picklable, for the pen process."""
+
+    keys: dict[int, bytes] = field(default_factory=dict)
+    require_auth: bool = False
+
+    def __call__(self, serial_number: int) -> bytes | None:
+        return self.keys.get(serial_number)
+
+
 class Keyring:
     """The keys of the clinic's pens. Reading checks the file's permissions first."""
 
@@ -53,10 +70,13 @@ class Keyring:
         self.path = path if path is not None else default_path()
 
     def _load(self) -> dict[int, bytes]:
+        return self._read().keys
+
+    def _read(self) -> KeyPolicy:
         try:
             st = self.path.stat()
         except FileNotFoundError:
-            return {}
+            return KeyPolicy()
         except OSError as exc:
             raise KeyringError(f"{self.path}: cannot read the keyring ({exc.strerror})") from None
         if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
@@ -67,18 +87,25 @@ class Keyring:
         try:
             doc = json.loads(self.path.read_text(encoding="utf-8"))
             pens = doc["pens"]
-            return {int(serial): parse_key(key, f"{self.path}: the key of pen {serial}")
-                    for serial, key in pens.items()}
+            required = doc.get("require_auth", False)
+            if not isinstance(required, bool):
+                raise TypeError
+            return KeyPolicy({int(serial): parse_key(key, f"{self.path}: the key of pen {serial}")
+                              for serial, key in pens.items()}, required)
         except OSError as exc:
             raise KeyringError(f"{self.path}: cannot read the keyring ({exc.strerror})") from None
         except (ValueError, KeyError, TypeError, AttributeError):
             raise KeyringError(
-                f"{self.path}: not a devicectl keyring (expected {{\"pens\": {{serial: hex key}}}})"
+                f"{self.path}: not a devicectl keyring (expected {{\"pens\": {{serial: hex key}}, "
+                "\"require_auth\": true or false}})"
             ) from None
 
-    def _save(self, keys: dict[int, bytes]) -> None:
+    def _save(self, keys: dict[int, bytes], require_auth: bool | None = None) -> None:
+        if require_auth is None:
+            require_auth = self._read().require_auth
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        text = json.dumps({"pens": {str(s): k.hex() for s, k in sorted(keys.items())}}, indent=1)
+        text = json.dumps({"pens": {str(s): k.hex() for s, k in sorted(keys.items())},
+                           "require_auth": require_auth}, indent=1)
         tmp = self.path.with_name(self.path.name + ".tmp")
         try:
             # a new file, never one found under that name (a planted symlink would
@@ -95,6 +122,14 @@ class Keyring:
     def snapshot(self) -> dict[int, bytes]:
         """Every key, read (and the file's permissions checked) once, e.g. before a session."""
         return self._load()
+
+    def policy(self) -> KeyPolicy:
+        """The keys and the rule, read (and the permissions checked) once: a session's."""
+        return self._read()
+
+    def set_require_auth(self, required: bool) -> None:
+        """Whether every pen must authenticate (the keys stay as they are)."""
+        self._save(self._load(), required)
 
     def key_for(self, serial_number: int) -> bytes | None:
         return self._load().get(serial_number)

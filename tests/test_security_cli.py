@@ -142,3 +142,45 @@ def test_run_with_an_unsafe_keyring_is_refused_before_any_record(
     from devicectl.store import Store
 
     assert not db.exists() or Store(db).sessions() == []
+
+
+def test_keys_require_on_refuses_a_pen_without_auth_and_off_accepts_it_again(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """`devicectl keys require on`: every pen must authenticate, whatever serial it
+    claims (a pen without AUTH the keyring has no key for was accepted as a 1.0 pen); the
+    keys stay; `list` says the rule; the firmware updater keeps it too."""
+    from devicectl.commands.firmware_cmd import drive_virtual
+    from devicectl.firmware import load_image
+    from devicectl.fw_update import Step, Updater
+    from firmware_sim.virtual import VirtualPen
+
+    ring = tmp_path / "ring.json"
+    assert run(["keys", "--keyring", str(ring), "add", "4242"], KEY + "\n", monkeypatch) == 0
+    assert run(["keys", "--keyring", str(ring), "require", "on"]) == 0
+    policy = Keyring(ring).policy()
+    assert policy.require_auth and policy(4242) == bytes.fromhex(KEY)
+    capsys.readouterr()
+    assert run(["keys", "--keyring", str(ring), "list"]) == 0
+    assert "every pen must authenticate" in capsys.readouterr().err
+    updater = Updater(load_image(GOOD), key_for=policy, now_us=0)
+    drive_virtual(updater, VirtualPen(seed=1), 0)  # the simulated pen: no AUTH
+    assert updater.step is Step.FAILED and "requires every pen" in (updater.error or "")
+    assert run(["keys", "--keyring", str(ring), "require", "off"]) == 0
+    assert not Keyring(ring).policy().require_auth and Keyring(ring).serials() == [4242]
+    updater = Updater(load_image(GOOD), key_for=Keyring(ring).policy(), now_us=0)
+    drive_virtual(updater, VirtualPen(seed=1), 0)
+    assert updater.step is Step.DONE, updater.error
+    with pytest.raises(SystemExit) as bad:  # argparse's usage line, exit 2
+        run(["keys", "--keyring", str(ring), "require", "maybe"])
+    assert bad.value.code == 2
+
+
+def test_a_keyring_whose_rule_is_not_true_or_false_is_refused_in_one_sentence(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    ring = tmp_path / "ring.json"
+    ring.write_text('{"pens": {}, "require_auth": "yes"}')
+    ring.chmod(0o600)
+    assert run(["keys", "--keyring", str(ring), "list"]) == 1
+    err = capsys.readouterr().err
+    assert "not a devicectl keyring" in err and "Traceback" not in err

@@ -149,8 +149,7 @@ class _Bar:
 def _keys(args: argparse.Namespace) -> KeySource:
     from devicectl.keys import Keyring
 
-    ring = Keyring(args.keyring)
-    return ring.key_for
+    return Keyring(args.keyring).policy()
 
 
 def drive_virtual(updater: Updater, pen: _Pen, now_us: int, bar: _Bar | None = None) -> int:

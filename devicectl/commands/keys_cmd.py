@@ -33,6 +33,11 @@ def register(subparsers: Any) -> None:
     rm = sub.add_parser("remove", help="forget a pen's key")
     rm.add_argument("serial", type=int, metavar="SERIAL")
     rm.set_defaults(func=run_remove)
+    req = sub.add_parser(
+        "require", help="whether every pen must authenticate (on: a pen without the "
+        "authenticated link is refused, whatever serial it claims)")
+    req.add_argument("setting", choices=("on", "off"), metavar="on|off")
+    req.set_defaults(func=run_require)
 
 
 def run_add(args: argparse.Namespace) -> int:
@@ -51,11 +56,26 @@ def run_add(args: argparse.Namespace) -> int:
 
 def run_list(args: argparse.Namespace) -> int:
     ring = Keyring(args.keyring)
-    serials = ring.serials()
-    if not serials:
+    policy = ring.policy()
+    if not policy.keys:
         print(f"no keys in {ring.path}", file=sys.stderr)
-    for serial in serials:
+    for serial in sorted(policy.keys):
         print(serial)
+    rule = "every pen must authenticate" if policy.require_auth else (
+        "pens without the authenticated link are accepted unless the keyring holds their key")
+    print(f"{rule} (`devicectl keys require on|off`)", file=sys.stderr)
+    return 0
+
+
+def run_require(args: argparse.Namespace) -> int:
+    ring = Keyring(args.keyring)
+    ring.set_require_auth(args.setting == "on")
+    if args.setting == "on":
+        print(f"every pen must now authenticate ({ring.path}); a pen without the "
+              "authenticated link is refused")
+    else:
+        print(f"pens without the authenticated link are accepted again ({ring.path}), unless "
+              "the keyring holds their key")
     return 0
 
 

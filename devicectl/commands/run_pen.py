@@ -64,4 +64,4 @@ def session_keys(args: argparse.Namespace, console: Console) -> Any:
             return None
         console.print("simulated pen: its test-only key is derived from its serial number")
         return sim_device_key
-    return Keyring().snapshot().get
+    return Keyring().policy()
