@@ -5,8 +5,8 @@ to authenticate (an AUTH_BEGIN to send), go on unauthenticated, or refuse: a pen
 offering AUTH without a key in the keyring cannot prove anything; a pen without
 AUTH whose serial the keyring knows is refused (no downgrade). `proof(msg)`
 checks the pen's proof; once secure, `filter` keeps only the pen's frames that
-are signed, with a good tag and a new counter (and the unsigned DEVICE_INFO
-answering HELLO), and counts the rest.
+are signed, with a good tag and a new counter, and counts the rest (an unsigned
+DEVICE_INFO too: this host says HELLO only while it connects, with no session).
 """
 
 from __future__ import annotations
@@ -122,10 +122,11 @@ class LinkAuth:
         kept = []
         for frame in frames:
             if frame.counter is None:
-                if isinstance(frame.message, p.DeviceInfo):
-                    kept.append(frame)  # the pen answers HELLO unsigned, also when secure
-                else:
-                    self.dropped_unsigned += 1
+                # Every unsigned frame, DEVICE_INFO too: the pen sends one only to answer
+                # HELLO (unsigned, spec 1.1), and this host says HELLO only while it
+                # connects, with no session (a reconnect ends it first). One arriving
+                # now is injected: it would tell the host another cartridge is in.
+                self.dropped_unsigned += 1
             elif session.accept(frame):
                 self.confirmed = True
                 kept.append(frame)

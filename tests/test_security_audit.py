@@ -264,10 +264,6 @@ def test_a_deleted_last_adverse_event_note_is_caught(
 # --- the authenticated link ------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="spec-level: the pen answers HELLO with an unsigned "
-                   "DEVICE_INFO (spec 1.1), so the host cannot tell a forged one mid-session; "
-                   "for the lead (a signed DEVICE_INFO once secure, or refuse to let one "
-                   "clear a cartridge problem)")
 def test_an_unsigned_device_info_injected_mid_session_changes_nothing_on_the_host() -> None:
     """docs/security.md: "Forged, altered or injected frames ... an injected TELEMETRY
     never reaches the host's safety checks or the record"; "HELLO is likewise answered
@@ -277,7 +273,9 @@ def test_an_unsigned_device_info_injected_mid_session_changes_nothing_on_the_hos
     (the nonce is the session's one, sent in clear with every HELLO) and then replaces
     `device` and recomputes the cartridge problem from it: an attacker on the link can
     swap the cartridge the host believes is in (e.g. clear "used on another patient",
-    a check only the host makes)."""
+    a check only the host makes). Since round 11 the host drops every unsigned frame
+    on a secure link, DEVICE_INFO too: it says HELLO only while it connects, with no
+    session, so a DEVICE_INFO then is injected."""
     decoder = p.Decoder()
     seen: list[p.DeviceInfo] = []
     injected: list[p.DeviceInfo] = []
