@@ -105,6 +105,7 @@ SENSOR_SUSPECT_STROKES: Final = 30
 
 # The pen's states (protocol.PenState) the host knows; anything else is unknown.
 _KNOWN_PEN_STATES: Final = frozenset(range(5))
+_UPDATING: Final = 5  # PenState.UPDATING (spec 1.1): known, but never a state to stamp in
 _STAMPING: Final = int(PenState.STAMPING)
 _U32: Final = 0xFFFF_FFFF
 
@@ -262,6 +263,9 @@ def telemetry_verdict(
 
 
 def unknown_state_problem(state: int) -> str:
+    """The words for a state a pen may not stamp in: UPDATING (spec 1.1) by its name."""
+    if state == _UPDATING:
+        return "the pen reports UPDATING (a firmware update): it cannot stamp"
     return f"the pen reports an unknown state ({state})"
 
 

@@ -221,3 +221,11 @@ def test_every_stopping_limit_is_written_in_safety_py_and_nowhere_else() -> None
     elsewhere = {str(path.relative_to(package)): sorted(_assigned(path) & set(STOPPING_LIMITS))
                  for path in package.rglob("*.py") if path.name != "safety.py"}
     assert {k: v for k, v in elsewhere.items() if v} == {}
+
+
+def test_a_pen_updating_its_firmware_is_named_so_not_an_unknown_state() -> None:
+    """Spec 1.1 adds state 5 UPDATING: the pen may not stamp there (STOP), and the words
+    name it (they said "an unknown state (5)")."""
+    text = safety.pen_condition_problem(5, 0, 4000)
+    assert text is not None and "UPDATING" in text and "unknown" not in text
+    assert safety.pen_condition_problem(9, 0, 4000) == "the pen reports an unknown state (9)"
