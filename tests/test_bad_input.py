@@ -1,0 +1,59 @@
+"""Every bad input has a defined answer: a clear sentence, a non-zero exit, no traceback.
+
+Each test runs `devicectl` as a real subprocess (python -m devicectl.cli) with a
+throwaway HOME, as a technician's or clinician's mistake would meet it.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = Path(__file__).parent / "data"
+
+
+def devicectl(tmp_path: Path, *argv: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "HOME": str(tmp_path), "XDG_DATA_HOME": str(tmp_path / "data")}
+    env.pop("DEVICECTL_DB", None)
+    return subprocess.run(
+        [sys.executable, "-m", "devicectl.cli", *argv], input=stdin, capture_output=True,
+        text=True, timeout=120, cwd=tmp_path, env=env,
+    )
+
+
+def no_traceback(proc: subprocess.CompletedProcess[str]) -> None:
+    assert "Traceback" not in proc.stderr and "Traceback" not in proc.stdout, proc.stderr
+
+
+def test_profile_show_prints_each_problem_on_its_own_line(tmp_path: Path) -> None:
+    """docs/profiles.md "Errors": "Every problem is one line, `file:line:column: field:
+    why`, and all problems of a file are reported at once". `profile show` (and `run
+    --profile`, `checklist show --items`) printed a ProfileError's problems as one line
+    joined by a literal backslash-n (cli.py:179, escape_controls of the joined message)."""
+    bad = tmp_path / "wrong.yaml"
+    bad.write_text("name: x\nzones: 5\n")
+    proc = devicectl(tmp_path, "profile", "show", str(bad))
+    assert proc.returncode == 1
+    no_traceback(proc)
+    lines = proc.stderr.splitlines()
+    assert "\\n" not in proc.stderr, proc.stderr
+    assert any(line.endswith("wrong.yaml:1:1: version: required, but missing") for line in lines)
+    assert any(line.endswith("wrong.yaml:2:8: zones: 5 must be a list") for line in lines)
+
+
+def test_run_with_a_broken_profile_prints_each_problem_on_its_own_line(tmp_path: Path) -> None:
+    """The same rule through `run --profile` (cli.py:179): one problem a line."""
+    bad = tmp_path / "wrong.yaml"
+    bad.write_text("name: x\nzones: 5\n")
+    proc = devicectl(tmp_path, "run", "--profile", str(bad), "--patient", "P-1", "--sim",
+                     "--yes", "--speed", "0", "--operator", "OP-1", "--db",
+                     str(tmp_path / "r.db"))
+    assert proc.returncode == 1
+    no_traceback(proc)
+    assert "\\n" not in proc.stderr, proc.stderr
+    assert sum("wrong.yaml:" in line for line in proc.stderr.splitlines()) >= 2
