@@ -57,3 +57,37 @@ def test_run_with_a_broken_profile_prints_each_problem_on_its_own_line(tmp_path:
     no_traceback(proc)
     assert "\\n" not in proc.stderr, proc.stderr
     assert sum("wrong.yaml:" in line for line in proc.stderr.splitlines()) >= 2
+
+
+@pytest.mark.parametrize("port", ["99999", "-1", "65536"])
+def test_a_web_port_out_of_range_is_refused_in_one_sentence(tmp_path: Path, port: str) -> None:
+    """Every bad input has a defined answer (task_common; cli.py's docstring: "never a
+    traceback"). `monitor --web-port 99999` printed uvicorn's thread traceback
+    (OverflowError: bind(): port must be 0-65535) and then blamed a port in use
+    (monitor_cmd.py:32, run_cmd.py:167 take any int)."""
+    db = tmp_path / "r.db"
+    from devicectl.store import Store
+
+    Store(db).close()
+    proc = devicectl(tmp_path, "monitor", "--db", str(db), "--web-port", port)
+    assert proc.returncode != 0
+    no_traceback(proc)
+    assert "--web-port" in proc.stderr and "65535" in proc.stderr, proc.stderr
+    for command in (["demo"], ["run", "--sim"]):
+        proc = devicectl(tmp_path, *command, "--web-port", port, "--db", str(db))
+        assert proc.returncode != 0 and "65535" in proc.stderr, proc.stderr
+        no_traceback(proc)
+
+
+@pytest.mark.parametrize("speed", ["-1", "nan", "inf", "-inf"])
+def test_a_simulator_speed_that_is_not_a_speed_is_refused(tmp_path: Path, speed: str) -> None:
+    """README: "`--speed 0` runs it as fast as the machine can"; run --help: "times real
+    time (0 = as fast as possible)". A negative, NaN or infinite speed ran a session
+    (run_cmd.py:113 and :153 take any float; nan printed "0.4× real time instead of the
+    nan× asked for")."""
+    for command in (["demo", "--no-web"], ["run", "--sim"]):
+        proc = devicectl(tmp_path, *command, "--speed", speed, "--db", str(tmp_path / "r.db"))
+        assert proc.returncode != 0, proc.stdout
+        no_traceback(proc)
+        assert "--speed" in proc.stderr, proc.stderr
+    assert not (tmp_path / "r.db").exists(), "refused before any record"
