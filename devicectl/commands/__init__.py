@@ -1,1 +1,31 @@
-"""The `devicectl` subcommands, one module each: `register(subparsers)` adds them."""
+"""The `devicectl` subcommands, one module each: `register(subparsers)` adds them; here,
+the argument types more than one of them shares."""
+
+from __future__ import annotations
+
+import argparse
+import math
+
+
+def web_port(text: str) -> int:
+    """argparse's type for --web-port: a TCP port, 0-65535 (0: any free one)."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number; give 0-65535") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not a port number; give 0-65535")
+    return port
+
+
+def sim_speed(text: str) -> float:
+    """argparse's type for the simulator's --speed: times real time, finite and ≥ 0."""
+    try:
+        speed = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a speed; give a number ≥ 0 "
+                                         "(0 = as fast as possible)") from None
+    if not math.isfinite(speed) or speed < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a speed; give a number ≥ 0 "
+                                         "(0 = as fast as possible)")
+    return speed

@@ -27,6 +27,7 @@ from rich.text import Text
 
 from devicectl.adjuncts import adjunct_instructions
 from devicectl.claim import CLAIM_TIMEOUT_S
+from devicectl.commands import sim_speed, web_port
 from devicectl.commands.checklist_cmd import (
     acknowledge_adjuncts,
     eligibility_gate,
@@ -110,7 +111,7 @@ def register(sub: Any) -> None:
     p.add_argument("--scenario",
                    help="simulator fault scenario (python -m firmware_sim scenarios; "
                    "default: none, a well-behaved pen)")
-    p.add_argument("--speed", type=float, default=1.0,
+    p.add_argument("--speed", type=sim_speed, default=1.0,
                    help="simulator speed, times real time (0 = as fast as possible)")
     p.add_argument("--seed", type=int,
                    help="simulator seed (default: a new one each run, so a new cartridge)")
@@ -150,7 +151,7 @@ def register(sub: Any) -> None:
         "demo", help="a full simulated session with the live view",
         description="A whole simulated session of the shipped profile "
         f"({DEMO_PROFILE.name}), accelerated, with the live view and the live page.")
-    d.add_argument("--speed", type=float, default=DEMO_SPEED,
+    d.add_argument("--speed", type=sim_speed, default=DEMO_SPEED,
                    help="simulator speed, times real time (0 = as fast as possible)")
     d.add_argument("--db", type=db_arg, default=DEMO_DB, metavar="PATH|URL",
                    help="records: a file (relative to the current folder) or a "
@@ -164,7 +165,7 @@ def _web_args(p: Any, *, default: bool) -> None:
     """--web: the live page (devicectl/web; docs/web.md), on for the demo."""
     p.add_argument("--web", action=argparse.BooleanOptionalAction, default=default,
                    help="serve the live page for a screen beside the chair")
-    p.add_argument("--web-port", type=int, default=8765, help="the page's port (default 8765)")
+    p.add_argument("--web-port", type=web_port, default=8765, help="the page's port (default 8765)")
     p.add_argument("--web-host", default="127.0.0.1",
                    help="the page's address (default 127.0.0.1: this computer only)")
 
