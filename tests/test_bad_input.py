@@ -91,3 +91,18 @@ def test_a_simulator_speed_that_is_not_a_speed_is_refused(tmp_path: Path, speed:
         no_traceback(proc)
         assert "--speed" in proc.stderr, proc.stderr
     assert not (tmp_path / "r.db").exists(), "refused before any record"
+
+
+def test_a_missing_port_is_refused_in_one_sentence_that_says_it_once(tmp_path: Path) -> None:
+    """README: "A port that does not exist is refused before anything starts (exit 1)."
+    The sentence said what to do twice: "...; run `devicectl ports` to list ports;
+    nothing was started (`devicectl ports` lists the ports)" (link.py:143 and
+    penloop.py:83 each added the hint)."""
+    proc = devicectl(tmp_path, "run", "--profile", str(DATA / "short-frontal.yaml"),
+                     "--patient", "P-1", "--yes", "--port", str(tmp_path / "ttyNOPE"),
+                     "--db", str(tmp_path / "r.db"), "--new-records", "--operator", "OP-1",
+                     "--checklist", str(DATA / "checklist-no.yaml"), "--consent")
+    assert proc.returncode == 1
+    no_traceback(proc)
+    assert "does not exist" in proc.stderr and "nothing was started" in proc.stderr
+    assert proc.stderr.count("devicectl ports") == 1, proc.stderr
