@@ -106,3 +106,18 @@ def test_a_missing_port_is_refused_in_one_sentence_that_says_it_once(tmp_path: P
     no_traceback(proc)
     assert "does not exist" in proc.stderr and "nothing was started" in proc.stderr
     assert proc.stderr.count("devicectl ports") == 1, proc.stderr
+
+
+@pytest.mark.parametrize("limit", ["0", "-1"])
+def test_sessions_list_refuses_a_limit_that_is_not_a_count(tmp_path: Path, limit: str) -> None:
+    """`sessions list --limit N`: "how many". --limit 0 answered "no records yet" about
+    records that hold sessions, and --limit -1 listed every one (sessions_cmd.py:70
+    takes any int; SQLite's LIMIT -1 is no limit)."""
+    db = tmp_path / "r.db"
+    from devicectl.store import Store
+
+    Store(db).close()
+    proc = devicectl(tmp_path, "sessions", "list", "--db", str(db), "--limit", limit)
+    assert proc.returncode != 0, proc.stdout
+    no_traceback(proc)
+    assert "--limit" in proc.stderr and "no records yet" not in proc.stdout
