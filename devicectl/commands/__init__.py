@@ -29,3 +29,14 @@ def sim_speed(text: str) -> float:
         raise argparse.ArgumentTypeError(f"{text!r} is not a speed; give a number ≥ 0 "
                                          "(0 = as fast as possible)")
     return speed
+
+
+def count(text: str) -> int:
+    """argparse's type for a count of things to show (--limit): a whole number ≥ 1."""
+    try:
+        number = int(text)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a count; give a whole number ≥ 1")
+    return number
