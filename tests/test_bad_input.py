@@ -121,3 +121,17 @@ def test_sessions_list_refuses_a_limit_that_is_not_a_count(tmp_path: Path, limit
     assert proc.returncode != 0, proc.stdout
     no_traceback(proc)
     assert "--limit" in proc.stderr and "no records yet" not in proc.stdout
+
+
+@pytest.mark.parametrize("serial", ["-5", "4294967296"])
+def test_keys_add_refuses_a_serial_no_pen_can_have(tmp_path: Path, serial: str) -> None:
+    """docs/pen-protocol.md DEVICE_INFO: serial_number is `I` (u32). `keys add -5` and
+    `keys add 4294967296` stored a key no pen can ever use and said so as a success
+    (keys_cmd.py:26 takes any int)."""
+    ring = tmp_path / "keyring.json"
+    proc = devicectl(tmp_path, "keys", "--keyring", str(ring), "add", "--", serial,
+                     stdin="ab" * 32 + "\n")
+    assert proc.returncode != 0, proc.stdout
+    no_traceback(proc)
+    assert "SERIAL" in proc.stderr or "serial" in proc.stderr
+    assert not ring.exists()
