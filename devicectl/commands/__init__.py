@@ -40,3 +40,15 @@ def count(text: str) -> int:
     if number < 1:
         raise argparse.ArgumentTypeError(f"{text!r} is not a count; give a whole number ≥ 1")
     return number
+
+
+def pen_serial(text: str) -> int:
+    """argparse's type for a pen's serial number: DEVICE_INFO's u32, 0 to 4294967295."""
+    try:
+        serial = int(text)
+    except ValueError:
+        serial = -1
+    if not 0 <= serial <= 0xFFFF_FFFF:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a pen's serial number; give a whole number 0 to 4294967295")
+    return serial
