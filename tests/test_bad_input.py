@@ -135,3 +135,65 @@ def test_keys_add_refuses_a_serial_no_pen_can_have(tmp_path: Path, serial: str) 
     no_traceback(proc)
     assert "SERIAL" in proc.stderr or "serial" in proc.stderr
     assert not ring.exists()
+
+
+NOT_UTF8 = b"reason \xff long enough".decode("utf-8", "surrogateescape")  # as argv gives it
+
+
+def _first_session(tmp_path: Path) -> Path:
+    db = tmp_path / "r.db"
+    proc = devicectl(tmp_path, "run", "--profile", str(DATA / "short-frontal.yaml"),
+                     "--patient", "P-1", "--sim", "--yes", "--speed", "0", "--seed", "3",
+                     "--db", str(db), "--operator", "OP-1", "--checklist",
+                     str(DATA / "checklist-no.yaml"), "--consent", "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    return db
+
+
+@pytest.mark.parametrize("option", [
+    ["--room", NOT_UTF8],
+    ["--override-interval", NOT_UTF8, "--clinician", "DR-1"],
+    ["--override-interval", "flare review at the visit", "--clinician", NOT_UTF8],
+])
+def test_run_refuses_text_that_is_not_utf8_before_anything_starts(
+    tmp_path: Path, option: list[str]
+) -> None:
+    """Every bad input has a defined answer, nothing lost (task_common). Text given as
+    bytes that are not UTF-8 (argv's surrogate escapes) was taken as is: --room crashed
+    in store.create_session and then in crash.py:46 writing the crash file (a double
+    traceback, exit 1), and an --override-interval reason or --clinician ID killed the
+    records' writer thread (chain.py:29 encodes UTF-8) while the session went on to
+    'complete', exit 0, with 2 events recorded and the treatment unrecorded."""
+    db = _first_session(tmp_path)
+    proc = devicectl(tmp_path, "run", "--profile", str(DATA / "short-frontal.yaml"),
+                     "--patient", "P-1", "--sim", "--yes", "--speed", "0", "--seed", "4",
+                     "--db", str(db), "--operator", "OP-1", "--checklist",
+                     str(DATA / "checklist-no.yaml"), "--consent", "--quiet", *option)
+    assert proc.returncode == 1, proc.stdout
+    no_traceback(proc)
+    assert "UTF-8" in proc.stderr, proc.stderr
+    from devicectl.store import Store
+
+    with Store(db) as store:
+        assert len(store.sessions()) == 1, "refused before a record is made"
+
+
+@pytest.mark.parametrize("option", [["--text", NOT_UTF8], ["--text", "fine", "--by", NOT_UTF8]])
+def test_sessions_note_refuses_text_that_is_not_utf8(tmp_path: Path, option: list[str]) -> None:
+    """docs/clinic.md "Adverse events and notes". A note whose --text or --by is not UTF-8
+    crashed (the note's chain hash encodes UTF-8), and crash.py:46 crashed in turn."""
+    db = _first_session(tmp_path)
+    proc = devicectl(tmp_path, "sessions", "note", "1", "--db", str(db), *option)
+    assert proc.returncode == 1
+    no_traceback(proc)
+    assert "UTF-8" in proc.stderr, proc.stderr
+
+
+def test_web_host_that_is_not_utf8_is_refused_in_one_sentence(tmp_path: Path) -> None:
+    """`monitor --web-host` with bytes that are not UTF-8: uvicorn's thread traceback
+    (monitor_cmd.py:34, run_cmd.py's --web-host take any text)."""
+    db = _first_session(tmp_path)
+    proc = devicectl(tmp_path, "monitor", "--db", str(db), "--web-host", NOT_UTF8)
+    assert proc.returncode != 0
+    no_traceback(proc)
+    assert "UTF-8" in proc.stderr, proc.stderr
