@@ -169,7 +169,7 @@ def test_run_refuses_text_that_is_not_utf8_before_anything_starts(
                      "--patient", "P-1", "--sim", "--yes", "--speed", "0", "--seed", "4",
                      "--db", str(db), "--operator", "OP-1", "--checklist",
                      str(DATA / "checklist-no.yaml"), "--consent", "--quiet", *option)
-    assert proc.returncode == 1, proc.stdout
+    assert proc.returncode != 0, proc.stdout
     no_traceback(proc)
     assert "UTF-8" in proc.stderr, proc.stderr
     from devicectl.store import Store
@@ -184,7 +184,7 @@ def test_sessions_note_refuses_text_that_is_not_utf8(tmp_path: Path, option: lis
     crashed (the note's chain hash encodes UTF-8), and crash.py:46 crashed in turn."""
     db = _first_session(tmp_path)
     proc = devicectl(tmp_path, "sessions", "note", "1", "--db", str(db), *option)
-    assert proc.returncode == 1
+    assert proc.returncode != 0
     no_traceback(proc)
     assert "UTF-8" in proc.stderr, proc.stderr
 

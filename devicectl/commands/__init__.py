@@ -52,3 +52,17 @@ def pen_serial(text: str) -> int:
         raise argparse.ArgumentTypeError(
             f"{text!r} is not a pen's serial number; give a whole number 0 to 4294967295")
     return serial
+
+
+def utf8_text(value: str) -> str:
+    """argparse's type for text that is recorded or served (a room, a reason, a note, an
+    address): UTF-8, as the records' chain and the pages encode it. argv hands bytes
+    that are not UTF-8 over as surrogate escapes, which nothing downstream can write."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        byte = value[exc.start].encode("utf-8", "surrogateescape")[0]
+        raise argparse.ArgumentTypeError(
+            f"not UTF-8 text (byte 0x{byte:02x} at character {exc.start + 1}); "
+            "type it again in a UTF-8 terminal") from None
+    return value

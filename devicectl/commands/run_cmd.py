@@ -27,7 +27,7 @@ from rich.text import Text
 
 from devicectl.adjuncts import adjunct_instructions
 from devicectl.claim import CLAIM_TIMEOUT_S
-from devicectl.commands import sim_speed, web_port
+from devicectl.commands import sim_speed, utf8_text, web_port
 from devicectl.commands.checklist_cmd import (
     acknowledge_adjuncts,
     eligibility_gate,
@@ -91,7 +91,8 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--profile", type=Path, help="the treatment profile (YAML)")
     p.add_argument("--patient", help="the patient's pseudonymous reference (no names)")
-    p.add_argument("--operator", metavar="ID", help="who runs the session (required; recorded)")
+    p.add_argument("--operator", type=utf8_text, metavar="ID",
+                   help="who runs the session (required; recorded)")
     p.add_argument("--checklist", type=Path, metavar="FILE",
                    help="answers to the contraindication checklist, a YAML mapping of item id "
                    "to yes/no (`devicectl checklist template`); without it they are asked in "
@@ -127,18 +128,18 @@ def register(sub: Any) -> None:
     p.add_argument("--db", type=db_arg, metavar="PATH|URL",
                    help=f"records database (default $DEVICECTL_DB, else {default_db_path()}):"
                    " an SQLite file, or the clinic's postgresql://… server")
-    p.add_argument("--room", default=None, metavar="NAME",
+    p.add_argument("--room", type=utf8_text, default=None, metavar="NAME",
                    help="the treatment room, recorded with the session")
     p.add_argument("--new-records", action="store_true",
                    help="let a clinical run start new records where --db points (none there "
                    "yet: no patient history to check intervals and cartridges against)")
     p.add_argument("--yes", action="store_true",
                    help="answer the confirmations (start, next zone) for scripted runs")
-    p.add_argument("--override-interval", metavar="REASON",
+    p.add_argument("--override-interval", type=utf8_text, metavar="REASON",
                    help="start although a zone's minimum interval has not passed: the "
                    f"clinician's reason, at least {OVERRIDE_REASON_MIN_CHARS} characters "
                    "(recorded, with --clinician)")
-    p.add_argument("--clinician", metavar="ID",
+    p.add_argument("--clinician", type=utf8_text, metavar="ID",
                    help="the clinician who decided the interval override (recorded)")
     p.add_argument("--resume", type=int, metavar="SESSION_ID",
                    help="continue an interrupted session, or one that lost its link, with its "
@@ -166,7 +167,7 @@ def _web_args(p: Any, *, default: bool) -> None:
     p.add_argument("--web", action=argparse.BooleanOptionalAction, default=default,
                    help="serve the live page for a screen beside the chair")
     p.add_argument("--web-port", type=web_port, default=8765, help="the page's port (default 8765)")
-    p.add_argument("--web-host", default="127.0.0.1",
+    p.add_argument("--web-host", type=utf8_text, default="127.0.0.1",
                    help="the page's address (default 127.0.0.1: this computer only)")
 
 
