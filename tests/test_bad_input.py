@@ -197,3 +197,33 @@ def test_web_host_that_is_not_utf8_is_refused_in_one_sentence(tmp_path: Path) ->
     assert proc.returncode != 0
     no_traceback(proc)
     assert "UTF-8" in proc.stderr, proc.stderr
+
+
+def test_a_record_the_writer_cannot_encode_fails_the_records_not_its_thread(
+    tmp_path: Path,
+) -> None:
+    """No treatment without a record (docs/architecture.md, record_writer.py: "on a
+    failure sets `failure`"). A row the chain cannot hash (chain.py:29, a lone surrogate)
+    raised out of RecordWriter._commit (record_writer.py:341 catches DB errors only):
+    the writer's thread died with `failure` unset, so the session it served went on
+    stamping, unrecorded, to 'complete'."""
+    import time
+
+    from devicectl.store import EventRecord, RecordWriter, Store
+
+    path = tmp_path / "r.db"
+    with Store(path) as store:
+        sid = store.create_session(patient_ref="P-0001", profile_name="p", profile_hash="9f",
+                                   profile_text="name: p\n",
+                                   started_at="2026-03-01T09:00:00+00:00")
+    writer = RecordWriter(path, sid, commit_interval_s=0.05)
+    writer.start()
+    wall = "2026-03-01T09:00:01+00:00"
+    writer.events([EventRecord(1, wall, "OVERRIDE", "reason \udcff", None, {}, True)])
+    end = time.monotonic() + 30.0
+    while writer.failure is None and writer._thread.is_alive() and time.monotonic() < end:
+        time.sleep(0.01)
+    try:
+        assert writer.failure is not None, "the records failed, and say so"
+    finally:
+        writer.close(None, None)
