@@ -227,3 +227,5 @@ def test_a_record_the_writer_cannot_encode_fails_the_records_not_its_thread(
         assert writer.failure is not None, "the records failed, and say so"
     finally:
         writer.close(None, None)
+    kept = writer.unsaved_path.read_text(encoding="utf-8")
+    assert "OVERRIDE" in kept and "reason \\udcff" in kept, "nothing lost: kept beside"
