@@ -229,3 +229,24 @@ def test_a_record_the_writer_cannot_encode_fails_the_records_not_its_thread(
         writer.close(None, None)
     kept = writer.unsaved_path.read_text(encoding="utf-8")
     assert "OVERRIDE" in kept and "reason \\udcff" in kept, "nothing lost: kept beside"
+
+
+def test_the_crash_file_is_kept_whatever_bytes_the_command_line_held(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """cli.py's docstring: a bug is "one sentence too, exit 70, and the traceback kept in
+    a file it names". With bytes that are not UTF-8 in argv (surrogate escapes), writing
+    the file raised UnicodeEncodeError (crash.py:46) out of the handler itself: two
+    tracebacks and exit 1."""
+    from devicectl import crash
+
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path))
+    argv = ["sessions", "note", "1", "--text", NOT_UTF8]
+    try:
+        raise ValueError(f"bad {NOT_UTF8}")
+    except ValueError as exc:
+        assert crash.report(exc, argv) == crash.EXIT_BUG
+    err = capsys.readouterr().err
+    assert "a bug in devicectl" in err and "the details are in" in err
+    kept = list((tmp_path / "devicectl" / "crashes").iterdir())
+    assert len(kept) == 1 and "--text" in kept[0].read_text(encoding="utf-8")
