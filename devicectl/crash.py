@@ -42,7 +42,8 @@ def keep(exc: BaseException, argv: list[str]) -> Path | None:
         try:
             folder.mkdir(parents=True, exist_ok=True)
             path = folder / f"crash-{stamp}-{os.getpid()}.txt"
-            with open(path, "x", encoding="utf-8") as f:
+            # backslashreplace: argv's bytes that are not UTF-8 (surrogate escapes) as \udcff
+            with open(path, "x", encoding="utf-8", errors="backslashreplace") as f:
                 f.write(text)
             return path
         except OSError:
@@ -54,7 +55,8 @@ def report(exc: BaseException, argv: list[str]) -> int:
     """One sentence on stderr (the details kept, or printed where nothing could be
     written); returns EXIT_BUG."""
     where = keep(exc, argv)
-    what = escape_controls(f"{type(exc).__name__}: {exc}")
+    what = escape_controls(f"{type(exc).__name__}: {exc}").encode(
+        "utf-8", "backslashreplace").decode("utf-8")  # printable on any stderr
     if len(what) > _TEXT_MAX:
         what = what[: _TEXT_MAX - 1] + "…"
     kept = (f"the details are in {where}" if where is not None
