@@ -1,0 +1,99 @@
+"""The pages a new user and a clinician read, held to the code: README.md,
+docs/clinic.md, docs/profiles.md and docs/architecture.md.
+
+Each test names the page and the claim it keeps true.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+
+from devicectl import cli
+
+ROOT = Path(__file__).resolve().parent.parent
+PAGES = ("README.md", "docs/clinic.md", "docs/profiles.md", "docs/web.md")
+
+#: A page's placeholders, each replaced by a value of its kind.
+_PLACEHOLDERS = {
+    "FILE": "profiles/aga-crown-midscalp.yaml", "REF": "P-0042", "ID": "1",
+    "SESSION_ID": "1", "DIR": "out", "PATH": "x.db", "KIND": "redness", "HEX...": "00",
+    "json|csv": "json", "[ID]": "1", "postgresql://…": "postgresql://h/devicectl",
+}
+#: `run ...` on a page: the options a session needs, written out.
+_RUN_DOTS = ["--profile", "FILE", "--patient", "REF", "--operator", "ID", "--sim"]
+
+
+def _command_lines() -> list[tuple[str, int, str]]:
+    """Every `devicectl ...` command shown in a code block of the pages (page, line, text),
+    continuation lines joined, the comment and a redirection dropped."""
+    found = []
+    for page in PAGES:
+        lines = (ROOT / page).read_text(encoding="utf-8").splitlines()
+        i = 0
+        while i < len(lines):
+            text = lines[i].strip()
+            start = i
+            while text.endswith("\\") and i + 1 < len(lines):
+                i += 1
+                text = text[:-1] + " " + lines[i].strip()
+            i += 1
+            if not text.startswith("devicectl ") or "COMMAND" in text:
+                continue
+            text = re.sub(r"\s#\s.*$", "", text).strip()  # the comment
+            text = re.sub(r"\s>\s\S+$", "", text.strip())  # `> answers.yaml`
+            found.append((page, start + 1, text))
+    return found
+
+
+def _argv(text: str) -> list[str]:
+    argv: list[str] = []
+    for word in shlex.split(text)[1:]:
+        if word == "...":
+            argv += _RUN_DOTS if argv[-1:] == ["run"] else ["words"]
+            continue
+        bracketed = word.startswith("[--") or (word.endswith("]") and not word.startswith("["))
+        argv.append(word.strip("[]") if bracketed else word)
+    argv = [a for a in argv if a not in ("[", "]")]
+    return [_PLACEHOLDERS.get(a, a) for a in argv]
+
+
+COMMANDS = _command_lines()
+
+
+def _option_strings(parser: argparse.ArgumentParser) -> set[str]:
+    """Every option string of `parser` and its subcommands, spelled out (argparse would
+    also take a prefix: a renamed `--clinician-id` still parses `--clinician`)."""
+    found: set[str] = set()
+    for action in parser._actions:
+        found.update(action.option_strings)
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                found |= _option_strings(sub)
+    return found
+
+
+def test_the_pages_show_commands() -> None:
+    assert len(COMMANDS) > 30, COMMANDS  # the scan found the pages' commands
+
+
+@pytest.mark.parametrize(("page", "line", "text"), COMMANDS,
+                         ids=[f"{p}:{n}" for p, n, _ in COMMANDS])
+def test_every_command_a_page_shows_parses_as_shown(page: str, line: int, text: str) -> None:
+    """README.md "The command" and the pages' examples: "every command shown must run as
+    shown". Each line's options and actions must exist in the real parser (cli.py and
+    commands/*.py); a renamed or removed option breaks this, not the reader."""
+    argv = _argv(text)
+    parser = cli.build_parser("*")
+    unknown = [a for a in argv if a.startswith("--") and a not in _option_strings(parser)]
+    assert not unknown, f"{page}:{line}: `{text}`: no such option {unknown}"
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help and --version exit 0; a usage error exits 2
+        assert exc.code == 0, f"{page}:{line}: `{text}` does not parse ({argv})"
+        return
+    assert callable(args.func), f"{page}:{line}: `{text}`"
