@@ -97,3 +97,24 @@ def test_every_command_a_page_shows_parses_as_shown(page: str, line: int, text: 
         assert exc.code == 0, f"{page}:{line}: `{text}` does not parse ({argv})"
         return
     assert callable(args.func), f"{page}:{line}: `{text}`"
+
+
+def test_profiles_md_unknown_field_example_lists_the_fields_a_zone_has(tmp_path: Path) -> None:
+    """docs/profiles.md "Errors": `zones[1].colour: unknown field; allowed: zone, depth_mm,
+    rate_hz, target_passes, max_passes, target_fraction`. The validator
+    (devicectl/profile.py, the zone model) allows max_punctures_per_cm2, patches and
+    patch_margin_mm too, and says so: the example is the message as it is."""
+    from devicectl.errors import ProfileError
+    from devicectl.profile import load_profile
+
+    page = (ROOT / "docs/profiles.md").read_text(encoding="utf-8")
+    shown = re.search(r"\.colour: unknown field; allowed: (.*)$", page, re.M)
+    assert shown is not None
+    text = (ROOT / "profiles/aga-crown-midscalp.yaml").read_text(encoding="utf-8")
+    bad = tmp_path / "aga-crown.yaml"
+    bad.write_text(text.replace("    target_fraction: 0.9\n",
+                                "    target_fraction: 0.9\n    colour: red\n", 1))
+    with pytest.raises(ProfileError) as err:
+        load_profile(bad)
+    said = [p for p in err.value.problems if ".colour: unknown field" in p]
+    assert said and said[0].endswith(f"allowed: {shown.group(1)}"), (said, shown.group(1))
