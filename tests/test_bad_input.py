@@ -250,3 +250,58 @@ def test_the_crash_file_is_kept_whatever_bytes_the_command_line_held(
     assert "a bug in devicectl" in err and "the details are in" in err
     kept = list((tmp_path / "devicectl" / "crashes").iterdir())
     assert len(kept) == 1 and "--text" in kept[0].read_text(encoding="utf-8")
+
+
+def _in_a_terminal(tmp_path: Path, argv: list[str], key: bytes) -> tuple[int, str]:
+    """`devicectl argv` on a pseudo-terminal, `key` typed at every [y/n] question; its exit
+    code and what it printed. Waits on the prompts, not on a clock (60 s is a hang)."""
+    import pty
+    import select
+    import time
+
+    env = {**os.environ, "HOME": str(tmp_path), "XDG_DATA_HOME": str(tmp_path / "data"),
+           "COLUMNS": "200"}
+    pid, fd = pty.fork()
+    if pid == 0:  # pragma: no cover - the child
+        os.chdir(tmp_path)
+        os.execve(sys.executable, [sys.executable, "-m", "devicectl.cli", *argv], env)
+    out, answered, end = b"", 0, time.monotonic() + 60.0
+    try:
+        while time.monotonic() < end:
+            if select.select([fd], [], [], 0.2)[0]:
+                try:
+                    data = os.read(fd, 65536)
+                except OSError:  # the child closed the terminal
+                    break
+                if not data:
+                    break
+                out += data
+            if out.count(b"[y/n]") > answered:
+                answered = out.count(b"[y/n]")
+                os.write(fd, key)
+        _, status = os.waitpid(pid, 0)
+    finally:
+        os.close(fd)
+    return os.waitstatus_to_exitcode(status), out.decode("utf-8", "replace")
+
+
+@pytest.mark.parametrize("key", [b"\x04", b"\x03"], ids=["ctrl-d", "ctrl-c"])
+def test_a_checklist_question_interrupted_is_unanswered_and_a_no_go(
+    tmp_path: Path, key: bytes
+) -> None:
+    """docs/clinic.md "Eligibility and consent": "an item left unanswered (null, missing,
+    or a prompt interrupted) is a NO-GO ... The session is then recorded as refused and
+    the pen is never started" (checklist_cmd.py:206, EOF or Ctrl-C is no answer)."""
+    db = tmp_path / "r.db"
+    code, out = _in_a_terminal(tmp_path, [
+        "run", "--profile", str(DATA / "short-frontal.yaml"), "--patient", "P-1", "--sim",
+        "--speed", "0", "--db", str(db), "--operator", "OP-1", "--no-web"], key)
+    assert code == 1, out
+    assert "Traceback" not in out
+    assert "NO-GO: checklist item not answered" in out, out
+    from devicectl.store import Store
+
+    with Store(db) as store:
+        (only,) = store.sessions()
+        assert only.outcome == "refused"
+        assert not any(e.kind == "ZONE_STARTED" for e in store.events(only.id))
