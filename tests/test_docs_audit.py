@@ -154,3 +154,19 @@ def test_architecture_md_house_places_every_module_test_layers_places() -> None:
         if not any(fnmatch.fnmatch(f"{short}.py", n) or n == f"{short}/" for n in named):
             missing.append(short)
     assert missing == []
+
+
+def test_readme_migrate_from_a_home_relative_sqlite_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """README "A clinic": `devicectl records migrate --from
+    sqlite:~/.local/share/devicectl/sessions.db --to ...`. The shell leaves a `~` after
+    `sqlite:` as it is, and migrate.py:60 took it literally: "no records file at
+    ~/.local/share/devicectl/sessions.db"."""
+    from devicectl.migrate import parse_source
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    chair = tmp_path / ".local/share/devicectl/sessions.db"
+    chair.parent.mkdir(parents=True)
+    chair.write_bytes(b"")
+    assert parse_source("sqlite:~/.local/share/devicectl/sessions.db") == chair
