@@ -305,3 +305,27 @@ def test_a_checklist_question_interrupted_is_unanswered_and_a_no_go(
         (only,) = store.sessions()
         assert only.outcome == "refused"
         assert not any(e.kind == "ZONE_STARTED" for e in store.events(only.id))
+
+
+def test_a_huge_file_given_as_a_firmware_image_is_refused_without_reading_it(
+    tmp_path: Path,
+) -> None:
+    """firmware.py: "an image is at most 1 MiB". `firmware info` of a 3 GiB file read all
+    of it into memory first (firmware.py:118 read_bytes, then the size check): 3 GB of
+    RAM and 14 s here, a MemoryError on a smaller machine, which the child meets here
+    under a 2 GiB address-space limit (no clock involved)."""
+    import resource
+
+    big = tmp_path / "big.img"
+    with open(big, "wb") as f:
+        f.truncate(3 * 1024**3)  # sparse: no disk used
+    env = {**os.environ, "HOME": str(tmp_path)}
+    limit = 2 * 1024**3
+    proc = subprocess.run(
+        [sys.executable, "-m", "devicectl.cli", "firmware", "info", str(big)],
+        capture_output=True, text=True, timeout=120, cwd=tmp_path, env=env,
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_AS, (limit, limit)),
+    )
+    no_traceback(proc)
+    assert proc.returncode == 1, proc.stderr
+    assert "at most 1 MiB" in proc.stderr, proc.stderr
