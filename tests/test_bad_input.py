@@ -329,3 +329,18 @@ def test_a_huge_file_given_as_a_firmware_image_is_refused_without_reading_it(
     no_traceback(proc)
     assert proc.returncode == 1, proc.stderr
     assert "at most 1 MiB" in proc.stderr, proc.stderr
+
+
+@pytest.mark.parametrize("option", [["--duration", "nan"], ["--duration", "-1"],
+                                    ["--count", "-1"], ["--baud", "-1"]])
+def test_wire_spy_refuses_numbers_that_are_not_a_time_count_or_baud(
+    tmp_path: Path, option: list[str]
+) -> None:
+    """`wire spy PORT` (README "The command"): --duration nan spied for ever (a NaN never
+    compares past the end), --duration -1 and --count -1 stopped at once with "0
+    frames", and --baud -1 blamed the port ("'loop://' is not a port"): link_cmd.py:76-78
+    take any number."""
+    proc = devicectl(tmp_path, "wire", "spy", "loop://", *option)
+    assert proc.returncode != 0, proc.stdout
+    no_traceback(proc)
+    assert option[0] in proc.stderr, proc.stderr
