@@ -31,15 +31,26 @@ def sim_speed(text: str) -> float:
     return speed
 
 
-def count(text: str) -> int:
-    """argparse's type for a count of things to show (--limit): a whole number ≥ 1."""
+def whole_number(text: str) -> int:
+    """argparse's type for a count (--limit, --count) or a rate (--baud): a whole number ≥ 1."""
     try:
         number = int(text)
     except ValueError:
         number = 0
     if number < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a count; give a whole number ≥ 1")
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number ≥ 1")
     return number
+
+
+def seconds(text: str) -> float:
+    """argparse's type for a duration in seconds: a finite number above 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration; give seconds above 0")
+    return value
 
 
 def pen_serial(text: str) -> int:
