@@ -344,3 +344,31 @@ def test_wire_spy_refuses_numbers_that_are_not_a_time_count_or_baud(
     assert proc.returncode != 0, proc.stdout
     no_traceback(proc)
     assert option[0] in proc.stderr, proc.stderr
+
+
+@pytest.mark.parametrize("option", [["--patient", "P-9"],
+                                    ["--profile", str(ROOT / "profiles/te-diffuse.yaml")]])
+def test_resume_refuses_another_patient_or_profile_than_the_sessions(
+    tmp_path: Path, option: list[str]
+) -> None:
+    """README: "`--resume` continues an interrupted session in its own record, and a
+    session that lost its link in a new one that says which session it continues".
+    `run --resume 1 --patient P-9` (or `--profile te-diffuse.yaml`) silently dropped
+    the option and treated session 1's patient with session 1's profile, exit 0: the
+    technician asked for P-9 and the record says P-1 (run_setup.py:42-63 never looks at
+    --patient or --profile when resuming)."""
+    db = tmp_path / "r.db"
+    gate = ["--operator", "OP-1", "--checklist", str(DATA / "checklist-no.yaml"), "--consent"]
+    first = devicectl(tmp_path, "run", "--profile", str(DATA / "short-frontal.yaml"),
+                      "--patient", "P-1", "--sim", "--yes", "--speed", "0", "--seed", "1",
+                      "--db", str(db), "--scenario", "disconnect", "--quiet", *gate)
+    assert first.returncode == 4, first.stderr  # link lost: it may be continued
+    proc = devicectl(tmp_path, "run", "--resume", "1", "--sim", "--yes", "--speed", "0",
+                     "--db", str(db), "--quiet", *gate, *option)
+    assert proc.returncode == 1, proc.stdout
+    no_traceback(proc)
+    assert "session 1" in proc.stderr and option[0] in proc.stderr, proc.stderr
+    from devicectl.store import Store
+
+    with Store(db) as store:
+        assert len(store.sessions()) == 1, "nothing continued"
