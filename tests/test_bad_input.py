@@ -372,3 +372,37 @@ def test_resume_refuses_another_patient_or_profile_than_the_sessions(
 
     with Store(db) as store:
         assert len(store.sessions()) == 1, "nothing continued"
+
+
+def test_a_huge_file_given_as_the_keyring_is_refused_without_reading_it(
+    tmp_path: Path,
+) -> None:
+    """keys.py: the keyring is "a 0600 JSON file" of 32-byte keys by serial. A 3 GiB file
+    given as --keyring was read whole (keys.py:66 read_text) before json said it was
+    not a keyring: a MemoryError (exit 70) under a 2 GiB address-space limit."""
+    import resource
+
+    ring = tmp_path / "keyring.json"
+    with open(ring, "wb") as f:
+        f.truncate(3 * 1024**3)  # sparse: no disk used
+    ring.chmod(0o600)
+    env = {**os.environ, "HOME": str(tmp_path)}
+    limit = 2 * 1024**3
+    proc = subprocess.run(
+        [sys.executable, "-m", "devicectl.cli", "keys", "--keyring", str(ring), "list"],
+        capture_output=True, text=True, timeout=120, cwd=tmp_path, env=env,
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_AS, (limit, limit)),
+    )
+    no_traceback(proc)
+    assert proc.returncode == 1, proc.stderr
+    assert "keyring" in proc.stderr and "bug" not in proc.stderr, proc.stderr
+
+
+def test_firmware_update_refuses_a_baud_that_is_not_one(tmp_path: Path) -> None:
+    """`firmware update --baud -5` was taken (firmware_cmd.py:55, any int): ignored with
+    --sim, and on a port pyserial's ValueError is reported as "... is not a port"."""
+    image = ROOT / "firmware_sim/images/pen-1.2.penf"
+    proc = devicectl(tmp_path, "firmware", "update", str(image), "--sim", "--baud", "-5")
+    assert proc.returncode != 0, proc.stdout
+    no_traceback(proc)
+    assert "--baud" in proc.stderr, proc.stderr
