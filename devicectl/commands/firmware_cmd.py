@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from devicectl.clock import monotonic_us
+from devicectl.commands import whole_number
 from devicectl.errors import DevicectlError, LinkError
 from devicectl.firmware import (
     SIM_HW_ID,
@@ -52,7 +53,7 @@ def register(subparsers: Any) -> None:
     upd.add_argument("--sim-auth-required", action="store_true",
                      help="with --sim: the simulated pen obeys only signed commands")
     upd.add_argument("--keyring", type=Path, default=None, help="keyring file (see `keys`)")
-    upd.add_argument("--baud", type=int, default=None, help="UART baud rate")
+    upd.add_argument("--baud", type=whole_number, default=None, help="UART baud rate")
     upd.set_defaults(func=run_update)
 
     sign = sub.add_parser("sign", help="sign a payload for SIMULATED pens (test key only)")
