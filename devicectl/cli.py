@@ -19,7 +19,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from devicectl.errors import DevicectlError
+from devicectl.errors import DevicectlError, ProfileError
 from devicectl.plain import escape_controls
 
 # Each module defines `register(subparsers)`; its parsers set `func(args) -> int`.
@@ -176,7 +176,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         code: int = args.func(args)
     except DevicectlError as exc:
-        print(f"devicectl: {escape_controls(exc)}", file=sys.stderr)
+        # A profile's problems one a line, as `profile validate` prints them (each escaped:
+        # the newline between them is ours, one inside a problem is not).
+        for line in exc.problems if isinstance(exc, ProfileError) else [exc]:
+            print(f"devicectl: {escape_controls(line)}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("devicectl: interrupted", file=sys.stderr)

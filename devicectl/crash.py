@@ -43,9 +43,10 @@ def keep(exc: BaseException, argv: list[str]) -> Path | None:
             folder.mkdir(parents=True, exist_ok=True)
             path = folder / f"crash-{stamp}-{os.getpid()}.txt"
             # owner-only, as the records: it holds the command line (the patient's
-            # reference) and the traceback's text
+            # reference) and the traceback's text; backslashreplace: argv's bytes that
+            # are not UTF-8 (surrogate escapes) as \udcff
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
+            with os.fdopen(fd, "w", encoding="utf-8", errors="backslashreplace") as f:
                 f.write(text)
             return path
         except OSError:
@@ -57,7 +58,8 @@ def report(exc: BaseException, argv: list[str]) -> int:
     """One sentence on stderr (the details kept, or printed where nothing could be
     written); returns EXIT_BUG."""
     where = keep(exc, argv)
-    what = escape_controls(f"{type(exc).__name__}: {exc}")
+    what = escape_controls(f"{type(exc).__name__}: {exc}").encode(
+        "utf-8", "backslashreplace").decode("utf-8")  # printable on any stderr
     if len(what) > _TEXT_MAX:
         what = what[: _TEXT_MAX - 1] + "…"
     kept = (f"the details are in {where}" if where is not None

@@ -10,6 +10,7 @@ for the simulator's test-only key: a real maker's key never comes near here.
 from __future__ import annotations
 
 import hashlib
+import os
 import struct
 import zlib
 from dataclasses import dataclass
@@ -118,9 +119,13 @@ def read_image(data: bytes, source: str = "the image") -> Image:
 def load_image(path: str | Path) -> Image:
     p = Path(path)
     try:
-        data = read_at_most(p, MAX_IMAGE_BYTES + 1)  # more says "too large" just as well
+        with open(p, "rb") as f:
+            data = f.read(MAX_IMAGE_BYTES + 1)  # no more: read_image says what is too big
+            size = os.fstat(f.fileno()).st_size
     except OSError as exc:
         raise ImageError(f"{p}: cannot read the image ({exc.strerror})") from None
+    if size > MAX_IMAGE_BYTES:
+        raise ImageError(f"{p} is {size} bytes; an image is at most 1 MiB")
     return read_image(data, str(p))
 
 

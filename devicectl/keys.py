@@ -20,6 +20,8 @@ from devicectl.errors import DevicectlError
 from devicectl.signing import KEY_BYTES
 
 ENV_KEYRING: Final = "DEVICECTL_KEYRING"
+#: A keyring of every pen a clinic could own is kilobytes (about 80 bytes a pen).
+MAX_KEYRING_BYTES: Final = 16 * 1024**2
 
 
 class KeyringError(DevicectlError):
@@ -84,6 +86,10 @@ class Keyring:
                 f"{self.path}: the keyring can be read by others (mode "
                 f"{stat.S_IMODE(st.st_mode):o}); refusing it: run `chmod 600 {self.path}`"
             )
+        if st.st_size > MAX_KEYRING_BYTES:  # refused before it is read
+            raise KeyringError(
+                f"{self.path}: {st.st_size} bytes is not a devicectl keyring (at most "
+                f"{MAX_KEYRING_BYTES // 1024**2} MiB)")
         try:
             doc = json.loads(self.path.read_text(encoding="utf-8"))
             pens = doc["pens"]

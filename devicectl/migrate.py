@@ -57,7 +57,8 @@ class Moved:
 
 def parse_source(text: str) -> Path:
     """`sqlite:PATH` (or a bare path) as the chair's records file."""
-    path = Path(text.removeprefix("sqlite:"))
+    # expanduser: the shell leaves a ~ after `sqlite:` as it is (the README writes one)
+    path = Path(text.removeprefix("sqlite:")).expanduser()
     if not path.is_file():
         raise StoreError(f"no records file at {path} (--from sqlite:PATH)")
     return path

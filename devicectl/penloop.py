@@ -80,8 +80,8 @@ def open_link(settings: LinkSettings) -> Link:
             return Link(wire, settings.name,
                         max_wait_us=WOKEN_MAX_WAIT_US if woken else MAX_WAIT_US)
         except DevicectlError as exc:  # nothing started: a refusal (exit 1), not a lost link
-            raise RefusedError(f"{exc}; nothing was started (`devicectl ports` lists the "
-                               "ports)") from None
+            # link.py's sentence already says what to try (`devicectl ports`, the group)
+            raise RefusedError(f"{exc}; nothing was started") from None
     from firmware_sim.__main__ import with_auth
     from firmware_sim.bootloader import load_slots
     from firmware_sim.virtual import VirtualPen, VirtualWire

@@ -343,6 +343,10 @@ class RecordWriter(WriterFallback):
             else:
                 self._fail(first_line(exc))
             return False
+        except Exception as exc:  # a row that cannot be written (a bug): failed all the same,
+            # never a dead thread under a session that goes on stamping unrecorded
+            self._fail(f"{self._writing} could not be written ({type(exc).__name__}: {exc})")
+            return False
         self._committed += len(pending.events)
         changed = self._file_changed()
         if changed is not None:  # committed into a file that is no longer the records

@@ -208,7 +208,8 @@ class WriterFallback:
         try:
             # Created for its owner only: it holds patient references.
             fd = os.open(self.unsaved_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-            with os.fdopen(fd, "a", encoding="utf-8") as f:
+            # backslashreplace: a lone surrogate goes in as its JSON escape (\udcff)
+            with os.fdopen(fd, "a", encoding="utf-8", errors="backslashreplace") as f:
                 start = os.fstat(fd).st_size
                 try:
                     f.write("".join(text + "\n" for text in todo))

@@ -1,1 +1,79 @@
-"""The `devicectl` subcommands, one module each: `register(subparsers)` adds them."""
+"""The `devicectl` subcommands, one module each: `register(subparsers)` adds them; here,
+the argument types more than one of them shares."""
+
+from __future__ import annotations
+
+import argparse
+import math
+
+
+def web_port(text: str) -> int:
+    """argparse's type for --web-port: a TCP port, 0-65535 (0: any free one)."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number; give 0-65535") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not a port number; give 0-65535")
+    return port
+
+
+def sim_speed(text: str) -> float:
+    """argparse's type for the simulator's --speed: times real time, finite and ≥ 0."""
+    try:
+        speed = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a speed; give a number ≥ 0 "
+                                         "(0 = as fast as possible)") from None
+    if not math.isfinite(speed) or speed < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a speed; give a number ≥ 0 "
+                                         "(0 = as fast as possible)")
+    return speed
+
+
+def whole_number(text: str) -> int:
+    """argparse's type for a count (--limit, --count) or a rate (--baud): a whole number ≥ 1."""
+    try:
+        number = int(text)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number ≥ 1")
+    return number
+
+
+def seconds(text: str) -> float:
+    """argparse's type for a duration in seconds: a finite number above 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration; give seconds above 0")
+    return value
+
+
+def pen_serial(text: str) -> int:
+    """argparse's type for a pen's serial number: DEVICE_INFO's u32, 0 to 4294967295."""
+    try:
+        serial = int(text)
+    except ValueError:
+        serial = -1
+    if not 0 <= serial <= 0xFFFF_FFFF:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a pen's serial number; give a whole number 0 to 4294967295")
+    return serial
+
+
+def utf8_text(value: str) -> str:
+    """argparse's type for text that is recorded or served (a room, a reason, a note, an
+    address): UTF-8, as the records' chain and the pages encode it. argv hands bytes
+    that are not UTF-8 over as surrogate escapes, which nothing downstream can write."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        byte = value[exc.start].encode("utf-8", "surrogateescape")[0]
+        raise argparse.ArgumentTypeError(
+            f"not UTF-8 text (byte 0x{byte:02x} at character {exc.start + 1}); "
+            "type it again in a UTF-8 terminal") from None
+    return value

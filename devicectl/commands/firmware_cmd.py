@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from devicectl.clock import monotonic_us
+from devicectl.commands import whole_number
 from devicectl.errors import DevicectlError, LinkError
 from devicectl.firmware import (
     MAX_IMAGE_BYTES,
@@ -56,7 +57,7 @@ def register(subparsers: Any) -> None:
     upd.add_argument("--sim-auth-required", action="store_true",
                      help="with --sim: the simulated pen obeys only signed commands")
     upd.add_argument("--keyring", type=Path, default=None, help="keyring file (see `keys`)")
-    upd.add_argument("--baud", type=int, default=None, help="UART baud rate")
+    upd.add_argument("--baud", type=whole_number, default=None, help="UART baud rate")
     upd.add_argument("--test-key", action="store_true",
                      help="with --port: send an image signed with the simulator's public test "
                      "key (a pen served by `python -m firmware_sim serve`, never a real one)")

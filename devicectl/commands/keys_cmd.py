@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from devicectl.commands import pen_serial
 from devicectl.keys import Keyring, KeyringError, parse_key
 
 #: Read from stdin at most: a key file is 64 hex digits, maybe spaced.
@@ -26,7 +27,7 @@ def register(subparsers: Any) -> None:
                       "~/.config/devicectl/keyring.json)")
     sub = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
     add = sub.add_parser("add", help="add or replace a pen's key, read as hex from stdin")
-    add.add_argument("serial", type=int, metavar="SERIAL")
+    add.add_argument("serial", type=pen_serial, metavar="SERIAL")
     add.set_defaults(func=run_add)
     lst = sub.add_parser("list", help="the serial numbers the keyring holds keys for")
     lst.set_defaults(func=run_list)

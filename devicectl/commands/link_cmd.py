@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+from devicectl.commands import seconds, whole_number
 from devicectl.errors import DevicectlError, ProtocolError
 from devicectl.link import DEFAULT_BAUDRATE, list_serial_ports, open_transport
 from devicectl.protocol import (
@@ -73,9 +74,9 @@ def register(subparsers: Any) -> None:
     spy = sub.add_parser("spy", help="decode live traffic from a port")
     spy.add_argument("port", help="device path, pseudo-terminal or pyserial URL")
     spy.add_argument("--json", action="store_true", help="print JSON lines")
-    spy.add_argument("--baud", type=int, default=DEFAULT_BAUDRATE, help="UART baud rate")
-    spy.add_argument("--count", type=int, default=None, help="stop after N frames")
-    spy.add_argument("--duration", type=float, default=None, help="stop after S seconds")
+    spy.add_argument("--baud", type=whole_number, default=DEFAULT_BAUDRATE, help="UART baud rate")
+    spy.add_argument("--count", type=whole_number, default=None, help="stop after N frames")
+    spy.add_argument("--duration", type=seconds, default=None, help="stop after S seconds")
     spy.add_argument("--session-key", metavar="HEX",
                      help="a secure session's key K_s (64 hex digits): check signed frames' tags")
     spy.set_defaults(func=run_spy)

@@ -11,6 +11,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from devicectl.commands import utf8_text, web_port
 from devicectl.errors import StoreError
 from devicectl.liveness import is_running
 from devicectl.store import Store, db_arg, default_db_path, resolve_db
@@ -29,8 +30,8 @@ def register(sub: Any) -> None:
                    "session in the clinic, each linking to its page")
     p.add_argument("--session", type=int, default=None, metavar="ID",
                    help="the session to watch (default: the newest)")
-    p.add_argument("--web-port", type=int, default=8766, help="the page's port (default 8766)")
-    p.add_argument("--web-host", default="127.0.0.1",
+    p.add_argument("--web-port", type=web_port, default=8766, help="the page's port (default 8766)")
+    p.add_argument("--web-host", type=utf8_text, default="127.0.0.1",
                    help="the page's address (default 127.0.0.1: this computer only)")
     p.set_defaults(func=monitor)
 

@@ -27,6 +27,7 @@ from rich.text import Text
 
 from devicectl.adjuncts import adjunct_instructions
 from devicectl.claim import CLAIM_TIMEOUT_S
+from devicectl.commands import sim_speed, utf8_text, web_port
 from devicectl.commands.checklist_cmd import (
     acknowledge_adjuncts,
     eligibility_gate,
@@ -90,7 +91,8 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--profile", type=Path, help="the treatment profile (YAML)")
     p.add_argument("--patient", help="the patient's pseudonymous reference (no names)")
-    p.add_argument("--operator", metavar="ID", help="who runs the session (required; recorded)")
+    p.add_argument("--operator", type=utf8_text, metavar="ID",
+                   help="who runs the session (required; recorded)")
     p.add_argument("--checklist", type=Path, metavar="FILE",
                    help="answers to the contraindication checklist, a YAML mapping of item id "
                    "to yes/no (`devicectl checklist template`); without it they are asked in "
@@ -110,7 +112,7 @@ def register(sub: Any) -> None:
     p.add_argument("--scenario",
                    help="simulator fault scenario (python -m firmware_sim scenarios; "
                    "default: none, a well-behaved pen)")
-    p.add_argument("--speed", type=float, default=1.0,
+    p.add_argument("--speed", type=sim_speed, default=1.0,
                    help="simulator speed, times real time (0 = as fast as possible)")
     p.add_argument("--seed", type=int,
                    help="simulator seed (default: a new one each run, so a new cartridge)")
@@ -126,18 +128,18 @@ def register(sub: Any) -> None:
     p.add_argument("--db", type=db_arg, metavar="PATH|URL",
                    help=f"records database (default $DEVICECTL_DB, else {default_db_path()}):"
                    " an SQLite file, or the clinic's postgresql://… server")
-    p.add_argument("--room", default=None, metavar="NAME",
+    p.add_argument("--room", type=utf8_text, default=None, metavar="NAME",
                    help="the treatment room, recorded with the session")
     p.add_argument("--new-records", action="store_true",
                    help="let a clinical run start new records where --db points (none there "
                    "yet: no patient history to check intervals and cartridges against)")
     p.add_argument("--yes", action="store_true",
                    help="answer the confirmations (start, next zone) for scripted runs")
-    p.add_argument("--override-interval", metavar="REASON",
+    p.add_argument("--override-interval", type=utf8_text, metavar="REASON",
                    help="start although a zone's minimum interval has not passed: the "
                    f"clinician's reason, at least {OVERRIDE_REASON_MIN_CHARS} characters "
                    "(recorded, with --clinician)")
-    p.add_argument("--clinician", metavar="ID",
+    p.add_argument("--clinician", type=utf8_text, metavar="ID",
                    help="the clinician who decided the interval override (recorded)")
     p.add_argument("--resume", type=int, metavar="SESSION_ID",
                    help="continue an interrupted session, or one that lost its link, with its "
@@ -150,7 +152,7 @@ def register(sub: Any) -> None:
         "demo", help="a full simulated session with the live view",
         description="A whole simulated session of the shipped profile "
         f"({DEMO_PROFILE.name}), accelerated, with the live view and the live page.")
-    d.add_argument("--speed", type=float, default=DEMO_SPEED,
+    d.add_argument("--speed", type=sim_speed, default=DEMO_SPEED,
                    help="simulator speed, times real time (0 = as fast as possible)")
     d.add_argument("--db", type=db_arg, default=DEMO_DB, metavar="PATH|URL",
                    help="records: a file (relative to the current folder) or a "
@@ -164,8 +166,8 @@ def _web_args(p: Any, *, default: bool) -> None:
     """--web: the live page (devicectl/web; docs/web.md), on for the demo."""
     p.add_argument("--web", action=argparse.BooleanOptionalAction, default=default,
                    help="serve the live page for a screen beside the chair")
-    p.add_argument("--web-port", type=int, default=8765, help="the page's port (default 8765)")
-    p.add_argument("--web-host", default="127.0.0.1",
+    p.add_argument("--web-port", type=web_port, default=8765, help="the page's port (default 8765)")
+    p.add_argument("--web-host", type=utf8_text, default="127.0.0.1",
                    help="the page's address (default 127.0.0.1: this computer only)")
 
 

@@ -61,6 +61,7 @@ def load_session(args: argparse.Namespace, store: Store,
                                    topical_wait_hours=args.topical_wait_hours)
         if loaded.content_hash != record.profile_hash:
             raise RefusedError(f"session {record.id}'s stored profile does not match its hash")
+        _same_as_resumed(args, record.id, record.patient_ref, record.profile_hash)
         return loaded, record.patient_ref, record.id
     if args.profile is None or not args.patient:
         raise DevicectlError("a new session needs --profile FILE and --patient REF")
@@ -68,6 +69,26 @@ def load_session(args: argparse.Namespace, store: Store,
             patient_ref(args.patient), None)
 
 
+
+
+def _same_as_resumed(args: argparse.Namespace, session_id: int, patient: str,
+                     profile_hash: str) -> None:
+    """A --patient or --profile given with --resume must be the session's own: it
+    continues the patient and profile it started with, never others asked for."""
+    if args.patient and patient_ref(args.patient) != patient:
+        raise RefusedError(
+            f"session {session_id} is of patient {patient}, not {patient_ref(args.patient)} "
+            "(--patient): --resume continues the session's own patient; leave --patient out, "
+            "or start a new session"
+        )
+    if args.profile is not None:
+        given = load_profile(args.profile, topical_wait_hours=args.topical_wait_hours)
+        if given.content_hash != profile_hash:
+            raise RefusedError(
+                f"session {session_id} runs another profile than {args.profile} (--profile): "
+                "--resume continues the session's own profile; leave --profile out, or start "
+                "a new session"
+            )
 
 
 def now_iso() -> str:

@@ -17,6 +17,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from devicectl.commands import whole_number
 from devicectl.commands.chain_cmd import add_verify
 from devicectl.commands.patients_cmd import add_note_command
 from devicectl.errors import DevicectlError, StoreError
@@ -67,7 +68,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         return p
 
     list_p = with_db(sub.add_parser("list", help="recent sessions, newest first"))
-    list_p.add_argument("--limit", type=int, default=50, help="how many (default 50)")
+    list_p.add_argument("--limit", type=whole_number, default=50, help="how many (default 50)")
     list_p.set_defaults(func=list_sessions)
 
     show_p = with_db(
