@@ -17,7 +17,7 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from devicectl.errors import DevicectlError, ProfileError
 from devicectl.plain import escape_controls
@@ -107,11 +107,16 @@ class HelpFormatter(argparse.HelpFormatter):
 
 
 class Parser(argparse.ArgumentParser):
-    """An ArgumentParser whose help shows the defaults; sub-commands inherit it."""
+    """An ArgumentParser whose help shows the defaults, and whose usage errors exit 1,
+    a user's mistake (argparse's 2 is "aborted" here); sub-commands inherit it."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("formatter_class", HelpFormatter)
         super().__init__(*args, **kwargs)
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(1, f"{self.prog}: error: {message}\n")
 
 
 def _command_of(argv: Sequence[str]) -> str | None:

@@ -423,9 +423,6 @@ def test_firmware_update_refuses_a_baud_that_is_not_one(tmp_path: Path) -> None:
     assert "--baud" in proc.stderr, proc.stderr
 
 
-@pytest.mark.xfail(strict=True, reason="for the lead: argparse exits 2 on a usage error, "
-                   "which `devicectl --help` and the README give to 'aborted'; exit 1 would "
-                   "change test_cli's and test_sessions_cli's expectations of 2")
 def test_a_command_line_that_does_not_parse_exits_as_a_users_mistake(tmp_path: Path) -> None:
     """`devicectl --help` (cli.py:135): "Exit codes: 0 done, 1 refused or a user's mistake,
     2 aborted"; README: run's "2 aborted". `run --speed abc` exits 2 (argparse's usage

@@ -171,9 +171,9 @@ def test_keys_require_on_refuses_a_pen_without_auth_and_off_accepts_it_again(
     updater = Updater(load_image(GOOD), key_for=Keyring(ring).policy(), now_us=0)
     drive_virtual(updater, VirtualPen(seed=1), 0)
     assert updater.step is Step.DONE, updater.error
-    with pytest.raises(SystemExit) as bad:  # argparse's usage line, exit 2
+    with pytest.raises(SystemExit) as bad:  # the usage line, exit 1: a user's mistake
         run(["keys", "--keyring", str(ring), "require", "maybe"])
-    assert bad.value.code == 2
+    assert bad.value.code == 1
 
 
 def test_a_keyring_whose_rule_is_not_true_or_false_is_refused_in_one_sentence(

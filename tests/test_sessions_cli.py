@@ -318,7 +318,7 @@ def test_show_filters_by_kind_and_time_and_prints_json(
     assert sum(1 for line in out.splitlines() if line.startswith("20:00")) == 1
     with pytest.raises(SystemExit) as exc:
         cli.main(["sessions", "show", str(sid), "--db", str(path), "--since", "soon"])
-    assert exc.value.code == 2
+    assert exc.value.code == 1  # a user's mistake
     assert "not a time into the session" in capsys.readouterr().err
 
 

@@ -194,7 +194,7 @@ def run_decode(args: argparse.Namespace) -> int:
         print(args.usage().rstrip(), file=sys.stderr)
         print("give hex bytes as arguments, e.g. `devicectl wire decode 04 01 42 09`, "
               "or pipe them in: `xxd -p capture.bin | devicectl wire decode`", file=sys.stderr)
-        return 2
+        return 1  # a user's mistake, as a usage error is
     text = " ".join(args.hex) if args.hex else sys.stdin.read()
     data = parse_hex(text)
     if data and not data.endswith(b"\x00"):
