@@ -2,13 +2,12 @@
 `RecordWriter` (record_writer.py) for the session itself. The record types and
 the SQLite schema live in records.py; a clinic's PostgreSQL in store_pg.py. One
 `Store` speaks to either: a path is an SQLite file (one chair), a postgresql://
-URL the clinic's server (`resolve_db`).
+URL the clinic's server (records_where.resolve_db).
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
 import sqlite3
 from collections.abc import Iterator, Mapping, Sequence
@@ -55,9 +54,7 @@ __all__ = [
     "SessionRecord",
     "Store",
     "ZoneCoverage",
-    "default_db_path",
     "parse_wall",
-    "resolve_db",
 ]
 
 #: A patient's other open session younger than this blocks a new one (another room).
@@ -74,28 +71,6 @@ class PatientBusyError(StoreError):
 _SECONDS_PER_DAY: Final = 86_400.0
 #: A session is refused when the records' file system has less free space than this.
 MIN_FREE_BYTES: Final = 16 * 1024 * 1024
-
-
-def default_db_path() -> Path:
-    """$XDG_DATA_HOME/devicectl/sessions.db, else ~/.local/share/devicectl/sessions.db."""
-    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(base) / "devicectl" / "sessions.db"
-
-
-def resolve_db(given: Path | str | None) -> Path | str:
-    """Where the records are: --db as given, else $DEVICECTL_DB, else the default
-    SQLite file. A postgresql:// URL stays a string; anything else is a path."""
-    text = str(given) if given is not None else store_pg.db_from_env()
-    if text is None:
-        return default_db_path()
-    if store_pg.is_pg_url(text):
-        return text
-    return Path(text)
-
-
-def db_arg(text: str) -> Path | str:
-    """argparse's type for --db: a postgresql:// URL as given, anything else a path."""
-    return text if store_pg.is_pg_url(text) else Path(text)
 
 
 def parse_wall(text: str) -> datetime:

@@ -17,8 +17,9 @@ from hypothesis import strategies as st
 from devicectl.dbconn import Conn, PgConn
 from devicectl.errors import StoreError
 from devicectl.records import APPLICATION_ID, NUL_STANDIN, SCHEMA_VERSION
+from devicectl.records_where import default_db_path
 from devicectl.safety import DEPTH_CAP_UM, INTERVAL_DEPTH_UM
-from devicectl.store import EventRecord, Store, ZoneCoverage, default_db_path
+from devicectl.store import EventRecord, Store, ZoneCoverage
 
 START = "2026-03-01T09:00:00+00:00"
 

@@ -18,7 +18,8 @@ from devicectl.chain import verify_all
 from devicectl.dbconn import PgConn
 from devicectl.errors import StoreError
 from devicectl.notes import add_note, notes_of
-from devicectl.store import EventRecord, Store, resolve_db
+from devicectl.records_where import resolve_db
+from devicectl.store import EventRecord, Store
 from devicectl.store_pg import WRITER_ROLE
 
 START = "2026-03-01T09:00:00+00:00"

@@ -15,7 +15,8 @@ from rich.text import Text
 from devicectl.chain import ChainCheck, verify_all, verify_session
 from devicectl.errors import StoreError
 from devicectl.plain import plain
-from devicectl.store import Store, resolve_db
+from devicectl.records_where import resolve_db
+from devicectl.store import Store
 
 Parser = argparse.ArgumentParser
 

@@ -14,7 +14,8 @@ from typing import Any
 from devicectl.commands import utf8_text, web_port
 from devicectl.errors import StoreError
 from devicectl.liveness import is_running
-from devicectl.store import Store, db_arg, default_db_path, resolve_db
+from devicectl.records_where import db_arg, default_db_path, resolve_db
+from devicectl.store import Store
 
 
 def register(sub: Any) -> None:

@@ -20,16 +20,10 @@ from devicectl.errors import DevicectlError, StoreError
 from devicectl.notes import ADVERSE_KINDS, Note, add_note, notes_of
 from devicectl.patients import patient_ref
 from devicectl.plain import plain
+from devicectl.records_where import db_arg, default_db_path, resolve_db
 from devicectl.safety import INTERVAL_DEPTH_UM
 from devicectl.safety_gonogo import ZoneInterval, zone_interval_days
-from devicectl.store import (
-    SessionRecord,
-    Store,
-    db_arg,
-    default_db_path,
-    parse_wall,
-    resolve_db,
-)
+from devicectl.store import SessionRecord, Store, parse_wall
 
 Parser = argparse.ArgumentParser
 #: Enough for any clinic's records: `patients` reads them all.

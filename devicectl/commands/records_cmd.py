@@ -13,7 +13,7 @@ import argparse
 from pathlib import Path
 
 from devicectl.errors import DevicectlError
-from devicectl.store import db_arg
+from devicectl.records_where import db_arg
 from devicectl.store_pg import redact
 from devicectl.unsaved import PG_PREFIX, SUFFIX, db_path_of, replay
 

@@ -64,9 +64,10 @@ from devicectl.penproc import MapRaster, PenProcess, SessionSettings
 from devicectl.plain import plain
 from devicectl.profile import DEFAULT_TOPICAL_WAIT_HOURS
 from devicectl.profile_plan import plan_recipe
+from devicectl.records_where import db_arg, default_db_path, resolve_db
 from devicectl.safety import OVERRIDE_REASON_MIN_CHARS
 from devicectl.snapshot import Outcome, Watched
-from devicectl.store import Store, db_arg, default_db_path, resolve_db
+from devicectl.store import Store
 from devicectl.store_pg import redact
 from devicectl.transitions import Command, State
 from devicectl.unsaved import not_yet_replayed

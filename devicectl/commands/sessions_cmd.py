@@ -29,15 +29,8 @@ from devicectl.eventkinds import (
 )
 from devicectl.liveness import is_running
 from devicectl.plain import plain
-from devicectl.store import (
-    EventRecord,
-    SessionRecord,
-    Store,
-    db_arg,
-    default_db_path,
-    parse_wall,
-    resolve_db,
-)
+from devicectl.records_where import db_arg, default_db_path, resolve_db
+from devicectl.store import EventRecord, SessionRecord, Store, parse_wall
 
 CSV_COLUMNS = ("t_us", "since_start_s", "wall", "kind", "zone_id", "safety", "text", "data")
 

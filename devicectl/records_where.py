@@ -1,0 +1,35 @@
+"""Where the records are: `--db` as given, else $DEVICECTL_DB, else the default SQLite
+file. A postgresql:// URL stays a string (the clinic's server, store_pg.py); anything
+else is a path (one chair's file). Nothing here opens them (store.Store does).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from devicectl import store_pg
+
+__all__ = ["db_arg", "default_db_path", "resolve_db"]
+
+
+def default_db_path() -> Path:
+    """$XDG_DATA_HOME/devicectl/sessions.db, else ~/.local/share/devicectl/sessions.db."""
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "devicectl" / "sessions.db"
+
+
+def resolve_db(given: Path | str | None) -> Path | str:
+    """Where the records are: --db as given, else $DEVICECTL_DB, else the default
+    SQLite file. A postgresql:// URL stays a string; anything else is a path."""
+    text = str(given) if given is not None else store_pg.db_from_env()
+    if text is None:
+        return default_db_path()
+    if store_pg.is_pg_url(text):
+        return text
+    return Path(text)
+
+
+def db_arg(text: str) -> Path | str:
+    """argparse's type for --db: a postgresql:// URL as given, anything else a path."""
+    return text if store_pg.is_pg_url(text) else Path(text)
