@@ -134,15 +134,19 @@ class _Guard:
                 message["headers"] = [*message.get("headers", ()), *SECURITY_HEADERS]
             await send(message)
 
-        hosts = [v for k, v in scope.get("headers", ()) if k == b"host"]
-        host = hosts[0].decode("latin-1").lower() if len(hosts) == 1 else ""
-        if host not in self.allowed:
-            body = b"unknown Host header: open the page at the address devicectl printed\n"
-            await guarded_send({"type": "http.response.start", "status": 400, "headers": [
+        async def plain(status: int, body: bytes) -> None:
+            """A whole text answer, with the security headers."""
+            await guarded_send({"type": "http.response.start", "status": status, "headers": [
                 (b"content-type", b"text/plain; charset=utf-8"),
                 (b"content-length", str(len(body)).encode()),
             ]})
             await send({"type": "http.response.body", "body": body})
+
+        hosts = [v for k, v in scope.get("headers", ()) if k == b"host"]
+        host = hosts[0].decode("latin-1").lower() if len(hosts) == 1 else ""
+        if host not in self.allowed:
+            await plain(400, b"unknown Host header: open the page at the address devicectl "
+                        b"printed\n")
             return
         try:
             await self.app(scope, receive, guarded_send)
@@ -150,12 +154,7 @@ class _Guard:
             # A bug in a handler: the 500 goes out here, with the headers (starlette's
             # own error middleware sits outside this guard); the error goes on to the log.
             if not started:
-                body = b"Internal Server Error"
-                await guarded_send({"type": "http.response.start", "status": 500, "headers": [
-                    (b"content-type", b"text/plain; charset=utf-8"),
-                    (b"content-length", str(len(body)).encode()),
-                ]})
-                await send({"type": "http.response.body", "body": body})
+                await plain(500, b"Internal Server Error")
             raise
 
 
