@@ -25,10 +25,19 @@ def _no_keys(_serial: int) -> bytes | None:
     return None
 
 
-def requires_auth(keys: object) -> bool:
-    """Whether the key source says every pen must authenticate (keys.KeyPolicy's
-    `require_auth`; a plain callable, as the simulator's test key, does not)."""
-    return getattr(keys, "require_auth", False) is True
+def unauthenticated_problem(keys: object, serial: int, key: bytes | None) -> str | None:
+    """Why a pen without AUTH may not be used unauthenticated (one sentence), or None:
+    the keyring holds its key (no downgrade), or the key source says every pen must
+    authenticate (keys.KeyPolicy's `require_auth`; a plain callable, as the simulator's
+    test key, does not). The controller and the firmware updater both ask it."""
+    if key is not None:
+        return (f"pen {serial} does not offer the authenticated link, but the keyring holds "
+                "its key: refused (no downgrade); is this the clinic's pen?")
+    if getattr(keys, "require_auth", False) is True:
+        return (f"pen {serial} does not offer the authenticated link, and this clinic's "
+                "keyring requires every pen to (`devicectl keys require off` allows pens "
+                "without it)")
+    return None
 
 
 class LinkAuth:
@@ -80,14 +89,7 @@ class LinkAuth:
             self._handshake = HostHandshake(key, serial, self._entropy(RANDOM_BYTES))
             self.begun = self._handshake.begin()
             return self.begun
-        if key is not None:
-            return (f"pen {serial} does not offer the authenticated link, but the keyring holds "
-                    "its key: refused (no downgrade); is this the clinic's pen?")
-        if requires_auth(self._keys):
-            return (f"pen {serial} does not offer the authenticated link, and this clinic's "
-                    "keyring requires every pen to (`devicectl keys require off` allows pens "
-                    "without it)")
-        return None
+        return unauthenticated_problem(self._keys, serial, key)
 
     def proof(self, msg: p.AuthProof) -> p.AuthConfirm | str | None:
         """AUTH_CONFIRM to send (the session then starts), a refusal, or None (not asked)."""

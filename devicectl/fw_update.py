@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import Final
 
 from devicectl import protocol as p
-from devicectl.controller_auth import requires_auth
+from devicectl.controller_auth import unauthenticated_problem
 from devicectl.firmware import Image, chunks, version_text
 from devicectl.linkstate import LinkLost, LinkState
 from devicectl.signing import RANDOM_BYTES, HostHandshake, SecureSession
@@ -229,13 +229,8 @@ class Updater:
             self._handshake = HostHandshake(key, serial, self._entropy(RANDOM_BYTES))
             self.step = Step.AUTHENTICATING
             self._send(self._handshake.begin(), now_us)
-        elif key is not None:
-            self._fail(f"pen {serial} does not offer the authenticated link, but the keyring "
-                       "holds its key: refused (no downgrade); is it the clinic's pen?")
-        elif requires_auth(self._key_for):
-            self._fail(f"pen {serial} does not offer the authenticated link, and this clinic's "
-                       "keyring requires every pen to (`devicectl keys require off` allows "
-                       "pens without it)")
+        elif (problem := unauthenticated_problem(self._key_for, serial, key)) is not None:
+            self._fail(problem)
         else:
             self.step = Step.PREPARING
 

@@ -125,10 +125,6 @@ class Keyring:
         except OSError as exc:
             raise KeyringError(f"{self.path}: cannot write the keyring ({exc.strerror})") from None
 
-    def snapshot(self) -> dict[int, bytes]:
-        """Every key, read (and the file's permissions checked) once, e.g. before a session."""
-        return self._load()
-
     def policy(self) -> KeyPolicy:
         """The keys and the rule, read (and the permissions checked) once: a session's."""
         return self._read()
