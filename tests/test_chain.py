@@ -227,10 +227,9 @@ def test_any_log_verifies_and_any_changed_row_is_the_one_named(
         assert check.problem is not None and f"event row {target} " in check.problem
 
 
-def test_records_created_before_the_chain_are_reported_not_failed(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    db = tmp_path / "old.db"
+def records_before_the_chain(db: Path) -> sqlite3.Connection:
+    """A records file at schema 1 (before the hash chain) holding one session, P-OLD1;
+    the connection is left open (autocommit) for more rows."""
     conn = sqlite3.connect(db, isolation_level=None)
     for sql in MIGRATIONS[0]:
         conn.execute(sql)
@@ -238,7 +237,14 @@ def test_records_created_before_the_chain_are_reported_not_failed(
     conn.execute(f"PRAGMA application_id={APPLICATION_ID}")
     conn.execute("INSERT INTO sessions (patient_ref, profile_name, profile_hash, profile_text,"
                  " started_at) VALUES ('P-OLD1', 'p', 'h', 't', '2025-01-01T00:00:00+00:00')")
-    conn.close()
+    return conn
+
+
+def test_records_created_before_the_chain_are_reported_not_failed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = tmp_path / "old.db"
+    records_before_the_chain(db).close()
     assert sim_run(db, seed=8) == 0  # migrated; the new session is chained
     code, out = verify(db, capsys)
     assert code == 0

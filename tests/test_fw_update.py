@@ -147,24 +147,19 @@ def test_a_lost_auth_confirm_costs_a_resend_not_an_attempt() -> None:
     first signed frame), and an ACK_REQ frame not ACKed is sent again, same content. The
     updater signed from the send of AUTH_CONFIRM, its resend too, which the pen (no
     session yet) dropped: the update began again from HELLO (aud11spec's note)."""
-    from devicectl.protocol import AuthConfirm, Decoder
+    from test_secure_session import DropFirst
+
+    from devicectl.protocol import AuthConfirm
 
     vpen = pen(REQUIRED)
     u = Updater(GOOD, key_for=sim_device_key, now_us=0)
     vpen.receive_data(u.start(0), 0)
-    lost: list[int] = []
+    lose_the_confirm = DropFirst(lambda m: isinstance(m, AuthConfirm))
     now = 0
     while not u.done and now < 60_000_000:
         now += 500
-        out = u.receive_data(vpen.advance(now), now) + u.tick(now)
-        kept = b""
-        for piece in out.split(b"\x00")[:-1]:
-            frames = Decoder().feed(piece + b"\x00")
-            if not lost and frames and isinstance(frames[0].message, AuthConfirm):
-                lost.append(now)
-                continue
-            kept += piece + b"\x00"
+        kept = lose_the_confirm(u.receive_data(vpen.advance(now), now) + u.tick(now), now)
         if kept:
             vpen.receive_data(kept, now)
-    assert lost and u.step is Step.DONE, (u.error, u.notes)
+    assert lose_the_confirm.lost and u.step is Step.DONE, (u.error, u.notes)
     assert u.attempt == 1 and not u.notes, u.notes

@@ -34,6 +34,26 @@ def make_pen(capabilities: int = 0, **changes: int) -> VirtualPen:
                       pen=replace(base, capabilities=base.capabilities | capabilities))
 
 
+class DropFirst:
+    """A `to_pen`/`to_host` filter for `session`: the first whole frame `match` takes is
+    lost on the wire (`lost` holds when); the rest pass as they came. The bytes after
+    the last delimiter of a call are dropped too (every call here carries whole frames)."""
+
+    def __init__(self, match: Callable[[p.Message | p.Unknown], bool]) -> None:
+        self.match = match
+        self.lost: list[int] = []
+
+    def __call__(self, data: bytes, now: int) -> bytes:
+        out = b""
+        for piece in data.split(b"\x00")[:-1]:
+            frames = p.Decoder().feed(piece + b"\x00")
+            if not self.lost and frames and self.match(frames[0].message):
+                self.lost.append(now)
+                continue
+            out += piece + b"\x00"
+        return out
+
+
 def session(
     pen: VirtualPen,
     keys: Keys = no_keys,

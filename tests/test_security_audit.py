@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import sqlite3
 import stat
 import subprocess
 import sys
@@ -18,7 +17,7 @@ from typing import Any
 
 import pytest
 from pg_support import raw_connect
-from test_chain import sim_run, tamper
+from test_chain import records_before_the_chain, sim_run, tamper
 from test_secure_session import REQUIRED, make_pen, session
 
 from devicectl import crash
@@ -31,7 +30,6 @@ from devicectl.firmware import Image, load_image
 from devicectl.fw_update import Step, Updater
 from devicectl.keys import KeyPolicy, Keyring, KeyringError
 from devicectl.messages import FaultBit
-from devicectl.records import APPLICATION_ID, MIGRATIONS
 from devicectl.signing import HOST, SecureSession, sim_device_key
 from devicectl.store import EventRecord, Store
 from firmware_sim.physics import PenParams
@@ -219,13 +217,7 @@ def test_a_session_begun_before_the_chain_and_closed_after_it_still_verifies(
     holds, as records.insert_events chained it (from the genesis, after the unhashed
     rows); an edit in its hashed part is still named."""
     db = tmp_path / "old.db"
-    conn = sqlite3.connect(db, isolation_level=None)
-    for sql in MIGRATIONS[0]:
-        conn.execute(sql)
-    conn.execute("UPDATE schema_version SET version = 1")
-    conn.execute(f"PRAGMA application_id={APPLICATION_ID}")
-    conn.execute("INSERT INTO sessions (patient_ref, profile_name, profile_hash, profile_text,"
-                 " started_at) VALUES ('P-OLD1', 'p', 'h', 't', '2025-01-01T00:00:00+00:00')")
+    conn = records_before_the_chain(db)
     conn.execute("INSERT INTO events (session_id, t_us, wall, kind, text, data, safety)"
                  " VALUES (1, 0, '2025-01-01T00:00:01+00:00', 'STATE', 'before the chain',"
                  " '{}', 0)")

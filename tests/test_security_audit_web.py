@@ -5,6 +5,7 @@ bodies and heads, slow and endless requests, more connections than it may keep.
 
 from __future__ import annotations
 
+import contextlib
 import select
 import socket
 import sys
@@ -53,8 +54,8 @@ class Page:
         )
 
 
-@pytest.fixture
-def page() -> Iterator[Page]:
+@contextlib.contextmanager
+def _serving() -> Iterator[Page]:
     """The real server with controls (the token and a submit that records commands)."""
     submitted: list[Any] = []
     web = serve(Hub(Ticking(), MAP, HEADER | {"controls": True}, period_s=0.1),
@@ -63,6 +64,12 @@ def page() -> Iterator[Page]:
         yield Page(web, submitted)
     finally:
         web.stop()
+
+
+@pytest.fixture
+def page() -> Iterator[Page]:
+    with _serving() as served:
+        yield served
 
 
 def _status(answer: bytes) -> int:
@@ -148,13 +155,8 @@ def any_parser(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) 
     if request.param == "h11":
         monkeypatch.setitem(sys.modules, "httptools", None)
     monkeypatch.setattr(server, "HEAD_TIMEOUT_S", 1.0, raising=False)
-    submitted: list[Any] = []
-    web = serve(Hub(Ticking(), MAP, HEADER | {"controls": True}, period_s=0.1),
-                "127.0.0.1", 0, token=TOKEN, submit=submitted.append)
-    try:
-        yield Page(web, submitted)
-    finally:
-        web.stop()
+    with _serving() as served:
+        yield served
 
 
 def _closed_by_server(sock: socket.socket, within_s: float) -> bytes | None:

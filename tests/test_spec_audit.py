@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from test_controller import stamping, tel
 from test_firmware import Bench, status
 from test_pen_security import SecureBench
-from test_secure_session import make_pen, session
+from test_secure_session import DropFirst, make_pen, session
 
 from devicectl import signing
 from devicectl.columnar import decode_stream, event_dict
@@ -393,21 +393,9 @@ def test_a_lost_ack_of_auth_confirm_is_survived_by_its_resend(required: bool) ->
     "the pen refused our proof of the session key" (controller_connect.py:272)."""
     caps = int(Capability.AUTH) | (int(Capability.AUTH_REQUIRED) if required else 0)
     pen = make_pen(caps)
-    lost = []
-
-    def lose_the_confirms_ack(data: bytes, now: int) -> bytes:
-        out = b""
-        for piece in data.split(b"\x00")[:-1]:
-            frames = Decoder().feed(piece + b"\x00")
-            message = frames[0].message if frames else None
-            if not lost and isinstance(message, Ack) and message.acked_type == 0x0A:
-                lost.append(now)
-                continue
-            out += piece + b"\x00"
-        return out
-
+    lose_the_confirms_ack = DropFirst(lambda m: isinstance(m, Ack) and m.acked_type == 0x0A)
     ctl = session(pen, sim_device_key, limit_us=400_000, to_host=lose_the_confirms_ack)
-    assert lost, "the ACK was never seen"
+    assert lose_the_confirms_ack.lost, "the ACK was never seen"
     assert ctl.state not in (State.REFUSED, State.LINK_LOST), ctl.go_no_go
     auth = pen.firmware.auth
     assert auth is not None and auth.session is not None
@@ -423,20 +411,9 @@ def test_a_lost_auth_confirm_is_survived_by_its_resend(required: bool) -> None:
     pen, with no session yet, dropped the signed copies and the session ended LINK_LOST."""
     caps = int(Capability.AUTH) | (int(Capability.AUTH_REQUIRED) if required else 0)
     pen = make_pen(caps)
-    lost = []
-
-    def lose_the_confirm(data: bytes, now: int) -> bytes:
-        out = b""
-        for piece in data.split(b"\x00")[:-1]:
-            frames = Decoder().feed(piece + b"\x00")
-            if not lost and frames and isinstance(frames[0].message, AuthConfirm):
-                lost.append(now)
-                continue
-            out += piece + b"\x00"
-        return out
-
+    lose_the_confirm = DropFirst(lambda m: isinstance(m, AuthConfirm))
     ctl = session(pen, sim_device_key, limit_us=400_000, to_pen=lose_the_confirm)
-    assert lost, "no AUTH_CONFIRM was seen"
+    assert lose_the_confirm.lost, "no AUTH_CONFIRM was seen"
     assert ctl.state not in (State.REFUSED, State.LINK_LOST), ctl.go_no_go
     auth = pen.firmware.auth
     assert auth is not None and auth.session is not None
