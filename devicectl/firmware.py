@@ -120,8 +120,8 @@ def load_image(path: str | Path) -> Image:
     p = Path(path)
     try:
         with open(p, "rb") as f:
-            data = f.read(MAX_IMAGE_BYTES + 1)  # no more: read_image says what is too big
-            size = os.fstat(f.fileno()).st_size
+            data = f.read(MAX_IMAGE_BYTES + 1)  # never more (a device: /dev/zero)
+            size = os.fstat(f.fileno()).st_size  # a file's size, named when too large
     except OSError as exc:
         raise ImageError(f"{p}: cannot read the image ({exc.strerror})") from None
     if size > MAX_IMAGE_BYTES:
