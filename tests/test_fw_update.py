@@ -163,3 +163,31 @@ def test_a_lost_auth_confirm_costs_a_resend_not_an_attempt() -> None:
             vpen.receive_data(kept, now)
     assert lose_the_confirm.lost and u.step is Step.DONE, (u.error, u.notes)
     assert u.attempt == 1 and not u.notes, u.notes
+
+
+def test_a_dropped_link_mid_update_of_a_secure_pen_is_survived_by_beginning_again() -> None:
+    """fw_update.py's docstring: "a link that drops ... is survived by beginning again".
+    With a pen on the authenticated link it was not: the pen still holds the update's
+    secure session, so it NACKs the new, unsigned AUTH_BEGIN (spec 1.1), and the updater
+    failed, telling the technician the session was "another connection's" and to switch
+    the pen off and on. The controller signs that AUTH_BEGIN with the session it held
+    (controller_auth.LinkAuth.previous); the updater now shares LinkAuth and does too."""
+    vpen = pen(REQUIRED)
+    u = Updater(GOOD, key_for=sim_device_key, now_us=0)
+    now = 0
+    vpen.receive_data(u.start(now), now)
+    cut_until = None
+    while not u.done and now < 30_000_000:
+        now += 1000
+        if cut_until is None and u.acked_chunks == 4:
+            assert vpen.firmware.auth is not None and vpen.firmware.auth.session is not None
+            cut_until = now + 400_000  # the cable drops for 400 ms mid-transfer
+        cut = cut_until is not None and now < cut_until
+        from_pen = vpen.advance(now)
+        out = u.receive_data(b"" if cut else from_pen, now) + u.tick(now)
+        if out and not cut:
+            vpen.receive_data(out, now)
+    assert cut_until is not None
+    assert any("beginning again" in n for n in u.notes), u.notes
+    assert u.step is Step.DONE, u.error
+    assert vpen.firmware.pen.fw_version == 0x0102
