@@ -19,10 +19,9 @@ from collections.abc import Callable
 from typing import Final
 
 from devicectl import protocol as p
-from devicectl.controller_auth import unauthenticated_problem
+from devicectl.controller_auth import LinkAuth
 from devicectl.firmware import Image, chunks, version_text
 from devicectl.linkstate import LinkLost, LinkState
-from devicectl.signing import RANDOM_BYTES, HostHandshake, SecureSession
 
 KeySource = Callable[[int], bytes | None]
 HELLO_RETRY_US: Final = 100_000
@@ -62,6 +61,10 @@ class Updater:
         self.acked_chunks = 0
         self._out = bytearray()
         self._restart_us = 0
+        #: who must prove a key, and the filter once secure: the controller's own rules
+        #: (controller_auth.py), its `previous` session included, with which the AUTH_BEGIN
+        #: of an attempt after a dropped link is signed to a pen that still holds it
+        self._auth = LinkAuth(key_for, entropy)
         self._begin_again(now_us)
 
     # --- entry points ---------------------------------------------------------
@@ -81,12 +84,19 @@ class Updater:
         return self._flush()
 
     def receive_data(self, data: bytes, now_us: int) -> bytes:
-        for frame in self._decoder.feed(data):
-            if self.done:
-                break
-            if self._accepted(frame, now_us):
-                self._last_rx_us = now_us
-                self._on_frame(frame.message, now_us)
+        frames = self._decoder.feed(data)
+        auth, attempt = self._auth, self.attempt
+        if auth.session is not None:
+            if self._session_forgotten(frames, now_us):
+                return self._flush()
+            frames = auth.filter(frames)  # once secure: signed frames that hold, only
+            if auth.confirmed and self._link.secure is None:
+                self._link.secure = auth.session  # the pen signs: our frames are signed now
+        for frame in frames:
+            if self.done or self.attempt != attempt:
+                break  # the rest of the batch belongs to the attempt that ended
+            self._last_rx_us = now_us
+            self._on_frame(frame.message, now_us)
         return self._flush()
 
     def tick(self, now_us: int) -> bytes:
@@ -133,11 +143,7 @@ class Updater:
         self.attempt += 1
         self._link = LinkState()
         self._decoder = p.Decoder()
-        self._handshake: HostHandshake | None = None
-        #: the session our AUTH_CONFIRM proposes: our frames are signed from the pen's
-        #: first signed frame that holds under it (spec: the ACK of AUTH_CONFIRM), so
-        #: a resend of a lost AUTH_CONFIRM still goes unsigned, to a pen with no session
-        self._confirming: SecureSession | None = None
+        self._auth.reset()  # the session so far becomes `previous`
         self._nonce = int.from_bytes(self._entropy(4), "little")
         self._connect_us = self._hello_us = self._last_rx_us = now_us
         self.device = None
@@ -162,23 +168,18 @@ class Updater:
         self._hello_us = now_us
         self._send(p.Hello(p.PROTO_VERSION, self._nonce), now_us)
 
-    def _accepted(self, frame: p.Frame, now_us: int) -> bool:
-        """Once secure, only signed frames whose tag and counter hold; DEVICE_INFO too
-        (the pen answers HELLO unsigned)."""
-        secure = self._link.secure
-        if secure is None and frame.signed and self._confirming is not None:
-            if not self._confirming.accept(frame):
-                return False
-            self._link.secure, self._confirming = self._confirming, None
-            return True
-        if secure is None or isinstance(frame.message, p.DeviceInfo):
-            return True
-        if frame.signed:
-            return secure.accept(frame)
-        message = frame.message
-        if (isinstance(message, p.Ack) and message.status == p.Nack.AUTH
-                and message.acked_type != p.MsgType.HEARTBEAT):
-            self._lost(now_us, "the pen no longer knows our secure session")
+    def _session_forgotten(self, frames: list[p.Frame], now_us: int) -> bool:
+        """Our frames are signed and the pen answers one, unsigned, with NACK AUTH: it
+        has no session any more (restarted). Begin again at once, not after the resends."""
+        if self._link.secure is None:
+            return False
+        for frame in frames:
+            message = frame.message
+            if (not frame.signed and isinstance(message, p.Ack)
+                    and message.status == p.Nack.AUTH
+                    and message.acked_type != p.MsgType.HEARTBEAT):
+                self._lost(now_us, "the pen no longer knows our secure session")
+                return True
         return False
 
     # --- frames from the pen ----------------------------------------------------
@@ -193,11 +194,7 @@ class Updater:
         elif isinstance(m, p.Ack):
             if (m.acked_type == p.MsgType.AUTH_BEGIN and m.status == p.Nack.AUTH
                     and self.step is Step.AUTHENTICATING):
-                # the pen holds a secure session (spec: once secure, an unsigned
-                # AUTH_BEGIN is refused), another host's: this one cannot sign for it
-                self._fail("the pen holds a secure session of another connection and "
-                           "refuses a new one unsigned: switch it off and on, then "
-                           "`devicectl firmware update` again")
+                self._auth_begin_refused(now_us)
                 return
             message = self._link.ack(m.acked_seq, m.acked_type)
             if message is not None:
@@ -220,31 +217,43 @@ class Updater:
             self._fail(f"the image is firmware {self.image.version_text}, older than the pen's "
                        f"{version_text(info.fw_version)}: no downgrade")
             return
-        key = self._key_for(serial)
-        if caps & (p.Capability.AUTH | p.Capability.AUTH_REQUIRED):
-            if key is None:
-                self._fail(f"pen {serial} requires the authenticated link and the keyring has "
-                           f"no key for it: `devicectl keys add {serial}`")
-                return
-            self._handshake = HostHandshake(key, serial, self._entropy(RANDOM_BYTES))
+        decision = self._auth.decide(info)
+        if isinstance(decision, str):
+            self._fail(decision)
+        elif decision is not None:
             self.step = Step.AUTHENTICATING
-            self._send(self._handshake.begin(), now_us)
-        elif (problem := unauthenticated_problem(self._key_for, serial, key)) is not None:
-            self._fail(problem)
+            self._send(decision, now_us)  # unsigned: AUTH_PROOF answers it
         else:
             self.step = Step.PREPARING
 
     def _on_proof(self, proof: p.AuthProof, now_us: int) -> None:
-        if self.step is not Step.AUTHENTICATING or self._handshake is None:
+        if self.step is not Step.AUTHENTICATING:
             return
-        confirm = self._handshake.proof(proof)
-        if confirm is None:
-            serial = self.device.serial_number if self.device else "?"
-            self._fail(f"pen {serial} could not prove its key: not a genuine pen, "
-                       "or not this clinic's key")
+        answer = self._auth.proof(proof)
+        if isinstance(answer, str):
+            self._fail(answer)
+        elif answer is not None:
+            # Unsigned, and so is what follows until its ACK, the pen's first signed frame
+            # (spec): a resend of it after a loss must reach a pen that has no session yet.
+            self._send(answer, now_us)
+
+    def _auth_begin_refused(self, now_us: int) -> None:
+        """NACK AUTH to our unsigned AUTH_BEGIN: the pen still holds a secure session.
+        After a dropped link it is this update's own: the same AUTH_BEGIN goes again,
+        signed with it (spec: a signed AUTH_BEGIN starts a new session, ending the old).
+        One this updater never held (another connection's) cannot be continued."""
+        session = self._auth.begin_signed()
+        begun = self._auth.begun
+        if isinstance(session, str) or begun is None:
+            self._fail("the pen holds a secure session this updater never held and refuses "
+                       "a new one unsigned: switch it off and on, then `devicectl firmware "
+                       "update` again")
             return
-        self._send(confirm, now_us)  # unsigned, as its resends (`_accepted`)
-        self._confirming = self._handshake.session
+        self.notes.append("the pen still holds the dropped link's secure session: "
+                          "AUTH_BEGIN again, signed with it")
+        self._link.secure = session
+        self._send(begun, now_us)
+        self._link.secure = None  # the pen's answers and our AUTH_CONFIRM go unsigned
 
     def _on_telemetry(self, t: p.Telemetry, now_us: int) -> None:
         if self.step is not Step.PREPARING or self._prepared:
@@ -286,6 +295,7 @@ class Updater:
             self.step = Step.RESTARTING
             self._link = LinkState()
             self._decoder = p.Decoder()
+            self._auth = LinkAuth(self._key_for, self._entropy)  # the restart ended every session
             self.device = None
             self._connect_us = now_us
             self._restart_us = now_us
