@@ -1,0 +1,131 @@
+"""The records' integrity, round 12: the notes anchored across the records (a
+session's last note removed), the records read where they cannot be written, and
+`records replay` of a huge or endless file. Real files, a real PostgreSQL server
+(tests/pg_support.py), the real CLI.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+from pg_support import raw_connect
+from test_chain import tamper
+
+from devicectl.chain import genesis, note_hash
+from devicectl.cli import main
+from devicectl.records import APPLICATION_ID, MIGRATIONS
+from devicectl.store import Store
+
+WALL = "2026-05-04T10:00:00+00:00"
+
+
+def closed_session(db: Path | str, patient: str) -> int:
+    with Store(db) as store:
+        sid = store.create_session(patient_ref=patient, profile_name="p", profile_hash="h",
+                                   profile_text="t", started_at=WALL)
+        store.close_session(sid, "complete", WALL)
+    return sid
+
+
+def note(db: Path | str, sid: int, text: str, *adverse: str) -> None:
+    extra = ["--adverse", adverse[0]] if adverse else []
+    assert main(["sessions", "note", str(sid), *extra, "--text", text, "--by", "DR-42",
+                 "--db", str(db)]) == 0
+
+
+def verify(db: Path | str, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    code = main(["sessions", "verify", "--db", str(db)])
+    return code, capsys.readouterr().out
+
+
+def note_ids(db: Path | str) -> list[int]:
+    conn = raw_connect(db)
+    ids = [int(r[0]) for r in conn.execute("SELECT id FROM notes ORDER BY id")]
+    conn.close()
+    return ids
+
+
+@pytest.fixture
+def noted(records: Path | str) -> Path | str:
+    """Two closed sessions on each backend, noted: session 1 a note then an adverse
+    event, then session 2 a note (the newest of the records)."""
+    one, two = closed_session(records, "P-N1"), closed_session(records, "P-N2")
+    note(records, one, "follow-up call: fine")
+    note(records, one, "scalp infection at day 3", "infection")
+    note(records, two, "follow-up call: fine")
+    return records
+
+
+# --- 1. a session's last note, removed ---------------------------------------------------
+
+
+def test_a_sessions_removed_last_note_breaks_the_records_chain_of_notes(
+    noted: Path | str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """docs/clinic.md ("Records that prove themselves"): a session's last notes removed
+    were not caught (chain.py:_verify_notes checks a note against the one before it in
+    its session; the closure, set before any note, covers the events). Each note now
+    also links to the note written before it in the whole records, whichever session
+    that is: session 1's adverse event, removed, breaks session 2's note's link."""
+    _, adverse, _ = note_ids(noted)
+    code, out = verify(noted, capsys)
+    assert code == 0, out
+    tamper(noted, "notes_no_delete", "DELETE FROM notes WHERE id = ?", adverse)
+    code, out = verify(noted, capsys)
+    assert code == 1, out
+    assert "notes" in out and "removed" in out, out
+
+
+def test_the_newest_note_of_the_records_removed_is_caught_by_the_count_of_notes(
+    noted: Path | str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The newest note of the records has nothing after it to link to it: the highest
+    note id ever written (SQLite's sqlite_sequence; on the server, the same table kept
+    by a trigger) says a note was there. docs/clinic.md says what this does not catch
+    (that count lowered too)."""
+    newest = note_ids(noted)[-1]
+    tamper(noted, "notes_no_delete", "DELETE FROM notes WHERE id = ?", newest)
+    code, out = verify(noted, capsys)
+    assert code == 1, out
+    assert f"note row {newest}" in out and "removed" in out, out
+
+
+def records_with_notes_before_the_anchor(db: Path) -> None:
+    """A records file at schema 6 (notes chained per session, before the anchor across
+    the records), one closed session with two notes, as that devicectl wrote them."""
+    conn = sqlite3.connect(db, isolation_level=None)
+    for statements in MIGRATIONS[:6]:
+        for sql in statements:
+            conn.execute(sql)
+    conn.execute("UPDATE schema_version SET version = 6")
+    conn.execute(f"PRAGMA application_id={APPLICATION_ID}")
+    conn.execute("INSERT INTO sessions (patient_ref, profile_name, profile_hash, profile_text,"
+                 " started_at) VALUES ('P-OLD2', 'p', 'h', 't', ?)", (WALL,))
+    prev = genesis(conn, 1)
+    for text in ("first", "second"):
+        row = (1, WALL, None, text, "DR-1")
+        prev = note_hash(prev, row)
+        conn.execute("INSERT INTO notes (session_id, wall, adverse_kind, text, author, hash)"
+                     " VALUES (?, ?, ?, ?, ?, ?)", (*row, prev))
+    conn.close()
+    with Store(db) as store:
+        store.close_session(1, "complete", WALL)
+
+
+def test_notes_written_before_the_anchor_are_said_not_anchored_not_failed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """As sessions from before the chain (chain_origin): an old file still verifies,
+    saying in words that its old notes are not anchored; a note written since is
+    anchored, and removing an old note but the newest still breaks its session's chain."""
+    db = tmp_path / "old.db"
+    records_with_notes_before_the_anchor(db)
+    code, out = verify(db, capsys)
+    assert code == 0, out
+    assert "2 notes written before the records anchored them" in out, out
+    note(db, 1, "third")
+    code, out = verify(db, capsys)
+    assert code == 0, out
+    assert "1 anchored" in out, out
