@@ -215,6 +215,18 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
         """CREATE TRIGGER refusals_no_delete BEFORE DELETE ON refusals
             BEGIN SELECT RAISE(ABORT, 'refusals are append-only'); END""",
     ),
+    # 6 -> 7: each note anchored to the one written before it in the whole records
+    # (devicectl/note_anchor.py); the notes already there are not (said so, not failed).
+    (
+        "ALTER TABLE notes ADD COLUMN anchor TEXT",
+        "CREATE TABLE notes_anchor_origin (first_note_id INTEGER NOT NULL)",
+        "INSERT INTO notes_anchor_origin SELECT coalesce((SELECT max(seq) FROM sqlite_sequence"
+        " WHERE name = 'notes'), 0) + 1",
+        """CREATE TRIGGER notes_anchor_origin_fixed BEFORE UPDATE ON notes_anchor_origin
+            BEGIN SELECT RAISE(ABORT, 'the notes anchor origin is fixed'); END""",
+        """CREATE TRIGGER notes_anchor_origin_kept BEFORE DELETE ON notes_anchor_origin
+            BEGIN SELECT RAISE(ABORT, 'the notes anchor origin is fixed'); END""",
+    ),
 )
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 

@@ -129,3 +129,16 @@ def test_notes_written_before_the_anchor_are_said_not_anchored_not_failed(
     code, out = verify(db, capsys)
     assert code == 0, out
     assert "1 anchored" in out, out
+
+
+def test_the_report_carries_the_notes_head_that_verify_prints(
+    noted: Path | str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """docs/clinic.md: the notes' head is printed outside the file, by `sessions verify`
+    and on the report, so a note removed since a printout changes it."""
+    from devicectl.report import write_report
+
+    code, out = verify(noted, capsys)
+    head = out.split("ok notes: 3 anchored, head ")[1].split()[0]
+    files = write_report(noted, 1, tmp_path / "report")
+    assert head in files.html.read_text(encoding="utf-8")
