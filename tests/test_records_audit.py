@@ -138,7 +138,39 @@ def test_the_report_carries_the_notes_head_that_verify_prints(
     and on the report, so a note removed since a printout changes it."""
     from devicectl.report import write_report
 
-    code, out = verify(noted, capsys)
+    _, out = verify(noted, capsys)
     head = out.split("ok notes: 3 anchored, head ")[1].split()[0]
     files = write_report(noted, 1, tmp_path / "report")
     assert head in files.html.read_text(encoding="utf-8")
+
+
+def test_a_servers_notes_from_before_the_anchor_are_said_not_anchored_not_failed(
+    pg_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The clinic's server at schema 4 (before the anchor), a session with a note as that
+    devicectl wrote it: it verifies, the note said not anchored; one written since is
+    anchored, and the server counts the notes (its sqlite_sequence row) from the last
+    note already there, so removing the new one is caught."""
+    from devicectl.dbconn import PgConn
+    from devicectl.store_pg import PG_MIGRATIONS
+
+    conn = raw_connect(pg_url)
+    assert isinstance(conn, PgConn)
+    for statements in PG_MIGRATIONS[:4]:
+        for sql in statements:
+            conn.execute(sql)
+    conn.execute("UPDATE schema_version SET version = 4")
+    conn.execute("INSERT INTO sessions (patient_ref, profile_name, profile_hash, profile_text,"
+                 " started_at) VALUES ('P-OLD3', 'p', 'h', 't', ?)", (WALL,))
+    row = (1, WALL, "pain", "sore for a day", "DR-1")
+    conn.execute("INSERT INTO notes (session_id, wall, adverse_kind, text, author, hash)"
+                 " VALUES (?, ?, ?, ?, ?, ?)", (*row, note_hash(genesis(conn, 1), row)))
+    conn.close()
+    code, out = verify(pg_url, capsys)
+    assert code == 0 and "1 note written before the records anchored them" in out, out
+    note(pg_url, 1, "follow-up call: fine")
+    code, out = verify(pg_url, capsys)
+    assert code == 0 and "1 anchored" in out, out
+    tamper(pg_url, "notes_no_delete", "DELETE FROM notes WHERE id = ?", note_ids(pg_url)[-1])
+    code, out = verify(pg_url, capsys)
+    assert code == 1 and "the newest written, is missing" in out, out

@@ -85,7 +85,8 @@ def _notes_line(check: AnchorCheck) -> Text:
         return plain(f"BROKEN {check.problem}", "bold red")
     old = ""
     if check.unanchored:
-        old = (f"{check.unanchored} notes written before the records anchored them (not "
+        many = "notes" if check.unanchored != 1 else "note"
+        old = (f"{check.unanchored} {many} written before the records anchored them (not "
                "anchored: the last notes of their session, removed, are not caught); ")
     if not check.anchored:
         return Text(f"notes: {old}none anchored")
