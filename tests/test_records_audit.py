@@ -6,7 +6,11 @@ session's last note removed), the records read where they cannot be written, and
 
 from __future__ import annotations
 
+import os
+import shutil
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -174,3 +178,81 @@ def test_a_servers_notes_from_before_the_anchor_are_said_not_anchored_not_failed
     tamper(pg_url, "notes_no_delete", "DELETE FROM notes WHERE id = ?", note_ids(pg_url)[-1])
     code, out = verify(pg_url, capsys)
     assert code == 1 and "the newest written, is missing" in out, out
+
+
+# --- 2. records that cannot be written, read ----------------------------------------------
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def run_read_only(db: Path, what: str, *argv: str) -> subprocess.CompletedProcess[str]:
+    """`devicectl ARGV --db db` with `what` ("folder" or "file") read-only: a real
+    read-only bind mount in a private mount namespace as root (as
+    tests/test_store_failures.py), file modes otherwise."""
+    code = ("import sys; from devicectl.cli import main; "
+            f"sys.exit(main({[*argv, '--db', str(db)]!r}))")
+    env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "200"}
+    target = str(db.parent if what == "folder" else db)
+    if os.geteuid() != 0:
+        os.chmod(db, 0o444)
+        if what == "folder":
+            os.chmod(db.parent, 0o555)
+        try:
+            return subprocess.run([sys.executable, "-c", code], capture_output=True,
+                                  text=True, env=env, timeout=120)
+        finally:
+            os.chmod(db.parent, 0o755)
+            os.chmod(db, 0o600)
+    if shutil.which("unshare") is None:
+        pytest.skip("root without unshare(1): no way here to make a file read-only for root")
+    script = (f'mount --bind "{target}" "{target}" && mount -o remount,bind,ro "{target}" '
+              f'&& exec "{sys.executable}" -c "$0"')
+    done = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", script,
+                           code], capture_output=True, text=True, env=env, timeout=120)
+    if "mount:" in done.stderr and "Read-only" not in done.stderr:
+        pytest.skip(f"cannot bind-mount read-only here: {done.stderr.strip()}")
+    return done
+
+
+@pytest.fixture
+def read_only_records(tmp_path: Path) -> Path:
+    """A records file with one closed, noted session, in a folder of its own, closed
+    cleanly (no -wal or -shm beside it)."""
+    db = tmp_path / "ro" / "sessions.db"
+    sid = closed_session(db, "P-RO1")
+    note(db, sid, "follow-up call: fine")
+    assert sorted(p.name for p in db.parent.iterdir()) == ["sessions.db"]
+    return db
+
+
+@pytest.mark.parametrize("what", ["folder", "file"])
+@pytest.mark.parametrize("argv", [
+    ("sessions", "list"), ("sessions", "verify"), ("sessions", "show", "1"),
+    ("sessions", "report", "1", "--out", "OUT"), ("patients", "list"),
+], ids=["list", "verify", "show", "report", "patients"])
+def test_commands_that_only_read_work_on_records_that_cannot_be_written(
+    read_only_records: Path, tmp_path: Path, what: str, argv: tuple[str, ...]
+) -> None:
+    """Every bad input has a defined answer, and a records file the user can read but
+    not write is not a bad input for a command that only reads: records.open_database
+    opened every file for writing (its journal set to WAL, which needs the folder),
+    so `sessions list` in a read-only folder said "cannot open the records file
+    ... check that it and its folder can be written". They open it read-only."""
+    argv = tuple(str(tmp_path / "report") if a == "OUT" else a for a in argv)
+    done = run_read_only(read_only_records, what, *argv)
+    assert done.returncode == 0, done.stderr
+    assert "P-RO1" in done.stdout or "chains hold" in done.stdout or "report" in done.stdout
+
+
+@pytest.mark.parametrize("what", ["folder", "file"])
+def test_a_note_to_records_that_cannot_be_written_is_one_sentence_naming_the_file(
+    read_only_records: Path, what: str
+) -> None:
+    """Commands that write still refuse: one sentence naming the file (notes.add_note's
+    "cannot write the note of session 1: attempt to write a readonly database" named
+    none when only the file was read-only)."""
+    done = run_read_only(read_only_records, what, "sessions", "note", "1", "--text", "late")
+    assert done.returncode == 1, done.stdout
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and str(read_only_records) in lines[0], lines
+    assert "Traceback" not in done.stderr
