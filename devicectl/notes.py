@@ -70,13 +70,15 @@ def add_note(
     text: str,
     adverse: str | None,
     author: str | None,
+    where: object = None,
 ) -> Note:
     """Appends a note (an adverse event when `adverse` is a kind) in one transaction,
     chained to the session's last note and anchored to the records' last. The
     transaction holds the chains' ends: an SQLite file's writers queue on the file
     (BEGIN IMMEDIATE); on the clinic's server, notes queue on an advisory lock, so
     two rooms that note at the same moment chain one after the other, never both
-    to the same predecessor."""
+    to the same predecessor. `where` (the records, as messages name them) is said
+    when the note cannot be written."""
     body = text.strip()
     if not body:
         raise StoreError("a note needs its text (--text); it was empty")
@@ -98,7 +100,8 @@ def add_note(
                 conn.execute("ROLLBACK")
             raise
     except DB_ERRORS as exc:
-        raise StoreError(f"cannot write the note of session {session_id}: {exc}") from exc
+        into = "" if where is None else f" to {where}"
+        raise StoreError(f"cannot write the note of session {session_id}{into}: {exc}") from exc
     return Note(note_id, session_id, wall, kind, body, author, digest)
 
 

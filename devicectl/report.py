@@ -130,7 +130,7 @@ def write_report(
     the records an SQLite file or the clinic's postgresql:// URL."""
     if isinstance(db_path, Path) and not db_path.exists():
         raise StoreError(f"no session {session_id} in {db_path}: no records yet there")
-    with Store(db_path, create=False) as store:
+    with Store(db_path, create=False, read_only=True) as store:
         rec = store.session(session_id)
         events = store.events(session_id)
         notes = notes_of(store.conn, [session_id])[session_id]

@@ -40,7 +40,7 @@ def verify(args: argparse.Namespace) -> int:
     path = resolve_db(args.db)
     if isinstance(path, Path) and not path.exists():
         raise StoreError(f"no records at {path}")
-    store = Store(path, create=False)
+    store = Store(path, create=False, read_only=True)
     conn = store.conn
     try:
         if args.id is not None:
