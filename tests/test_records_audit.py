@@ -256,3 +256,31 @@ def test_a_note_to_records_that_cannot_be_written_is_one_sentence_naming_the_fil
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and str(read_only_records) in lines[0], lines
     assert "Traceback" not in done.stderr
+
+
+# --- 3. records replay of a huge or endless file ------------------------------------------
+
+
+def _replay_held_to_2_gib(tmp_path: Path, *argv: str) -> subprocess.CompletedProcess[str]:
+    code = ("import resource, sys; resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30));"
+            "from devicectl.cli import main; sys.exit(main(sys.argv[1:]))")
+    env = os.environ | {"XDG_STATE_HOME": str(tmp_path / "state")}
+    return subprocess.run([sys.executable, "-c", code, "records", "replay", *argv],
+                          capture_output=True, text=True, timeout=300, env=env, cwd=REPO)
+
+
+def test_replaying_an_endless_file_is_one_sentence_naming_its_first_line(
+    tmp_path: Path
+) -> None:
+    """Every bad input has a defined answer (a wrong path among them). unsaved.py:
+    read_unsaved read the whole file (path.read_text) before looking at a line:
+    /dev/zero, or any huge file, was read until memory ran out, then a crash report.
+    It reads a line at a time, each at most MAX_LINE_BYTES. Run in a child process
+    held to 2 GiB of address space."""
+    db = tmp_path / "sessions.db"
+    closed_session(db, "P-RP1")
+    done = _replay_held_to_2_gib(tmp_path, "/dev/zero", "--db", str(db))
+    assert done.returncode == 1, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "/dev/zero line 1" in lines[0], lines
+    assert "nothing was replayed" in lines[0] and "bug" not in done.stderr
