@@ -284,3 +284,28 @@ def test_replaying_an_endless_file_is_one_sentence_naming_its_first_line(
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "/dev/zero line 1" in lines[0], lines
     assert "nothing was replayed" in lines[0] and "bug" not in done.stderr
+
+
+def test_an_event_whose_text_holds_a_line_separator_is_replayed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """unsaved.py writes one JSON object a line (ensure_ascii=False, so U+2028, U+2029
+    and U+0085 stay as they are inside a string); read_unsaved split the file with
+    str.splitlines(), which breaks a line at those too: an event whose text held one
+    (any text the records keep) made the file "line 2 is not an unsaved devicectl
+    record", nothing replayed. Lines end at "\\n" only."""
+    from devicectl.store import EventRecord
+    from devicectl.unsaved import SUFFIX, event_line, line
+
+    db = tmp_path / "sessions.db"
+    with Store(db) as store:
+        sid = store.create_session(patient_ref="P-RP2", profile_name="p", profile_hash="h",
+                                   profile_text="t", started_at=WALL)
+    text = "zone crown\u2028left\u0085 edge"
+    unsaved = tmp_path / f"sessions.db{SUFFIX}"
+    unsaved.write_text(line("session", sid, base_events=0) + "\n"
+                       + event_line(sid, EventRecord(1, WALL, "STATE", text, None, {})) + "\n",
+                       encoding="utf-8")
+    assert main(["records", "replay", str(unsaved)]) == 0, capsys.readouterr().err
+    with Store(db) as store:
+        assert [e.text for e in store.events(sid)] == [text]
