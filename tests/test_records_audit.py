@@ -309,3 +309,37 @@ def test_an_event_whose_text_holds_a_line_separator_is_replayed(
     assert main(["records", "replay", str(unsaved)]) == 0, capsys.readouterr().err
     with Store(db) as store:
         assert [e.text for e in store.events(sid)] == [text]
+
+
+@pytest.mark.parametrize("base", [2, None], ids=["base-known", "base-unknown"])
+def test_a_segment_longer_than_a_chunk_replays_as_a_whole_would(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+    base: int | None
+) -> None:
+    """replay puts a segment's events back CHUNK_EVENTS at a time (here 3): events
+    already in the database are told from missing ones across the parts as over the
+    whole (by position from `base_events`, or as a multiset), and the rest of the
+    segment (its end) is put back after its last part."""
+    from devicectl import unsaved as u
+    from devicectl.store import EventRecord
+
+    monkeypatch.setattr(u, "CHUNK_EVENTS", 3)
+    events = [EventRecord(i, WALL, "STATE", f"event {i}", None, {}) for i in range(9)]
+    db = tmp_path / "sessions.db"
+    with Store(db) as store:
+        sid = store.create_session(patient_ref="P-RP3", profile_name="p", profile_hash="h",
+                                   profile_text="t", started_at=WALL)
+        store.append_events(sid, events[:4])
+    head = u.line("session", sid, **({} if base is None else {"base_events": base}))
+    lines = [head, *(u.event_line(sid, e) for e in events[2:]),
+             u.line("close", sid, outcome="complete", ended_at=WALL)]
+    unsaved = tmp_path / f"sessions.db{u.SUFFIX}"
+    unsaved.write_text("".join(x + "\n" for x in lines), encoding="utf-8")
+    assert main(["records", "replay", str(unsaved)]) == 0
+    out = capsys.readouterr().out
+    assert f"session {sid}: 5 events added, 2 already there, closed as complete" in out, out
+    with Store(db) as store:
+        assert store.events(sid) == events
+    assert main(["sessions", "verify", "--db", str(db)]) == 0
+    assert main(["records", "replay", str(unsaved)]) == 0  # again: nothing twice
+    assert "nothing to add (7 events already there)" in capsys.readouterr().out
