@@ -343,3 +343,51 @@ def test_a_segment_longer_than_a_chunk_replays_as_a_whole_would(
     assert main(["sessions", "verify", "--db", str(db)]) == 0
     assert main(["records", "replay", str(unsaved)]) == 0  # again: nothing twice
     assert "nothing to add (7 events already there)" in capsys.readouterr().out
+
+
+def test_two_rooms_noting_two_sessions_at_once_anchor_one_after_the_other(
+    pg_url: str
+) -> None:
+    """notes.add_note: on the clinic's server, notes queue on one advisory lock, so two
+    rooms that note at the same moment chain one after the other. With the anchor
+    the chain runs through every session's notes: room B, noting another session
+    while room A's note is written but not committed, waits for it (seen in pg_locks,
+    not a clock), then anchors to it; with a lock per session both anchored to the
+    same predecessor (B waited only on the count of notes, after reading it), a fork
+    the check names."""
+    import threading
+
+    from devicectl.dbconn import PgConn
+    from devicectl.note_anchor import verify_anchors
+    from devicectl.notes import add_note, append_note
+
+    one, two = closed_session(pg_url, "P-R1"), closed_session(pg_url, "P-R2")
+    note(pg_url, one, "before")
+    room_a = raw_connect(pg_url)
+    assert isinstance(room_a, PgConn)
+    room_a.execute("BEGIN")
+    append_note(room_a, (one, WALL, None, "room A", "A"))
+    errors: list[BaseException] = []
+
+    def room_b() -> None:
+        try:
+            with Store(pg_url) as store:
+                add_note(store.conn, two, wall=WALL, text="room B", adverse=None, author="B")
+        except BaseException as exc:
+            errors.append(exc)
+
+    b = threading.Thread(target=room_b)
+    b.start()
+    watcher = raw_connect(pg_url)
+    for _ in range(6000):  # until room B waits on a lock, or has finished
+        waiting = watcher.execute("SELECT count(*) FROM pg_locks WHERE NOT granted").fetchone()[0]
+        if waiting or not b.is_alive():
+            break
+        b.join(0.01)
+    room_a.execute("COMMIT")
+    b.join(60)
+    room_a.close()
+    assert not errors
+    check = verify_anchors(watcher)
+    watcher.close()
+    assert check.problem is None and check.anchored == 3, check
