@@ -96,6 +96,22 @@ def test_the_newest_note_of_the_records_removed_is_caught_by_the_count_of_notes(
     assert f"note row {newest}" in out and "removed" in out, out
 
 
+def test_the_newest_note_removed_stays_caught_after_the_next_note_is_written(
+    noted: Path | str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """docs/clinic.md: removing any note but the newest breaks the next one's link. The
+    newest removed, the next note written by devicectl anchored to the note before
+    the removed one, and the count of notes then matched again: the removal passed.
+    Each anchor now also covers the count of notes it was written after, so the
+    next note names the gap."""
+    newest = note_ids(noted)[-1]
+    tamper(noted, "notes_no_delete", "DELETE FROM notes WHERE id = ?", newest)
+    note(noted, 1, "a week later: fine")
+    code, out = verify(noted, capsys)
+    assert code == 1, out
+    assert "removed" in out, out
+
+
 def records_with_notes_before_the_anchor(db: Path) -> None:
     """A records file at schema 6 (notes chained per session, before the anchor across
     the records), one closed session with two notes, as that devicectl wrote them."""
