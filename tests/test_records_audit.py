@@ -112,6 +112,22 @@ def test_the_newest_note_removed_stays_caught_after_the_next_note_is_written(
     assert "removed" in out, out
 
 
+def test_clearing_the_anchors_and_raising_their_origin_does_not_switch_the_check_off(
+    noted: Path | str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """As chain_origin (tests/test_security_audit.py): notes below notes_anchor_origin
+    without an anchor are said not anchored, not failed. Session 1's adverse event
+    removed, every anchor cleared and the origin raised past them (triggers dropped
+    and put back) made every note "written before the records anchored them", exit 0.
+    A note written with an anchor says so in its own hash, in its session's chain."""
+    _, adverse, _ = note_ids(noted)
+    tamper(noted, "notes_no_delete", "DELETE FROM notes WHERE id = ?", adverse)
+    tamper(noted, "notes_no_update", "UPDATE notes SET anchor = NULL")
+    tamper(noted, "notes_anchor_origin_fixed", "UPDATE notes_anchor_origin SET first_note_id = 99")
+    code, out = verify(noted, capsys)
+    assert code == 1, out
+
+
 def records_with_notes_before_the_anchor(db: Path) -> None:
     """A records file at schema 6 (notes chained per session, before the anchor across
     the records), one closed session with two notes, as that devicectl wrote them."""
