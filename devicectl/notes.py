@@ -10,7 +10,7 @@ import sqlite3
 from dataclasses import dataclass
 from typing import Final
 
-from devicectl.chain import genesis, note_hash
+from devicectl.chain import anchored_note_hash, genesis
 from devicectl.dbconn import DB_ERRORS, Conn, PgConn
 from devicectl.errors import StoreError
 from devicectl.note_anchor import next_anchor
@@ -111,7 +111,7 @@ def append_note(conn: Conn, row: tuple[int, str, str | None, str, str | None]
     and anchor, inside the caller's write transaction; its id and hash."""
     if isinstance(conn, PgConn):
         conn.execute("SELECT pg_advisory_xact_lock(?, 0)", (NOTES_LOCK_CLASS,))
-    digest = note_hash(last_note_hash(conn, row[0]), row)
+    digest = anchored_note_hash(last_note_hash(conn, row[0]), row)
     note_id = int(conn.execute(
         "INSERT INTO notes (session_id, wall, adverse_kind, text, author, hash, anchor)"
         " VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
