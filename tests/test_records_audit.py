@@ -423,3 +423,19 @@ def test_two_rooms_noting_two_sessions_at_once_anchor_one_after_the_other(
     check = verify_anchors(watcher)
     watcher.close()
     assert check.problem is None and check.anchored == 3, check
+
+
+def test_a_rooms_login_notes_and_verifies_the_anchors(
+    pg_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """docs/clinic.md: the rooms' logins hold devicectl_writer and no more; a note, its
+    anchor and the count of notes (a trigger's UPDATE of sqlite_sequence) are theirs
+    to write, and verify reads notes_anchor_origin."""
+    from test_clinic_run import room_login
+
+    sid = closed_session(pg_url, "P-RM1")
+    room = room_login(pg_url)
+    note(room, sid, "follow-up call: fine")
+    note(room, sid, "itching at day 2", "itching")
+    code, out = verify(room, capsys)
+    assert code == 0 and "ok notes: 2 anchored" in out, out
