@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Final
 
 from devicectl.dbconn import Conn
 
@@ -71,8 +71,8 @@ def verify_anchors(conn: Conn) -> AnchorCheck:
     origin = 1 if row is None else int(row[0])
     prev, anchored, unanchored, last_id = ANCHOR_START, 0, 0, 0
     after_id = origin - 1  # the highest note id when the records began to anchor notes
-    rows: Any = conn.execute("SELECT id, session_id, hash, anchor FROM notes ORDER BY id")
-    for note_id, session_id, digest, stored in rows:
+    for note_id, session_id, digest, stored in conn.execute(
+            "SELECT id, session_id, hash, anchor FROM notes ORDER BY id"):
         last_id = int(note_id)
         if stored is None and not anchored and note_id < origin:
             unanchored += 1
@@ -80,11 +80,11 @@ def verify_anchors(conn: Conn) -> AnchorCheck:
         prev = anchor_hash(prev, int(session_id), str(digest), after_id)
         after_id = last_id
         if stored != prev:
-            why = ("has no anchor, though written after the records anchored notes"
-                   if stored is None else "does not match the chain of notes")
-            return AnchorCheck(
-                f"notes: note row {note_id} (session {session_id}) {why}: a note before it "
-                "(of any session) was removed, or it was changed", None, anchored, unanchored)
+            why = ("has no anchor, though written after the records anchored notes: it was "
+                   "removed" if stored is None else "does not match the chain of notes: a "
+                   "note before it (of any session) was removed, or it was changed")
+            return AnchorCheck(f"notes: note row {note_id} (session {session_id}) {why}",
+                               None, anchored, unanchored)
         anchored += 1
     newest = _highest_note_id(conn)
     if newest > last_id:
