@@ -217,12 +217,13 @@ def test_a_servers_notes_from_before_the_anchor_are_said_not_anchored_not_failed
 REPO = Path(__file__).resolve().parent.parent
 
 
-def run_read_only(db: Path, what: str, *argv: str) -> subprocess.CompletedProcess[str]:
-    """`devicectl ARGV --db db` with `what` ("folder" or "file") read-only: a real
-    read-only bind mount in a private mount namespace as root (as
-    tests/test_store_failures.py), file modes otherwise."""
-    code = ("import sys; from devicectl.cli import main; "
-            f"sys.exit(main({[*argv, '--db', str(db)]!r}))")
+def run_read_only(db: Path, what: str, *argv: str,
+                  db_arg: bool = True) -> subprocess.CompletedProcess[str]:
+    """`devicectl ARGV --db db` (without --db: `db_arg` False) with `what` ("folder"
+    or "file") read-only: a real read-only bind mount in a private mount namespace
+    as root (as tests/test_store_failures.py), file modes otherwise."""
+    argv = (*argv, "--db", str(db)) if db_arg else argv
+    code = f"import sys; from devicectl.cli import main; sys.exit(main({list(argv)!r}))"
     env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "200"}
     target = str(db.parent if what == "folder" else db)
     if os.geteuid() != 0:
@@ -439,3 +440,15 @@ def test_a_rooms_login_notes_and_verifies_the_anchors(
     note(room, sid, "itching at day 2", "itching")
     code, out = verify(room, capsys)
     assert code == 0 and "ok notes: 2 anchored" in out, out
+
+
+def test_a_chair_whose_records_cannot_be_written_is_migrated(
+    read_only_records: Path, pg_url: str
+) -> None:
+    """`records migrate --from sqlite:PATH` only reads the chair's file (migrate.py):
+    it opened it for writing, so a chair's file on a read-only medium, or in a folder
+    the user cannot write, could not be copied to the clinic's server."""
+    done = run_read_only(read_only_records, "folder", "records", "migrate", "--from",
+                         f"sqlite:{read_only_records}", "--to", pg_url, db_arg=False)
+    assert done.returncode == 0, done.stderr
+    assert "session 1 -> 1: copied" in done.stdout, done.stdout
