@@ -67,7 +67,7 @@ def parse_source(text: str) -> Path:
 
 def migrate(source: Path, target: str) -> Iterator[Moved]:
     """Copies every closed session of `source` not yet on `target`, one by one."""
-    with Store(source, create=False) as src, Store(target) as dst:
+    with Store(source, create=False, read_only=True) as src, Store(target) as dst:
         if not dst.pg:
             raise StoreError("--to takes the clinic's postgresql:// URL")
         ids = [int(r[0]) for r in src.conn.execute("SELECT id FROM sessions ORDER BY id")]
