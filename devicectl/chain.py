@@ -48,6 +48,12 @@ def note_hash(prev: str, row: Sequence[Any]) -> str:
     return _link(prev, "note", list(row))
 
 
+def anchored_note_hash(prev: str, row: Sequence[Any]) -> str:
+    """The hash of a note written with its anchor across the records (note_anchor.py):
+    its session's chain says so, so the anchor cannot be cleared unnoticed."""
+    return _link(prev, "anchored note", list(row))
+
+
 def genesis(conn: Conn, session_id: int) -> str:
     """The chain's start: the session's header as it was created (the stored profile
     text included, by its own SHA-256)."""
@@ -200,12 +206,12 @@ def _carries_chain(conn: Conn, session_id: int, stored_head: object) -> bool:
 
 def _verify_notes(conn: Conn, session_id: int) -> str | None:
     prev = genesis(conn, session_id)
-    for row_id, *row, stored in conn.execute(
-        "SELECT id, session_id, wall, adverse_kind, text, author, hash FROM notes"
+    for row_id, *row, stored, anchor in conn.execute(
+        "SELECT id, session_id, wall, adverse_kind, text, author, hash, anchor FROM notes"
         " WHERE session_id = ? ORDER BY id",
         (session_id,),
     ):
-        prev = note_hash(prev, row)
+        prev = (note_hash if anchor is None else anchored_note_hash)(prev, row)
         if stored != prev:
             return (
                 f"session {session_id}: note row {row_id} does not match the chain: it was "

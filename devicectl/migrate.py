@@ -26,9 +26,10 @@ from pathlib import Path
 
 import psycopg
 
-from devicectl.chain import genesis, note_hash, verify_session
+from devicectl.chain import verify_session
 from devicectl.dbconn import Conn
 from devicectl.errors import StoreError
+from devicectl.notes import append_note
 from devicectl.records import (
     EVENT_COLUMNS,
     SESSION_COLUMNS,
@@ -66,7 +67,7 @@ def parse_source(text: str) -> Path:
 
 def migrate(source: Path, target: str) -> Iterator[Moved]:
     """Copies every closed session of `source` not yet on `target`, one by one."""
-    with Store(source, create=False) as src, Store(target) as dst:
+    with Store(source, create=False, read_only=True) as src, Store(target) as dst:
         if not dst.pg:
             raise StoreError("--to takes the clinic's postgresql:// URL")
         ids = [int(r[0]) for r in src.conn.execute("SELECT id FROM sessions ORDER BY id")]
@@ -120,12 +121,8 @@ def _one(src: Conn, dst: Store, sid: int) -> Moved:
                 upsert_coverage(conn, new_id, zones,
                                 None if state_row is None or state_row[0] is None
                                 else bytes(state_row[0]))
-            prev = genesis(conn, new_id)
             for wall, kind, text, author in notes:
-                note = (new_id, wall, kind, text, author)
-                prev = note_hash(prev, note)
-                conn.execute("INSERT INTO notes (session_id, wall, adverse_kind, text, author,"
-                             " hash) VALUES (?, ?, ?, ?, ?, ?)", (*note, prev))
+                append_note(conn, (new_id, wall, kind, text, author))
             close_session_row(conn, new_id, str(rec.outcome), str(rec.ended_at))
             there = verify_session(conn, new_id)
             if there.problem is not None or there.events != check.events:

@@ -1,6 +1,7 @@
 """Notes and adverse events added to a session after it, by people: append-only,
 allowed after the session has ended, each chained by SHA-256 to the one before
-(devicectl/chain.py checks them with the session's events).
+(devicectl/chain.py checks them with the session's events) and anchored to the
+note written before it in the whole records (devicectl/note_anchor.py).
 """
 
 from __future__ import annotations
@@ -9,9 +10,10 @@ import sqlite3
 from dataclasses import dataclass
 from typing import Final
 
-from devicectl.chain import genesis, note_hash
-from devicectl.dbconn import DB_ERRORS, Conn
+from devicectl.chain import anchored_note_hash, genesis
+from devicectl.dbconn import DB_ERRORS, Conn, PgConn
 from devicectl.errors import StoreError
+from devicectl.note_anchor import next_anchor
 
 #: The adverse events the seed article and the literature report after scalp microneedling.
 ADVERSE_KINDS: Final = (
@@ -28,8 +30,8 @@ ADVERSE_KINDS: Final = (
 NOTE_MAX_CHARS: Final = 4000
 
 NOTE_COLUMNS: Final = "id, session_id, wall, adverse_kind, text, author, hash"
-#: The advisory-lock class under which a note's transaction holds its session's
-#: chain of notes on the clinic's server ("DCNT").
+#: The advisory-lock class under which a note's transaction holds the notes' end
+#: on the clinic's server ("DCNT"); key 0: one chain of anchors runs through all.
 NOTES_LOCK_CLASS: Final = 0x44434E54
 
 
@@ -68,13 +70,15 @@ def add_note(
     text: str,
     adverse: str | None,
     author: str | None,
+    where: object = None,
 ) -> Note:
     """Appends a note (an adverse event when `adverse` is a kind) in one transaction,
-    chained to the session's last note. The transaction holds the chain's end: an
-    SQLite file's writers queue on the file (BEGIN IMMEDIATE); on the clinic's
-    server, notes of one session queue on an advisory lock, so two rooms that
-    note a session at the same moment chain one after the other, never both to
-    the same predecessor."""
+    chained to the session's last note and anchored to the records' last. The
+    transaction holds the chains' ends: an SQLite file's writers queue on the file
+    (BEGIN IMMEDIATE); on the clinic's server, notes queue on an advisory lock, so
+    two rooms that note at the same moment chain one after the other, never both
+    to the same predecessor. `where` (the records, as messages name them) is said
+    when the note cannot be written."""
     body = text.strip()
     if not body:
         raise StoreError("a note needs its text (--text); it was empty")
@@ -86,26 +90,34 @@ def add_note(
         sqlite = isinstance(conn, sqlite3.Connection)
         conn.execute("BEGIN IMMEDIATE" if sqlite else "BEGIN")
         try:
-            if not sqlite:
-                conn.execute("SELECT pg_advisory_xact_lock(?, ?)", (NOTES_LOCK_CLASS, session_id))
             found = conn.execute("SELECT 1 FROM sessions WHERE id = ?", (session_id,))
             if found.fetchone() is None:
                 raise StoreError(f"no session {session_id}; `devicectl sessions list` shows them")
-            row = (session_id, wall, kind, body, author)
-            digest = note_hash(last_note_hash(conn, session_id), row)
-            note_id = int(conn.execute(
-                "INSERT INTO notes (session_id, wall, adverse_kind, text, author, hash)"
-                " VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
-                (*row, digest),
-            ).fetchone()[0])
+            note_id, digest = append_note(conn, (session_id, wall, kind, body, author))
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
     except DB_ERRORS as exc:
-        raise StoreError(f"cannot write the note of session {session_id}: {exc}") from exc
+        into = "" if where is None else f" to {where}"
+        raise StoreError(f"cannot write the note of session {session_id}{into}: {exc}") from exc
     return Note(note_id, session_id, wall, kind, body, author, digest)
+
+
+def append_note(conn: Conn, row: tuple[int, str, str | None, str, str | None]
+                ) -> tuple[int, str]:
+    """Inserts a note row (session_id, wall, adverse_kind, text, author) with its hash
+    and anchor, inside the caller's write transaction; its id and hash."""
+    if isinstance(conn, PgConn):
+        conn.execute("SELECT pg_advisory_xact_lock(?, 0)", (NOTES_LOCK_CLASS,))
+    digest = anchored_note_hash(last_note_hash(conn, row[0]), row)
+    note_id = int(conn.execute(
+        "INSERT INTO notes (session_id, wall, adverse_kind, text, author, hash, anchor)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
+        (*row, digest, next_anchor(conn, row[0], digest)),
+    ).fetchone()[0])
+    return note_id, digest
 
 
 def last_note_hash(conn: Conn, session_id: int) -> str:

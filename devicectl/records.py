@@ -17,6 +17,7 @@ from typing import Any, Final
 from devicectl.chain import closure_hash, hashed_event_rows
 from devicectl.dbconn import Conn, append_rows
 from devicectl.errors import StoreError
+from devicectl.records_ro import open_read_only
 
 #: PRAGMA application_id of a devicectl database ("DCTL"): tells ours from any SQLite file.
 APPLICATION_ID: Final = 0x4443544C
@@ -215,18 +216,36 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
         """CREATE TRIGGER refusals_no_delete BEFORE DELETE ON refusals
             BEGIN SELECT RAISE(ABORT, 'refusals are append-only'); END""",
     ),
+    # 6 -> 7: each note anchored to the one written before it in the whole records
+    # (devicectl/note_anchor.py); the notes already there are not (said so, not failed).
+    (
+        "ALTER TABLE notes ADD COLUMN anchor TEXT",
+        "CREATE TABLE notes_anchor_origin (first_note_id INTEGER NOT NULL)",
+        "INSERT INTO notes_anchor_origin SELECT coalesce((SELECT max(seq) FROM sqlite_sequence"
+        " WHERE name = 'notes'), 0) + 1",
+        """CREATE TRIGGER notes_anchor_origin_fixed BEFORE UPDATE ON notes_anchor_origin
+            BEGIN SELECT RAISE(ABORT, 'the notes anchor origin is fixed'); END""",
+        """CREATE TRIGGER notes_anchor_origin_kept BEFORE DELETE ON notes_anchor_origin
+            BEGIN SELECT RAISE(ABORT, 'the notes anchor origin is fixed'); END""",
+    ),
 )
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 
 
-def open_database(path: Path, *, create: bool = True) -> sqlite3.Connection:
+def open_database(
+    path: Path, *, create: bool = True, read_only: bool = False
+) -> sqlite3.Connection:
     """A connection to a devicectl database, its schema brought up to date.
 
     The connection is in autocommit mode: writers wrap their work in
-    BEGIN IMMEDIATE … COMMIT themselves. Raises StoreError with one sentence.
+    BEGIN IMMEDIATE … COMMIT themselves. With `read_only` (a command that only
+    reads), a file that cannot be written, or in a folder that cannot, is opened
+    read-only. Raises StoreError with one sentence.
     """
     if not create and not path.exists():
         raise StoreError(f"no records yet at {path}")
+    if read_only and not (os.access(path, os.W_OK) and os.access(path.parent, os.W_OK)):
+        return open_read_only(path, APPLICATION_ID, SCHEMA_VERSION)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from devicectl.chain import verify_session
 from devicectl.errors import DevicectlError, StoreError
+from devicectl.note_anchor import verify_anchors
 from devicectl.notes import notes_of
 from devicectl.records import EventRecord, SessionRecord
 from devicectl.report_content import (
@@ -129,14 +130,16 @@ def write_report(
     the records an SQLite file or the clinic's postgresql:// URL."""
     if isinstance(db_path, Path) and not db_path.exists():
         raise StoreError(f"no session {session_id} in {db_path}: no records yet there")
-    with Store(db_path, create=False) as store:
+    with Store(db_path, create=False, read_only=True) as store:
         rec = store.session(session_id)
         events = store.events(session_id)
         notes = notes_of(store.conn, [session_id])[session_id]
         chain = verify_session(store.conn, session_id)
+        anchors = verify_anchors(store.conn)
     zone_map = zone_map or load_zone_map()
     samples = samples_of(rec, events)
-    content = build_content(rec, events, notes, zone_map, chain, bool(samples), NO_SAMPLES)
+    content = build_content(rec, events, notes, zone_map, chain, bool(samples), NO_SAMPLES,
+                            anchors)
     figs = {
         "map": coverage_map(zone_map, rec.zones, f"Session {rec.id}: final coverage per zone",
                             stored_patches(rec)),

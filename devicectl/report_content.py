@@ -15,6 +15,7 @@ from typing import Any
 
 from devicectl.chain import ChainCheck
 from devicectl.errors import DevicectlError, StoreError
+from devicectl.note_anchor import AnchorCheck
 from devicectl.notes import Note
 from devicectl.records import EventRecord, SessionRecord
 from devicectl.safety import DEPTH_CAP_UM
@@ -207,6 +208,7 @@ def build_content(
     chain: ChainCheck,
     samples_recorded: bool,
     no_samples_text: str,
+    anchors: AnchorCheck | None = None,
 ) -> ReportContent:
     outcome = rec.outcome or "interrupted"
     estops = [e for e in events if is_estop(e)]
@@ -282,6 +284,12 @@ def build_content(
         blocks.append(Para(f"Hash chain head (SHA-256, {chain.events} events"
                            f"{', closed' if chain.closed else ', open'}): {head_text}. "
                            "`devicectl sessions verify` recomputes it from the records."))
+    if anchors is not None and anchors.problem is not None:
+        blocks.append(Para(f"The chain of notes is BROKEN: {anchors.problem}", "bad"))
+    elif anchors is not None and anchors.head is not None:
+        blocks.append(Para(f"Notes' anchor head across the records when this was printed "
+                           f"({anchors.anchored} notes): {anchors.head}. A note removed "
+                           "since changes it."))
     return ReportContent(
         title=f"Treatment session {rec.id} — {outcome}",
         header=header,

@@ -86,9 +86,11 @@ def parse_wall(text: str) -> datetime:
 
 class Store:
     """One connection to the records (an SQLite file, or a PostgreSQL URL); not
-    shared between threads. `path` names them in messages."""
+    shared between threads. `path` names them in messages. `read_only`: for a
+    command that only reads, an SQLite file that cannot be written is read."""
 
-    def __init__(self, target: Path | str, *, create: bool = True) -> None:
+    def __init__(self, target: Path | str, *, create: bool = True,
+                 read_only: bool = False) -> None:
         self._conn: Conn
         if store_pg.is_pg_url(target):
             self.pg = True
@@ -98,7 +100,7 @@ class Store:
         else:
             self.pg = False
             self.path = Path(target)
-            self._sqlite = open_database(self.path, create=create)
+            self._sqlite = open_database(self.path, create=create, read_only=read_only)
             self._conn = self._sqlite
 
     def close(self) -> None:

@@ -284,6 +284,31 @@ PG_MIGRATIONS += (
             END $$""",
     ),
 )
+PG_MIGRATIONS += (
+    # 4 -> 5: each note anchored to the one written before it in the whole records
+    # (devicectl/note_anchor.py), as records.py's 6 -> 7; the highest note id ever
+    # committed kept beside the sessions' (the newest note has nothing after it).
+    (
+        "ALTER TABLE notes ADD COLUMN anchor TEXT",
+        "CREATE TABLE notes_anchor_origin (first_note_id BIGINT NOT NULL)",
+        "INSERT INTO notes_anchor_origin SELECT coalesce(max(id), 0) + 1 FROM notes",
+        """CREATE TRIGGER notes_anchor_origin_fixed BEFORE UPDATE OR DELETE
+            ON notes_anchor_origin FOR EACH ROW
+            EXECUTE FUNCTION devicectl_refuse('the notes anchor origin is fixed')""",
+        """CREATE TRIGGER notes_anchor_origin_no_truncate BEFORE TRUNCATE
+            ON notes_anchor_origin FOR EACH STATEMENT
+            EXECUTE FUNCTION devicectl_refuse('the notes anchor origin is fixed')""",
+        "INSERT INTO sqlite_sequence SELECT 'notes', coalesce(max(id), 0) FROM notes",
+        """CREATE FUNCTION devicectl_note_sequence() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+                UPDATE sqlite_sequence SET seq = greatest(seq, NEW.id) WHERE name = 'notes';
+                RETURN NULL;
+            END $$""",
+        """CREATE TRIGGER notes_sequence AFTER INSERT ON notes
+            FOR EACH ROW EXECUTE FUNCTION devicectl_note_sequence()""",
+        f"GRANT SELECT ON notes_anchor_origin TO {WRITER_ROLE}",
+    ),
+)
 PG_SCHEMA_VERSION: Final = len(PG_MIGRATIONS)
 
 

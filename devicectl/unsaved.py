@@ -4,6 +4,9 @@ When the record writer cannot commit (disk full, read-only, the file deleted or
 replaced), everything it still holds, and everything after, goes to a JSON-lines
 file beside the database, one record a line. `replay` puts it back into a
 writable database, and is idempotent: what is already there is not added twice.
+It reads the file as it puts it back, a line (ended by "\\n" only) and a few
+thousand events at a time: a huge or endless file costs no more memory, and a
+line that is not a record is named.
 
 Line kinds (each has "v", "record" and "session_id"): "session" starts what one
 writer put there (a segment): the session's header, so a replaced or recreated
@@ -16,12 +19,13 @@ from __future__ import annotations
 
 import base64
 import collections
+import itertools
 import json
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, BinaryIO, Final
 
 import psycopg
 
@@ -40,6 +44,12 @@ from devicectl.records import (
 
 FORMAT_VERSION: Final = 1
 SUFFIX: Final = ".unsaved.jsonl"
+#: The longest line read: a coverage line carries the session's grid (a compressed
+#: archive, base64); a longer one is not a record (a wrong file, /dev/zero).
+MAX_LINE_BYTES: Final = 64 << 20
+#: A segment's events are put back this many at a time, so a file of any length
+#: replays in bounded memory.
+CHUNK_EVENTS: Final = 10_000
 _KINDS: Final = frozenset({"session", "event", "device", "coverage", "close"})
 
 
@@ -103,31 +113,84 @@ class _Segment:
     device: dict[str, Any] | None = None
     coverage: tuple[list[ZoneCoverage], bytes | None] | None = None
     close: tuple[str, str] | None = None
+    #: read to its end (a part of it may be all a replay holds: _parts)
+    done: bool = False
 
 
 _HEADER_KEYS: Final = ("patient_ref", "profile_name", "profile_hash", "profile_text", "started_at")
 
 
 def read_unsaved(path: Path) -> list[_Segment]:
-    """The file's segments in order; StoreError names the line at fault."""
+    """The file's segments in order, whole; StoreError names the line at fault."""
+    segments: list[_Segment] = []
+    with _open_unsaved(path) as f:
+        for number, item in _items(f, path):
+            _add_line(segments, item, path, number)
+    return segments
+
+
+def _open_unsaved(path: Path) -> BinaryIO:
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.open("rb")
     except FileNotFoundError as exc:
         raise StoreError(f"no unsaved records at {path}") from exc
-    except (OSError, UnicodeDecodeError) as exc:
-        raise StoreError(f"cannot read {path}: {exc}") from exc
-    segments: list[_Segment] = []
-    for number, raw in enumerate(text.splitlines(), start=1):
-        if not raw.strip():
-            continue
+    except OSError as exc:
+        raise StoreError(f"cannot read {path}: {exc.strerror}") from exc
+
+
+def _not_a_record(path: Path, number: int, exc: Exception) -> StoreError:
+    return StoreError(f"{path} line {number} is not an unsaved devicectl record ({exc}); "
+                      "nothing was replayed")
+
+
+def _items(f: BinaryIO, path: Path) -> Iterator[tuple[int, Any]]:
+    """Each line's number and JSON, read a line at a time, each at most MAX_LINE_BYTES
+    (a line ends at "\\n" only: a U+2028 inside a string is text)."""
+    number = 0
+    while True:
+        number += 1
         try:
-            _add(segments, json.loads(raw))
-        except (ValueError, KeyError, TypeError) as exc:
-            raise StoreError(
-                f"{path} line {number} is not an unsaved devicectl record ({exc}); "
-                "nothing was replayed"
-            ) from exc
-    return segments
+            raw = f.readline(MAX_LINE_BYTES + 1)
+        except OSError as exc:
+            raise StoreError(f"cannot read {path} line {number}: {exc.strerror}; nothing "
+                             "was replayed") from exc
+        if not raw:
+            return
+        try:
+            if len(raw) > MAX_LINE_BYTES:
+                raise ValueError(f"it is longer than {MAX_LINE_BYTES >> 20} MiB")
+            text = raw.decode("utf-8")
+            if text.strip():
+                yield number, json.loads(text)
+        except ValueError as exc:  # UnicodeDecodeError and JSONDecodeError among them
+            raise _not_a_record(path, number, exc) from exc
+
+
+def _add_line(segments: list[_Segment], item: Any, path: Path, number: int) -> None:
+    try:
+        _add(segments, item)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise _not_a_record(path, number, exc) from exc
+
+
+def _parts(f: BinaryIO, path: Path) -> Iterator[_Segment]:
+    """The file's segments in order, in parts of at most CHUNK_EVENTS events: a
+    segment's parts are one object, yielded again with the next events once the
+    last were put back (`done` on its last part)."""
+    segments: list[_Segment] = []
+    for number, item in _items(f, path):
+        before = segments[-1] if segments else None
+        _add_line(segments, item, path, number)
+        if before is not None and segments[-1] is not before:
+            before.done = True
+            yield before
+            del segments[:-1]
+        elif len(segments[-1].events) >= CHUNK_EVENTS:
+            yield segments[-1]
+            segments[-1].events = []
+    if segments:
+        segments[-1].done = True
+        yield segments[-1]
 
 
 def _add(segments: list[_Segment], item: Any) -> None:
@@ -167,30 +230,39 @@ def replay(unsaved: Path, db_path: Path | str, *, dry_run: bool = False,
            session_id: int | None = None) -> list[str]:
     """Puts the records of `unsaved` (only `session_id`'s, if given) into `db_path`
     in one transaction; one sentence per segment saying what was done (with
-    `dry_run`, what would be, and nothing is written). Replaying twice adds nothing."""
-    segments = [s for s in read_unsaved(unsaved)
-                if session_id is None or s.session_id == session_id]
-    if not segments:
-        return [f"{unsaved} holds no records; nothing to do"]
-    pg = isinstance(db_path, str)
-    conn: Conn = store_pg.connect(str(db_path)) if pg else open_database(
-        Path(db_path), create=not dry_run)
-    where = store_pg.redact(db_path) if isinstance(db_path, str) else db_path
-    try:
-        conn.execute("BEGIN IMMEDIATE" if not (dry_run or pg) else "BEGIN")
+    `dry_run`, what would be, and nothing is written). Replaying twice adds nothing.
+    The file is read as it is put back, a line and CHUNK_EVENTS events at a time."""
+    with _open_unsaved(unsaved) as f:
+        parts = (s for s in _parts(f, unsaved) if session_id is None or s.session_id == session_id)
+        first = next(parts, None)
+        if first is None:
+            return [f"{unsaved} holds no records; nothing to do"]
+        pg = isinstance(db_path, str)
+        conn: Conn = store_pg.connect(str(db_path)) if pg else open_database(
+            Path(db_path), create=not dry_run)
+        where = store_pg.redact(db_path) if isinstance(db_path, str) else db_path
         try:
-            said = [_replay_segment(conn, s, where) for s in segments]
-            conn.execute("COMMIT" if not dry_run else "ROLLBACK")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
-    except DB_ERRORS as exc:
-        raise StoreError(
-            f"cannot replay {unsaved} into {where}: {exc}; nothing was replayed"
-        ) from exc
-    finally:
-        conn.close()
+            conn.execute("BEGIN IMMEDIATE" if not (dry_run or pg) else "BEGIN")
+            try:
+                said = []
+                segment: _SegmentReplay | None = None
+                for part in itertools.chain([first], parts):
+                    segment = segment or _SegmentReplay(conn, part, where)
+                    segment.add(part.events)
+                    if part.done:
+                        said.append(segment.finish())
+                        segment = None
+                conn.execute("COMMIT" if not dry_run else "ROLLBACK")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        except DB_ERRORS as exc:
+            raise StoreError(
+                f"cannot replay {unsaved} into {where}: {exc}; nothing was replayed"
+            ) from exc
+        finally:
+            conn.close()
     return said
 
 
@@ -218,54 +290,106 @@ def not_yet_replayed(db_path: Path | str) -> str | None:
 _NOTHING: Final = ": nothing to add"
 
 
-def _replay_segment(conn: Conn, s: _Segment, db_path: Path | str) -> str:
-    sid = s.session_id
-    done: list[str] = []
-    row = conn.execute(
-        "SELECT patient_ref, profile_hash, started_at, outcome, device_serial"
-        " FROM sessions WHERE id = ?", (sid,)
-    ).fetchone()
-    if row is None:
-        if s.header is None:
-            raise StoreError(f"session {sid} is not in {db_path} and the unsaved file has no "
-                             "header for it; replay into the database it came from (--db)")
-        conn.execute(
-            "INSERT INTO sessions (id, patient_ref, profile_name, profile_hash, profile_text,"
-            " started_at) VALUES (?, ?, ?, ?, ?, ?)",
-            (sid, *(s.header[k] for k in _HEADER_KEYS)),
-        )
-        done.append("session row recreated")
-        outcome, serial = None, None
-    else:
-        patient, phash, started, outcome, serial = row
-        if s.header is not None and (patient, phash, started) != (
-            s.header["patient_ref"], s.header["profile_hash"], s.header["started_at"]
-        ):
-            raise StoreError(f"session {sid} in {db_path} is another session (patient, profile "
-                             "or start differ); replay into the database it came from (--db)")
-    added, present = _missing_events(conn, s)
-    if added and outcome is not None:
-        raise StoreError(f"session {sid} in {db_path} is already closed ({outcome}); its "
-                         f"{len(added)} unsaved events cannot be added to a final record")
-    if added:
-        insert_events(conn, sid, added)
-        done.append(f"{len(added)} events added" + (f", {present} already there"
-                                                     if present else ""))
-    elif present and (s.device or s.coverage or s.close):
-        done.append(f"{present} events already there")
-    if s.device is not None and serial is None and outcome is None:
-        set_device_row(conn, sid, int(s.device["serial"]), int(s.device["fw_version"]),
-                       int(s.device["cartridge_id"]), str(s.device["position_mode"]))
-        done.append("pen and cartridge recorded")
-    if s.coverage is not None and outcome is None and (added or not _same_coverage(conn, s)):
-        upsert_coverage(conn, sid, s.coverage[0], s.coverage[1])
-        done.append("coverage saved")
-    if s.close is not None and outcome is None:
-        close_session_row(conn, sid, *s.close)
-        done.append(f"closed as {s.close[0]}")
-    if not done or done == [f"{present} events already there"]:
-        return f"session {sid}{_NOTHING} ({present} events already there)"
-    return f"session {sid}: " + ", ".join(done)
+class _SegmentReplay:
+    """One segment put back, its events a part at a time (_parts)."""
+
+    def __init__(self, conn: Conn, s: _Segment, db_path: Path | str) -> None:
+        self.conn, self.s, self.db_path = conn, s, db_path
+        self.done: list[str] = []
+        self.added = self.present = self.refused = self.seen = 0
+        sid = s.session_id
+        row = conn.execute(
+            "SELECT patient_ref, profile_hash, started_at, outcome, device_serial"
+            " FROM sessions WHERE id = ?", (sid,)
+        ).fetchone()
+        if row is None:
+            if s.header is None:
+                raise StoreError(f"session {sid} is not in {db_path} and the unsaved file has "
+                                 "no header for it; replay into the database it came from (--db)")
+            conn.execute(
+                "INSERT INTO sessions (id, patient_ref, profile_name, profile_hash, profile_text,"
+                " started_at) VALUES (?, ?, ?, ?, ?, ?)",
+                (sid, *(s.header[k] for k in _HEADER_KEYS)),
+            )
+            self.done.append("session row recreated")
+            self.outcome, self.serial = None, None
+        else:
+            patient, phash, started, self.outcome, self.serial = row
+            if s.header is not None and (patient, phash, started) != (
+                s.header["patient_ref"], s.header["profile_hash"], s.header["started_at"]
+            ):
+                raise StoreError(f"session {sid} in {db_path} is another session (patient, "
+                                 "profile or start differ); replay into the database it came "
+                                 "from (--db)")
+        rows = conn.execute(
+            "SELECT t_us, wall, kind, text, zone_id, data, safety FROM events"
+            " WHERE session_id = ? ORDER BY id", (sid,)
+        ).fetchall()
+        self.have = [(t, w, k, x, z, d, bool(f)) for t, w, k, x, z, d, f in rows]
+        self.counts = collections.Counter(self.have) if s.base is None else None
+
+    def add(self, events: list[EventRecord]) -> None:
+        """The next of the segment's events: those the database lacks are added."""
+        missing = self._missing(events)
+        self.seen += len(events)
+        self.present += len(events) - len(missing)
+        if missing and self.outcome is not None:
+            self.refused += len(missing)  # said once the segment is read (finish)
+        elif missing:
+            insert_events(self.conn, self.s.session_id, missing)
+            self.added += len(missing)
+
+    def _missing(self, events: list[EventRecord]) -> list[EventRecord]:
+        """The events the database lacks. With a known `base`, the segment's i-th
+        event is the session's event base + i: present when the database has that
+        many, and then it must be the same event. Without one (the writer never read
+        the file), identical events are counted as a multiset."""
+        if self.counts is not None:
+            missing: list[EventRecord] = []
+            for e in events:
+                if self.counts[_key(e)] > 0:
+                    self.counts[_key(e)] -= 1
+                else:
+                    missing.append(e)
+            return missing
+        assert self.s.base is not None
+        start = self.s.base + self.seen
+        present = max(0, min(len(self.have) - start, len(events)))
+        for i in range(present):
+            if self.have[start + i] != _key(events[i]):
+                raise StoreError(
+                    f"session {self.s.session_id}'s event {start + i + 1} in the database "
+                    "differs from the unsaved one; replay into the database it came from (--db)"
+                )
+        return events[present:]
+
+    def finish(self) -> str:
+        """Puts back the rest (pen, coverage, end); one sentence saying what was done."""
+        conn, s, sid, done, present = self.conn, self.s, self.s.session_id, self.done, \
+            self.present
+        if self.refused:
+            raise StoreError(f"session {sid} in {self.db_path} is already closed "
+                             f"({self.outcome}); its {self.refused} unsaved events cannot be "
+                             "added to a final record")
+        if self.added:
+            done.append(f"{self.added} events added" + (f", {present} already there"
+                                                        if present else ""))
+        elif present and (s.device or s.coverage or s.close):
+            done.append(f"{present} events already there")
+        if s.device is not None and self.serial is None and self.outcome is None:
+            set_device_row(conn, sid, int(s.device["serial"]), int(s.device["fw_version"]),
+                           int(s.device["cartridge_id"]), str(s.device["position_mode"]))
+            done.append("pen and cartridge recorded")
+        if s.coverage is not None and self.outcome is None and (
+                self.added or not _same_coverage(conn, s)):
+            upsert_coverage(conn, sid, s.coverage[0], s.coverage[1])
+            done.append("coverage saved")
+        if s.close is not None and self.outcome is None:
+            close_session_row(conn, sid, *s.close)
+            done.append(f"closed as {s.close[0]}")
+        if not done or done == [f"{present} events already there"]:
+            return f"session {sid}{_NOTHING} ({present} events already there)"
+        return f"session {sid}: " + ", ".join(done)
 
 
 def _same_coverage(conn: Conn, s: _Segment) -> bool:
@@ -277,34 +401,3 @@ def _same_coverage(conn: Conn, s: _Segment) -> bool:
 
 def _key(e: EventRecord) -> tuple[Any, ...]:
     return (e.t_us, e.wall, e.kind, e.text, e.zone_id, data_json(e.data), bool(e.safety))
-
-
-def _missing_events(conn: Conn, s: _Segment) -> tuple[list[EventRecord], int]:
-    """The segment's events the database lacks, and how many it has already.
-
-    With a known `base`, the segment's i-th event is the session's event
-    base + i: present when the database has that many, and then it must be the
-    same event. Without one (the writer never read the file), identical events
-    are counted as a multiset."""
-    rows = conn.execute(
-        "SELECT t_us, wall, kind, text, zone_id, data, safety FROM events"
-        " WHERE session_id = ? ORDER BY id", (s.session_id,)
-    ).fetchall()
-    have = [(t, w, k, x, z, d, bool(f)) for t, w, k, x, z, d, f in rows]
-    if s.base is None:
-        counts = collections.Counter(have)
-        missing: list[EventRecord] = []
-        for e in s.events:
-            if counts[_key(e)] > 0:
-                counts[_key(e)] -= 1
-            else:
-                missing.append(e)
-        return missing, len(s.events) - len(missing)
-    present = max(0, min(len(have) - s.base, len(s.events)))
-    for i in range(present):
-        if have[s.base + i] != _key(s.events[i]):
-            raise StoreError(
-                f"session {s.session_id}'s event {s.base + i + 1} in the database differs from "
-                "the unsaved one; replay into the database it came from (--db)"
-            )
-    return s.events[present:], present

@@ -174,7 +174,7 @@ def acknowledge_adjuncts(
             "adjunct instructions NOT acknowledged") + f" ({how}): " + " | ".join(lines)
     with Store(db_path, create=False) as store:
         add_note(store.conn, session_id, wall=_wall(), text=text, adverse=None,
-                 author=operator)
+                 author=operator, where=store.path)
     if not given:
         console.print(Text("the adjunct instructions were not acknowledged; this is recorded",
                            style="bold red"))

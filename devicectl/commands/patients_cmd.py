@@ -80,7 +80,7 @@ def note_session(args: argparse.Namespace) -> int:
         note = add_note(store.conn, args.id,
                         wall=datetime.now(UTC).isoformat(timespec="milliseconds"),
                         text=args.text, adverse=args.adverse,
-                        author=(args.by or "").strip() or None)
+                        author=(args.by or "").strip() or None, where=store.path)
     print(f"session {note.session_id}: {note.label} recorded (note {note.id})")
     return 0
 
@@ -99,7 +99,7 @@ class _Patient:
 def _patients(path: Path | str) -> tuple[str, dict[str, _Patient]]:
     """Where the records are (for messages: a URL without its password) and each
     patient's sessions with their notes."""
-    with Store(path, create=False) as store:
+    with Store(path, create=False, read_only=True) as store:
         records = sorted(store.sessions(limit=ALL_SESSIONS), key=lambda r: r.id)
         notes = notes_of(store.conn, [r.id for r in records])
         where = str(store.path)

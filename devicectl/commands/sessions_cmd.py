@@ -141,7 +141,7 @@ def _running(path: Path | str, session_id: int) -> bool:
 def _open_existing(path: Path | str, session_id: int) -> Store:
     if isinstance(path, Path) and not path.exists():
         raise StoreError(f"no session {session_id} in {path}: no records yet there")
-    return Store(path, create=False)
+    return Store(path, create=False, read_only=True)
 
 
 def outcome_text(outcome: str | None, *, running: bool = False) -> str:
@@ -158,7 +158,7 @@ def list_sessions(args: argparse.Namespace) -> int:
     if isinstance(path, Path) and not path.exists():
         console.print(f"no records yet at {path}", markup=False, highlight=False)
         return 0
-    with Store(path, create=False) as store:
+    with Store(path, create=False, read_only=True) as store:
         records = store.sessions(limit=args.limit)
         where = store.path
         live = store.running_ids([r.id for r in records if r.outcome is None])
