@@ -9,10 +9,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pg_support import raw_connect
 
 from devicectl.commands.run_setup import continues_event
+from devicectl.continuation import NOT_CONTINUABLE, SET_AT_CREATION
+from devicectl.dbconn import DB_ERRORS, Conn
 from devicectl.errors import StoreError
+from devicectl.records import APPLICATION_ID, MIGRATIONS
 from devicectl.store import CartridgeUsedError, Store
+from devicectl.store_pg import PG_MIGRATIONS
 
 
 def _session(store: Store, patient: str) -> int:
@@ -47,3 +52,115 @@ def test_a_forged_continues_event_does_not_give_another_patient_the_cartridge(
             with (pytest.raises(StoreError, match="cartridge 77 was already used"),
                   store.transaction("a raw write") as conn):
                 conn.execute("UPDATE sessions SET cartridge_id = 77 WHERE id = ?", (forged,))
+
+
+def _raw_session(conn: Conn, patient: str, continues: int | None = None) -> int:
+    return int(conn.execute(
+        "INSERT INTO sessions (patient_ref, profile_name, profile_hash, profile_text,"
+        " started_at, continues) VALUES (?, 'x', 'h', 't', '2026-03-02T09:00:00+00:00', ?)"
+        " RETURNING id", (patient, continues)).fetchone()[0])
+
+
+def test_the_records_refuse_a_continuation_of_another_patient_or_of_no_lost_link(
+    records: Path | str
+) -> None:
+    """devicectl/continuation.py: the database checks the link at creation (same
+    patient, the predecessor ended link_lost, continued once) and never lets it
+    change, whoever writes the row (raw writes, past the store)."""
+    with Store(records) as store:
+        lost = _session(store, "P-001")
+        _fit(store, lost, 77)
+        store.close_session(lost, "link_lost", "2026-03-02T09:10:00+00:00")
+        done = _session(store, "P-001")
+        store.close_session(done, "complete", "2026-03-02T09:10:00+00:00")
+        still_open = _session(store, "P-001")
+    conn = raw_connect(records)
+    try:
+        for patient, pred in (("P-002", lost), ("P-001", done), ("P-001", still_open),
+                              ("P-001", 999)):
+            with pytest.raises(DB_ERRORS, match=NOT_CONTINUABLE):
+                _raw_session(conn, patient, pred)
+        cont = _raw_session(conn, " p-001 ", lost)  # the patient as references match
+        with pytest.raises(DB_ERRORS, match=r"continued_once|UNIQUE"):
+            _raw_session(conn, "P-001", lost)  # a session is continued once
+        stranger = _raw_session(conn, "P-002")
+        for sid, to in ((stranger, lost), (cont, None), (cont, done)):
+            with pytest.raises(DB_ERRORS, match=SET_AT_CREATION):
+                conn.execute("UPDATE sessions SET continues = ? WHERE id = ?", (to, sid))
+    finally:
+        conn.close()
+    with Store(records) as store:
+        assert store.session(cont).continues == lost
+        assert store.session(stranger).continues is None
+        _fit(store, cont, 77)  # the continuation's own cartridge
+        with pytest.raises(CartridgeUsedError, match="cartridge 77"):
+            _fit(store, stranger, 77)
+
+
+def _old_records(records: Path | str) -> None:
+    """Records at the schema before the link (SQLite 7, the server's 5), as the last
+    release left them: P-001's session lost its link and was continued (CONTINUES
+    first); then a second patient's session, a second continuation of the same one,
+    and a continuation of a session that did not lose its link, each with a
+    CONTINUES event as first record."""
+    if isinstance(records, Path):
+        records.parent.mkdir(parents=True, exist_ok=True)
+        steps, version = MIGRATIONS[:7], 7
+    else:
+        steps, version = PG_MIGRATIONS[:5], 5
+    conn = raw_connect(records)
+    try:
+        for statements in steps:
+            for sql in statements:
+                conn.execute(sql)
+        conn.execute("UPDATE schema_version SET version = ?", (version,))
+        if isinstance(records, Path):
+            conn.execute(f"PRAGMA application_id={APPLICATION_ID}")
+
+        def session(patient: str, continues: int | None, cartridge: int | None,
+                    outcome: str | None) -> None:
+            sid = _raw_session_old(conn, patient)
+            if continues is not None:
+                conn.execute(
+                    "INSERT INTO events (session_id, t_us, wall, kind, text, data, safety)"
+                    " VALUES (?, 0, 'w', 'CONTINUES', 'continues', ?, 0)",
+                    (sid, f'{{"session_id":{continues}}}'))
+            if cartridge is not None:
+                conn.execute("UPDATE sessions SET cartridge_id = ? WHERE id = ?",
+                             (cartridge, sid))
+            if outcome is not None:
+                conn.execute("UPDATE sessions SET outcome = ?, ended_at = 'e' WHERE id = ?",
+                             (outcome, sid))
+
+        session("P-001", None, 77, "link_lost")  # 1
+        session("P-001", 1, 77, None)  # 2: its continuation, the same cartridge
+        session("P-002", 1, None, None)  # 3: another patient's, naming 1
+        session("P-001", 1, None, None)  # 4: a second continuation of 1
+        session("P-001", 2, None, None)  # 5: naming a session that did not lose its link
+    finally:
+        conn.close()
+
+
+def _raw_session_old(conn: Conn, patient: str) -> int:
+    return int(conn.execute(
+        "INSERT INTO sessions (patient_ref, profile_name, profile_hash, profile_text,"
+        " started_at) VALUES (?, 'x', 'h', 't', 'w') RETURNING id", (patient,)).fetchone()[0])
+
+
+def test_old_continuations_get_their_link_from_their_continues_event_at_migration(
+    records: Path | str
+) -> None:
+    """The migration (SQLite 7 -> 8, the server's 5 -> 6) links a continuation its
+    CONTINUES event names where the records' rule allows it; the others get no link,
+    and the cartridge follows the links only."""
+    _old_records(records)
+    with Store(records) as store:
+        assert [s.continues for s in sorted(store.sessions(), key=lambda s: s.id)] == [
+            None, 1, None, None, None]
+        _fit(store, 2, 77)  # the continuation's own, again
+        for sid in (3, 4, 5):
+            with pytest.raises(CartridgeUsedError, match=r"cartridge 77 .*session 1"):
+                _fit(store, sid, 77)
+        with pytest.raises(StoreError, match="closed session is final"), \
+                store.transaction("a raw write") as conn:  # closed rows stay final
+            conn.execute("UPDATE sessions SET room = 'x' WHERE id = 1")
