@@ -164,3 +164,73 @@ def test_old_continuations_get_their_link_from_their_continues_event_at_migratio
         with pytest.raises(StoreError, match="closed session is final"), \
                 store.transaction("a raw write") as conn:  # closed rows stay final
             conn.execute("UPDATE sessions SET room = 'x' WHERE id = 1")
+
+
+def test_a_rooms_login_cannot_link_a_session_to_another_patients(pg_url: str) -> None:
+    """docs/security.md, "The records: a continuation is the records' link": a room's
+    login (devicectl_writer: INSERT and UPDATE on sessions, INSERT on events) can
+    neither create a session linked to another patient's nor link one later."""
+    import contextlib
+
+    import psycopg
+
+    from devicectl.dbconn import PgConn
+    from devicectl.store_pg import WRITER_ROLE
+
+    with Store(pg_url) as store:
+        lost = _session(store, "P-001")
+        _fit(store, lost, 77)
+        store.close_session(lost, "link_lost", "2026-03-02T09:10:00+00:00")
+    with psycopg.connect(pg_url, autocommit=True) as admin, \
+            contextlib.suppress(psycopg.errors.DuplicateObject):
+        admin.execute(f"CREATE ROLE devicectl_room LOGIN IN ROLE {WRITER_ROLE}".encode())
+    room = PgConn(psycopg.connect(pg_url.replace("postgres@", "devicectl_room@"),
+                                  autocommit=True))
+    try:
+        with pytest.raises(psycopg.Error, match=NOT_CONTINUABLE):
+            _raw_session(room, "P-002", lost)
+        mine = _raw_session(room, "P-002")
+        room.execute("INSERT INTO events (session_id, t_us, wall, kind, text, data, safety)"
+                     " VALUES (?, 0, 'w', 'CONTINUES', 'continues', ?, 0)",
+                     (mine, f'{{"session_id":{lost}}}'))
+        with pytest.raises(psycopg.Error, match=SET_AT_CREATION):
+            room.execute("UPDATE sessions SET continues = ? WHERE id = ?", (lost, mine))
+        with pytest.raises(psycopg.Error, match="cartridge 77 was already used"):
+            room.execute("UPDATE sessions SET cartridge_id = 77 WHERE id = ?", (mine,))
+    finally:
+        room.close()
+
+
+def test_a_servers_copies_from_a_chair_get_their_link_where_continues_names_the_copy(
+    pg_url: str
+) -> None:
+    """store_pg.py's 5 -> 6: a copy (migrated_from) whose CONTINUES names the server's
+    copy (chair_session_id beside it, as records migrate writes since schema 4) gets
+    its link; an older copy's CONTINUES names the chair's id and gets none, as the
+    claim did not follow it before either."""
+    conn = raw_connect(pg_url)
+    try:
+        for statements in PG_MIGRATIONS[:5]:
+            for sql in statements:
+                conn.execute(sql)
+        conn.execute("UPDATE schema_version SET version = 5")
+        for n, (data, outcome) in enumerate((
+                (None, "link_lost"),  # 1: a copy that lost its link
+                ('{"session_id":1,"chair_session_id":4}', "complete"),  # 2: its continuation
+                (None, "link_lost"),  # 3
+                ('{"session_id":3}', "complete"),  # 4: an old copy, naming the chair's 3
+        ), start=1):
+            sid = int(conn.execute(
+                "INSERT INTO sessions (patient_ref, profile_name, profile_hash, profile_text,"
+                " started_at, migrated_from) VALUES ('P-001', 'x', 'h', 't', 'w', ?)"
+                " RETURNING id", (f"head-{n}",)).fetchone()[0])
+            if data is not None:
+                conn.execute(
+                    "INSERT INTO events (session_id, t_us, wall, kind, text, data, safety)"
+                    " VALUES (?, 0, 'w', 'CONTINUES', 'continues', ?, 0)", (sid, data))
+            conn.execute("UPDATE sessions SET outcome = ?, ended_at = 'e' WHERE id = ?",
+                         (outcome, sid))
+    finally:
+        conn.close()
+    with Store(pg_url) as store:
+        assert [store.session(i).continues for i in (1, 2, 3, 4)] == [None, 1, None, None]
