@@ -234,3 +234,25 @@ def test_a_servers_copies_from_a_chair_get_their_link_where_continues_names_the_
         conn.close()
     with Store(pg_url) as store:
         assert [store.session(i).continues for i in (1, 2, 3, 4)] == [None, 1, None, None]
+
+
+def test_a_forged_continues_event_does_not_block_resuming_the_session_it_names(
+    records: Path | str
+) -> None:
+    """run_setup.continued_in (`run --resume N` refuses a session already continued)
+    read the CONTINUES events: another session of the patient's, with a CONTINUES
+    naming N appended (not linked: created as a new session), stopped N from being
+    resumed. It follows the records' link."""
+    from devicectl.commands.run_setup import continued_in
+
+    with Store(records) as store:
+        lost = _session(store, "P-001")
+        store.close_session(lost, "link_lost", "2026-03-02T09:10:00+00:00")
+        forged = _session(store, "P-001")
+        store.append_events(forged, [continues_event(lost, store.session(lost))])
+        assert continued_in(store, store.session(lost)) is None
+        store.close_session(forged, "aborted", "2026-03-02T09:15:00+00:00")
+        cont = store.create_session(
+            patient_ref="P-001", profile_name="x", profile_hash="h", profile_text="t",
+            started_at="2026-03-02T09:20:00+00:00", continues=lost)
+        assert continued_in(store, store.session(lost)) == cont
