@@ -19,16 +19,18 @@ from pathlib import Path
 
 from devicectl.errors import StoreError
 
-#: The session `?` and those it continues (a lost link: its first event, CONTINUES,
-#: names the session it continues), in the SQL both backends speak. A cartridge
+#: The session `?` and those it continues (a lost link: the records' own link,
+#: `sessions.continues`, set when the continuation is created and checked by the
+#: database, devicectl/continuation.py; never the CONTINUES event, which whoever
+#: may append events can write), in the SQL both backends speak. A cartridge
 #: belongs to the session that first recorded it and to the sessions continuing
 #: that one: the same treatment. Any other session recording it is refused.
 CONTINUED_CHAIN = """WITH RECURSIVE chain(id, n) AS (
     SELECT CAST(? AS BIGINT), 0
     UNION ALL
-    SELECT CAST(json_extract(e.data, '$.session_id') AS BIGINT), c.n + 1
-    FROM events e JOIN chain c ON e.session_id = c.id
-    WHERE e.kind = 'CONTINUES' AND c.n < 1000)
+    SELECT s.continues, c.n + 1
+    FROM sessions s JOIN chain c ON s.id = c.id
+    WHERE s.continues IS NOT NULL AND c.n < 1000)
 SELECT id FROM chain"""
 
 #: A claim the records have not answered in this long is a NO-GO (s).

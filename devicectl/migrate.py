@@ -9,13 +9,14 @@ kept with the copy (`migrated_from`, unique), so a second run copies nothing twi
 Session ids are each database's own counters (a chair's 7 is not the server's
 7), so a copy cannot keep its id, and it need not: its chain is recomputed under
 the new id anyway, the chair's closure hash (`migrated_from`) pinning the
-original. A continuation (a lost link resumed: its first event, CONTINUES, names
-the session it continues) names its predecessor's copy on the server, found by
-the predecessor's closure hash at the chair, and keeps the chair's id beside it
-(`chair_session_id`, and in its text), so the server's rules follow the
-treatment as they do a room's: its cartridge is its predecessor's. The
-predecessor is copied first (it is older); a continuation whose predecessor is
-not on the server is not copied, saying why.
+original. A continuation (a lost link resumed: the chair's records link it to
+the session it continues, `sessions.continues`, devicectl/continuation.py) is
+linked to its predecessor's copy on the server, found by the predecessor's
+closure hash at the chair, and its first event, CONTINUES, names that copy with
+the chair's id beside it (`chair_session_id`, and in its text), so the server's
+rules follow the treatment as they do a room's: its cartridge is its
+predecessor's. The predecessor is copied first (it is older); a continuation
+whose predecessor is not on the server is not copied, saying why.
 """
 
 from __future__ import annotations
@@ -91,6 +92,9 @@ def _one(src: Conn, dst: Store, sid: int) -> Moved:
     rec = session_from_row(row, ())
     events = [event_from_row(r) for r in src.execute(
         f"SELECT {EVENT_COLUMNS} FROM events WHERE session_id = ? ORDER BY id", (sid,))]
+    link = None if rec.continues is None else _copy_of(src, dst, rec.continues)
+    if rec.continues is not None and link is None:
+        return Moved(sid, None, _not_there(rec.continues))
     if events and events[0].kind == "CONTINUES":
         continues = _continues_on_server(src, dst, events[0])
         if isinstance(continues, str):
@@ -107,13 +111,14 @@ def _one(src: Conn, dst: Store, sid: int) -> Moved:
         with dst.transaction(f"the copy of session {sid}") as conn:
             new_id = int(conn.execute(
                 "INSERT INTO sessions (patient_ref, profile_name, profile_hash, profile_text,"
-                " started_at, operator, simulated, room, migrated_from)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+                " started_at, operator, simulated, room, migrated_from, continues)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
                 (rec.patient_ref, rec.profile_name, rec.profile_hash, rec.profile_text,
                  rec.started_at, rec.operator,
-                 None if rec.simulated is None else int(rec.simulated), rec.room, check.head),
+                 None if rec.simulated is None else int(rec.simulated), rec.room, check.head,
+                 link),
             ).fetchone()[0])
-            insert_events(conn, new_id, events)  # CONTINUES first: the claim follows it
+            insert_events(conn, new_id, events)
             if rec.device_serial is not None:
                 set_device_row(conn, new_id, int(rec.device_serial), int(rec.fw_version or 0),
                                int(rec.cartridge_id or 0), str(rec.position_mode))
@@ -144,15 +149,9 @@ def _continues_on_server(src: Conn, dst: Store, first: EventRecord) -> EventReco
     chair_id = first.data.get("session_id")
     if not isinstance(chair_id, int) or isinstance(chair_id, bool):
         return "not copied: its CONTINUES event names no session"
-    pred = verify_session(src, chair_id)
-    found = None
-    if pred.head is not None and pred.problem is None:
-        found = dst.conn.execute("SELECT id FROM sessions WHERE migrated_from = ?",
-                                 (pred.head,)).fetchone()
-    if found is None:
-        return (f"not copied: it continues session {chair_id}, which is not on the server "
-                "(copy that one first)")
-    new_id = int(found[0])
+    new_id = _copy_of(src, dst, chair_id)
+    if new_id is None:
+        return _not_there(chair_id)
     prefix = f"continues session {chair_id} "
     text = first.text
     if text.startswith(prefix):
@@ -160,3 +159,18 @@ def _continues_on_server(src: Conn, dst: Store, first: EventRecord) -> EventReco
             text[len(prefix):]
     return replace(first, text=text,
                    data={**first.data, "session_id": new_id, "chair_session_id": chair_id})
+
+
+def _copy_of(src: Conn, dst: Store, chair_id: int) -> int | None:
+    """The server's copy of the chair's session `chair_id`, by its closure hash."""
+    pred = verify_session(src, chair_id)
+    found = None
+    if pred.head is not None and pred.problem is None:
+        found = dst.conn.execute("SELECT id FROM sessions WHERE migrated_from = ?",
+                                 (pred.head,)).fetchone()
+    return None if found is None else int(found[0])
+
+
+def _not_there(chair_id: int) -> str:
+    return (f"not copied: it continues session {chair_id}, which is not on the server "
+            "(copy that one first)")

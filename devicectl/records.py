@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from devicectl.chain import closure_hash, hashed_event_rows
+from devicectl.continuation import SQLITE_MIGRATION as CONTINUATION_MIGRATION
 from devicectl.dbconn import Conn, append_rows
 from devicectl.errors import StoreError
 from devicectl.records_ro import open_read_only
@@ -83,6 +84,8 @@ class SessionRecord:
     chain_head: str | None = None
     #: the treatment room (run --room); None for a single chair
     room: str | None = None
+    #: the session (link lost) this one continues, as the records link them
+    continues: int | None = None
 
 
 _FINAL = "a closed session is final"
@@ -228,6 +231,9 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
         """CREATE TRIGGER notes_anchor_origin_kept BEFORE DELETE ON notes_anchor_origin
             BEGIN SELECT RAISE(ABORT, 'the notes anchor origin is fixed'); END""",
     ),
+    # 7 -> 8: which session a continuation continues, the records' own link
+    # (devicectl/continuation.py), taken at migration from the CONTINUES events.
+    CONTINUATION_MIGRATION,
 )
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 
@@ -451,13 +457,13 @@ ZONE_COLUMNS: Final = (
 SESSION_COLUMNS: Final = (
     "id, patient_ref, profile_name, profile_hash, profile_text, device_serial, fw_version,"
     " cartridge_id, started_at, ended_at, outcome, position_mode, operator, simulated,"
-    " chain_head, room"
+    " chain_head, room, continues"
 )
 
 
 def session_from_row(row: Sequence[Any], zones: tuple[ZoneCoverage, ...]) -> SessionRecord:
     (sid, patient, pname, phash, ptext, serial, fw, cart, started, ended, outcome, mode,
-     operator, simulated, head, room) = row
+     operator, simulated, head, room, continues) = row
     return SessionRecord(
         id=int(sid),
         patient_ref=str(patient),
@@ -476,4 +482,5 @@ def session_from_row(row: Sequence[Any], zones: tuple[ZoneCoverage, ...]) -> Ses
         simulated=None if simulated is None else bool(simulated),
         chain_head=head,
         room=room,
+        continues=None if continues is None else int(continues),
     )

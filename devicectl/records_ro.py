@@ -1,5 +1,6 @@
 """The records read where they cannot be written (a read-only file or folder), for
-the commands that only read: `sessions list`, `show`, `verify`, `report`, `patients`.
+the commands that only read: `sessions list`, `show`, `verify`, `report`, `patients`,
+`monitor` of a recorded session (and its page), `records migrate`'s source.
 """
 
 from __future__ import annotations

@@ -215,11 +215,14 @@ class Store:
         operator: str | None = None,
         simulated: bool | None = None,
         room: str | None = None,
+        continues: int | None = None,
     ) -> int:
         """The new session's id. On PostgreSQL the patient is locked for the
         transaction (rooms queue on it) and a session of theirs still open in
         another room, started under OPEN_SESSION_BLOCK_S ago, refuses this one: the
-        interval checks then see every earlier session of the patient."""
+        interval checks then see every earlier session of the patient. `continues`:
+        the session (link lost) this one continues, which the database checks
+        (devicectl/continuation.py)."""
         if not patient_ref.strip():
             raise StoreError("a session needs a pseudonymous patient reference; it was empty")
         parse_wall(started_at)
@@ -228,10 +231,10 @@ class Store:
                 self._refuse_open_elsewhere(conn, patient_ref, started_at)
             row = conn.execute(
                 "INSERT INTO sessions (patient_ref, profile_name, profile_hash, profile_text,"
-                " started_at, operator, simulated, room) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-                " RETURNING id",
+                " started_at, operator, simulated, room, continues)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
                 (patient_ref, profile_name, profile_hash, profile_text, started_at, operator,
-                 None if simulated is None else int(simulated), room),
+                 None if simulated is None else int(simulated), room, continues),
             ).fetchone()
         return int(row[0])
 
@@ -262,7 +265,7 @@ class Store:
     ) -> None:
         """Records the pen and its cartridge. The cartridge is single use: it belongs
         to the session that first recorded it and to the sessions continuing that
-        one (a lost link, CONTINUES: the same treatment), so recording one's own
+        one (a lost link, `continues`: the same treatment), so recording one's own
         cartridge again is idempotent. Any other session's raises CartridgeUsedError
         naming it: checked in the writing transaction (an SQLite file's writers
         queue on it) and, on PostgreSQL, by the claims' primary key whatever room

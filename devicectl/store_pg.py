@@ -26,6 +26,7 @@ from typing import Final
 
 import psycopg
 
+from devicectl.continuation import PG_MIGRATION as CONTINUATION_MIGRATION
 from devicectl.dbconn import PgConn
 from devicectl.errors import RefusedError, StoreError
 from devicectl.records import REFUSALS_TABLE
@@ -308,6 +309,9 @@ PG_MIGRATIONS += (
             FOR EACH ROW EXECUTE FUNCTION devicectl_note_sequence()""",
         f"GRANT SELECT ON notes_anchor_origin TO {WRITER_ROLE}",
     ),
+    # 5 -> 6: which session a continuation continues, the records' own link
+    # (devicectl/continuation.py); the cartridge claim follows it, not CONTINUES.
+    CONTINUATION_MIGRATION,
 )
 PG_SCHEMA_VERSION: Final = len(PG_MIGRATIONS)
 

@@ -217,13 +217,14 @@ def test_a_servers_notes_from_before_the_anchor_are_said_not_anchored_not_failed
 REPO = Path(__file__).resolve().parent.parent
 
 
-def run_read_only(db: Path, what: str, *argv: str,
-                  db_arg: bool = True) -> subprocess.CompletedProcess[str]:
-    """`devicectl ARGV --db db` (without --db: `db_arg` False) with `what` ("folder"
-    or "file") read-only: a real read-only bind mount in a private mount namespace
-    as root (as tests/test_store_failures.py), file modes otherwise."""
+def run_read_only(db: Path, what: str, *argv: str, db_arg: bool = True,
+                  code: str | None = None) -> subprocess.CompletedProcess[str]:
+    """`devicectl ARGV --db db` (without --db: `db_arg` False), or the Python `code`,
+    with `what` ("folder" or "file") read-only: a real read-only bind mount in a
+    private mount namespace as root (as tests/test_store_failures.py), file modes
+    otherwise."""
     argv = (*argv, "--db", str(db)) if db_arg else argv
-    code = f"import sys; from devicectl.cli import main; sys.exit(main({list(argv)!r}))"
+    code = code or f"import sys; from devicectl.cli import main; sys.exit(main({list(argv)!r}))"
     env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "200"}
     target = str(db.parent if what == "folder" else db)
     if os.geteuid() != 0:
@@ -275,6 +276,35 @@ def test_commands_that_only_read_work_on_records_that_cannot_be_written(
     done = run_read_only(read_only_records, what, *argv)
     assert done.returncode == 0, done.stderr
     assert "P-RO1" in done.stdout or "chains hold" in done.stdout or "report" in done.stdout
+
+
+@pytest.mark.parametrize("what", ["folder", "file"])
+def test_monitor_and_its_page_read_a_recorded_session_that_cannot_be_written(
+    read_only_records: Path, what: str
+) -> None:
+    """docs/clinic.md "Records that prove themselves": records that cannot be written
+    are still read by the commands that only read. `monitor` (monitor_cmd.py:52) and
+    its page (web/records_source.py:72-74, web/hub.py:141) opened them for writing,
+    so a recorded session in a read-only folder could not be watched."""
+    code = "\n".join((
+        "import argparse, sys, threading",
+        "from devicectl.commands.monitor_cmd import monitor",
+        "from devicectl.web.hub import EventFeed",
+        "from devicectl.web.records_source import RecordsSource",
+        "from pathlib import Path",
+        f"db = Path({str(read_only_records)!r})",
+        "stop = threading.Event(); stop.set()",
+        "args = argparse.Namespace(db=db, session=1, web_port=0, web_host='127.0.0.1')",
+        "assert monitor(args, stop) == 0",
+        "feed = EventFeed(db, 1); items = feed.poll()",
+        "print('feed', len(items) + feed.hidden, feed.error)",
+        "print('status', RecordsSource(db, 1).status())",
+    ))
+    done = run_read_only(read_only_records, what, db_arg=False, code=code)
+    assert done.returncode == 0, done.stderr
+    assert "has ended (complete): its record, read-only" in done.stdout, done.stdout
+    assert "feed 0 None" in done.stdout, done.stdout  # read, nothing to say (no events)
+    assert "'state': 'COMPLETE'" in done.stdout and "'stop_reason': None" in done.stdout
 
 
 @pytest.mark.parametrize("what", ["folder", "file"])

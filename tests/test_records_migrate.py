@@ -132,6 +132,7 @@ def test_a_continuation_is_copied_naming_its_predecessors_copy_and_keeps_its_car
     with Store(chair, create=False) as src, Store(pg_url) as dst:
         lost, cont = dst.session(2), dst.session(3)
         assert lost.outcome == "link_lost" and cont.outcome == "complete"
+        assert cont.continues == lost.id  # the link, copied
         assert cont.cartridge_id == lost.cartridge_id == src.session(2).cartridge_id
         assert cont.cartridge_id
         first, *rest = dst.events(3)

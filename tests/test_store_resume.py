@@ -44,10 +44,10 @@ def test_a_continued_session_keeps_its_cartridge_and_no_other_session_takes_it(
                              cartridge_id=int(lost.cartridge_id or 0), position_mode="grid")
 
 
-def _session(store: Store, patient: str = "P-001") -> int:
+def _session(store: Store, patient: str = "P-001", continues: int | None = None) -> int:
     return store.create_session(
         patient_ref=patient, profile_name="x", profile_hash="h", profile_text="t",
-        started_at="2026-03-02T09:00:00+00:00", simulated=True)
+        started_at="2026-03-02T09:00:00+00:00", simulated=True, continues=continues)
 
 
 def _fit(store: Store, sid: int, cartridge: int) -> None:
@@ -62,11 +62,11 @@ def test_the_cartridge_belongs_to_the_treatment_its_continuations_and_no_one_els
         _fit(store, first, 77)
         _fit(store, first, 77)  # its own cartridge again: idempotent
         store.close_session(first, "link_lost", "2026-03-02T09:10:00+00:00")
-        second = _session(store)  # continues the first, as `run --resume` records it
+        second = _session(store, continues=first)  # as `run --resume` records it
         store.append_events(second, [continues_event(first, store.session(first))])
         _fit(store, second, 77)
         store.close_session(second, "link_lost", "2026-03-02T09:20:00+00:00")
-        third = _session(store)  # continues the continuation: still the same treatment
+        third = _session(store, continues=second)  # still the same treatment
         store.append_events(third, [continues_event(second, store.session(second))])
         _fit(store, third, 77)
         _fit(store, third, 78)  # a new cartridge on resume: claimed by the same session

@@ -49,7 +49,7 @@ def monitor(args: argparse.Namespace, stop: threading.Event | None = None) -> in
     db_path: Path = where
     if not db_path.exists():
         raise StoreError(f"no records yet at {db_path}")
-    with Store(db_path, create=False) as store:
+    with Store(db_path, create=False, read_only=True) as store:
         if args.session is not None:
             rec = store.session(args.session)
         else:

@@ -116,13 +116,14 @@ def setup_session(
             operator=operator,
             simulated=simulated,
             room=room,
+            continues=resumed.id if resumed is not None else None,
         )
     except PatientBusyError as exc:  # another room has them: kept apart from the sessions
         with contextlib.suppress(StoreError):
             store.record_refusal(reason=str(exc), wall=now_iso(), patient_ref=patient,
                                  room=room, operator=operator)
         raise
-    if resumed is not None:  # its first record says which session it continues
+    if resumed is not None:  # its first record says so too, for people to read
         store.append_events(session_id, [continues_event(resumed.id, resumed)])
         return Setup(loaded, patient, session_id, resumed=True, continues=resumed.id)
     return Setup(loaded, patient, session_id, resumed=False)
@@ -170,16 +171,11 @@ def start_facts(
 
 
 def continued_in(store: Store, record: SessionRecord) -> int | None:
-    """The later session of the same patient that continues `record`, if any."""
+    """The later session that continues `record`, as the records link them."""
     if record.outcome is None:
         return None
-    for later in store.sessions(limit=1_000):
-        if later.id > record.id and later.patient_ref == record.patient_ref:
-            first = store.events(later.id)[:1]
-            if first and first[0].kind == "CONTINUES" and \
-                    first[0].data.get("session_id") == record.id:
-                return later.id
-    return None
+    return next((later.id for later in store.sessions(limit=1_000)
+                 if later.continues == record.id), None)
 
 
 def continues_event(old_id: int, old: SessionRecord | None) -> EventRecord:

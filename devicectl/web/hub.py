@@ -138,7 +138,7 @@ class EventFeed:
         try:
             if self._conn is None:
                 self._conn = (store_pg.connect(self.db_path) if isinstance(self.db_path, str)
-                              else open_database(self.db_path, create=False))
+                              else open_database(self.db_path, create=False, read_only=True))
             rows = self._conn.execute(
                 f"SELECT id, {EVENT_COLUMNS} FROM events WHERE session_id = ? AND id > ? "
                 "ORDER BY id LIMIT 5000",

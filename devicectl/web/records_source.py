@@ -69,9 +69,9 @@ class RecordsSource:
     def _read(self) -> dict[str, Any]:
         import json
 
-        with Store(self.db_path, create=False) as store:
+        with Store(self.db_path, create=False, read_only=True) as store:
             rec = store.session(self.session_id)
-        conn = open_database(self.db_path, create=False)
+        conn = open_database(self.db_path, create=False, read_only=True)
         try:
             state_ev = self._last(conn, ("STATE",))
             fault_ev = self._last(conn, _FAULT_KINDS)
