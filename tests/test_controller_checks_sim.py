@@ -84,10 +84,11 @@ class Run:
 
 
 def run(liar: Liar, *, pause: bool = False, limit_us: int = 3_000_000,
-        clear_faults: bool = False) -> Run:
+        clear_faults: bool = False, pen: VirtualPen | None = None) -> Run:
     """A session with the `--yes` technician; the liar wakes after 300 ms of stamping,
-    and `pause` presses PAUSE at that moment (so that the host sends STOP)."""
-    pen = VirtualPen(seed=5, zone_map=MAP)
+    and `pause` presses PAUSE at that moment (so that the host sends STOP). `pen`: the
+    simulated pen (a MisbehavingPen around one), else an honest VirtualPen."""
+    pen = pen or VirtualPen(seed=5, zone_map=MAP)
     ctl = Controller(plan_for, MAP, StartFacts("p-h", frozenset()), nonce=0x5EED, now_us=0)
     r = Run(ctl, pen, liar)
     decoder = p.Decoder()
