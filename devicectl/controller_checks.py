@@ -15,6 +15,7 @@ from typing import Final
 from devicectl.protocol import PenState, SetTarget, Telemetry
 from devicectl.safety import (
     ACK_TIMEOUT_US,
+    COUNTER_WINDOW_US,
     MAX_RESENDS,
     NOT_STOPPED_RESEND_US,
     OK,
@@ -24,7 +25,9 @@ from devicectl.safety import (
     TARGET_SETTLE_PERIODS,
     TOLERANCE_EVENT_PERIOD_US,
     Verdict,
+    counter_overspeed,
     in_tolerance_band,
+    is_counter_overspeed,
     is_overspeed,
     is_shallow_stroke,
     not_stopped,
@@ -53,6 +56,8 @@ class PenChecks:
         "_pending",
         "_previous_depth_um",
         "_previous_until",
+        "_rate_anchor",
+        "_rate_window_dhz",
         "_rebase",
         "_settled_us",
         "_shallow_strokes",
@@ -81,6 +86,10 @@ class PenChecks:
         self._previous_until: int | None = None
         self._settled_us: int | None = None  # H1 holds from then on
         self._overspeed_frames = 0
+        #: H2 from the counter: the window's first frame (pen clock, stamp_count), and
+        #: the fastest rate the host allowed in it
+        self._rate_anchor: tuple[int, int] | None = None
+        self._rate_window_dhz = 0
         self._stop_sent_us: int | None = None  # the host wants the pen stopped since
         self._never_started = False  # connected, and no START sent since
         #: the pen's frames lagged (a gap, then a burst) since the stop was sent
@@ -109,6 +118,7 @@ class PenChecks:
         """A SET_TARGET left: H1 waits for its ACK (the pen may apply it any time now)."""
         self._pending = target
         self._settled_us = None
+        self._rate_anchor = None  # a window measures one rate: the next begins now
 
     def target_answered(self, target: SetTarget, ok: bool, now_us: int) -> None:
         """The pen ACKed (or NACKed: nothing changed) a SET_TARGET."""
@@ -121,6 +131,7 @@ class PenChecks:
                 self._previous_depth_um = old.depth_um
                 self._previous_until = (self._last_stamps + 1) & 0xFFFF_FFFF
             self.target = target
+            self._rate_anchor = None
         if self._pending is None and self.target is not None:
             self._settled_us = now_us + TARGET_SETTLE_PERIODS * self.period_us
 
@@ -133,6 +144,7 @@ class PenChecks:
         caught all the same). A stop it did acknowledge still holds it."""
         self._settled_us = None
         self._overspeed_frames = 0
+        self._rate_anchor = None
         if self._stop_sent_us is not None and not self._stop_acked:
             self.stamps_at_stop = None
             self._rebase = True
@@ -275,11 +287,39 @@ class PenChecks:
                 rate_verdict = overspeed(t.rate_meas_dhz, self.commanded_rate_dhz)
         else:
             self._overspeed_frames = 0
+        counted = self._counted_rate(t)
         if stopped is not OK:
             return stopped
         if target_verdict is not OK:
             return target_verdict
-        return rate_verdict
+        return rate_verdict if rate_verdict is not OK else counted
+
+    def _counted_rate(self, t: Telemetry) -> Verdict:
+        """H2 from the counter, beyond the spec's letter: the strokes `stamp_count` shows
+        over a window of the pen's own clock, whatever state and rate the pen reports,
+        against the fastest rate the host allowed in it. A window that would run
+        backwards (a reboot, a counter or clock reset) starts again."""
+        rate = self.commanded_rate_dhz
+        anchor = self._rate_anchor
+        if anchor is None:
+            self._rate_anchor = (t.t_us, t.stamp_count)
+            self._rate_window_dhz = rate
+            return OK
+        if rate > self._rate_window_dhz:
+            self._rate_window_dhz = rate
+        window_us = (t.t_us - anchor[0]) & 0xFFFF_FFFF
+        strokes = (t.stamp_count - anchor[1]) & 0xFFFF_FFFF
+        if window_us >= 0x8000_0000 or strokes >= 0x8000_0000:
+            self._rate_anchor = None
+            return self._counted_rate(t)
+        if window_us < COUNTER_WINDOW_US:
+            return OK
+        allowed = self._rate_window_dhz
+        self._rate_anchor = (t.t_us, t.stamp_count)
+        self._rate_window_dhz = rate
+        if is_counter_overspeed(strokes, window_us, allowed):
+            return counter_overspeed(strokes, window_us, allowed)
+        return OK
 
     def estop_due(self, verdict: Verdict, now_us: int, already: bool) -> bool:
         """Whether a session-ending verdict sends its ESTOP now: at once the first time
@@ -327,3 +367,4 @@ class PenChecks:
     def restart_counting(self) -> None:
         """After a reconnect the pen's counter starts afresh."""
         self._last_stamps = None
+        self._rate_anchor = None

@@ -87,6 +87,14 @@ TARGET_SETTLE_PERIODS: Final = 2
 OVERSPEED_PERCENT: Final = 125
 #: ... in at most this many TELEMETRY frames in a row, less one.
 OVERSPEED_FRAMES: Final = 3
+#: H2, beyond the spec's letter: the rate is also measured from `stamp_count` itself,
+#: over windows of at least this much of the pen's own clock (`t_us`), whatever state
+#: and rate the pen reports. The pen's clock, not the host's: frames the link holds
+#: back or loses change neither end of a window ...
+COUNTER_WINDOW_US: Final = 1_000_000
+#: ... which may hold this many strokes beyond OVERSPEED_PERCENT of the commanded
+#: rate (a stroke under way at each end).
+COUNTER_SLACK_STROKES: Final = 2
 #: H3: from this long after a STOP or ESTOP is sent, the pen must be stopped ...
 STOP_SETTLE_US: Final = 20_000
 #: ... having made at most this many strokes since the stop was sent.
@@ -311,6 +319,25 @@ def overspeed(rate_meas_dhz: int, commanded_rate_dhz: int) -> Verdict:
         Action.ESTOP,
         f"the pen stamps at {rate_meas_dhz / 10:g} Hz, over {OVERSPEED_PERCENT} % of the "
         f"commanded {commanded_rate_dhz / 10:g} Hz in {OVERSPEED_FRAMES} frames in a row",
+        EstopReason.OVERSPEED,
+        ends_session=True,
+    )
+
+
+def is_counter_overspeed(strokes: int, window_us: int, commanded_rate_dhz: int) -> bool:
+    """H2 from the counter: more strokes in `window_us` of the pen's clock than
+    OVERSPEED_PERCENT of the commanded rate makes, plus COUNTER_SLACK_STROKES."""
+    allowed_x1e9 = commanded_rate_dhz * OVERSPEED_PERCENT * window_us  # 0.1 Hz * % * µs
+    return (strokes - COUNTER_SLACK_STROKES) * 1_000_000_000 > allowed_x1e9
+
+
+def counter_overspeed(strokes: int, window_us: int, commanded_rate_dhz: int) -> Verdict:
+    """H2 from the counter: the verdict on one window."""
+    return Verdict(
+        Action.ESTOP,
+        f"the pen's stroke counter rose by {strokes} in {window_us / 1000:.0f} ms of its "
+        f"clock ({strokes * 1_000_000 / window_us:.1f} Hz), over {OVERSPEED_PERCENT} % of "
+        f"the commanded {commanded_rate_dhz / 10:g} Hz, whatever rate it reports",
         EstopReason.OVERSPEED,
         ends_session=True,
     )

@@ -8,18 +8,25 @@ the host to and the code that holds it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 
+import pytest
 from test_controller_checks_sim import MAP, Liar, run
 
 from devicectl import protocol as p
 from devicectl.controller import State
-from devicectl.safety import EstopReason
+from devicectl.controller_checks import PenChecks
+from devicectl.safety import COUNTER_WINDOW_US, OK, EstopReason
 from firmware_sim.misbehave import MisbehavingPen, get_misbehaviour
 from firmware_sim.virtual import VirtualPen
 
 #: the plan's rate (test_virtual_session.plan_for: every zone at 100 Hz)
 RATE_DHZ = 1000
+PERIOD_US = 2_000
+U32 = 0xFFFF_FFFF
+#: a lie caught by the counter's windows: within two of them, and a few frames
+COUNTER_BOUND_US = 2 * COUNTER_WINDOW_US + 10 * PERIOD_US
 
 
 def fast_pen() -> MisbehavingPen:
@@ -39,14 +46,31 @@ def says_ready(t: p.Telemetry) -> p.Telemetry:
     return replace(t, state=p.PenState.READY, rate_meas_dhz=0, depth_meas_um=0)
 
 
-def test_a_pen_stamping_fast_behind_an_honest_looking_rate_is_estopped_overspeed() -> None:
+def near_the_wrap(t: p.Telemetry) -> p.Telemetry:
+    """Its counter and clock started just below 2**32: both wrap during the session."""
+    return replace(honest_looking_rate(t), stamp_count=(t.stamp_count + U32 - 150) & U32,
+                   t_us=(t.t_us + U32 - 1_500_000) & U32)
+
+
+@pytest.mark.parametrize(("lie", "bound_us"), [
+    (honest_looking_rate, COUNTER_BOUND_US),
+    # the jump to the wrap starts a window at the first lie: the counter wraps in it
+    (near_the_wrap, COUNTER_WINDOW_US + 10 * PERIOD_US),
+])
+def test_a_pen_stamping_fast_behind_an_honest_looking_rate_is_estopped_overspeed(
+    lie: Callable[[p.Telemetry], p.Telemetry], bound_us: int,
+) -> None:
     """H2 (docs/pen-protocol.md, "H2 Rate"; controller_checks.py PenChecks.check) reads
     `rate_meas_dhz` only: a pen whose counter runs at 140 % of the commanded rate while
     it reports the commanded rate escapes it. Beyond the spec's letter, the host
-    measures the rate from `stamp_count` itself (docs/safety.md, H2)."""
-    r = run(Liar(telemetry=honest_looking_rate), pen=fast_pen())  # type: ignore[arg-type]
+    measures the rate from `stamp_count` itself (docs/safety.md, H2), across a wrap of
+    the counter and of the pen's clock too."""
+    r = run(Liar(telemetry=lie), pen=fast_pen())  # type: ignore[arg-type]
     assert r.pen.fired_at_us is not None  # its motor does run fast
-    assert r.estops(EstopReason.OVERSPEED), r.ctl.fault
+    assert r.liar.first_lie_us is not None
+    (first, *_) = r.estops(EstopReason.OVERSPEED)
+    assert first - r.liar.first_lie_us <= bound_us
+    assert "whatever rate it reports" in (r.ctl.fault or "")
     assert r.ctl.state is State.FAULT and r.ctl.fault_final is not None
 
 
@@ -54,5 +78,25 @@ def test_a_pen_stamping_fast_while_it_says_ready_is_estopped_overspeed() -> None
     """As above, for a pen that reports READY (no rate for H2 to read) while START is in
     force and its counter runs at 140 % of the commanded rate."""
     r = run(Liar(telemetry=says_ready), pen=fast_pen())  # type: ignore[arg-type]
-    assert r.estops(EstopReason.OVERSPEED), r.ctl.fault
+    assert r.pen.fired_at_us is not None
+    (first, *_) = r.estops(EstopReason.OVERSPEED)
+    assert first - r.pen.fired_at_us <= COUNTER_BOUND_US
     assert r.ctl.state is State.FAULT and r.ctl.fault_final is not None
+
+
+def test_an_honest_pen_whose_rate_is_lowered_mid_window_is_not_overspeed() -> None:
+    """H2 by the counter holds a window to the fastest rate the host allowed in it
+    (PenChecks._counted_rate): 600 ms at 150 Hz, then 600 ms at 50 Hz, is no overspeed
+    of 50 Hz. (A window held to the rate in force at its end accused this pen.)"""
+    checks = PenChecks(PERIOD_US)
+    fast, slow = p.SetTarget(1000, 1500, 1), p.SetTarget(1000, 500, 1)
+    checks.target_sent(fast)
+    checks.target_answered(fast, True, 0)
+    checks.started()
+    for now in range(PERIOD_US, 1_200_001, PERIOD_US):
+        if now == 600_000:
+            checks.target_sent(slow)
+            checks.target_answered(slow, True, now)
+        stamps = (150 * min(now, 600_000) + 50 * max(0, now - 600_000)) // 1_000_000
+        t = p.Telemetry(now, p.PenState.STAMPING, 0, 1000, 1000, 0, stamps, 100, 50, 1, 1, 4000)
+        assert checks.check(t, now) is OK, (now, stamps)
