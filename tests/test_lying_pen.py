@@ -13,10 +13,12 @@ from dataclasses import replace
 
 import pytest
 from test_controller_checks_sim import MAP, Liar, run
+from test_virtual_session import plan_for
 
 from devicectl import protocol as p
 from devicectl.controller import State
 from devicectl.controller_checks import PenChecks
+from devicectl.plan import Plan
 from devicectl.safety import COUNTER_WINDOW_US, OK, EstopReason
 from firmware_sim.misbehave import MisbehavingPen, get_misbehaviour
 from firmware_sim.virtual import VirtualPen
@@ -100,3 +102,34 @@ def test_an_honest_pen_whose_rate_is_lowered_mid_window_is_not_overspeed() -> No
         stamps = (150 * min(now, 600_000) + 50 * max(0, now - 600_000)) // 1_000_000
         t = p.Telemetry(now, p.PenState.STAMPING, 0, 1000, 1000, 0, stamps, 100, 50, 1, 1, 4000)
         assert checks.check(t, now) is OK, (now, stamps)
+
+
+def deep_then_shallow(dev: p.DeviceInfo) -> Plan:
+    """plan_for's first two zones, the first at 1400 µm: the second (1200 µm) is shallower."""
+    plan = plan_for(dev)
+    first, second = plan.zones[:2]
+    return replace(plan, zones=(replace(first, depth_um=1400, target_fraction=0.05), second))
+
+
+def test_a_counter_set_back_after_a_shallower_target_is_held_to_the_shallower_target() -> None:
+    """Spec 1.1 clarification 3 (docs/pen-protocol.md, "OVERDEPTH against the target"):
+    only the stroke under way when the pen took a shallower target may be at the old
+    one; docs/safety.md: a stroke measured more than 100 µm past the host's target is
+    ESTOP OVERSHOOT. PenChecks.stroke_target_um (controller_checks.py) held every stroke
+    whose count was not past the one under way to the old, deeper target: a pen whose
+    counter went back (set back by 500 here; a reboot does it too) stamped 1350 µm at a
+    commanded 1200 µm, unchecked, until its counter caught up."""
+
+    def set_back(t: p.Telemetry) -> p.Telemetry:
+        if t.depth_cmd_um != 1200:
+            return t
+        deep = 1350 if t.state == p.PenState.STAMPING else t.depth_meas_um
+        return replace(t, stamp_count=(t.stamp_count - 500) & U32, depth_meas_um=deep)
+
+    r = run(Liar(telemetry=set_back), plan=deep_then_shallow, limit_us=6_000_000)
+    shallow = [t for t, m in r.sent if isinstance(m, p.SetTarget) and m.depth_um == 1200]
+    assert shallow, "the session never reached its shallower zone"
+    start = min(t for t, m in r.sent if isinstance(m, p.Start) and t > shallow[0])
+    (first, *_) = r.estops(EstopReason.OVERSHOOT)
+    assert first - start <= 100_000  # its first strokes there (10 ms apart), not 5 s later
+    assert r.ctl.state is State.FAULT
