@@ -164,12 +164,14 @@ class PenChecks:
     def stroke_target_um(self, stamp_count: int) -> int:
         """The target the stroke reported with `stamp_count` was made at, at most: the
         commanded depth, or a deeper one just replaced while that stroke was under way
-        (a shallower target applies in full from the next stroke)."""
+        (a shallower target applies in full from the next stroke). Only that stroke and
+        the one before it: a count past it, or behind them (a counter set back, a
+        reboot), is held to the new target from then on."""
         depth = self.commanded_depth_um
         until = self._previous_until
         if until is not None:
-            if (stamp_count - until) & 0xFFFF_FFFF < 0x8000_0000 and stamp_count != until:
-                self._previous_until = None  # a stroke after that one: the new target holds
+            if (until - stamp_count) & 0xFFFF_FFFF > 1:
+                self._previous_until = None  # another stroke than that one: the new target holds
             elif self._previous_depth_um > depth:
                 return self._previous_depth_um
         return depth
