@@ -133,3 +133,37 @@ def test_a_counter_set_back_after_a_shallower_target_is_held_to_the_shallower_ta
     (first, *_) = r.estops(EstopReason.OVERSHOOT)
     assert first - start <= 100_000  # its first strokes there (10 ms apart), not 5 s later
     assert r.ctl.state is State.FAULT
+
+
+class SlowCounter:
+    """Counts only `share` of its strokes from the moment it starts lying (0: none),
+    while it says STAMPING at the commanded rate: strokes the dose map never sees."""
+
+    def __init__(self, share: float) -> None:
+        self.share = share
+        self.base: int | None = None
+
+    def __call__(self, t: p.Telemetry) -> p.Telemetry:
+        if self.base is None:
+            self.base = t.stamp_count
+        shown = self.base + int((t.stamp_count - self.base) * self.share)
+        return replace(t, stamp_count=shown & U32)
+
+
+@pytest.mark.parametrize("share", [0.0, 0.4])
+def test_a_pen_stamping_with_a_counter_that_misses_strokes_is_estopped_mismatch(
+    share: float,
+) -> None:
+    """The dose map counts the strokes `stamp_count` shows (stamping.py TipTracker.observe);
+    a pen that says STAMPING at the commanded rate while its counter shows none of its
+    strokes, or 40 %, puts dose on the skin that no record holds, and no spot's maximum
+    can stop it. An honest pen that stamps at under half its target rate for 50 ms
+    latches STALL (docs/pen-protocol.md, fault bit 1): a pen STAMPING throughout a
+    window of its clock whose counter shows under half the commanded rate is lying
+    (controller_checks.py PenChecks._counted_rate), ESTOP MISMATCH."""
+    r = run(Liar(telemetry=SlowCounter(share)))
+    assert r.liar.first_lie_us is not None
+    (first, *_) = r.estops(EstopReason.MISMATCH)
+    assert first - r.liar.first_lie_us <= COUNTER_BOUND_US
+    assert r.ctl.state is State.FAULT and r.ctl.fault_final is not None
+
