@@ -26,8 +26,10 @@ from devicectl.safety import (
     TOLERANCE_EVENT_PERIOD_US,
     Verdict,
     counter_overspeed,
+    counter_underrun,
     in_tolerance_band,
     is_counter_overspeed,
+    is_counter_underrun,
     is_overspeed,
     is_shallow_stroke,
     not_stopped,
@@ -58,6 +60,7 @@ class PenChecks:
         "_previous_until",
         "_rate_anchor",
         "_rate_window_dhz",
+        "_rate_window_slowest_dhz",
         "_rebase",
         "_settled_us",
         "_shallow_strokes",
@@ -67,6 +70,7 @@ class PenChecks:
         "_stop_sent_us",
         "_tolerance_us",
         "_verdict_sent_us",
+        "_window_stamping",
         "not_stopped_seen",
         "period_us",
         "stamps_at_stop",
@@ -86,10 +90,13 @@ class PenChecks:
         self._previous_until: int | None = None
         self._settled_us: int | None = None  # H1 holds from then on
         self._overspeed_frames = 0
-        #: H2 from the counter: the window's first frame (pen clock, stamp_count), and
-        #: the fastest rate the host allowed in it
+        #: H2 from the counter: the window's first frame (pen clock, stamp_count), the
+        #: fastest and slowest rates the host allowed in it, and whether the pen said
+        #: STAMPING in every frame of it with no STOP or START sent meanwhile
         self._rate_anchor: tuple[int, int] | None = None
         self._rate_window_dhz = 0
+        self._rate_window_slowest_dhz = 0
+        self._window_stamping = False
         self._stop_sent_us: int | None = None  # the host wants the pen stopped since
         self._never_started = False  # connected, and no START sent since
         #: the pen's frames lagged (a gap, then a burst) since the stop was sent
@@ -185,6 +192,7 @@ class PenChecks:
 
     def started(self) -> None:
         """START sent: the host wants stamping; no stop to verify."""
+        self._window_stamping = False
         self._never_started = False
         self._stop_sent_us = self._stop_armed_us = None
         self.stamps_at_stop = None
@@ -207,6 +215,7 @@ class PenChecks:
 
     def stop_sent(self, now_us: int) -> None:
         """STOP or ESTOP sent: from STOP_SETTLE_US on, the pen must show it stopped."""
+        self._window_stamping = False
         if self._stop_sent_us is None:
             self._stop_sent_us = now_us
             # spec H3 holds from STOP_SETTLE_US after this send, ACKed or not (`check`),
@@ -299,16 +308,25 @@ class PenChecks:
     def _counted_rate(self, t: Telemetry) -> Verdict:
         """H2 from the counter, beyond the spec's letter: the strokes `stamp_count` shows
         over a window of the pen's own clock, whatever state and rate the pen reports,
-        against the fastest rate the host allowed in it. A window that would run
-        backwards (a reboot, a counter or clock reset) starts again."""
-        rate = self.commanded_rate_dhz
+        against the fastest rate the host allowed in it; and, when the pen said STAMPING
+        throughout (no STOP or START sent meanwhile), against the slowest: a counter
+        under half of it misses strokes. A window that would run backwards (a reboot, a
+        counter or clock reset) starts again."""
+        target, pending = self.target, self._pending
+        fastest = self.commanded_rate_dhz
+        slowest = target.rate_dhz if target is not None else 0
+        if pending is not None and pending.rate_dhz < slowest:
+            slowest = pending.rate_dhz
         anchor = self._rate_anchor
         if anchor is None:
             self._rate_anchor = (t.t_us, t.stamp_count)
-            self._rate_window_dhz = rate
+            self._rate_window_dhz = fastest
+            self._rate_window_slowest_dhz = slowest
+            self._window_stamping = t.state == _STAMPING
             return OK
-        if rate > self._rate_window_dhz:
-            self._rate_window_dhz = rate
+        self._rate_window_dhz = max(self._rate_window_dhz, fastest)
+        self._rate_window_slowest_dhz = min(self._rate_window_slowest_dhz, slowest)
+        self._window_stamping = self._window_stamping and t.state == _STAMPING
         window_us = (t.t_us - anchor[0]) & 0xFFFF_FFFF
         strokes = (t.stamp_count - anchor[1]) & 0xFFFF_FFFF
         if window_us >= 0x8000_0000 or strokes >= 0x8000_0000:
@@ -316,11 +334,14 @@ class PenChecks:
             return self._counted_rate(t)
         if window_us < COUNTER_WINDOW_US:
             return OK
-        allowed = self._rate_window_dhz
-        self._rate_anchor = (t.t_us, t.stamp_count)
-        self._rate_window_dhz = rate
+        allowed, least = self._rate_window_dhz, self._rate_window_slowest_dhz
+        stamping = self._window_stamping
+        self._rate_anchor = None
+        self._counted_rate(t)  # the next window begins with this frame
         if is_counter_overspeed(strokes, window_us, allowed):
             return counter_overspeed(strokes, window_us, allowed)
+        if stamping and is_counter_underrun(strokes, window_us, least):
+            return counter_underrun(strokes, window_us, least)
         return OK
 
     def estop_due(self, verdict: Verdict, now_us: int, already: bool) -> bool:

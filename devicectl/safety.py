@@ -93,8 +93,11 @@ OVERSPEED_FRAMES: Final = 3
 #: back or loses change neither end of a window ...
 COUNTER_WINDOW_US: Final = 1_000_000
 #: ... which may hold this many strokes beyond OVERSPEED_PERCENT of the commanded
-#: rate (a stroke under way at each end).
+#: rate (a stroke under way at each end), or short of ...
 COUNTER_SLACK_STROKES: Final = 2
+#: ... this percentage of it, when the pen said STAMPING throughout: an honest pen
+#: under it for 50 ms latches STALL (spec), so a counter under it misses strokes.
+UNDERRUN_PERCENT: Final = 50
 #: H3: from this long after a STOP or ESTOP is sent, the pen must be stopped ...
 STOP_SETTLE_US: Final = 20_000
 #: ... having made at most this many strokes since the stop was sent.
@@ -339,6 +342,26 @@ def counter_overspeed(strokes: int, window_us: int, commanded_rate_dhz: int) -> 
         f"clock ({strokes * 1_000_000 / window_us:.1f} Hz), over {OVERSPEED_PERCENT} % of "
         f"the commanded {commanded_rate_dhz / 10:g} Hz, whatever rate it reports",
         EstopReason.OVERSPEED,
+        ends_session=True,
+    )
+
+
+def is_counter_underrun(strokes: int, window_us: int, commanded_rate_dhz: int) -> bool:
+    """A pen STAMPING throughout `window_us` of its clock whose counter shows fewer
+    strokes than UNDERRUN_PERCENT of the commanded rate makes, less COUNTER_SLACK_STROKES."""
+    least_x1e9 = commanded_rate_dhz * UNDERRUN_PERCENT * window_us  # 0.1 Hz * % * µs
+    return (strokes + COUNTER_SLACK_STROKES) * 1_000_000_000 < least_x1e9
+
+
+def counter_underrun(strokes: int, window_us: int, commanded_rate_dhz: int) -> Verdict:
+    """The verdict on a pen whose counter misses strokes: its reports disagree."""
+    return Verdict(
+        Action.ESTOP,
+        f"the pen reports STAMPING throughout {window_us / 1000:.0f} ms of its clock, but "
+        f"its stroke counter rose by {strokes} ({strokes * 1_000_000 / window_us:.1f} Hz), "
+        f"under {UNDERRUN_PERCENT} % of the commanded {commanded_rate_dhz / 10:g} Hz: "
+        "strokes the records would not hold",
+        EstopReason.MISMATCH,
         ends_session=True,
     )
 

@@ -8,10 +8,13 @@ the host to and the code that holds it.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import replace
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from test_controller_checks_sim import MAP, Liar, run
 from test_virtual_session import plan_for
 
@@ -167,3 +170,107 @@ def test_a_pen_stamping_with_a_counter_that_misses_strokes_is_estopped_mismatch(
     assert first - r.liar.first_lie_us <= COUNTER_BOUND_US
     assert r.ctl.state is State.FAULT and r.ctl.fault_final is not None
 
+
+# --- an honest pen is never accused by its counter (hypothesis) -----------------------
+
+MOTOR_TAU_US = 20_000  # the simulator's motor (firmware_sim/physics.py)
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    commands=st.lists(st.tuples(st.integers(1, 2_500), st.sampled_from(["START", "STOP", "RATE"]),
+                                st.integers(200, 1660)), max_size=10),
+    delays_us=st.lists(st.integers(0, 15_000), min_size=1, max_size=6),
+    lost=st.lists(st.booleans(), min_size=1, max_size=7),
+    stamps=st.one_of(st.just(0), st.integers(U32 - 400, U32), st.integers(0, U32)),
+    clock_us=st.one_of(st.just(0), st.integers(U32 - 4_000_000, U32), st.integers(0, U32)),
+)
+def test_an_honest_pen_is_never_accused_by_its_counter(
+    commands: list[tuple[int, str, int]], delays_us: list[int], lost: list[bool],
+    stamps: int, clock_us: int,
+) -> None:
+    """PenChecks' windows of the counter (H2 beyond the letter, and the counter that
+    misses strokes) never accuse a pen that stamps at the rate it was given, its motor
+    taking 20 ms to reach it: whatever the host sends when, however late each command
+    and ACK arrives (up to 15 ms), however many frames are lost or held back, across a
+    wrap of its counter and its clock, and across rate changes (which the host sends
+    behind a STOP, as Controller._next_zone does)."""
+    checks = PenChecks(PERIOD_US)
+    target = p.SetTarget(1000, 1000, 1)
+    checks.connected(0)
+    checks.target_sent(target)
+    checks.target_answered(target, True, 0)
+    at_pen: list[tuple[int, str, p.SetTarget | None, int]] = []  # (when, what, target, sent)
+    acks: list[tuple[int, str, p.SetTarget | None, int]] = []
+    k = 0
+
+    def delay() -> int:
+        nonlocal k
+        k += 1
+        return delays_us[k % len(delays_us)]
+
+    schedule = []
+    now = 0
+    for gap_ms, what, rate in commands:
+        now += gap_ms * 1000
+        if what == "RATE":
+            schedule.append((now, "STOP", rate))
+        schedule.append((now, what, rate))
+    end = now + 3_000_000
+    stamping, rate_dhz, motor_dhz, phase = False, target.rate_dhz, 0.0, 0.0
+    pen_target = target
+    arrival = to_pen = 0
+    frames: list[tuple[int, p.Telemetry]] = []
+    for now in range(0, end, 500):
+        while schedule and schedule[0][0] <= now:
+            _, what, rate = schedule.pop(0)
+            sent_target = None
+            if what == "START":
+                checks.started()
+            elif what == "STOP":
+                checks.stop_sent(now)
+            else:
+                sent_target = p.SetTarget(1000, rate, 1)
+                checks.target_sent(sent_target)
+            to_pen = max(to_pen, now + delay())  # in the order sent
+            at_pen.append((to_pen, what, sent_target, now))
+        for item in [a for a in at_pen if a[0] <= now]:
+            at_pen.remove(item)
+            _, what, sent_target, sent = item
+            if what == "START":
+                stamping = True
+            elif what == "STOP":
+                stamping = False
+                motor_dhz = 0.0
+            else:
+                assert sent_target is not None
+                pen_target = sent_target
+            acks.append((now + delay(), what, sent_target, sent))
+        for item in [a for a in acks if a[0] <= now]:
+            acks.remove(item)
+            _, what, sent_target, sent = item
+            if what == "STOP":
+                checks.stop_acked(sent)
+            elif what == "RATE":
+                assert sent_target is not None
+                checks.target_answered(sent_target, True, now)
+        rate_dhz = pen_target.rate_dhz
+        if stamping:
+            motor_dhz += (rate_dhz - motor_dhz) * (1 - math.exp(-500 / MOTOR_TAU_US))
+            phase += motor_dhz * 500 / 10_000_000
+            stamps = (stamps + int(phase)) & U32
+            phase -= int(phase)
+        if now % PERIOD_US == 0:
+            arrival = max(arrival, now + delay())
+            state = p.PenState.STAMPING if stamping else p.PenState.READY
+            frames.append((arrival, p.Telemetry(
+                (clock_us + now) & U32, state, 0, 1000, 1000 if stamping else 0,
+                round(motor_dhz), stamps, 100, 50, 1, 1, 4000)))
+        while frames and frames[0][0] <= now:
+            when, t = frames.pop(0)
+            k += 1
+            if lost[k % len(lost)]:
+                continue
+            verdict = checks.check(t, when)
+            assert verdict.estop_reason not in (EstopReason.OVERSPEED, EstopReason.MISMATCH), (
+                now, verdict.reason)
