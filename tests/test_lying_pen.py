@@ -201,7 +201,6 @@ def test_an_honest_pen_is_never_accused_by_its_counter(
     checks.target_sent(target)
     checks.target_answered(target, True, 0)
     at_pen: list[tuple[int, str, p.SetTarget | None, int]] = []  # (when, what, target, sent)
-    acks: list[tuple[int, str, p.SetTarget | None, int]] = []
     k = 0
 
     def delay() -> int:
@@ -220,7 +219,8 @@ def test_an_honest_pen_is_never_accused_by_its_counter(
     stamping, rate_dhz, motor_dhz, phase = False, target.rate_dhz, 0.0, 0.0
     pen_target = target
     arrival = to_pen = 0
-    frames: list[tuple[int, p.Telemetry]] = []
+    #: the pen's frames and ACKs, in the order it sent them: (arrival, frame or ACK)
+    to_host: list[tuple[int, p.Telemetry | tuple[str, p.SetTarget | None, int]]] = []
     for now in range(0, end, 500):
         while schedule and schedule[0][0] <= now:
             _, what, rate = schedule.pop(0)
@@ -245,15 +245,8 @@ def test_an_honest_pen_is_never_accused_by_its_counter(
             else:
                 assert sent_target is not None
                 pen_target = sent_target
-            acks.append((now + delay(), what, sent_target, sent))
-        for item in [a for a in acks if a[0] <= now]:
-            acks.remove(item)
-            _, what, sent_target, sent = item
-            if what == "STOP":
-                checks.stop_acked(sent)
-            elif what == "RATE":
-                assert sent_target is not None
-                checks.target_answered(sent_target, True, now)
+            arrival = max(arrival, now + delay())
+            to_host.append((arrival, (what, sent_target, sent)))
         rate_dhz = pen_target.rate_dhz
         if stamping:
             motor_dhz += (rate_dhz - motor_dhz) * (1 - math.exp(-500 / MOTOR_TAU_US))
@@ -263,11 +256,19 @@ def test_an_honest_pen_is_never_accused_by_its_counter(
         if now % PERIOD_US == 0:
             arrival = max(arrival, now + delay())
             state = p.PenState.STAMPING if stamping else p.PenState.READY
-            frames.append((arrival, p.Telemetry(
+            to_host.append((arrival, p.Telemetry(
                 (clock_us + now) & U32, state, 0, 1000, 1000 if stamping else 0,
                 round(motor_dhz), stamps, 100, 50, 1, 1, 4000)))
-        while frames and frames[0][0] <= now:
-            when, t = frames.pop(0)
+        while to_host and to_host[0][0] <= now:
+            when, t = to_host.pop(0)
+            if isinstance(t, tuple):
+                what, sent_target, sent = t
+                if what == "STOP":
+                    checks.stop_acked(sent)
+                elif what == "RATE":
+                    assert sent_target is not None
+                    checks.target_answered(sent_target, True, when)
+                continue
             k += 1
             if lost[k % len(lost)]:
                 continue
