@@ -22,7 +22,7 @@ from devicectl import protocol as p
 from devicectl.controller import State
 from devicectl.controller_checks import PenChecks
 from devicectl.plan import Plan
-from devicectl.safety import COUNTER_WINDOW_US, OK, EstopReason
+from devicectl.safety import COUNTER_WINDOW_US, OK, SILENCE_LOST_US, EstopReason
 from firmware_sim.misbehave import MisbehavingPen, get_misbehaviour
 from firmware_sim.virtual import VirtualPen
 
@@ -44,6 +44,16 @@ def honest_looking_rate(t: p.Telemetry) -> p.Telemetry:
     return replace(t, rate_meas_dhz=min(t.rate_meas_dhz, RATE_DHZ))
 
 
+def clock_stands_still(t: p.Telemetry) -> p.Telemetry:
+    """As honest_looking_rate, and its clock (`t_us`) stands still."""
+    return replace(honest_looking_rate(t), t_us=0)
+
+
+def clock_runs_back(t: p.Telemetry) -> p.Telemetry:
+    """As honest_looking_rate, and its clock runs backwards."""
+    return replace(honest_looking_rate(t), t_us=(-t.t_us) & U32)
+
+
 def says_ready(t: p.Telemetry) -> p.Telemetry:
     """Says READY (and no rate) while it stamps."""
     if t.state != p.PenState.STAMPING:
@@ -61,6 +71,9 @@ def near_the_wrap(t: p.Telemetry) -> p.Telemetry:
     (honest_looking_rate, COUNTER_BOUND_US),
     # the jump to the wrap starts a window at the first lie: the counter wraps in it
     (near_the_wrap, COUNTER_WINDOW_US + 10 * PERIOD_US),
+    # a clock that does not advance cannot stretch a window past the host's own time
+    (clock_stands_still, COUNTER_BOUND_US + SILENCE_LOST_US),
+    (clock_runs_back, COUNTER_BOUND_US + SILENCE_LOST_US),
 ])
 def test_a_pen_stamping_fast_behind_an_honest_looking_rate_is_estopped_overspeed(
     lie: Callable[[p.Telemetry], p.Telemetry], bound_us: int,
@@ -69,7 +82,8 @@ def test_a_pen_stamping_fast_behind_an_honest_looking_rate_is_estopped_overspeed
     `rate_meas_dhz` only: a pen whose counter runs at 140 % of the commanded rate while
     it reports the commanded rate escapes it. Beyond the spec's letter, the host
     measures the rate from `stamp_count` itself (docs/safety.md, H2), across a wrap of
-    the counter and of the pen's clock too."""
+    the counter and of the pen's clock too, and a pen whose clock stands still or runs
+    back cannot keep a window from ending."""
     r = run(Liar(telemetry=lie), pen=fast_pen())  # type: ignore[arg-type]
     assert r.pen.fired_at_us is not None  # its motor does run fast
     assert r.liar.first_lie_us is not None
