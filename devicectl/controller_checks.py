@@ -21,6 +21,7 @@ from devicectl.safety import (
     OK,
     OVERSPEED_FRAMES,
     SENSOR_SUSPECT_STROKES,
+    SILENCE_LOST_US,
     STOP_SETTLE_US,
     TARGET_SETTLE_PERIODS,
     TOLERANCE_EVENT_PERIOD_US,
@@ -90,10 +91,10 @@ class PenChecks:
         self._previous_until: int | None = None
         self._settled_us: int | None = None  # H1 holds from then on
         self._overspeed_frames = 0
-        #: H2 from the counter: the window's first frame (pen clock, stamp_count), the
-        #: fastest and slowest rates the host allowed in it, and whether the pen said
-        #: STAMPING in every frame of it with no STOP or START sent meanwhile
-        self._rate_anchor: tuple[int, int] | None = None
+        #: H2 from the counter: the window's first frame (pen clock, stamp_count, host
+        #: time), the fastest and slowest rates the host allowed in it, and whether the
+        #: pen said STAMPING in every frame of it with no STOP or START sent meanwhile
+        self._rate_anchor: tuple[int, int, int] | None = None
         self._rate_window_dhz = 0
         self._rate_window_slowest_dhz = 0
         self._window_stamping = False
@@ -298,20 +299,23 @@ class PenChecks:
                 rate_verdict = overspeed(t.rate_meas_dhz, self.commanded_rate_dhz)
         else:
             self._overspeed_frames = 0
-        counted = self._counted_rate(t)
+        counted = self._counted_rate(t, now_us)
         if stopped is not OK:
             return stopped
         if target_verdict is not OK:
             return target_verdict
         return rate_verdict if rate_verdict is not OK else counted
 
-    def _counted_rate(self, t: Telemetry) -> Verdict:
+    def _counted_rate(self, t: Telemetry, now_us: int) -> Verdict:
         """H2 from the counter, beyond the spec's letter: the strokes `stamp_count` shows
         over a window of the pen's own clock, whatever state and rate the pen reports,
         against the fastest rate the host allowed in it; and, when the pen said STAMPING
         throughout (no STOP or START sent meanwhile), against the slowest: a counter
-        under half of it misses strokes. A window that would run backwards (a reboot, a
-        counter or clock reset) starts again."""
+        under half of it misses strokes. A counter that runs back (a reboot) starts the
+        window again. A pen clock that stands still or runs back cannot keep a window
+        from ending: for the fastest rate, a window is at least the host's time less the
+        longest an honest pen's frame may lag (SILENCE_LOST_US), never shorter than by
+        the pen's clock, so never more accusing."""
         target, pending = self.target, self._pending
         fastest = self.commanded_rate_dhz
         slowest = target.rate_dhz if target is not None else 0
@@ -319,7 +323,7 @@ class PenChecks:
             slowest = pending.rate_dhz
         anchor = self._rate_anchor
         if anchor is None:
-            self._rate_anchor = (t.t_us, t.stamp_count)
+            self._rate_anchor = (t.t_us, t.stamp_count, now_us)
             self._rate_window_dhz = fastest
             self._rate_window_slowest_dhz = slowest
             self._window_stamping = t.state == _STAMPING
@@ -327,20 +331,23 @@ class PenChecks:
         self._rate_window_dhz = max(self._rate_window_dhz, fastest)
         self._rate_window_slowest_dhz = min(self._rate_window_slowest_dhz, slowest)
         self._window_stamping = self._window_stamping and t.state == _STAMPING
-        window_us = (t.t_us - anchor[0]) & 0xFFFF_FFFF
         strokes = (t.stamp_count - anchor[1]) & 0xFFFF_FFFF
-        if window_us >= 0x8000_0000 or strokes >= 0x8000_0000:
+        if strokes >= 0x8000_0000:
             self._rate_anchor = None
-            return self._counted_rate(t)
-        if window_us < COUNTER_WINDOW_US:
+            return self._counted_rate(t, now_us)
+        window_us = (t.t_us - anchor[0]) & 0xFFFF_FFFF
+        if window_us >= 0x8000_0000:
+            window_us = 0  # the pen's clock ran back: no time by it
+        longest_us = max(window_us, now_us - anchor[2] - SILENCE_LOST_US)
+        if longest_us < COUNTER_WINDOW_US:
             return OK
         allowed, least = self._rate_window_dhz, self._rate_window_slowest_dhz
         stamping = self._window_stamping
         self._rate_anchor = None
-        self._counted_rate(t)  # the next window begins with this frame
-        if is_counter_overspeed(strokes, window_us, allowed):
-            return counter_overspeed(strokes, window_us, allowed)
-        if stamping and is_counter_underrun(strokes, window_us, least):
+        self._counted_rate(t, now_us)  # the next window begins with this frame
+        if is_counter_overspeed(strokes, longest_us, allowed):
+            return counter_overspeed(strokes, longest_us, allowed)
+        if stamping and window_us and is_counter_underrun(strokes, window_us, least):
             return counter_underrun(strokes, window_us, least)
         return OK
 

@@ -338,8 +338,8 @@ def counter_overspeed(strokes: int, window_us: int, commanded_rate_dhz: int) -> 
     """H2 from the counter: the verdict on one window."""
     return Verdict(
         Action.ESTOP,
-        f"the pen's stroke counter rose by {strokes} in {window_us / 1000:.0f} ms of its "
-        f"clock ({strokes * 1_000_000 / window_us:.1f} Hz), over {OVERSPEED_PERCENT} % of "
+        f"the pen's stroke counter rose by {strokes} in {window_us / 1000:.0f} ms "
+        f"({strokes * 1_000_000 / window_us:.1f} Hz), over {OVERSPEED_PERCENT} % of "
         f"the commanded {commanded_rate_dhz / 10:g} Hz, whatever rate it reports",
         EstopReason.OVERSPEED,
         ends_session=True,
