@@ -54,6 +54,19 @@ def clock_runs_back(t: p.Telemetry) -> p.Telemetry:
     return replace(honest_looking_rate(t), t_us=(-t.t_us) & U32)
 
 
+class StepsBack:
+    """As honest_looking_rate, and its counter steps back by 100 every 250 frames (by
+    more than it rose in them): the strokes between still show, one by one."""
+
+    def __init__(self) -> None:
+        self.frames = 0
+
+    def __call__(self, t: p.Telemetry) -> p.Telemetry:
+        self.frames += 1
+        shown = t.stamp_count - 100 * (self.frames // 250)
+        return replace(honest_looking_rate(t), stamp_count=shown & U32)
+
+
 def says_ready(t: p.Telemetry) -> p.Telemetry:
     """Says READY (and no rate) while it stamps."""
     if t.state != p.PenState.STAMPING:
@@ -74,7 +87,10 @@ def near_the_wrap(t: p.Telemetry) -> p.Telemetry:
     # a clock that does not advance cannot stretch a window past the host's own time
     (clock_stands_still, COUNTER_BOUND_US + SILENCE_LOST_US),
     (clock_runs_back, COUNTER_BOUND_US + SILENCE_LOST_US),
-])
+    # a counter that steps back now and then does not start the window again
+    (StepsBack(), COUNTER_BOUND_US),
+], ids=["honest_looking_rate", "near_the_wrap", "clock_stands_still", "clock_runs_back",
+        "counter_steps_back"])
 def test_a_pen_stamping_fast_behind_an_honest_looking_rate_is_estopped_overspeed(
     lie: Callable[[p.Telemetry], p.Telemetry], bound_us: int,
 ) -> None:
@@ -83,7 +99,7 @@ def test_a_pen_stamping_fast_behind_an_honest_looking_rate_is_estopped_overspeed
     it reports the commanded rate escapes it. Beyond the spec's letter, the host
     measures the rate from `stamp_count` itself (docs/safety.md, H2), across a wrap of
     the counter and of the pen's clock too, and a pen whose clock stands still or runs
-    back cannot keep a window from ending."""
+    back, or whose counter steps back now and then, cannot keep a window from ending."""
     r = run(Liar(telemetry=lie), pen=fast_pen())  # type: ignore[arg-type]
     assert r.pen.fired_at_us is not None  # its motor does run fast
     assert r.liar.first_lie_us is not None
