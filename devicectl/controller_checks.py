@@ -71,7 +71,9 @@ class PenChecks:
         "_stop_sent_us",
         "_tolerance_us",
         "_verdict_sent_us",
+        "_window_count",
         "_window_stamping",
+        "_window_strokes",
         "not_stopped_seen",
         "period_us",
         "stamps_at_stop",
@@ -91,10 +93,13 @@ class PenChecks:
         self._previous_until: int | None = None
         self._settled_us: int | None = None  # H1 holds from then on
         self._overspeed_frames = 0
-        #: H2 from the counter: the window's first frame (pen clock, stamp_count, host
-        #: time), the fastest and slowest rates the host allowed in it, and whether the
-        #: pen said STAMPING in every frame of it with no STOP or START sent meanwhile
-        self._rate_anchor: tuple[int, int, int] | None = None
+        #: H2 from the counter: the window's first frame (pen clock, host time), the
+        #: strokes in it (every step forward of the counter) and its last count, the
+        #: fastest and slowest rates the host allowed in it, and whether the pen said
+        #: STAMPING in every frame of it with no STOP or START sent meanwhile
+        self._rate_anchor: tuple[int, int] | None = None
+        self._window_strokes = 0
+        self._window_count = 0
         self._rate_window_dhz = 0
         self._rate_window_slowest_dhz = 0
         self._window_stamping = False
@@ -311,11 +316,12 @@ class PenChecks:
         over a window of the pen's own clock, whatever state and rate the pen reports,
         against the fastest rate the host allowed in it; and, when the pen said STAMPING
         throughout (no STOP or START sent meanwhile), against the slowest: a counter
-        under half of it misses strokes. A counter that runs back (a reboot) starts the
-        window again. A pen clock that stands still or runs back cannot keep a window
-        from ending: for the fastest rate, a window is at least the host's time less the
-        longest an honest pen's frame may lag (SILENCE_LOST_US), never shorter than by
-        the pen's clock, so never more accusing."""
+        under half of it misses strokes. The strokes are the counter's steps forward, so
+        one that steps back (a reboot) adds none and starts nothing again. A pen clock
+        that stands still or runs back cannot keep a window from ending: for the fastest
+        rate, a window is at least the host's time less the longest an honest pen's
+        frame may lag (SILENCE_LOST_US), never shorter than by the pen's clock, so never
+        more accusing."""
         target, pending = self.target, self._pending
         fastest = self.commanded_rate_dhz
         slowest = target.rate_dhz if target is not None else 0
@@ -323,7 +329,9 @@ class PenChecks:
             slowest = pending.rate_dhz
         anchor = self._rate_anchor
         if anchor is None:
-            self._rate_anchor = (t.t_us, t.stamp_count, now_us)
+            self._rate_anchor = (t.t_us, now_us)
+            self._window_strokes = 0
+            self._window_count = t.stamp_count
             self._rate_window_dhz = fastest
             self._rate_window_slowest_dhz = slowest
             self._window_stamping = t.state == _STAMPING
@@ -331,14 +339,15 @@ class PenChecks:
         self._rate_window_dhz = max(self._rate_window_dhz, fastest)
         self._rate_window_slowest_dhz = min(self._rate_window_slowest_dhz, slowest)
         self._window_stamping = self._window_stamping and t.state == _STAMPING
-        strokes = (t.stamp_count - anchor[1]) & 0xFFFF_FFFF
-        if strokes >= 0x8000_0000:
-            self._rate_anchor = None
-            return self._counted_rate(t, now_us)
+        step = (t.stamp_count - self._window_count) & 0xFFFF_FFFF
+        self._window_count = t.stamp_count
+        if step < 0x8000_0000:
+            self._window_strokes += step
+        strokes = self._window_strokes
         window_us = (t.t_us - anchor[0]) & 0xFFFF_FFFF
         if window_us >= 0x8000_0000:
             window_us = 0  # the pen's clock ran back: no time by it
-        longest_us = max(window_us, now_us - anchor[2] - SILENCE_LOST_US)
+        longest_us = max(window_us, now_us - anchor[1] - SILENCE_LOST_US)
         if longest_us < COUNTER_WINDOW_US:
             return OK
         allowed, least = self._rate_window_dhz, self._rate_window_slowest_dhz
