@@ -22,7 +22,7 @@ from devicectl import protocol as p
 from devicectl.controller import State
 from devicectl.controller_checks import PenChecks
 from devicectl.plan import Plan
-from devicectl.safety import COUNTER_WINDOW_US, OK, SILENCE_LOST_US, EstopReason
+from devicectl.safety import COUNTER_WINDOW_US, OK, SILENCE_LOST_US, STOP_SETTLE_US, EstopReason
 from firmware_sim.misbehave import MisbehavingPen, get_misbehaviour
 from firmware_sim.virtual import VirtualPen
 
@@ -335,3 +335,23 @@ def test_a_pen_whose_contact_flickers_off_does_not_keep_its_strokes_off_the_dose
     assert cov is not None and r.liar.first_lie_us is not None
     held = r.pen.firmware.state is not p.PenState.STAMPING
     assert held or cov.landed * 2 >= cov.strokes(1), (cov.landed, cov.strokes(1))
+
+
+def test_a_pen_that_ignores_stop_says_ready_and_sets_its_counter_back_is_estopped_not_stopped(
+) -> None:
+    """H3 (docs/pen-protocol.md, "H3 Stopped means stopped"): a `stamp_count` more than 2
+    above its value when the stop was sent means the pen did not stop. safety.not_stopped
+    takes a counter below that value for a reboot, not strokes: a pen that ACKs STOP,
+    says READY and sets its counter back by 1000 as it goes on stamping showed no
+    strokes to H3 until it had made 1000 more (controller_checks.py PenChecks.check).
+    The strokes it made since the stop are its counter's steps forward."""
+
+    def hides(t: p.Telemetry) -> p.Telemetry:
+        return replace(says_ready(t), stamp_count=(t.stamp_count - 1000) & U32)
+
+    r = run(Liar(telemetry=hides, swallow=(p.Stop,)), pause=True)
+    assert r.pause_us is not None and r.liar.swallowed  # the pen never saw its STOP
+    assert r.pen.firmware.state is not p.PenState.READY
+    (first, *_) = r.estops(EstopReason.NOT_STOPPED)
+    assert first - r.pause_us <= 2 * PERIOD_US + STOP_SETTLE_US + 3 * 10_000  # 3 strokes
+    assert r.ctl.state is State.FAULT and r.ctl.fault_final is not None
