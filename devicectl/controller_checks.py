@@ -273,6 +273,15 @@ class PenChecks:
             base = self.stamps_at_stop
             if base is None or (t.stamp_count - base) & 0xFFFF_FFFF < 0x8000_0000:
                 self.stamps_at_stop = t.stamp_count
+        base, before = self.stamps_at_stop, self._last_stamps
+        if base is not None and before is not None and (
+            (t.stamp_count - before) & 0xFFFF_FFFF >= 0x8000_0000
+        ):
+            # The counter stepped back (a reboot, or a pen hiding its strokes): those
+            # made since the stop stay made, and H3 counts on from where it stands now.
+            made = (before - base) & 0xFFFF_FFFF
+            made = made if made < 0x8000_0000 else 0
+            self.stamps_at_stop = (t.stamp_count - made) & 0xFFFF_FFFF
         last, self._last_arrival_us = self._last_arrival_us, now_us
         armed = self._stop_armed_us
         sent = self._stop_sent_us

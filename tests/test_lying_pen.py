@@ -15,6 +15,8 @@ from dataclasses import replace
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from test_controller import tel
+from test_controller_checks import _paused, estops
 from test_controller_checks_sim import MAP, Liar, run
 from test_virtual_session import plan_for
 
@@ -355,3 +357,18 @@ def test_a_pen_that_ignores_stop_says_ready_and_sets_its_counter_back_is_estoppe
     (first, *_) = r.estops(EstopReason.NOT_STOPPED)
     assert first - r.pause_us <= 2 * PERIOD_US + STOP_SETTLE_US + 3 * 10_000  # 3 strokes
     assert r.ctl.state is State.FAULT and r.ctl.fault_final is not None
+
+
+def test_a_pen_that_stops_and_restarts_is_not_accused_by_its_counter_from_zero() -> None:
+    """H3's other side (safety.not_stopped: "a counter that went backwards (a reboot) is
+    not strokes"): a pen that stopped within the slack (2 strokes) and restarts, its
+    counter from 0, is not accused of the strokes before its restart, nor of the
+    step back, in the second after it."""
+    ctl, pen, stop_us = _paused()
+    frames = [tel(state=p.PenState.STAMPING, stamp_count=101), tel(stamp_count=102)]
+    frames += [tel(state=p.PenState.BOOT, stamp_count=0, depth_cmd_um=0)] * 5
+    frames += [tel(state=p.PenState.IDLE, stamp_count=0, depth_cmd_um=0)] * 500
+    out = []
+    for k, frame in enumerate(frames):
+        out += estops(pen.parse(ctl.receive_data(pen.frame(frame), stop_us + 2_000 * (k + 1))))
+    assert EstopReason.NOT_STOPPED not in out, ctl.fault
