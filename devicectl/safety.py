@@ -137,7 +137,8 @@ class EstopReason(enum.IntEnum):
     PEN_FAULT = 3
     #: the host itself failed (the session's last-ditch stop)
     HOST_FAILURE = 4
-    #: H1, H4: the pen reports a target, zone or identity the host did not command
+    #: H1, H4: the pen reports a target, zone or identity the host did not command, or
+    #: STAMPING with a counter that misses strokes
     MISMATCH = 5
     #: H2: the pen stamps faster than commanded
     OVERSPEED = 6
