@@ -15,16 +15,22 @@ from typing import Final
 from devicectl.protocol import PenState, SetTarget, Telemetry
 from devicectl.safety import (
     ACK_TIMEOUT_US,
+    COUNTER_WINDOW_US,
     MAX_RESENDS,
     NOT_STOPPED_RESEND_US,
     OK,
     OVERSPEED_FRAMES,
     SENSOR_SUSPECT_STROKES,
+    SILENCE_LOST_US,
     STOP_SETTLE_US,
     TARGET_SETTLE_PERIODS,
     TOLERANCE_EVENT_PERIOD_US,
     Verdict,
+    counter_overspeed,
+    counter_underrun,
     in_tolerance_band,
+    is_counter_overspeed,
+    is_counter_underrun,
     is_overspeed,
     is_shallow_stroke,
     not_stopped,
@@ -53,6 +59,9 @@ class PenChecks:
         "_pending",
         "_previous_depth_um",
         "_previous_until",
+        "_rate_anchor",
+        "_rate_window_dhz",
+        "_rate_window_slowest_dhz",
         "_rebase",
         "_settled_us",
         "_shallow_strokes",
@@ -62,6 +71,9 @@ class PenChecks:
         "_stop_sent_us",
         "_tolerance_us",
         "_verdict_sent_us",
+        "_window_count",
+        "_window_stamping",
+        "_window_strokes",
         "not_stopped_seen",
         "period_us",
         "stamps_at_stop",
@@ -81,6 +93,16 @@ class PenChecks:
         self._previous_until: int | None = None
         self._settled_us: int | None = None  # H1 holds from then on
         self._overspeed_frames = 0
+        #: H2 from the counter: the window's first frame (pen clock, host time), the
+        #: strokes in it (every step forward of the counter) and its last count, the
+        #: fastest and slowest rates the host allowed in it, and whether the pen said
+        #: STAMPING in every frame of it with no STOP or START sent meanwhile
+        self._rate_anchor: tuple[int, int] | None = None
+        self._window_strokes = 0
+        self._window_count = 0
+        self._rate_window_dhz = 0
+        self._rate_window_slowest_dhz = 0
+        self._window_stamping = False
         self._stop_sent_us: int | None = None  # the host wants the pen stopped since
         self._never_started = False  # connected, and no START sent since
         #: the pen's frames lagged (a gap, then a burst) since the stop was sent
@@ -109,6 +131,7 @@ class PenChecks:
         """A SET_TARGET left: H1 waits for its ACK (the pen may apply it any time now)."""
         self._pending = target
         self._settled_us = None
+        self._rate_anchor = None  # a window measures one rate: the next begins now
 
     def target_answered(self, target: SetTarget, ok: bool, now_us: int) -> None:
         """The pen ACKed (or NACKed: nothing changed) a SET_TARGET."""
@@ -121,6 +144,7 @@ class PenChecks:
                 self._previous_depth_um = old.depth_um
                 self._previous_until = (self._last_stamps + 1) & 0xFFFF_FFFF
             self.target = target
+            self._rate_anchor = None
         if self._pending is None and self.target is not None:
             self._settled_us = now_us + TARGET_SETTLE_PERIODS * self.period_us
 
@@ -133,6 +157,7 @@ class PenChecks:
         caught all the same). A stop it did acknowledge still holds it."""
         self._settled_us = None
         self._overspeed_frames = 0
+        self._rate_anchor = None
         if self._stop_sent_us is not None and not self._stop_acked:
             self.stamps_at_stop = None
             self._rebase = True
@@ -152,12 +177,14 @@ class PenChecks:
     def stroke_target_um(self, stamp_count: int) -> int:
         """The target the stroke reported with `stamp_count` was made at, at most: the
         commanded depth, or a deeper one just replaced while that stroke was under way
-        (a shallower target applies in full from the next stroke)."""
+        (a shallower target applies in full from the next stroke). Only that stroke and
+        the one before it: a count past it, or behind them (a counter set back, a
+        reboot), is held to the new target from then on."""
         depth = self.commanded_depth_um
         until = self._previous_until
         if until is not None:
-            if (stamp_count - until) & 0xFFFF_FFFF < 0x8000_0000 and stamp_count != until:
-                self._previous_until = None  # a stroke after that one: the new target holds
+            if (until - stamp_count) & 0xFFFF_FFFF > 1:
+                self._previous_until = None  # another stroke than that one: the new target holds
             elif self._previous_depth_um > depth:
                 return self._previous_depth_um
         return depth
@@ -171,6 +198,7 @@ class PenChecks:
 
     def started(self) -> None:
         """START sent: the host wants stamping; no stop to verify."""
+        self._window_stamping = False
         self._never_started = False
         self._stop_sent_us = self._stop_armed_us = None
         self.stamps_at_stop = None
@@ -193,6 +221,7 @@ class PenChecks:
 
     def stop_sent(self, now_us: int) -> None:
         """STOP or ESTOP sent: from STOP_SETTLE_US on, the pen must show it stopped."""
+        self._window_stamping = False
         if self._stop_sent_us is None:
             self._stop_sent_us = now_us
             # spec H3 holds from STOP_SETTLE_US after this send, ACKed or not (`check`),
@@ -244,6 +273,15 @@ class PenChecks:
             base = self.stamps_at_stop
             if base is None or (t.stamp_count - base) & 0xFFFF_FFFF < 0x8000_0000:
                 self.stamps_at_stop = t.stamp_count
+        base, before = self.stamps_at_stop, self._last_stamps
+        if base is not None and before is not None and (
+            (t.stamp_count - before) & 0xFFFF_FFFF >= 0x8000_0000
+        ):
+            # The counter stepped back (a reboot, or a pen hiding its strokes): those
+            # made since the stop stay made, and H3 counts on from where it stands now.
+            made = (before - base) & 0xFFFF_FFFF
+            made = made if made < 0x8000_0000 else 0
+            self.stamps_at_stop = (t.stamp_count - made) & 0xFFFF_FFFF
         last, self._last_arrival_us = self._last_arrival_us, now_us
         armed = self._stop_armed_us
         sent = self._stop_sent_us
@@ -275,11 +313,61 @@ class PenChecks:
                 rate_verdict = overspeed(t.rate_meas_dhz, self.commanded_rate_dhz)
         else:
             self._overspeed_frames = 0
+        counted = self._counted_rate(t, now_us)
         if stopped is not OK:
             return stopped
         if target_verdict is not OK:
             return target_verdict
-        return rate_verdict
+        return rate_verdict if rate_verdict is not OK else counted
+
+    def _counted_rate(self, t: Telemetry, now_us: int) -> Verdict:
+        """H2 from the counter, beyond the spec's letter: the strokes `stamp_count` shows
+        over a window of the pen's own clock, whatever state and rate the pen reports,
+        against the fastest rate the host allowed in it; and, when the pen said STAMPING
+        throughout (no STOP or START sent meanwhile), against the slowest: a counter
+        under half of it misses strokes. The strokes are the counter's steps forward, so
+        one that steps back (a reboot) adds none and starts nothing again. A pen clock
+        that stands still or runs back cannot keep a window from ending: for the fastest
+        rate, a window is at least the host's time less the longest an honest pen's
+        frame may lag (SILENCE_LOST_US), never shorter than by the pen's clock, so never
+        more accusing."""
+        target, pending = self.target, self._pending
+        fastest = self.commanded_rate_dhz
+        slowest = target.rate_dhz if target is not None else 0
+        if pending is not None and pending.rate_dhz < slowest:
+            slowest = pending.rate_dhz
+        anchor = self._rate_anchor
+        if anchor is None:
+            self._rate_anchor = (t.t_us, now_us)
+            self._window_strokes = 0
+            self._window_count = t.stamp_count
+            self._rate_window_dhz = fastest
+            self._rate_window_slowest_dhz = slowest
+            self._window_stamping = t.state == _STAMPING
+            return OK
+        self._rate_window_dhz = max(self._rate_window_dhz, fastest)
+        self._rate_window_slowest_dhz = min(self._rate_window_slowest_dhz, slowest)
+        self._window_stamping = self._window_stamping and t.state == _STAMPING
+        step = (t.stamp_count - self._window_count) & 0xFFFF_FFFF
+        self._window_count = t.stamp_count
+        if step < 0x8000_0000:
+            self._window_strokes += step
+        strokes = self._window_strokes
+        window_us = (t.t_us - anchor[0]) & 0xFFFF_FFFF
+        if window_us >= 0x8000_0000:
+            window_us = 0  # the pen's clock ran back: no time by it
+        longest_us = max(window_us, now_us - anchor[1] - SILENCE_LOST_US)
+        if longest_us < COUNTER_WINDOW_US:
+            return OK
+        allowed, least = self._rate_window_dhz, self._rate_window_slowest_dhz
+        stamping = self._window_stamping
+        self._rate_anchor = None
+        self._counted_rate(t, now_us)  # the next window begins with this frame
+        if is_counter_overspeed(strokes, longest_us, allowed):
+            return counter_overspeed(strokes, longest_us, allowed)
+        if stamping and window_us and is_counter_underrun(strokes, window_us, least):
+            return counter_underrun(strokes, window_us, least)
+        return OK
 
     def estop_due(self, verdict: Verdict, now_us: int, already: bool) -> bool:
         """Whether a session-ending verdict sends its ESTOP now: at once the first time
@@ -327,3 +415,4 @@ class PenChecks:
     def restart_counting(self) -> None:
         """After a reconnect the pen's counter starts afresh."""
         self._last_stamps = None
+        self._rate_anchor = None

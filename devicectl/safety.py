@@ -87,6 +87,17 @@ TARGET_SETTLE_PERIODS: Final = 2
 OVERSPEED_PERCENT: Final = 125
 #: ... in at most this many TELEMETRY frames in a row, less one.
 OVERSPEED_FRAMES: Final = 3
+#: H2, beyond the spec's letter: the rate is also measured from `stamp_count` itself,
+#: over windows of at least this much of the pen's own clock (`t_us`), whatever state
+#: and rate the pen reports. The pen's clock, not the host's: frames the link holds
+#: back or loses change neither end of a window ...
+COUNTER_WINDOW_US: Final = 1_000_000
+#: ... which may hold this many strokes beyond OVERSPEED_PERCENT of the commanded
+#: rate (a stroke under way at each end), or short of ...
+COUNTER_SLACK_STROKES: Final = 2
+#: ... this percentage of it, when the pen said STAMPING throughout: an honest pen
+#: under it for 50 ms latches STALL (spec), so a counter under it misses strokes.
+UNDERRUN_PERCENT: Final = 50
 #: H3: from this long after a STOP or ESTOP is sent, the pen must be stopped ...
 STOP_SETTLE_US: Final = 20_000
 #: ... having made at most this many strokes since the stop was sent.
@@ -126,7 +137,8 @@ class EstopReason(enum.IntEnum):
     PEN_FAULT = 3
     #: the host itself failed (the session's last-ditch stop)
     HOST_FAILURE = 4
-    #: H1, H4: the pen reports a target, zone or identity the host did not command
+    #: H1, H4: the pen reports a target, zone or identity the host did not command, or
+    #: STAMPING with a counter that misses strokes
     MISMATCH = 5
     #: H2: the pen stamps faster than commanded
     OVERSPEED = 6
@@ -312,6 +324,45 @@ def overspeed(rate_meas_dhz: int, commanded_rate_dhz: int) -> Verdict:
         f"the pen stamps at {rate_meas_dhz / 10:g} Hz, over {OVERSPEED_PERCENT} % of the "
         f"commanded {commanded_rate_dhz / 10:g} Hz in {OVERSPEED_FRAMES} frames in a row",
         EstopReason.OVERSPEED,
+        ends_session=True,
+    )
+
+
+def is_counter_overspeed(strokes: int, window_us: int, commanded_rate_dhz: int) -> bool:
+    """H2 from the counter: more strokes in `window_us` of the pen's clock than
+    OVERSPEED_PERCENT of the commanded rate makes, plus COUNTER_SLACK_STROKES."""
+    allowed_x1e9 = commanded_rate_dhz * OVERSPEED_PERCENT * window_us  # 0.1 Hz * % * µs
+    return (strokes - COUNTER_SLACK_STROKES) * 1_000_000_000 > allowed_x1e9
+
+
+def counter_overspeed(strokes: int, window_us: int, commanded_rate_dhz: int) -> Verdict:
+    """H2 from the counter: the verdict on one window."""
+    return Verdict(
+        Action.ESTOP,
+        f"the pen's stroke counter rose by {strokes} in {window_us / 1000:.0f} ms "
+        f"({strokes * 1_000_000 / window_us:.1f} Hz), over {OVERSPEED_PERCENT} % of "
+        f"the commanded {commanded_rate_dhz / 10:g} Hz, whatever rate it reports",
+        EstopReason.OVERSPEED,
+        ends_session=True,
+    )
+
+
+def is_counter_underrun(strokes: int, window_us: int, commanded_rate_dhz: int) -> bool:
+    """A pen STAMPING throughout `window_us` of its clock whose counter shows fewer
+    strokes than UNDERRUN_PERCENT of the commanded rate makes, less COUNTER_SLACK_STROKES."""
+    least_x1e9 = commanded_rate_dhz * UNDERRUN_PERCENT * window_us  # 0.1 Hz * % * µs
+    return (strokes + COUNTER_SLACK_STROKES) * 1_000_000_000 < least_x1e9
+
+
+def counter_underrun(strokes: int, window_us: int, commanded_rate_dhz: int) -> Verdict:
+    """The verdict on a pen whose counter misses strokes: its reports disagree."""
+    return Verdict(
+        Action.ESTOP,
+        f"the pen reports STAMPING throughout {window_us / 1000:.0f} ms of its clock, but "
+        f"its stroke counter rose by {strokes} ({strokes * 1_000_000 / window_us:.1f} Hz), "
+        f"under {UNDERRUN_PERCENT} % of the commanded {commanded_rate_dhz / 10:g} Hz: "
+        "strokes the records would not hold",
+        EstopReason.MISMATCH,
         ends_session=True,
     )
 

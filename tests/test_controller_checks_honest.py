@@ -4,7 +4,9 @@ A small pen that obeys every command it receives, when it receives it, talks
 to the real controller through the real codec over a link that delays the
 host's frames (up to 15 ms, less than the 20 ms a pen has to stop), loses
 some of them (so resends happen), and holds the pen's frames back in bursts
-(telemetry gaps). Whatever the technician does, the host never sends ESTOP
+(telemetry gaps). The pen stamps at the rate commanded, its stroke counter and
+clock start anywhere (so both may wrap during the run), and the plan's zones ask
+for different rates. Whatever the technician does, the host never sends ESTOP
 MISMATCH, OVERSPEED or NOT_STOPPED, nor an over-depth ESTOP, with one exception the
 spec makes: a STOP lost on the wire leaves the pen stamping, and H3 holds from 20 ms
 after the host sent it, so NOT_STOPPED is then the spec's answer, in words that say
@@ -24,18 +26,20 @@ from devicectl.controller import Command, State
 
 STEP_US = 500
 PERIOD_US = 2_000
-STROKE_US = 10_000
+U32 = 0xFFFF_FFFF
 
 
 class HonestPen:
-    """Obeys each command the moment it arrives; reports exactly what it does."""
+    """Obeys each command the moment it arrives; reports exactly what it does, its
+    counter starting at `stamps` and its clock at `clock_us` (both wrap)."""
 
-    def __init__(self) -> None:
+    def __init__(self, stamps: int = 0, clock_us: int = 0) -> None:
         self.decoder = p.Decoder()
         self.seq = 0
         self.state = p.PenState.IDLE
         self.target: p.SetTarget | None = None
-        self.stamps = 0
+        self.stamps = stamps
+        self.clock_us = clock_us
         self.flags = 0
         self.next_tlm_us = 0
         self.next_stroke_us = 0
@@ -56,7 +60,7 @@ class HonestPen:
                     self.state = p.PenState.READY
             elif isinstance(m, p.Start) and self.state is p.PenState.READY:
                 self.state = p.PenState.STAMPING
-                self.next_stroke_us = now + STROKE_US
+                self.next_stroke_us = now + self.stroke_us
             elif isinstance(m, p.Stop) and self.state is p.PenState.STAMPING:
                 self.state = p.PenState.READY
             elif isinstance(m, p.Estop):
@@ -68,16 +72,22 @@ class HonestPen:
             if f.ack_req and not isinstance(m, p.Unknown):
                 self.send(p.Ack(f.seq, m.TYPE, 0))
 
+    @property
+    def stroke_us(self) -> int:
+        """One stroke at the target's rate."""
+        assert self.target is not None
+        return 10_000_000 // self.target.rate_dhz
+
     def advance(self, now: int) -> bytes:
         while self.state is p.PenState.STAMPING and self.next_stroke_us <= now:
-            self.stamps += 1
-            self.next_stroke_us += STROKE_US
+            self.stamps = (self.stamps + 1) & U32
+            self.next_stroke_us += self.stroke_us
         while self.next_tlm_us <= now:
             self.next_tlm_us += PERIOD_US
             t = self.target
             stamping = self.state is p.PenState.STAMPING
             self.send(p.Telemetry(
-                now, self.state, self.flags, t.depth_um if t else 0,
+                (self.clock_us + now) & U32, self.state, self.flags, t.depth_um if t else 0,
                 t.depth_um if t and stamping else 0, t.rate_dhz if t and stamping else 0,
                 self.stamps, 20 + (now // 2_000) % 160, 20 + (now // 400_000) % 60, 1,
                 t.zone_id if t else 0, 4000,
@@ -108,14 +118,18 @@ ACCUSING = {5, 6, 7, 1, 2}  # MISMATCH, OVERSPEED, NOT_STOPPED, OVERDEPTH, OVERS
     delays_us=st.lists(st.integers(0, 15_000), min_size=1, max_size=8),
     drops=st.lists(st.booleans(), min_size=1, max_size=8),
     gaps=st.lists(st.integers(0, 60), min_size=1, max_size=8),
+    rates_dhz=st.tuples(st.integers(500, 1500), st.integers(500, 1500)),
+    stamps=st.one_of(st.just(0), st.integers(U32 - 300, U32), st.integers(0, U32)),
+    clock_us=st.one_of(st.just(0), st.integers(U32 - 3_000_000, U32), st.integers(0, U32)),
 )
 def test_an_honest_pen_over_a_slow_lossy_link_is_never_accused(
     commands: list[tuple[int, Command]], delays_us: list[int], drops: list[bool],
-    gaps: list[int],
+    gaps: list[int], rates_dhz: tuple[int, int], stamps: int, clock_us: int,
 ) -> None:
-    plan = plan_of(zone_plan(1, "frontal", target_fraction=0.3), zone_plan(2, "vertex", 1200))
+    plan = plan_of(zone_plan(1, "frontal", target_fraction=0.3, rate_dhz=rates_dhz[0]),
+                   zone_plan(2, "vertex", 1200, rate_dhz=rates_dhz[1]))
     ctl = new_controller(plan)
-    pen = HonestPen()
+    pen = HonestPen(stamps, clock_us)
     host_decoder = p.Decoder()
     to_pen: deque[tuple[int, bytes]] = deque()
     held: list[bytes] = []
@@ -148,7 +162,7 @@ def test_an_honest_pen_over_a_slow_lossy_link_is_never_accused(
             to_pen.append((now + delays_us[k % len(delays_us)], p.encode(m, f.seq, f.flags)))
 
     host_out(ctl.connect(0).data)
-    end = (schedule[-1][0] if schedule else 0) + 1_000_000
+    end = (schedule[-1][0] if schedule else 0) + 3_000_000  # windows of H2 by the counter
     gap_left = 0
     while now < end:
         now += STEP_US

@@ -18,6 +18,7 @@ from test_virtual_session import MAP, plan_for
 
 from devicectl import protocol as p
 from devicectl.controller import Command, ControlEvent, Controller, EventKind, StartFacts, State
+from devicectl.plan import Plan
 from devicectl.safety import NOT_STOPPED_RESEND_US, STOP_SETTLE_US, EstopReason
 from firmware_sim.virtual import VirtualPen
 
@@ -84,11 +85,13 @@ class Run:
 
 
 def run(liar: Liar, *, pause: bool = False, limit_us: int = 3_000_000,
-        clear_faults: bool = False) -> Run:
+        clear_faults: bool = False, pen: VirtualPen | None = None,
+        plan: Callable[[p.DeviceInfo], Plan] = plan_for) -> Run:
     """A session with the `--yes` technician; the liar wakes after 300 ms of stamping,
-    and `pause` presses PAUSE at that moment (so that the host sends STOP)."""
-    pen = VirtualPen(seed=5, zone_map=MAP)
-    ctl = Controller(plan_for, MAP, StartFacts("p-h", frozenset()), nonce=0x5EED, now_us=0)
+    and `pause` presses PAUSE at that moment (so that the host sends STOP). `pen`: the
+    simulated pen (a MisbehavingPen around one), else an honest VirtualPen."""
+    pen = pen or VirtualPen(seed=5, zone_map=MAP)
+    ctl = Controller(plan, MAP, StartFacts("p-h", frozenset()), nonce=0x5EED, now_us=0)
     r = Run(ctl, pen, liar)
     decoder = p.Decoder()
     stamping_since: int | None = None
