@@ -89,10 +89,7 @@ class ControllerTelemetry(ControllerConnect):
         self._tel = t
         self._tel_us = now_us
         zone = self.zone
-        jump = self._tip.observe(
-            t, now_us, self.coverage, zone.zone_id if zone else None,
-            contact_sensor=self._contact_sensor,
-        )
+        jump = self._tip.observe(t, now_us, self.coverage, zone.zone_id if zone else None)
         if jump:
             self._event(now_us, EventKind.WARNING,
                         f"the pen's stroke counter jumped by {jump}; not counted as strokes")

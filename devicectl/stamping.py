@@ -53,14 +53,17 @@ class TipTracker:
         now_us: int,
         cov: Coverage | None,
         zone_id: int | None,
-        *,
-        contact_sensor: bool = False,
     ) -> int:
         """Take one TELEMETRY; returns a stroke-counter jump too large to be strokes, else 0.
 
-        Strokes land on the cell under the tip. A pen with a contact sensor that
-        reports no contact stroked in the air: those strokes count for the zone
-        but put no dose on the skin (the contact hold stops them within 300 ms).
+        Strokes land on the cell under the tip, whatever the pen says of contact: a
+        stroke reported with no contact may have stroked the air, or the skin under a
+        sensor that flickers or lies, and the dose map must bound the second. (Until
+        round 12 such strokes put no dose on the map, and a sensor saying "no contact"
+        for 278 ms of every 280 kept most strokes off it, with no hold ever: the
+        contact hold needs 300 ms in a row.) An honest lift costs the map at most the
+        strokes of those 300 ms, counted where the tip is: more dose than was given,
+        never less.
         """
         if t.contact:
             self._contact_lost_us = None
@@ -87,8 +90,7 @@ class TipTracker:
         if strokes > MAX_STROKES_PER_FRAME:
             return strokes
         if zone_id is not None:
-            on_skin = t.contact or not contact_sensor
-            cov.add_strokes(zone_id, strokes, self._cell if on_skin else -1, now_us)
+            cov.add_strokes(zone_id, strokes, self._cell, now_us)
             self._check_done = True
         return 0
 

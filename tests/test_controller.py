@@ -108,9 +108,10 @@ def ready(
     return ctl, pen, 1000
 
 
-def stamping(**kw: Any) -> tuple[Controller, Pen, int]:
+def stamping(stamps: int = 0, **kw: Any) -> tuple[Controller, Pen, int]:
+    """STAMPING at t=1.5 ms; `stamps`: the pen's counter in its first report."""
     ctl, pen, now = ready(**kw)
-    ctl.receive_data(pen.frame(tel(x_dmm=100, y_dmm=50)), now)
+    ctl.receive_data(pen.frame(tel(x_dmm=100, y_dmm=50, stamp_count=stamps)), now)
     frames = pen.parse(ctl.command(Command.START, now))
     assert types(frames) == ["START"]
     ctl.receive_data(pen.acks(frames), now + 500)

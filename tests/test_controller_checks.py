@@ -109,9 +109,10 @@ def test_h2_three_frames_in_a_row_over_125_percent_is_estop_overspeed() -> None:
 
 
 def _paused(ack_stop: bool = True) -> tuple[object, Pen, int]:
-    ctl, pen, now = stamping()
-    # The pen's counter stands at 100; those strokes were made off the skin (contact 0),
-    # so they put no dose on the map and no hold comes before the technician's PAUSE.
+    # The pen's counter stands at 100 from its first report: no strokes on the dose map
+    # (since round 12 strokes off the skin count there too), so no hold comes before
+    # the technician's PAUSE.
+    ctl, pen, now = stamping(stamps=100)
     ctl.receive_data(pen.frame(tel(state=p.PenState.STAMPING, stamp_count=100, contact=0)), now)
     frames = pen.parse(ctl.command(Command.PAUSE, now))
     assert frame_types(frames) == ["STOP"]

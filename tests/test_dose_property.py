@@ -82,7 +82,7 @@ def run_path(seed: int, rate_dhz: int, target: int, extra: int, max_speed_mm_s: 
             tel = p.Telemetry(now // 1000, p.PenState.STAMPING if stamping else p.PenState.READY,
                               0, 1000, 1000, rate_dhz, strokes, round(x * 10), round(y * 10),
                               int(contact), zone.zone_id, 4000)
-            tip.observe(tel, now, cov, zone.zone_id, contact_sensor=True)
+            tip.observe(tel, now, cov, zone.zone_id)
             hold, needs = tip.hold(cov, zone, now, contact_sensor=True, current_hold=hold)
             if hold is not None:
                 stamping = False  # the STOP reaches the pen before its next frame

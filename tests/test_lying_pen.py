@@ -32,8 +32,13 @@ from firmware_sim.virtual import VirtualPen
 RATE_DHZ = 1000
 PERIOD_US = 2_000
 U32 = 0xFFFF_FFFF
-#: a lie caught by the counter's windows: within two of them, and a few frames
-COUNTER_BOUND_US = 2 * COUNTER_WINDOW_US + 10 * PERIOD_US
+#: a lie caught by the counter's windows: within three of them, and a few frames. Two
+#: would do for a pen stamping all along; here the hand lifts (its strokes in the air
+#: count on the dose map since round 12) and a dose hold of ~110 ms falls in the second
+#: window, whose average it brings just under 125 % (docs/safety.md, "Known limits")
+COUNTER_BOUND_US = 3 * COUNTER_WINDOW_US + 10 * PERIOD_US
+#: the sessions run long enough for the third window to end
+LIMIT_US = 4_000_000
 
 
 def fast_pen() -> MisbehavingPen:
@@ -102,7 +107,7 @@ def test_a_pen_stamping_fast_behind_an_honest_looking_rate_is_estopped_overspeed
     measures the rate from `stamp_count` itself (docs/safety.md, H2), across a wrap of
     the counter and of the pen's clock too, and a pen whose clock stands still or runs
     back, or whose counter steps back now and then, cannot keep a window from ending."""
-    r = run(Liar(telemetry=lie), pen=fast_pen())  # type: ignore[arg-type]
+    r = run(Liar(telemetry=lie), pen=fast_pen(), limit_us=LIMIT_US)  # type: ignore[arg-type]
     assert r.pen.fired_at_us is not None  # its motor does run fast
     assert r.liar.first_lie_us is not None
     (first, *_) = r.estops(EstopReason.OVERSPEED)
@@ -114,7 +119,7 @@ def test_a_pen_stamping_fast_behind_an_honest_looking_rate_is_estopped_overspeed
 def test_a_pen_stamping_fast_while_it_says_ready_is_estopped_overspeed() -> None:
     """As above, for a pen that reports READY (no rate for H2 to read) while START is in
     force and its counter runs at 140 % of the commanded rate."""
-    r = run(Liar(telemetry=says_ready), pen=fast_pen())  # type: ignore[arg-type]
+    r = run(Liar(telemetry=says_ready), pen=fast_pen(), limit_us=LIMIT_US)  # type: ignore[arg-type]
     assert r.pen.fired_at_us is not None
     (first, *_) = r.estops(EstopReason.OVERSPEED)
     assert first - r.pen.fired_at_us <= COUNTER_BOUND_US
@@ -320,9 +325,6 @@ class ContactFlicker:
         return replace(t, contact=1 if self.frames % 140 == 0 else 0)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "for the lead: trusting the pen's contact=0 to keep a stroke's dose off the map is a "
-    "dose policy (stamping.py); see the docstring"))
 def test_a_pen_whose_contact_flickers_off_does_not_keep_its_strokes_off_the_dose_map() -> None:
     """docs/safety.md ("Known limits"): "Strokes reported while the contact sensor reads
     no skin are counted as strokes but put no dose on the map (they stop within 300
@@ -330,8 +332,8 @@ def test_a_pen_whose_contact_flickers_off_does_not_keep_its_strokes_off_the_dose
     TipTracker.hold stops only after 300 ms of contact lost in a row: a pen whose
     sensor (lying, or flickering) says "no contact" for 278 ms and "contact" for one
     frame stamps on without end, and (here, on the skin all along) 36 of its 272
-    strokes reach the dose map, so no spot's maximum can hold it. Either the dose goes
-    on the map whatever the pen says of contact, or contact lost adds up."""
+    strokes reach the dose map, so no spot's maximum can hold it. Since round 12 the
+    dose goes on the map whatever the pen says of contact (stamping.py)."""
     r = run(Liar(telemetry=ContactFlicker()))
     cov = r.ctl.coverage
     assert cov is not None and r.liar.first_lie_us is not None

@@ -342,7 +342,7 @@ def test_h3_a_pen_that_neither_acks_nor_obeys_stop_is_estopped_20_ms_after_the_s
     A pen whose command path is broken (it neither ACKs the STOP nor stops) stamped on
     for 140 ms before the host said a word, until round 11 (`_UNACKED_STOP_US`, a
     reading that waited for the resends): at 100 Hz, 14 strokes instead of 2."""
-    ctl, pen, now = stamping()
+    ctl, pen, now = stamping(stamps=100)  # its counter at 100 from the first report
     ctl.receive_data(pen.frame(tel(state=PenState.STAMPING, stamp_count=100, contact=0)), now)
     assert [f.message for f in pen.parse(ctl.command(Command.PAUSE, now))] == [Stop()]
     going = tel(state=PenState.STAMPING, stamp_count=100, contact=0)
