@@ -1,0 +1,146 @@
+"""Round 12's audit of the everyday tool: Ctrl-C in every part of `devicectl run`, and
+the bad inputs of the commands that were left.
+
+The Ctrl-C tests run `devicectl run --sim` as a real subprocess and send SIGINT when
+it has printed a given line (never after a sleep): wherever the signal lands, the
+answer is the documented one (README "Exit codes"), the records hold everything and
+the simulated pen ends stopped.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from clinic_support import GATE
+
+from devicectl.store import Store
+
+DATA = Path(__file__).parent / "data"
+
+
+def _env(tmp_path: Path) -> dict[str, str]:
+    env = {**os.environ, "HOME": str(tmp_path), "XDG_DATA_HOME": str(tmp_path / "data"),
+           "PYTHONUNBUFFERED": "1", "COLUMNS": "200"}
+    env.pop("DEVICECTL_DB", None)
+    return env
+
+
+def devicectl(tmp_path: Path, *argv: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "devicectl.cli", *argv], input=stdin,
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path,
+                          env=_env(tmp_path))
+
+
+def no_traceback(proc: subprocess.CompletedProcess[str]) -> None:
+    assert "Traceback" not in proc.stderr and "Traceback" not in proc.stdout, proc.stderr
+
+
+# --- Ctrl-C -------------------------------------------------------------------------
+
+def _longer_profile(tmp_path: Path) -> Path:
+    """The short test profile with more to do (a session that runs until it is stopped)
+    and an adjunct (so that the end asks for, and records, its acknowledgement)."""
+    path = tmp_path / "longer.yaml"
+    path.write_text((DATA / "short-frontal.yaml").read_text(encoding="utf-8")
+                    .replace("target_fraction: 0.04", "target_fraction: 0.5")
+                    .replace("adjuncts: []", "adjuncts: [minoxidil]"), encoding="utf-8")
+    return path
+
+
+def interrupted_run(tmp_path: Path, triggers: list[tuple[str, int]], *extra: str,
+                    speed: str = "1") -> tuple[int, str, str, Path]:
+    """`devicectl run --sim` in a subprocess; at the first line of output containing each
+    trigger's text (in order) it is sent that many SIGINTs. Its exit code (a signal's
+    death is negative), stdout, stderr and the records file."""
+    db = tmp_path / "r.db"
+    err_path = tmp_path / "stderr.txt"
+    with err_path.open("w") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "devicectl.cli", "run", "--profile",
+             str(_longer_profile(tmp_path)), "--patient", "P-0042", *GATE, "--sim", "--yes",
+             "--speed", speed, "--db", str(db), *extra],
+            stdout=subprocess.PIPE, stderr=err, text=True, cwd=tmp_path, env=_env(tmp_path))
+        out = []
+        pending = list(triggers)
+        try:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                out.append(line)
+                if pending and pending[0][0] in line:
+                    for _ in range(pending.pop(0)[1]):
+                        proc.send_signal(signal.SIGINT)
+            code = proc.wait(120)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert not pending, f"never printed {pending[0][0]!r}:\n{''.join(out)}"
+    return code, "".join(out), err_path.read_text(), db
+
+
+def _pen_ended_stopped(store: Store, sid: int) -> None:
+    """Every START the host sent is followed by the pen seen stopped (PEN_STOPPED)."""
+    events = store.events(sid)
+    starts = [i for i, e in enumerate(events) if e.kind == "SENT"
+              and e.data.get("type") == "START"]
+    if starts:
+        assert any(e.kind == "PEN_STOPPED" for e in events[starts[-1]:]), \
+            [e.kind for e in events[-10:]]
+
+
+def test_ctrl_c_while_the_pen_process_opens_refuses_in_one_sentence(tmp_path: Path) -> None:
+    """README "Exit codes": 1 refused before start. Ctrl-C while `run` opened the pen
+    process (run_cmd.py:217, PenProcess.open, before the signal handlers of
+    run_cmd.py:280) ended it with "devicectl: interrupted" and exit 130, an exit code
+    the README does not give, and left the pen process to multiprocessing's exit."""
+    code, out, err, db = interrupted_run(
+        tmp_path, [("test-only key is derived", 1)], "--sim-auth-required")
+    assert code == 1, (code, err)
+    assert "SIGINT" in err and "nothing was started" in err, err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert Store(db).sessions() == []  # nothing recorded
+
+
+def test_ctrl_c_between_the_records_and_the_pen_start_ends_the_session(
+        tmp_path: Path) -> None:
+    """Ctrl-C once the session is recorded, as `run` begins the pen process
+    (run_cmd.py:261-280: the session's line printed, the pen begun, the handlers not yet
+    installed): it ended with exit 130 and the session left open ("interrupted") instead
+    of closed with an outcome and its documented exit code."""
+    code, out, err, db = interrupted_run(tmp_path, [("session 1 ·", 1)])
+    store = Store(db)
+    (rec,) = store.sessions()
+    assert rec.outcome is not None, (code, err)
+    assert code == {"refused": 1, "aborted": 2}[rec.outcome], (code, rec.outcome, err)
+    assert "Traceback" not in err and "interrupted" not in err, err
+    _pen_ended_stopped(store, rec.id)
+
+
+@pytest.mark.parametrize("triggers", [
+    [("READY -> STAMPING", 2)],                                   # twice, while it runs
+    [("READY -> STAMPING", 1), ("STOP_REQUESTED", 1)],            # again during the end
+    [("READY -> STAMPING", 1), ("session 1 · aborted", 1)],       # again in the summary
+    [("READY -> STAMPING", 1), ("Adjunct instructions", 1)],      # again as the end records
+], ids=["twice", "in-the-end", "in-the-summary", "in-the-acknowledgement"])
+def test_ctrl_c_while_stamping_aborts_and_another_changes_nothing(
+        tmp_path: Path, triggers: list[tuple[str, int]]) -> None:
+    """README: exit 2 aborted; docs/safety.md "The end of a session (... SIGINT ...): STOP
+    ... the loop ends only once telemetry shows the pen stopped". A second Ctrl-C once
+    the pen had ended (run_cmd.py:310 put the default handler back before the summary,
+    the records banner and the adjunct acknowledgement's note, run_cmd.py:316-334) ended
+    `run` with exit 130 and the acknowledgement never recorded."""
+    code, out, err, db = interrupted_run(tmp_path, triggers)
+    store = Store(db)
+    (rec,) = store.sessions()
+    assert code == 2 and rec.outcome == "aborted", (code, rec.outcome, err)
+    assert "Traceback" not in err and "interrupted" not in err, err
+    _pen_ended_stopped(store, rec.id)
+    notes = store.conn.execute("SELECT text FROM notes WHERE session_id = ?",
+                               (rec.id,)).fetchall()
+    assert len(notes) == 1 and "adjunct instructions given" in notes[0][0], notes
+    assert "aborted · session id 1" in out
