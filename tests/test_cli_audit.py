@@ -98,7 +98,7 @@ def test_ctrl_c_while_the_pen_process_opens_refuses_in_one_sentence(tmp_path: Pa
     process (run_cmd.py:217, PenProcess.open, before the signal handlers of
     run_cmd.py:280) ended it with "devicectl: interrupted" and exit 130, an exit code
     the README does not give, and left the pen process to multiprocessing's exit."""
-    code, out, err, db = interrupted_run(
+    code, _out, err, db = interrupted_run(
         tmp_path, [("test-only key is derived", 1)], "--sim-auth-required")
     assert code == 1, (code, err)
     assert "SIGINT" in err and "nothing was started" in err, err
@@ -112,7 +112,7 @@ def test_ctrl_c_between_the_records_and_the_pen_start_ends_the_session(
     (run_cmd.py:261-280: the session's line printed, the pen begun, the handlers not yet
     installed): it ended with exit 130 and the session left open ("interrupted") instead
     of closed with an outcome and its documented exit code."""
-    code, out, err, db = interrupted_run(tmp_path, [("session 1 ·", 1)])
+    code, _out, err, db = interrupted_run(tmp_path, [("session 1 ·", 1)])
     store = Store(db)
     (rec,) = store.sessions()
     assert rec.outcome is not None, (code, err)
@@ -144,3 +144,38 @@ def test_ctrl_c_while_stamping_aborts_and_another_changes_nothing(
                                (rec.id,)).fetchall()
     assert len(notes) == 1 and "adjunct instructions given" in notes[0][0], notes
     assert "aborted · session id 1" in out
+
+
+#: A real SIGINT while `devicectl` builds its parser (importing a command's modules takes
+#: most of a second: numpy, rich, pydantic), then a second one while it says so.
+_CTRL_C_AT_START = """
+import os, signal, sys
+from devicectl import cli
+
+real_build, real_print = cli.build_parser, print
+
+def build_parser(load):
+    os.kill(os.getpid(), signal.SIGINT)
+    return real_build(load)
+
+def print_twice(*args, **kw):
+    cli.print = real_print
+    os.kill(os.getpid(), signal.SIGINT)
+    real_print(*args, **kw)
+
+cli.build_parser = build_parser
+cli.print = print_twice
+sys.exit(cli.main(["sessions", "list"]))
+"""
+
+
+def test_ctrl_c_while_the_command_loads_and_again_while_answered_is_one_line() -> None:
+    """cli.py's docstring: "never a traceback"; a Ctrl-C's answer is "devicectl:
+    interrupted" (cli.py:189-191). Before the command's `try` (cli.py:181-182: the parser
+    imports the command) and inside its `except KeyboardInterrupt` a Ctrl-C escaped
+    main(): a KeyboardInterrupt traceback, and the process killed by SIGINT."""
+    done = subprocess.run([sys.executable, "-c", _CTRL_C_AT_START], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 130, (done.returncode, done.stderr)
+    assert "Traceback" not in done.stderr, done.stderr
+    assert done.stderr.strip() == "devicectl: interrupted", done.stderr
