@@ -179,3 +179,36 @@ def test_ctrl_c_while_the_command_loads_and_again_while_answered_is_one_line() -
     assert done.returncode == 130, (done.returncode, done.stderr)
     assert "Traceback" not in done.stderr, done.stderr
     assert done.stderr.strip() == "devicectl: interrupted", done.stderr
+
+
+# --- sessions show --kind -----------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def recorded(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A records file holding one complete simulated session (session 1)."""
+    from devicectl.cli import main
+
+    db = tmp_path_factory.mktemp("recorded") / "r.db"
+    assert main(["run", "--profile", str(DATA / "short-frontal.yaml"), "--patient", "P-001",
+                 "--sim", "--yes", "--quiet", "--speed", "0", "--seed", "3", "--db", str(db),
+                 *GATE]) == 0
+    return db
+
+
+def test_sessions_show_an_unknown_kind_is_a_mistake_naming_the_kinds(
+        tmp_path: Path, recorded: Path) -> None:
+    """task: an unknown --kind is a user's mistake. `sessions show 1 --kind NOPE` said
+    "no events match" with exit 0 (sessions_cmd.py:239, EventFilter.parse takes any
+    word): a typo of ESTOP read as "no emergency stop in this session"."""
+    proc = devicectl(tmp_path, "sessions", "show", "1", "--db", str(recorded),
+                     "--kind", "ESTOP,NOPE")
+    assert proc.returncode == 1, proc.stdout
+    no_traceback(proc)
+    assert "NOPE" in proc.stderr and "--kind" in proc.stderr and "ESTOP" in proc.stderr
+    assert "CHECKLIST" in proc.stderr and proc.stderr.count("\n") == 1, proc.stderr
+    # A kind that exists but is not in this session is still an empty answer, not a mistake.
+    proc = devicectl(tmp_path, "sessions", "show", "1", "--db", str(recorded), "--kind", "estop")
+    assert proc.returncode == 0 and "no events match" in proc.stdout, proc.stderr
+    for kind in ("all", "CHECKLIST,consent", "SAMPLE", "PEN_PROCESS"):
+        proc = devicectl(tmp_path, "sessions", "show", "1", "--db", str(recorded), "--kind", kind)
+        assert proc.returncode == 0, (kind, proc.stderr)
