@@ -26,6 +26,7 @@ from devicectl.eventkinds import (
     in_treatment_order,
     select_events,
     treatment_order,
+    unknown_kinds_problem,
 )
 from devicectl.liveness import is_running
 from devicectl.plain import plain
@@ -237,6 +238,9 @@ def show_session(args: argparse.Namespace) -> int:
         if since is not None:
             since_wall = (parse_wall(rec.started_at) + timedelta(seconds=since)).isoformat()
         flt = EventFilter.parse(getattr(args, "kind", None), since_wall)
+        problem = unknown_kinds_problem(store.conn, flt)
+        if problem is not None:
+            raise DevicectlError(problem)
         selection = select_events(store.conn, args.id, flt)
         order = treatment_order(store.conn, args.id)
     events = selection.events
