@@ -212,3 +212,46 @@ def test_sessions_show_an_unknown_kind_is_a_mistake_naming_the_kinds(
     for kind in ("all", "CHECKLIST,consent", "SAMPLE", "PEN_PROCESS"):
         proc = devicectl(tmp_path, "sessions", "show", "1", "--db", str(recorded), "--kind", kind)
         assert proc.returncode == 0, (kind, proc.stderr)
+
+
+# --- control characters in recorded text --------------------------------------------
+
+_CONTROLS = ["1\x1b[2J\x1b[H", "ok\rforged line", "a\x00b", "two\nlines", "\x9b31m"]
+
+
+@pytest.mark.parametrize("text", _CONTROLS, ids=["ansi", "cr", "nul", "newline", "csi-c1"])
+@pytest.mark.parametrize("option", ["--room", "--operator", "--clinician",
+                                    "--override-interval"])
+def test_run_refuses_control_characters_in_recorded_text(
+        tmp_path: Path, option: str, text: str) -> None:
+    """task: a recorded text must not be able to rewrite the technician's terminal.
+    `--room` (run_cmd.py:130, utf8_text: commands/__init__.py:67) took ESC, CR and NUL
+    into the records, from where every view, export and report shows it again."""
+    argv = {"--room": "1", "--operator": "OP-1", "--clinician": "DR-1",
+            "--override-interval": "flare review, decided at the visit"}
+    argv[option] = ("reason " * 2) + text if option == "--override-interval" else text
+    db = tmp_path / "r.db"
+    proc = devicectl(tmp_path, "run", "--profile", str(DATA / "short-frontal.yaml"),
+                     "--patient", "P-1", "--sim", "--yes", "--speed", "0", "--db", str(db),
+                     "--checklist", str(DATA / "checklist-no.yaml"), "--consent",
+                     "--ack-adjuncts", *(x for kv in argv.items() for x in kv))
+    assert proc.returncode == 1, proc.stdout[-500:]
+    no_traceback(proc)
+    last = proc.stderr.strip().splitlines()[-1]
+    assert option in last and "control character" in last, proc.stderr
+    assert not db.exists() or Store(db).sessions() == []  # nothing recorded
+
+
+@pytest.mark.parametrize("option", ["--text", "--by"])
+def test_a_note_refuses_control_characters(tmp_path: Path, recorded: Path, option: str) -> None:
+    """The same for `sessions note` (patients_cmd.py:63-66): a note is shown by `patients
+    show`, the report and the exports."""
+    argv = {"--text": "fine", "--by": "DR-1"}
+    argv[option] = "x\x1b]0;owned\x07y"
+    proc = devicectl(tmp_path, "sessions", "note", "1", "--db", str(recorded),
+                     *(x for kv in argv.items() for x in kv))
+    assert proc.returncode == 1, proc.stdout
+    no_traceback(proc)
+    last = proc.stderr.strip().splitlines()[-1]
+    assert option in last and "control character" in last, proc.stderr
+    assert Store(recorded).conn.execute("SELECT COUNT(*) FROM notes").fetchone()[0] == 0
