@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 import math
 
+from devicectl.plain import control_at, escape_controls
+
 
 def web_port(text: str) -> int:
     """argparse's type for --web-port: a TCP port, 0-65535 (0: any free one)."""
@@ -68,7 +70,12 @@ def pen_serial(text: str) -> int:
 def utf8_text(value: str) -> str:
     """argparse's type for text that is recorded or served (a room, a reason, a note, an
     address): UTF-8, as the records' chain and the pages encode it. argv hands bytes
-    that are not UTF-8 over as surrogate escapes, which nothing downstream can write."""
+    that are not UTF-8 over as surrogate escapes, which nothing downstream can write.
+
+    And one line of printable text: a control character (an ESC sequence, CR, NUL, a
+    newline) is refused, not escaped. Recorded, it would be shown again for years by
+    every view, export, report and database client, each of which would have to escape
+    it; nobody means one in a room, a name or a note."""
     try:
         value.encode("utf-8")
     except UnicodeEncodeError as exc:
@@ -76,4 +83,9 @@ def utf8_text(value: str) -> str:
         raise argparse.ArgumentTypeError(
             f"not UTF-8 text (byte 0x{byte:02x} at character {exc.start + 1}); "
             "type it again in a UTF-8 terminal") from None
+    at = control_at(value)
+    if at is not None:
+        raise argparse.ArgumentTypeError(
+            f"a control character ({escape_controls(value[at])}) at character {at + 1}; "
+            "give one line of printable text")
     return value
