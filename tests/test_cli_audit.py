@@ -257,3 +257,51 @@ def test_a_note_refuses_control_characters(tmp_path: Path, recorded: Path, optio
     last = proc.stderr.strip().splitlines()[-1]
     assert option in last and "control character" in last, proc.stderr
     assert Store(recorded).conn.execute("SELECT COUNT(*) FROM notes").fetchone()[0] == 0
+
+
+# --- a --db in a folder that does not exist ------------------------------------------
+
+def _sim_run(tmp_path: Path, *db: str, env_db: str | None = None,
+             new_records: bool = False) -> subprocess.CompletedProcess[str]:
+    argv = [sys.executable, "-m", "devicectl.cli", "run", "--profile",
+            str(DATA / "short-frontal.yaml"), "--patient", "P-1", "--sim", "--yes", "--quiet",
+            "--speed", "0", *GATE, *db, *(["--new-records"] if new_records else [])]
+    env = _env(tmp_path)
+    if env_db is not None:
+        env["DEVICECTL_DB"] = env_db
+    return subprocess.run(argv, capture_output=True, text=True, timeout=120, cwd=tmp_path,
+                          env=env)
+
+
+def test_run_refuses_a_db_in_a_missing_folder_naming_it(tmp_path: Path) -> None:
+    """task: a typo in --db's path silently started new records elsewhere: `run --sim`
+    (records.py:231, open_database makes the folder) and `demo` (run_cmd.py:175) created
+    the missing folder. The default location may be created; an explicit --db (or
+    $DEVICECTL_DB) in a missing folder is refused naming it, unless asked."""
+    typo = tmp_path / "recrods"
+    proc = _sim_run(tmp_path, "--db", str(typo / "r.db"))
+    assert proc.returncode == 1, proc.stdout
+    no_traceback(proc)
+    assert str(typo) in proc.stderr and "--new-records" in proc.stderr, proc.stderr
+    assert proc.stderr.count("\n") == 1 and not typo.exists()
+    proc = _sim_run(tmp_path, env_db=str(typo / "r.db"))  # the same typo in $DEVICECTL_DB
+    assert proc.returncode == 1 and str(typo) in proc.stderr and not typo.exists()
+    proc = devicectl(tmp_path, "demo", "--speed", "0", "--no-web", "--quiet", "--db",
+                     str(typo / "r.db"))
+    assert proc.returncode == 1, proc.stdout
+    assert str(typo) in proc.stderr and not typo.exists(), proc.stderr
+    # Asked for: --new-records starts them there, folder and all.
+    proc = _sim_run(tmp_path, "--db", str(typo / "r.db"), new_records=True)
+    assert proc.returncode == 0, proc.stderr
+    assert Store(typo / "r.db").sessions()
+
+
+def test_the_default_records_location_is_created(tmp_path: Path) -> None:
+    """The default places (XDG_DATA_HOME/devicectl, the demo's demo-out) are made when
+    missing: nothing was typed there to be wrong."""
+    proc = _sim_run(tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert Store(tmp_path / "data" / "devicectl" / "sessions.db").sessions()
+    proc = devicectl(tmp_path, "demo", "--speed", "0", "--no-web", "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    assert Store(tmp_path / "demo-out" / "sessions.db").sessions()
