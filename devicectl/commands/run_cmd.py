@@ -156,6 +156,9 @@ def register(sub: Any) -> None:
     d.add_argument("--db", type=db_arg, default=DEMO_DB, metavar="PATH|URL",
                    help="records: a file (relative to the current folder) or a "
                    "postgresql:// URL")
+    d.add_argument("--new-records", action="store_true",
+                   help="make --db's folder when it does not exist (default: only the "
+                   "demo's own folder is made)")
     output_args(d)
     _web_args(d, default=True)
     d.set_defaults(func=demo)
@@ -171,14 +174,14 @@ def _web_args(p: Any, *, default: bool) -> None:
 
 
 def demo(args: argparse.Namespace) -> int:
-    if isinstance(args.db, Path):
-        args.db.parent.mkdir(parents=True, exist_ok=True)
+    if args.db == DEMO_DB:  # the demo's own place; a typed one is checked as run's is
+        DEMO_DB.parent.mkdir(parents=True, exist_ok=True)
     ns = argparse.Namespace(
         profile=DEMO_PROFILE, patient=f"DEMO-{secrets.randbelow(10**6):06d}", port=None, sim=True,
         scenario=None, speed=args.speed, seed=None, no_position=False, db=args.db, yes=True,
         override_interval=None, clinician=None, resume=None, operator="DEMO-OPERATOR",
         checklist=None, consent=True, simulated_answers=True, ack_adjuncts=True,
-        topical_wait_hours=DEFAULT_TOPICAL_WAIT_HOURS, new_records=False, web=args.web,
+        topical_wait_hours=DEFAULT_TOPICAL_WAIT_HOURS, new_records=args.new_records, web=args.web,
         web_port=args.web_port, web_host=args.web_host, quiet=args.quiet, json=args.json,
     )
     return run(ns)
