@@ -195,6 +195,13 @@ def recorded(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return db
 
 
+def copy_of(recorded: Path, tmp_path: Path) -> Path:
+    """The recorded file, for a test that may write to it."""
+    import shutil
+
+    return Path(shutil.copy(recorded, tmp_path / "copy.db"))
+
+
 def test_sessions_show_an_unknown_kind_is_a_mistake_naming_the_kinds(
         tmp_path: Path, recorded: Path) -> None:
     """task: an unknown --kind is a user's mistake. `sessions show 1 --kind NOPE` said
@@ -250,6 +257,7 @@ def test_a_note_refuses_control_characters(tmp_path: Path, recorded: Path, optio
     show`, the report and the exports."""
     argv = {"--text": "fine", "--by": "DR-1"}
     argv[option] = "x\x1b]0;owned\x07y"
+    recorded = copy_of(recorded, tmp_path)
     proc = devicectl(tmp_path, "sessions", "note", "1", "--db", str(recorded),
                      *(x for kv in argv.items() for x in kv))
     assert proc.returncode == 1, proc.stdout
@@ -305,3 +313,101 @@ def test_the_default_records_location_is_created(tmp_path: Path) -> None:
     proc = devicectl(tmp_path, "demo", "--speed", "0", "--no-web", "--quiet")
     assert proc.returncode == 0, proc.stderr
     assert Store(tmp_path / "demo-out" / "sessions.db").sessions()
+
+
+# --- the commands added last round, with bad inputs ---------------------------------
+
+_HUGE_ID = "99999999999999999999999"
+
+
+@pytest.mark.parametrize("argv", [
+    ["sessions", "note", _HUGE_ID, "--text", "x"],
+    ["sessions", "show", _HUGE_ID],
+    ["sessions", "export", _HUGE_ID],
+    ["sessions", "verify", _HUGE_ID],
+    ["monitor", "--session", _HUGE_ID],
+], ids=["note", "show", "export", "verify", "monitor"])
+def test_a_session_id_too_large_for_the_records_is_a_mistake(
+        tmp_path: Path, recorded: Path, argv: list[str]) -> None:
+    """cli.py: a user's mistake is one sentence and exit 1, exit 70 only for a bug.
+    `sessions note 99999999999999999999999` (patients_cmd.py:62, and every `type=int`
+    session id in sessions_cmd.py, chain_cmd.py:32, monitor_cmd.py:32) ended with exit 70,
+    "a bug in devicectl (OverflowError: Python int too large to convert to SQLite
+    INTEGER)", and a crash file."""
+    proc = devicectl(tmp_path, *argv, "--db", str(recorded))
+    assert proc.returncode == 1, proc.stderr
+    no_traceback(proc)
+    assert "a bug in devicectl" not in proc.stderr and _HUGE_ID in proc.stderr, proc.stderr
+    assert not (tmp_path / ".local" / "state" / "devicectl" / "crashes").exists()
+
+
+def test_a_note_by_takes_an_id_as_operator_does(tmp_path: Path, recorded: Path) -> None:
+    """docs/clinic.md: `--by DR-42`, who records a note, is recorded like the operator
+    and the clinician, whose IDs are at most 64 printable characters (checklist_cmd.py:80,
+    staff_id). `sessions note --by` (patients_cmd.py:66, 83) took any length."""
+    recorded = copy_of(recorded, tmp_path)
+    proc = devicectl(tmp_path, "sessions", "note", "1", "--db", str(recorded), "--text",
+                     "fine", "--by", "D" * 200)
+    assert proc.returncode == 1, proc.stdout
+    no_traceback(proc)
+    assert "--by" in proc.stderr and "64" in proc.stderr, proc.stderr
+    assert Store(recorded).conn.execute("SELECT COUNT(*) FROM notes").fetchone()[0] == 0
+
+
+def test_firmware_update_sim_state_in_a_missing_folder_is_refused_first(tmp_path: Path) -> None:
+    """task (item 4, for every typed path that is written): `firmware update --sim
+    --sim-state nodir/state.json` sent the whole image, then ended with exit 70, a
+    FileNotFoundError "bug" (firmware_cmd.py:190 writes the state where no folder is)."""
+    image = tmp_path / "img.bin"
+    (tmp_path / "pl.bin").write_bytes(b"payload")
+    assert devicectl(tmp_path, "firmware", "sign", "pl.bin", "--version", "1.2", "--out",
+                     str(image), "--test-key").returncode == 0
+    state = tmp_path / "nodir" / "state.json"
+    proc = devicectl(tmp_path, "firmware", "update", str(image), "--sim", "--sim-state",
+                     str(state))
+    assert proc.returncode == 1, proc.stderr
+    no_traceback(proc)
+    assert "a bug in devicectl" not in proc.stderr, proc.stderr
+    assert str(state.parent) in proc.stderr and "sent" not in proc.stderr, proc.stderr
+
+
+@pytest.mark.parametrize("where", ["/dev/null", "a-folder"])
+def test_a_keyring_that_is_not_a_file_is_named_so_and_never_chmod(
+        tmp_path: Path, where: str) -> None:
+    """keys.py's docstring: the keyring is "One JSON file". `keys --keyring /dev/null
+    require on` answered "the keyring can be read by others (mode 666); refusing it: run
+    `chmod 600 /dev/null`" (keys.py:84-88), advice that, taken as root, breaks the
+    system; a folder was told the same."""
+    (tmp_path / "a-folder").mkdir()
+    proc = devicectl(tmp_path, "keys", "--keyring", where, "require", "on")
+    assert proc.returncode == 1
+    no_traceback(proc)
+    assert "chmod" not in proc.stderr and "not a file" in proc.stderr, proc.stderr
+
+
+def test_a_malformed_keyring_sentence_shows_the_format_balanced(tmp_path: Path) -> None:
+    """keys.py:104-107: the format shown for a malformed keyring ended `false}})`, a
+    brace too many (the second half of the sentence is not an f-string)."""
+    ring = tmp_path / "ring.json"
+    ring.write_text("not json")
+    ring.chmod(0o600)
+    proc = devicectl(tmp_path, "keys", "--keyring", str(ring), "list")
+    assert proc.returncode == 1
+    sentence = proc.stderr.strip()
+    assert "not a devicectl keyring" in sentence, sentence
+    assert sentence.count("{") == sentence.count("}"), sentence
+
+
+def test_keys_require_on_in_a_missing_folder_is_refused_naming_it(tmp_path: Path) -> None:
+    """task item 4's rule, for the keyring: `keys --keyring nodir/k.json require on`
+    (keys.py:112 makes any folder) printed "every pen must now authenticate" into a new
+    keyring nobody reads, while the clinic's stayed as it was. The default place may be
+    made; a typed one in a missing folder is refused, naming the folder."""
+    proc = devicectl(tmp_path, "keys", "--keyring", "nodir/k.json", "require", "on")
+    assert proc.returncode == 1, proc.stdout
+    no_traceback(proc)
+    assert "nodir" in proc.stderr and "must now authenticate" not in proc.stdout
+    assert not (tmp_path / "nodir").exists()
+    proc = devicectl(tmp_path, "keys", "require", "on")  # the default place: made
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / ".config" / "devicectl" / "keyring.json").exists()
