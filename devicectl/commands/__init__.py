@@ -44,6 +44,23 @@ def whole_number(text: str) -> int:
     return number
 
 
+#: The largest id the records can hold (SQLite's INTEGER, PostgreSQL's bigint).
+MAX_SESSION_ID = 2**63 - 1
+
+
+def session_id(text: str) -> int:
+    """argparse's type for a session id: a whole number from 1 to what the records hold
+    (a larger one cannot even be looked up: the database refuses the number itself)."""
+    try:
+        number = int(text)
+    except ValueError:
+        number = 0
+    if not 1 <= number <= MAX_SESSION_ID:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a session id; `devicectl sessions list` shows them")
+    return number
+
+
 def seconds(text: str) -> float:
     """argparse's type for a duration in seconds: a finite number above 0."""
     try:

@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.text import Text
 
 from devicectl.chain import ChainCheck, verify_all, verify_session
+from devicectl.commands import session_id
 from devicectl.errors import StoreError
 from devicectl.plain import plain
 from devicectl.records_where import resolve_db
@@ -29,7 +30,7 @@ def add_verify(sub: Any, with_db: Callable[[Parser], Parser]) -> None:
         "session's closure: outcome, end, pen, zones, coverage). Exit 0 when every chain "
         "holds; 1 otherwise, naming the first row that breaks each.",
     ))
-    p.add_argument("id", type=int, nargs="?", metavar="ID",
+    p.add_argument("id", type=session_id, nargs="?", metavar="ID",
                    help="one session (default: every session)")
     p.set_defaults(func=verify)
 

@@ -15,7 +15,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from devicectl.commands import utf8_text
+from devicectl.commands import session_id, utf8_text
 from devicectl.errors import DevicectlError, StoreError
 from devicectl.notes import ADVERSE_KINDS, Note, add_note, notes_of
 from devicectl.patients import patient_ref
@@ -59,7 +59,7 @@ def add_note_command(sub: Any, with_db: Callable[[Parser], Parser]) -> None:
         f"event of that kind ({', '.join(ADVERSE_KINDS)}). Notes are append-only and "
         "hash-chained like the events.",
     ))
-    p.add_argument("id", type=int, metavar="ID", help="session id (see `sessions list`)")
+    p.add_argument("id", type=session_id, metavar="ID", help="session id (see `sessions list`)")
     p.add_argument("--text", type=utf8_text, required=True, help="what happened, in words")
     p.add_argument("--adverse", type=utf8_text, metavar="KIND",
                    help=f"an adverse event: {', '.join(ADVERSE_KINDS)}")

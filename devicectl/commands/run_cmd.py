@@ -24,7 +24,7 @@ from rich.text import Text
 
 from devicectl.adjuncts import adjunct_instructions
 from devicectl.claim import CLAIM_TIMEOUT_S
-from devicectl.commands import sim_speed, utf8_text, web_port
+from devicectl.commands import session_id, sim_speed, utf8_text, web_port
 from devicectl.commands.checklist_cmd import (
     acknowledge_adjuncts,
     eligibility_gate,
@@ -140,7 +140,7 @@ def register(sub: Any) -> None:
                    "(recorded, with --clinician)")
     p.add_argument("--clinician", type=utf8_text, metavar="ID",
                    help="the clinician who decided the interval override (recorded)")
-    p.add_argument("--resume", type=int, metavar="SESSION_ID",
+    p.add_argument("--resume", type=session_id, metavar="SESSION_ID",
                    help="continue an interrupted session, or one that lost its link, with its "
                    "coverage (default: a new session)")
     output_args(p)
