@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from devicectl.commands import session_id, utf8_text
+from devicectl.commands.checklist_cmd import staff_id
 from devicectl.errors import DevicectlError, StoreError
 from devicectl.notes import ADVERSE_KINDS, Note, add_note, notes_of
 from devicectl.patients import patient_ref
@@ -76,11 +77,12 @@ def _db(args: argparse.Namespace) -> Path | str:
 
 
 def note_session(args: argparse.Namespace) -> int:
+    by = (args.by or "").strip()  # an ID, as the operator's is (none given: none recorded)
+    author = staff_id(by, "--by", "who records the note") if by else None
     with Store(_db(args), create=False) as store:
         note = add_note(store.conn, args.id,
                         wall=datetime.now(UTC).isoformat(timespec="milliseconds"),
-                        text=args.text, adverse=args.adverse,
-                        author=(args.by or "").strip() or None)
+                        text=args.text, adverse=args.adverse, author=author)
     print(f"session {note.session_id}: {note.label} recorded (note {note.id})")
     return 0
 
