@@ -81,6 +81,9 @@ class Keyring:
             return KeyPolicy()
         except OSError as exc:
             raise KeyringError(f"{self.path}: cannot read the keyring ({exc.strerror})") from None
+        if not stat.S_ISREG(st.st_mode):  # a device or a folder: its mode is not ours to change
+            raise KeyringError(f"{self.path}: not a file; the keyring is one JSON file "
+                               f"(--keyring FILE, or ${ENV_KEYRING})")
         if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
             raise KeyringError(
                 f"{self.path}: the keyring can be read by others (mode "
