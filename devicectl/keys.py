@@ -106,7 +106,7 @@ class Keyring:
         except (ValueError, KeyError, TypeError, AttributeError):
             raise KeyringError(
                 f"{self.path}: not a devicectl keyring (expected {{\"pens\": {{serial: hex key}}, "
-                "\"require_auth\": true or false}})"
+                "\"require_auth\": true or false})"
             ) from None
 
     def _save(self, keys: dict[int, bytes], require_auth: bool | None = None) -> None:
