@@ -13,6 +13,8 @@ import os
 import signal
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -55,8 +57,9 @@ def _longer_profile(tmp_path: Path) -> Path:
 def interrupted_run(tmp_path: Path, triggers: list[tuple[str, int]], *extra: str,
                     speed: str = "1") -> tuple[int, str, str, Path]:
     """`devicectl run --sim` in a subprocess; at the first line of output containing each
-    trigger's text (in order) it is sent that many SIGINTs. Its exit code (a signal's
-    death is negative), stdout, stderr and the records file."""
+    trigger's text (in order) it is sent that many SIGINTs; a trigger "records: KIND"
+    waits instead for an event of that kind in the records file. Its exit code (a
+    signal's death is negative), stdout, stderr and the records file."""
     db = tmp_path / "r.db"
     err_path = tmp_path / "stderr.txt"
     with err_path.open("w") as err:
@@ -67,6 +70,7 @@ def interrupted_run(tmp_path: Path, triggers: list[tuple[str, int]], *extra: str
             stdout=subprocess.PIPE, stderr=err, text=True, cwd=tmp_path, env=_env(tmp_path))
         out = []
         pending = list(triggers)
+        watcher: threading.Thread | None = None
         try:
             assert proc.stdout is not None
             for line in proc.stdout:
@@ -74,13 +78,40 @@ def interrupted_run(tmp_path: Path, triggers: list[tuple[str, int]], *extra: str
                 if pending and pending[0][0] in line:
                     for _ in range(pending.pop(0)[1]):
                         proc.send_signal(signal.SIGINT)
+                if watcher is None and pending and pending[0][0].startswith("records: "):
+                    kind, count = pending.pop(0)
+                    watcher = threading.Thread(target=_signal_at_record, daemon=True,
+                                               args=(proc, db, kind.split()[1], count))
+                    watcher.start()
             code = proc.wait(120)
         finally:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
     assert not pending, f"never printed {pending[0][0]!r}:\n{''.join(out)}"
+    if watcher is not None:
+        watcher.join(5)
     return code, "".join(out), err_path.read_text(), db
+
+
+def _signal_at_record(proc: subprocess.Popen[str], db: Path, kind: str, count: int) -> None:
+    """SIGINT `count` times once the records hold an event of `kind` (read-only, polled:
+    the signal follows the state, however fast or slow the machine)."""
+    import sqlite3
+
+    while proc.poll() is None:
+        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+        try:
+            seen = conn.execute("SELECT 1 FROM events WHERE kind = ?", (kind,)).fetchone()
+        except sqlite3.Error:
+            seen = None
+        finally:
+            conn.close()
+        if seen:
+            for _ in range(count):
+                proc.send_signal(signal.SIGINT)
+            return
+        time.sleep(0.002)
 
 
 def _pen_ended_stopped(store: Store, sid: int) -> None:
@@ -124,9 +155,11 @@ def test_ctrl_c_between_the_records_and_the_pen_start_ends_the_session(
 @pytest.mark.parametrize("triggers", [
     [("READY -> STAMPING", 2)],                                   # twice, while it runs
     [("READY -> STAMPING", 1), ("STOP_REQUESTED", 1)],            # again during the end
+    [("READY -> STAMPING", 1), ("records: PEN_STOPPED", 1)],      # as the records close
     [("READY -> STAMPING", 1), ("session 1 · aborted", 1)],       # again in the summary
     [("READY -> STAMPING", 1), ("Adjunct instructions", 1)],      # again as the end records
-], ids=["twice", "in-the-end", "in-the-summary", "in-the-acknowledgement"])
+], ids=["twice", "in-the-end", "in-the-records-flush", "in-the-summary",
+        "in-the-acknowledgement"])
 def test_ctrl_c_while_stamping_aborts_and_another_changes_nothing(
         tmp_path: Path, triggers: list[tuple[str, int]]) -> None:
     """README: exit 2 aborted; docs/safety.md "The end of a session (... SIGINT ...): STOP
