@@ -444,3 +444,20 @@ def test_keys_require_on_in_a_missing_folder_is_refused_naming_it(tmp_path: Path
     proc = devicectl(tmp_path, "keys", "require", "on")  # the default place: made
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / ".config" / "devicectl" / "keyring.json").exists()
+
+
+def test_records_replay_refuses_a_db_in_a_missing_folder(tmp_path: Path) -> None:
+    """The same rule for `records replay FILE --db PATH` (records_cmd.py, replay_records):
+    the records were put back into a new file in a folder made for them (records.py:231),
+    not into the clinic's."""
+    from devicectl import unsaved as u
+
+    header = {"patient_ref": "P-rec", "profile_name": "p", "profile_hash": "h",
+              "profile_text": "name: p\n", "started_at": "2026-03-01T09:00:00+00:00"}
+    spilled = tmp_path / "s.db.unsaved.jsonl"
+    spilled.write_text(u.line("session", 1, base_events=0, **header) + "\n")
+    typo = tmp_path / "recrods"
+    proc = devicectl(tmp_path, "records", "replay", str(spilled), "--db", str(typo / "s.db"))
+    assert proc.returncode == 1, proc.stdout
+    no_traceback(proc)
+    assert str(typo) in proc.stderr and not typo.exists(), proc.stderr
