@@ -461,3 +461,60 @@ def test_records_replay_refuses_a_db_in_a_missing_folder(tmp_path: Path) -> None
     assert proc.returncode == 1, proc.stdout
     no_traceback(proc)
     assert str(typo) in proc.stderr and not typo.exists(), proc.stderr
+
+
+def _typed_at_prompt(tmp_path: Path, argv: list[str], prompt: bytes,
+                     key: bytes) -> tuple[int | None, str]:
+    """`devicectl argv` on a pseudo-terminal, `key` typed once `prompt` is shown; its exit
+    code (None: still running after 120 s, then killed) and what it printed. Waits on
+    the prompt and the exit, not on a clock; 120 s only bounds a hang."""
+    import pty
+    import select
+
+    pid, fd = pty.fork()
+    if pid == 0:  # pragma: no cover - the child
+        os.chdir(tmp_path)
+        os.execve(sys.executable, [sys.executable, "-m", "devicectl.cli", *argv],
+                  _env(tmp_path))
+    out, typed, code = b"", False, None
+    end = time.monotonic() + 120.0
+    try:
+        while code is None and time.monotonic() < end:
+            if select.select([fd], [], [], 0.2)[0]:
+                try:
+                    out += os.read(fd, 65536)
+                except OSError:  # the child closed the terminal: wait for its exit
+                    time.sleep(0.05)
+            if not typed and prompt in out:
+                typed = True
+                os.write(fd, key)
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                code = os.waitstatus_to_exitcode(status)
+        if code is None:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+    finally:
+        os.close(fd)
+    return code, out.decode("utf-8", "replace")
+
+
+def test_ctrl_c_at_the_start_question_refuses_and_the_question_shows_its_default(
+        tmp_path: Path) -> None:
+    """README: `run` "asks to start unless --yes"; a no is a refusal (exit 1), the pen never
+    started. The question (run_cmd.py, _confirm: `[bold]{question}[/] [y/N] `) printed
+    without its `[y/N]`: rich took it for markup, so nothing said that Enter means no.
+    And a Ctrl-C there both stopped the session (the handler) and answered no (the
+    prompt): the outcome was whichever reached the pen process first, refused or aborted."""
+    db = tmp_path / "r.db"
+    code, out = _typed_at_prompt(tmp_path, [
+        "run", "--profile", str(DATA / "short-frontal.yaml"), "--patient", "P-1", "--sim",
+        "--speed", "0", "--db", str(db), "--no-web", *GATE], b"[y/N]", b"\x03")
+    assert "Start the treatment? [y/N]" in out, out[-2000:]
+    assert code == 1, out[-2000:]
+    assert "Traceback" not in out
+    store = Store(db)
+    (rec,) = store.sessions()
+    assert rec.outcome == "refused"
+    assert not [e for e in store.events(rec.id) if e.kind == "SENT"
+                and e.data.get("type") == "START"]
