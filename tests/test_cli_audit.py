@@ -510,7 +510,9 @@ def test_ctrl_c_at_the_start_question_refuses_and_the_question_shows_its_default
     code, out = _typed_at_prompt(tmp_path, [
         "run", "--profile", str(DATA / "short-frontal.yaml"), "--patient", "P-1", "--sim",
         "--speed", "0", "--db", str(db), "--no-web", *GATE], b"[y/N]", b"\x03")
-    assert "Start the treatment? [y/N]" in out, out[-2000:]
+    import re
+
+    assert "Start the treatment? [y/N]" in re.sub(r"\x1b\[[0-9;]*m", "", out), out[-2000:]
     assert code == 1, out[-2000:]
     assert "Traceback" not in out
     store = Store(db)

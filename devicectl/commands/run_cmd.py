@@ -399,7 +399,8 @@ def _go_no_go(console: Console, session: Watched, port: str, zone_map: ZoneMap) 
 
 
 def _confirm(console: Console, question: str) -> bool:
-    answer = ask(lambda: console.input(f"[bold]{question}[/] [y/N] "))
+    # a Text: "[y/N]" in a string is markup to rich, which printed nothing of it
+    answer = ask(lambda: console.input(Text.assemble((question, "bold"), " [y/N] ")))
     return answer is not None and answer.strip().lower() in ("y", "yes")
 
 

@@ -54,10 +54,10 @@ class Interrupts:
         name = signal.Signals(signum).name
         if self.signal is None:
             self.signal = name
+        if _Prompting.active:  # the prompt's "no answer" says what happens (a refusal at
+            raise KeyboardInterrupt  # the start question): a stop too would race with it
         if self._session is not None:
             _stop(self._session, name)
-        if _Prompting.active:
-            raise KeyboardInterrupt  # out of the blocking prompt: no answer
 
 
 def _stop(session: Watched, name: str) -> None:
