@@ -520,3 +520,37 @@ def test_ctrl_c_at_the_start_question_refuses_and_the_question_shows_its_default
     assert rec.outcome == "refused"
     assert not [e for e in store.events(rec.id) if e.kind == "SENT"
                 and e.data.get("type") == "START"]
+
+
+#: A terminal's Ctrl-C reaches the whole process group: here, the pen process and the
+#: view process as soon as they exist, while they still boot (import their modules).
+_CTRL_C_AS_THE_CHILDREN_BOOT = """
+import os, signal
+from devicectl.monitor.viewproc import ViewOptions, ViewProcess
+from devicectl.penproc import LinkSettings, PenProcess, SimSettings
+from devicectl.snapshot import Snapshot
+
+signal.signal(signal.SIGINT, lambda *a: None)  # the CLI answers its own (run_signals.py)
+pen = PenProcess(LinkSettings(sim=SimSettings(seed=1)))
+os.kill(pen.pid, signal.SIGINT)
+view = ViewProcess(ViewOptions("t", output=os.devnull, keys=False))
+os.kill(view.pid, signal.SIGINT)
+opened = pen._opened.wait(60)
+print("pen", opened, pen._open_error, pen.report)
+pen.close()
+view.close(Snapshot().view_status(), [])
+print("view", view._proc.exitcode)
+"""
+
+
+def test_ctrl_c_as_the_pen_and_view_processes_boot_neither_kills_them_nor_prints() -> None:
+    """penproc.py:153 and viewproc.py:52: the children ignore the terminal's signals "(the
+    CLI relays them)". They set SIG_IGN only once their modules were imported: a Ctrl-C
+    in the second or so before killed the pen process with a KeyboardInterrupt traceback
+    on the technician's terminal, and PenProcess.open then took the dead process for an
+    opened link (no refusal: `_opened` is set when the reader meets the end)."""
+    done = subprocess.run([sys.executable, "-c", _CTRL_C_AS_THE_CHILDREN_BOOT],
+                          capture_output=True, text=True, timeout=120)
+    assert "Traceback" not in done.stderr, done.stderr
+    assert done.stdout.splitlines() == ["pen True None None", "view 0"], (done.stdout,
+                                                                        done.stderr)
