@@ -554,3 +554,24 @@ def test_ctrl_c_as_the_pen_and_view_processes_boot_neither_kills_them_nor_prints
     assert "Traceback" not in done.stderr, done.stderr
     assert done.stdout.splitlines() == ["pen True None None", "view 0"], (done.stdout,
                                                                         done.stderr)
+
+
+def test_records_migrate_refuses_simulator_runs_onto_clinical_records(
+        tmp_path: Path, recorded: Path, pg_url: str) -> None:
+    """README: "Simulator runs and clinical sessions never share a database" (a `--sim` run
+    refuses a database holding clinical sessions, a clinical run one holding simulator
+    runs: run_checks.check_records_kind). `records migrate --from demo-out/sessions.db
+    --to` the clinic's server (migrate.py:69, no such check) copied the simulator runs
+    among the clinic's sessions: from then on every room's clinical run was refused
+    ("holds simulator runs")."""
+    with Store(pg_url) as server:
+        server.create_session(patient_ref="P-0042", profile_name="x", profile_hash="h",
+                              profile_text="t", started_at="2026-03-02T09:00:00+00:00",
+                              simulated=False)
+    proc = devicectl(tmp_path, "records", "migrate", "--from", f"sqlite:{recorded}",
+                     "--to", pg_url)
+    assert proc.returncode == 1, proc.stdout
+    no_traceback(proc)
+    assert "simulator runs" in proc.stderr and "clinical" in proc.stderr, proc.stderr
+    with Store(pg_url) as server:
+        assert not server.holds_sessions(simulated=True)  # nothing copied
