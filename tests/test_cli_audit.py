@@ -575,3 +575,23 @@ def test_records_migrate_refuses_simulator_runs_onto_clinical_records(
     assert "simulator runs" in proc.stderr and "clinical" in proc.stderr, proc.stderr
     with Store(pg_url) as server:
         assert not server.holds_sessions(simulated=True)  # nothing copied
+
+
+def test_ctrl_c_at_a_checklist_question_refuses_and_the_record_says_why(
+        tmp_path: Path) -> None:
+    """docs/clinic.md: "an item left unanswered (... or a prompt interrupted) is a NO-GO
+    ... recorded as refused and the pen is never started"; the GO_NO_GO event names the
+    signal too (checklist_cmd.eligibility_gate, run_signals.Interrupts)."""
+    db = tmp_path / "r.db"
+    code, out = _typed_at_prompt(tmp_path, [
+        "run", "--profile", str(DATA / "short-frontal.yaml"), "--patient", "P-1", "--sim",
+        "--speed", "0", "--db", str(db), "--no-web", "--operator", "OP-1", "--consent"],
+        b"[y/n]", b"\x03")
+    assert code == 1, out[-2000:]
+    assert "Traceback" not in out and "NO-GO: checklist item not answered" in out
+    store = Store(db)
+    (rec,) = store.sessions()
+    assert rec.outcome == "refused"
+    (no_go,) = [e for e in store.events(rec.id) if e.kind == "GO_NO_GO"]
+    assert "stopped by SIGINT before the start" in no_go.text, no_go.text
+    assert not [e for e in store.events(rec.id) if e.kind == "SENT"]
