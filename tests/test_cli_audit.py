@@ -595,3 +595,35 @@ def test_ctrl_c_at_a_checklist_question_refuses_and_the_record_says_why(
     (no_go,) = [e for e in store.events(rec.id) if e.kind == "GO_NO_GO"]
     assert "stopped by SIGINT before the start" in no_go.text, no_go.text
     assert not [e for e in store.events(rec.id) if e.kind == "SENT"]
+
+
+#: The pen process killed as it starts (the OOM killer, a crash in its start-up).
+_PEN_PROCESS_KILLED_AT_BIRTH = """
+import os, signal
+from devicectl.errors import RefusedError
+from devicectl.penproc import LinkSettings, PenProcess, SimSettings
+
+class KilledAtBirth(PenProcess):
+    def __init__(self, link):
+        super().__init__(link)
+        os.kill(self.pid, signal.SIGKILL)
+
+try:
+    pen = KilledAtBirth.open(LinkSettings(sim=SimSettings(seed=1)))
+except RefusedError as exc:
+    print("refused:", exc)
+else:
+    print("opened", pen.report)
+    pen.close()
+"""
+
+
+def test_a_pen_process_that_dies_before_it_opens_the_link_is_a_refusal() -> None:
+    """penproc.py, PenProcess.open: "RefusedError when it cannot be opened". A pen
+    process that died before it opened the link was taken for an opened one: the
+    reader's end sets `_opened` (penproc.py:_read) with no error, so `run` went on to
+    record a session, then met "no pen answered" and an internal error, exit 3."""
+    done = subprocess.run([sys.executable, "-c", _PEN_PROCESS_KILLED_AT_BIRTH],
+                          capture_output=True, text=True, timeout=120)
+    assert done.stdout.startswith("refused: the pen process ended before it opened"), (
+        done.stdout, done.stderr)
