@@ -253,6 +253,12 @@ class PenProcess:
         except (EOFError, OSError):
             pass
         finally:
+            if not self._opened.is_set() and self._open_error is None:  # `open` refuses it
+                self._proc.join(1.0)
+                code = self._proc.exitcode
+                self._open_error = (f"the pen process ended before it opened {self.link.name}"
+                                    + (f" (exit code {code})" if code is not None else "")
+                                    + "; nothing was started")
             if self.report is None:
                 code = self._proc.exitcode
                 self.report = EndReport(
