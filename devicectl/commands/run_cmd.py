@@ -131,7 +131,8 @@ def register(sub: Any) -> None:
                    help="the treatment room, recorded with the session")
     p.add_argument("--new-records", action="store_true",
                    help="let a clinical run start new records where --db points (none there "
-                   "yet: no patient history to check intervals and cartridges against)")
+                   "yet: no patient history to check intervals and cartridges against), and "
+                   "any run make --db's folder when it does not exist")
     p.add_argument("--yes", action="store_true",
                    help="answer the confirmations (start, next zone) for scripted runs")
     p.add_argument("--override-interval", type=utf8_text, metavar="REASON",
