@@ -465,9 +465,16 @@ def test_records_replay_refuses_a_db_in_a_missing_folder(tmp_path: Path) -> None
 
 def _typed_at_prompt(tmp_path: Path, argv: list[str], prompt: bytes,
                      key: bytes) -> tuple[int | None, str]:
-    """`devicectl argv` on a pseudo-terminal, `key` typed once `prompt` is shown; its exit
-    code (None: still running after 120 s, then killed) and what it printed. Waits on
-    the prompt and the exit, not on a clock; 120 s only bounds a hang."""
+    """`devicectl argv` on a pseudo-terminal, `key` typed once `prompt` is shown."""
+    return _typed_in_a_terminal(tmp_path, argv, [(prompt, key)])
+
+
+def _typed_in_a_terminal(tmp_path: Path, argv: list[str],
+                         steps: list[tuple[bytes, bytes]]) -> tuple[int | None, str]:
+    """`devicectl argv` on a pseudo-terminal, each step's key typed once its text has been
+    shown (in order, each after the one before); its exit code (None: still running
+    after 120 s, then killed) and what it printed. Waits on the text and the exit, not
+    on a clock; 120 s only bounds a hang."""
     import pty
     import select
 
@@ -476,7 +483,7 @@ def _typed_at_prompt(tmp_path: Path, argv: list[str], prompt: bytes,
         os.chdir(tmp_path)
         os.execve(sys.executable, [sys.executable, "-m", "devicectl.cli", *argv],
                   _env(tmp_path))
-    out, typed, code = b"", False, None
+    out, code, pending, seen = b"", None, list(steps), 0
     end = time.monotonic() + 120.0
     try:
         while code is None and time.monotonic() < end:
@@ -485,9 +492,9 @@ def _typed_at_prompt(tmp_path: Path, argv: list[str], prompt: bytes,
                     out += os.read(fd, 65536)
                 except OSError:  # the child closed the terminal: wait for its exit
                     time.sleep(0.05)
-            if not typed and prompt in out:
-                typed = True
-                os.write(fd, key)
+            if pending and pending[0][0] in out[seen:]:
+                seen = out.index(pending[0][0], seen) + len(pending[0][0])
+                os.write(fd, pending.pop(0)[1])
             done, status = os.waitpid(pid, os.WNOHANG)
             if done:
                 code = os.waitstatus_to_exitcode(status)
@@ -627,3 +634,25 @@ def test_a_pen_process_that_dies_before_it_opens_the_link_is_a_refusal() -> None
                           capture_output=True, text=True, timeout=120)
     assert done.stdout.startswith("refused: the pen process ended before it opened"), (
         done.stdout, done.stderr)
+
+
+def test_ctrl_c_in_the_live_view_aborts_and_at_the_end_question_is_recorded_no(
+        tmp_path: Path) -> None:
+    """In a terminal, with the live view: "y" at the start question, Ctrl-C while it
+    stamps (the view owns the terminal; the signal reaches the CLI), then Ctrl-C at the
+    adjunct question at the end: aborted (exit 2), the pen seen stopped, and "NOT
+    acknowledged" recorded (docs/clinic.md "Adjuncts"), with no traceback."""
+    db = tmp_path / "r.db"
+    code, out = _typed_in_a_terminal(tmp_path, [
+        "run", "--profile", str(_longer_profile(tmp_path)), "--patient", "P-1", "--sim",
+        "--speed", "1", "--db", str(db), "--no-web", "--operator", "OP-1", "--checklist",
+        str(DATA / "checklist-no.yaml"), "--consent"],
+        [(b"[y/N]", b"y\r"), (b"STAMPING", b"\x03"), (b"[y/n]", b"\x03")])
+    assert code == 2, out[-2000:]
+    assert "Traceback" not in out
+    store = Store(db)
+    (rec,) = store.sessions()
+    assert rec.outcome == "aborted"
+    _pen_ended_stopped(store, rec.id)
+    (note,) = store.conn.execute("SELECT text FROM notes").fetchall()
+    assert "NOT acknowledged (not given in the terminal)" in note[0], note
