@@ -656,3 +656,31 @@ def test_ctrl_c_in_the_live_view_aborts_and_at_the_end_question_is_recorded_no(
     _pen_ended_stopped(store, rec.id)
     (note,) = store.conn.execute("SELECT text FROM notes").fetchall()
     assert "NOT acknowledged (not given in the terminal)" in note[0], note
+
+
+#: `devicectl run` as the program, and a Ctrl-C once it has answered, as the interpreter
+#: exits (an atexit callback sends it: the exit's threads and callbacks take a while).
+_CTRL_C_AS_DEVICECTL_EXITS = """
+import atexit, os, signal, sys
+from devicectl import cli
+
+atexit.register(lambda: os.kill(os.getpid(), signal.SIGINT))
+sys.argv = ["devicectl", *sys.argv[1:]]
+sys.exit(cli.main())
+"""
+
+
+def test_ctrl_c_as_devicectl_exits_keeps_the_answer(tmp_path: Path) -> None:
+    """README "Exit codes". Once `run` had answered (exit 0, complete), a Ctrl-C while the
+    interpreter exited met Python's own handler again (run_cmd.run put it back): an
+    "Exception ignored in atexit callback ... KeyboardInterrupt" traceback on the
+    terminal."""
+    done = subprocess.run(
+        [sys.executable, "-c", _CTRL_C_AS_DEVICECTL_EXITS, "run", "--profile",
+         str(DATA / "short-frontal.yaml"), "--patient", "P-1", "--sim", "--yes", "--quiet",
+         "--speed", "0", "--db", str(tmp_path / "r.db"), *GATE],
+        capture_output=True, text=True, timeout=120, cwd=tmp_path, env=_env(tmp_path))
+    assert "Traceback" not in done.stderr and "KeyboardInterrupt" not in done.stderr, \
+        done.stderr
+    assert done.returncode == 0, done.stderr
+    assert "complete · session id 1" in done.stdout
