@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -178,9 +179,28 @@ def _unavailable(name: str) -> Any:
 def main(argv: Sequence[str] | None = None) -> int:
     args_in = list(sys.argv[1:] if argv is None else argv)
     try:
-        return _main(args_in)
+        code = _main(args_in)
     except KeyboardInterrupt:  # while the command loaded, or again while answering one
-        return _interrupted()
+        code = _interrupted()
+    if argv is None:  # the program (not a test's call): its exit follows
+        _answered(code)
+    return code
+
+
+def _answered(code: int) -> None:
+    """The command has answered: a Ctrl-C during the interpreter's exit (its threads,
+    its atexit callbacks) ends the process with that answer, not a traceback. Nothing
+    is left to write but the output buffers, which go first."""
+
+    def handler(signum: int, frame: Any) -> None:
+        with contextlib.suppress(Exception):
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os._exit(code)
+
+    with contextlib.suppress(Exception):
+        sys.stdout.flush()
+    signal.signal(signal.SIGINT, handler)
 
 
 def _interrupted() -> int:
