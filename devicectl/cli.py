@@ -182,8 +182,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         code = _main(args_in)
     except KeyboardInterrupt:  # while the command loaded, or again while answering one
         code = _interrupted()
-    if argv is None:  # the program (not a test's call): its exit follows
-        _answered(code)
+    while argv is None:  # the program (not a test's call): its exit follows
+        try:
+            _answered(code)
+            break
+        except KeyboardInterrupt:  # one pending from before the handler: the answer stands
+            continue
     return code
 
 
