@@ -14,7 +14,10 @@ every time (it still works, only more slowly: add it to LAZY_COMMANDS).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import os
+import signal
 import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
@@ -175,6 +178,48 @@ def _unavailable(name: str) -> Any:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args_in = list(sys.argv[1:] if argv is None else argv)
+    try:
+        code = _main(args_in)
+    except KeyboardInterrupt:  # while the command loaded, or again while answering one
+        code = _interrupted()
+    while argv is None:  # the program (not a test's call): its exit follows
+        try:
+            _answered(code)
+            break
+        except KeyboardInterrupt:  # one pending from before the handler: the answer stands
+            continue
+    return code
+
+
+def _answered(code: int) -> None:
+    """The command has answered: a Ctrl-C during the interpreter's exit (its threads,
+    its atexit callbacks) ends the process with that answer, not a traceback. Nothing
+    is left to write but the output buffers, which go first."""
+
+    def handler(signum: int, frame: Any) -> None:
+        with contextlib.suppress(Exception):
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os._exit(code)
+
+    with contextlib.suppress(Exception):
+        sys.stdout.flush()
+    signal.signal(signal.SIGINT, handler)
+
+
+def _interrupted() -> int:
+    """Ctrl-C's answer (`run` answers its own: devicectl/commands/run_signals.py): a
+    second one while it is printed changes nothing (nor, at worst, a traceback)."""
+    with contextlib.suppress(KeyboardInterrupt):
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            print("devicectl: interrupted", file=sys.stderr)
+        finally:
+            signal.signal(signal.SIGINT, previous)
+    return 130
+
+
+def _main(args_in: list[str]) -> int:
     command = _command_of(args_in)
     parser = build_parser(command if command in LAZY_COMMANDS else None)
     args = parser.parse_args(args_in)
@@ -187,8 +232,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"devicectl: {escape_controls(line)}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
-        print("devicectl: interrupted", file=sys.stderr)
-        return 130
+        return _interrupted()
     except BrokenPipeError:
         return 0
     except Exception as exc:  # a bug: the sentence here, the traceback in a file

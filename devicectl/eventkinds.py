@@ -28,6 +28,10 @@ ROUTINE_PEN_EVENTS: Final = frozenset({"CONTACT_LOST", "CONTACT_MADE"})
 PINNED_KINDS: Final = frozenset({"PEN_FAULT", "ESTOP", "SAFETY_STOP", "LINK_LOST"})
 #: `--kind all`: every event.
 ALL = "ALL"
+#: Kinds the records hold beside the controller's (transitions.EventKind): the clinic's
+#: gate, the session's continuation, the pen process's grants, samples, flight records.
+RECORD_KINDS: Final = frozenset({"CHECKLIST", "CONSENT", "INSTRUCTIONS", "OPERATOR",
+                                 "CONTINUES", "PEN_PROCESS", "SAMPLE", "FLIGHT"})
 
 
 def is_routine(kind: str, data: Any) -> bool:
@@ -63,6 +67,27 @@ class EventFilter:
         for item in kinds or ():
             names.update(k.strip().upper() for k in item.split(",") if k.strip())
         return cls(frozenset(names) if names else None, since_wall)
+
+
+def known_kinds(conn: Conn) -> frozenset[str]:
+    """The kinds a filter may name: the controller's, the records' own, and any this
+    records file holds (one recorded by an older devicectl included)."""
+    from devicectl.transitions import EventKind
+
+    held = {str(k) for (k,) in conn.execute("SELECT DISTINCT kind FROM events").fetchall()}
+    return frozenset({k.name for k in EventKind} | RECORD_KINDS | held)
+
+
+def unknown_kinds_problem(conn: Conn, flt: EventFilter) -> str | None:
+    """The sentence for a --kind that names no kind (a typo must not read as "none")."""
+    if flt.kinds is None:
+        return None
+    known = known_kinds(conn)
+    unknown = sorted(flt.kinds - known - {ALL})
+    if not unknown:
+        return None
+    return (f"--kind: no event kind {', '.join(unknown)}; the kinds are "
+            f"{', '.join(sorted(known))} (or all)")
 
 
 @dataclass(frozen=True)

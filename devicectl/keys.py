@@ -70,6 +70,8 @@ class Keyring:
 
     def __init__(self, path: Path | None = None) -> None:
         self.path = path if path is not None else default_path()
+        #: typed (--keyring, $DEVICECTL_KEYRING), not the default place
+        self._typed = path is not None or bool(os.environ.get(ENV_KEYRING))
 
     def _load(self) -> dict[int, bytes]:
         return self._read().keys
@@ -81,6 +83,9 @@ class Keyring:
             return KeyPolicy()
         except OSError as exc:
             raise KeyringError(f"{self.path}: cannot read the keyring ({exc.strerror})") from None
+        if not stat.S_ISREG(st.st_mode):  # a device or a folder: its mode is not ours to change
+            raise KeyringError(f"{self.path}: not a file; the keyring is one JSON file "
+                               f"(--keyring FILE, or ${ENV_KEYRING})")
         if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
             raise KeyringError(
                 f"{self.path}: the keyring can be read by others (mode "
@@ -103,12 +108,16 @@ class Keyring:
         except (ValueError, KeyError, TypeError, AttributeError):
             raise KeyringError(
                 f"{self.path}: not a devicectl keyring (expected {{\"pens\": {{serial: hex key}}, "
-                "\"require_auth\": true or false}})"
+                "\"require_auth\": true or false})"
             ) from None
 
     def _save(self, keys: dict[int, bytes], require_auth: bool | None = None) -> None:
         if require_auth is None:
             require_auth = self._read().require_auth
+        if self._typed and not self.path.parent.is_dir():  # the default place may be made
+            raise KeyringError(
+                f"no folder {self.path.parent} for the keyring {self.path}: check the path (a "
+                "typo would keep the keys where nothing reads them), or create the folder first")
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         text = json.dumps({"pens": {str(s): k.hex() for s, k in sorted(keys.items())},
                            "require_auth": require_auth}, indent=1)

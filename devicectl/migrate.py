@@ -71,6 +71,13 @@ def migrate(source: Path, target: str) -> Iterator[Moved]:
     with Store(source, create=False, read_only=True) as src, Store(target) as dst:
         if not dst.pg:
             raise StoreError("--to takes the clinic's postgresql:// URL")
+        for simulated in (True, False):  # the records' rule (run_checks.check_records_kind)
+            if src.holds_sessions(simulated=simulated) and dst.holds_sessions(
+                    simulated=not simulated):
+                held, there = (("simulator runs", "clinical sessions") if simulated else
+                               ("clinical sessions", "simulator runs"))
+                raise StoreError(f"{source} holds {held} and {dst.path} {there}: they never "
+                                 "share a database; nothing copied")
         ids = [int(r[0]) for r in src.conn.execute("SELECT id FROM sessions ORDER BY id")]
         for sid in ids:
             yield _one(src.conn, dst, sid)

@@ -33,6 +33,7 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 
+from devicectl.child_signals import terminal_signals_blocked
 from devicectl.controller_core import StartFacts
 from devicectl.drain import drain
 from devicectl.errors import DevicectlError, RefusedError
@@ -185,7 +186,8 @@ class PenProcess:
         self.grant_data: dict[str, Any] = {}
         self.report: EndReport | None = None
         sys.stdout.flush()
-        self._proc.start()
+        with terminal_signals_blocked():
+            self._proc.start()
         self._cmds_r.close()
         pub_w.close()
         self._reader = threading.Thread(target=self._read, name="pen-reader", daemon=True)
@@ -251,6 +253,12 @@ class PenProcess:
         except (EOFError, OSError):
             pass
         finally:
+            if not self._opened.is_set() and self._open_error is None:  # `open` refuses it
+                self._proc.join(1.0)
+                code = self._proc.exitcode
+                self._open_error = (f"the pen process ended before it opened {self.link.name}"
+                                    + (f" (exit code {code})" if code is not None else "")
+                                    + "; nothing was started")
             if self.report is None:
                 code = self._proc.exitcode
                 self.report = EndReport(

@@ -28,6 +28,12 @@ def escape_controls(text: object) -> str:
     return _CONTROL.sub(_escape, str(text))
 
 
+def control_at(text: str) -> int | None:
+    """Where the first control character in `text` is, or None."""
+    found = _CONTROL.search(text)
+    return None if found is None else found.start()
+
+
 def plain(text: object, style: str = "") -> Text:
     """A rich Text of `text`, controls escaped: markup in it is shown, never applied."""
     from rich.text import Text

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from devicectl import store_pg
 
-__all__ = ["db_arg", "default_db_path", "resolve_db"]
+__all__ = ["db_arg", "default_db_path", "folder_problem", "given_db", "resolve_db"]
 
 
 def default_db_path() -> Path:
@@ -28,6 +28,21 @@ def resolve_db(given: Path | str | None) -> Path | str:
     if store_pg.is_pg_url(text):
         return text
     return Path(text)
+
+
+def given_db(given: Path | str | None) -> bool:
+    """Whether the records' place was typed (--db, $DEVICECTL_DB), not the default."""
+    return given is not None or store_pg.db_from_env() is not None
+
+
+def folder_problem(db_path: Path | str, *, given: bool, ask: str) -> str | None:
+    """The sentence when a typed SQLite path's folder does not exist: a typo there would
+    start new records elsewhere, unnoticed. The default place may be made. `ask`: how
+    to ask for the folder to be made."""
+    if isinstance(db_path, str) or not given or db_path.parent.is_dir():
+        return None
+    return (f"no folder {db_path.parent} for the records at {db_path}: check the path (a "
+            f"typo would start new records elsewhere); {ask}")
 
 
 def db_arg(text: str) -> Path | str:

@@ -244,7 +244,7 @@ def test_a_running_session_is_listed_running_and_cannot_be_resumed(tmp_path: Pat
 #: (its lock held): a handler that took the lock again would wait for ever.
 _SIGNALS_WHILE_SENDING = """
 import os, signal, threading, time
-from devicectl.commands.run_cmd import _install_signals
+from devicectl.commands.run_signals import Interrupts
 
 class Pen:  # the session as the CLI holds it: request_stop sends under a lock
     def __init__(self):
@@ -254,7 +254,9 @@ class Pen:  # the session as the CLI holds it: request_stop sends under a lock
             self.asked.append(reason)
 
 pen = Pen()
-_install_signals(pen)
+interrupts = Interrupts()
+interrupts.install()
+interrupts.watch(pen)
 with pen.lock:  # the main thread inside a send
     os.kill(os.getpid(), signal.SIGTERM)
     os.kill(os.getpid(), signal.SIGINT)

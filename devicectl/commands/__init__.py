@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 import math
 
+from devicectl.plain import control_at, escape_controls
+
 
 def web_port(text: str) -> int:
     """argparse's type for --web-port: a TCP port, 0-65535 (0: any free one)."""
@@ -42,6 +44,23 @@ def whole_number(text: str) -> int:
     return number
 
 
+#: The largest id the records can hold (SQLite's INTEGER, PostgreSQL's bigint).
+MAX_SESSION_ID = 2**63 - 1
+
+
+def session_id(text: str) -> int:
+    """argparse's type for a session id: a whole number from 1 to what the records hold
+    (a larger one cannot even be looked up: the database refuses the number itself)."""
+    try:
+        number = int(text)
+    except ValueError:
+        number = 0
+    if not 1 <= number <= MAX_SESSION_ID:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a session id; `devicectl sessions list` shows them")
+    return number
+
+
 def seconds(text: str) -> float:
     """argparse's type for a duration in seconds: a finite number above 0."""
     try:
@@ -68,7 +87,12 @@ def pen_serial(text: str) -> int:
 def utf8_text(value: str) -> str:
     """argparse's type for text that is recorded or served (a room, a reason, a note, an
     address): UTF-8, as the records' chain and the pages encode it. argv hands bytes
-    that are not UTF-8 over as surrogate escapes, which nothing downstream can write."""
+    that are not UTF-8 over as surrogate escapes, which nothing downstream can write.
+
+    And one line of printable text: a control character (an ESC sequence, CR, NUL, a
+    newline) is refused, not escaped. Recorded, it would be shown again for years by
+    every view, export, report and database client, each of which would have to escape
+    it; nobody means one in a room, a name or a note."""
     try:
         value.encode("utf-8")
     except UnicodeEncodeError as exc:
@@ -76,4 +100,9 @@ def utf8_text(value: str) -> str:
         raise argparse.ArgumentTypeError(
             f"not UTF-8 text (byte 0x{byte:02x} at character {exc.start + 1}); "
             "type it again in a UTF-8 terminal") from None
+    at = control_at(value)
+    if at is not None:
+        raise argparse.ArgumentTypeError(
+            f"a control character ({escape_controls(value[at])}) at character {at + 1}; "
+            "give one line of printable text")
     return value

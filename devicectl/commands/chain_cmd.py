@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.text import Text
 
 from devicectl.chain import ChainCheck, verify_all, verify_session
+from devicectl.commands import session_id
 from devicectl.errors import StoreError
 from devicectl.note_anchor import AnchorCheck, verify_anchors
 from devicectl.plain import plain
@@ -31,7 +32,7 @@ def add_verify(sub: Any, with_db: Callable[[Parser], Parser]) -> None:
         "of notes through the whole records. Exit 0 when every chain holds; 1 otherwise, "
         "naming the first row that breaks each.",
     ))
-    p.add_argument("id", type=int, nargs="?", metavar="ID",
+    p.add_argument("id", type=session_id, nargs="?", metavar="ID",
                    help="one session (default: every session)")
     p.set_defaults(func=verify)
 

@@ -28,6 +28,7 @@ from devicectl.checklist import (
     template_text,
 )
 from devicectl.clock import monotonic_us
+from devicectl.commands.run_signals import Interrupts, ask
 from devicectl.errors import RefusedError
 from devicectl.notes import add_note
 from devicectl.plain import plain
@@ -116,11 +117,11 @@ def read_gate_inputs(args: argparse.Namespace, interactive: bool) -> GateInputs:
 
 def eligibility_gate(
     console: Console, store: Store, session_id: int, inputs: GateInputs,
-    shown: Sequence[str] = (),
+    shown: Sequence[str] = (), interrupts: Interrupts | None = None,
 ) -> list[str]:
     """Asks what the files did not answer, records the answers and the consent in the
     session's log with the warnings and adjunct instructions `shown`, and returns the
-    NO-GO reasons (empty: go)."""
+    NO-GO reasons (empty: go); a signal to `run` so far (`interrupts`) is one."""
     answers, how = _answers(console, inputs)
     consent_how = "--consent" if inputs.consent else "not given"
     consent = inputs.consent
@@ -134,6 +135,8 @@ def eligibility_gate(
     if not consent:
         reasons.append("the patient's informed consent was not given (--consent, or confirm "
                        "it in the terminal)")
+    if interrupts is not None and interrupts.signal is not None:
+        reasons.append(f"stopped by {interrupts.signal} before the start")
     events = [
         _event("CHECKLIST", f"checklist ({how}): " + ", ".join(
             f"{i}={answer_text(answers.get(i))}" for i in inputs.checklist.ids),
@@ -201,10 +204,10 @@ def _answers(console: Console, inputs: GateInputs) -> tuple[dict[str, Answer], s
 
 def _ask_answer(console: Console, question: str) -> Answer:
     while True:
-        try:
-            reply = console.input(plain(f"{question} [y/n] ")).strip().lower()
-        except (EOFError, KeyboardInterrupt):
+        line = ask(lambda: console.input(plain(f"{question} [y/n] ")))
+        if line is None:  # Ctrl-C or the end of input: no answer
             return None
+        reply = line.strip().lower()
         if reply in ("y", "yes"):
             return True
         if reply in ("n", "no"):

@@ -174,6 +174,9 @@ def _update_sim(args: argparse.Namespace, image: Image, bar: _Bar) -> Updater:
     from firmware_sim.physics import PenParams
     from firmware_sim.virtual import VirtualPen
 
+    if args.sim_state and not args.sim_state.parent.is_dir():  # before anything is sent
+        raise DevicectlError(f"no folder {args.sim_state.parent} for --sim-state "
+                             f"{args.sim_state}: check the path, or create the folder first")
     slots = load_slots(args.sim_state) if args.sim_state else None
     pen = PenParams()
     if args.sim_auth_required:
@@ -187,7 +190,11 @@ def _update_sim(args: argparse.Namespace, image: Image, bar: _Bar) -> Updater:
     updater = Updater(image, key_for=keys, now_us=0)
     drive_virtual(updater, vpen, 0, bar)
     if args.sim_state and slots is not None:
-        args.sim_state.write_text(slots.to_json(), encoding="utf-8")
+        try:
+            args.sim_state.write_text(slots.to_json(), encoding="utf-8")
+        except OSError as exc:
+            raise DevicectlError(f"{args.sim_state}: cannot keep the simulated pen's state "
+                                 f"({exc.strerror})") from None
     elif not args.sim_state:
         print("note: without --sim-state the simulated pen's new firmware is not kept",
               file=sys.stderr)

@@ -11,7 +11,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from devicectl.commands import utf8_text, web_port
+from devicectl.commands import session_id, utf8_text, web_port
 from devicectl.errors import StoreError
 from devicectl.liveness import is_running
 from devicectl.records_where import db_arg, default_db_path, resolve_db
@@ -29,7 +29,7 @@ def register(sub: Any) -> None:
                    help=f"records database (default $DEVICECTL_DB, else {default_db_path()}); "
                    "the clinic's postgresql://… server serves the clinic view: every live "
                    "session in the clinic, each linking to its page")
-    p.add_argument("--session", type=int, default=None, metavar="ID",
+    p.add_argument("--session", type=session_id, default=None, metavar="ID",
                    help="the session to watch (default: the newest)")
     p.add_argument("--web-port", type=web_port, default=8766, help="the page's port (default 8766)")
     p.add_argument("--web-host", type=utf8_text, default="127.0.0.1",

@@ -15,7 +15,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from devicectl.commands import utf8_text
+from devicectl.commands import session_id, utf8_text
+from devicectl.commands.checklist_cmd import staff_id
 from devicectl.errors import DevicectlError, StoreError
 from devicectl.notes import ADVERSE_KINDS, Note, add_note, notes_of
 from devicectl.patients import patient_ref
@@ -59,7 +60,7 @@ def add_note_command(sub: Any, with_db: Callable[[Parser], Parser]) -> None:
         f"event of that kind ({', '.join(ADVERSE_KINDS)}). Notes are append-only and "
         "hash-chained like the events.",
     ))
-    p.add_argument("id", type=int, metavar="ID", help="session id (see `sessions list`)")
+    p.add_argument("id", type=session_id, metavar="ID", help="session id (see `sessions list`)")
     p.add_argument("--text", type=utf8_text, required=True, help="what happened, in words")
     p.add_argument("--adverse", type=utf8_text, metavar="KIND",
                    help=f"an adverse event: {', '.join(ADVERSE_KINDS)}")
@@ -76,11 +77,13 @@ def _db(args: argparse.Namespace) -> Path | str:
 
 
 def note_session(args: argparse.Namespace) -> int:
+    by = (args.by or "").strip()  # an ID, as the operator's is (none given: none recorded)
+    author = staff_id(by, "--by", "who records the note") if by else None
     with Store(_db(args), create=False) as store:
         note = add_note(store.conn, args.id,
                         wall=datetime.now(UTC).isoformat(timespec="milliseconds"),
-                        text=args.text, adverse=args.adverse,
-                        author=(args.by or "").strip() or None, where=store.path)
+                        text=args.text, adverse=args.adverse, author=author,
+                        where=store.path)
     print(f"session {note.session_id}: {note.label} recorded (note {note.id})")
     return 0
 

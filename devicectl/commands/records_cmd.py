@@ -13,7 +13,7 @@ import argparse
 from pathlib import Path
 
 from devicectl.errors import DevicectlError
-from devicectl.records_where import db_arg
+from devicectl.records_where import db_arg, folder_problem
 from devicectl.store_pg import redact
 from devicectl.unsaved import PG_PREFIX, SUFFIX, db_path_of, replay
 
@@ -64,6 +64,10 @@ def replay_records(args: argparse.Namespace) -> int:
         raise DevicectlError(
             f"{file} does not end in {SUFFIX}: say which database it belongs to with --db PATH"
         )
+    problem = folder_problem(db, given=args.db is not None,
+                             ask="create the folder first if they belong there")
+    if problem is not None:
+        raise DevicectlError(problem)
     for sentence in replay(file, db):
         print(f"{sentence} (into {redact(db) if isinstance(db, str) else db})")
     return 0

@@ -9,6 +9,7 @@ import argparse
 from pathlib import Path
 
 from devicectl.errors import RefusedError
+from devicectl.records_where import folder_problem, given_db
 from devicectl.safety_gonogo import interval_override_problem
 from devicectl.store import Store
 
@@ -28,9 +29,15 @@ def check_override(args: argparse.Namespace) -> None:
 
 def check_records(db_path: Path | str, args: argparse.Namespace) -> None:
     """A clinical run needs the clinic's records: a new file has no history at all
-    (a server's records are the clinic's: it is asked when connected)."""
+    (a server's records are the clinic's: it is asked when connected). Any run: a
+    typed --db in a folder that does not exist is a typo until --new-records says not."""
     if isinstance(db_path, str):
         return
+    asked = getattr(args, "new_records", False)
+    problem = folder_problem(db_path, given=given_db(args.db),
+                             ask="--new-records starts them there")
+    if problem is not None and not asked:
+        raise RefusedError(problem)
     if not args.sim and not getattr(args, "new_records", False) and not db_path.exists():
         raise RefusedError(
             f"no records at {db_path}: a clinical session checks the patient's intervals and "

@@ -12,13 +12,10 @@ from __future__ import annotations
 
 import argparse
 import secrets
-import signal
 import sys
-import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 from rich.console import Console
@@ -27,7 +24,7 @@ from rich.text import Text
 
 from devicectl.adjuncts import adjunct_instructions
 from devicectl.claim import CLAIM_TIMEOUT_S
-from devicectl.commands import sim_speed, utf8_text, web_port
+from devicectl.commands import session_id, sim_speed, utf8_text, web_port
 from devicectl.commands.checklist_cmd import (
     acknowledge_adjuncts,
     eligibility_gate,
@@ -53,6 +50,7 @@ from devicectl.commands.run_setup import (
     setup_session,
     start_facts,
 )
+from devicectl.commands.run_signals import Interrupts, ask
 from devicectl.controller_core import COVERAGE_CELL_MM
 from devicectl.errors import DevicectlError, RefusedError
 from devicectl.liveness import running_lock
@@ -133,7 +131,8 @@ def register(sub: Any) -> None:
                    help="the treatment room, recorded with the session")
     p.add_argument("--new-records", action="store_true",
                    help="let a clinical run start new records where --db points (none there "
-                   "yet: no patient history to check intervals and cartridges against)")
+                   "yet: no patient history to check intervals and cartridges against), and "
+                   "any run make --db's folder when it does not exist")
     p.add_argument("--yes", action="store_true",
                    help="answer the confirmations (start, next zone) for scripted runs")
     p.add_argument("--override-interval", type=utf8_text, metavar="REASON",
@@ -142,7 +141,7 @@ def register(sub: Any) -> None:
                    "(recorded, with --clinician)")
     p.add_argument("--clinician", type=utf8_text, metavar="ID",
                    help="the clinician who decided the interval override (recorded)")
-    p.add_argument("--resume", type=int, metavar="SESSION_ID",
+    p.add_argument("--resume", type=session_id, metavar="SESSION_ID",
                    help="continue an interrupted session, or one that lost its link, with its "
                    "coverage (default: a new session)")
     output_args(p)
@@ -158,6 +157,9 @@ def register(sub: Any) -> None:
     d.add_argument("--db", type=db_arg, default=DEMO_DB, metavar="PATH|URL",
                    help="records: a file (relative to the current folder) or a "
                    "postgresql:// URL")
+    d.add_argument("--new-records", action="store_true",
+                   help="make --db's folder when it does not exist (default: only the "
+                   "demo's own folder is made)")
     output_args(d)
     _web_args(d, default=True)
     d.set_defaults(func=demo)
@@ -173,20 +175,31 @@ def _web_args(p: Any, *, default: bool) -> None:
 
 
 def demo(args: argparse.Namespace) -> int:
-    if isinstance(args.db, Path):
-        args.db.parent.mkdir(parents=True, exist_ok=True)
+    if args.db == DEMO_DB:  # the demo's own place; a typed one is checked as run's is
+        DEMO_DB.parent.mkdir(parents=True, exist_ok=True)
     ns = argparse.Namespace(
         profile=DEMO_PROFILE, patient=f"DEMO-{secrets.randbelow(10**6):06d}", port=None, sim=True,
         scenario=None, speed=args.speed, seed=None, no_position=False, db=args.db, yes=True,
         override_interval=None, clinician=None, resume=None, operator="DEMO-OPERATOR",
         checklist=None, consent=True, simulated_answers=True, ack_adjuncts=True,
-        topical_wait_hours=DEFAULT_TOPICAL_WAIT_HOURS, new_records=False, web=args.web,
+        topical_wait_hours=DEFAULT_TOPICAL_WAIT_HOURS, new_records=args.new_records, web=args.web,
         web_port=args.web_port, web_host=args.web_host, quiet=args.quiet, json=args.json,
     )
     return run(ns)
 
 
 def run(args: argparse.Namespace) -> int:
+    """The session, with Ctrl-C, SIGTERM and SIGHUP answered from the first step to the
+    last line printed (devicectl/commands/run_signals.py)."""
+    interrupts = Interrupts()
+    interrupts.install()
+    try:
+        return _run(args, interrupts)
+    finally:
+        interrupts.restore()
+
+
+def _run(args: argparse.Namespace, interrupts: Interrupts) -> int:
     quiet, as_json = bool(getattr(args, "quiet", False)), bool(getattr(args, "json", False))
     console = Console(stderr=as_json, quiet=quiet)
     interactive = sys.stdin.isatty() and sys.stdout.isatty()
@@ -214,6 +227,10 @@ def run(args: argparse.Namespace) -> int:
     # unsafe keyring leaves no empty session behind. The pen process opens the link.
     keys = session_keys(args, console)
     pen = PenProcess.open(link_settings(args, zone_map))
+    if interrupts.signal is not None:
+        pen.close()
+        raise RefusedError(f"stopped by {interrupts.signal} before the start: nothing was "
+                           "started or recorded")
     lock = None
     try:
         with Store(db_path) as store:
@@ -223,7 +240,7 @@ def run(args: argparse.Namespace) -> int:
             # Held until the end: lists show the session "running", and nobody resumes it.
             lock = running_lock(db_path, setup.session_id)
             refusals = eligibility_gate(console, store, setup.session_id, gate,
-                                        setup.loaded.warnings)
+                                        setup.loaded.warnings, interrupts)
             if refusals:
                 store.close_session(setup.session_id, Outcome.REFUSED.value, now_iso())
             facts = start_facts(store, setup, resumed, args,
@@ -277,7 +294,7 @@ def run(args: argparse.Namespace) -> int:
         end_on_fault=args.yes or not interactive,
         claim=True,  # a continuation too: its own cartridge is its own (claim.CONTINUED_CHAIN)
     ))
-    previous_handlers = _install_signals(pen)
+    interrupts.watch(pen)
     previous_cores = share_cores(pen)
     if pen.grants:
         console.print(plain(pen.grants), style="dim", highlight=False, soft_wrap=True)
@@ -307,7 +324,6 @@ def run(args: argparse.Namespace) -> int:
         if web is not None:
             web.stop()
         lock.release()
-        _restore_signals(previous_handlers)
         set_cores(previous_cores)
     report = pen.report
     assert report is not None  # set by the end message, or when the pen process died
@@ -338,36 +354,6 @@ def run(args: argparse.Namespace) -> int:
         json_line({"type": "end", "session_id": setup.session_id, "outcome": outcome.value,
                    "exit_code": outcome.exit_code, "db": str(shown), **failed})
     return outcome.exit_code
-
-
-_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-
-
-class _Prompting:
-    """True while the main thread waits at a y/N prompt, which a signal must break."""
-
-    active = False
-
-
-def _install_signals(session: Watched) -> dict[signal.Signals, Any]:
-    """Signals stop the pen through the session; returns the handlers they replace."""
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        # On a thread of its own: a handler runs on the main thread between two of its
-        # steps, which may be inside a send to the pen process (its lock held: a second
-        # Ctrl-C while the first one's stop was being sent), where taking the lock
-        # again would wait for ever. The stop goes as soon as that send is over.
-        threading.Thread(target=session.request_stop, name="signal-stop", daemon=True,
-                         args=(f"stopped by {signal.Signals(signum).name}",)).start()
-        if _Prompting.active:
-            raise KeyboardInterrupt  # out of the blocking prompt; the finally stops the pen
-
-    return {sig: signal.signal(sig, handler) for sig in _SIGNALS}
-
-
-def _restore_signals(previous: dict[signal.Signals, Any]) -> None:
-    for sig, old in previous.items():
-        signal.signal(sig, old)
 
 
 def _go_no_go(console: Console, session: Watched, port: str, zone_map: ZoneMap) -> bool:
@@ -414,14 +400,9 @@ def _go_no_go(console: Console, session: Watched, port: str, zone_map: ZoneMap) 
 
 
 def _confirm(console: Console, question: str) -> bool:
-    _Prompting.active = True
-    try:
-        answer = console.input(f"[bold]{question}[/] [y/N] ")
-    except (EOFError, KeyboardInterrupt):
-        return False
-    finally:
-        _Prompting.active = False
-    return answer.strip().lower() in ("y", "yes")
+    # a Text: "[y/N]" in a string is markup to rich, which printed nothing of it
+    answer = ask(lambda: console.input(Text.assemble((question, "bold"), " [y/N] ")))
+    return answer is not None and answer.strip().lower() in ("y", "yes")
 
 
 def _live(console: Console, session: Watched, setup: Setup, zone_map: ZoneMap,

@@ -17,7 +17,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from devicectl.commands import whole_number
+from devicectl.commands import session_id, whole_number
 from devicectl.commands.chain_cmd import add_verify
 from devicectl.commands.patients_cmd import add_note_command
 from devicectl.errors import DevicectlError, StoreError
@@ -26,6 +26,7 @@ from devicectl.eventkinds import (
     in_treatment_order,
     select_events,
     treatment_order,
+    unknown_kinds_problem,
 )
 from devicectl.liveness import is_running
 from devicectl.plain import plain
@@ -71,7 +72,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             "sent, coverage holds and resumes, contact made/lost, SAMPLE) are counted, not "
             "listed, unless --kind asks for them.")
     )
-    show_p.add_argument("id", type=int, metavar="ID", help="session id (see `sessions list`)")
+    show_p.add_argument("id", type=session_id, metavar="ID",
+                        help="session id (see `sessions list`)")
     show_p.add_argument("--kind", action="append", metavar="KIND[,KIND]",
                         help="only these event kinds (e.g. ESTOP,PEN_FAULT; `all` for every "
                         "event; default: all but the routine ones)")
@@ -94,7 +96,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             "(the host's session time, µs; a TELEMETRY keeps its own t_us, the pen's) added.",
         )
     )
-    frames_p.add_argument("id", type=int, metavar="ID", help="session id (see `sessions list`)")
+    frames_p.add_argument("id", type=session_id, metavar="ID",
+                          help="session id (see `sessions list`)")
     frames_p.add_argument("--recording", type=int, default=None, metavar="N",
                           help="only the Nth recording (default: all, in order)")
     frames_p.set_defaults(func=print_frames)
@@ -106,7 +109,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             description=f"Export a session. {EXPORT_HELP}",
         )
     )
-    export_p.add_argument("id", type=int, metavar="ID", help="session id (see `sessions list`)")
+    export_p.add_argument("id", type=session_id, metavar="ID",
+                          help="session id (see `sessions list`)")
     export_p.add_argument("--format", choices=("json", "csv"), default="json", help=EXPORT_HELP)
     export_p.add_argument(
         "--out", type=Path, default=None, metavar="FILE", help="write here instead of stdout"
@@ -121,7 +125,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             "one session (completed, aborted or interrupted) for the patient's record.",
         )
     )
-    report_p.add_argument("id", type=int, metavar="ID", help="session id (see `sessions list`)")
+    report_p.add_argument("id", type=session_id, metavar="ID",
+                          help="session id (see `sessions list`)")
     report_p.add_argument("--out", type=Path, default=None, metavar="DIR",
                           help="folder for the files (default session-ID-report)")
     report_p.set_defaults(func=report_session)
@@ -237,6 +242,9 @@ def show_session(args: argparse.Namespace) -> int:
         if since is not None:
             since_wall = (parse_wall(rec.started_at) + timedelta(seconds=since)).isoformat()
         flt = EventFilter.parse(getattr(args, "kind", None), since_wall)
+        problem = unknown_kinds_problem(store.conn, flt)
+        if problem is not None:
+            raise DevicectlError(problem)
         selection = select_events(store.conn, args.id, flt)
         order = treatment_order(store.conn, args.id)
     events = selection.events

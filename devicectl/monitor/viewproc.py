@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
 
+from devicectl.child_signals import terminal_signals_blocked
 from devicectl.monitor.terminal import FULL_MIN_SIZE, MAP_PERIOD_S
 from devicectl.snapshot import Watched
 from devicectl.transitions import Command, ControlEvent
@@ -141,7 +142,8 @@ class ViewProcess:
         self._saved_tty = _save_tty()
         self._grid_due = 0.0
         sys.stdout.flush()
-        self._proc.start()
+        with terminal_signals_blocked():  # a Ctrl-C as it boots reaches it too
+            self._proc.start()
         child_conn.close()
 
     @property
