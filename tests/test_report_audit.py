@@ -1,0 +1,82 @@
+"""What the clinic reads, checked against what happened: real simulated sessions
+through the CLI, each figure of the report (and `sessions show`) recomputed here
+from the recorded events and the saved coverage grid (read with numpy, not with the
+code that made the figure).
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import shutil
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pytest
+from clinic_support import GATE
+
+from devicectl.cli import main
+from devicectl.store import Store
+
+DATA = Path(__file__).parent / "data"
+TWO = DATA / "short-two-zones.yaml"
+
+
+def _run(db: Path, *extra: str, profile: Path = TWO, patient: str = "P-AUD1") -> int:
+    return main(["run", "--profile", str(profile), "--patient", patient, "--sim", "--yes",
+                 "--speed", "0", "--db", str(db), "--quiet", *GATE, *extra])
+
+
+def _report_html(db: Path, sid: int, out: Path) -> str:
+    assert main(["sessions", "report", str(sid), "--db", str(db), "--out", str(out)]) == 0
+    return (out / f"session-{sid}-report.html").read_text(encoding="utf-8")
+
+
+def _zone_cells(html: str, zone: str) -> list[str]:
+    table = re.search(r'<table class="zones">(.*?)</table>', html, re.S)
+    assert table is not None
+    row = re.search(rf"<tr><td>{zone}</td>(.*?)</tr>", table.group(1))
+    assert row is not None, zone
+    return re.findall(r"<td>(.*?)</td>", row.group(1))
+
+
+def _grid(db: Path, sid: int) -> dict[str, np.ndarray]:
+    with Store(db) as store:
+        archive = store.coverage_state(sid)
+    assert archive
+    with np.load(io.BytesIO(archive), allow_pickle=False) as saved:
+        return {k: np.asarray(saved[k]) for k in saved.files}
+
+
+@pytest.fixture(scope="module")
+def tracked(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A completed two-zone session of a pen with position (its grid saved)."""
+    db = tmp_path_factory.mktemp("tracked") / "r.db"
+    assert _run(db, "--seed", "5") == 0
+    return db
+
+
+def test_the_reports_punctures_per_cm2_is_the_dose_the_map_holds(
+    tracked: Path, tmp_path: Path
+) -> None:
+    """docs/clinic.md "The report": "zones with dose (punctures and punctures per cm²
+    ...)". report_content.zone_rows (devicectl/report_content.py:133-135) divided all
+    the zone's punctures by the area *at target* (zone area × coverage fraction): with
+    2 % of the zone at target it printed ~14,000 per cm², 5 passes, over the zone's
+    2-pass maximum and 4× the most any spot of the zone received. The figure must be
+    the zone's mean dose on the saved grid, and never above its most-dosed spot."""
+    html = _report_html(tracked, 1, tmp_path / "out")
+    grid = _grid(tracked, 1)
+    hits = grid["hits"].astype(np.int64)
+    labels = grid["labels"].astype(np.int64)
+    per_hit = float(grid["punctures_per_hit"])  # needles over a footprint, per cm²
+    for zid, name in ((3, "vertex"), (2, "mid_scalp")):
+        mask = labels == zid
+        mean = float(hits[mask].sum()) * per_hit / int(mask.sum())
+        most = float(hits[mask].max()) * per_hit
+        figure = _zone_cells(html, name)[-1]
+        shown = [int(v) for v in re.findall(r"\d+", figure)]
+        assert shown, figure
+        assert shown[0] <= most, (name, figure, most)
+        assert abs(shown[0] - mean) < 1, (name, figure, mean)
