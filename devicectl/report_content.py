@@ -29,7 +29,7 @@ FAULT_KINDS = frozenset({"PEN_FAULT", "SAFETY_STOP", "ESTOP", "LINK_LOST"})
 #: The clinic's gate, listed in its own section.
 GATE_KINDS = frozenset({"CHECKLIST", "CONSENT", "OPERATOR", "OVERRIDE", "INSTRUCTIONS"})
 ZONE_HEAD = ("zone", "depth mm", "rate Hz", "coverage reached", "done", "strokes", "time",
-             "spots at maximum", "punctures", "punctures per cm² covered")
+             "spots at maximum", "punctures", "punctures per cm², mean (most)")
 EVENT_HEAD = ("time", "kind", "zone", "text")
 
 
@@ -118,8 +118,20 @@ def _stored_zones(rec: SessionRecord) -> list[Any]:
         return []
 
 
+def _grid_dose(coverage: bytes | None) -> dict[int, dict[str, Any]]:
+    """Each zone's dose measures on the saved grid (dose.zone_dose_stats); none without one."""
+    from devicectl.dose import zone_dose_stats
+
+    try:
+        return zone_dose_stats(coverage) if coverage else {}
+    except DevicectlError:
+        return {}  # a grid saved before dose was recorded
+
+
 def zone_rows(rec: SessionRecord, events: Sequence[EventRecord],
-              zone_map: ZoneMap | None) -> list[tuple[str, ...]]:
+              zone_map: ZoneMap | None, coverage: bytes | None = None) -> list[tuple[str, ...]]:
+    """The zones table; punctures per cm² is the zone's mean (and its most-dosed spot's)
+    on the saved grid, or, for a pen without position, its punctures over its area."""
     needles = _needle_count(events)
     areas = {z.name: z.area_mm2 for z in zone_map.zones} if zone_map is not None else {}
     if zone_map is not None and "patches" in rec.profile_text:  # treated as patches
@@ -127,12 +139,19 @@ def zone_rows(rec: SessionRecord, events: Sequence[EventRecord],
 
         areas |= {z.zone: patch_area_mm2(zone_map, z.zone, z.patch_shapes)
                   for z in _stored_zones(rec) if z.patches and z.zone in zone_map.names}
+    stats = _grid_dose(coverage) if rec.position_mode == "tracked" else {}
     rows: list[tuple[str, ...]] = []
     for z in rec.zones:
         punctures = z.strokes * needles if needles is not None else None
-        covered_cm2 = areas.get(z.name, 0.0) * z.fraction / 100.0
-        density = (f"{punctures / covered_cm2:.0f}" if punctures is not None and covered_cm2 > 0
-                   else "?")
+        s = stats.get(z.zone_id)
+        area_cm2 = areas.get(z.name, 0.0) / 100.0
+        if s is not None and s["cells"]:  # the dose the saved map holds, spot by spot
+            density = (f"{s['punctures_per_cm2_mean']:.0f} "
+                       f"(most {s['punctures_per_cm2_max']:.0f})")
+        elif punctures is not None and area_cm2 > 0 and not stats:  # no position: no map
+            density = f"{punctures / area_cm2:.0f} (estimated)"
+        else:
+            density = "?"
         rows.append((
             z.name, f"{z.depth_um / 1000:.2f}", f"{z.rate_dhz / 10:.1f}",
             f"{100 * z.fraction:.0f} % of {100 * z.target_fraction:.0f} %",
@@ -207,6 +226,7 @@ def build_content(
     chain: ChainCheck,
     samples_recorded: bool,
     no_samples_text: str,
+    coverage: bytes | None = None,
 ) -> ReportContent:
     outcome = rec.outcome or "interrupted"
     estops = [e for e in events if is_estop(e)]
@@ -237,7 +257,7 @@ def build_content(
     listed = [e for e in events if e.kind not in ROUTINE_KINDS]
     routine = Counter(e.kind for e in events if e.kind in ROUTINE_KINDS)
     blocks: list[Block] = [Heading("Zones")]
-    blocks.append(Grid(ZONE_HEAD, tuple(zone_rows(rec, events, zone_map)), "zones")
+    blocks.append(Grid(ZONE_HEAD, tuple(zone_rows(rec, events, zone_map, coverage)), "zones")
                   if rec.zones else Para("no zone results recorded", "note"))
     patches = _patch_rows(rec, zone_map)
     if patches:
