@@ -80,3 +80,43 @@ def test_the_reports_punctures_per_cm2_is_the_dose_the_map_holds(
         assert shown, figure
         assert shown[0] <= most, (name, figure, most)
         assert abs(shown[0] - mean) < 1, (name, figure, mean)
+
+
+def _tampered(tracked: Path, tmp_path: Path) -> Path:
+    """What someone with write access can do: the outcome changed behind the triggers."""
+    db = tmp_path / "tampered.db"
+    shutil.copy(tracked, db)
+    conn = sqlite3.connect(db)
+    (create,) = conn.execute(
+        "SELECT sql FROM sqlite_master WHERE name = 'sessions_final'").fetchone()
+    conn.execute("DROP TRIGGER sessions_final")
+    conn.execute("UPDATE sessions SET outcome = 'aborted' WHERE id = 1")
+    conn.execute(create)
+    conn.commit()
+    conn.close()
+    return db
+
+
+def test_a_report_of_records_that_fail_verify_says_so_before_anything_else(
+    tracked: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The brief (and docs/clinic.md "Records that prove themselves"): a report of a
+    session whose records fail `sessions verify` must say so prominently. build_content
+    (devicectl/report_content.py:296-297) put "The hash chain is BROKEN" in the last
+    section only: the title, the header and every page's running line read
+    "Treatment session 1 — aborted" as if the records were sound."""
+    db = _tampered(tracked, tmp_path)
+    assert main(["sessions", "verify", "1", "--db", str(db)]) == 1
+    capsys.readouterr()
+    html = _report_html(db, 1, tmp_path / "out")
+    title = re.search(r"<title>(.*?)</title>", html)
+    assert title is not None and "fail" in title.group(1).lower(), title
+    first = html.index("<h2>")  # the first section (Zones)
+    warning = re.search(r"<p class='bad'>([^<]*sessions verify[^<]*)</p>", html)
+    assert warning is not None and warning.start() < first, warning
+    from test_report_pdf import pdf_lines
+
+    lines = pdf_lines(tmp_path / "out" / "session-1-report.pdf")
+    pages = sum(1 for x in lines if x.startswith("session 1 · patient"))
+    assert pages >= 2
+    assert sum(1 for x in lines if "FAIL" in x and "session 1 · patient" in x) == pages
