@@ -229,6 +229,8 @@ def build_content(
     coverage: bytes | None = None,
 ) -> ReportContent:
     outcome = rec.outcome or "interrupted"
+    # records that fail `sessions verify` say so first: in the title, on every page
+    failed = " — RECORDS FAIL VERIFICATION" if chain.problem is not None else ""
     estops = [e for e in events if is_estop(e)]
     head_text = chain.head or "none (the chain is broken or the session predates it)"
     header = (
@@ -256,7 +258,10 @@ def build_content(
               or (e.safety and e.kind not in ("SENT",) and e.kind not in GATE_KINDS)]
     listed = [e for e in events if e.kind not in ROUTINE_KINDS]
     routine = Counter(e.kind for e in events if e.kind in ROUTINE_KINDS)
-    blocks: list[Block] = [Heading("Zones")]
+    blocks: list[Block] = [] if chain.problem is None else [Para(
+        f"These records FAIL `devicectl sessions verify {rec.id}`: {chain.problem}. "
+        "Nothing below can be taken as what happened until the records are checked.", "bad")]
+    blocks.append(Heading("Zones"))
     blocks.append(Grid(ZONE_HEAD, tuple(zone_rows(rec, events, zone_map, coverage)), "zones")
                   if rec.zones else Para("no zone results recorded", "note"))
     patches = _patch_rows(rec, zone_map)
@@ -303,9 +308,10 @@ def build_content(
                            f"{', closed' if chain.closed else ', open'}): {head_text}. "
                            "`devicectl sessions verify` recomputes it from the records."))
     return ReportContent(
-        title=f"Treatment session {rec.id} — {outcome}",
+        title=f"Treatment session {rec.id} — {outcome}{failed}",
         header=header,
         blocks=tuple(blocks),
         chain_head=head_text,
-        running=f"session {rec.id} · patient {rec.patient_ref} · {rec.started_at[:10]}",
+        running=f"session {rec.id} · patient {rec.patient_ref} · {rec.started_at[:10]}"
+                + failed.replace(" — ", " · "),
     )
