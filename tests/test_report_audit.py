@@ -120,3 +120,21 @@ def test_a_report_of_records_that_fail_verify_says_so_before_anything_else(
     pages = sum(1 for x in lines if x.startswith("session 1 · patient"))
     assert pages >= 2
     assert sum(1 for x in lines if "FAIL" in x and "session 1 · patient" in x) == pages
+
+
+def test_one_emergency_stop_is_counted_once(tmp_path: Path) -> None:
+    """docs/clinic.md "The report": "outcome with its ESTOP count". build_content
+    (devicectl/report_content.py:179-181, 234) counted each stop twice, the host's
+    ESTOP event (its decision and reason) and the SENT record of the same frame: one
+    emergency stop printed "fault after 2 ESTOPs". The count is the ESTOP frames the
+    host sent (recomputed here from the SENT records)."""
+    db = tmp_path / "r.db"
+    assert _run(db, "--seed", "9", "--scenario", "overshoot-no-limit",
+                profile=DATA / "short-frontal.yaml") == 3
+    with Store(db) as store:
+        events = store.events(1)
+    sent = [e for e in events if e.kind == "SENT" and e.data.get("type") == "ESTOP"]
+    assert len(sent) == 1  # one stop: one frame on the wire
+    html = _report_html(db, 1, tmp_path / "out")
+    assert "<td>outcome</td><td>fault after 1 ESTOP</td>" in html
+    assert "ESTOPs: 1 (each listed below)" in html
