@@ -181,6 +181,15 @@ def is_estop(e: EventRecord) -> bool:
         e.kind == "PEN_FAULT" and "ESTOP" in e.text.upper())
 
 
+def estop_count(events: Sequence[EventRecord]) -> int:
+    """The emergency stops: each ESTOP frame the host sent (its ESTOP event is the same
+    stop, with its reason; records without SENT count those) and each the pen reported."""
+    sent = sum(1 for e in events if e.kind == "SENT" and e.data.get("type") == "ESTOP")
+    decided = sum(1 for e in events if e.kind == "ESTOP")
+    pen = sum(1 for e in events if e.kind == "PEN_FAULT" and "ESTOP" in e.text.upper())
+    return max(sent, decided) + pen
+
+
 def _event_rows(rec: SessionRecord, evs: Sequence[EventRecord]) -> tuple[tuple[str, ...], ...]:
     return tuple((clock(since_start_s(rec, e)), e.kind, "" if e.zone_id is None else
                   str(e.zone_id), e.text) for e in evs)
@@ -231,7 +240,7 @@ def build_content(
     outcome = rec.outcome or "interrupted"
     # records that fail `sessions verify` say so first: in the title, on every page
     failed = " — RECORDS FAIL VERIFICATION" if chain.problem is not None else ""
-    estops = [e for e in events if is_estop(e)]
+    estops = estop_count(events)
     head_text = chain.head or "none (the chain is broken or the session predates it)"
     header = (
         ("session", str(rec.id)),
@@ -245,7 +254,7 @@ def build_content(
         ("position", rec.position_mode or "?"),
         ("started", rec.started_at),
         ("ended", rec.ended_at or "— (interrupted: the session can be resumed)"),
-        ("outcome", outcome + (f" after {len(estops)} ESTOP{'s' if len(estops) != 1 else ''}"
+        ("outcome", outcome + (f" after {estops} ESTOP{'s' if estops != 1 else ''}"
                                if estops else "")),
         ("depth cap", f"{DEPTH_CAP_UM / 1000:.2f} mm"),
         ("records", "simulated (no patient)" if rec.simulated else
@@ -274,7 +283,7 @@ def build_content(
     blocks += [Para(w, "warn") for w in warnings] or [Para("none", "note")]
     blocks.append(Heading("Faults and safety stops"))
     if faults:
-        blocks.append(Para(f"ESTOPs: {len(estops)} (each listed below)",
+        blocks.append(Para(f"ESTOPs: {estops} (each listed below)",
                            "bad" if estops else ""))
         blocks.append(Grid(("time", "kind", "zone", "what happened"), _event_rows(rec, faults),
                            "fault", wide=3))
