@@ -138,3 +138,42 @@ def test_one_emergency_stop_is_counted_once(tmp_path: Path) -> None:
     html = _report_html(db, 1, tmp_path / "out")
     assert "<td>outcome</td><td>fault after 1 ESTOP</td>" in html
     assert "ESTOPs: 1 (each listed below)" in html
+
+
+def _table_row(out: str, zone: str) -> dict[str, str]:
+    """The zones table of `sessions show` (one line a row at 200 columns): heading -> cell."""
+    lines = out.splitlines()
+    head = next(x for x in lines if x.startswith("┃ zone"))
+    row = next(x for x in lines if x.startswith(f"│ {zone}"))
+    names = [c.strip() for c in head.strip("┃").split("┃")]
+    cells = [c.strip() for c in row.strip("│").split("│")]
+    return dict(zip(names, cells, strict=True))
+
+
+def test_sessions_show_does_not_call_spots_at_their_maximum_over_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The run's summary ("over max": snapshot.over_max, cells past their maximum) and
+    `sessions show` must agree on what "over max" means. show_session
+    (devicectl/commands/sessions_cmd.py:271, 281) headed the records' cells_at_max
+    "over-max cells": a patched session with spots at their maximum and none past it
+    (the dose hold's limit, reached as designed) read as an overdose."""
+    monkeypatch.setenv("COLUMNS", "200")
+    db = tmp_path / "r.db"
+    assert _run(db, "--seed", "11", profile=DATA / "aa-two-patches.yaml") == 0
+    grid = _grid(db, 1)
+    hits = grid["hits"].astype(np.int64)
+    labels = grid["labels"].astype(np.int64)
+    (zid,) = (int(z) for z in grid["zone_ids"])
+    most = int(grid["max_hits"][0])
+    treated = (labels == zid) | (labels == (zid | 0x40))  # the patches and their margins
+    at_max = int(np.count_nonzero(hits[labels == zid] == most))
+    over = int(np.count_nonzero(hits[treated] > most))
+    assert at_max > 0 and over == 0
+    capsys.readouterr()
+    assert main(["sessions", "show", "1", "--db", str(db)]) == 0
+    row = _table_row(capsys.readouterr().out, "occipital")
+    for name, cell in row.items():
+        if re.search(r"\bover\b", name):
+            assert int(cell) == over, (name, cell)
+    assert str(at_max) in [v for k, v in row.items() if "max" in k], row
