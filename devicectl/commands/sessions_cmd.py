@@ -268,7 +268,7 @@ def show_session(args: argparse.Namespace) -> int:
     console.print(head)
 
     zones = Table(title="zones")
-    for name in ("zone", "depth mm", "rate Hz", "coverage", "strokes", "time", "over-max cells"):
+    for name in ("zone", "depth mm", "rate Hz", "coverage", "strokes", "time", "cells at max"):
         zones.add_column(name, justify="left" if name == "zone" else "right", overflow="fold")
     for z in in_treatment_order(rec.zones, order):  # as treated, not alphabetically
         zones.add_row(
