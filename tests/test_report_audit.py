@@ -7,9 +7,14 @@ code that made the figure).
 from __future__ import annotations
 
 import io
+import os
 import re
 import shutil
+import signal
 import sqlite3
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -177,3 +182,39 @@ def test_sessions_show_does_not_call_spots_at_their_maximum_over_it(
         if re.search(r"\bover\b", name):
             assert int(cell) == over, (name, cell)
     assert str(at_max) in [v for k, v in row.items() if "max" in k], row
+
+
+def test_a_zones_time_after_a_resume_covers_its_strokes(tmp_path: Path) -> None:
+    """The report's and `sessions show`'s per-zone "time" (docs/clinic.md "The report";
+    report_content.zone_rows) beside its strokes. A session killed mid-zone and resumed
+    (`run --resume`) keeps its strokes (the saved grid is restored) but the time
+    restarted: Controller.zone_seconds (devicectl/controller.py:237-242) counts from
+    this run's first START only, so the record said e.g. 1604 strokes in 7.4 s, which
+    a pen at 120 Hz cannot stamp. Recomputed here: the zone's time × its rate is at
+    least its strokes (the time runs from the first START, pauses included)."""
+    db = tmp_path / "r.db"
+    argv = ["run", "--profile", str(TWO), "--patient", "P-AUD2", "--sim", "--yes",
+            "--speed", "1", "--seed", "12", "--db", str(db), "--quiet", *GATE]
+    proc = subprocess.Popen([sys.executable, "-m", "devicectl.cli", *argv],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        strokes = 0
+        while strokes < 300 and proc.poll() is None:  # on the records, not the clock
+            time.sleep(0.2)
+            if db.exists():
+                with Store(db, create=False) as store:
+                    strokes = sum(z.strokes for r in store.sessions() for z in r.zones)
+        assert proc.poll() is None, "the session ended before it could be killed"
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(30)
+    with Store(db) as store:
+        before = store.session(1)
+    assert before.outcome is None and sum(z.strokes for z in before.zones) >= 300
+    assert main(["run", "--resume", "1", "--sim", "--yes", "--speed", "0", "--seed", "13",
+                 "--db", str(db), "--quiet", *GATE]) == 0
+    with Store(db) as store:
+        after = store.session(1)
+    assert after.outcome == "complete"
+    for z in after.zones:
+        assert z.seconds * z.rate_dhz / 10 >= z.strokes, (z.name, z.seconds, z.strokes)
