@@ -272,6 +272,8 @@ def run(args: argparse.Namespace) -> int:
         started_wall=datetime.now(UTC),
         coverage_state=coverage_state,
         start_zone_index=start_zone,
+        zone_seconds_before=tuple((z.zone_id, z.seconds) for z in resumed.zones)
+        if resumed else (),
         keys=keys,
         auto_confirm=args.yes,
         end_on_fault=args.yes or not interactive,
