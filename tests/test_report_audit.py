@@ -184,15 +184,11 @@ def test_sessions_show_does_not_call_spots_at_their_maximum_over_it(
     assert str(at_max) in [v for k, v in row.items() if "max" in k], row
 
 
-def test_a_zones_time_after_a_resume_covers_its_strokes(tmp_path: Path) -> None:
-    """The report's and `sessions show`'s per-zone "time" (docs/clinic.md "The report";
-    report_content.zone_rows) beside its strokes. A session killed mid-zone and resumed
-    (`run --resume`) keeps its strokes (the saved grid is restored) but the time
-    restarted: Controller.zone_seconds (devicectl/controller.py:237-242) counts from
-    this run's first START only, so the record said e.g. 1604 strokes in 7.4 s, which
-    a pen at 120 Hz cannot stamp. Recomputed here: the zone's time × its rate is at
-    least its strokes (the time runs from the first START, pauses included)."""
-    db = tmp_path / "r.db"
+@pytest.fixture(scope="module")
+def resumed_in_place(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A session killed (SIGKILL) once its records hold 300 strokes, then resumed
+    in place (`run --resume`) with another pen's cartridge, to completion."""
+    db = tmp_path_factory.mktemp("resumed") / "r.db"
     argv = ["run", "--profile", str(TWO), "--patient", "P-AUD2", "--sim", "--yes",
             "--speed", "1", "--seed", "12", "--db", str(db), "--quiet", *GATE]
     proc = subprocess.Popen([sys.executable, "-m", "devicectl.cli", *argv],
@@ -213,8 +209,43 @@ def test_a_zones_time_after_a_resume_covers_its_strokes(tmp_path: Path) -> None:
     assert before.outcome is None and sum(z.strokes for z in before.zones) >= 300
     assert main(["run", "--resume", "1", "--sim", "--yes", "--speed", "0", "--seed", "13",
                  "--db", str(db), "--quiet", *GATE]) == 0
-    with Store(db) as store:
+    return db
+
+
+def test_a_zones_time_after_a_resume_covers_its_strokes(resumed_in_place: Path) -> None:
+    """The report's and `sessions show`'s per-zone "time" (docs/clinic.md "The report";
+    report_content.zone_rows) beside its strokes. A session killed mid-zone and resumed
+    (`run --resume`) keeps its strokes (the saved grid is restored) but the time
+    restarted: Controller.zone_seconds (devicectl/controller.py:237-242) counts from
+    this run's first START only, so the record said e.g. 1604 strokes in 7.4 s, which
+    a pen at 120 Hz cannot stamp. Recomputed here: the zone's time × its rate is at
+    least its strokes (the time runs from the first START, pauses included)."""
+    with Store(resumed_in_place) as store:
         after = store.session(1)
     assert after.outcome == "complete"
     for z in after.zones:
         assert z.seconds * z.rate_dhz / 10 >= z.strokes, (z.name, z.seconds, z.strokes)
+
+
+def test_every_cartridge_of_a_resumed_session_is_named(
+    resumed_in_place: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """docs/clinic.md "The report": the header names the cartridge. A session resumed
+    in place with a new cartridge used two (each DEVICE record names the one in the
+    pen); report_content.build_content (devicectl/report_content.py:253) and
+    show_session (devicectl/commands/sessions_cmd.py:261) printed only the last, so
+    the cartridge that gave the first part's punctures was named nowhere a reader
+    looks first."""
+    monkeypatch.setenv("COLUMNS", "200")
+    with Store(resumed_in_place) as store:
+        fitted = [int(e.data["cartridge_id"]) for e in store.events(1) if e.kind == "DEVICE"]
+    assert len(set(fitted)) == 2  # the first pen's, and the resumed run's
+    html = _report_html(resumed_in_place, 1, tmp_path / "out")
+    header = re.search(r"<td>cartridge</td><td>([^<]*)</td>", html)
+    assert header is not None
+    assert all(str(c) in header.group(1) for c in fitted), header.group(1)
+    capsys.readouterr()
+    assert main(["sessions", "show", "1", "--db", str(resumed_in_place)]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("cartridge"))
+    assert all(str(c) in line for c in fitted), line
