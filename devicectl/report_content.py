@@ -101,6 +101,17 @@ def profile_warnings(rec: SessionRecord) -> list[str]:
         return [f"the stored profile could not be read again: {exc}"]
 
 
+def cartridges_text(rec: SessionRecord, events: Sequence[EventRecord]) -> str:
+    """Every cartridge the session's pen held, in order (a session resumed with a new
+    one used both; each DEVICE record names the one in the pen), else the recorded one."""
+    fitted = [e.data["cartridge_id"] for e in events
+              if e.kind == "DEVICE" and isinstance(e.data.get("cartridge_id"), int)]
+    if rec.cartridge_id is not None:
+        fitted.append(rec.cartridge_id)
+    ids = list(dict.fromkeys(int(c) for c in fitted))
+    return ", then ".join(str(c) for c in ids) or "?"
+
+
 def _needle_count(events: Sequence[EventRecord]) -> int | None:
     for e in events:
         if e.kind == "DEVICE" and isinstance(e.data.get("needle_count"), int):
@@ -250,7 +261,7 @@ def build_content(
         ("profile hash", rec.profile_hash),
         ("pen", f"serial {rec.device_serial if rec.device_serial is not None else '?'}, "
                 f"firmware {fw_text(rec.fw_version)}"),
-        ("cartridge", "?" if rec.cartridge_id is None else str(rec.cartridge_id)),
+        ("cartridge", cartridges_text(rec, events)),
         ("position", rec.position_mode or "?"),
         ("started", rec.started_at),
         ("ended", rec.ended_at or "— (interrupted: the session can be resumed)"),

@@ -30,6 +30,7 @@ from devicectl.eventkinds import (
 from devicectl.liveness import is_running
 from devicectl.plain import plain
 from devicectl.records_where import db_arg, default_db_path, resolve_db
+from devicectl.report_content import cartridges_text
 from devicectl.store import EventRecord, SessionRecord, Store, parse_wall
 
 CSV_COLUMNS = ("t_us", "since_start_s", "wall", "kind", "zone_id", "safety", "text", "data")
@@ -239,6 +240,8 @@ def show_session(args: argparse.Namespace) -> int:
         flt = EventFilter.parse(getattr(args, "kind", None), since_wall)
         selection = select_events(store.conn, args.id, flt)
         order = treatment_order(store.conn, args.id)
+        fitted = select_events(store.conn, args.id, EventFilter.parse(["DEVICE"], None))
+        cartridges = cartridges_text(rec, fitted.events)
     events = selection.events
     running = rec.outcome is None and _running(path, rec.id)
     if getattr(args, "json", False):
@@ -258,7 +261,7 @@ def show_session(args: argparse.Namespace) -> int:
         ("operator", rec.operator or "?"),
         ("profile", f"{rec.profile_name} ({rec.profile_hash[:12]})"),
         ("pen", f"serial {serial}, firmware {_fw(rec.fw_version)}"),
-        ("cartridge", "?" if rec.cartridge_id is None else rec.cartridge_id),
+        ("cartridge", cartridges),
         ("position", rec.position_mode or "?"),
         ("started", rec.started_at),
         ("ended", rec.ended_at or "-"),
