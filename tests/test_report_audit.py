@@ -249,3 +249,31 @@ def test_every_cartridge_of_a_resumed_session_is_named(
     assert main(["sessions", "show", "1", "--db", str(resumed_in_place)]) == 0
     line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("cartridge"))
     assert all(str(c) in line for c in fitted), line
+
+
+def test_the_dose_columns_never_round_a_dose_given_to_zero() -> None:
+    """The run's summary and the terminal's dose columns (dose.dose_cells,
+    devicectl/dose.py:222-226: "dose", "at target", "at maximum"): a zone with a few
+    spots brought to their maximum printed "0.0 % 0.0 cm²" at maximum, "0.0/1 passes"
+    and "0/90 %", each read as nothing given. Here a real coverage of a 200 cm² zone,
+    one spot stamped to its maximum; the status zone built as controller_status does."""
+    from devicectl.coverage import Coverage
+    from devicectl.dose import dose_cells, pass_punctures_per_cm2
+    from devicectl.plan import ZonePlan
+    from devicectl.zones import Zone, ZoneMap
+
+    outline = ((0.0, 0.0), (200.0, 0.0), (200.0, 100.0), (0.0, 100.0))
+    zone_map = ZoneMap((Zone(1, "vertex", "vertex", outline, 20000.0),))
+    plan = ZonePlan(1, "vertex", 1200, 1000, 1, 2, 0.9, 20000.0, 0, 10.0,
+                    pass_punctures_per_cm2=pass_punctures_per_cm2(12, 1000, 30))
+    cov = Coverage(zone_map.raster(0.5), (plan,), 30, tracked=True, needle_count=12)
+    cov.add_strokes(1, cov.limits[1].max_hits, cov.cell_at(100.0, 50.0))
+    assert cov.cells_at_max(1) > 0 and cov.mean_passes(1) > 0 and cov.fraction(1) > 0
+    status = {"mean_passes": cov.mean_passes(1), "target_passes": 1,
+              "fraction": cov.fraction(1), "target_fraction": 0.9,
+              "at_max_fraction": cov.fraction_at_max(1),
+              "at_max_cm2": cov.cells_at_max(1) * cov.cell_cm2()}
+    dose, at_target, at_max = dose_cells(status)
+    assert not dose.startswith("0.0/"), dose
+    assert not at_target.startswith("0/"), at_target
+    assert "0.0 %" not in at_max and "0.0 cm²" not in at_max, at_max
