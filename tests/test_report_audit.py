@@ -277,3 +277,44 @@ def test_the_dose_columns_never_round_a_dose_given_to_zero() -> None:
     assert not dose.startswith("0.0/"), dose
     assert not at_target.startswith("0/"), at_target
     assert "0.0 %" not in at_max and "0.0 cm²" not in at_max, at_max
+
+
+def test_the_report_says_which_spots_went_over_their_maximum(tmp_path: Path) -> None:
+    """The brief: the report's cells at target / at max / over max. The records' grid
+    can hold spots past the zone's maximum (a pen that stamped on after a STOP; the
+    export's cells_over_max counts them), but the report (report_content.zone_rows,
+    devicectl/report_content.py:169) printed only "spots at maximum", the records'
+    counter of spots at or past it, and "Faults and safety stops: none": an overdose
+    was nowhere on it. A real coverage, one spot stamped past its maximum, recorded
+    and reported; the spots over recomputed here from the saved grid."""
+    from devicectl.coverage import Coverage
+    from devicectl.dose import pass_punctures_per_cm2
+    from devicectl.plan import ZonePlan
+    from devicectl.report import write_report
+    from devicectl.store import ZoneCoverage
+    from devicectl.zones import Zone, ZoneMap
+
+    outline = ((0.0, 0.0), (20.0, 0.0), (20.0, 10.0), (0.0, 10.0))
+    zone_map = ZoneMap((Zone(1, "frontal", "frontal", outline, 200.0),))
+    plan = ZonePlan(1, "frontal", 1200, 1000, 1, 2, 0.9, 200.0, 0, 10.0,
+                    pass_punctures_per_cm2=pass_punctures_per_cm2(12, 1000, 30))
+    cov = Coverage(zone_map.raster(0.5), (plan,), 30, tracked=True, needle_count=12)
+    cov.add_strokes(1, cov.limits[1].max_hits + 1, cov.cell_at(10.0, 5.0))
+    db = tmp_path / "r.db"
+    with Store(db) as store:
+        sid = store.create_session(patient_ref="P-AUD3", profile_name="t", profile_hash="h",
+                                   profile_text="", started_at="2026-05-01T10:00:00+00:00")
+        store.set_device(sid, serial=1, fw_version=0x0101, cartridge_id=7,
+                         position_mode="tracked")
+        zones = [ZoneCoverage(1, "frontal", 1200, 1000, cov.fraction(1), 0.9,
+                              cov.strokes(1), cov.cells_at_max(1), False, 1.0)]
+        store.save_coverage(sid, zones, cov.to_bytes())
+        store.close_session(sid, "aborted", "2026-05-01T10:05:00+00:00")
+    grid = _grid(db, sid)
+    over = int(np.count_nonzero(grid["hits"][grid["labels"] == 1] > int(grid["max_hits"][0])))
+    assert over > 0
+    files = write_report(db, sid, tmp_path / "out", zone_map)
+    html = files.html.read_text(encoding="utf-8")
+    said = [p for p in re.findall(r"<p class='bad'>([^<]*)</p>", html)
+            if "frontal" in p and "over" in p and re.search(rf"\b{over}\b", p)]
+    assert said, re.findall(r"<p[^>]*>([^<]*)</p>", html)
