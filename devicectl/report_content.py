@@ -9,7 +9,7 @@ kept as plain strings here; each renderer escapes it for its own medium.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -129,20 +129,23 @@ def _stored_zones(rec: SessionRecord) -> list[Any]:
         return []
 
 
-def _grid_dose(coverage: bytes | None) -> dict[int, dict[str, Any]]:
-    """Each zone's dose measures on the saved grid (dose.zone_dose_stats); none without one."""
+def grid_dose(rec: SessionRecord, coverage: bytes | None) -> dict[int, dict[str, Any]]:
+    """Each zone's dose measures on the saved grid (dose.zone_dose_stats); none without
+    one, or for a pen without position (its grid holds no dose)."""
     from devicectl.dose import zone_dose_stats
 
+    if rec.position_mode != "tracked" or not coverage:
+        return {}
     try:
-        return zone_dose_stats(coverage) if coverage else {}
+        return zone_dose_stats(coverage)
     except DevicectlError:
         return {}  # a grid saved before dose was recorded
 
 
-def zone_rows(rec: SessionRecord, events: Sequence[EventRecord],
-              zone_map: ZoneMap | None, coverage: bytes | None = None) -> list[tuple[str, ...]]:
+def zone_rows(rec: SessionRecord, events: Sequence[EventRecord], zone_map: ZoneMap | None,
+              stats: Mapping[int, Mapping[str, Any]] | None = None) -> list[tuple[str, ...]]:
     """The zones table; punctures per cm² is the zone's mean (and its most-dosed spot's)
-    on the saved grid, or, for a pen without position, its punctures over its area."""
+    on the saved grid (`stats`: grid_dose), or without position its punctures over its area."""
     needles = _needle_count(events)
     areas = {z.name: z.area_mm2 for z in zone_map.zones} if zone_map is not None else {}
     if zone_map is not None and "patches" in rec.profile_text:  # treated as patches
@@ -150,7 +153,7 @@ def zone_rows(rec: SessionRecord, events: Sequence[EventRecord],
 
         areas |= {z.zone: patch_area_mm2(zone_map, z.zone, z.patch_shapes)
                   for z in _stored_zones(rec) if z.patches and z.zone in zone_map.names}
-    stats = _grid_dose(coverage) if rec.position_mode == "tracked" else {}
+    stats = stats or {}
     rows: list[tuple[str, ...]] = []
     for z in rec.zones:
         punctures = z.strokes * needles if needles is not None else None
@@ -282,7 +285,8 @@ def build_content(
         f"These records FAIL `devicectl sessions verify {rec.id}`: {chain.problem}. "
         "Nothing below can be taken as what happened until the records are checked.", "bad")]
     blocks.append(Heading("Zones"))
-    blocks.append(Grid(ZONE_HEAD, tuple(zone_rows(rec, events, zone_map, coverage)), "zones")
+    stats = grid_dose(rec, coverage)
+    blocks.append(Grid(ZONE_HEAD, tuple(zone_rows(rec, events, zone_map, stats)), "zones")
                   if rec.zones else Para("no zone results recorded", "note"))
     patches = _patch_rows(rec, zone_map)
     if patches:
@@ -293,12 +297,18 @@ def build_content(
     blocks.append(Heading("Warnings and adjunct instructions"))
     blocks += [Para(w, "warn") for w in warnings] or [Para("none", "note")]
     blocks.append(Heading("Faults and safety stops"))
+    overs = [(z.name, stats[z.zone_id]) for z in rec.zones
+             if stats.get(z.zone_id, {}).get("cells_over_max")]
+    blocks += [Para(f"Zone {name}: {s['cells_over_max']} spots of the saved map over the "
+                    "zone's maximum dose (the most: "
+                    f"{s['punctures_per_cm2_max']:.0f} punctures per cm²).", "bad")
+               for name, s in overs]
     if faults:
         blocks.append(Para(f"ESTOPs: {estops} (each listed below)",
                            "bad" if estops else ""))
         blocks.append(Grid(("time", "kind", "zone", "what happened"), _event_rows(rec, faults),
                            "fault", wide=3))
-    else:
+    elif not overs:
         blocks.append(Para("none", "note"))
     blocks.append(Heading("Adverse events and notes"))
     if notes:
