@@ -318,3 +318,51 @@ def test_the_report_says_which_spots_went_over_their_maximum(tmp_path: Path) -> 
     said = [p for p in re.findall(r"<p class='bad'>([^<]*)</p>", html)
             if "frontal" in p and "over" in p and re.search(rf"\b{over}\b", p)]
     assert said, re.findall(r"<p[^>]*>([^<]*)</p>", html)
+
+
+def test_guard_the_reports_strokes_and_punctures_are_the_grids_and_the_cartridges(
+    tracked: Path, tmp_path: Path
+) -> None:
+    """Guard (true today): each zone's strokes on the report are the saved grid's
+    count, and its punctures those strokes × the needles of the cartridge the pen
+    reported (its DEVICE record)."""
+    html = _report_html(tracked, 1, tmp_path / "out")
+    grid = _grid(tracked, 1)
+    strokes = dict(zip((int(i) for i in grid["stroke_zone_ids"]),
+                       (int(n) for n in grid["strokes"]), strict=True))
+    with Store(tracked) as store:
+        (needles,) = [int(e.data["needle_count"]) for e in store.events(1)
+                      if e.kind == "DEVICE"]
+    for zid, name in ((3, "vertex"), (2, "mid_scalp")):
+        cells = _zone_cells(html, name)
+        assert int(cells[4]) == strokes[zid] > 0
+        assert int(cells[7]) == strokes[zid] * needles
+
+
+def test_guard_a_continuation_counts_its_predecessors_strokes_once(
+    tmp_path: Path
+) -> None:
+    """Guard (true today): a session that lost its link and was continued (`run
+    --resume`, a new session) records, per zone, its predecessor's strokes once: at
+    least them (its grid restored, every spot at least the predecessor's dose), and
+    the rest no more than its own zone time at the zone's rate could stamp (from its
+    own ZONE_STARTED to ZONE_DONE records)."""
+    db = tmp_path / "r.db"
+    assert _run(db, "--seed", "5", "--scenario", "disconnect") == 4
+    assert main(["run", "--resume", "1", "--sim", "--yes", "--speed", "0", "--seed", "5",
+                 "--db", str(db), "--quiet", *GATE]) == 0
+    with Store(db) as store:
+        pred, cont = store.session(1), store.session(2)
+        events = store.events(2)
+    assert cont.outcome == "complete"
+    before = {z.zone_id: z.strokes for z in pred.zones}
+    assert sum(before.values()) > 0
+    g1, g2 = _grid(db, 1), _grid(db, 2)
+    assert np.all(g2["hits"].astype(np.int64) >= g1["hits"].astype(np.int64))
+    started = {e.zone_id: e.t_us for e in events if e.kind == "ZONE_STARTED"}
+    done = {e.zone_id: e.t_us for e in events if e.kind == "ZONE_DONE"}
+    for z in cont.zones:
+        own_s = (done[z.zone_id] - started[z.zone_id]) / 1e6
+        assert z.strokes >= before[z.zone_id]
+        assert z.strokes - before[z.zone_id] <= own_s * z.rate_dhz / 10 + 1, (z.name, own_s)
+        assert z.strokes - before[z.zone_id] > 0
