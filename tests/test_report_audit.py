@@ -366,3 +366,21 @@ def test_guard_a_continuation_counts_its_predecessors_strokes_once(
         assert z.strokes >= before[z.zone_id]
         assert z.strokes - before[z.zone_id] <= own_s * z.rate_dhz / 10 + 1, (z.name, own_s)
         assert z.strokes - before[z.zone_id] > 0
+
+
+def test_a_report_of_a_running_session_does_not_call_it_interrupted(tmp_path: Path) -> None:
+    """docs/clinic.md: a session without an outcome is running (its process holds its
+    lock, devicectl/liveness.py) or interrupted; `sessions list` and `show` tell them
+    apart. build_content (devicectl/report_content.py:254, 270) printed any session
+    without an outcome as "interrupted: the session can be resumed", also one whose
+    run holds its lock now (here the lock `devicectl run` holds, taken for it)."""
+    from devicectl.liveness import RunningLock
+
+    db = tmp_path / "r.db"
+    with Store(db) as store:
+        sid = store.create_session(patient_ref="P-AUD4", profile_name="t", profile_hash="h",
+                                   profile_text="", started_at="2026-05-01T10:00:00+00:00")
+    with RunningLock(db, sid):
+        html = _report_html(db, sid, tmp_path / "out")
+    assert "interrupted" not in html and "can be resumed" not in html
+    assert re.search(r"<title>Treatment session \d+ — running", html)
