@@ -136,10 +136,11 @@ def write_report(
         notes = notes_of(store.conn, [session_id])[session_id]
         chain = verify_session(store.conn, session_id)
         coverage = store.coverage_state(session_id)
+        running = rec.outcome is None and bool(store.running_ids([session_id]))
     zone_map = zone_map or load_zone_map()
     samples = samples_of(rec, events)
     content = build_content(rec, events, notes, zone_map, chain, bool(samples), NO_SAMPLES,
-                            coverage)
+                            coverage, running)
     figs = {
         "map": coverage_map(zone_map, rec.zones, f"Session {rec.id}: final coverage per zone",
                             stored_patches(rec)),

@@ -250,8 +250,11 @@ def build_content(
     samples_recorded: bool,
     no_samples_text: str,
     coverage: bytes | None = None,
+    running: bool = False,
 ) -> ReportContent:
-    outcome = rec.outcome or "interrupted"
+    """`running`: the session has no outcome because its run holds its lock now
+    (liveness.py), not because it was interrupted."""
+    outcome = rec.outcome or ("running" if running else "interrupted")
     # records that fail `sessions verify` say so first: in the title, on every page
     failed = " — RECORDS FAIL VERIFICATION" if chain.problem is not None else ""
     estops = estop_count(events)
@@ -267,7 +270,8 @@ def build_content(
         ("cartridge", cartridges_text(rec, events)),
         ("position", rec.position_mode or "?"),
         ("started", rec.started_at),
-        ("ended", rec.ended_at or "— (interrupted: the session can be resumed)"),
+        ("ended", rec.ended_at or ("— (running: this report holds the records so far)"
+                                   if running else "— (interrupted: the session can be resumed)")),
         ("outcome", outcome + (f" after {estops} ESTOP{'s' if estops != 1 else ''}"
                                if estops else "")),
         ("depth cap", f"{DEPTH_CAP_UM / 1000:.2f} mm"),
