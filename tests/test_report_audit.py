@@ -384,3 +384,23 @@ def test_a_report_of_a_running_session_does_not_call_it_interrupted(tmp_path: Pa
         html = _report_html(db, sid, tmp_path / "out")
     assert "interrupted" not in html and "can be resumed" not in html
     assert re.search(r"<title>Treatment session \d+ — running", html)
+
+
+def test_patients_list_and_show_do_not_call_a_running_session_interrupted(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As the report above: `patients list` ("last outcome") and `patients show`
+    (devicectl/commands/patients_cmd.py:125, 148) printed `rec.outcome or
+    'interrupted'` for a session whose run holds its lock now."""
+    from devicectl.liveness import RunningLock
+
+    monkeypatch.setenv("COLUMNS", "200")
+    db = tmp_path / "r.db"
+    with Store(db) as store:
+        sid = store.create_session(patient_ref="P-AUD5", profile_name="t", profile_hash="h",
+                                   profile_text="", started_at="2026-05-01T10:00:00+00:00")
+    with RunningLock(db, sid):
+        assert main(["patients", "list", "--db", str(db)]) == 0
+        assert main(["patients", "show", "P-AUD5", "--db", str(db)]) == 0
+    out = capsys.readouterr().out
+    assert "interrupted" not in out and "running" in out, out
