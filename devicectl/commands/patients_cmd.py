@@ -90,10 +90,16 @@ class _Patient:
     ref: str
     sessions: list[SessionRecord]
     notes: dict[int, list[Note]]
+    #: the sessions without an outcome whose run holds their lock now (liveness.py)
+    running: frozenset[int] = frozenset()
 
     @property
     def adverse(self) -> list[Note]:
         return [n for s in self.sessions for n in self.notes[s.id] if n.adverse_kind]
+
+    def outcome(self, rec: SessionRecord) -> str:
+        """Running or interrupted, for a session without an outcome."""
+        return rec.outcome or ("running" if rec.id in self.running else "interrupted")
 
 
 def _patients(path: Path | str) -> tuple[str, dict[str, _Patient]]:
@@ -102,11 +108,12 @@ def _patients(path: Path | str) -> tuple[str, dict[str, _Patient]]:
     with Store(path, create=False) as store:
         records = sorted(store.sessions(limit=ALL_SESSIONS), key=lambda r: r.id)
         notes = notes_of(store.conn, [r.id for r in records])
+        live = store.running_ids([r.id for r in records if r.outcome is None])
         where = str(store.path)
     out: dict[str, _Patient] = {}
     for rec in records:
         ref = rec.patient_ref.strip().upper()
-        out.setdefault(ref, _Patient(ref, [], notes)).sessions.append(rec)
+        out.setdefault(ref, _Patient(ref, [], notes, live)).sessions.append(rec)
     return where, out
 
 
@@ -122,7 +129,7 @@ def list_patients(args: argparse.Namespace) -> int:
     for p in sorted(patients.values(), key=lambda p: p.ref):
         last = p.sessions[-1]
         table.add_row(plain(p.ref), str(len(p.sessions)), p.sessions[0].started_at[:10],
-                      last.started_at[:10], last.outcome or "interrupted", str(len(p.adverse)))
+                      last.started_at[:10], p.outcome(last), str(len(p.adverse)))
     console.print(table)
     return 0
 
@@ -138,14 +145,15 @@ def show_patient(args: argparse.Namespace) -> int:
     console.print(plain(f"patient {ref} · {len(patient.sessions)} sessions · "
                        f"{len(patient.adverse)} adverse events", "bold"))
     for rec in patient.sessions:
-        _show_session(console, rec, patient.notes[rec.id])
+        _show_session(console, rec, patient.notes[rec.id], patient.outcome(rec))
     console.print(_interval_table(patient.sessions))
     return 0
 
 
-def _show_session(console: Console, rec: SessionRecord, notes: list[Note]) -> None:
+def _show_session(console: Console, rec: SessionRecord, notes: list[Note],
+                  outcome: str) -> None:
     head = (f"session {rec.id} · {rec.started_at} · {rec.profile_name} "
-            f"({rec.profile_hash[:12]}) · {rec.outcome or 'interrupted'} · operator "
+            f"({rec.profile_hash[:12]}) · {outcome} · operator "
             f"{rec.operator or '?'}")
     table = Table(title=plain(head), title_justify="left")
     for col in ("zone", "depth mm", "rate Hz", "coverage", "strokes", "cells at max", "done"):
