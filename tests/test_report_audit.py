@@ -404,3 +404,37 @@ def test_patients_list_and_show_do_not_call_a_running_session_interrupted(
         assert main(["patients", "show", "P-AUD5", "--db", str(db)]) == 0
     out = capsys.readouterr().out
     assert "interrupted" not in out and "running" in out, out
+
+
+def test_a_share_short_of_its_target_is_not_printed_as_the_target(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Units and rounding: a zone at 89.6 % of its 90 % target (not done) printed
+    "90 % of 90 %" (report_content.zone_rows, devicectl/report_content.py:171),
+    "90% / 90%" (sessions show, devicectl/commands/sessions_cmd.py:281) and
+    "90 % / 90 %" (patients show, devicectl/commands/patients_cmd.py:163): reached,
+    to a reader. And 0.04 % printed "0 %", as if nothing was treated."""
+    from devicectl.store import ZoneCoverage
+
+    monkeypatch.setenv("COLUMNS", "200")
+    db = tmp_path / "r.db"
+    with Store(db) as store:
+        sid = store.create_session(patient_ref="P-AUD6", profile_name="t", profile_hash="h",
+                                   profile_text="", started_at="2026-05-01T10:00:00+00:00")
+        zones = [ZoneCoverage(1, "frontal", 1200, 1000, 0.896, 0.9, 5000, 0, False, 60.0),
+                 ZoneCoverage(2, "vertex", 1200, 1000, 0.0004, 0.9, 30, 0, False, 1.0)]
+        store.save_coverage(sid, zones, None)
+        store.close_session(sid, "aborted", "2026-05-01T10:05:00+00:00")
+    html = _report_html(db, sid, tmp_path / "out")
+    assert main(["sessions", "show", str(sid), "--db", str(db)]) == 0
+    assert main(["patients", "show", "P-AUD6", "--db", str(db)]) == 0
+    out = capsys.readouterr().out
+    for name, reached in (("frontal", "90"), ("vertex", "0")):
+        cell = _zone_cells(html, name)[2]
+        assert not cell.startswith(f"{reached} %"), cell
+        # sessions show's zone row, then patients show's (its interval table comes after)
+        lines = [x for x in out.splitlines() if x.startswith(f"│ {name}")][:2]
+        assert len(lines) == 2
+        for line in lines:
+            coverage = line.split("│")[4].strip()
+            assert not re.match(rf"{reached} ?%", coverage), line
