@@ -20,6 +20,7 @@ import numpy as np
 import numpy.typing as npt
 
 from devicectl.errors import DevicectlError
+from devicectl.mapstyle import share_text
 
 #: The hand speed that defines a pass, and estimates passes without position (mm/s).
 NOMINAL_HAND_SPEED_MM_S: Final = 10.0
@@ -222,7 +223,7 @@ def dose_cells(zone: Mapping[str, Any]) -> tuple[str, str, str]:
     dose = "—" if mean is None else _given(float(mean), 1) + (f"/{target}" if target else "")
     return (
         dose + (" passes" if mean is not None else ""),
-        f"{_given(100 * fraction, 0)}/{100 * goal:.0f} %",
+        f"{share_text(fraction, goal)}/{100 * goal:.0f} %",
         "—" if at_max is None else
         f"{_given(100 * float(at_max), 1)} % {_given(at_max_cm2, 1)} cm²",
     )

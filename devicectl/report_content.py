@@ -15,6 +15,7 @@ from typing import Any
 
 from devicectl.chain import ChainCheck
 from devicectl.errors import DevicectlError, StoreError
+from devicectl.mapstyle import zone_words
 from devicectl.notes import Note
 from devicectl.records import EventRecord, SessionRecord
 from devicectl.safety import DEPTH_CAP_UM
@@ -168,7 +169,7 @@ def zone_rows(rec: SessionRecord, events: Sequence[EventRecord], zone_map: ZoneM
             density = "?"
         rows.append((
             z.name, f"{z.depth_um / 1000:.2f}", f"{z.rate_dhz / 10:.1f}",
-            f"{100 * z.fraction:.0f} % of {100 * z.target_fraction:.0f} %",
+            zone_words(z.fraction, z.target_fraction),
             "yes" if z.done else "no", str(z.strokes), clock(z.seconds), str(z.cells_at_max),
             "?" if punctures is None else str(punctures), density,
         ))

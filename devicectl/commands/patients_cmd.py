@@ -17,6 +17,7 @@ from rich.table import Table
 
 from devicectl.commands import utf8_text
 from devicectl.errors import DevicectlError, StoreError
+from devicectl.mapstyle import share_text
 from devicectl.notes import ADVERSE_KINDS, Note, add_note, notes_of
 from devicectl.patients import patient_ref
 from devicectl.plain import plain
@@ -160,7 +161,8 @@ def _show_session(console: Console, rec: SessionRecord, notes: list[Note],
         table.add_column(col, justify="left" if col == "zone" else "right")
     for z in rec.zones:
         table.add_row(plain(z.name), f"{z.depth_um / 1000:.2f}", f"{z.rate_dhz / 10:g}",
-                      f"{100 * z.fraction:.0f} % / {100 * z.target_fraction:.0f} %",
+                      f"{share_text(z.fraction, z.target_fraction)} % / "
+                      f"{100 * z.target_fraction:.0f} %",
                       str(z.strokes), str(z.cells_at_max), "yes" if z.done else "no")
     console.print(table)
     for n in notes:

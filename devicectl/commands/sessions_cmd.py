@@ -28,6 +28,7 @@ from devicectl.eventkinds import (
     treatment_order,
 )
 from devicectl.liveness import is_running
+from devicectl.mapstyle import share_text
 from devicectl.plain import plain
 from devicectl.records_where import db_arg, default_db_path, resolve_db
 from devicectl.report_content import cartridges_text
@@ -278,7 +279,7 @@ def show_session(args: argparse.Namespace) -> int:
             plain(z.name + (" ✓" if z.done else "")),
             f"{z.depth_um / 1000:.2f}",
             f"{z.rate_dhz / 10:.1f}",
-            f"{z.fraction * 100:.0f}% / {z.target_fraction * 100:.0f}%",
+            f"{share_text(z.fraction, z.target_fraction)}% / {z.target_fraction * 100:.0f}%",
             str(z.strokes),
             _clock(z.seconds),
             str(z.cells_at_max),
