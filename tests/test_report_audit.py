@@ -438,3 +438,21 @@ def test_a_share_short_of_its_target_is_not_printed_as_the_target(
         for line in lines:
             coverage = line.split("│")[4].strip()
             assert not re.match(rf"{reached} ?%", coverage), line
+
+
+def test_an_interval_refusal_does_not_say_a_treatment_was_0_days_ago(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The interval since the last treatment, as the NO-GO and the OVERRIDE record (and
+    so the report's override paragraph) say it: safety_gonogo._days_text
+    (devicectl/safety_gonogo.py:82-83) printed a session minutes ago as "0.0 days
+    ago", a figure rounded to 0 that is not 0."""
+    db = tmp_path / "r.db"
+    assert _run(db, "--seed", "21") == 0
+    capsys.readouterr()
+    assert _run(db, "--seed", "22") == 1
+    out = capsys.readouterr().out
+    refusals = [x for x in out.splitlines() if x.startswith("NO-GO") and " ago" in x]
+    assert refusals, out
+    for line in refusals:
+        assert "0.0 days" not in line, line
