@@ -456,3 +456,30 @@ def test_an_interval_refusal_does_not_say_a_treatment_was_0_days_ago(
     assert refusals, out
     for line in refusals:
         assert "0.0 days" not in line, line
+
+
+def test_a_continuations_totals_say_they_include_its_predecessors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A continuation (a new session after a lost link, `run --resume`) records its
+    predecessor's strokes in its own (the grid restored; guard above). Its report
+    (report_content.build_content's header, devicectl/report_content.py:263-279) and
+    `patients show` (devicectl/commands/patients_cmd.py:156-158) did not say so: the
+    predecessor's report and row carry the same strokes, and a reader adding the
+    patient's sessions counted them twice. Both must name the session continued and
+    say its figures are included."""
+    monkeypatch.setenv("COLUMNS", "200")
+    db = tmp_path / "r.db"
+    assert _run(db, "--seed", "5", "--scenario", "disconnect") == 4
+    assert main(["run", "--resume", "1", "--sim", "--yes", "--speed", "0", "--seed", "5",
+                 "--db", str(db), "--quiet", *GATE]) == 0
+    html = _report_html(db, 2, tmp_path / "out")
+    header = re.search(r'<table class="header">(.*?)</table>', html, re.S)
+    assert header is not None
+    assert re.search(r"session 1\b[^<]*includ", header.group(1)), header.group(1)
+    capsys.readouterr()
+    assert main(["patients", "show", "P-AUD1", "--db", str(db)]) == 0
+    out = capsys.readouterr().out
+    head = next(x for x in out.splitlines() if x.startswith("session 2 "))
+    block = out[out.index(head):out.index("┏", out.index(head))]
+    assert re.search(r"continues session 1\b[^┏]*includ", block), block
