@@ -113,6 +113,15 @@ def cartridges_text(rec: SessionRecord, events: Sequence[EventRecord]) -> str:
     return ", then ".join(str(c) for c in ids) or "?"
 
 
+def continued_id(events: Sequence[EventRecord]) -> int | None:
+    """The session this one continues (its first record, CONTINUES), or None."""
+    first = events[0] if events else None
+    if first is not None and first.kind == "CONTINUES":
+        sid = first.data.get("session_id")
+        return sid if isinstance(sid, int) else None
+    return None
+
+
 def _needle_count(events: Sequence[EventRecord]) -> int | None:
     for e in events:
         if e.kind == "DEVICE" and isinstance(e.data.get("needle_count"), int):
@@ -260,8 +269,11 @@ def build_content(
     failed = " — RECORDS FAIL VERIFICATION" if chain.problem is not None else ""
     estops = estop_count(events)
     head_text = chain.head or "none (the chain is broken or the session predates it)"
+    continues = continued_id(events)
     header = (
         ("session", str(rec.id)),
+        *((("continues", f"session {continues}: its strokes, punctures and time are included "
+                         "here (its grid was restored)"),) if continues is not None else ()),
         ("patient ref", rec.patient_ref),
         ("operator", rec.operator or "? (not recorded)"),
         ("profile", rec.profile_name),

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -17,11 +17,13 @@ from rich.table import Table
 
 from devicectl.commands import utf8_text
 from devicectl.errors import DevicectlError, StoreError
+from devicectl.eventkinds import EventFilter, select_events
 from devicectl.mapstyle import share_text
 from devicectl.notes import ADVERSE_KINDS, Note, add_note, notes_of
 from devicectl.patients import patient_ref
 from devicectl.plain import plain
 from devicectl.records_where import db_arg, default_db_path, resolve_db
+from devicectl.report_content import continued_id
 from devicectl.safety import INTERVAL_DEPTH_UM
 from devicectl.safety_gonogo import ZoneInterval, zone_interval_days
 from devicectl.store import SessionRecord, Store, parse_wall
@@ -93,6 +95,8 @@ class _Patient:
     notes: dict[int, list[Note]]
     #: the sessions without an outcome whose run holds their lock now (liveness.py)
     running: frozenset[int] = frozenset()
+    #: session id -> the session it continues (a new session after a lost link)
+    continues: dict[int, int] = field(default_factory=dict)
 
     @property
     def adverse(self) -> list[Note]:
@@ -110,11 +114,14 @@ def _patients(path: Path | str) -> tuple[str, dict[str, _Patient]]:
         records = sorted(store.sessions(limit=ALL_SESSIONS), key=lambda r: r.id)
         notes = notes_of(store.conn, [r.id for r in records])
         live = store.running_ids([r.id for r in records if r.outcome is None])
+        flt = EventFilter.parse(["CONTINUES"], None)
+        continues = {r.id: c for r in records if (c := continued_id(
+            select_events(store.conn, r.id, flt).events)) is not None}
         where = str(store.path)
     out: dict[str, _Patient] = {}
     for rec in records:
         ref = rec.patient_ref.strip().upper()
-        out.setdefault(ref, _Patient(ref, [], notes, live)).sessions.append(rec)
+        out.setdefault(ref, _Patient(ref, [], notes, live, continues)).sessions.append(rec)
     return where, out
 
 
@@ -146,16 +153,19 @@ def show_patient(args: argparse.Namespace) -> int:
     console.print(plain(f"patient {ref} · {len(patient.sessions)} sessions · "
                        f"{len(patient.adverse)} adverse events", "bold"))
     for rec in patient.sessions:
-        _show_session(console, rec, patient.notes[rec.id], patient.outcome(rec))
+        _show_session(console, rec, patient.notes[rec.id], patient.outcome(rec),
+                      patient.continues.get(rec.id))
     console.print(_interval_table(patient.sessions))
     return 0
 
 
 def _show_session(console: Console, rec: SessionRecord, notes: list[Note],
-                  outcome: str) -> None:
+                  outcome: str, continues: int | None = None) -> None:
     head = (f"session {rec.id} · {rec.started_at} · {rec.profile_name} "
             f"({rec.profile_hash[:12]}) · {outcome} · operator "
             f"{rec.operator or '?'}")
+    if continues is not None:
+        head += f" · continues session {continues}: its strokes are included here"
     table = Table(title=plain(head), title_justify="left")
     for col in ("zone", "depth mm", "rate Hz", "coverage", "strokes", "cells at max", "done"):
         table.add_column(col, justify="left" if col == "zone" else "right")
