@@ -483,3 +483,15 @@ def test_a_continuations_totals_say_they_include_its_predecessors(
     head = next(x for x in out.splitlines() if x.startswith("session 2 "))
     block = out[out.index(head):out.index("┏", out.index(head))]
     assert re.search(r"continues session 1\b[^┏]*includ", block), block
+
+
+def test_sessions_show_of_records_that_fail_verify_says_so(
+    tracked: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """As the report: `sessions show` (devicectl/commands/sessions_cmd.py:233-272)
+    printed a tampered session's header, zones and events as if sound."""
+    db = _tampered(tracked, tmp_path)
+    capsys.readouterr()
+    assert main(["sessions", "show", "1", "--db", str(db)]) == 0
+    out = capsys.readouterr().out
+    assert "FAIL" in out.splitlines()[0] and "sessions verify" in out.splitlines()[0], out[:300]
