@@ -17,6 +17,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from devicectl.chain import verify_session
 from devicectl.commands import whole_number
 from devicectl.commands.chain_cmd import add_verify
 from devicectl.commands.patients_cmd import add_note_command
@@ -81,7 +82,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                         help="only events from this far into the session (default: from "
                         "its start)")
     show_p.add_argument("--json", action="store_true",
-                        help="print one JSON document {session, zones, events, hidden} "
+                        help="print one JSON document {session, zones, events, hidden, "
+                        "verify_problem (null when the hash chain holds)} "
                         "instead of tables")
     show_p.set_defaults(func=show_session)
 
@@ -241,6 +243,7 @@ def show_session(args: argparse.Namespace) -> int:
         flt = EventFilter.parse(getattr(args, "kind", None), since_wall)
         selection = select_events(store.conn, args.id, flt)
         order = treatment_order(store.conn, args.id)
+        chain = verify_session(store.conn, args.id)
         fitted = select_events(store.conn, args.id, EventFilter.parse(["DEVICE"], None))
         cartridges = cartridges_text(rec, fitted.events)
     events = selection.events
@@ -249,9 +252,13 @@ def show_session(args: argparse.Namespace) -> int:
         document = json.loads(export_json(rec, events))
         document["session"]["status"] = outcome_text(rec.outcome, running=running)
         document["hidden"] = selection.hidden
+        document["verify_problem"] = chain.problem  # None: the chain holds
         print(json.dumps(document, indent=2, default=str, ensure_ascii=False))
         return 0
     console = Console()
+    if chain.problem is not None:  # first: nothing below can be taken as what happened
+        console.print(plain(f"RECORDS FAIL VERIFICATION (devicectl sessions verify {rec.id}): "
+                            f"{chain.problem}", "bold white on red"), soft_wrap=True)
     head = Table.grid(padding=(0, 2))
     head.add_column(style="bold")
     head.add_column()
