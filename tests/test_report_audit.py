@@ -495,3 +495,36 @@ def test_sessions_show_of_records_that_fail_verify_says_so(
     assert main(["sessions", "show", "1", "--db", str(db)]) == 0
     out = capsys.readouterr().out
     assert "FAIL" in out.splitlines()[0] and "sessions verify" in out.splitlines()[0], out[:300]
+
+
+def test_patients_show_says_when_a_zone_may_be_treated_to_the_minute(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """docs/clinic.md "Patients": patients show says per zone "from when it may be
+    treated again". _interval_table (devicectl/commands/patients_cmd.py:211) printed
+    the day only ("from 2027-01-04"), while the go/no-go refuses until the hour the
+    interval ends: a session booked that morning was refused. Recomputed here: the
+    moment printed is not before the session's end + the 28 days of a deep zone."""
+    from datetime import UTC, datetime, timedelta
+
+    from devicectl.store import ZoneCoverage
+
+    monkeypatch.setenv("COLUMNS", "200")
+    ended = (datetime.now(UTC) - timedelta(days=1)).replace(hour=20, minute=0, second=0,
+                                                             microsecond=0)
+    db = tmp_path / "r.db"
+    with Store(db) as store:
+        sid = store.create_session(patient_ref="P-AUD7", profile_name="t", profile_hash="h",
+                                   profile_text="",
+                                   started_at=(ended - timedelta(hours=1)).isoformat())
+        store.save_coverage(sid, [ZoneCoverage(3, "vertex", 1500, 1200, 0.9, 0.9, 900, 0,
+                                               True, 60.0)], None)
+        store.close_session(sid, "complete", ended.isoformat())
+    capsys.readouterr()
+    assert main(["patients", "show", "P-AUD7", "--db", str(db)]) == 0
+    out = capsys.readouterr().out
+    row = next(x for x in out.splitlines() if x.startswith("│ vertex") and "days" in x)
+    shown = re.search(r"from (\d{4}-\d\d-\d\d)(?:[ T](\d\d:\d\d))?", row)
+    assert shown is not None, row
+    moment = datetime.fromisoformat(f"{shown.group(1)}T{shown.group(2) or '00:00'}+00:00")
+    assert moment >= ended + timedelta(days=28), row
