@@ -208,7 +208,9 @@ def _interval_table(sessions: list[SessionRecord]) -> Table:
         days = zone_interval_days(ZoneInterval(name, depth_um, interval or 0),
                                   deep_before=depth_um > INTERVAL_DEPTH_UM)
         due = moment + timedelta(days=days)
-        when = "now" if due <= now else f"from {due.date().isoformat()}"
+        # to the minute, rounded up: the go/no-go refuses until the moment itself
+        up = (due + timedelta(seconds=59, microseconds=999_999)).astimezone(UTC)
+        when = "now" if due <= now else f"from {up:%Y-%m-%d %H:%M} UTC"
         shown = f"{days} days" if interval is not None else f"{days} days (profile unreadable)"
         table.add_row(plain(name), moment.date().isoformat(), str(rec.id),
                       f"{depth_um / 1000:.2f}", shown, when)
