@@ -528,3 +528,29 @@ def test_patients_show_says_when_a_zone_may_be_treated_to_the_minute(
     assert shown is not None, row
     moment = datetime.fromisoformat(f"{shown.group(1)}T{shown.group(2) or '00:00'}+00:00")
     assert moment >= ended + timedelta(days=28), row
+
+
+def test_patients_show_lists_the_zones_a_session_spilled_onto(
+    tracked: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """docs/safety.md:88 (intervals): a zone that took spill from a session's footprint
+    counts as treated then, at the spill's depth, and the go/no-go holds it to its
+    interval (store.days_since_spill). patients show's interval table
+    (devicectl/commands/patients_cmd.py:198-201) listed only the zones with strokes:
+    a zone the 1.5 mm treatment spilled onto was missing, read as free to treat.
+    Recomputed here from the saved grid: every zone of the map that took spill."""
+    from devicectl.zones import load_zone_map
+
+    monkeypatch.setenv("COLUMNS", "200")
+    grid = _grid(tracked, 1)
+    labels = grid["labels"].astype(np.int64)
+    spilled = {int(v) & ~0xC0 for v in np.unique(labels[grid["spilled"].astype(bool)])}
+    names = {z.id: z.name for z in load_zone_map().zones}
+    spill_zones = {names[z] for z in spilled if z in names} - {"vertex", "mid_scalp"}
+    assert spill_zones  # this session's footprint reached past its zones' borders
+    capsys.readouterr()
+    assert main(["patients", "show", "P-AUD1", "--db", str(tracked)]) == 0
+    out = capsys.readouterr().out
+    table = out[out.index("interval status"):]
+    for name in spill_zones:
+        assert re.search(rf"│ {name}\s+│.*│ from ", table), (name, table)
