@@ -6,7 +6,7 @@ which adds a note or an adverse event to a session, also after it ended.
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -144,7 +144,8 @@ def list_patients(args: argparse.Namespace) -> int:
 
 def show_patient(args: argparse.Namespace) -> int:
     ref = patient_ref(args.ref)
-    path, patients = _patients(_db(args))
+    db = _db(args)
+    path, patients = _patients(db)
     patient = patients.get(ref)
     if patient is None:
         raise DevicectlError(f"no sessions of patient {ref} in {path}; `devicectl patients "
@@ -155,8 +156,22 @@ def show_patient(args: argparse.Namespace) -> int:
     for rec in patient.sessions:
         _show_session(console, rec, patient.notes[rec.id], patient.outcome(rec),
                       patient.continues.get(rec.id))
-    console.print(_interval_table(patient.sessions))
+    console.print(_interval_table(patient.sessions, _spills(db, patient.sessions)))
     return 0
+
+
+def _spills(db: Path | str, sessions: list[SessionRecord]) -> dict[int, dict[str, int]]:
+    """Session id -> the zones its footprint spilled onto (from its saved grid), with the
+    deepest treatment that spilled: the go/no-go holds them to their interval too."""
+    from devicectl.store import zone_spill_of
+    from devicectl.zones import load_zone_map
+
+    names = {z.id: z.name for z in load_zone_map().zones}
+    with Store(db, create=False) as store:
+        return {rec.id: {names[zid]: depth_um
+                         for zid, (cm2, depth_um) in zone_spill_of(store, rec.id).items()
+                         if zid in names and cm2 > 0 and depth_um > 0}
+                for rec in sessions}
 
 
 def _show_session(console: Console, rec: SessionRecord, notes: list[Note],
@@ -190,20 +205,25 @@ def _profile_interval(rec: SessionRecord) -> int | None:
         return None
 
 
-def _interval_table(sessions: list[SessionRecord]) -> Table:
-    """Per zone: the last session that stamped it, and from when it may be treated again
-    (that session's profile interval, with the 28-day floor after a deep treatment)."""
-    latest: dict[str, tuple[datetime, SessionRecord, int]] = {}
+def _interval_table(sessions: list[SessionRecord],
+                    spills: Mapping[int, Mapping[str, int]] | None = None) -> Table:
+    """Per zone: the last session that stamped it or spilled onto it (`spills`: _spills),
+    and from when it may be treated again (that session's profile interval, with the
+    28-day floor after a deep treatment or spill)."""
+    latest: dict[str, tuple[datetime, SessionRecord, int, bool]] = {}
     for rec in sessions:
         moment = parse_wall(rec.ended_at or rec.started_at)
-        for z in rec.zones:
-            if z.strokes > 0 and (z.name not in latest or moment >= latest[z.name][0]):
-                latest[z.name] = (moment, rec, z.depth_um)
+        touched = {z.name: z.depth_um for z in rec.zones if z.strokes > 0}
+        spilled = (spills or {}).get(rec.id, {})
+        for name in touched.keys() | spilled.keys():
+            if name not in latest or moment >= latest[name][0]:
+                depth_um = max(touched.get(name, 0), spilled.get(name, 0))
+                latest[name] = (moment, rec, depth_um, name not in touched)
     now = datetime.now(UTC)
     table = Table(title="interval status", title_justify="left")
     for col in ("zone", "last treated", "session", "depth mm", "interval", "may be treated"):
         table.add_column(col)
-    for name, (moment, rec, depth_um) in sorted(latest.items()):
+    for name, (moment, rec, depth_um, by_spill) in sorted(latest.items()):
         interval = _profile_interval(rec)
         days = zone_interval_days(ZoneInterval(name, depth_um, interval or 0),
                                   deep_before=depth_um > INTERVAL_DEPTH_UM)
@@ -213,5 +233,5 @@ def _interval_table(sessions: list[SessionRecord]) -> Table:
         when = "now" if due <= now else f"from {up:%Y-%m-%d %H:%M} UTC"
         shown = f"{days} days" if interval is not None else f"{days} days (profile unreadable)"
         table.add_row(plain(name), moment.date().isoformat(), str(rec.id),
-                      f"{depth_um / 1000:.2f}", shown, when)
+                      f"{depth_um / 1000:.2f}" + (" (spill)" if by_spill else ""), shown, when)
     return table
