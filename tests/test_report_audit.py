@@ -554,3 +554,35 @@ def test_patients_show_lists_the_zones_a_session_spilled_onto(
     table = out[out.index("interval status"):]
     for name in spill_zones:
         assert re.search(rf"│ {name}\s+│.*│ from ", table), (name, table)
+
+
+def test_patients_show_times_an_interrupted_session_from_its_last_record(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The go/no-go times a session from its last record (store.days_since_deep_treatment:
+    the latest of start, end and the last event's wall). _interval_table
+    (devicectl/commands/patients_cmd.py:215) took an interrupted session's start (it has
+    no end): it said a zone may be treated from a moment the go/no-go still refuses."""
+    from datetime import UTC, datetime, timedelta
+
+    from devicectl.store import EventRecord, ZoneCoverage
+
+    monkeypatch.setenv("COLUMNS", "200")
+    start = (datetime.now(UTC) - timedelta(days=1)).replace(minute=0, second=0, microsecond=0)
+    last = start + timedelta(hours=2)
+    db = tmp_path / "r.db"
+    with Store(db) as store:
+        sid = store.create_session(patient_ref="P-AUD8", profile_name="t", profile_hash="h",
+                                   profile_text="", started_at=start.isoformat())
+        store.save_coverage(sid, [ZoneCoverage(3, "vertex", 1500, 1200, 0.5, 0.9, 900, 0,
+                                               False, 60.0)], None)
+        store.append_events(sid, [EventRecord(7_200_000_000, last.isoformat(), "STATE",
+                                              "STAMPING -> PAUSED", 3, {})])
+    capsys.readouterr()
+    assert main(["patients", "show", "P-AUD8", "--db", str(db)]) == 0
+    out = capsys.readouterr().out
+    row = next(x for x in out.splitlines() if x.startswith("│ vertex") and "days" in x)
+    shown = re.search(r"from (\d{4}-\d\d-\d\d)[ T](\d\d:\d\d)", row)
+    assert shown is not None, row
+    moment = datetime.fromisoformat(f"{shown.group(1)}T{shown.group(2)}+00:00")
+    assert moment >= last + timedelta(days=28), row
