@@ -156,22 +156,29 @@ def show_patient(args: argparse.Namespace) -> int:
     for rec in patient.sessions:
         _show_session(console, rec, patient.notes[rec.id], patient.outcome(rec),
                       patient.continues.get(rec.id))
-    console.print(_interval_table(patient.sessions, _spills(db, patient.sessions)))
+    spills, lasts = _interval_facts(db, patient.sessions)
+    console.print(_interval_table(patient.sessions, spills, lasts))
     return 0
 
 
-def _spills(db: Path | str, sessions: list[SessionRecord]) -> dict[int, dict[str, int]]:
-    """Session id -> the zones its footprint spilled onto (from its saved grid), with the
-    deepest treatment that spilled: the go/no-go holds them to their interval too."""
+def _interval_facts(
+    db: Path | str, sessions: list[SessionRecord]
+) -> tuple[dict[int, dict[str, int]], dict[int, str]]:
+    """Per session id, what the go/no-go reads too: the zones its footprint spilled onto
+    (from its saved grid) with the deepest treatment that spilled, and, for one without
+    an end (interrupted), its last record's time."""
     from devicectl.store import zone_spill_of
     from devicectl.zones import load_zone_map
 
     names = {z.id: z.name for z in load_zone_map().zones}
     with Store(db, create=False) as store:
-        return {rec.id: {names[zid]: depth_um
-                         for zid, (cm2, depth_um) in zone_spill_of(store, rec.id).items()
-                         if zid in names and cm2 > 0 and depth_um > 0}
-                for rec in sessions}
+        spills = {rec.id: {names[zid]: depth_um
+                           for zid, (cm2, depth_um) in zone_spill_of(store, rec.id).items()
+                           if zid in names and cm2 > 0 and depth_um > 0}
+                  for rec in sessions}
+        lasts = {rec.id: max((e.wall for e in events), key=parse_wall) for rec in sessions
+                 if rec.ended_at is None and (events := store.events(rec.id))}
+    return spills, lasts
 
 
 def _show_session(console: Console, rec: SessionRecord, notes: list[Note],
@@ -206,13 +213,16 @@ def _profile_interval(rec: SessionRecord) -> int | None:
 
 
 def _interval_table(sessions: list[SessionRecord],
-                    spills: Mapping[int, Mapping[str, int]] | None = None) -> Table:
+                    spills: Mapping[int, Mapping[str, int]] | None = None,
+                    lasts: Mapping[int, str] | None = None) -> Table:
     """Per zone: the last session that stamped it or spilled onto it (`spills`: _spills),
     and from when it may be treated again (that session's profile interval, with the
     28-day floor after a deep treatment or spill)."""
     latest: dict[str, tuple[datetime, SessionRecord, int, bool]] = {}
     for rec in sessions:
-        moment = parse_wall(rec.ended_at or rec.started_at)
+        # as the go/no-go: the latest of its start, its end and its last record
+        moment = max(parse_wall(w) for w in (rec.started_at, rec.ended_at,
+                                             (lasts or {}).get(rec.id)) if w is not None)
         touched = {z.name: z.depth_um for z in rec.zones if z.strokes > 0}
         spilled = (spills or {}).get(rec.id, {})
         for name in touched.keys() | spilled.keys():
