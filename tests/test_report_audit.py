@@ -187,7 +187,8 @@ def test_sessions_show_does_not_call_spots_at_their_maximum_over_it(
 @pytest.fixture(scope="module")
 def resumed_in_place(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A session killed (SIGKILL) once its records hold 300 strokes, then resumed
-    in place (`run --resume`) with another pen's cartridge, to completion."""
+    in place (`run --resume`) by another operator with another pen's cartridge, to
+    completion."""
     db = tmp_path_factory.mktemp("resumed") / "r.db"
     argv = ["run", "--profile", str(TWO), "--patient", "P-AUD2", "--sim", "--yes",
             "--speed", "1", "--seed", "12", "--db", str(db), "--quiet", *GATE]
@@ -207,8 +208,9 @@ def resumed_in_place(tmp_path_factory: pytest.TempPathFactory) -> Path:
     with Store(db) as store:
         before = store.session(1)
     assert before.outcome is None and sum(z.strokes for z in before.zones) >= 300
+    later = tuple("OP-LATER" if a == "OP-TEST" else a for a in GATE)  # another operator
     assert main(["run", "--resume", "1", "--sim", "--yes", "--speed", "0", "--seed", "13",
-                 "--db", str(db), "--quiet", *GATE]) == 0
+                 "--db", str(db), "--quiet", *later]) == 0
     return db
 
 
@@ -586,3 +588,24 @@ def test_patients_show_times_an_interrupted_session_from_its_last_record(
     assert shown is not None, row
     moment = datetime.fromisoformat(f"{shown.group(1)}T{shown.group(2)}+00:00")
     assert moment >= last + timedelta(days=28), row
+
+
+def test_every_operator_of_a_resumed_session_is_named(
+    resumed_in_place: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The header's operator (docs/clinic.md "The report": "a header (patient, operator,
+    ..."). A session resumed in place by another operator (`run --resume --operator`,
+    recorded as OPERATOR "resumed by operator ...") printed only the first
+    (report_content.build_content, devicectl/report_content.py:278; sessions show,
+    devicectl/commands/sessions_cmd.py:269): whoever treated the rest was named nowhere
+    a reader looks first."""
+    monkeypatch.setenv("COLUMNS", "200")
+    html = _report_html(resumed_in_place, 1, tmp_path / "out")
+    header = re.search(r"<td>operator</td><td>([^<]*)</td>", html)
+    assert header is not None
+    assert "OP-TEST" in header.group(1) and "OP-LATER" in header.group(1), header.group(1)
+    capsys.readouterr()
+    assert main(["sessions", "show", "1", "--db", str(resumed_in_place)]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("operator"))
+    assert "OP-TEST" in line and "OP-LATER" in line, line
