@@ -113,6 +113,15 @@ def cartridges_text(rec: SessionRecord, events: Sequence[EventRecord]) -> str:
     return ", then ".join(str(c) for c in ids) or "?"
 
 
+def operators_text(rec: SessionRecord, events: Sequence[EventRecord]) -> str | None:
+    """The session's operator, then whoever resumed it (OPERATOR records), in order;
+    None when none is recorded."""
+    resumed = [str(e.data["operator"]) for e in events
+               if e.kind == "OPERATOR" and isinstance(e.data.get("operator"), str)]
+    ids = list(dict.fromkeys(([rec.operator] if rec.operator else []) + resumed))
+    return ", then ".join(ids) or None
+
+
 def continued_id(events: Sequence[EventRecord]) -> int | None:
     """The session this one continues (its first record, CONTINUES), or None."""
     first = events[0] if events else None
@@ -275,7 +284,7 @@ def build_content(
         *((("continues", f"session {continues}: its strokes, punctures and time are included "
                          "here (its grid was restored)"),) if continues is not None else ()),
         ("patient ref", rec.patient_ref),
-        ("operator", rec.operator or "? (not recorded)"),
+        ("operator", operators_text(rec, events) or "? (not recorded)"),
         ("profile", rec.profile_name),
         ("profile hash", rec.profile_hash),
         ("pen", f"serial {rec.device_serial if rec.device_serial is not None else '?'}, "

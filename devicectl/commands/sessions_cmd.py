@@ -32,7 +32,7 @@ from devicectl.liveness import is_running
 from devicectl.mapstyle import share_text
 from devicectl.plain import plain
 from devicectl.records_where import db_arg, default_db_path, resolve_db
-from devicectl.report_content import cartridges_text
+from devicectl.report_content import cartridges_text, operators_text
 from devicectl.store import EventRecord, SessionRecord, Store, parse_wall
 
 CSV_COLUMNS = ("t_us", "since_start_s", "wall", "kind", "zone_id", "safety", "text", "data")
@@ -244,8 +244,10 @@ def show_session(args: argparse.Namespace) -> int:
         selection = select_events(store.conn, args.id, flt)
         order = treatment_order(store.conn, args.id)
         chain = verify_session(store.conn, args.id)
-        fitted = select_events(store.conn, args.id, EventFilter.parse(["DEVICE"], None))
-        cartridges = cartridges_text(rec, fitted.events)
+        fitted = select_events(store.conn, args.id,
+                               EventFilter.parse(["DEVICE,OPERATOR"], None)).events
+        cartridges = cartridges_text(rec, fitted)
+        operators = operators_text(rec, fitted)
     events = selection.events
     running = rec.outcome is None and _running(path, rec.id)
     if getattr(args, "json", False):
@@ -266,7 +268,7 @@ def show_session(args: argparse.Namespace) -> int:
     for name, value in (
         ("session", rec.id),
         ("patient ref", rec.patient_ref),
-        ("operator", rec.operator or "?"),
+        ("operator", operators or "?"),
         ("profile", f"{rec.profile_name} ({rec.profile_hash[:12]})"),
         ("pen", f"serial {serial}, firmware {_fw(rec.fw_version)}"),
         ("cartridge", cartridges),
