@@ -609,3 +609,29 @@ def test_every_operator_of_a_resumed_session_is_named(
     assert main(["sessions", "show", "1", "--db", str(resumed_in_place)]) == 0
     line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("operator"))
     assert "OP-TEST" in line and "OP-LATER" in line, line
+
+
+def test_the_depth_curve_reaches_the_deepest_stroke_the_pen_reported(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The report's depth figure plots the SAMPLE records ("measured (peak per sample)",
+    report_figures.depth_over_time). SessionRecords.sample
+    (devicectl/session_records.py:84-105) records the peak once a second only: the
+    over-depth that ended a session in an ESTOP fell after the last SAMPLE and was on
+    no curve (a run of the same scenario: the curve 0.51 mm, the pen 0.61 mm). From
+    the flight recorder's frames (`sessions frames`): the deepest TELEMETRY the pen
+    sent is on the curve."""
+    db = tmp_path / "r.db"
+    assert _run(db, "--seed", "9", "--scenario", "overshoot-no-limit",
+                profile=DATA / "short-frontal.yaml") == 3
+    capsys.readouterr()
+    assert main(["sessions", "frames", "1", "--db", str(db)]) == 0
+    import json
+
+    frames = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    deepest = max(f["depth_meas_um"] for f in frames
+                  if f["dir"] == "rx" and f.get("type") == "TELEMETRY")
+    with Store(db) as store:
+        curve = [e.data.get("depth_meas_um") or 0 for e in store.events(1)
+                 if e.kind == "SAMPLE"]
+    assert deepest > 600 and max(curve) >= deepest, (max(curve), deepest)
