@@ -235,11 +235,13 @@ class Controller(ControllerTelemetry):
         return self._link.unacked > 0
 
     def zone_seconds(self, zone_id: int, now_us: int) -> float:
-        """Time from a zone's first START to its end (or to now), pauses included."""
+        """Time from a zone's first START to its end (or to now), pauses included; a
+        resumed session's time on it before this run added."""
+        before = self._zone_seconds_before.get(zone_id, 0.0)
         start = self._zone_started.get(zone_id)
         if start is None:
-            return 0.0
-        return (self._zone_done_us.get(zone_id, now_us) - start) / 1e6
+            return before
+        return before + (self._zone_done_us.get(zone_id, now_us) - start) / 1e6
 
     @property
     def first_start_us(self) -> int | None:

@@ -97,6 +97,7 @@ class ControllerCore:
         keys: KeySource | None = None,
         entropy: Callable[[int], bytes] = os.urandom,
         telemetry_hz: int = TELEMETRY_HZ,
+        zone_seconds_before: Mapping[int, float] | None = None,
     ) -> None:
         self._plan_for = plan_for
         #: the rate CONFIGURE asks for (the product's TELEMETRY_HZ; benches ask 1 kHz)
@@ -162,6 +163,9 @@ class ControllerCore:
         #: zone id -> when it was first started, and when it was done (µs)
         self._zone_started: dict[int, int] = {}
         self._zone_done_us: dict[int, int] = {}
+        #: a resumed session's time on each zone before this run (its strokes are in the
+        #: restored coverage: its time goes on from there too)
+        self._zone_seconds_before: dict[int, float] = dict(zone_seconds_before or {})
         #: why the records cannot be written (Command.RECORDS_FAILED), or None
         self.records_failure: str | None = None
 

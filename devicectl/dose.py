@@ -20,6 +20,7 @@ import numpy as np
 import numpy.typing as npt
 
 from devicectl.errors import DevicectlError
+from devicectl.mapstyle import share_text
 
 #: The hand speed that defines a pass, and estimates passes without position (mm/s).
 NOMINAL_HAND_SPEED_MM_S: Final = 10.0
@@ -219,9 +220,19 @@ def dose_cells(zone: Mapping[str, Any]) -> tuple[str, str, str]:
     goal = float(zone.get("target_fraction") or 0.0)
     at_max = zone.get("at_max_fraction")
     at_max_cm2 = float(zone.get("at_max_cm2") or 0.0)
-    dose = "—" if mean is None else f"{float(mean):.1f}" + (f"/{target}" if target else "")
+    dose = "—" if mean is None else _given(float(mean), 1) + (f"/{target}" if target else "")
     return (
         dose + (" passes" if mean is not None else ""),
-        f"{100 * fraction:.0f}/{100 * goal:.0f} %",
-        "—" if at_max is None else f"{100 * float(at_max):.1f} % {at_max_cm2:.1f} cm²",
+        f"{share_text(fraction, goal)}/{100 * goal:.0f} %",
+        "—" if at_max is None else
+        f"{_given(100 * float(at_max), 1)} % {_given(at_max_cm2, 1)} cm²",
     )
+
+
+def _given(value: float, decimals: int) -> str:
+    """`value` to `decimals` places; a dose given but too small to show is "<0.1" (or
+    "<1"), never "0": zero is for nothing given."""
+    step = 10.0 ** -decimals
+    if 0 < value < step / 2:
+        return f"<{step:.{decimals}f}"
+    return f"{value:.{decimals}f}"

@@ -8,6 +8,7 @@ plan does not treat is pale grey and says so.
 
 from __future__ import annotations
 
+import math
 from typing import Final
 
 #: ColorBrewer RdYlGn, 11 classes: the anchors of matplotlib's "RdYlGn" colormap.
@@ -40,9 +41,20 @@ def reached(fraction: float, target_fraction: float) -> float:
     return fraction / target_fraction if target_fraction else 1.0
 
 
+def share_text(fraction: float, target_fraction: float) -> str:
+    """A zone's share at target as a whole percent (no sign), never rounded up to its
+    target when short of it (89.6 of 90 is "89.6") nor down to 0 above 0 ("<1")."""
+    pct = 100 * fraction
+    if 0 < pct < 0.5:
+        return "<1"
+    if fraction < target_fraction and round(pct) >= round(100 * target_fraction):
+        return f"{math.floor(pct * 10) / 10:.1f}"
+    return f"{pct:.0f}"
+
+
 def zone_words(fraction: float, target_fraction: float) -> str:
     """The second line of a zone's caption: "N % of T %"."""
-    return f"{100 * fraction:.0f} % of {100 * target_fraction:.0f} %"
+    return f"{share_text(fraction, target_fraction)} % of {100 * target_fraction:.0f} %"
 
 
 def zone_caption(label: str, fraction: float | None, target_fraction: float | None) -> str:

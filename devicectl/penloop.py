@@ -173,6 +173,7 @@ def _run(settings: SessionSettings, link: Link, cmds: Connection, pub: Connectio
         settings.recipe, settings.raster, settings.facts, nonce=settings.nonce,
         now_us=monotonic_us(), coverage_state=settings.coverage_state,
         start_zone_index=settings.start_zone_index, keys=settings.keys,
+        zone_seconds_before=dict(settings.zone_seconds_before),
     )
     controller.prepare()  # the coverage, before HELLO starts the pen's watchdog
     writer = RecordWriter(settings.db_path, settings.session_id)

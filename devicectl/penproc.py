@@ -115,6 +115,8 @@ class SessionSettings:
     started_wall: datetime
     coverage_state: bytes | None = None
     start_zone_index: int = 0
+    #: a resumed session's recorded time on each zone: (zone id, seconds)
+    zone_seconds_before: tuple[tuple[int, float], ...] = ()
     #: the keys a pen must prove (a picklable callable: serial -> key), or None
     keys: Any = None
     #: --yes: start and next zone by themselves; a fault ends the session

@@ -93,7 +93,8 @@ STYLE = """body{font:14px/1.4 sans-serif;margin:24px;color:#222;max-width:1000px
 h1{font-size:22px}h2{font-size:17px;margin-top:28px;border-bottom:1px solid #ccc}
 table{border-collapse:collapse;margin:8px 0}td,th{border:1px solid #ccc;padding:3px 8px;
 text-align:left;vertical-align:top}th{background:#f2f2f2}.outcome{font-weight:700}
-.fault td{color:#a00}.warn li{color:#8a5a00}img{max-width:100%}.note{color:#666}"""
+.fault td,.bad{color:#a00}.bad{font-weight:700}.warn li{color:#8a5a00}img{max-width:100%}
+.note{color:#666}"""
 
 
 def render_html(content: ReportContent, figures: dict[str, bytes]) -> str:
@@ -136,10 +137,12 @@ def write_report(
         notes = notes_of(store.conn, [session_id])[session_id]
         chain = verify_session(store.conn, session_id)
         anchors = verify_anchors(store.conn)
+        coverage = store.coverage_state(session_id)
+        running = rec.outcome is None and bool(store.running_ids([session_id]))
     zone_map = zone_map or load_zone_map()
     samples = samples_of(rec, events)
     content = build_content(rec, events, notes, zone_map, chain, bool(samples), NO_SAMPLES,
-                            anchors)
+                            coverage, running, anchors)
     figs = {
         "map": coverage_map(zone_map, rec.zones, f"Session {rec.id}: final coverage per zone",
                             stored_patches(rec)),

@@ -9,12 +9,13 @@ kept as plain strings here; each renderer escapes it for its own medium.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from devicectl.chain import ChainCheck
 from devicectl.errors import DevicectlError, StoreError
+from devicectl.mapstyle import zone_words
 from devicectl.note_anchor import AnchorCheck
 from devicectl.notes import Note
 from devicectl.records import EventRecord, SessionRecord
@@ -30,7 +31,7 @@ FAULT_KINDS = frozenset({"PEN_FAULT", "SAFETY_STOP", "ESTOP", "LINK_LOST"})
 #: The clinic's gate, listed in its own section.
 GATE_KINDS = frozenset({"CHECKLIST", "CONSENT", "OPERATOR", "OVERRIDE", "INSTRUCTIONS"})
 ZONE_HEAD = ("zone", "depth mm", "rate Hz", "coverage reached", "done", "strokes", "time",
-             "spots at maximum", "punctures", "punctures per cm² covered")
+             "spots at maximum", "punctures", "punctures per cm², mean (most)")
 EVENT_HEAD = ("time", "kind", "zone", "text")
 
 
@@ -102,6 +103,35 @@ def profile_warnings(rec: SessionRecord) -> list[str]:
         return [f"the stored profile could not be read again: {exc}"]
 
 
+def cartridges_text(rec: SessionRecord, events: Sequence[EventRecord]) -> str:
+    """Every cartridge the session's pen held, in order (a session resumed with a new
+    one used both; each DEVICE record names the one in the pen), else the recorded one."""
+    fitted = [e.data["cartridge_id"] for e in events
+              if e.kind == "DEVICE" and isinstance(e.data.get("cartridge_id"), int)]
+    if rec.cartridge_id is not None:
+        fitted.append(rec.cartridge_id)
+    ids = list(dict.fromkeys(int(c) for c in fitted))
+    return ", then ".join(str(c) for c in ids) or "?"
+
+
+def operators_text(rec: SessionRecord, events: Sequence[EventRecord]) -> str | None:
+    """The session's operator, then whoever resumed it (OPERATOR records), in order;
+    None when none is recorded."""
+    resumed = [str(e.data["operator"]) for e in events
+               if e.kind == "OPERATOR" and isinstance(e.data.get("operator"), str)]
+    ids = list(dict.fromkeys(([rec.operator] if rec.operator else []) + resumed))
+    return ", then ".join(ids) or None
+
+
+def continued_id(events: Sequence[EventRecord]) -> int | None:
+    """The session this one continues (its first record, CONTINUES), or None."""
+    first = events[0] if events else None
+    if first is not None and first.kind == "CONTINUES":
+        sid = first.data.get("session_id")
+        return sid if isinstance(sid, int) else None
+    return None
+
+
 def _needle_count(events: Sequence[EventRecord]) -> int | None:
     for e in events:
         if e.kind == "DEVICE" and isinstance(e.data.get("needle_count"), int):
@@ -119,8 +149,23 @@ def _stored_zones(rec: SessionRecord) -> list[Any]:
         return []
 
 
-def zone_rows(rec: SessionRecord, events: Sequence[EventRecord],
-              zone_map: ZoneMap | None) -> list[tuple[str, ...]]:
+def grid_dose(rec: SessionRecord, coverage: bytes | None) -> dict[int, dict[str, Any]]:
+    """Each zone's dose measures on the saved grid (dose.zone_dose_stats); none without
+    one, or for a pen without position (its grid holds no dose)."""
+    from devicectl.dose import zone_dose_stats
+
+    if rec.position_mode != "tracked" or not coverage:
+        return {}
+    try:
+        return zone_dose_stats(coverage)
+    except DevicectlError:
+        return {}  # a grid saved before dose was recorded
+
+
+def zone_rows(rec: SessionRecord, events: Sequence[EventRecord], zone_map: ZoneMap | None,
+              stats: Mapping[int, Mapping[str, Any]] | None = None) -> list[tuple[str, ...]]:
+    """The zones table; punctures per cm² is the zone's mean (and its most-dosed spot's)
+    on the saved grid (`stats`: grid_dose), or without position its punctures over its area."""
     needles = _needle_count(events)
     areas = {z.name: z.area_mm2 for z in zone_map.zones} if zone_map is not None else {}
     if zone_map is not None and "patches" in rec.profile_text:  # treated as patches
@@ -128,15 +173,22 @@ def zone_rows(rec: SessionRecord, events: Sequence[EventRecord],
 
         areas |= {z.zone: patch_area_mm2(zone_map, z.zone, z.patch_shapes)
                   for z in _stored_zones(rec) if z.patches and z.zone in zone_map.names}
+    stats = stats or {}
     rows: list[tuple[str, ...]] = []
     for z in rec.zones:
         punctures = z.strokes * needles if needles is not None else None
-        covered_cm2 = areas.get(z.name, 0.0) * z.fraction / 100.0
-        density = (f"{punctures / covered_cm2:.0f}" if punctures is not None and covered_cm2 > 0
-                   else "?")
+        s = stats.get(z.zone_id)
+        area_cm2 = areas.get(z.name, 0.0) / 100.0
+        if s is not None and s["cells"]:  # the dose the saved map holds, spot by spot
+            density = (f"{s['punctures_per_cm2_mean']:.0f} "
+                       f"(most {s['punctures_per_cm2_max']:.0f})")
+        elif punctures is not None and area_cm2 > 0 and not stats:  # no position: no map
+            density = f"{punctures / area_cm2:.0f} (estimated)"
+        else:
+            density = "?"
         rows.append((
             z.name, f"{z.depth_um / 1000:.2f}", f"{z.rate_dhz / 10:.1f}",
-            f"{100 * z.fraction:.0f} % of {100 * z.target_fraction:.0f} %",
+            zone_words(z.fraction, z.target_fraction),
             "yes" if z.done else "no", str(z.strokes), clock(z.seconds), str(z.cells_at_max),
             "?" if punctures is None else str(punctures), density,
         ))
@@ -161,6 +213,15 @@ def _patch_rows(rec: SessionRecord, zone_map: ZoneMap | None) -> list[tuple[str,
 def is_estop(e: EventRecord) -> bool:
     return e.kind == "ESTOP" or (e.kind == "SENT" and e.data.get("type") == "ESTOP") or (
         e.kind == "PEN_FAULT" and "ESTOP" in e.text.upper())
+
+
+def estop_count(events: Sequence[EventRecord]) -> int:
+    """The emergency stops: each ESTOP frame the host sent (its ESTOP event is the same
+    stop, with its reason; records without SENT count those) and each the pen reported."""
+    sent = sum(1 for e in events if e.kind == "SENT" and e.data.get("type") == "ESTOP")
+    decided = sum(1 for e in events if e.kind == "ESTOP")
+    pen = sum(1 for e in events if e.kind == "PEN_FAULT" and "ESTOP" in e.text.upper())
+    return max(sent, decided) + pen
 
 
 def _event_rows(rec: SessionRecord, evs: Sequence[EventRecord]) -> tuple[tuple[str, ...], ...]:
@@ -208,24 +269,35 @@ def build_content(
     chain: ChainCheck,
     samples_recorded: bool,
     no_samples_text: str,
+    coverage: bytes | None = None,
+    running: bool = False,
     anchors: AnchorCheck | None = None,
 ) -> ReportContent:
-    outcome = rec.outcome or "interrupted"
-    estops = [e for e in events if is_estop(e)]
+    """`running`: the session has no outcome because its run holds its lock now
+    (liveness.py), not because it was interrupted."""
+    outcome = rec.outcome or ("running" if running else "interrupted")
+    # records that fail `sessions verify` say so first: in the title, on every page
+    broken = chain.problem is not None or (anchors is not None and anchors.problem is not None)
+    failed = " — RECORDS FAIL VERIFICATION" if broken else ""
+    estops = estop_count(events)
     head_text = chain.head or "none (the chain is broken or the session predates it)"
+    continues = continued_id(events)
     header = (
         ("session", str(rec.id)),
+        *((("continues", f"session {continues}: its strokes, punctures and time are included "
+                         "here (its grid was restored)"),) if continues is not None else ()),
         ("patient ref", rec.patient_ref),
-        ("operator", rec.operator or "? (not recorded)"),
+        ("operator", operators_text(rec, events) or "? (not recorded)"),
         ("profile", rec.profile_name),
         ("profile hash", rec.profile_hash),
         ("pen", f"serial {rec.device_serial if rec.device_serial is not None else '?'}, "
                 f"firmware {fw_text(rec.fw_version)}"),
-        ("cartridge", "?" if rec.cartridge_id is None else str(rec.cartridge_id)),
+        ("cartridge", cartridges_text(rec, events)),
         ("position", rec.position_mode or "?"),
         ("started", rec.started_at),
-        ("ended", rec.ended_at or "— (interrupted: the session can be resumed)"),
-        ("outcome", outcome + (f" after {len(estops)} ESTOP{'s' if len(estops) != 1 else ''}"
+        ("ended", rec.ended_at or ("— (running: this report holds the records so far)"
+                                   if running else "— (interrupted: the session can be resumed)")),
+        ("outcome", outcome + (f" after {estops} ESTOP{'s' if estops != 1 else ''}"
                                if estops else "")),
         ("depth cap", f"{DEPTH_CAP_UM / 1000:.2f} mm"),
         ("records", "simulated (no patient)" if rec.simulated else
@@ -238,8 +310,12 @@ def build_content(
               or (e.safety and e.kind not in ("SENT",) and e.kind not in GATE_KINDS)]
     listed = [e for e in events if e.kind not in ROUTINE_KINDS]
     routine = Counter(e.kind for e in events if e.kind in ROUTINE_KINDS)
-    blocks: list[Block] = [Heading("Zones")]
-    blocks.append(Grid(ZONE_HEAD, tuple(zone_rows(rec, events, zone_map)), "zones")
+    blocks: list[Block] = [] if chain.problem is None else [Para(
+        f"These records FAIL `devicectl sessions verify {rec.id}`: {chain.problem}. "
+        "Nothing below can be taken as what happened until the records are checked.", "bad")]
+    blocks.append(Heading("Zones"))
+    stats = grid_dose(rec, coverage)
+    blocks.append(Grid(ZONE_HEAD, tuple(zone_rows(rec, events, zone_map, stats)), "zones")
                   if rec.zones else Para("no zone results recorded", "note"))
     patches = _patch_rows(rec, zone_map)
     if patches:
@@ -250,12 +326,18 @@ def build_content(
     blocks.append(Heading("Warnings and adjunct instructions"))
     blocks += [Para(w, "warn") for w in warnings] or [Para("none", "note")]
     blocks.append(Heading("Faults and safety stops"))
+    overs = [(z.name, stats[z.zone_id]) for z in rec.zones
+             if stats.get(z.zone_id, {}).get("cells_over_max")]
+    blocks += [Para(f"Zone {name}: {s['cells_over_max']} spots of the saved map over the "
+                    "zone's maximum dose (the most: "
+                    f"{s['punctures_per_cm2_max']:.0f} punctures per cm²).", "bad")
+               for name, s in overs]
     if faults:
-        blocks.append(Para(f"ESTOPs: {len(estops)} (each listed below)",
+        blocks.append(Para(f"ESTOPs: {estops} (each listed below)",
                            "bad" if estops else ""))
         blocks.append(Grid(("time", "kind", "zone", "what happened"), _event_rows(rec, faults),
                            "fault", wide=3))
-    else:
+    elif not overs:
         blocks.append(Para("none", "note"))
     blocks.append(Heading("Adverse events and notes"))
     if notes:
@@ -291,9 +373,10 @@ def build_content(
                            f"({anchors.anchored} notes): {anchors.head}. A note removed "
                            "since changes it."))
     return ReportContent(
-        title=f"Treatment session {rec.id} — {outcome}",
+        title=f"Treatment session {rec.id} — {outcome}{failed}",
         header=header,
         blocks=tuple(blocks),
         chain_head=head_text,
-        running=f"session {rec.id} · patient {rec.patient_ref} · {rec.started_at[:10]}",
+        running=f"session {rec.id} · patient {rec.patient_ref} · {rec.started_at[:10]}"
+                + failed.replace(" — ", " · "),
     )

@@ -80,7 +80,11 @@ def interval_problems(
 
 
 def _days_text(days: float) -> str:
-    return f"{max(days, 0.0):.1f} days"
+    """A tenth of a day, or under a day in hours: a treatment minutes ago is not "0.0 days"."""
+    if days >= 1:
+        return f"{days:.1f} days"
+    hours = max(days, 0.0) * 24
+    return f"{hours:.1f} hours" if hours >= 0.05 else "under 0.1 hours"
 
 
 def region_depth_problems(zones: Sequence[tuple[str, int, int | None]]) -> list[str]:

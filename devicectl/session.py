@@ -266,6 +266,8 @@ class Session:
             with contextlib.suppress(Exception):
                 self.snapshot = self._build_snapshot(self.now_us, finished=True)
             with contextlib.suppress(Exception):
+                self.records.sample(self.now_us, last=True)
+            with contextlib.suppress(Exception):
                 self.records.coverage(self.now_us)
             self._done.set()
 

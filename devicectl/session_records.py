@@ -81,14 +81,16 @@ class SessionRecords:
             safety=event.safety,
         )
 
-    def sample(self, now: int) -> None:
-        """Once a second, the set and peak measured depth and the rate, for reports."""
+    def sample(self, now: int, *, last: bool = False) -> None:
+        """Once a second, the set and peak measured depth and the rate, for reports;
+        `last`: at the end, what came after the last one (an over-depth that ended the
+        session in an ESTOP must be on the report's curve)."""
         t = self._controller.telemetry
         if t is None or self.writer is None:
             return
         if t.depth_meas_um > self._sample_peak_um:
             self._sample_peak_um = t.depth_meas_um
-        if now - self._sample_us < SAMPLE_PERIOD_US:
+        if now - self._sample_us < SAMPLE_PERIOD_US and not (last and now > self._sample_us):
             return
         self._sample_us = now
         peak, self._sample_peak_um = self._sample_peak_um, 0

@@ -92,9 +92,9 @@ def test_a_fault_session_lists_every_estop_and_the_outcome_says_so(
     with Store(db) as store:
         estops = [e for e in store.events(1) if e.kind == "ESTOP" or (
             e.kind == "SENT" and e.data.get("type") == "ESTOP")]
-    assert len(estops) == 2  # the host's decision and the frame it sent
-    assert any("fault after 2 ESTOPs" in line for line in lines)
-    assert any("ESTOPs: 2 (each listed below)" in line for line in lines)
+    assert len(estops) == 2  # the host's decision and the frame it sent: one stop
+    assert any("fault after 1 ESTOP" in line for line in lines)
+    assert any("ESTOPs: 1 (each listed below)" in line for line in lines)
     faults = lines[next(i for i, x in enumerate(lines) if x == "Faults and safety stops"):]
     assert any("SENT" in x and "ESTOP sent" in x for x in faults)
     assert any("ESTOP" in x and "emergency stop sent: measured needle depth" in x for x in faults)

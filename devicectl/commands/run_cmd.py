@@ -289,6 +289,8 @@ def _run(args: argparse.Namespace, interrupts: Interrupts) -> int:
         started_wall=datetime.now(UTC),
         coverage_state=coverage_state,
         start_zone_index=start_zone,
+        zone_seconds_before=tuple((z.zone_id, z.seconds) for z in resumed.zones)
+        if resumed else (),
         keys=keys,
         auto_confirm=args.yes,
         end_on_fault=args.yes or not interactive,

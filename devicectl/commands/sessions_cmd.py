@@ -17,6 +17,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from devicectl.chain import verify_session
 from devicectl.commands import session_id, whole_number
 from devicectl.commands.chain_cmd import add_verify
 from devicectl.commands.patients_cmd import add_note_command
@@ -29,8 +30,10 @@ from devicectl.eventkinds import (
     unknown_kinds_problem,
 )
 from devicectl.liveness import is_running
+from devicectl.mapstyle import share_text
 from devicectl.plain import plain
 from devicectl.records_where import db_arg, default_db_path, resolve_db
+from devicectl.report_content import cartridges_text, operators_text
 from devicectl.store import EventRecord, SessionRecord, Store, parse_wall
 
 CSV_COLUMNS = ("t_us", "since_start_s", "wall", "kind", "zone_id", "safety", "text", "data")
@@ -81,7 +84,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                         help="only events from this far into the session (default: from "
                         "its start)")
     show_p.add_argument("--json", action="store_true",
-                        help="print one JSON document {session, zones, events, hidden} "
+                        help="print one JSON document {session, zones, events, hidden, "
+                        "verify_problem (null when the hash chain holds)} "
                         "instead of tables")
     show_p.set_defaults(func=show_session)
 
@@ -247,15 +251,24 @@ def show_session(args: argparse.Namespace) -> int:
             raise DevicectlError(problem)
         selection = select_events(store.conn, args.id, flt)
         order = treatment_order(store.conn, args.id)
+        chain = verify_session(store.conn, args.id)
+        fitted = select_events(store.conn, args.id,
+                               EventFilter.parse(["DEVICE,OPERATOR"], None)).events
+        cartridges = cartridges_text(rec, fitted)
+        operators = operators_text(rec, fitted)
     events = selection.events
     running = rec.outcome is None and _running(path, rec.id)
     if getattr(args, "json", False):
         document = json.loads(export_json(rec, events))
         document["session"]["status"] = outcome_text(rec.outcome, running=running)
         document["hidden"] = selection.hidden
+        document["verify_problem"] = chain.problem  # None: the chain holds
         print(json.dumps(document, indent=2, default=str, ensure_ascii=False))
         return 0
     console = Console()
+    if chain.problem is not None:  # first: nothing below can be taken as what happened
+        console.print(plain(f"RECORDS FAIL VERIFICATION (devicectl sessions verify {rec.id}): "
+                            f"{chain.problem}", "bold white on red"), soft_wrap=True)
     head = Table.grid(padding=(0, 2))
     head.add_column(style="bold")
     head.add_column()
@@ -263,10 +276,10 @@ def show_session(args: argparse.Namespace) -> int:
     for name, value in (
         ("session", rec.id),
         ("patient ref", rec.patient_ref),
-        ("operator", rec.operator or "?"),
+        ("operator", operators or "?"),
         ("profile", f"{rec.profile_name} ({rec.profile_hash[:12]})"),
         ("pen", f"serial {serial}, firmware {_fw(rec.fw_version)}"),
-        ("cartridge", "?" if rec.cartridge_id is None else rec.cartridge_id),
+        ("cartridge", cartridges),
         ("position", rec.position_mode or "?"),
         ("started", rec.started_at),
         ("ended", rec.ended_at or "-"),
@@ -276,14 +289,14 @@ def show_session(args: argparse.Namespace) -> int:
     console.print(head)
 
     zones = Table(title="zones")
-    for name in ("zone", "depth mm", "rate Hz", "coverage", "strokes", "time", "over-max cells"):
+    for name in ("zone", "depth mm", "rate Hz", "coverage", "strokes", "time", "cells at max"):
         zones.add_column(name, justify="left" if name == "zone" else "right", overflow="fold")
     for z in in_treatment_order(rec.zones, order):  # as treated, not alphabetically
         zones.add_row(
             plain(z.name + (" ✓" if z.done else "")),
             f"{z.depth_um / 1000:.2f}",
             f"{z.rate_dhz / 10:.1f}",
-            f"{z.fraction * 100:.0f}% / {z.target_fraction * 100:.0f}%",
+            f"{share_text(z.fraction, z.target_fraction)}% / {z.target_fraction * 100:.0f}%",
             str(z.strokes),
             _clock(z.seconds),
             str(z.cells_at_max),
