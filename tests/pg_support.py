@@ -140,6 +140,8 @@ def records(request: pytest.FixtureRequest, tmp_path: Path,
     """The records on each backend: an SQLite file, a fresh database on the test
     session's server. A server's unsaved file goes under tmp_path (XDG_DATA_HOME)."""
     if request.param == "sqlite":
+        # the clinic's folder exists: a typed --db in a missing one is refused (round 12)
+        (tmp_path / "records").mkdir(exist_ok=True)
         return tmp_path / "records" / "sessions.db"
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))
     return str(request.getfixturevalue("pg_url"))

@@ -160,7 +160,9 @@ def test_each_figure_shown_reaches_the_screen_when_it_changes(frames: list[Frame
         ("strokes, one digit more", lambda: z0.update(strokes=z0["strokes"] * 10)),
         ("other zone's strokes", lambda: z1.update(strokes=z1["strokes"] + 7)),
         ("dose", lambda: z0.update(mean_passes=float(z0["target_passes"]) * 0.6)),
-        ("at target", lambda: z0.update(fraction=z0["target_fraction"] / 2)),
+        # a quarter more of the zone at target: half the goal was the figure shown already
+        # in some recordings (0.6 % and 1 % both show as "1")
+        ("at target", lambda: z0.update(fraction=z0["fraction"] + 0.25)),
         ("goal", lambda: z0.update(target_fraction=0.5)),
         ("at maximum", lambda: z0.update(at_max_fraction=0.25, at_max_cm2=1.5)),
         ("depth", lambda: z0.update(depth_um=1200)),

@@ -6,6 +6,7 @@ VirtualWire (virtual time); pytest-mock appears only where a port fails.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from pytest_mock import MockerFixture
@@ -251,6 +252,11 @@ class _StopIgnoringPen:
         self._acks = b""
         #: lying from the first time the pen stamps
         self.armed = False
+        #: called once, on the loop's thread, as it arms (the test's stop request: made
+        #: from the test's thread after a poll, it came at whatever virtual time the
+        #: loop had reached by then, and a dose hold's swallowed STOP could end the
+        #: session in FAULT first, on a busy machine or a fast one)
+        self.on_armed: Callable[[], None] | None = None
 
     def receive_data(self, data: bytes, now_us: int) -> None:
         from devicectl.protocol import Ack, encode
@@ -269,8 +275,10 @@ class _StopIgnoringPen:
 
     def advance(self, now_us: int) -> bytes:
         out, self._acks = self._acks + self.pen.advance(now_us), b""
-        if self.firmware.state.name == "STAMPING":
+        if self.firmware.state.name == "STAMPING" and not self.armed:
             self.armed = True  # on a condition of the pen, not when a poll happens to look
+            if self.on_armed is not None:
+                self.on_armed()
         return out
 
 
@@ -306,10 +314,10 @@ def test_a_complete_session_ends_with_the_pen_seen_stopped() -> None:
 def test_a_pen_that_ignores_the_last_stop_gets_h3_and_the_session_ends_in_fault() -> None:
     liar = _StopIgnoringPen(VirtualPen(seed=3, zone_map=load_zone_map()), (Stop,))
     session = _session_with(liar)
+    liar.on_armed = lambda: session.request_stop("SIGTERM")
     session.start()
-    assert wait_for(session, lambda: liar.armed, timeout_s=60)
-    session.request_stop("SIGTERM")
-    assert session.wait(10)
+    assert session.wait(60)
+    assert liar.armed
     events = session.drain_events()
     estops = [e for e in events if e.kind is EventKind.ESTOP]
     assert estops and "switch the pen off" in estops[0].text
@@ -321,10 +329,10 @@ def test_a_pen_that_ignores_the_last_stop_gets_h3_and_the_session_ends_in_fault(
 def test_a_pen_that_ignores_stop_and_estop_is_given_up_on_with_the_reason() -> None:
     liar = _StopIgnoringPen(VirtualPen(seed=3, zone_map=load_zone_map()), (Stop, Estop))
     session = _session_with(liar)
+    liar.on_armed = lambda: session.request_stop("the terminal closed")
     session.start()
-    assert wait_for(session, lambda: liar.armed, timeout_s=60)
-    session.request_stop("the terminal closed")
-    assert session.wait(30)
+    assert session.wait(60)
+    assert liar.armed
     events = session.drain_events()
     sent_estops = [e for e in events if e.kind is EventKind.SENT and e.data.get("type") == "ESTOP"]
     (asked,) = [e.t_us for e in events if e.kind is EventKind.STOP_REQUESTED]
