@@ -256,3 +256,52 @@ def test_a_forged_continues_event_does_not_block_resuming_the_session_it_names(
             patient_ref="P-001", profile_name="x", profile_hash="h", profile_text="t",
             started_at="2026-03-02T09:20:00+00:00", continues=lost)
         assert continued_in(store, store.session(lost)) == cont
+
+
+def test_a_refused_continuation_does_not_end_the_treatment(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """docs/clinic.md ("fix the cause, `run --resume N` again"): a continuation
+    that ended `refused` (the clinic's gate: consent not given; the pen's go/no-go:
+    a used cartridge) sent no START, yet it held N's one continuation slot
+    (continuation.py: the unique index sessions_continued_once; run_setup.py:173
+    continued_in), so N could never be resumed, and the coverage it carried (N's
+    strokes, at its own time) would have dated N's treatment later (store.py:380,
+    :432, the interval rule). Resumed again, the treatment goes on with N's
+    cartridge and coverage, and the continuation that treated holds the slot."""
+    from clinic_support import ALL_NO, GATE
+
+    from devicectl.cli import main
+
+    deep = Path(__file__).parent / "data" / "short-two-zones.yaml"
+    db = tmp_path / "r.db"
+    sim = ("--sim", "--yes", "--speed", "0", "--db", str(db))
+    assert main(["run", "--profile", str(deep), "--patient", "P-002", "--seed", "11",
+                 *sim, *GATE]) == 0  # another patient's: cartridge of seed 11 used
+    assert main(["run", "--profile", str(deep), "--patient", "P-001", "--seed", "5",
+                 "--scenario", "disconnect", *sim, *GATE]) == 4
+    with Store(db) as store:
+        lost = store.sessions()[0]
+    assert lost.outcome == "link_lost"
+    no_consent = ("--operator", "OP-TEST", "--checklist", str(ALL_NO), "--ack-adjuncts")
+    capsys.readouterr()
+    assert main(["run", "--resume", str(lost.id), "--seed", "5", *sim, *no_consent]) == 1
+    assert "NO-GO: the patient's informed consent was not given" in capsys.readouterr().out
+    assert main(["run", "--resume", str(lost.id), "--seed", "11", *sim, *GATE]) == 1
+    assert "used in an earlier session" in capsys.readouterr().out  # the pen's go/no-go
+    code = main(["run", "--resume", str(lost.id), "--seed", "5", *sim, *GATE])
+    out, err = capsys.readouterr()
+    assert code == 0, out + err
+    with Store(db) as store:
+        gate_refused, pen_refused, cont = sorted(
+            (s for s in store.sessions() if s.continues == lost.id), key=lambda s: s.id)
+        assert (gate_refused.outcome, pen_refused.outcome) == ("refused", "refused")
+        assert cont.outcome == "complete" and all(z.done for z in cont.zones)
+        assert cont.cartridge_id == lost.cartridge_id  # the treatment's own cartridge
+        before = {z.name: z.strokes for z in lost.zones}
+        assert all(z.strokes >= before[z.name] for z in cont.zones)  # its coverage came along
+        for refused in (gate_refused, pen_refused):  # their links stay, for people
+            assert store.events(refused.id)[0].kind == "CONTINUES"
+    # The continuation that treated holds the slot.
+    assert main(["run", "--resume", str(lost.id), "--seed", "5", *sim, *GATE]) == 1
+    assert f"already continued in session {cont.id}" in capsys.readouterr().err
