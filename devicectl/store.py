@@ -20,6 +20,7 @@ import psycopg
 
 from devicectl import store_pg
 from devicectl.claim import CONTINUED_CHAIN
+from devicectl.continuation import TREATED_ITSELF
 from devicectl.dbconn import DB_ERRORS, Conn
 from devicectl.errors import StoreError
 from devicectl.liveness import is_running
@@ -386,7 +387,7 @@ class Store:
             " (SELECT max(e.wall) FROM events e WHERE e.session_id = s.id)"
             " FROM zone_coverage z JOIN sessions s ON s.id = z.session_id"
             " WHERE upper(trim(s.patient_ref)) = upper(trim(?)) AND z.strokes > 0"
-            " AND z.depth_um > ? AND s.id != coalesce(?, 0)",
+            " AND z.depth_um > ? AND s.id != coalesce(?, 0) AND " + TREATED_ITSELF,
             (patient_ref, min_depth_um, exclude_session),
         )
         latest: dict[str, datetime] = {}
@@ -432,7 +433,8 @@ class Store:
             "SELECT s.id, s.started_at, s.ended_at,"
             " (SELECT max(e.wall) FROM events e WHERE e.session_id = s.id)"
             " FROM sessions s JOIN coverage_state c ON c.session_id = s.id"
-            " WHERE upper(trim(s.patient_ref)) = upper(trim(?)) AND s.id != coalesce(?, 0)",
+            " WHERE upper(trim(s.patient_ref)) = upper(trim(?)) AND s.id != coalesce(?, 0)"
+            " AND " + TREATED_ITSELF,
             (patient_ref, exclude_session),
         )
         out: dict[str, float] = {}

@@ -171,11 +171,13 @@ def start_facts(
 
 
 def continued_in(store: Store, record: SessionRecord) -> int | None:
-    """The later session that continues `record`, as the records link them."""
+    """The later session that continues `record`, as the records link them: not one
+    that ended refused (it sent no START, the records check it: devicectl/continuation.py),
+    so the treatment is resumed again once the cause is fixed."""
     if record.outcome is None:
         return None
     return next((later.id for later in store.sessions(limit=1_000)
-                 if later.continues == record.id), None)
+                 if later.continues == record.id and later.outcome != "refused"), None)
 
 
 def continues_event(old_id: int, old: SessionRecord | None) -> EventRecord:
