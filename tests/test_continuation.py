@@ -12,7 +12,7 @@ import pytest
 from pg_support import raw_connect
 
 from devicectl.commands.run_setup import continues_event
-from devicectl.continuation import NOT_CONTINUABLE, SET_AT_CREATION
+from devicectl.continuation import NOT_CONTINUABLE, SET_AT_CREATION, TREATED_NOT_REFUSED
 from devicectl.dbconn import DB_ERRORS, Conn
 from devicectl.errors import StoreError
 from devicectl.records import APPLICATION_ID, MIGRATIONS
@@ -305,3 +305,43 @@ def test_a_refused_continuation_does_not_end_the_treatment(
     # The continuation that treated holds the slot.
     assert main(["run", "--resume", str(lost.id), "--seed", "5", *sim, *GATE]) == 1
     assert f"already continued in session {cont.id}" in capsys.readouterr().err
+
+
+def test_only_a_continuation_refused_before_any_start_frees_the_slot(
+    records: Path | str
+) -> None:
+    """devicectl/continuation.py (8 -> 9, the server's 6 -> 7), whoever writes the
+    rows: two continuations of one session cannot both be open (two rooms racing);
+    one closed refused frees the slot; one that sent START cannot close refused and,
+    closed otherwise, holds the slot. A refused continuation's coverage (carried)
+    does not date the patient's treatment."""
+    with Store(records) as store:
+        lost = _session(store, "P-001")
+        store.close_session(lost, "link_lost", "2026-03-02T09:10:00+00:00")
+    conn = raw_connect(records)
+    try:
+        refused = _raw_session(conn, "P-001", lost)
+        with pytest.raises(DB_ERRORS, match=r"continued_once|UNIQUE"):
+            _raw_session(conn, "P-001", lost)  # the other room, while the first is open
+        conn.execute("INSERT INTO zone_coverage (session_id, zone_id, name, depth_um,"
+                     " rate_dhz, fraction, target_fraction, strokes, cells_at_max, done,"
+                     " seconds) VALUES (?, 3, 'vertex', 1500, 1200, 0.1, 1.0, 59, 0, 0, 1.0)",
+                     (refused,))  # the coverage it carried from `lost`
+        conn.execute("UPDATE sessions SET outcome = 'refused',"
+                     " ended_at = '2026-03-02T09:20:00+00:00' WHERE id = ?", (refused,))
+        treated = _raw_session(conn, "P-001", lost)
+        conn.execute("INSERT INTO events (session_id, t_us, wall, kind, text, data, safety)"
+                     " VALUES (?, 0, 'w', 'SENT', 'START', '{\"type\":\"START\"}', 0)",
+                     (treated,))
+        with pytest.raises(DB_ERRORS, match=TREATED_NOT_REFUSED):
+            conn.execute("UPDATE sessions SET outcome = 'refused', ended_at = 'e'"
+                         " WHERE id = ?", (treated,))
+        conn.execute("UPDATE sessions SET outcome = 'aborted', ended_at = 'e' WHERE id = ?",
+                     (treated,))
+        with pytest.raises(DB_ERRORS, match=r"continued_once|UNIQUE"):
+            _raw_session(conn, "P-001", lost)  # the one that treated holds it
+    finally:
+        conn.close()
+    with Store(records) as store:
+        assert store.session(refused).continues == lost  # its link stays
+        assert store.days_since_deep_treatment("P-001", "2026-03-03T09:00:00+00:00", 0) == {}
