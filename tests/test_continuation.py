@@ -345,3 +345,34 @@ def test_only_a_continuation_refused_before_any_start_frees_the_slot(
     with Store(records) as store:
         assert store.session(refused).continues == lost  # its link stays
         assert store.days_since_deep_treatment("P-001", "2026-03-03T09:00:00+00:00", 0) == {}
+
+
+def test_a_continuation_that_lost_its_link_too_is_resumed_and_completed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """docs/clinic.md ("the sessions continuing that one after a lost link": the
+    same treatment): a continuation B of N that lost its link too is resumed in C,
+    but C's interval facts left out B only (run_setup.py:151 `own`, store.py:390 and
+    :436 `s.id != ?`), so N's strokes, the same treatment's, were an interval NO-GO
+    ("treated 0.0 days ago") and a second lost link ended the treatment."""
+    from clinic_support import GATE
+
+    from devicectl.cli import main
+
+    deep = Path(__file__).parent / "data" / "short-two-zones.yaml"
+    db = tmp_path / "r.db"
+    sim = ("--sim", "--yes", "--speed", "0", "--seed", "5", "--db", str(db), *GATE)
+    assert main(["run", "--profile", str(deep), "--patient", "P-001",
+                 "--scenario", "disconnect", *sim]) == 4
+    assert main(["run", "--resume", "1", "--scenario", "disconnect", *sim]) == 4
+    with Store(db) as store:
+        assert store.session(2).continues == 1 and store.session(2).outcome == "link_lost"
+    capsys.readouterr()
+    code = main(["run", "--resume", "2", *sim])
+    out, err = capsys.readouterr()
+    assert code == 0, out + err
+    with Store(db) as store:
+        done = store.session(3)
+        assert done.continues == 2 and done.outcome == "complete"
+        assert all(z.done for z in done.zones)
+        assert done.cartridge_id == store.session(1).cartridge_id  # the treatment's own
