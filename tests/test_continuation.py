@@ -16,7 +16,7 @@ from devicectl.continuation import NOT_CONTINUABLE, SET_AT_CREATION, TREATED_NOT
 from devicectl.dbconn import DB_ERRORS, Conn
 from devicectl.errors import StoreError
 from devicectl.records import APPLICATION_ID, MIGRATIONS
-from devicectl.store import CartridgeUsedError, Store
+from devicectl.store import CartridgeUsedError, EventRecord, Store
 from devicectl.store_pg import PG_MIGRATIONS
 
 
@@ -376,3 +376,56 @@ def test_a_continuation_that_lost_its_link_too_is_resumed_and_completed(
         assert done.continues == 2 and done.outcome == "complete"
         assert all(z.done for z in done.zones)
         assert done.cartridge_id == store.session(1).cartridge_id  # the treatment's own
+
+
+@pytest.mark.parametrize("refusal", ["gate", "pen"])
+@pytest.mark.parametrize("continuation", [False, True], ids=["session", "continuation"])
+def test_an_interrupted_session_refused_when_resumed_stays_interrupted(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], continuation: bool, refusal: str
+) -> None:
+    """README.md:114 (`--resume` continues an interrupted session in its own record)
+    and docs/clinic.md (a refused resume does not end the treatment): resumed in place
+    and refused (the clinic's gate: consent not given; the pen's go/no-go: a used
+    cartridge), an interrupted session that treated was closed `refused`
+    (commands/run_cmd.py:229, penloop.py:211), so its strokes were recorded under a
+    NO-GO and it could never be resumed ("only an interrupted session ... can be
+    resumed"); a continuation's close is refused by the records (continuation.py)."""
+    from clinic_support import ALL_NO, GATE
+
+    from devicectl.cli import main
+    from devicectl.profile import load_profile
+
+    deep = Path(__file__).parent / "data" / "short-two-zones.yaml"
+    loaded = load_profile(deep)
+    db = tmp_path / "r.db"
+    sim = ("--sim", "--yes", "--speed", "0", "--db", str(db))
+    assert main(["run", "--profile", str(deep), "--patient", "P-002", "--seed", "11",
+                 *sim, *GATE]) == 0  # another patient's: cartridge of seed 11 used
+    with Store(db) as store:
+        def session(continues: int | None = None) -> int:
+            return store.create_session(
+                patient_ref="P-001", profile_name=loaded.profile.name,
+                profile_hash=loaded.content_hash, profile_text=loaded.text,
+                started_at="2026-03-02T09:00:00+00:00", simulated=True, continues=continues)
+        sid = session()
+        if continuation:
+            store.close_session(sid, "link_lost", "2026-03-02T09:10:00+00:00")
+            sid = session(continues=sid)
+        store.append_events(sid, [EventRecord(1, "2026-03-02T09:11:00+00:00", "SENT", "START",
+                                              None, {"type": "START"})])  # then the crash
+    capsys.readouterr()
+    if refusal == "gate":
+        no_consent = ("--operator", "OP-TEST", "--checklist", str(ALL_NO), "--ack-adjuncts")
+        assert main(["run", "--resume", str(sid), "--seed", "5", *sim, *no_consent]) == 1
+        said = "NO-GO: the patient's informed consent was not given"
+    else:
+        assert main(["run", "--resume", str(sid), "--seed", "11", *sim, *GATE]) == 1
+        said = "used in an earlier session"
+    out, err = capsys.readouterr()
+    assert said in out, err
+    assert "Traceback" not in out + err
+    with Store(db) as store:
+        assert store.session(sid).outcome is None  # interrupted, as before
+    assert main(["run", "--resume", str(sid), "--seed", "5", *sim, *GATE]) == 0
+    with Store(db) as store:
+        assert store.session(sid).outcome == "complete"
