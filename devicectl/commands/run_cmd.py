@@ -224,7 +224,8 @@ def run(args: argparse.Namespace) -> int:
             lock = running_lock(db_path, setup.session_id)
             refusals = eligibility_gate(console, store, setup.session_id, gate,
                                         setup.loaded.warnings)
-            if refusals:
+            if refusals and (setup.continues is not None or not setup.resumed):
+                # one resumed in place (it treated) stays interrupted, to be resumed again
                 store.close_session(setup.session_id, Outcome.REFUSED.value, now_iso())
             facts = start_facts(store, setup, resumed, args,
                                 {z.id: z.name for z in zone_map.zones})
@@ -276,6 +277,7 @@ def run(args: argparse.Namespace) -> int:
         auto_confirm=args.yes,
         end_on_fault=args.yes or not interactive,
         claim=True,  # a continuation too: its own cartridge is its own (claim.CONTINUED_CHAIN)
+        in_place=setup.resumed and setup.continues is None,
     ))
     previous_handlers = _install_signals(pen)
     previous_cores = share_cores(pen)
