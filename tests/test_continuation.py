@@ -429,3 +429,39 @@ def test_an_interrupted_session_refused_when_resumed_stays_interrupted(
     assert main(["run", "--resume", str(sid), "--seed", "5", *sim, *GATE]) == 0
     with Store(db) as store:
         assert store.session(sid).outcome == "complete"
+
+
+def test_a_continuation_interrupted_before_its_coverage_was_saved_restores_the_treatments(
+    tmp_path: Path
+) -> None:
+    """docs/clinic.md (a continuation carries N's coverage): a continuation C that
+    crashed before its first coverage write, resumed in its own record, restored
+    C's coverage only (commands/run_cmd.py:232 coverage_state(resumed.id): none),
+    while the interval rules leave out the sessions it continues (store.py,
+    CONTINUED_CHAIN): N's strokes were counted nowhere, so the dose bound over the
+    treatment did not hold them. C restores the coverage of the latest session of
+    its chain that saved one."""
+    from clinic_support import GATE
+
+    from devicectl.cli import main
+    from devicectl.profile import load_profile
+
+    deep = Path(__file__).parent / "data" / "short-two-zones.yaml"
+    loaded = load_profile(deep)
+    db = tmp_path / "r.db"
+    sim = ("--sim", "--yes", "--speed", "0", "--db", str(db), "--scenario", "disconnect", *GATE)
+    assert main(["run", "--profile", str(deep), "--patient", "P-001", "--seed", "5",
+                 *sim]) == 4
+    with Store(db) as store:
+        lost = store.session(1)
+        cont = store.create_session(
+            patient_ref="P-001", profile_name=loaded.profile.name,
+            profile_hash=loaded.content_hash, profile_text=loaded.text,
+            started_at="2026-03-02T09:00:00+00:00", simulated=True, continues=lost.id)
+        store.append_events(cont, [continues_event(lost.id, lost)])  # then the crash
+        assert store.coverage_state(cont) is None
+    assert main(["run", "--resume", str(cont), "--seed", "6", *sim]) == 4  # a new cartridge
+    with Store(db) as store:
+        before = next(z.strokes for z in lost.zones if z.name == "vertex")
+        after = next(z.strokes for z in store.session(cont).zones if z.name == "vertex")
+    assert before >= 50 and after >= before + 50  # N's strokes and C's own (~60 each)
