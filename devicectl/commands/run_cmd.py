@@ -47,6 +47,7 @@ from devicectl.commands.run_output import (
 from devicectl.commands.run_pen import link_settings, session_keys, set_cores, share_cores
 from devicectl.commands.run_setup import (
     Setup,
+    coverage_to_restore,
     first_unfinished_zone,
     load_session,
     now_iso,
@@ -229,7 +230,7 @@ def run(args: argparse.Namespace) -> int:
                 store.close_session(setup.session_id, Outcome.REFUSED.value, now_iso())
             facts = start_facts(store, setup, resumed, args,
                                 {z.id: z.name for z in zone_map.zones})
-            coverage_state = store.coverage_state(resumed.id) if resumed else None
+            coverage_state = coverage_to_restore(store, resumed) if resumed else None
     except BaseException:
         if lock is not None:
             lock.release()
