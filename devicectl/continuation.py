@@ -5,11 +5,14 @@ and checked by the database on both backends, so the cartridge rule
 can write. The CONTINUES event stays, for people to read.
 
 A continuation names a session of its own patient that ended `link_lost`, and
-no other session continues that one; the link is set when the row is created,
-never after. Records from before the link get it at migration from their first
-event, CONTINUES, where it passes those same checks (the earliest continuation
-of a session keeps it); one that does not gets none, and its cartridge is then
-no one else's.
+no other session continues that one, but for continuations that ended
+`refused`: the records prove those sent no START (a continuation that sent one
+cannot close `refused`), so they treated nothing and the session may be resumed
+again; their link stays. The link is set when the row is created, never after.
+Records from before the link get it at migration from their first event,
+CONTINUES, where it passes those same checks (the earliest continuation of a
+session keeps it); one that does not gets none, and its cartridge is then no one
+else's.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ from typing import Final
 NOT_CONTINUABLE: Final = ("a session continues only a session of its own patient that "
                           "lost its link")
 SET_AT_CREATION: Final = "a continuation is set when its session is created"
+#: What the database says to a continuation that sent START and is closed `refused`.
+TREATED_NOT_REFUSED: Final = "a continuation that sent START did not end refused"
 
 _FINAL = "a closed session is final"
 _SAME_PATIENT = "upper(trim(p.patient_ref)) = upper(trim({new}.patient_ref))"
@@ -111,4 +116,42 @@ PG_MIGRATION: Final[tuple[str, ...]] = (
                 NEW.cartridge_id, holder
                 USING ERRCODE = 'unique_violation', CONSTRAINT = 'cartridge_claims_pkey';
         END $$""",
+)
+
+#: Sessions `s` whose coverage may hold strokes of their own, for the interval rules:
+#: not a continuation that ended refused (it sent no START; its coverage is only what
+#: it carried from the session it continues, which counts there, at its own time).
+TREATED_ITSELF: Final = "(s.outcome IS NULL OR s.outcome <> 'refused' OR s.continues IS NULL)"
+
+#: The sessions that hold their predecessor's one continuation: all but those that
+#: ended `refused` (which sent no START, TREATED_NOT_REFUSED), in both backends' SQL.
+_HOLDS_SLOT = "WHERE outcome IS NULL OR outcome <> 'refused'"
+_STARTED = ("SELECT 1 FROM events e WHERE e.session_id = NEW.id AND e.kind = 'SENT'"
+            " AND CASE WHEN e.kind = 'SENT' THEN {type} END IN ('START', 'RESUME')")
+
+# records.py's 8 -> 9 (SQLite): a refused continuation frees the slot.
+SQLITE_REFUSED_MIGRATION: Final[tuple[str, ...]] = (
+    "DROP INDEX sessions_continued_once",
+    f"CREATE UNIQUE INDEX sessions_continued_once ON sessions (continues) {_HOLDS_SLOT}",
+    f"""CREATE TRIGGER sessions_refused_untreated BEFORE UPDATE OF outcome ON sessions
+        WHEN NEW.outcome = 'refused' AND NEW.continues IS NOT NULL AND EXISTS (
+            {_STARTED.format(type="json_extract(e.data, '$.type')")})
+        BEGIN SELECT RAISE(ABORT, '{TREATED_NOT_REFUSED}'); END""",
+)
+
+# store_pg.py's 6 -> 7 (PostgreSQL), the same.
+PG_REFUSED_MIGRATION: Final[tuple[str, ...]] = (
+    "DROP INDEX sessions_continued_once",
+    f"CREATE UNIQUE INDEX sessions_continued_once ON sessions (continues) {_HOLDS_SLOT}",
+    f"""CREATE FUNCTION devicectl_refused_untreated() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            IF NEW.outcome = 'refused' AND NEW.continues IS NOT NULL AND EXISTS (
+                {_STARTED.format(type="e.data::jsonb ->> 'type'")})
+            THEN
+                RAISE EXCEPTION '{TREATED_NOT_REFUSED}';
+            END IF;
+            RETURN NEW;
+        END $$""",
+    """CREATE TRIGGER sessions_refused_untreated BEFORE UPDATE OF outcome ON sessions
+        FOR EACH ROW EXECUTE FUNCTION devicectl_refused_untreated()""",
 )

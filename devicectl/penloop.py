@@ -206,7 +206,9 @@ def _run(settings: SessionSettings, link: Link, cmds: Connection, pub: Connectio
     outcome = session.outcome or Outcome.ABORTED
     if not_started and outcome is not Outcome.REFUSED and controller.state is not State.LINK_LOST:
         outcome = Outcome.REFUSED  # the technician said no at the go/no-go
-    if orphaned:  # the CLI crashed: the pen is stopped, the session stays resumable
+    if orphaned or (settings.in_place and outcome is Outcome.REFUSED):
+        # the CLI crashed, or a session resumed in place (it treated) was refused before
+        # its START: the pen is stopped, the session stays interrupted, resumable
         writer.close(None, None)
     else:
         writer.close(outcome.value, datetime.now(UTC).isoformat(timespec="milliseconds"))

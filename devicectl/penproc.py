@@ -125,6 +125,8 @@ class SessionSettings:
     #: claim the pen's cartridge in the records at the GO (claim.py); not for a
     #: session that continues one whose cartridge it already holds
     claim: bool = False
+    #: an interrupted session resumed in its own record: refused, it stays interrupted
+    in_place: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,6 +16,7 @@ from typing import Any, Final
 
 from devicectl.chain import closure_hash, hashed_event_rows
 from devicectl.continuation import SQLITE_MIGRATION as CONTINUATION_MIGRATION
+from devicectl.continuation import SQLITE_REFUSED_MIGRATION
 from devicectl.dbconn import Conn, append_rows
 from devicectl.errors import StoreError
 from devicectl.records_ro import open_read_only
@@ -234,6 +235,8 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
     # 7 -> 8: which session a continuation continues, the records' own link
     # (devicectl/continuation.py), taken at migration from the CONTINUES events.
     CONTINUATION_MIGRATION,
+    # 8 -> 9: a continuation that ended refused (no START sent) does not hold the slot.
+    SQLITE_REFUSED_MIGRATION,
 )
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 

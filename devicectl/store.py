@@ -20,6 +20,7 @@ import psycopg
 
 from devicectl import store_pg
 from devicectl.claim import CONTINUED_CHAIN
+from devicectl.continuation import TREATED_ITSELF
 from devicectl.dbconn import DB_ERRORS, Conn
 from devicectl.errors import StoreError
 from devicectl.liveness import is_running
@@ -379,6 +380,8 @@ class Store:
         than `min_depth_um` (0: at any depth). The session counts from its latest known
         moment (end, else last event, else start), the cautious reading of "last
         treated". References match trimmed and whatever their case (devicectl.patients).
+        `exclude_session` (a resume) and the sessions it continues are left out: the
+        same treatment, whose strokes its coverage carries.
         """
         now = parse_wall(now_iso)
         rows = self._read(
@@ -386,8 +389,8 @@ class Store:
             " (SELECT max(e.wall) FROM events e WHERE e.session_id = s.id)"
             " FROM zone_coverage z JOIN sessions s ON s.id = z.session_id"
             " WHERE upper(trim(s.patient_ref)) = upper(trim(?)) AND z.strokes > 0"
-            " AND z.depth_um > ? AND s.id != coalesce(?, 0)",
-            (patient_ref, min_depth_um, exclude_session),
+            f" AND z.depth_um > ? AND s.id NOT IN ({CONTINUED_CHAIN}) AND {TREATED_ITSELF}",
+            (patient_ref, min_depth_um, exclude_session or 0),
         )
         latest: dict[str, datetime] = {}
         for name, *walls in rows:
@@ -432,8 +435,9 @@ class Store:
             "SELECT s.id, s.started_at, s.ended_at,"
             " (SELECT max(e.wall) FROM events e WHERE e.session_id = s.id)"
             " FROM sessions s JOIN coverage_state c ON c.session_id = s.id"
-            " WHERE upper(trim(s.patient_ref)) = upper(trim(?)) AND s.id != coalesce(?, 0)",
-            (patient_ref, exclude_session),
+            " WHERE upper(trim(s.patient_ref)) = upper(trim(?))"
+            f" AND s.id NOT IN ({CONTINUED_CHAIN}) AND {TREATED_ITSELF}",
+            (patient_ref, exclude_session or 0),
         )
         out: dict[str, float] = {}
         for sid, *walls in rows:

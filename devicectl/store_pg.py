@@ -27,6 +27,7 @@ from typing import Final
 import psycopg
 
 from devicectl.continuation import PG_MIGRATION as CONTINUATION_MIGRATION
+from devicectl.continuation import PG_REFUSED_MIGRATION
 from devicectl.dbconn import PgConn
 from devicectl.errors import RefusedError, StoreError
 from devicectl.records import REFUSALS_TABLE
@@ -312,6 +313,8 @@ PG_MIGRATIONS += (
     # 5 -> 6: which session a continuation continues, the records' own link
     # (devicectl/continuation.py); the cartridge claim follows it, not CONTINUES.
     CONTINUATION_MIGRATION,
+    # 6 -> 7: a continuation that ended refused (no START sent) does not hold the slot.
+    PG_REFUSED_MIGRATION,
 )
 PG_SCHEMA_VERSION: Final = len(PG_MIGRATIONS)
 

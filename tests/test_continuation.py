@@ -12,11 +12,11 @@ import pytest
 from pg_support import raw_connect
 
 from devicectl.commands.run_setup import continues_event
-from devicectl.continuation import NOT_CONTINUABLE, SET_AT_CREATION
+from devicectl.continuation import NOT_CONTINUABLE, SET_AT_CREATION, TREATED_NOT_REFUSED
 from devicectl.dbconn import DB_ERRORS, Conn
 from devicectl.errors import StoreError
 from devicectl.records import APPLICATION_ID, MIGRATIONS
-from devicectl.store import CartridgeUsedError, Store
+from devicectl.store import CartridgeUsedError, EventRecord, Store
 from devicectl.store_pg import PG_MIGRATIONS
 
 
@@ -256,3 +256,212 @@ def test_a_forged_continues_event_does_not_block_resuming_the_session_it_names(
             patient_ref="P-001", profile_name="x", profile_hash="h", profile_text="t",
             started_at="2026-03-02T09:20:00+00:00", continues=lost)
         assert continued_in(store, store.session(lost)) == cont
+
+
+def test_a_refused_continuation_does_not_end_the_treatment(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """docs/clinic.md ("fix the cause, `run --resume N` again"): a continuation
+    that ended `refused` (the clinic's gate: consent not given; the pen's go/no-go:
+    a used cartridge) sent no START, yet it held N's one continuation slot
+    (continuation.py: the unique index sessions_continued_once; run_setup.py:173
+    continued_in), so N could never be resumed, and the coverage it carried (N's
+    strokes, at its own time) would have dated N's treatment later (store.py:380,
+    :432, the interval rule). Resumed again, the treatment goes on with N's
+    cartridge and coverage, and the continuation that treated holds the slot."""
+    from clinic_support import ALL_NO, GATE
+
+    from devicectl.cli import main
+
+    deep = Path(__file__).parent / "data" / "short-two-zones.yaml"
+    db = tmp_path / "r.db"
+    sim = ("--sim", "--yes", "--speed", "0", "--db", str(db))
+    assert main(["run", "--profile", str(deep), "--patient", "P-002", "--seed", "11",
+                 *sim, *GATE]) == 0  # another patient's: cartridge of seed 11 used
+    assert main(["run", "--profile", str(deep), "--patient", "P-001", "--seed", "5",
+                 "--scenario", "disconnect", *sim, *GATE]) == 4
+    with Store(db) as store:
+        lost = store.sessions()[0]
+    assert lost.outcome == "link_lost"
+    no_consent = ("--operator", "OP-TEST", "--checklist", str(ALL_NO), "--ack-adjuncts")
+    capsys.readouterr()
+    assert main(["run", "--resume", str(lost.id), "--seed", "5", *sim, *no_consent]) == 1
+    assert "NO-GO: the patient's informed consent was not given" in capsys.readouterr().out
+    assert main(["run", "--resume", str(lost.id), "--seed", "11", *sim, *GATE]) == 1
+    assert "used in an earlier session" in capsys.readouterr().out  # the pen's go/no-go
+    code = main(["run", "--resume", str(lost.id), "--seed", "5", *sim, *GATE])
+    out, err = capsys.readouterr()
+    assert code == 0, out + err
+    with Store(db) as store:
+        gate_refused, pen_refused, cont = sorted(
+            (s for s in store.sessions() if s.continues == lost.id), key=lambda s: s.id)
+        assert (gate_refused.outcome, pen_refused.outcome) == ("refused", "refused")
+        assert cont.outcome == "complete" and all(z.done for z in cont.zones)
+        assert cont.cartridge_id == lost.cartridge_id  # the treatment's own cartridge
+        before = {z.name: z.strokes for z in lost.zones}
+        assert all(z.strokes >= before[z.name] for z in cont.zones)  # its coverage came along
+        for refused in (gate_refused, pen_refused):  # their links stay, for people
+            assert store.events(refused.id)[0].kind == "CONTINUES"
+    # The continuation that treated holds the slot.
+    assert main(["run", "--resume", str(lost.id), "--seed", "5", *sim, *GATE]) == 1
+    assert f"already continued in session {cont.id}" in capsys.readouterr().err
+
+
+def test_only_a_continuation_refused_before_any_start_frees_the_slot(
+    records: Path | str
+) -> None:
+    """devicectl/continuation.py (8 -> 9, the server's 6 -> 7), whoever writes the
+    rows: two continuations of one session cannot both be open (two rooms racing);
+    one closed refused frees the slot; one that sent START cannot close refused and,
+    closed otherwise, holds the slot. A refused continuation's coverage (carried)
+    does not date the patient's treatment."""
+    with Store(records) as store:
+        lost = _session(store, "P-001")
+        store.close_session(lost, "link_lost", "2026-03-02T09:10:00+00:00")
+    conn = raw_connect(records)
+    try:
+        refused = _raw_session(conn, "P-001", lost)
+        with pytest.raises(DB_ERRORS, match=r"continued_once|UNIQUE"):
+            _raw_session(conn, "P-001", lost)  # the other room, while the first is open
+        conn.execute("INSERT INTO zone_coverage (session_id, zone_id, name, depth_um,"
+                     " rate_dhz, fraction, target_fraction, strokes, cells_at_max, done,"
+                     " seconds) VALUES (?, 3, 'vertex', 1500, 1200, 0.1, 1.0, 59, 0, 0, 1.0)",
+                     (refused,))  # the coverage it carried from `lost`
+        conn.execute("UPDATE sessions SET outcome = 'refused',"
+                     " ended_at = '2026-03-02T09:20:00+00:00' WHERE id = ?", (refused,))
+        treated = _raw_session(conn, "P-001", lost)
+        conn.execute("INSERT INTO events (session_id, t_us, wall, kind, text, data, safety)"
+                     " VALUES (?, 0, 'w', 'SENT', 'START', '{\"type\":\"START\"}', 0)",
+                     (treated,))
+        with pytest.raises(DB_ERRORS, match=TREATED_NOT_REFUSED):
+            conn.execute("UPDATE sessions SET outcome = 'refused', ended_at = 'e'"
+                         " WHERE id = ?", (treated,))
+        conn.execute("UPDATE sessions SET outcome = 'aborted', ended_at = 'e' WHERE id = ?",
+                     (treated,))
+        with pytest.raises(DB_ERRORS, match=r"continued_once|UNIQUE"):
+            _raw_session(conn, "P-001", lost)  # the one that treated holds it
+    finally:
+        conn.close()
+    with Store(records) as store:
+        assert store.session(refused).continues == lost  # its link stays
+        assert store.days_since_deep_treatment("P-001", "2026-03-03T09:00:00+00:00", 0) == {}
+
+
+def test_a_continuation_that_lost_its_link_too_is_resumed_and_completed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """docs/clinic.md ("the sessions continuing that one after a lost link": the
+    same treatment): a continuation B of N that lost its link too is resumed in C,
+    but C's interval facts left out B only (run_setup.py:151 `own`, store.py:390 and
+    :436 `s.id != ?`), so N's strokes, the same treatment's, were an interval NO-GO
+    ("treated 0.0 days ago") and a second lost link ended the treatment."""
+    from clinic_support import GATE
+
+    from devicectl.cli import main
+
+    deep = Path(__file__).parent / "data" / "short-two-zones.yaml"
+    db = tmp_path / "r.db"
+    sim = ("--sim", "--yes", "--speed", "0", "--seed", "5", "--db", str(db), *GATE)
+    assert main(["run", "--profile", str(deep), "--patient", "P-001",
+                 "--scenario", "disconnect", *sim]) == 4
+    assert main(["run", "--resume", "1", "--scenario", "disconnect", *sim]) == 4
+    with Store(db) as store:
+        assert store.session(2).continues == 1 and store.session(2).outcome == "link_lost"
+    capsys.readouterr()
+    code = main(["run", "--resume", "2", *sim])
+    out, err = capsys.readouterr()
+    assert code == 0, out + err
+    with Store(db) as store:
+        done = store.session(3)
+        assert done.continues == 2 and done.outcome == "complete"
+        assert all(z.done for z in done.zones)
+        assert done.cartridge_id == store.session(1).cartridge_id  # the treatment's own
+
+
+@pytest.mark.parametrize("refusal", ["gate", "pen"])
+@pytest.mark.parametrize("continuation", [False, True], ids=["session", "continuation"])
+def test_an_interrupted_session_refused_when_resumed_stays_interrupted(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], continuation: bool, refusal: str
+) -> None:
+    """README.md:114 (`--resume` continues an interrupted session in its own record)
+    and docs/clinic.md (a refused resume does not end the treatment): resumed in place
+    and refused (the clinic's gate: consent not given; the pen's go/no-go: a used
+    cartridge), an interrupted session that treated was closed `refused`
+    (commands/run_cmd.py:229, penloop.py:211), so its strokes were recorded under a
+    NO-GO and it could never be resumed ("only an interrupted session ... can be
+    resumed"); a continuation's close is refused by the records (continuation.py)."""
+    from clinic_support import ALL_NO, GATE
+
+    from devicectl.cli import main
+    from devicectl.profile import load_profile
+
+    deep = Path(__file__).parent / "data" / "short-two-zones.yaml"
+    loaded = load_profile(deep)
+    db = tmp_path / "r.db"
+    sim = ("--sim", "--yes", "--speed", "0", "--db", str(db))
+    assert main(["run", "--profile", str(deep), "--patient", "P-002", "--seed", "11",
+                 *sim, *GATE]) == 0  # another patient's: cartridge of seed 11 used
+    with Store(db) as store:
+        def session(continues: int | None = None) -> int:
+            return store.create_session(
+                patient_ref="P-001", profile_name=loaded.profile.name,
+                profile_hash=loaded.content_hash, profile_text=loaded.text,
+                started_at="2026-03-02T09:00:00+00:00", simulated=True, continues=continues)
+        sid = session()
+        if continuation:
+            store.close_session(sid, "link_lost", "2026-03-02T09:10:00+00:00")
+            sid = session(continues=sid)
+        store.append_events(sid, [EventRecord(1, "2026-03-02T09:11:00+00:00", "SENT", "START",
+                                              None, {"type": "START"})])  # then the crash
+    capsys.readouterr()
+    if refusal == "gate":
+        no_consent = ("--operator", "OP-TEST", "--checklist", str(ALL_NO), "--ack-adjuncts")
+        assert main(["run", "--resume", str(sid), "--seed", "5", *sim, *no_consent]) == 1
+        said = "NO-GO: the patient's informed consent was not given"
+    else:
+        assert main(["run", "--resume", str(sid), "--seed", "11", *sim, *GATE]) == 1
+        said = "used in an earlier session"
+    out, err = capsys.readouterr()
+    assert said in out, err
+    assert "Traceback" not in out + err
+    with Store(db) as store:
+        assert store.session(sid).outcome is None  # interrupted, as before
+    assert main(["run", "--resume", str(sid), "--seed", "5", *sim, *GATE]) == 0
+    with Store(db) as store:
+        assert store.session(sid).outcome == "complete"
+
+
+def test_a_continuation_interrupted_before_its_coverage_was_saved_restores_the_treatments(
+    tmp_path: Path
+) -> None:
+    """docs/clinic.md (a continuation carries N's coverage): a continuation C that
+    crashed before its first coverage write, resumed in its own record, restored
+    C's coverage only (commands/run_cmd.py:232 coverage_state(resumed.id): none),
+    while the interval rules leave out the sessions it continues (store.py,
+    CONTINUED_CHAIN): N's strokes were counted nowhere, so the dose bound over the
+    treatment did not hold them. C restores the coverage of the latest session of
+    its chain that saved one."""
+    from clinic_support import GATE
+
+    from devicectl.cli import main
+    from devicectl.profile import load_profile
+
+    deep = Path(__file__).parent / "data" / "short-two-zones.yaml"
+    loaded = load_profile(deep)
+    db = tmp_path / "r.db"
+    sim = ("--sim", "--yes", "--speed", "0", "--db", str(db), "--scenario", "disconnect", *GATE)
+    assert main(["run", "--profile", str(deep), "--patient", "P-001", "--seed", "5",
+                 *sim]) == 4
+    with Store(db) as store:
+        lost = store.session(1)
+        cont = store.create_session(
+            patient_ref="P-001", profile_name=loaded.profile.name,
+            profile_hash=loaded.content_hash, profile_text=loaded.text,
+            started_at="2026-03-02T09:00:00+00:00", simulated=True, continues=lost.id)
+        store.append_events(cont, [continues_event(lost.id, lost)])  # then the crash
+        assert store.coverage_state(cont) is None
+    assert main(["run", "--resume", str(cont), "--seed", "6", *sim]) == 4  # a new cartridge
+    with Store(db) as store:
+        before = next(z.strokes for z in lost.zones if z.name == "vertex")
+        after = next(z.strokes for z in store.session(cont).zones if z.name == "vertex")
+    assert before >= 50 and after >= before + 50  # N's strokes and C's own (~60 each)

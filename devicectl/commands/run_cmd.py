@@ -44,6 +44,7 @@ from devicectl.commands.run_output import (
 from devicectl.commands.run_pen import link_settings, session_keys, set_cores, share_cores
 from devicectl.commands.run_setup import (
     Setup,
+    coverage_to_restore,
     first_unfinished_zone,
     load_session,
     now_iso,
@@ -241,11 +242,12 @@ def _run(args: argparse.Namespace, interrupts: Interrupts) -> int:
             lock = running_lock(db_path, setup.session_id)
             refusals = eligibility_gate(console, store, setup.session_id, gate,
                                         setup.loaded.warnings, interrupts)
-            if refusals:
+            if refusals and (setup.continues is not None or not setup.resumed):
+                # one resumed in place (it treated) stays interrupted, to be resumed again
                 store.close_session(setup.session_id, Outcome.REFUSED.value, now_iso())
             facts = start_facts(store, setup, resumed, args,
                                 {z.id: z.name for z in zone_map.zones})
-            coverage_state = store.coverage_state(resumed.id) if resumed else None
+            coverage_state = coverage_to_restore(store, resumed) if resumed else None
     except BaseException:
         if lock is not None:
             lock.release()
@@ -295,6 +297,7 @@ def _run(args: argparse.Namespace, interrupts: Interrupts) -> int:
         auto_confirm=args.yes,
         end_on_fault=args.yes or not interactive,
         claim=True,  # a continuation too: its own cartridge is its own (claim.CONTINUED_CHAIN)
+        in_place=setup.resumed and setup.continues is None,
     ))
     interrupts.watch(pen)
     previous_cores = share_cores(pen)

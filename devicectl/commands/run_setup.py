@@ -170,12 +170,30 @@ def start_facts(
     )
 
 
+def coverage_to_restore(store: Store, record: SessionRecord) -> bytes | None:
+    """The coverage a resumed session starts from: its own saved one, else that of the
+    latest session it continues that saved one. A continuation's coverage carries the
+    whole treatment's strokes, which the interval rules then leave out (start_facts);
+    one interrupted before its first write saved none."""
+    seen: set[int] = set()
+    current: SessionRecord | None = record
+    while current is not None and current.id not in seen:
+        state = store.coverage_state(current.id)
+        if state is not None:
+            return state
+        seen.add(current.id)
+        current = None if current.continues is None else store.session(current.continues)
+    return None
+
+
 def continued_in(store: Store, record: SessionRecord) -> int | None:
-    """The later session that continues `record`, as the records link them."""
+    """The later session that continues `record`, as the records link them: not one
+    that ended refused (it sent no START, the records check it: devicectl/continuation.py),
+    so the treatment is resumed again once the cause is fixed."""
     if record.outcome is None:
         return None
     return next((later.id for later in store.sessions(limit=1_000)
-                 if later.continues == record.id), None)
+                 if later.continues == record.id and later.outcome != "refused"), None)
 
 
 def continues_event(old_id: int, old: SessionRecord | None) -> EventRecord:
