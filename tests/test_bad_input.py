@@ -254,22 +254,29 @@ def test_the_crash_file_is_kept_whatever_bytes_the_command_line_held(
 
 def _in_a_terminal(tmp_path: Path, argv: list[str], key: bytes,
                    max_keys: int) -> tuple[int | None, str]:
-    """`devicectl argv` on a pseudo-terminal, `key` typed at the first `max_keys` [y/n]
-    questions (one each, however often the terminal redraws one); its exit
-    code (None: still running after 120 s, then killed) and what it printed. Waits on
-    the prompts and the child's exit, not on a clock; 120 s only bounds a hang."""
+    """`devicectl argv` on a pseudo-terminal, `key` typed at each of the first
+    `max_keys` [y/n] questions: its exit code and what it printed (typed_in_a_terminal)."""
+    env = {**os.environ, "HOME": str(tmp_path), "XDG_DATA_HOME": str(tmp_path / "data"),
+           "COLUMNS": "200"}
+    return typed_in_a_terminal(tmp_path, argv, [(b"[y/n]", key)] * max_keys, env)
+
+
+def typed_in_a_terminal(tmp_path: Path, argv: list[str], steps: list[tuple[bytes, bytes]],
+                        env: dict[str, str]) -> tuple[int | None, str]:
+    """`devicectl argv` on a pseudo-terminal in `tmp_path`, each step's key typed once its
+    text has been shown (in order, each after the one before); its exit code (None:
+    still running after 120 s, then killed) and all it printed. Waits on the text and
+    the child's exit, not on a clock; 120 s only bounds a hang."""
     import pty
     import select
     import signal
     import time
 
-    env = {**os.environ, "HOME": str(tmp_path), "XDG_DATA_HOME": str(tmp_path / "data"),
-           "COLUMNS": "200"}
     pid, fd = pty.fork()
     if pid == 0:  # pragma: no cover - the child
         os.chdir(tmp_path)
         os.execve(sys.executable, [sys.executable, "-m", "devicectl.cli", *argv], env)
-    out, answered, code = b"", 0, None
+    out, code, pending, seen = b"", None, list(steps), 0
     end = time.monotonic() + 120.0
     try:
         while code is None and time.monotonic() < end:
@@ -278,9 +285,9 @@ def _in_a_terminal(tmp_path: Path, argv: list[str], key: bytes,
                     out += os.read(fd, 65536)
                 except OSError:  # the child closed the terminal: wait for its exit
                     time.sleep(0.05)
-            if out.count(b"[y/n]") > answered and answered < max_keys:
-                answered += 1
-                os.write(fd, key)
+            if pending and pending[0][0] in out[seen:]:
+                seen = out.index(pending[0][0], seen) + len(pending[0][0])
+                os.write(fd, pending.pop(0)[1])
             done, status = os.waitpid(pid, os.WNOHANG)
             if done:
                 code = os.waitstatus_to_exitcode(status)

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 from clinic_support import GATE
+from test_bad_input import typed_in_a_terminal
 
 from devicectl.store import Store
 
@@ -472,38 +473,8 @@ def _typed_at_prompt(tmp_path: Path, argv: list[str], prompt: bytes,
 def _typed_in_a_terminal(tmp_path: Path, argv: list[str],
                          steps: list[tuple[bytes, bytes]]) -> tuple[int | None, str]:
     """`devicectl argv` on a pseudo-terminal, each step's key typed once its text has been
-    shown (in order, each after the one before); its exit code (None: still running
-    after 120 s, then killed) and what it printed. Waits on the text and the exit, not
-    on a clock; 120 s only bounds a hang."""
-    import pty
-    import select
-
-    pid, fd = pty.fork()
-    if pid == 0:  # pragma: no cover - the child
-        os.chdir(tmp_path)
-        os.execve(sys.executable, [sys.executable, "-m", "devicectl.cli", *argv],
-                  _env(tmp_path))
-    out, code, pending, seen = b"", None, list(steps), 0
-    end = time.monotonic() + 120.0
-    try:
-        while code is None and time.monotonic() < end:
-            if select.select([fd], [], [], 0.2)[0]:
-                try:
-                    out += os.read(fd, 65536)
-                except OSError:  # the child closed the terminal: wait for its exit
-                    time.sleep(0.05)
-            if pending and pending[0][0] in out[seen:]:
-                seen = out.index(pending[0][0], seen) + len(pending[0][0])
-                os.write(fd, pending.pop(0)[1])
-            done, status = os.waitpid(pid, os.WNOHANG)
-            if done:
-                code = os.waitstatus_to_exitcode(status)
-        if code is None:
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-    finally:
-        os.close(fd)
-    return code, out.decode("utf-8", "replace")
+    shown, in order (test_bad_input.typed_in_a_terminal)."""
+    return typed_in_a_terminal(tmp_path, argv, steps, _env(tmp_path))
 
 
 def test_ctrl_c_at_the_start_question_refuses_and_the_question_shows_its_default(

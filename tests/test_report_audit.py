@@ -15,6 +15,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -524,12 +525,18 @@ def test_patients_show_says_when_a_zone_may_be_treated_to_the_minute(
         store.close_session(sid, "complete", ended.isoformat())
     capsys.readouterr()
     assert main(["patients", "show", "P-AUD7", "--db", str(db)]) == 0
-    out = capsys.readouterr().out
-    row = next(x for x in out.splitlines() if x.startswith("│ vertex") and "days" in x)
-    shown = re.search(r"from (\d{4}-\d\d-\d\d)(?:[ T](\d\d:\d\d))?", row)
-    assert shown is not None, row
-    moment = datetime.fromisoformat(f"{shown.group(1)}T{shown.group(2) or '00:00'}+00:00")
+    row, moment = _vertex_free_from(capsys.readouterr().out)
     assert moment >= ended + timedelta(days=28), row
+
+
+def _vertex_free_from(out: str, *, to_the_minute: bool = False) -> tuple[str, datetime]:
+    """patients show's vertex row, and the moment it says the zone may be treated from
+    (its time of day required with `to_the_minute`, else midnight when not shown)."""
+    row = next(x for x in out.splitlines() if x.startswith("│ vertex") and "days" in x)
+    time_of_day = r"[ T](\d\d:\d\d)" if to_the_minute else r"(?:[ T](\d\d:\d\d))?"
+    shown = re.search(r"from (\d{4}-\d\d-\d\d)" + time_of_day, row)
+    assert shown is not None, row
+    return row, datetime.fromisoformat(f"{shown.group(1)}T{shown.group(2) or '00:00'}+00:00")
 
 
 def test_patients_show_lists_the_zones_a_session_spilled_onto(
@@ -582,11 +589,7 @@ def test_patients_show_times_an_interrupted_session_from_its_last_record(
                                               "STAMPING -> PAUSED", 3, {})])
     capsys.readouterr()
     assert main(["patients", "show", "P-AUD8", "--db", str(db)]) == 0
-    out = capsys.readouterr().out
-    row = next(x for x in out.splitlines() if x.startswith("│ vertex") and "days" in x)
-    shown = re.search(r"from (\d{4}-\d\d-\d\d)[ T](\d\d:\d\d)", row)
-    assert shown is not None, row
-    moment = datetime.fromisoformat(f"{shown.group(1)}T{shown.group(2)}+00:00")
+    row, moment = _vertex_free_from(capsys.readouterr().out, to_the_minute=True)
     assert moment >= last + timedelta(days=28), row
 
 

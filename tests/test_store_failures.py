@@ -20,7 +20,6 @@ import os
 import shutil
 import sqlite3
 import subprocess
-import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -30,6 +29,7 @@ from clinic_support import GATE
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pytest_mock import MockerFixture
+from test_records_audit import run_read_only
 from test_session import virtual_session, wait_for
 
 from devicectl import record_writer
@@ -344,30 +344,9 @@ RUN_ARGS = ("run", "--profile", str(DATA / "short-frontal.yaml"), "--patient", "
 
 def run_with_read_only_records(db: Path, what: str) -> subprocess.CompletedProcess[str]:
     """`devicectl run` on `db` with `what` ("folder" or "file") read-only: a real
-    read-only bind mount in a private mount namespace as root, file modes otherwise."""
-    code = ("import sys; from devicectl.cli import main; "
-            f"sys.exit(main({[*RUN_ARGS, '--db', str(db)]!r}))")
-    env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "200"}
-    folder = str(db.parent if what == "folder" else db)
-    if os.geteuid() != 0:
-        os.chmod(db, 0o444)
-        if what == "folder":
-            os.chmod(db.parent, 0o555)
-        try:
-            return subprocess.run([sys.executable, "-c", code], capture_output=True,
-                                  text=True, env=env, timeout=120)
-        finally:
-            os.chmod(db.parent, 0o755)
-            os.chmod(db, 0o644)
-    if shutil.which("unshare") is None:
-        pytest.skip("root without unshare(1): no way here to make a file read-only for root")
-    script = (f'mount --bind "{folder}" "{folder}" && mount -o remount,bind,ro "{folder}" '
-              f'&& exec "{sys.executable}" -c "$0"')
-    result = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", script,
-                             code], capture_output=True, text=True, env=env, timeout=120)
-    if "mount:" in result.stderr and "Read-only" not in result.stderr:
-        pytest.skip(f"cannot bind-mount read-only here: {result.stderr.strip()}")
-    return result
+    read-only bind mount in a private mount namespace as root, file modes otherwise
+    (test_records_audit.run_read_only)."""
+    return run_read_only(db, what, *RUN_ARGS)
 
 
 @pytest.mark.parametrize("what", ["folder", "file"])
