@@ -1,0 +1,66 @@
+"""What the clinic reads, the leftovers of round 12: each word on a screen a
+clinician reads checked against the records (real CLI, real simulator, real files).
+"""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+from pathlib import Path
+
+import pytest
+from clinic_support import GATE
+
+from devicectl.cli import main
+from devicectl.store import Store
+
+DATA = Path(__file__).parent / "data"
+TWO = DATA / "short-two-zones.yaml"
+
+
+def _run(db: Path, *extra: str, profile: Path = TWO, patient: str = "P-WORDS") -> int:
+    return main(["run", "--profile", str(profile), "--patient", patient, "--sim", "--yes",
+                 "--speed", "0", "--db", str(db), "--quiet", *GATE, *extra])
+
+
+def _closed_sessions(db: Path, count: int) -> None:
+    with Store(db) as store:
+        for n in range(count):
+            sid = store.create_session(patient_ref=f"P-W{n}", profile_name="t",
+                                       profile_hash="h", profile_text="",
+                                       started_at=f"2026-05-0{n + 1}T10:00:00+00:00")
+            store.close_session(sid, "complete", f"2026-05-0{n + 1}T10:05:00+00:00")
+
+
+def _tamper_outcome(db: Path, sid: int) -> None:
+    """What someone with write access can do: an outcome changed behind the triggers."""
+    conn = sqlite3.connect(db)
+    (create,) = conn.execute(
+        "SELECT sql FROM sqlite_master WHERE name = 'sessions_final'").fetchone()
+    conn.execute("DROP TRIGGER sessions_final")
+    conn.execute("UPDATE sessions SET outcome = 'aborted' WHERE id = ?", (sid,))
+    conn.execute(create)
+    conn.commit()
+    conn.close()
+
+
+def test_sessions_list_flags_a_session_whose_records_fail_verify(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The report and `sessions show` say RECORDS FAIL VERIFICATION first
+    (devicectl/report_content.py:279-281, devicectl/commands/sessions_cmd.py:268-270);
+    `sessions list` (devicectl/commands/sessions_cmd.py:171-194), where a clinician
+    looks first, printed a tampered session's row ("aborted") as any other."""
+    monkeypatch.setenv("COLUMNS", "200")
+    db = tmp_path / "r.db"
+    _closed_sessions(db, 2)
+    _tamper_outcome(db, 1)
+    assert main(["sessions", "verify", "1", "--db", str(db)]) == 1
+    capsys.readouterr()
+    assert main(["sessions", "list", "--db", str(db)]) == 0
+    out = capsys.readouterr().out
+    rows = {x.split("│")[1].strip(): x for x in out.splitlines()
+            if x.startswith("│") and x.split("│")[1].strip().isdigit()}
+    assert set(rows) == {"1", "2"}, out
+    assert "FAIL" in rows["1"] and "verif" in rows["1"].lower(), out
+    assert "FAIL" not in rows["2"], out
