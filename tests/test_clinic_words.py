@@ -64,3 +64,22 @@ def test_sessions_list_flags_a_session_whose_records_fail_verify(
     assert set(rows) == {"1", "2"}, out
     assert "FAIL" in rows["1"] and "verif" in rows["1"].lower(), out
     assert "FAIL" not in rows["2"], out
+
+
+def test_the_runs_progress_line_does_not_round_a_share_up_to_its_target() -> None:
+    """The rest of the tool says a zone's share with mapstyle.share_text (89.6 of 90 is
+    "89.6", devicectl/mapstyle.py:44-52); the run's plain progress line
+    (progress_line, devicectl/monitor/progress.py:113-120) printed "90 % of 90 %" for
+    a zone at 89.6 % of its 90 % target: reached, to a reader. And 0.04 % as "0 %"."""
+    from devicectl.monitor.progress import progress_line, progress_record
+
+    for fraction, wrong in ((0.896, "90 % of 90 %"), (0.8996, "90 % of 90 %"),
+                            (0.0004, "0 % of 90 %")):
+        status = {"state": "STAMPING", "zone_index": 0, "remaining_s_est": 30.0,
+                  "zones": [{"name": "frontal", "zone_id": 1, "fraction": fraction,
+                             "target_fraction": 0.9, "mean_passes": 1.0}]}
+        record = progress_record(status, 12.0, areas_mm2={1: 1000.0}, footprint_mm=5.0)
+        assert record is not None
+        line = progress_line(record)
+        assert wrong not in line, line
+        assert " % of 90 %" in line, line
