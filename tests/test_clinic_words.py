@@ -4,7 +4,7 @@ clinician reads checked against the records (real CLI, real simulator, real file
 
 from __future__ import annotations
 
-import shutil
+import re
 import sqlite3
 from pathlib import Path
 
@@ -132,3 +132,33 @@ def test_the_live_pages_zone_list_says_the_share_as_the_rest_of_the_tool(
                 browser.close()
     finally:
         web.stop()
+
+
+def test_a_continued_sessions_report_and_show_name_its_continuation(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A session that lost its link and was continued (`run --resume`, a new session
+    that restored its grid and carries its strokes on): its own report
+    (report_content.build_content's header, devicectl/report_content.py:283-300) and
+    `sessions show` (devicectl/commands/sessions_cmd.py:271-286) said "link_lost" and
+    its totals with no word of the continuation, so they read as the whole
+    treatment's. Both must name it: the treatment's totals are the continuation's."""
+    monkeypatch.setenv("COLUMNS", "200")
+    db = tmp_path / "r.db"
+    assert _run(db, "--seed", "5", "--scenario", "disconnect") == 4
+    assert main(["run", "--resume", "1", "--sim", "--yes", "--speed", "0", "--seed", "5",
+                 "--db", str(db), "--quiet", *GATE]) == 0
+    assert main(["sessions", "report", "1", "--db", str(db), "--out", str(tmp_path / "o")]) == 0
+    html = (tmp_path / "o" / "session-1-report.html").read_text(encoding="utf-8")
+    header = re.search(r'<table class="header">(.*?)</table>', html, re.S)
+    assert header is not None
+    words = re.sub(r"<[^>]+>", " ", header.group(1))
+    assert re.search(r"continued by\s+session 2\b[^\n]*totals are session 2", words), words
+    capsys.readouterr()
+    assert main(["sessions", "show", "1", "--db", str(db)]) == 0
+    out = capsys.readouterr().out
+    head = out[:out.index("zones")]
+    assert re.search(r"continued by\s+session 2\b[^\n]*totals are session 2", head), head
+    capsys.readouterr()
+    assert main(["sessions", "show", "2", "--db", str(db)]) == 0
+    assert "continued by" not in capsys.readouterr().out
