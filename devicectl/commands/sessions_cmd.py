@@ -21,6 +21,7 @@ from devicectl.chain import verify_session
 from devicectl.commands import session_id, whole_number
 from devicectl.commands.chain_cmd import add_verify
 from devicectl.commands.patients_cmd import add_note_command
+from devicectl.continuation import continued_by, continued_by_text
 from devicectl.errors import DevicectlError, StoreError
 from devicectl.eventkinds import (
     EventFilter,
@@ -265,6 +266,7 @@ def show_session(args: argparse.Namespace) -> int:
                                EventFilter.parse(["DEVICE,OPERATOR"], None)).events
         cartridges = cartridges_text(rec, fitted)
         operators = operators_text(rec, fitted)
+        successor = continued_by(store.conn, args.id)
     events = selection.events
     running = rec.outcome is None and _running(path, rec.id)
     if getattr(args, "json", False):
@@ -293,6 +295,7 @@ def show_session(args: argparse.Namespace) -> int:
         ("started", rec.started_at),
         ("ended", rec.ended_at or "-"),
         ("outcome", outcome_text(rec.outcome, running=running)),
+        *((("continued by", continued_by_text(successor)),) if successor is not None else ()),
     ):
         head.add_row(name, plain(value))
     console.print(head)
