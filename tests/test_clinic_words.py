@@ -162,3 +162,33 @@ def test_a_continued_sessions_report_and_show_name_its_continuation(
     capsys.readouterr()
     assert main(["sessions", "show", "2", "--db", str(db)]) == 0
     assert "continued by" not in capsys.readouterr().out
+
+
+def test_the_runs_summary_does_not_print_a_zones_time_under_a_second_as_nothing() -> None:
+    """The run's summary table (run_cmd._summary, devicectl/commands/run_cmd.py:474,
+    through monitor/terminal.clock, devicectl/monitor/terminal.py:63-67) truncated a
+    zone's time: 0.64 s of treatment printed "00:00", as if the zone was not treated."""
+    import io
+    from types import SimpleNamespace
+
+    from rich.console import Console
+
+    from devicectl.commands.run_cmd import _summary
+    from devicectl.snapshot import Outcome, Snapshot
+    from devicectl.zones import default_zone_map
+
+    zone_map = default_zone_map()
+    zone = zone_map.zones[0]
+    snap = Snapshot(status={"zones": [
+        {"zone_id": zone.id, "name": zone.name, "fraction": 0.01, "target_fraction": 0.9,
+         "mean_passes": 0.01, "target_passes": 2, "at_max_fraction": 0.0,
+         "at_max_cm2": 0.0, "strokes": 6, "seconds": 0.64}]})
+    out = io.StringIO()
+    console = Console(file=out, width=200, color_system=None)
+    _summary(console, SimpleNamespace(snapshot=snap), SimpleNamespace(session_id=7),
+             Outcome.ABORTED, Path("r.db"), zone_map)
+    row = next(x for x in out.getvalue().splitlines() if zone.label[:10] in x)
+    cells = [c.strip() for c in row.split("│")[1:-1]]
+    time_cell = cells[5]
+    assert time_cell not in ("00:00", "0:00", ""), row
+    assert time_cell in ("<1 s", "00:00.6"), row
