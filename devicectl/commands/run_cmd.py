@@ -56,7 +56,7 @@ from devicectl.controller_core import COVERAGE_CELL_MM
 from devicectl.errors import DevicectlError, RefusedError
 from devicectl.liveness import running_lock
 from devicectl.monitor.progress import Pace
-from devicectl.monitor.terminal import clock
+from devicectl.monitor.terminal import zone_time
 from devicectl.monitor.viewproc import ViewOptions, ViewProcess
 from devicectl.patients import patient_ref
 from devicectl.penproc import MapRaster, PenProcess, SessionSettings
@@ -471,7 +471,7 @@ def _summary(
             plain(labels.get(z["name"], z["name"])),
             *dose_cells(z),
             str(z["strokes"]),
-            clock(z.get("seconds")),
+            zone_time(z.get("seconds")),
             str(over),
         )
     console.print(table)
