@@ -192,3 +192,56 @@ def test_the_runs_summary_does_not_print_a_zones_time_under_a_second_as_nothing(
     time_cell = cells[5]
     assert time_cell not in ("00:00", "0:00", ""), row
     assert time_cell in ("<1 s", "00:00.6"), row
+
+
+@pytest.mark.parametrize("refusal", ["gate", "pen"])
+@pytest.mark.parametrize("continuation", [False, True], ids=["session", "continuation"])
+def test_the_json_end_of_a_refused_resume_in_place_says_what_the_records_say(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], continuation: bool, refusal: str
+) -> None:
+    """An interrupted session that treated, resumed in its own record (`run --resume`)
+    and refused (the clinic's gate, the pen's go/no-go) stays interrupted, resumable
+    (devicectl/commands/run_cmd.py:245-247, penloop.py:209-212); `run --json`'s end
+    line (devicectl/commands/run_cmd.py:264, 359) said "outcome": "refused", which the
+    records do not say: a program reading it took the treatment as closed."""
+    import json
+
+    from clinic_support import ALL_NO
+
+    from devicectl.commands.sessions_cmd import outcome_text
+    from devicectl.profile import load_profile
+    from devicectl.store import EventRecord
+
+    loaded = load_profile(TWO)
+    db = tmp_path / "r.db"
+    sim = ("--sim", "--yes", "--speed", "0", "--db", str(db))
+    assert main(["run", "--profile", str(TWO), "--patient", "P-002", "--seed", "11",
+                 *sim, "--quiet", *GATE]) == 0  # another patient's: cartridge of seed 11 used
+    with Store(db) as store:
+        def session(continues: int | None = None) -> int:
+            return store.create_session(
+                patient_ref="P-001", profile_name=loaded.profile.name,
+                profile_hash=loaded.content_hash, profile_text=loaded.text,
+                started_at="2026-03-02T09:00:00+00:00", simulated=True, continues=continues)
+        sid = session()
+        if continuation:
+            store.close_session(sid, "link_lost", "2026-03-02T09:10:00+00:00")
+            sid = session(continues=sid)
+        store.append_events(sid, [EventRecord(1, "2026-03-02T09:11:00+00:00", "SENT", "START",
+                                              None, {"type": "START"})])  # then the crash
+    capsys.readouterr()
+    if refusal == "gate":
+        no_consent = ("--operator", "OP-TEST", "--checklist", str(ALL_NO), "--ack-adjuncts")
+        assert main(["run", "--resume", str(sid), "--seed", "5", *sim, "--json",
+                     *no_consent]) == 1
+    else:
+        assert main(["run", "--resume", str(sid), "--seed", "11", *sim, "--json", *GATE]) == 1
+    out = capsys.readouterr().out
+    ends = [json.loads(x) for x in out.splitlines()
+            if x.startswith("{") and '"type": "end"' in x]
+    assert len(ends) == 1, out[-2000:]
+    with Store(db) as store:
+        recorded = store.session(sid).outcome
+    assert recorded is None  # interrupted, as before (tests/test_continuation.py)
+    assert ends[0]["outcome"] == outcome_text(recorded) == "interrupted", ends[0]
+    assert ends[0]["exit_code"] == 1
