@@ -261,7 +261,8 @@ def _run(args: argparse.Namespace, interrupts: Interrupts) -> int:
         always(console, plain(f"refused · session id {setup.session_id} · details: devicectl "
                               f"sessions show {setup.session_id} --db {shown}", "bold red"))
         if as_json:
-            json_line({"type": "end", "session_id": setup.session_id, "outcome": "refused",
+            json_line({"type": "end", "session_id": setup.session_id,
+                       "outcome": _recorded_outcome(setup, Outcome.REFUSED),
                        "reasons": refusals, "exit_code": Outcome.REFUSED.exit_code,
                        "db": str(shown)})
         return Outcome.REFUSED.exit_code
@@ -356,9 +357,18 @@ def _run(args: argparse.Namespace, interrupts: Interrupts) -> int:
     if as_json:
         failed = {"records_failure": report.failure,
                   "unsaved": report.unsaved_path} if report.failure is not None else {}
-        json_line({"type": "end", "session_id": setup.session_id, "outcome": outcome.value,
+        json_line({"type": "end", "session_id": setup.session_id,
+                   "outcome": _recorded_outcome(setup, outcome),
                    "exit_code": outcome.exit_code, "db": str(shown), **failed})
     return outcome.exit_code
+
+
+def _recorded_outcome(setup: Setup, outcome: Outcome) -> str:
+    """The session's outcome as its records say it: one resumed in its own record and
+    refused stays interrupted, resumable (the gate above, penloop.py)."""
+    if outcome is Outcome.REFUSED and setup.resumed and setup.continues is None:
+        return "interrupted"
+    return outcome.value
 
 
 def _go_no_go(console: Console, session: Watched, port: str, zone_map: ZoneMap) -> bool:
