@@ -194,29 +194,15 @@ def test_the_runs_summary_does_not_print_a_zones_time_under_a_second_as_nothing(
     assert time_cell in ("<1 s", "00:00.6"), row
 
 
-@pytest.mark.parametrize("refusal", ["gate", "pen"])
-@pytest.mark.parametrize("continuation", [False, True], ids=["session", "continuation"])
-def test_the_json_end_of_a_refused_resume_in_place_says_what_the_records_say(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], continuation: bool, refusal: str
-) -> None:
-    """An interrupted session that treated, resumed in its own record (`run --resume`)
-    and refused (the clinic's gate, the pen's go/no-go) stays interrupted, resumable
-    (devicectl/commands/run_cmd.py:245-247, penloop.py:209-212); `run --json`'s end
-    line (devicectl/commands/run_cmd.py:264, 359) said "outcome": "refused", which the
-    records do not say: a program reading it took the treatment as closed."""
-    import json
-
-    from clinic_support import ALL_NO
-
-    from devicectl.commands.sessions_cmd import outcome_text
+def _interrupted_that_treated(db: Path, continuation: bool) -> int:
+    """An interrupted session (or continuation) of P-001 that sent START, then the
+    crash; and another patient's session that used the cartridge of seed 11."""
     from devicectl.profile import load_profile
     from devicectl.store import EventRecord
 
     loaded = load_profile(TWO)
-    db = tmp_path / "r.db"
-    sim = ("--sim", "--yes", "--speed", "0", "--db", str(db))
-    assert main(["run", "--profile", str(TWO), "--patient", "P-002", "--seed", "11",
-                 *sim, "--quiet", *GATE]) == 0  # another patient's: cartridge of seed 11 used
+    assert main(["run", "--profile", str(TWO), "--patient", "P-002", "--seed", "11", "--sim",
+                 "--yes", "--speed", "0", "--db", str(db), "--quiet", *GATE]) == 0
     with Store(db) as store:
         def session(continues: int | None = None) -> int:
             return store.create_session(
@@ -229,13 +215,40 @@ def test_the_json_end_of_a_refused_resume_in_place_says_what_the_records_say(
             sid = session(continues=sid)
         store.append_events(sid, [EventRecord(1, "2026-03-02T09:11:00+00:00", "SENT", "START",
                                               None, {"type": "START"})])  # then the crash
-    capsys.readouterr()
+    return sid
+
+
+def _resume_refused(db: Path, sid: int, refusal: str, *extra: str) -> None:
+    """Resume `sid` in its own record, refused by the clinic's gate (no consent) or by
+    the pen's go/no-go (a used cartridge)."""
+    from clinic_support import ALL_NO
+
+    sim = ("--sim", "--yes", "--speed", "0", "--db", str(db), *extra)
     if refusal == "gate":
         no_consent = ("--operator", "OP-TEST", "--checklist", str(ALL_NO), "--ack-adjuncts")
-        assert main(["run", "--resume", str(sid), "--seed", "5", *sim, "--json",
-                     *no_consent]) == 1
+        assert main(["run", "--resume", str(sid), "--seed", "5", *sim, *no_consent]) == 1
     else:
-        assert main(["run", "--resume", str(sid), "--seed", "11", *sim, "--json", *GATE]) == 1
+        assert main(["run", "--resume", str(sid), "--seed", "11", *sim, *GATE]) == 1
+
+
+@pytest.mark.parametrize("refusal", ["gate", "pen"])
+@pytest.mark.parametrize("continuation", [False, True], ids=["session", "continuation"])
+def test_the_json_end_of_a_refused_resume_in_place_says_what_the_records_say(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], continuation: bool, refusal: str
+) -> None:
+    """An interrupted session that treated, resumed in its own record (`run --resume`)
+    and refused (the clinic's gate, the pen's go/no-go) stays interrupted, resumable
+    (devicectl/commands/run_cmd.py:245-247, penloop.py:209-212); `run --json`'s end
+    line (devicectl/commands/run_cmd.py:264, 359) said "outcome": "refused", which the
+    records do not say: a program reading it took the treatment as closed."""
+    import json
+
+    from devicectl.commands.sessions_cmd import outcome_text
+
+    db = tmp_path / "r.db"
+    sid = _interrupted_that_treated(db, continuation)
+    capsys.readouterr()
+    _resume_refused(db, sid, refusal, "--json")
     out = capsys.readouterr().out
     ends = [json.loads(x) for x in out.splitlines()
             if x.startswith("{") and '"type": "end"' in x]
@@ -245,3 +258,20 @@ def test_the_json_end_of_a_refused_resume_in_place_says_what_the_records_say(
     assert recorded is None  # interrupted, as before (tests/test_continuation.py)
     assert ends[0]["outcome"] == outcome_text(recorded) == "interrupted", ends[0]
     assert ends[0]["exit_code"] == 1
+
+
+@pytest.mark.parametrize("refusal", ["gate", "pen"])
+def test_the_plain_end_of_a_refused_resume_in_place_says_it_stays_interrupted(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], refusal: str
+) -> None:
+    """As the JSON end above, the words a clinician reads: the last line (run_cmd.py:261,
+    and _summary's, run_cmd.py:478-482) said "refused · session id N" and nothing of the
+    session staying interrupted, to be resumed again (what the records say)."""
+    db = tmp_path / "r.db"
+    sid = _interrupted_that_treated(db, continuation=False)
+    capsys.readouterr()
+    _resume_refused(db, sid, refusal, "--quiet")
+    out = capsys.readouterr().out
+    last = [x for x in out.splitlines() if f"session id {sid}" in x]
+    assert last, out[-2000:]
+    assert "stays interrupted" in last[-1], last[-1]
