@@ -258,7 +258,8 @@ def _run(args: argparse.Namespace, interrupts: Interrupts) -> int:
         lock.release()
         for reason in refusals:
             always(console, plain("NO-GO: " + reason, "bold red"))
-        always(console, plain(f"refused · session id {setup.session_id} · details: devicectl "
+        always(console, plain(f"{_outcome_words(setup, Outcome.REFUSED)} · session id "
+                              f"{setup.session_id} · details: devicectl "
                               f"sessions show {setup.session_id} --db {shown}", "bold red"))
         if as_json:
             json_line({"type": "end", "session_id": setup.session_id,
@@ -364,11 +365,18 @@ def _run(args: argparse.Namespace, interrupts: Interrupts) -> int:
 
 
 def _recorded_outcome(setup: Setup, outcome: Outcome) -> str:
-    """The session's outcome as its records say it: one resumed in its own record and
-    refused stays interrupted, resumable (the gate above, penloop.py)."""
+    """The outcome the records say: resumed in place and refused, interrupted (penloop.py)."""
     if outcome is Outcome.REFUSED and setup.resumed and setup.continues is None:
         return "interrupted"
     return outcome.value
+
+
+def _outcome_words(setup: Setup, outcome: Outcome) -> str:
+    """The outcome line's first words; a refused resume in place says what the records do."""
+    words = outcome.value.replace("_", " ")
+    if _recorded_outcome(setup, outcome) == "interrupted":
+        words += " (the session stays interrupted, to be resumed again)"
+    return words
 
 
 def _go_no_go(console: Console, session: Watched, port: str, zone_map: ZoneMap) -> bool:
@@ -487,7 +495,7 @@ def _summary(
     console.print(table)
     style = "bold green" if outcome is Outcome.COMPLETE else "bold red"
     always(console, Text.assemble(
-        (outcome.value.replace("_", " "), style),
+        (_outcome_words(setup, outcome), style),
         plain(f" · session id {setup.session_id} · details: devicectl sessions show "
               f"{setup.session_id} --db {db_path}"),
     ))
