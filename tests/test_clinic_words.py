@@ -275,3 +275,31 @@ def test_the_plain_end_of_a_refused_resume_in_place_says_it_stays_interrupted(
     last = [x for x in out.splitlines() if f"session id {sid}" in x]
     assert last, out[-2000:]
     assert "stays interrupted" in last[-1], last[-1]
+
+
+def test_guard_a_continuation_that_was_refused_is_not_named_as_the_treatments(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Guard (true today): a continuation that ended `refused` sent no START and holds
+    nothing of the treatment (devicectl/continuation.py's docstring); the session it
+    tried to continue is not "continued by" it (continuation.continued_by), and is
+    named continued by the continuation that did treat."""
+    monkeypatch.setenv("COLUMNS", "200")
+    db = tmp_path / "r.db"
+    with Store(db) as store:
+        def session(continues: int | None = None) -> int:
+            return store.create_session(patient_ref="P-G1", profile_name="t",
+                                        profile_hash="h", profile_text="",
+                                        started_at="2026-03-02T09:00:00+00:00",
+                                        continues=continues)
+        first = session()
+        store.close_session(first, "link_lost", "2026-03-02T09:10:00+00:00")
+        refused = session(continues=first)
+        store.close_session(refused, "refused", "2026-03-02T09:11:00+00:00")
+    capsys.readouterr()
+    assert main(["sessions", "show", str(first), "--db", str(db)]) == 0
+    assert "continued by" not in capsys.readouterr().out
+    with Store(db) as store:
+        treated = session(continues=first)
+    assert main(["sessions", "show", str(first), "--db", str(db)]) == 0
+    assert f"continued by  session {treated}:" in capsys.readouterr().out
