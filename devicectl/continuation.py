@@ -19,6 +19,8 @@ from __future__ import annotations
 
 from typing import Final
 
+from devicectl.dbconn import Conn
+
 #: What the database says to a continuation it refuses, and to a link changed later.
 NOT_CONTINUABLE: Final = ("a session continues only a session of its own patient that "
                           "lost its link")
@@ -155,3 +157,18 @@ PG_REFUSED_MIGRATION: Final[tuple[str, ...]] = (
     """CREATE TRIGGER sessions_refused_untreated BEFORE UPDATE OF outcome ON sessions
         FOR EACH ROW EXECUTE FUNCTION devicectl_refused_untreated()""",
 )
+
+
+def continued_by(conn: Conn, session_id: int) -> int | None:
+    """The session that continues this one (its one continuation that did not end
+    `refused`, _HOLDS_SLOT): the treatment's totals are that session's, not this one's."""
+    row = conn.execute(
+        "SELECT id FROM sessions WHERE continues = ? AND (outcome IS NULL OR outcome <> "
+        "'refused') ORDER BY id LIMIT 1", (session_id,)).fetchone()
+    return None if row is None else int(row[0])
+
+
+def continued_by_text(session_id: int) -> str:
+    """What a continued session's header says of its continuation."""
+    return (f"session {session_id}: the treatment's totals are session {session_id}'s "
+            "(its strokes, punctures and time include this session's)")

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from devicectl.chain import verify_session
+from devicectl.continuation import continued_by
 from devicectl.errors import DevicectlError, StoreError
 from devicectl.note_anchor import verify_anchors
 from devicectl.notes import notes_of
@@ -139,10 +140,11 @@ def write_report(
         anchors = verify_anchors(store.conn)
         coverage = store.coverage_state(session_id)
         running = rec.outcome is None and bool(store.running_ids([session_id]))
+        successor = continued_by(store.conn, session_id)
     zone_map = zone_map or load_zone_map()
     samples = samples_of(rec, events)
     content = build_content(rec, events, notes, zone_map, chain, bool(samples), NO_SAMPLES,
-                            coverage, running, anchors)
+                            coverage, running, anchors, successor)
     figs = {
         "map": coverage_map(zone_map, rec.zones, f"Session {rec.id}: final coverage per zone",
                             stored_patches(rec)),

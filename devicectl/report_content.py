@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from devicectl.chain import ChainCheck
+from devicectl.continuation import continued_by_text
 from devicectl.errors import DevicectlError, StoreError
 from devicectl.mapstyle import zone_words
 from devicectl.note_anchor import AnchorCheck
@@ -272,9 +273,11 @@ def build_content(
     coverage: bytes | None = None,
     running: bool = False,
     anchors: AnchorCheck | None = None,
+    continued_by: int | None = None,
 ) -> ReportContent:
     """`running`: the session has no outcome because its run holds its lock now
-    (liveness.py), not because it was interrupted."""
+    (liveness.py), not because it was interrupted. `continued_by`: the session that
+    continues this one (continuation.continued_by)."""
     outcome = rec.outcome or ("running" if running else "interrupted")
     # records that fail `sessions verify` say so first: in the title, on every page
     broken = chain.problem is not None or (anchors is not None and anchors.problem is not None)
@@ -286,6 +289,8 @@ def build_content(
         ("session", str(rec.id)),
         *((("continues", f"session {continues}: its strokes, punctures and time are included "
                          "here (its grid was restored)"),) if continues is not None else ()),
+        *((("continued by", continued_by_text(continued_by)),)
+          if continued_by is not None else ()),
         ("patient ref", rec.patient_ref),
         ("operator", operators_text(rec, events) or "? (not recorded)"),
         ("profile", rec.profile_name),

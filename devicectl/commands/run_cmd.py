@@ -56,7 +56,7 @@ from devicectl.controller_core import COVERAGE_CELL_MM
 from devicectl.errors import DevicectlError, RefusedError
 from devicectl.liveness import running_lock
 from devicectl.monitor.progress import Pace
-from devicectl.monitor.terminal import clock
+from devicectl.monitor.terminal import zone_time
 from devicectl.monitor.viewproc import ViewOptions, ViewProcess
 from devicectl.patients import patient_ref
 from devicectl.penproc import MapRaster, PenProcess, SessionSettings
@@ -258,10 +258,12 @@ def _run(args: argparse.Namespace, interrupts: Interrupts) -> int:
         lock.release()
         for reason in refusals:
             always(console, plain("NO-GO: " + reason, "bold red"))
-        always(console, plain(f"refused · session id {setup.session_id} · details: devicectl "
+        always(console, plain(f"{_outcome_words(setup, Outcome.REFUSED)} · session id "
+                              f"{setup.session_id} · details: devicectl "
                               f"sessions show {setup.session_id} --db {shown}", "bold red"))
         if as_json:
-            json_line({"type": "end", "session_id": setup.session_id, "outcome": "refused",
+            json_line({"type": "end", "session_id": setup.session_id,
+                       "outcome": _recorded_outcome(setup, Outcome.REFUSED),
                        "reasons": refusals, "exit_code": Outcome.REFUSED.exit_code,
                        "db": str(shown)})
         return Outcome.REFUSED.exit_code
@@ -356,9 +358,25 @@ def _run(args: argparse.Namespace, interrupts: Interrupts) -> int:
     if as_json:
         failed = {"records_failure": report.failure,
                   "unsaved": report.unsaved_path} if report.failure is not None else {}
-        json_line({"type": "end", "session_id": setup.session_id, "outcome": outcome.value,
+        json_line({"type": "end", "session_id": setup.session_id,
+                   "outcome": _recorded_outcome(setup, outcome),
                    "exit_code": outcome.exit_code, "db": str(shown), **failed})
     return outcome.exit_code
+
+
+def _recorded_outcome(setup: Setup, outcome: Outcome) -> str:
+    """The outcome the records say: resumed in place and refused, interrupted (penloop.py)."""
+    if outcome is Outcome.REFUSED and setup.resumed and setup.continues is None:
+        return "interrupted"
+    return outcome.value
+
+
+def _outcome_words(setup: Setup, outcome: Outcome) -> str:
+    """The outcome line's first words; a refused resume in place says what the records do."""
+    words = outcome.value.replace("_", " ")
+    if _recorded_outcome(setup, outcome) == "interrupted":
+        words += " (the session stays interrupted, to be resumed again)"
+    return words
 
 
 def _go_no_go(console: Console, session: Watched, port: str, zone_map: ZoneMap) -> bool:
@@ -471,13 +489,13 @@ def _summary(
             plain(labels.get(z["name"], z["name"])),
             *dose_cells(z),
             str(z["strokes"]),
-            clock(z.get("seconds")),
+            zone_time(z.get("seconds")),
             str(over),
         )
     console.print(table)
     style = "bold green" if outcome is Outcome.COMPLETE else "bold red"
     always(console, Text.assemble(
-        (outcome.value.replace("_", " "), style),
+        (_outcome_words(setup, outcome), style),
         plain(f" · session id {setup.session_id} · details: devicectl sessions show "
               f"{setup.session_id} --db {db_path}"),
     ))

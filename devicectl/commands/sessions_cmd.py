@@ -21,6 +21,7 @@ from devicectl.chain import verify_session
 from devicectl.commands import session_id, whole_number
 from devicectl.commands.chain_cmd import add_verify
 from devicectl.commands.patients_cmd import add_note_command
+from devicectl.continuation import continued_by, continued_by_text
 from devicectl.errors import DevicectlError, StoreError
 from devicectl.eventkinds import (
     EventFilter,
@@ -171,6 +172,8 @@ def list_sessions(args: argparse.Namespace) -> int:
         records = store.sessions(limit=args.limit)
         where = store.path
         live = store.running_ids([r.id for r in records if r.outcome is None])
+        # as the report and `sessions show`: records that fail verify are said first
+        broken = {r.id for r in records if verify_session(store.conn, r.id).problem is not None}
     if not records:
         console.print(f"no records yet at {where}", markup=False, highlight=False)
         return 0
@@ -179,11 +182,18 @@ def list_sessions(args: argparse.Namespace) -> int:
         table.add_column(name, justify="right" if name == "id" else "left", overflow="fold")
     for rec in records:
         done = sum(1 for z in rec.zones if z.done)
+        outcome = outcome_text(rec.outcome, running=rec.id in live)
+        if rec.id in broken:
+            outcome += " — RECORDS FAIL VERIFICATION"
         table.add_row(*(plain(cell) for cell in (
-            rec.id, rec.started_at, rec.patient_ref, rec.profile_name,
-            outcome_text(rec.outcome, running=rec.id in live),
+            rec.id, rec.started_at, rec.patient_ref, rec.profile_name, outcome,
             f"{done}/{len(rec.zones)}",
         )))
+    if broken:
+        ids = ", ".join(str(i) for i in sorted(broken))
+        console.print(plain(f"RECORDS FAIL VERIFICATION for session(s) {ids} "
+                            "(devicectl sessions verify ID says why)", "bold white on red"),
+                      soft_wrap=True)
     console.print(table)
     _unsaved_note(console, path)
     return 0
@@ -256,6 +266,7 @@ def show_session(args: argparse.Namespace) -> int:
                                EventFilter.parse(["DEVICE,OPERATOR"], None)).events
         cartridges = cartridges_text(rec, fitted)
         operators = operators_text(rec, fitted)
+        successor = continued_by(store.conn, args.id)
     events = selection.events
     running = rec.outcome is None and _running(path, rec.id)
     if getattr(args, "json", False):
@@ -284,6 +295,7 @@ def show_session(args: argparse.Namespace) -> int:
         ("started", rec.started_at),
         ("ended", rec.ended_at or "-"),
         ("outcome", outcome_text(rec.outcome, running=running)),
+        *((("continued by", continued_by_text(successor)),) if successor is not None else ()),
     ):
         head.add_row(name, plain(value))
     console.print(head)

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from devicectl.mapstyle import zone_words
 from devicectl.plan import estimated_passes
 from devicectl.transitions import ControlEvent
 
@@ -99,6 +100,8 @@ def progress_record(
         "zone_count": len(zones),
         "percent": round(100 * float(z["fraction"]), 1),
         "target_percent": round(100 * float(z["target_fraction"]), 1),
+        # "N % of T %" as the report and the map say it (never rounded up to the target)
+        "share": zone_words(float(z["fraction"]), float(z["target_fraction"])),
         # the dose the host counts (devicectl/dose.py), else the strokes' estimate
         "mean_passes": round(
             float(z["mean_passes"]) if z.get("mean_passes") is not None
@@ -115,7 +118,7 @@ def progress_line(record: Mapping[str, Any]) -> str:
     return (
         f"{session_clock(record['t_s'])} PROGRESS {record['state']} · zone "
         f"{record['zone_number']}/{record['zone_count']} {record['zone']} · "
-        f"{record['percent']:.0f} % of {record['target_percent']:.0f} % · "
+        f"{record['share']} · "
         f"≈ {record['mean_passes']:.2f} passes (mean) · about {_mmss(record['remaining_s'])} left"
     )
 

@@ -67,6 +67,14 @@ def clock(seconds: float | None) -> str:
     return f"{int(seconds // 60):02d}:{int(seconds % 60):02d}"
 
 
+def zone_time(seconds: float | None) -> str:
+    """A zone's treatment time as `clock` says it, but a time under a second that is
+    not zero is "<1 s", never "00:00" (nothing treated)."""
+    if seconds is not None and 0 < seconds < 1:
+        return "<1 s"
+    return clock(seconds)
+
+
 def event_line(event: ControlEvent, t0_us: int = 0,
                zone_names: Mapping[int, str] | None = None) -> str:
     """One plain line for an event: elapsed time, kind, the zone (by its name when

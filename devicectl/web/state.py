@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from devicectl.dose import dose_cells
 from devicectl.mapstyle import NOT_PLANNED_FILL, reached, reached_colour, zone_caption
 from devicectl.safety import DEPTH_CAP_UM, OVERDEPTH_LIMIT_UM
 from devicectl.store import EventRecord
@@ -186,7 +187,10 @@ def page_state(
         "records_failure": status.get("records_failure"),
         "go_no_go": list(status.get("go_no_go") or ()),
         "zone_index": status.get("zone_index", 0),
-        "zones": [dict(z) for z in status.get("zones") or ()],
+        # each zone's dose columns as the terminal and the report say them (dose.dose_cells):
+        # the page shows this text, it does not format the figures itself
+        "zones": [dict(z) | {"dose_text": list(dose_cells(z))}
+                  for z in status.get("zones") or ()],
         "shading": map_shading(map_zones, status.get("zones") or ()),
         "pen": dict(pen) if pen else None,
         "position_mode": status.get("position_mode"),

@@ -160,11 +160,10 @@ function drawZones(zones) {
     li.innerHTML = '<div class="zone-head"><span class="name"></span><span class="pct"></span></div>' +
       '<div class="bar"><div class="fill"></div><div class="goal"></div></div>';
     li.querySelector(".name").textContent = (labelOf[z.name] || z.name) + " · " + mm(z.depth_um) + " · " + (z.rate_dhz / 10).toFixed(0) + " Hz" + (z.done ? " ✓" : "");
-    // One legend everywhere (devicectl/dose.py): dose in passes, at target, at maximum.
-    const dose = z.mean_passes == null ? "—" : z.mean_passes.toFixed(1) + "/" + z.target_passes + " passes";
-    const atMax = (100 * (z.at_max_fraction || 0)).toFixed(1) + " % " + (z.at_max_cm2 || 0).toFixed(1) + " cm²";
-    li.querySelector(".pct").textContent = dose + " · at target " + pct + "/" +
-      Math.round(100 * z.target_fraction) + " % · at maximum " + atMax;
+    // One legend everywhere (devicectl/dose.py): dose in passes, at target, at maximum,
+    // as the server words them (dose.dose_cells); the page does not round them itself.
+    const [dose, atTarget, atMax] = z.dose_text;
+    li.querySelector(".pct").textContent = dose + " · at target " + atTarget + " · at maximum " + atMax;
     li.querySelector(".pct").dataset.fraction = String(z.fraction);
     const byDose = z.target_passes ? Math.round(100 * (z.mean_passes || 0) / z.target_passes) : pct;
     li.querySelector(".fill").style.width = Math.min(100, byDose) + "%";
