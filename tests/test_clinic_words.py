@@ -28,8 +28,8 @@ def _closed_sessions(db: Path, count: int) -> None:
         for n in range(count):
             sid = store.create_session(patient_ref=f"P-W{n}", profile_name="t",
                                        profile_hash="h", profile_text="",
-                                       started_at=f"2026-05-0{n + 1}T10:00:00+00:00")
-            store.close_session(sid, "complete", f"2026-05-0{n + 1}T10:05:00+00:00")
+                                       started_at=f"2026-05-{n + 1:02d}T10:00:00+00:00")
+            store.close_session(sid, "complete", f"2026-05-{n + 1:02d}T10:05:00+00:00")
 
 
 def _tamper_outcome(db: Path, sid: int) -> None:
@@ -64,6 +64,35 @@ def test_sessions_list_flags_a_session_whose_records_fail_verify(
     assert set(rows) == {"1", "2"}, out
     assert "FAIL" in rows["1"] and "verif" in rows["1"].lower(), out
     assert "FAIL" not in rows["2"], out
+
+
+def test_sessions_list_checks_the_newest_sessions_and_says_it_checked_no_more(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`sessions list` checks the newest LIST_VERIFIED sessions it shows against their
+    hash chain (each of a 30-minute session's ~12,000 events is hashed again), and says
+    so when it shows more: an older tampered session is not called sound by a list
+    that never looked at it; `sessions verify` still finds it."""
+    from devicectl.commands.sessions_cmd import LIST_VERIFIED
+
+    monkeypatch.setenv("COLUMNS", "200")
+    db = tmp_path / "r.db"
+    _closed_sessions(db, LIST_VERIFIED + 2)
+    _tamper_outcome(db, 1)
+    _tamper_outcome(db, LIST_VERIFIED + 2)  # the newest
+    capsys.readouterr()
+    assert main(["sessions", "list", "--db", str(db)]) == 0
+    out = capsys.readouterr().out
+    rows = {x.split("│")[1].strip(): x for x in out.splitlines()
+            if x.startswith("│") and x.split("│")[1].strip().isdigit()}
+    assert len(rows) == LIST_VERIFIED + 2, out
+    assert "FAIL" in rows[str(LIST_VERIFIED + 2)], out
+    assert "FAIL" not in rows["1"], out  # not checked here ...
+    assert f"the newest {LIST_VERIFIED} checked" in " ".join(out.split()), out  # ... and said
+    assert main(["sessions", "verify", "1", "--db", str(db)]) == 1
+    capsys.readouterr()
+    assert main(["sessions", "list", "--limit", str(LIST_VERIFIED), "--db", str(db)]) == 0
+    assert "checked against their hash chain" not in capsys.readouterr().out
 
 
 def test_the_runs_progress_line_does_not_round_a_share_up_to_its_target() -> None:
