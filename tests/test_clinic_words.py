@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from clinic_support import GATE
+from test_continuation import interrupted_that_treated
 
 from devicectl.cli import main
 from devicectl.store import Store
@@ -223,30 +224,6 @@ def test_the_runs_summary_does_not_print_a_zones_time_under_a_second_as_nothing(
     assert time_cell in ("<1 s", "00:00.6"), row
 
 
-def _interrupted_that_treated(db: Path, continuation: bool) -> int:
-    """An interrupted session (or continuation) of P-001 that sent START, then the
-    crash; and another patient's session that used the cartridge of seed 11."""
-    from devicectl.profile import load_profile
-    from devicectl.store import EventRecord
-
-    loaded = load_profile(TWO)
-    assert main(["run", "--profile", str(TWO), "--patient", "P-002", "--seed", "11", "--sim",
-                 "--yes", "--speed", "0", "--db", str(db), "--quiet", *GATE]) == 0
-    with Store(db) as store:
-        def session(continues: int | None = None) -> int:
-            return store.create_session(
-                patient_ref="P-001", profile_name=loaded.profile.name,
-                profile_hash=loaded.content_hash, profile_text=loaded.text,
-                started_at="2026-03-02T09:00:00+00:00", simulated=True, continues=continues)
-        sid = session()
-        if continuation:
-            store.close_session(sid, "link_lost", "2026-03-02T09:10:00+00:00")
-            sid = session(continues=sid)
-        store.append_events(sid, [EventRecord(1, "2026-03-02T09:11:00+00:00", "SENT", "START",
-                                              None, {"type": "START"})])  # then the crash
-    return sid
-
-
 def _resume_refused(db: Path, sid: int, refusal: str, *extra: str) -> None:
     """Resume `sid` in its own record, refused by the clinic's gate (no consent) or by
     the pen's go/no-go (a used cartridge)."""
@@ -275,7 +252,7 @@ def test_the_json_end_of_a_refused_resume_in_place_says_what_the_records_say(
     from devicectl.commands.sessions_cmd import outcome_text
 
     db = tmp_path / "r.db"
-    sid = _interrupted_that_treated(db, continuation)
+    sid = interrupted_that_treated(db, continuation)
     capsys.readouterr()
     _resume_refused(db, sid, refusal, "--json")
     out = capsys.readouterr().out
@@ -297,7 +274,7 @@ def test_the_plain_end_of_a_refused_resume_in_place_says_it_stays_interrupted(
     and _summary's, run_cmd.py:478-482) said "refused · session id N" and nothing of the
     session staying interrupted, to be resumed again (what the records say)."""
     db = tmp_path / "r.db"
-    sid = _interrupted_that_treated(db, continuation=False)
+    sid = interrupted_that_treated(db, continuation=False)
     capsys.readouterr()
     _resume_refused(db, sid, refusal, "--quiet")
     out = capsys.readouterr().out

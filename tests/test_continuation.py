@@ -378,6 +378,34 @@ def test_a_continuation_that_lost_its_link_too_is_resumed_and_completed(
         assert done.cartridge_id == store.session(1).cartridge_id  # the treatment's own
 
 
+def interrupted_that_treated(db: Path, continuation: bool) -> int:
+    """An interrupted session (or continuation) of P-001 that sent START, then the
+    crash; and, before it, another patient's session that used the cartridge of seed 11
+    (a real `run --sim`). The interrupted one's id."""
+    from clinic_support import GATE
+
+    from devicectl.cli import main
+    from devicectl.profile import load_profile
+
+    deep = Path(__file__).parent / "data" / "short-two-zones.yaml"
+    loaded = load_profile(deep)
+    assert main(["run", "--profile", str(deep), "--patient", "P-002", "--seed", "11", "--sim",
+                 "--yes", "--speed", "0", "--db", str(db), *GATE]) == 0
+    with Store(db) as store:
+        def session(continues: int | None = None) -> int:
+            return store.create_session(
+                patient_ref="P-001", profile_name=loaded.profile.name,
+                profile_hash=loaded.content_hash, profile_text=loaded.text,
+                started_at="2026-03-02T09:00:00+00:00", simulated=True, continues=continues)
+        sid = session()
+        if continuation:
+            store.close_session(sid, "link_lost", "2026-03-02T09:10:00+00:00")
+            sid = session(continues=sid)
+        store.append_events(sid, [EventRecord(1, "2026-03-02T09:11:00+00:00", "SENT", "START",
+                                              None, {"type": "START"})])  # then the crash
+    return sid
+
+
 @pytest.mark.parametrize("refusal", ["gate", "pen"])
 @pytest.mark.parametrize("continuation", [False, True], ids=["session", "continuation"])
 def test_an_interrupted_session_refused_when_resumed_stays_interrupted(
@@ -393,26 +421,10 @@ def test_an_interrupted_session_refused_when_resumed_stays_interrupted(
     from clinic_support import ALL_NO, GATE
 
     from devicectl.cli import main
-    from devicectl.profile import load_profile
 
-    deep = Path(__file__).parent / "data" / "short-two-zones.yaml"
-    loaded = load_profile(deep)
     db = tmp_path / "r.db"
     sim = ("--sim", "--yes", "--speed", "0", "--db", str(db))
-    assert main(["run", "--profile", str(deep), "--patient", "P-002", "--seed", "11",
-                 *sim, *GATE]) == 0  # another patient's: cartridge of seed 11 used
-    with Store(db) as store:
-        def session(continues: int | None = None) -> int:
-            return store.create_session(
-                patient_ref="P-001", profile_name=loaded.profile.name,
-                profile_hash=loaded.content_hash, profile_text=loaded.text,
-                started_at="2026-03-02T09:00:00+00:00", simulated=True, continues=continues)
-        sid = session()
-        if continuation:
-            store.close_session(sid, "link_lost", "2026-03-02T09:10:00+00:00")
-            sid = session(continues=sid)
-        store.append_events(sid, [EventRecord(1, "2026-03-02T09:11:00+00:00", "SENT", "START",
-                                              None, {"type": "START"})])  # then the crash
+    sid = interrupted_that_treated(db, continuation)
     capsys.readouterr()
     if refusal == "gate":
         no_consent = ("--operator", "OP-TEST", "--checklist", str(ALL_NO), "--ack-adjuncts")
