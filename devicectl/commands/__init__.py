@@ -33,15 +33,20 @@ def sim_speed(text: str) -> float:
     return speed
 
 
-def whole_number(text: str) -> int:
-    """argparse's type for a count (--limit, --count) or a rate (--baud): a whole number ≥ 1."""
+def _whole_in(text: str, low: int, high: int | None, refusal: str) -> int:
+    """`text` as a whole number from `low` to `high` (None: no bound), else `refusal`."""
     try:
         number = int(text)
     except ValueError:
-        number = 0
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number ≥ 1")
+        raise argparse.ArgumentTypeError(refusal) from None
+    if number < low or (high is not None and number > high):
+        raise argparse.ArgumentTypeError(refusal)
     return number
+
+
+def whole_number(text: str) -> int:
+    """argparse's type for a count (--limit, --count) or a rate (--baud): a whole number ≥ 1."""
+    return _whole_in(text, 1, None, f"{text!r} is not a whole number ≥ 1")
 
 
 #: The largest id the records can hold (SQLite's INTEGER, PostgreSQL's bigint).
@@ -51,14 +56,8 @@ MAX_SESSION_ID = 2**63 - 1
 def session_id(text: str) -> int:
     """argparse's type for a session id: a whole number from 1 to what the records hold
     (a larger one cannot even be looked up: the database refuses the number itself)."""
-    try:
-        number = int(text)
-    except ValueError:
-        number = 0
-    if not 1 <= number <= MAX_SESSION_ID:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not a session id; `devicectl sessions list` shows them")
-    return number
+    return _whole_in(text, 1, MAX_SESSION_ID,
+                     f"{text!r} is not a session id; `devicectl sessions list` shows them")
 
 
 def seconds(text: str) -> float:
@@ -74,14 +73,8 @@ def seconds(text: str) -> float:
 
 def pen_serial(text: str) -> int:
     """argparse's type for a pen's serial number: DEVICE_INFO's u32, 0 to 4294967295."""
-    try:
-        serial = int(text)
-    except ValueError:
-        serial = -1
-    if not 0 <= serial <= 0xFFFF_FFFF:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not a pen's serial number; give a whole number 0 to 4294967295")
-    return serial
+    return _whole_in(text, 0, 0xFFFF_FFFF,
+                     f"{text!r} is not a pen's serial number; give a whole number 0 to 4294967295")
 
 
 def utf8_text(value: str) -> str:
